@@ -1,0 +1,118 @@
+//! A minimal HTTP/1.1 client for talking to children on loopback (readiness
+//! probes, `POST /-/reload`). Children answer on 127.0.0.1 only, so there is no
+//! TLS, no redirects and no connection reuse: one request per connection.
+
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("cannot connect to 127.0.0.1:{port}: {source}")]
+    Connect { port: u16, source: std::io::Error },
+    #[error("127.0.0.1:{port} did not answer within {timeout:?}")]
+    Timeout { port: u16, timeout: Duration },
+    #[error("127.0.0.1:{port}: {source}")]
+    Io { port: u16, source: std::io::Error },
+    #[error("127.0.0.1:{port} sent something that is not an HTTP response")]
+    Garbled { port: u16 },
+}
+
+/// A response: status code and body (at most 1 MiB is read).
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+/// Sends `method path` to 127.0.0.1:`port` and reads the whole response.
+pub async fn request(
+    method: &str,
+    port: u16,
+    path: &str,
+    timeout: Duration,
+) -> Result<Response, HttpError> {
+    tokio::time::timeout(timeout, exchange(method, port, path))
+        .await
+        .map_err(|_| HttpError::Timeout { port, timeout })?
+}
+
+async fn exchange(method: &str, port: u16, path: &str) -> Result<Response, HttpError> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .map_err(|source| HttpError::Connect { port, source })?;
+    let io = |source| HttpError::Io { port, source };
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: obsbox\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.map_err(io)?;
+    let mut raw = Vec::new();
+    stream
+        .take(1 << 20)
+        .read_to_end(&mut raw)
+        .await
+        .map_err(io)?;
+    parse(&raw).ok_or(HttpError::Garbled { port })
+}
+
+fn parse(raw: &[u8]) -> Option<Response> {
+    let header_end = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = std::str::from_utf8(&raw[..header_end]).ok()?;
+    let mut status_line = head.lines().next()?.split(' ');
+    if !status_line.next()?.starts_with("HTTP/1.") {
+        return None;
+    }
+    let status = status_line.next()?.parse().ok()?;
+    let body = raw[header_end + 4..].to_vec();
+    let chunked = head
+        .lines()
+        .any(|l| l.to_ascii_lowercase().replace(' ', "") == "transfer-encoding:chunked");
+    let body = if chunked { dechunk(&body)? } else { body };
+    Some(Response { status, body })
+}
+
+fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = data.windows(2).position(|w| w == b"\r\n")?;
+        let size_text = std::str::from_utf8(&data[..line_end]).ok()?;
+        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+        data = &data[line_end + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(data.get(..size)?);
+        data = data.get(size + 2..)?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_plain_and_chunked_responses() {
+        let plain = parse(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nready").unwrap();
+        assert_eq!((plain.status, plain.body.as_slice()), (200, &b"ready"[..]));
+        let chunked =
+            parse(b"HTTP/1.1 503 Service Unavailable\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nnot\r\n6\r\n ready\r\n0\r\n\r\n")
+                .unwrap();
+        assert_eq!(
+            (chunked.status, chunked.body.as_slice()),
+            (503, &b"not ready"[..])
+        );
+    }
+
+    #[test]
+    fn garbage_is_not_a_response() {
+        for raw in [
+            &b""[..],
+            b"hello",
+            b"HTTP/1.1 abc\r\n\r\n",
+            b"SSH-2.0-OpenSSH\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        ] {
+            assert!(parse(raw).is_none(), "{:?}", String::from_utf8_lossy(raw));
+        }
+    }
+}

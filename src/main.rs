@@ -1,0 +1,170 @@
+//! obsbox: the firmware service of an observability and backup appliance.
+
+mod app;
+mod http_client;
+mod services;
+mod settings;
+mod store;
+mod supervisor;
+mod web;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "obsbox",
+    version,
+    about = "Observability and backup appliance: supervises the monitoring stack and serves its admin UI"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Supervise every child and serve the web UI until SIGTERM or SIGINT.
+    Run {
+        #[command(flatten)]
+        data: DataDir,
+        /// Address of the web UI and API.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+    },
+    /// Validate the settings and every rendered child config; exit non-zero on a problem.
+    Check {
+        #[command(flatten)]
+        data: DataDir,
+    },
+    /// Read or write settings in the store (for setup and scripts; a running
+    /// obsbox takes changes through its API).
+    Settings {
+        #[command(subcommand)]
+        action: SettingsAction,
+    },
+}
+
+#[derive(clap::Args)]
+struct DataDir {
+    /// Where obsbox keeps everything [default: /data/obsbox on the appliance, ./obsbox-data elsewhere].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+impl DataDir {
+    fn path(&self) -> PathBuf {
+        self.data_dir.clone().unwrap_or_else(|| {
+            // The appliance mounts its data partition on /data.
+            if Path::new("/data").is_dir() {
+                PathBuf::from("/data/obsbox")
+            } else {
+                PathBuf::from("./obsbox-data")
+            }
+        })
+    }
+}
+
+#[derive(Subcommand)]
+enum SettingsAction {
+    /// Print the settings (one section, or all) as JSON.
+    Get {
+        section: Option<String>,
+        #[command(flatten)]
+        data: DataDir,
+    },
+    /// Replace one section with a JSON document; refused if anything in it is invalid.
+    Set {
+        section: String,
+        json: String,
+        #[command(flatten)]
+        data: DataDir,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("OBSBOX_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    match run(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("obsbox: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    // One thread: obsbox spawns children from it, so each child's
+    // PR_SET_PDEATHSIG is tied to a thread that lives as long as obsbox.
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .max_blocking_threads(4)
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Run { data, listen } => {
+            runtime()?.block_on(app::run(&data.path(), listen))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check { data } => match runtime()?.block_on(app::check(&data.path()))? {
+            Ok(report) => {
+                for line in report {
+                    println!("ok: {line}");
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(problems) => {
+                for line in problems {
+                    eprintln!("problem: {line}");
+                }
+                Ok(ExitCode::FAILURE)
+            }
+        },
+        Command::Settings { action } => settings_command(action),
+    }
+}
+
+fn settings_command(action: SettingsAction) -> anyhow::Result<ExitCode> {
+    match action {
+        SettingsAction::Get { section, data } => {
+            let store = store::Store::open(&app::data_dir(&data.path())?)?;
+            let all = serde_json::to_value(store.settings()?)?;
+            let shown = match section {
+                Some(name) => all
+                    .get(&name)
+                    .cloned()
+                    .with_context(|| format!("no settings section named '{name}'"))?,
+                None => all,
+            };
+            println!("{}", serde_json::to_string_pretty(&shown)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        SettingsAction::Set {
+            section,
+            json,
+            data,
+        } => {
+            let value: serde_json::Value =
+                serde_json::from_str(&json).context("the value is not JSON")?;
+            let store = store::Store::open(&app::data_dir(&data.path())?)?;
+            let settings = store.propose(&section, value)?;
+            store.write_section(&settings, &section, "cli")?;
+            println!("{section} updated; a running obsbox applies it at its next start");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

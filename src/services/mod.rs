@@ -1,0 +1,367 @@
+//! The services obsbox runs: turns validated settings into the supervisor's
+//! child plans and into config files, and applies a settings change safely:
+//! render, check each file with its child's own checker, store the settings,
+//! swap the files in, then reload (or restart) only what changed. A change
+//! whose render is refused by a checker changes nothing.
+
+mod plan;
+pub mod render;
+
+use crate::settings::Settings;
+use crate::store::{Store, StoreError};
+use crate::supervisor::{Reaper, Supervisor, SupervisorError};
+use render::ConfigFile;
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use plan::{plans, prepare_dirs, Locator};
+
+/// Facts about where obsbox runs that rendering needs.
+#[derive(Debug, Clone)]
+pub struct Environment {
+    pub data_dir: PathBuf,
+    /// Where Prometheus reaches obsbox's own /metrics (`ip:port`).
+    pub obsbox_address: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServicesError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the new {child} config was refused by {checker}: {output}")]
+    Rejected {
+        child: &'static str,
+        checker: String,
+        output: String,
+    },
+    #[error("cannot run {checker} to check the {child} config: {message}")]
+    CheckerFailed {
+        child: &'static str,
+        checker: String,
+        message: String,
+    },
+    #[error("cannot write {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Supervisor(#[from] SupervisorError),
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> ServicesError + '_ {
+    move |source| ServicesError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Applies settings to the running system.
+pub struct Services {
+    store: Store,
+    supervisor: Supervisor,
+    reaper: Reaper,
+    env: Environment,
+    locator: Locator,
+    /// One settings change at a time, start to finish.
+    changing: tokio::sync::Mutex<()>,
+}
+
+impl Services {
+    pub fn new(
+        store: Store,
+        supervisor: Supervisor,
+        reaper: Reaper,
+        env: Environment,
+        locator: Locator,
+    ) -> Services {
+        Services {
+            store,
+            supervisor,
+            reaper,
+            env,
+            locator,
+            changing: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Renders and checks the stored settings and starts every child. A child
+    /// whose new config is refused keeps the config it had; one that never
+    /// had a valid config cannot start and says why.
+    pub async fn start(&self) -> Result<(), ServicesError> {
+        let _guard = self.changing.lock().await;
+        let settings = self.store.settings()?;
+        let files = render::render(&settings, &self.env);
+        let mut broken = Vec::new();
+        for (child, child_files) in by_child(&files) {
+            let staged = match self.stage(&settings, &child_files).await {
+                Ok(staged) => staged,
+                Err(e) => {
+                    tracing::error!(child, error = %e, "keeping the previous config");
+                    broken.push((child, e.to_string()));
+                    continue;
+                }
+            };
+            staged.commit()?;
+        }
+        let mut plans = plans(&settings, &self.env, &self.locator);
+        prepare_dirs(&plans).map_err(io_error(&self.env.data_dir))?;
+        for (child, reason) in broken {
+            let missing =
+                child_files_of(&files, child).any(|f| !self.env.data_dir.join(&f.path).exists());
+            if missing {
+                if let Some(plan) = plans.iter_mut().find(|p| p.name == child) {
+                    plan.launch = crate::supervisor::Launch::Broken(reason);
+                }
+            }
+        }
+        self.supervisor.apply(plans, Vec::new()).await?;
+        Ok(())
+    }
+
+    /// Replaces one settings section. Validation, rendering and every checker
+    /// must pass before anything is stored or any file replaced.
+    pub async fn update(
+        &self,
+        section: &str,
+        value: serde_json::Value,
+        actor: &str,
+    ) -> Result<Settings, ServicesError> {
+        let _guard = self.changing.lock().await;
+        let proposed = self.store.propose(section, value)?;
+        let files = render::render(&proposed, &self.env);
+        let mut staged = Vec::new();
+        let mut changed = BTreeSet::new();
+        for (child, child_files) in by_child(&files) {
+            if child_files.iter().all(|f| self.is_current(f)) {
+                continue;
+            }
+            changed.insert(child.to_string());
+            staged.push(self.stage(&proposed, &child_files).await?);
+        }
+        self.store.write_section(&proposed, section, actor)?;
+        for s in staged {
+            s.commit()?;
+        }
+        tracing::info!(section, actor, reload = ?changed, "settings changed");
+        let plans = plans(&proposed, &self.env, &self.locator);
+        prepare_dirs(&plans).map_err(io_error(&self.env.data_dir))?;
+        self.supervisor
+            .apply(plans, changed.into_iter().collect())
+            .await?;
+        Ok(proposed)
+    }
+
+    /// Checks settings as `obsbox check` does: validation, then every rendered
+    /// file through its checker, in a scratch directory. Returns what was
+    /// checked and with which tool.
+    pub async fn check(
+        settings: &Settings,
+        env: &Environment,
+        locator: &Locator,
+        reaper: &Reaper,
+    ) -> Result<Vec<String>, Vec<String>> {
+        let problems = settings.validate();
+        if !problems.is_empty() {
+            return Err(problems.iter().map(|p| p.to_string()).collect());
+        }
+        let mut report = Vec::new();
+        let mut failures = Vec::new();
+        for (child, child_files) in by_child(&render::render(settings, env)) {
+            let scratch = match tempfile_dir() {
+                Ok(dir) => dir,
+                Err(e) => return Err(vec![format!("cannot make a scratch directory: {e}")]),
+            };
+            let checker = Checker {
+                settings,
+                env,
+                locator,
+                reaper,
+            };
+            match checker.run(child, &child_files, &scratch).await {
+                Ok(Some(tool)) => report.push(format!("{child}: accepted by {tool}")),
+                Ok(None) => report.push(format!(
+                    "{child}: rendered (no checker for it is installed)"
+                )),
+                Err(e) => failures.push(e.to_string()),
+            }
+            let _ = std::fs::remove_dir_all(&scratch);
+        }
+        if failures.is_empty() {
+            Ok(report)
+        } else {
+            Err(failures)
+        }
+    }
+
+    /// The stored settings.
+    pub fn settings(&self) -> Result<Settings, ServicesError> {
+        Ok(self.store.settings()?)
+    }
+
+    /// The config files in use for `child`, as (path relative to the data dir, contents).
+    pub fn rendered(&self, child: &str) -> Vec<(String, String)> {
+        let Ok(settings) = self.store.settings() else {
+            return Vec::new();
+        };
+        render::render(&settings, &self.env)
+            .into_iter()
+            .filter(|f| f.child == child)
+            .map(|f| {
+                let live =
+                    std::fs::read_to_string(self.env.data_dir.join(&f.path)).unwrap_or_default();
+                (f.path.display().to_string(), live)
+            })
+            .collect()
+    }
+
+    fn is_current(&self, file: &ConfigFile) -> bool {
+        std::fs::read_to_string(self.env.data_dir.join(&file.path))
+            .is_ok_and(|c| c == file.contents)
+    }
+
+    /// Writes one child's files next to their final place and checks them.
+    async fn stage(
+        &self,
+        settings: &Settings,
+        files: &[&ConfigFile],
+    ) -> Result<Staged, ServicesError> {
+        let Some(first) = files.first() else {
+            return Ok(Staged { moves: Vec::new() });
+        };
+        let child = first.child;
+        let staging = self
+            .env
+            .data_dir
+            .join("children")
+            .join(child)
+            .join(".staging");
+        std::fs::create_dir_all(&staging).map_err(io_error(&staging))?;
+        let checker = Checker {
+            settings,
+            env: &self.env,
+            locator: &self.locator,
+            reaper: &self.reaper,
+        };
+        let result = checker.run(child, files, &staging).await;
+        let moves = files
+            .iter()
+            .map(|f| (staged_path(&staging, f), self.env.data_dir.join(&f.path)))
+            .collect();
+        if let Err(e) = result {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(e);
+        }
+        Ok(Staged { moves })
+    }
+}
+
+/// Checked files waiting to replace the ones in use.
+struct Staged {
+    moves: Vec<(PathBuf, PathBuf)>,
+}
+
+impl Staged {
+    /// Moves each file into place with one rename, so a reader sees the old or
+    /// the new file, never a mix.
+    fn commit(self) -> Result<(), ServicesError> {
+        for (from, to) in self.moves {
+            if let Some(dir) = to.parent() {
+                std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+            }
+            std::fs::rename(&from, &to).map_err(io_error(&to))?;
+        }
+        Ok(())
+    }
+}
+
+fn staged_path(staging: &Path, file: &ConfigFile) -> PathBuf {
+    staging.join(file.path.file_name().unwrap_or_default())
+}
+
+fn by_child(files: &[ConfigFile]) -> Vec<(&'static str, Vec<&ConfigFile>)> {
+    let mut children: Vec<&'static str> = files.iter().map(|f| f.child).collect();
+    children.dedup();
+    children
+        .into_iter()
+        .map(|child| (child, child_files_of(files, child).collect()))
+        .collect()
+}
+
+fn child_files_of<'a>(
+    files: &'a [ConfigFile],
+    child: &'a str,
+) -> impl Iterator<Item = &'a ConfigFile> {
+    files.iter().filter(move |f| f.child == child)
+}
+
+fn tempfile_dir() -> std::io::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!(
+        "obsbox-check-{}-{}",
+        std::process::id(),
+        rand_suffix()
+    ));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+fn rand_suffix() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(std::time::SystemTime::now())
+}
+
+/// Runs a child's own config checker on staged files.
+struct Checker<'a> {
+    settings: &'a Settings,
+    env: &'a Environment,
+    locator: &'a Locator,
+    reaper: &'a Reaper,
+}
+
+impl Checker<'_> {
+    /// Writes `files` into `dir` (durably) and checks the main one; returns the
+    /// checker used, or `None` when the child has none installed.
+    async fn run(
+        &self,
+        child: &'static str,
+        files: &[&ConfigFile],
+        dir: &Path,
+    ) -> Result<Option<String>, ServicesError> {
+        for f in files {
+            let path = staged_path(dir, f);
+            let mut out = std::fs::File::create(&path).map_err(io_error(&path))?;
+            out.write_all(f.contents.as_bytes())
+                .and_then(|()| out.sync_all())
+                .map_err(io_error(&path))?;
+        }
+        let Some(main) = files.first().map(|f| staged_path(dir, f)) else {
+            return Ok(None);
+        };
+        let Some((program, args)) = self.locator.checker(child, self.settings, &main) else {
+            return Ok(None);
+        };
+        let tool = program.display().to_string();
+        let mut cmd = std::process::Command::new(&program);
+        cmd.args(&args).current_dir(&self.env.data_dir);
+        let (exit, output) = self
+            .reaper
+            .output(cmd, Duration::from_secs(30))
+            .await
+            .map_err(|e| ServicesError::CheckerFailed {
+                child,
+                checker: tool.clone(),
+                message: e.to_string(),
+            })?;
+        if exit.success() {
+            Ok(Some(tool))
+        } else {
+            Err(ServicesError::Rejected {
+                child,
+                checker: tool,
+                output: format!("{} ({exit})", output.trim()),
+            })
+        }
+    }
+}

@@ -1,0 +1,459 @@
+//! Child plans: which program each service runs, with which flags, as whom,
+//! how it is probed and reloaded, and after whom it starts.
+
+use super::render::paths;
+use super::Environment;
+use crate::settings::{ExtraChild, Readiness, Service, Settings};
+use crate::supervisor::{ChildPlan, ChildSpec, Launch, Probe, Reload, RestartPolicy, RunAs};
+use nix::sys::signal::Signal;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Finds programs: a configured path, else the usual names on the search path.
+#[derive(Debug, Clone)]
+pub struct Locator {
+    search: Vec<PathBuf>,
+}
+
+impl Locator {
+    /// Searches the directories of `$PATH`.
+    pub fn from_env() -> Locator {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let mut search: Vec<PathBuf> = Vec::new();
+        for dir in std::env::split_paths(&path) {
+            if !search.contains(&dir) {
+                search.push(dir);
+            }
+        }
+        Locator { search }
+    }
+
+    /// The first of `names` found on the search path; a configured path wins.
+    /// On failure, every path looked at.
+    pub fn find(&self, configured: Option<&str>, names: &[&str]) -> Result<PathBuf, Vec<PathBuf>> {
+        let candidates: Vec<PathBuf> = match configured {
+            Some(path) if path.contains('/') => vec![PathBuf::from(path)],
+            Some(name) => self.search.iter().map(|d| d.join(name)).collect(),
+            None => names
+                .iter()
+                .flat_map(|n| self.search.iter().map(move |d| d.join(n)))
+                .collect(),
+        };
+        candidates
+            .iter()
+            .find(|p| is_executable(p))
+            .cloned()
+            .ok_or(candidates)
+    }
+
+    /// The checker for a child's main config file, if one is installed:
+    /// `promtool check config`, `amtool check-config`, `loki -verify-config`.
+    pub(super) fn checker(
+        &self,
+        child: &str,
+        settings: &Settings,
+        config: &Path,
+    ) -> Option<(PathBuf, Vec<String>)> {
+        let config = config.display().to_string();
+        let beside = |service: &Service, names: &[&str], tool: &str| {
+            // A configured binary's own directory first: the tool of the same release.
+            let dir = self
+                .find(service.binary.as_deref(), names)
+                .ok()?
+                .parent()?
+                .join(tool);
+            if is_executable(&dir) {
+                Some(dir)
+            } else {
+                self.find(None, &[tool]).ok()
+            }
+        };
+        let s = &settings.services;
+        match child {
+            "prometheus" => Some((
+                beside(&s.prometheus, PROMETHEUS, "promtool")?,
+                vec!["check".into(), "config".into(), config],
+            )),
+            "alertmanager" => Some((
+                beside(&s.alertmanager, ALERTMANAGER, "amtool")?,
+                vec!["check-config".into(), config],
+            )),
+            "loki" => Some((
+                self.find(s.loki.binary.as_deref(), LOKI).ok()?,
+                vec![format!("-config.file={config}"), "-verify-config".into()],
+            )),
+            _ => None,
+        }
+    }
+}
+
+const PROMETHEUS: &[&str] = &["prometheus"];
+const ALERTMANAGER: &[&str] = &["alertmanager", "prometheus-alertmanager"];
+const NODE_EXPORTER: &[&str] = &["node_exporter", "prometheus-node-exporter"];
+const LOKI: &[&str] = &["loki"];
+const GRAFANA: &[&str] = &["grafana", "grafana-server"];
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.metadata()
+        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// Every child, in start order: the enabled built-ins, then the user's.
+pub fn plans(settings: &Settings, env: &Environment, locator: &Locator) -> Vec<ChildPlan> {
+    let s = &settings.services;
+    let builtin_user = builtin_user(&settings.general.child_user);
+    let abs = |rel: &str| env.data_dir.join(rel).display().to_string();
+    let mut plans = Vec::new();
+    let mut builtin = |name: &str,
+                       service: &Service,
+                       names: &[&str],
+                       depends_on: &[&str],
+                       build: &dyn Fn(&Path) -> Built| {
+        if !service.enabled {
+            return;
+        }
+        let launch = match locator.find(service.binary.as_deref(), names) {
+            Err(looked_at) => Launch::NotInstalled { looked_at },
+            Ok(program) => {
+                let built = build(&program);
+                Launch::Run(Box::new(ChildSpec {
+                    program,
+                    args: built.args,
+                    env: Vec::new(),
+                    cwd: env.data_dir.join("children").join(name),
+                    user: builtin_user,
+                    readiness: Probe::Http {
+                        port: service.port,
+                        path: built.ready_path.into(),
+                    },
+                    reload: built.reload,
+                    stop_grace: built.grace,
+                    restart: RestartPolicy::default(),
+                }))
+            }
+        };
+        plans.push(ChildPlan {
+            name: name.into(),
+            depends_on: depends_on.iter().map(|d| d.to_string()).collect(),
+            launch,
+        });
+    };
+    let listen = |port: u16| format!("127.0.0.1:{port}");
+
+    builtin(
+        "node_exporter",
+        &s.node_exporter,
+        NODE_EXPORTER,
+        &[],
+        &|_| Built {
+            args: vec![format!(
+                "--web.listen-address={}",
+                listen(s.node_exporter.port)
+            )],
+            ready_path: "/",
+            reload: Reload::Nothing,
+            grace: Duration::from_secs(10),
+        },
+    );
+    builtin("alertmanager", &s.alertmanager, ALERTMANAGER, &[], &|_| {
+        Built {
+            args: vec![
+                format!("--config.file={}", abs(paths::ALERTMANAGER_CONFIG)),
+                format!("--storage.path={}", abs(paths::ALERTMANAGER_DATA)),
+                format!("--web.listen-address={}", listen(s.alertmanager.port)),
+                // A single box: no gossip port.
+                "--cluster.listen-address=".into(),
+            ],
+            ready_path: "/-/ready",
+            reload: Reload::HttpPost {
+                port: s.alertmanager.port,
+                path: "/-/reload".into(),
+            },
+            grace: Duration::from_secs(15),
+        }
+    });
+    builtin("loki", &s.loki, LOKI, &[], &|_| Built {
+        args: vec![format!("-config.file={}", abs(paths::LOKI_CONFIG))],
+        ready_path: "/ready",
+        // Loki reads its main config only at start.
+        reload: Reload::Restart,
+        grace: Duration::from_secs(30),
+    });
+    builtin(
+        "prometheus",
+        &s.prometheus,
+        PROMETHEUS,
+        &["alertmanager"],
+        &|_| Built {
+            args: vec![
+                format!("--config.file={}", abs(paths::PROMETHEUS_CONFIG)),
+                format!("--storage.tsdb.path={}", abs(paths::PROMETHEUS_DATA)),
+                format!(
+                    "--storage.tsdb.retention.time={}",
+                    settings.prometheus.retention
+                ),
+                format!("--web.listen-address={}", listen(s.prometheus.port)),
+                // Reload and TSDB snapshots over HTTP; it listens on loopback only.
+                "--web.enable-lifecycle".into(),
+                "--web.enable-admin-api".into(),
+            ],
+            ready_path: "/-/ready",
+            reload: Reload::HttpPost {
+                port: s.prometheus.port,
+                path: "/-/reload".into(),
+            },
+            // Prometheus flushes its head block on SIGTERM; give it time.
+            grace: Duration::from_secs(60),
+        },
+    );
+    builtin(
+        "grafana",
+        &s.grafana,
+        GRAFANA,
+        &["prometheus", "loki"],
+        &|program| {
+            let mut args = Vec::new();
+            // `grafana server` since Grafana 10; `grafana-server` before.
+            if program.file_name().is_some_and(|n| n == "grafana") {
+                args.push("server".into());
+            }
+            args.extend([
+                "--homepath".into(),
+                settings.grafana.homepath.clone(),
+                "--config".into(),
+                abs(paths::GRAFANA_CONFIG),
+            ]);
+            Built {
+                args,
+                ready_path: "/api/health",
+                reload: Reload::Restart,
+                grace: Duration::from_secs(30),
+            }
+        },
+    );
+    plans.extend(
+        settings
+            .children
+            .iter()
+            .map(|c| extra_plan(c, env, locator)),
+    );
+    plans
+}
+
+struct Built {
+    args: Vec<String>,
+    ready_path: &'static str,
+    reload: Reload,
+    grace: Duration,
+}
+
+fn extra_plan(child: &ExtraChild, env: &Environment, locator: &Locator) -> ChildPlan {
+    let plan = |launch| ChildPlan {
+        name: child.name.clone(),
+        depends_on: child.depends_on.clone(),
+        launch,
+    };
+    let Some((program, args)) = child.command.split_first() else {
+        return plan(Launch::Broken("no command".into()));
+    };
+    let program = match locator.find(Some(program), &[]) {
+        Ok(p) => p,
+        Err(looked_at) => return plan(Launch::NotInstalled { looked_at }),
+    };
+    let user = match &child.user {
+        None => None,
+        Some(name) => match lookup_user(name) {
+            Some(u) => Some(u),
+            None => return plan(Launch::Broken(format!("no user '{name}' in /etc/passwd"))),
+        },
+    };
+    let readiness = match child.readiness {
+        Readiness::None => Probe::None,
+        Readiness::Http { port, ref path } => Probe::Http {
+            port,
+            path: path.clone(),
+        },
+        Readiness::Tcp { port } => Probe::Tcp { port },
+    };
+    plan(Launch::Run(Box::new(ChildSpec {
+        program,
+        args: args.to_vec(),
+        env: child
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        cwd: env.data_dir.join("children").join(&child.name),
+        user,
+        readiness,
+        reload: Reload::Signal(Signal::SIGHUP),
+        // Validated when the settings were written.
+        stop_grace: crate::settings::parse_duration(&child.stop_grace)
+            .unwrap_or(Duration::from_secs(10)),
+        restart: RestartPolicy::default(),
+    })))
+}
+
+/// The user built-in children run as when obsbox is root.
+fn builtin_user(setting: &str) -> Option<RunAs> {
+    if !nix::unistd::geteuid().is_root() {
+        return None;
+    }
+    match setting {
+        "" => None,
+        "auto" => lookup_user("obsbox").or_else(|| lookup_user("nobody")),
+        name => lookup_user(name),
+    }
+}
+
+/// Reads `/etc/passwd` directly: NSS is unreliable in a static binary.
+fn lookup_user(name: &str) -> Option<RunAs> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|line| {
+        let mut f = line.split(':');
+        if f.next()? != name {
+            return None;
+        }
+        let _password = f.next()?;
+        Some(RunAs {
+            uid: f.next()?.parse().ok()?,
+            gid: f.next()?.parse().ok()?,
+        })
+    })
+}
+
+/// Creates each child's working directory, owned by the user it runs as.
+pub fn prepare_dirs(plans: &[ChildPlan]) -> std::io::Result<()> {
+    for plan in plans {
+        if let Launch::Run(spec) = &plan.launch {
+            std::fs::create_dir_all(&spec.cwd)?;
+            if let Some(user) = spec.user.filter(|_| nix::unistd::geteuid().is_root()) {
+                std::os::unix::fs::chown(&spec.cwd, Some(user.uid), Some(user.gid))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env() -> Environment {
+        Environment {
+            data_dir: "/data/obsbox".into(),
+            obsbox_address: "127.0.0.1:8080".into(),
+        }
+    }
+
+    fn bin_dir(names: &[&str]) -> (tempfile::TempDir, Locator) {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        for name in names {
+            let p = dir.path().join(name);
+            std::fs::write(&p, "#!/bin/sh\n").unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let locator = Locator {
+            search: vec![dir.path().to_path_buf()],
+        };
+        (dir, locator)
+    }
+
+    #[test]
+    fn built_ins_start_in_dependency_order_and_debian_names_are_found() {
+        let (_d, locator) = bin_dir(&[
+            "prometheus",
+            "prometheus-alertmanager",
+            "prometheus-node-exporter",
+        ]);
+        let plans = plans(&Settings::default(), &env(), &locator);
+        let names: Vec<&str> = plans.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "node_exporter",
+                "alertmanager",
+                "loki",
+                "prometheus",
+                "grafana"
+            ]
+        );
+        let launch = |n: &str| &plans.iter().find(|p| p.name == n).unwrap().launch;
+        assert!(
+            matches!(launch("alertmanager"), Launch::Run(s) if s.program.ends_with("prometheus-alertmanager"))
+        );
+        match launch("loki") {
+            Launch::NotInstalled { looked_at } => assert!(looked_at[0].ends_with("loki")),
+            other => panic!("{other:?}"),
+        }
+        let Launch::Run(prom) = launch("prometheus") else {
+            panic!()
+        };
+        assert!(prom.args.contains(&"--web.enable-lifecycle".to_string()));
+        assert_eq!(
+            prom.reload,
+            Reload::HttpPost {
+                port: 9090,
+                path: "/-/reload".into()
+            }
+        );
+    }
+
+    #[test]
+    fn grafana_gets_the_server_subcommand_only_from_the_new_binary() {
+        for (binary, first) in [("grafana", "server"), ("grafana-server", "--homepath")] {
+            let (_d, locator) = bin_dir(&[binary]);
+            let plans = plans(&Settings::default(), &env(), &locator);
+            let Launch::Run(spec) = &plans.iter().find(|p| p.name == "grafana").unwrap().launch
+            else {
+                panic!()
+            };
+            assert_eq!(spec.args[0], first);
+        }
+    }
+
+    #[test]
+    fn disabled_services_have_no_plan_and_extras_come_last() {
+        let (_d, locator) = bin_dir(&["sleep"]);
+        let mut settings = Settings::default();
+        settings.services.grafana.enabled = false;
+        settings.children.push(
+            serde_json::from_value(serde_json::json!({
+                "name": "napper", "command": ["sleep", "100"], "readiness": {"tcp": {"port": 7000}}
+            }))
+            .unwrap(),
+        );
+        let plans = plans(&settings, &env(), &locator);
+        assert!(plans.iter().all(|p| p.name != "grafana"));
+        let last = plans.last().unwrap();
+        assert_eq!(last.name, "napper");
+        let Launch::Run(spec) = &last.launch else {
+            panic!()
+        };
+        assert_eq!(spec.args, ["100"]);
+        assert_eq!(spec.readiness, Probe::Tcp { port: 7000 });
+    }
+
+    #[test]
+    fn configured_binaries_are_used_and_reported_when_missing() {
+        let (_d, locator) = bin_dir(&[]);
+        let mut settings = Settings::default();
+        settings.services.loki.binary = Some("/opt/loki/bin/loki".into());
+        let plans = plans(&settings, &env(), &locator);
+        let loki = plans.iter().find(|p| p.name == "loki").unwrap();
+        assert_eq!(
+            loki.launch,
+            Launch::NotInstalled {
+                looked_at: vec!["/opt/loki/bin/loki".into()]
+            }
+        );
+    }
+
+    #[test]
+    fn users_come_from_etc_passwd() {
+        assert_eq!(lookup_user("root"), Some(RunAs { uid: 0, gid: 0 }));
+        assert_eq!(lookup_user("no-such-user-here"), None);
+    }
+}

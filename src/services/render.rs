@@ -1,0 +1,321 @@
+//! Pure rendering: settings in, config files out. Nothing here touches the
+//! disk or runs a program, so every file can be checked in unit tests.
+
+use super::Environment;
+use crate::settings::Settings;
+use serde_json::{json, Value};
+use std::path::PathBuf;
+
+/// One rendered file, its path relative to the data directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigFile {
+    pub child: &'static str,
+    pub path: PathBuf,
+    pub contents: String,
+}
+
+/// Paths of each built-in child's files, relative to the data directory.
+pub mod paths {
+    pub const PROMETHEUS_CONFIG: &str = "children/prometheus/prometheus.yml";
+    pub const PROMETHEUS_DATA: &str = "children/prometheus/data";
+    pub const ALERTMANAGER_CONFIG: &str = "children/alertmanager/alertmanager.yml";
+    pub const ALERTMANAGER_DATA: &str = "children/alertmanager/data";
+    pub const LOKI_CONFIG: &str = "children/loki/loki.yaml";
+    pub const LOKI_DATA: &str = "children/loki/data";
+    pub const GRAFANA_CONFIG: &str = "children/grafana/grafana.ini";
+    pub const GRAFANA_DATASOURCES: &str = "children/grafana/provisioning/datasources/obsbox.yaml";
+}
+
+/// Every config file of every enabled built-in child.
+pub fn render(settings: &Settings, env: &Environment) -> Vec<ConfigFile> {
+    let s = &settings.services;
+    let mut files = Vec::new();
+    let mut add = |child: &'static str, path: &str, contents: String| {
+        files.push(ConfigFile {
+            child,
+            path: path.into(),
+            contents,
+        })
+    };
+    if s.prometheus.enabled {
+        add(
+            "prometheus",
+            paths::PROMETHEUS_CONFIG,
+            prometheus(settings, env),
+        );
+    }
+    if s.alertmanager.enabled {
+        add(
+            "alertmanager",
+            paths::ALERTMANAGER_CONFIG,
+            alertmanager(settings),
+        );
+    }
+    if s.loki.enabled {
+        add("loki", paths::LOKI_CONFIG, loki(settings, env));
+    }
+    if s.grafana.enabled {
+        add("grafana", paths::GRAFANA_CONFIG, grafana_ini(settings, env));
+        add(
+            "grafana",
+            paths::GRAFANA_DATASOURCES,
+            grafana_datasources(settings),
+        );
+    }
+    files
+}
+
+fn yaml(header: &str, value: &Value) -> String {
+    // Serializing a JSON value to YAML cannot fail: every key is a string.
+    let body = serde_yaml::to_string(value).unwrap_or_default();
+    format!(
+        "# {header}\n# Rendered by obsbox from its settings; edits here are overwritten.\n{body}"
+    )
+}
+
+fn loopback(port: u16) -> String {
+    format!("127.0.0.1:{port}")
+}
+
+fn prometheus(settings: &Settings, env: &Environment) -> String {
+    let s = &settings.services;
+    let p = &settings.prometheus;
+    let mut labels = serde_json::Map::new();
+    labels.insert("obsbox_host".into(), json!(settings.general.hostname));
+    for (k, v) in &p.external_labels {
+        labels.insert(k.clone(), json!(v));
+    }
+    let job = |name: &str, target: String| json!({"job_name": name, "static_configs": [{"targets": [target]}]});
+    let mut scrape = vec![job("obsbox", env.obsbox_address.clone())];
+    if s.prometheus.enabled {
+        scrape.push(job("prometheus", loopback(s.prometheus.port)));
+    }
+    if s.node_exporter.enabled {
+        scrape.push(job("node", loopback(s.node_exporter.port)));
+    }
+    if s.alertmanager.enabled {
+        scrape.push(job("alertmanager", loopback(s.alertmanager.port)));
+    }
+    if s.loki.enabled {
+        scrape.push(job("loki", loopback(s.loki.port)));
+    }
+    if s.grafana.enabled {
+        scrape.push(job("grafana", loopback(s.grafana.port)));
+    }
+    let mut doc = json!({
+        "global": {
+            "scrape_interval": p.scrape_interval,
+            "evaluation_interval": p.evaluation_interval,
+            "external_labels": labels,
+        },
+    });
+    if s.alertmanager.enabled {
+        doc["alerting"] = json!({"alertmanagers": [{"static_configs": [{"targets": [loopback(s.alertmanager.port)]}]}]});
+    }
+    doc["scrape_configs"] = Value::Array(scrape);
+    yaml("Prometheus configuration", &doc)
+}
+
+fn alertmanager(settings: &Settings) -> String {
+    let a = &settings.alertmanager;
+    let doc = json!({
+        "global": {"resolve_timeout": a.resolve_timeout},
+        "route": {
+            "receiver": "default",
+            "group_by": ["alertname", "instance"],
+            "group_wait": a.group_wait,
+            "group_interval": a.group_interval,
+            "repeat_interval": a.repeat_interval,
+        },
+        // Receivers with real destinations come from the alert-routing settings.
+        "receivers": [{"name": "default"}],
+    });
+    yaml("Alertmanager configuration", &doc)
+}
+
+fn loki(settings: &Settings, env: &Environment) -> String {
+    let data = env.data_dir.join(paths::LOKI_DATA);
+    let dir = |sub: &str| data.join(sub).display().to_string();
+    let doc = json!({
+        "auth_enabled": false,
+        "server": {
+            "http_listen_address": "127.0.0.1",
+            "http_listen_port": settings.services.loki.port,
+            "grpc_listen_address": "127.0.0.1",
+            "grpc_listen_port": settings.loki.grpc_port,
+            "log_level": "info",
+        },
+        "common": {
+            "path_prefix": data.display().to_string(),
+            "storage": {"filesystem": {"chunks_directory": dir("chunks"), "rules_directory": dir("rules")}},
+            "replication_factor": 1,
+            "ring": {"kvstore": {"store": "inmemory"}},
+            "instance_addr": "127.0.0.1",
+        },
+        "schema_config": {"configs": [{
+            "from": "2024-01-01",
+            "store": "tsdb",
+            "object_store": "filesystem",
+            "schema": "v13",
+            "index": {"prefix": "index_", "period": "24h"},
+        }]},
+        "limits_config": {"retention_period": settings.loki.retention},
+        "compactor": {
+            "working_directory": dir("compactor"),
+            "retention_enabled": true,
+            "delete_request_store": "filesystem",
+        },
+        "analytics": {"reporting_enabled": false},
+    });
+    yaml("Loki configuration", &doc)
+}
+
+fn grafana_ini(settings: &Settings, env: &Environment) -> String {
+    let base = env.data_dir.join("children/grafana");
+    let at = |sub: &str| base.join(sub).display().to_string();
+    format!(
+        "; Grafana configuration\n; Rendered by obsbox from its settings; edits here are overwritten.\n\
+         [server]\nhttp_addr = 127.0.0.1\nhttp_port = {port}\n\n\
+         [paths]\ndata = {data}\nlogs = {logs}\nplugins = {plugins}\nprovisioning = {provisioning}\n\n\
+         [analytics]\nreporting_enabled = false\ncheck_for_updates = false\ncheck_for_plugin_updates = false\n\n\
+         [log]\nmode = console\n",
+        port = settings.services.grafana.port,
+        data = at("data"),
+        logs = at("logs"),
+        plugins = at("plugins"),
+        provisioning = at("provisioning"),
+    )
+}
+
+fn grafana_datasources(settings: &Settings) -> String {
+    let s = &settings.services;
+    let mut sources = Vec::new();
+    if s.prometheus.enabled {
+        sources.push(json!({
+            "name": "Prometheus", "uid": "prometheus", "type": "prometheus", "access": "proxy",
+            "url": format!("http://{}", loopback(s.prometheus.port)), "isDefault": true, "editable": false,
+        }));
+    }
+    if s.loki.enabled {
+        sources.push(json!({
+            "name": "Loki", "uid": "loki", "type": "loki", "access": "proxy",
+            "url": format!("http://{}", loopback(s.loki.port)), "isDefault": false, "editable": false,
+        }));
+    }
+    yaml(
+        "Grafana data sources",
+        &json!({"apiVersion": 1, "datasources": sources}),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env() -> Environment {
+        Environment {
+            data_dir: "/data/obsbox".into(),
+            obsbox_address: "127.0.0.1:8080".into(),
+        }
+    }
+
+    fn file<'a>(files: &'a [ConfigFile], path: &str) -> &'a str {
+        &files
+            .iter()
+            .find(|f| f.path == std::path::Path::new(path))
+            .unwrap()
+            .contents
+    }
+
+    fn parse(text: &str) -> Value {
+        serde_yaml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn prometheus_scrapes_every_enabled_child_and_obsbox() {
+        let mut settings = Settings::default();
+        settings
+            .prometheus
+            .external_labels
+            .insert("site".into(), "home".into());
+        let doc = parse(file(&render(&settings, &env()), paths::PROMETHEUS_CONFIG));
+        let jobs: Vec<(&str, &str)> = doc["scrape_configs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| {
+                (
+                    j["job_name"].as_str().unwrap(),
+                    j["static_configs"][0]["targets"][0].as_str().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            jobs,
+            vec![
+                ("obsbox", "127.0.0.1:8080"),
+                ("prometheus", "127.0.0.1:9090"),
+                ("node", "127.0.0.1:9100"),
+                ("alertmanager", "127.0.0.1:9093"),
+                ("loki", "127.0.0.1:3100"),
+                ("grafana", "127.0.0.1:3000"),
+            ]
+        );
+        assert_eq!(doc["global"]["external_labels"]["site"], "home");
+        assert_eq!(doc["global"]["external_labels"]["obsbox_host"], "obsbox");
+        assert_eq!(
+            doc["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"][0],
+            "127.0.0.1:9093"
+        );
+    }
+
+    #[test]
+    fn disabled_children_get_no_files_and_no_scrape_job() {
+        let mut settings = Settings::default();
+        settings.services.loki.enabled = false;
+        settings.services.alertmanager.enabled = false;
+        let files = render(&settings, &env());
+        assert!(files
+            .iter()
+            .all(|f| f.child != "loki" && f.child != "alertmanager"));
+        let prom = file(&files, paths::PROMETHEUS_CONFIG);
+        assert!(
+            !prom.contains("3100") && !prom.contains("alerting"),
+            "{prom}"
+        );
+        let sources = parse(file(&files, paths::GRAFANA_DATASOURCES));
+        assert_eq!(sources["datasources"].as_array().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn loki_keeps_its_data_under_the_data_dir() {
+        let doc = parse(file(
+            &render(&Settings::default(), &env()),
+            paths::LOKI_CONFIG,
+        ));
+        assert_eq!(
+            doc["common"]["path_prefix"],
+            "/data/obsbox/children/loki/data"
+        );
+        assert_eq!(doc["limits_config"]["retention_period"], "168h");
+        assert_eq!(doc["server"]["http_listen_port"], 3100);
+    }
+
+    #[test]
+    fn grafana_gets_both_data_sources_with_one_default() {
+        let files = render(&Settings::default(), &env());
+        let doc = parse(file(&files, paths::GRAFANA_DATASOURCES));
+        let sources = doc["datasources"].as_array().unwrap();
+        assert_eq!(sources.len(), 2);
+        assert_eq!(sources.iter().filter(|s| s["isDefault"] == true).count(), 1);
+        assert!(file(&files, paths::GRAFANA_CONFIG).contains("http_port = 3000"));
+    }
+
+    #[test]
+    fn rendering_is_deterministic() {
+        assert_eq!(
+            render(&Settings::default(), &env()),
+            render(&Settings::default(), &env())
+        );
+    }
+}

@@ -1,0 +1,597 @@
+//! Typed settings: one serde struct per section, defaults in one place, unknown
+//! fields refused. [`Settings::validate`] reports every problem at once; code
+//! downstream trusts a validated value.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Every setting obsbox has. Stored section by section in the store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// The box itself.
+    pub general: General,
+    /// Which built-in children run, where their binaries are and their ports.
+    pub services: Services,
+    /// Prometheus tuning.
+    pub prometheus: PrometheusSettings,
+    /// Alertmanager tuning.
+    pub alertmanager: AlertmanagerSettings,
+    /// Loki tuning.
+    pub loki: LokiSettings,
+    /// Grafana tuning.
+    pub grafana: GrafanaSettings,
+    /// How captured child output is kept on disk.
+    pub logs: LogSettings,
+    /// Extra programs obsbox supervises (exporters, agents), in start order.
+    pub children: Vec<ExtraChild>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct General {
+    /// Host name shown in the UI and used as the `obsbox_host` external label.
+    pub hostname: String,
+    /// Unix user the built-in children run as when obsbox runs as root
+    /// ("auto": `obsbox` if that user exists, else `nobody`; "" keeps root).
+    pub child_user: String,
+}
+
+impl Default for General {
+    fn default() -> Self {
+        General {
+            hostname: "obsbox".into(),
+            child_user: "auto".into(),
+        }
+    }
+}
+
+/// Settings shared by every built-in child.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Service {
+    /// Whether obsbox runs this child at all.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Path of the program; when unset the usual names are looked up on PATH.
+    #[serde(default)]
+    pub binary: Option<String>,
+    /// Loopback port the child listens on.
+    pub port: u16,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Service {
+    fn on_port(port: u16) -> Self {
+        Service {
+            enabled: true,
+            binary: None,
+            port,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Services {
+    pub prometheus: Service,
+    pub alertmanager: Service,
+    pub node_exporter: Service,
+    pub loki: Service,
+    pub grafana: Service,
+}
+
+impl Default for Services {
+    fn default() -> Self {
+        Services {
+            prometheus: Service::on_port(9090),
+            alertmanager: Service::on_port(9093),
+            node_exporter: Service::on_port(9100),
+            loki: Service::on_port(3100),
+            grafana: Service::on_port(3000),
+        }
+    }
+}
+
+impl Services {
+    /// The built-in services by name, in no particular order.
+    pub fn by_name(&self) -> [(&'static str, &Service); 5] {
+        [
+            ("prometheus", &self.prometheus),
+            ("alertmanager", &self.alertmanager),
+            ("node_exporter", &self.node_exporter),
+            ("loki", &self.loki),
+            ("grafana", &self.grafana),
+        ]
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PrometheusSettings {
+    /// How often targets are scraped (Prometheus duration, e.g. `15s`).
+    pub scrape_interval: String,
+    /// How often rules are evaluated.
+    pub evaluation_interval: String,
+    /// How long samples are kept.
+    pub retention: String,
+    /// Labels added to every series and alert leaving this Prometheus.
+    pub external_labels: BTreeMap<String, String>,
+}
+
+impl Default for PrometheusSettings {
+    fn default() -> Self {
+        PrometheusSettings {
+            scrape_interval: "15s".into(),
+            evaluation_interval: "15s".into(),
+            retention: "15d".into(),
+            external_labels: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlertmanagerSettings {
+    /// How long an alert without updates stays firing.
+    pub resolve_timeout: String,
+    /// Wait before the first notification of a new group.
+    pub group_wait: String,
+    /// Wait before notifying about new alerts in a group already notified.
+    pub group_interval: String,
+    /// Wait before repeating a notification that was already sent.
+    pub repeat_interval: String,
+}
+
+impl Default for AlertmanagerSettings {
+    fn default() -> Self {
+        AlertmanagerSettings {
+            resolve_timeout: "5m".into(),
+            group_wait: "30s".into(),
+            group_interval: "5m".into(),
+            repeat_interval: "4h".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LokiSettings {
+    /// How long log lines are kept.
+    pub retention: String,
+    /// Loki's gRPC port (loopback only; nothing outside talks to it).
+    pub grpc_port: u16,
+}
+
+impl Default for LokiSettings {
+    fn default() -> Self {
+        LokiSettings {
+            retention: "168h".into(),
+            grpc_port: 9095,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GrafanaSettings {
+    /// Grafana's home (its `conf/defaults.ini` and `public/` live there).
+    pub homepath: String,
+}
+
+impl Default for GrafanaSettings {
+    fn default() -> Self {
+        GrafanaSettings {
+            homepath: "/usr/share/grafana".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    /// A child's current log file is rotated (and compressed) at this size.
+    pub segment_bytes: u64,
+    /// Compressed segments kept per child; older ones are deleted.
+    pub keep_segments: u32,
+    /// Bytes of recent output kept in memory per child for the live view.
+    pub ring_bytes: u32,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            segment_bytes: 16 << 20,
+            keep_segments: 8,
+            ring_bytes: 64 << 10,
+        }
+    }
+}
+
+/// A program the user asked obsbox to supervise.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtraChild {
+    /// Unique name: letters, digits, `-` and `_`.
+    pub name: String,
+    /// Program and arguments; the program is looked up on PATH if not absolute.
+    pub command: Vec<String>,
+    /// Extra environment variables.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Children that must be ready before this one starts.
+    #[serde(default)]
+    pub depends_on: Vec<String>,
+    /// How readiness is checked; none means ready once started.
+    #[serde(default)]
+    pub readiness: Readiness,
+    /// Unix user to run as (when obsbox is root); unset keeps obsbox's user.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Time between the stop signal (SIGTERM) and SIGKILL.
+    #[serde(default = "default_grace")]
+    pub stop_grace: String,
+}
+
+fn default_grace() -> String {
+    "10s".into()
+}
+
+/// How the supervisor knows a child is ready.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Readiness {
+    /// Ready as soon as it has been started.
+    #[default]
+    None,
+    /// Ready when `GET http://127.0.0.1:<port><path>` answers 2xx.
+    Http { port: u16, path: String },
+    /// Ready when a TCP connection to 127.0.0.1:<port> succeeds.
+    Tcp { port: u16 },
+}
+
+/// One problem found in a settings document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    /// Dotted path of the setting, e.g. `prometheus.scrape_interval`.
+    pub field: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// The names of the sections, as stored and as used in `/api/settings/{section}`.
+pub const SECTIONS: &[&str] = &[
+    "general",
+    "services",
+    "prometheus",
+    "alertmanager",
+    "loki",
+    "grafana",
+    "logs",
+    "children",
+];
+
+/// Names the built-in children take; extra children may not reuse them.
+pub const BUILTIN_NAMES: &[&str] = &[
+    "prometheus",
+    "alertmanager",
+    "node_exporter",
+    "loki",
+    "grafana",
+];
+
+impl Settings {
+    /// Every problem in these settings; empty when they are valid.
+    pub fn validate(&self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        let mut bad = |field: String, message: String| problems.push(Problem { field, message });
+
+        if !is_hostname(&self.general.hostname) {
+            bad(
+                "general.hostname".into(),
+                "must be 1-63 letters, digits or '-', not starting or ending with '-'".into(),
+            );
+        }
+        let durations = [
+            (
+                "prometheus.scrape_interval",
+                &self.prometheus.scrape_interval,
+            ),
+            (
+                "prometheus.evaluation_interval",
+                &self.prometheus.evaluation_interval,
+            ),
+            ("prometheus.retention", &self.prometheus.retention),
+            (
+                "alertmanager.resolve_timeout",
+                &self.alertmanager.resolve_timeout,
+            ),
+            ("alertmanager.group_wait", &self.alertmanager.group_wait),
+            (
+                "alertmanager.group_interval",
+                &self.alertmanager.group_interval,
+            ),
+            (
+                "alertmanager.repeat_interval",
+                &self.alertmanager.repeat_interval,
+            ),
+            ("loki.retention", &self.loki.retention),
+        ];
+        for (field, value) in durations {
+            if let Err(e) = parse_duration(value) {
+                bad(field.into(), e);
+            }
+        }
+        for name in self.prometheus.external_labels.keys() {
+            if !is_label_name(name) {
+                bad(
+                    format!("prometheus.external_labels.{name}"),
+                    "a label name is letters, digits and '_', not starting with a digit or '__'"
+                        .into(),
+                );
+            }
+        }
+
+        let mut ports: BTreeMap<u16, String> = BTreeMap::new();
+        let mut claim = |port: u16, owner: String, bad: &mut dyn FnMut(String, String)| {
+            if port == 0 {
+                bad(owner.clone(), "port 0 is not a port".into());
+            } else if let Some(other) = ports.insert(port, owner.clone()) {
+                bad(owner, format!("port {port} is already used by {other}"));
+            }
+        };
+        for (name, service) in self.services.by_name() {
+            if service.enabled {
+                claim(service.port, format!("services.{name}.port"), &mut bad);
+            }
+            if let Some(binary) = &service.binary {
+                if binary.trim().is_empty() {
+                    bad(
+                        format!("services.{name}.binary"),
+                        "is empty; leave it unset to look on PATH".into(),
+                    );
+                }
+            }
+        }
+        if self.services.loki.enabled {
+            claim(self.loki.grpc_port, "loki.grpc_port".into(), &mut bad);
+        }
+
+        if self.logs.segment_bytes < 64 << 10 {
+            bad("logs.segment_bytes".into(), "must be at least 65536".into());
+        }
+        if self.logs.keep_segments == 0 {
+            bad("logs.keep_segments".into(), "must be at least 1".into());
+        }
+        if !(1024..=16 << 20).contains(&self.logs.ring_bytes) {
+            bad(
+                "logs.ring_bytes".into(),
+                "must be between 1024 and 16777216".into(),
+            );
+        }
+
+        let mut names: Vec<&str> = BUILTIN_NAMES.to_vec();
+        for (i, child) in self.children.iter().enumerate() {
+            let at = |field: &str| format!("children[{i}].{field}");
+            if !is_child_name(&child.name) {
+                bad(
+                    at("name"),
+                    "must be 1-40 letters, digits, '-' or '_'".into(),
+                );
+            } else if names.contains(&child.name.as_str()) {
+                bad(at("name"), format!("'{}' is already taken", child.name));
+            }
+            names.push(&child.name);
+            if child.command.first().is_none_or(|p| p.trim().is_empty()) {
+                bad(at("command"), "needs at least the program".into());
+            }
+            if let Err(e) = parse_duration(&child.stop_grace) {
+                bad(at("stop_grace"), e);
+            }
+            for key in child.env.keys() {
+                if key.is_empty() || key.contains('=') || key.contains('\0') {
+                    bad(
+                        at("env"),
+                        format!("'{key}' is not an environment variable name"),
+                    );
+                }
+            }
+            match &child.readiness {
+                Readiness::Http { port, path } => {
+                    if *port == 0 || !path.starts_with('/') {
+                        bad(
+                            at("readiness"),
+                            "needs a non-zero port and a path starting with '/'".into(),
+                        );
+                    }
+                }
+                Readiness::Tcp { port } if *port == 0 => {
+                    bad(at("readiness"), "needs a non-zero port".into())
+                }
+                _ => {}
+            }
+        }
+        for (i, child) in self.children.iter().enumerate() {
+            for dep in &child.depends_on {
+                if dep == &child.name || !names.contains(&dep.as_str()) {
+                    bad(
+                        format!("children[{i}].depends_on"),
+                        format!("'{dep}' is not another child"),
+                    );
+                }
+            }
+        }
+        problems
+    }
+}
+
+fn is_hostname(s: &str) -> bool {
+    (1..=63).contains(&s.len())
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+fn is_label_name(s: &str) -> bool {
+    let mut bytes = s.bytes();
+    matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && !s.starts_with("__")
+}
+
+fn is_child_name(s: &str) -> bool {
+    (1..=40).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Parses a Prometheus duration (`1h30m`, `15s`, `500ms`, `7d`, `2w`, `1y`).
+/// Units must appear at most once each, largest first, as Prometheus requires.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    const UNITS: &[(&str, u64)] = &[
+        ("y", 365 * 86_400_000),
+        ("w", 7 * 86_400_000),
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("ms", 1),
+        ("m", 60_000),
+        ("s", 1_000),
+    ];
+    // Prometheus' order: y w d h m s ms ("ms" is listed before "m" above only so
+    // that it wins the prefix match).
+    const ORDER: &[&str] = &["y", "w", "d", "h", "m", "s", "ms"];
+    let invalid = || format!("'{s}' is not a duration (like 30s, 5m, 1h30m, 7d)");
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    if s.is_empty() {
+        return Err(invalid());
+    }
+    let mut rest = s;
+    let mut total: u64 = 0;
+    let mut last_rank: Option<usize> = None;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return Err(invalid());
+        }
+        let number: u64 = rest[..digits].parse().map_err(|_| invalid())?;
+        rest = &rest[digits..];
+        let (unit, millis) = UNITS
+            .iter()
+            .find(|(unit, _)| rest.starts_with(unit))
+            .ok_or_else(invalid)?;
+        let rank = ORDER.iter().position(|u| u == unit).ok_or_else(invalid)?;
+        if last_rank.is_some_and(|last| rank <= last) {
+            return Err(invalid());
+        }
+        last_rank = Some(rank);
+        rest = &rest[unit.len()..];
+        total = number
+            .checked_mul(*millis)
+            .and_then(|ms| total.checked_add(ms))
+            .ok_or_else(invalid)?;
+    }
+    Ok(Duration::from_millis(total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_follow_prometheus_syntax() {
+        let ok = [
+            ("15s", 15_000),
+            ("1h30m", 5_400_000),
+            ("500ms", 500),
+            ("7d", 604_800_000),
+            ("1m30s500ms", 90_500),
+            ("0", 0),
+        ];
+        for (text, millis) in ok {
+            assert_eq!(
+                parse_duration(text),
+                Ok(Duration::from_millis(millis)),
+                "{text}"
+            );
+        }
+        for text in [
+            "",
+            "banana",
+            "15",
+            "s",
+            "1m1h",
+            "5s5s",
+            "-5s",
+            "1.5s",
+            "99999999999999999999y",
+        ] {
+            assert!(parse_duration(text).is_err(), "{text} should be refused");
+        }
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        assert_eq!(Settings::default().validate(), vec![]);
+    }
+
+    #[test]
+    fn every_problem_is_reported_together() {
+        let mut s = Settings::default();
+        s.prometheus.scrape_interval = "banana".into();
+        s.services.grafana.port = 9090;
+        s.prometheus
+            .external_labels
+            .insert("1bad".into(), "x".into());
+        s.children.push(ExtraChild {
+            name: "prometheus".into(),
+            command: vec![],
+            env: BTreeMap::new(),
+            depends_on: vec!["nothing".into()],
+            readiness: Readiness::None,
+            user: None,
+            stop_grace: "10s".into(),
+        });
+        let fields: Vec<String> = s.validate().into_iter().map(|p| p.field).collect();
+        for expected in [
+            "prometheus.scrape_interval",
+            "services.grafana.port",
+            "prometheus.external_labels.1bad",
+            "children[0].name",
+            "children[0].command",
+            "children[0].depends_on",
+        ] {
+            assert!(
+                fields.iter().any(|f| f == expected),
+                "{expected} missing from {fields:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let err = serde_json::from_str::<Settings>(r#"{"prometheus": {"scrape_intervall": "5s"}}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("scrape_intervall"), "{err}");
+    }
+
+    #[test]
+    fn disabled_services_do_not_claim_ports() {
+        let mut s = Settings::default();
+        s.services.loki.enabled = false;
+        s.services.grafana.port = 3100;
+        s.loki.grpc_port = 9090;
+        assert_eq!(s.validate(), vec![]);
+    }
+}

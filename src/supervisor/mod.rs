@@ -1,0 +1,946 @@
+//! The supervisor: runs each child from its spec, starts children after
+//! their dependencies are ready, restarts them by the pure policy in
+//! [`policy`], captures their output, reloads them on a config change and
+//! stops the whole tree in reverse order.
+//!
+//! One task (the actor) owns every child's state. Exits arrive from the
+//! reaper on SIGCHLD, probe results from small probe tasks, commands from
+//! [`Supervisor`] handles; the actor reacts at once, so a crashed child is
+//! relaunched within the same wake-up that saw it die.
+
+mod logs;
+mod policy;
+pub mod process;
+
+pub use logs::LogPolicy;
+pub use policy::RestartPolicy;
+pub use process::{Exit, Reaper};
+
+use logs::LogCapture;
+use nix::sys::signal::Signal;
+use policy::RestartTracker;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+
+/// How long a child waits for its dependencies before starting anyway.
+const DEPENDENCY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Probe period while a child is starting, and once it is ready.
+const PROBE_STARTING: Duration = Duration::from_millis(100);
+const PROBE_READY: Duration = Duration::from_secs(5);
+/// Consecutive failed probes that make a ready child unready.
+const PROBE_FAILURES_UNREADY: u32 = 3;
+
+/// Everything needed to run one child.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChildSpec {
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub cwd: PathBuf,
+    /// Unix user to run as (only applied when obsbox is root).
+    pub user: Option<RunAs>,
+    pub readiness: Probe,
+    pub reload: Reload,
+    pub stop_grace: Duration,
+    pub restart: RestartPolicy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunAs {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// How readiness is checked (always on 127.0.0.1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    /// Ready once started.
+    None,
+    /// `GET path` answers 2xx.
+    Http { port: u16, path: String },
+    /// A TCP connection succeeds.
+    Tcp { port: u16 },
+}
+
+/// How a child takes a new config without a restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reload {
+    /// It has no config obsbox renders.
+    Nothing,
+    /// `POST path` on its port (Prometheus, Alertmanager).
+    HttpPost { port: u16, path: String },
+    /// A signal to its process (the SIGHUP convention).
+    Signal(Signal),
+    /// It only reads its config at start.
+    Restart,
+}
+
+/// One child as the supervisor should have it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChildPlan {
+    pub name: String,
+    /// Names of children that must be ready first.
+    pub depends_on: Vec<String>,
+    pub launch: Launch,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Launch {
+    Run(Box<ChildSpec>),
+    /// Its program was not found at any of these paths.
+    NotInstalled {
+        looked_at: Vec<PathBuf>,
+    },
+    /// It cannot run for another reason (e.g. no valid config could be rendered).
+    Broken(String),
+}
+
+/// A child's state as shown to users.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ChildStatus {
+    pub name: String,
+    /// not installed, unavailable, waiting, starting, ready, unready, backoff,
+    /// crash-looping, stopping, stopped.
+    pub state: &'static str,
+    pub ready: bool,
+    pub pid: Option<u32>,
+    pub uptime_seconds: Option<f64>,
+    /// Automatic restarts after unexpected exits.
+    pub restarts: u64,
+    pub last_exit: Option<LastExit>,
+    /// Why it is not running, when that is known.
+    pub detail: Option<String>,
+    pub log_bytes: u64,
+    pub log_lines: u64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct LastExit {
+    pub how: String,
+    pub at_unix_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Control {
+    Start,
+    Stop,
+    Restart,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum SupervisorError {
+    #[error("no child named '{0}'")]
+    NoSuchChild(String),
+    #[error("'{name}' cannot run: {reason}")]
+    CannotRun { name: String, reason: String },
+    #[error("the supervisor has stopped")]
+    Gone,
+}
+
+/// What the supervisor needs from its surroundings.
+pub struct SupervisorContext {
+    pub reaper: Reaper,
+    /// `logs/<child>/` is created below this.
+    pub log_dir: PathBuf,
+    /// Pid files of running children, to clear leftovers after a crash of obsbox.
+    pub run_dir: PathBuf,
+    pub log_policy: LogPolicy,
+}
+
+/// A handle on the running supervisor; cheap to clone.
+#[derive(Clone)]
+pub struct Supervisor {
+    tx: mpsc::UnboundedSender<Msg>,
+}
+
+enum Msg {
+    Exited {
+        name: String,
+        generation: u64,
+        exit: Exit,
+    },
+    Probed {
+        name: String,
+        generation: u64,
+        ready: bool,
+    },
+    Apply {
+        plans: Vec<ChildPlan>,
+        reload: Vec<String>,
+        done: oneshot::Sender<()>,
+    },
+    Control {
+        name: String,
+        action: Control,
+        done: oneshot::Sender<Result<(), SupervisorError>>,
+    },
+    Status {
+        done: oneshot::Sender<Vec<ChildStatus>>,
+    },
+    Tail {
+        name: String,
+        lines: usize,
+        done: oneshot::Sender<Option<Vec<String>>>,
+    },
+    Shutdown {
+        done: oneshot::Sender<()>,
+    },
+}
+
+impl Supervisor {
+    /// Starts the supervisor with no children; give it some with [`Supervisor::apply`].
+    pub fn start(ctx: SupervisorContext) -> Supervisor {
+        clear_leftovers(&ctx.run_dir);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let actor = Actor {
+            ctx,
+            tx: tx.clone(),
+            children: Vec::new(),
+            shutdown: Vec::new(),
+        };
+        tokio::spawn(actor.run(rx));
+        Supervisor { tx }
+    }
+
+    async fn ask<T>(
+        &self,
+        msg: impl FnOnce(oneshot::Sender<T>) -> Msg,
+    ) -> Result<T, SupervisorError> {
+        let (done, answer) = oneshot::channel();
+        self.tx.send(msg(done)).map_err(|_| SupervisorError::Gone)?;
+        answer.await.map_err(|_| SupervisorError::Gone)
+    }
+
+    /// Makes the running set match `plans` (in start order): new children
+    /// start, removed ones stop, changed ones restart, and the unchanged ones
+    /// named in `reload` reload their config.
+    pub async fn apply(
+        &self,
+        plans: Vec<ChildPlan>,
+        reload: Vec<String>,
+    ) -> Result<(), SupervisorError> {
+        self.ask(|done| Msg::Apply {
+            plans,
+            reload,
+            done,
+        })
+        .await
+    }
+
+    pub async fn control(&self, name: &str, action: Control) -> Result<(), SupervisorError> {
+        let name = name.to_string();
+        self.ask(|done| Msg::Control { name, action, done }).await?
+    }
+
+    pub async fn status(&self) -> Result<Vec<ChildStatus>, SupervisorError> {
+        self.ask(|done| Msg::Status { done }).await
+    }
+
+    /// The last `lines` lines a child printed; `None` if there is no such child.
+    pub async fn tail(
+        &self,
+        name: &str,
+        lines: usize,
+    ) -> Result<Option<Vec<String>>, SupervisorError> {
+        let name = name.to_string();
+        self.ask(|done| Msg::Tail { name, lines, done }).await
+    }
+
+    /// Stops every child, dependents before their dependencies, each with its
+    /// grace period, and returns when all are gone.
+    pub async fn shutdown(&self) {
+        let _ = self.ask(|done| Msg::Shutdown { done }).await;
+    }
+}
+
+enum State {
+    Waiting {
+        since: Instant,
+    },
+    Running {
+        pid: u32,
+        started: Instant,
+        ready: bool,
+        was_ready: bool,
+    },
+    Backoff {
+        until: Instant,
+    },
+    Stopping {
+        pid: u32,
+        kill_at: Instant,
+        killed: bool,
+        then: AfterStop,
+    },
+    Stopped,
+    Unavailable,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum AfterStop {
+    Stay,
+    Start,
+    Remove,
+}
+
+struct Child {
+    plan: ChildPlan,
+    state: State,
+    tracker: RestartTracker,
+    restarts: u64,
+    last_exit: Option<LastExit>,
+    detail: Option<String>,
+    log: Option<LogCapture>,
+    probe: Option<AbortHandle>,
+    generation: u64,
+    /// False once a user stopped it: it stays down until started again.
+    wanted: bool,
+}
+
+impl Child {
+    fn new(plan: ChildPlan, now: Instant) -> Child {
+        let mut child = Child {
+            plan,
+            state: State::Stopped,
+            tracker: RestartTracker::default(),
+            restarts: 0,
+            last_exit: None,
+            detail: None,
+            log: None,
+            probe: None,
+            generation: 0,
+            wanted: true,
+        };
+        child.reset_for_plan(now);
+        child
+    }
+
+    /// Puts a child that is not running into the state its plan asks for.
+    fn reset_for_plan(&mut self, now: Instant) {
+        self.detail = match &self.plan.launch {
+            Launch::Run(_) => None,
+            Launch::NotInstalled { looked_at } => Some(format!(
+                "not installed; looked at {}",
+                looked_at
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+            Launch::Broken(reason) => Some(reason.clone()),
+        };
+        self.state = match self.plan.launch {
+            Launch::Run(_) if self.wanted => State::Waiting { since: now },
+            Launch::Run(_) => State::Stopped,
+            _ => State::Unavailable,
+        };
+    }
+
+    fn spec(&self) -> Option<&ChildSpec> {
+        match &self.plan.launch {
+            Launch::Run(spec) => Some(spec),
+            _ => None,
+        }
+    }
+
+    fn crash_looping(&self, now: Instant) -> bool {
+        self.spec()
+            .is_some_and(|spec| self.tracker.is_crash_looping(&spec.restart, now))
+    }
+
+    /// Whether children that depend on this one may start.
+    fn lets_dependents_start(&self, now: Instant) -> bool {
+        match self.state {
+            State::Running { ready, .. } => ready,
+            State::Unavailable => true,
+            State::Stopped => !self.wanted,
+            State::Backoff { .. } => self.crash_looping(now),
+            _ => false,
+        }
+    }
+
+    fn status(&self, now: Instant) -> ChildStatus {
+        let (state, pid, uptime) = match &self.state {
+            State::Waiting { .. } => ("waiting", None, None),
+            State::Running {
+                pid,
+                started,
+                ready,
+                was_ready,
+                ..
+            } => {
+                let state = match (ready, was_ready) {
+                    (true, _) => "ready",
+                    (false, true) => "unready",
+                    (false, false) => "starting",
+                };
+                (
+                    state,
+                    Some(*pid),
+                    Some(now.saturating_duration_since(*started).as_secs_f64()),
+                )
+            }
+            State::Backoff { .. } if self.crash_looping(now) => ("crash-looping", None, None),
+            State::Backoff { .. } => ("backoff", None, None),
+            State::Stopping { pid, .. } => ("stopping", Some(*pid), None),
+            State::Stopped => ("stopped", None, None),
+            State::Unavailable => match self.plan.launch {
+                Launch::NotInstalled { .. } => ("not installed", None, None),
+                _ => ("unavailable", None, None),
+            },
+        };
+        let stats = self.log.as_ref().map(|l| l.stats());
+        ChildStatus {
+            name: self.plan.name.clone(),
+            state,
+            ready: matches!(self.state, State::Running { ready: true, .. }),
+            pid,
+            uptime_seconds: uptime,
+            restarts: self.restarts,
+            last_exit: self.last_exit.clone(),
+            detail: self.detail.clone(),
+            log_bytes: stats.map_or(0, |s| s.bytes.load(Ordering::Relaxed)),
+            log_lines: stats.map_or(0, |s| s.lines.load(Ordering::Relaxed)),
+        }
+    }
+}
+
+struct Actor {
+    ctx: SupervisorContext,
+    tx: mpsc::UnboundedSender<Msg>,
+    /// In start order.
+    children: Vec<Child>,
+    /// Callers waiting for the shutdown to finish; non-empty once it began.
+    shutdown: Vec<oneshot::Sender<()>>,
+}
+
+impl Actor {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
+        loop {
+            let deadline = self.next_deadline();
+            tokio::select! {
+                msg = rx.recv() => match msg {
+                    Some(msg) => self.handle(msg),
+                    None => return,
+                },
+                _ = sleep_until(deadline) => {}
+            }
+            self.advance();
+            if !self.shutdown.is_empty() && self.children.iter().all(|c| !c.is_active()) {
+                // Closing our ends of the log pipes lets the capture threads finish.
+                self.children.clear();
+                for done in self.shutdown.drain(..) {
+                    let _ = done.send(());
+                }
+                return;
+            }
+        }
+    }
+
+    fn find(&mut self, name: &str) -> Option<&mut Child> {
+        self.children.iter_mut().find(|c| c.plan.name == name)
+    }
+
+    fn index(&self, name: &str) -> Option<usize> {
+        self.children.iter().position(|c| c.plan.name == name)
+    }
+
+    fn handle(&mut self, msg: Msg) {
+        let now = Instant::now();
+        match msg {
+            Msg::Exited {
+                name,
+                generation,
+                exit,
+            } => self.on_exit(&name, generation, exit, now),
+            Msg::Probed {
+                name,
+                generation,
+                ready,
+            } => {
+                if let Some(child) = self.find(&name).filter(|c| c.generation == generation) {
+                    if let State::Running {
+                        ready: r,
+                        was_ready,
+                        ..
+                    } = &mut child.state
+                    {
+                        *r = ready;
+                        *was_ready |= ready;
+                        tracing::info!(child = %name, ready, "readiness changed");
+                    }
+                }
+            }
+            Msg::Apply {
+                plans,
+                reload,
+                done,
+            } => {
+                self.apply(plans, &reload, now);
+                let _ = done.send(());
+            }
+            Msg::Control { name, action, done } => {
+                let _ = done.send(self.control(&name, action, now));
+            }
+            Msg::Status { done } => {
+                let _ = done.send(self.children.iter().map(|c| c.status(now)).collect());
+            }
+            Msg::Tail { name, lines, done } => {
+                let tail = self
+                    .find(&name)
+                    .map(|c| c.log.as_ref().map(|l| l.tail(lines)).unwrap_or_default());
+                let _ = done.send(tail);
+            }
+            Msg::Shutdown { done } => {
+                if self.shutdown.is_empty() {
+                    tracing::info!("stopping every child");
+                }
+                self.shutdown.push(done);
+            }
+        }
+    }
+
+    fn apply(&mut self, plans: Vec<ChildPlan>, reload: &[String], now: Instant) {
+        let mut kept = Vec::with_capacity(plans.len());
+        for plan in plans {
+            match self.index(&plan.name) {
+                Some(i) => {
+                    let mut child = self.children.remove(i);
+                    if child.plan == plan {
+                        if reload.contains(&plan.name) {
+                            self.reload(&mut child, now);
+                        }
+                    } else {
+                        tracing::info!(child = %plan.name, "spec changed");
+                        child.plan = plan;
+                        child.tracker.reset();
+                        Self::stop_then(&mut child, AfterStop::Start, now);
+                    }
+                    kept.push(child);
+                }
+                None => kept.push(Child::new(plan, now)),
+            }
+        }
+        // What is left was removed from the plan: stop it, then forget it.
+        for mut gone in std::mem::take(&mut self.children) {
+            tracing::info!(child = %gone.plan.name, "removed");
+            Self::stop_then(&mut gone, AfterStop::Remove, now);
+            if gone.is_active() {
+                kept.push(gone);
+            }
+        }
+        self.children = kept;
+    }
+
+    fn control(
+        &mut self,
+        name: &str,
+        action: Control,
+        now: Instant,
+    ) -> Result<(), SupervisorError> {
+        let child = self
+            .find(name)
+            .ok_or_else(|| SupervisorError::NoSuchChild(name.into()))?;
+        if action != Control::Stop && child.spec().is_none() {
+            return Err(SupervisorError::CannotRun {
+                name: name.into(),
+                reason: child.detail.clone().unwrap_or_default(),
+            });
+        }
+        child.wanted = action != Control::Stop;
+        child.tracker.reset();
+        let then = match action {
+            Control::Stop => AfterStop::Stay,
+            Control::Start | Control::Restart => AfterStop::Start,
+        };
+        if action == Control::Start
+            && matches!(child.state, State::Running { .. } | State::Stopping { .. })
+        {
+            return Ok(());
+        }
+        Self::stop_then(child, then, now);
+        Ok(())
+    }
+
+    fn reload(&self, child: &mut Child, now: Instant) {
+        let (State::Running { pid, .. }, Some(spec)) = (&child.state, child.spec()) else {
+            // Not running: it reads the new config when it next starts.
+            return;
+        };
+        let (pid, name) = (*pid, child.plan.name.clone());
+        tracing::info!(child = %name, "reloading config");
+        match spec.reload.clone() {
+            Reload::Nothing => {}
+            Reload::Signal(sig) => process::signal_process(pid, sig),
+            Reload::HttpPost { port, path } => {
+                tokio::spawn(async move {
+                    match crate::http_client::request("POST", port, &path, Duration::from_secs(30))
+                        .await
+                    {
+                        Ok(r) if (200..300).contains(&r.status) => {
+                            tracing::info!(child = %name, "config reloaded")
+                        }
+                        Ok(r) => tracing::error!(child = %name, status = r.status,
+                            body = %String::from_utf8_lossy(&r.body), "config reload refused"),
+                        Err(e) => {
+                            tracing::error!(child = %name, error = %e, "config reload failed")
+                        }
+                    }
+                });
+            }
+            Reload::Restart => Self::stop_then(child, AfterStop::Start, now),
+        }
+    }
+
+    /// Stops a child if it runs, then does `then` (at once if it was not running).
+    fn stop_then(child: &mut Child, then: AfterStop, now: Instant) {
+        match child.state {
+            State::Running { pid, .. } => {
+                let grace = child
+                    .spec()
+                    .map_or(Duration::from_secs(10), |s| s.stop_grace);
+                tracing::info!(child = %child.plan.name, pid, "stopping");
+                process::signal_group(pid, Signal::SIGTERM);
+                child.state = State::Stopping {
+                    pid,
+                    kill_at: now + grace,
+                    killed: false,
+                    then,
+                };
+            }
+            State::Stopping {
+                then: ref mut pending,
+                ..
+            } => *pending = then,
+            _ => match then {
+                AfterStop::Start => child.reset_for_plan(now),
+                AfterStop::Stay | AfterStop::Remove => {
+                    if child.spec().is_some() {
+                        child.state = State::Stopped;
+                    }
+                }
+            },
+        }
+    }
+
+    fn on_exit(&mut self, name: &str, generation: u64, exit: Exit, now: Instant) {
+        let shutting_down = !self.shutdown.is_empty();
+        let Some(i) = self.index(name) else { return };
+        let child = &mut self.children[i];
+        if child.generation != generation {
+            return;
+        }
+        if let Some(probe) = child.probe.take() {
+            probe.abort();
+        }
+        let _ = std::fs::remove_file(self.ctx.run_dir.join(format!("{name}.pid")));
+        let at_unix_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        child.last_exit = Some(LastExit {
+            how: exit.to_string(),
+            at_unix_ms,
+        });
+        match child.state {
+            State::Running { pid, started, .. } => {
+                // Whatever the child left in its process group goes with it.
+                process::signal_group(pid, Signal::SIGKILL);
+                if shutting_down || !child.wanted {
+                    child.state = State::Stopped;
+                    return;
+                }
+                let policy = child.spec().map(|s| s.restart).unwrap_or_default();
+                let at = child.tracker.on_exit(&policy, started, now);
+                child.restarts += 1;
+                tracing::warn!(child = %name, pid, %exit, restart_in = ?at - now, "child exited");
+                if at <= now {
+                    self.launch(i, now);
+                } else {
+                    child.state = State::Backoff { until: at };
+                }
+            }
+            State::Stopping { pid, then, .. } => {
+                process::signal_group(pid, Signal::SIGKILL);
+                tracing::info!(child = %name, %exit, "stopped");
+                match then {
+                    AfterStop::Start if !shutting_down => {
+                        child.reset_for_plan(now);
+                    }
+                    AfterStop::Remove => {
+                        self.children.remove(i);
+                    }
+                    _ => child.state = State::Stopped,
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        self.children
+            .iter()
+            .filter_map(|c| match c.state {
+                State::Backoff { until } => Some(until),
+                State::Stopping {
+                    kill_at,
+                    killed: false,
+                    ..
+                } => Some(kill_at),
+                State::Waiting { since } => Some(since + DEPENDENCY_TIMEOUT),
+                _ => None,
+            })
+            .min()
+    }
+
+    /// Does whatever time or the other children now allow.
+    fn advance(&mut self) {
+        let now = Instant::now();
+        for child in &mut self.children {
+            if let State::Stopping {
+                pid,
+                kill_at,
+                killed: ref mut killed @ false,
+                ..
+            } = child.state
+            {
+                if kill_at <= now {
+                    tracing::warn!(child = %child.plan.name, pid, "grace period over; killing");
+                    process::signal_group(pid, Signal::SIGKILL);
+                    *killed = true;
+                }
+            }
+        }
+        if !self.shutdown.is_empty() {
+            self.advance_shutdown(now);
+            return;
+        }
+        for i in 0..self.children.len() {
+            let startable = match self.children[i].state {
+                State::Backoff { until } => until <= now,
+                State::Waiting { since } => {
+                    let timed_out = now >= since + DEPENDENCY_TIMEOUT;
+                    if timed_out {
+                        tracing::warn!(child = %self.children[i].plan.name, "dependencies not ready in time; starting anyway");
+                    }
+                    timed_out || self.dependencies_ready(i, now)
+                }
+                _ => false,
+            };
+            if startable {
+                self.launch(i, now);
+            }
+        }
+    }
+
+    /// One child at a time, last started first.
+    fn advance_shutdown(&mut self, now: Instant) {
+        for child in self.children.iter_mut().rev() {
+            match child.state {
+                State::Stopping { .. } => return,
+                State::Running { .. } => {
+                    Self::stop_then(child, AfterStop::Stay, now);
+                    return;
+                }
+                State::Waiting { .. } | State::Backoff { .. } => child.state = State::Stopped,
+                _ => {}
+            }
+        }
+    }
+
+    fn dependencies_ready(&self, i: usize, now: Instant) -> bool {
+        self.children[i].plan.depends_on.iter().all(|dep| {
+            self.children
+                .iter()
+                .find(|c| &c.plan.name == dep)
+                .is_none_or(|c| c.lets_dependents_start(now))
+        })
+    }
+
+    fn launch(&mut self, i: usize, now: Instant) {
+        let tx = self.tx.clone();
+        let ctx = &self.ctx;
+        let child = &mut self.children[i];
+        let Some(spec) = child.spec().cloned() else {
+            return;
+        };
+        let name = child.plan.name.clone();
+        let result = (|| -> std::io::Result<u32> {
+            if child.log.is_none() {
+                child.log = Some(LogCapture::start(
+                    &name,
+                    &ctx.log_dir.join(&name),
+                    ctx.log_policy,
+                )?);
+            }
+            let (stdout, stderr) = child
+                .log
+                .as_ref()
+                .map(|l| l.stdio())
+                .transpose()?
+                .unwrap_or((Stdio::null(), Stdio::null()));
+            let mut cmd = Command::new(&spec.program);
+            cmd.args(&spec.args)
+                .envs(spec.env.iter().map(|(k, v)| (k, v)))
+                .current_dir(&spec.cwd)
+                .stdin(Stdio::null())
+                .stdout(stdout)
+                .stderr(stderr);
+            if let Some(user) = spec.user.filter(|_| nix::unistd::geteuid().is_root()) {
+                use std::os::unix::process::CommandExt;
+                cmd.uid(user.uid).gid(user.gid);
+            }
+            process::tie_to_parent(&mut cmd);
+            let generation = child.generation + 1;
+            let exited_name = name.clone();
+            let pid = ctx.reaper.spawn(&mut cmd, move |exit| {
+                let _ = tx.send(Msg::Exited {
+                    name: exited_name,
+                    generation,
+                    exit,
+                });
+            })?;
+            child.generation = generation;
+            Ok(pid)
+        })();
+        match result {
+            Ok(pid) => {
+                tracing::info!(child = %name, pid, "started");
+                child.detail = None;
+                let ready = spec.readiness == Probe::None;
+                child.state = State::Running {
+                    pid,
+                    started: now,
+                    ready,
+                    was_ready: ready,
+                };
+                if !ready {
+                    child.probe = Some(spawn_probe(
+                        self.tx.clone(),
+                        &name,
+                        child.generation,
+                        spec.readiness.clone(),
+                    ));
+                }
+                record_pid(&self.ctx.run_dir, &name, pid);
+            }
+            Err(e) => {
+                tracing::error!(child = %name, program = %spec.program.display(), error = %e, "cannot start");
+                child.detail = Some(format!("cannot start {}: {e}", spec.program.display()));
+                let until = child.tracker.on_exit(&spec.restart, now, now);
+                child.state = State::Backoff { until };
+            }
+        }
+    }
+}
+
+/// Probes a child until it is ready, then keeps watching it more slowly.
+fn spawn_probe(
+    tx: mpsc::UnboundedSender<Msg>,
+    name: &str,
+    generation: u64,
+    probe: Probe,
+) -> AbortHandle {
+    let name = name.to_string();
+    tokio::spawn(async move {
+        let mut ready = false;
+        let mut failures = 0;
+        loop {
+            tokio::time::sleep(if ready { PROBE_READY } else { PROBE_STARTING }).await;
+            let ok = check(&probe).await;
+            failures = if ok { 0 } else { failures + 1 };
+            let now_ready = if ready {
+                failures < PROBE_FAILURES_UNREADY
+            } else {
+                ok
+            };
+            if now_ready != ready {
+                ready = now_ready;
+                if tx
+                    .send(Msg::Probed {
+                        name: name.clone(),
+                        generation,
+                        ready,
+                    })
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        }
+    })
+    .abort_handle()
+}
+
+impl Child {
+    /// Has a process, or is about to get one.
+    fn is_active(&self) -> bool {
+        matches!(self.state, State::Running { .. } | State::Stopping { .. })
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn check(probe: &Probe) -> bool {
+    let timeout = Duration::from_secs(2);
+    match probe {
+        Probe::None => true,
+        Probe::Http { port, path } => crate::http_client::request("GET", *port, path, timeout)
+            .await
+            .is_ok_and(|r| (200..300).contains(&r.status)),
+        Probe::Tcp { port } => tokio::time::timeout(
+            timeout,
+            tokio::net::TcpStream::connect(("127.0.0.1", *port)),
+        )
+        .await
+        .is_ok_and(|r| r.is_ok()),
+    }
+}
+
+/// Remembers a running child so that a later obsbox can clear it if this
+/// one dies without stopping it.
+fn record_pid(run_dir: &Path, name: &str, pid: u32) {
+    let Some(start) = process::start_time(pid) else {
+        return;
+    };
+    let _ = std::fs::write(
+        run_dir.join(format!("{name}.pid")),
+        format!("{pid} {start}\n"),
+    );
+}
+
+/// Kills the process groups of children a previous obsbox left running.
+fn clear_leftovers(run_dir: &Path) {
+    let _ = std::fs::create_dir_all(run_dir);
+    let Ok(entries) = std::fs::read_dir(run_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().is_none_or(|e| e != "pid") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let mut fields = text.split_whitespace().map(|f| f.parse::<u64>().ok());
+        if let (Some(Some(pid)), Some(Some(start))) = (fields.next(), fields.next()) {
+            let pid = pid as u32;
+            if process::start_time(pid) == Some(start) {
+                tracing::warn!(pid, file = %path.display(), "killing a child left over from a previous run");
+                process::signal_group(pid, Signal::SIGKILL);
+                process::signal_process(pid, Signal::SIGKILL);
+            }
+        }
+        let _ = std::fs::remove_file(&path);
+    }
+}

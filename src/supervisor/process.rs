@@ -1,0 +1,189 @@
+//! The one place obsbox forks and reaps. A single task answers SIGCHLD by
+//! reaping every exited process with `waitpid(-1)` (children, checker runs and
+//! orphans reparented to obsbox alike) and hands each exit to whoever spawned
+//! that pid. Spawning holds the same lock as reaping, so an exit can never be
+//! reaped before its owner is registered, and std's own wait on a failed exec
+//! never races the reaper.
+
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use std::collections::HashMap;
+use std::fmt;
+use std::io::{self, Read};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::oneshot;
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Code(i32),
+    Signal(i32),
+}
+
+impl fmt::Display for Exit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Exit::Code(c) => write!(f, "exit code {c}"),
+            Exit::Signal(s) => {
+                let name = nix::sys::signal::Signal::try_from(*s).map_or("?", |s| s.as_str());
+                write!(f, "killed by signal {s} ({name})")
+            }
+        }
+    }
+}
+
+impl Exit {
+    pub fn success(&self) -> bool {
+        *self == Exit::Code(0)
+    }
+}
+
+type OnExit = Box<dyn FnOnce(Exit) + Send>;
+
+#[derive(Clone)]
+pub struct Reaper {
+    owners: Arc<Mutex<HashMap<i32, OnExit>>>,
+}
+
+impl Reaper {
+    /// Becomes the reaper of this process tree. Call once, inside the runtime,
+    /// before anything is spawned.
+    pub fn start() -> io::Result<Reaper> {
+        if std::process::id() != 1 {
+            // Orphans of our children come to us instead of to init, so a
+            // daemonizing child cannot escape supervision or stay a zombie.
+            nix::sys::prctl::set_child_subreaper(true).map_err(io::Error::from)?;
+        }
+        let mut sigchld = signal(SignalKind::child())?;
+        let reaper = Reaper {
+            owners: Arc::new(Mutex::new(HashMap::new())),
+        };
+        let owners = reaper.owners.clone();
+        tokio::spawn(async move {
+            while sigchld.recv().await.is_some() {
+                reap_all(&owners);
+            }
+        });
+        Ok(reaper)
+    }
+
+    /// Spawns `cmd`; `on_exit` is called (on the runtime thread) once it ends.
+    pub fn spawn(
+        &self,
+        cmd: &mut Command,
+        on_exit: impl FnOnce(Exit) + Send + 'static,
+    ) -> io::Result<u32> {
+        let mut owners = self.owners.lock().unwrap_or_else(|e| e.into_inner());
+        let child = cmd.spawn()?;
+        owners.insert(child.id() as i32, Box::new(on_exit));
+        Ok(child.id())
+    }
+
+    /// Runs a short command to its end and returns its exit and combined
+    /// stdout+stderr; killed after `timeout`.
+    pub async fn output(&self, mut cmd: Command, timeout: Duration) -> io::Result<(Exit, String)> {
+        let (read_end, write_end) = pipe()?;
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::from(write_end.try_clone()?))
+            .stderr(Stdio::from(write_end))
+            .process_group(0);
+        let (tx, rx) = oneshot::channel();
+        let pid = self.spawn(&mut cmd, move |exit| {
+            let _ = tx.send(exit);
+        })?;
+        // The write ends went to the child (and were closed here with `cmd`'s
+        // drop), so this read ends when the child and its descendants are done.
+        drop(cmd);
+        let reader = tokio::task::spawn_blocking(move || {
+            let mut text = Vec::new();
+            let _ = std::fs::File::from(read_end)
+                .take(1 << 20)
+                .read_to_end(&mut text);
+            String::from_utf8_lossy(&text).into_owned()
+        });
+        let exit = match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(exit)) => exit,
+            Ok(Err(_)) => return Err(io::Error::other("reaper went away")),
+            Err(_) => {
+                signal_group(pid, nix::sys::signal::Signal::SIGKILL);
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("did not finish within {timeout:?}"),
+                ));
+            }
+        };
+        let text = reader.await.unwrap_or_default();
+        Ok((exit, text))
+    }
+}
+
+fn reap_all(owners: &Mutex<HashMap<i32, OnExit>>) {
+    let mut owners = owners.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let (pid, exit) = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(pid, code)) => (pid, Exit::Code(code)),
+            Ok(WaitStatus::Signaled(pid, sig, _)) => (pid, Exit::Signal(sig as i32)),
+            Ok(WaitStatus::StillAlive) | Err(_) => return,
+            Ok(_) => continue,
+        };
+        match owners.remove(&pid.as_raw()) {
+            Some(on_exit) => on_exit(exit),
+            None => tracing::debug!(pid = pid.as_raw(), %exit, "reaped an orphan"),
+        }
+    }
+}
+
+/// A close-on-exec pipe: (read end, write end).
+pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: fds is a valid two-element array for pipe2 to fill.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 succeeded, so both descriptors are open and owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Sends `sig` to the process group led by `pid` (every child leads its own).
+pub fn signal_group(pid: u32, sig: nix::sys::signal::Signal) {
+    let _ = nix::sys::signal::killpg(Pid::from_raw(pid as i32), sig);
+}
+
+/// Sends `sig` to one process.
+pub fn signal_process(pid: u32, sig: nix::sys::signal::Signal) {
+    let _ = nix::sys::signal::kill(Pid::from_raw(pid as i32), sig);
+}
+
+/// Makes a command's process die with obsbox: its own process group, and
+/// SIGTERM when obsbox (the spawning thread, which is the runtime's only
+/// thread) goes away, even by SIGKILL.
+pub fn tie_to_parent(cmd: &mut Command) {
+    let parent = std::process::id() as i32;
+    cmd.process_group(0);
+    // SAFETY: only async-signal-safe calls (prctl, getppid, kill) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // The parent may have died before prctl took effect.
+            if libc::getppid() != parent {
+                libc::kill(libc::getpid(), libc::SIGTERM);
+            }
+            Ok(())
+        });
+    }
+}
+
+/// The kernel's start time of `pid` (clock ticks since boot), to tell a pid
+/// apart from a later process that reused it.
+pub fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_comm = &stat[stat.rfind(')')? + 2..];
+    after_comm.split(' ').nth(19)?.parse().ok()
+}

@@ -1,0 +1,143 @@
+//! `/metrics`: obsbox's own state in the Prometheus exposition format.
+
+use super::AppState;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ChildLabel {
+    child: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ChildState {
+    child: String,
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Version {
+    version: String,
+}
+
+const STATES: &[&str] = &[
+    "not installed",
+    "unavailable",
+    "waiting",
+    "starting",
+    "ready",
+    "unready",
+    "backoff",
+    "crash-looping",
+    "stopping",
+    "stopped",
+];
+
+pub(super) async fn metrics(State(app): State<Arc<AppState>>) -> Response {
+    let statuses = app.supervisor.status().await.unwrap_or_default();
+    let mut registry = Registry::default();
+    let build = Family::<Version, Gauge>::default();
+    build
+        .get_or_create(&Version {
+            version: env!("CARGO_PKG_VERSION").into(),
+        })
+        .set(1);
+    registry.register("obsbox_build_info", "obsbox's version", build);
+
+    let up = Family::<ChildLabel, Gauge>::default();
+    let state = Family::<ChildState, Gauge>::default();
+    let restarts = Family::<ChildLabel, Counter>::default();
+    let uptime = Family::<ChildLabel, Gauge<f64, AtomicU64>>::default();
+    let log_bytes = Family::<ChildLabel, Counter>::default();
+    let log_lines = Family::<ChildLabel, Counter>::default();
+    for s in &statuses {
+        let child = ChildLabel {
+            child: s.name.clone(),
+        };
+        up.get_or_create(&child).set(i64::from(s.ready));
+        for name in STATES {
+            let label = ChildState {
+                child: s.name.clone(),
+                state: (*name).into(),
+            };
+            state.get_or_create(&label).set(i64::from(s.state == *name));
+        }
+        restarts.get_or_create(&child).inc_by(s.restarts);
+        uptime
+            .get_or_create(&child)
+            .set(s.uptime_seconds.unwrap_or(0.0));
+        log_bytes.get_or_create(&child).inc_by(s.log_bytes);
+        log_lines.get_or_create(&child).inc_by(s.log_lines);
+    }
+    registry.register(
+        "obsbox_child_up",
+        "1 when the child runs and its readiness probe passes",
+        up,
+    );
+    registry.register(
+        "obsbox_child_state",
+        "1 for the state the child is in",
+        state,
+    );
+    registry.register(
+        "obsbox_child_restarts",
+        "Automatic restarts after unexpected exits",
+        restarts,
+    );
+    registry.register(
+        "obsbox_child_uptime_seconds",
+        "Seconds since the child last started (0 when not running)",
+        uptime,
+    );
+    registry.register(
+        "obsbox_child_log_bytes",
+        "Bytes of output captured from the child",
+        log_bytes,
+    );
+    registry.register(
+        "obsbox_child_log_lines",
+        "Lines of output captured from the child",
+        log_lines,
+    );
+
+    let rss = Gauge::<i64>::default();
+    rss.set(resident_bytes());
+    registry.register(
+        "obsbox_resident_memory_bytes",
+        "obsbox's own resident memory",
+        rss,
+    );
+
+    let mut body = String::new();
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut body, &registry) {
+        tracing::error!(error = %e, "encoding metrics failed");
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
+}
+
+/// Resident set size of this process, from /proc/self/statm.
+fn resident_bytes() -> i64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: i64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as i64
+}
