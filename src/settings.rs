@@ -406,14 +406,10 @@ impl Settings {
                 }
             }
             match &child.readiness {
-                Readiness::Http { port, path } => {
-                    if *port == 0 || !path.starts_with('/') {
-                        bad(
-                            at("readiness"),
-                            "needs a non-zero port and a path starting with '/'".into(),
-                        );
-                    }
-                }
+                Readiness::Http { port, path } if *port == 0 || !path.starts_with('/') => bad(
+                    at("readiness"),
+                    "needs a non-zero port and a path starting with '/'".into(),
+                ),
                 Readiness::Tcp { port } if *port == 0 => {
                     bad(at("readiness"), "needs a non-zero port".into())
                 }

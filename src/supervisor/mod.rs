@@ -436,6 +436,7 @@ impl Actor {
             if !self.shutdown.is_empty() && self.children.iter().all(|c| !c.is_active()) {
                 // Closing our ends of the log pipes lets the capture threads finish.
                 self.children.clear();
+                process::kill_orphans();
                 for done in self.shutdown.drain(..) {
                     let _ = done.send(());
                 }

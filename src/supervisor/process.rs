@@ -180,6 +180,33 @@ pub fn tie_to_parent(cmd: &mut Command) {
     }
 }
 
+/// Kills every process that was reparented to obsbox (as subreaper) and still
+/// lives: descendants that left their child's process group, e.g. by setsid.
+pub fn kill_orphans() {
+    let me = std::process::id();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let ppid = stat
+            .rfind(')')
+            .and_then(|i| stat[i + 2..].split(' ').nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(me) {
+            tracing::warn!(pid, "killing a leftover descendant");
+            signal_process(pid, nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
 /// The kernel's start time of `pid` (clock ticks since boot), to tell a pid
 /// apart from a later process that reused it.
 pub fn start_time(pid: u32) -> Option<u64> {

@@ -572,24 +572,36 @@ pub fn parse_go_flags(args: &[String], specs: &[FlagSpec]) -> Result<ParsedFlags
 // YAML errors in Go's wording
 // ---------------------------------------------------------------------------
 
-/// Splits a `serde_yaml` error into (path, message-without-location, line).
-pub fn split_yaml_error(err: &serde_yaml::Error) -> (String, String, Option<usize>) {
-    let mut text = err.to_string();
-    let line = err.location().map(|l| l.line());
-    if let Some(pos) = text.rfind(" at line ") {
-        let tail = &text[pos + " at line ".len()..];
-        if tail.contains(" column ") && tail.chars().next().is_some_and(|c| c.is_ascii_digit()) {
-            // Keep anything after the location (e.g. ", while parsing ...").
-            let after = tail
-                .find(", ")
-                .map(|p| tail[p..].to_string())
-                .unwrap_or_default();
-            text = format!("{}{}", &text[..pos], after);
+/// Removes every " at line N column M" location from a serde_yaml message.
+fn strip_locations(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(pos) = rest.find(" at line ") {
+        let tail = &rest[pos + " at line ".len()..];
+        let digits = tail.chars().take_while(|c| c.is_ascii_digit()).count();
+        let after_line = &tail[digits..];
+        if digits > 0 && after_line.starts_with(" column ") {
+            let col = &after_line[" column ".len()..];
+            let cd = col.chars().take_while(|c| c.is_ascii_digit()).count();
+            out.push_str(&rest[..pos]);
+            rest = &col[cd..];
+        } else {
+            out.push_str(&rest[..pos + 1]);
+            rest = &rest[pos + 1..];
         }
     }
+    out.push_str(rest);
+    out
+}
+
+/// Splits a `serde_yaml` error into (path, message-without-location, line).
+pub fn split_yaml_error(err: &serde_yaml::Error) -> (String, String, Option<usize>) {
+    let mut text = strip_locations(&err.to_string());
+    let line = err.location().map(|l| l.line());
     let mut path = String::new();
     if let Some((head, rest)) = text.split_once(": ") {
         let is_path = !head.is_empty()
+            && !head.contains(' ')
             && head
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || "_.[]-".contains(c));
@@ -599,6 +611,54 @@ pub fn split_yaml_error(err: &serde_yaml::Error) -> (String, String, Option<usiz
         }
     }
     (path, text, line)
+}
+
+/// Maps serde's "invalid type: string \"x\", expected a boolean" to yaml's
+/// "cannot unmarshal !!str `x` into bool".
+fn go_type_error(msg: &str, path: &str, type_for_path: &dyn Fn(&str) -> String) -> String {
+    let body = msg
+        .strip_prefix("invalid type: ")
+        .or_else(|| msg.strip_prefix("invalid value: "))
+        .unwrap_or(msg);
+    let (found, expected) = body.rsplit_once(", expected ").unwrap_or((body, ""));
+    let tag = |t: &str, v: &str| format!("!!{} `{}`", t, v);
+    let found_go = if let Some(v) = found.strip_prefix("string ") {
+        tag("str", v.trim_matches('"'))
+    } else if let Some(v) = found.strip_prefix("integer ") {
+        tag("int", v.trim_matches('`'))
+    } else if let Some(v) = found.strip_prefix("boolean ") {
+        tag("bool", v.trim_matches('`'))
+    } else if let Some(v) = found.strip_prefix("floating point ") {
+        tag("float", v.trim_matches('`'))
+    } else if found.starts_with("sequence") {
+        "!!seq".to_string()
+    } else if found.starts_with("map") {
+        "!!map".to_string()
+    } else if found.starts_with("unit") || found.starts_with("null") {
+        "!!null".to_string()
+    } else {
+        found.to_string()
+    };
+    let e = expected.trim();
+    let expected_go = if e.contains("bool") {
+        "bool".to_string()
+    } else if is_rust_int(e) || e.contains("integer") {
+        "int".to_string()
+    } else if e == "f32" || e == "f64" || e.contains("float") {
+        "float64".to_string()
+    } else if e.contains("string") || e.contains("char") {
+        "string".to_string()
+    } else if e.contains("sequence") {
+        "[]interface {}".to_string()
+    } else {
+        type_for_path(path)
+    };
+    format!("cannot unmarshal {} into {}", found_go, expected_go)
+}
+
+fn is_rust_int(e: &str) -> bool {
+    let rest = e.strip_prefix('u').or_else(|| e.strip_prefix('i'));
+    matches!(rest, Some("8" | "16" | "32" | "64" | "128" | "size"))
 }
 
 /// Renders a `serde_yaml` error like Go's yaml.v3 would for the same problem.
@@ -624,18 +684,15 @@ pub fn go_yaml_error(err: &serde_yaml::Error, type_for_path: &dyn Fn(&str) -> St
         );
     }
     if msg.starts_with("invalid type: ") || msg.starts_with("invalid value: ") {
-        let target = if path.is_empty() {
-            String::new()
-        } else {
-            format!(" (at {})", path)
-        };
         return format!(
-            "yaml: unmarshal errors:\n  line {}: cannot unmarshal{}: {}",
-            line_no, target, msg
+            "yaml: unmarshal errors:\n  line {}: {}",
+            line_no,
+            go_type_error(&msg, &path, type_for_path)
         );
     }
     if path.is_empty() && is_syntax_error(&msg) {
-        return format!("yaml: line {}: {}", line_no, msg);
+        let short = msg.split(", while ").next().unwrap_or(&msg);
+        return format!("yaml: line {}: {}", line_no, short);
     }
     // Errors raised by custom deserializers (durations, dates, ...) are passed
     // through unchanged, as yaml.v3 does for UnmarshalYAML errors.

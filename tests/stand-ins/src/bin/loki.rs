@@ -616,6 +616,15 @@ fn load_config(flags: &si::ParsedFlags) -> Result<Loaded, String> {
             text = expand_env(&text);
         }
         if !text.trim().is_empty() {
+            // Syntax errors first (yaml.v3 reports them before type errors).
+            if let Err(e) = serde_yaml::from_str::<Value>(&text) {
+                return Err(format!(
+                    "{}: {}{}",
+                    file,
+                    si::go_yaml_error(&e, &go_type_for_path),
+                    suffix
+                ));
+            }
             cfg = serde_yaml::from_str::<Option<Config>>(&text)
                 .map_err(|e| {
                     format!(
@@ -1207,7 +1216,7 @@ fn handle(state: &State, req: &si::Request) -> si::Response {
                     let tenants = state.tenants.lock().map(|g| {
                         g.get(&t).map(|d| d.labels.keys().cloned().collect::<Vec<_>>()).unwrap_or_default()
                     });
-                    si::Response::json(200, &json!({"status": "success", "data": tenants.unwrap_or_default()}))
+                    success_json(&tenants.unwrap_or_default())
                 }
                 Err(r) => r,
             }
@@ -1225,13 +1234,22 @@ fn handle(state: &State, req: &si::Request) -> si::Response {
                             .map(|s| s.iter().cloned().collect::<Vec<_>>())
                             .unwrap_or_default()
                     });
-                    si::Response::json(200, &json!({"status": "success", "data": values.unwrap_or_default()}))
+                    success_json(&values.unwrap_or_default())
                 }
                 Err(r) => r,
             }
         }
         _ => si::Response::not_found(),
     }
+}
+
+/// `{"status":"success","data":[...]}` with Loki's key order.
+fn success_json(data: &[String]) -> si::Response {
+    let body = format!(
+        "{{\"status\":\"success\",\"data\":{}}}",
+        serde_json::to_string(data).unwrap_or_else(|_| "[]".into())
+    );
+    si::Response::new(200, "application/json; charset=UTF-8", body)
 }
 
 fn method_not_allowed() -> si::Response {

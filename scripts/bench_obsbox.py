@@ -1,0 +1,121 @@
+#!/usr/bin/env python3
+"""obsbox beside the peer supervisors, through the shared harness.
+
+Fills in the harness's `obsbox` adapter (children come from `obsbox settings
+set children ...`, captured output lands in logs/<child>/current), runs the
+peers and obsbox in one invocation, then measures what only obsbox has: idle
+memory with the real monitoring stack running, and kill -9 to ready again for
+a child with a readiness probe (node_exporter).
+
+Usage: bench_obsbox.py PEERS_DIR OUT_JSON [harness options...]
+"""
+import importlib.util, json, os, signal, statistics, subprocess, sys, tempfile, time, urllib.request
+
+peers_dir, out_json, harness_args = sys.argv[1], sys.argv[2], sys.argv[3:]
+spec = importlib.util.spec_from_file_location("bench", os.path.join(peers_dir, "bench.py"))
+bench = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(bench)
+
+NO_BUILTINS = {n: {"enabled": False, "port": 1} for n in
+               ("prometheus", "alertmanager", "node_exporter", "loki", "grafana")}
+
+
+def settings_set(d, section, value):
+    subprocess.run(["obsbox", "settings", "set", section, json.dumps(value), "--data-dir", d],
+                   check=True, stdout=subprocess.DEVNULL)
+
+
+class Obsbox(bench.Obsbox):
+    restart_config = ("defaults: a run that lasted >= 1 s restarts at once; quicker deaths back off "
+                      "1 s doubling to 60 s; logs: 256 MiB segments (as the s6 config here)")
+
+    def setup(self, d, services, log):
+        for i, (name, port) in enumerate(NO_BUILTINS.items()):
+            port["port"] = 40000 + i  # disabled children must still have distinct ports
+        settings_set(d, "services", NO_BUILTINS)
+        settings_set(d, "logs", {"segment_bytes": 256 << 20})
+        settings_set(d, "children", [{"name": n, "command": argv} for n, argv in services.items()])
+
+    def log_files(self, d, svc):
+        return [os.path.join(d, "logs", svc, "current")]
+
+
+bench.ADAPTERS["obsbox"] = Obsbox()
+sys.argv = ["bench.py", "--out", out_json] + harness_args
+bench.main()
+
+
+# ---------------------------------------------------------------- obsbox only
+def get(port, path):
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+        return json.load(r)
+
+
+def full_stack(samples):
+    d = tempfile.mkdtemp(prefix="obsbox-bench-stack-")
+    os.chmod(d, 0o755)
+    data = os.path.join(d, "data")
+    base = 41000
+    services = {n: {"port": base + i} for i, n in enumerate(NO_BUILTINS)}
+    target = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "target", "debug")
+    for n in ("loki", "grafana"):
+        stand_in = os.path.join(target, n)
+        if os.path.exists(stand_in):
+            services[n]["binary"] = os.path.abspath(stand_in)
+        else:
+            services[n]["enabled"] = False
+    settings_set(data, "services", services)
+    home = os.path.join(d, "grafana-home")
+    os.makedirs(os.path.join(home, "conf"))
+    open(os.path.join(home, "conf", "defaults.ini"), "w").close()
+    settings_set(data, "grafana", {"homepath": home})
+    port = 41900
+    proc = subprocess.Popen(["obsbox", "run", "--data-dir", data, "--listen", f"127.0.0.1:{port}"],
+                            stdout=subprocess.DEVNULL, stderr=open(os.path.join(d, "obsbox.log"), "w"),
+                            start_new_session=True)
+    res = {}
+    try:
+        ready = bench.wait_for(lambda: (lambda s: all(x["ready"] for x in s) and s)(get(port, "/api/services")), 60, 0.1)
+        if not ready:
+            raise RuntimeError("the stack did not become ready")
+        res["stack"] = [s["name"] for s in ready]
+        time.sleep(10)
+        res["stack_idle_rss_kb"] = bench.status_kb(proc.pid, "VmRSS")
+        res["stack_idle_pss_kb"] = bench.pss_kb(proc.pid)
+        to_pid, to_ready = [], []
+        for _ in range(samples):
+            old = next(s for s in get(port, "/api/services") if s["name"] == "node_exporter")["pid"]
+            t0 = time.monotonic()
+            os.kill(old, signal.SIGKILL)
+            new_pid = bench.wait_for(lambda: (lambda s: s["pid"] not in (None, old) and s)(
+                next(s for s in get(port, "/api/services") if s["name"] == "node_exporter")), 15, 0.0005)
+            t1 = time.monotonic()
+            bench.wait_for(lambda: next(s for s in get(port, "/api/services") if s["name"] == "node_exporter")["ready"], 15, 0.002)
+            t2 = time.monotonic()
+            to_pid.append((t1 - t0) * 1000)
+            to_ready.append((t2 - t0) * 1000)
+            time.sleep(1.2)
+        res["node_exporter_kill_to_new_pid_ms"] = bench.summary(to_pid)
+        res["node_exporter_kill_to_ready_ms"] = bench.summary(to_ready)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
+    return res
+
+
+samples = 20
+for i, a in enumerate(harness_args):
+    if a == "--samples":
+        samples = min(20, int(harness_args[i + 1]))
+stack = full_stack(samples)
+print("\n== obsbox with the monitoring stack (real Prometheus, Alertmanager, node_exporter; Loki and Grafana stand-ins)")
+print(f"children: {', '.join(stack['stack'])}")
+print(f"obsbox idle RSS / PSS: {stack['stack_idle_rss_kb']} / {stack['stack_idle_pss_kb']} KB")
+for k in ("node_exporter_kill_to_new_pid_ms", "node_exporter_kill_to_ready_ms"):
+    s = stack[k]
+    print(f"{k}: min {s['min']:.1f} / median {s['median']:.1f} / p99 {s['p99']:.1f} / max {s['max']:.1f} (n={s['n']})")
+all_results = json.load(open(out_json))
+all_results.setdefault("obsbox", {}).update(stack)
+json.dump(all_results, open(out_json, "w"), indent=1)
+print()
+bench.table(json.load(open(out_json)))

@@ -1,0 +1,285 @@
+//! One way to run obsbox in tests: a fresh data directory, the web API on a
+//! free loopback port, every child on free ports, real or stand-in programs,
+//! and a real stop (SIGTERM, then a check that nothing is left) when dropped.
+#![allow(dead_code)] // each test binary uses a different part of this helper
+
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const OBSBOX: &str = env!("CARGO_BIN_EXE_obsbox");
+
+/// Where cargo put the stand-in programs (`cargo build -p obsbox-stand-ins`).
+pub fn stand_in(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let path = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .join(name);
+    assert!(
+        path.exists(),
+        "stand-in {} is missing: run `cargo build -p obsbox-stand-ins` first (scripts/test does)",
+        path.display()
+    );
+    path
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls `check` until it returns `Some`, or fails the test after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub struct Obsbox {
+    pub dir: tempfile::TempDir,
+    pub data: PathBuf,
+    pub port: u16,
+    process: Option<Child>,
+}
+
+/// Ports for every built-in child, so tests can run side by side.
+pub fn service_ports() -> Value {
+    json!({
+        "prometheus": {"port": free_port()},
+        "alertmanager": {"port": free_port()},
+        "node_exporter": {"port": free_port()},
+        "loki": {"port": free_port(), "binary": stand_in("loki")},
+        "grafana": {"port": free_port(), "binary": stand_in("grafana")},
+    })
+}
+
+impl Obsbox {
+    /// Writes `settings` (section -> value) with `obsbox settings set`, then runs obsbox.
+    pub fn start(settings: &[(&str, Value)]) -> Obsbox {
+        let dir = tempfile::tempdir().unwrap();
+        // Children run unprivileged when the tests run as root: they must be
+        // able to reach the data directory.
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let data = dir.path().join("data");
+        // Grafana needs a home with its defaults; the stand-in checks it exists.
+        let grafana_home = dir.path().join("grafana-home");
+        std::fs::create_dir_all(grafana_home.join("conf")).unwrap();
+        std::fs::write(grafana_home.join("conf/defaults.ini"), "").unwrap();
+        let home = ("grafana", json!({"homepath": grafana_home}));
+        for (section, value) in std::iter::once(&home).chain(settings) {
+            let out = Command::new(OBSBOX)
+                .args(["settings", "set", section, &value.to_string(), "--data-dir"])
+                .arg(&data)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "settings set {section}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let mut process = Command::new(OBSBOX)
+            .args(["run", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data)
+            .env("OBSBOX_LOG", "info")
+            .env("LOKI_STANDIN_READY_DELAY_MS", "200")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(
+                std::fs::File::create(dir.path().join("obsbox.log")).unwrap(),
+            ))
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(process.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line
+            .split("http://127.0.0.1:")
+            .nth(1)
+            .and_then(|rest| rest.split('/').next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| {
+                panic!(
+                    "obsbox did not print its address: {line:?}\n{}",
+                    std::fs::read_to_string(dir.path().join("obsbox.log")).unwrap_or_default()
+                )
+            });
+        Obsbox {
+            dir,
+            data,
+            port,
+            process: Some(process),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.process.as_ref().unwrap().id()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn get(&self, path: &str) -> Value {
+        ureq::get(&self.url(path))
+            .call()
+            .unwrap()
+            .into_json()
+            .unwrap()
+    }
+
+    /// Any response, error statuses included: (status, JSON body).
+    pub fn send(&self, method: &str, path: &str, body: &str) -> (u16, Value) {
+        let result = ureq::request(method, &self.url(path)).send_string(body);
+        let response = match result {
+            Ok(r) => r,
+            Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => panic!("{method} {path}: {e}"),
+        };
+        let status = response.status();
+        (status, response.into_json().unwrap_or(Value::Null))
+    }
+
+    pub fn services(&self) -> Vec<Value> {
+        self.get("/api/services").as_array().unwrap().clone()
+    }
+
+    pub fn service(&self, name: &str) -> Value {
+        self.services()
+            .into_iter()
+            .find(|s| s["name"] == name)
+            .unwrap_or_else(|| panic!("no service {name}"))
+    }
+
+    /// Waits until every child is ready; returns their statuses.
+    pub fn wait_all_ready(&self, timeout: Duration) -> Vec<Value> {
+        wait_for("every child to be ready", timeout, || {
+            let services = self.services();
+            services
+                .iter()
+                .all(|s| s["ready"] == true)
+                .then_some(services)
+        })
+    }
+
+    pub fn settings(&self) -> Value {
+        self.get("/api/settings")
+    }
+
+    /// Actions recorded in the audit log by API calls (not the test's own setup), newest first.
+    pub fn api_audit(&self) -> Vec<String> {
+        self.get("/api/audit")
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["actor"] == "api")
+            .map(|a| a["action"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("obsbox.log")).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits for obsbox to exit; returns its exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut process = self.process.take().expect("already stopped");
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(process.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            if let Some(status) = process.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = process.kill();
+                panic!("obsbox did not stop within 90 s of SIGTERM\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Obsbox {
+    fn drop(&mut self) {
+        if self.process.is_some() {
+            self.terminate();
+        }
+    }
+}
+
+/// Processes whose command line mentions `needle` (to find leftovers by data dir).
+pub fn processes_mentioning(needle: &str) -> Vec<(u32, String)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains(needle) && pid != std::process::id() {
+            found.push((pid, cmdline));
+        }
+    }
+    found
+}
+
+pub fn pid_alive(pid: u32) -> bool {
+    // A zombie has exited; only a running or sleeping process counts.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rfind(')').map(|i| !s[i + 2..].starts_with('Z')))
+        .unwrap_or(false)
+}
+
+/// A GET to a child on loopback, as JSON.
+pub fn get_json(port: u16, path: &str) -> Option<Value> {
+    ureq::get(&format!("http://127.0.0.1:{port}{path}"))
+        .timeout(Duration::from_secs(5))
+        .call()
+        .ok()?
+        .into_json()
+        .ok()
+}
+
+/// One value of an instant query to the Prometheus on `port`.
+pub fn prom_query(port: u16, query: &str) -> Option<f64> {
+    let q: String = query
+        .bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    let v = get_json(port, &format!("/api/v1/query?query={q}"))?;
+    v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+}

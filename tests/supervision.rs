@@ -1,0 +1,525 @@
+//! obsbox supervising the real Prometheus, Alertmanager and node_exporter
+//! (Debian packages) and the Loki and Grafana stand-ins.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+const READY: Duration = Duration::from_secs(60);
+
+fn only(enabled: &[&str]) -> Value {
+    let mut services = service_ports();
+    for name in [
+        "prometheus",
+        "alertmanager",
+        "node_exporter",
+        "loki",
+        "grafana",
+    ] {
+        services[name]["enabled"] = json!(enabled.contains(&name));
+    }
+    services
+}
+
+fn port_of(settings: &Value, name: &str) -> u16 {
+    settings["services"][name]["port"].as_u64().unwrap() as u16
+}
+
+/// A metric's value from a child's own /metrics page.
+fn scrape(port: u16, metric: &str) -> Option<f64> {
+    let text = ureq::get(&format!("http://127.0.0.1:{port}/metrics"))
+        .call()
+        .ok()?
+        .into_string()
+        .ok()?;
+    text.lines()
+        .find(|l| l.starts_with(metric) && l[metric.len()..].starts_with([' ', '{']))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn the_whole_stack_becomes_ready_and_prometheus_scrapes_it() {
+    let obsbox = Obsbox::start(&[
+        ("services", service_ports()),
+        (
+            "prometheus",
+            json!({"scrape_interval": "1s", "evaluation_interval": "1s"}),
+        ),
+    ]);
+    let statuses = obsbox.wait_all_ready(READY);
+    let names: Vec<&str> = statuses
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "node_exporter",
+            "alertmanager",
+            "loki",
+            "prometheus",
+            "grafana"
+        ]
+    );
+    for s in &statuses {
+        assert_eq!(s["state"], "ready", "{s}");
+        assert!(s["pid"].as_u64().is_some(), "{s}");
+    }
+    let settings = obsbox.settings();
+    let prom = port_of(&settings, "prometheus");
+    // Prometheus' own API says the node exporter and obsbox are scraped and up.
+    for job in [
+        "node",
+        "obsbox",
+        "prometheus",
+        "alertmanager",
+        "loki",
+        "grafana",
+    ] {
+        wait_for(
+            &format!("up{{job={job}}} == 1"),
+            Duration::from_secs(30),
+            || (prom_query(prom, &format!("up{{job=\"{job}\"}}")) == Some(1.0)).then_some(()),
+        );
+    }
+    // obsbox's own metrics reached Prometheus.
+    wait_for(
+        "obsbox_child_up from obsbox",
+        Duration::from_secs(30),
+        || {
+            (prom_query(prom, "obsbox_child_up{child=\"node_exporter\"}") == Some(1.0))
+                .then_some(())
+        },
+    );
+    // Grafana got both data sources, pointing at the running children.
+    let sources = get_json(port_of(&settings, "grafana"), "/api/datasources").unwrap();
+    let urls: Vec<&str> = sources
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["url"].as_str().unwrap())
+        .collect();
+    assert!(
+        urls.contains(&format!("http://127.0.0.1:{prom}").as_str()),
+        "{urls:?}"
+    );
+    assert!(
+        urls.contains(&format!("http://127.0.0.1:{}", port_of(&settings, "loki")).as_str()),
+        "{urls:?}"
+    );
+    // Children run unprivileged when obsbox is root.
+    if nix::unistd::geteuid().is_root() {
+        let pid = obsbox.service("prometheus")["pid"].as_u64().unwrap();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+        assert!(
+            !uid_line.split_whitespace().skip(1).any(|u| u == "0"),
+            "{uid_line}"
+        );
+    }
+    // Their output is captured.
+    let logs = obsbox.get("/api/services/prometheus/logs?lines=500");
+    assert!(
+        logs["lines"].as_array().unwrap().iter().any(|l| l
+            .as_str()
+            .unwrap()
+            .contains("Server is ready to receive web requests")),
+        "{logs}"
+    );
+    assert!(obsbox.data.join("logs/prometheus/current").exists());
+}
+
+#[test]
+fn a_killed_child_is_restarted_and_ready_again() {
+    let obsbox = Obsbox::start(&[("services", only(&["node_exporter"]))]);
+    let before = obsbox.wait_all_ready(READY)[0].clone();
+    let old_pid = before["pid"].as_u64().unwrap() as u32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(old_pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let after = wait_for(
+        "a new, ready node_exporter",
+        Duration::from_secs(20),
+        || {
+            let s = obsbox.service("node_exporter");
+            (s["ready"] == true && s["pid"].as_u64() != Some(old_pid as u64)).then_some(s)
+        },
+    );
+    assert_eq!(after["restarts"], 1);
+    assert!(
+        after["last_exit"]["how"]
+            .as_str()
+            .unwrap()
+            .contains("SIGKILL"),
+        "{after}"
+    );
+    let port = port_of(&obsbox.settings(), "node_exporter");
+    assert!(
+        scrape(port, "node_exporter_build_info").is_some(),
+        "the new node_exporter answers"
+    );
+}
+
+#[test]
+fn a_settings_change_reloads_prometheus_and_alertmanager_in_place() {
+    let obsbox = Obsbox::start(&[("services", only(&["prometheus", "alertmanager"]))]);
+    obsbox.wait_all_ready(READY);
+    let settings = obsbox.settings();
+    let (prom, am) = (
+        port_of(&settings, "prometheus"),
+        port_of(&settings, "alertmanager"),
+    );
+    let prom_pid = obsbox.service("prometheus")["pid"].clone();
+    let am_pid = obsbox.service("alertmanager")["pid"].clone();
+    let reloaded_at = scrape(
+        prom,
+        "prometheus_config_last_reload_success_timestamp_seconds",
+    )
+    .unwrap();
+    let am_hash = scrape(am, "alertmanager_config_hash").unwrap();
+    // The success timestamp has one-second resolution.
+    std::thread::sleep(Duration::from_millis(1100));
+
+    let (status, _) = obsbox.send(
+        "PUT",
+        "/api/settings/prometheus",
+        r#"{"scrape_interval": "7s"}"#,
+    );
+    assert_eq!(status, 200);
+    wait_for("Prometheus to reload", Duration::from_secs(20), || {
+        (scrape(
+            prom,
+            "prometheus_config_last_reload_success_timestamp_seconds",
+        )? > reloaded_at)
+            .then_some(())
+    });
+    assert_eq!(
+        scrape(prom, "prometheus_config_last_reload_successful"),
+        Some(1.0)
+    );
+    let config = get_json(prom, "/api/v1/status/config").unwrap();
+    assert!(config["data"]["yaml"]
+        .as_str()
+        .unwrap()
+        .contains("scrape_interval: 7s"));
+
+    let (status, _) = obsbox.send(
+        "PUT",
+        "/api/settings/alertmanager",
+        r#"{"repeat_interval": "9h"}"#,
+    );
+    assert_eq!(status, 200);
+    wait_for("Alertmanager to reload", Duration::from_secs(20), || {
+        (scrape(am, "alertmanager_config_hash")? != am_hash).then_some(())
+    });
+    assert_eq!(
+        scrape(am, "alertmanager_config_last_reload_successful"),
+        Some(1.0)
+    );
+
+    // Reloaded, not restarted.
+    assert_eq!(obsbox.service("prometheus")["pid"], prom_pid);
+    assert_eq!(obsbox.service("alertmanager")["pid"], am_pid);
+    assert_eq!(obsbox.service("prometheus")["restarts"], 0);
+    assert_eq!(obsbox.api_audit(), ["settings.update", "settings.update"]);
+}
+
+#[test]
+fn bad_settings_are_refused_with_a_clear_error_and_change_nothing() {
+    let obsbox = Obsbox::start(&[("services", only(&["prometheus", "alertmanager"]))]);
+    obsbox.wait_all_ready(READY);
+    let settings_before = obsbox.settings();
+    let prom_config = obsbox.data.join("children/prometheus/prometheus.yml");
+    let am_config = obsbox.data.join("children/alertmanager/alertmanager.yml");
+    let files_before = (
+        std::fs::read(&prom_config).unwrap(),
+        std::fs::read(&am_config).unwrap(),
+    );
+    let pid_before = obsbox.service("prometheus")["pid"].clone();
+
+    let cases: &[(&str, &str, u16, &str)] = &[
+        (
+            "prometheus",
+            r#"{"scrape_interval": "banana"}"#,
+            422,
+            "prometheus.scrape_interval",
+        ),
+        (
+            "prometheus",
+            r#"{"scrape_interval": 15}"#,
+            422,
+            "invalid type",
+        ),
+        (
+            "prometheus",
+            r#"{"scrape_intervall": "5s"}"#,
+            422,
+            "unknown field",
+        ),
+        ("prometheus", r#"{"scrape_interval": "#, 400, "not JSON"),
+        (
+            "prometheus",
+            r#"{"external_labels": {"1x": "y"}}"#,
+            422,
+            "prometheus.external_labels.1x",
+        ),
+        (
+            "services",
+            r#"{"grafana": {"port": 0}}"#,
+            422,
+            "services.grafana",
+        ),
+        ("nosuchsection", r#"{}"#, 404, "no settings section"),
+        // Passes obsbox's own checks; Alertmanager's checker refuses it.
+        ("alertmanager", r#"{"group_interval": "0s"}"#, 422, "amtool"),
+    ];
+    for (section, body, status, says) in cases {
+        let (got, answer) = obsbox.send("PUT", &format!("/api/settings/{section}"), body);
+        assert_eq!(got, *status, "{section} {body}: {answer}");
+        assert!(
+            answer.to_string().contains(says),
+            "{section} {body}: {answer} should mention {says}"
+        );
+    }
+    assert_eq!(obsbox.settings(), settings_before);
+    assert_eq!(
+        (
+            std::fs::read(&prom_config).unwrap(),
+            std::fs::read(&am_config).unwrap()
+        ),
+        files_before
+    );
+    assert_eq!(obsbox.service("prometheus")["pid"], pid_before);
+    assert_eq!(obsbox.api_audit(), Vec::<String>::new());
+    assert!(
+        !obsbox.data.join("children/alertmanager/.staging").exists(),
+        "staging is cleaned up"
+    );
+}
+
+#[test]
+fn sigterm_stops_every_child_in_reverse_order_and_leaves_nothing_behind() {
+    // A child that leaves its process group (setsid) must not outlive obsbox either.
+    let marker = "3617.25";
+    let mut obsbox = Obsbox::start(&[
+        ("services", service_ports()),
+        (
+            "children",
+            json!([{"name": "escaper", "command": ["sh", "-c", format!("setsid sleep {marker} & exec sleep {marker}")]}]),
+        ),
+    ]);
+    let statuses = obsbox.wait_all_ready(READY);
+    let pids: Vec<u32> = statuses
+        .iter()
+        .map(|s| s["pid"].as_u64().unwrap() as u32)
+        .collect();
+    wait_for("the escaped grandchild", Duration::from_secs(10), || {
+        (processes_mentioning(marker).len() == 2).then_some(())
+    });
+    let status = obsbox.terminate();
+    assert!(status.success(), "obsbox exited with {status}");
+    for pid in pids {
+        assert!(!pid_alive(pid), "child {pid} outlived obsbox");
+    }
+    assert_eq!(processes_mentioning(marker), vec![]);
+    assert_eq!(
+        processes_mentioning(&obsbox.data.display().to_string()),
+        vec![]
+    );
+    // Dependents stop before what they depend on: reverse start order.
+    let log = obsbox.log();
+    let order: Vec<usize> = [
+        "escaper",
+        "grafana",
+        "prometheus",
+        "loki",
+        "alertmanager",
+        "node_exporter",
+    ]
+    .iter()
+    .map(|c| {
+        log.find(&format!("stopping child={c}"))
+            .unwrap_or_else(|| panic!("{c} not stopped:\n{log}"))
+    })
+    .collect();
+    assert!(
+        order.windows(2).all(|w| w[0] < w[1]),
+        "stop order {order:?}\n{log}"
+    );
+}
+
+#[test]
+fn children_die_with_obsbox_even_when_it_is_killed() {
+    let mut obsbox = Obsbox::start(&[("services", only(&["node_exporter", "alertmanager"]))]);
+    let pids: Vec<u32> = obsbox
+        .wait_all_ready(READY)
+        .iter()
+        .map(|s| s["pid"].as_u64().unwrap() as u32)
+        .collect();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(obsbox.pid() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    wait_for("the children to go", Duration::from_secs(20), || {
+        pids.iter().all(|&p| !pid_alive(p)).then_some(())
+    });
+    let _ = obsbox.terminate();
+    // A new obsbox on the same data directory starts cleanly on the same ports.
+    let data = obsbox.data.clone();
+    let again = std::process::Command::new(OBSBOX)
+        .args(["check", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+}
+
+#[test]
+fn a_missing_program_shows_as_not_installed_and_the_rest_runs() {
+    let mut services = only(&["node_exporter", "loki"]);
+    services["loki"]["binary"] = json!("/nonexistent/bin/loki");
+    let obsbox = Obsbox::start(&[("services", services)]);
+    let loki = wait_for("loki's state", Duration::from_secs(10), || {
+        let s = obsbox.service("loki");
+        (s["state"] == "not installed").then_some(s)
+    });
+    assert!(
+        loki["detail"]
+            .as_str()
+            .unwrap()
+            .contains("/nonexistent/bin/loki"),
+        "{loki}"
+    );
+    wait_for("node_exporter ready", READY, || {
+        (obsbox.service("node_exporter")["ready"] == true).then_some(())
+    });
+    let (status, answer) = obsbox.send("POST", "/api/services/loki/start", "");
+    assert_eq!(status, 409, "{answer}");
+}
+
+#[test]
+fn output_is_captured_and_services_can_be_controlled() {
+    let obsbox = Obsbox::start(&[
+        ("services", only(&[])),
+        (
+            "children",
+            json!([{"name": "printer", "command": ["sh", "-c", "echo out one; echo err two >&2; echo out three; exec sleep 3600"]}]),
+        ),
+    ]);
+    let lines = wait_for("three lines", Duration::from_secs(10), || {
+        let v = obsbox.get("/api/services/printer/logs");
+        (v["lines"].as_array()?.len() == 3).then_some(v["lines"].clone())
+    });
+    assert_eq!(lines, json!(["out one", "err two", "out three"]));
+    let pid = obsbox.service("printer")["pid"].clone();
+    let (status, _) = obsbox.send("POST", "/api/services/printer/restart", "");
+    assert_eq!(status, 200);
+    wait_for("a restarted printer", Duration::from_secs(10), || {
+        let s = obsbox.service("printer");
+        (s["pid"] != pid && s["state"] == "ready").then_some(())
+    });
+    assert_eq!(
+        obsbox.get("/api/services/printer/logs")["lines"]
+            .as_array()
+            .unwrap()
+            .len(),
+        6
+    );
+    // A user's restart is not counted as a crash.
+    assert_eq!(obsbox.service("printer")["restarts"], 0);
+    let (status, _) = obsbox.send("POST", "/api/services/printer/stop", "");
+    assert_eq!(status, 200);
+    wait_for("a stopped printer", Duration::from_secs(10), || {
+        (obsbox.service("printer")["state"] == "stopped").then_some(())
+    });
+    for (path, status) in [
+        ("/api/services/printer/explode", 404),
+        ("/api/services/nobody/restart", 404),
+    ] {
+        assert_eq!(obsbox.send("POST", path, "").0, status, "{path}");
+    }
+    let on_disk = std::fs::read_to_string(obsbox.data.join("logs/printer/current")).unwrap();
+    assert_eq!(on_disk.matches("out one").count(), 2);
+    assert_eq!(obsbox.api_audit(), ["service.stop", "service.restart"]);
+}
+
+#[test]
+fn a_crashing_child_is_retried_with_backoff() {
+    let obsbox = Obsbox::start(&[
+        ("services", only(&[])),
+        (
+            "children",
+            json!([{"name": "crasher", "command": ["sh", "-c", "echo dying; exit 3"]}]),
+        ),
+    ]);
+    let s = wait_for("a second quick death", Duration::from_secs(20), || {
+        let s = obsbox.service("crasher");
+        (s["restarts"].as_u64()? >= 2).then_some(s)
+    });
+    assert_eq!(s["last_exit"]["how"], "exit code 3");
+    // Quick deaths are spaced out: at least a second between two starts.
+    let log = obsbox.get("/api/services/crasher/logs");
+    assert!(log["lines"].as_array().unwrap().len() <= 4, "{log}");
+}
+
+#[test]
+fn obsbox_check_runs_the_real_checkers() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(OBSBOX)
+            .args(args)
+            .arg("--data-dir")
+            .arg(&data)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (ok, text) = run(&["check"]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("prometheus: accepted by") && text.contains("promtool"),
+        "{text}"
+    );
+    assert!(
+        text.contains("alertmanager: accepted by") && text.contains("amtool"),
+        "{text}"
+    );
+
+    let (ok, text) = run(&[
+        "settings",
+        "set",
+        "prometheus",
+        r#"{"scrape_interval": "soon"}"#,
+    ]);
+    assert!(!ok && text.contains("prometheus.scrape_interval"), "{text}");
+    let (ok, text) = run(&[
+        "settings",
+        "set",
+        "alertmanager",
+        r#"{"group_interval": "0s"}"#,
+    ]);
+    assert!(ok, "{text}");
+    let (ok, text) = run(&["check"]);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("amtool") && text.contains("group_interval"),
+        "{text}"
+    );
+    let (ok, text) = run(&["settings", "get", "alertmanager"]);
+    assert!(ok && text.contains("\"0s\""), "{text}");
+}
