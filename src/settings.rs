@@ -232,9 +232,32 @@ pub struct ExtraChild {
     /// Unix user to run as (when obsbox is root); unset keeps obsbox's user.
     #[serde(default)]
     pub user: Option<String>,
-    /// Time between the stop signal (SIGTERM) and SIGKILL.
+    /// Signal that asks the child to stop: TERM, INT, QUIT, HUP, USR1 or USR2.
+    #[serde(default = "default_stop_signal")]
+    pub stop_signal: String,
+    /// Time between the stop signal and SIGKILL to the child's process group.
     #[serde(default = "default_grace")]
     pub stop_grace: String,
+}
+
+fn default_stop_signal() -> String {
+    "TERM".into()
+}
+
+/// The signals a child may ask to be stopped with, by name.
+pub fn stop_signal(name: &str) -> Option<nix::sys::signal::Signal> {
+    use nix::sys::signal::Signal::*;
+    let name = name.strip_prefix("SIG").unwrap_or(name);
+    [
+        ("TERM", SIGTERM),
+        ("INT", SIGINT),
+        ("QUIT", SIGQUIT),
+        ("HUP", SIGHUP),
+        ("USR1", SIGUSR1),
+        ("USR2", SIGUSR2),
+    ]
+    .into_iter()
+    .find_map(|(n, sig)| (n == name).then_some(sig))
 }
 
 fn default_grace() -> String {
@@ -393,6 +416,15 @@ impl Settings {
             names.push(&child.name);
             if child.command.first().is_none_or(|p| p.trim().is_empty()) {
                 bad(at("command"), "needs at least the program".into());
+            }
+            if stop_signal(&child.stop_signal).is_none() {
+                bad(
+                    at("stop_signal"),
+                    format!(
+                        "'{}' is not one of TERM, INT, QUIT, HUP, USR1, USR2",
+                        child.stop_signal
+                    ),
+                );
             }
             if let Err(e) = parse_duration(&child.stop_grace) {
                 bad(at("stop_grace"), e);
@@ -556,6 +588,7 @@ mod tests {
             depends_on: vec!["nothing".into()],
             readiness: Readiness::None,
             user: None,
+            stop_signal: "KILL".into(),
             stop_grace: "10s".into(),
         });
         let fields: Vec<String> = s.validate().into_iter().map(|p| p.field).collect();
@@ -566,6 +599,7 @@ mod tests {
             "children[0].name",
             "children[0].command",
             "children[0].depends_on",
+            "children[0].stop_signal",
         ] {
             assert!(
                 fields.iter().any(|f| f == expected),

@@ -523,3 +523,60 @@ fn obsbox_check_runs_the_real_checkers() {
     let (ok, text) = run(&["settings", "get", "alertmanager"]);
     assert!(ok && text.contains("\"0s\""), "{text}");
 }
+
+#[test]
+fn stop_uses_the_childs_signal_then_sigkill_after_its_grace() {
+    let obsbox = Obsbox::start(&[
+        ("services", only(&[])),
+        (
+            "children",
+            json!([
+                {"name": "polite", "stop_signal": "INT",
+                 "command": ["sh", "-c", "trap 'echo got INT; exit 0' INT; while true; do sleep 0.05; done"]},
+                {"name": "stubborn", "stop_grace": "1s",
+                 "command": ["sh", "-c", "trap '' TERM; echo ignoring TERM; while true; do sleep 0.05; done"]},
+            ]),
+        ),
+    ]);
+    obsbox.wait_all_ready(READY);
+    wait_for("stubborn to print", Duration::from_secs(10), || {
+        (obsbox.get("/api/services/stubborn/logs")["lines"]
+            .as_array()?
+            .len()
+            == 1)
+            .then_some(())
+    });
+    for name in ["polite", "stubborn"] {
+        assert_eq!(
+            obsbox
+                .send("POST", &format!("/api/services/{name}/stop"), "")
+                .0,
+            200
+        );
+    }
+    let polite = wait_for("polite to stop", Duration::from_secs(10), || {
+        let s = obsbox.service("polite");
+        (s["state"] == "stopped").then_some(s)
+    });
+    assert_eq!(polite["last_exit"]["how"], "exit code 0");
+    assert_eq!(
+        obsbox.get("/api/services/polite/logs")["lines"],
+        json!(["got INT"])
+    );
+    let started = std::time::Instant::now();
+    let stubborn = wait_for("stubborn to be killed", Duration::from_secs(10), || {
+        let s = obsbox.service("stubborn");
+        (s["state"] == "stopped").then_some(s)
+    });
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "killed before its grace period"
+    );
+    assert!(
+        stubborn["last_exit"]["how"]
+            .as_str()
+            .unwrap()
+            .contains("SIGKILL"),
+        "{stubborn}"
+    );
+}

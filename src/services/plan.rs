@@ -128,6 +128,7 @@ pub fn plans(settings: &Settings, env: &Environment, locator: &Locator) -> Vec<C
                         path: built.ready_path.into(),
                     },
                     reload: built.reload,
+                    stop_signal: Signal::SIGTERM,
                     stop_grace: built.grace,
                     restart: RestartPolicy::default(),
                 }))
@@ -288,7 +289,8 @@ fn extra_plan(child: &ExtraChild, env: &Environment, locator: &Locator) -> Child
         user,
         readiness,
         reload: Reload::Signal(Signal::SIGHUP),
-        // Validated when the settings were written.
+        // Both validated when the settings were written.
+        stop_signal: crate::settings::stop_signal(&child.stop_signal).unwrap_or(Signal::SIGTERM),
         stop_grace: crate::settings::parse_duration(&child.stop_grace)
             .unwrap_or(Duration::from_secs(10)),
         restart: RestartPolicy::default(),

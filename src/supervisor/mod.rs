@@ -47,6 +47,8 @@ pub struct ChildSpec {
     pub user: Option<RunAs>,
     pub readiness: Probe,
     pub reload: Reload,
+    /// Asks the child to stop; SIGKILL to its process group follows after `stop_grace`.
+    pub stop_signal: Signal,
     pub stop_grace: Duration,
     pub restart: RestartPolicy,
 }
@@ -604,11 +606,13 @@ impl Actor {
     fn stop_then(child: &mut Child, then: AfterStop, now: Instant) {
         match child.state {
             State::Running { pid, .. } => {
-                let grace = child
+                let (signal, grace) = child
                     .spec()
-                    .map_or(Duration::from_secs(10), |s| s.stop_grace);
-                tracing::info!(child = %child.plan.name, pid, "stopping");
-                process::signal_group(pid, Signal::SIGTERM);
+                    .map_or((Signal::SIGTERM, Duration::from_secs(10)), |s| {
+                        (s.stop_signal, s.stop_grace)
+                    });
+                tracing::info!(child = %child.plan.name, pid, %signal, "stopping");
+                process::signal_group(pid, signal);
                 child.state = State::Stopping {
                     pid,
                     kill_at: now + grace,
