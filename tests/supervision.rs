@@ -428,13 +428,14 @@ fn output_is_captured_and_services_can_be_controlled() {
         let s = obsbox.service("printer");
         (s["pid"] != pid && s["state"] == "ready").then_some(())
     });
-    assert_eq!(
-        obsbox.get("/api/services/printer/logs")["lines"]
-            .as_array()
-            .unwrap()
-            .len(),
-        6
-    );
+    // The same pipe carries both runs' output.
+    wait_for("the second run's lines", Duration::from_secs(10), || {
+        (obsbox.get("/api/services/printer/logs")["lines"]
+            .as_array()?
+            .len()
+            == 6)
+            .then_some(())
+    });
     // A user's restart is not counted as a crash.
     assert_eq!(obsbox.service("printer")["restarts"], 0);
     let (status, _) = obsbox.send("POST", "/api/services/printer/stop", "");

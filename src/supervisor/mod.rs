@@ -30,7 +30,9 @@ use tokio::time::Instant;
 
 /// How long a child waits for its dependencies before starting anyway.
 const DEPENDENCY_TIMEOUT: Duration = Duration::from_secs(60);
-/// Probe period while a child is starting, and once it is ready.
+/// Probe period while a child is starting: the first probe comes after
+/// `PROBE_FIRST`, doubling up to `PROBE_STARTING`; then `PROBE_READY` once ready.
+const PROBE_FIRST: Duration = Duration::from_millis(10);
 const PROBE_STARTING: Duration = Duration::from_millis(100);
 const PROBE_READY: Duration = Duration::from_secs(5);
 /// Consecutive failed probes that make a ready child unready.
@@ -856,8 +858,10 @@ fn spawn_probe(
     tokio::spawn(async move {
         let mut ready = false;
         let mut failures = 0;
+        let mut starting_period = PROBE_FIRST;
         loop {
-            tokio::time::sleep(if ready { PROBE_READY } else { PROBE_STARTING }).await;
+            tokio::time::sleep(if ready { PROBE_READY } else { starting_period }).await;
+            starting_period = (starting_period * 2).min(PROBE_STARTING);
             let ok = check(&probe).await;
             failures = if ok { 0 } else { failures + 1 };
             let now_ready = if ready {
