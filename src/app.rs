@@ -1,5 +1,6 @@
 //! Wires the modules into a running obsbox and takes it down again.
 
+use crate::backup::{BackupContext, Backups};
 use crate::services::{Environment, Locator, Services};
 use crate::store::Store;
 use crate::supervisor::{LogPolicy, Reaper, Supervisor, SupervisorContext};
@@ -56,14 +57,25 @@ pub async fn run(dir: &Path, listen: SocketAddr) -> anyhow::Result<()> {
         data_dir: dir.clone(),
         obsbox_address: scrape_address(addr),
     };
+    let locator = Locator::from_env();
     let services = Arc::new(Services::new(
         store.clone(),
         supervisor.clone(),
-        reaper,
+        reaper.clone(),
         env,
-        Locator::from_env(),
+        locator.clone(),
     ));
     services.start().await?;
+    let backups = Backups::start(
+        BackupContext {
+            reaper,
+            store: store.clone(),
+            services: services.clone(),
+            data_dir: dir.clone(),
+            locator,
+        },
+        services.subscribe(),
+    )?;
 
     println!(
         "obsbox {} is running: web UI on http://{addr}/ (data in {})",
@@ -74,6 +86,7 @@ pub async fn run(dir: &Path, listen: SocketAddr) -> anyhow::Result<()> {
         services,
         supervisor: supervisor.clone(),
         store,
+        backups,
     }));
     let stop = async move {
         tokio::select! {

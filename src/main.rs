@@ -1,6 +1,7 @@
 //! obsbox: the firmware service of an observability and backup appliance.
 
 mod app;
+mod backup;
 mod http_client;
 mod services;
 mod settings;

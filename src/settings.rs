@@ -26,6 +26,73 @@ pub struct Settings {
     pub logs: LogSettings,
     /// Extra programs obsbox supervises (exporters, agents), in start order.
     pub children: Vec<ExtraChild>,
+    /// Backup jobs and the backup client.
+    pub backups: BackupSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackupSettings {
+    /// Path of `proxmox-backup-client`; when unset it is looked up on PATH.
+    pub client: Option<String>,
+    /// When each job's newest snapshot is verified (calendar event).
+    pub verify_schedule: String,
+    /// When each job's newest snapshot is restored and checked (calendar event).
+    pub drill_schedule: String,
+    /// Time a halted backup gets between SIGINT and SIGKILL.
+    pub halt_grace: String,
+    pub jobs: Vec<BackupJob>,
+}
+
+impl Default for BackupSettings {
+    fn default() -> Self {
+        BackupSettings {
+            client: None,
+            verify_schedule: "weekly".into(),
+            drill_schedule: "monthly".into(),
+            halt_grace: "30s".into(),
+            jobs: Vec::new(),
+        }
+    }
+}
+
+/// What to back up, where to and when. Its secrets are kept apart (see `secrets`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupJob {
+    /// Unique name: letters, digits, `-` and `_`.
+    pub name: String,
+    /// Directories, each stored as a pxar archive named after its last component.
+    #[serde(default)]
+    pub paths: Vec<String>,
+    /// Also back up obsbox's own state, taken consistently (the settings
+    /// database through SQLite's online backup).
+    #[serde(default)]
+    pub appliance_state: bool,
+    /// PBS repository: `user@realm@host[:port]:datastore` or `user@realm!token@host:datastore`.
+    pub repository: String,
+    /// Namespace in the datastore.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// SHA-256 fingerprint of the server certificate, for self-signed servers.
+    #[serde(default)]
+    pub fingerprint: Option<String>,
+    /// Backup ID of the snapshots (defaults to the host name).
+    #[serde(default)]
+    pub backup_id: Option<String>,
+    /// Calendar event, as PBS and systemd write it (`daily`, `mon..fri 02:00`).
+    #[serde(default = "default_schedule")]
+    pub schedule: String,
+    /// Which snapshots pruning keeps.
+    #[serde(default)]
+    pub retention: crate::backup::Retention,
+    /// A disabled job keeps its history but never runs by schedule.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+fn default_schedule() -> String {
+    "daily".into()
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -301,6 +368,7 @@ pub const SECTIONS: &[&str] = &[
     "grafana",
     "logs",
     "children",
+    "backups",
 ];
 
 /// Names the built-in children take; extra children may not reuse them.
@@ -448,6 +516,7 @@ impl Settings {
                 _ => {}
             }
         }
+        self.backups.validate(&mut bad);
         for (i, child) in self.children.iter().enumerate() {
             for dep in &child.depends_on {
                 if dep == &child.name || !names.contains(&dep.as_str()) {
@@ -459,6 +528,87 @@ impl Settings {
             }
         }
         problems
+    }
+}
+
+impl BackupSettings {
+    fn validate(&self, bad: &mut dyn FnMut(String, String)) {
+        for (field, event) in [
+            ("backups.verify_schedule", &self.verify_schedule),
+            ("backups.drill_schedule", &self.drill_schedule),
+        ] {
+            if let Err(e) = crate::backup::CalendarEvent::parse(event) {
+                bad(field.into(), e.to_string());
+            }
+        }
+        if let Err(e) = parse_duration(&self.halt_grace) {
+            bad("backups.halt_grace".into(), e);
+        }
+        let mut names = Vec::new();
+        for (i, job) in self.jobs.iter().enumerate() {
+            let mut at =
+                |field: &str, message: String| bad(format!("backups.jobs[{i}].{field}"), message);
+            if !is_child_name(&job.name) {
+                at("name", "must be 1-40 letters, digits, '-' or '_'".into());
+            } else if names.contains(&&job.name) {
+                at("name", format!("'{}' is already taken", job.name));
+            }
+            names.push(&job.name);
+            if job.paths.is_empty() && !job.appliance_state {
+                at(
+                    "paths",
+                    "name at least one directory, or back up the appliance state".into(),
+                );
+            }
+            let mut archives = Vec::new();
+            for path in &job.paths {
+                match crate::backup::archive_name(path) {
+                    Some(archive) if archives.contains(&archive) => at(
+                        "paths",
+                        format!("two paths would both be stored as '{archive}.pxar'"),
+                    ),
+                    Some(archive) => archives.push(archive),
+                    None => at(
+                        "paths",
+                        format!("'{path}' is not an absolute directory path"),
+                    ),
+                }
+            }
+            if let Err(e) = crate::backup::Repository::parse(&job.repository) {
+                at("repository", e);
+            }
+            if let Some(ns) = &job.namespace {
+                if ns.split('/').any(|part| !is_child_name(part)) || ns.split('/').count() > 7 {
+                    at(
+                        "namespace",
+                        "is up to 7 levels of letters, digits, '-' or '_' separated by '/'".into(),
+                    );
+                }
+            }
+            if let Some(fp) = &job.fingerprint {
+                let hex: String = fp.chars().filter(|c| *c != ':').collect();
+                if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+                    at(
+                        "fingerprint",
+                        "is a SHA-256 fingerprint: 32 hex byte pairs, colons optional".into(),
+                    );
+                }
+            }
+            if let Some(id) = &job.backup_id {
+                if !is_child_name(id) {
+                    at(
+                        "backup_id",
+                        "must be 1-40 letters, digits, '-' or '_'".into(),
+                    );
+                }
+            }
+            if let Err(e) = crate::backup::CalendarEvent::parse(&job.schedule) {
+                at("schedule", e.to_string());
+            }
+            for problem in job.retention.validate() {
+                at("retention", problem);
+            }
+        }
     }
 }
 

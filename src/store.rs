@@ -6,7 +6,7 @@
 use crate::settings::{Problem, Settings, SECTIONS};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -22,12 +22,18 @@ pub enum StoreError {
     Invalid(Vec<Problem>),
     #[error("stored section '{section}' no longer parses ({message}); fix it with `obsbox settings set`")]
     Corrupt { section: String, message: String },
+    #[error("secret '{name}': {source}")]
+    Secret {
+        name: String,
+        source: std::io::Error,
+    },
     #[error("settings database is newer (schema {found}) than this obsbox understands ({known})")]
     TooNew { found: i64, known: i64 },
 }
 
 /// Schema migrations, applied in order; `PRAGMA user_version` counts how many ran.
-const MIGRATIONS: &[&str] = &["CREATE TABLE settings (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE settings (
         section TEXT PRIMARY KEY,
         value TEXT NOT NULL,
         updated_at INTEGER NOT NULL
@@ -38,12 +44,44 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE settings (
         actor TEXT NOT NULL,
         action TEXT NOT NULL,
         detail TEXT NOT NULL
-    );"];
+    );",
+    // Backups: every run, the last schedule slot handled per job and kind,
+    // and the checksum of every file each backup stored (for restore drills).
+    "CREATE TABLE backup_runs (
+        id INTEGER PRIMARY KEY,
+        job TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        started_at INTEGER NOT NULL,
+        ended_at INTEGER,
+        result TEXT NOT NULL,
+        reason TEXT,
+        snapshot TEXT,
+        bytes INTEGER,
+        restore_ms INTEGER,
+        log TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX backup_runs_job ON backup_runs (job, kind, id);
+    CREATE TABLE backup_slots (
+        job TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        slot INTEGER NOT NULL,
+        PRIMARY KEY (job, kind)
+    );
+    CREATE TABLE backup_files (
+        run_id INTEGER NOT NULL REFERENCES backup_runs (id) ON DELETE CASCADE,
+        archive TEXT NOT NULL,
+        path TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        sha256 TEXT NOT NULL,
+        PRIMARY KEY (run_id, archive, path)
+    );",
+];
 
 /// A handle on the store; cheap to clone. Calls block briefly on SQLite.
 #[derive(Clone)]
 pub struct Store {
     conn: Arc<Mutex<Connection>>,
+    dir: PathBuf,
 }
 
 /// One entry of the audit log.
@@ -73,9 +111,78 @@ impl Store {
              PRAGMA busy_timeout = 5000;",
         )?;
         migrate(&conn)?;
+        conn.execute_batch("PRAGMA foreign_keys = ON;")?;
         Ok(Store {
             conn: Arc::new(Mutex::new(conn)),
+            dir: dir.to_path_buf(),
         })
+    }
+
+    /// Runs `f` on the database; for modules that keep their own tables here.
+    pub fn with_conn<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        Ok(f(&mut self.lock())?)
+    }
+
+    /// The database file itself, for consistent copies through SQLite's online backup.
+    pub fn backup_to(&self, target: &Path) -> Result<(), StoreError> {
+        let conn = self.lock();
+        let mut copy = Connection::open(target)?;
+        rusqlite::backup::Backup::new(&conn, &mut copy)?.run_to_completion(
+            256,
+            std::time::Duration::ZERO,
+            None,
+        )?;
+        Ok(())
+    }
+
+    /// Stores a secret as its own file, readable by root only, written atomically.
+    /// `name` is a relative path like `backup/nightly/password`.
+    pub fn put_secret(&self, name: &str, value: &[u8]) -> Result<(), StoreError> {
+        use std::io::Write;
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        let path = self.secret_path(name);
+        let io = |source| StoreError::Secret {
+            name: name.into(),
+            source,
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(io)?;
+        }
+        let partial = path.with_extension("partial");
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&partial)
+            .map_err(io)?;
+        file.write_all(value)
+            .and_then(|()| file.sync_all())
+            .map_err(io)?;
+        std::fs::rename(&partial, &path).map_err(io)
+    }
+
+    /// Where a secret's file is (it may not exist).
+    pub fn secret_path(&self, name: &str) -> PathBuf {
+        self.dir.join("secrets").join(name)
+    }
+
+    /// Removes every secret under `prefix` (e.g. all of one backup job's).
+    pub fn delete_secrets(&self, prefix: &str) -> Result<(), StoreError> {
+        match std::fs::remove_dir_all(self.secret_path(prefix)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(StoreError::Secret {
+                name: prefix.into(),
+                source: e,
+            }),
+            _ => Ok(()),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -290,6 +397,31 @@ mod tests {
         }
         assert_eq!(store.settings().unwrap(), Settings::default());
         assert!(store.audit_log(10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn secrets_are_private_files() {
+        use std::os::unix::fs::PermissionsExt;
+        let (_dir, store) = store();
+        store
+            .put_secret("backup/job1/password", b"hunter2")
+            .unwrap();
+        let path = store.secret_path("backup/job1/password");
+        assert_eq!(std::fs::read(&path).unwrap(), b"hunter2");
+        assert_eq!(path.metadata().unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            path.parent()
+                .unwrap()
+                .metadata()
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o700
+        );
+        store.delete_secrets("backup/job1").unwrap();
+        assert!(!path.exists());
+        store.delete_secrets("backup/never-there").unwrap();
     }
 
     #[test]

@@ -67,6 +67,8 @@ pub struct Services {
     locator: Locator,
     /// One settings change at a time, start to finish.
     changing: tokio::sync::Mutex<()>,
+    /// The settings in force, for modules that follow changes.
+    current: tokio::sync::watch::Sender<Settings>,
 }
 
 impl Services {
@@ -84,7 +86,13 @@ impl Services {
             env,
             locator,
             changing: tokio::sync::Mutex::new(()),
+            current: tokio::sync::watch::Sender::new(Settings::default()),
         }
+    }
+
+    /// The settings in force, updated after every applied change.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<Settings> {
+        self.current.subscribe()
     }
 
     /// Renders and checks the stored settings and starts every child. A child
@@ -118,6 +126,7 @@ impl Services {
             }
         }
         self.supervisor.apply(plans, Vec::new()).await?;
+        self.current.send_replace(settings);
         Ok(())
     }
 
@@ -151,6 +160,7 @@ impl Services {
         self.supervisor
             .apply(plans, changed.into_iter().collect())
             .await?;
+        self.current.send_replace(proposed.clone());
         Ok(proposed)
     }
 

@@ -84,42 +84,64 @@ impl Reaper {
         Ok(child.id())
     }
 
-    /// Runs a short command to its end and returns its exit and combined
-    /// stdout+stderr; killed after `timeout`.
-    pub async fn output(&self, mut cmd: Command, timeout: Duration) -> io::Result<(Exit, String)> {
-        let (read_end, write_end) = pipe()?;
+    /// Spawns `cmd` with stdout and stderr on pipes of their own; returns its
+    /// pid, its exit, and the read ends (stdout, stderr), which end when the
+    /// command and everything it started have closed them.
+    pub fn spawn_piped(&self, mut cmd: Command) -> io::Result<Piped> {
+        let (stdout, stdout_w) = pipe()?;
+        let (stderr, stderr_w) = pipe()?;
         cmd.stdin(Stdio::null())
-            .stdout(Stdio::from(write_end.try_clone()?))
-            .stderr(Stdio::from(write_end))
-            .process_group(0);
-        let (tx, rx) = oneshot::channel();
+            .stdout(Stdio::from(stdout_w))
+            .stderr(Stdio::from(stderr_w));
+        let (tx, exited) = oneshot::channel();
         let pid = self.spawn(&mut cmd, move |exit| {
             let _ = tx.send(exit);
         })?;
-        // The write ends went to the child (and were closed here with `cmd`'s
-        // drop), so this read ends when the child and its descendants are done.
+        // Drop our copies of the write ends now, or the readers never see their end.
         drop(cmd);
-        let reader = tokio::task::spawn_blocking(move || {
-            let mut text = Vec::new();
-            let _ = std::fs::File::from(read_end)
-                .take(1 << 20)
-                .read_to_end(&mut text);
-            String::from_utf8_lossy(&text).into_owned()
-        });
-        let exit = match tokio::time::timeout(timeout, rx).await {
+        Ok(Piped {
+            pid,
+            exited,
+            stdout: std::fs::File::from(stdout),
+            stderr: std::fs::File::from(stderr),
+        })
+    }
+
+    /// Runs a short command to its end and returns its exit and its stdout
+    /// followed by its stderr; killed after `timeout`.
+    pub async fn output(&self, mut cmd: Command, timeout: Duration) -> io::Result<(Exit, String)> {
+        cmd.process_group(0);
+        let piped = self.spawn_piped(cmd)?;
+        let read = |pipe: std::fs::File| {
+            tokio::task::spawn_blocking(move || {
+                let mut text = Vec::new();
+                let _ = pipe.take(1 << 20).read_to_end(&mut text);
+                String::from_utf8_lossy(&text).into_owned()
+            })
+        };
+        let (stdout, stderr) = (read(piped.stdout), read(piped.stderr));
+        let exit = match tokio::time::timeout(timeout, piped.exited).await {
             Ok(Ok(exit)) => exit,
             Ok(Err(_)) => return Err(io::Error::other("reaper went away")),
             Err(_) => {
-                signal_group(pid, nix::sys::signal::Signal::SIGKILL);
+                signal_group(piped.pid, nix::sys::signal::Signal::SIGKILL);
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     format!("did not finish within {timeout:?}"),
                 ));
             }
         };
-        let text = reader.await.unwrap_or_default();
+        let text = stdout.await.unwrap_or_default() + &stderr.await.unwrap_or_default();
         Ok((exit, text))
     }
+}
+
+/// A spawned command with its output pipes.
+pub struct Piped {
+    pub pid: u32,
+    pub exited: oneshot::Receiver<Exit>,
+    pub stdout: std::fs::File,
+    pub stderr: std::fs::File,
 }
 
 fn reap_all(owners: &Mutex<HashMap<i32, OnExit>>) {

@@ -108,6 +108,10 @@ pub(super) async fn metrics(State(app): State<Arc<AppState>>) -> Response {
         log_lines,
     );
 
+    if let Ok(backups) = app.backups.status().await {
+        register_backups(&mut registry, &backups);
+    }
+
     let rss = Gauge::<i64>::default();
     rss.set(resident_bytes());
     registry.register(
@@ -128,6 +132,95 @@ pub(super) async fn metrics(State(app): State<Arc<AppState>>) -> Response {
         body,
     )
         .into_response()
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct JobLabel {
+    job: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct JobResult {
+    job: String,
+    result: String,
+}
+
+fn register_backups(registry: &mut Registry, status: &crate::backup::BackupStatus) {
+    type F64 = Gauge<f64, AtomicU64>;
+    let last_success = Family::<JobLabel, F64>::default();
+    let duration = Family::<JobLabel, F64>::default();
+    let bytes = Family::<JobLabel, Gauge>::default();
+    let result = Family::<JobResult, Gauge>::default();
+    let drill_ok = Family::<JobLabel, Gauge>::default();
+    let restore = Family::<JobLabel, F64>::default();
+    for job in &status.jobs {
+        let label = JobLabel {
+            job: job.name.clone(),
+        };
+        if let Some(run) = &job.last_success {
+            last_success
+                .get_or_create(&label)
+                .set(run.ended_at.unwrap_or(run.started_at) as f64 / 1000.0);
+        }
+        if let Some(run) = &job.last_backup {
+            let took = run.ended_at.unwrap_or(run.started_at) - run.started_at;
+            duration.get_or_create(&label).set(took as f64 / 1000.0);
+            bytes.get_or_create(&label).set(run.bytes.unwrap_or(0));
+            for outcome in ["ok", "failed", "halted"] {
+                let key = JobResult {
+                    job: job.name.clone(),
+                    result: outcome.into(),
+                };
+                let is = serde_json::to_value(run.result).is_ok_and(|v| v == outcome);
+                result.get_or_create(&key).set(i64::from(is));
+            }
+        }
+        if let Some(drill) = &job.last_drill {
+            drill_ok
+                .get_or_create(&label)
+                .set(i64::from(drill.result == crate::backup::Outcome::Ok));
+            if let Some(ms) = drill.restore_ms {
+                restore.get_or_create(&label).set(ms as f64 / 1000.0);
+            }
+        }
+    }
+    registry.register(
+        "obsbox_backup_last_success_timestamp_seconds",
+        "When the job's last successful backup ended (RPO)",
+        last_success,
+    );
+    registry.register(
+        "obsbox_backup_last_duration_seconds",
+        "How long the job's last backup took",
+        duration,
+    );
+    registry.register(
+        "obsbox_backup_last_bytes",
+        "Bytes read by the job's last backup",
+        bytes,
+    );
+    registry.register(
+        "obsbox_backup_last_result",
+        "1 for how the job's last backup ended",
+        result,
+    );
+    registry.register(
+        "obsbox_backup_drill_last_success",
+        "1 when the job's last restore drill passed",
+        drill_ok,
+    );
+    registry.register(
+        "obsbox_backup_drill_restore_seconds",
+        "How long the last drill's restore took (RTO)",
+        restore,
+    );
+    let halted = Gauge::<i64>::default();
+    halted.set(status.halted.len() as i64);
+    registry.register(
+        "obsbox_backups_halt_reasons",
+        "Active reasons backups are halted",
+        halted,
+    );
 }
 
 /// Resident set size of this process, from /proc/self/statm.

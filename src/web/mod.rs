@@ -2,6 +2,7 @@
 //! Prometheus, and the JSON API under `/api/`. Handlers only translate
 //! between HTTP and the modules; they hold no logic of their own.
 
+mod backups;
 mod metrics;
 
 use crate::services::{Services, ServicesError};
@@ -19,6 +20,7 @@ use std::sync::Arc;
 
 /// What the handlers reach.
 pub struct AppState {
+    pub backups: crate::backup::Backups,
     pub services: Arc<Services>,
     pub supervisor: Supervisor,
     pub store: Store,
@@ -35,6 +37,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/settings", get(settings))
         .route("/api/settings/{section}", put(update_settings))
         .route("/api/audit", get(audit))
+        .merge(backups::routes())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such page".into()) })
         .with_state(state)
 }

@@ -56,6 +56,7 @@ pub struct Obsbox {
     pub dir: tempfile::TempDir,
     pub data: PathBuf,
     pub port: u16,
+    env: Vec<(String, String)>,
     process: Option<Child>,
 }
 
@@ -73,6 +74,11 @@ pub fn service_ports() -> Value {
 impl Obsbox {
     /// Writes `settings` (section -> value) with `obsbox settings set`, then runs obsbox.
     pub fn start(settings: &[(&str, Value)]) -> Obsbox {
+        Obsbox::start_with_env(settings, &[])
+    }
+
+    /// As `start`, with extra environment for obsbox (and so its children).
+    pub fn start_with_env(settings: &[(&str, Value)], env: &[(&str, &str)]) -> Obsbox {
         let dir = tempfile::tempdir().unwrap();
         // Children run unprivileged when the tests run as root: they must be
         // able to reach the data directory.
@@ -99,38 +105,56 @@ impl Obsbox {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
+        let mut obsbox = Obsbox {
+            dir,
+            data,
+            port: 0,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            process: None,
+        };
+        obsbox.spawn();
+        obsbox
+    }
+
+    /// Stops obsbox (SIGTERM) and starts it again on the same data directory.
+    pub fn restart(&mut self) {
+        let status = self.terminate();
+        assert!(status.success(), "obsbox exited with {status}");
+        self.spawn();
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("obsbox.log"))
+            .unwrap();
         let mut process = Command::new(OBSBOX)
             .args(["run", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(&data)
+            .arg(&self.data)
             .env("OBSBOX_LOG", "info")
             .env("LOKI_STANDIN_READY_DELAY_MS", "200")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
-            .stderr(Stdio::from(
-                std::fs::File::create(dir.path().join("obsbox.log")).unwrap(),
-            ))
+            .stderr(Stdio::from(log))
             .spawn()
             .unwrap();
         let mut line = String::new();
         BufReader::new(process.stdout.take().unwrap())
             .read_line(&mut line)
             .unwrap();
-        let port = line
+        self.port = line
             .split("http://127.0.0.1:")
             .nth(1)
             .and_then(|rest| rest.split('/').next())
             .and_then(|p| p.parse().ok())
             .unwrap_or_else(|| {
-                panic!(
-                    "obsbox did not print its address: {line:?}\n{}",
-                    std::fs::read_to_string(dir.path().join("obsbox.log")).unwrap_or_default()
-                )
+                panic!("obsbox did not print its address: {line:?}\n{}", self.log())
             });
-        Obsbox {
-            dir,
-            data,
-            port,
-            process: Some(process),
-        }
+        self.process = Some(process);
     }
 
     pub fn pid(&self) -> u32 {

@@ -1,0 +1,242 @@
+//! The record of every backup, verification and drill run, the schedule slots
+//! already handled, and the manifest (sha256 per file) of each backup.
+
+use super::Kind;
+use crate::store::{Store, StoreError};
+use rusqlite::{params, OptionalExtension, Row};
+use serde::Serialize;
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Running,
+    Ok,
+    Failed,
+    /// Stopped on request (power or disk trouble); retried on resume.
+    Halted,
+}
+
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Running => "running",
+            Outcome::Ok => "ok",
+            Outcome::Failed => "failed",
+            Outcome::Halted => "halted",
+        }
+    }
+
+    fn parse(text: &str) -> Outcome {
+        match text {
+            "ok" => Outcome::Ok,
+            "halted" => Outcome::Halted,
+            "running" => Outcome::Running,
+            _ => Outcome::Failed,
+        }
+    }
+}
+
+/// One run, as the history shows it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Run {
+    pub id: i64,
+    pub job: String,
+    pub kind: Kind,
+    /// Unix milliseconds.
+    pub started_at: i64,
+    pub ended_at: Option<i64>,
+    pub result: Outcome,
+    /// Why it failed or was halted; notes such as a failed prune.
+    pub reason: Option<String>,
+    /// `host/<id>/<time>` of the snapshot made, verified or restored.
+    pub snapshot: Option<String>,
+    pub bytes: Option<i64>,
+    /// Drills: how long the restore took (the RTO measured).
+    pub restore_ms: Option<i64>,
+    pub log: String,
+}
+
+/// One file a backup stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileEntry {
+    pub archive: String,
+    /// Relative to the archive's root.
+    pub path: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// What a finished run records.
+#[derive(Debug, Default)]
+pub struct Finish {
+    pub reason: Option<String>,
+    pub snapshot: Option<String>,
+    pub bytes: Option<i64>,
+    pub restore_ms: Option<i64>,
+    pub log: String,
+}
+
+pub fn now_millis() -> i64 {
+    jiff::Timestamp::now().as_millisecond()
+}
+
+fn run_from(row: &Row) -> rusqlite::Result<Run> {
+    let kind: String = row.get(2)?;
+    let result: String = row.get(5)?;
+    Ok(Run {
+        id: row.get(0)?,
+        job: row.get(1)?,
+        kind: Kind::parse(&kind).unwrap_or(Kind::Backup),
+        started_at: row.get(3)?,
+        ended_at: row.get(4)?,
+        result: Outcome::parse(&result),
+        reason: row.get(6)?,
+        snapshot: row.get(7)?,
+        bytes: row.get(8)?,
+        restore_ms: row.get(9)?,
+        log: row.get(10)?,
+    })
+}
+
+const COLUMNS: &str =
+    "id, job, kind, started_at, ended_at, result, reason, snapshot, bytes, restore_ms, log";
+
+pub fn begin(store: &Store, job: &str, kind: Kind) -> Result<i64, StoreError> {
+    store.with_conn(|c| {
+        c.execute(
+            "INSERT INTO backup_runs (job, kind, started_at, result) VALUES (?1, ?2, ?3, 'running')",
+            params![job, kind.as_str(), now_millis()],
+        )?;
+        Ok(c.last_insert_rowid())
+    })
+}
+
+/// Ends a run; a backup's manifest is stored with it in the same transaction.
+pub fn finish(
+    store: &Store,
+    id: i64,
+    result: Outcome,
+    finish: &Finish,
+    files: &[FileEntry],
+) -> Result<(), StoreError> {
+    store.with_conn(|c| {
+        let tx = c.transaction()?;
+        tx.execute(
+            "UPDATE backup_runs SET ended_at = ?2, result = ?3, reason = ?4, snapshot = ?5, bytes = ?6,
+             restore_ms = ?7, log = ?8 WHERE id = ?1",
+            params![
+                id,
+                now_millis(),
+                result.as_str(),
+                finish.reason,
+                finish.snapshot,
+                finish.bytes,
+                finish.restore_ms,
+                finish.log
+            ],
+        )?;
+        {
+            let mut insert =
+                tx.prepare("INSERT INTO backup_files (run_id, archive, path, size, sha256) VALUES (?1, ?2, ?3, ?4, ?5)")?;
+            for f in files {
+                insert.execute(params![id, f.archive, f.path, f.size as i64, f.sha256])?;
+            }
+        }
+        tx.commit()
+    })
+}
+
+/// Runs left `running` by an obsbox that stopped mid-run are marked failed.
+pub fn close_interrupted(store: &Store) -> Result<(), StoreError> {
+    store.with_conn(|c| {
+        c.execute(
+            "UPDATE backup_runs SET result = 'failed', reason = 'obsbox stopped during the run', ended_at = ?1
+             WHERE result = 'running'",
+            [now_millis()],
+        )
+        .map(|_| ())
+    })
+}
+
+/// Newest first; `job` narrows it to one job.
+pub fn list(store: &Store, job: Option<&str>, limit: u32) -> Result<Vec<Run>, StoreError> {
+    store.with_conn(|c| {
+        let mut stmt = c.prepare(&format!(
+            "SELECT {COLUMNS} FROM backup_runs WHERE (?1 IS NULL OR job = ?1) ORDER BY id DESC LIMIT ?2"
+        ))?;
+        let runs = stmt.query_map(params![job, limit], run_from)?;
+        runs.collect()
+    })
+}
+
+/// The newest run of a job and kind with the given result.
+pub fn last(
+    store: &Store,
+    job: &str,
+    kind: Kind,
+    result: Option<Outcome>,
+) -> Result<Option<Run>, StoreError> {
+    store.with_conn(|c| {
+        c.query_row(
+            &format!(
+                "SELECT {COLUMNS} FROM backup_runs WHERE job = ?1 AND kind = ?2 AND result != 'running'
+                 AND (?3 IS NULL OR result = ?3) ORDER BY id DESC LIMIT 1"
+            ),
+            params![job, kind.as_str(), result.map(Outcome::as_str)],
+            run_from,
+        )
+        .optional()
+    })
+}
+
+/// The manifest of the backup that made `snapshot`.
+pub fn manifest(
+    store: &Store,
+    job: &str,
+    snapshot: &str,
+) -> Result<Option<Vec<FileEntry>>, StoreError> {
+    store.with_conn(|c| {
+        let run: Option<i64> = c
+            .query_row(
+                "SELECT id FROM backup_runs WHERE job = ?1 AND kind = 'backup' AND result = 'ok' AND snapshot = ?2
+                 ORDER BY id DESC LIMIT 1",
+                params![job, snapshot],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let Some(run) = run else { return Ok(None) };
+        let mut stmt = c.prepare("SELECT archive, path, size, sha256 FROM backup_files WHERE run_id = ?1")?;
+        let files = stmt.query_map([run], |r| {
+            Ok(FileEntry {
+                archive: r.get(0)?,
+                path: r.get(1)?,
+                size: r.get::<_, i64>(2)? as u64,
+                sha256: r.get(3)?,
+            })
+        })?;
+        files.collect::<rusqlite::Result<Vec<_>>>().map(Some)
+    })
+}
+
+pub fn slot(store: &Store, job: &str, kind: Kind) -> Result<Option<i64>, StoreError> {
+    store.with_conn(|c| {
+        c.query_row(
+            "SELECT slot FROM backup_slots WHERE job = ?1 AND kind = ?2",
+            params![job, kind.as_str()],
+            |r| r.get(0),
+        )
+        .optional()
+    })
+}
+
+pub fn set_slot(store: &Store, job: &str, kind: Kind, slot_seconds: i64) -> Result<(), StoreError> {
+    store.with_conn(|c| {
+        c.execute(
+            "INSERT INTO backup_slots (job, kind, slot) VALUES (?1, ?2, ?3)
+             ON CONFLICT(job, kind) DO UPDATE SET slot = excluded.slot",
+            params![job, kind.as_str(), slot_seconds],
+        )
+        .map(|_| ())
+    })
+}

@@ -1,0 +1,1058 @@
+//! Backups with the Proxmox Backup Server client: jobs on calendar schedules,
+//! retention applied by the client's prune after each backup, verification and
+//! restore drills checked against the checksums recorded at backup time, a
+//! history of every run, and graceful halts.
+//!
+//! One task (the actor) owns the schedule and the set of running jobs; each
+//! run is its own task that drives the client and records its outcome. A job
+//! runs one thing at a time. While any halt reason is active nothing starts,
+//! running clients get SIGINT (the real client then dies and the server drops
+//! the unfinished snapshot) and SIGKILL after the grace period; halted runs
+//! are recorded as halted, not failed, and run again on resume.
+
+mod calendar;
+mod client;
+mod history;
+mod manifest;
+mod retention;
+
+pub(crate) use calendar::CalendarEvent;
+pub use history::{Outcome, Run};
+pub(crate) use retention::Retention;
+
+use crate::services::{Locator, Services, ServicesError};
+use crate::settings::{BackupJob, Settings};
+use crate::store::{Store, StoreError};
+use crate::supervisor::{process, Reaper};
+use client::{Client, JobSecrets, Progress};
+use history::{FileEntry, Finish};
+use nix::sys::signal::Signal;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// What a run does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// Back up, then prune by the job's retention.
+    Backup,
+    /// Check that the newest snapshot holds every archive the backup wrote.
+    Verify,
+    /// Restore the newest snapshot and compare every file's checksum.
+    Drill,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Backup => "backup",
+            Kind::Verify => "verify",
+            Kind::Drill => "drill",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Kind> {
+        [Kind::Backup, Kind::Verify, Kind::Drill]
+            .into_iter()
+            .find(|k| k.as_str() == text)
+    }
+}
+
+/// Checks a PBS repository: `[[user@realm[!token]@]host[:port]:]datastore`.
+pub struct Repository;
+
+impl Repository {
+    pub fn parse(text: &str) -> Result<(), String> {
+        let bad = |why: &str| {
+            Err(format!(
+                "'{text}' is not a PBS repository ({why}); write user@realm@host:datastore"
+            ))
+        };
+        let (rest, datastore) = text.rsplit_once(':').unwrap_or(("", text));
+        let name_ok = |s: &str| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        };
+        if !name_ok(datastore) {
+            return bad("no datastore name");
+        }
+        if rest.is_empty() {
+            return Ok(());
+        }
+        let (auth, host) = rest.rsplit_once('@').unwrap_or(("", rest));
+        // `[v6 address]` or `name`, either with an optional `:port`.
+        let host = match host.strip_prefix('[') {
+            Some(bracketed) => bracketed.split(']').next().unwrap_or(""),
+            None => host
+                .rsplit_once(':')
+                .filter(|(_, p)| p.parse::<u16>().is_ok())
+                .map_or(host, |(h, _)| h),
+        };
+        if !host.split('.').all(name_ok) && host.parse::<std::net::IpAddr>().is_err() {
+            return bad("the host is not a host name or address");
+        }
+        if !auth.is_empty() {
+            let (user, realm) = auth.split_once('@').unwrap_or((auth, ""));
+            let realm = realm.split('!').next().unwrap_or("");
+            if !name_ok(user) || !name_ok(realm) {
+                return bad("the user must be user@realm");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The pxar archive name a directory is stored as: its last component
+/// (`root` for `/`), with anything but letters, digits, `-` and `_` as `_`.
+pub fn archive_name(path: &str) -> Option<String> {
+    if !path.starts_with('/') || path.split('/').any(|c| c == ".." || c == ".") {
+        return None;
+    }
+    let last = path.trim_end_matches('/').rsplit('/').next().unwrap_or("");
+    if last.is_empty() {
+        return Some("root".into());
+    }
+    Some(
+        last.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect(),
+    )
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    #[error("no backup job named '{0}'")]
+    NoSuchJob(String),
+    #[error("a backup job named '{0}' already exists")]
+    Exists(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Services(#[from] ServicesError),
+    #[error("the backup client failed: {0}")]
+    Client(String),
+    #[error("the backup service has stopped")]
+    Gone,
+}
+
+/// Secrets given with a job; `None` leaves a stored secret as it is, an empty
+/// string removes it. They are written to files of mode 0600 and never shown.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretsUpdate {
+    pub password: Option<String>,
+    pub encryption_key: Option<String>,
+    pub encryption_password: Option<String>,
+}
+
+const SECRET_NAMES: [&str; 3] = ["password", "encryption-key", "encryption-password"];
+
+/// What the backup service needs from its surroundings.
+pub struct BackupContext {
+    pub reaper: Reaper,
+    pub store: Store,
+    pub services: Arc<Services>,
+    pub data_dir: PathBuf,
+    pub locator: Locator,
+}
+
+/// The backup service's state, for the API and /metrics.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackupStatus {
+    /// Active halt reasons; nothing starts while there is one.
+    pub halted: Vec<String>,
+    pub jobs: Vec<JobStatus>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct JobStatus {
+    pub name: String,
+    pub enabled: bool,
+    pub schedule: String,
+    /// Next scheduled backup, RFC 3339.
+    pub next_backup: Option<String>,
+    pub running: Option<RunningStatus>,
+    pub last_backup: Option<Run>,
+    pub last_success: Option<Run>,
+    pub last_verify: Option<Run>,
+    pub last_drill: Option<Run>,
+    pub password_set: bool,
+    pub encryption_key_set: bool,
+}
+
+/// Which of a job's snapshots its retention keeps, newest first.
+#[derive(Debug, Clone, Serialize)]
+pub struct RetentionPreview {
+    /// No keep option is set: pruning removes nothing.
+    pub keeps_everything: bool,
+    pub snapshots: Vec<PreviewItem>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PreviewItem {
+    pub snapshot: String,
+    pub keep: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunningStatus {
+    pub run_id: i64,
+    pub kind: Kind,
+    /// The client's latest progress line.
+    pub progress: String,
+}
+
+/// A handle on the backup service; cheap to clone.
+#[derive(Clone)]
+pub struct Backups {
+    tx: mpsc::UnboundedSender<Msg>,
+    store: Store,
+    services: Arc<Services>,
+}
+
+enum Msg {
+    RunNow {
+        job: String,
+        kind: Kind,
+        done: oneshot::Sender<Result<(), BackupError>>,
+    },
+    Halt {
+        reason: String,
+        done: oneshot::Sender<()>,
+    },
+    Resume {
+        reason: String,
+        done: oneshot::Sender<()>,
+    },
+    Kill {
+        job: String,
+        run_id: i64,
+    },
+    Finished {
+        job: String,
+        kind: Kind,
+        halted: bool,
+    },
+    Preview {
+        job: String,
+        done: oneshot::Sender<Result<RetentionPreview, BackupError>>,
+    },
+    Status {
+        done: oneshot::Sender<BackupStatus>,
+    },
+}
+
+impl Backups {
+    pub fn start(
+        ctx: BackupContext,
+        settings: watch::Receiver<Settings>,
+    ) -> Result<Backups, BackupError> {
+        history::close_interrupted(&ctx.store)?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let handle = Backups {
+            tx: tx.clone(),
+            store: ctx.store.clone(),
+            services: ctx.services.clone(),
+        };
+        let actor = Actor {
+            ctx: Arc::new(ctx),
+            tx,
+            settings: settings.borrow().clone(),
+            halts: BTreeSet::new(),
+            running: HashMap::new(),
+            pending: BTreeSet::new(),
+            due: BTreeMap::new(),
+        };
+        tokio::spawn(actor.run(rx, settings));
+        Ok(handle)
+    }
+
+    async fn ask<T>(&self, msg: impl FnOnce(oneshot::Sender<T>) -> Msg) -> Result<T, BackupError> {
+        let (done, answer) = oneshot::channel();
+        self.tx.send(msg(done)).map_err(|_| BackupError::Gone)?;
+        answer.await.map_err(|_| BackupError::Gone)
+    }
+
+    /// Starts a run now (or as soon as the job is free and nothing halts it).
+    pub async fn run_now(&self, job: &str, kind: Kind) -> Result<(), BackupError> {
+        let job = job.to_string();
+        self.ask(|done| Msg::RunNow { job, kind, done }).await?
+    }
+
+    /// Adds a halt reason: running backups stop gracefully, nothing starts.
+    pub async fn halt(&self, reason: &str) -> Result<(), BackupError> {
+        let reason = reason.to_string();
+        self.ask(|done| Msg::Halt { reason, done }).await
+    }
+
+    /// Removes a halt reason; once none is left, halted and missed runs start.
+    pub async fn resume(&self, reason: &str) -> Result<(), BackupError> {
+        let reason = reason.to_string();
+        self.ask(|done| Msg::Resume { reason, done }).await
+    }
+
+    /// Lists the job's snapshots and marks which its retention keeps, in this
+    /// box's time zone (PBS prunes by the server's; set both alike).
+    pub async fn retention_preview(&self, job: &str) -> Result<RetentionPreview, BackupError> {
+        let job = job.to_string();
+        self.ask(|done| Msg::Preview { job, done }).await?
+    }
+
+    pub async fn status(&self) -> Result<BackupStatus, BackupError> {
+        self.ask(|done| Msg::Status { done }).await
+    }
+
+    pub fn history(&self, job: Option<&str>, limit: u32) -> Result<Vec<Run>, BackupError> {
+        Ok(history::list(&self.store, job, limit)?)
+    }
+
+    /// Creates (`replace` = false) or replaces a job, then its secrets.
+    pub async fn save_job(
+        &self,
+        job: BackupJob,
+        secrets: SecretsUpdate,
+        replace: bool,
+        actor: &str,
+    ) -> Result<Settings, BackupError> {
+        let mut backups = self.services.settings()?.backups;
+        let name = job.name.clone();
+        match (backups.jobs.iter().position(|j| j.name == name), replace) {
+            (Some(i), true) => backups.jobs[i] = job,
+            (None, false) => backups.jobs.push(job),
+            (Some(_), false) => return Err(BackupError::Exists(name)),
+            (None, true) => return Err(BackupError::NoSuchJob(name)),
+        }
+        let settings = self.update(&backups, actor).await?;
+        let values = [
+            secrets.password,
+            secrets.encryption_key,
+            secrets.encryption_password,
+        ];
+        for (secret, value) in SECRET_NAMES.iter().zip(values) {
+            let path = format!("backup/{name}/{secret}");
+            match value.as_deref() {
+                None => {}
+                Some("") => {
+                    let _ = std::fs::remove_file(self.store.secret_path(&path));
+                }
+                Some(value) => self.store.put_secret(&path, value.as_bytes())?,
+            }
+        }
+        Ok(settings)
+    }
+
+    /// Deletes a job and its secrets; its history stays.
+    pub async fn delete_job(&self, name: &str, actor: &str) -> Result<Settings, BackupError> {
+        let mut backups = self.services.settings()?.backups;
+        let before = backups.jobs.len();
+        backups.jobs.retain(|j| j.name != name);
+        if backups.jobs.len() == before {
+            return Err(BackupError::NoSuchJob(name.into()));
+        }
+        let settings = self.update(&backups, actor).await?;
+        self.store.delete_secrets(&format!("backup/{name}"))?;
+        Ok(settings)
+    }
+
+    async fn update(
+        &self,
+        backups: &crate::settings::BackupSettings,
+        actor: &str,
+    ) -> Result<Settings, BackupError> {
+        let value = serde_json::to_value(backups).map_err(|e| StoreError::Malformed {
+            section: "backups".into(),
+            message: e.to_string(),
+        })?;
+        Ok(self.services.update("backups", value, actor).await?)
+    }
+}
+
+struct Running {
+    run_id: i64,
+    kind: Kind,
+    pid: Arc<Mutex<Option<u32>>>,
+    /// Set when a halt reaches the run: why it was stopped.
+    halt: Arc<Mutex<Option<String>>>,
+    progress: Arc<Mutex<Progress>>,
+}
+
+struct Actor {
+    ctx: Arc<BackupContext>,
+    tx: mpsc::UnboundedSender<Msg>,
+    settings: Settings,
+    halts: BTreeSet<String>,
+    running: HashMap<String, Running>,
+    /// Runs waiting for their job to be free or for the halts to end.
+    pending: BTreeSet<(String, Kind)>,
+    due: BTreeMap<(String, Kind), jiff::Timestamp>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Actor {
+    async fn run(
+        mut self,
+        mut rx: mpsc::UnboundedReceiver<Msg>,
+        mut settings: watch::Receiver<Settings>,
+    ) {
+        self.reschedule();
+        loop {
+            let next = self.due.values().min().copied();
+            tokio::select! {
+                msg = rx.recv() => match msg {
+                    Some(msg) => self.handle(msg),
+                    None => return,
+                },
+                changed = settings.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    self.settings = settings.borrow_and_update().clone();
+                    self.reschedule();
+                }
+                _ = sleep_until(next) => self.fire_due(),
+            }
+        }
+    }
+
+    fn handle(&mut self, msg: Msg) {
+        match msg {
+            Msg::RunNow { job, kind, done } => {
+                let result = if self.job(&job).is_some() {
+                    self.start_or_defer(job, kind);
+                    Ok(())
+                } else {
+                    Err(BackupError::NoSuchJob(job))
+                };
+                let _ = done.send(result);
+            }
+            Msg::Halt { reason, done } => {
+                self.halt(reason);
+                let _ = done.send(());
+            }
+            Msg::Resume { reason, done } => {
+                if self.halts.remove(&reason) && self.halts.is_empty() {
+                    tracing::info!(%reason, "backups resume");
+                    self.start_pending();
+                }
+                let _ = done.send(());
+            }
+            Msg::Kill { job, run_id } => {
+                if let Some(run) = self.running.get(&job).filter(|r| r.run_id == run_id) {
+                    if let Some(pid) = *lock(&run.pid) {
+                        tracing::warn!(%job, pid, "halt grace period over; killing the backup client");
+                        process::signal_group(pid, Signal::SIGKILL);
+                    }
+                }
+            }
+            Msg::Finished { job, kind, halted } => {
+                self.running.remove(&job);
+                if halted {
+                    self.pending.insert((job, kind));
+                }
+                self.start_pending();
+            }
+            Msg::Preview { job, done } => match self.job(&job).cloned() {
+                None => {
+                    let _ = done.send(Err(BackupError::NoSuchJob(job)));
+                }
+                Some(job) => {
+                    let (client, reaper) = (self.client(&job), self.ctx.reaper.clone());
+                    tokio::spawn(async move {
+                        let _ = done.send(preview(client, &reaper, &job).await);
+                    });
+                }
+            },
+            Msg::Status { done } => {
+                let _ = done.send(self.status());
+            }
+        }
+    }
+
+    fn job(&self, name: &str) -> Option<&BackupJob> {
+        self.settings.backups.jobs.iter().find(|j| j.name == name)
+    }
+
+    fn halt(&mut self, reason: String) {
+        tracing::warn!(%reason, "backups halt");
+        self.halts.insert(reason.clone());
+        let grace = crate::settings::parse_duration(&self.settings.backups.halt_grace)
+            .unwrap_or(Duration::from_secs(30));
+        for (job, run) in &self.running {
+            lock(&run.halt).get_or_insert_with(|| reason.clone());
+            if let Some(pid) = *lock(&run.pid) {
+                process::signal_group(pid, Signal::SIGINT);
+            }
+            let (tx, job, run_id) = (self.tx.clone(), job.clone(), run.run_id);
+            tokio::spawn(async move {
+                tokio::time::sleep(grace).await;
+                let _ = tx.send(Msg::Kill { job, run_id });
+            });
+        }
+    }
+
+    /// Schedules every enabled job's backup, verification and drill: the first
+    /// slot after the last one handled, so a slot missed while obsbox was down
+    /// is due at once (and runs once).
+    fn reschedule(&mut self) {
+        let b = &self.settings.backups;
+        let mut due = BTreeMap::new();
+        let now = jiff::Timestamp::now();
+        for job in b.jobs.iter().filter(|j| j.enabled) {
+            for (kind, event) in [
+                (Kind::Backup, &job.schedule),
+                (Kind::Verify, &b.verify_schedule),
+                (Kind::Drill, &b.drill_schedule),
+            ] {
+                let Ok(event) = CalendarEvent::parse(event) else {
+                    continue;
+                };
+                let handled = match history::slot(&self.ctx.store, &job.name, kind) {
+                    Ok(Some(seconds)) => jiff::Timestamp::from_second(seconds).unwrap_or(now),
+                    Ok(None) => {
+                        // A new job: its schedule starts now, nothing is missed yet.
+                        let _ =
+                            history::set_slot(&self.ctx.store, &job.name, kind, now.as_second());
+                        now
+                    }
+                    Err(e) => {
+                        tracing::error!(job = %job.name, error = %e, "cannot read the backup schedule");
+                        continue;
+                    }
+                };
+                if let Some(next) = event.next_after(&handled.to_zoned(local_zone())) {
+                    due.insert((job.name.clone(), kind), next.timestamp());
+                }
+            }
+        }
+        self.due = due;
+    }
+
+    fn fire_due(&mut self) {
+        let now = jiff::Timestamp::now();
+        let fired: Vec<(String, Kind)> = self
+            .due
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for (job, kind) in fired {
+            if let Err(e) = history::set_slot(&self.ctx.store, &job, kind, now.as_second()) {
+                tracing::error!(%job, error = %e, "cannot record the backup schedule");
+            }
+            tracing::info!(%job, kind = kind.as_str(), "scheduled run due");
+            self.start_or_defer(job, kind);
+        }
+        self.reschedule();
+    }
+
+    fn start_or_defer(&mut self, job: String, kind: Kind) {
+        if !self.halts.is_empty() || self.running.contains_key(&job) {
+            self.pending.insert((job, kind));
+        } else {
+            self.start(job, kind);
+        }
+    }
+
+    fn start_pending(&mut self) {
+        if !self.halts.is_empty() {
+            return;
+        }
+        for (job, kind) in std::mem::take(&mut self.pending) {
+            self.start_or_defer(job, kind);
+        }
+    }
+
+    fn start(&mut self, name: String, kind: Kind) {
+        let Some(job) = self.job(&name).cloned() else {
+            return;
+        };
+        let run_id = match history::begin(&self.ctx.store, &name, kind) {
+            Ok(id) => id,
+            Err(e) => {
+                tracing::error!(job = %name, error = %e, "cannot record a backup run");
+                return;
+            }
+        };
+        let running = Running {
+            run_id,
+            kind,
+            pid: Arc::default(),
+            halt: Arc::default(),
+            progress: Arc::default(),
+        };
+        let run = RunTask {
+            ctx: self.ctx.clone(),
+            client: self.client(&job),
+            job,
+            run_id,
+            pid: running.pid.clone(),
+            halt: running.halt.clone(),
+            progress: running.progress.clone(),
+        };
+        self.running.insert(name.clone(), running);
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let halted = run.execute(kind).await;
+            let _ = tx.send(Msg::Finished {
+                job: name,
+                kind,
+                halted,
+            });
+        });
+    }
+
+    fn client(&self, job: &BackupJob) -> Result<Client, String> {
+        let program = self
+            .ctx
+            .locator
+            .find(
+                self.settings.backups.client.as_deref(),
+                &["proxmox-backup-client"],
+            )
+            .map_err(|looked_at| {
+                format!(
+                    "proxmox-backup-client is not installed; looked at {}",
+                    looked_at
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            })?;
+        let secret = |name: &str| {
+            let path = self
+                .ctx
+                .store
+                .secret_path(&format!("backup/{}/{name}", job.name));
+            path.exists().then_some(path)
+        };
+        Ok(Client {
+            program,
+            job: job.clone(),
+            backup_id: job
+                .backup_id
+                .clone()
+                .unwrap_or_else(|| self.settings.general.hostname.clone()),
+            secrets: JobSecrets {
+                password: secret("password"),
+                encryption_key: secret("encryption-key"),
+                encryption_password: secret("encryption-password"),
+            },
+        })
+    }
+
+    fn status(&self) -> BackupStatus {
+        let store = &self.ctx.store;
+        let jobs = self
+            .settings
+            .backups
+            .jobs
+            .iter()
+            .map(|job| {
+                let last =
+                    |kind, result| history::last(store, &job.name, kind, result).ok().flatten();
+                let secret_set = |name: &str| {
+                    store
+                        .secret_path(&format!("backup/{}/{name}", job.name))
+                        .exists()
+                };
+                JobStatus {
+                    name: job.name.clone(),
+                    enabled: job.enabled,
+                    schedule: job.schedule.clone(),
+                    next_backup: self
+                        .due
+                        .get(&(job.name.clone(), Kind::Backup))
+                        .map(|t| t.to_string()),
+                    running: self.running.get(&job.name).map(|r| RunningStatus {
+                        run_id: r.run_id,
+                        kind: r.kind,
+                        progress: lock(&r.progress).last_line.clone(),
+                    }),
+                    last_backup: last(Kind::Backup, None),
+                    last_success: last(Kind::Backup, Some(Outcome::Ok)),
+                    last_verify: last(Kind::Verify, None),
+                    last_drill: last(Kind::Drill, None),
+                    password_set: secret_set("password"),
+                    encryption_key_set: secret_set("encryption-key"),
+                }
+            })
+            .collect();
+        BackupStatus {
+            halted: self.halts.iter().cloned().collect(),
+            jobs,
+        }
+    }
+}
+
+async fn preview(
+    client: Result<Client, String>,
+    reaper: &Reaper,
+    job: &BackupJob,
+) -> Result<RetentionPreview, BackupError> {
+    let client = client.map_err(BackupError::Client)?;
+    let progress = Arc::default();
+    let (exit, json) = client
+        .run(reaper, &client.list_args(), &progress, |_| {})
+        .await
+        .map_err(BackupError::Client)?;
+    if !exit.success() {
+        let last = lock(&progress).last_line.clone();
+        return Err(BackupError::Client(format!(
+            "snapshot list: {exit}: {last}"
+        )));
+    }
+    let snapshots = client::snapshots(&json).map_err(BackupError::Client)?;
+    let times: Vec<jiff::Timestamp> = snapshots.iter().map(|s| s.time).collect();
+    let keep = job.retention.select(&times, &local_zone());
+    Ok(RetentionPreview {
+        keeps_everything: job.retention.keeps_everything(),
+        snapshots: snapshots
+            .into_iter()
+            .zip(keep)
+            .rev()
+            .map(|(s, keep)| PreviewItem {
+                snapshot: s.name,
+                keep,
+            })
+            .collect(),
+    })
+}
+
+fn local_zone() -> jiff::tz::TimeZone {
+    jiff::tz::TimeZone::system()
+}
+
+async fn sleep_until(at: Option<jiff::Timestamp>) {
+    match at {
+        Some(at) => {
+            let wait = jiff::Timestamp::now().duration_until(at).unsigned_abs();
+            let wait = if at > jiff::Timestamp::now() {
+                wait
+            } else {
+                Duration::ZERO
+            };
+            tokio::time::sleep(wait).await
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// One run of one job.
+struct RunTask {
+    ctx: Arc<BackupContext>,
+    client: Result<Client, String>,
+    job: BackupJob,
+    run_id: i64,
+    pid: Arc<Mutex<Option<u32>>>,
+    halt: Arc<Mutex<Option<String>>>,
+    progress: Arc<Mutex<Progress>>,
+}
+
+/// Why a run did not succeed.
+enum Stop {
+    Failed(String),
+    Halted,
+}
+
+impl RunTask {
+    /// Runs and records the run; returns whether it was halted.
+    async fn execute(self, kind: Kind) -> bool {
+        let mut finish = Finish::default();
+        let mut files = Vec::new();
+        let result = match &self.client {
+            Err(e) => Err(Stop::Failed(e.clone())),
+            Ok(client) => match kind {
+                Kind::Backup => self.backup(client, &mut finish, &mut files).await,
+                Kind::Verify => self.verify(client, &mut finish).await,
+                Kind::Drill => self.drill(client, &mut finish).await,
+            },
+        };
+        // A halt that arrived mid-run wins over whatever error the signal caused.
+        let halted_for = lock(&self.halt).clone();
+        let outcome = match (result, halted_for) {
+            (Err(_), Some(reason)) => {
+                finish.reason = Some(reason);
+                Outcome::Halted
+            }
+            (Ok(()), _) => Outcome::Ok,
+            (Err(Stop::Failed(why)), None) => {
+                finish.reason = Some(why);
+                Outcome::Failed
+            }
+            (Err(Stop::Halted), None) => Outcome::Halted,
+        };
+        finish.log = std::mem::take(&mut lock(&self.progress).log);
+        if outcome != Outcome::Ok {
+            files.clear();
+        }
+        tracing::info!(job = %self.job.name, kind = kind.as_str(), ?outcome, reason = ?finish.reason, "backup run ended");
+        if let Err(e) = history::finish(&self.ctx.store, self.run_id, outcome, &finish, &files) {
+            tracing::error!(job = %self.job.name, error = %e, "cannot record the end of a backup run");
+        }
+        outcome == Outcome::Halted
+    }
+
+    fn check_halt(&self) -> Result<(), Stop> {
+        match lock(&self.halt).is_some() {
+            true => Err(Stop::Halted),
+            false => Ok(()),
+        }
+    }
+
+    /// Runs the client to success, or says why not.
+    async fn client_run(&self, client: &Client, args: &[String]) -> Result<String, Stop> {
+        self.check_halt()?;
+        let pid = self.pid.clone();
+        let halt = self.halt.clone();
+        let (exit, stdout) = client
+            .run(&self.ctx.reaper, args, &self.progress, move |p| {
+                *lock(&pid) = Some(p);
+                // A halt that came while the client was starting.
+                if lock(&halt).is_some() {
+                    process::signal_group(p, Signal::SIGINT);
+                }
+            })
+            .await
+            .map_err(Stop::Failed)?;
+        *lock(&self.pid) = None;
+        self.check_halt()?;
+        if exit.success() {
+            Ok(stdout)
+        } else {
+            let last = lock(&self.progress).last_line.clone();
+            Err(Stop::Failed(format!(
+                "{} {} failed ({exit}): {last}",
+                client.program.display(),
+                args[0]
+            )))
+        }
+    }
+
+    fn scratch(&self, what: &str) -> PathBuf {
+        self.ctx
+            .data_dir
+            .join("backup-staging")
+            .join(&self.job.name)
+            .join(what)
+    }
+
+    async fn backup(
+        &self,
+        client: &Client,
+        finish: &mut Finish,
+        files: &mut Vec<FileEntry>,
+    ) -> Result<(), Stop> {
+        let mut archives: Vec<(String, PathBuf)> = self
+            .job
+            .paths
+            .iter()
+            .filter_map(|p| Some((archive_name(p)?, PathBuf::from(p))))
+            .collect();
+        if self.job.appliance_state {
+            let dir = self.scratch("appliance");
+            fresh_dir(&dir)
+                .map_err(|e| Stop::Failed(format!("cannot prepare {}: {e}", dir.display())))?;
+            let store = self.ctx.store.clone();
+            let target = dir.join("obsbox.db");
+            blocking(move || {
+                store
+                    .backup_to(&target)
+                    .map_err(|e| format!("cannot copy the settings database: {e}"))
+            })
+            .await
+            .map_err(Stop::Failed)?;
+            archives.push(("appliance".into(), dir));
+        }
+        let to_hash = archives.clone();
+        *files = blocking(move || {
+            let mut all = Vec::new();
+            for (name, dir) in &to_hash {
+                all.extend(
+                    manifest::record(name, dir)
+                        .map_err(|e| format!("cannot read {}: {e}", dir.display()))?,
+                );
+            }
+            Ok(all)
+        })
+        .await
+        .map_err(Stop::Failed)?;
+        finish.bytes = Some(files.iter().map(|f| f.size as i64).sum());
+        self.client_run(client, &client.backup_args(&archives))
+            .await?;
+        let log = lock(&self.progress).log.clone();
+        finish.snapshot = match client::snapshot_from_log(&log) {
+            Some(s) => Some(s),
+            None => self.newest(client).await?.map(|(s, _)| s),
+        };
+        if let Err(Stop::Failed(why)) = self.client_run(client, &client.prune_args()).await {
+            finish.reason = Some(format!("the backup succeeded but pruning failed: {why}"));
+        }
+        Ok(())
+    }
+
+    async fn newest(&self, client: &Client) -> Result<Option<(String, Vec<String>)>, Stop> {
+        let json = self.client_run(client, &client.list_args()).await?;
+        let snapshots = client::snapshots(&json).map_err(Stop::Failed)?;
+        Ok(snapshots.into_iter().last().map(|s| (s.name, s.files)))
+    }
+
+    /// The newest snapshot and the manifest obsbox recorded when making it.
+    async fn newest_with_manifest(
+        &self,
+        client: &Client,
+        finish: &mut Finish,
+    ) -> Result<(Vec<String>, Vec<FileEntry>), Stop> {
+        let Some((snapshot, files)) = self.newest(client).await? else {
+            return Err(Stop::Failed(format!(
+                "{} has no snapshot yet",
+                client.group()
+            )));
+        };
+        finish.snapshot = Some(snapshot.clone());
+        match history::manifest(&self.ctx.store, &self.job.name, &snapshot) {
+            Ok(Some(manifest)) => Ok((files, manifest)),
+            Ok(None) => Err(Stop::Failed(format!(
+                "{snapshot} was not made by obsbox: no checksums to compare with"
+            ))),
+            Err(e) => Err(Stop::Failed(e.to_string())),
+        }
+    }
+
+    async fn verify(&self, client: &Client, finish: &mut Finish) -> Result<(), Stop> {
+        let (files, manifest) = self.newest_with_manifest(client, finish).await?;
+        let archives: BTreeSet<&str> = manifest.iter().map(|f| f.archive.as_str()).collect();
+        let missing: Vec<&str> = archives
+            .into_iter()
+            .filter(|a| !files.iter().any(|f| f.starts_with(&format!("{a}.pxar"))))
+            .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(Stop::Failed(format!(
+                "the snapshot lacks the archives {}",
+                missing.join(", ")
+            )))
+        }
+    }
+
+    async fn drill(&self, client: &Client, finish: &mut Finish) -> Result<(), Stop> {
+        let (_, manifest) = self.newest_with_manifest(client, finish).await?;
+        let snapshot = finish.snapshot.clone().unwrap_or_default();
+        let scratch = self.scratch("drill");
+        fresh_dir(&scratch)
+            .map_err(|e| Stop::Failed(format!("cannot prepare {}: {e}", scratch.display())))?;
+        let archives: BTreeSet<String> = manifest.iter().map(|f| f.archive.clone()).collect();
+        let started = Instant::now();
+        for archive in &archives {
+            self.client_run(
+                client,
+                &client.restore_args(&snapshot, archive, &scratch.join(archive)),
+            )
+            .await?;
+        }
+        finish.restore_ms = Some(started.elapsed().as_millis() as i64);
+        let restored = scratch.clone();
+        let differences = blocking(move || {
+            let mut all = Vec::new();
+            for archive in &archives {
+                let files: Vec<&FileEntry> =
+                    manifest.iter().filter(|f| &f.archive == archive).collect();
+                all.extend(manifest::differences(&files, &restored.join(archive)));
+            }
+            Ok(all)
+        })
+        .await
+        .map_err(Stop::Failed)?;
+        let _ = std::fs::remove_dir_all(&scratch);
+        if differences.is_empty() {
+            Ok(())
+        } else {
+            let shown: Vec<&str> = differences.iter().take(20).map(String::as_str).collect();
+            Err(Stop::Failed(format!(
+                "{} of the restored files do not match the backup: {}{}",
+                differences.len(),
+                shown.join("; "),
+                if differences.len() > shown.len() {
+                    "; ..."
+                } else {
+                    ""
+                }
+            )))
+        }
+    }
+}
+
+fn fresh_dir(dir: &Path) -> std::io::Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    std::fs::create_dir_all(dir)
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| e.to_string())?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repositories_are_checked() {
+        for good in [
+            "store1",
+            "backup@pbs@pbs.lan:store1",
+            "root@pam@10.0.0.5:8007:tank",
+            "backup@pbs!obsbox@pbs.example.com:store-1",
+            "backup@pbs@[fd00::5]:store1",
+            "pbs.lan:store1",
+        ] {
+            assert!(Repository::parse(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "backup@pbs@pbs.lan:",
+            "user@@host:ds",
+            "a b@pbs@host:ds",
+            "backup@pbs@ho st:ds",
+            "backup@pbs@host:data store",
+        ] {
+            assert!(Repository::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn archive_names_come_from_the_last_component() {
+        let cases = [
+            ("/etc", Some("etc")),
+            ("/srv/my photos/", Some("my_photos")),
+            ("/", Some("root")),
+            ("/var/lib/grafana", Some("grafana")),
+            ("relative/dir", None),
+            ("/srv/../etc", None),
+        ];
+        for (path, name) in cases {
+            assert_eq!(archive_name(path).as_deref(), name, "{path}");
+        }
+    }
+}

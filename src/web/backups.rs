@@ -1,0 +1,174 @@
+//! `/api/backups`: jobs, runs, halts and history.
+
+use super::{ApiError, ApiResult, AppState, API_ACTOR};
+use crate::backup::{BackupError, Kind, SecretsUpdate};
+use crate::settings::BackupJob;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use std::sync::Arc;
+
+pub(super) fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/api/backups", get(status))
+        .route("/api/backups/history", get(history))
+        .route("/api/backups/jobs", post(create))
+        .route("/api/backups/jobs/{name}", put(replace).delete(delete))
+        .route("/api/backups/jobs/{name}/retention", get(retention))
+        .route("/api/backups/jobs/{name}/{action}", post(run))
+        .route("/api/backups/halt", post(halt))
+        .route("/api/backups/resume", post(resume))
+}
+
+impl From<BackupError> for ApiError {
+    fn from(e: BackupError) -> ApiError {
+        match e {
+            BackupError::NoSuchJob(_) => ApiError::new(StatusCode::NOT_FOUND, e.to_string()),
+            BackupError::Exists(_) => ApiError::new(StatusCode::CONFLICT, e.to_string()),
+            BackupError::Store(e) => e.into(),
+            BackupError::Services(e) => e.into(),
+            BackupError::Client(_) => ApiError::new(StatusCode::BAD_GATEWAY, e.to_string()),
+            BackupError::Gone => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "obsbox is shutting down".into(),
+            ),
+        }
+    }
+}
+
+fn json_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("the body is not what this takes: {e}"),
+        )
+    })
+}
+
+/// A job with its secrets, which are stored apart and never shown back.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JobRequest {
+    job: BackupJob,
+    #[serde(default)]
+    secrets: SecretsUpdate,
+}
+
+async fn status(State(app): State<Arc<AppState>>) -> ApiResult {
+    Ok(Json(app.backups.status().await?).into_response())
+}
+
+#[derive(Deserialize)]
+struct HistoryQuery {
+    job: Option<String>,
+    limit: Option<u32>,
+}
+
+async fn history(State(app): State<Arc<AppState>>, Query(q): Query<HistoryQuery>) -> ApiResult {
+    let runs = app
+        .backups
+        .history(q.job.as_deref(), q.limit.unwrap_or(100).min(1000))?;
+    Ok(Json(runs).into_response())
+}
+
+async fn create(State(app): State<Arc<AppState>>, body: Bytes) -> ApiResult {
+    let request: JobRequest = json_body(&body)?;
+    let settings = app
+        .backups
+        .save_job(request.job, request.secrets, false, API_ACTOR)
+        .await?;
+    Ok((StatusCode::CREATED, Json(settings.backups)).into_response())
+}
+
+async fn replace(
+    State(app): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    let request: JobRequest = json_body(&body)?;
+    if request.job.name != name {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "the job in the body is '{}', not '{name}'",
+                request.job.name
+            ),
+        ));
+    }
+    let settings = app
+        .backups
+        .save_job(request.job, request.secrets, true, API_ACTOR)
+        .await?;
+    Ok(Json(settings.backups).into_response())
+}
+
+async fn retention(State(app): State<Arc<AppState>>, Path(name): Path<String>) -> ApiResult {
+    Ok(Json(app.backups.retention_preview(&name).await?).into_response())
+}
+
+async fn delete(State(app): State<Arc<AppState>>, Path(name): Path<String>) -> ApiResult {
+    let settings = app.backups.delete_job(&name, API_ACTOR).await?;
+    Ok(Json(settings.backups).into_response())
+}
+
+async fn run(
+    State(app): State<Arc<AppState>>,
+    Path((name, action)): Path<(String, String)>,
+) -> ApiResult {
+    let kind = match action.as_str() {
+        "run" => Kind::Backup,
+        "verify" => Kind::Verify,
+        "drill" => Kind::Drill,
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("no action '{action}'; use run, verify or drill"),
+            ))
+        }
+    };
+    app.backups.run_now(&name, kind).await?;
+    app.store
+        .audit(API_ACTOR, &format!("backup.{}", kind.as_str()), &name)?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"job": name, "started": kind})),
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Reason {
+    reason: String,
+}
+
+fn reason(body: &Bytes) -> Result<String, ApiError> {
+    let Reason { reason } = json_body(body)?;
+    let reason = reason.trim().to_string();
+    if reason.is_empty() || reason.len() > 200 {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "a reason is 1 to 200 characters".into(),
+        ));
+    }
+    Ok(reason)
+}
+
+async fn halt(State(app): State<Arc<AppState>>, body: Bytes) -> ApiResult {
+    let reason = reason(&body)?;
+    app.backups.halt(&reason).await?;
+    app.store.audit(API_ACTOR, "backup.halt", &reason)?;
+    Ok(Json(app.backups.status().await?).into_response())
+}
+
+async fn resume(State(app): State<Arc<AppState>>, body: Bytes) -> ApiResult {
+    let reason = reason(&body)?;
+    app.backups.resume(&reason).await?;
+    app.store.audit(API_ACTOR, "backup.resume", &reason)?;
+    Ok(Json(app.backups.status().await?).into_response())
+}

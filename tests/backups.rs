@@ -1,0 +1,442 @@
+//! Backup jobs run through the `proxmox-backup-client` stand-in, which keeps
+//! its "server" in a local directory and honours the real client's arguments,
+//! environment, exit codes and JSON.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const PASSWORD: &str = "correct horse battery staple";
+
+/// A PBS "server" directory with one datastore that wants `PASSWORD`, and a
+/// directory tree to back up.
+struct Fixture {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    source: PathBuf,
+}
+
+fn fixture(files: usize) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("pbs");
+    std::fs::create_dir_all(root.join("store1")).unwrap();
+    std::fs::write(root.join("store1/.password"), PASSWORD).unwrap();
+    let source = dir.path().join("photos");
+    std::fs::create_dir_all(source.join("2026/summer")).unwrap();
+    for i in 0..files {
+        std::fs::write(
+            source.join(format!("2026/summer/img{i:03}.raw")),
+            format!("pixels {i} ").repeat(100 + i),
+        )
+        .unwrap();
+    }
+    std::fs::write(source.join("index.txt"), "my photos\n").unwrap();
+    Fixture {
+        _dir: dir,
+        root,
+        source,
+    }
+}
+
+fn no_builtins() -> Value {
+    let mut services = service_ports();
+    for name in [
+        "prometheus",
+        "alertmanager",
+        "node_exporter",
+        "loki",
+        "grafana",
+    ] {
+        services[name]["enabled"] = json!(false);
+    }
+    services
+}
+
+fn start(fx: &Fixture, extra_env: &[(&str, &str)]) -> Obsbox {
+    let root = fx.root.display().to_string();
+    let mut env = vec![("PBS_STANDIN_ROOT", root.as_str())];
+    env.extend_from_slice(extra_env);
+    let client = stand_in("proxmox-backup-client").display().to_string();
+    Obsbox::start_with_env(
+        &[
+            ("services", no_builtins()),
+            ("backups", json!({"client": client})),
+        ],
+        &env,
+    )
+}
+
+fn job(name: &str, source: &Path) -> Value {
+    json!({
+        "name": name,
+        "paths": [source.display().to_string()],
+        "repository": "backup@pbs@localhost:store1",
+        "schedule": "daily",
+        "retention": {"keep_last": 2},
+    })
+}
+
+fn create_job(obsbox: &Obsbox, job: Value) {
+    let (status, answer) = obsbox.send(
+        "POST",
+        "/api/backups/jobs",
+        &json!({"job": job, "secrets": {"password": PASSWORD}}).to_string(),
+    );
+    assert_eq!(status, 201, "{answer}");
+}
+
+/// Waits until the job's newest run of `kind` has ended; returns it.
+fn finished_run(obsbox: &Obsbox, job: &str, kind: &str, after_id: i64) -> Value {
+    wait_for(
+        &format!("a finished {kind} of {job}"),
+        Duration::from_secs(60),
+        || {
+            let runs = obsbox.get(&format!("/api/backups/history?job={job}"));
+            runs.as_array()?
+                .iter()
+                .find(|r| {
+                    r["kind"] == kind
+                        && r["id"].as_i64().unwrap_or(0) > after_id
+                        && r["result"] != "running"
+                })
+                .cloned()
+        },
+    )
+}
+
+fn snapshots(fx: &Fixture) -> Vec<String> {
+    let out = std::process::Command::new(stand_in("proxmox-backup-client"))
+        .args(["snapshot", "list", "--output-format", "json"])
+        .env("PBS_STANDIN_ROOT", &fx.root)
+        .env("PBS_REPOSITORY", "backup@pbs@localhost:store1")
+        .env("PBS_PASSWORD", PASSWORD)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["backup-time"].to_string())
+        .collect()
+}
+
+#[test]
+fn a_backup_runs_is_recorded_pruned_and_its_secrets_stay_secret() {
+    let fx = fixture(5);
+    let obsbox = start(&fx, &[]);
+    create_job(&obsbox, job("photos", &fx.source));
+    let mut last_id = 0;
+    for _ in 0..3 {
+        assert_eq!(
+            obsbox.send("POST", "/api/backups/jobs/photos/run", "").0,
+            202
+        );
+        let run = finished_run(&obsbox, "photos", "backup", last_id);
+        assert_eq!(run["result"], "ok", "{run}");
+        assert!(
+            run["snapshot"]
+                .as_str()
+                .unwrap()
+                .starts_with("host/obsbox/"),
+            "{run}"
+        );
+        assert!(run["bytes"].as_i64().unwrap() > 5 * 600, "{run}");
+        last_id = run["id"].as_i64().unwrap();
+        // Two backups of one group in the same second are refused by PBS.
+        std::thread::sleep(Duration::from_millis(1100));
+    }
+    // keep_last 2: the client's prune removed the oldest.
+    assert_eq!(snapshots(&fx).len(), 2);
+    let preview = obsbox.get("/api/backups/jobs/photos/retention");
+    assert_eq!(preview["keeps_everything"], false);
+    let kept: Vec<bool> = preview["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["keep"] == true)
+        .collect();
+    assert_eq!(kept, [true, true], "{preview}");
+    assert_eq!(
+        preview["snapshots"][0]["snapshot"],
+        obsbox.get("/api/backups")["jobs"][0]["last_success"]["snapshot"]
+    );
+
+    let status = obsbox.get("/api/backups");
+    let photos = &status["jobs"][0];
+    assert_eq!(photos["password_set"], true);
+    assert_eq!(photos["last_success"]["id"], last_id);
+    assert!(photos["next_backup"].as_str().is_some(), "{photos}");
+    // The password is in a private file and nowhere else.
+    let secret = obsbox.data.join("secrets/backup/photos/password");
+    assert_eq!(std::fs::read_to_string(&secret).unwrap(), PASSWORD);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        secret.metadata().unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    for path in [
+        "/api/backups",
+        "/api/settings",
+        "/api/audit",
+        "/api/backups/history",
+    ] {
+        assert!(
+            !obsbox.get(path).to_string().contains("horse"),
+            "{path} shows the password"
+        );
+    }
+    assert!(
+        !obsbox.log().contains("horse"),
+        "the log shows the password"
+    );
+}
+
+#[test]
+fn a_drill_restores_the_newest_snapshot_and_checks_every_file() {
+    let fx = fixture(4);
+    let obsbox = start(&fx, &[]);
+    create_job(&obsbox, job("photos", &fx.source));
+    obsbox.send("POST", "/api/backups/jobs/photos/run", "");
+    assert_eq!(finished_run(&obsbox, "photos", "backup", 0)["result"], "ok");
+    assert_eq!(
+        obsbox.send("POST", "/api/backups/jobs/photos/verify", "").0,
+        202
+    );
+    let verify = finished_run(&obsbox, "photos", "verify", 0);
+    assert_eq!(verify["result"], "ok", "{verify}");
+    assert_eq!(
+        obsbox.send("POST", "/api/backups/jobs/photos/drill", "").0,
+        202
+    );
+    let drill = finished_run(&obsbox, "photos", "drill", 0);
+    assert_eq!(drill["result"], "ok", "{drill}");
+    assert!(drill["restore_ms"].as_i64().is_some(), "{drill}");
+    assert_eq!(drill["snapshot"], verify["snapshot"]);
+    assert!(
+        !obsbox.data.join("backup-staging/photos/drill").exists(),
+        "the scratch restore is cleaned up"
+    );
+}
+
+#[test]
+fn a_corrupted_restore_fails_the_drill_and_names_the_file() {
+    let fx = fixture(3);
+    let obsbox = start(&fx, &[("PBS_STANDIN_CORRUPT", "2026/summer/img001.raw")]);
+    create_job(&obsbox, job("photos", &fx.source));
+    obsbox.send("POST", "/api/backups/jobs/photos/run", "");
+    assert_eq!(finished_run(&obsbox, "photos", "backup", 0)["result"], "ok");
+    obsbox.send("POST", "/api/backups/jobs/photos/drill", "");
+    let drill = finished_run(&obsbox, "photos", "drill", 0);
+    assert_eq!(drill["result"], "failed", "{drill}");
+    let reason = drill["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("photos/2026/summer/img001.raw: checksum differs"),
+        "{reason}"
+    );
+    assert!(!reason.contains("img000"), "{reason}");
+}
+
+#[test]
+fn a_halt_stops_a_running_backup_gracefully_and_resume_runs_it_again() {
+    let fx = fixture(30);
+    let obsbox = start(&fx, &[("PBS_STANDIN_SLOW_MS", "150")]);
+    create_job(&obsbox, job("photos", &fx.source));
+    obsbox.send("POST", "/api/backups/jobs/photos/run", "");
+    wait_for(
+        "the backup to be under way",
+        Duration::from_secs(20),
+        || {
+            let status = obsbox.get("/api/backups");
+            (status["jobs"][0]["running"]["kind"] == "backup"
+                && !status["jobs"][0]["running"]["progress"]
+                    .as_str()?
+                    .is_empty())
+            .then_some(())
+        },
+    );
+    let (status, answer) = obsbox.send("POST", "/api/backups/halt", r#"{"reason": "on battery"}"#);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["halted"], json!(["on battery"]));
+    let halted = finished_run(&obsbox, "photos", "backup", 0);
+    assert_eq!(halted["result"], "halted", "{halted}");
+    assert_eq!(halted["reason"], "on battery");
+    // The server dropped the unfinished snapshot.
+    assert_eq!(snapshots(&fx), Vec::<String>::new());
+
+    // Nothing starts while halted.
+    obsbox.send("POST", "/api/backups/jobs/photos/run", "");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        obsbox.get("/api/backups")["jobs"][0]["running"],
+        Value::Null
+    );
+    assert_eq!(
+        obsbox.get("/api/backups/history").as_array().unwrap().len(),
+        1
+    );
+
+    obsbox.send("POST", "/api/backups/resume", r#"{"reason": "on battery"}"#);
+    let retried = finished_run(&obsbox, "photos", "backup", halted["id"].as_i64().unwrap());
+    assert_eq!(retried["result"], "ok", "{retried}");
+    assert_eq!(snapshots(&fx).len(), 1);
+    assert_eq!(obsbox.api_audit()[..2], ["backup.resume", "backup.run"]);
+}
+
+#[test]
+fn a_missed_scheduled_run_runs_once_at_the_next_start() {
+    let fx = fixture(2);
+    let mut obsbox = start(&fx, &[]);
+    let mut hourly = job("photos", &fx.source);
+    hourly["schedule"] = json!("hourly");
+    create_job(&obsbox, hourly);
+    // Pretend obsbox was off for three hours since it last looked at the schedule.
+    let db = rusqlite::Connection::open(obsbox.data.join("obsbox.db")).unwrap();
+    let three_hours_ago = jiff::Timestamp::now().as_second() - 3 * 3600;
+    db.execute(
+        "UPDATE backup_slots SET slot = ?1 WHERE job = 'photos'",
+        [three_hours_ago],
+    )
+    .unwrap();
+    drop(db);
+    obsbox.restart();
+    let run = finished_run(&obsbox, "photos", "backup", 0);
+    assert_eq!(run["result"], "ok", "{run}");
+    std::thread::sleep(Duration::from_secs(2));
+    let backups: Vec<Value> = obsbox
+        .get("/api/backups/history?job=photos")
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["kind"] == "backup")
+        .cloned()
+        .collect();
+    assert_eq!(
+        backups.len(),
+        1,
+        "three missed slots make one run: {backups:?}"
+    );
+}
+
+#[test]
+fn a_calendar_schedule_starts_runs_by_itself() {
+    let fx = fixture(1);
+    let obsbox = start(&fx, &[]);
+    let mut often = job("photos", &fx.source);
+    often["schedule"] = json!("*:*:0/2");
+    create_job(&obsbox, often);
+    let first = finished_run(&obsbox, "photos", "backup", 0);
+    let second = finished_run(&obsbox, "photos", "backup", first["id"].as_i64().unwrap());
+    assert_eq!(
+        (first["result"].clone(), second["result"].clone()),
+        (json!("ok"), json!("ok"))
+    );
+}
+
+#[test]
+fn bad_jobs_are_refused_and_change_nothing() {
+    let fx = fixture(1);
+    let obsbox = start(&fx, &[]);
+    create_job(&obsbox, job("photos", &fx.source));
+    let before = obsbox.get("/api/settings");
+    let with = |field: &str, value: Value| {
+        let mut j = job("other", &fx.source);
+        j[field] = value;
+        json!({"job": j}).to_string()
+    };
+    let cases = [
+        (
+            with("schedule", json!("25:00")),
+            422,
+            "backups.jobs[1].schedule",
+        ),
+        (
+            with("paths", json!(["relative/dir"])),
+            422,
+            "backups.jobs[1].paths",
+        ),
+        (
+            with("repository", json!("not a repo")),
+            422,
+            "backups.jobs[1].repository",
+        ),
+        (
+            with("retention", json!({"keep_daily": 0})),
+            422,
+            "backups.jobs[1].retention",
+        ),
+        (
+            with("fingerprint", json!("abc")),
+            422,
+            "backups.jobs[1].fingerprint",
+        ),
+        (
+            with("retention", json!({"keep_fortnightly": 2})),
+            422,
+            "keep_fortnightly",
+        ),
+        (
+            json!({"job": job("photos", &fx.source)}).to_string(),
+            409,
+            "already exists",
+        ),
+        (r#"{"job": "#.to_string(), 422, "not what this takes"),
+    ];
+    for (body, status, says) in cases {
+        let (got, answer) = obsbox.send("POST", "/api/backups/jobs", &body);
+        assert_eq!(got, status, "{body}: {answer}");
+        assert!(
+            answer.to_string().contains(says),
+            "{body}: {answer} should mention {says}"
+        );
+    }
+    assert_eq!(
+        obsbox.send("POST", "/api/backups/jobs/nosuch/run", "").0,
+        404
+    );
+    assert_eq!(
+        obsbox
+            .send("POST", "/api/backups/jobs/photos/explode", "")
+            .0,
+        404
+    );
+    assert_eq!(
+        obsbox
+            .send("POST", "/api/backups/halt", r#"{"reason": ""}"#)
+            .0,
+        422
+    );
+    assert_eq!(obsbox.get("/api/settings"), before);
+    assert!(!obsbox.data.join("secrets/backup/other").exists());
+    // Deleting a job removes its secrets but keeps its history.
+    assert_eq!(obsbox.send("DELETE", "/api/backups/jobs/photos", "").0, 200);
+    assert!(!obsbox.data.join("secrets/backup/photos").exists());
+    assert_eq!(obsbox.send("DELETE", "/api/backups/jobs/photos", "").0, 404);
+}
+
+#[test]
+fn a_wrong_password_fails_the_run_with_the_clients_error() {
+    let fx = fixture(1);
+    let obsbox = start(&fx, &[]);
+    let (status, _) = obsbox.send(
+        "POST",
+        "/api/backups/jobs",
+        &json!({"job": job("photos", &fx.source), "secrets": {"password": "wrong"}}).to_string(),
+    );
+    assert_eq!(status, 201);
+    obsbox.send("POST", "/api/backups/jobs/photos/run", "");
+    let run = finished_run(&obsbox, "photos", "backup", 0);
+    assert_eq!(run["result"], "failed", "{run}");
+    assert!(
+        run["reason"].as_str().unwrap().contains("exit code 255"),
+        "{run}"
+    );
+    assert!(run["log"].as_str().unwrap().contains("Error:"), "{run}");
+}
