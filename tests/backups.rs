@@ -440,3 +440,42 @@ fn a_wrong_password_fails_the_run_with_the_clients_error() {
     );
     assert!(run["log"].as_str().unwrap().contains("Error:"), "{run}");
 }
+
+#[test]
+fn the_appliance_state_is_backed_up_consistently_and_restores_whole() {
+    let fx = fixture(1);
+    let root = fx.root.display().to_string();
+    let client = stand_in("proxmox-backup-client").display().to_string();
+    let mut services = no_builtins();
+    services["prometheus"]["enabled"] = json!(true);
+    let obsbox = Obsbox::start_with_env(
+        &[
+            ("services", services),
+            ("backups", json!({"client": client})),
+        ],
+        &[("PBS_STANDIN_ROOT", root.as_str())],
+    );
+    obsbox.wait_all_ready(Duration::from_secs(60));
+    let mut state = job("box", &fx.source);
+    state["paths"] = json!([]);
+    state["appliance_state"] = json!(true);
+    create_job(&obsbox, state);
+    obsbox.send("POST", "/api/backups/jobs/box/run", "");
+    let run = finished_run(&obsbox, "box", "backup", 0);
+    assert_eq!(run["result"], "ok", "{run}");
+    let log = run["log"].as_str().unwrap();
+    for archive in ["obsbox.pxar", "prometheus.pxar"] {
+        assert!(log.contains(archive), "{archive} missing from {log}");
+    }
+    // The TSDB snapshot was read and then removed again.
+    let snapshots_dir = obsbox.data.join("children/prometheus/data/snapshots");
+    assert_eq!(
+        std::fs::read_dir(&snapshots_dir)
+            .map(|d| d.count())
+            .unwrap_or(0),
+        0
+    );
+    obsbox.send("POST", "/api/backups/jobs/box/drill", "");
+    let drill = finished_run(&obsbox, "box", "drill", 0);
+    assert_eq!(drill["result"], "ok", "{drill}");
+}

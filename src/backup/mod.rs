@@ -10,6 +10,7 @@
 //! the unfinished snapshot) and SIGKILL after the grace period; halted runs
 //! are recorded as halted, not failed, and run again on resume.
 
+mod appliance;
 mod calendar;
 mod client;
 mod history;
@@ -863,22 +864,42 @@ impl RunTask {
             .iter()
             .filter_map(|p| Some((archive_name(p)?, PathBuf::from(p))))
             .collect();
+        let mut prometheus_snapshot = None;
         if self.job.appliance_state {
-            let dir = self.scratch("appliance");
-            fresh_dir(&dir)
-                .map_err(|e| Stop::Failed(format!("cannot prepare {}: {e}", dir.display())))?;
-            let store = self.ctx.store.clone();
-            let target = dir.join("obsbox.db");
-            blocking(move || {
-                store
-                    .backup_to(&target)
-                    .map_err(|e| format!("cannot copy the settings database: {e}"))
-            })
+            let settings = self
+                .ctx
+                .services
+                .settings()
+                .map_err(|e| Stop::Failed(e.to_string()))?;
+            let state = appliance::take(
+                &self.ctx.store,
+                &settings,
+                &self.ctx.data_dir,
+                &self.scratch("appliance"),
+            )
             .await
             .map_err(Stop::Failed)?;
-            archives.push(("appliance".into(), dir));
+            archives.extend(state.archives);
+            prometheus_snapshot = state.prometheus_snapshot;
         }
-        let to_hash = archives.clone();
+        let result = self
+            .back_up_archives(client, finish, files, &archives)
+            .await;
+        if let Some(dir) = prometheus_snapshot {
+            // Hard links into Prometheus' blocks: removing them frees nothing it still uses.
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        result
+    }
+
+    async fn back_up_archives(
+        &self,
+        client: &Client,
+        finish: &mut Finish,
+        files: &mut Vec<FileEntry>,
+        archives: &[(String, PathBuf)],
+    ) -> Result<(), Stop> {
+        let to_hash = archives.to_vec();
         *files = blocking(move || {
             let mut all = Vec::new();
             for (name, dir) in &to_hash {
@@ -892,7 +913,7 @@ impl RunTask {
         .await
         .map_err(Stop::Failed)?;
         finish.bytes = Some(files.iter().map(|f| f.size as i64).sum());
-        self.client_run(client, &client.backup_args(&archives))
+        self.client_run(client, &client.backup_args(archives))
             .await?;
         let log = lock(&self.progress).log.clone();
         finish.snapshot = match client::snapshot_from_log(&log) {

@@ -133,7 +133,7 @@ async fn run(
     };
     app.backups.run_now(&name, kind).await?;
     app.store
-        .audit(API_ACTOR, &format!("backup.{}", kind.as_str()), &name)?;
+        .audit(API_ACTOR, &format!("backup.{action}"), &name)?;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({"job": name, "started": kind})),
