@@ -41,20 +41,6 @@ fn fixture(files: usize) -> Fixture {
     }
 }
 
-fn no_builtins() -> Value {
-    let mut services = service_ports();
-    for name in [
-        "prometheus",
-        "alertmanager",
-        "node_exporter",
-        "loki",
-        "grafana",
-    ] {
-        services[name]["enabled"] = json!(false);
-    }
-    services
-}
-
 fn start(fx: &Fixture, extra_env: &[(&str, &str)]) -> Obsbox {
     let root = fx.root.display().to_string();
     let mut env = vec![("PBS_STANDIN_ROOT", root.as_str())];
@@ -62,7 +48,7 @@ fn start(fx: &Fixture, extra_env: &[(&str, &str)]) -> Obsbox {
     let client = stand_in("proxmox-backup-client").display().to_string();
     Obsbox::start_with_env(
         &[
-            ("services", no_builtins()),
+            ("services", services_only(&[])),
             ("backups", json!({"client": client})),
         ],
         &env,
@@ -446,7 +432,7 @@ fn the_appliance_state_is_backed_up_consistently_and_restores_whole() {
     let fx = fixture(1);
     let root = fx.root.display().to_string();
     let client = stand_in("proxmox-backup-client").display().to_string();
-    let mut services = no_builtins();
+    let mut services = services_only(&[]);
     services["prometheus"]["enabled"] = json!(true);
     let obsbox = Obsbox::start_with_env(
         &[

@@ -9,20 +9,6 @@ use std::time::Duration;
 
 const READY: Duration = Duration::from_secs(60);
 
-fn only(enabled: &[&str]) -> Value {
-    let mut services = service_ports();
-    for name in [
-        "prometheus",
-        "alertmanager",
-        "node_exporter",
-        "loki",
-        "grafana",
-    ] {
-        services[name]["enabled"] = json!(enabled.contains(&name));
-    }
-    services
-}
-
 fn port_of(settings: &Value, name: &str) -> u16 {
     settings["services"][name]["port"].as_u64().unwrap() as u16
 }
@@ -134,7 +120,7 @@ fn the_whole_stack_becomes_ready_and_prometheus_scrapes_it() {
 
 #[test]
 fn a_killed_child_is_restarted_and_ready_again() {
-    let obsbox = Obsbox::start(&[("services", only(&["node_exporter"]))]);
+    let obsbox = Obsbox::start(&[("services", services_only(&["node_exporter"]))]);
     let before = obsbox.wait_all_ready(READY)[0].clone();
     let old_pid = before["pid"].as_u64().unwrap() as u32;
     nix::sys::signal::kill(
@@ -167,7 +153,7 @@ fn a_killed_child_is_restarted_and_ready_again() {
 
 #[test]
 fn a_settings_change_reloads_prometheus_and_alertmanager_in_place() {
-    let obsbox = Obsbox::start(&[("services", only(&["prometheus", "alertmanager"]))]);
+    let obsbox = Obsbox::start(&[("services", services_only(&["prometheus", "alertmanager"]))]);
     obsbox.wait_all_ready(READY);
     let settings = obsbox.settings();
     let (prom, am) = (
@@ -231,7 +217,7 @@ fn a_settings_change_reloads_prometheus_and_alertmanager_in_place() {
 
 #[test]
 fn bad_settings_are_refused_with_a_clear_error_and_change_nothing() {
-    let obsbox = Obsbox::start(&[("services", only(&["prometheus", "alertmanager"]))]);
+    let obsbox = Obsbox::start(&[("services", services_only(&["prometheus", "alertmanager"]))]);
     obsbox.wait_all_ready(READY);
     let settings_before = obsbox.settings();
     let prom_config = obsbox.data.join("children/prometheus/prometheus.yml");
@@ -355,7 +341,10 @@ fn sigterm_stops_every_child_in_reverse_order_and_leaves_nothing_behind() {
 
 #[test]
 fn children_die_with_obsbox_even_when_it_is_killed() {
-    let mut obsbox = Obsbox::start(&[("services", only(&["node_exporter", "alertmanager"]))]);
+    let mut obsbox = Obsbox::start(&[(
+        "services",
+        services_only(&["node_exporter", "alertmanager"]),
+    )]);
     let pids: Vec<u32> = obsbox
         .wait_all_ready(READY)
         .iter()
@@ -386,7 +375,7 @@ fn children_die_with_obsbox_even_when_it_is_killed() {
 
 #[test]
 fn a_missing_program_shows_as_not_installed_and_the_rest_runs() {
-    let mut services = only(&["node_exporter", "loki"]);
+    let mut services = services_only(&["node_exporter", "loki"]);
     services["loki"]["binary"] = json!("/nonexistent/bin/loki");
     let obsbox = Obsbox::start(&[("services", services)]);
     let loki = wait_for("loki's state", Duration::from_secs(10), || {
@@ -410,7 +399,7 @@ fn a_missing_program_shows_as_not_installed_and_the_rest_runs() {
 #[test]
 fn output_is_captured_and_services_can_be_controlled() {
     let obsbox = Obsbox::start(&[
-        ("services", only(&[])),
+        ("services", services_only(&[])),
         (
             "children",
             json!([{"name": "printer", "command": ["sh", "-c", "echo out one; echo err two >&2; echo out three; exec sleep 3600"]}]),
@@ -457,7 +446,7 @@ fn output_is_captured_and_services_can_be_controlled() {
 #[test]
 fn a_crashing_child_is_retried_with_backoff() {
     let obsbox = Obsbox::start(&[
-        ("services", only(&[])),
+        ("services", services_only(&[])),
         (
             "children",
             json!([{"name": "crasher", "command": ["sh", "-c", "echo dying; exit 3"]}]),
@@ -528,7 +517,7 @@ fn obsbox_check_runs_the_real_checkers() {
 #[test]
 fn stop_uses_the_childs_signal_then_sigkill_after_its_grace() {
     let obsbox = Obsbox::start(&[
-        ("services", only(&[])),
+        ("services", services_only(&[])),
         (
             "children",
             json!([

@@ -382,9 +382,16 @@ impl Backups {
 struct Running {
     run_id: i64,
     kind: Kind,
-    pid: Arc<Mutex<Option<u32>>>,
+    shared: Arc<RunShared>,
+}
+
+/// What a run's task and the actor both see of it.
+#[derive(Default)]
+struct RunShared {
+    /// The client process under way, if any.
+    pid: Mutex<Option<u32>>,
     /// Set when a halt reaches the run: why it was stopped.
-    halt: Arc<Mutex<Option<String>>>,
+    halt: Mutex<Option<String>>,
     progress: Arc<Mutex<Progress>>,
 }
 
@@ -453,7 +460,7 @@ impl Actor {
             }
             Msg::Kill { job, run_id } => {
                 if let Some(run) = self.running.get(&job).filter(|r| r.run_id == run_id) {
-                    if let Some(pid) = *lock(&run.pid) {
+                    if let Some(pid) = *lock(&run.shared.pid) {
                         tracing::warn!(%job, pid, "halt grace period over; killing the backup client");
                         process::signal_group(pid, Signal::SIGKILL);
                     }
@@ -493,8 +500,8 @@ impl Actor {
         let grace = crate::settings::parse_duration(&self.settings.backups.halt_grace)
             .unwrap_or(Duration::from_secs(30));
         for (job, run) in &self.running {
-            lock(&run.halt).get_or_insert_with(|| reason.clone());
-            if let Some(pid) = *lock(&run.pid) {
+            lock(&run.shared.halt).get_or_insert_with(|| reason.clone());
+            if let Some(pid) = *lock(&run.shared.pid) {
                 process::signal_group(pid, Signal::SIGINT);
             }
             let (tx, job, run_id) = (self.tx.clone(), job.clone(), run.run_id);
@@ -591,18 +598,14 @@ impl Actor {
         let running = Running {
             run_id,
             kind,
-            pid: Arc::default(),
-            halt: Arc::default(),
-            progress: Arc::default(),
+            shared: Arc::default(),
         };
         let run = RunTask {
             ctx: self.ctx.clone(),
             client: self.client(&job),
             job,
             run_id,
-            pid: running.pid.clone(),
-            halt: running.halt.clone(),
-            progress: running.progress.clone(),
+            shared: running.shared.clone(),
         };
         self.running.insert(name.clone(), running);
         let tx = self.tx.clone();
@@ -682,7 +685,7 @@ impl Actor {
                     running: self.running.get(&job.name).map(|r| RunningStatus {
                         run_id: r.run_id,
                         kind: r.kind,
-                        progress: lock(&r.progress).last_line.clone(),
+                        progress: lock(&r.shared.progress).last_line.clone(),
                     }),
                     last_backup: last(Kind::Backup, None),
                     last_success: last(Kind::Backup, Some(Outcome::Ok)),
@@ -759,9 +762,7 @@ struct RunTask {
     client: Result<Client, String>,
     job: BackupJob,
     run_id: i64,
-    pid: Arc<Mutex<Option<u32>>>,
-    halt: Arc<Mutex<Option<String>>>,
-    progress: Arc<Mutex<Progress>>,
+    shared: Arc<RunShared>,
 }
 
 /// Why a run did not succeed.
@@ -784,7 +785,7 @@ impl RunTask {
             },
         };
         // A halt that arrived mid-run wins over whatever error the signal caused.
-        let halted_for = lock(&self.halt).clone();
+        let halted_for = lock(&self.shared.halt).clone();
         let outcome = match (result, halted_for) {
             (Err(_), Some(reason)) => {
                 finish.reason = Some(reason);
@@ -797,7 +798,7 @@ impl RunTask {
             }
             (Err(Stop::Halted), None) => Outcome::Halted,
         };
-        finish.log = std::mem::take(&mut lock(&self.progress).log);
+        finish.log = std::mem::take(&mut lock(&self.shared.progress).log);
         if outcome != Outcome::Ok {
             files.clear();
         }
@@ -809,7 +810,7 @@ impl RunTask {
     }
 
     fn check_halt(&self) -> Result<(), Stop> {
-        match lock(&self.halt).is_some() {
+        match lock(&self.shared.halt).is_some() {
             true => Err(Stop::Halted),
             false => Ok(()),
         }
@@ -818,24 +819,23 @@ impl RunTask {
     /// Runs the client to success, or says why not.
     async fn client_run(&self, client: &Client, args: &[String]) -> Result<String, Stop> {
         self.check_halt()?;
-        let pid = self.pid.clone();
-        let halt = self.halt.clone();
+        let shared = self.shared.clone();
         let (exit, stdout) = client
-            .run(&self.ctx.reaper, args, &self.progress, move |p| {
-                *lock(&pid) = Some(p);
+            .run(&self.ctx.reaper, args, &self.shared.progress, move |p| {
+                *lock(&shared.pid) = Some(p);
                 // A halt that came while the client was starting.
-                if lock(&halt).is_some() {
+                if lock(&shared.halt).is_some() {
                     process::signal_group(p, Signal::SIGINT);
                 }
             })
             .await
             .map_err(Stop::Failed)?;
-        *lock(&self.pid) = None;
+        *lock(&self.shared.pid) = None;
         self.check_halt()?;
         if exit.success() {
             Ok(stdout)
         } else {
-            let last = lock(&self.progress).last_line.clone();
+            let last = lock(&self.shared.progress).last_line.clone();
             Err(Stop::Failed(format!(
                 "{} {} failed ({exit}): {last}",
                 client.program.display(),
@@ -915,7 +915,7 @@ impl RunTask {
         finish.bytes = Some(files.iter().map(|f| f.size as i64).sum());
         self.client_run(client, &client.backup_args(archives))
             .await?;
-        let log = lock(&self.progress).log.clone();
+        let log = lock(&self.shared.progress).log.clone();
         finish.snapshot = match client::snapshot_from_log(&log) {
             Some(s) => Some(s),
             None => self.newest(client).await?.map(|(s, _)| s),

@@ -71,6 +71,21 @@ pub fn service_ports() -> Value {
     })
 }
 
+/// `service_ports()` with only the named built-in children enabled.
+pub fn services_only(enabled: &[&str]) -> Value {
+    let mut services = service_ports();
+    for name in [
+        "prometheus",
+        "alertmanager",
+        "node_exporter",
+        "loki",
+        "grafana",
+    ] {
+        services[name]["enabled"] = json!(enabled.contains(&name));
+    }
+    services
+}
+
 impl Obsbox {
     /// Writes `settings` (section -> value) with `obsbox settings set`, then runs obsbox.
     pub fn start(settings: &[(&str, Value)]) -> Obsbox {
