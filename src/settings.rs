@@ -41,6 +41,10 @@ pub struct BackupSettings {
     pub drill_schedule: String,
     /// Time a halted backup gets between SIGINT and SIGKILL.
     pub halt_grace: String,
+    /// Recovery point objective: alert when a job's last good backup is older.
+    pub rpo: String,
+    /// Recovery time objective: alert when a drill's restore took longer.
+    pub rto: String,
     pub jobs: Vec<BackupJob>,
 }
 
@@ -51,6 +55,8 @@ impl Default for BackupSettings {
             verify_schedule: "weekly".into(),
             drill_schedule: "monthly".into(),
             halt_grace: "30s".into(),
+            rpo: "24h".into(),
+            rto: "2h".into(),
             jobs: Vec::new(),
         }
     }
@@ -541,8 +547,14 @@ impl BackupSettings {
                 bad(field.into(), e.to_string());
             }
         }
-        if let Err(e) = parse_duration(&self.halt_grace) {
-            bad("backups.halt_grace".into(), e);
+        for (field, value) in [
+            ("backups.halt_grace", &self.halt_grace),
+            ("backups.rpo", &self.rpo),
+            ("backups.rto", &self.rto),
+        ] {
+            if let Err(e) = parse_duration(value) {
+                bad(field.into(), e);
+            }
         }
         let mut names = Vec::new();
         for (i, job) in self.jobs.iter().enumerate() {

@@ -570,3 +570,65 @@ fn stop_uses_the_childs_signal_then_sigkill_after_its_grace() {
         "{stubborn}"
     );
 }
+
+#[test]
+fn the_alert_rules_pass_their_promtool_tests_and_prometheus_loads_them() {
+    let obsbox = Obsbox::start(&[("services", services_only(&["prometheus"]))]);
+    obsbox.wait_all_ready(READY);
+    let rules = obsbox.data.join("children/prometheus/rules");
+    let mut checked = 0;
+    for test in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/rules")).unwrap() {
+        let test = test.unwrap().path();
+        let name = test
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .replace(".test.yml", ".yml");
+        let text = std::fs::read_to_string(&test).unwrap();
+        let rendered = rules.join(&name);
+        assert!(
+            rendered.exists(),
+            "{} has no rendered rule file {}",
+            test.display(),
+            rendered.display()
+        );
+        let concrete = obsbox.dir.path().join(test.file_name().unwrap());
+        std::fs::write(
+            &concrete,
+            text.replace("RULES", &rendered.display().to_string()),
+        )
+        .unwrap();
+        let out = std::process::Command::new("promtool")
+            .args(["test", "rules"])
+            .arg(&concrete)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}:\n{}{}",
+            test.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        checked += 1;
+    }
+    assert!(checked > 0);
+    let prom = port_of(&obsbox.settings(), "prometheus");
+    let loaded = get_json(prom, "/api/v1/rules").unwrap();
+    let alerts: Vec<&str> = loaded["data"]["groups"][0]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        alerts,
+        [
+            "BackupFailed",
+            "BackupRPOExceeded",
+            "BackupSlowerThanUsual",
+            "BackupDrillFailed",
+            "BackupRTOExceeded"
+        ]
+    );
+}

@@ -287,8 +287,11 @@ impl Staged {
     }
 }
 
+/// A file's place in the staging directory: the same path relative to its
+/// child's directory, so references between the files (rule files) hold.
 fn staged_path(staging: &Path, file: &ConfigFile) -> PathBuf {
-    staging.join(file.path.file_name().unwrap_or_default())
+    let child_dir = Path::new("children").join(file.child);
+    staging.join(file.path.strip_prefix(&child_dir).unwrap_or(&file.path))
 }
 
 fn by_child(files: &[ConfigFile]) -> Vec<(&'static str, Vec<&ConfigFile>)> {
@@ -341,6 +344,9 @@ impl Checker<'_> {
     ) -> Result<Option<String>, ServicesError> {
         for f in files {
             let path = staged_path(dir, f);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(io_error(parent))?;
+            }
             let mut out = std::fs::File::create(&path).map_err(io_error(&path))?;
             out.write_all(f.contents.as_bytes())
                 .and_then(|()| out.sync_all())

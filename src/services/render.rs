@@ -18,6 +18,7 @@ pub struct ConfigFile {
 pub mod paths {
     pub const PROMETHEUS_CONFIG: &str = "children/prometheus/prometheus.yml";
     pub const PROMETHEUS_DATA: &str = "children/prometheus/data";
+    pub const PROMETHEUS_BACKUP_RULES: &str = "children/prometheus/rules/backups.yml";
     pub const ALERTMANAGER_CONFIG: &str = "children/alertmanager/alertmanager.yml";
     pub const ALERTMANAGER_DATA: &str = "children/alertmanager/data";
     pub const LOKI_CONFIG: &str = "children/loki/loki.yaml";
@@ -42,6 +43,11 @@ pub fn render(settings: &Settings, env: &Environment) -> Vec<ConfigFile> {
             "prometheus",
             paths::PROMETHEUS_CONFIG,
             prometheus(settings, env),
+        );
+        add(
+            "prometheus",
+            paths::PROMETHEUS_BACKUP_RULES,
+            backup_rules(settings),
         );
     }
     if s.alertmanager.enabled {
@@ -109,11 +115,68 @@ fn prometheus(settings: &Settings, env: &Environment) -> String {
             "external_labels": labels,
         },
     });
+    // Relative to the config file's directory.
+    doc["rule_files"] = json!(["rules/*.yml"]);
     if s.alertmanager.enabled {
         doc["alerting"] = json!({"alertmanagers": [{"static_configs": [{"targets": [loopback(s.alertmanager.port)]}]}]});
     }
     doc["scrape_configs"] = Value::Array(scrape);
     yaml("Prometheus configuration", &doc)
+}
+
+/// Alerts on the backups' recovery point and time objectives and on failures.
+fn backup_rules(settings: &Settings) -> String {
+    let seconds = |d: &str| crate::settings::parse_duration(d).map_or(0, |d| d.as_secs());
+    let b = &settings.backups;
+    let rule = |name: &str, expr: String, severity: &str, summary: &str, description: &str| {
+        json!({
+            "alert": name,
+            "expr": expr,
+            "labels": {"severity": severity, "service": "backup"},
+            "annotations": {"summary": summary, "description": description},
+        })
+    };
+    let rules = vec![
+        rule(
+            "BackupFailed",
+            r#"obsbox_backup_last_result{result="failed"} == 1"#.into(),
+            "critical",
+            "Backup job {{ $labels.backup_job }} failed",
+            "The last run of backup job {{ $labels.backup_job }} failed; its history in obsbox says why.",
+        ),
+        rule(
+            "BackupRPOExceeded",
+            format!("time() - obsbox_backup_last_success_timestamp_seconds > {}", seconds(&b.rpo)),
+            "critical",
+            "Backup job {{ $labels.backup_job }} has no good backup within its RPO",
+            &format!("The newest good backup of {{{{ $labels.backup_job }}}} is older than {}.", b.rpo),
+        ),
+        rule(
+            "BackupSlowerThanUsual",
+            "obsbox_backup_last_duration_seconds > 1.5 * quantile_over_time(0.5, obsbox_backup_last_duration_seconds[7d])".into(),
+            "warning",
+            "Backup job {{ $labels.backup_job }} took 50% longer than its 7-day median",
+            "The last backup of {{ $labels.backup_job }} took {{ $value | humanizeDuration }}.",
+        ),
+        rule(
+            "BackupDrillFailed",
+            "obsbox_backup_drill_last_success == 0".into(),
+            "critical",
+            "The restore drill of backup job {{ $labels.backup_job }} failed",
+            "A restore of the newest snapshot of {{ $labels.backup_job }} did not match what was backed up.",
+        ),
+        rule(
+            "BackupRTOExceeded",
+            format!("obsbox_backup_drill_restore_seconds > {}", seconds(&b.rto)),
+            "critical",
+            "Restoring backup job {{ $labels.backup_job }} takes longer than its RTO",
+            &format!("The last restore drill of {{{{ $labels.backup_job }}}} took longer than {}.", b.rto),
+        ),
+    ];
+    yaml(
+        "Backup alert rules",
+        &json!({"groups": [{"name": "obsbox-backups", "rules": rules}]}),
+    )
 }
 
 fn alertmanager(settings: &Settings) -> String {

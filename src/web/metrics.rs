@@ -136,12 +136,13 @@ pub(super) async fn metrics(State(app): State<Arc<AppState>>) -> Response {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct JobLabel {
-    job: String,
+    /// Not `job`: Prometheus keeps that label for the scrape job.
+    backup_job: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct JobResult {
-    job: String,
+    backup_job: String,
     result: String,
 }
 
@@ -155,7 +156,7 @@ fn register_backups(registry: &mut Registry, status: &crate::backup::BackupStatu
     let restore = Family::<JobLabel, F64>::default();
     for job in &status.jobs {
         let label = JobLabel {
-            job: job.name.clone(),
+            backup_job: job.name.clone(),
         };
         if let Some(run) = &job.last_success {
             last_success
@@ -168,7 +169,7 @@ fn register_backups(registry: &mut Registry, status: &crate::backup::BackupStatu
             bytes.get_or_create(&label).set(run.bytes.unwrap_or(0));
             for outcome in ["ok", "failed", "halted"] {
                 let key = JobResult {
-                    job: job.name.clone(),
+                    backup_job: job.name.clone(),
                     result: outcome.into(),
                 };
                 let is = serde_json::to_value(run.result).is_ok_and(|v| v == outcome);
