@@ -35,6 +35,8 @@ pub struct Settings {
 pub struct BackupSettings {
     /// Path of `proxmox-backup-client`; when unset it is looked up on PATH.
     pub client: Option<String>,
+    /// Path of `restic`; when unset it is looked up on PATH.
+    pub restic: Option<String>,
     /// When each job's newest snapshot is verified (calendar event).
     pub verify_schedule: String,
     /// When each job's newest snapshot is restored and checked (calendar event).
@@ -52,6 +54,7 @@ impl Default for BackupSettings {
     fn default() -> Self {
         BackupSettings {
             client: None,
+            restic: None,
             verify_schedule: "weekly".into(),
             drill_schedule: "monthly".into(),
             halt_grace: "30s".into(),
@@ -75,7 +78,11 @@ pub struct BackupJob {
     /// database through SQLite's online backup).
     #[serde(default)]
     pub appliance_state: bool,
-    /// PBS repository: `user@realm@host[:port]:datastore` or `user@realm!token@host:datastore`.
+    /// Which program makes the backups.
+    #[serde(default)]
+    pub backend: BackupBackend,
+    /// PBS: `user@realm@host[:port]:datastore` or `user@realm!token@host:datastore`;
+    /// restic: an absolute path or a `sftp:`, `rest:`, `s3:`, ... location.
     pub repository: String,
     /// Namespace in the datastore.
     #[serde(default)]
@@ -95,6 +102,17 @@ pub struct BackupJob {
     /// A disabled job keeps its history but never runs by schedule.
     #[serde(default = "yes")]
     pub enabled: bool,
+}
+
+/// The program behind a backup job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum BackupBackend {
+    /// `proxmox-backup-client`, to a Proxmox Backup Server.
+    #[default]
+    Pbs,
+    /// `restic`, to any restic repository.
+    Restic,
 }
 
 fn default_schedule() -> String {
@@ -586,8 +604,20 @@ impl BackupSettings {
                     ),
                 }
             }
-            if let Err(e) = crate::backup::Repository::parse(&job.repository) {
+            let repository = match job.backend {
+                BackupBackend::Pbs => crate::backup::Repository::parse(&job.repository),
+                BackupBackend::Restic => crate::backup::Repository::parse_restic(&job.repository),
+            };
+            if let Err(e) = repository {
                 at("repository", e);
+            }
+            if job.backend == BackupBackend::Restic
+                && (job.namespace.is_some() || job.fingerprint.is_some())
+            {
+                at(
+                    "backend",
+                    "namespace and fingerprint are PBS settings; restic has neither".into(),
+                );
             }
             if let Some(ns) = &job.namespace {
                 if ns.split('/').any(|part| !is_child_name(part)) || ns.split('/').count() > 7 {

@@ -75,6 +75,8 @@ const MIGRATIONS: &[&str] = &[
         sha256 TEXT NOT NULL,
         PRIMARY KEY (run_id, archive, path)
     );",
+    // The directory each archive was read from: restic restores by it.
+    "ALTER TABLE backup_files ADD COLUMN source TEXT NOT NULL DEFAULT '';",
 ];
 
 /// A handle on the store; cheap to clone. Calls block briefly on SQLite.

@@ -465,3 +465,128 @@ fn the_appliance_state_is_backed_up_consistently_and_restores_whole() {
     let drill = finished_run(&obsbox, "box", "drill", 0);
     assert_eq!(drill["result"], "ok", "{drill}");
 }
+
+/// A restic repository made by restic itself, with `PASSWORD`.
+fn restic_repository(fx: &Fixture) -> PathBuf {
+    let repo = fx.root.parent().unwrap().join("restic-repo");
+    let out = std::process::Command::new("restic")
+        .args(["init", "--repo"])
+        .arg(&repo)
+        .env("RESTIC_PASSWORD", PASSWORD)
+        .output()
+        .expect("restic (Debian package) is installed by scripts/install-deps");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    repo
+}
+
+fn restic_job(name: &str, fx: &Fixture, repo: &Path) -> Value {
+    let mut j = job(name, &fx.source);
+    j["backend"] = json!("restic");
+    j["repository"] = json!(repo.display().to_string());
+    j
+}
+
+fn restic_snapshots(repo: &Path) -> Vec<Value> {
+    let out = std::process::Command::new("restic")
+        .args(["snapshots", "--json", "--repo"])
+        .arg(repo)
+        .env("RESTIC_PASSWORD", PASSWORD)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice::<Value>(&out.stdout)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+#[test]
+fn restic_backs_up_prunes_checks_and_drills_for_real() {
+    let fx = fixture(6);
+    let repo = restic_repository(&fx);
+    let obsbox = Obsbox::start(&[("services", services_only(&[]))]);
+    create_job(&obsbox, restic_job("photos", &fx, &repo));
+    let mut last = Value::Null;
+    for _ in 0..3 {
+        obsbox.send("POST", "/api/backups/jobs/photos/run", "");
+        last = finished_run(
+            &obsbox,
+            "photos",
+            "backup",
+            last["id"].as_i64().unwrap_or(0),
+        );
+        assert_eq!(last["result"], "ok", "{last}");
+        assert_eq!(last["reason"], Value::Null, "prune failed: {last}");
+    }
+    // keep_last 2, applied by `restic forget --prune`.
+    let snapshots = restic_snapshots(&repo);
+    assert_eq!(snapshots.len(), 2, "{snapshots:?}");
+    assert!(
+        snapshots.iter().any(|s| s["id"] == last["snapshot"]),
+        "{last} not in {snapshots:?}"
+    );
+    assert_eq!(snapshots[0]["hostname"], "obsbox");
+    let preview = obsbox.get("/api/backups/jobs/photos/retention");
+    assert_eq!(
+        preview["snapshots"].as_array().unwrap().len(),
+        2,
+        "{preview}"
+    );
+
+    obsbox.send("POST", "/api/backups/jobs/photos/verify", "");
+    let verify = finished_run(&obsbox, "photos", "verify", 0);
+    assert_eq!(verify["result"], "ok", "{verify}");
+    assert!(
+        verify["log"]
+            .as_str()
+            .unwrap()
+            .contains("no errors were found"),
+        "{verify}"
+    );
+    obsbox.send("POST", "/api/backups/jobs/photos/drill", "");
+    let drill = finished_run(&obsbox, "photos", "drill", 0);
+    assert_eq!(drill["result"], "ok", "{drill}");
+    assert_eq!(drill["snapshot"], last["snapshot"]);
+    assert!(drill["restore_ms"].as_i64().is_some());
+}
+
+#[test]
+fn restic_drills_catch_a_damaged_repository() {
+    let fx = fixture(4);
+    let repo = restic_repository(&fx);
+    let obsbox = Obsbox::start(&[("services", services_only(&[]))]);
+    create_job(&obsbox, restic_job("photos", &fx, &repo));
+    obsbox.send("POST", "/api/backups/jobs/photos/run", "");
+    assert_eq!(finished_run(&obsbox, "photos", "backup", 0)["result"], "ok");
+    // Flip bytes in the middle of every data pack, as a failing disk would.
+    let mut damaged = 0;
+    for sub in std::fs::read_dir(repo.join("data")).unwrap().flatten() {
+        for pack in std::fs::read_dir(sub.path()).unwrap().flatten() {
+            let mut bytes = std::fs::read(pack.path()).unwrap();
+            let middle = bytes.len() / 2;
+            bytes[middle] ^= 0xff;
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(pack.path(), std::fs::Permissions::from_mode(0o644)).unwrap();
+            std::fs::write(pack.path(), bytes).unwrap();
+            damaged += 1;
+        }
+    }
+    assert!(damaged > 0);
+    obsbox.send("POST", "/api/backups/jobs/photos/drill", "");
+    let drill = finished_run(&obsbox, "photos", "drill", 0);
+    assert_eq!(drill["result"], "failed", "{drill}");
+    let reason = drill["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("restic restore failed") || reason.contains("do not match"),
+        "{reason}"
+    );
+}

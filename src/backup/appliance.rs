@@ -9,12 +9,11 @@ use crate::store::Store;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// Archives to add to a backup, and what to clean up after it.
+/// Archives to add to a backup, all inside the staging directory except
+/// Loki's data; remove the staging directory once the backup has read it.
 #[derive(Default)]
 pub struct ApplianceState {
     pub archives: Vec<(String, PathBuf)>,
-    /// A Prometheus snapshot directory to delete once the backup has read it.
-    pub prometheus_snapshot: Option<PathBuf>,
 }
 
 /// Takes the state into `staging` (emptied first).
@@ -42,12 +41,20 @@ pub async fn take(
     let services = &settings.services;
     if services.prometheus.enabled {
         let name = tsdb_snapshot(services.prometheus.port).await?;
-        let dir = data_dir
+        let made = data_dir
             .join(paths::PROMETHEUS_DATA)
             .join("snapshots")
             .join(name);
-        state.archives.push(("prometheus".into(), dir.clone()));
-        state.prometheus_snapshot = Some(dir);
+        // Into staging (same file system: a rename), so the archive has a stable
+        // path and leaving staging removes it.
+        let dir = staging.join("prometheus");
+        std::fs::rename(&made, &dir).map_err(|e| {
+            format!(
+                "cannot move the Prometheus snapshot {}: {e}",
+                made.display()
+            )
+        })?;
+        state.archives.push(("prometheus".into(), dir));
     }
     if services.grafana.enabled {
         let live = data_dir.join("children/grafana/data/grafana.db");

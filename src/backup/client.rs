@@ -1,8 +1,9 @@
-//! Running `proxmox-backup-client`: the command lines and environment the
-//! real client takes (secrets only through its `PBS_*_FILE` variables, never
-//! on the command line), its output captured line by line.
+//! Running a job's backup program, `proxmox-backup-client` or `restic`: the
+//! command lines and environment each takes (secrets only through their
+//! `*_PASSWORD_FILE` variables, never on the command line), output captured
+//! line by line.
 
-use crate::settings::BackupJob;
+use crate::settings::{BackupBackend, BackupJob};
 use crate::supervisor::{process, Exit, Reaper};
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -20,11 +21,34 @@ pub struct JobSecrets {
 /// What a job's client calls need.
 #[derive(Debug, Clone)]
 pub struct Client {
+    /// `proxmox-backup-client` or `restic`, by the job's backend.
     pub program: PathBuf,
     pub job: BackupJob,
     pub backup_id: String,
     pub secrets: JobSecrets,
+    /// restic's local cache of repository metadata.
+    pub cache_dir: PathBuf,
 }
+
+/// Variables either client would read; obsbox sets the ones a job needs.
+const INHERITED_SECRETS: &[&str] = &[
+    "PBS_REPOSITORY",
+    "PBS_PASSWORD",
+    "PBS_PASSWORD_FD",
+    "PBS_PASSWORD_FILE",
+    "PBS_PASSWORD_CMD",
+    "PBS_ENCRYPTION_PASSWORD",
+    "PBS_ENCRYPTION_PASSWORD_FD",
+    "PBS_ENCRYPTION_PASSWORD_FILE",
+    "PBS_ENCRYPTION_PASSWORD_CMD",
+    "PBS_FINGERPRINT",
+    "RESTIC_REPOSITORY",
+    "RESTIC_REPOSITORY_FILE",
+    "RESTIC_PASSWORD",
+    "RESTIC_PASSWORD_FILE",
+    "RESTIC_PASSWORD_COMMAND",
+    "RESTIC_KEY_HINT",
+];
 
 /// Output of a client run so far: the log (bounded) and its last line.
 #[derive(Debug, Default)]
@@ -36,6 +60,13 @@ pub struct Progress {
 const LOG_LIMIT: usize = 256 << 10;
 
 impl Progress {
+    /// Adds a command's report (e.g. what `restic check` printed) to the log.
+    pub fn note(&mut self, text: &str) {
+        for line in text.lines() {
+            self.push(line);
+        }
+    }
+
     fn push(&mut self, line: &str) {
         if self.log.len() < LOG_LIMIT {
             self.log.push_str(line);
@@ -46,7 +77,11 @@ impl Progress {
 }
 
 impl Client {
-    /// `host/<backup id>`: the group every snapshot of this job belongs to.
+    fn restic(&self) -> bool {
+        self.job.backend == BackupBackend::Restic
+    }
+
+    /// `host/<backup id>`: the PBS group every snapshot of this job belongs to.
     pub fn group(&self) -> String {
         format!("host/{}", self.backup_id)
     }
@@ -54,19 +89,17 @@ impl Client {
     fn command(&self, args: &[String]) -> Command {
         let mut cmd = Command::new(&self.program);
         // Whatever obsbox inherited must not reach the client.
-        for var in [
-            "PBS_REPOSITORY",
-            "PBS_PASSWORD",
-            "PBS_PASSWORD_FD",
-            "PBS_PASSWORD_FILE",
-            "PBS_PASSWORD_CMD",
-            "PBS_ENCRYPTION_PASSWORD",
-            "PBS_ENCRYPTION_PASSWORD_FD",
-            "PBS_ENCRYPTION_PASSWORD_FILE",
-            "PBS_ENCRYPTION_PASSWORD_CMD",
-            "PBS_FINGERPRINT",
-        ] {
+        for var in INHERITED_SECRETS {
             cmd.env_remove(var);
+        }
+        if self.restic() {
+            cmd.env("RESTIC_REPOSITORY", &self.job.repository);
+            if let Some(path) = &self.secrets.password {
+                cmd.env("RESTIC_PASSWORD_FILE", path);
+            }
+            cmd.args(args);
+            cmd.args(["--cache-dir".into(), self.cache_dir.display().to_string()]);
+            return cmd;
         }
         cmd.env("PBS_REPOSITORY", &self.job.repository);
         if let Some(fp) = &self.job.fingerprint {
@@ -85,13 +118,36 @@ impl Client {
         cmd
     }
 
-    /// `backup <archive>.pxar:<dir> ...` for the given archives.
+    fn keyfile(&self) -> Vec<String> {
+        match &self.secrets.encryption_key {
+            Some(key) => vec!["--keyfile".into(), key.display().to_string()],
+            None => Vec::new(),
+        }
+    }
+
+    /// Backs up each (archive name, directory).
     pub fn backup_args(&self, archives: &[(String, PathBuf)]) -> Vec<String> {
+        let dirs = archives.iter().map(|(_, dir)| dir.display().to_string());
+        if self.restic() {
+            let mut args: Vec<String> = [
+                "backup",
+                "--json",
+                "--host",
+                &self.backup_id,
+                "--tag",
+                "obsbox",
+            ]
+            .map(String::from)
+            .into();
+            args.extend(dirs);
+            return args;
+        }
         let mut args = vec!["backup".to_string()];
         args.extend(
             archives
                 .iter()
-                .map(|(name, dir)| format!("{name}.pxar:{}", dir.display())),
+                .zip(dirs)
+                .map(|((name, _), dir)| format!("{name}.pxar:{dir}")),
         );
         args.extend([
             "--backup-type".into(),
@@ -99,39 +155,111 @@ impl Client {
             "--backup-id".into(),
             self.backup_id.clone(),
         ]);
-        if let Some(key) = &self.secrets.encryption_key {
-            args.extend(["--keyfile".into(), key.display().to_string()]);
-        }
+        args.extend(self.keyfile());
         args
     }
 
+    /// Applies the job's retention.
     pub fn prune_args(&self) -> Vec<String> {
-        let mut args = vec!["prune".to_string(), self.group()];
+        let mut args = if self.restic() {
+            ["forget", "--prune", "--host", &self.backup_id]
+                .map(String::from)
+                .into()
+        } else {
+            vec!["prune".to_string(), self.group()]
+        };
         args.extend(self.job.retention.prune_args());
         args
     }
 
     pub fn list_args(&self) -> Vec<String> {
-        vec![
-            "snapshot".into(),
-            "list".into(),
-            self.group(),
-            "--output-format".into(),
-            "json".into(),
-        ]
+        if self.restic() {
+            return ["snapshots", "--json", "--host", &self.backup_id]
+                .map(String::from)
+                .into();
+        }
+        ["snapshot", "list", &self.group(), "--output-format", "json"]
+            .map(String::from)
+            .into()
     }
 
-    pub fn restore_args(&self, snapshot: &str, archive: &str, target: &Path) -> Vec<String> {
-        let mut args = vec![
-            "restore".to_string(),
-            snapshot.to_string(),
-            format!("{archive}.pxar"),
-            target.display().to_string(),
-        ];
-        if let Some(key) = &self.secrets.encryption_key {
-            args.extend(["--keyfile".into(), key.display().to_string()]);
+    /// A check of the repository itself, where the backend has one.
+    pub fn check_args(&self) -> Option<Vec<String>> {
+        self.restic().then(|| vec!["check".to_string()])
+    }
+
+    /// The restores that bring back `snapshot`'s archives under `scratch`,
+    /// each archive given as (name, the directory it was read from).
+    pub fn restore_steps(
+        &self,
+        snapshot: &str,
+        archives: &[(String, String)],
+        scratch: &Path,
+    ) -> Vec<Vec<String>> {
+        if self.restic() {
+            return vec![[
+                "restore",
+                snapshot,
+                "--target",
+                &scratch.display().to_string(),
+            ]
+            .map(String::from)
+            .into()];
         }
-        args
+        archives
+            .iter()
+            .map(|(archive, _)| {
+                let mut args: Vec<String> = vec![
+                    "restore".into(),
+                    snapshot.into(),
+                    format!("{archive}.pxar"),
+                    scratch.join(archive).display().to_string(),
+                ];
+                args.extend(self.keyfile());
+                args
+            })
+            .collect()
+    }
+
+    /// Where `restore_steps` put an archive read from `source`.
+    pub fn restored_dir(&self, archive: &str, source: &str, scratch: &Path) -> PathBuf {
+        if self.restic() {
+            scratch.join(source.trim_start_matches('/'))
+        } else {
+            scratch.join(archive)
+        }
+    }
+
+    /// Whether a snapshot's listed contents include an archive read from `source`.
+    pub fn holds(&self, contents: &[String], archive: &str, source: &str) -> bool {
+        if self.restic() {
+            contents.iter().any(|p| p == source)
+        } else {
+            contents
+                .iter()
+                .any(|f| f.starts_with(&format!("{archive}.pxar")))
+        }
+    }
+
+    /// The snapshot a backup made, from its log (PBS) or its JSON summary (restic).
+    pub fn snapshot_made(&self, log: &str, stdout: &str) -> Option<String> {
+        if self.restic() {
+            return stdout
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .find(|v| v["message_type"] == "summary")
+                .and_then(|v| v["snapshot_id"].as_str().map(String::from));
+        }
+        snapshot_from_log(log)
+    }
+
+    /// The snapshots in the list command's JSON, oldest first.
+    pub fn snapshots(&self, json: &str) -> Result<Vec<Snapshot>, String> {
+        if self.restic() {
+            restic_snapshots(json)
+        } else {
+            snapshots(json)
+        }
     }
 
     /// Runs the client with `args` to its end. `on_start` gets its pid (so it
@@ -239,6 +367,35 @@ pub fn snapshots(json: &str) -> Result<Vec<Snapshot>, String> {
     Ok(snapshots)
 }
 
+/// restic's `snapshots --json`: `time` (RFC 3339), `id`, `paths`.
+fn restic_snapshots(json: &str) -> Result<Vec<Snapshot>, String> {
+    #[derive(serde::Deserialize)]
+    struct Item {
+        time: String,
+        id: String,
+        #[serde(default)]
+        paths: Vec<String>,
+    }
+    let items: Vec<Item> = serde_json::from_str(json)
+        .map_err(|e| format!("restic's snapshot list is not what it should be: {e}"))?;
+    let mut snapshots = items
+        .into_iter()
+        .map(|item| {
+            let time: jiff::Timestamp = item
+                .time
+                .parse()
+                .map_err(|e| format!("snapshot time {}: {e}", item.time))?;
+            Ok(Snapshot {
+                name: item.id,
+                time,
+                files: item.paths,
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    snapshots.sort_by_key(|s| s.time);
+    Ok(snapshots)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -251,6 +408,20 @@ mod tests {
             Some("host/box/2026-11-23T14:05:00Z")
         );
         assert_eq!(snapshot_from_log("Error: no route to host"), None);
+    }
+
+    #[test]
+    fn reads_restic_snapshot_lists() {
+        let json = r#"[{"time":"2026-11-23T15:50:00.123456789+01:00","tree":"ab","paths":["/srv/photos"],"hostname":"box","id":"4f1c","short_id":"4f1c"},
+                       {"time":"2026-11-22T15:50:00Z","paths":["/srv/photos","/etc"],"id":"0a2b"}]"#;
+        let all = restic_snapshots(json).unwrap();
+        assert_eq!(
+            all.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+            ["0a2b", "4f1c"]
+        );
+        assert_eq!(all[1].time.as_second(), 1795445400);
+        assert_eq!(all[0].files, ["/srv/photos", "/etc"]);
+        assert!(restic_snapshots(r#"[{"time":"yesterday","id":"x"}]"#).is_err());
     }
 
     #[test]

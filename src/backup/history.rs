@@ -61,6 +61,8 @@ pub struct Run {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileEntry {
     pub archive: String,
+    /// The directory the archive was read from.
+    pub source: String,
     /// Relative to the archive's root.
     pub path: String,
     pub size: u64,
@@ -138,9 +140,9 @@ pub fn finish(
         )?;
         {
             let mut insert =
-                tx.prepare("INSERT INTO backup_files (run_id, archive, path, size, sha256) VALUES (?1, ?2, ?3, ?4, ?5)")?;
+                tx.prepare("INSERT INTO backup_files (run_id, archive, path, size, sha256, source) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?;
             for f in files {
-                insert.execute(params![id, f.archive, f.path, f.size as i64, f.sha256])?;
+                insert.execute(params![id, f.archive, f.path, f.size as i64, f.sha256, f.source])?;
             }
         }
         tx.commit()
@@ -206,13 +208,14 @@ pub fn manifest(
             )
             .optional()?;
         let Some(run) = run else { return Ok(None) };
-        let mut stmt = c.prepare("SELECT archive, path, size, sha256 FROM backup_files WHERE run_id = ?1")?;
+        let mut stmt = c.prepare("SELECT archive, path, size, sha256, source FROM backup_files WHERE run_id = ?1")?;
         let files = stmt.query_map([run], |r| {
             Ok(FileEntry {
                 archive: r.get(0)?,
                 path: r.get(1)?,
                 size: r.get::<_, i64>(2)? as u64,
                 sha256: r.get(3)?,
+                source: r.get(4)?,
             })
         })?;
         files.collect::<rusqlite::Result<Vec<_>>>().map(Some)

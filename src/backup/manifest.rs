@@ -28,6 +28,7 @@ pub fn record(archive: &str, root: &Path) -> io::Result<Vec<FileEntry>> {
                     .to_string();
                 entries.push(FileEntry {
                     archive: archive.into(),
+                    source: root.display().to_string(),
                     path: relative,
                     size,
                     sha256,

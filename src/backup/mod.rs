@@ -22,7 +22,7 @@ pub use history::{Outcome, Run};
 pub(crate) use retention::Retention;
 
 use crate::services::{Locator, Services, ServicesError};
-use crate::settings::{BackupJob, Settings};
+use crate::settings::{BackupBackend, BackupJob, Settings};
 use crate::store::{Store, StoreError};
 use crate::supervisor::{process, Reaper};
 use client::{Client, JobSecrets, Progress};
@@ -105,6 +105,27 @@ impl Repository {
             }
         }
         Ok(())
+    }
+}
+
+impl Repository {
+    /// Checks a restic repository: an absolute path or a backend location.
+    pub fn parse_restic(text: &str) -> Result<(), String> {
+        const BACKENDS: &[&str] = &[
+            "sftp:", "rest:", "s3:", "b2:", "azure:", "gs:", "swift:", "rclone:",
+        ];
+        if text.starts_with('/')
+            || BACKENDS
+                .iter()
+                .any(|b| text.starts_with(b) && text.len() > b.len())
+        {
+            Ok(())
+        } else {
+            Err(format!(
+                "'{text}' is not a restic repository: give an absolute path or a location starting with {}",
+                BACKENDS.join(", ")
+            ))
+        }
     }
 }
 
@@ -620,16 +641,18 @@ impl Actor {
     }
 
     fn client(&self, job: &BackupJob) -> Result<Client, String> {
+        let b = &self.settings.backups;
+        let (configured, name) = match job.backend {
+            BackupBackend::Pbs => (b.client.as_deref(), "proxmox-backup-client"),
+            BackupBackend::Restic => (b.restic.as_deref(), "restic"),
+        };
         let program = self
             .ctx
             .locator
-            .find(
-                self.settings.backups.client.as_deref(),
-                &["proxmox-backup-client"],
-            )
+            .find(configured, &[name])
             .map_err(|looked_at| {
                 format!(
-                    "proxmox-backup-client is not installed; looked at {}",
+                    "{name} is not installed; looked at {}",
                     looked_at
                         .iter()
                         .map(|p| p.display().to_string())
@@ -656,6 +679,7 @@ impl Actor {
                 encryption_key: secret("encryption-key"),
                 encryption_password: secret("encryption-password"),
             },
+            cache_dir: self.ctx.data_dir.join("cache").join(name),
         })
     }
 
@@ -720,7 +744,7 @@ async fn preview(
             "snapshot list: {exit}: {last}"
         )));
     }
-    let snapshots = client::snapshots(&json).map_err(BackupError::Client)?;
+    let snapshots = client.snapshots(&json).map_err(BackupError::Client)?;
     let times: Vec<jiff::Timestamp> = snapshots.iter().map(|s| s.time).collect();
     let keep = job.retention.select(&times, &local_zone());
     Ok(RetentionPreview {
@@ -864,31 +888,23 @@ impl RunTask {
             .iter()
             .filter_map(|p| Some((archive_name(p)?, PathBuf::from(p))))
             .collect();
-        let mut prometheus_snapshot = None;
+        let staging = self.scratch("appliance");
         if self.job.appliance_state {
             let settings = self
                 .ctx
                 .services
                 .settings()
                 .map_err(|e| Stop::Failed(e.to_string()))?;
-            let state = appliance::take(
-                &self.ctx.store,
-                &settings,
-                &self.ctx.data_dir,
-                &self.scratch("appliance"),
-            )
-            .await
-            .map_err(Stop::Failed)?;
+            let state = appliance::take(&self.ctx.store, &settings, &self.ctx.data_dir, &staging)
+                .await
+                .map_err(Stop::Failed)?;
             archives.extend(state.archives);
-            prometheus_snapshot = state.prometheus_snapshot;
         }
         let result = self
             .back_up_archives(client, finish, files, &archives)
             .await;
-        if let Some(dir) = prometheus_snapshot {
-            // Hard links into Prometheus' blocks: removing them frees nothing it still uses.
-            let _ = std::fs::remove_dir_all(dir);
-        }
+        // The copies and the TSDB snapshot (hard links into Prometheus' blocks).
+        let _ = std::fs::remove_dir_all(&staging);
         result
     }
 
@@ -913,12 +929,20 @@ impl RunTask {
         .await
         .map_err(Stop::Failed)?;
         finish.bytes = Some(files.iter().map(|f| f.size as i64).sum());
-        self.client_run(client, &client.backup_args(archives))
+        let stdout = self
+            .client_run(client, &client.backup_args(archives))
             .await?;
         let log = lock(&self.shared.progress).log.clone();
-        finish.snapshot = match client::snapshot_from_log(&log) {
-            Some(s) => Some(s),
-            None => self.newest(client).await?.map(|(s, _)| s),
+        // Named as the snapshot list names it (restic reports a short id).
+        let made = client.snapshot_made(&log, &stdout);
+        let listed = self.listed(client).await?;
+        finish.snapshot = match made {
+            Some(made) => listed
+                .into_iter()
+                .map(|s| s.name)
+                .find(|name| name.starts_with(&made))
+                .or(Some(made)),
+            None => listed.into_iter().last().map(|s| s.name),
         };
         if let Err(Stop::Failed(why)) = self.client_run(client, &client.prune_args()).await {
             finish.reason = Some(format!("the backup succeeded but pruning failed: {why}"));
@@ -926,10 +950,18 @@ impl RunTask {
         Ok(())
     }
 
-    async fn newest(&self, client: &Client) -> Result<Option<(String, Vec<String>)>, Stop> {
+    async fn listed(&self, client: &Client) -> Result<Vec<client::Snapshot>, Stop> {
         let json = self.client_run(client, &client.list_args()).await?;
-        let snapshots = client::snapshots(&json).map_err(Stop::Failed)?;
-        Ok(snapshots.into_iter().last().map(|s| (s.name, s.files)))
+        client.snapshots(&json).map_err(Stop::Failed)
+    }
+
+    async fn newest(&self, client: &Client) -> Result<Option<(String, Vec<String>)>, Stop> {
+        Ok(self
+            .listed(client)
+            .await?
+            .into_iter()
+            .last()
+            .map(|s| (s.name, s.files)))
     }
 
     /// The newest snapshot and the manifest obsbox recorded when making it.
@@ -955,11 +987,15 @@ impl RunTask {
     }
 
     async fn verify(&self, client: &Client, finish: &mut Finish) -> Result<(), Stop> {
-        let (files, manifest) = self.newest_with_manifest(client, finish).await?;
-        let archives: BTreeSet<&str> = manifest.iter().map(|f| f.archive.as_str()).collect();
-        let missing: Vec<&str> = archives
+        if let Some(check) = client.check_args() {
+            let report = self.client_run(client, &check).await?;
+            lock(&self.shared.progress).note(&report);
+        }
+        let (contents, manifest) = self.newest_with_manifest(client, finish).await?;
+        let missing: Vec<String> = archives_of(&manifest)
             .into_iter()
-            .filter(|a| !files.iter().any(|f| f.starts_with(&format!("{a}.pxar"))))
+            .filter(|(archive, source)| !client.holds(&contents, archive, source))
+            .map(|(archive, _)| archive)
             .collect();
         if missing.is_empty() {
             Ok(())
@@ -977,23 +1013,27 @@ impl RunTask {
         let scratch = self.scratch("drill");
         fresh_dir(&scratch)
             .map_err(|e| Stop::Failed(format!("cannot prepare {}: {e}", scratch.display())))?;
-        let archives: BTreeSet<String> = manifest.iter().map(|f| f.archive.clone()).collect();
+        let archives = archives_of(&manifest);
         let started = Instant::now();
-        for archive in &archives {
-            self.client_run(
-                client,
-                &client.restore_args(&snapshot, archive, &scratch.join(archive)),
-            )
-            .await?;
+        for step in client.restore_steps(&snapshot, &archives, &scratch) {
+            self.client_run(client, &step).await?;
         }
         finish.restore_ms = Some(started.elapsed().as_millis() as i64);
-        let restored = scratch.clone();
+        let restored: Vec<(String, PathBuf)> = archives
+            .iter()
+            .map(|(archive, source)| {
+                (
+                    archive.clone(),
+                    client.restored_dir(archive, source, &scratch),
+                )
+            })
+            .collect();
         let differences = blocking(move || {
             let mut all = Vec::new();
-            for archive in &archives {
+            for (archive, dir) in &restored {
                 let files: Vec<&FileEntry> =
                     manifest.iter().filter(|f| &f.archive == archive).collect();
-                all.extend(manifest::differences(&files, &restored.join(archive)));
+                all.extend(manifest::differences(&files, dir));
             }
             Ok(all)
         })
@@ -1016,6 +1056,15 @@ impl RunTask {
             )))
         }
     }
+}
+
+/// The (archive, source directory) pairs a manifest covers.
+fn archives_of(manifest: &[FileEntry]) -> Vec<(String, String)> {
+    let pairs: BTreeSet<(String, String)> = manifest
+        .iter()
+        .map(|f| (f.archive.clone(), f.source.clone()))
+        .collect();
+    pairs.into_iter().collect()
 }
 
 fn fresh_dir(dir: &Path) -> std::io::Result<()> {
