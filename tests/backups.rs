@@ -590,3 +590,78 @@ fn restic_drills_catch_a_damaged_repository() {
         "{reason}"
     );
 }
+
+#[test]
+fn an_encrypted_job_can_be_edited_and_still_restores() {
+    let fx = fixture(3);
+    let obsbox = start(&fx, &[]);
+    let key_path = fx.root.parent().unwrap().join("key.json");
+    let made = std::process::Command::new(stand_in("proxmox-backup-client"))
+        .args(["key", "create"])
+        .arg(&key_path)
+        .args(["--kdf", "none"])
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let key = std::fs::read_to_string(&key_path).unwrap();
+    let (status, answer) = obsbox.send(
+        "POST",
+        "/api/backups/jobs",
+        &json!({"job": job("photos", &fx.source), "secrets": {"password": PASSWORD, "encryption_key": key}}).to_string(),
+    );
+    assert_eq!(status, 201, "{answer}");
+    // Edit: a new schedule; secrets left out are kept.
+    let mut edited = job("photos", &fx.source);
+    edited["schedule"] = json!("mon..fri 02:00");
+    let (status, answer) = obsbox.send(
+        "PUT",
+        "/api/backups/jobs/photos",
+        &json!({"job": edited}).to_string(),
+    );
+    assert_eq!(status, 200, "{answer}");
+    let status = obsbox.get("/api/backups");
+    assert_eq!(status["jobs"][0]["schedule"], "mon..fri 02:00");
+    assert_eq!(
+        (
+            status["jobs"][0]["password_set"].clone(),
+            status["jobs"][0]["encryption_key_set"].clone()
+        ),
+        (json!(true), json!(true))
+    );
+    assert!(
+        !status.to_string().contains("\"data\""),
+        "the key is never shown back"
+    );
+    let (status, _) = obsbox.send(
+        "PUT",
+        "/api/backups/jobs/photos",
+        &json!({"job": job("other", &fx.source)}).to_string(),
+    );
+    assert_eq!(status, 400, "the name in the path and the body must agree");
+
+    obsbox.send("POST", "/api/backups/jobs/photos/run", "");
+    let run = finished_run(&obsbox, "photos", "backup", 0);
+    assert_eq!(run["result"], "ok", "{run}");
+    let out = std::process::Command::new(stand_in("proxmox-backup-client"))
+        .args(["snapshot", "list", "--output-format", "json"])
+        .env("PBS_STANDIN_ROOT", &fx.root)
+        .env("PBS_REPOSITORY", "backup@pbs@localhost:store1")
+        .env("PBS_PASSWORD", PASSWORD)
+        .output()
+        .unwrap();
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let modes: Vec<&str> = list[0]["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["crypt-mode"].as_str())
+        .collect();
+    assert!(modes.contains(&"encrypt"), "{list}");
+    obsbox.send("POST", "/api/backups/jobs/photos/drill", "");
+    let drill = finished_run(&obsbox, "photos", "drill", 0);
+    assert_eq!(drill["result"], "ok", "{drill}");
+}
