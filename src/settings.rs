@@ -28,6 +28,42 @@ pub struct Settings {
     pub children: Vec<ExtraChild>,
     /// Backup jobs and the backup client.
     pub backups: BackupSettings,
+    /// Hosts and services the local Prometheus scrapes.
+    pub targets: Vec<ScrapeTarget>,
+}
+
+/// A host or service to scrape, given to Prometheus through file-based
+/// service discovery (so adding one needs no restart).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScrapeTarget {
+    /// Unique name, shown as the `target` label.
+    pub name: String,
+    /// `host:port` of the exporter.
+    pub address: String,
+    /// What answers there (`node`, `windows`, `cadvisor`, ...), the `exporter` label.
+    #[serde(default = "default_exporter")]
+    pub exporter: String,
+    #[serde(default = "default_metrics_path")]
+    pub metrics_path: String,
+    /// `http` or `https`.
+    #[serde(default = "default_scheme")]
+    pub scheme: String,
+    /// Extra labels, e.g. `owner` and `service`.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+fn default_exporter() -> String {
+    "node".into()
+}
+
+fn default_metrics_path() -> String {
+    "/metrics".into()
+}
+
+fn default_scheme() -> String {
+    "http".into()
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -393,6 +429,7 @@ pub const SECTIONS: &[&str] = &[
     "logs",
     "children",
     "backups",
+    "targets",
 ];
 
 /// Names the built-in children take; extra children may not reuse them.
@@ -541,6 +578,7 @@ impl Settings {
             }
         }
         self.backups.validate(&mut bad);
+        validate_targets(&self.targets, &mut bad);
         for (i, child) in self.children.iter().enumerate() {
             for dep in &child.depends_on {
                 if dep == &child.name || !names.contains(&dep.as_str()) {
@@ -649,6 +687,44 @@ impl BackupSettings {
             }
             for problem in job.retention.validate() {
                 at("retention", problem);
+            }
+        }
+    }
+}
+
+fn validate_targets(targets: &[ScrapeTarget], bad: &mut dyn FnMut(String, String)) {
+    let mut names = Vec::new();
+    for (i, t) in targets.iter().enumerate() {
+        let mut at = |field: &str, message: String| bad(format!("targets[{i}].{field}"), message);
+        if !is_child_name(&t.name) {
+            at("name", "must be 1-40 letters, digits, '-' or '_'".into());
+        } else if names.contains(&&t.name) {
+            at("name", format!("'{}' is already taken", t.name));
+        }
+        names.push(&t.name);
+        let port_ok = t.address.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+        });
+        if !port_ok || t.address.contains(['/', ' ', '"']) {
+            at("address", format!("'{}' is not host:port", t.address));
+        }
+        if !is_child_name(&t.exporter) {
+            at("exporter", "must be letters, digits, '-' or '_'".into());
+        }
+        if !t.metrics_path.starts_with('/') || t.metrics_path.contains(char::is_whitespace) {
+            at("metrics_path", "must be a path starting with '/'".into());
+        }
+        if t.scheme != "http" && t.scheme != "https" {
+            at("scheme", "must be http or https".into());
+        }
+        for name in t.labels.keys() {
+            if !is_label_name(name)
+                || ["target", "exporter", "instance", "job"].contains(&name.as_str())
+            {
+                at(
+                    "labels",
+                    format!("'{name}' cannot be used as a label name here"),
+                );
             }
         }
     }

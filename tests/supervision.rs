@@ -615,20 +615,77 @@ fn the_alert_rules_pass_their_promtool_tests_and_prometheus_loads_them() {
     assert!(checked > 0);
     let prom = port_of(&obsbox.settings(), "prometheus");
     let loaded = get_json(prom, "/api/v1/rules").unwrap();
-    let alerts: Vec<&str> = loaded["data"]["groups"][0]["rules"]
+    let mut groups: Vec<&str> = loaded["data"]["groups"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| r["name"].as_str().unwrap())
+        .map(|g| g["name"].as_str().unwrap())
         .collect();
+    groups.sort();
+    assert_eq!(groups, ["obsbox-backups", "obsbox-targets"]);
+}
+
+#[test]
+fn targets_added_in_the_settings_are_scraped_without_a_restart() {
+    let obsbox = Obsbox::start(&[
+        ("services", services_only(&["prometheus", "node_exporter"])),
+        ("prometheus", json!({"scrape_interval": "1s"})),
+    ]);
+    obsbox.wait_all_ready(READY);
+    let settings = obsbox.settings();
+    let (prom, node) = (
+        port_of(&settings, "prometheus"),
+        port_of(&settings, "node_exporter"),
+    );
+    let pid = obsbox.service("prometheus")["pid"].clone();
+    let targets = json!([
+        {"name": "this-box", "address": format!("127.0.0.1:{node}"), "labels": {"owner": "ann", "service": "homelab"}},
+        {"name": "ghost", "address": format!("127.0.0.1:{}", free_port())},
+    ]);
+    let (status, answer) = obsbox.send("PUT", "/api/settings/targets", &targets.to_string());
+    assert_eq!(status, 200, "{answer}");
+    let health = wait_for("both targets scraped", Duration::from_secs(60), || {
+        let active = get_json(prom, "/api/v1/targets")?;
+        let mut health: Vec<(String, String)> = active["data"]["activeTargets"]
+            .as_array()?
+            .iter()
+            .filter(|t| t["labels"]["job"] == "targets" && t["health"] != "unknown")
+            .map(|t| {
+                (
+                    t["labels"]["target"].as_str().unwrap_or("").to_string(),
+                    t["health"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect();
+        health.sort();
+        (health.len() == 2).then_some(health)
+    });
     assert_eq!(
-        alerts,
+        health,
         [
-            "BackupFailed",
-            "BackupRPOExceeded",
-            "BackupSlowerThanUsual",
-            "BackupDrillFailed",
-            "BackupRTOExceeded"
+            ("ghost".to_string(), "down".to_string()),
+            ("this-box".to_string(), "up".to_string())
         ]
+    );
+    assert_eq!(
+        prom_query(
+            prom,
+            r#"up{target="this-box",owner="ann",service="homelab"}"#
+        ),
+        Some(1.0)
+    );
+    wait_for("the coverage figure", Duration::from_secs(30), || {
+        (prom_query(prom, "obsbox:target_coverage:ratio") == Some(0.5)).then_some(())
+    });
+    assert_eq!(obsbox.service("prometheus")["pid"], pid, "no restart");
+    let (status, answer) = obsbox.send(
+        "PUT",
+        "/api/settings/targets",
+        r#"[{"name": "x", "address": "no-port"}]"#,
+    );
+    assert_eq!(status, 422, "{answer}");
+    assert!(
+        answer.to_string().contains("targets[0].address"),
+        "{answer}"
     );
 }

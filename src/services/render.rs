@@ -19,6 +19,8 @@ pub mod paths {
     pub const PROMETHEUS_CONFIG: &str = "children/prometheus/prometheus.yml";
     pub const PROMETHEUS_DATA: &str = "children/prometheus/data";
     pub const PROMETHEUS_BACKUP_RULES: &str = "children/prometheus/rules/backups.yml";
+    pub const PROMETHEUS_TARGET_RULES: &str = "children/prometheus/rules/targets.yml";
+    pub const PROMETHEUS_TARGETS: &str = "children/prometheus/targets/targets.json";
     pub const ALERTMANAGER_CONFIG: &str = "children/alertmanager/alertmanager.yml";
     pub const ALERTMANAGER_DATA: &str = "children/alertmanager/data";
     pub const LOKI_CONFIG: &str = "children/loki/loki.yaml";
@@ -48,6 +50,12 @@ pub fn render(settings: &Settings, env: &Environment) -> Vec<ConfigFile> {
             "prometheus",
             paths::PROMETHEUS_BACKUP_RULES,
             backup_rules(settings),
+        );
+        add("prometheus", paths::PROMETHEUS_TARGET_RULES, target_rules());
+        add(
+            "prometheus",
+            paths::PROMETHEUS_TARGETS,
+            file_sd_targets(settings),
         );
     }
     if s.alertmanager.enabled {
@@ -120,8 +128,70 @@ fn prometheus(settings: &Settings, env: &Environment) -> String {
     if s.alertmanager.enabled {
         doc["alerting"] = json!({"alertmanagers": [{"static_configs": [{"targets": [loopback(s.alertmanager.port)]}]}]});
     }
+    // The user's targets, from a file Prometheus watches: adding one needs no reload.
+    scrape.push(json!({
+        "job_name": "targets",
+        "file_sd_configs": [{"files": ["targets/*.json"], "refresh_interval": "30s"}],
+    }));
     doc["scrape_configs"] = Value::Array(scrape);
     yaml("Prometheus configuration", &doc)
+}
+
+/// The user's scrape targets in Prometheus' file service discovery format.
+fn file_sd_targets(settings: &Settings) -> String {
+    let groups: Vec<Value> = settings
+        .targets
+        .iter()
+        .map(|t| {
+            let mut labels = serde_json::Map::new();
+            labels.insert("target".into(), json!(t.name));
+            labels.insert("exporter".into(), json!(t.exporter));
+            labels.insert("__metrics_path__".into(), json!(t.metrics_path));
+            labels.insert("__scheme__".into(), json!(t.scheme));
+            for (k, v) in &t.labels {
+                labels.insert(k.clone(), json!(v));
+            }
+            json!({"targets": [t.address], "labels": labels})
+        })
+        .collect();
+    serde_json::to_string_pretty(&groups).unwrap_or_else(|_| "[]".into()) + "\n"
+}
+
+/// Coverage of the user's targets (the share answering) and their alerts.
+fn target_rules() -> String {
+    let alert = |name: &str, expr: &str, duration: &str, summary: &str, description: &str| {
+        json!({
+            "alert": name,
+            "expr": expr,
+            "for": duration,
+            "labels": {"severity": "warning", "service": "monitoring"},
+            "annotations": {"summary": summary, "description": description},
+        })
+    };
+    let rules = vec![
+        json!({
+            "record": "obsbox:target_coverage:ratio",
+            "expr": r#"sum(up{job="targets"}) / count(up{job="targets"})"#,
+        }),
+        alert(
+            "TargetDown",
+            r#"up{job="targets"} == 0"#,
+            "3m",
+            "Target {{ $labels.target }} does not answer",
+            "Prometheus cannot scrape {{ $labels.target }} ({{ $labels.instance }}, {{ $labels.exporter }} exporter).",
+        ),
+        alert(
+            "TargetCoverageLow",
+            "obsbox:target_coverage:ratio < 0.95",
+            "5m",
+            "Fewer than 95% of the targets answer",
+            "Only {{ $value | humanizePercentage }} of the registered targets can be scraped.",
+        ),
+    ];
+    yaml(
+        "Scrape target alert rules",
+        &json!({"groups": [{"name": "obsbox-targets", "rules": rules}]}),
+    )
 }
 
 /// Alerts on the backups' recovery point and time objectives and on failures.
@@ -306,11 +376,11 @@ mod tests {
             .as_array()
             .unwrap()
             .iter()
-            .map(|j| {
-                (
-                    j["job_name"].as_str().unwrap(),
-                    j["static_configs"][0]["targets"][0].as_str().unwrap(),
-                )
+            .filter_map(|j| {
+                Some((
+                    j["job_name"].as_str()?,
+                    j["static_configs"][0]["targets"][0].as_str()?,
+                ))
             })
             .collect();
         assert_eq!(
@@ -372,6 +442,39 @@ mod tests {
         assert_eq!(sources.len(), 2);
         assert_eq!(sources.iter().filter(|s| s["isDefault"] == true).count(), 1);
         assert!(file(&files, paths::GRAFANA_CONFIG).contains("http_port = 3000"));
+    }
+
+    #[test]
+    fn targets_go_to_a_file_sd_file_with_their_labels() {
+        let settings = Settings {
+            targets: serde_json::from_value(serde_json::json!([
+            {"name": "nas", "address": "192.0.2.10:9100", "labels": {"owner": "ann"}},
+            {"name": "web", "address": "web.lan:9115", "exporter": "blackbox", "metrics_path": "/probe", "scheme": "https"}
+        ]))
+        .unwrap(),
+            ..Settings::default()
+        };
+        let files = render(&settings, &env());
+        let groups: Value = serde_json::from_str(file(&files, paths::PROMETHEUS_TARGETS)).unwrap();
+        assert_eq!(groups[0]["targets"][0], "192.0.2.10:9100");
+        assert_eq!(groups[0]["labels"]["owner"], "ann");
+        assert_eq!(groups[0]["labels"]["exporter"], "node");
+        assert_eq!(groups[1]["labels"]["__metrics_path__"], "/probe");
+        assert_eq!(groups[1]["labels"]["__scheme__"], "https");
+        let prom = parse(file(&files, paths::PROMETHEUS_CONFIG));
+        let jobs = prom["scrape_configs"].as_array().unwrap();
+        assert_eq!(
+            jobs.last().unwrap()["file_sd_configs"][0]["files"][0],
+            "targets/*.json"
+        );
+        // No targets is an empty list, not a missing file.
+        assert_eq!(
+            file(
+                &render(&Settings::default(), &env()),
+                paths::PROMETHEUS_TARGETS
+            ),
+            "[]\n"
+        );
     }
 
     #[test]
