@@ -93,18 +93,12 @@ fn finished_run(obsbox: &Obsbox, job: &str, kind: &str, after_id: i64) -> Value 
     )
 }
 
-/// The snapshots in the stand-in's datastore, as `snapshot list` shows them.
-fn snapshots(fx: &Fixture) -> Vec<Value> {
-    let out = std::process::Command::new(stand_in("proxmox-backup-client"))
-        .args(["snapshot", "list", "--output-format", "json"])
-        .env("PBS_STANDIN_ROOT", &fx.root)
-        .env("PBS_REPOSITORY", "backup@pbs@localhost:store1")
-        .env("PBS_PASSWORD", PASSWORD)
-        .output()
-        .unwrap();
+/// Runs a command that prints a JSON array; fails the test if it fails.
+fn json_array(cmd: &mut std::process::Command) -> Vec<Value> {
+    let out = cmd.output().unwrap();
     assert!(
         out.status.success(),
-        "{}",
+        "{cmd:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice::<Value>(&out.stdout)
@@ -112,6 +106,17 @@ fn snapshots(fx: &Fixture) -> Vec<Value> {
         .as_array()
         .unwrap()
         .clone()
+}
+
+/// The snapshots in the stand-in's datastore, as `snapshot list` shows them.
+fn snapshots(fx: &Fixture) -> Vec<Value> {
+    json_array(
+        std::process::Command::new(stand_in("proxmox-backup-client"))
+            .args(["snapshot", "list", "--output-format", "json"])
+            .env("PBS_STANDIN_ROOT", &fx.root)
+            .env("PBS_REPOSITORY", "backup@pbs@localhost:store1")
+            .env("PBS_PASSWORD", PASSWORD),
+    )
 }
 
 #[test]
@@ -491,22 +496,12 @@ fn restic_job(name: &str, fx: &Fixture, repo: &Path) -> Value {
 }
 
 fn restic_snapshots(repo: &Path) -> Vec<Value> {
-    let out = std::process::Command::new("restic")
-        .args(["snapshots", "--json", "--repo"])
-        .arg(repo)
-        .env("RESTIC_PASSWORD", PASSWORD)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice::<Value>(&out.stdout)
-        .unwrap()
-        .as_array()
-        .unwrap()
-        .clone()
+    json_array(
+        std::process::Command::new("restic")
+            .args(["snapshots", "--json", "--repo"])
+            .arg(repo)
+            .env("RESTIC_PASSWORD", PASSWORD),
+    )
 }
 
 #[test]
