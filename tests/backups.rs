@@ -290,6 +290,17 @@ fn a_missed_scheduled_run_runs_once_at_the_next_start() {
     create_job(&obsbox, hourly);
     // Pretend obsbox was off for three hours since it last looked at the schedule.
     let db = rusqlite::Connection::open(obsbox.data.join("obsbox.db")).unwrap();
+    // The scheduler records a new job's first slot just after the job is stored.
+    wait_for("the job's schedule slots", Duration::from_secs(10), || {
+        let slots: i64 = db
+            .query_row(
+                "SELECT count(*) FROM backup_slots WHERE job = 'photos'",
+                [],
+                |r| r.get(0),
+            )
+            .ok()?;
+        (slots == 3).then_some(())
+    });
     let three_hours_ago = jiff::Timestamp::now().as_second() - 3 * 3600;
     db.execute(
         "UPDATE backup_slots SET slot = ?1 WHERE job = 'photos'",

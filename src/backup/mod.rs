@@ -441,10 +441,9 @@ impl Actor {
         loop {
             let next = self.due.values().min().copied();
             tokio::select! {
-                msg = rx.recv() => match msg {
-                    Some(msg) => self.handle(msg),
-                    None => return,
-                },
+                // Settings first: a request sent after a change (run the job
+                // just created) must find the change applied.
+                biased;
                 changed = settings.changed() => {
                     if changed.is_err() {
                         return;
@@ -452,6 +451,10 @@ impl Actor {
                     self.settings = settings.borrow_and_update().clone();
                     self.reschedule();
                 }
+                msg = rx.recv() => match msg {
+                    Some(msg) => self.handle(msg),
+                    None => return,
+                },
                 _ = sleep_until(next) => self.fire_due(),
             }
         }
