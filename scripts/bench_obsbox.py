@@ -17,7 +17,7 @@ bench = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(bench)
 
 NO_BUILTINS = {n: {"enabled": False, "port": 1} for n in
-               ("prometheus", "alertmanager", "node_exporter", "loki", "grafana")}
+               ("prometheus", "alertmanager", "node_exporter", "loki", "grafana", "blackbox")}
 
 
 def settings_set(d, section, value):

@@ -30,6 +30,44 @@ pub struct Settings {
     pub backups: BackupSettings,
     /// Hosts and services the local Prometheus scrapes.
     pub targets: Vec<ScrapeTarget>,
+    /// Synthetic checks run by the blackbox exporter.
+    pub probes: Vec<ProbeCheck>,
+}
+
+/// A synthetic check: the blackbox exporter probes `target` the `kind` way.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeCheck {
+    /// Unique name, shown as the `probe` label.
+    pub name: String,
+    pub kind: ProbeKind,
+    /// `http(s)://...` for http, `host:port` for tcp, a host for icmp.
+    pub target: String,
+    /// Extra labels, e.g. `owner` and `service`.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProbeKind {
+    /// A 2xx answer; over https also the certificate's expiry.
+    Http,
+    /// A TCP connection.
+    Tcp,
+    /// An ICMP echo.
+    Icmp,
+}
+
+impl ProbeKind {
+    /// The blackbox exporter module obsbox renders for this kind.
+    pub fn module(self) -> &'static str {
+        match self {
+            ProbeKind::Http => "http_2xx",
+            ProbeKind::Tcp => "tcp_connect",
+            ProbeKind::Icmp => "icmp",
+        }
+    }
 }
 
 /// A host or service to scrape, given to Prometheus through file-based
@@ -210,6 +248,8 @@ pub struct Services {
     pub node_exporter: Service,
     pub loki: Service,
     pub grafana: Service,
+    /// The Prometheus blackbox exporter, which runs the synthetic checks.
+    pub blackbox: Service,
 }
 
 impl Default for Services {
@@ -220,19 +260,21 @@ impl Default for Services {
             node_exporter: Service::on_port(9100),
             loki: Service::on_port(3100),
             grafana: Service::on_port(3000),
+            blackbox: Service::on_port(9115),
         }
     }
 }
 
 impl Services {
     /// The built-in services by name, in no particular order.
-    pub fn by_name(&self) -> [(&'static str, &Service); 5] {
+    pub fn by_name(&self) -> [(&'static str, &Service); 6] {
         [
             ("prometheus", &self.prometheus),
             ("alertmanager", &self.alertmanager),
             ("node_exporter", &self.node_exporter),
             ("loki", &self.loki),
             ("grafana", &self.grafana),
+            ("blackbox", &self.blackbox),
         ]
     }
 }
@@ -430,6 +472,7 @@ pub const SECTIONS: &[&str] = &[
     "children",
     "backups",
     "targets",
+    "probes",
 ];
 
 /// Names the built-in children take; extra children may not reuse them.
@@ -439,6 +482,7 @@ pub const BUILTIN_NAMES: &[&str] = &[
     "node_exporter",
     "loki",
     "grafana",
+    "blackbox",
 ];
 
 impl Settings {
@@ -579,6 +623,7 @@ impl Settings {
         }
         self.backups.validate(&mut bad);
         validate_targets(&self.targets, &mut bad);
+        validate_probes(&self.probes, &mut bad);
         for (i, child) in self.children.iter().enumerate() {
             for dep in &child.depends_on {
                 if dep == &child.name || !names.contains(&dep.as_str()) {
@@ -720,6 +765,46 @@ fn validate_targets(targets: &[ScrapeTarget], bad: &mut dyn FnMut(String, String
         for name in t.labels.keys() {
             if !is_label_name(name)
                 || ["target", "exporter", "instance", "job"].contains(&name.as_str())
+            {
+                at(
+                    "labels",
+                    format!("'{name}' cannot be used as a label name here"),
+                );
+            }
+        }
+    }
+}
+
+fn validate_probes(probes: &[ProbeCheck], bad: &mut dyn FnMut(String, String)) {
+    let mut names = Vec::new();
+    for (i, p) in probes.iter().enumerate() {
+        let mut at = |field: &str, message: String| bad(format!("probes[{i}].{field}"), message);
+        if !is_child_name(&p.name) {
+            at("name", "must be 1-40 letters, digits, '-' or '_'".into());
+        } else if names.contains(&&p.name) {
+            at("name", format!("'{}' is already taken", p.name));
+        }
+        names.push(&p.name);
+        let t = &p.target;
+        let plain = !t.is_empty() && !t.contains(char::is_whitespace) && !t.contains('"');
+        let ok = plain
+            && match p.kind {
+                ProbeKind::Http => t.starts_with("http://") || t.starts_with("https://"),
+                ProbeKind::Tcp => t.rsplit_once(':').is_some_and(|(h, port)| {
+                    !h.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+                }),
+                ProbeKind::Icmp => !t.contains(['/', ':']) || t.parse::<std::net::IpAddr>().is_ok(),
+            };
+        if !ok {
+            let wanted = match p.kind {
+                ProbeKind::Http => "an http:// or https:// URL",
+                ProbeKind::Tcp => "host:port",
+                ProbeKind::Icmp => "a host name or address",
+            };
+            at("target", format!("'{t}' is not {wanted}"));
+        }
+        for name in p.labels.keys() {
+            if !is_label_name(name) || ["probe", "kind", "instance", "job"].contains(&name.as_str())
             {
                 at(
                     "labels",

@@ -47,7 +47,8 @@ fn the_whole_stack_becomes_ready_and_prometheus_scrapes_it() {
             "alertmanager",
             "loki",
             "prometheus",
-            "grafana"
+            "grafana",
+            "blackbox"
         ]
     );
     for s in &statuses {
@@ -64,6 +65,7 @@ fn the_whole_stack_becomes_ready_and_prometheus_scrapes_it() {
         "alertmanager",
         "loki",
         "grafana",
+        "blackbox",
     ] {
         wait_for(
             &format!("up{{job={job}}} == 1"),
@@ -321,6 +323,7 @@ fn sigterm_stops_every_child_in_reverse_order_and_leaves_nothing_behind() {
     let log = obsbox.log();
     let order: Vec<usize> = [
         "escaper",
+        "blackbox",
         "grafana",
         "prometheus",
         "loki",
@@ -622,7 +625,10 @@ fn the_alert_rules_pass_their_promtool_tests_and_prometheus_loads_them() {
         .map(|g| g["name"].as_str().unwrap())
         .collect();
     groups.sort();
-    assert_eq!(groups, ["obsbox-backups", "obsbox-targets"]);
+    assert_eq!(
+        groups,
+        ["obsbox-backups", "obsbox-probes", "obsbox-targets"]
+    );
 }
 
 #[test]
@@ -688,4 +694,40 @@ fn targets_added_in_the_settings_are_scraped_without_a_restart() {
         answer.to_string().contains("targets[0].address"),
         "{answer}"
     );
+}
+
+#[test]
+fn probes_run_through_the_real_blackbox_exporter() {
+    let obsbox = Obsbox::start(&[
+        ("services", services_only(&["prometheus", "blackbox"])),
+        ("prometheus", json!({"scrape_interval": "1s"})),
+    ]);
+    obsbox.wait_all_ready(READY);
+    let prom = port_of(&obsbox.settings(), "prometheus");
+    let probes = json!([
+        {"name": "obsbox-ui", "kind": "http", "target": obsbox.url("/healthz"), "labels": {"service": "obsbox"}},
+        {"name": "nothing-here", "kind": "tcp", "target": format!("127.0.0.1:{}", free_port())},
+    ]);
+    let (status, answer) = obsbox.send("PUT", "/api/settings/probes", &probes.to_string());
+    assert_eq!(status, 200, "{answer}");
+    for (probe, success) in [("obsbox-ui", 1.0), ("nothing-here", 0.0)] {
+        wait_for(&format!("probe {probe}"), Duration::from_secs(60), || {
+            (prom_query(prom, &format!(r#"probe_success{{probe="{probe}"}}"#)) == Some(success))
+                .then_some(())
+        });
+    }
+    assert_eq!(
+        prom_query(
+            prom,
+            r#"probe_success{probe="obsbox-ui",service="obsbox",kind="http"}"#
+        ),
+        Some(1.0)
+    );
+    let (status, answer) = obsbox.send(
+        "PUT",
+        "/api/settings/probes",
+        r#"[{"name": "x", "kind": "http", "target": "nas.lan"}]"#,
+    );
+    assert_eq!(status, 422, "{answer}");
+    assert!(answer.to_string().contains("probes[0].target"), "{answer}");
 }

@@ -78,6 +78,10 @@ impl Locator {
                 beside(&s.alertmanager, ALERTMANAGER, "amtool")?,
                 vec!["check-config".into(), config],
             )),
+            "blackbox" => Some((
+                self.find(s.blackbox.binary.as_deref(), BLACKBOX).ok()?,
+                vec!["--config.check".into(), format!("--config.file={config}")],
+            )),
             "loki" => Some((
                 self.find(s.loki.binary.as_deref(), LOKI).ok()?,
                 vec![format!("-config.file={config}"), "-verify-config".into()],
@@ -92,6 +96,7 @@ const ALERTMANAGER: &[&str] = &["alertmanager", "prometheus-alertmanager"];
 const NODE_EXPORTER: &[&str] = &["node_exporter", "prometheus-node-exporter"];
 const LOKI: &[&str] = &["loki"];
 const GRAFANA: &[&str] = &["grafana", "grafana-server"];
+const BLACKBOX: &[&str] = &["blackbox_exporter", "prometheus-blackbox-exporter"];
 
 fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
@@ -233,6 +238,18 @@ pub fn plans(settings: &Settings, env: &Environment, locator: &Locator) -> Vec<C
             }
         },
     );
+    builtin("blackbox", &s.blackbox, BLACKBOX, &[], &|_| Built {
+        args: vec![
+            format!("--config.file={}", abs(paths::BLACKBOX_CONFIG)),
+            format!("--web.listen-address={}", listen(s.blackbox.port)),
+        ],
+        ready_path: "/-/healthy",
+        reload: Reload::HttpPost {
+            port: s.blackbox.port,
+            path: "/-/reload".into(),
+        },
+        grace: Duration::from_secs(10),
+    });
     plans.extend(
         settings
             .children
@@ -379,7 +396,8 @@ mod tests {
                 "alertmanager",
                 "loki",
                 "prometheus",
-                "grafana"
+                "grafana",
+                "blackbox"
             ]
         );
         let launch = |n: &str| &plans.iter().find(|p| p.name == n).unwrap().launch;

@@ -21,6 +21,9 @@ pub mod paths {
     pub const PROMETHEUS_BACKUP_RULES: &str = "children/prometheus/rules/backups.yml";
     pub const PROMETHEUS_TARGET_RULES: &str = "children/prometheus/rules/targets.yml";
     pub const PROMETHEUS_TARGETS: &str = "children/prometheus/targets/targets.json";
+    pub const PROMETHEUS_PROBE_RULES: &str = "children/prometheus/rules/probes.yml";
+    pub const PROMETHEUS_PROBES: &str = "children/prometheus/probes/probes.json";
+    pub const BLACKBOX_CONFIG: &str = "children/blackbox/blackbox.yml";
     pub const ALERTMANAGER_CONFIG: &str = "children/alertmanager/alertmanager.yml";
     pub const ALERTMANAGER_DATA: &str = "children/alertmanager/data";
     pub const LOKI_CONFIG: &str = "children/loki/loki.yaml";
@@ -57,6 +60,12 @@ pub fn render(settings: &Settings, env: &Environment) -> Vec<ConfigFile> {
             paths::PROMETHEUS_TARGETS,
             file_sd_targets(settings),
         );
+        add("prometheus", paths::PROMETHEUS_PROBE_RULES, probe_rules());
+        add(
+            "prometheus",
+            paths::PROMETHEUS_PROBES,
+            file_sd_probes(settings),
+        );
     }
     if s.alertmanager.enabled {
         add(
@@ -75,6 +84,9 @@ pub fn render(settings: &Settings, env: &Environment) -> Vec<ConfigFile> {
             paths::GRAFANA_DATASOURCES,
             grafana_datasources(settings),
         );
+    }
+    if s.blackbox.enabled {
+        add("blackbox", paths::BLACKBOX_CONFIG, blackbox());
     }
     files
 }
@@ -116,6 +128,9 @@ fn prometheus(settings: &Settings, env: &Environment) -> String {
     if s.grafana.enabled {
         scrape.push(job("grafana", loopback(s.grafana.port)));
     }
+    if s.blackbox.enabled {
+        scrape.push(job("blackbox", loopback(s.blackbox.port)));
+    }
     let mut doc = json!({
         "global": {
             "scrape_interval": p.scrape_interval,
@@ -127,6 +142,15 @@ fn prometheus(settings: &Settings, env: &Environment) -> String {
     doc["rule_files"] = json!(["rules/*.yml"]);
     if s.alertmanager.enabled {
         doc["alerting"] = json!({"alertmanagers": [{"static_configs": [{"targets": [loopback(s.alertmanager.port)]}]}]});
+    }
+    if s.blackbox.enabled {
+        // Every probe is scraped from the exporter, which probes `__param_target`.
+        scrape.push(json!({
+            "job_name": "probes",
+            "metrics_path": "/probe",
+            "file_sd_configs": [{"files": ["probes/*.json"], "refresh_interval": "30s"}],
+            "relabel_configs": [{"source_labels": ["__param_target"], "target_label": "instance"}],
+        }));
     }
     // The user's targets, from a file Prometheus watches: adding one needs no reload.
     scrape.push(json!({
@@ -155,6 +179,66 @@ fn file_sd_targets(settings: &Settings) -> String {
         })
         .collect();
     serde_json::to_string_pretty(&groups).unwrap_or_else(|_| "[]".into()) + "\n"
+}
+
+/// The probes, each a scrape of the blackbox exporter with its own target and module.
+fn file_sd_probes(settings: &Settings) -> String {
+    let exporter = loopback(settings.services.blackbox.port);
+    let groups: Vec<Value> = settings
+        .probes
+        .iter()
+        .map(|p| {
+            let mut labels = serde_json::Map::new();
+            labels.insert("probe".into(), json!(p.name));
+            labels.insert("kind".into(), json!(p.kind));
+            labels.insert("__param_target".into(), json!(p.target));
+            labels.insert("__param_module".into(), json!(p.kind.module()));
+            for (k, v) in &p.labels {
+                labels.insert(k.clone(), json!(v));
+            }
+            json!({"targets": [exporter], "labels": labels})
+        })
+        .collect();
+    serde_json::to_string_pretty(&groups).unwrap_or_else(|_| "[]".into()) + "\n"
+}
+
+/// The blackbox exporter's modules, one per probe kind.
+fn blackbox() -> String {
+    let doc = json!({"modules": {
+        "http_2xx": {"prober": "http", "timeout": "10s", "http": {"preferred_ip_protocol": "ip4", "ip_protocol_fallback": true}},
+        "tcp_connect": {"prober": "tcp", "timeout": "10s", "tcp": {"preferred_ip_protocol": "ip4", "ip_protocol_fallback": true}},
+        "icmp": {"prober": "icmp", "timeout": "5s", "icmp": {"preferred_ip_protocol": "ip4", "ip_protocol_fallback": true}},
+    }});
+    yaml("Blackbox exporter configuration", &doc)
+}
+
+/// A failing probe, and a TLS certificate (seen by an https probe) near its end.
+fn probe_rules() -> String {
+    let rules = json!([
+        {
+            "alert": "ProbeFailed",
+            "expr": r#"probe_success{job="probes"} == 0"#,
+            "for": "2m",
+            "labels": {"severity": "warning", "service": "monitoring"},
+            "annotations": {
+                "summary": "Probe {{ $labels.probe }} fails",
+                "description": "The {{ $labels.kind }} check of {{ $labels.instance }} has failed for 2 minutes.",
+            },
+        },
+        {
+            "alert": "TLSCertificateExpiresSoon",
+            "expr": r#"probe_ssl_earliest_cert_expiry{job="probes"} - time() < 7 * 86400"#,
+            "labels": {"severity": "critical", "service": "monitoring"},
+            "annotations": {
+                "summary": "The certificate of {{ $labels.instance }} expires in less than 7 days",
+                "description": "It expires in {{ $value | humanizeDuration }}.",
+            },
+        },
+    ]);
+    yaml(
+        "Probe alert rules",
+        &json!({"groups": [{"name": "obsbox-probes", "rules": rules}]}),
+    )
 }
 
 /// Coverage of the user's targets (the share answering) and their alerts.
@@ -392,6 +476,7 @@ mod tests {
                 ("alertmanager", "127.0.0.1:9093"),
                 ("loki", "127.0.0.1:3100"),
                 ("grafana", "127.0.0.1:3000"),
+                ("blackbox", "127.0.0.1:9115"),
             ]
         );
         assert_eq!(doc["global"]["external_labels"]["site"], "home");

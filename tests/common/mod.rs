@@ -68,6 +68,7 @@ pub fn service_ports() -> Value {
         "node_exporter": {"port": free_port()},
         "loki": {"port": free_port(), "binary": stand_in("loki")},
         "grafana": {"port": free_port(), "binary": stand_in("grafana")},
+        "blackbox": {"port": free_port()},
     })
 }
 
@@ -80,6 +81,7 @@ pub fn services_only(enabled: &[&str]) -> Value {
         "node_exporter",
         "loki",
         "grafana",
+        "blackbox",
     ] {
         services[name]["enabled"] = json!(enabled.contains(&name));
     }
