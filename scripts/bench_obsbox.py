@@ -108,7 +108,7 @@ for i, a in enumerate(harness_args):
     if a == "--samples":
         samples = min(20, int(harness_args[i + 1]))
 stack = full_stack(samples)
-print("\n== obsbox with the monitoring stack (real Prometheus, Alertmanager, node_exporter; Loki and Grafana stand-ins)")
+print("\n== obsbox with the monitoring stack (real Prometheus, Alertmanager, node_exporter, blackbox exporter; Loki and Grafana stand-ins)")
 print(f"children: {', '.join(stack['stack'])}")
 print(f"obsbox idle RSS / PSS: {stack['stack_idle_rss_kb']} / {stack['stack_idle_pss_kb']} KB")
 for k in ("node_exporter_kill_to_new_pid_ms", "node_exporter_kill_to_ready_ms"):
