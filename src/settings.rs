@@ -578,15 +578,9 @@ impl Settings {
         let mut names: Vec<&str> = BUILTIN_NAMES.to_vec();
         for (i, child) in self.children.iter().enumerate() {
             let at = |field: &str| format!("children[{i}].{field}");
-            if !is_child_name(&child.name) {
-                bad(
-                    at("name"),
-                    "must be 1-40 letters, digits, '-' or '_'".into(),
-                );
-            } else if names.contains(&child.name.as_str()) {
-                bad(at("name"), format!("'{}' is already taken", child.name));
+            if let Some(problem) = name_problem(&child.name, &mut names) {
+                bad(at("name"), problem);
             }
-            names.push(&child.name);
             if child.command.first().is_none_or(|p| p.trim().is_empty()) {
                 bad(at("command"), "needs at least the program".into());
             }
@@ -661,12 +655,9 @@ impl BackupSettings {
         for (i, job) in self.jobs.iter().enumerate() {
             let mut at =
                 |field: &str, message: String| bad(format!("backups.jobs[{i}].{field}"), message);
-            if !is_child_name(&job.name) {
-                at("name", "must be 1-40 letters, digits, '-' or '_'".into());
-            } else if names.contains(&&job.name) {
-                at("name", format!("'{}' is already taken", job.name));
+            if let Some(problem) = name_problem(&job.name, &mut names) {
+                at("name", problem);
             }
-            names.push(&job.name);
             if job.paths.is_empty() && !job.appliance_state {
                 at(
                     "paths",
@@ -741,16 +732,10 @@ fn validate_targets(targets: &[ScrapeTarget], bad: &mut dyn FnMut(String, String
     let mut names = Vec::new();
     for (i, t) in targets.iter().enumerate() {
         let mut at = |field: &str, message: String| bad(format!("targets[{i}].{field}"), message);
-        if !is_child_name(&t.name) {
-            at("name", "must be 1-40 letters, digits, '-' or '_'".into());
-        } else if names.contains(&&t.name) {
-            at("name", format!("'{}' is already taken", t.name));
+        if let Some(problem) = name_problem(&t.name, &mut names) {
+            at("name", problem);
         }
-        names.push(&t.name);
-        let port_ok = t.address.rsplit_once(':').is_some_and(|(host, port)| {
-            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
-        });
-        if !port_ok || t.address.contains(['/', ' ', '"']) {
+        if !is_host_port(&t.address) || t.address.contains(['/', ' ', '"']) {
             at("address", format!("'{}' is not host:port", t.address));
         }
         if !is_child_name(&t.exporter) {
@@ -762,15 +747,8 @@ fn validate_targets(targets: &[ScrapeTarget], bad: &mut dyn FnMut(String, String
         if t.scheme != "http" && t.scheme != "https" {
             at("scheme", "must be http or https".into());
         }
-        for name in t.labels.keys() {
-            if !is_label_name(name)
-                || ["target", "exporter", "instance", "job"].contains(&name.as_str())
-            {
-                at(
-                    "labels",
-                    format!("'{name}' cannot be used as a label name here"),
-                );
-            }
+        for problem in label_problems(&t.labels, &["target", "exporter", "instance", "job"]) {
+            at("labels", problem);
         }
     }
 }
@@ -779,20 +757,15 @@ fn validate_probes(probes: &[ProbeCheck], bad: &mut dyn FnMut(String, String)) {
     let mut names = Vec::new();
     for (i, p) in probes.iter().enumerate() {
         let mut at = |field: &str, message: String| bad(format!("probes[{i}].{field}"), message);
-        if !is_child_name(&p.name) {
-            at("name", "must be 1-40 letters, digits, '-' or '_'".into());
-        } else if names.contains(&&p.name) {
-            at("name", format!("'{}' is already taken", p.name));
+        if let Some(problem) = name_problem(&p.name, &mut names) {
+            at("name", problem);
         }
-        names.push(&p.name);
         let t = &p.target;
         let plain = !t.is_empty() && !t.contains(char::is_whitespace) && !t.contains('"');
         let ok = plain
             && match p.kind {
                 ProbeKind::Http => t.starts_with("http://") || t.starts_with("https://"),
-                ProbeKind::Tcp => t.rsplit_once(':').is_some_and(|(h, port)| {
-                    !h.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
-                }),
+                ProbeKind::Tcp => is_host_port(t),
                 ProbeKind::Icmp => !t.contains(['/', ':']) || t.parse::<std::net::IpAddr>().is_ok(),
             };
         if !ok {
@@ -803,16 +776,41 @@ fn validate_probes(probes: &[ProbeCheck], bad: &mut dyn FnMut(String, String)) {
             };
             at("target", format!("'{t}' is not {wanted}"));
         }
-        for name in p.labels.keys() {
-            if !is_label_name(name) || ["probe", "kind", "instance", "job"].contains(&name.as_str())
-            {
-                at(
-                    "labels",
-                    format!("'{name}' cannot be used as a label name here"),
-                );
-            }
+        for problem in label_problems(&p.labels, &["probe", "kind", "instance", "job"]) {
+            at("labels", problem);
         }
     }
+}
+
+/// What is wrong with `name` as the name of a list entry, given the names
+/// `taken` before it (to which it is added).
+fn name_problem<'a>(name: &'a str, taken: &mut Vec<&'a str>) -> Option<String> {
+    let problem = if !is_child_name(name) {
+        Some("must be 1-40 letters, digits, '-' or '_'".to_string())
+    } else if taken.contains(&name) {
+        Some(format!("'{name}' is already taken"))
+    } else {
+        None
+    };
+    taken.push(name);
+    problem
+}
+
+/// Labels a user gave that are not label names, or that obsbox sets itself.
+fn label_problems<'a>(
+    labels: &'a BTreeMap<String, String>,
+    reserved: &'a [&str],
+) -> impl Iterator<Item = String> + 'a {
+    labels
+        .keys()
+        .filter(|name| !is_label_name(name) || reserved.contains(&name.as_str()))
+        .map(|name| format!("'{name}' cannot be used as a label name here"))
+}
+
+/// `host:port` with a non-empty host and a port from 1 to 65535.
+fn is_host_port(s: &str) -> bool {
+    s.rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0))
 }
 
 fn is_hostname(s: &str) -> bool {

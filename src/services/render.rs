@@ -212,124 +212,164 @@ fn blackbox() -> String {
     yaml("Blackbox exporter configuration", &doc)
 }
 
+/// An alerting rule as every obsbox rule file writes it: `severity` and
+/// `service` labels, a summary and a description.
+struct Alert<'a> {
+    name: &'a str,
+    expr: String,
+    /// How long the condition must hold first; `None` fires at once.
+    wait: Option<&'a str>,
+    severity: &'a str,
+    service: &'a str,
+    summary: &'a str,
+    description: String,
+}
+
+impl Alert<'_> {
+    fn rule(&self) -> Value {
+        let mut rule = serde_json::Map::new();
+        rule.insert("alert".into(), json!(self.name));
+        rule.insert("expr".into(), json!(self.expr));
+        if let Some(wait) = self.wait {
+            rule.insert("for".into(), json!(wait));
+        }
+        rule.insert(
+            "labels".into(),
+            json!({"severity": self.severity, "service": self.service}),
+        );
+        rule.insert(
+            "annotations".into(),
+            json!({"summary": self.summary, "description": self.description}),
+        );
+        Value::Object(rule)
+    }
+}
+
+/// A rule file holding one group.
+fn rule_file(header: &str, group: &str, rules: Vec<Value>) -> String {
+    yaml(
+        header,
+        &json!({"groups": [{"name": group, "rules": rules}]}),
+    )
+}
+
 /// A failing probe, and a TLS certificate (seen by an https probe) near its end.
 fn probe_rules() -> String {
-    let rules = json!([
-        {
-            "alert": "ProbeFailed",
-            "expr": r#"probe_success{job="probes"} == 0"#,
-            "for": "2m",
-            "labels": {"severity": "warning", "service": "monitoring"},
-            "annotations": {
-                "summary": "Probe {{ $labels.probe }} fails",
-                "description": "The {{ $labels.kind }} check of {{ $labels.instance }} has failed for 2 minutes.",
-            },
+    let rules = [
+        Alert {
+            name: "ProbeFailed",
+            expr: r#"probe_success{job="probes"} == 0"#.into(),
+            wait: Some("2m"),
+            severity: "warning",
+            service: "monitoring",
+            summary: "Probe {{ $labels.probe }} fails",
+            description:
+                "The {{ $labels.kind }} check of {{ $labels.instance }} has failed for 2 minutes."
+                    .into(),
         },
-        {
-            "alert": "TLSCertificateExpiresSoon",
-            "expr": r#"probe_ssl_earliest_cert_expiry{job="probes"} - time() < 7 * 86400"#,
-            "labels": {"severity": "critical", "service": "monitoring"},
-            "annotations": {
-                "summary": "The certificate of {{ $labels.instance }} expires in less than 7 days",
-                "description": "It expires in {{ $value | humanizeDuration }}.",
-            },
+        Alert {
+            name: "TLSCertificateExpiresSoon",
+            expr: r#"probe_ssl_earliest_cert_expiry{job="probes"} - time() < 7 * 86400"#.into(),
+            wait: None,
+            severity: "critical",
+            service: "monitoring",
+            summary: "The certificate of {{ $labels.instance }} expires in less than 7 days",
+            description: "It expires in {{ $value | humanizeDuration }}.".into(),
         },
-    ]);
-    yaml(
+    ];
+    rule_file(
         "Probe alert rules",
-        &json!({"groups": [{"name": "obsbox-probes", "rules": rules}]}),
+        "obsbox-probes",
+        rules.iter().map(Alert::rule).collect(),
     )
 }
 
 /// Coverage of the user's targets (the share answering) and their alerts.
 fn target_rules() -> String {
-    let alert = |name: &str, expr: &str, duration: &str, summary: &str, description: &str| {
-        json!({
-            "alert": name,
-            "expr": expr,
-            "for": duration,
-            "labels": {"severity": "warning", "service": "monitoring"},
-            "annotations": {"summary": summary, "description": description},
-        })
-    };
-    let rules = vec![
-        json!({
-            "record": "obsbox:target_coverage:ratio",
-            "expr": r#"sum(up{job="targets"}) / count(up{job="targets"})"#,
-        }),
-        alert(
-            "TargetDown",
-            r#"up{job="targets"} == 0"#,
-            "3m",
-            "Target {{ $labels.target }} does not answer",
-            "Prometheus cannot scrape {{ $labels.target }} ({{ $labels.instance }}, {{ $labels.exporter }} exporter).",
-        ),
-        alert(
-            "TargetCoverageLow",
-            "obsbox:target_coverage:ratio < 0.95",
-            "5m",
-            "Fewer than 95% of the targets answer",
-            "Only {{ $value | humanizePercentage }} of the registered targets can be scraped.",
-        ),
+    let coverage = json!({
+        "record": "obsbox:target_coverage:ratio",
+        "expr": r#"sum(up{job="targets"}) / count(up{job="targets"})"#,
+    });
+    let alerts = [
+        Alert {
+            name: "TargetDown",
+            expr: r#"up{job="targets"} == 0"#.into(),
+            wait: Some("3m"),
+            severity: "warning",
+            service: "monitoring",
+            summary: "Target {{ $labels.target }} does not answer",
+            description: "Prometheus cannot scrape {{ $labels.target }} ({{ $labels.instance }}, {{ $labels.exporter }} exporter).".into(),
+        },
+        Alert {
+            name: "TargetCoverageLow",
+            expr: "obsbox:target_coverage:ratio < 0.95".into(),
+            wait: Some("5m"),
+            severity: "warning",
+            service: "monitoring",
+            summary: "Fewer than 95% of the targets answer",
+            description: "Only {{ $value | humanizePercentage }} of the registered targets can be scraped.".into(),
+        },
     ];
-    yaml(
-        "Scrape target alert rules",
-        &json!({"groups": [{"name": "obsbox-targets", "rules": rules}]}),
-    )
+    let rules = std::iter::once(coverage)
+        .chain(alerts.iter().map(Alert::rule))
+        .collect();
+    rule_file("Scrape target alert rules", "obsbox-targets", rules)
 }
 
 /// Alerts on the backups' recovery point and time objectives and on failures.
 fn backup_rules(settings: &Settings) -> String {
     let seconds = |d: &str| crate::settings::parse_duration(d).map_or(0, |d| d.as_secs());
     let b = &settings.backups;
-    let rule = |name: &str, expr: String, severity: &str, summary: &str, description: &str| {
-        json!({
-            "alert": name,
-            "expr": expr,
-            "labels": {"severity": severity, "service": "backup"},
-            "annotations": {"summary": summary, "description": description},
-        })
+    let backup = |name, expr: String, severity, summary, description: String| Alert {
+        name,
+        expr,
+        wait: None,
+        severity,
+        service: "backup",
+        summary,
+        description,
     };
-    let rules = vec![
-        rule(
+    let rules = [
+        backup(
             "BackupFailed",
             r#"obsbox_backup_last_result{result="failed"} == 1"#.into(),
             "critical",
             "Backup job {{ $labels.backup_job }} failed",
-            "The last run of backup job {{ $labels.backup_job }} failed; its history in obsbox says why.",
+            "The last run of backup job {{ $labels.backup_job }} failed; its history in obsbox says why.".into(),
         ),
-        rule(
+        backup(
             "BackupRPOExceeded",
             format!("time() - obsbox_backup_last_success_timestamp_seconds > {}", seconds(&b.rpo)),
             "critical",
             "Backup job {{ $labels.backup_job }} has no good backup within its RPO",
-            &format!("The newest good backup of {{{{ $labels.backup_job }}}} is older than {}.", b.rpo),
+            format!("The newest good backup of {{{{ $labels.backup_job }}}} is older than {}.", b.rpo),
         ),
-        rule(
+        backup(
             "BackupSlowerThanUsual",
             "obsbox_backup_last_duration_seconds > 1.5 * quantile_over_time(0.5, obsbox_backup_last_duration_seconds[7d])".into(),
             "warning",
             "Backup job {{ $labels.backup_job }} took 50% longer than its 7-day median",
-            "The last backup of {{ $labels.backup_job }} took {{ $value | humanizeDuration }}.",
+            "The last backup of {{ $labels.backup_job }} took {{ $value | humanizeDuration }}.".into(),
         ),
-        rule(
+        backup(
             "BackupDrillFailed",
             "obsbox_backup_drill_last_success == 0".into(),
             "critical",
             "The restore drill of backup job {{ $labels.backup_job }} failed",
-            "A restore of the newest snapshot of {{ $labels.backup_job }} did not match what was backed up.",
+            "A restore of the newest snapshot of {{ $labels.backup_job }} did not match what was backed up.".into(),
         ),
-        rule(
+        backup(
             "BackupRTOExceeded",
             format!("obsbox_backup_drill_restore_seconds > {}", seconds(&b.rto)),
             "critical",
             "Restoring backup job {{ $labels.backup_job }} takes longer than its RTO",
-            &format!("The last restore drill of {{{{ $labels.backup_job }}}} took longer than {}.", b.rto),
+            format!("The last restore drill of {{{{ $labels.backup_job }}}} took longer than {}.", b.rto),
         ),
     ];
-    yaml(
+    rule_file(
         "Backup alert rules",
-        &json!({"groups": [{"name": "obsbox-backups", "rules": rules}]}),
+        "obsbox-backups",
+        rules.iter().map(Alert::rule).collect(),
     )
 }
 

@@ -138,6 +138,16 @@ pub enum Control {
     Restart,
 }
 
+impl Control {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Control::Start => "start",
+            Control::Stop => "stop",
+            Control::Restart => "restart",
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum SupervisorError {
     #[error("no child named '{0}'")]

@@ -172,8 +172,9 @@ fn register_backups(registry: &mut Registry, status: &crate::backup::BackupStatu
                     backup_job: job.name.clone(),
                     result: outcome.into(),
                 };
-                let is = serde_json::to_value(run.result).is_ok_and(|v| v == outcome);
-                result.get_or_create(&key).set(i64::from(is));
+                result
+                    .get_or_create(&key)
+                    .set(i64::from(run.result.as_str() == outcome));
             }
         }
         if let Some(drill) = &job.last_drill {

@@ -174,12 +174,9 @@ async fn control(
         )
     })?;
     app.supervisor.control(&name, action).await?;
-    app.store.audit(
-        API_ACTOR,
-        &format!("service.{}", format!("{action:?}").to_lowercase()),
-        &name,
-    )?;
-    Ok(Json(json!({"child": name, "done": format!("{action:?}").to_lowercase()})).into_response())
+    app.store
+        .audit(API_ACTOR, &format!("service.{}", action.as_str()), &name)?;
+    Ok(Json(json!({"child": name, "done": action.as_str()})).into_response())
 }
 
 async fn settings(State(app): State<Arc<AppState>>) -> ApiResult {
