@@ -232,6 +232,26 @@ pub fn logfmt_value(v: &str) -> String {
     out
 }
 
+/// A log level, named as both Loki (go-kit) and Grafana write it.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+pub enum Level {
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+impl Level {
+    pub fn name(self) -> &'static str {
+        match self {
+            Level::Debug => "debug",
+            Level::Info => "info",
+            Level::Warn => "warn",
+            Level::Error => "error",
+        }
+    }
+}
+
 /// Builds a logfmt line from key/value pairs.
 pub fn logfmt_line(pairs: &[(&str, &str)]) -> String {
     let mut line = String::new();

@@ -25,31 +25,15 @@ const BRANCH: &str = "standin";
 // Logging: Grafana console/file format `logger=x t=... level=info msg=...`
 // ---------------------------------------------------------------------------
 
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
-enum Level {
-    Debug,
-    Info,
-    Warn,
-    Error,
-}
+use si::Level;
 
-impl Level {
-    fn name(self) -> &'static str {
-        match self {
-            Level::Debug => "debug",
-            Level::Info => "info",
-            Level::Warn => "warn",
-            Level::Error => "error",
-        }
-    }
-
-    fn parse(s: &str) -> Level {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "debug" | "trace" => Level::Debug,
-            "warn" | "warning" => Level::Warn,
-            "error" | "critical" => Level::Error,
-            _ => Level::Info,
-        }
+/// Grafana's `[log] level`; anything it does not know means info.
+fn parse_level(s: &str) -> Level {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "debug" | "trace" => Level::Debug,
+        "warn" | "warning" => Level::Warn,
+        "error" | "critical" => Level::Error,
+        _ => Level::Info,
     }
 }
 
@@ -1630,7 +1614,7 @@ fn server(flags: &si::ParsedFlags) -> i32 {
     let mode = cfg.get("log", "mode");
     {
         if let Ok(mut st) = LOG.lock() {
-            st.level = Level::parse(&cfg.get("log", "level"));
+            st.level = parse_level(&cfg.get("log", "level"));
             st.console = mode.split_whitespace().any(|m| m == "console") || mode.trim().is_empty();
             if mode.split_whitespace().any(|m| m == "file") {
                 st.file_path = Some(logs_dir.join("grafana.log"));

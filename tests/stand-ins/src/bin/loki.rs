@@ -23,24 +23,7 @@ const REVISION: &str = "standin";
 // Logging (go-kit logfmt on stderr)
 // ---------------------------------------------------------------------------
 
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
-enum Level {
-    Debug,
-    Info,
-    Warn,
-    Error,
-}
-
-impl Level {
-    fn name(self) -> &'static str {
-        match self {
-            Level::Debug => "debug",
-            Level::Info => "info",
-            Level::Warn => "warn",
-            Level::Error => "error",
-        }
-    }
-}
+use si::Level;
 
 static LOG_LEVEL: Mutex<Level> = Mutex::new(Level::Info);
 
