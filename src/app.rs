@@ -1,5 +1,6 @@
 //! Wires the modules into a running obsbox and takes it down again.
 
+use crate::alerts::Alerts;
 use crate::backup::{BackupContext, Backups};
 use crate::services::{Environment, Locator, Services};
 use crate::store::Store;
@@ -65,7 +66,9 @@ pub async fn run(dir: &Path, listen: SocketAddr) -> anyhow::Result<()> {
         env,
         locator.clone(),
     ));
+    let webhook_token = crate::alerts::ensure_webhook_token(&store)?;
     services.start().await?;
+    let alerts = Arc::new(Alerts::new(store.clone(), services.clone(), webhook_token));
     let backups = Backups::start(
         BackupContext {
             reaper,
@@ -83,6 +86,7 @@ pub async fn run(dir: &Path, listen: SocketAddr) -> anyhow::Result<()> {
         dir.display()
     );
     let app = web::router(Arc::new(AppState {
+        alerts,
         services,
         supervisor: supervisor.clone(),
         store,

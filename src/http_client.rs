@@ -32,18 +32,45 @@ pub async fn request(
     path: &str,
     timeout: Duration,
 ) -> Result<Response, HttpError> {
-    tokio::time::timeout(timeout, exchange(method, port, path))
+    send(method, port, path, "", timeout).await
+}
+
+/// Like [`request`], with a JSON body.
+pub async fn send_json(
+    method: &str,
+    port: u16,
+    path: &str,
+    json: &str,
+    timeout: Duration,
+) -> Result<Response, HttpError> {
+    send(method, port, path, json, timeout).await
+}
+
+async fn send(
+    method: &str,
+    port: u16,
+    path: &str,
+    body: &str,
+    timeout: Duration,
+) -> Result<Response, HttpError> {
+    tokio::time::timeout(timeout, exchange(method, port, path, body))
         .await
         .map_err(|_| HttpError::Timeout { port, timeout })?
 }
 
-async fn exchange(method: &str, port: u16, path: &str) -> Result<Response, HttpError> {
+async fn exchange(method: &str, port: u16, path: &str, body: &str) -> Result<Response, HttpError> {
     let mut stream = TcpStream::connect(("127.0.0.1", port))
         .await
         .map_err(|source| HttpError::Connect { port, source })?;
     let io = |source| HttpError::Io { port, source };
+    let content_type = if body.is_empty() {
+        ""
+    } else {
+        "Content-Type: application/json\r\n"
+    };
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: obsbox\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: obsbox\r\n{content_type}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
     );
     stream.write_all(head.as_bytes()).await.map_err(io)?;
     let mut raw = Vec::new();

@@ -2,12 +2,17 @@
 //! fields refused. [`Settings::validate`] reports every problem at once; code
 //! downstream trusts a validated value.
 
+mod alerting;
+
+pub use alerting::{
+    default_slos, AlertingSettings, Indicator, Receiver, ReceiverKind, Slo, OBSBOX_RECEIVER,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// Every setting obsbox has. Stored section by section in the store.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
     /// The box itself.
@@ -32,6 +37,30 @@ pub struct Settings {
     pub targets: Vec<ScrapeTarget>,
     /// Synthetic checks run by the blackbox exporter.
     pub probes: Vec<ProbeCheck>,
+    /// Alert thresholds, receivers, routes and escalation.
+    pub alerting: AlertingSettings,
+    /// Service level objectives and their error budgets.
+    pub slos: Vec<Slo>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            general: General::default(),
+            services: Services::default(),
+            prometheus: PrometheusSettings::default(),
+            alertmanager: AlertmanagerSettings::default(),
+            loki: LokiSettings::default(),
+            grafana: GrafanaSettings::default(),
+            logs: LogSettings::default(),
+            children: Vec::new(),
+            backups: BackupSettings::default(),
+            targets: Vec::new(),
+            probes: Vec::new(),
+            alerting: AlertingSettings::default(),
+            slos: default_slos(),
+        }
+    }
 }
 
 /// A synthetic check: the blackbox exporter probes `target` the `kind` way.
@@ -473,6 +502,8 @@ pub const SECTIONS: &[&str] = &[
     "backups",
     "targets",
     "probes",
+    "alerting",
+    "slos",
 ];
 
 /// Names the built-in children take; extra children may not reuse them.
@@ -618,6 +649,8 @@ impl Settings {
         self.backups.validate(&mut bad);
         validate_targets(&self.targets, &mut bad);
         validate_probes(&self.probes, &mut bad);
+        self.alerting.validate(&mut bad);
+        alerting::validate_slos(&self.slos, &mut bad);
         for (i, child) in self.children.iter().enumerate() {
             for dep in &child.depends_on {
                 if dep == &child.name || !names.contains(&dep.as_str()) {
@@ -820,7 +853,7 @@ fn is_hostname(s: &str) -> bool {
         && !s.ends_with('-')
 }
 
-fn is_label_name(s: &str) -> bool {
+pub(crate) fn is_label_name(s: &str) -> bool {
     let mut bytes = s.bytes();
     matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
         && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')

@@ -77,6 +77,25 @@ const MIGRATIONS: &[&str] = &[
     );",
     // The directory each archive was read from: restic restores by it.
     "ALTER TABLE backup_files ADD COLUMN source TEXT NOT NULL DEFAULT '';",
+    // Alert history: one row per alert occurrence (fingerprint and start),
+    // from Alertmanager's notifications to obsbox; times in Unix milliseconds.
+    "CREATE TABLE alerts (
+        id INTEGER PRIMARY KEY,
+        fingerprint TEXT NOT NULL,
+        starts_at INTEGER NOT NULL,
+        alertname TEXT NOT NULL,
+        severity TEXT NOT NULL,
+        labels TEXT NOT NULL,
+        annotations TEXT NOT NULL,
+        status TEXT NOT NULL,
+        ends_at INTEGER,
+        acked_at INTEGER,
+        acked_by TEXT,
+        last_notified_at INTEGER NOT NULL,
+        notifications INTEGER NOT NULL,
+        UNIQUE (fingerprint, starts_at)
+    );
+    CREATE INDEX alerts_starts ON alerts (starts_at);",
 ];
 
 /// A handle on the store; cheap to clone. Calls block briefly on SQLite.
@@ -97,7 +116,7 @@ pub struct AuditEntry {
     pub detail: String,
 }
 
-fn now_millis() -> i64 {
+pub fn now_millis() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)

@@ -192,6 +192,37 @@ pub fn last(
     })
 }
 
+/// How many finished runs a job has had, by kind and result.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct RunCounts {
+    /// (kind, result, count) for each kind and each of ok, failed, halted.
+    pub runs: Vec<(Kind, Outcome, i64)>,
+    /// Drills that passed with a restore within `rto_ms`.
+    pub drills_within_rto: i64,
+}
+
+pub fn counts(store: &Store, job: &str, rto_ms: i64) -> Result<RunCounts, StoreError> {
+    store.with_conn(|c| {
+        let mut counts = RunCounts::default();
+        let mut stmt = c.prepare(
+            "SELECT COUNT(*) FROM backup_runs WHERE job = ?1 AND kind = ?2 AND result = ?3",
+        )?;
+        for kind in [Kind::Backup, Kind::Verify, Kind::Drill] {
+            for result in [Outcome::Ok, Outcome::Failed, Outcome::Halted] {
+                let n = stmt.query_row(params![job, kind.as_str(), result.as_str()], |r| r.get(0))?;
+                counts.runs.push((kind, result, n));
+            }
+        }
+        counts.drills_within_rto = c.query_row(
+            "SELECT COUNT(*) FROM backup_runs WHERE job = ?1 AND kind = 'drill' AND result = 'ok'
+             AND restore_ms <= ?2",
+            params![job, rto_ms],
+            |r| r.get(0),
+        )?;
+        Ok(counts)
+    })
+}
+
 /// The manifest of the backup that made `snapshot`.
 pub fn manifest(
     store: &Store,

@@ -211,6 +211,8 @@ pub struct JobStatus {
     pub last_drill: Option<Run>,
     pub password_set: bool,
     pub encryption_key_set: bool,
+    /// Finished runs so far, for the success and restore-time SLOs.
+    pub counts: history::RunCounts,
 }
 
 /// Which of a job's snapshots its retention keeps, newest first.
@@ -688,6 +690,8 @@ impl Actor {
 
     fn status(&self) -> BackupStatus {
         let store = &self.ctx.store;
+        let rto_ms = crate::settings::parse_duration(&self.settings.backups.rto)
+            .map_or(i64::MAX, |d| d.as_millis() as i64);
         let jobs = self
             .settings
             .backups
@@ -720,6 +724,7 @@ impl Actor {
                     last_drill: last(Kind::Drill, None),
                     password_set: secret_set("password"),
                     encryption_key_set: secret_set("encryption-key"),
+                    counts: history::counts(store, &job.name, rto_ms).unwrap_or_default(),
                 }
             })
             .collect();

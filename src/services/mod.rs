@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use plan::{plans, prepare_dirs, Locator};
+pub use render::alertmanager::{receiver_secret, TEST_RECEIVER_LABEL, WEBHOOK_TOKEN_SECRET};
 
 /// Facts about where obsbox runs that rendering needs.
 #[derive(Debug, Clone)]
@@ -115,7 +116,7 @@ impl Services {
             staged.commit()?;
         }
         let mut plans = plans(&settings, &self.env, &self.locator);
-        prepare_dirs(&plans).map_err(io_error(&self.env.data_dir))?;
+        self.prepare(&settings, &plans)?;
         for (child, reason) in broken {
             let missing =
                 child_files_of(&files, child).any(|f| !self.env.data_dir.join(&f.path).exists());
@@ -156,7 +157,7 @@ impl Services {
         }
         tracing::info!(section, actor, reload = ?changed, "settings changed");
         let plans = plans(&proposed, &self.env, &self.locator);
-        prepare_dirs(&plans).map_err(io_error(&self.env.data_dir))?;
+        self.prepare(&proposed, &plans)?;
         self.supervisor
             .apply(plans, changed.into_iter().collect())
             .await?;
@@ -225,6 +226,32 @@ impl Services {
                 (f.path.display().to_string(), live)
             })
             .collect()
+    }
+
+    /// Where the runbook of `alert` is served, as notifications link it.
+    pub fn runbook_url(&self, alert: &str) -> String {
+        let settings = self.store.settings().unwrap_or_default();
+        render::runbook_url(&settings, &self.env, alert)
+    }
+
+    /// Gives the children the secrets they read again, after a secret changed.
+    pub async fn refresh_secrets(&self) -> Result<(), ServicesError> {
+        let _guard = self.changing.lock().await;
+        let settings = self.store.settings()?;
+        let plans = plans(&settings, &self.env, &self.locator);
+        self.prepare(&settings, &plans)
+    }
+
+    /// The children's working directories and the secrets they read.
+    fn prepare(
+        &self,
+        settings: &Settings,
+        plans: &[crate::supervisor::ChildPlan],
+    ) -> Result<(), ServicesError> {
+        let data = &self.env.data_dir;
+        prepare_dirs(plans).map_err(io_error(data))?;
+        let grants = render::secret_grants(settings);
+        plan::grant_secrets(plans, &grants, &self.store, data).map_err(io_error(data))
     }
 
     fn is_current(&self, file: &ConfigFile) -> bool {

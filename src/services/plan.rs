@@ -1,11 +1,13 @@
 //! Child plans: which program each service runs, with which flags, as whom,
 //! how it is probed and reloaded, and after whom it starts.
 
-use super::render::paths;
+use super::render::{paths, SecretGrant};
 use super::Environment;
+use crate::store::Store;
 use crate::settings::{ExtraChild, Readiness, Service, Settings};
 use crate::supervisor::{ChildPlan, ChildSpec, Launch, Probe, Reload, RestartPolicy, RunAs};
 use nix::sys::signal::Signal;
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -349,6 +351,67 @@ pub fn prepare_dirs(plans: &[ChildPlan]) -> std::io::Result<()> {
             std::fs::create_dir_all(&spec.cwd)?;
             if let Some(user) = spec.user.filter(|_| nix::unistd::geteuid().is_root()) {
                 std::os::unix::fs::chown(&spec.cwd, Some(user.uid), Some(user.gid))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Copies the stored secrets each child reads into files of its own, owned by
+/// the child's user and readable by it alone, and removes granted files no
+/// longer wanted (a deleted receiver's password).
+pub fn grant_secrets(
+    plans: &[ChildPlan],
+    grants: &[SecretGrant],
+    store: &Store,
+    data_dir: &Path,
+) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let mut kept = BTreeSet::new();
+    let mut dirs = BTreeSet::new();
+    for grant in grants {
+        let dest = data_dir.join(&grant.path);
+        if let Some(dir) = dest.parent() {
+            dirs.insert(dir.to_path_buf());
+        }
+        let spec = plans.iter().find_map(|p| match &p.launch {
+            Launch::Run(spec) if p.name == grant.child => Some(spec),
+            _ => None,
+        });
+        let (Some(spec), Some(dir)) = (spec, dest.parent()) else {
+            continue;
+        };
+        let value = match std::fs::read(store.secret_path(&grant.secret)) {
+            Ok(value) => value,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+        let staged = dir.join(".granting");
+        let _ = std::fs::remove_file(&staged);
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&staged)?;
+        std::io::Write::write_all(&mut file, &value)?;
+        if let Some(user) = spec.user.filter(|_| nix::unistd::geteuid().is_root()) {
+            std::os::unix::fs::chown(dir, Some(user.uid), Some(user.gid))?;
+            std::os::unix::fs::chown(&staged, Some(user.uid), Some(user.gid))?;
+        }
+        std::fs::rename(&staged, &dest)?;
+        kept.insert(dest);
+    }
+    for dir in dirs {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            if !kept.contains(&entry.path()) {
+                std::fs::remove_file(entry.path())?;
             }
         }
     }

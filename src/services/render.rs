@@ -1,8 +1,13 @@
 //! Pure rendering: settings in, config files out. Nothing here touches the
 //! disk or runs a program, so every file can be checked in unit tests.
 
+pub mod alertmanager;
+mod rules;
+
 use super::Environment;
 use crate::settings::Settings;
+pub use alertmanager::{secret_grants, SecretGrant};
+pub use rules::runbook_url;
 use serde_json::{json, Value};
 use std::path::PathBuf;
 
@@ -23,11 +28,19 @@ pub mod paths {
     pub const PROMETHEUS_TARGETS: &str = "children/prometheus/targets/targets.json";
     pub const PROMETHEUS_PROBE_RULES: &str = "children/prometheus/rules/probes.yml";
     pub const PROMETHEUS_PROBES: &str = "children/prometheus/probes/probes.json";
+    pub const PROMETHEUS_HOST_RULES: &str = "children/prometheus/rules/hosts.yml";
+    pub const PROMETHEUS_APPLIANCE_RULES: &str = "children/prometheus/rules/appliance.yml";
+    pub const PROMETHEUS_SLO_RULES: &str = "children/prometheus/rules/slos.yml";
     pub const BLACKBOX_CONFIG: &str = "children/blackbox/blackbox.yml";
     pub const ALERTMANAGER_CONFIG: &str = "children/alertmanager/alertmanager.yml";
     pub const ALERTMANAGER_DATA: &str = "children/alertmanager/data";
+    pub const ALERTMANAGER_SECRETS: &str = "children/alertmanager/secrets";
     pub const LOKI_CONFIG: &str = "children/loki/loki.yaml";
     pub const LOKI_DATA: &str = "children/loki/data";
+    /// The ruler's local rule store: one directory per tenant, and without
+    /// authentication Loki's only tenant is `fake`.
+    pub const LOKI_RULES: &str = "children/loki/rules";
+    pub const LOKI_LOG_RULES: &str = "children/loki/rules/fake/obsbox.yaml";
     pub const GRAFANA_CONFIG: &str = "children/grafana/grafana.ini";
     pub const GRAFANA_DATASOURCES: &str = "children/grafana/provisioning/datasources/obsbox.yaml";
 }
@@ -44,6 +57,7 @@ pub fn render(settings: &Settings, env: &Environment) -> Vec<ConfigFile> {
         })
     };
     if s.prometheus.enabled {
+        let catalog = rules::Catalog::new(settings, env);
         add(
             "prometheus",
             paths::PROMETHEUS_CONFIG,
@@ -51,31 +65,37 @@ pub fn render(settings: &Settings, env: &Environment) -> Vec<ConfigFile> {
         );
         add(
             "prometheus",
-            paths::PROMETHEUS_BACKUP_RULES,
-            backup_rules(settings),
-        );
-        add("prometheus", paths::PROMETHEUS_TARGET_RULES, target_rules());
-        add(
-            "prometheus",
             paths::PROMETHEUS_TARGETS,
             file_sd_targets(settings),
         );
-        add("prometheus", paths::PROMETHEUS_PROBE_RULES, probe_rules());
         add(
             "prometheus",
             paths::PROMETHEUS_PROBES,
             file_sd_probes(settings),
         );
+        let rule_files = [
+            (paths::PROMETHEUS_HOST_RULES, catalog.host_rules()),
+            (paths::PROMETHEUS_APPLIANCE_RULES, catalog.appliance_rules()),
+            (paths::PROMETHEUS_TARGET_RULES, catalog.target_rules()),
+            (paths::PROMETHEUS_PROBE_RULES, catalog.probe_rules()),
+            (paths::PROMETHEUS_BACKUP_RULES, catalog.backup_rules()),
+            (paths::PROMETHEUS_SLO_RULES, catalog.slo_rules()),
+        ];
+        for (path, contents) in rule_files {
+            add("prometheus", path, contents);
+        }
     }
     if s.alertmanager.enabled {
         add(
             "alertmanager",
             paths::ALERTMANAGER_CONFIG,
-            alertmanager(settings),
+            alertmanager::alertmanager(settings, env),
         );
     }
     if s.loki.enabled {
         add("loki", paths::LOKI_CONFIG, loki(settings, env));
+        let catalog = rules::Catalog::new(settings, env);
+        add("loki", paths::LOKI_LOG_RULES, catalog.log_rules());
     }
     if s.grafana.enabled {
         add("grafana", paths::GRAFANA_CONFIG, grafana_ini(settings, env));
@@ -111,7 +131,9 @@ fn prometheus(settings: &Settings, env: &Environment) -> String {
     for (k, v) in &p.external_labels {
         labels.insert(k.clone(), json!(v));
     }
-    let job = |name: &str, target: String| json!({"job_name": name, "static_configs": [{"targets": [target]}]});
+    // The box's own jobs carry its name as `host`, like every other series.
+    let host = &settings.general.hostname;
+    let job = |name: &str, target: String| json!({"job_name": name, "static_configs": [{"targets": [target], "labels": {"host": host}}]});
     let mut scrape = vec![job("obsbox", env.obsbox_address.clone())];
     if s.prometheus.enabled {
         scrape.push(job("prometheus", loopback(s.prometheus.port)));
@@ -170,6 +192,7 @@ fn file_sd_targets(settings: &Settings) -> String {
             let mut labels = serde_json::Map::new();
             labels.insert("target".into(), json!(t.name));
             labels.insert("exporter".into(), json!(t.exporter));
+            labels.insert("host".into(), json!(host_of(&t.address)));
             labels.insert("__metrics_path__".into(), json!(t.metrics_path));
             labels.insert("__scheme__".into(), json!(t.scheme));
             for (k, v) in &t.labels {
@@ -179,6 +202,21 @@ fn file_sd_targets(settings: &Settings) -> String {
         })
         .collect();
     serde_json::to_string_pretty(&groups).unwrap_or_else(|_| "[]".into()) + "\n"
+}
+
+/// The host part of `host:port`, `[v6]:port`, a URL or a bare host, so that
+/// every series about one machine shares its `host` label (inhibition uses it).
+fn host_of(address: &str) -> &str {
+    let rest = address.split_once("://").map_or(address, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
+    if let Some(v6) = authority.strip_prefix('[') {
+        return v6.split(']').next().unwrap_or(v6);
+    }
+    match authority.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => authority,
+    }
 }
 
 /// The probes, each a scrape of the blackbox exporter with its own target and module.
@@ -191,6 +229,7 @@ fn file_sd_probes(settings: &Settings) -> String {
             let mut labels = serde_json::Map::new();
             labels.insert("probe".into(), json!(p.name));
             labels.insert("kind".into(), json!(p.kind));
+            labels.insert("host".into(), json!(host_of(&p.target)));
             labels.insert("__param_target".into(), json!(p.target));
             labels.insert("__param_module".into(), json!(p.kind.module()));
             for (k, v) in &p.labels {
@@ -212,188 +251,10 @@ fn blackbox() -> String {
     yaml("Blackbox exporter configuration", &doc)
 }
 
-/// An alerting rule as every obsbox rule file writes it: `severity` and
-/// `service` labels, a summary and a description.
-struct Alert<'a> {
-    name: &'a str,
-    expr: String,
-    /// How long the condition must hold first; `None` fires at once.
-    wait: Option<&'a str>,
-    severity: &'a str,
-    service: &'a str,
-    summary: &'a str,
-    description: String,
-}
-
-impl Alert<'_> {
-    fn rule(&self) -> Value {
-        let mut rule = serde_json::Map::new();
-        rule.insert("alert".into(), json!(self.name));
-        rule.insert("expr".into(), json!(self.expr));
-        if let Some(wait) = self.wait {
-            rule.insert("for".into(), json!(wait));
-        }
-        rule.insert(
-            "labels".into(),
-            json!({"severity": self.severity, "service": self.service}),
-        );
-        rule.insert(
-            "annotations".into(),
-            json!({"summary": self.summary, "description": self.description}),
-        );
-        Value::Object(rule)
-    }
-}
-
-/// A rule file holding one group.
-fn rule_file(header: &str, group: &str, rules: Vec<Value>) -> String {
-    yaml(
-        header,
-        &json!({"groups": [{"name": group, "rules": rules}]}),
-    )
-}
-
-/// A failing probe, and a TLS certificate (seen by an https probe) near its end.
-fn probe_rules() -> String {
-    let rules = [
-        Alert {
-            name: "ProbeFailed",
-            expr: r#"probe_success{job="probes"} == 0"#.into(),
-            wait: Some("2m"),
-            severity: "warning",
-            service: "monitoring",
-            summary: "Probe {{ $labels.probe }} fails",
-            description:
-                "The {{ $labels.kind }} check of {{ $labels.instance }} has failed for 2 minutes."
-                    .into(),
-        },
-        Alert {
-            name: "TLSCertificateExpiresSoon",
-            expr: r#"probe_ssl_earliest_cert_expiry{job="probes"} - time() < 7 * 86400"#.into(),
-            wait: None,
-            severity: "critical",
-            service: "monitoring",
-            summary: "The certificate of {{ $labels.instance }} expires in less than 7 days",
-            description: "It expires in {{ $value | humanizeDuration }}.".into(),
-        },
-    ];
-    rule_file(
-        "Probe alert rules",
-        "obsbox-probes",
-        rules.iter().map(Alert::rule).collect(),
-    )
-}
-
-/// Coverage of the user's targets (the share answering) and their alerts.
-fn target_rules() -> String {
-    let coverage = json!({
-        "record": "obsbox:target_coverage:ratio",
-        "expr": r#"sum(up{job="targets"}) / count(up{job="targets"})"#,
-    });
-    let alerts = [
-        Alert {
-            name: "TargetDown",
-            expr: r#"up{job="targets"} == 0"#.into(),
-            wait: Some("3m"),
-            severity: "warning",
-            service: "monitoring",
-            summary: "Target {{ $labels.target }} does not answer",
-            description: "Prometheus cannot scrape {{ $labels.target }} ({{ $labels.instance }}, {{ $labels.exporter }} exporter).".into(),
-        },
-        Alert {
-            name: "TargetCoverageLow",
-            expr: "obsbox:target_coverage:ratio < 0.95".into(),
-            wait: Some("5m"),
-            severity: "warning",
-            service: "monitoring",
-            summary: "Fewer than 95% of the targets answer",
-            description: "Only {{ $value | humanizePercentage }} of the registered targets can be scraped.".into(),
-        },
-    ];
-    let rules = std::iter::once(coverage)
-        .chain(alerts.iter().map(Alert::rule))
-        .collect();
-    rule_file("Scrape target alert rules", "obsbox-targets", rules)
-}
-
-/// Alerts on the backups' recovery point and time objectives and on failures.
-fn backup_rules(settings: &Settings) -> String {
-    let seconds = |d: &str| crate::settings::parse_duration(d).map_or(0, |d| d.as_secs());
-    let b = &settings.backups;
-    let backup = |name, expr: String, severity, summary, description: String| Alert {
-        name,
-        expr,
-        wait: None,
-        severity,
-        service: "backup",
-        summary,
-        description,
-    };
-    let rules = [
-        backup(
-            "BackupFailed",
-            r#"obsbox_backup_last_result{result="failed"} == 1"#.into(),
-            "critical",
-            "Backup job {{ $labels.backup_job }} failed",
-            "The last run of backup job {{ $labels.backup_job }} failed; its history in obsbox says why.".into(),
-        ),
-        backup(
-            "BackupRPOExceeded",
-            format!("time() - obsbox_backup_last_success_timestamp_seconds > {}", seconds(&b.rpo)),
-            "critical",
-            "Backup job {{ $labels.backup_job }} has no good backup within its RPO",
-            format!("The newest good backup of {{{{ $labels.backup_job }}}} is older than {}.", b.rpo),
-        ),
-        backup(
-            "BackupSlowerThanUsual",
-            "obsbox_backup_last_duration_seconds > 1.5 * quantile_over_time(0.5, obsbox_backup_last_duration_seconds[7d])".into(),
-            "warning",
-            "Backup job {{ $labels.backup_job }} took 50% longer than its 7-day median",
-            "The last backup of {{ $labels.backup_job }} took {{ $value | humanizeDuration }}.".into(),
-        ),
-        backup(
-            "BackupDrillFailed",
-            "obsbox_backup_drill_last_success == 0".into(),
-            "critical",
-            "The restore drill of backup job {{ $labels.backup_job }} failed",
-            "A restore of the newest snapshot of {{ $labels.backup_job }} did not match what was backed up.".into(),
-        ),
-        backup(
-            "BackupRTOExceeded",
-            format!("obsbox_backup_drill_restore_seconds > {}", seconds(&b.rto)),
-            "critical",
-            "Restoring backup job {{ $labels.backup_job }} takes longer than its RTO",
-            format!("The last restore drill of {{{{ $labels.backup_job }}}} took longer than {}.", b.rto),
-        ),
-    ];
-    rule_file(
-        "Backup alert rules",
-        "obsbox-backups",
-        rules.iter().map(Alert::rule).collect(),
-    )
-}
-
-fn alertmanager(settings: &Settings) -> String {
-    let a = &settings.alertmanager;
-    let doc = json!({
-        "global": {"resolve_timeout": a.resolve_timeout},
-        "route": {
-            "receiver": "default",
-            "group_by": ["alertname", "instance"],
-            "group_wait": a.group_wait,
-            "group_interval": a.group_interval,
-            "repeat_interval": a.repeat_interval,
-        },
-        // Receivers with real destinations come from the alert-routing settings.
-        "receivers": [{"name": "default"}],
-    });
-    yaml("Alertmanager configuration", &doc)
-}
-
 fn loki(settings: &Settings, env: &Environment) -> String {
     let data = env.data_dir.join(paths::LOKI_DATA);
     let dir = |sub: &str| data.join(sub).display().to_string();
-    let doc = json!({
+    let mut doc = json!({
         "auth_enabled": false,
         "server": {
             "http_listen_address": "127.0.0.1",
@@ -404,7 +265,10 @@ fn loki(settings: &Settings, env: &Environment) -> String {
         },
         "common": {
             "path_prefix": data.display().to_string(),
-            "storage": {"filesystem": {"chunks_directory": dir("chunks"), "rules_directory": dir("rules")}},
+            "storage": {"filesystem": {
+                "chunks_directory": dir("chunks"),
+                "rules_directory": env.data_dir.join(paths::LOKI_RULES).display().to_string(),
+            }},
             "replication_factor": 1,
             "ring": {"kvstore": {"store": "inmemory"}},
             "instance_addr": "127.0.0.1",
@@ -424,6 +288,19 @@ fn loki(settings: &Settings, env: &Environment) -> String {
         },
         "analytics": {"reporting_enabled": false},
     });
+    // The ruler evaluates the LogQL alert rules and sends to Alertmanager.
+    let mut ruler = json!({
+        "rule_path": dir("rules-temp"),
+        "enable_api": true,
+        "ring": {"kvstore": {"store": "inmemory"}},
+    });
+    if settings.services.alertmanager.enabled {
+        ruler["alertmanager_url"] = json!(format!(
+            "http://{}",
+            loopback(settings.services.alertmanager.port)
+        ));
+    }
+    doc["ruler"] = ruler;
     yaml("Loki configuration", &doc)
 }
 

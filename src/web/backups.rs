@@ -1,6 +1,6 @@
 //! `/api/backups`: jobs, runs, halts and history.
 
-use super::{ApiError, ApiResult, AppState, API_ACTOR};
+use super::{json_body, ApiError, ApiResult, AppState, API_ACTOR};
 use crate::backup::{BackupError, Kind, SecretsUpdate};
 use crate::settings::BackupJob;
 use axum::body::Bytes;
@@ -39,15 +39,6 @@ impl From<BackupError> for ApiError {
             ),
         }
     }
-}
-
-fn json_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| {
-        ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            format!("the body is not what this takes: {e}"),
-        )
-    })
 }
 
 /// A job with its secrets, which are stored apart and never shown back.

@@ -111,6 +111,7 @@ pub(super) async fn metrics(State(app): State<Arc<AppState>>) -> Response {
     if let Ok(backups) = app.backups.status().await {
         register_backups(&mut registry, &backups);
     }
+    register_alerts(&mut registry, &app.alerts);
 
     let rss = Gauge::<i64>::default();
     rss.set(resident_bytes());
@@ -216,6 +217,50 @@ fn register_backups(registry: &mut Registry, status: &crate::backup::BackupStatu
         "How long the last drill's restore took (RTO)",
         restore,
     );
+    let runs = Family::<RunLabels, Counter>::default();
+    let drills = Family::<DrillLabels, Counter>::default();
+    for job in &status.jobs {
+        let c = &job.counts;
+        let mut drills_ok = 0;
+        let mut drills_failed = 0;
+        for (kind, result, n) in &c.runs {
+            let n = u64::try_from(*n).unwrap_or(0);
+            runs.get_or_create(&RunLabels {
+                backup_job: job.name.clone(),
+                kind: kind.as_str().into(),
+                result: result.as_str().into(),
+            })
+            .inc_by(n);
+            match (kind, result) {
+                (crate::backup::Kind::Drill, crate::backup::Outcome::Ok) => drills_ok = n,
+                (crate::backup::Kind::Drill, crate::backup::Outcome::Failed) => drills_failed = n,
+                _ => {}
+            }
+        }
+        let within = u64::try_from(c.drills_within_rto).unwrap_or(0);
+        for (outcome, n) in [
+            ("within_rto", within),
+            ("over_rto", drills_ok.saturating_sub(within)),
+            ("failed", drills_failed),
+        ] {
+            drills
+                .get_or_create(&DrillLabels {
+                    backup_job: job.name.clone(),
+                    outcome: outcome.into(),
+                })
+                .inc_by(n);
+        }
+    }
+    registry.register(
+        "obsbox_backup_runs",
+        "Finished runs by kind (backup, verify, drill) and result",
+        runs,
+    );
+    registry.register(
+        "obsbox_backup_drills",
+        "Restore drills: passed within the RTO, passed over it, or failed",
+        drills,
+    );
     let halted = Gauge::<i64>::default();
     halted.set(status.halted.len() as i64);
     registry.register(
@@ -223,6 +268,91 @@ fn register_backups(registry: &mut Registry, status: &crate::backup::BackupStatu
         "Active reasons backups are halted",
         halted,
     );
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RunLabels {
+    backup_job: String,
+    kind: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DrillLabels {
+    backup_job: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SeverityLabel {
+    severity: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabel {
+    status: String,
+}
+
+fn register_alerts(registry: &mut Registry, alerts: &crate::alerts::Alerts) {
+    type F64 = Gauge<f64, AtomicU64>;
+    let notifications = Family::<StatusLabel, Counter>::default();
+    let (firing, resolved) = alerts.notifications();
+    for (status, n) in [("firing", firing), ("resolved", resolved)] {
+        notifications
+            .get_or_create(&StatusLabel {
+                status: status.into(),
+            })
+            .inc_by(n);
+    }
+    registry.register(
+        "obsbox_alert_notifications",
+        "Notifications Alertmanager sent obsbox since it started",
+        notifications,
+    );
+    let Ok(stats) = alerts.stats() else {
+        return;
+    };
+    let firing = Family::<SeverityLabel, Gauge>::default();
+    for severity in ["critical", "warning", "info"] {
+        firing
+            .get_or_create(&SeverityLabel {
+                severity: severity.into(),
+            })
+            .set(0);
+    }
+    for (severity, n) in &stats.firing {
+        firing
+            .get_or_create(&SeverityLabel {
+                severity: severity.clone(),
+            })
+            .set(*n);
+    }
+    registry.register("obsbox_alerts_firing", "Alerts firing now", firing);
+    let acknowledged = Gauge::<i64>::default();
+    acknowledged.set(stats.acknowledged);
+    registry.register(
+        "obsbox_alerts_acknowledged",
+        "Alerts of the last 30 days that were acknowledged",
+        acknowledged,
+    );
+    for (name, help, value) in [
+        (
+            "obsbox_alerts_mtta_seconds",
+            "Mean time to acknowledge, over the alerts of the last 30 days",
+            stats.mtta_seconds,
+        ),
+        (
+            "obsbox_alerts_mttr_seconds",
+            "Mean time to resolve, over the alerts of the last 30 days",
+            stats.mttr_seconds,
+        ),
+    ] {
+        if let Some(value) = value {
+            let gauge = F64::default();
+            gauge.set(value);
+            registry.register(name, help, gauge);
+        }
+    }
 }
 
 /// Resident set size of this process, from /proc/self/statm.

@@ -2,6 +2,7 @@
 //! Prometheus, and the JSON API under `/api/`. Handlers only translate
 //! between HTTP and the modules; they hold no logic of their own.
 
+mod alerts;
 mod backups;
 mod metrics;
 
@@ -20,6 +21,7 @@ use std::sync::Arc;
 
 /// What the handlers reach.
 pub struct AppState {
+    pub alerts: Arc<crate::alerts::Alerts>,
     pub backups: crate::backup::Backups,
     pub services: Arc<Services>,
     pub supervisor: Supervisor,
@@ -38,6 +40,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/settings/{section}", put(update_settings))
         .route("/api/audit", get(audit))
         .merge(backups::routes())
+        .merge(alerts::routes())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such page".into()) })
         .with_state(state)
 }
@@ -123,6 +126,16 @@ impl From<ServicesError> for ApiError {
 }
 
 type ApiResult = Result<Response, ApiError>;
+
+/// A request body as the handler's type, or a 422 saying what is wrong with it.
+fn json_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("the body is not what this takes: {e}"),
+        )
+    })
+}
 
 /// Who made a change, for the audit log. Until logins exist (the web UI
 /// issue), changes over the API are attributed to the API itself.

@@ -1,0 +1,281 @@
+//! Alert history in SQLite: every notification Alertmanager sends obsbox,
+//! folded into one row per alert occurrence, acknowledgements, and the mean
+//! times to acknowledge and to resolve.
+
+use crate::store::{now_millis, Store, StoreError};
+use rusqlite::{params, OptionalExtension, Row};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// A notification as Alertmanager's webhook sends it (payload version 4).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Notification {
+    pub status: String,
+    pub alerts: Vec<NotifiedAlert>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NotifiedAlert {
+    pub status: String,
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+    pub starts_at: String,
+    #[serde(default)]
+    pub ends_at: String,
+    pub fingerprint: String,
+}
+
+/// One alert occurrence as the history shows it. Times in Unix milliseconds.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct AlertRecord {
+    pub id: i64,
+    pub fingerprint: String,
+    pub alertname: String,
+    pub severity: String,
+    pub status: String,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    pub starts_at: i64,
+    pub ends_at: Option<i64>,
+    pub acked_at: Option<i64>,
+    pub acked_by: Option<String>,
+    pub notifications: i64,
+}
+
+/// Figures over the alerts that started in the last 30 days (test alerts left out).
+#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+pub struct AlertStats {
+    /// Alerts firing now, by severity.
+    pub firing: BTreeMap<String, i64>,
+    pub acknowledged: i64,
+    pub resolved: i64,
+    /// Mean time from start to acknowledgement.
+    pub mtta_seconds: Option<f64>,
+    /// Mean time from start to resolution.
+    pub mttr_seconds: Option<f64>,
+}
+
+/// The alert name test alerts carry; they stay out of the figures.
+pub const TEST_ALERT: &str = "ObsboxTestAlert";
+
+const STATS_WINDOW_MS: i64 = 30 * 86_400_000;
+
+/// Parses an RFC 3339 time; Alertmanager's "no end" (year 1) is `None`.
+fn millis(text: &str) -> Option<i64> {
+    let t: jiff::Timestamp = text.parse().ok()?;
+    let ms = t.as_millisecond();
+    (ms > 0).then_some(ms)
+}
+
+/// Folds a notification into the history; returns how many alerts it named.
+pub fn record(store: &Store, notification: &Notification) -> Result<usize, StoreError> {
+    let now = now_millis();
+    store.with_conn(|conn| {
+        let tx = conn.transaction()?;
+        for alert in &notification.alerts {
+            let Some(starts_at) = millis(&alert.starts_at) else {
+                continue;
+            };
+            let resolved = alert.status == "resolved";
+            let ends_at = if resolved {
+                millis(&alert.ends_at).or(Some(now))
+            } else {
+                None
+            };
+            let label = |name: &str| alert.labels.get(name).cloned().unwrap_or_default();
+            tx.execute(
+                "INSERT INTO alerts (fingerprint, starts_at, alertname, severity, labels,
+                     annotations, status, ends_at, last_notified_at, notifications)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 1)
+                 ON CONFLICT (fingerprint, starts_at) DO UPDATE SET
+                     status = excluded.status, ends_at = excluded.ends_at,
+                     labels = excluded.labels, annotations = excluded.annotations,
+                     last_notified_at = excluded.last_notified_at,
+                     notifications = notifications + 1",
+                params![
+                    alert.fingerprint,
+                    starts_at,
+                    label("alertname"),
+                    label("severity"),
+                    serde_json::to_string(&alert.labels).unwrap_or_default(),
+                    serde_json::to_string(&alert.annotations).unwrap_or_default(),
+                    if resolved { "resolved" } else { "firing" },
+                    ends_at,
+                    now,
+                ],
+            )?;
+        }
+        tx.commit()?;
+        Ok(notification.alerts.len())
+    })
+}
+
+const COLUMNS: &str = "id, fingerprint, alertname, severity, status, labels, annotations,
+    starts_at, ends_at, acked_at, acked_by, notifications";
+
+fn from_row(row: &Row) -> rusqlite::Result<AlertRecord> {
+    let map = |text: String| serde_json::from_str(&text).unwrap_or_default();
+    Ok(AlertRecord {
+        id: row.get(0)?,
+        fingerprint: row.get(1)?,
+        alertname: row.get(2)?,
+        severity: row.get(3)?,
+        status: row.get(4)?,
+        labels: map(row.get(5)?),
+        annotations: map(row.get(6)?),
+        starts_at: row.get(7)?,
+        ends_at: row.get(8)?,
+        acked_at: row.get(9)?,
+        acked_by: row.get(10)?,
+        notifications: row.get(11)?,
+    })
+}
+
+/// The newest `limit` alerts, optionally only those `firing` or `resolved`.
+pub fn list(
+    store: &Store,
+    status: Option<&str>,
+    limit: u32,
+) -> Result<Vec<AlertRecord>, StoreError> {
+    store.with_conn(|conn| {
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {COLUMNS} FROM alerts WHERE ?1 IS NULL OR status = ?1
+             ORDER BY starts_at DESC, id DESC LIMIT ?2"
+        ))?;
+        let rows = stmt.query_map(params![status, limit], from_row)?;
+        rows.collect()
+    })
+}
+
+/// One alert, if it exists.
+pub fn get(store: &Store, id: i64) -> Result<Option<AlertRecord>, StoreError> {
+    store.with_conn(|conn| {
+        conn.query_row(
+            &format!("SELECT {COLUMNS} FROM alerts WHERE id = ?1"),
+            [id],
+            from_row,
+        )
+        .optional()
+    })
+}
+
+/// Marks an alert acknowledged by `actor`; acknowledging again changes
+/// nothing. `None` when there is no such alert.
+pub fn acknowledge(
+    store: &Store,
+    id: i64,
+    actor: &str,
+) -> Result<Option<AlertRecord>, StoreError> {
+    store.with_conn(|conn| {
+        conn.execute(
+            "UPDATE alerts SET acked_at = ?2, acked_by = ?3 WHERE id = ?1 AND acked_at IS NULL",
+            params![id, now_millis(), actor],
+        )?;
+        Ok(())
+    })?;
+    get(store, id)
+}
+
+pub fn stats(store: &Store) -> Result<AlertStats, StoreError> {
+    let since = now_millis() - STATS_WINDOW_MS;
+    store.with_conn(|conn| {
+        let mut stats = AlertStats::default();
+        let mut stmt = conn.prepare(
+            "SELECT severity, COUNT(*) FROM alerts WHERE status = 'firing' AND alertname != ?1
+             GROUP BY severity",
+        )?;
+        for row in stmt.query_map([TEST_ALERT], |r| Ok((r.get(0)?, r.get(1)?)))? {
+            let (severity, count): (String, i64) = row?;
+            stats.firing.insert(severity, count);
+        }
+        let (acknowledged, resolved, mtta, mttr) = conn.query_row(
+            "SELECT COUNT(acked_at), COUNT(ends_at),
+                    AVG(acked_at - starts_at) / 1000.0, AVG(ends_at - starts_at) / 1000.0
+             FROM alerts WHERE starts_at >= ?1 AND alertname != ?2",
+            params![since, TEST_ALERT],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )?;
+        stats.acknowledged = acknowledged;
+        stats.resolved = resolved;
+        stats.mtta_seconds = mtta;
+        stats.mttr_seconds = mttr;
+        Ok(stats)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn notification(status: &str, alerts: serde_json::Value) -> Notification {
+        serde_json::from_value(json!({"receiver": "obsbox", "status": status, "alerts": alerts}))
+            .unwrap()
+    }
+
+    fn alert(name: &str, status: &str, starts: &str, ends: &str) -> serde_json::Value {
+        json!({"status": status, "labels": {"alertname": name, "severity": "critical", "host": "nas"},
+               "annotations": {"summary": "s"}, "startsAt": starts, "endsAt": ends,
+               "fingerprint": format!("fp-{name}")})
+    }
+
+    #[test]
+    fn notifications_fold_into_one_row_per_occurrence_and_feed_mttr() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let now = jiff::Timestamp::now();
+        let ago = |minutes: i64| {
+            (now - jiff::SignedDuration::from_mins(minutes)).to_string()
+        };
+        let unset = "0001-01-01T00:00:00Z";
+        let firing = notification("firing", json!([alert("DiskUsageCritical", "firing", &ago(30), unset)]));
+        record(&store, &firing).unwrap();
+        record(&store, &firing).unwrap();
+        let rows = list(&store, None, 10).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].notifications, 2);
+        assert_eq!(stats(&store).unwrap().firing.get("critical"), Some(&1));
+
+        let acked = acknowledge(&store, rows[0].id, "admin").unwrap().unwrap();
+        assert_eq!(acked.acked_by.as_deref(), Some("admin"));
+        // A second acknowledgement keeps the first.
+        let again = acknowledge(&store, rows[0].id, "other").unwrap().unwrap();
+        assert_eq!(again.acked_at, acked.acked_at);
+        assert!(acknowledge(&store, 999, "admin").unwrap().is_none());
+
+        let resolved = notification(
+            "resolved",
+            json!([alert("DiskUsageCritical", "resolved", &ago(30), &ago(10))]),
+        );
+        record(&store, &resolved).unwrap();
+        let stats = stats(&store).unwrap();
+        assert!(stats.firing.is_empty());
+        assert_eq!((stats.acknowledged, stats.resolved), (1, 1));
+        let mttr = stats.mttr_seconds.unwrap();
+        assert!((mttr - 1200.0).abs() < 1.0, "{mttr}");
+        let mtta = stats.mtta_seconds.unwrap();
+        assert!((1790.0..1900.0).contains(&mtta), "{mtta}");
+        assert_eq!(list(&store, Some("resolved"), 10).unwrap().len(), 1);
+        assert!(list(&store, Some("firing"), 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn test_alerts_and_garbled_times_stay_out_of_the_figures() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let now = jiff::Timestamp::now().to_string();
+        record(
+            &store,
+            &notification(
+                "firing",
+                json!([alert(TEST_ALERT, "firing", &now, ""), alert("X", "firing", "yesterday", "")]),
+            ),
+        )
+        .unwrap();
+        assert_eq!(list(&store, None, 10).unwrap().len(), 1);
+        assert_eq!(stats(&store).unwrap(), AlertStats::default());
+    }
+}

@@ -1,0 +1,143 @@
+//! Relaying a notification to a Matrix room through the client-server API
+//! (`PUT /_matrix/client/v3/rooms/{roomId}/send/m.room.message/{txnId}`).
+
+use super::history::Notification;
+use serde_json::json;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// The message for a notification: plain text and its HTML twin.
+pub fn message(notification: &Notification) -> serde_json::Value {
+    let firing = notification
+        .alerts
+        .iter()
+        .filter(|a| a.status == "firing")
+        .count();
+    let title = if firing > 0 {
+        format!("[FIRING:{firing}]")
+    } else {
+        "[RESOLVED]".to_string()
+    };
+    let mut text = vec![title.clone()];
+    let mut html = vec![format!("<strong>{}</strong><ul>", escape(&title))];
+    for alert in &notification.alerts {
+        let label = |name: &str| alert.labels.get(name).map_or("", String::as_str);
+        let annotation = |name: &str| alert.annotations.get(name).map_or("", String::as_str);
+        let head = format!(
+            "{} {} ({}){}",
+            alert.status.to_uppercase(),
+            label("alertname"),
+            label("severity"),
+            match label("host") {
+                "" => String::new(),
+                host => format!(" on {host}"),
+            }
+        );
+        text.push(format!("- {head}: {}", annotation("summary")));
+        let mut item = format!(
+            "<li><strong>{}</strong>: {}",
+            escape(&head),
+            escape(annotation("summary"))
+        );
+        if !annotation("runbook_url").is_empty() {
+            text.push(format!("  runbook: {}", annotation("runbook_url")));
+            item.push_str(&format!(
+                " (<a href=\"{}\">runbook</a>)",
+                escape(annotation("runbook_url"))
+            ));
+        }
+        item.push_str("</li>");
+        html.push(item);
+    }
+    html.push("</ul>".into());
+    json!({
+        "msgtype": "m.text",
+        "body": text.join("\n"),
+        "format": "org.matrix.custom.html",
+        "formatted_body": html.concat(),
+    })
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// Percent-encodes one path segment (room IDs hold `!` and `:`).
+fn segment(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Sends `content` to the room; blocking (run it off the async threads).
+pub fn send(
+    homeserver: &str,
+    room_id: &str,
+    token: &str,
+    content: &serde_json::Value,
+) -> Result<(), String> {
+    static SENT: AtomicU64 = AtomicU64::new(0);
+    // Unique per message so that the homeserver does not drop a retry of a
+    // different message as a duplicate.
+    let txn = format!(
+        "obsbox-{}-{}",
+        crate::store::now_millis(),
+        SENT.fetch_add(1, Ordering::Relaxed)
+    );
+    let url = format!(
+        "{}/_matrix/client/v3/rooms/{}/send/m.room.message/{txn}",
+        homeserver.trim_end_matches('/'),
+        segment(room_id)
+    );
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(15))
+        .build();
+    match agent
+        .put(&url)
+        .set("Authorization", &format!("Bearer {token}"))
+        .send_json(content)
+    {
+        Ok(_) => Ok(()),
+        Err(ureq::Error::Status(code, response)) => {
+            let body = response.into_string().unwrap_or_default();
+            Err(format!(
+                "the homeserver answered {code}: {}",
+                body.chars().take(300).collect::<String>()
+            ))
+        }
+        Err(e) => Err(format!("cannot reach the homeserver: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_name_each_alert_and_escape_html() {
+        let notification: Notification = serde_json::from_value(json!({
+            "receiver": "room", "status": "firing",
+            "alerts": [{"status": "firing", "labels": {"alertname": "HostDown", "severity": "critical", "host": "nas"},
+                        "annotations": {"summary": "Host <nas> is down", "runbook_url": "http://obsbox:8080/runbooks/HostDown"},
+                        "startsAt": "2026-01-01T00:00:00Z", "fingerprint": "f"}]
+        }))
+        .unwrap();
+        let m = message(&notification);
+        assert_eq!(
+            m["body"],
+            "[FIRING:1]\n- FIRING HostDown (critical) on nas: Host <nas> is down\n  runbook: http://obsbox:8080/runbooks/HostDown"
+        );
+        let html = m["formatted_body"].as_str().unwrap();
+        assert!(html.contains("Host &lt;nas&gt; is down"), "{html}");
+        assert!(html.contains("<a href=\"http://obsbox:8080/runbooks/HostDown\">"));
+        assert_eq!(segment("!abc:example.org"), "%21abc%3Aexample.org");
+    }
+}

@@ -1,0 +1,435 @@
+//! Alerts after Prometheus fires them: obsbox's own webhook receiver (the
+//! history, acknowledgements, MTTA and MTTR), the Matrix relay, test alerts,
+//! silences, and receivers with their secrets. Alertmanager does the routing;
+//! this module talks to its v2 API.
+
+pub mod history;
+mod matrix;
+
+use crate::services::{
+    receiver_secret, Services, ServicesError, TEST_RECEIVER_LABEL, WEBHOOK_TOKEN_SECRET,
+};
+use crate::settings::{parse_duration, Receiver, ReceiverKind, Settings};
+use crate::store::{Store, StoreError};
+pub use history::{AlertRecord, AlertStats, Notification, TEST_ALERT};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AlertsError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Conflict(String),
+    /// Alertmanager is off, unreachable or refused the request.
+    #[error("{0}")]
+    Alertmanager(String),
+    /// A receiver obsbox relays to refused or could not be reached.
+    #[error("{0}")]
+    Relay(String),
+    #[error("cannot read random bytes for the webhook token: {0}")]
+    Random(std::io::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Services(#[from] ServicesError),
+}
+
+/// A receiver as the API shows it: its settings and whether its secret is set.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReceiverView {
+    #[serde(flatten)]
+    pub receiver: Receiver,
+    pub secret: &'static str,
+    pub secret_required: bool,
+    pub secret_set: bool,
+}
+
+/// A silence to create: exact label matches for a while.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SilenceRequest {
+    pub matchers: BTreeMap<String, String>,
+    /// How long it lasts, e.g. `2h`.
+    pub duration: String,
+    pub comment: String,
+}
+
+const ALERTMANAGER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Makes the token Alertmanager shows obsbox's webhook endpoints, once.
+pub fn ensure_webhook_token(store: &Store) -> Result<String, AlertsError> {
+    if let Ok(token) = std::fs::read_to_string(store.secret_path(WEBHOOK_TOKEN_SECRET)) {
+        if !token.trim().is_empty() {
+            return Ok(token.trim().to_string());
+        }
+    }
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut random| std::io::Read::read_exact(&mut random, &mut bytes))
+        .map_err(AlertsError::Random)?;
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    store.put_secret(WEBHOOK_TOKEN_SECRET, token.as_bytes())?;
+    Ok(token)
+}
+
+pub struct Alerts {
+    store: Store,
+    services: Arc<Services>,
+    webhook_token: String,
+    firing_notifications: AtomicU64,
+    resolved_notifications: AtomicU64,
+}
+
+impl Alerts {
+    pub fn new(store: Store, services: Arc<Services>, webhook_token: String) -> Alerts {
+        Alerts {
+            store,
+            services,
+            webhook_token,
+            firing_notifications: AtomicU64::new(0),
+            resolved_notifications: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether an `Authorization` header carries the webhook token. Compared
+    /// in constant time.
+    pub fn authorized(&self, header: Option<&str>) -> bool {
+        let Some(given) = header.and_then(|h| h.strip_prefix("Bearer ")) else {
+            return false;
+        };
+        let expected = self.webhook_token.as_bytes();
+        given.len() == expected.len()
+            && given
+                .bytes()
+                .zip(expected)
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    }
+
+    /// Takes a notification from Alertmanager into the history.
+    pub fn notify(&self, notification: &Notification) -> Result<usize, AlertsError> {
+        let counter = if notification.status == "resolved" {
+            &self.resolved_notifications
+        } else {
+            &self.firing_notifications
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        Ok(history::record(&self.store, notification)?)
+    }
+
+    /// Notifications received since start: (firing, resolved).
+    pub fn notifications(&self) -> (u64, u64) {
+        (
+            self.firing_notifications.load(Ordering::Relaxed),
+            self.resolved_notifications.load(Ordering::Relaxed),
+        )
+    }
+
+    pub fn history(
+        &self,
+        status: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<AlertRecord>, AlertsError> {
+        if status.is_some_and(|s| s != "firing" && s != "resolved") {
+            return Err(AlertsError::Invalid(
+                "status is 'firing' or 'resolved'".into(),
+            ));
+        }
+        Ok(history::list(&self.store, status, limit.clamp(1, 1000))?)
+    }
+
+    pub fn stats(&self) -> Result<AlertStats, AlertsError> {
+        Ok(history::stats(&self.store)?)
+    }
+
+    pub fn acknowledge(&self, id: i64, actor: &str) -> Result<AlertRecord, AlertsError> {
+        let record = history::acknowledge(&self.store, id, actor)?
+            .ok_or_else(|| AlertsError::NotFound(format!("no alert {id}")))?;
+        self.store.audit(
+            actor,
+            "alert.acknowledge",
+            &format!("{} ({id})", record.alertname),
+        )?;
+        Ok(record)
+    }
+
+    /// Posts a notification to the Matrix room of receiver `name`.
+    pub async fn relay(&self, name: &str, notification: Notification) -> Result<(), AlertsError> {
+        let settings = self.services.settings()?;
+        let receiver = find_receiver(&settings, name)?;
+        let ReceiverKind::Matrix {
+            homeserver,
+            room_id,
+        } = receiver.kind.clone()
+        else {
+            return Err(AlertsError::Invalid(format!(
+                "receiver '{name}' is not a Matrix receiver"
+            )));
+        };
+        let token = self
+            .secret(&receiver_secret(name, "access_token"))
+            .ok_or_else(|| {
+                AlertsError::Relay(format!("receiver '{name}' has no access_token set"))
+            })?;
+        let content = matrix::message(&notification);
+        tokio::task::spawn_blocking(move || matrix::send(&homeserver, &room_id, &token, &content))
+            .await
+            .map_err(|e| AlertsError::Relay(e.to_string()))?
+            .map_err(|e| {
+                tracing::warn!(receiver = name, error = %e, "Matrix relay failed");
+                AlertsError::Relay(e)
+            })
+    }
+
+    /// Sends a real alert through Alertmanager to receiver `name` only.
+    pub async fn send_test(&self, name: &str, actor: &str) -> Result<(), AlertsError> {
+        let settings = self.services.settings()?;
+        find_receiver(&settings, name)?;
+        let now = jiff::Timestamp::now();
+        let alert = json!([{
+            "labels": {
+                "alertname": TEST_ALERT,
+                "severity": "info",
+                "service": "alerting",
+                "host": settings.general.hostname,
+                TEST_RECEIVER_LABEL: name,
+            },
+            "annotations": {
+                "summary": format!("Test alert for receiver {name}"),
+                "description": format!("Sent from obsbox by {actor} to check that notifications reach {name}."),
+                "runbook_url": self.services.runbook_url(TEST_ALERT),
+            },
+            "startsAt": now.to_string(),
+            "endsAt": (now + jiff::SignedDuration::from_mins(5)).to_string(),
+        }]);
+        self.alertmanager(&settings, "POST", "/api/v2/alerts", Some(alert))
+            .await?;
+        self.store.audit(actor, "alert.test", name)?;
+        Ok(())
+    }
+
+    pub async fn silences(&self) -> Result<Value, AlertsError> {
+        let settings = self.services.settings()?;
+        self.alertmanager(&settings, "GET", "/api/v2/silences", None)
+            .await
+    }
+
+    /// Creates a silence; returns its ID.
+    pub async fn silence(
+        &self,
+        request: SilenceRequest,
+        actor: &str,
+    ) -> Result<String, AlertsError> {
+        let mut problems = Vec::new();
+        if request.matchers.is_empty() {
+            problems.push("name at least one label to match".to_string());
+        }
+        for (name, value) in &request.matchers {
+            if !crate::settings::is_label_name(name) && name != "__name__" {
+                problems.push(format!("'{name}' is not a label name"));
+            }
+            if value.is_empty() {
+                problems.push(format!("label '{name}' needs a value"));
+            }
+        }
+        let allowed = Duration::from_secs(60)..=Duration::from_secs(90 * 86_400);
+        let length = match parse_duration(&request.duration) {
+            Ok(d) if allowed.contains(&d) => Some(d),
+            Ok(_) => {
+                problems.push("duration: must be from 1m to 90d".into());
+                None
+            }
+            Err(e) => {
+                problems.push(format!("duration: {e}"));
+                None
+            }
+        };
+        if request.comment.trim().is_empty() {
+            problems.push("say why in a comment".into());
+        }
+        let (Some(length), true) = (length, problems.is_empty()) else {
+            return Err(AlertsError::Invalid(problems.join("; ")));
+        };
+        let now = jiff::Timestamp::now();
+        let ends = now + jiff::SignedDuration::try_from(length).unwrap_or_default();
+        let matchers: Vec<Value> = request
+            .matchers
+            .iter()
+            .map(|(name, value)| json!({"name": name, "value": value, "isRegex": false, "isEqual": true}))
+            .collect();
+        let body = json!({
+            "matchers": matchers,
+            "startsAt": now.to_string(),
+            "endsAt": ends.to_string(),
+            "createdBy": actor,
+            "comment": request.comment,
+        });
+        let settings = self.services.settings()?;
+        let answer = self
+            .alertmanager(&settings, "POST", "/api/v2/silences", Some(body))
+            .await?;
+        let id = answer["silenceID"].as_str().unwrap_or_default().to_string();
+        let described: Vec<String> = request
+            .matchers
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        self.store.audit(
+            actor,
+            "silence.create",
+            &format!("{id}: {} for {}", described.join(","), request.duration),
+        )?;
+        Ok(id)
+    }
+
+    pub async fn expire_silence(&self, id: &str, actor: &str) -> Result<(), AlertsError> {
+        let valid = !id.is_empty() && id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
+        if !valid {
+            return Err(AlertsError::NotFound(format!("no silence '{id}'")));
+        }
+        let settings = self.services.settings()?;
+        self.alertmanager(&settings, "DELETE", &format!("/api/v2/silence/{id}"), None)
+            .await?;
+        self.store.audit(actor, "silence.expire", id)?;
+        Ok(())
+    }
+
+    pub fn receivers(&self) -> Result<Vec<ReceiverView>, AlertsError> {
+        let settings = self.services.settings()?;
+        Ok(settings
+            .alerting
+            .receivers
+            .into_iter()
+            .map(|receiver| {
+                let (secret, secret_required) = receiver.kind.secret();
+                let secret_set = self
+                    .secret(&receiver_secret(&receiver.name, secret))
+                    .is_some();
+                ReceiverView {
+                    receiver,
+                    secret,
+                    secret_required,
+                    secret_set,
+                }
+            })
+            .collect())
+    }
+
+    /// Adds (`replace` false) or replaces a receiver, then its secret:
+    /// `None` keeps a stored one, an empty string removes it.
+    pub async fn save_receiver(
+        &self,
+        receiver: Receiver,
+        secret: Option<String>,
+        replace: bool,
+        actor: &str,
+    ) -> Result<(), AlertsError> {
+        let mut alerting = self.services.settings()?.alerting;
+        let name = receiver.name.clone();
+        let existing = alerting.receivers.iter().position(|r| r.name == name);
+        match (existing, replace) {
+            (Some(_), false) => {
+                return Err(AlertsError::Conflict(format!(
+                    "receiver '{name}' exists"
+                )))
+            }
+            (None, true) => {
+                return Err(AlertsError::NotFound(format!("no receiver '{name}'")))
+            }
+            (Some(i), true) => alerting.receivers[i] = receiver.clone(),
+            (None, false) => alerting.receivers.push(receiver.clone()),
+        }
+        self.update(&alerting, actor).await?;
+        if let Some(value) = secret {
+            let (secret_name, _) = receiver.kind.secret();
+            let stored = receiver_secret(&name, secret_name);
+            if value.is_empty() {
+                let _ = std::fs::remove_file(self.store.secret_path(&stored));
+            } else {
+                self.store.put_secret(&stored, value.trim().as_bytes())?;
+            }
+            self.store
+                .audit(actor, "receiver.secret", &format!("{name}: {secret_name}"))?;
+            self.services.refresh_secrets().await?;
+        }
+        Ok(())
+    }
+
+    /// Removes a receiver and its secret; refused while a route uses it.
+    pub async fn delete_receiver(&self, name: &str, actor: &str) -> Result<(), AlertsError> {
+        let mut alerting = self.services.settings()?.alerting;
+        let before = alerting.receivers.len();
+        alerting.receivers.retain(|r| r.name != name);
+        if alerting.receivers.len() == before {
+            return Err(AlertsError::NotFound(format!("no receiver '{name}'")));
+        }
+        self.update(&alerting, actor).await?;
+        self.store
+            .delete_secrets(&format!("alerting/receivers/{name}"))?;
+        self.services.refresh_secrets().await?;
+        Ok(())
+    }
+
+    async fn update(
+        &self,
+        alerting: &crate::settings::AlertingSettings,
+        actor: &str,
+    ) -> Result<(), AlertsError> {
+        let value = serde_json::to_value(alerting)
+            .map_err(|e| AlertsError::Invalid(e.to_string()))?;
+        self.services.update("alerting", value, actor).await?;
+        Ok(())
+    }
+
+    fn secret(&self, name: &str) -> Option<String> {
+        let value = std::fs::read_to_string(self.store.secret_path(name)).ok()?;
+        let value = value.trim();
+        (!value.is_empty()).then(|| value.to_string())
+    }
+
+    /// One request to Alertmanager's v2 API; its JSON answer.
+    async fn alertmanager(
+        &self,
+        settings: &Settings,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, AlertsError> {
+        let service = &settings.services.alertmanager;
+        if !service.enabled {
+            return Err(AlertsError::Alertmanager(
+                "Alertmanager is disabled in the settings".into(),
+            ));
+        }
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        let response =
+            crate::http_client::send_json(method, service.port, path, &body, ALERTMANAGER_TIMEOUT)
+                .await
+                .map_err(|e| AlertsError::Alertmanager(format!("Alertmanager: {e}")))?;
+        let text = String::from_utf8_lossy(&response.body);
+        if !(200..300).contains(&response.status) {
+            return Err(AlertsError::Alertmanager(format!(
+                "Alertmanager refused it ({}): {}",
+                response.status,
+                text.trim()
+            )));
+        }
+        Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+}
+
+fn find_receiver<'a>(settings: &'a Settings, name: &str) -> Result<&'a Receiver, AlertsError> {
+    settings
+        .alerting
+        .receivers
+        .iter()
+        .find(|r| r.name == name)
+        .ok_or_else(|| AlertsError::NotFound(format!("no receiver '{name}'")))
+}

@@ -1,0 +1,467 @@
+//! The alert catalog: Prometheus rule files (and one Loki ruler file), every
+//! threshold from the settings, every alert with `severity` and `service`
+//! labels, a summary, a description and a link to the runbook obsbox serves.
+
+use super::{yaml, Environment};
+use crate::settings::{Indicator, Settings, Slo};
+use serde_json::{json, Value};
+
+/// What every rule file needs: the settings and where runbooks are served.
+pub(super) struct Catalog<'a> {
+    settings: &'a Settings,
+    runbooks: String,
+}
+
+/// An alerting rule as every obsbox rule file writes it.
+struct Alert<'a> {
+    name: &'a str,
+    expr: String,
+    /// How long the condition must hold first; `None` fires at once.
+    wait: Option<&'a str>,
+    severity: &'a str,
+    service: &'a str,
+    summary: &'a str,
+    description: String,
+}
+
+/// Where the runbook of `alert` is served, as notifications link it.
+pub fn runbook_url(settings: &Settings, env: &Environment, alert: &str) -> String {
+    format!("{}/{alert}", runbooks(settings, env))
+}
+
+fn runbooks(settings: &Settings, env: &Environment) -> String {
+    let base = match &settings.alerting.external_url {
+        Some(url) => url.trim_end_matches('/').to_string(),
+        None => {
+            let port = env.obsbox_address.rsplit(':').next().unwrap_or("80");
+            format!("http://{}:{port}", settings.general.hostname)
+        }
+    };
+    format!("{base}/runbooks")
+}
+
+impl<'a> Catalog<'a> {
+    pub(super) fn new(settings: &'a Settings, env: &Environment) -> Catalog<'a> {
+        Catalog {
+            settings,
+            runbooks: runbooks(settings, env),
+        }
+    }
+
+    fn rule(&self, alert: &Alert) -> Value {
+        let mut rule = serde_json::Map::new();
+        rule.insert("alert".into(), json!(alert.name));
+        rule.insert("expr".into(), json!(alert.expr));
+        if let Some(wait) = alert.wait {
+            rule.insert("for".into(), json!(wait));
+        }
+        rule.insert(
+            "labels".into(),
+            json!({"severity": alert.severity, "service": alert.service}),
+        );
+        rule.insert(
+            "annotations".into(),
+            json!({
+                "summary": alert.summary,
+                "description": alert.description,
+                "runbook_url": format!("{}/{}", self.runbooks, alert.name),
+            }),
+        );
+        Value::Object(rule)
+    }
+
+    /// A rule file holding one group: recording rules first, then alerts.
+    fn file(&self, header: &str, group: Value, records: Vec<Value>, alerts: &[Alert]) -> String {
+        let mut group = group;
+        let rules: Vec<Value> = records
+            .into_iter()
+            .chain(alerts.iter().map(|a| self.rule(a)))
+            .collect();
+        group["rules"] = json!(rules);
+        yaml(header, &json!({"groups": [group]}))
+    }
+
+    /// Hosts: down or unreachable, disks filling, memory and CPU.
+    pub(super) fn host_rules(&self) -> String {
+        let t = &self.settings.alerting.thresholds;
+        let filesystems = r#"fstype!~"tmpfs|ramfs|devtmpfs|overlay|squashfs|nsfs|fuse.*",mountpoint!~"/(run|dev|sys|proc)($|/.*)""#;
+        let disk_used = format!(
+            "100 * (1 - node_filesystem_avail_bytes{{{filesystems}}} / node_filesystem_size_bytes{{{filesystems}}})"
+        );
+        let disk = |name, severity, percent: f64, wait| Alert {
+            name,
+            expr: format!("{disk_used} > {percent}"),
+            wait: Some(wait),
+            severity,
+            service: "infrastructure",
+            summary: "{{ $labels.mountpoint }} on {{ $labels.host }} is filling up",
+            description: format!(
+                "{{{{ $labels.mountpoint }}}} on {{{{ $labels.host }}}} is {{{{ $value | printf \"%.1f\" }}}}% full (threshold {percent}%)."
+            ),
+        };
+        let alerts = [
+            Alert {
+                name: "HostDown",
+                expr: r#"up{job="targets",exporter="node"} == 0 or probe_success{job="probes",kind="icmp"} == 0"#.into(),
+                wait: Some(&t.host_down_for),
+                severity: "critical",
+                service: "infrastructure",
+                summary: "Host {{ $labels.host }} is down or unreachable",
+                description: format!(
+                    "{{{{ $labels.host }}}} ({{{{ $labels.instance }}}}) has not answered for {}.",
+                    t.host_down_for
+                ),
+            },
+            disk("DiskUsageCritical", "critical", t.disk_critical_percent, "5m"),
+            disk("DiskUsageHigh", "warning", t.disk_warning_percent, "10m"),
+            Alert {
+                name: "MemoryUsageCritical",
+                expr: format!(
+                    "100 * (1 - node_memory_MemAvailable_bytes / node_memory_MemTotal_bytes) > {}",
+                    t.memory_critical_percent
+                ),
+                wait: Some("5m"),
+                severity: "critical",
+                service: "infrastructure",
+                summary: "Memory on {{ $labels.host }} is nearly exhausted",
+                description: format!(
+                    "{{{{ $labels.host }}}} uses {{{{ $value | printf \"%.1f\" }}}}% of its memory (threshold {}%).",
+                    t.memory_critical_percent
+                ),
+            },
+            Alert {
+                name: "CPUUsageHigh",
+                expr: format!(
+                    r#"100 * (1 - avg without (cpu, mode) (rate(node_cpu_seconds_total{{mode="idle"}}[5m]))) > {}"#,
+                    t.cpu_warning_percent
+                ),
+                wait: Some(&t.cpu_for),
+                severity: "warning",
+                service: "infrastructure",
+                summary: "CPU on {{ $labels.host }} is busy",
+                description: format!(
+                    "{{{{ $labels.host }}}} has used {{{{ $value | printf \"%.1f\" }}}}% of its CPU for {} (threshold {}%).",
+                    t.cpu_for, t.cpu_warning_percent
+                ),
+            },
+        ];
+        self.file(
+            "Host alert rules",
+            json!({"name": "obsbox-hosts"}),
+            Vec::new(),
+            &alerts,
+        )
+    }
+
+    /// obsbox's own children, config reloads, and escalation of critical alerts.
+    pub(super) fn appliance_rules(&self) -> String {
+        let mut alerts = vec![
+            Alert {
+                name: "ChildCrashLooping",
+                expr: r#"obsbox_child_state{state="crash-looping"} == 1"#.into(),
+                wait: None,
+                severity: "critical",
+                service: "appliance",
+                summary: "{{ $labels.child }} keeps crashing",
+                description: "obsbox stopped restarting {{ $labels.child }} after it exited soon after each of its last starts; its log says why.".into(),
+            },
+            Alert {
+                name: "ConfigReloadFailed",
+                expr: "prometheus_config_last_reload_successful == 0 or alertmanager_config_last_reload_successful == 0".into(),
+                wait: None,
+                severity: "warning",
+                service: "monitoring",
+                summary: "{{ $labels.job }} refused its new configuration",
+                description: "The last config reload of {{ $labels.job }} ({{ $labels.instance }}) failed; it runs on its previous configuration.".into(),
+            },
+        ];
+        if let Some(escalation) = &self.settings.alerting.escalation {
+            alerts.push(Alert {
+                name: "AlertEscalated",
+                // `alertname` is replaced by the rule's own name, so keep the
+                // original as `escalated_alert`.
+                expr: r#"max without (alertstate) (label_replace(ALERTS{alertstate="firing",severity="critical",alertname!~"AlertEscalated|ObsboxTestAlert"}, "escalated_alert", "$1", "alertname", "(.+)"))"#.into(),
+                wait: Some(&escalation.after),
+                severity: "critical",
+                service: "alerting",
+                summary: "{{ $labels.escalated_alert }} is still firing",
+                description: format!(
+                    "The critical alert {{{{ $labels.escalated_alert }}}} has fired for more than {} without being resolved.",
+                    escalation.after
+                ),
+            });
+        }
+        self.file(
+            "Appliance alert rules",
+            json!({"name": "obsbox-appliance"}),
+            Vec::new(),
+            &alerts,
+        )
+    }
+
+    /// Coverage of the user's targets (the share answering) and their alerts.
+    pub(super) fn target_rules(&self) -> String {
+        let coverage = json!({
+            "record": "obsbox:target_coverage:ratio",
+            "expr": r#"sum(up{job="targets"}) / count(up{job="targets"})"#,
+        });
+        let alerts = [
+            Alert {
+                name: "TargetDown",
+                expr: r#"up{job="targets"} == 0"#.into(),
+                wait: Some("3m"),
+                severity: "warning",
+                service: "monitoring",
+                summary: "Target {{ $labels.target }} does not answer",
+                description: "Prometheus cannot scrape {{ $labels.target }} ({{ $labels.instance }}, {{ $labels.exporter }} exporter).".into(),
+            },
+            Alert {
+                name: "TargetCoverageLow",
+                expr: "obsbox:target_coverage:ratio < 0.95".into(),
+                wait: Some("5m"),
+                severity: "warning",
+                service: "monitoring",
+                summary: "Fewer than 95% of the targets answer",
+                description: "Only {{ $value | humanizePercentage }} of the registered targets can be scraped.".into(),
+            },
+        ];
+        self.file(
+            "Scrape target alert rules",
+            json!({"name": "obsbox-targets"}),
+            vec![coverage],
+            &alerts,
+        )
+    }
+
+    /// A failing probe, and a TLS certificate (seen by an https probe) near its end.
+    pub(super) fn probe_rules(&self) -> String {
+        let alerts = [
+            Alert {
+                name: "ProbeFailed",
+                expr: r#"probe_success{job="probes"} == 0"#.into(),
+                wait: Some("2m"),
+                severity: "warning",
+                service: "monitoring",
+                summary: "Probe {{ $labels.probe }} fails",
+                description:
+                    "The {{ $labels.kind }} check of {{ $labels.instance }} has failed for 2 minutes."
+                        .into(),
+            },
+            Alert {
+                name: "TLSCertificateExpiresSoon",
+                expr: r#"probe_ssl_earliest_cert_expiry{job="probes"} - time() < 7 * 86400"#
+                    .into(),
+                wait: None,
+                severity: "critical",
+                service: "monitoring",
+                summary: "The certificate of {{ $labels.instance }} expires in less than 7 days",
+                description: "It expires in {{ $value | humanizeDuration }}.".into(),
+            },
+        ];
+        self.file(
+            "Probe alert rules",
+            json!({"name": "obsbox-probes"}),
+            Vec::new(),
+            &alerts,
+        )
+    }
+
+    /// Alerts on the backups' recovery point and time objectives and on failures.
+    pub(super) fn backup_rules(&self) -> String {
+        let seconds = |d: &str| crate::settings::parse_duration(d).map_or(0, |d| d.as_secs());
+        let b = &self.settings.backups;
+        let backup = |name, expr: String, severity, summary, description: String| Alert {
+            name,
+            expr,
+            wait: None,
+            severity,
+            service: "backup",
+            summary,
+            description,
+        };
+        let alerts = [
+            backup(
+                "BackupFailed",
+                r#"obsbox_backup_last_result{result="failed"} == 1"#.into(),
+                "critical",
+                "Backup job {{ $labels.backup_job }} failed",
+                "The last run of backup job {{ $labels.backup_job }} failed; its history in obsbox says why.".into(),
+            ),
+            backup(
+                "BackupRPOExceeded",
+                format!("time() - obsbox_backup_last_success_timestamp_seconds > {}", seconds(&b.rpo)),
+                "critical",
+                "Backup job {{ $labels.backup_job }} has no good backup within its RPO",
+                format!("The newest good backup of {{{{ $labels.backup_job }}}} is older than {}.", b.rpo),
+            ),
+            backup(
+                "BackupSlowerThanUsual",
+                "obsbox_backup_last_duration_seconds > 1.5 * quantile_over_time(0.5, obsbox_backup_last_duration_seconds[7d])".into(),
+                "warning",
+                "Backup job {{ $labels.backup_job }} took 50% longer than its 7-day median",
+                "The last backup of {{ $labels.backup_job }} took {{ $value | humanizeDuration }}.".into(),
+            ),
+            backup(
+                "BackupDrillFailed",
+                "obsbox_backup_drill_last_success == 0".into(),
+                "critical",
+                "The restore drill of backup job {{ $labels.backup_job }} failed",
+                "A restore of the newest snapshot of {{ $labels.backup_job }} did not match what was backed up.".into(),
+            ),
+            backup(
+                "BackupRTOExceeded",
+                format!("obsbox_backup_drill_restore_seconds > {}", seconds(&b.rto)),
+                "critical",
+                "Restoring backup job {{ $labels.backup_job }} takes longer than its RTO",
+                format!("The last restore drill of {{{{ $labels.backup_job }}}} took longer than {}.", b.rto),
+            ),
+        ];
+        self.file(
+            "Backup alert rules",
+            json!({"name": "obsbox-backups"}),
+            Vec::new(),
+            &alerts,
+        )
+    }
+
+    /// Each SLO's error ratio over the windows of the multi-window,
+    /// multi-burn-rate alerts (Google SRE workbook, chapter 5), its error
+    /// budget left, and the two burn-rate alerts.
+    pub(super) fn slo_rules(&self) -> String {
+        let slos = &self.settings.slos;
+        let mut records = Vec::new();
+        if slos
+            .iter()
+            .any(|s| s.indicator == Indicator::MonitoringAvailability)
+        {
+            records.push(json!({
+                "record": "obsbox:monitoring_up:ratio",
+                "expr": format!(r#"avg(up{{job=~"{MONITORING_JOBS}"}})"#),
+            }));
+        }
+        for slo in slos {
+            let labels = json!({"slo": slo.name});
+            let windows = BURN_WINDOWS
+                .iter()
+                .map(|w| (format!("rate{w}"), *w))
+                .chain(std::iter::once(("window".to_string(), slo.window.as_str())));
+            for (suffix, window) in windows {
+                records.push(json!({
+                    "record": format!("obsbox:slo_error_ratio:{suffix}"),
+                    "expr": error_ratio(slo, window),
+                    "labels": labels,
+                }));
+            }
+            let budget = error_budget(slo);
+            records.push(json!({
+                "record": "obsbox:slo_objective:ratio",
+                "expr": format!("vector({})", round(1.0 - budget)),
+                "labels": labels,
+            }));
+            records.push(json!({
+                "record": "obsbox:slo_error_budget_remaining:ratio",
+                "expr": format!(r#"1 - obsbox:slo_error_ratio:window{{slo="{}"}} / {}"#, slo.name, budget),
+                "labels": labels,
+            }));
+        }
+        let burning = |pairs: [(f64, &str, &str); 2]| {
+            pairs
+                .iter()
+                .map(|(factor, long, short)| {
+                    let limit = format!("on (slo) ({factor} * (1 - obsbox:slo_objective:ratio))");
+                    format!("(obsbox:slo_error_ratio:rate{long} > {limit} and on (slo) obsbox:slo_error_ratio:rate{short} > {limit})")
+                })
+                .collect::<Vec<_>>()
+                .join(" or ")
+        };
+        let alerts = [
+            Alert {
+                name: "SLOBurnRateFast",
+                expr: burning([(14.4, "1h", "5m"), (6.0, "6h", "30m")]),
+                wait: Some("2m"),
+                severity: "critical",
+                service: "slo",
+                summary: "SLO {{ $labels.slo }} is burning its error budget fast",
+                description: "At this error ratio ({{ $value | humanizePercentage }}) the whole error budget of {{ $labels.slo }} is gone within days.".into(),
+            },
+            Alert {
+                name: "SLOBurnRateSlow",
+                expr: burning([(3.0, "1d", "2h"), (1.0, "3d", "6h")]),
+                wait: Some("15m"),
+                severity: "warning",
+                service: "slo",
+                summary: "SLO {{ $labels.slo }} is using up its error budget",
+                description: "At this error ratio ({{ $value | humanizePercentage }}) {{ $labels.slo }} will miss its objective before its window ends.".into(),
+            },
+        ];
+        self.file(
+            "Service level objective rules",
+            json!({"name": "obsbox-slos", "interval": "1m"}),
+            records,
+            &alerts,
+        )
+    }
+
+    /// Loki ruler rules (LogQL), sent by Loki to Alertmanager.
+    pub(super) fn log_rules(&self) -> String {
+        let t = &self.settings.alerting.thresholds;
+        let errors = |range: &str| {
+            format!(r#"sum by (job) (rate({{job=~".+"}} |~ "(?i)(error|fatal|panic)" {range}))"#)
+        };
+        let alerts = [Alert {
+            name: "LogErrorRateSpike",
+            expr: format!(
+                "{now} > {floor} and {now} > {factor} * {before}",
+                now = errors("[5m]"),
+                floor = t.log_error_floor_per_second,
+                factor = t.log_error_spike_factor,
+                before = errors("[1h] offset 5m"),
+            ),
+            wait: Some("5m"),
+            severity: "warning",
+            service: "logs",
+            summary: "{{ $labels.job }} logs many more errors than usual",
+            description: format!(
+                "{{{{ $labels.job }}}} logs {{{{ $value | printf \"%.2f\" }}}} error lines per second, over {} times its rate in the hour before.",
+                t.log_error_spike_factor
+            ),
+        }];
+        self.file(
+            "Log alert rules (Loki ruler, LogQL)",
+            json!({"name": "obsbox-logs"}),
+            Vec::new(),
+            &alerts,
+        )
+    }
+}
+
+/// The scrape jobs of the monitoring plane itself.
+const MONITORING_JOBS: &str = "obsbox|prometheus|alertmanager|node|loki|grafana|blackbox";
+
+/// The short and long windows the burn-rate alerts compare.
+const BURN_WINDOWS: [&str; 7] = ["5m", "30m", "1h", "2h", "6h", "1d", "3d"];
+
+/// The share of events allowed to be bad.
+fn error_budget(slo: &Slo) -> f64 {
+    round((100.0 - slo.objective_percent) / 100.0)
+}
+
+/// Drops the noise of binary fractions (100 - 99.9 is not 0.1 in f64).
+fn round(x: f64) -> f64 {
+    (x * 1e9).round() / 1e9
+}
+
+/// The share of bad events over `window`.
+fn error_ratio(slo: &Slo, window: &str) -> String {
+    match slo.indicator {
+        Indicator::MonitoringAvailability => {
+            format!("1 - avg_over_time(obsbox:monitoring_up:ratio[{window}])")
+        }
+        Indicator::BackupSuccess => format!(
+            r#"sum(increase(obsbox_backup_runs_total{{kind="backup",result="failed"}}[{window}])) / sum(increase(obsbox_backup_runs_total{{kind="backup",result=~"ok|failed"}}[{window}]))"#
+        ),
+        Indicator::RestoreTime => format!(
+            r#"sum(increase(obsbox_backup_drills_total{{outcome!="within_rto"}}[{window}])) / sum(increase(obsbox_backup_drills_total[{window}]))"#
+        ),
+    }
+}

@@ -1,0 +1,464 @@
+//! Alerting settings: thresholds of the seed alert catalog, receivers and the
+//! routes to them, escalation, and the SLOs. Receivers' secrets (SMTP
+//! password, Slack webhook URL, bearer and Matrix tokens) are not settings:
+//! they are stored apart and never shown back.
+
+use super::{is_label_name, name_problem, parse_duration};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlertingSettings {
+    /// Address users reach obsbox at, for the runbook links in notifications
+    /// (e.g. `https://obsbox.lan`); unset: `http://<hostname>:<web port>`.
+    pub external_url: Option<String>,
+    pub thresholds: Thresholds,
+    pub receivers: Vec<Receiver>,
+    /// Checked in order; the first match wins unless it says `continue`.
+    pub routes: Vec<Route>,
+    /// Receiver of alerts no route matches; unset: kept in obsbox's history only.
+    pub default_receiver: Option<String>,
+    /// Labels alerts are grouped by into one notification.
+    pub group_by: Vec<String>,
+    /// A critical alert firing this long also goes to another receiver.
+    pub escalation: Option<Escalation>,
+}
+
+impl Default for AlertingSettings {
+    fn default() -> Self {
+        AlertingSettings {
+            external_url: None,
+            thresholds: Thresholds::default(),
+            receivers: Vec::new(),
+            routes: Vec::new(),
+            default_receiver: None,
+            group_by: vec!["alertname".into(), "host".into(), "instance".into()],
+            escalation: None,
+        }
+    }
+}
+
+/// The limits of the seed alert catalog.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Thresholds {
+    /// A host (node exporter or ICMP probe) silent this long is down.
+    pub host_down_for: String,
+    pub disk_warning_percent: f64,
+    pub disk_critical_percent: f64,
+    pub memory_critical_percent: f64,
+    pub cpu_warning_percent: f64,
+    /// How long CPU must stay above its threshold.
+    pub cpu_for: String,
+    /// Error log lines per second (per Loki `job`) below which nothing alerts.
+    pub log_error_floor_per_second: f64,
+    /// How many times its last hour's error rate a log stream must reach.
+    pub log_error_spike_factor: f64,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Thresholds {
+            host_down_for: "2m".into(),
+            disk_warning_percent: 80.0,
+            disk_critical_percent: 90.0,
+            memory_critical_percent: 95.0,
+            cpu_warning_percent: 80.0,
+            cpu_for: "15m".into(),
+            log_error_floor_per_second: 0.1,
+            log_error_spike_factor: 3.0,
+        }
+    }
+}
+
+/// Somewhere notifications go.
+// Unknown fields are refused by the kind: `deny_unknown_fields` does not mix
+// with `flatten` on this struct.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Receiver {
+    /// Unique name: letters, digits, `-` and `_`.
+    pub name: String,
+    #[serde(flatten)]
+    pub kind: ReceiverKind,
+    /// Also notify when the alert resolves.
+    #[serde(default = "super::yes")]
+    pub send_resolved: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum ReceiverKind {
+    /// Mail through an SMTP server; its password is the secret `password`.
+    Email {
+        to: String,
+        from: String,
+        /// `host:port` of the SMTP server.
+        smarthost: String,
+        #[serde(default)]
+        username: Option<String>,
+        /// Refuse to send without STARTTLS.
+        #[serde(default = "super::yes")]
+        require_tls: bool,
+    },
+    /// A Slack channel; the incoming-webhook URL is the secret `webhook_url`.
+    Slack { channel: String },
+    /// JSON POSTed to a URL (Alertmanager's webhook format).
+    Webhook {
+        url: String,
+        /// Send the secret `bearer_token` as `Authorization: Bearer`.
+        #[serde(default)]
+        authorize: bool,
+    },
+    /// A Matrix room, through obsbox, which posts with the secret `access_token`.
+    Matrix {
+        /// Client-server API base, e.g. `https://matrix.example.org`.
+        homeserver: String,
+        /// `!opaque:server` room ID.
+        room_id: String,
+    },
+}
+
+impl ReceiverKind {
+    /// The secret this kind of receiver takes, and whether it needs it.
+    pub fn secret(&self) -> (&'static str, bool) {
+        match self {
+            ReceiverKind::Email { username, .. } => ("password", username.is_some()),
+            ReceiverKind::Slack { .. } => ("webhook_url", true),
+            ReceiverKind::Webhook { authorize, .. } => ("bearer_token", *authorize),
+            ReceiverKind::Matrix { .. } => ("access_token", true),
+        }
+    }
+}
+
+/// Alerts matching every given label go to `receiver`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    #[serde(default)]
+    pub severity: Option<String>,
+    #[serde(default)]
+    pub service: Option<String>,
+    pub receiver: String,
+    /// Go on checking the routes after this one matched.
+    #[serde(default, rename = "continue")]
+    pub continue_matching: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Escalation {
+    /// How long a critical alert fires before it escalates.
+    pub after: String,
+    pub receiver: String,
+}
+
+/// A service level objective, tracked with multi-window burn-rate alerts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Slo {
+    /// Unique name, the `slo` label.
+    pub name: String,
+    pub indicator: Indicator,
+    /// Share of good events to reach, in percent (e.g. 99.9).
+    pub objective_percent: f64,
+    /// The period the objective and its error budget cover.
+    #[serde(default = "default_slo_window")]
+    pub window: String,
+}
+
+/// What counts as a good event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Indicator {
+    /// Scrapes of the built-in children (and obsbox) that succeed.
+    MonitoringAvailability,
+    /// Backup runs that succeed.
+    BackupSuccess,
+    /// Restore drills that pass within the recovery time objective.
+    RestoreTime,
+}
+
+fn default_slo_window() -> String {
+    "30d".into()
+}
+
+/// The SLOs a new box tracks.
+pub fn default_slos() -> Vec<Slo> {
+    let slo = |name: &str, indicator, objective_percent| Slo {
+        name: name.into(),
+        indicator,
+        objective_percent,
+        window: default_slo_window(),
+    };
+    vec![
+        slo("monitoring", Indicator::MonitoringAvailability, 99.9),
+        slo("backups", Indicator::BackupSuccess, 99.0),
+        slo("restores", Indicator::RestoreTime, 99.0),
+    ]
+}
+
+impl AlertingSettings {
+    pub(super) fn validate(&self, bad: &mut dyn FnMut(String, String)) {
+        let t = &self.thresholds;
+        for (field, value) in [
+            ("host_down_for", &t.host_down_for),
+            ("cpu_for", &t.cpu_for),
+        ] {
+            if let Err(e) = parse_duration(value) {
+                bad(format!("alerting.thresholds.{field}"), e);
+            }
+        }
+        for (field, value) in [
+            ("disk_warning_percent", t.disk_warning_percent),
+            ("disk_critical_percent", t.disk_critical_percent),
+            ("memory_critical_percent", t.memory_critical_percent),
+            ("cpu_warning_percent", t.cpu_warning_percent),
+        ] {
+            if !(value > 0.0 && value < 100.0) {
+                bad(
+                    format!("alerting.thresholds.{field}"),
+                    "must be a percentage between 0 and 100".into(),
+                );
+            }
+        }
+        if t.disk_warning_percent >= t.disk_critical_percent {
+            bad(
+                "alerting.thresholds.disk_warning_percent".into(),
+                "must be below disk_critical_percent".into(),
+            );
+        }
+        if !(t.log_error_floor_per_second >= 0.0 && t.log_error_floor_per_second.is_finite()) {
+            bad(
+                "alerting.thresholds.log_error_floor_per_second".into(),
+                "must be zero or more".into(),
+            );
+        }
+        if !(t.log_error_spike_factor > 1.0 && t.log_error_spike_factor.is_finite()) {
+            bad(
+                "alerting.thresholds.log_error_spike_factor".into(),
+                "must be more than 1".into(),
+            );
+        }
+        if let Some(url) = &self.external_url {
+            if !is_plain_url(url) {
+                bad(
+                    "alerting.external_url".into(),
+                    format!("'{url}' is not an http(s) URL"),
+                );
+            }
+        }
+        let mut names = Vec::new();
+        for (i, r) in self.receivers.iter().enumerate() {
+            let mut at =
+                |field: &str, message: String| bad(format!("alerting.receivers[{i}].{field}"), message);
+            if let Some(problem) = name_problem(&r.name, &mut names) {
+                at("name", problem);
+            }
+            if r.name == OBSBOX_RECEIVER {
+                at("name", format!("'{OBSBOX_RECEIVER}' is obsbox's own receiver"));
+            }
+            match &r.kind {
+                ReceiverKind::Email {
+                    to,
+                    from,
+                    smarthost,
+                    ..
+                } => {
+                    for (field, address) in [("to", to), ("from", from)] {
+                        if !is_mail_address(address) {
+                            at(field, format!("'{address}' is not a mail address"));
+                        }
+                    }
+                    if !super::is_host_port(smarthost) {
+                        at("smarthost", format!("'{smarthost}' is not host:port"));
+                    }
+                }
+                ReceiverKind::Slack { channel } => {
+                    if channel.is_empty() || channel.contains(char::is_whitespace) {
+                        at("channel", "needs a channel such as #alerts".into());
+                    }
+                }
+                ReceiverKind::Webhook { url, .. } => {
+                    if !is_plain_url(url) {
+                        at("url", format!("'{url}' is not an http(s) URL"));
+                    }
+                }
+                ReceiverKind::Matrix {
+                    homeserver,
+                    room_id,
+                } => {
+                    if !is_plain_url(homeserver) {
+                        at("homeserver", format!("'{homeserver}' is not an http(s) URL"));
+                    }
+                    let valid_room = room_id.starts_with('!')
+                        && room_id.contains(':')
+                        && !room_id.contains(char::is_whitespace);
+                    if !valid_room {
+                        at("room_id", format!("'{room_id}' is not a room ID like !abc:example.org"));
+                    }
+                }
+            }
+        }
+        let mut known = |field: String, receiver: &str| {
+            if !names.contains(&receiver) {
+                bad(field, format!("'{receiver}' is not a receiver"));
+            }
+        };
+        for (i, route) in self.routes.iter().enumerate() {
+            known(format!("alerting.routes[{i}].receiver"), &route.receiver);
+        }
+        if let Some(receiver) = &self.default_receiver {
+            known("alerting.default_receiver".into(), receiver);
+        }
+        if let Some(escalation) = &self.escalation {
+            known("alerting.escalation.receiver".into(), &escalation.receiver);
+        }
+        for (i, route) in self.routes.iter().enumerate() {
+            let labels = [("severity", &route.severity), ("service", &route.service)];
+            for (field, value) in labels {
+                if value.as_ref().is_some_and(|v| !is_label_value(v)) {
+                    bad(
+                        format!("alerting.routes[{i}].{field}"),
+                        "must be letters, digits, '-' or '_'".into(),
+                    );
+                }
+            }
+        }
+        if let Some(escalation) = &self.escalation {
+            if let Err(e) = parse_duration(&escalation.after) {
+                bad("alerting.escalation.after".into(), e);
+            }
+        }
+        for label in &self.group_by {
+            if !is_label_name(label) {
+                bad(
+                    "alerting.group_by".into(),
+                    format!("'{label}' is not a label name"),
+                );
+            }
+        }
+    }
+}
+
+/// The receiver obsbox renders for itself: every notification, into the history.
+pub const OBSBOX_RECEIVER: &str = "obsbox";
+
+pub(super) fn validate_slos(slos: &[Slo], bad: &mut dyn FnMut(String, String)) {
+    let mut names = Vec::new();
+    for (i, slo) in slos.iter().enumerate() {
+        let mut at = |field: &str, message: String| bad(format!("slos[{i}].{field}"), message);
+        if let Some(problem) = name_problem(&slo.name, &mut names) {
+            at("name", problem);
+        }
+        if !(slo.objective_percent > 0.0 && slo.objective_percent < 100.0) {
+            at(
+                "objective_percent",
+                "must be between 0 and 100 (100% leaves no error budget)".into(),
+            );
+        }
+        match parse_duration(&slo.window) {
+            Ok(d) if d.as_secs() < 86_400 => at("window", "must be at least 1d".into()),
+            Ok(_) => {}
+            Err(e) => at("window", e),
+        }
+    }
+}
+
+fn is_plain_url(s: &str) -> bool {
+    let rest = s
+        .strip_prefix("https://")
+        .or_else(|| s.strip_prefix("http://"));
+    rest.is_some_and(|r| !r.is_empty() && !r.starts_with('/'))
+        && !s.contains(|c: char| c.is_whitespace() || c == '"')
+}
+
+fn is_mail_address(s: &str) -> bool {
+    s.split_once('@').is_some_and(|(user, domain)| {
+        !user.is_empty() && !domain.is_empty() && !domain.contains('@')
+    }) && !s.contains(|c: char| c.is_whitespace() || c == '"' || c == ',')
+}
+
+fn is_label_value(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::Settings;
+    use serde_json::json;
+
+    fn problems(alerting: serde_json::Value) -> Vec<String> {
+        let settings = Settings {
+            alerting: serde_json::from_value(alerting).unwrap(),
+            ..Settings::default()
+        };
+        settings.validate().iter().map(|p| p.field.clone()).collect()
+    }
+
+    #[test]
+    fn every_receiver_kind_parses_and_validates() {
+        let receivers = json!({"receivers": [
+            {"name": "mail", "kind": "email", "to": "ops@example.org", "from": "box@example.org", "smarthost": "mail.example.org:587", "username": "box"},
+            {"name": "chat", "kind": "slack", "channel": "#alerts"},
+            {"name": "hook", "kind": "webhook", "url": "https://hooks.example.org/x"},
+            {"name": "room", "kind": "matrix", "homeserver": "https://matrix.example.org", "room_id": "!abc:example.org"}
+        ], "routes": [{"severity": "critical", "receiver": "room", "continue": true}, {"receiver": "mail"}],
+           "escalation": {"after": "30m", "receiver": "hook"}, "default_receiver": "chat"});
+        assert_eq!(problems(receivers), Vec::<String>::new());
+    }
+
+    #[test]
+    fn bad_receivers_and_routes_are_each_named() {
+        let found = problems(json!({"receivers": [
+            {"name": "mail", "kind": "email", "to": "nobody", "from": "box@example.org", "smarthost": "mail"},
+            {"name": "room", "kind": "matrix", "homeserver": "matrix.example.org", "room_id": "abc"},
+            {"name": "obsbox", "kind": "webhook", "url": "http://127.0.0.1:1/"}
+        ], "routes": [{"severity": "crit ical", "receiver": "nowhere"}],
+           "escalation": {"after": "soon", "receiver": "mail"},
+           "thresholds": {"disk_warning_percent": 95, "cpu_warning_percent": 120}}));
+        for field in [
+            "alerting.receivers[0].to",
+            "alerting.receivers[0].smarthost",
+            "alerting.receivers[1].homeserver",
+            "alerting.receivers[1].room_id",
+            "alerting.receivers[2].name",
+            "alerting.routes[0].receiver",
+            "alerting.routes[0].severity",
+            "alerting.escalation.after",
+            "alerting.thresholds.disk_warning_percent",
+            "alerting.thresholds.cpu_warning_percent",
+        ] {
+            assert!(found.contains(&field.to_string()), "{field} in {found:?}");
+        }
+    }
+
+    #[test]
+    fn unknown_receiver_kinds_and_fields_are_refused() {
+        for receiver in [
+            json!({"name": "x", "kind": "pager"}),
+            json!({"name": "x", "kind": "slack", "channel": "#a", "webhook_url": "https://secret"}),
+        ] {
+            let parsed: Result<AlertingSettings, _> =
+                serde_json::from_value(json!({"receivers": [receiver]}));
+            assert!(parsed.is_err());
+        }
+    }
+
+    #[test]
+    fn slos_need_a_budget_and_a_window_of_a_day_or_more() {
+        let settings = Settings {
+            slos: serde_json::from_value(json!([
+                {"name": "a", "indicator": "backup_success", "objective_percent": 100},
+                {"name": "b", "indicator": "restore_time", "objective_percent": 99, "window": "1h"}
+            ]))
+            .unwrap(),
+            ..Settings::default()
+        };
+        let fields: Vec<String> = settings.validate().into_iter().map(|p| p.field).collect();
+        assert_eq!(fields, ["slos[0].objective_percent", "slos[1].window"]);
+        assert!(Settings::default().validate().is_empty());
+    }
+}
