@@ -4,6 +4,7 @@
 
 mod backups;
 mod metrics;
+mod runbooks;
 
 use crate::services::{Services, ServicesError};
 use crate::store::{Store, StoreError};
@@ -38,6 +39,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/settings/{section}", put(update_settings))
         .route("/api/audit", get(audit))
         .merge(backups::routes())
+        .merge(runbooks::routes())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such page".into()) })
         .with_state(state)
 }
