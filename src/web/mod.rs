@@ -5,6 +5,7 @@
 mod alerts;
 mod backups;
 mod metrics;
+mod runbooks;
 
 use crate::services::{Services, ServicesError};
 use crate::store::{Store, StoreError};
@@ -41,6 +42,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/audit", get(audit))
         .merge(backups::routes())
         .merge(alerts::routes())
+        .merge(runbooks::routes())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such page".into()) })
         .with_state(state)
 }

@@ -1,0 +1,56 @@
+//! The runbook pages, fetched as a browser following an alert's
+//! `runbook_url` would.
+
+mod common;
+
+use common::*;
+
+/// (status, Content-Type, body) of a GET, error statuses included.
+fn fetch(obsbox: &Obsbox, path: &str) -> (u16, String, String) {
+    let response = match ureq::get(&obsbox.url(path)).call() {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("GET {path}: {e}"),
+    };
+    let status = response.status();
+    let content_type = response.header("content-type").unwrap_or("").to_string();
+    (status, content_type, response.into_string().unwrap())
+}
+
+#[test]
+fn runbooks_are_served_as_html_and_unknown_names_are_not_found() {
+    let obsbox = Obsbox::start(&[("services", services_only(&[]))]);
+
+    let (status, content_type, index) = fetch(&obsbox, "/runbooks");
+    assert_eq!(
+        (status, content_type.as_str()),
+        (200, "text/html; charset=utf-8")
+    );
+    assert!(
+        index.contains(r#"<a href="/runbooks/HostDown">HostDown</a>"#),
+        "{index}"
+    );
+
+    let (status, content_type, page) = fetch(&obsbox, "/runbooks/HostDown");
+    assert_eq!(
+        (status, content_type.as_str()),
+        (200, "text/html; charset=utf-8")
+    );
+    assert!(page.starts_with("<!doctype html>"), "{page}");
+    assert!(
+        page.contains("<title>HostDown - obsbox runbooks</title>"),
+        "{page}"
+    );
+    assert!(page.contains("<h1>HostDown</h1>"), "{page}");
+
+    // `..%2Fetc` is one path segment that decodes to `../etc`.
+    for path in ["/runbooks/NoSuchAlert", "/runbooks/..%2Fetc"] {
+        let (status, content_type, page) = fetch(&obsbox, path);
+        assert_eq!(
+            (status, content_type.as_str()),
+            (404, "text/html; charset=utf-8"),
+            "{path}"
+        );
+        assert!(page.contains("No such runbook"), "{path}: {page}");
+    }
+}
