@@ -576,10 +576,21 @@ fn stop_uses_the_childs_signal_then_sigkill_after_its_grace() {
 
 #[test]
 fn the_alert_rules_pass_their_promtool_tests_and_prometheus_loads_them() {
-    let obsbox = Obsbox::start(&[("services", services_only(&["prometheus"]))]);
+    let obsbox = Obsbox::start(&[
+        ("services", services_only(&["prometheus"])),
+        (
+            "alerting",
+            json!({
+                "external_url": "http://obsbox.test",
+                "receivers": [{"name": "oncall", "kind": "webhook", "url": "http://127.0.0.1:9/"}],
+                "escalation": {"after": "30m", "receiver": "oncall"},
+            }),
+        ),
+    ]);
     obsbox.wait_all_ready(READY);
     let rules = obsbox.data.join("children/prometheus/rules");
     let mut checked = 0;
+    let mut tested_alerts = std::collections::BTreeSet::new();
     for test in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/rules")).unwrap() {
         let test = test.unwrap().path();
         let name = test
@@ -588,6 +599,11 @@ fn the_alert_rules_pass_their_promtool_tests_and_prometheus_loads_them() {
             .to_string_lossy()
             .replace(".test.yml", ".yml");
         let text = std::fs::read_to_string(&test).unwrap();
+        for line in text.lines() {
+            if let Some(alert) = line.trim().strip_prefix("alertname:") {
+                tested_alerts.insert(alert.trim().to_string());
+            }
+        }
         let rendered = rules.join(&name);
         assert!(
             rendered.exists(),
@@ -618,6 +634,19 @@ fn the_alert_rules_pass_their_promtool_tests_and_prometheus_loads_them() {
     assert!(checked > 0);
     let prom = port_of(&obsbox.settings(), "prometheus");
     let loaded = get_json(prom, "/api/v1/rules").unwrap();
+    // Every alert has a promtool test and a runbook page obsbox serves.
+    for group in loaded["data"]["groups"].as_array().unwrap() {
+        for rule in group["rules"].as_array().unwrap() {
+            let Some(alert) = rule["name"].as_str().filter(|_| rule["type"] == "alerting") else {
+                continue;
+            };
+            assert!(tested_alerts.contains(alert), "{alert} has no promtool test");
+            let runbook = rule["annotations"]["runbook_url"].as_str().unwrap();
+            let path = runbook.strip_prefix("http://obsbox.test").unwrap();
+            let page = ureq::get(&obsbox.url(path)).call().unwrap();
+            assert_eq!(page.status(), 200, "{runbook}");
+        }
+    }
     let mut groups: Vec<&str> = loaded["data"]["groups"]
         .as_array()
         .unwrap()
@@ -627,7 +656,14 @@ fn the_alert_rules_pass_their_promtool_tests_and_prometheus_loads_them() {
     groups.sort();
     assert_eq!(
         groups,
-        ["obsbox-backups", "obsbox-probes", "obsbox-targets"]
+        [
+            "obsbox-appliance",
+            "obsbox-backups",
+            "obsbox-hosts",
+            "obsbox-probes",
+            "obsbox-slos",
+            "obsbox-targets"
+        ]
     );
 }
 

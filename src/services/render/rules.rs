@@ -163,7 +163,7 @@ impl<'a> Catalog<'a> {
                 severity: "critical",
                 service: "appliance",
                 summary: "{{ $labels.child }} keeps crashing",
-                description: "obsbox stopped restarting {{ $labels.child }} after it exited soon after each of its last starts; its log says why.".into(),
+                description: "{{ $labels.child }} exited soon after each of its last starts; obsbox now retries it only once a minute. Its log says why.".into(),
             },
             Alert {
                 name: "ConfigReloadFailed",
@@ -382,7 +382,7 @@ impl<'a> Catalog<'a> {
                 severity: "critical",
                 service: "slo",
                 summary: "SLO {{ $labels.slo }} is burning its error budget fast",
-                description: "At this error ratio ({{ $value | humanizePercentage }}) the whole error budget of {{ $labels.slo }} is gone within days.".into(),
+                description: "{{ $labels.slo }} burns its error budget at over 14.4 times (last hour) or 6 times (last 6 hours) the sustainable rate: at this pace the budget is gone within days.".into(),
             },
             Alert {
                 name: "SLOBurnRateSlow",
@@ -391,7 +391,7 @@ impl<'a> Catalog<'a> {
                 severity: "warning",
                 service: "slo",
                 summary: "SLO {{ $labels.slo }} is using up its error budget",
-                description: "At this error ratio ({{ $value | humanizePercentage }}) {{ $labels.slo }} will miss its objective before its window ends.".into(),
+                description: "{{ $labels.slo }} burns its error budget at over 3 times (last day) or once (last 3 days) the sustainable rate: it runs out before its window ends.".into(),
             },
         ];
         self.file(
