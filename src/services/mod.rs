@@ -4,6 +4,7 @@
 //! swap the files in, then reload (or restart) only what changed. A change
 //! whose render is refused by a checker changes nothing.
 
+mod dashboards;
 mod plan;
 pub mod render;
 

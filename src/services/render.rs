@@ -43,6 +43,9 @@ pub mod paths {
     pub const LOKI_LOG_RULES: &str = "children/loki/rules/fake/obsbox.yaml";
     pub const GRAFANA_CONFIG: &str = "children/grafana/grafana.ini";
     pub const GRAFANA_DATASOURCES: &str = "children/grafana/provisioning/datasources/obsbox.yaml";
+    pub const GRAFANA_DASHBOARD_PROVIDER: &str =
+        "children/grafana/provisioning/dashboards/obsbox.yaml";
+    pub const GRAFANA_DASHBOARDS: &str = "children/grafana/dashboards";
 }
 
 /// Every config file of every enabled built-in child.
@@ -104,6 +107,28 @@ pub fn render(settings: &Settings, env: &Environment) -> Vec<ConfigFile> {
             paths::GRAFANA_DATASOURCES,
             grafana_datasources(settings),
         );
+        // obsbox rewrites these files, so an edit made in the UI would be lost: refuse it.
+        let provider = json!({"apiVersion": 1, "providers": [{
+            "name": "obsbox",
+            "orgId": 1,
+            "folder": "obsbox",
+            "type": "file",
+            "disableDeletion": true,
+            "allowUiUpdates": false,
+            "options": {
+                "path": env.data_dir.join(paths::GRAFANA_DASHBOARDS).display().to_string(),
+                "foldersFromFilesStructure": false,
+            },
+        }]});
+        add(
+            "grafana",
+            paths::GRAFANA_DASHBOARD_PROVIDER,
+            yaml("Grafana dashboard provider", &provider),
+        );
+        for (stem, dashboard) in super::dashboards::dashboards(settings) {
+            let path = format!("{}/{stem}.json", paths::GRAFANA_DASHBOARDS);
+            add("grafana", &path, dashboard);
+        }
     }
     if s.blackbox.enabled {
         add("blackbox", paths::BLACKBOX_CONFIG, blackbox());
@@ -444,6 +469,32 @@ mod tests {
         assert_eq!(sources.len(), 2);
         assert_eq!(sources.iter().filter(|s| s["isDefault"] == true).count(), 1);
         assert!(file(&files, paths::GRAFANA_CONFIG).contains("http_port = 3000"));
+    }
+
+    #[test]
+    fn grafana_provisions_every_dashboard_from_the_data_dir() {
+        let files = render(&Settings::default(), &env());
+        let doc = parse(file(&files, paths::GRAFANA_DASHBOARD_PROVIDER));
+        let provider = &doc["providers"][0];
+        assert_eq!(provider["type"], "file");
+        assert_eq!(
+            provider["options"]["path"],
+            "/data/obsbox/children/grafana/dashboards"
+        );
+        let dashboards: Vec<&ConfigFile> = files
+            .iter()
+            .filter(|f| f.path.starts_with(paths::GRAFANA_DASHBOARDS))
+            .collect();
+        assert_eq!(dashboards.len(), 6);
+        assert!(dashboards
+            .iter()
+            .all(|f| f.child == "grafana" && f.path.extension() == Some("json".as_ref())));
+
+        let mut settings = Settings::default();
+        settings.services.grafana.enabled = false;
+        assert!(render(&settings, &env())
+            .iter()
+            .all(|f| f.child != "grafana"));
     }
 
     #[test]

@@ -1,0 +1,1179 @@
+//! The Grafana dashboards obsbox provisions: the hosts (USE), the services
+//! (RED), alerting, backups, the appliance itself and the SLOs. Pure: settings
+//! in, dashboard JSON out; `render` places the files.
+//!
+//! PromQL here uses no dashboard variables, only Grafana's `$__rate_interval`,
+//! `$__interval` and `$__range`, so a test can substitute them and have the
+//! real Prometheus parse every expression.
+
+use crate::settings::Settings;
+use serde_json::{json, Map, Value};
+
+/// Grafana's grid is 24 columns wide.
+const GRID_COLUMNS: u32 = 24;
+
+/// Node exporter series: the box's own (`job="node"`) and the user's hosts
+/// (`job="targets"`). The box's job has no `exporter` label to select on.
+const NODE: &str = r#"job=~"node|targets""#;
+
+/// Filesystems that hold no user data.
+const REAL_FILESYSTEMS: &str =
+    r#"fstype!~"tmpfs|ramfs|overlay|squashfs|nsfs",mountpoint!~"/run.*""#;
+
+/// (file stem, dashboard JSON) for every dashboard obsbox provisions.
+pub fn dashboards(settings: &Settings) -> Vec<(&'static str, String)> {
+    [
+        infrastructure(),
+        service_health(settings),
+        alerting(),
+        backups(settings),
+        appliance(settings),
+        slos(),
+    ]
+    .into_iter()
+    .map(|d| {
+        let stem = d.stem;
+        // Cannot fail: every key of a JSON value is a string.
+        let text = serde_json::to_string_pretty(&d.json()).unwrap_or_default();
+        (stem, text + "\n")
+    })
+    .collect()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    TimeSeries,
+    Stat,
+    Gauge,
+    BarGauge,
+    Table,
+    Logs,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::TimeSeries => "timeseries",
+            Kind::Stat => "stat",
+            Kind::Gauge => "gauge",
+            Kind::BarGauge => "bargauge",
+            Kind::Table => "table",
+            Kind::Logs => "logs",
+        }
+    }
+
+    fn width(self) -> u32 {
+        match self {
+            Kind::Stat | Kind::Gauge => 6,
+            Kind::TimeSeries | Kind::BarGauge | Kind::Table => 12,
+            Kind::Logs => GRID_COLUMNS,
+        }
+    }
+
+    fn height(self) -> u32 {
+        match self {
+            Kind::Logs => 12,
+            _ => 8,
+        }
+    }
+
+    /// Log panels read Loki; every other panel reads Prometheus.
+    fn source(self) -> Value {
+        match self {
+            Kind::Logs => json!({"type": "loki", "uid": "loki"}),
+            _ => json!({"type": "prometheus", "uid": "prometheus"}),
+        }
+    }
+
+    /// How a target asks for its data: panels that show the latest value need
+    /// one instant, not a range.
+    fn query_mode(self) -> Value {
+        match self {
+            Kind::TimeSeries => json!({"range": true, "instant": false}),
+            Kind::Stat | Kind::Gauge | Kind::BarGauge => json!({"range": false, "instant": true}),
+            Kind::Table => json!({"range": false, "instant": true, "format": "table"}),
+            Kind::Logs => json!({"queryType": "range"}),
+        }
+    }
+
+    fn options(self) -> Value {
+        let latest = json!({"calcs": ["lastNotNull"], "fields": "", "values": false});
+        match self {
+            Kind::TimeSeries => json!({
+                "legend": {"displayMode": "list", "placement": "bottom", "showLegend": true},
+                "tooltip": {"mode": "multi", "sort": "desc"},
+            }),
+            Kind::Stat => json!({
+                "reduceOptions": latest, "colorMode": "value", "graphMode": "none",
+                "textMode": "auto", "justifyMode": "auto", "orientation": "auto",
+            }),
+            Kind::Gauge => json!({
+                "reduceOptions": latest, "showThresholdMarkers": true, "showThresholdLabels": false,
+            }),
+            Kind::BarGauge => json!({
+                "reduceOptions": latest, "orientation": "horizontal", "displayMode": "gradient",
+                "showUnfilled": true,
+            }),
+            Kind::Table => json!({"showHeader": true, "cellHeight": "sm"}),
+            Kind::Logs => json!({
+                "showTime": true, "wrapLogMessage": true, "sortOrder": "Descending",
+                "enableLogDetails": true, "dedupStrategy": "none",
+            }),
+        }
+    }
+
+    fn color_mode(self) -> &'static str {
+        match self {
+            Kind::TimeSeries => "palette-classic",
+            _ => "thresholds",
+        }
+    }
+}
+
+/// One query: its expression and its legend.
+type Query = (String, String);
+
+fn q(expr: impl Into<String>, legend: impl Into<String>) -> Query {
+    (expr.into(), legend.into())
+}
+
+struct Panel {
+    title: String,
+    kind: Kind,
+    unit: &'static str,
+    queries: Vec<Query>,
+    width: u32,
+    description: Option<&'static str>,
+    /// Field settings beyond the unit: range, thresholds, value mappings.
+    fields: Map<String, Value>,
+}
+
+fn panel(title: impl Into<String>, kind: Kind, unit: &'static str, queries: Vec<Query>) -> Panel {
+    Panel {
+        title: title.into(),
+        kind,
+        unit,
+        queries,
+        width: kind.width(),
+        description: None,
+        fields: Map::new(),
+    }
+}
+
+impl Panel {
+    fn describe(mut self, text: &'static str) -> Panel {
+        self.description = Some(text);
+        self
+    }
+
+    fn width(mut self, columns: u32) -> Panel {
+        self.width = columns.min(GRID_COLUMNS);
+        self
+    }
+
+    fn range(mut self, min: f64, max: f64) -> Panel {
+        self.fields.insert("min".into(), json!(min));
+        self.fields.insert("max".into(), json!(max));
+        self
+    }
+
+    /// Colours from `base` up, changing at each (value, colour) step.
+    fn thresholds(mut self, base: &str, steps: &[(f64, &str)]) -> Panel {
+        let steps: Vec<Value> = std::iter::once(json!({"color": base, "value": null}))
+            .chain(
+                steps
+                    .iter()
+                    .map(|(value, color)| json!({"color": color, "value": value})),
+            )
+            .collect();
+        self.fields.insert(
+            "thresholds".into(),
+            json!({"mode": "absolute", "steps": steps}),
+        );
+        self
+    }
+
+    /// Shows values as words: (value, text, colour).
+    fn mappings(mut self, values: &[(i64, &str, &str)]) -> Panel {
+        let options: Map<String, Value> = values
+            .iter()
+            .enumerate()
+            .map(|(index, (value, text, color))| {
+                (
+                    value.to_string(),
+                    json!({"text": text, "color": color, "index": index}),
+                )
+            })
+            .collect();
+        self.fields.insert(
+            "mappings".into(),
+            json!([{"type": "value", "options": options}]),
+        );
+        self
+    }
+
+    fn json(self, id: usize, grid: Value) -> Value {
+        let source = self.kind.source();
+        let targets: Vec<Value> = self
+            .queries
+            .into_iter()
+            .zip('A'..='Z')
+            .map(|((expr, legend), ref_id)| {
+                let mut target = json!({
+                    "refId": ref_id.to_string(),
+                    "expr": expr,
+                    "legendFormat": legend,
+                    "datasource": source,
+                });
+                if let Value::Object(mode) = self.kind.query_mode() {
+                    for (key, value) in mode {
+                        target[key.as_str()] = value;
+                    }
+                }
+                target
+            })
+            .collect();
+        let mut defaults = Map::new();
+        defaults.insert("unit".into(), json!(self.unit));
+        defaults.insert("color".into(), json!({"mode": self.kind.color_mode()}));
+        // Without thresholds Grafana colours anything above 80 red.
+        defaults.insert(
+            "thresholds".into(),
+            json!({"mode": "absolute", "steps": [{"color": "green", "value": null}]}),
+        );
+        defaults.extend(self.fields);
+        let mut panel = json!({
+            "id": id,
+            "type": self.kind.name(),
+            "title": self.title,
+            "gridPos": grid,
+            "datasource": source,
+            "fieldConfig": {"defaults": defaults, "overrides": []},
+            "options": self.kind.options(),
+            "targets": targets,
+        });
+        if let Some(text) = self.description {
+            panel["description"] = json!(text);
+        }
+        panel
+    }
+}
+
+struct Dashboard {
+    stem: &'static str,
+    title: &'static str,
+    description: &'static str,
+    panels: Vec<Panel>,
+}
+
+impl Dashboard {
+    fn json(self) -> Value {
+        json!({
+            "uid": format!("obsbox-{}", self.stem),
+            "title": self.title,
+            "description": self.description,
+            "tags": ["obsbox"],
+            "editable": false,
+            "graphTooltip": 1,
+            "schemaVersion": 39,
+            "version": 1,
+            "timezone": "browser",
+            "time": {"from": "now-6h", "to": "now"},
+            "refresh": "1m",
+            // A menu to the other obsbox dashboards.
+            "links": [{
+                "type": "dashboards", "tags": ["obsbox"], "asDropdown": true,
+                "title": "obsbox dashboards",
+            }],
+            "annotations": {"list": []},
+            "templating": {"list": []},
+            "panels": layout(self.panels),
+        })
+    }
+}
+
+/// Places panels left to right, starting a new row when one does not fit.
+fn layout(panels: Vec<Panel>) -> Vec<Value> {
+    let (mut x, mut y, mut row_height) = (0, 0, 0);
+    panels
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let (w, h) = (p.width, p.kind.height());
+            if x + w > GRID_COLUMNS {
+                (x, y, row_height) = (0, y + row_height, 0);
+            }
+            let grid = json!({"x": x, "y": y, "w": w, "h": h});
+            x += w;
+            row_height = row_height.max(h);
+            p.json(i + 1, grid)
+        })
+        .collect()
+}
+
+/// A node exporter metric of every host, with extra matchers.
+fn node(metric: &str, matchers: &str) -> String {
+    if matchers.is_empty() {
+        format!("{metric}{{{NODE}}}")
+    } else {
+        format!("{metric}{{{NODE},{matchers}}}")
+    }
+}
+
+/// Utilisation, saturation and errors of each host's CPU, memory, disks and network.
+fn infrastructure() -> Dashboard {
+    let idle = node("node_cpu_seconds_total", r#"mode="idle""#);
+    let fs = |metric| {
+        format!(
+            "max by (instance, mountpoint) ({})",
+            node(metric, REAL_FILESYSTEMS)
+        )
+    };
+    let by_host = |metric| format!("max by (instance) ({})", node(metric, ""));
+    let network = |counter: &str| {
+        ["receive", "transmit"]
+            .iter()
+            .map(|dir| {
+                q(
+                    format!(
+                        "sum by (instance) (rate({}[$__rate_interval]))",
+                        node(
+                            &format!("node_network_{dir}_{counter}_total"),
+                            r#"device!="lo""#
+                        )
+                    ),
+                    format!("{{{{instance}}}} {dir}"),
+                )
+            })
+            .collect()
+    };
+    Dashboard {
+        stem: "infrastructure",
+        title: "Infrastructure overview",
+        description: "Utilisation, saturation and errors of every host: the box itself and the \
+                      node exporters among the targets.",
+        panels: vec![
+            panel(
+                "CPU utilisation",
+                Kind::TimeSeries,
+                "percentunit",
+                vec![q(
+                    format!("1 - avg by (instance) (rate({idle}[$__rate_interval]))"),
+                    "{{instance}}",
+                )],
+            )
+            .range(0.0, 1.0),
+            panel(
+                "CPU saturation",
+                Kind::TimeSeries,
+                "none",
+                vec![q(
+                    format!("{} / count by (instance) ({idle})", by_host("node_load1")),
+                    "{{instance}}",
+                )],
+            )
+            .describe("The 1-minute load average per CPU: above 1, work waits for a CPU.")
+            .thresholds("green", &[(1.0, "red")]),
+            panel(
+                "Memory utilisation",
+                Kind::TimeSeries,
+                "percentunit",
+                vec![q(
+                    format!(
+                        "1 - {} / {}",
+                        by_host("node_memory_MemAvailable_bytes"),
+                        by_host("node_memory_MemTotal_bytes")
+                    ),
+                    "{{instance}}",
+                )],
+            )
+            .range(0.0, 1.0),
+            panel(
+                "Memory saturation",
+                Kind::TimeSeries,
+                "percentunit",
+                vec![
+                    q(
+                        format!(
+                            "max by (instance) (rate({}[$__rate_interval]))",
+                            node("node_pressure_memory_waiting_seconds_total", "")
+                        ),
+                        "{{instance}} stalled",
+                    ),
+                    q(
+                        format!(
+                            "1 - {} / max by (instance) ({} > 0)",
+                            by_host("node_memory_SwapFree_bytes"),
+                            node("node_memory_SwapTotal_bytes", "")
+                        ),
+                        "{{instance}} swap used",
+                    ),
+                ],
+            )
+            .describe(
+                "Share of time tasks stalled waiting for memory, and the share of swap in use \
+                 (hosts without swap have no swap line).",
+            ),
+            panel(
+                "Disk space used",
+                Kind::BarGauge,
+                "percentunit",
+                vec![q(
+                    format!(
+                        "1 - {} / {}",
+                        fs("node_filesystem_avail_bytes"),
+                        fs("node_filesystem_size_bytes")
+                    ),
+                    "{{instance}} {{mountpoint}}",
+                )],
+            )
+            .range(0.0, 1.0)
+            .thresholds("green", &[(0.8, "orange"), (0.9, "red")]),
+            panel(
+                "Disk IOPS",
+                Kind::TimeSeries,
+                "iops",
+                vec![q(
+                    format!(
+                        "sum by (instance, device) \
+                     (rate({}[$__rate_interval]) + rate({}[$__rate_interval]))",
+                        node("node_disk_reads_completed_total", ""),
+                        node("node_disk_writes_completed_total", "")
+                    ),
+                    "{{instance}} {{device}}",
+                )],
+            ),
+            panel(
+                "Disk utilisation",
+                Kind::TimeSeries,
+                "percentunit",
+                vec![q(
+                    format!(
+                        "max by (instance, device) (rate({}[$__rate_interval]))",
+                        node("node_disk_io_time_seconds_total", "")
+                    ),
+                    "{{instance}} {{device}}",
+                )],
+            )
+            .describe("Share of time each disk was busy with I/O."),
+            panel(
+                "Network throughput",
+                Kind::TimeSeries,
+                "Bps",
+                network("bytes"),
+            ),
+            panel("Network errors", Kind::TimeSeries, "short", network("errs"))
+                .describe("Receive and transmit errors per second."),
+            panel(
+                "Uptime",
+                Kind::Stat,
+                "s",
+                vec![q(
+                    format!("time() - {}", by_host("node_boot_time_seconds")),
+                    "{{instance}}",
+                )],
+            )
+            .width(12),
+        ],
+    }
+}
+
+/// A built-in service's HTTP metrics.
+struct HttpService {
+    name: &'static str,
+    /// A counter of requests.
+    requests: &'static str,
+    /// The label holding the status code, if the service has one.
+    status: Option<&'static str>,
+    /// The request duration histogram.
+    histogram: &'static str,
+}
+
+const HTTP_SERVICES: [HttpService; 4] = [
+    HttpService {
+        name: "prometheus",
+        requests: "prometheus_http_requests_total",
+        status: Some("code"),
+        histogram: "prometheus_http_request_duration_seconds",
+    },
+    HttpService {
+        name: "alertmanager",
+        requests: "alertmanager_http_request_duration_seconds_count",
+        status: None,
+        histogram: "alertmanager_http_request_duration_seconds",
+    },
+    HttpService {
+        name: "loki",
+        requests: "loki_request_duration_seconds_count",
+        status: Some("status_code"),
+        histogram: "loki_request_duration_seconds",
+    },
+    HttpService {
+        name: "grafana",
+        requests: "grafana_http_request_duration_seconds_count",
+        status: Some("status_code"),
+        histogram: "grafana_http_request_duration_seconds",
+    },
+];
+
+/// Probes, the built-in services' requests and the targets' availability.
+fn service_health(settings: &Settings) -> Dashboard {
+    let enabled = settings.services.by_name();
+    let services: Vec<&HttpService> = HTTP_SERVICES
+        .iter()
+        .filter(|h| enabled.iter().any(|(name, s)| *name == h.name && s.enabled))
+        .collect();
+    let rate = |selector: &str| format!("sum(rate({selector}[$__rate_interval]))");
+    let requests = services
+        .iter()
+        .map(|h| q(rate(h.requests), h.name))
+        .collect();
+    let errors = services
+        .iter()
+        .filter_map(|h| {
+            let label = h.status?;
+            // No 5xx series yet is no errors, not no data.
+            Some(q(
+                format!(
+                    "({} or vector(0)) / {}",
+                    rate(&format!(r#"{}{{{label}=~"5.."}}"#, h.requests)),
+                    rate(h.requests)
+                ),
+                h.name,
+            ))
+        })
+        .collect();
+    let latency = services
+        .iter()
+        .map(|h| {
+            q(
+                format!(
+                    "histogram_quantile(0.95, sum by (le) (rate({}_bucket[$__rate_interval])))",
+                    h.histogram
+                ),
+                h.name,
+            )
+        })
+        .collect();
+    Dashboard {
+        stem: "service-health",
+        title: "Service health",
+        description: "Rate, errors and duration: the synthetic probes, the built-in services \
+                      and the scrape targets.",
+        panels: vec![
+            panel(
+                "Probe success",
+                Kind::BarGauge,
+                "percentunit",
+                vec![q(
+                    r#"avg by (probe) (avg_over_time(probe_success{job="probes"}[$__range]))"#,
+                    "{{probe}}",
+                )],
+            )
+            .describe("Share of successful checks over the time range shown.")
+            .range(0.0, 1.0)
+            .thresholds("red", &[(0.95, "orange"), (0.99, "green")]),
+            panel(
+                "Failing probes",
+                Kind::Stat,
+                "none",
+                vec![q(
+                    r#"count(probe_success{job="probes"} == 0) or vector(0)"#,
+                    "failing",
+                )],
+            )
+            .thresholds("green", &[(1.0, "red")]),
+            panel(
+                "Target coverage",
+                Kind::Stat,
+                "percentunit",
+                vec![q("obsbox:target_coverage:ratio", "coverage")],
+            )
+            .describe("Share of the registered targets Prometheus can scrape.")
+            .thresholds("red", &[(0.95, "green")]),
+            panel(
+                "Probe duration",
+                Kind::TimeSeries,
+                "s",
+                vec![q(
+                    r#"max by (probe, kind) (probe_duration_seconds{job="probes"})"#,
+                    "{{probe}} ({{kind}})",
+                )],
+            ),
+            panel(
+                "HTTP status of probes",
+                Kind::Table,
+                "none",
+                vec![q(r#"probe_http_status_code{job="probes"}"#, "{{probe}}")],
+            ),
+            panel(
+                "TLS certificate expiry",
+                Kind::BarGauge,
+                "s",
+                vec![q(
+                    "min by (probe, instance) (probe_ssl_earliest_cert_expiry{job=\"probes\"}) \
+                     - time()",
+                    "{{probe}} {{instance}}",
+                )],
+            )
+            .thresholds(
+                "red",
+                &[(7.0 * 86400.0, "orange"), (30.0 * 86400.0, "green")],
+            ),
+            panel(
+                "Targets up",
+                Kind::Stat,
+                "none",
+                vec![q(r#"up{job="targets"}"#, "{{target}}")],
+            )
+            .width(12)
+            .mappings(&[(0, "down", "red"), (1, "up", "green")]),
+            panel("Requests", Kind::TimeSeries, "reqps", requests),
+            panel(
+                "Server errors (5xx)",
+                Kind::TimeSeries,
+                "percentunit",
+                errors,
+            )
+            .describe(
+                "Share of requests answered with a 5xx status; Alertmanager does not label \
+                     its requests with one.",
+            ),
+            panel("Request duration p95", Kind::TimeSeries, "s", latency),
+        ],
+    }
+}
+
+/// What fires, what was notified, and how fast alerts are handled.
+fn alerting() -> Dashboard {
+    let notifications = [
+        ("sent", "alertmanager_notifications_total"),
+        ("failed", "alertmanager_notifications_failed_total"),
+    ]
+    .iter()
+    .map(|(outcome, counter)| {
+        q(
+            format!("sum by (integration) (rate({counter}[$__rate_interval]))"),
+            format!("{{{{integration}}}} {outcome}"),
+        )
+    })
+    .collect();
+    Dashboard {
+        stem: "alerting",
+        title: "Alerting",
+        description: "Alerts firing now, the notifications sent about them and how fast they \
+                      are acknowledged and resolved.",
+        panels: vec![
+            panel(
+                "Firing alerts by severity",
+                Kind::Stat,
+                "none",
+                vec![q(
+                    r#"count by (severity) (ALERTS{alertstate="firing"})"#,
+                    "{{severity}}",
+                )],
+            )
+            .thresholds("green", &[(1.0, "red")]),
+            panel(
+                "Firing in obsbox",
+                Kind::Stat,
+                "none",
+                vec![q(
+                    "sum by (severity) (obsbox_alerts_firing)",
+                    "{{severity}}",
+                )],
+            )
+            .describe("Alerts obsbox received from Alertmanager and holds as firing.")
+            .thresholds("green", &[(1.0, "red")]),
+            panel(
+                "Acknowledged",
+                Kind::Stat,
+                "none",
+                vec![q("sum(obsbox_alerts_acknowledged)", "acknowledged")],
+            ),
+            panel(
+                "Mean time to acknowledge and resolve",
+                Kind::Stat,
+                "s",
+                vec![
+                    q("obsbox_alerts_mtta_seconds", "__auto"),
+                    q("obsbox_alerts_mttr_seconds", "__auto"),
+                ],
+            ),
+            panel(
+                "Firing alerts",
+                Kind::Table,
+                "none",
+                vec![q(r#"ALERTS{alertstate="firing"}"#, "{{alertname}}")],
+            )
+            .width(GRID_COLUMNS),
+            panel(
+                "Notifications received by obsbox",
+                Kind::TimeSeries,
+                "short",
+                vec![q(
+                    "sum by (status) (rate(obsbox_alert_notifications_total[$__rate_interval]))",
+                    "{{status}}",
+                )],
+            ),
+            panel(
+                "Alertmanager notifications",
+                Kind::TimeSeries,
+                "short",
+                notifications,
+            )
+            .describe("Notifications per second per integration, and those that failed."),
+        ],
+    }
+}
+
+/// The backups' recovery point and time against their objectives.
+fn backups(settings: &Settings) -> Dashboard {
+    let seconds = |d: &str| crate::settings::parse_duration(d).map_or(0.0, |d| d.as_secs_f64());
+    let (rpo, rto) = (
+        seconds(&settings.backups.rpo),
+        seconds(&settings.backups.rto),
+    );
+    Dashboard {
+        stem: "backups",
+        title: "Backups",
+        description: "Every backup job's recovery point and restore drills against the RPO \
+                      and RTO.",
+        panels: vec![
+            panel(
+                "Age of the last good backup",
+                Kind::BarGauge,
+                "s",
+                vec![q(
+                    "time() - obsbox_backup_last_success_timestamp_seconds",
+                    "{{backup_job}}",
+                )],
+            )
+            .describe("Red past the recovery point objective.")
+            .thresholds("green", &[(rpo, "red")]),
+            panel(
+                "Last backup",
+                Kind::Stat,
+                "none",
+                vec![q(
+                    "max by (backup_job) (2 * obsbox_backup_last_result{result=\"failed\"} \
+                 or obsbox_backup_last_result{result=\"halted\"})",
+                    "{{backup_job}}",
+                )],
+            )
+            .mappings(&[
+                (0, "ok", "green"),
+                (1, "halted", "orange"),
+                (2, "failed", "red"),
+            ]),
+            panel(
+                "Halt reasons",
+                Kind::Stat,
+                "none",
+                vec![q("obsbox_backups_halt_reasons", "reasons")],
+            )
+            .describe("Reasons backups are halted now, such as on battery or a failing disk.")
+            .thresholds("green", &[(1.0, "orange")]),
+            panel(
+                "Backup duration",
+                Kind::TimeSeries,
+                "s",
+                vec![q("obsbox_backup_last_duration_seconds", "{{backup_job}}")],
+            ),
+            panel(
+                "Bytes read",
+                Kind::TimeSeries,
+                "bytes",
+                vec![q("obsbox_backup_last_bytes", "{{backup_job}}")],
+            ),
+            panel(
+                "Runs in the last day",
+                Kind::BarGauge,
+                "none",
+                vec![q(
+                    "sum by (backup_job, kind, result) (increase(obsbox_backup_runs_total[1d]))",
+                    "{{backup_job}} {{kind}} {{result}}",
+                )],
+            ),
+            panel(
+                "Last restore drill",
+                Kind::Stat,
+                "none",
+                vec![q("obsbox_backup_drill_last_success", "{{backup_job}}")],
+            )
+            .mappings(&[(0, "failed", "red"), (1, "passed", "green")]),
+            panel(
+                "Restore time in the last drill",
+                Kind::BarGauge,
+                "s",
+                vec![q("obsbox_backup_drill_restore_seconds", "{{backup_job}}")],
+            )
+            .describe("Red past the recovery time objective.")
+            .thresholds("green", &[(rto, "red")]),
+            panel(
+                "Drills by outcome",
+                Kind::BarGauge,
+                "none",
+                vec![q(
+                    "sum by (outcome) (increase(obsbox_backup_drills_total[$__range]))",
+                    "{{outcome}}",
+                )],
+            )
+            .width(6),
+        ],
+    }
+}
+
+/// obsbox itself: its children, its memory, the UPS and the disks.
+fn appliance(settings: &Settings) -> Dashboard {
+    let mut panels = vec![
+        panel(
+            "Children ready",
+            Kind::Stat,
+            "none",
+            vec![q("obsbox_child_up", "{{child}}")],
+        )
+        .width(12)
+        .mappings(&[(0, "down", "red"), (1, "ready", "green")]),
+        panel(
+            "Child states",
+            Kind::Table,
+            "none",
+            vec![q("obsbox_child_state == 1", "{{child}} {{state}}")],
+        ),
+        panel(
+            "Restarts in the last hour",
+            Kind::BarGauge,
+            "none",
+            vec![q("increase(obsbox_child_restarts_total[1h])", "{{child}}")],
+        )
+        .thresholds("green", &[(1.0, "orange"), (3.0, "red")]),
+        panel(
+            "Child uptime",
+            Kind::BarGauge,
+            "s",
+            vec![q("obsbox_child_uptime_seconds", "{{child}}")],
+        ),
+        panel(
+            "Log lines",
+            Kind::TimeSeries,
+            "short",
+            vec![q(
+                "rate(obsbox_child_log_lines_total[$__rate_interval])",
+                "{{child}}",
+            )],
+        )
+        .describe("Lines of output per second captured from each child."),
+        panel(
+            "obsbox memory",
+            Kind::TimeSeries,
+            "bytes",
+            vec![q("obsbox_resident_memory_bytes", "resident")],
+        ),
+        panel(
+            "UPS power",
+            Kind::Stat,
+            "none",
+            vec![q("obsbox_ups_on_battery", "__auto")],
+        )
+        .mappings(&[(0, "mains", "green"), (1, "on battery", "orange")]),
+        panel(
+            "UPS battery charge",
+            Kind::Gauge,
+            "percentunit",
+            vec![q("obsbox_ups_battery_charge_ratio", "__auto")],
+        )
+        .range(0.0, 1.0)
+        .thresholds("red", &[(0.3, "orange"), (0.6, "green")]),
+        panel(
+            "UPS runtime left",
+            Kind::Stat,
+            "s",
+            vec![q("obsbox_ups_runtime_seconds", "__auto")],
+        )
+        .thresholds("red", &[(300.0, "orange"), (900.0, "green")]),
+        panel(
+            "UPS load",
+            Kind::Gauge,
+            "percentunit",
+            vec![q("obsbox_ups_load_ratio", "__auto")],
+        )
+        .range(0.0, 1.0)
+        .thresholds("green", &[(0.8, "orange"), (0.9, "red")]),
+        panel(
+            "Disk health (SMART)",
+            Kind::Stat,
+            "none",
+            vec![q("obsbox_disk_smart_healthy", "{{disk}}")],
+        )
+        .mappings(&[(0, "failing", "red"), (1, "healthy", "green")]),
+        panel(
+            "Reallocated sectors",
+            Kind::Stat,
+            "none",
+            vec![q("obsbox_disk_reallocated_sectors", "{{disk}}")],
+        )
+        .describe("A growing count means the disk is wearing out.")
+        .thresholds("green", &[(1.0, "orange")]),
+        panel(
+            "Disk temperature",
+            Kind::TimeSeries,
+            "celsius",
+            vec![q("obsbox_disk_temperature_celsius", "{{disk}}")],
+        )
+        .width(GRID_COLUMNS)
+        .thresholds("green", &[(50.0, "orange"), (60.0, "red")]),
+    ];
+    if settings.services.loki.enabled {
+        panels.push(panel(
+            "Errors in the logs",
+            Kind::Logs,
+            "none",
+            vec![q(r#"{job=~".+"} |~ "(?i)error""#, "")],
+        ));
+    }
+    Dashboard {
+        stem: "appliance",
+        title: "Appliance",
+        description: "obsbox's children, its own memory, the UPS and the disks.",
+        panels,
+    }
+}
+
+/// Each SLO's indicator, error budget and burn rates, from the recorded series.
+fn slos() -> Dashboard {
+    let sli = "1 - obsbox:slo_error_ratio:window";
+    let objective = "obsbox:slo_objective:ratio";
+    let mut panels = vec![
+        panel(
+            "SLI over the SLO window",
+            Kind::Stat,
+            "percentunit",
+            vec![q(sli, "{{slo}}")],
+        )
+        .width(8),
+        panel(
+            "Objective",
+            Kind::Stat,
+            "percentunit",
+            vec![q(objective, "{{slo}}")],
+        )
+        .width(8),
+        panel(
+            "Error budget left",
+            Kind::BarGauge,
+            "percentunit",
+            vec![q("obsbox:slo_error_budget_remaining:ratio", "{{slo}}")],
+        )
+        .describe("Share of the window's error budget not yet spent; below zero the SLO is missed.")
+        .width(8)
+        .thresholds("red", &[(0.0, "orange"), (0.25, "green")]),
+        panel(
+            "SLI and objective",
+            Kind::TimeSeries,
+            "percentunit",
+            vec![q(sli, "{{slo}}"), q(objective, "{{slo}} objective")],
+        )
+        .width(GRID_COLUMNS),
+    ];
+    panels.extend(["1h", "6h", "3d"].iter().map(|window| {
+        panel(
+            format!("Burn rate over {window}"),
+            Kind::TimeSeries,
+            "none",
+            vec![q(
+                format!("obsbox:slo_error_ratio:rate{window} / on(slo) (1 - {objective})"),
+                "{{slo}}",
+            )],
+        )
+        .describe("How fast the error budget is spent: at 1 it lasts exactly the SLO window.")
+        .width(8)
+        .thresholds("green", &[(1.0, "orange"), (6.0, "red")])
+    }));
+    Dashboard {
+        stem: "slos",
+        title: "SLOs",
+        description: "Service level indicators against their objectives, the error budget \
+                      left and how fast it burns.",
+        panels,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(settings: &Settings) -> Vec<(&'static str, Value)> {
+        dashboards(settings)
+            .into_iter()
+            .map(|(stem, text)| (stem, serde_json::from_str(&text).unwrap()))
+            .collect()
+    }
+
+    fn panels(dashboard: &Value) -> &Vec<Value> {
+        dashboard["panels"].as_array().unwrap()
+    }
+
+    fn targets(dashboard: &Value) -> impl Iterator<Item = &Value> {
+        panels(dashboard)
+            .iter()
+            .flat_map(|p| p["targets"].as_array().unwrap())
+    }
+
+    /// Every data source uid a dashboard names, in panels and in targets.
+    fn source_uids(dashboard: &Value) -> Vec<&str> {
+        panels(dashboard)
+            .iter()
+            .map(|p| &p["datasource"])
+            .chain(targets(dashboard).map(|t| &t["datasource"]))
+            .map(|d| d["uid"].as_str().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn six_dashboards_with_unique_uids_and_titles() {
+        let all = parsed(&Settings::default());
+        assert_eq!(all.len(), 6);
+        let mut uids: Vec<&str> = all
+            .iter()
+            .map(|(_, d)| d["uid"].as_str().unwrap())
+            .collect();
+        let mut titles: Vec<&str> = all
+            .iter()
+            .map(|(_, d)| d["title"].as_str().unwrap())
+            .collect();
+        uids.sort();
+        uids.dedup();
+        titles.sort();
+        titles.dedup();
+        assert_eq!((uids.len(), titles.len()), (6, 6));
+        for (stem, d) in &all {
+            assert_eq!(d["uid"], format!("obsbox-{stem}"));
+            assert!(
+                d["uid"].as_str().unwrap().len() <= 40,
+                "Grafana's uid limit"
+            );
+            assert_eq!(d["schemaVersion"], 39);
+            assert_eq!(d["tags"], json!(["obsbox"]));
+            assert_eq!(d["time"], json!({"from": "now-6h", "to": "now"}));
+            assert_eq!(d["refresh"], "1m");
+        }
+    }
+
+    #[test]
+    fn panels_fit_the_grid_without_overlapping() {
+        for (stem, d) in parsed(&Settings::default()) {
+            let cells: Vec<(u64, u64, u64, u64)> = panels(&d)
+                .iter()
+                .map(|p| {
+                    let g = &p["gridPos"];
+                    let n = |k: &str| g[k].as_u64().unwrap();
+                    (n("x"), n("y"), n("w"), n("h"))
+                })
+                .collect();
+            for (i, &(x, y, w, h)) in cells.iter().enumerate() {
+                assert!(x + w <= 24 && w > 0 && h > 0, "{stem}: panel {i}");
+                for &(x2, y2, w2, h2) in &cells[i + 1..] {
+                    let apart = x + w <= x2 || x2 + w2 <= x || y + h <= y2 || y2 + h2 <= y;
+                    assert!(apart, "{stem}: panel {i} overlaps another");
+                }
+            }
+            let mut ids: Vec<u64> = panels(&d)
+                .iter()
+                .map(|p| p["id"].as_u64().unwrap())
+                .collect();
+            ids.sort();
+            ids.dedup();
+            assert_eq!(ids.len(), panels(&d).len(), "{stem}: panel ids");
+        }
+    }
+
+    #[test]
+    fn every_panel_has_a_type_a_unit_and_queries_of_its_own_source() {
+        for (stem, d) in parsed(&Settings::default()) {
+            for p in panels(&d) {
+                let title = p["title"].as_str().unwrap();
+                assert!(p["type"].is_string() && !title.is_empty(), "{stem}");
+                assert!(p["fieldConfig"]["defaults"]["unit"].is_string(), "{title}");
+                let ts = p["targets"].as_array().unwrap();
+                assert!(!ts.is_empty(), "{title} has no query");
+                for (t, ref_id) in ts.iter().zip(["A", "B", "C", "D"]) {
+                    assert_eq!(t["refId"], ref_id, "{title}");
+                    assert_eq!(t["datasource"], p["datasource"], "{title}");
+                    assert!(t["legendFormat"].is_string(), "{title}");
+                    assert!(!t["expr"].as_str().unwrap().is_empty(), "{title}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn queries_use_only_the_macros_a_test_can_substitute() {
+        for (stem, d) in parsed(&Settings::default()) {
+            for t in targets(&d) {
+                let expr = t["expr"].as_str().unwrap();
+                let bare = expr
+                    .replace("$__rate_interval", "")
+                    .replace("$__interval", "")
+                    .replace("$__range", "");
+                assert!(!bare.contains('$'), "{stem}: {expr}");
+            }
+        }
+    }
+
+    #[test]
+    fn without_loki_no_dashboard_names_it() {
+        let mut settings = Settings::default();
+        settings.services.loki.enabled = false;
+        for (stem, d) in parsed(&settings) {
+            assert!(
+                source_uids(&d).iter().all(|uid| *uid == "prometheus"),
+                "{stem}"
+            );
+            assert!(
+                targets(&d).all(|t| !t["expr"].as_str().unwrap().contains("loki_")),
+                "{stem}: a Loki metric with Loki disabled"
+            );
+        }
+    }
+
+    #[test]
+    fn with_loki_the_appliance_shows_error_lines() {
+        let all = parsed(&Settings::default());
+        let logs: Vec<(&str, &Value)> = all
+            .iter()
+            .flat_map(|(stem, d)| panels(d).iter().map(move |p| (*stem, p)))
+            .filter(|(_, p)| p["datasource"]["uid"] == "loki")
+            .collect();
+        assert_eq!(logs.len(), 1);
+        let (stem, p) = logs[0];
+        assert_eq!((stem, p["type"].as_str().unwrap()), ("appliance", "logs"));
+        assert_eq!(p["targets"][0]["expr"], r#"{job=~".+"} |~ "(?i)error""#);
+    }
+
+    #[test]
+    fn backup_thresholds_follow_the_objectives() {
+        let mut settings = Settings::default();
+        settings.backups.rpo = "12h".into();
+        settings.backups.rto = "30m".into();
+        let all = parsed(&settings);
+        let backups = &all.iter().find(|(stem, _)| *stem == "backups").unwrap().1;
+        let red_at = |title: &str| {
+            let p = panels(backups)
+                .iter()
+                .find(|p| p["title"] == title)
+                .unwrap();
+            p["fieldConfig"]["defaults"]["thresholds"]["steps"][1]["value"].clone()
+        };
+        assert_eq!(red_at("Age of the last good backup"), json!(43200.0));
+        assert_eq!(red_at("Restore time in the last drill"), json!(1800.0));
+    }
+
+    #[test]
+    fn dashboards_are_deterministic() {
+        assert_eq!(
+            dashboards(&Settings::default()),
+            dashboards(&Settings::default())
+        );
+    }
+}
