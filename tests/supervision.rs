@@ -640,7 +640,10 @@ fn the_alert_rules_pass_their_promtool_tests_and_prometheus_loads_them() {
             let Some(alert) = rule["name"].as_str().filter(|_| rule["type"] == "alerting") else {
                 continue;
             };
-            assert!(tested_alerts.contains(alert), "{alert} has no promtool test");
+            assert!(
+                tested_alerts.contains(alert),
+                "{alert} has no promtool test"
+            );
             let runbook = rule["annotations"]["runbook_url"].as_str().unwrap();
             let path = runbook.strip_prefix("http://obsbox.test").unwrap();
             let page = ureq::get(&obsbox.url(path)).call().unwrap();

@@ -164,11 +164,7 @@ pub fn get(store: &Store, id: i64) -> Result<Option<AlertRecord>, StoreError> {
 
 /// Marks an alert acknowledged by `actor`; acknowledging again changes
 /// nothing. `None` when there is no such alert.
-pub fn acknowledge(
-    store: &Store,
-    id: i64,
-    actor: &str,
-) -> Result<Option<AlertRecord>, StoreError> {
+pub fn acknowledge(store: &Store, id: i64, actor: &str) -> Result<Option<AlertRecord>, StoreError> {
     store.with_conn(|conn| {
         conn.execute(
             "UPDATE alerts SET acked_at = ?2, acked_by = ?3 WHERE id = ?1 AND acked_at IS NULL",
@@ -227,11 +223,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let now = jiff::Timestamp::now();
-        let ago = |minutes: i64| {
-            (now - jiff::SignedDuration::from_mins(minutes)).to_string()
-        };
+        let ago = |minutes: i64| (now - jiff::SignedDuration::from_mins(minutes)).to_string();
         let unset = "0001-01-01T00:00:00Z";
-        let firing = notification("firing", json!([alert("DiskUsageCritical", "firing", &ago(30), unset)]));
+        let firing = notification(
+            "firing",
+            json!([alert("DiskUsageCritical", "firing", &ago(30), unset)]),
+        );
         record(&store, &firing).unwrap();
         record(&store, &firing).unwrap();
         let rows = list(&store, None, 10).unwrap();
@@ -271,7 +268,10 @@ mod tests {
             &store,
             &notification(
                 "firing",
-                json!([alert(TEST_ALERT, "firing", &now, ""), alert("X", "firing", "yesterday", "")]),
+                json!([
+                    alert(TEST_ALERT, "firing", &now, ""),
+                    alert("X", "firing", "yesterday", "")
+                ]),
             ),
         )
         .unwrap();

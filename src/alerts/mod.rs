@@ -336,13 +336,9 @@ impl Alerts {
         let existing = alerting.receivers.iter().position(|r| r.name == name);
         match (existing, replace) {
             (Some(_), false) => {
-                return Err(AlertsError::Conflict(format!(
-                    "receiver '{name}' exists"
-                )))
+                return Err(AlertsError::Conflict(format!("receiver '{name}' exists")))
             }
-            (None, true) => {
-                return Err(AlertsError::NotFound(format!("no receiver '{name}'")))
-            }
+            (None, true) => return Err(AlertsError::NotFound(format!("no receiver '{name}'"))),
             (Some(i), true) => alerting.receivers[i] = receiver.clone(),
             (None, false) => alerting.receivers.push(receiver.clone()),
         }
@@ -382,8 +378,8 @@ impl Alerts {
         alerting: &crate::settings::AlertingSettings,
         actor: &str,
     ) -> Result<(), AlertsError> {
-        let value = serde_json::to_value(alerting)
-            .map_err(|e| AlertsError::Invalid(e.to_string()))?;
+        let value =
+            serde_json::to_value(alerting).map_err(|e| AlertsError::Invalid(e.to_string()))?;
         self.services.update("alerting", value, actor).await?;
         Ok(())
     }

@@ -209,7 +209,8 @@ pub fn counts(store: &Store, job: &str, rto_ms: i64) -> Result<RunCounts, StoreE
         )?;
         for kind in [Kind::Backup, Kind::Verify, Kind::Drill] {
             for result in [Outcome::Ok, Outcome::Failed, Outcome::Halted] {
-                let n = stmt.query_row(params![job, kind.as_str(), result.as_str()], |r| r.get(0))?;
+                let n =
+                    stmt.query_row(params![job, kind.as_str(), result.as_str()], |r| r.get(0))?;
                 counts.runs.push((kind, result, n));
             }
         }

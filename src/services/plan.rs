@@ -3,8 +3,8 @@
 
 use super::render::{paths, SecretGrant};
 use super::Environment;
-use crate::store::Store;
 use crate::settings::{ExtraChild, Readiness, Service, Settings};
+use crate::store::Store;
 use crate::supervisor::{ChildPlan, ChildSpec, Launch, Probe, Reload, RestartPolicy, RunAs};
 use nix::sys::signal::Signal;
 use std::collections::BTreeSet;

@@ -200,10 +200,7 @@ pub fn default_slos() -> Vec<Slo> {
 impl AlertingSettings {
     pub(super) fn validate(&self, bad: &mut dyn FnMut(String, String)) {
         let t = &self.thresholds;
-        for (field, value) in [
-            ("host_down_for", &t.host_down_for),
-            ("cpu_for", &t.cpu_for),
-        ] {
+        for (field, value) in [("host_down_for", &t.host_down_for), ("cpu_for", &t.cpu_for)] {
             if let Err(e) = parse_duration(value) {
                 bad(format!("alerting.thresholds.{field}"), e);
             }
@@ -249,13 +246,17 @@ impl AlertingSettings {
         }
         let mut names = Vec::new();
         for (i, r) in self.receivers.iter().enumerate() {
-            let mut at =
-                |field: &str, message: String| bad(format!("alerting.receivers[{i}].{field}"), message);
+            let mut at = |field: &str, message: String| {
+                bad(format!("alerting.receivers[{i}].{field}"), message)
+            };
             if let Some(problem) = name_problem(&r.name, &mut names) {
                 at("name", problem);
             }
             if r.name == OBSBOX_RECEIVER {
-                at("name", format!("'{OBSBOX_RECEIVER}' is obsbox's own receiver"));
+                at(
+                    "name",
+                    format!("'{OBSBOX_RECEIVER}' is obsbox's own receiver"),
+                );
             }
             match &r.kind {
                 ReceiverKind::Email {
@@ -288,13 +289,19 @@ impl AlertingSettings {
                     room_id,
                 } => {
                     if !is_plain_url(homeserver) {
-                        at("homeserver", format!("'{homeserver}' is not an http(s) URL"));
+                        at(
+                            "homeserver",
+                            format!("'{homeserver}' is not an http(s) URL"),
+                        );
                     }
                     let valid_room = room_id.starts_with('!')
                         && room_id.contains(':')
                         && !room_id.contains(char::is_whitespace);
                     if !valid_room {
-                        at("room_id", format!("'{room_id}' is not a room ID like !abc:example.org"));
+                        at(
+                            "room_id",
+                            format!("'{room_id}' is not a room ID like !abc:example.org"),
+                        );
                     }
                 }
             }
@@ -395,7 +402,11 @@ mod tests {
             alerting: serde_json::from_value(alerting).unwrap(),
             ..Settings::default()
         };
-        settings.validate().iter().map(|p| p.field.clone()).collect()
+        settings
+            .validate()
+            .iter()
+            .map(|p| p.field.clone())
+            .collect()
     }
 
     #[test]

@@ -22,7 +22,10 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
         .route("/api/alerts/notify", post(notify))
         .route("/api/alerts/relay/{receiver}", post(relay))
         .route("/api/alerts/test", post(test))
-        .route("/api/alerts/receivers", get(receivers).post(create_receiver))
+        .route(
+            "/api/alerts/receivers",
+            get(receivers).post(create_receiver),
+        )
         .route(
             "/api/alerts/receivers/{name}",
             put(replace_receiver).delete(delete_receiver),

@@ -3,6 +3,8 @@
 //! and a real stop (SIGTERM, then a check that nothing is left) when dropped.
 #![allow(dead_code)] // each test binary uses a different part of this helper
 
+pub mod sinks;
+
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;

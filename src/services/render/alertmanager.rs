@@ -44,10 +44,7 @@ pub fn secret_grants(settings: &Settings) -> Vec<SecretGrant> {
         secret,
         path: PathBuf::from(paths::ALERTMANAGER_SECRETS).join(file),
     };
-    let mut grants = vec![grant(
-        WEBHOOK_TOKEN_SECRET.into(),
-        "obsbox-webhook-token",
-    )];
+    let mut grants = vec![grant(WEBHOOK_TOKEN_SECRET.into(), "obsbox-webhook-token")];
     for r in &settings.alerting.receivers {
         let (secret, _) = r.kind.secret();
         if !matches!(r.kind, ReceiverKind::Matrix { .. }) {
@@ -89,7 +86,9 @@ pub(super) fn alertmanager(settings: &Settings, env: &Environment) -> String {
         }));
     }
     if let Some(escalation) = &alerting.escalation {
-        routes.push(json!({"receiver": escalation.receiver, "matchers": ["alertname=\"AlertEscalated\""]}));
+        routes.push(
+            json!({"receiver": escalation.receiver, "matchers": ["alertname=\"AlertEscalated\""]}),
+        );
     }
     for route in &alerting.routes {
         let mut matchers = Vec::new();
@@ -135,8 +134,7 @@ pub(super) fn alertmanager(settings: &Settings, env: &Environment) -> String {
             ReceiverKind::Webhook { url, .. } => {
                 let mut c = json!({"url": url});
                 if needed {
-                    c["http_config"] =
-                        json!({"authorization": {"credentials_file": secret_path}});
+                    c["http_config"] = json!({"authorization": {"credentials_file": secret_path}});
                 }
                 ("webhook_configs", c)
             }
@@ -169,9 +167,7 @@ pub(super) fn alertmanager(settings: &Settings, env: &Environment) -> String {
 /// catalog's pairs named apart); a host that is down silences everything else
 /// about that host.
 fn inhibit_rules() -> Value {
-    let inhibit = |source: &str, target: &str, equal: &[&str]| {
-        json!({"source_matchers": [source], "target_matchers": [target], "equal": equal})
-    };
+    let inhibit = |source: &str, target: &str, equal: &[&str]| json!({"source_matchers": [source], "target_matchers": [target], "equal": equal});
     json!([
         inhibit(
             "severity=\"critical\"",

@@ -88,7 +88,8 @@ impl<'a> Catalog<'a> {
         let disk_used = format!(
             "100 * (1 - node_filesystem_avail_bytes{{{filesystems}}} / node_filesystem_size_bytes{{{filesystems}}})"
         );
-        let disk = |name, severity, percent: f64, wait| Alert {
+        let disk = |name, severity, percent: f64, wait| {
+            Alert {
             name,
             expr: format!("{disk_used} > {percent}"),
             wait: Some(wait),
@@ -98,6 +99,7 @@ impl<'a> Catalog<'a> {
             description: format!(
                 "{{{{ $labels.mountpoint }}}} on {{{{ $labels.host }}}} is {{{{ $value | printf \"%.1f\" }}}}% full (threshold {percent}%)."
             ),
+        }
         };
         let alerts = [
             Alert {

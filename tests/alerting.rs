@@ -1,0 +1,344 @@
+//! Alert routing through the real Alertmanager: receivers added over the API
+//! (secrets kept apart), test alerts delivered to a local SMTP sink, a
+//! webhook receiver and a Matrix homeserver (through obsbox's relay), the
+//! history obsbox keeps from its own receiver, acknowledgements, silences,
+//! inhibition, and bad input refused without changing anything.
+
+mod common;
+
+use common::sinks::{HttpSink, SmtpSink};
+use common::*;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+const READY: Duration = Duration::from_secs(60);
+const DELIVERY: Duration = Duration::from_secs(30);
+
+fn alertmanager_port(obsbox: &Obsbox) -> u16 {
+    obsbox.settings()["services"]["alertmanager"]["port"]
+        .as_u64()
+        .unwrap() as u16
+}
+
+#[test]
+fn alerts_reach_mail_webhook_and_matrix_and_land_in_the_history() {
+    let smtp = SmtpSink::start();
+    let hook = HttpSink::start();
+    let matrix = HttpSink::start();
+    let obsbox = Obsbox::start(&[
+        ("services", services_only(&["alertmanager"])),
+        (
+            "alertmanager",
+            json!({"group_wait": "1s", "group_interval": "1s"}),
+        ),
+        (
+            "alerting",
+            json!({"receivers": [{"name": "mail", "kind": "email", "to": "ops@example.org",
+                "from": "obsbox@example.org", "smarthost": format!("127.0.0.1:{}", smtp.port),
+                "require_tls": false}]}),
+        ),
+    ]);
+    obsbox.wait_all_ready(READY);
+
+    // Receivers with secrets, over the API.
+    let (status, _) = obsbox.send(
+        "POST",
+        "/api/alerts/receivers",
+        &json!({"receiver": {"name": "hook", "kind": "webhook",
+            "url": format!("http://127.0.0.1:{}/hook", hook.port), "authorize": true},
+            "secret": "hook-token-123"})
+        .to_string(),
+    );
+    assert_eq!(status, 201);
+    let (status, _) = obsbox.send(
+        "POST",
+        "/api/alerts/receivers",
+        &json!({"receiver": {"name": "room", "kind": "matrix",
+            "homeserver": format!("http://127.0.0.1:{}", matrix.port), "room_id": "!room:example.org"},
+            "secret": "matrix-token-456"})
+        .to_string(),
+    );
+    assert_eq!(status, 201);
+    let receivers = obsbox.get("/api/alerts/receivers");
+    assert_eq!(receivers.as_array().unwrap().len(), 3);
+    assert!(receivers
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["secret_set"] == (r["name"] != "mail")));
+    // Secrets are never shown back: not in the API, the settings or the rendered config.
+    let config = obsbox.get("/api/services/alertmanager/config").to_string();
+    for shown in [receivers.to_string(), obsbox.settings().to_string(), config] {
+        assert!(!shown.contains("hook-token-123") && !shown.contains("matrix-token-456"));
+    }
+    let granted = obsbox
+        .data
+        .join("children/alertmanager/secrets/hook-bearer_token");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&granted).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    // A test alert to each receiver goes through Alertmanager for real.
+    for receiver in ["mail", "hook", "room"] {
+        let (status, body) = obsbox.send(
+            "POST",
+            "/api/alerts/test",
+            &json!({"receiver": receiver}).to_string(),
+        );
+        assert_eq!(status, 202, "{body}");
+    }
+    let mail = wait_for("the test mail", DELIVERY, || {
+        smtp.mails()
+            .into_iter()
+            .find(|m| m.data.contains("ObsboxTestAlert"))
+    });
+    assert!(
+        mail.to.iter().any(|t| t.contains("ops@example.org")),
+        "{mail:?}"
+    );
+    let posted = wait_for("the webhook", DELIVERY, || {
+        hook.requests().into_iter().find(|r| r.path == "/hook")
+    });
+    assert_eq!(
+        posted.header("authorization"),
+        Some("Bearer hook-token-123")
+    );
+    let payload: Value = serde_json::from_str(&posted.body).unwrap();
+    assert_eq!(
+        payload["alerts"][0]["labels"]["alertname"],
+        "ObsboxTestAlert"
+    );
+    assert_eq!(
+        payload["alerts"][0]["labels"]["obsbox_test_receiver"],
+        "hook"
+    );
+    let message = wait_for("the Matrix message", DELIVERY, || {
+        matrix.requests().into_iter().next()
+    });
+    assert_eq!(message.method, "PUT");
+    assert!(
+        message
+            .path
+            .starts_with("/_matrix/client/v3/rooms/%21room%3Aexample.org/send/m.room.message/"),
+        "{}",
+        message.path
+    );
+    assert_eq!(
+        message.header("authorization"),
+        Some("Bearer matrix-token-456")
+    );
+    let content: Value = serde_json::from_str(&message.body).unwrap();
+    assert_eq!(content["msgtype"], "m.text");
+    assert!(content["body"]
+        .as_str()
+        .unwrap()
+        .contains("ObsboxTestAlert"));
+    // Each test alert reached its own receiver only.
+    assert_eq!(hook.requests().len(), 1);
+
+    // obsbox's own receiver kept every alert; acknowledging one is recorded.
+    let history = wait_for("three alerts in the history", DELIVERY, || {
+        let h = obsbox.get("/api/alerts");
+        (h["alerts"].as_array().unwrap().len() == 3).then_some(h)
+    });
+    let id = history["alerts"][0]["id"].as_i64().unwrap();
+    let (status, acked) = obsbox.send("POST", &format!("/api/alerts/{id}/ack"), "");
+    assert_eq!((status, acked["acked_by"].as_str()), (200, Some("api")));
+    assert_eq!(obsbox.send("POST", "/api/alerts/99999/ack", "").0, 404);
+    assert!(obsbox
+        .api_audit()
+        .iter()
+        .any(|a| a.starts_with("alert.acknowledge")));
+
+    // Inhibition: a host that is down silences the other alerts about it.
+    let am = alertmanager_port(&obsbox);
+    let alerts = json!([
+        {"labels": {"alertname": "HostDown", "severity": "critical", "service": "infrastructure", "host": "nas"}},
+        {"labels": {"alertname": "TargetDown", "severity": "warning", "service": "monitoring", "host": "nas"}},
+        {"labels": {"alertname": "TargetDown", "severity": "warning", "service": "monitoring", "host": "nvr"}},
+    ]);
+    ureq::post(&format!("http://127.0.0.1:{am}/api/v2/alerts"))
+        .send_json(alerts)
+        .unwrap();
+    let inhibited = wait_for("inhibition", DELIVERY, || {
+        let list: Value = ureq::get(&format!("http://127.0.0.1:{am}/api/v2/alerts"))
+            .call()
+            .ok()?
+            .into_json()
+            .ok()?;
+        let inhibited: Vec<String> = list
+            .as_array()?
+            .iter()
+            .filter(|a| !a["status"]["inhibitedBy"].as_array().unwrap().is_empty())
+            .map(|a| {
+                format!(
+                    "{}@{}",
+                    a["labels"]["alertname"].as_str().unwrap(),
+                    a["labels"]["host"].as_str().unwrap()
+                )
+            })
+            .collect();
+        (!inhibited.is_empty()).then_some(inhibited)
+    });
+    assert_eq!(inhibited, ["TargetDown@nas"]);
+
+    // The figures are metrics.
+    let metrics = ureq::get(&obsbox.url("/metrics"))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    for line in [
+        "obsbox_alert_notifications_total{status=\"firing\"}",
+        "obsbox_alerts_firing{severity=\"critical\"}",
+        "obsbox_alerts_acknowledged 0",
+    ] {
+        assert!(metrics.contains(line), "{line} in\n{metrics}");
+    }
+}
+
+#[test]
+fn silences_and_bad_input_are_handled_without_changing_anything() {
+    let obsbox = Obsbox::start(&[
+        ("services", services_only(&["alertmanager"])),
+        (
+            "alerting",
+            json!({"receivers": [{"name": "hook", "kind": "webhook", "url": "http://127.0.0.1:9/"}],
+                   "routes": [{"severity": "critical", "receiver": "hook"}]}),
+        ),
+    ]);
+    obsbox.wait_all_ready(READY);
+
+    let (status, created) = obsbox.send(
+        "POST",
+        "/api/silences",
+        &json!({"matchers": {"alertname": "DiskUsageHigh", "host": "nas"}, "duration": "2h",
+                "comment": "resizing the pool"})
+        .to_string(),
+    );
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_string();
+    let listed = obsbox.get("/api/silences");
+    let silence = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == id.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(silence["status"]["state"], "active");
+    assert_eq!(silence["createdBy"], "api");
+    assert_eq!(
+        obsbox.send("DELETE", &format!("/api/silences/{id}"), "").0,
+        200
+    );
+    let expired = obsbox.get("/api/silences");
+    assert!(expired
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["id"] == id.as_str() && s["status"]["state"] == "expired"));
+
+    let settings_before = obsbox.settings();
+    let audit_before = obsbox.api_audit().len();
+    for (method, path, body, expected) in [
+        (
+            "POST",
+            "/api/silences",
+            json!({"matchers": {}, "duration": "1h", "comment": "x"}),
+            422,
+        ),
+        (
+            "POST",
+            "/api/silences",
+            json!({"matchers": {"a": "b"}, "duration": "soon", "comment": "x"}),
+            422,
+        ),
+        (
+            "POST",
+            "/api/silences",
+            json!({"matchers": {"a": "b"}, "duration": "1h", "comment": " "}),
+            422,
+        ),
+        (
+            "POST",
+            "/api/silences",
+            json!({"matchers": {"a b": "c"}, "duration": "1h", "comment": "x"}),
+            422,
+        ),
+        ("DELETE", "/api/silences/..%2Fstatus", json!(null), 404),
+        (
+            "POST",
+            "/api/alerts/test",
+            json!({"receiver": "nobody"}),
+            404,
+        ),
+        ("POST", "/api/alerts/test", json!({}), 422),
+        (
+            "POST",
+            "/api/alerts/receivers",
+            json!({"receiver": {"name": "hook", "kind": "webhook", "url": "http://127.0.0.1:9/"}}),
+            409,
+        ),
+        (
+            "POST",
+            "/api/alerts/receivers",
+            json!({"receiver": {"name": "m", "kind": "email", "to": "nobody", "from": "a@b", "smarthost": "x:25"}}),
+            422,
+        ),
+        (
+            "POST",
+            "/api/alerts/receivers",
+            json!({"receiver": {"name": "p", "kind": "pager"}}),
+            422,
+        ),
+        (
+            "PUT",
+            "/api/alerts/receivers/ghost",
+            json!({"receiver": {"name": "ghost", "kind": "webhook", "url": "http://127.0.0.1:9/"}}),
+            404,
+        ),
+        (
+            "PUT",
+            "/api/alerts/receivers/hook",
+            json!({"receiver": {"name": "other", "kind": "webhook", "url": "http://127.0.0.1:9/"}}),
+            400,
+        ),
+        // A route still sends to it.
+        ("DELETE", "/api/alerts/receivers/hook", json!(null), 422),
+        ("GET", "/api/alerts?status=sleeping", json!(null), 422),
+        (
+            "POST",
+            "/api/alerts/notify",
+            json!({"status": "firing", "alerts": []}),
+            401,
+        ),
+        (
+            "POST",
+            "/api/alerts/relay/hook",
+            json!({"status": "firing", "alerts": []}),
+            401,
+        ),
+    ] {
+        let body = if body.is_null() {
+            String::new()
+        } else {
+            body.to_string()
+        };
+        let (status, answer) = obsbox.send(method, path, &body);
+        assert_eq!(status, expected, "{method} {path}: {answer}");
+        assert!(answer["error"].is_string(), "{method} {path}: {answer}");
+    }
+    let forged = ureq::post(&obsbox.url("/api/alerts/notify"))
+        .set("Authorization", "Bearer not-the-token")
+        .send_string("{}");
+    assert!(matches!(forged, Err(ureq::Error::Status(401, _))));
+    assert_eq!(obsbox.settings(), settings_before);
+    assert_eq!(obsbox.api_audit().len(), audit_before);
+    assert!(obsbox.get("/api/alerts")["alerts"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+}
