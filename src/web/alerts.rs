@@ -3,7 +3,7 @@
 //! posts to (the history and the Matrix relay), which take its bearer token
 //! instead of a login.
 
-use super::{json_body, ApiError, ApiResult, AppState, API_ACTOR};
+use super::{json_body, same_name, ApiError, ApiResult, AppState, API_ACTOR};
 use crate::alerts::{AlertsError, Notification, SilenceRequest};
 use crate::settings::Receiver;
 use axum::body::Bytes;
@@ -152,15 +152,7 @@ async fn replace_receiver(
     body: Bytes,
 ) -> ApiResult {
     let request: ReceiverRequest = json_body(&body)?;
-    if request.receiver.name != name {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "the receiver in the body is '{}', not '{name}'",
-                request.receiver.name
-            ),
-        ));
-    }
+    same_name("receiver", &request.receiver.name, &name)?;
     app.alerts
         .save_receiver(request.receiver, request.secret, true, API_ACTOR)
         .await?;

@@ -1,6 +1,6 @@
 //! `/api/backups`: jobs, runs, halts and history.
 
-use super::{json_body, ApiError, ApiResult, AppState, API_ACTOR};
+use super::{json_body, same_name, ApiError, ApiResult, AppState, API_ACTOR};
 use crate::backup::{BackupError, Kind, SecretsUpdate};
 use crate::settings::BackupJob;
 use axum::body::Bytes;
@@ -82,15 +82,7 @@ async fn replace(
     body: Bytes,
 ) -> ApiResult {
     let request: JobRequest = json_body(&body)?;
-    if request.job.name != name {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "the job in the body is '{}', not '{name}'",
-                request.job.name
-            ),
-        ));
-    }
+    same_name("job", &request.job.name, &name)?;
     let settings = app
         .backups
         .save_job(request.job, request.secrets, true, API_ACTOR)

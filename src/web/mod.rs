@@ -129,6 +129,17 @@ impl From<ServicesError> for ApiError {
 
 type ApiResult = Result<Response, ApiError>;
 
+/// A PUT names what it replaces twice, in the path and in the body; they must agree.
+fn same_name(what: &str, in_body: &str, in_path: &str) -> Result<(), ApiError> {
+    if in_body == in_path {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::BAD_REQUEST,
+        format!("the {what} in the body is '{in_body}', not '{in_path}'"),
+    ))
+}
+
 /// A request body as the handler's type, or a 422 saying what is wrong with it.
 fn json_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| {

@@ -6,6 +6,26 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 
+/// Listens on a free loopback port and runs `session` for each connection,
+/// a thread each; returns the port and what the sessions record.
+fn serve<T: Send + 'static>(
+    session: fn(TcpStream, &Mutex<Vec<T>>) -> std::io::Result<()>,
+) -> (u16, Arc<Mutex<Vec<T>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let records = Arc::new(Mutex::new(Vec::new()));
+    let kept = records.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let kept = kept.clone();
+            std::thread::spawn(move || {
+                let _ = session(stream, &kept);
+            });
+        }
+    });
+    (port, records)
+}
+
 /// One mail: envelope and the DATA text.
 #[derive(Debug, Clone)]
 pub struct Mail {
@@ -22,18 +42,7 @@ pub struct SmtpSink {
 
 impl SmtpSink {
     pub fn start() -> SmtpSink {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let mails = Arc::new(Mutex::new(Vec::new()));
-        let kept = mails.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let kept = kept.clone();
-                std::thread::spawn(move || {
-                    let _ = smtp_session(stream, &kept);
-                });
-            }
-        });
+        let (port, mails) = serve(smtp_session);
         SmtpSink { port, mails }
     }
 
@@ -120,18 +129,7 @@ pub struct HttpSink {
 
 impl HttpSink {
     pub fn start() -> HttpSink {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let requests = Arc::new(Mutex::new(Vec::new()));
-        let kept = requests.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let kept = kept.clone();
-                std::thread::spawn(move || {
-                    let _ = http_exchange(stream, &kept);
-                });
-            }
-        });
+        let (port, requests) = serve(http_exchange);
         HttpSink { port, requests }
     }
 
