@@ -204,7 +204,7 @@ impl Alerts {
             "annotations": {
                 "summary": format!("Test alert for receiver {name}"),
                 "description": format!("Sent from obsbox by {actor} to check that notifications reach {name}."),
-                "runbook_url": self.services.runbook_url(TEST_ALERT),
+                "runbook_url": self.services.runbook_url(&settings, TEST_ALERT),
             },
             "startsAt": now.to_string(),
             "endsAt": (now + jiff::SignedDuration::from_mins(5)).to_string(),

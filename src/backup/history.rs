@@ -2,7 +2,7 @@
 //! already handled, and the manifest (sha256 per file) of each backup.
 
 use super::Kind;
-use crate::store::{Store, StoreError};
+use crate::store::{now_millis, Store, StoreError};
 use rusqlite::{params, OptionalExtension, Row};
 use serde::Serialize;
 
@@ -77,10 +77,6 @@ pub struct Finish {
     pub bytes: Option<i64>,
     pub restore_ms: Option<i64>,
     pub log: String,
-}
-
-pub fn now_millis() -> i64 {
-    jiff::Timestamp::now().as_millisecond()
 }
 
 fn run_from(row: &Row) -> rusqlite::Result<Run> {
@@ -197,31 +193,40 @@ pub fn last(
 pub struct RunCounts {
     /// (kind, result, count) for each kind and each of ok, failed, halted.
     pub runs: Vec<(Kind, Outcome, i64)>,
-    /// Drills that passed with a restore within `rto_ms`.
+    /// Drills that passed within the RTO, passed over it, and failed.
     pub drills_within_rto: i64,
+    pub drills_over_rto: i64,
+    pub drills_failed: i64,
 }
 
+/// One query per job: `/metrics` asks for these at every scrape.
 pub fn counts(store: &Store, job: &str, rto_ms: i64) -> Result<RunCounts, StoreError> {
-    store.with_conn(|c| {
-        let mut counts = RunCounts::default();
+    let rows: Vec<(String, String, i64, i64)> = store.with_conn(|c| {
         let mut stmt = c.prepare(
-            "SELECT COUNT(*) FROM backup_runs WHERE job = ?1 AND kind = ?2 AND result = ?3",
+            "SELECT kind, result, COUNT(*), COALESCE(SUM(restore_ms <= ?2), 0) FROM backup_runs
+             WHERE job = ?1 GROUP BY kind, result",
         )?;
-        for kind in [Kind::Backup, Kind::Verify, Kind::Drill] {
-            for result in [Outcome::Ok, Outcome::Failed, Outcome::Halted] {
-                let n =
-                    stmt.query_row(params![job, kind.as_str(), result.as_str()], |r| r.get(0))?;
-                counts.runs.push((kind, result, n));
-            }
+        let rows = stmt.query_map(params![job, rto_ms], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })?;
+        rows.collect()
+    })?;
+    let find = |kind: Kind, result: Outcome| {
+        rows.iter()
+            .find(|(k, r, _, _)| k == kind.as_str() && r == result.as_str())
+            .map_or((0, 0), |&(_, _, n, within)| (n, within))
+    };
+    let mut counts = RunCounts::default();
+    for kind in [Kind::Backup, Kind::Verify, Kind::Drill] {
+        for result in [Outcome::Ok, Outcome::Failed, Outcome::Halted] {
+            counts.runs.push((kind, result, find(kind, result).0));
         }
-        counts.drills_within_rto = c.query_row(
-            "SELECT COUNT(*) FROM backup_runs WHERE job = ?1 AND kind = 'drill' AND result = 'ok'
-             AND restore_ms <= ?2",
-            params![job, rto_ms],
-            |r| r.get(0),
-        )?;
-        Ok(counts)
-    })
+    }
+    let (passed, within) = find(Kind::Drill, Outcome::Ok);
+    counts.drills_within_rto = within;
+    counts.drills_over_rto = passed - within;
+    counts.drills_failed = find(Kind::Drill, Outcome::Failed).0;
+    Ok(counts)
 }
 
 /// The manifest of the backup that made `snapshot`.
@@ -274,4 +279,36 @@ pub fn set_slot(store: &Store, job: &str, kind: Kind, slot_seconds: i64) -> Resu
         )
         .map(|_| ())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_cover_every_kind_and_result_and_split_drills_by_the_rto() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let run = |kind, result, restore_ms| {
+            let id = begin(&store, "nas", kind).unwrap();
+            let finish_with = Finish {
+                restore_ms,
+                ..Finish::default()
+            };
+            finish(&store, id, result, &finish_with, &[]).unwrap();
+        };
+        run(Kind::Backup, Outcome::Ok, None);
+        run(Kind::Backup, Outcome::Failed, None);
+        run(Kind::Drill, Outcome::Ok, Some(1_000));
+        run(Kind::Drill, Outcome::Ok, Some(9_000));
+        run(Kind::Drill, Outcome::Failed, None);
+        let c = counts(&store, "nas", 5_000).unwrap();
+        assert_eq!(c.runs.len(), 9);
+        assert!(c.runs.contains(&(Kind::Backup, Outcome::Failed, 1)));
+        assert!(c.runs.contains(&(Kind::Verify, Outcome::Ok, 0)));
+        assert_eq!(
+            (c.drills_within_rto, c.drills_over_rto, c.drills_failed),
+            (1, 1, 1)
+        );
+    }
 }

@@ -230,9 +230,8 @@ impl Services {
     }
 
     /// Where the runbook of `alert` is served, as notifications link it.
-    pub fn runbook_url(&self, alert: &str) -> String {
-        let settings = self.store.settings().unwrap_or_default();
-        render::runbook_url(&settings, &self.env, alert)
+    pub fn runbook_url(&self, settings: &Settings, alert: &str) -> String {
+        render::runbook_url(settings, &self.env, alert)
     }
 
     /// Gives the children the secrets they read again, after a secret changed.

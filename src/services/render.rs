@@ -59,8 +59,8 @@ pub fn render(settings: &Settings, env: &Environment) -> Vec<ConfigFile> {
             contents,
         })
     };
+    let catalog = rules::Catalog::new(settings, env);
     if s.prometheus.enabled {
-        let catalog = rules::Catalog::new(settings, env);
         add(
             "prometheus",
             paths::PROMETHEUS_CONFIG,
@@ -97,7 +97,6 @@ pub fn render(settings: &Settings, env: &Environment) -> Vec<ConfigFile> {
     }
     if s.loki.enabled {
         add("loki", paths::LOKI_CONFIG, loki(settings, env));
-        let catalog = rules::Catalog::new(settings, env);
         add("loki", paths::LOKI_LOG_RULES, catalog.log_rules());
     }
     if s.grafana.enabled {
@@ -528,6 +527,19 @@ mod tests {
             ),
             "[]\n"
         );
+    }
+
+    #[test]
+    fn the_host_label_is_the_host_part_of_any_address() {
+        for (address, host) in [
+            ("192.0.2.10:9100", "192.0.2.10"),
+            ("nas.lan", "nas.lan"),
+            ("[2001:db8::1]:9100", "2001:db8::1"),
+            ("https://user@web.lan:8443/health?x=1", "web.lan"),
+            ("http://web.lan/", "web.lan"),
+        ] {
+            assert_eq!(host_of(address), host, "{address}");
+        }
     }
 
     #[test]

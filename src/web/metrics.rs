@@ -221,34 +221,26 @@ fn register_backups(registry: &mut Registry, status: &crate::backup::BackupStatu
     let drills = Family::<DrillLabels, Counter>::default();
     for job in &status.jobs {
         let c = &job.counts;
-        let mut drills_ok = 0;
-        let mut drills_failed = 0;
+        let count = |n: i64| u64::try_from(n).unwrap_or(0);
         for (kind, result, n) in &c.runs {
-            let n = u64::try_from(*n).unwrap_or(0);
             runs.get_or_create(&RunLabels {
                 backup_job: job.name.clone(),
                 kind: kind.as_str().into(),
                 result: result.as_str().into(),
             })
-            .inc_by(n);
-            match (kind, result) {
-                (crate::backup::Kind::Drill, crate::backup::Outcome::Ok) => drills_ok = n,
-                (crate::backup::Kind::Drill, crate::backup::Outcome::Failed) => drills_failed = n,
-                _ => {}
-            }
+            .inc_by(count(*n));
         }
-        let within = u64::try_from(c.drills_within_rto).unwrap_or(0);
         for (outcome, n) in [
-            ("within_rto", within),
-            ("over_rto", drills_ok.saturating_sub(within)),
-            ("failed", drills_failed),
+            ("within_rto", c.drills_within_rto),
+            ("over_rto", c.drills_over_rto),
+            ("failed", c.drills_failed),
         ] {
             drills
                 .get_or_create(&DrillLabels {
                     backup_job: job.name.clone(),
                     outcome: outcome.into(),
                 })
-                .inc_by(n);
+                .inc_by(count(n));
         }
     }
     registry.register(
