@@ -3,6 +3,7 @@
 //! between HTTP and the modules; they hold no logic of their own.
 
 mod alerts;
+pub mod auth;
 mod backups;
 mod metrics;
 mod runbooks;
