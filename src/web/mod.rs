@@ -2,6 +2,7 @@
 //! Prometheus, and the JSON API under `/api/`. Handlers only translate
 //! between HTTP and the modules; they hold no logic of their own.
 
+mod account;
 mod alerts;
 pub mod auth;
 mod backups;
@@ -11,18 +12,25 @@ mod runbooks;
 use crate::services::{Services, ServicesError};
 use crate::store::{Store, StoreError};
 use crate::supervisor::{Control, Supervisor, SupervisorError};
+use auth::Actor;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 use std::sync::Arc;
+use tower_http::compression::CompressionLayer;
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
 
 /// What the handlers reach.
 pub struct AppState {
+    pub accounts: crate::accounts::Accounts,
     pub alerts: Arc<crate::alerts::Alerts>,
     pub backups: crate::backup::Backups,
     pub services: Arc<Services>,
@@ -31,7 +39,7 @@ pub struct AppState {
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
+    let own = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics::metrics))
         .route("/api/services", get(services))
@@ -44,8 +52,39 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(backups::routes())
         .merge(alerts::routes())
         .merge(runbooks::routes())
+        .merge(account::routes());
+    Router::new()
+        .merge(with_security_headers(own))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such page".into()) })
+        .layer(middleware::from_fn_with_state(state.clone(), auth::guard))
+        .layer(CompressionLayer::new())
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
+        .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// Longest a handler may take to start its response (streams may then run on).
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Headers for obsbox's own pages and API. Proxied children keep their own:
+/// their pages need inline scripts this policy would block.
+fn with_security_headers(routes: Router<Arc<AppState>>) -> Router<Arc<AppState>> {
+    let header = |name, value: &'static str| {
+        SetResponseHeaderLayer::if_not_present(name, HeaderValue::from_static(value))
+    };
+    routes
+        .layer(header(
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; \
+             form-action 'self'; frame-ancestors 'none'",
+        ))
+        .layer(header(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .layer(header(header::X_FRAME_OPTIONS, "DENY"))
+        .layer(header(header::REFERRER_POLICY, "same-origin"))
+        .layer(header(header::CACHE_CONTROL, "no-store"))
 }
 
 /// An error as the API shows it: a status and a clear message; internals
@@ -55,6 +94,8 @@ pub struct ApiError {
     status: StatusCode,
     message: String,
     problems: Vec<crate::settings::Problem>,
+    /// Seconds before trying again is worth it (429s).
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -63,6 +104,15 @@ impl ApiError {
             status,
             message,
             problems: Vec::new(),
+            retry_after: None,
+        }
+    }
+
+    /// Input refused, with what is wrong field by field.
+    fn refused(message: &str, problems: Vec<crate::settings::Problem>) -> ApiError {
+        ApiError {
+            problems,
+            ..ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message.into())
         }
     }
 
@@ -81,7 +131,13 @@ impl IntoResponse for ApiError {
         if !self.problems.is_empty() {
             body["problems"] = json!(self.problems);
         }
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
     }
 }
 
@@ -105,11 +161,7 @@ impl From<StoreError> for ApiError {
             StoreError::Malformed { .. } => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
             }
-            StoreError::Invalid(problems) => ApiError {
-                status: StatusCode::UNPROCESSABLE_ENTITY,
-                message: "settings refused".into(),
-                problems,
-            },
+            StoreError::Invalid(problems) => ApiError::refused("settings refused", problems),
             other => ApiError::internal("the settings store failed", other),
         }
     }
@@ -151,10 +203,6 @@ fn json_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError
     })
 }
 
-/// Who made a change, for the audit log. Until logins exist (the web UI
-/// issue), changes over the API are attributed to the API itself.
-const API_ACTOR: &str = "api";
-
 async fn healthz() -> impl IntoResponse {
     ([(header::CACHE_CONTROL, "no-store")], "ok\n")
 }
@@ -192,6 +240,7 @@ async fn config(State(app): State<Arc<AppState>>, Path(name): Path<String>) -> A
 
 async fn control(
     State(app): State<Arc<AppState>>,
+    actor: Actor,
     Path((name, action)): Path<(String, String)>,
 ) -> ApiResult {
     let action: Control = serde_json::from_value(json!(action)).map_err(|_| {
@@ -202,7 +251,7 @@ async fn control(
     })?;
     app.supervisor.control(&name, action).await?;
     app.store
-        .audit(API_ACTOR, &format!("service.{}", action.as_str()), &name)?;
+        .audit(&actor.0, &format!("service.{}", action.as_str()), &name)?;
     Ok(Json(json!({"child": name, "done": action.as_str()})).into_response())
 }
 
@@ -212,6 +261,7 @@ async fn settings(State(app): State<Arc<AppState>>) -> ApiResult {
 
 async fn update_settings(
     State(app): State<Arc<AppState>>,
+    actor: Actor,
     Path(section): Path<String>,
     body: Bytes,
 ) -> ApiResult {
@@ -221,7 +271,7 @@ async fn update_settings(
             format!("the body is not JSON: {e}"),
         )
     })?;
-    let settings = app.services.update(&section, value, API_ACTOR).await?;
+    let settings = app.services.update(&section, value, &actor.0).await?;
     Ok(Json(settings).into_response())
 }
 
