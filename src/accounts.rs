@@ -299,7 +299,7 @@ fn hasher() -> Argon2<'static> {
 
 async fn hash(password: String) -> Result<String, AccountsError> {
     let mut salt = [0u8; 16];
-    getrandom::getrandom(&mut salt).map_err(|e| StoreError::Random(e))?;
+    getrandom::getrandom(&mut salt).map_err(StoreError::Random)?;
     tokio::task::spawn_blocking(move || {
         let salt = SaltString::encode_b64(&salt).map_err(|e| AccountsError::Hash(e.to_string()))?;
         hasher()
