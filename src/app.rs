@@ -33,6 +33,7 @@ fn scrape_address(addr: SocketAddr) -> String {
 /// `obsbox run`: supervise and serve until SIGTERM or SIGINT, then stop every
 /// child in reverse order.
 pub async fn run(dir: &Path, listen: SocketAddr) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
     let dir = data_dir(dir)?;
     let store = Store::open(&dir)?;
     let settings = store.settings()?;
@@ -92,6 +93,7 @@ pub async fn run(dir: &Path, listen: SocketAddr) -> anyhow::Result<()> {
         supervisor: supervisor.clone(),
         store,
         backups,
+        started,
     }));
     let stop = async move {
         tokio::select! {

@@ -7,6 +7,7 @@ mod alerts;
 pub mod auth;
 mod backups;
 mod metrics;
+mod overview;
 mod runbooks;
 
 use crate::services::{Services, ServicesError};
@@ -17,6 +18,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware;
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
@@ -36,6 +38,8 @@ pub struct AppState {
     pub services: Arc<Services>,
     pub supervisor: Supervisor,
     pub store: Store,
+    /// When obsbox started, for its uptime.
+    pub started: std::time::Instant,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -44,6 +48,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics::metrics))
         .route("/api/services", get(services))
         .route("/api/services/{name}/logs", get(logs))
+        .route("/api/services/{name}/logs/stream", get(log_stream))
         .route("/api/services/{name}/config", get(config))
         .route("/api/services/{name}/{action}", post(control))
         .route("/api/settings", get(settings))
@@ -52,7 +57,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(backups::routes())
         .merge(alerts::routes())
         .merge(runbooks::routes())
-        .merge(account::routes());
+        .merge(account::routes())
+        .merge(overview::routes());
     Router::new()
         .merge(with_security_headers(own))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such page".into()) })
@@ -226,6 +232,69 @@ async fn logs(
         Some(lines) => Ok(Json(json!({"child": name, "lines": lines})).into_response()),
         None => Err(SupervisorError::NoSuchChild(name).into()),
     }
+}
+
+#[derive(Deserialize)]
+struct StreamQuery {
+    #[serde(default)]
+    filter: String,
+}
+
+/// How often a live tail looks for new lines.
+const TAIL_POLL: std::time::Duration = std::time::Duration::from_millis(250);
+/// Lines of history a live tail starts with.
+const TAIL_BACKLOG: usize = 100;
+
+/// A child's output as server-sent events: the last lines kept, then each new
+/// line as it comes, only those containing `filter` (ignoring case).
+async fn log_stream(
+    State(app): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    Query(q): Query<StreamQuery>,
+) -> ApiResult {
+    if q.filter.len() > 200 {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "a filter is at most 200 characters".into(),
+        ));
+    }
+    let Some(reader) = app.supervisor.log(&name).await? else {
+        return Err(SupervisorError::NoSuchChild(name).into());
+    };
+    let filter = q.filter.to_lowercase();
+    let (backlog, cursor) = reader.since(0);
+    let mut first: Vec<String> = backlog
+        .into_iter()
+        .filter(|l| l.to_lowercase().contains(&filter))
+        .collect();
+    first.drain(..first.len().saturating_sub(TAIL_BACKLOG));
+    let lines = futures_util::stream::unfold(
+        (reader, cursor, std::collections::VecDeque::from(first)),
+        move |(reader, mut cursor, mut pending)| {
+            let filter = filter.clone();
+            async move {
+                while pending.is_empty() {
+                    tokio::time::sleep(TAIL_POLL).await;
+                    let (lines, next) = reader.since(cursor);
+                    cursor = next;
+                    pending.extend(
+                        lines
+                            .into_iter()
+                            .filter(|l| l.to_lowercase().contains(&filter)),
+                    );
+                }
+                let line = pending.pop_front()?;
+                let event = Event::default().data(line.replace('\r', ""));
+                Some((
+                    Ok::<_, std::convert::Infallible>(event),
+                    (reader, cursor, pending),
+                ))
+            }
+        },
+    );
+    Ok(Sse::new(lines)
+        .keep_alive(KeepAlive::default())
+        .into_response())
 }
 
 async fn config(State(app): State<Arc<AppState>>, Path(name): Path<String>) -> ApiResult {
