@@ -98,10 +98,14 @@ pub async fn run(dir: &Path, listen: SocketAddr) -> anyhow::Result<()> {
             _ = interrupt.recv() => tracing::info!("SIGINT: shutting down"),
         }
     };
-    axum::serve(listener, app)
-        .with_graceful_shutdown(stop)
-        .await
-        .context("the web server failed")?;
+    // The proxy tells the children who asked (`X-Forwarded-For`).
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(stop)
+    .await
+    .context("the web server failed")?;
     supervisor.shutdown().await;
     tracing::info!("every child stopped; bye");
     Ok(())

@@ -4,6 +4,11 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use std::convert::Infallible;
 
+/// The cookie holding a signed-in browser's session.
+pub const SESSION_COOKIE: &str = "obsbox_session";
+/// The cookie holding the token a browser's forms and scripts send back.
+pub const CSRF_COOKIE: &str = "obsbox_csrf";
+
 /// The user a change is attributed to in the audit log.
 #[derive(Debug, Clone)]
 pub struct Actor(pub String);
