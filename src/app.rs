@@ -101,6 +101,7 @@ pub async fn run(dir: &Path, listen: SocketAddr) -> anyhow::Result<()> {
             _ = interrupt.recv() => tracing::info!("SIGINT: shutting down"),
         }
     };
+    // The login rate limit and the proxy's `X-Forwarded-For` need the peer.
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),

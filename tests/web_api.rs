@@ -31,7 +31,10 @@ fn the_live_tail_sends_the_backlog_then_new_lines_matching_the_filter() {
     let obsbox = Obsbox::start(&[("services", services_only(&["node_exporter"]))]);
     obsbox.wait_all_ready(Duration::from_secs(30));
     let response = obsbox
-        .request("GET", "/api/services/node_exporter/logs/stream?filter=LISTENING")
+        .request(
+            "GET",
+            "/api/services/node_exporter/logs/stream?filter=LISTENING",
+        )
         .call()
         .unwrap();
     assert_eq!(response.header("content-type"), Some("text/event-stream"));
@@ -43,7 +46,9 @@ fn the_live_tail_sends_the_backlog_then_new_lines_matching_the_filter() {
     let first = events.next().unwrap();
     assert!(first.to_lowercase().contains("listening"), "{first}");
     assert_eq!(
-        obsbox.send("POST", "/api/services/node_exporter/restart", "").0,
+        obsbox
+            .send("POST", "/api/services/node_exporter/restart", "")
+            .0,
         200
     );
     let second = events.next().unwrap();

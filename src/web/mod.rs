@@ -1,6 +1,8 @@
 //! The HTTP face of obsbox: `/healthz` and `/metrics` for probes and the local
-//! Prometheus, and the JSON API under `/api/`. Handlers only translate
-//! between HTTP and the modules; they hold no logic of their own.
+//! Prometheus, the JSON API under `/api/`, and Grafana, Prometheus and
+//! Alertmanager under `/grafana/`, `/prometheus/` and `/alertmanager/`.
+//! Handlers only translate between HTTP and the modules; they hold no logic
+//! of their own.
 
 mod account;
 mod alerts;
@@ -8,6 +10,7 @@ pub mod auth;
 mod backups;
 mod metrics;
 mod overview;
+mod proxy;
 mod runbooks;
 
 use crate::services::{Services, ServicesError};
@@ -60,14 +63,17 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(account::routes())
         .merge(overview::routes());
     Router::new()
-        .merge(with_security_headers(own))
+        // The proxy has its own timeouts, and the children's pages their own headers.
+        .merge(
+            with_security_headers(own).layer(TimeoutLayer::with_status_code(
+                StatusCode::REQUEST_TIMEOUT,
+                REQUEST_TIMEOUT,
+            )),
+        )
+        .merge(proxy::routes())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such page".into()) })
         .layer(middleware::from_fn_with_state(state.clone(), auth::guard))
         .layer(CompressionLayer::new())
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            REQUEST_TIMEOUT,
-        ))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
