@@ -13,17 +13,16 @@ use std::time::Duration;
 
 const READY: Duration = Duration::from_secs(60);
 
-/// A GET that follows no redirect: (status, Location, body).
-fn fetch(url: &str, headers: &[(&str, &str)]) -> (u16, Option<String>, Vec<u8>) {
-    let agent = ureq::AgentBuilder::new().redirects(0).build();
-    let mut request = agent.get(url).timeout(Duration::from_secs(30));
+/// A request sent as it is, redirects not followed: (status, Location, body).
+fn fetch(request: ureq::Request, headers: &[(&str, &str)]) -> (u16, Option<String>, Vec<u8>) {
+    let mut request = request.timeout(Duration::from_secs(30));
     for (name, value) in headers {
         request = request.set(name, value);
     }
     let response = match request.call() {
         Ok(r) => r,
         Err(ureq::Error::Status(_, r)) => r,
-        Err(e) => panic!("GET {url}: {e}"),
+        Err(e) => panic!("{e}"),
     };
     let status = response.status();
     let location = response.header("Location").map(str::to_string);
@@ -60,11 +59,11 @@ fn prometheus_and_alertmanager_answer_under_their_prefix() {
     // The UI: its home leads to a page under the prefix (Debian's build has
     // only the classic UI, at /classic/graph), which asks for its assets
     // under the prefix too, and they are there.
-    let (status, home, _) = fetch(&obsbox.url("/prometheus/"), &[]);
+    let (status, home, _) = fetch(obsbox.request("GET", "/prometheus/"), &[]);
     assert_eq!(status, 302);
     let home = home.unwrap();
     assert!(home.starts_with("/prometheus/"), "{home}");
-    let (status, _, page) = fetch(&obsbox.url(&home), &[]);
+    let (status, _, page) = fetch(obsbox.request("GET", &home), &[]);
     let page = text(&page);
     assert_eq!(status, 200, "{page}");
     let asset = page
@@ -75,10 +74,10 @@ fn prometheus_and_alertmanager_answer_under_their_prefix() {
         .unwrap_or_else(|| panic!("no script in {page}"))
         .to_string();
     assert!(asset.starts_with("/prometheus/"), "{asset}");
-    assert_eq!(fetch(&obsbox.url(&asset), &[]).0, 200, "{asset}");
+    assert_eq!(fetch(obsbox.request("GET", &asset), &[]).0, 200, "{asset}");
 
     // The bare prefix leads to the slash form, query kept.
-    let (status, location, _) = fetch(&obsbox.url("/prometheus?x=1"), &[]);
+    let (status, location, _) = fetch(obsbox.request("GET", "/prometheus?x=1"), &[]);
     assert_eq!(status, 308);
     assert_eq!(location.as_deref(), Some("prometheus/?x=1"));
 
@@ -92,7 +91,8 @@ fn prometheus_and_alertmanager_answer_under_their_prefix() {
         "createdBy": "proxy test",
         "comment": "through obsbox",
     });
-    let created: Value = ureq::post(&obsbox.url("/alertmanager/api/v2/silences"))
+    let created: Value = obsbox
+        .request("POST", "/alertmanager/api/v2/silences")
         .set("Content-Type", "application/json")
         .send_string(&silence.to_string())
         .unwrap()
@@ -129,10 +129,9 @@ fn grafana_signs_in_the_obsbox_user_whatever_the_client_claims() {
     assert_eq!(health["database"], "ok", "{health}");
 
     let forged = [("X-WEBAUTH-USER", "admin"), ("x-webauth-user", "root")];
-    let (status, _, body) = fetch(&obsbox.url("/grafana/api/user"), &forged);
+    let (status, _, body) = fetch(obsbox.request("GET", "/grafana/api/user"), &forged);
     let user: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(status, 200, "{user}");
-    // Until logins exist, obsbox's user is the API itself.
     assert_eq!(user["login"], "admin", "{user}");
     assert_eq!(user["isExternal"], true);
     let orgs = obsbox.get("/grafana/api/user/orgs");
@@ -143,7 +142,7 @@ fn grafana_signs_in_the_obsbox_user_whatever_the_client_claims() {
         .as_u64()
         .unwrap();
     let direct = format!("http://127.0.0.1:{port}/api/user");
-    assert_eq!(fetch(&direct, &[]).0, 401);
+    assert_eq!(fetch(ureq::get(&direct), &[]).0, 401);
 }
 
 /// A child stand-in speaking plain HTTP: `/echo` answers with the request it
@@ -235,10 +234,14 @@ fn requests_pass_intact_without_obsbox_cookies_and_answers_stream() {
     services["grafana"]["binary"] = json!("/nonexistent/grafana");
     let obsbox = Obsbox::start(&[("services", services)]);
 
-    let response = ureq::post(&obsbox.url("/grafana/api/ds/query?from=now-1h&x=%2F"))
+    let response = obsbox
+        .request("POST", "/grafana/api/ds/query?from=now-1h&x=%2F")
         .set(
             "Cookie",
-            "obsbox_session=s3cret; grafana_session=g1; obsbox_csrf=t0ken; theme=dark",
+            &format!(
+                "{}; grafana_session=g1; obsbox_csrf=t0ken; theme=dark",
+                obsbox.session_cookie()
+            ),
         )
         .set("X-WEBAUTH-USER", "admin")
         .set("X-Forwarded-For", "203.0.113.9")
@@ -267,7 +270,7 @@ fn requests_pass_intact_without_obsbox_cookies_and_answers_stream() {
         "{head}"
     );
     assert!(
-        !head.contains("s3cret") && !head.contains("t0ken"),
+        !head.contains("obsbox_session") && !head.contains("t0ken"),
         "{head}"
     );
     assert_eq!(header("x-webauth-user"), ["admin"]);
@@ -280,14 +283,14 @@ fn requests_pass_intact_without_obsbox_cookies_and_answers_stream() {
     assert_eq!(header("content-type"), ["application/json"]);
 
     // A large answer arrives whole.
-    let (status, _, big) = fetch(&obsbox.url("/grafana/big"), &[]);
+    let (status, _, big) = fetch(obsbox.request("GET", "/grafana/big"), &[]);
     assert_eq!(status, 200);
     assert_eq!(big.len(), BIG);
     assert!(big.iter().enumerate().all(|(i, &b)| b == big_byte(i)));
 
     // An answer is passed on as it comes: the first chunk arrives while the
     // child still holds back the rest.
-    let response = ureq::get(&obsbox.url("/grafana/slow")).call().unwrap();
+    let response = obsbox.request("GET", "/grafana/slow").call().unwrap();
     let mut reader = response.into_reader();
     let mut first = [0; 6];
     reader.read_exact(&mut first).unwrap();
