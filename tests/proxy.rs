@@ -128,21 +128,23 @@ fn grafana_signs_in_the_obsbox_user_whatever_the_client_claims() {
     let health = obsbox.get("/grafana/api/health");
     assert_eq!(health["database"], "ok", "{health}");
 
-    let forged = [("X-WEBAUTH-USER", "admin"), ("x-webauth-user", "root")];
+    let forged = [("X-WEBAUTH-USER", "mallory"), ("x-webauth-user", "root")];
     let (status, _, body) = fetch(obsbox.request("GET", "/grafana/api/user"), &forged);
     let user: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(status, 200, "{user}");
     assert_eq!(user["login"], "admin", "{user}");
-    assert_eq!(user["isExternal"], true);
     let orgs = obsbox.get("/grafana/api/user/orgs");
     assert_eq!(orgs[0]["role"], "Admin", "{orgs}");
 
-    // Grafana itself lets nobody in without obsbox: no login form, no user.
+    // Grafana itself lets nobody in without obsbox: no login form, no user,
+    // and its built-in admin's default password is refused.
     let port = obsbox.settings()["services"]["grafana"]["port"]
         .as_u64()
         .unwrap();
     let direct = format!("http://127.0.0.1:{port}/api/user");
     assert_eq!(fetch(ureq::get(&direct), &[]).0, 401);
+    let default_admin = [("Authorization", "Basic YWRtaW46YWRtaW4=")];
+    assert_eq!(fetch(ureq::get(&direct), &default_admin).0, 401);
 }
 
 /// A child stand-in speaking plain HTTP: `/echo` answers with the request it

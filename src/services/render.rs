@@ -362,6 +362,7 @@ fn grafana_ini(settings: &Settings, env: &Environment) -> String {
         "; Grafana configuration\n; Rendered by obsbox from its settings; edits here are overwritten.\n\
          [server]\nhttp_addr = 127.0.0.1\nhttp_port = {port}\nroot_url = {root_url}\nserve_from_sub_path = false\n\n\
          [auth]\ndisable_login_form = true\n\n\
+         [auth.basic]\nenabled = false\n\n\
          [auth.proxy]\nenabled = true\nheader_name = {header}\nheader_property = username\nauto_sign_up = true\nwhitelist = 127.0.0.1, ::1\n\n\
          [users]\nauto_assign_org_role = Admin\n\n\
          [paths]\ndata = {data}\nlogs = {logs}\nplugins = {plugins}\nprovisioning = {provisioning}\n\n\
@@ -510,6 +511,7 @@ mod tests {
             "root_url = http://obsbox:8080/grafana/",
             "serve_from_sub_path = false",
             "disable_login_form = true",
+            "[auth.basic]\nenabled = false\n",
             "[auth.proxy]\nenabled = true\nheader_name = X-WEBAUTH-USER\nheader_property = username\nauto_sign_up = true\nwhitelist = 127.0.0.1, ::1\n",
             "auto_assign_org_role = Admin",
         ] {
