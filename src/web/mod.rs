@@ -1,11 +1,12 @@
 //! The HTTP face of obsbox: `/healthz` and `/metrics` for probes and the local
-//! Prometheus, and the JSON API under `/api/`. Handlers only translate
+//! Prometheus, the JSON API under `/api/`, and the admin UI's pages. Handlers only translate
 //! between HTTP and the modules; they hold no logic of their own.
 
 mod alerts;
 pub mod auth;
 mod backups;
 mod metrics;
+mod pages;
 mod runbooks;
 
 use crate::services::{Services, ServicesError};
@@ -44,6 +45,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(backups::routes())
         .merge(alerts::routes())
         .merge(runbooks::routes())
+        .merge(pages::routes())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such page".into()) })
         .with_state(state)
 }
