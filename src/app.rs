@@ -86,6 +86,7 @@ pub async fn run(dir: &Path, listen: SocketAddr) -> anyhow::Result<()> {
         dir.display()
     );
     let app = web::router(Arc::new(AppState {
+        accounts: crate::accounts::Accounts::new(store.clone()),
         alerts,
         services,
         supervisor: supervisor.clone(),
@@ -98,10 +99,13 @@ pub async fn run(dir: &Path, listen: SocketAddr) -> anyhow::Result<()> {
             _ = interrupt.recv() => tracing::info!("SIGINT: shutting down"),
         }
     };
-    axum::serve(listener, app)
-        .with_graceful_shutdown(stop)
-        .await
-        .context("the web server failed")?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(stop)
+    .await
+    .context("the web server failed")?;
     supervisor.shutdown().await;
     tracing::info!("every child stopped; bye");
     Ok(())

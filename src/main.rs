@@ -1,5 +1,6 @@
 //! obsbox: the firmware service of an observability and backup appliance.
 
+mod accounts;
 mod alerts;
 mod app;
 mod backup;

@@ -230,6 +230,8 @@ pub struct General {
     /// Unix user the built-in children run as when obsbox runs as root
     /// ("auto": `obsbox` if that user exists, else `nobody`; "" keeps root).
     pub child_user: String,
+    /// IANA time zone for schedules and the UI ("" uses the system's zone).
+    pub timezone: String,
 }
 
 impl Default for General {
@@ -237,7 +239,18 @@ impl Default for General {
         General {
             hostname: "obsbox".into(),
             child_user: "auto".into(),
+            timezone: String::new(),
         }
+    }
+}
+
+impl General {
+    /// The zone schedules and retention periods are reckoned in.
+    pub fn time_zone(&self) -> jiff::tz::TimeZone {
+        if self.timezone.is_empty() {
+            return jiff::tz::TimeZone::system();
+        }
+        jiff::tz::TimeZone::get(&self.timezone).unwrap_or_else(|_| jiff::tz::TimeZone::system())
     }
 }
 
@@ -526,6 +539,14 @@ impl Settings {
             bad(
                 "general.hostname".into(),
                 "must be 1-63 letters, digits or '-', not starting or ending with '-'".into(),
+            );
+        }
+        if !self.general.timezone.is_empty()
+            && jiff::tz::TimeZone::get(&self.general.timezone).is_err()
+        {
+            bad(
+                "general.timezone".into(),
+                format!("'{}' is not a known time zone", self.general.timezone),
             );
         }
         let durations = [

@@ -27,6 +27,8 @@ pub enum StoreError {
         name: String,
         source: std::io::Error,
     },
+    #[error("the system has no randomness to offer: {0}")]
+    Random(getrandom::Error),
     #[error("settings database is newer (schema {found}) than this obsbox understands ({known})")]
     TooNew { found: i64, known: i64 },
 }
@@ -96,6 +98,21 @@ const MIGRATIONS: &[&str] = &[
         UNIQUE (fingerprint, starts_at)
     );
     CREATE INDEX alerts_starts ON alerts (starts_at);",
+    // The admin account (argon2 PHC string) and its sessions, kept by the
+    // SHA-256 of their cookie so a copy of the database opens no session.
+    "CREATE TABLE users (
+        name TEXT PRIMARY KEY,
+        password_hash TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        password_changed_at INTEGER NOT NULL
+    );
+    CREATE TABLE sessions (
+        token_sha256 TEXT PRIMARY KEY,
+        user TEXT NOT NULL REFERENCES users (name) ON DELETE CASCADE,
+        csrf TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        last_seen_at INTEGER NOT NULL
+    );",
 ];
 
 /// A handle on the store; cheap to clone. Calls block briefly on SQLite.
@@ -114,6 +131,13 @@ pub struct AuditEntry {
     pub actor: String,
     pub action: String,
     pub detail: String,
+}
+
+/// A fresh unguessable token: 32 random bytes as hex.
+pub fn random_token() -> Result<String, StoreError> {
+    let mut bytes = [0u8; 32];
+    getrandom::getrandom(&mut bytes).map_err(StoreError::Random)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 pub fn now_millis() -> i64 {

@@ -7,7 +7,7 @@ use common::*;
 
 /// (status, Content-Type, body) of a GET, error statuses included.
 fn fetch(obsbox: &Obsbox, path: &str) -> (u16, String, String) {
-    let response = match ureq::get(&obsbox.url(path)).call() {
+    let response = match obsbox.request("GET", path).call() {
         Ok(r) => r,
         Err(ureq::Error::Status(_, r)) => r,
         Err(e) => panic!("GET {path}: {e}"),

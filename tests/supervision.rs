@@ -646,7 +646,7 @@ fn the_alert_rules_pass_their_promtool_tests_and_prometheus_loads_them() {
             );
             let runbook = rule["annotations"]["runbook_url"].as_str().unwrap();
             let path = runbook.strip_prefix("http://obsbox.test").unwrap();
-            let page = ureq::get(&obsbox.url(path)).call().unwrap();
+            let page = obsbox.request("GET", path).call().unwrap();
             assert_eq!(page.status(), 200, "{runbook}");
         }
     }

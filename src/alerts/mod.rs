@@ -33,8 +33,6 @@ pub enum AlertsError {
     /// A receiver obsbox relays to refused or could not be reached.
     #[error("{0}")]
     Relay(String),
-    #[error("cannot read random bytes for the webhook token: {0}")]
-    Random(std::io::Error),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -70,11 +68,7 @@ pub fn ensure_webhook_token(store: &Store) -> Result<String, AlertsError> {
             return Ok(token.trim().to_string());
         }
     }
-    let mut bytes = [0u8; 32];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut random| std::io::Read::read_exact(&mut random, &mut bytes))
-        .map_err(AlertsError::Random)?;
-    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let token = crate::store::random_token()?;
     store.put_secret(WEBHOOK_TOKEN_SECRET, token.as_bytes())?;
     Ok(token)
 }

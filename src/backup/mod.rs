@@ -505,8 +505,9 @@ impl Actor {
                 }
                 Some(job) => {
                     let (client, reaper) = (self.client(&job), self.ctx.reaper.clone());
+                    let zone = self.settings.general.time_zone();
                     tokio::spawn(async move {
-                        let _ = done.send(preview(client, &reaper, &job).await);
+                        let _ = done.send(preview(client, &reaper, &job, &zone).await);
                     });
                 }
             },
@@ -545,6 +546,7 @@ impl Actor {
         let b = &self.settings.backups;
         let mut due = BTreeMap::new();
         let now = jiff::Timestamp::now();
+        let zone = self.settings.general.time_zone();
         for job in b.jobs.iter().filter(|j| j.enabled) {
             for (kind, event) in [
                 (Kind::Backup, &job.schedule),
@@ -567,7 +569,7 @@ impl Actor {
                         continue;
                     }
                 };
-                if let Some(next) = event.next_after(&handled.to_zoned(local_zone())) {
+                if let Some(next) = event.next_after(&handled.to_zoned(zone.clone())) {
                     due.insert((job.name.clone(), kind), next.timestamp());
                 }
             }
@@ -739,6 +741,7 @@ async fn preview(
     client: Result<Client, String>,
     reaper: &Reaper,
     job: &BackupJob,
+    zone: &jiff::tz::TimeZone,
 ) -> Result<RetentionPreview, BackupError> {
     let client = client.map_err(BackupError::Client)?;
     let progress = Arc::default();
@@ -754,7 +757,7 @@ async fn preview(
     }
     let snapshots = client.snapshots(&json).map_err(BackupError::Client)?;
     let times: Vec<jiff::Timestamp> = snapshots.iter().map(|s| s.time).collect();
-    let keep = job.retention.select(&times, &local_zone());
+    let keep = job.retention.select(&times, zone);
     Ok(RetentionPreview {
         keeps_everything: job.retention.keeps_everything(),
         snapshots: snapshots
@@ -767,10 +770,6 @@ async fn preview(
             })
             .collect(),
     })
-}
-
-fn local_zone() -> jiff::tz::TimeZone {
-    jiff::tz::TimeZone::system()
 }
 
 async fn sleep_until(at: Option<jiff::Timestamp>) {

@@ -3,7 +3,8 @@
 //! posts to (the history and the Matrix relay), which take its bearer token
 //! instead of a login.
 
-use super::{json_body, same_name, ApiError, ApiResult, AppState, API_ACTOR};
+use super::auth::Actor;
+use super::{json_body, same_name, ApiError, ApiResult, AppState};
 use crate::alerts::{AlertsError, Notification, SilenceRequest};
 use crate::settings::Receiver;
 use axum::body::Bytes;
@@ -47,7 +48,6 @@ impl From<AlertsError> for ApiError {
                 ApiError::new(StatusCode::BAD_GATEWAY, e.to_string())
             }
             AlertsError::Store(e) => e.into(),
-            AlertsError::Random(_) => ApiError::internal("alerting failed", e),
             AlertsError::Services(e) => e.into(),
         }
     }
@@ -106,9 +106,9 @@ struct TestRequest {
     receiver: String,
 }
 
-async fn test(State(app): State<Arc<AppState>>, body: Bytes) -> ApiResult {
+async fn test(State(app): State<Arc<AppState>>, actor: Actor, body: Bytes) -> ApiResult {
     let request: TestRequest = json_body(&body)?;
-    app.alerts.send_test(&request.receiver, API_ACTOR).await?;
+    app.alerts.send_test(&request.receiver, &actor.0).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({"sent": crate::alerts::TEST_ALERT, "receiver": request.receiver})),
@@ -116,11 +116,15 @@ async fn test(State(app): State<Arc<AppState>>, body: Bytes) -> ApiResult {
         .into_response())
 }
 
-async fn acknowledge(State(app): State<Arc<AppState>>, Path(id): Path<String>) -> ApiResult {
+async fn acknowledge(
+    State(app): State<Arc<AppState>>,
+    actor: Actor,
+    Path(id): Path<String>,
+) -> ApiResult {
     let id: i64 = id
         .parse()
         .map_err(|_| ApiError::new(StatusCode::NOT_FOUND, format!("no alert '{id}'")))?;
-    Ok(Json(app.alerts.acknowledge(id, API_ACTOR)?).into_response())
+    Ok(Json(app.alerts.acknowledge(id, &actor.0)?).into_response())
 }
 
 async fn receivers(State(app): State<Arc<AppState>>) -> ApiResult {
@@ -137,30 +141,35 @@ struct ReceiverRequest {
     secret: Option<String>,
 }
 
-async fn create_receiver(State(app): State<Arc<AppState>>, body: Bytes) -> ApiResult {
+async fn create_receiver(State(app): State<Arc<AppState>>, actor: Actor, body: Bytes) -> ApiResult {
     let request: ReceiverRequest = json_body(&body)?;
     let name = request.receiver.name.clone();
     app.alerts
-        .save_receiver(request.receiver, request.secret, false, API_ACTOR)
+        .save_receiver(request.receiver, request.secret, false, &actor.0)
         .await?;
     Ok((StatusCode::CREATED, Json(json!({"created": name}))).into_response())
 }
 
 async fn replace_receiver(
     State(app): State<Arc<AppState>>,
+    actor: Actor,
     Path(name): Path<String>,
     body: Bytes,
 ) -> ApiResult {
     let request: ReceiverRequest = json_body(&body)?;
     same_name("receiver", &request.receiver.name, &name)?;
     app.alerts
-        .save_receiver(request.receiver, request.secret, true, API_ACTOR)
+        .save_receiver(request.receiver, request.secret, true, &actor.0)
         .await?;
     Ok(Json(json!({"replaced": name})).into_response())
 }
 
-async fn delete_receiver(State(app): State<Arc<AppState>>, Path(name): Path<String>) -> ApiResult {
-    app.alerts.delete_receiver(&name, API_ACTOR).await?;
+async fn delete_receiver(
+    State(app): State<Arc<AppState>>,
+    actor: Actor,
+    Path(name): Path<String>,
+) -> ApiResult {
+    app.alerts.delete_receiver(&name, &actor.0).await?;
     Ok(Json(json!({"deleted": name})).into_response())
 }
 
@@ -168,13 +177,17 @@ async fn silences(State(app): State<Arc<AppState>>) -> ApiResult {
     Ok(Json(app.alerts.silences().await?).into_response())
 }
 
-async fn silence(State(app): State<Arc<AppState>>, body: Bytes) -> ApiResult {
+async fn silence(State(app): State<Arc<AppState>>, actor: Actor, body: Bytes) -> ApiResult {
     let request: SilenceRequest = json_body(&body)?;
-    let id = app.alerts.silence(request, API_ACTOR).await?;
+    let id = app.alerts.silence(request, &actor.0).await?;
     Ok((StatusCode::CREATED, Json(json!({"id": id}))).into_response())
 }
 
-async fn expire(State(app): State<Arc<AppState>>, Path(id): Path<String>) -> ApiResult {
-    app.alerts.expire_silence(&id, API_ACTOR).await?;
+async fn expire(
+    State(app): State<Arc<AppState>>,
+    actor: Actor,
+    Path(id): Path<String>,
+) -> ApiResult {
+    app.alerts.expire_silence(&id, &actor.0).await?;
     Ok(Json(json!({"expired": id})).into_response())
 }

@@ -1,24 +1,33 @@
-//! Who is asking: the session behind a request, as the handlers see it.
+//! Who is asking, and whether they may: one middleware in front of every
+//! route. It sorts paths into open ones (probes, assets), Alertmanager's
+//! hooks (they check a bearer token themselves), the entry pages (setup and
+//! login, guarded by a pre-session CSRF cookie) and everything else, which
+//! needs a session and, for anything that changes state, its CSRF token.
 
-use axum::extract::FromRequestParts;
+use super::AppState;
+use crate::accounts::{Session, SESSION_LIFETIME};
+use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::Json;
+use serde_json::json;
 use std::convert::Infallible;
+use std::sync::Arc;
+
+pub const SESSION_COOKIE: &str = "obsbox_session";
+/// Before login, forms carry a token matching this cookie (double submit).
+pub const CSRF_COOKIE: &str = "obsbox_csrf";
+pub const CSRF_HEADER: &str = "x-csrf-token";
 
 /// The user a change is attributed to in the audit log.
 #[derive(Debug, Clone)]
 pub struct Actor(pub String);
 
-impl<S: Send + Sync> FromRequestParts<S> for Actor {
-    type Rejection = Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Actor, Infallible> {
-        Ok(parts
-            .extensions
-            .get::<Actor>()
-            .cloned()
-            .unwrap_or_else(|| Actor(super::API_ACTOR.into())))
-    }
-}
+/// The session cookie of the request, for logout and password changes.
+#[derive(Debug, Clone)]
+pub struct SessionToken(pub String);
 
 /// What every page template needs: the signed-in user (none on setup and
 /// login) and the CSRF token its forms and scripts send back.
@@ -26,6 +35,292 @@ impl<S: Send + Sync> FromRequestParts<S> for Actor {
 pub struct PageContext {
     pub user: Option<String>,
     pub csrf: String,
+}
+
+/// Marks requests that arrived over HTTPS, so cookies get `Secure`.
+#[derive(Debug, Clone, Copy)]
+pub struct ServedOverTls;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Access {
+    /// Probes and static assets: no session, nothing changes.
+    Open,
+    /// Alertmanager's webhooks, which check their bearer token themselves.
+    Hook,
+    /// Setup and login: no session yet, but a pre-session CSRF token.
+    Entry,
+    /// Everything else.
+    Session,
+}
+
+fn access(path: &str) -> Access {
+    match path {
+        "/healthz" | "/metrics" | "/api/timezones" => Access::Open,
+        "/api/alerts/notify" => Access::Hook,
+        "/setup" | "/api/setup" | "/login" | "/api/login" => Access::Entry,
+        p if p.starts_with("/static/") => Access::Open,
+        p if p.starts_with("/api/alerts/relay/") => Access::Hook,
+        _ => Access::Session,
+    }
+}
+
+fn is_api(path: &str) -> bool {
+    path.starts_with("/api/")
+}
+
+fn changes_state(method: &Method) -> bool {
+    !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+pub async fn guard(State(app): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_string();
+    let access = access(&path);
+    if access == Access::Open || access == Access::Hook {
+        return next.run(req).await;
+    }
+    let set_up = match app.accounts.is_set_up() {
+        Ok(set_up) => set_up,
+        Err(e) => return super::ApiError::from(e).into_response(),
+    };
+    let session = match cookie(req.headers(), SESSION_COOKIE) {
+        Some(token) => match app.accounts.session(token) {
+            Ok(found) => found.map(|s| (token.to_string(), s)),
+            Err(e) => return super::ApiError::from(e).into_response(),
+        },
+        None => None,
+    };
+    if changes_state(req.method()) && !same_origin(req.headers()) {
+        return refuse(StatusCode::FORBIDDEN, "cross-site requests are refused");
+    }
+    match access {
+        Access::Entry => entry(set_up, session.is_some(), &path, req, next).await,
+        _ => match session {
+            Some((token, session)) => signed_in(token, session, req, next).await,
+            None => {
+                let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+                turned_away(set_up, &path, req.method(), target)
+            }
+        },
+    }
+}
+
+/// Setup and login: the right one for the box's state, with a pre-session
+/// CSRF token carried in a cookie and sent back by the form.
+async fn entry(
+    set_up: bool,
+    signed_in: bool,
+    path: &str,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let setup_path = path.ends_with("setup");
+    if setup_path && set_up {
+        return if is_api(path) {
+            refuse(
+                StatusCode::CONFLICT,
+                "obsbox is already set up; log in instead",
+            )
+        } else {
+            Redirect::to("/login").into_response()
+        };
+    }
+    if !setup_path && !set_up {
+        return if is_api(path) {
+            refuse(
+                StatusCode::CONFLICT,
+                "obsbox is not set up yet; open /setup",
+            )
+        } else {
+            Redirect::to("/setup").into_response()
+        };
+    }
+    if !is_api(path) && signed_in {
+        return Redirect::to("/").into_response();
+    }
+    let existing = cookie(req.headers(), CSRF_COOKIE).map(str::to_string);
+    if changes_state(req.method()) {
+        let sent = req.headers().get(CSRF_HEADER).and_then(|v| v.to_str().ok());
+        if !matches!((&existing, sent), (Some(want), Some(got)) if equal(want, got)) {
+            return csrf_refused();
+        }
+    }
+    let (csrf, fresh) = match existing {
+        Some(token) => (token, false),
+        None => match crate::store::random_token() {
+            Ok(token) => (token, true),
+            Err(e) => return super::ApiError::from(e).into_response(),
+        },
+    };
+    let secure = served_over_tls(&req);
+    req.extensions_mut().insert(PageContext {
+        user: None,
+        csrf: csrf.clone(),
+    });
+    let mut response = next.run(req).await;
+    if fresh {
+        set_cookie(&mut response, CSRF_COOKIE, &csrf, None, secure);
+    }
+    response
+}
+
+async fn signed_in(token: String, session: Session, mut req: Request, next: Next) -> Response {
+    if changes_state(req.method()) {
+        let sent = req.headers().get(CSRF_HEADER).and_then(|v| v.to_str().ok());
+        if !sent.is_some_and(|got| equal(&session.csrf, got)) {
+            return csrf_refused();
+        }
+    }
+    let extensions = req.extensions_mut();
+    extensions.insert(Actor(session.user.clone()));
+    extensions.insert(SessionToken(token));
+    extensions.insert(PageContext {
+        user: Some(session.user),
+        csrf: session.csrf,
+    });
+    next.run(req).await
+}
+
+/// No session: pages go to setup or login (and back afterwards), the API
+/// answers with a status.
+fn turned_away(set_up: bool, path: &str, method: &Method, target: &str) -> Response {
+    match (set_up, is_api(path) || changes_state(method)) {
+        (false, true) => refuse(
+            StatusCode::FORBIDDEN,
+            "obsbox is not set up yet; open /setup",
+        ),
+        (false, false) => Redirect::to("/setup").into_response(),
+        (true, true) => refuse(StatusCode::UNAUTHORIZED, "log in first"),
+        (true, false) => {
+            Redirect::to(&format!("/login?next={}", percent_encode(target))).into_response()
+        }
+    }
+}
+
+fn refuse(status: StatusCode, message: &str) -> Response {
+    (status, Json(json!({"error": message}))).into_response()
+}
+
+fn csrf_refused() -> Response {
+    refuse(
+        StatusCode::FORBIDDEN,
+        "missing or wrong CSRF token; reload the page and try again",
+    )
+}
+
+/// A state-changing request that names where it came from must come from
+/// this site (defence in depth next to SameSite cookies and the token).
+fn same_origin(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    let origin_host = origin.split_once("://").map(|(_, rest)| rest);
+    matches!((origin_host, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h))
+}
+
+pub fn served_over_tls(req: &Request) -> bool {
+    req.extensions().get::<ServedOverTls>().is_some()
+}
+
+/// The value of one cookie of the request.
+pub fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value)
+        .filter(|value| !value.is_empty())
+}
+
+/// Adds a cookie only this site's pages send back: HttpOnly, SameSite=Strict,
+/// and Secure over TLS. `max_age` None lasts for the browser session;
+/// Some(0) removes the cookie.
+pub fn set_cookie(
+    response: &mut Response,
+    name: &str,
+    value: &str,
+    max_age: Option<std::time::Duration>,
+    secure: bool,
+) {
+    let mut cookie = format!("{name}={value}; Path=/; HttpOnly; SameSite=Strict");
+    if let Some(age) = max_age {
+        cookie.push_str(&format!("; Max-Age={}", age.as_secs()));
+    }
+    if secure {
+        cookie.push_str("; Secure");
+    }
+    if let Ok(value) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+}
+
+/// Sets the session cookie after a login.
+pub fn start_session(response: &mut Response, token: &str, secure: bool) {
+    set_cookie(
+        response,
+        SESSION_COOKIE,
+        token,
+        Some(SESSION_LIFETIME),
+        secure,
+    );
+}
+
+/// Clears the session cookie after a logout.
+pub fn end_session(response: &mut Response, secure: bool) {
+    set_cookie(
+        response,
+        SESSION_COOKIE,
+        "",
+        Some(std::time::Duration::ZERO),
+        secure,
+    );
+}
+
+/// Constant-time comparison, so response times leak nothing about a token.
+fn equal(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'/' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Actor {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Actor, Response> {
+        parts
+            .extensions
+            .get::<Actor>()
+            .cloned()
+            .ok_or_else(|| refuse(StatusCode::UNAUTHORIZED, "log in first"))
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for SessionToken {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<SessionToken, Response> {
+        parts
+            .extensions
+            .get::<SessionToken>()
+            .cloned()
+            .ok_or_else(|| refuse(StatusCode::UNAUTHORIZED, "log in first"))
+    }
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for PageContext {
@@ -37,5 +332,67 @@ impl<S: Send + Sync> FromRequestParts<S> for PageContext {
             .get::<PageContext>()
             .cloned()
             .unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_sorted_by_who_may_reach_them() {
+        for (path, want) in [
+            ("/healthz", Access::Open),
+            ("/metrics", Access::Open),
+            ("/static/app.css", Access::Open),
+            ("/api/timezones", Access::Open),
+            ("/api/alerts/notify", Access::Hook),
+            ("/api/alerts/relay/matrix", Access::Hook),
+            ("/setup", Access::Entry),
+            ("/api/login", Access::Entry),
+            ("/", Access::Session),
+            ("/api/alerts", Access::Session),
+            ("/api/alerts/relay", Access::Session),
+            ("/grafana/", Access::Session),
+            ("/runbooks/HostDown", Access::Session),
+            ("/static", Access::Session),
+        ] {
+            assert_eq!(access(path), want, "{path}");
+        }
+    }
+
+    #[test]
+    fn cookies_are_found_by_exact_name() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; obsbox_session_x=2; obsbox_session=tok; e="),
+        );
+        assert_eq!(cookie(&headers, SESSION_COOKIE), Some("tok"));
+        assert_eq!(cookie(&headers, "e"), None);
+        assert_eq!(cookie(&headers, "missing"), None);
+    }
+
+    #[test]
+    fn only_same_origin_or_unlabelled_requests_change_state() {
+        let headers = |origin: Option<&'static str>| {
+            let mut h = HeaderMap::new();
+            h.insert(header::HOST, HeaderValue::from_static("box.lan:8080"));
+            if let Some(o) = origin {
+                h.insert(header::ORIGIN, HeaderValue::from_static(o));
+            }
+            h
+        };
+        assert!(same_origin(&headers(None)));
+        assert!(same_origin(&headers(Some("https://box.lan:8080"))));
+        assert!(!same_origin(&headers(Some("https://evil.example"))));
+        assert!(!same_origin(&headers(Some("null"))));
+    }
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(equal("abc", "abc"));
+        assert!(!equal("abc", "abd"));
+        assert!(!equal("abc", "ab"));
     }
 }

@@ -1,6 +1,7 @@
 //! `/api/backups`: jobs, runs, halts and history.
 
-use super::{json_body, same_name, ApiError, ApiResult, AppState, API_ACTOR};
+use super::auth::Actor;
+use super::{json_body, same_name, ApiError, ApiResult, AppState};
 use crate::backup::{BackupError, Kind, SecretsUpdate};
 use crate::settings::BackupJob;
 use axum::body::Bytes;
@@ -67,17 +68,18 @@ async fn history(State(app): State<Arc<AppState>>, Query(q): Query<HistoryQuery>
     Ok(Json(runs).into_response())
 }
 
-async fn create(State(app): State<Arc<AppState>>, body: Bytes) -> ApiResult {
+async fn create(State(app): State<Arc<AppState>>, actor: Actor, body: Bytes) -> ApiResult {
     let request: JobRequest = json_body(&body)?;
     let settings = app
         .backups
-        .save_job(request.job, request.secrets, false, API_ACTOR)
+        .save_job(request.job, request.secrets, false, &actor.0)
         .await?;
     Ok((StatusCode::CREATED, Json(settings.backups)).into_response())
 }
 
 async fn replace(
     State(app): State<Arc<AppState>>,
+    actor: Actor,
     Path(name): Path<String>,
     body: Bytes,
 ) -> ApiResult {
@@ -85,7 +87,7 @@ async fn replace(
     same_name("job", &request.job.name, &name)?;
     let settings = app
         .backups
-        .save_job(request.job, request.secrets, true, API_ACTOR)
+        .save_job(request.job, request.secrets, true, &actor.0)
         .await?;
     Ok(Json(settings.backups).into_response())
 }
@@ -94,13 +96,18 @@ async fn retention(State(app): State<Arc<AppState>>, Path(name): Path<String>) -
     Ok(Json(app.backups.retention_preview(&name).await?).into_response())
 }
 
-async fn delete(State(app): State<Arc<AppState>>, Path(name): Path<String>) -> ApiResult {
-    let settings = app.backups.delete_job(&name, API_ACTOR).await?;
+async fn delete(
+    State(app): State<Arc<AppState>>,
+    actor: Actor,
+    Path(name): Path<String>,
+) -> ApiResult {
+    let settings = app.backups.delete_job(&name, &actor.0).await?;
     Ok(Json(settings.backups).into_response())
 }
 
 async fn run(
     State(app): State<Arc<AppState>>,
+    actor: Actor,
     Path((name, action)): Path<(String, String)>,
 ) -> ApiResult {
     let kind = match action.as_str() {
@@ -116,7 +123,7 @@ async fn run(
     };
     app.backups.run_now(&name, kind).await?;
     app.store
-        .audit(API_ACTOR, &format!("backup.{action}"), &name)?;
+        .audit(&actor.0, &format!("backup.{action}"), &name)?;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({"job": name, "started": kind})),
@@ -142,16 +149,16 @@ fn reason(body: &Bytes) -> Result<String, ApiError> {
     Ok(reason)
 }
 
-async fn halt(State(app): State<Arc<AppState>>, body: Bytes) -> ApiResult {
+async fn halt(State(app): State<Arc<AppState>>, actor: Actor, body: Bytes) -> ApiResult {
     let reason = reason(&body)?;
     app.backups.halt(&reason).await?;
-    app.store.audit(API_ACTOR, "backup.halt", &reason)?;
+    app.store.audit(&actor.0, "backup.halt", &reason)?;
     Ok(Json(app.backups.status().await?).into_response())
 }
 
-async fn resume(State(app): State<Arc<AppState>>, body: Bytes) -> ApiResult {
+async fn resume(State(app): State<Arc<AppState>>, actor: Actor, body: Bytes) -> ApiResult {
     let reason = reason(&body)?;
     app.backups.resume(&reason).await?;
-    app.store.audit(API_ACTOR, "backup.resume", &reason)?;
+    app.store.audit(&actor.0, "backup.resume", &reason)?;
     Ok(Json(app.backups.status().await?).into_response())
 }

@@ -2,6 +2,7 @@
 //! Prometheus, the JSON API under `/api/`, and the admin UI's pages. Handlers only translate
 //! between HTTP and the modules; they hold no logic of their own.
 
+mod account;
 mod alerts;
 pub mod auth;
 mod backups;
@@ -12,18 +13,25 @@ mod runbooks;
 use crate::services::{Services, ServicesError};
 use crate::store::{Store, StoreError};
 use crate::supervisor::{Control, Supervisor, SupervisorError};
+use auth::Actor;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 use std::sync::Arc;
+use tower_http::compression::CompressionLayer;
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
 
 /// What the handlers reach.
 pub struct AppState {
+    pub accounts: crate::accounts::Accounts,
     pub alerts: Arc<crate::alerts::Alerts>,
     pub backups: crate::backup::Backups,
     pub services: Arc<Services>,
@@ -32,7 +40,7 @@ pub struct AppState {
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
+    let own = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics::metrics))
         .route("/api/services", get(services))
@@ -45,9 +53,40 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(backups::routes())
         .merge(alerts::routes())
         .merge(runbooks::routes())
-        .merge(pages::routes())
+        .merge(account::routes())
+        .merge(pages::routes());
+    Router::new()
+        .merge(with_security_headers(own))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such page".into()) })
+        .layer(middleware::from_fn_with_state(state.clone(), auth::guard))
+        .layer(CompressionLayer::new())
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
+        .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// Longest a handler may take to start its response (streams may then run on).
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Headers for obsbox's own pages and API. Proxied children keep their own:
+/// their pages need inline scripts this policy would block.
+fn with_security_headers(routes: Router<Arc<AppState>>) -> Router<Arc<AppState>> {
+    let header = |name, value: &'static str| {
+        SetResponseHeaderLayer::if_not_present(name, HeaderValue::from_static(value))
+    };
+    routes
+        .layer(header(
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; \
+             form-action 'self'; frame-ancestors 'none'",
+        ))
+        .layer(header(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .layer(header(header::X_FRAME_OPTIONS, "DENY"))
+        .layer(header(header::REFERRER_POLICY, "same-origin"))
+        .layer(header(header::CACHE_CONTROL, "no-store"))
 }
 
 /// An error as the API shows it: a status and a clear message; internals
@@ -57,6 +96,8 @@ pub struct ApiError {
     status: StatusCode,
     message: String,
     problems: Vec<crate::settings::Problem>,
+    /// Seconds before trying again is worth it (429s).
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -65,6 +106,15 @@ impl ApiError {
             status,
             message,
             problems: Vec::new(),
+            retry_after: None,
+        }
+    }
+
+    /// Input refused, with what is wrong field by field.
+    fn refused(message: &str, problems: Vec<crate::settings::Problem>) -> ApiError {
+        ApiError {
+            problems,
+            ..ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message.into())
         }
     }
 
@@ -83,7 +133,13 @@ impl IntoResponse for ApiError {
         if !self.problems.is_empty() {
             body["problems"] = json!(self.problems);
         }
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
     }
 }
 
@@ -107,11 +163,7 @@ impl From<StoreError> for ApiError {
             StoreError::Malformed { .. } => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
             }
-            StoreError::Invalid(problems) => ApiError {
-                status: StatusCode::UNPROCESSABLE_ENTITY,
-                message: "settings refused".into(),
-                problems,
-            },
+            StoreError::Invalid(problems) => ApiError::refused("settings refused", problems),
             other => ApiError::internal("the settings store failed", other),
         }
     }
@@ -153,10 +205,6 @@ fn json_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError
     })
 }
 
-/// Who made a change, for the audit log. Until logins exist (the web UI
-/// issue), changes over the API are attributed to the API itself.
-const API_ACTOR: &str = "api";
-
 async fn healthz() -> impl IntoResponse {
     ([(header::CACHE_CONTROL, "no-store")], "ok\n")
 }
@@ -194,6 +242,7 @@ async fn config(State(app): State<Arc<AppState>>, Path(name): Path<String>) -> A
 
 async fn control(
     State(app): State<Arc<AppState>>,
+    actor: Actor,
     Path((name, action)): Path<(String, String)>,
 ) -> ApiResult {
     let action: Control = serde_json::from_value(json!(action)).map_err(|_| {
@@ -204,7 +253,7 @@ async fn control(
     })?;
     app.supervisor.control(&name, action).await?;
     app.store
-        .audit(API_ACTOR, &format!("service.{}", action.as_str()), &name)?;
+        .audit(&actor.0, &format!("service.{}", action.as_str()), &name)?;
     Ok(Json(json!({"child": name, "done": action.as_str()})).into_response())
 }
 
@@ -214,6 +263,7 @@ async fn settings(State(app): State<Arc<AppState>>) -> ApiResult {
 
 async fn update_settings(
     State(app): State<Arc<AppState>>,
+    actor: Actor,
     Path(section): Path<String>,
     body: Bytes,
 ) -> ApiResult {
@@ -223,7 +273,7 @@ async fn update_settings(
             format!("the body is not JSON: {e}"),
         )
     })?;
-    let settings = app.services.update(&section, value, API_ACTOR).await?;
+    let settings = app.services.update(&section, value, &actor.0).await?;
     Ok(Json(settings).into_response())
 }
 

@@ -60,7 +60,12 @@ pub struct Obsbox {
     pub port: u16,
     env: Vec<(String, String)>,
     process: Option<Child>,
+    /// The signed-in admin's cookie and CSRF token (None before setup).
+    session: Option<(String, String)>,
 }
+
+/// The admin password tests set up obsbox with.
+pub const PASSWORD: &str = "test password 1";
 
 /// Ports for every built-in child, so tests can run side by side.
 pub fn service_ports() -> Value {
@@ -92,12 +97,87 @@ pub fn services_only(enabled: &[&str]) -> Value {
 
 impl Obsbox {
     /// Writes `settings` (section -> value) with `obsbox settings set`, then runs obsbox.
+    /// ...then sets it up and signs in as the admin, as a user would in the browser.
     pub fn start(settings: &[(&str, Value)]) -> Obsbox {
         Obsbox::start_with_env(settings, &[])
     }
 
     /// As `start`, with extra environment for obsbox (and so its children).
     pub fn start_with_env(settings: &[(&str, Value)], env: &[(&str, &str)]) -> Obsbox {
+        let mut obsbox = Obsbox::start_fresh(settings, env);
+        let hostname = settings
+            .iter()
+            .find(|(section, _)| *section == "general")
+            .and_then(|(_, general)| general["hostname"].as_str())
+            .unwrap_or("obsbox");
+        obsbox.set_up(hostname);
+        obsbox.log_in(PASSWORD);
+        obsbox
+    }
+
+    /// Completes first-boot setup with `PASSWORD`.
+    pub fn set_up(&self, hostname: &str) {
+        let (status, body) = self.send(
+            "POST",
+            "/api/setup",
+            &json!({"password": PASSWORD, "confirm": PASSWORD, "hostname": hostname}).to_string(),
+        );
+        assert_eq!(status, 201, "setup: {body}");
+    }
+
+    /// Signs in (replacing any session the helper held); returns the status.
+    pub fn log_in(&mut self, password: &str) -> u16 {
+        self.session = None;
+        let (status, body, cookie) = self.call_with_cookie(
+            "POST",
+            "/api/login",
+            &json!({"password": password}).to_string(),
+        );
+        if status == 200 {
+            let token = cookie.expect("a session cookie");
+            self.session = Some((token, body["csrf"].as_str().unwrap().to_string()));
+        }
+        status
+    }
+
+    /// A request to obsbox carrying the session (or, before one exists, a
+    /// pre-session CSRF token), as the UI's scripts send it.
+    pub fn request(&self, method: &str, path: &str) -> ureq::Request {
+        let request = ureq::request(method, &self.url(path));
+        match &self.session {
+            Some((token, csrf)) => request
+                .set("Cookie", &format!("obsbox_session={token}"))
+                .set("X-CSRF-Token", csrf),
+            None => request
+                .set("Cookie", "obsbox_csrf=pre-session-token")
+                .set("X-CSRF-Token", "pre-session-token"),
+        }
+    }
+
+    /// Any response: (status, JSON body, the session cookie it set if any).
+    fn call_with_cookie(
+        &self,
+        method: &str,
+        path: &str,
+        body: &str,
+    ) -> (u16, Value, Option<String>) {
+        let response = match self.request(method, path).send_string(body) {
+            Ok(r) => r,
+            Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => panic!("{method} {path}: {e}"),
+        };
+        let cookie = response
+            .all("set-cookie")
+            .into_iter()
+            .find_map(|c| c.strip_prefix("obsbox_session="))
+            .and_then(|c| c.split(';').next())
+            .map(str::to_string);
+        let status = response.status();
+        (status, response.into_json().unwrap_or(Value::Null), cookie)
+    }
+
+    /// Runs obsbox on a fresh data directory without setting it up.
+    pub fn start_fresh(settings: &[(&str, Value)], env: &[(&str, &str)]) -> Obsbox {
         let dir = tempfile::tempdir().unwrap();
         // Children run unprivileged when the tests run as root: they must be
         // able to reach the data directory.
@@ -133,6 +213,7 @@ impl Obsbox {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             process: None,
+            session: None,
         };
         obsbox.spawn();
         obsbox
@@ -185,23 +266,17 @@ impl Obsbox {
     }
 
     pub fn get(&self, path: &str) -> Value {
-        ureq::get(&self.url(path))
+        self.request("GET", path)
             .call()
-            .unwrap()
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
             .into_json()
             .unwrap()
     }
 
     /// Any response, error statuses included: (status, JSON body).
     pub fn send(&self, method: &str, path: &str, body: &str) -> (u16, Value) {
-        let result = ureq::request(method, &self.url(path)).send_string(body);
-        let response = match result {
-            Ok(r) => r,
-            Err(ureq::Error::Status(_, r)) => r,
-            Err(e) => panic!("{method} {path}: {e}"),
-        };
-        let status = response.status();
-        (status, response.into_json().unwrap_or(Value::Null))
+        let (status, body, _) = self.call_with_cookie(method, path, body);
+        (status, body)
     }
 
     pub fn services(&self) -> Vec<Value> {
@@ -230,13 +305,15 @@ impl Obsbox {
         self.get("/api/settings")
     }
 
-    /// Actions recorded in the audit log by API calls (not the test's own setup), newest first.
+    /// Actions the signed-in admin made, as the audit log records them, newest first.
     pub fn api_audit(&self) -> Vec<String> {
         self.get("/api/audit")
             .as_array()
             .unwrap()
             .iter()
-            .filter(|a| a["actor"] == "api")
+            .filter(|a| {
+                a["actor"] == "admin" && !a["action"].as_str().unwrap().starts_with("account.")
+            })
             .map(|a| a["action"].as_str().unwrap().to_string())
             .collect()
     }

@@ -1,0 +1,521 @@
+//! The box's one admin account and its sessions: no default password (the
+//! first visitor sets one during setup), argon2 hashes, sessions kept in
+//! SQLite by the SHA-256 of their cookie, each with its own CSRF token, and a
+//! limit on failed logins per client address.
+
+use crate::settings::Problem;
+use crate::store::{now_millis, random_token, Store, StoreError};
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use rusqlite::{params, OptionalExtension};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The account setup creates; the box has one administrator.
+pub const ADMIN: &str = "admin";
+
+/// A session ends after this long without a request...
+const IDLE_TIMEOUT: Duration = Duration::from_secs(12 * 3600);
+/// ...and this long after login in any case.
+pub const SESSION_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
+/// `last_seen_at` is written at most this often, not on every request.
+const TOUCH_EVERY_MS: i64 = 60_000;
+
+const MIN_PASSWORD_CHARS: usize = 10;
+/// Hashing cost grows with length; nobody types more than this.
+const MAX_PASSWORD_BYTES: usize = 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AccountsError {
+    #[error("obsbox is already set up; log in instead")]
+    AlreadySetUp,
+    #[error("wrong password")]
+    WrongPassword,
+    #[error("too many failed logins from this address; try again in {} s", .0.as_secs().max(1))]
+    RateLimited(Duration),
+    #[error("password refused")]
+    Invalid(Vec<Problem>),
+    #[error("hashing the password failed: {0}")]
+    Hash(String),
+    #[error("the hashing task failed: {0}")]
+    Task(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A signed-in session as requests see it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Session {
+    pub user: String,
+    pub csrf: String,
+}
+
+/// What a login hands out: the cookie value (shown once, stored only hashed)
+/// and the session.
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    pub token: String,
+    pub session: Session,
+}
+
+#[derive(Clone)]
+pub struct Accounts {
+    store: Store,
+    failures: Arc<Mutex<LoginFailures>>,
+}
+
+impl Accounts {
+    pub fn new(store: Store) -> Accounts {
+        Accounts {
+            store,
+            failures: Arc::default(),
+        }
+    }
+
+    /// Whether an admin exists; until then every page leads to setup.
+    pub fn is_set_up(&self) -> Result<bool, AccountsError> {
+        Ok(self
+            .store
+            .with_conn(|c| c.query_row("SELECT EXISTS (SELECT 1 FROM users)", [], |r| r.get(0)))?)
+    }
+
+    /// What is wrong with a new password and its confirmation, field by field.
+    pub fn password_problems(password: &str, confirm: &str) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        let chars = password.chars().count();
+        if chars < MIN_PASSWORD_CHARS {
+            problems.push(Problem {
+                field: "password".into(),
+                message: format!("must be at least {MIN_PASSWORD_CHARS} characters"),
+            });
+        } else if password.len() > MAX_PASSWORD_BYTES {
+            problems.push(Problem {
+                field: "password".into(),
+                message: format!("must be at most {MAX_PASSWORD_BYTES} bytes"),
+            });
+        }
+        if password != confirm {
+            problems.push(Problem {
+                field: "confirm".into(),
+                message: "does not match the password".into(),
+            });
+        }
+        problems
+    }
+
+    /// Creates the admin; refused once one exists.
+    pub async fn create_admin(&self, password: &str, confirm: &str) -> Result<(), AccountsError> {
+        let problems = Self::password_problems(password, confirm);
+        if !problems.is_empty() {
+            return Err(AccountsError::Invalid(problems));
+        }
+        let hash = hash(password.to_string()).await?;
+        let now = now_millis();
+        let inserted = self.store.with_conn(|c| {
+            c.execute(
+                "INSERT INTO users (name, password_hash, created_at, password_changed_at)
+                 SELECT ?1, ?2, ?3, ?3 WHERE NOT EXISTS (SELECT 1 FROM users)",
+                params![ADMIN, hash, now],
+            )
+        })?;
+        if inserted == 0 {
+            return Err(AccountsError::AlreadySetUp);
+        }
+        Ok(())
+    }
+
+    /// Checks the admin password and opens a session. Failures count against
+    /// `peer`; while it is locked out even the right password is refused.
+    pub async fn login(&self, peer: IpAddr, password: &str) -> Result<NewSession, AccountsError> {
+        if let Some(wait) = self.failures().locked_out(peer, Instant::now()) {
+            return Err(AccountsError::RateLimited(wait));
+        }
+        if !self.verify(ADMIN, password).await? {
+            self.failures().record(peer, Instant::now());
+            return Err(AccountsError::WrongPassword);
+        }
+        self.failures().clear(peer);
+        self.open_session(ADMIN)
+    }
+
+    /// The session behind a cookie, if it is still valid.
+    pub fn session(&self, token: &str) -> Result<Option<Session>, AccountsError> {
+        let key = token_key(token);
+        let now = now_millis();
+        let found = self.store.with_conn(|c| {
+            c.query_row(
+                "SELECT user, csrf, created_at, last_seen_at FROM sessions WHERE token_sha256 = ?1",
+                params![key],
+                |r| {
+                    Ok((
+                        Session {
+                            user: r.get(0)?,
+                            csrf: r.get(1)?,
+                        },
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, i64>(3)?,
+                    ))
+                },
+            )
+            .optional()
+        })?;
+        let Some((session, created, seen)) = found else {
+            return Ok(None);
+        };
+        if expired(created, seen, now) {
+            self.store.with_conn(|c| {
+                c.execute("DELETE FROM sessions WHERE token_sha256 = ?1", params![key])
+            })?;
+            return Ok(None);
+        }
+        if now - seen > TOUCH_EVERY_MS {
+            self.store.with_conn(|c| {
+                c.execute(
+                    "UPDATE sessions SET last_seen_at = ?2 WHERE token_sha256 = ?1",
+                    params![key, now],
+                )
+            })?;
+        }
+        Ok(Some(session))
+    }
+
+    pub fn logout(&self, token: &str) -> Result<(), AccountsError> {
+        self.store.with_conn(|c| {
+            c.execute(
+                "DELETE FROM sessions WHERE token_sha256 = ?1",
+                params![token_key(token)],
+            )
+        })?;
+        Ok(())
+    }
+
+    /// Replaces `user`'s password after checking the current one, and ends
+    /// every other session of theirs (`keep` is the one making the change).
+    pub async fn change_password(
+        &self,
+        user: &str,
+        current: &str,
+        password: &str,
+        confirm: &str,
+        keep: &str,
+    ) -> Result<(), AccountsError> {
+        if !self.verify(user, current).await? {
+            return Err(AccountsError::Invalid(vec![Problem {
+                field: "current".into(),
+                message: "is not the current password".into(),
+            }]));
+        }
+        let problems = Self::password_problems(password, confirm);
+        if !problems.is_empty() {
+            return Err(AccountsError::Invalid(problems));
+        }
+        let hash = hash(password.to_string()).await?;
+        let (user, keep) = (user.to_string(), token_key(keep));
+        self.store.with_conn(move |c| {
+            let tx = c.transaction()?;
+            tx.execute(
+                "UPDATE users SET password_hash = ?2, password_changed_at = ?3 WHERE name = ?1",
+                params![user, hash, now_millis()],
+            )?;
+            tx.execute(
+                "DELETE FROM sessions WHERE user = ?1 AND token_sha256 != ?2",
+                params![user, keep],
+            )?;
+            tx.commit()
+        })?;
+        Ok(())
+    }
+
+    fn open_session(&self, user: &str) -> Result<NewSession, AccountsError> {
+        let token = random_token()?;
+        let session = Session {
+            user: user.to_string(),
+            csrf: random_token()?,
+        };
+        let now = now_millis();
+        self.store.with_conn(|c| {
+            // Logging in is rare: a good moment to forget sessions that ended.
+            c.execute(
+                "DELETE FROM sessions WHERE created_at < ?1 OR last_seen_at < ?2",
+                params![
+                    now - SESSION_LIFETIME.as_millis() as i64,
+                    now - IDLE_TIMEOUT.as_millis() as i64
+                ],
+            )?;
+            c.execute(
+                "INSERT INTO sessions (token_sha256, user, csrf, created_at, last_seen_at)
+                 VALUES (?1, ?2, ?3, ?4, ?4)",
+                params![token_key(&token), session.user, session.csrf, now],
+            )
+        })?;
+        Ok(NewSession { token, session })
+    }
+
+    /// Whether `password` is `user`'s. An unknown user costs as much time
+    /// as a known one, so timing tells nothing.
+    async fn verify(&self, user: &str, password: &str) -> Result<bool, AccountsError> {
+        let stored: Option<String> = self.store.with_conn(|c| {
+            c.query_row(
+                "SELECT password_hash FROM users WHERE name = ?1",
+                params![user],
+                |r| r.get(0),
+            )
+            .optional()
+        })?;
+        let known = stored.is_some();
+        let stored = match stored {
+            Some(hash) => hash,
+            None => hash("no such user".into()).await?,
+        };
+        let password = password.to_string();
+        let matches = tokio::task::spawn_blocking(move || {
+            PasswordHash::new(&stored)
+                .map(|parsed| {
+                    hasher()
+                        .verify_password(password.as_bytes(), &parsed)
+                        .is_ok()
+                })
+                .map_err(|e| AccountsError::Hash(e.to_string()))
+        })
+        .await
+        .map_err(|e| AccountsError::Task(e.to_string()))??;
+        Ok(known && matches)
+    }
+
+    fn failures(&self) -> std::sync::MutexGuard<'_, LoginFailures> {
+        self.failures.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Argon2id with OWASP's low-memory parameters (7 MiB, 5 passes): a small
+/// box must not spend 19 MiB, or seconds, on each login.
+fn hasher() -> Argon2<'static> {
+    let params = argon2::Params::new(7 * 1024, 5, 1, None).expect("constant parameters are valid");
+    Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+}
+
+async fn hash(password: String) -> Result<String, AccountsError> {
+    let mut salt = [0u8; 16];
+    getrandom::getrandom(&mut salt).map_err(StoreError::Random)?;
+    tokio::task::spawn_blocking(move || {
+        let salt = SaltString::encode_b64(&salt).map_err(|e| AccountsError::Hash(e.to_string()))?;
+        hasher()
+            .hash_password(password.as_bytes(), &salt)
+            .map(|h| h.to_string())
+            .map_err(|e| AccountsError::Hash(e.to_string()))
+    })
+    .await
+    .map_err(|e| AccountsError::Task(e.to_string()))?
+}
+
+fn token_key(token: &str) -> String {
+    Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn expired(created_ms: i64, last_seen_ms: i64, now_ms: i64) -> bool {
+    now_ms - created_ms > SESSION_LIFETIME.as_millis() as i64
+        || now_ms - last_seen_ms > IDLE_TIMEOUT.as_millis() as i64
+}
+
+/// Failed logins per client address: after `FREE_ATTEMPTS` in a row the
+/// address waits, twice as long after each further failure, up to
+/// `MAX_LOCKOUT`. A success clears the count; the table is bounded.
+#[derive(Default)]
+struct LoginFailures {
+    by_peer: HashMap<IpAddr, Failures>,
+}
+
+#[derive(Clone, Copy)]
+struct Failures {
+    count: u32,
+    last: Instant,
+}
+
+const FREE_ATTEMPTS: u32 = 5;
+const FIRST_LOCKOUT: Duration = Duration::from_secs(30);
+const MAX_LOCKOUT: Duration = Duration::from_secs(15 * 60);
+const MAX_PEERS: usize = 4096;
+
+impl LoginFailures {
+    fn lockout(count: u32) -> Duration {
+        if count < FREE_ATTEMPTS {
+            return Duration::ZERO;
+        }
+        let doublings = (count - FREE_ATTEMPTS).min(16);
+        (FIRST_LOCKOUT * 2u32.pow(doublings)).min(MAX_LOCKOUT)
+    }
+
+    fn locked_out(&self, peer: IpAddr, now: Instant) -> Option<Duration> {
+        let f = self.by_peer.get(&peer)?;
+        let until = f.last + Self::lockout(f.count);
+        (until > now).then(|| until - now)
+    }
+
+    fn record(&mut self, peer: IpAddr, now: Instant) {
+        if self.by_peer.len() >= MAX_PEERS && !self.by_peer.contains_key(&peer) {
+            // Forget addresses whose lockout is long over; if none, the oldest.
+            self.by_peer
+                .retain(|_, f| now.duration_since(f.last) < MAX_LOCKOUT);
+            if self.by_peer.len() >= MAX_PEERS {
+                if let Some(oldest) = self
+                    .by_peer
+                    .iter()
+                    .min_by_key(|(_, f)| f.last)
+                    .map(|(p, _)| *p)
+                {
+                    self.by_peer.remove(&oldest);
+                }
+            }
+        }
+        let entry = self.by_peer.entry(peer).or_insert(Failures {
+            count: 0,
+            last: now,
+        });
+        entry.count += 1;
+        entry.last = now;
+    }
+
+    fn clear(&mut self, peer: IpAddr) {
+        self.by_peer.remove(&peer);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accounts() -> (tempfile::TempDir, Accounts) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        (dir, Accounts::new(store))
+    }
+
+    const PEER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+    #[tokio::test]
+    async fn setup_happens_once_and_login_needs_the_password() {
+        let (_dir, accounts) = accounts();
+        assert!(!accounts.is_set_up().unwrap());
+        accounts
+            .create_admin("correct horse", "correct horse")
+            .await
+            .unwrap();
+        assert!(accounts.is_set_up().unwrap());
+        assert!(matches!(
+            accounts.create_admin("another one!", "another one!").await,
+            Err(AccountsError::AlreadySetUp)
+        ));
+        assert!(matches!(
+            accounts.login(PEER, "wrong horse").await,
+            Err(AccountsError::WrongPassword)
+        ));
+        let new = accounts.login(PEER, "correct horse").await.unwrap();
+        assert_eq!(new.session.user, ADMIN);
+        assert_eq!(
+            accounts.session(&new.token).unwrap(),
+            Some(new.session.clone())
+        );
+        assert_eq!(accounts.session("forged").unwrap(), None);
+        accounts.logout(&new.token).unwrap();
+        assert_eq!(accounts.session(&new.token).unwrap(), None);
+    }
+
+    #[test]
+    fn weak_or_mismatched_passwords_are_refused_by_field() {
+        let fields = |p: &str, c: &str| -> Vec<String> {
+            Accounts::password_problems(p, c)
+                .into_iter()
+                .map(|p| p.field)
+                .collect()
+        };
+        assert_eq!(fields("short", "short"), ["password"]);
+        assert_eq!(fields("long enough!", "long enough?"), ["confirm"]);
+        assert!(fields("long enough!", "long enough!").is_empty());
+        assert_eq!(fields(&"x".repeat(2000), &"x".repeat(2000)), ["password"]);
+    }
+
+    #[tokio::test]
+    async fn a_password_change_ends_every_other_session() {
+        let (_dir, accounts) = accounts();
+        accounts
+            .create_admin("first password", "first password")
+            .await
+            .unwrap();
+        let mine = accounts.login(PEER, "first password").await.unwrap();
+        let other = accounts.login(PEER, "first password").await.unwrap();
+        let wrong = accounts
+            .change_password(
+                ADMIN,
+                "not it at all",
+                "second password",
+                "second password",
+                &mine.token,
+            )
+            .await;
+        assert!(matches!(wrong, Err(AccountsError::Invalid(p)) if p[0].field == "current"));
+        accounts
+            .change_password(
+                ADMIN,
+                "first password",
+                "second password",
+                "second password",
+                &mine.token,
+            )
+            .await
+            .unwrap();
+        assert!(accounts.session(&mine.token).unwrap().is_some());
+        assert!(accounts.session(&other.token).unwrap().is_none());
+        assert!(accounts.login(PEER, "first password").await.is_err());
+        assert!(accounts.login(PEER, "second password").await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn repeated_failures_lock_the_address_out_even_for_the_right_password() {
+        let (_dir, accounts) = accounts();
+        accounts
+            .create_admin("right password", "right password")
+            .await
+            .unwrap();
+        for _ in 0..FREE_ATTEMPTS {
+            assert!(matches!(
+                accounts.login(PEER, "wrong").await,
+                Err(AccountsError::WrongPassword)
+            ));
+        }
+        assert!(matches!(
+            accounts.login(PEER, "right password").await,
+            Err(AccountsError::RateLimited(wait)) if wait <= FIRST_LOCKOUT
+        ));
+        let elsewhere: IpAddr = "192.0.2.7".parse().unwrap();
+        assert!(accounts.login(elsewhere, "right password").await.is_ok());
+    }
+
+    #[test]
+    fn lockouts_double_up_to_the_cap_and_the_table_stays_bounded() {
+        assert_eq!(LoginFailures::lockout(FREE_ATTEMPTS - 1), Duration::ZERO);
+        assert_eq!(LoginFailures::lockout(FREE_ATTEMPTS), FIRST_LOCKOUT);
+        assert_eq!(LoginFailures::lockout(FREE_ATTEMPTS + 1), FIRST_LOCKOUT * 2);
+        assert_eq!(LoginFailures::lockout(FREE_ATTEMPTS + 40), MAX_LOCKOUT);
+        let mut failures = LoginFailures::default();
+        let now = Instant::now();
+        for i in 0..(MAX_PEERS as u32 + 10) {
+            failures.record(IpAddr::V4(i.into()), now);
+        }
+        assert!(failures.by_peer.len() <= MAX_PEERS);
+    }
+
+    #[test]
+    fn sessions_expire_when_idle_or_old() {
+        let hour = 3_600_000;
+        assert!(!expired(0, 0, hour));
+        assert!(expired(0, 0, 13 * hour));
+        assert!(!expired(0, 6 * 24 * hour, 6 * 24 * hour + hour));
+        assert!(expired(0, 8 * 24 * hour - hour, 8 * 24 * hour));
+    }
+}

@@ -1,0 +1,180 @@
+//! First-boot setup, login, logout and the admin's password.
+
+use super::auth::{self, Actor, PageContext, SessionToken};
+use super::{json_body, ApiError, ApiResult, AppState};
+use crate::accounts::{Accounts, AccountsError};
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+
+pub(super) fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/api/setup", post(setup))
+        .route("/api/timezones", get(timezones))
+        .route("/api/login", post(login))
+        .route("/api/logout", post(logout))
+        .route("/api/session", get(session))
+        .route("/api/account/password", post(change_password))
+}
+
+impl From<AccountsError> for ApiError {
+    fn from(e: AccountsError) -> ApiError {
+        match e {
+            AccountsError::AlreadySetUp => ApiError::new(StatusCode::CONFLICT, e.to_string()),
+            AccountsError::WrongPassword => ApiError::new(StatusCode::UNAUTHORIZED, e.to_string()),
+            AccountsError::RateLimited(wait) => ApiError {
+                retry_after: Some(wait.as_secs().max(1)),
+                ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, e.to_string())
+            },
+            AccountsError::Invalid(problems) => ApiError::refused("password refused", problems),
+            AccountsError::Store(e) => e.into(),
+            other => ApiError::internal("the account store failed", other),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Setup {
+    password: String,
+    confirm: String,
+    hostname: String,
+    #[serde(default)]
+    timezone: String,
+}
+
+/// Sets the admin password, the host name and the time zone, all checked
+/// before anything is written.
+async fn setup(State(app): State<Arc<AppState>>, body: Bytes) -> ApiResult {
+    let request: Setup = json_body(&body)?;
+    let mut problems = Accounts::password_problems(&request.password, &request.confirm);
+    let mut general = app.services.settings()?.general;
+    general.hostname = request.hostname.trim().to_string();
+    general.timezone = request.timezone.trim().to_string();
+    let general = serde_json::to_value(general)
+        .map_err(|e| ApiError::internal("cannot encode the settings", e))?;
+    if let Err(crate::store::StoreError::Invalid(found)) =
+        app.store.propose("general", general.clone())
+    {
+        problems.extend(found);
+    }
+    if !problems.is_empty() {
+        return Err(ApiError::refused("setup refused", problems));
+    }
+    app.accounts
+        .create_admin(&request.password, &request.confirm)
+        .await?;
+    app.services.update("general", general, "setup").await?;
+    app.store
+        .audit("setup", "account.create", crate::accounts::ADMIN)?;
+    Ok((StatusCode::CREATED, Json(json!({"next": "/login"}))).into_response())
+}
+
+async fn timezones() -> ApiResult {
+    let mut zones: Vec<String> = jiff::tz::db()
+        .available()
+        .map(|name| name.as_str().to_string())
+        .collect();
+    zones.sort();
+    Ok(Json(zones).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Login {
+    password: String,
+}
+
+/// The client's address, for counting failed logins. Requests that did not
+/// come through a socket (in-process tests) count as loopback.
+fn peer(req: &Request) -> IpAddr {
+    req.extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V4(Ipv4Addr::LOCALHOST), |info| info.0.ip())
+}
+
+async fn login(State(app): State<Arc<AppState>>, req: Request) -> ApiResult {
+    let (peer, secure) = (peer(&req), auth::served_over_tls(&req));
+    let body = axum::body::to_bytes(req.into_body(), 64 << 10)
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("cannot read the body: {e}"),
+            )
+        })?;
+    let Login { password } = json_body(&body)?;
+    let new = match app.accounts.login(peer, &password).await {
+        Ok(new) => new,
+        Err(e) => {
+            app.store.audit(
+                "anonymous",
+                "account.login_failed",
+                &format!("from {peer}: {e}"),
+            )?;
+            return Err(e.into());
+        }
+    };
+    app.store
+        .audit(&new.session.user, "account.login", &format!("from {peer}"))?;
+    let mut response =
+        Json(json!({"user": new.session.user, "csrf": new.session.csrf})).into_response();
+    auth::start_session(&mut response, &new.token, secure);
+    Ok(response)
+}
+
+async fn logout(
+    State(app): State<Arc<AppState>>,
+    actor: Actor,
+    token: SessionToken,
+    req: Request,
+) -> ApiResult {
+    app.accounts.logout(&token.0)?;
+    app.store.audit(&actor.0, "account.logout", "")?;
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    auth::end_session(&mut response, auth::served_over_tls(&req));
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    Ok(response)
+}
+
+async fn session(page: PageContext) -> ApiResult {
+    Ok(Json(json!({"user": page.user, "csrf": page.csrf})).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PasswordChange {
+    current: String,
+    password: String,
+    confirm: String,
+}
+
+async fn change_password(
+    State(app): State<Arc<AppState>>,
+    actor: Actor,
+    token: SessionToken,
+    body: Bytes,
+) -> ApiResult {
+    let change: PasswordChange = json_body(&body)?;
+    app.accounts
+        .change_password(
+            &actor.0,
+            &change.current,
+            &change.password,
+            &change.confirm,
+            &token.0,
+        )
+        .await?;
+    app.store.audit(&actor.0, "account.password", "")?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
