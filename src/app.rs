@@ -33,6 +33,7 @@ fn scrape_address(addr: SocketAddr) -> String {
 /// `obsbox run`: supervise and serve until SIGTERM or SIGINT, then stop every
 /// child in reverse order.
 pub async fn run(dir: &Path, listen: SocketAddr) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
     let dir = data_dir(dir)?;
     let store = Store::open(&dir)?;
     let settings = store.settings()?;
@@ -92,6 +93,7 @@ pub async fn run(dir: &Path, listen: SocketAddr) -> anyhow::Result<()> {
         supervisor: supervisor.clone(),
         store,
         backups,
+        started,
     }));
     let stop = async move {
         tokio::select! {
@@ -99,6 +101,7 @@ pub async fn run(dir: &Path, listen: SocketAddr) -> anyhow::Result<()> {
             _ = interrupt.recv() => tracing::info!("SIGINT: shutting down"),
         }
     };
+    // The login rate limit and the proxy's `X-Forwarded-For` need the peer.
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),

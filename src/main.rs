@@ -4,6 +4,7 @@ mod accounts;
 mod alerts;
 mod app;
 mod backup;
+mod disks;
 mod http_client;
 mod services;
 mod settings;

@@ -145,7 +145,7 @@ fn alerts_reach_mail_webhook_and_matrix_and_land_in_the_history() {
     });
     let id = history["alerts"][0]["id"].as_i64().unwrap();
     let (status, acked) = obsbox.send("POST", &format!("/api/alerts/{id}/ack"), "");
-    assert_eq!((status, acked["acked_by"].as_str()), (200, Some("api")));
+    assert_eq!((status, acked["acked_by"].as_str()), (200, Some("admin")));
     assert_eq!(obsbox.send("POST", "/api/alerts/99999/ack", "").0, 404);
     assert!(obsbox
         .api_audit()
@@ -229,7 +229,7 @@ fn silences_and_bad_input_are_handled_without_changing_anything() {
         .unwrap()
         .clone();
     assert_eq!(silence["status"]["state"], "active");
-    assert_eq!(silence["createdBy"], "api");
+    assert_eq!(silence["createdBy"], "admin");
     assert_eq!(
         obsbox.send("DELETE", &format!("/api/silences/{id}"), "").0,
         200

@@ -97,6 +97,11 @@ impl Services {
         self.current.subscribe()
     }
 
+    /// Reads the settings in force without copying them; `read` must not block.
+    pub fn with_current<T>(&self, read: impl FnOnce(&Settings) -> T) -> T {
+        read(&self.current.borrow())
+    }
+
     /// Renders and checks the stored settings and starts every child. A child
     /// whose new config is refused keeps the config it had; one that never
     /// had a valid config cannot start and says why.

@@ -1,7 +1,7 @@
 //! Child plans: which program each service runs, with which flags, as whom,
 //! how it is probed and reloaded, and after whom it starts.
 
-use super::render::{paths, SecretGrant};
+use super::render::{paths, proxied_url, SecretGrant};
 use super::Environment;
 use crate::settings::{ExtraChild, Readiness, Service, Settings};
 use crate::store::Store;
@@ -170,6 +170,12 @@ pub fn plans(settings: &Settings, env: &Environment, locator: &Locator) -> Vec<C
                 format!("--config.file={}", abs(paths::ALERTMANAGER_CONFIG)),
                 format!("--storage.path={}", abs(paths::ALERTMANAGER_DATA)),
                 format!("--web.listen-address={}", listen(s.alertmanager.port)),
+                format!(
+                    "--web.external-url={}",
+                    proxied_url(settings, env, "alertmanager")
+                ),
+                // Links go through obsbox's proxy; obsbox itself calls `/` on loopback.
+                "--web.route-prefix=/".into(),
                 // A single box: no gossip port.
                 "--cluster.listen-address=".into(),
             ],
@@ -202,6 +208,11 @@ pub fn plans(settings: &Settings, env: &Environment, locator: &Locator) -> Vec<C
                     settings.prometheus.retention
                 ),
                 format!("--web.listen-address={}", listen(s.prometheus.port)),
+                format!(
+                    "--web.external-url={}",
+                    proxied_url(settings, env, "prometheus")
+                ),
+                "--web.route-prefix=/".into(),
                 // Reload and TSDB snapshots over HTTP; it listens on loopback only.
                 "--web.enable-lifecycle".into(),
                 "--web.enable-admin-api".into(),
@@ -475,6 +486,13 @@ mod tests {
             panic!()
         };
         assert!(prom.args.contains(&"--web.enable-lifecycle".to_string()));
+        let Launch::Run(am) = launch("alertmanager") else {
+            panic!()
+        };
+        for (args, child) in [(&prom.args, "prometheus"), (&am.args, "alertmanager")] {
+            assert!(args.contains(&format!("--web.external-url=http://obsbox:8080/{child}/")));
+            assert!(args.contains(&"--web.route-prefix=/".to_string()));
+        }
         assert_eq!(
             prom.reload,
             Reload::HttpPost {

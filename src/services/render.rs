@@ -11,6 +11,10 @@ pub use rules::runbook_url;
 use serde_json::{json, Value};
 use std::path::PathBuf;
 
+/// The header obsbox's proxy names the signed-in user in, and Grafana's
+/// auth proxy reads.
+pub const GRAFANA_USER_HEADER: &str = "X-WEBAUTH-USER";
+
 /// One rendered file, its path relative to the data directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigFile {
@@ -133,6 +137,25 @@ pub fn render(settings: &Settings, env: &Environment) -> Vec<ConfigFile> {
         add("blackbox", paths::BLACKBOX_CONFIG, blackbox());
     }
     files
+}
+
+/// The address users reach obsbox at, without a trailing slash:
+/// `alerting.external_url` when set, else `http://<hostname>:<web port>`.
+/// Every link obsbox or a child puts in a notification or a page starts here.
+pub fn external_url(settings: &Settings, env: &Environment) -> String {
+    match &settings.alerting.external_url {
+        Some(url) => url.trim_end_matches('/').to_string(),
+        None => {
+            let port = env.obsbox_address.rsplit(':').next().unwrap_or("80");
+            format!("http://{}:{port}", settings.general.hostname)
+        }
+    }
+}
+
+/// Where users reach `child` through obsbox's proxy (`/<child>/`, see
+/// `web::proxy`), with a trailing slash.
+pub fn proxied_url(settings: &Settings, env: &Environment, child: &str) -> String {
+    format!("{}/{child}/", external_url(settings, env))
 }
 
 fn yaml(header: &str, value: &Value) -> String {
@@ -328,16 +351,25 @@ fn loki(settings: &Settings, env: &Environment) -> String {
     yaml("Loki configuration", &doc)
 }
 
+/// Grafana on loopback behind obsbox's proxy: users open `<base>/grafana/`,
+/// obsbox strips the prefix (so no `serve_from_sub_path`) and signs them in
+/// with the auth proxy header, which Grafana takes only from loopback. The
+/// box has one admin, so whoever obsbox lets in administers Grafana too.
 fn grafana_ini(settings: &Settings, env: &Environment) -> String {
     let base = env.data_dir.join("children/grafana");
     let at = |sub: &str| base.join(sub).display().to_string();
     format!(
         "; Grafana configuration\n; Rendered by obsbox from its settings; edits here are overwritten.\n\
-         [server]\nhttp_addr = 127.0.0.1\nhttp_port = {port}\n\n\
+         [server]\nhttp_addr = 127.0.0.1\nhttp_port = {port}\nroot_url = {root_url}\nserve_from_sub_path = false\n\n\
+         [auth]\ndisable_login_form = true\n\n\
+         [auth.proxy]\nenabled = true\nheader_name = {header}\nheader_property = username\nauto_sign_up = true\nwhitelist = 127.0.0.1, ::1\n\n\
+         [users]\nauto_assign_org_role = Admin\n\n\
          [paths]\ndata = {data}\nlogs = {logs}\nplugins = {plugins}\nprovisioning = {provisioning}\n\n\
          [analytics]\nreporting_enabled = false\ncheck_for_updates = false\ncheck_for_plugin_updates = false\n\n\
          [log]\nmode = console\n",
         port = settings.services.grafana.port,
+        root_url = proxied_url(settings, env, "grafana"),
+        header = GRAFANA_USER_HEADER,
         data = at("data"),
         logs = at("logs"),
         plugins = at("plugins"),
@@ -468,6 +500,29 @@ mod tests {
         assert_eq!(sources.len(), 2);
         assert_eq!(sources.iter().filter(|s| s["isDefault"] == true).count(), 1);
         assert!(file(&files, paths::GRAFANA_CONFIG).contains("http_port = 3000"));
+    }
+
+    #[test]
+    fn grafana_sits_behind_obsbox_on_loopback_and_trusts_its_user_header() {
+        let ini = grafana_ini(&Settings::default(), &env());
+        for line in [
+            "http_addr = 127.0.0.1",
+            "root_url = http://obsbox:8080/grafana/",
+            "serve_from_sub_path = false",
+            "disable_login_form = true",
+            "[auth.proxy]\nenabled = true\nheader_name = X-WEBAUTH-USER\nheader_property = username\nauto_sign_up = true\nwhitelist = 127.0.0.1, ::1\n",
+            "auto_assign_org_role = Admin",
+        ] {
+            assert!(ini.contains(line), "{line} in\n{ini}");
+        }
+        let mut settings = Settings::default();
+        settings.alerting.external_url = Some("https://box.example.org/".into());
+        assert!(grafana_ini(&settings, &env())
+            .contains("root_url = https://box.example.org/grafana/\n"));
+        assert_eq!(
+            runbook_url(&settings, &env(), "HostDown"),
+            "https://box.example.org/runbooks/HostDown"
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 #[serde(default, deny_unknown_fields)]
 pub struct AlertingSettings {
     /// Address users reach obsbox at, for the runbook links in notifications
+    /// and the links Grafana, Prometheus and Alertmanager make to themselves
     /// (e.g. `https://obsbox.lan`); unset: `http://<hostname>:<web port>`.
     pub external_url: Option<String>,
     pub thresholds: Thresholds,
@@ -242,6 +243,12 @@ impl AlertingSettings {
                     "alerting.external_url".into(),
                     format!("'{url}' is not an http(s) URL"),
                 );
+            } else if url.contains(['?', '#', ';']) {
+                // Paths are appended to it, and Grafana's ini would cut it at `#` or `;`.
+                bad(
+                    "alerting.external_url".into(),
+                    format!("'{url}' must be a base address, without '?', '#' or ';'"),
+                );
             }
         }
         let mut names = Vec::new();
@@ -443,6 +450,21 @@ mod tests {
             "alerting.thresholds.cpu_warning_percent",
         ] {
             assert!(found.contains(&field.to_string()), "{field} in {found:?}");
+        }
+    }
+
+    #[test]
+    fn the_external_url_is_a_base_address() {
+        for (url, ok) in [
+            ("https://obsbox.lan", true),
+            ("http://obsbox.lan:8080/box/", true),
+            ("obsbox.lan", false),
+            ("https://obsbox.lan/?x=1", false),
+            ("https://obsbox.lan/#top", false),
+            ("https://obsbox.lan/a;b", false),
+        ] {
+            let found = problems(json!({ "external_url": url }));
+            assert_eq!(found.is_empty(), ok, "{url}: {found:?}");
         }
     }
 

@@ -72,16 +72,48 @@ impl LogCapture {
         ))
     }
 
-    /// The last `max` complete lines of output, oldest first.
-    pub fn tail(&self, max: usize) -> Vec<String> {
-        self.ring
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .lines(max)
+    /// A handle on the recent output, for readers that poll it.
+    pub fn reader(&self) -> LogReader {
+        LogReader {
+            ring: self.ring.clone(),
+        }
     }
 
     pub fn stats(&self) -> &LogStats {
         &self.stats
+    }
+}
+
+/// Reads a child's recent output without holding up its capture for long.
+#[derive(Clone)]
+pub struct LogReader {
+    ring: Arc<Mutex<ByteRing>>,
+}
+
+impl Default for LogReader {
+    /// Output of a child whose capture never started: nothing.
+    fn default() -> LogReader {
+        LogReader {
+            ring: Arc::new(Mutex::new(ByteRing::new(0))),
+        }
+    }
+}
+
+impl LogReader {
+    /// The last `max` complete lines of output, oldest first.
+    pub fn tail(&self, max: usize) -> Vec<String> {
+        self.lock().lines(max)
+    }
+
+    /// The complete lines that arrived after `cursor` (0 for everything still
+    /// kept), and the cursor to pass next time. Lines that fell out of the
+    /// ring between two calls are skipped.
+    pub fn since(&self, cursor: u64) -> (Vec<String>, u64) {
+        self.lock().since(cursor)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ByteRing> {
+        self.ring.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -279,6 +311,8 @@ struct ByteRing {
     capacity: usize,
     /// Bytes were dropped from the front, so the first line may be partial.
     wrapped: bool,
+    /// Bytes ever pushed: the offset just past the last byte kept.
+    total: u64,
 }
 
 impl ByteRing {
@@ -287,10 +321,12 @@ impl ByteRing {
             bytes: VecDeque::new(),
             capacity,
             wrapped: false,
+            total: 0,
         }
     }
 
     fn push(&mut self, chunk: &[u8]) {
+        self.total += chunk.len() as u64;
         let chunk = &chunk[chunk.len().saturating_sub(self.capacity)..];
         let overflow = (self.bytes.len() + chunk.len()).saturating_sub(self.capacity);
         if overflow > 0 {
@@ -298,6 +334,29 @@ impl ByteRing {
             self.wrapped = true;
         }
         self.bytes.extend(chunk);
+    }
+
+    fn since(&self, cursor: u64) -> (Vec<String>, u64) {
+        let (a, b) = self.bytes.as_slices();
+        let all = [a, b].concat();
+        let front = self.total - all.len() as u64;
+        let start = match cursor.checked_sub(front) {
+            Some(offset) => (offset as usize).min(all.len()),
+            // What followed the cursor is gone: start at the first whole line kept.
+            None => all
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(all.len(), |i| i + 1),
+        };
+        let Some(last) = all[start..].iter().rposition(|&b| b == b'\n') else {
+            return (Vec::new(), front + start as u64);
+        };
+        let end = start + last;
+        let lines = all[start..end]
+            .split(|&b| b == b'\n')
+            .map(|l| String::from_utf8_lossy(l).into_owned())
+            .collect();
+        (lines, front + end as u64 + 1)
     }
 
     fn lines(&self, max: usize) -> Vec<String> {
@@ -344,6 +403,24 @@ mod tests {
         let mut big = ByteRing::new(8);
         big.push(&[b'x'; 100]);
         assert_eq!(big.bytes.len(), 8);
+    }
+
+    #[test]
+    fn readers_get_each_new_line_once_and_skip_what_was_lost() {
+        let mut ring = ByteRing::new(16);
+        ring.push(b"one\ntw");
+        let (lines, cursor) = ring.since(0);
+        assert_eq!((lines, cursor), (vec!["one".to_string()], 4));
+        assert_eq!(ring.since(cursor), (vec![], 4));
+        ring.push(b"o\nthree\n");
+        let (lines, cursor) = ring.since(cursor);
+        assert_eq!(lines, ["two", "three"]);
+        assert_eq!(cursor, 14);
+        // 20 more bytes: "four" fell out before anyone read it.
+        ring.push(b"four\nfive\nsix\nseven\n");
+        let (lines, cursor) = ring.since(cursor);
+        assert_eq!(lines, ["five", "six", "seven"]);
+        assert_eq!(cursor, ring.total);
     }
 
     fn wait_for(mut done: impl FnMut() -> bool) {
@@ -409,8 +486,8 @@ mod tests {
             }
         }
         assert_eq!(capture.stats().lines.load(Ordering::Relaxed), 20_000);
-        assert_eq!(capture.tail(2).len(), 2);
-        assert!(capture.tail(1)[0].starts_with("000019999"));
+        assert_eq!(capture.reader().tail(2).len(), 2);
+        assert!(capture.reader().tail(1)[0].starts_with("000019999"));
     }
 
     #[test]

@@ -16,7 +16,7 @@ pub use logs::LogPolicy;
 pub use policy::RestartPolicy;
 pub use process::{Exit, Reaper};
 
-use logs::LogCapture;
+use logs::{LogCapture, LogReader};
 use nix::sys::signal::Signal;
 use policy::RestartTracker;
 use serde::Serialize;
@@ -198,10 +198,9 @@ enum Msg {
     Status {
         done: oneshot::Sender<Vec<ChildStatus>>,
     },
-    Tail {
+    Log {
         name: String,
-        lines: usize,
-        done: oneshot::Sender<Option<Vec<String>>>,
+        done: oneshot::Sender<Option<LogReader>>,
     },
     Shutdown {
         done: oneshot::Sender<()>,
@@ -263,8 +262,13 @@ impl Supervisor {
         name: &str,
         lines: usize,
     ) -> Result<Option<Vec<String>>, SupervisorError> {
+        Ok(self.log(name).await?.map(|log| log.tail(lines)))
+    }
+
+    /// A reader of a child's recent output; `None` if there is no such child.
+    pub async fn log(&self, name: &str) -> Result<Option<LogReader>, SupervisorError> {
         let name = name.to_string();
-        self.ask(|done| Msg::Tail { name, lines, done }).await
+        self.ask(|done| Msg::Log { name, done }).await
     }
 
     /// Stops every child, dependents before their dependencies, each with its
@@ -507,11 +511,11 @@ impl Actor {
             Msg::Status { done } => {
                 let _ = done.send(self.children.iter().map(|c| c.status(now)).collect());
             }
-            Msg::Tail { name, lines, done } => {
-                let tail = self
+            Msg::Log { name, done } => {
+                let reader = self
                     .find(&name)
-                    .map(|c| c.log.as_ref().map(|l| l.tail(lines)).unwrap_or_default());
-                let _ = done.send(tail);
+                    .map(|c| c.log.as_ref().map(LogCapture::reader).unwrap_or_default());
+                let _ = done.send(reader);
             }
             Msg::Shutdown { done } => {
                 if self.shutdown.is_empty() {

@@ -16,6 +16,7 @@ use serde_json::json;
 use std::convert::Infallible;
 use std::sync::Arc;
 
+/// The cookie holding a signed-in browser's session.
 pub const SESSION_COOKIE: &str = "obsbox_session";
 /// Before login, forms carry a token matching this cookie (double submit).
 pub const CSRF_COOKIE: &str = "obsbox_csrf";

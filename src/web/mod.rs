@@ -1,13 +1,17 @@
 //! The HTTP face of obsbox: `/healthz` and `/metrics` for probes and the local
-//! Prometheus, the JSON API under `/api/`, and the admin UI's pages. Handlers only translate
-//! between HTTP and the modules; they hold no logic of their own.
+//! Prometheus, the JSON API under `/api/`, the admin UI's pages, and
+//! Grafana, Prometheus and Alertmanager under `/grafana/`, `/prometheus/`
+//! and `/alertmanager/`. Handlers only translate between HTTP and the
+//! modules; they hold no logic of their own.
 
 mod account;
 mod alerts;
 pub mod auth;
 mod backups;
 mod metrics;
+mod overview;
 mod pages;
+mod proxy;
 mod runbooks;
 
 use crate::services::{Services, ServicesError};
@@ -18,6 +22,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware;
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
@@ -37,6 +42,8 @@ pub struct AppState {
     pub services: Arc<Services>,
     pub supervisor: Supervisor,
     pub store: Store,
+    /// When obsbox started, for its uptime.
+    pub started: std::time::Instant,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -45,6 +52,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics::metrics))
         .route("/api/services", get(services))
         .route("/api/services/{name}/logs", get(logs))
+        .route("/api/services/{name}/logs/stream", get(log_stream))
         .route("/api/services/{name}/config", get(config))
         .route("/api/services/{name}/{action}", post(control))
         .route("/api/settings", get(settings))
@@ -54,16 +62,20 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(alerts::routes())
         .merge(runbooks::routes())
         .merge(account::routes())
+        .merge(overview::routes())
         .merge(pages::routes());
     Router::new()
-        .merge(with_security_headers(own))
+        // The proxy has its own timeouts, and the children's pages their own headers.
+        .merge(
+            with_security_headers(own).layer(TimeoutLayer::with_status_code(
+                StatusCode::REQUEST_TIMEOUT,
+                REQUEST_TIMEOUT,
+            )),
+        )
+        .merge(proxy::routes())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such page".into()) })
         .layer(middleware::from_fn_with_state(state.clone(), auth::guard))
         .layer(CompressionLayer::new())
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            REQUEST_TIMEOUT,
-        ))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
@@ -228,6 +240,69 @@ async fn logs(
         Some(lines) => Ok(Json(json!({"child": name, "lines": lines})).into_response()),
         None => Err(SupervisorError::NoSuchChild(name).into()),
     }
+}
+
+#[derive(Deserialize)]
+struct StreamQuery {
+    #[serde(default)]
+    filter: String,
+}
+
+/// How often a live tail looks for new lines.
+const TAIL_POLL: std::time::Duration = std::time::Duration::from_millis(250);
+/// Lines of history a live tail starts with.
+const TAIL_BACKLOG: usize = 100;
+
+/// A child's output as server-sent events: the last lines kept, then each new
+/// line as it comes, only those containing `filter` (ignoring case).
+async fn log_stream(
+    State(app): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    Query(q): Query<StreamQuery>,
+) -> ApiResult {
+    if q.filter.len() > 200 {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "a filter is at most 200 characters".into(),
+        ));
+    }
+    let Some(reader) = app.supervisor.log(&name).await? else {
+        return Err(SupervisorError::NoSuchChild(name).into());
+    };
+    let filter = q.filter.to_lowercase();
+    let (backlog, cursor) = reader.since(0);
+    let mut first: Vec<String> = backlog
+        .into_iter()
+        .filter(|l| l.to_lowercase().contains(&filter))
+        .collect();
+    first.drain(..first.len().saturating_sub(TAIL_BACKLOG));
+    let lines = futures_util::stream::unfold(
+        (reader, cursor, std::collections::VecDeque::from(first)),
+        move |(reader, mut cursor, mut pending)| {
+            let filter = filter.clone();
+            async move {
+                while pending.is_empty() {
+                    tokio::time::sleep(TAIL_POLL).await;
+                    let (lines, next) = reader.since(cursor);
+                    cursor = next;
+                    pending.extend(
+                        lines
+                            .into_iter()
+                            .filter(|l| l.to_lowercase().contains(&filter)),
+                    );
+                }
+                let line = pending.pop_front()?;
+                let event = Event::default().data(line.replace('\r', ""));
+                Some((
+                    Ok::<_, std::convert::Infallible>(event),
+                    (reader, cursor, pending),
+                ))
+            }
+        },
+    );
+    Ok(Sse::new(lines)
+        .keep_alive(KeepAlive::default())
+        .into_response())
 }
 
 async fn config(State(app): State<Arc<AppState>>, Path(name): Path<String>) -> ApiResult {

@@ -142,8 +142,12 @@ impl Obsbox {
 
     /// A request to obsbox carrying the session (or, before one exists, a
     /// pre-session CSRF token), as the UI's scripts send it.
+    /// Redirects are not followed, so tests see them.
     pub fn request(&self, method: &str, path: &str) -> ureq::Request {
-        let request = ureq::request(method, &self.url(path));
+        let request = ureq::AgentBuilder::new()
+            .redirects(0)
+            .build()
+            .request(method, &self.url(path));
         match &self.session {
             Some((token, csrf)) => request
                 .set("Cookie", &format!("obsbox_session={token}"))
@@ -152,6 +156,12 @@ impl Obsbox {
                 .set("Cookie", "obsbox_csrf=pre-session-token")
                 .set("X-CSRF-Token", "pre-session-token"),
         }
+    }
+
+    /// The `Cookie` header value of the admin's session.
+    pub fn session_cookie(&self) -> String {
+        let (token, _) = self.session.as_ref().expect("signed in");
+        format!("obsbox_session={token}")
     }
 
     /// Any response: (status, JSON body, the session cookie it set if any).

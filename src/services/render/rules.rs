@@ -2,7 +2,7 @@
 //! threshold from the settings, every alert with `severity` and `service`
 //! labels, a summary, a description and a link to the runbook obsbox serves.
 
-use super::{yaml, Environment};
+use super::{external_url, yaml, Environment};
 use crate::settings::{Indicator, Settings, Slo};
 use serde_json::{json, Value};
 
@@ -30,14 +30,7 @@ pub fn runbook_url(settings: &Settings, env: &Environment, alert: &str) -> Strin
 }
 
 fn runbooks(settings: &Settings, env: &Environment) -> String {
-    let base = match &settings.alerting.external_url {
-        Some(url) => url.trim_end_matches('/').to_string(),
-        None => {
-            let port = env.obsbox_address.rsplit(':').next().unwrap_or("80");
-            format!("http://{}:{port}", settings.general.hostname)
-        }
-    };
-    format!("{base}/runbooks")
+    format!("{}/runbooks", external_url(settings, env))
 }
 
 impl<'a> Catalog<'a> {

@@ -759,6 +759,8 @@ pub struct Request {
     pub headers: Vec<(String, String)>,
     /// Request body (de-chunked).
     pub body: Vec<u8>,
+    /// The address the request came from (Go's `Request.RemoteAddr`).
+    pub peer: Option<std::net::SocketAddr>,
 }
 
 impl Request {
@@ -1114,7 +1116,8 @@ fn handle_connection(stream: TcpStream, handler: Arc<Handler>) {
     let mut reader = BufReader::new(read_half);
     let mut stream = stream;
     match read_request(&mut reader) {
-        Ok(req) => {
+        Ok(mut req) => {
+            req.peer = stream.peer_addr().ok();
             let head_only = req.method == "HEAD";
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(&req)));
             let resp =

@@ -3,6 +3,17 @@
 //! override layers, datasource/dashboard provisioning (refusing to start on
 //! invalid datasource provisioning), data/log directories, a handful of HTTP
 //! endpoints, logfmt logging and signals. See README.md for details.
+//!
+//! Auth proxy (mirrors the Grafana docs "Configure auth proxy authentication"
+//! and `pkg/services/contexthandler/authproxy/authproxy.go`): with
+//! `[auth.proxy] enabled = true`, a request carrying the `header_name` header
+//! (default `X-WEBAUTH-USER`) is signed in as that user, by login
+//! (`header_property = username`) or email; an unknown user is created when
+//! `auto_sign_up` is on and joins org 1 with `[users] auto_assign_org_role`.
+//! Requests from an address outside `whitelist` (comma-separated IPs or
+//! CIDRs; a bare address gets `/32`, as Grafana's `coerceProxyAddress` does)
+//! are refused. `GET /api/user` answers the signed-in user and 401 without
+//! one, as Grafana does; `GET /api/user/orgs` shows the role.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
@@ -234,6 +245,9 @@ const DEFAULTS: &[(&str, &str, &str)] = &[
     ("users", "allow_sign_up", "false"),
     ("users", "allow_org_create", "false"),
     ("users", "default_theme", "dark"),
+    ("users", "auto_assign_org", "true"),
+    ("users", "auto_assign_org_id", "1"),
+    ("users", "auto_assign_org_role", "Viewer"),
     ("auth", "disable_login_form", "false"),
     ("auth", "disable_signout_menu", "false"),
     ("auth.anonymous", "enabled", "false"),
@@ -242,6 +256,14 @@ const DEFAULTS: &[(&str, &str, &str)] = &[
     ("auth.anonymous", "hide_version", "false"),
     ("auth.basic", "enabled", "true"),
     ("auth.proxy", "enabled", "false"),
+    ("auth.proxy", "header_name", "X-WEBAUTH-USER"),
+    ("auth.proxy", "header_property", "username"),
+    ("auth.proxy", "auto_sign_up", "true"),
+    ("auth.proxy", "sync_ttl", "15"),
+    ("auth.proxy", "whitelist", ""),
+    ("auth.proxy", "headers", ""),
+    ("auth.proxy", "headers_encoded", "false"),
+    ("auth.proxy", "enable_login_token", "false"),
     ("log", "mode", "console file"),
     ("log", "level", "info"),
     ("log", "filters", ""),
@@ -1126,6 +1148,28 @@ struct State {
     metrics_user: String,
     metrics_password: String,
     sub_path: String,
+    /// `[auth.proxy]`, when enabled.
+    auth_proxy: Option<AuthProxy>,
+    /// `[users] auto_assign_org_role`: the role a signed-up user gets in org 1.
+    org_role: String,
+    /// Logins of the users that exist; a user's id is its position + 1 (admin is 1).
+    users: Mutex<Vec<String>>,
+}
+
+/// Grafana's auth proxy settings (docs: "Configure auth proxy authentication").
+struct AuthProxy {
+    header_name: String,
+    header_property: String,
+    auto_sign_up: bool,
+    whitelist: String,
+}
+
+/// A signed-in user as `/api/user` shows it.
+struct User {
+    id: usize,
+    login: String,
+    /// Signed in through the auth proxy (an external user).
+    external: bool,
 }
 
 fn slugify(title: &str) -> String {
@@ -1162,13 +1206,22 @@ fn basic_credentials(req: &si::Request) -> Option<(String, String)> {
     Some((u.to_string(), p.to_string()))
 }
 
-/// Authorisation for the signed-in API: see README (basic auth with the admin
-/// credentials; anonymous when no admin password is configured or
-/// `[auth.anonymous] enabled = true`).
-fn authorize(state: &State, req: &si::Request) -> Result<(), si::Response> {
+/// Who a request is signed in as: the auth proxy header first (when enabled
+/// and sent), then basic auth with the admin credentials; `None` if neither
+/// was sent.
+fn signed_in(state: &State, req: &si::Request) -> Result<Option<User>, si::Response> {
+    if let Some(proxy) = &state.auth_proxy {
+        if let Some(login) = req.header(&proxy.header_name).filter(|v| !v.is_empty()) {
+            return proxy_user(state, proxy, req, login).map(Some);
+        }
+    }
     if let Some((u, p)) = basic_credentials(req) {
         if state.basic_enabled && u == state.admin_user && p == state.admin_password {
-            return Ok(());
+            return Ok(Some(User {
+                id: 1,
+                login: u,
+                external: false,
+            }));
         }
         return Err(api_error(
             401,
@@ -1176,10 +1229,127 @@ fn authorize(state: &State, req: &si::Request) -> Result<(), si::Response> {
             "password-auth.failed",
         ));
     }
-    if state.anonymous || !state.password_required {
+    Ok(None)
+}
+
+/// Grafana's auth proxy login (`authproxy.go`): the request must come from
+/// an address in `whitelist` (if set), and the header names a user by login
+/// (`header_property = username`) or email; an unknown one is created when
+/// `auto_sign_up` is on.
+fn proxy_user(
+    state: &State,
+    proxy: &AuthProxy,
+    req: &si::Request,
+    login: &str,
+) -> Result<User, si::Response> {
+    let refuse = |message: &str| {
+        log(
+            "auth.proxy",
+            Level::Warn,
+            "Failed to authenticate request",
+            &[("error", message)],
+        );
+        api_error(407, "Proxy authentication required", "auth-proxy.failed")
+    };
+    if !proxy.whitelist.trim().is_empty() {
+        let peer = req.peer.map(|p| p.ip());
+        let mut allowed = false;
+        for entry in proxy.whitelist.split(',') {
+            let Some(net) = parse_network(entry) else {
+                return Err(refuse(&format!(
+                    "could not get the network: could not parse the network: invalid CIDR address: {}",
+                    entry.trim()
+                )));
+            };
+            allowed |= peer.is_some_and(|ip| net.contains(ip));
+        }
+        if !allowed {
+            let from = peer.map(|ip| ip.to_string()).unwrap_or_default();
+            return Err(refuse(&format!(
+                "request for user from {from} is not from the authentication proxy"
+            )));
+        }
+    }
+    if proxy.header_property != "username" && proxy.header_property != "email" {
+        return Err(refuse("auth proxy header property invalid"));
+    }
+    let mut users = state.users.lock().unwrap_or_else(|e| e.into_inner());
+    let id = match users.iter().position(|u| u == login) {
+        Some(i) => i + 1,
+        None if proxy.auto_sign_up => {
+            users.push(login.to_string());
+            users.len()
+        }
+        None => return Err(refuse("user not found")),
+    };
+    Ok(User {
+        id,
+        login: login.to_string(),
+        external: id != 1,
+    })
+}
+
+/// An IP network as Grafana's `coerceProxyAddress` reads a whitelist entry:
+/// an address without a mask gets `/32` appended, for IPv6 too.
+struct Network {
+    base: std::net::IpAddr,
+    bits: u32,
+}
+
+fn parse_network(entry: &str) -> Option<Network> {
+    let entry = entry.trim();
+    let (addr, bits) = entry.split_once('/').unwrap_or((entry, "32"));
+    let base: std::net::IpAddr = addr.parse().ok()?;
+    let bits: u32 = bits.parse().ok()?;
+    let max = if base.is_ipv4() { 32 } else { 128 };
+    (bits <= max).then_some(Network { base, bits })
+}
+
+impl Network {
+    fn contains(&self, ip: std::net::IpAddr) -> bool {
+        let prefix = |ip: std::net::IpAddr| -> Option<u128> {
+            let (value, width) = match (self.base, ip) {
+                (std::net::IpAddr::V4(_), std::net::IpAddr::V4(v)) => {
+                    (u128::from(u32::from(v)), 32)
+                }
+                (std::net::IpAddr::V6(_), std::net::IpAddr::V6(v)) => (u128::from(v), 128),
+                _ => return None,
+            };
+            Some(value.checked_shr(width - self.bits).unwrap_or(0))
+        };
+        prefix(ip).is_some() && prefix(ip) == prefix(self.base)
+    }
+}
+
+/// Authorisation for the signed-in API: see README (a signed-in user; else
+/// anonymous when no admin password is configured or
+/// `[auth.anonymous] enabled = true`).
+fn authorize(state: &State, req: &si::Request) -> Result<(), si::Response> {
+    if signed_in(state, req)?.is_some() || state.anonymous || !state.password_required {
         return Ok(());
     }
     Err(api_error(401, "Unauthorized", "auth.unauthorized"))
+}
+
+fn user_json(state: &State, user: &User) -> Json {
+    let email = if user.login.contains('@') {
+        user.login.as_str()
+    } else {
+        ""
+    };
+    json!({
+        "id": user.id,
+        "email": email,
+        "name": "",
+        "login": user.login,
+        "theme": "",
+        "orgId": 1,
+        "isGrafanaAdmin": user.id == 1,
+        "isDisabled": false,
+        "isExternal": user.external,
+        "authLabels": if user.external { json!(["Auth Proxy"]) } else { json!([]) },
+        "avatarUrl": format!("{}/avatar/{}", state.sub_path, user.id),
+    })
 }
 
 fn datasource_json(d: &Datasource) -> Json {
@@ -1385,6 +1555,16 @@ fn handle(state: &State, req: &si::Request) -> si::Response {
                 None => api_error(404, "Dashboard not found", "dashboards.notFound"),
             }
         }
+        "/api/user" | "/api/user/orgs" if get_like => match signed_in(state, req) {
+            Err(r) => r,
+            Ok(None) => api_error(401, "Unauthorized", "auth.unauthorized"),
+            Ok(Some(user)) if path == "/api/user" => si::Response::json(200, &user_json(state, &user)),
+            Ok(Some(user)) => {
+                // The admin has Admin in org 1; a signed-up user gets auto_assign_org_role.
+                let role = if user.id == 1 { "Admin" } else { state.org_role.as_str() };
+                si::Response::json(200, &json!([{"orgId": 1, "name": "Main Org.", "role": role}]))
+            }
+        },
         p if p.starts_with("/api/") => api_error(404, "Not found", "api.notFound"),
         "/" | "/login" if get_like => si::Response::new(
             200,
@@ -1869,6 +2049,14 @@ fn server(flags: &si::ParsedFlags) -> i32 {
         metrics_user: cfg.get("metrics", "basic_auth_username"),
         metrics_password: cfg.get("metrics", "basic_auth_password"),
         sub_path,
+        auth_proxy: cfg.get_bool("auth.proxy", "enabled").then(|| AuthProxy {
+            header_name: cfg.get("auth.proxy", "header_name"),
+            header_property: cfg.get("auth.proxy", "header_property"),
+            auto_sign_up: cfg.get_bool("auth.proxy", "auto_sign_up"),
+            whitelist: cfg.get("auth.proxy", "whitelist"),
+        }),
+        org_role: org_role(&cfg.get("users", "auto_assign_org_role")),
+        users: Mutex::new(vec![cfg.get("security", "admin_user")]),
     });
     let crash_after = std::env::var("GRAFANA_STANDIN_CRASH_AFTER_MS")
         .ok()
@@ -1932,6 +2120,15 @@ fn check_signals() -> Option<i32> {
         return Some(0);
     }
     None
+}
+
+/// Grafana reads the role with `In("Viewer", [None Viewer Editor Admin])`:
+/// anything else means Viewer.
+fn org_role(value: &str) -> String {
+    match value {
+        "None" | "Viewer" | "Editor" | "Admin" => value.to_string(),
+        _ => "Viewer".to_string(),
+    }
 }
 
 fn sub_path_of(root_url: &str) -> String {
