@@ -211,9 +211,6 @@ mod tests {
 
     #[test]
     fn every_page_has_its_script_and_the_shared_files() {
-        for (name, _) in NAV {
-            assert!(name.starts_with('/'));
-        }
         for script in [
             Overview::SCRIPT,
             Services::SCRIPT,
@@ -246,7 +243,7 @@ mod tests {
     #[test]
     fn a_page_escapes_what_it_shows_and_carries_the_csrf_token() {
         let html = Targets::new(layout(Some("admin"))).render().unwrap();
-        assert!(html.contains("box&#60;1&#62;") || html.contains("box&lt;1&gt;"));
+        assert!(html.contains("box&#60;1&#62;"));
         assert!(!html.contains("box<1>"));
         assert!(html.contains(r#"<meta name="csrf-token" content="tok&#34;en">"#));
         assert!(html.contains(r#"name="_csrf" value="tok&#34;en""#));
