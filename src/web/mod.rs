@@ -1,8 +1,8 @@
 //! The HTTP face of obsbox: `/healthz` and `/metrics` for probes and the local
-//! Prometheus, the JSON API under `/api/`, and Grafana, Prometheus and
-//! Alertmanager under `/grafana/`, `/prometheus/` and `/alertmanager/`.
-//! Handlers only translate between HTTP and the modules; they hold no logic
-//! of their own.
+//! Prometheus, the JSON API under `/api/`, the admin UI's pages, and
+//! Grafana, Prometheus and Alertmanager under `/grafana/`, `/prometheus/`
+//! and `/alertmanager/`. Handlers only translate between HTTP and the
+//! modules; they hold no logic of their own.
 
 mod account;
 mod alerts;
@@ -10,6 +10,7 @@ pub mod auth;
 mod backups;
 mod metrics;
 mod overview;
+mod pages;
 mod proxy;
 mod runbooks;
 
@@ -61,7 +62,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(alerts::routes())
         .merge(runbooks::routes())
         .merge(account::routes())
-        .merge(overview::routes());
+        .merge(overview::routes())
+        .merge(pages::routes());
     Router::new()
         // The proxy has its own timeouts, and the children's pages their own headers.
         .merge(

@@ -1,0 +1,316 @@
+//! The web admin UI: one HTML page per task, rendered from the askama
+//! templates in `web/templates`, and the scripts and styles of `web/static`,
+//! built into the binary so the UI works offline and without a CDN. A page
+//! carries no data of its own: its script reads and changes everything
+//! through the JSON API, like any other client.
+
+use super::auth::PageContext;
+use super::{ApiError, AppState};
+use askama::Template;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use std::sync::Arc;
+
+#[derive(rust_embed::Embed)]
+#[folder = "web/static/"]
+struct Assets;
+
+/// The pages of the main navigation, in order: (path, label).
+const NAV: [(&str, &str); 6] = [
+    ("/", "Overview"),
+    ("/services", "Services"),
+    ("/targets", "Targets"),
+    ("/alerting", "Alerting"),
+    ("/backups", "Backups"),
+    ("/system", "System"),
+];
+
+/// The children's own UIs, behind obsbox's reverse proxy: (path, label).
+const TOOLS: [(&str, &str); 3] = [
+    ("/grafana/", "Grafana"),
+    ("/prometheus/", "Prometheus"),
+    ("/alertmanager/", "Alertmanager"),
+];
+
+/// What the layout (`base.html`) shows around every page.
+struct Layout {
+    hostname: String,
+    user: Option<String>,
+    csrf: String,
+    /// The page's own path, marked as the current one in the navigation.
+    path: &'static str,
+    title: &'static str,
+    /// The page's script in `web/static`, next to the shared `app.js`.
+    script: &'static str,
+}
+
+impl Layout {
+    fn nav(&self) -> &'static [(&'static str, &'static str)] {
+        &NAV
+    }
+
+    fn tools(&self) -> &'static [(&'static str, &'static str)] {
+        &TOOLS
+    }
+
+    /// The URL of a static file, versioned by its content so it can be cached for good.
+    fn asset(&self, name: &str) -> String {
+        match Assets::get(name) {
+            Some(file) => format!("/static/{name}?v={}", version(&file)),
+            None => format!("/static/{name}"),
+        }
+    }
+
+    fn version(&self) -> &'static str {
+        env!("CARGO_PKG_VERSION")
+    }
+
+    /// Setup and login are shown before anyone has signed in: no navigation.
+    fn public(&self) -> bool {
+        self.path == Setup::PATH || self.path == Login::PATH
+    }
+}
+
+/// A page: its template, where it is served and what it is called.
+trait Page: Template {
+    const PATH: &'static str;
+    const TITLE: &'static str;
+    const SCRIPT: &'static str;
+    fn new(layout: Layout) -> Self;
+}
+
+/// Declares each page's template type and serves it at its path.
+macro_rules! pages {
+    ($($page:ident: $path:literal, $template:literal, $script:literal, $title:literal;)*) => {
+        $(
+            #[derive(Template)]
+            #[template(path = $template)]
+            struct $page {
+                layout: Layout,
+            }
+
+            impl Page for $page {
+                const PATH: &'static str = $path;
+                const TITLE: &'static str = $title;
+                const SCRIPT: &'static str = $script;
+                fn new(layout: Layout) -> Self {
+                    $page { layout }
+                }
+            }
+        )*
+
+        pub(super) fn routes() -> Router<Arc<AppState>> {
+            Router::new()
+                $(.route($page::PATH, get(page::<$page>)))*
+                .route("/static/{*path}", get(asset))
+        }
+    };
+}
+
+pages! {
+    Overview: "/", "overview.html", "overview.js", "Overview";
+    Services: "/services", "services.html", "services.js", "Services";
+    Targets: "/targets", "targets.html", "targets.js", "Targets";
+    Alerting: "/alerting", "alerting.html", "alerting.js", "Alerting";
+    Backups: "/backups", "backups.html", "backups.js", "Backups";
+    System: "/system", "system.html", "system.js", "System";
+    Account: "/account", "account.html", "account.js", "Account";
+    Setup: "/setup", "setup.html", "setup.js", "First-boot setup";
+    Login: "/login", "login.html", "login.js", "Sign in";
+}
+
+async fn page<P: Page>(State(app): State<Arc<AppState>>, context: PageContext) -> Response {
+    let hostname = match app.services.settings() {
+        Ok(settings) => settings.general.hostname,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let layout = Layout {
+        hostname,
+        user: context.user,
+        csrf: context.csrf,
+        path: P::PATH,
+        title: P::TITLE,
+        script: P::SCRIPT,
+    };
+    match P::new(layout).render() {
+        Ok(html) => (
+            [
+                (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            html,
+        )
+            .into_response(),
+        Err(e) => ApiError::internal("rendering the page failed", e).into_response(),
+    }
+}
+
+/// The first 8 bytes of the file's SHA-256, in hex: its version and ETag.
+fn version(file: &rust_embed::EmbeddedFile) -> String {
+    file.metadata.sha256_hash()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn content_type(path: &str) -> &'static str {
+    match path.rsplit_once('.').map(|(_, ext)| ext) {
+        Some("css") => "text/css; charset=utf-8",
+        Some("js") => "text/javascript; charset=utf-8",
+        Some("svg") => "image/svg+xml",
+        Some("png") => "image/png",
+        Some("txt") => "text/plain; charset=utf-8",
+        _ => "application/octet-stream",
+    }
+}
+
+/// A static file. Asked for with its current version (`?v=`, as the pages
+/// link it), it may be cached for good; otherwise it is revalidated by ETag.
+async fn asset(
+    Path(path): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let Some(file) = Assets::get(&path) else {
+        return ApiError::new(StatusCode::NOT_FOUND, format!("no file '{path}'")).into_response();
+    };
+    let version = version(&file);
+    let etag = format!("\"{version}\"");
+    let cache = if query.as_deref() == Some(&format!("v={version}")) {
+        "public, max-age=31536000, immutable"
+    } else {
+        "no-cache"
+    };
+    let headers_out = [
+        (header::ETAG, etag.clone()),
+        (header::CACHE_CONTROL, cache.to_string()),
+    ];
+    let unchanged = headers
+        .get(header::IF_NONE_MATCH)
+        .is_some_and(|given| given.as_bytes() == etag.as_bytes());
+    if unchanged {
+        return (StatusCode::NOT_MODIFIED, headers_out).into_response();
+    }
+    (
+        headers_out,
+        [
+            (header::CONTENT_TYPE, content_type(&path)),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        file.data,
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_page_has_its_script_and_the_shared_files() {
+        for script in [
+            Overview::SCRIPT,
+            Services::SCRIPT,
+            Targets::SCRIPT,
+            Alerting::SCRIPT,
+            Backups::SCRIPT,
+            System::SCRIPT,
+            Account::SCRIPT,
+            Setup::SCRIPT,
+            Login::SCRIPT,
+            "app.js",
+            "app.css",
+            "favicon.svg",
+        ] {
+            assert!(Assets::get(script).is_some(), "{script} is missing");
+        }
+    }
+
+    fn layout(user: Option<&str>) -> Layout {
+        Layout {
+            hostname: "box<1>".into(),
+            user: user.map(str::to_string),
+            csrf: "tok\"en".into(),
+            path: Targets::PATH,
+            title: Targets::TITLE,
+            script: Targets::SCRIPT,
+        }
+    }
+
+    #[test]
+    fn a_page_escapes_what_it_shows_and_carries_the_csrf_token() {
+        let html = Targets::new(layout(Some("admin"))).render().unwrap();
+        assert!(html.contains("box&#60;1&#62;"));
+        assert!(!html.contains("box<1>"));
+        assert!(html.contains(r#"<meta name="csrf-token" content="tok&#34;en">"#));
+        assert!(html.contains(r#"name="_csrf" value="tok&#34;en""#));
+        assert!(html.contains(r#"<a href="/targets" aria-current="page">Targets</a>"#));
+        assert!(html.contains("/static/targets.js?v="));
+        // No inline script or style: the pages run under `default-src 'self'`.
+        assert!(
+            !html.contains("<script>") && !html.contains("<style") && !html.contains(" style=")
+        );
+        assert!(!html.contains(" onclick=") && !html.contains(" onsubmit="));
+    }
+
+    #[test]
+    fn setup_and_login_show_no_navigation() {
+        let mut layout = layout(None);
+        layout.path = Login::PATH;
+        let html = Login::new(layout).render().unwrap();
+        assert!(!html.contains(r#"href="/services""#));
+        assert!(html.contains(r#"name="_csrf""#));
+    }
+
+    async fn get(uri: &str, etag: Option<&str>) -> Response {
+        let mut headers = HeaderMap::new();
+        if let Some(etag) = etag {
+            headers.insert(header::IF_NONE_MATCH, etag.parse().unwrap());
+        }
+        let (path, query) = match uri.split_once('?') {
+            Some((path, query)) => (path, Some(query.to_string())),
+            None => (uri, None),
+        };
+        asset(Path(path.to_string()), RawQuery(query), headers).await
+    }
+
+    #[tokio::test]
+    async fn static_files_have_their_type_a_content_etag_and_caching_by_version() {
+        let file = Assets::get("app.css").unwrap();
+        let version = version(&file);
+
+        let fresh = get(&format!("app.css?v={version}"), None).await;
+        assert_eq!(fresh.status(), StatusCode::OK);
+        assert_eq!(
+            fresh.headers()[header::CONTENT_TYPE],
+            "text/css; charset=utf-8"
+        );
+        assert_eq!(
+            fresh.headers()[header::CACHE_CONTROL],
+            "public, max-age=31536000, immutable"
+        );
+        let etag = fresh.headers()[header::ETAG].to_str().unwrap().to_string();
+        assert_eq!(etag, format!("\"{version}\""));
+
+        let unversioned = get("app.js", None).await;
+        assert_eq!(unversioned.headers()[header::CACHE_CONTROL], "no-cache");
+        assert_eq!(
+            unversioned.headers()[header::CONTENT_TYPE],
+            "text/javascript; charset=utf-8"
+        );
+
+        let again = get("app.css", Some(&etag)).await;
+        assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+
+        for missing in ["nope.js", "../Cargo.toml", "../../etc/passwd", ""] {
+            assert_eq!(
+                get(missing, None).await.status(),
+                StatusCode::NOT_FOUND,
+                "{missing}"
+            );
+        }
+    }
+}

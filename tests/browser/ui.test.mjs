@@ -1,0 +1,202 @@
+// The obsbox web UI in headless Chromium, driven as a user would: keyboard
+// and mouse, through the pages only. tests/browser.rs starts a fresh obsbox
+// (not yet set up) with the real Prometheus and node_exporter and runs this
+// file with OBSBOX_URL, PROMETHEUS_PORT, NODE_EXPORTER_PORT and ARTIFACTS.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+
+const BASE = process.env.OBSBOX_URL;
+const PROMETHEUS = `http://127.0.0.1:${process.env.PROMETHEUS_PORT}`;
+const NODE_EXPORTER = `127.0.0.1:${process.env.NODE_EXPORTER_PORT}`;
+const ARTIFACTS = process.env.ARTIFACTS;
+const PASSWORD = 'correct horse battery';
+const HOSTNAME = 'browser-box';
+const PAGES = ['/', '/services', '/targets', '/alerting', '/backups', '/system', '/account'];
+const MINUTE = 60_000;
+
+let browser;
+let profile;
+let page;
+const cspViolations = [];
+
+before(async () => {
+  assert.ok(BASE && process.env.PROMETHEUS_PORT && ARTIFACTS, 'run through tests/browser.rs');
+  profile = mkdtempSync(join(tmpdir(), 'obsbox-chromium-'));
+  // A fresh profile: playwright passes it as --user-data-dir.
+  browser = await chromium.launchPersistentContext(profile, {
+    executablePath: '/usr/bin/chromium',
+    headless: true,
+    viewport: { width: 1280, height: 900 },
+    args: [
+      '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync',
+    ],
+  });
+  page = browser.pages()[0] ?? await browser.newPage();
+  page.on('console', (message) => {
+    if (/Content Security Policy/i.test(message.text())) cspViolations.push(message.text());
+  });
+  page.on('pageerror', (error) => cspViolations.push(`script error: ${error.message}`));
+});
+
+after(async () => {
+  await browser?.close();
+  if (profile) rmSync(profile, { recursive: true, force: true });
+});
+
+const path = () => new URL(page.url()).pathname;
+const status = () => page.locator('#status');
+
+/** Saves the page as it is now at both widths, as `<name>-<width>.png`. */
+async function shoot(name) {
+  for (const width of [1280, 375]) {
+    await page.setViewportSize({ width, height: 900 });
+    await page.screenshot({ path: join(ARTIFACTS, `${name}-${width}.png`), fullPage: true });
+  }
+  await page.setViewportSize({ width: 1280, height: 900 });
+}
+
+/** Polls `check` until it returns a truthy value. */
+async function eventually(what, check, timeout = MINUTE) {
+  const deadline = Date.now() + timeout;
+  for (;;) {
+    const value = await check().catch(() => null);
+    if (value) return value;
+    if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
+    await new Promise((resolve) => { setTimeout(resolve, 250); });
+  }
+}
+
+test('first boot: every page leads to setup, and setup leads to login', { timeout: MINUTE }, async () => {
+  for (const p of [...PAGES, '/login']) {
+    await page.goto(BASE + p);
+    assert.equal(path(), '/setup', `${p} should lead to setup`);
+  }
+  await eventually('the time zones', async () => (await page.locator('#setup-timezone option').count()) > 1);
+  await shoot('setup');
+  await page.getByLabel('Administrator password').fill(PASSWORD);
+  await page.getByLabel('Password again').fill(PASSWORD);
+  assert.equal(await page.getByLabel('Host name').inputValue(), 'obsbox');
+  await page.getByLabel('Host name').fill(HOSTNAME);
+  await page.getByRole('button', { name: 'Finish setup' }).click();
+  await page.waitForURL((url) => url.pathname === '/login');
+});
+
+test('login: a wrong password is refused, the right one leads where the user was going', { timeout: MINUTE }, async () => {
+  await page.goto(`${BASE}/targets`);
+  assert.equal(path(), '/login');
+  await page.getByLabel('Password').fill('not the password');
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await eventually('the refusal', async () => (await status().textContent()).trim());
+  assert.equal(path(), '/login');
+  assert.equal(await status().getAttribute('aria-live'), 'assertive');
+  await shoot('login');
+
+  await page.getByLabel('Password').fill(PASSWORD);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.waitForURL((url) => url.pathname === '/targets');
+  assert.match(await page.locator('header .hostname').textContent(), new RegExp(HOSTNAME));
+});
+
+/** The accessible names of the next `n` elements Tab reaches. */
+async function tabThrough(n) {
+  const names = [];
+  for (let i = 0; i < n; i += 1) {
+    await page.keyboard.press('Tab');
+    names.push(await page.evaluate(() => {
+      const e = document.activeElement;
+      return e.labels?.[0]?.textContent.trim() || e.getAttribute('aria-label') || e.textContent.trim();
+    }));
+  }
+  return names;
+}
+
+test('keyboard only: skip link, main navigation, and a scrape target added that Prometheus scrapes', { timeout: 2 * MINUTE }, async () => {
+  await page.goto(`${BASE}/targets`);
+  assert.deepEqual(await tabThrough(13), [
+    'Skip to content', 'obsbox', 'Overview', 'Services', 'Targets', 'Alerting', 'Backups', 'System',
+    'Grafana', 'Prometheus', 'Alertmanager', 'admin', 'Sign out',
+  ]);
+
+  await page.reload();
+  await page.keyboard.press('Tab');
+  await page.keyboard.press('Enter'); // the skip link: focus moves to the content
+  assert.equal(await page.evaluate(() => document.activeElement.id), 'main');
+  const fields = ['Name', 'Address', 'Exporter', 'Metrics path', 'Scheme', 'Labels', 'Save target', 'Cancel'];
+  assert.deepEqual(await tabThrough(fields.length), fields);
+
+  // Fill the form by keyboard alone, from its first field.
+  await page.keyboard.press('Shift+Tab'); // Save target
+  for (let i = 0; i < 6; i += 1) await page.keyboard.press('Shift+Tab');
+  await page.keyboard.type('browser-test');
+  await page.keyboard.press('Tab');
+  await page.keyboard.type(NODE_EXPORTER);
+  for (let i = 0; i < 4; i += 1) await page.keyboard.press('Tab');
+  await page.keyboard.type('owner=browser');
+  await page.keyboard.press('Tab');
+  await page.keyboard.press('Enter');
+  await eventually('the target in the table', async () => /browser-test/.test(await page.locator('#targets').textContent()));
+  assert.match(await status().textContent(), /Saved/);
+
+  const query = encodeURIComponent('up{target="browser-test", owner="browser"}');
+  await eventually('Prometheus to scrape the new target', async () => {
+    const answer = await (await fetch(`${PROMETHEUS}/api/v1/query?query=${query}`)).json();
+    return answer.data.result[0]?.value[1] === '1';
+  }, 2 * MINUTE);
+});
+
+test('a form posted without its CSRF token is refused and the error shown', { timeout: MINUTE }, async () => {
+  await page.goto(`${BASE}/targets`);
+  await page.locator('#target-name').fill('no-token');
+  await page.locator('#target-address').fill('127.0.0.1:9');
+  await page.locator('#target-form input[name="_csrf"]').evaluate((field) => field.remove());
+  const refused = page.waitForResponse((r) => r.url().endsWith('/api/settings/targets'));
+  await page.getByRole('button', { name: 'Save target' }).click();
+  assert.equal((await refused).status(), 403);
+  await eventually('the refusal shown', async () => /CSRF/.test(await status().textContent()));
+  const settings = await (await page.request.get(`${BASE}/api/settings`)).json();
+  assert.deepEqual(settings.targets.map((t) => t.name), ['browser-test']);
+});
+
+test('restarting a service shows its new start in the live log tail', { timeout: 2 * MINUTE }, async () => {
+  await page.goto(`${BASE}/services`);
+  await eventually('node_exporter listed', async () => (await page.locator('#inspect-service option').allTextContents()).includes('node_exporter'));
+  await page.getByLabel('Service', { exact: true }).selectOption('node_exporter');
+  await page.getByLabel('Show only lines containing').fill('Starting node_exporter');
+  await page.getByRole('button', { name: 'Follow' }).click();
+  const starts = async () => (await page.locator('#tail').textContent()).split('\n').filter((l) => l.includes('Starting node_exporter')).length;
+  const before = await eventually('the first start in the tail', starts);
+  assert.equal(await page.locator('#tail').textContent().then((t) => t.split('\n').filter(Boolean).every((l) => l.includes('Starting node_exporter'))), true);
+  await page.getByRole('button', { name: 'Restart node_exporter' }).click();
+  await eventually('the new start in the tail', async () => (await starts()) > before);
+  await eventually('the configuration shown', async () => (await page.locator('#config').textContent()).length > 0);
+});
+
+test('every page works at 1280 and 375 px, has labels for its fields, and is saved as a screenshot', { timeout: 3 * MINUTE }, async () => {
+  for (const width of [1280, 375]) {
+    await page.setViewportSize({ width, height: 900 });
+    for (const p of PAGES) {
+      await page.goto(BASE + p);
+      await page.waitForLoadState('networkidle');
+      const problems = await page.evaluate(() => {
+        const found = [];
+        for (const field of document.querySelectorAll('input:not([type=hidden]), select, textarea')) {
+          if (!field.labels?.length && !field.getAttribute('aria-label')) found.push(`unlabelled ${field.name}`);
+        }
+        if (document.scrollingElement.scrollWidth > window.innerWidth + 1) found.push('scrolls sideways');
+        return found;
+      });
+      assert.deepEqual(problems, [], `${p} at ${width} px`);
+      const name = p === '/' ? 'overview' : p.slice(1);
+      await page.screenshot({ path: join(ARTIFACTS, `${name}-${width}.png`), fullPage: true });
+    }
+  }
+  await page.setViewportSize({ width: 1280, height: 900 });
+  await page.getByRole('button', { name: 'Sign out' }).click();
+  await page.waitForURL((url) => url.pathname === '/login');
+  assert.deepEqual(cspViolations, []);
+});

@@ -1,0 +1,193 @@
+// Alerting: alert history with acknowledgements, receivers and test alerts,
+// routes, thresholds, silences.
+import {
+  api, every, table, badge, when, duration, action, actions, options, onSubmit, fill,
+  listEditor, settingsList, labelsText, parseLabels, say, el,
+} from './app.js';
+
+const $ = (id) => document.getElementById(id);
+
+// ---- history
+
+const historyForm = $('history-form');
+
+const showHistory = every(15000, async () => {
+  const status = historyForm.elements.status.value;
+  const query = status === 'all' ? '' : `&status=${status}`;
+  const { stats, alerts } = await api('GET', `/api/alerts?limit=100${query}`);
+  const firing = Object.entries(stats.firing).map(([s, n]) => `${n} ${s}`).join(', ') || 'none';
+  $('alert-stats').textContent = `Firing: ${firing}. Last 30 days: ${stats.acknowledged} acknowledged, `
+    + `${stats.resolved} resolved, MTTA ${duration(stats.mtta_seconds) || 'n/a'}, MTTR ${duration(stats.mttr_seconds) || 'n/a'}.`;
+  table($('history'), {
+    rows: alerts,
+    empty: 'No alerts.',
+    columns: [
+      { label: 'Alert', value: (a) => el('a', { href: `/runbooks/${encodeURIComponent(a.alertname)}` }, a.alertname) },
+      { label: 'Severity', value: (a) => badge(a.severity) },
+      { label: 'Status', value: (a) => badge(a.status) },
+      { label: 'Summary', value: (a) => a.annotations.summary ?? '' },
+      { label: 'Started', value: (a) => when(a.starts_at) },
+      { label: 'Ended', value: (a) => when(a.ends_at) },
+      {
+        label: 'Acknowledged',
+        value: (a) => (a.acked_at
+          ? `${a.acked_by}, ${when(a.acked_at)}`
+          : action('Acknowledge', `Acknowledge ${a.alertname} ${a.id}`, async () => {
+            await api('POST', `/api/alerts/${a.id}/ack`);
+            say(`Acknowledged ${a.alertname}.`);
+            await showHistory();
+          })),
+      },
+    ],
+  });
+});
+onSubmit(historyForm, () => showHistory());
+
+// ---- receivers
+
+const receiverForm = $('receiver-form');
+const receiverSelects = () => [
+  [$('test-receiver'), undefined],
+  [$('route-receiver'), undefined],
+  [$('thresholds-default_receiver'), '(history only)'],
+  [$('thresholds-escalation_receiver'), '(no escalation)'],
+];
+
+function showKind() {
+  const kind = receiverForm.elements.kind.value;
+  for (const part of receiverForm.querySelectorAll('[data-kind]')) part.hidden = part.dataset.kind !== kind;
+}
+receiverForm.elements.kind.addEventListener('change', showKind);
+receiverForm.addEventListener('change', showKind);
+receiverForm.addEventListener('reset', () => setTimeout(showKind));
+showKind();
+
+const KINDS = {
+  email: (v) => ({ to: v.to, from: v.from, smarthost: v.smarthost, username: v.username || null, require_tls: v.require_tls }),
+  slack: (v) => ({ channel: v.channel }),
+  webhook: (v) => ({ url: v.url, authorize: v.authorize }),
+  matrix: (v) => ({ homeserver: v.homeserver, room_id: v.room_id }),
+};
+
+const receivers = listEditor({
+  form: receiverForm,
+  container: $('receivers'),
+  noun: 'receiver',
+  key: (r) => r.name,
+  columns: [
+    { label: 'Name', value: (r) => r.name },
+    { label: 'Kind', value: (r) => r.kind },
+    { label: 'To', value: (r) => r.to ?? r.channel ?? r.url ?? r.room_id ?? '' },
+    { label: 'Secret', value: (r) => (r.secret_set ? 'set' : r.secret_required ? badge('missing') : 'none') },
+  ],
+  load: async () => {
+    const list = await api('GET', '/api/alerts/receivers');
+    for (const [select, blank] of receiverSelects()) options(select, list.map((r) => r.name), blank);
+    return list;
+  },
+  toForm: (r) => ({ ...r, secret: '', remove_secret: false }),
+  fromForm: (v) => ({
+    receiver: { name: v.name, kind: v.kind, send_resolved: v.send_resolved, ...KINDS[v.kind](v) },
+    secret: v.remove_secret ? '' : (v.secret || undefined),
+  }),
+  save: (item, original, send) => (original === null
+    ? send('POST', '/api/alerts/receivers', item)
+    : send('PUT', `/api/alerts/receivers/${encodeURIComponent(original)}`, item)),
+  remove: (r) => api('DELETE', `/api/alerts/receivers/${encodeURIComponent(r.name)}`),
+});
+
+onSubmit($('test-form'), async ({ receiver }, send) => {
+  await send('POST', '/api/alerts/test', { receiver });
+  say(`A test alert is on its way to ${receiver}.`);
+});
+
+// ---- routes and thresholds: both live in the alerting section
+
+const routeKey = (r, n) => `#${n + 1}`;
+const alerting = settingsList('alerting', routeKey, (s) => s.alerting.routes, (routes, s) => ({ ...s.alerting, routes }));
+const routes = listEditor({
+  ...alerting,
+  form: $('route-form'),
+  container: $('routes'),
+  noun: 'route',
+  key: routeKey,
+  columns: [
+    { label: 'Order', value: (r) => routeKey(r, routes.items().indexOf(r)) },
+    { label: 'Severity', value: (r) => r.severity ?? 'any' },
+    { label: 'Service', value: (r) => r.service ?? 'any' },
+    { label: 'Receiver', value: (r) => r.receiver },
+    { label: 'Continue', value: (r) => (r.continue ? 'yes' : 'no') },
+  ],
+  toForm: (r) => ({ ...r, severity: r.severity ?? 'any' }),
+  fromForm: (v) => ({
+    severity: v.severity === 'any' ? null : v.severity,
+    service: v.service || null,
+    receiver: v.receiver,
+    continue: v.continue,
+  }),
+});
+
+const thresholdsForm = $('thresholds-form');
+
+function showThresholds(settings) {
+  const a = settings.alerting;
+  fill(thresholdsForm, {
+    ...a.thresholds,
+    default_receiver: a.default_receiver ?? '',
+    group_by: a.group_by.join(', '),
+    escalation_after: a.escalation?.after ?? '',
+    escalation_receiver: a.escalation?.receiver ?? '',
+  });
+}
+
+onSubmit(thresholdsForm, async (v, send) => {
+  const current = (await api('GET', '/api/settings')).alerting;
+  const thresholds = Object.fromEntries(Object.keys(current.thresholds).map((k) => [k, v[k]]));
+  const saved = await send('PUT', '/api/settings/alerting', {
+    ...current,
+    thresholds,
+    default_receiver: v.default_receiver || null,
+    group_by: v.group_by.split(',').map((s) => s.trim()).filter(Boolean),
+    escalation: v.escalation_after ? { after: v.escalation_after, receiver: v.escalation_receiver } : null,
+  });
+  showThresholds(saved);
+  say('Saved the thresholds.');
+});
+
+// ---- silences
+
+const showSilences = async () => {
+  const silences = (await api('GET', '/api/silences')).filter((s) => s.status?.state !== 'expired');
+  table($('silences'), {
+    rows: silences,
+    empty: 'No silence is active.',
+    columns: [
+      { label: 'Matchers', value: (s) => labelsText(Object.fromEntries(s.matchers.map((m) => [m.name, m.value]))).replaceAll('\n', ', ') },
+      { label: 'State', value: (s) => badge(s.status.state) },
+      { label: 'Ends', value: (s) => when(s.endsAt) },
+      { label: 'Comment', value: (s) => `${s.comment} (${s.createdBy})` },
+      {
+        label: 'Actions',
+        value: (s) => actions(action('Expire', `Expire silence ${s.id}`, async () => {
+          await api('DELETE', `/api/silences/${encodeURIComponent(s.id)}`);
+          say('The silence has expired.');
+          await showSilences();
+        })),
+      },
+    ],
+  });
+};
+
+onSubmit($('silence-form'), async (v, send) => {
+  await send('POST', '/api/silences', { matchers: parseLabels(v.matchers), duration: v.duration, comment: v.comment });
+  say('Silence added.');
+  $('silence-form').reset();
+  await showSilences();
+});
+
+// Receivers first: the route and threshold forms choose among them.
+receivers.refresh()
+  .then(() => routes.refresh())
+  .then(() => showThresholds(alerting.settings()))
+  .then(showSilences)
+  .catch(() => {});

@@ -1,0 +1,381 @@
+// Shared by every page: the API client, the message region, forms, tables
+// and list editors. Pages import what they need; nothing here knows a page.
+
+const statusBox = document.getElementById('status');
+
+/** The page's CSRF token, for requests that are not a form's. */
+const pageToken = () => document.querySelector('meta[name="csrf-token"]')?.content ?? '';
+
+/** Builds an element: `attrs` are attributes, `on*` functions listeners; children are nodes or text. */
+export function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs)) {
+    if (value === null || value === undefined || value === false) continue;
+    if (name.startsWith('on') && typeof value === 'function') {
+      node.addEventListener(name.slice(2), value);
+    } else {
+      node.setAttribute(name, value === true ? '' : String(value));
+    }
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    node.append(child instanceof Node ? child : String(child));
+  }
+  return node;
+}
+
+/** Shows a message in the live region; errors are announced at once. */
+export function say(message, { error = false, problems = [] } = {}) {
+  statusBox.classList.toggle('error', error);
+  statusBox.setAttribute('aria-live', error ? 'assertive' : 'polite');
+  const list = problems.length
+    ? el('ul', {}, problems.map((p) => el('li', {}, p.field ? `${p.field}: ${p.message}` : p.message)))
+    : null;
+  statusBox.replaceChildren(...[el('p', {}, message), list].filter(Boolean));
+}
+
+export function clearMessage() {
+  statusBox.replaceChildren();
+}
+
+/** An answer other than 2xx, with the server's message and problems. */
+export class ApiError extends Error {
+  constructor(status, body, retryAfter) {
+    const message = body && typeof body === 'object' && body.error
+      ? body.error
+      : `the request failed (HTTP ${status})`;
+    super(retryAfter ? `${message} Try again in ${retryAfter} s.` : message);
+    this.status = status;
+    this.problems = (body && Array.isArray(body.problems)) ? body.problems : [];
+  }
+}
+
+/**
+ * Calls the JSON API. Changes carry the CSRF token (`csrf`: a form's own
+ * field, else the page's). A failure is shown in the live region and thrown.
+ */
+export async function api(method, path, body, csrf = pageToken()) {
+  const headers = { Accept: 'application/json' };
+  if (method !== 'GET' && csrf) headers['X-CSRF-Token'] = csrf;
+  const init = { method, headers, credentials: 'same-origin' };
+  if (body !== undefined) {
+    headers['Content-Type'] = 'application/json';
+    init.body = JSON.stringify(body);
+  }
+  let response;
+  try {
+    response = await fetch(path, init);
+  } catch (e) {
+    const error = new ApiError(0, { error: `obsbox cannot be reached (${e.message}).` });
+    say(error.message, { error: true });
+    throw error;
+  }
+  if (response.status === 401 && !path.startsWith('/api/login')) {
+    location.assign(`/login?next=${encodeURIComponent(location.pathname)}`);
+  }
+  const text = await response.text();
+  let data = null;
+  try {
+    data = text ? JSON.parse(text) : null;
+  } catch {
+    data = text;
+  }
+  if (!response.ok) {
+    const error = new ApiError(response.status, data, response.headers.get('Retry-After'));
+    say(error.message, { error: true, problems: error.problems });
+    throw error;
+  }
+  return data;
+}
+
+/** Runs `load` now and every `ms` while the page is visible; returns a function that runs it at once. */
+export function every(ms, load) {
+  let timer = null;
+  const run = async () => {
+    clearTimeout(timer);
+    try {
+      await load();
+    } catch (e) {
+      if (!(e instanceof ApiError)) say(String(e), { error: true });
+    }
+    timer = setTimeout(run, typeof ms === 'function' ? ms() : ms);
+  };
+  document.addEventListener('visibilitychange', () => {
+    if (!document.hidden) run();
+  });
+  run();
+  return run;
+}
+
+// ---- formatting
+
+export function bytes(n) {
+  if (n === null || n === undefined) return '';
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) { n /= 1024; i += 1; }
+  return `${n.toFixed(i ? 1 : 0)} ${units[i]}`;
+}
+
+export function duration(seconds) {
+  if (seconds === null || seconds === undefined) return '';
+  const s = Math.round(seconds);
+  if (s < 60) return `${s} s`;
+  if (s < 3600) return `${Math.floor(s / 60)} min ${s % 60} s`;
+  if (s < 86400) return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
+  return `${Math.floor(s / 86400)} d ${Math.floor((s % 86400) / 3600)} h`;
+}
+
+/** A time given as Unix milliseconds, RFC 3339 text or nothing. */
+export function when(time) {
+  if (time === null || time === undefined || time === '') return '';
+  const date = new Date(time);
+  return Number.isNaN(date.getTime()) ? String(time) : date.toLocaleString();
+}
+
+const TONES = {
+  ok: ['ready', 'ok', 'resolved', 'active', 'keep', 'yes'],
+  bad: ['crash-looping', 'unavailable', 'failed', 'firing', 'critical', 'not installed', 'remove'],
+};
+
+/** A word with its colour (and the word itself, so colour is never the only cue). */
+export function badge(text) {
+  const tone = TONES.ok.includes(text) ? 'ok' : TONES.bad.includes(text) ? 'bad' : 'warn';
+  return el('span', { class: `badge state-${tone}` }, text);
+}
+
+export function labelsText(labels) {
+  return Object.entries(labels || {}).map(([k, v]) => `${k}=${v}`).join('\n');
+}
+
+export function parseLabels(text) {
+  const labels = {};
+  for (const line of (text || '').split('\n').map((l) => l.trim()).filter(Boolean)) {
+    const at = line.indexOf('=');
+    if (at < 0) labels[line] = '';
+    else labels[line.slice(0, at).trim()] = line.slice(at + 1).trim();
+  }
+  return labels;
+}
+
+export const lines = (text) => (text || '').split('\n').map((l) => l.trim()).filter(Boolean);
+
+// ---- tables
+
+/**
+ * Renders rows into `container` as a table. A column is `{label, value}`,
+ * where `value(row)` gives text or a node. Focus inside the table survives a
+ * refresh (buttons are found again by their label).
+ */
+export function table(container, { columns, rows, empty = 'Nothing here yet.' }) {
+  const focused = container.contains(document.activeElement)
+    ? document.activeElement.getAttribute('aria-label') : null;
+  if (!rows.length) {
+    container.replaceChildren(el('p', { class: 'empty' }, empty));
+    return;
+  }
+  const head = el('thead', {}, el('tr', {}, columns.map((c) => el('th', { scope: 'col' }, c.label))));
+  const body = el('tbody', {}, rows.map((row) => el('tr', {},
+    columns.map((c) => el('td', { 'data-label': c.label }, c.value(row) ?? '')))));
+  container.replaceChildren(el('table', {}, head, body));
+  if (focused) {
+    container.querySelector(`[aria-label="${CSS.escape(focused)}"]`)?.focus();
+  }
+}
+
+/** A small button whose accessible name says what it acts on ("Restart node_exporter"). */
+export function action(text, name, onClick, cls = 'small') {
+  const click = async (event) => {
+    try {
+      await onClick(event);
+    } catch (e) {
+      if (!(e instanceof ApiError)) say(String(e.message || e), { error: true });
+    }
+  };
+  return el('button', { type: 'button', class: cls, 'aria-label': name, onclick: click }, text);
+}
+
+export const actions = (...buttons) => el('div', { class: 'actions' }, buttons);
+
+// ---- forms
+
+/** The form's values by name: checkboxes as booleans, numbers as numbers or null, files as File. */
+export function values(form) {
+  const out = {};
+  for (const field of form.elements) {
+    if (!field.name || field.name === '_csrf' || field.tagName === 'BUTTON') continue;
+    if (field.type === 'checkbox') out[field.name] = field.checked;
+    else if (field.type === 'number') out[field.name] = field.value === '' ? null : Number(field.value);
+    else if (field.type === 'file') out[field.name] = field.files[0] ?? null;
+    else out[field.name] = field.value.trim();
+  }
+  return out;
+}
+
+/** Sets the form's fields from `data` (missing values empty the field). */
+export function fill(form, data) {
+  for (const field of form.elements) {
+    if (!field.name || field.name === '_csrf' || field.tagName === 'BUTTON' || field.type === 'file') continue;
+    const value = data[field.name];
+    if (field.type === 'checkbox') field.checked = Boolean(value);
+    else field.value = value === null || value === undefined ? '' : String(value);
+  }
+  form.dispatchEvent(new Event('change'));
+}
+
+/** Fills `<select>`s: each `[value, text]` or value; keeps the current choice when it is still there. */
+export function options(select, items, blank) {
+  const current = select.value;
+  const choices = items.map((item) => {
+    const [value, text] = Array.isArray(item) ? item : [item, item];
+    return el('option', { value }, text);
+  });
+  if (blank !== undefined) choices.unshift(el('option', { value: '' }, blank));
+  select.replaceChildren(...choices);
+  if ([...select.options].some((o) => o.value === current)) select.value = current;
+}
+
+function clearProblems(form) {
+  for (const slot of form.querySelectorAll('[data-problem-for]')) slot.textContent = '';
+  for (const field of form.querySelectorAll('[aria-invalid]')) field.removeAttribute('aria-invalid');
+}
+
+/**
+ * Puts each problem next to its field. A problem's `field` is a settings
+ * path (`targets[2].address`, `alerting.escalation.after`); the longest tail
+ * that names a field of this form wins (`escalation_after`, then `after`).
+ */
+function showProblems(form, problems) {
+  let first = null;
+  for (const problem of problems) {
+    const parts = String(problem.field || '').split('.').map((p) => p.replace(/\[\d+\]$/, ''));
+    for (let i = 0; i < parts.length; i += 1) {
+      const name = parts.slice(i).join('_');
+      const slot = form.querySelector(`[data-problem-for="${CSS.escape(name)}"]`);
+      if (!slot) continue;
+      slot.textContent = problem.message;
+      const field = form.elements[name];
+      if (field && field.setAttribute) {
+        field.setAttribute('aria-invalid', 'true');
+        first = first || field;
+      }
+      break;
+    }
+  }
+  first?.focus();
+}
+
+/**
+ * Submits `form` through `handler(values, send)`, where `send(method, path,
+ * body)` calls the API with the token of the form's own `_csrf` field: a
+ * form without it is sent without a token, and the server refuses it.
+ */
+export function onSubmit(form, handler) {
+  form.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    clearProblems(form);
+    const button = event.submitter;
+    if (button) button.disabled = true;
+    const csrf = form.elements._csrf?.value ?? '';
+    const send = (method, path, body) => api(method, path, body, csrf);
+    try {
+      await handler(values(form), send);
+    } catch (e) {
+      if (e instanceof ApiError) showProblems(form, e.problems);
+      else say(String(e.message || e), { error: true });
+    } finally {
+      if (button) button.disabled = false;
+    }
+  });
+}
+
+/**
+ * A list shown as a table with Edit and Remove buttons, and a form that adds
+ * an item or edits the chosen one. `load()` gives the items; `save(item,
+ * original, send)` stores one (`original` is the key of the item edited, or
+ * null); `remove(item)` deletes one; `toForm`/`fromForm` convert between an
+ * item and the form's values; `key(item, index)` names it.
+ */
+export function listEditor({ form, container, columns, load, save, remove, toForm, fromForm, key, noun, extra }) {
+  const legend = form.querySelector('legend');
+  let items = [];
+  let editing = null;
+  const name = (item) => key(item, items.indexOf(item));
+  const startAdding = () => {
+    editing = null;
+    if (legend) legend.textContent = legend.dataset.add;
+  };
+  const refresh = async () => {
+    items = await load();
+    table(container, {
+      columns: [...columns, {
+        label: 'Actions',
+        value: (item) => actions(
+          ...(extra ? extra(item) : []),
+          action('Edit', `Edit ${noun} ${name(item)}`, () => {
+            fill(form, toForm(item));
+            editing = name(item);
+            if (legend) legend.textContent = `${legend.dataset.edit} ${editing}`;
+            form.querySelector('input:not([type=hidden]), select, textarea')?.focus();
+          }),
+          action('Remove', `Remove ${noun} ${name(item)}`, async () => {
+            if (!window.confirm(`Remove ${noun} ${name(item)}?`)) return;
+            await remove(item, items);
+            say(`Removed ${noun} ${name(item)}.`);
+            await refresh();
+          }, 'small secondary'),
+        ),
+      }],
+      rows: items,
+      empty: `No ${noun}s yet.`,
+    });
+    return items;
+  };
+  form.addEventListener('reset', startAdding);
+  onSubmit(form, async (formValues, send) => {
+    const item = fromForm(formValues);
+    await save(item, editing, send, items);
+    say(`Saved the ${noun}.`);
+    form.reset();
+    await refresh();
+  });
+  return { refresh, items: () => items };
+}
+
+/**
+ * Load and save for a list kept in one settings section (`targets`,
+ * `probes`, `alerting.routes`): the whole section is written back.
+ */
+export function settingsList(section, key, path = (s) => s[section], wrap = (list) => list) {
+  let settings = null;
+  const load = async () => {
+    settings = await api('GET', '/api/settings');
+    return path(settings) || [];
+  };
+  const write = (list, send = api) => send('PUT', `/api/settings/${section}`, wrap(list, settings));
+  return {
+    load,
+    settings: () => settings,
+    save: (item, original, send, items) => {
+      const list = [...items];
+      const at = original === null ? -1 : list.findIndex((i, n) => key(i, n) === original);
+      if (at < 0) list.push(item); else list[at] = item;
+      return write(list, send);
+    },
+    remove: (item, items) => write(items.filter((i) => i !== item)),
+  };
+}
+
+// ---- every page
+
+for (const select of document.querySelectorAll('select[data-options]')) {
+  options(select, select.dataset.options.split(' '));
+}
+
+const logout = document.getElementById('logout-form');
+if (logout) {
+  onSubmit(logout, async (_, send) => {
+    await send('POST', '/api/logout');
+    location.assign('/login');
+  });
+}

@@ -1,0 +1,57 @@
+// Overview: the children, alerts, backups, disks and UPS at a glance, every 5 s.
+import { api, every, table, badge, bytes, duration, when, el } from './app.js';
+
+const $ = (id) => document.getElementById(id);
+
+function render(o) {
+  $('overview-summary').textContent =
+    `${o.hostname}, obsbox ${o.version}, up ${duration(o.uptime_seconds)}. Updated ${new Date().toLocaleTimeString()}.`;
+  table($('children'), {
+    rows: o.children,
+    columns: [
+      { label: 'Service', value: (c) => c.name },
+      { label: 'State', value: (c) => badge(c.state) },
+      { label: 'Ready', value: (c) => (c.ready ? 'yes' : 'no') },
+      { label: 'Up for', value: (c) => duration(c.uptime_seconds) },
+      { label: 'Restarts', value: (c) => c.restarts },
+      { label: 'Detail', value: (c) => c.detail ?? '' },
+    ],
+  });
+  table($('alerts'), {
+    rows: o.alerts,
+    empty: 'No alert is firing.',
+    columns: [
+      { label: 'Alert', value: (a) => el('a', { href: `/runbooks/${encodeURIComponent(a.alertname)}` }, a.alertname) },
+      { label: 'Severity', value: (a) => badge(a.severity) },
+      { label: 'Since', value: (a) => when(a.starts_at) },
+      { label: 'Acknowledged', value: (a) => a.acked_by ?? 'no' },
+    ],
+  });
+  table($('backups'), {
+    rows: o.backups,
+    empty: 'No backup job yet.',
+    columns: [
+      { label: 'Job', value: (b) => b.job },
+      { label: 'Last', value: (b) => (b.last ? badge(b.last.result) : 'never') },
+      { label: 'When', value: (b) => when(b.last?.started_at) },
+      { label: 'Next', value: (b) => when(b.next_run) },
+    ],
+  });
+  table($('disks'), {
+    rows: o.disks,
+    empty: 'No disk reported.',
+    columns: [
+      { label: 'Mount', value: (d) => d.mount },
+      { label: 'Device', value: (d) => d.device },
+      { label: 'Used', value: (d) => `${Math.round(d.used_percent)} %` },
+      { label: 'Free', value: (d) => `${bytes(d.available_bytes)} of ${bytes(d.total_bytes)}` },
+    ],
+  });
+  const ups = o.ups || {};
+  const facts = Object.entries(ups).filter(([k]) => k !== 'configured');
+  $('ups').replaceChildren(ups.configured
+    ? el('dl', { class: 'facts' }, facts.map(([k, v]) => [el('dt', {}, k.replaceAll('_', ' ')), el('dd', {}, String(v))]))
+    : el('p', { class: 'empty' }, 'No UPS configured.'));
+}
+
+every(5000, async () => render(await api('GET', '/api/overview')));

@@ -1,0 +1,70 @@
+// Services: start, stop and restart each child; follow its log live with a
+// filter; read the configuration obsbox rendered for it.
+import { api, every, table, badge, duration, bytes, action, actions, options, onSubmit, say, el } from './app.js';
+
+const $ = (id) => document.getElementById(id);
+const form = $('inspect-form');
+const tail = $('tail');
+const tailState = $('tail-state');
+const MAX_LINES = 1000;
+let stream = null;
+
+async function control(name, verb) {
+  await api('POST', `/api/services/${encodeURIComponent(name)}/${verb}`);
+  say(`${name}: ${verb} done.`);
+  refresh();
+}
+
+const refresh = every(5000, async () => {
+  const services = await api('GET', '/api/services');
+  options(form.elements.service, services.map((s) => s.name));
+  table($('services'), {
+    rows: services,
+    columns: [
+      { label: 'Service', value: (s) => s.name },
+      { label: 'State', value: (s) => badge(s.state) },
+      { label: 'PID', value: (s) => s.pid ?? '' },
+      { label: 'Up for', value: (s) => duration(s.uptime_seconds) },
+      { label: 'Restarts', value: (s) => s.restarts },
+      { label: 'Last exit', value: (s) => (s.last_exit ? s.last_exit.how : '') },
+      { label: 'Log', value: (s) => `${s.log_lines} lines, ${bytes(s.log_bytes)}` },
+      { label: 'Detail', value: (s) => s.detail ?? '' },
+      {
+        label: 'Actions',
+        value: (s) => actions(...['start', 'stop', 'restart'].map((verb) => action(
+          verb[0].toUpperCase() + verb.slice(1), `${verb[0].toUpperCase() + verb.slice(1)} ${s.name}`,
+          () => control(s.name, verb),
+        ))),
+      },
+    ],
+  });
+});
+
+function follow(name, filter) {
+  stream?.close();
+  tail.replaceChildren();
+  tailState.textContent = 'connecting';
+  const query = filter ? `?filter=${encodeURIComponent(filter)}` : '';
+  stream = new EventSource(`/api/services/${encodeURIComponent(name)}/logs/stream${query}`);
+  stream.onopen = () => { tailState.textContent = `following ${name}`; };
+  stream.onerror = () => { tailState.textContent = 'reconnecting'; };
+  stream.onmessage = (event) => {
+    const atBottom = tail.scrollTop + tail.clientHeight >= tail.scrollHeight - 4;
+    tail.append(`${event.data}\n`);
+    while (tail.childNodes.length > MAX_LINES) tail.firstChild.remove();
+    if (atBottom) tail.scrollTop = tail.scrollHeight;
+  };
+}
+
+async function showConfig(name) {
+  const config = await api('GET', `/api/services/${encodeURIComponent(name)}/config`);
+  $('config').replaceChildren(...(config.files.length
+    ? config.files.map((f) => el('details', {}, el('summary', {}, f.path), el('pre', { class: 'log', tabindex: 0 }, f.contents)))
+    : [el('p', { class: 'empty' }, `obsbox renders no configuration for ${name}.`)]));
+}
+
+onSubmit(form, async ({ service, filter }) => {
+  if (!service) return;
+  follow(service, filter);
+  await showConfig(service);
+});
