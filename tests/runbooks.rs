@@ -42,6 +42,22 @@ fn runbooks_are_served_as_html_and_unknown_names_are_not_found() {
         "{page}"
     );
     assert!(page.contains("<h1>HostDown</h1>"), "{page}");
+    // Styled from a static file: the Content-Security-Policy forbids inline styles.
+    assert!(!page.contains("<style"), "{page}");
+    let css = page
+        .split("href=\"")
+        .find_map(|rest| {
+            rest.split('"')
+                .next()
+                .filter(|h| h.starts_with("/static/runbooks.css?v="))
+        })
+        .unwrap_or_else(|| panic!("no stylesheet in {page}"))
+        .to_string();
+    let (status, content_type, _) = fetch(&obsbox, &css);
+    assert_eq!(
+        (status, content_type.as_str()),
+        (200, "text/css; charset=utf-8")
+    );
 
     // `..%2Fetc` is one path segment that decodes to `../etc`.
     for path in ["/runbooks/NoSuchAlert", "/runbooks/..%2Fetc"] {

@@ -47,6 +47,14 @@ struct Layout {
     script: &'static str,
 }
 
+/// The URL of a static file, versioned by its content so it can be cached for good.
+pub(super) fn asset_url(name: &str) -> String {
+    match Assets::get(name) {
+        Some(file) => format!("/static/{name}?v={}", version(&file)),
+        None => format!("/static/{name}"),
+    }
+}
+
 impl Layout {
     fn nav(&self) -> &'static [(&'static str, &'static str)] {
         &NAV
@@ -56,12 +64,8 @@ impl Layout {
         &TOOLS
     }
 
-    /// The URL of a static file, versioned by its content so it can be cached for good.
     fn asset(&self, name: &str) -> String {
-        match Assets::get(name) {
-            Some(file) => format!("/static/{name}?v={}", version(&file)),
-            None => format!("/static/{name}"),
-        }
+        asset_url(name)
     }
 
     fn version(&self) -> &'static str {

@@ -89,26 +89,14 @@ fn escape(text: &str) -> String {
 
 const BACK: &str = r#"<nav><a href="/runbooks">&larr; All runbooks</a></nav>"#;
 
-/// Readable on a phone, where alert notifications are usually opened:
-/// long PromQL in code spans wraps instead of widening the page.
-const STYLE: &str = "\
-body{font:16px/1.5 system-ui,sans-serif;max-width:46rem;margin:0 auto;padding:1rem;color:#1b1b1b;background:#fff}\
-h1{font-size:1.6rem;margin:.5rem 0 1rem}\
-h2{font-size:1.2rem;margin-top:1.8rem;border-bottom:1px solid #ddd}\
-code{font:.9em ui-monospace,monospace;background:#f1f1f1;padding:.1em .25em;border-radius:3px;overflow-wrap:anywhere}\
-pre{overflow-x:auto;background:#f1f1f1;padding:.75rem}\
-pre code{padding:0}\
-li{margin:.3rem 0}\
-a{color:#0b57d0}\
-@media (prefers-color-scheme:dark){body{color:#e4e4e4;background:#161616}code,pre{background:#2a2a2a}h2{border-color:#3a3a3a}a{color:#8ab4f8}}";
-
 fn document(status: StatusCode, title: &str, body: &str) -> Response {
     let html = format!(
         "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
-         <title>{title} - obsbox runbooks</title>\n<style>{STYLE}</style>\n</head>\n\
+         <title>{title} - obsbox runbooks</title>\n<link rel=\"stylesheet\" href=\"{style}\">\n</head>\n\
          <body>\n<main>\n{body}</main>\n</body>\n</html>\n",
         title = escape(title),
+        style = super::pages::asset_url("runbooks.css"),
     );
     (
         status,
