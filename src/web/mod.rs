@@ -7,6 +7,8 @@ pub mod auth;
 mod backups;
 mod metrics;
 mod runbooks;
+mod system;
+pub mod tls;
 
 use crate::services::{Services, ServicesError};
 use crate::store::{Store, StoreError};
@@ -28,6 +30,11 @@ pub struct AppState {
     pub services: Arc<Services>,
     pub supervisor: Supervisor,
     pub store: Store,
+    pub diagnostics: crate::diagnostics::Diagnostics,
+    /// Where handlers ask for a reboot or a factory reset.
+    pub lifecycle: crate::app::Lifecycle,
+    /// The HTTPS certificate; `None` when obsbox serves plain HTTP only.
+    pub tls: Option<Arc<crate::tls::Tls>>,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -44,6 +51,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(backups::routes())
         .merge(alerts::routes())
         .merge(runbooks::routes())
+        .merge(system::routes())
+        .merge(tls::routes())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such page".into()) })
         .with_state(state)
 }

@@ -58,7 +58,10 @@ pub struct Obsbox {
     pub dir: tempfile::TempDir,
     pub data: PathBuf,
     pub port: u16,
+    /// The HTTPS port, when started with `--https-listen`.
+    pub https_port: Option<u16>,
     env: Vec<(String, String)>,
+    args: Vec<String>,
     process: Option<Child>,
 }
 
@@ -98,6 +101,11 @@ impl Obsbox {
 
     /// As `start`, with extra environment for obsbox (and so its children).
     pub fn start_with_env(settings: &[(&str, Value)], env: &[(&str, &str)]) -> Obsbox {
+        Obsbox::start_with(settings, env, &[])
+    }
+
+    /// As `start_with_env`, with extra arguments for `obsbox run` (e.g. `--https-listen`).
+    pub fn start_with(settings: &[(&str, Value)], env: &[(&str, &str)], args: &[&str]) -> Obsbox {
         let dir = tempfile::tempdir().unwrap();
         // Children run unprivileged when the tests run as root: they must be
         // able to reach the data directory.
@@ -128,10 +136,12 @@ impl Obsbox {
             dir,
             data,
             port: 0,
+            https_port: None,
             env: env
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            args: args.iter().map(|a| a.to_string()).collect(),
             process: None,
         };
         obsbox.spawn();
@@ -154,6 +164,7 @@ impl Obsbox {
         let mut process = Command::new(OBSBOX)
             .args(["run", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(&self.data)
+            .args(&self.args)
             .env("OBSBOX_LOG", "info")
             .env("LOKI_STANDIN_READY_DELAY_MS", "200")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
@@ -173,6 +184,11 @@ impl Obsbox {
             .unwrap_or_else(|| {
                 panic!("obsbox did not print its address: {line:?}\n{}", self.log())
             });
+        self.https_port = line
+            .split("https://127.0.0.1:")
+            .nth(1)
+            .and_then(|rest| rest.split('/').next())
+            .and_then(|p| p.parse().ok());
         self.process = Some(process);
     }
 
