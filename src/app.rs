@@ -11,7 +11,7 @@ use crate::supervisor::{LogPolicy, Reaper, Supervisor, SupervisorContext};
 use crate::tls::{Tls, TlsListener};
 use crate::web::{self, AppState};
 use anyhow::Context;
-use axum::serve::Listener;
+use axum::serve::{Listener, ListenerExt};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::os::fd::AsFd;
@@ -219,9 +219,18 @@ pub async fn run(
     let secure = async {
         match https {
             Some((listener, _)) => {
-                axum::serve(listener, web::tls::over_tls(app))
-                    .with_graceful_shutdown(stopping.clone().cancelled_owned())
-                    .await
+                // Through TapIo, axum gives any listener's peer address as
+                // ConnectInfo, so handlers see it over HTTPS too.
+                let listener = listener.tap_io(|tls| {
+                    let _ = tls.get_ref().0.set_nodelay(true);
+                });
+                let app = web::tls::over_tls(app);
+                axum::serve(
+                    listener,
+                    app.into_make_service_with_connect_info::<SocketAddr>(),
+                )
+                .with_graceful_shutdown(stopping.clone().cancelled_owned())
+                .await
             }
             None => Ok(()),
         }

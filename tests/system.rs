@@ -88,6 +88,11 @@ fn https_serves_a_self_signed_certificate_then_an_uploaded_one_without_restart()
     for name in ["obsbox", "obsbox.local", "localhost", "127.0.0.1", "::1"] {
         assert!(sans.contains(&json!(name)), "{name} missing from {sans:?}");
     }
+    // A client that never finishes its handshake, and one that speaks
+    // nonsense, hold nobody else back.
+    let _stalled = std::net::TcpStream::connect(("127.0.0.1", https)).unwrap();
+    let mut garbage = std::net::TcpStream::connect(("127.0.0.1", https)).unwrap();
+    std::io::Write::write_all(&mut garbage, b"GET / HTTP/1.1\r\n\r\n").unwrap();
     assert_eq!(
         https_get(https, &self_signed, "/healthz"),
         Ok((200, "ok\n".into()))

@@ -199,6 +199,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn requests_over_tls_are_marked() {
+        let app = Router::new().route(
+            "/",
+            get(|tls: Option<Extension<ServedOverTls>>| async move { tls.is_some().to_string() }),
+        );
+        let marked = |router: Router| async move {
+            let response = router
+                .oneshot(Request::builder().uri("/").body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            let body = axum::body::to_bytes(response.into_body(), 100)
+                .await
+                .unwrap();
+            body == "true"
+        };
+        assert!(marked(over_tls(app.clone())).await);
+        assert!(!marked(app).await);
+    }
+
+    #[tokio::test]
     async fn plain_http_from_other_hosts_is_redirected() {
         let app = Router::new()
             .route("/api/x", get(|| async { "x" }))
