@@ -144,7 +144,12 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::SUCCESS);
                 }
                 app::Ending::Reboot => {}
-                app::Ending::FactoryReset => reset::wipe(&app::data_dir(&data.path())?)?,
+                app::Ending::FactoryReset => {
+                    // Come back either way: a box that stays down helps nobody.
+                    if let Err(e) = reset::wipe(&app::data_dir(&data.path())?) {
+                        tracing::error!(error = %e, "the factory reset did not finish; rebooting anyway");
+                    }
+                }
             }
             Err(power::reboot(sockets)).context("cannot reboot")
         }
