@@ -1,16 +1,107 @@
-//! Wires the modules into a running obsbox and takes it down again.
+//! Wires the modules into a running obsbox and takes it down again, for a
+//! stop, a reboot or a factory reset.
 
 use crate::alerts::Alerts;
 use crate::backup::{BackupContext, Backups};
+use crate::diagnostics::{Diagnostics, DiagnosticsContext};
+use crate::power::Sockets;
 use crate::services::{Environment, Locator, Services};
 use crate::store::Store;
 use crate::supervisor::{LogPolicy, Reaper, Supervisor, SupervisorContext};
+use crate::tls::{Tls, TlsListener};
 use crate::web::{self, AppState};
 use anyhow::Context;
+use axum::serve::{Listener, ListenerExt};
+use std::io::Write;
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// How a run of obsbox ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// SIGTERM or SIGINT: every child stopped, obsbox exits.
+    Stop,
+    /// Every child stopped, then the machine (or obsbox) restarts.
+    Reboot,
+    /// Every child stopped, the data directory wiped, then a reboot.
+    FactoryReset,
+}
+
+/// Lets a handler end the run; the first request wins.
+#[derive(Clone)]
+pub struct Lifecycle(Arc<watch::Sender<Option<Ending>>>);
+
+impl Lifecycle {
+    fn new() -> Lifecycle {
+        Lifecycle(Arc::new(watch::Sender::new(None)))
+    }
+
+    /// Asks for `ending`; false if an ending is already under way.
+    pub fn request(&self, ending: Ending) -> bool {
+        self.0.send_if_modified(|current| {
+            let first = current.is_none();
+            if first {
+                *current = Some(ending);
+            }
+            first
+        })
+    }
+
+    /// Waits for a request, or SIGTERM or SIGINT.
+    async fn ended(&self, terminate: &mut Signal, interrupt: &mut Signal) -> Ending {
+        let mut requests = self.0.subscribe();
+        tokio::select! {
+            _ = terminate.recv() => {
+                tracing::info!("SIGTERM: shutting down");
+                Ending::Stop
+            }
+            _ = interrupt.recv() => {
+                tracing::info!("SIGINT: shutting down");
+                Ending::Stop
+            }
+            asked = requests.wait_for(Option::is_some) => {
+                let ending = asked.ok().and_then(|e| *e).unwrap_or(Ending::Stop);
+                tracing::info!(?ending, "asked to end: shutting down");
+                ending
+            }
+        }
+    }
+}
+
+/// Where obsbox serves.
+pub struct Listen {
+    pub http: SocketAddr,
+    /// HTTPS too, with the certificate in `<data>/tls/`.
+    pub https: Option<SocketAddr>,
+}
+
+/// Listens on `addr`, or on the socket of that name passed from the previous
+/// run; keeps a copy of it in `kept` for the next.
+async fn listen(
+    name: &str,
+    addr: SocketAddr,
+    inherited: &mut Sockets,
+    kept: &mut Sockets,
+) -> anyhow::Result<TcpListener> {
+    let listener = match inherited.take(name) {
+        Some(fd) => {
+            let socket = std::net::TcpListener::from(fd);
+            socket.set_nonblocking(true)?;
+            TcpListener::from_std(socket)?
+        }
+        None => TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?,
+    };
+    kept.add(name, listener.as_fd().try_clone_to_owned()?);
+    Ok(listener)
+}
 
 /// Creates the data directory if needed and returns its absolute path.
 pub fn data_dir(dir: &Path) -> anyhow::Result<PathBuf> {
@@ -30,19 +121,32 @@ fn scrape_address(addr: SocketAddr) -> String {
     }
 }
 
-/// `obsbox run`: supervise and serve until SIGTERM or SIGINT, then stop every
-/// child in reverse order.
-pub async fn run(dir: &Path, listen: SocketAddr) -> anyhow::Result<()> {
+/// `obsbox run`: supervise and serve until SIGTERM or SIGINT or a handler asks
+/// for a reboot or a factory reset, then stop every child in reverse order.
+/// Returns how it ended and the listening sockets, for a reboot to pass on.
+pub async fn run(
+    dir: &Path,
+    on: &Listen,
+    mut inherited: Sockets,
+) -> anyhow::Result<(Ending, Sockets)> {
     let started = std::time::Instant::now();
     let dir = data_dir(dir)?;
     let store = Store::open(&dir)?;
     let settings = store.settings()?;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
-    let addr = listener.local_addr()?;
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut kept = Sockets::default();
+    let listener = listen("http", on.http, &mut inherited, &mut kept).await?;
+    let addr = listener.local_addr()?;
+    let https = match on.https {
+        Some(https) => {
+            let tls = Arc::new(Tls::load_or_create(&dir, &settings.general.hostname)?);
+            let tcp = listen("https", https, &mut inherited, &mut kept).await?;
+            Some((TlsListener::new(tcp, tls.server_config())?, tls))
+        }
+        None => None,
+    };
+    let https_addr = https.as_ref().map(|(l, _)| l.local_addr()).transpose()?;
 
     let reaper = Reaper::start().context("cannot become the reaper of child processes")?;
     let supervisor = Supervisor::start(SupervisorContext {
@@ -70,6 +174,12 @@ pub async fn run(dir: &Path, listen: SocketAddr) -> anyhow::Result<()> {
     let webhook_token = crate::alerts::ensure_webhook_token(&store)?;
     services.start().await?;
     let alerts = Arc::new(Alerts::new(store.clone(), services.clone(), webhook_token));
+    let diagnostics = Diagnostics::new(DiagnosticsContext {
+        services: services.clone(),
+        supervisor: supervisor.clone(),
+        store: store.clone(),
+        reaper: reaper.clone(),
+    });
     let backups = Backups::start(
         BackupContext {
             reaper,
@@ -81,11 +191,15 @@ pub async fn run(dir: &Path, listen: SocketAddr) -> anyhow::Result<()> {
         services.subscribe(),
     )?;
 
-    println!(
-        "obsbox {} is running: web UI on http://{addr}/ (data in {})",
+    let also = https_addr.map_or(String::new(), |a| format!(" and https://{a}/"));
+    // Ignore a closed stdout: after a reboot nobody may be reading it.
+    let _ = writeln!(
+        std::io::stdout(),
+        "obsbox {} is running: web UI on http://{addr}/{also} (data in {})",
         env!("CARGO_PKG_VERSION"),
         dir.display()
     );
+    let lifecycle = Lifecycle::new();
     let app = web::router(Arc::new(AppState {
         accounts: crate::accounts::Accounts::new(store.clone()),
         alerts,
@@ -94,24 +208,47 @@ pub async fn run(dir: &Path, listen: SocketAddr) -> anyhow::Result<()> {
         store,
         backups,
         started,
+        diagnostics,
+        lifecycle: lifecycle.clone(),
+        tls: https.as_ref().map(|(_, tls)| tls.clone()),
     }));
-    let stop = async move {
-        tokio::select! {
-            _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
-            _ = interrupt.recv() => tracing::info!("SIGINT: shutting down"),
+    let stopping = CancellationToken::new();
+    let plain = web::tls::plain_http(app.clone(), https_addr.map(|a| a.port()));
+    let plain = axum::serve(
+        listener,
+        plain.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(stopping.clone().cancelled_owned());
+    let secure = async {
+        match https {
+            Some((listener, _)) => {
+                // Through TapIo, axum gives any listener's peer address as
+                // ConnectInfo, so handlers see it over HTTPS too.
+                let listener = listener.tap_io(|tls| {
+                    let _ = tls.get_ref().0.set_nodelay(true);
+                });
+                let app = web::tls::over_tls(app);
+                axum::serve(
+                    listener,
+                    app.into_make_service_with_connect_info::<SocketAddr>(),
+                )
+                .with_graceful_shutdown(stopping.clone().cancelled_owned())
+                .await
+            }
+            None => Ok(()),
         }
     };
-    // The login rate limit and the proxy's `X-Forwarded-For` need the peer.
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(stop)
-    .await
-    .context("the web server failed")?;
+    let ending = async {
+        let ending = lifecycle.ended(&mut terminate, &mut interrupt).await;
+        stopping.cancel();
+        ending
+    };
+    let (ending, plain, secure) = tokio::join!(ending, plain, secure);
+    plain.context("the web server failed")?;
+    secure.context("the HTTPS server failed")?;
     supervisor.shutdown().await;
-    tracing::info!("every child stopped; bye");
-    Ok(())
+    tracing::info!("every child stopped");
+    Ok((ending, kept))
 }
 
 /// `obsbox check`: validates the stored settings and every rendered config

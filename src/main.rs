@@ -4,12 +4,16 @@ mod accounts;
 mod alerts;
 mod app;
 mod backup;
+mod diagnostics;
 mod disks;
 mod http_client;
+mod power;
+mod reset;
 mod services;
 mod settings;
 mod store;
 mod supervisor;
+mod tls;
 mod web;
 
 use anyhow::Context;
@@ -38,6 +42,10 @@ enum Command {
         /// Address of the web UI and API.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+        /// Serve the web UI and API over HTTPS too, on this address; plain HTTP
+        /// from other hosts is then redirected there.
+        #[arg(long)]
+        https_listen: Option<SocketAddr>,
     },
     /// Validate the settings and every rendered child config; exit non-zero on a problem.
     Check {
@@ -120,9 +128,32 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Run { data, listen } => {
-            runtime()?.block_on(app::run(&data.path(), listen))?;
-            Ok(ExitCode::SUCCESS)
+        Command::Run {
+            data,
+            listen,
+            https_listen,
+        } => {
+            // Before anything else runs: it edits the environment.
+            let inherited = power::inherited();
+            let on = app::Listen {
+                http: listen,
+                https: https_listen,
+            };
+            let (ending, sockets) = runtime()?.block_on(app::run(&data.path(), &on, inherited))?;
+            match ending {
+                app::Ending::Stop => {
+                    tracing::info!("bye");
+                    return Ok(ExitCode::SUCCESS);
+                }
+                app::Ending::Reboot => {}
+                app::Ending::FactoryReset => {
+                    // Come back either way: a box that stays down helps nobody.
+                    if let Err(e) = reset::wipe(&app::data_dir(&data.path())?) {
+                        tracing::error!(error = %e, "the factory reset did not finish; rebooting anyway");
+                    }
+                }
+            }
+            Err(power::reboot(sockets)).context("cannot reboot")
         }
         Command::Check { data } => match runtime()?.block_on(app::check(&data.path()))? {
             Ok(report) => {

@@ -186,32 +186,10 @@ impl Store {
     /// Stores a secret as its own file, readable by root only, written atomically.
     /// `name` is a relative path like `backup/nightly/password`.
     pub fn put_secret(&self, name: &str, value: &[u8]) -> Result<(), StoreError> {
-        use std::io::Write;
-        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-        let path = self.secret_path(name);
-        let io = |source| StoreError::Secret {
+        write_private(&self.secret_path(name), value, 0o600).map_err(|source| StoreError::Secret {
             name: name.into(),
             source,
-        };
-        if let Some(dir) = path.parent() {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .map_err(io)?;
-        }
-        let partial = path.with_extension("partial");
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&partial)
-            .map_err(io)?;
-        file.write_all(value)
-            .and_then(|()| file.sync_all())
-            .map_err(io)?;
-        std::fs::rename(&partial, &path).map_err(io)
+        })
     }
 
     /// Where a secret's file is (it may not exist).
@@ -337,6 +315,29 @@ impl Store {
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
+}
+
+/// Writes `path` atomically (a temporary file, synced, renamed over it) with
+/// `mode`, creating its directory readable by root only if needed.
+pub fn write_private(path: &Path, value: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    if let Some(dir) = path.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+    }
+    let partial = path.with_extension("partial");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&partial)?;
+    file.write_all(value)?;
+    file.sync_all()?;
+    std::fs::rename(&partial, path)
 }
 
 fn migrate(conn: &Connection) -> Result<(), StoreError> {

@@ -234,6 +234,18 @@ impl Services {
             .collect()
     }
 
+    /// The program of each child that is installed, in start order.
+    pub fn programs(&self) -> Result<Vec<(String, PathBuf)>, ServicesError> {
+        let settings = self.store.settings()?;
+        Ok(plans(&settings, &self.env, &self.locator)
+            .into_iter()
+            .filter_map(|plan| match plan.launch {
+                crate::supervisor::Launch::Run(spec) => Some((plan.name, spec.program)),
+                _ => None,
+            })
+            .collect())
+    }
+
     /// Where the runbook of `alert` is served, as notifications link it.
     pub fn runbook_url(&self, settings: &Settings, alert: &str) -> String {
         render::runbook_url(settings, &self.env, alert)

@@ -38,10 +38,6 @@ pub struct PageContext {
     pub csrf: String,
 }
 
-/// Marks requests that arrived over HTTPS, so cookies get `Secure`.
-#[derive(Debug, Clone, Copy)]
-pub struct ServedOverTls;
-
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Access {
     /// Probes and static assets: no session, nothing changes.
@@ -220,7 +216,9 @@ fn same_origin(headers: &HeaderMap) -> bool {
 }
 
 pub fn served_over_tls(req: &Request) -> bool {
-    req.extensions().get::<ServedOverTls>().is_some()
+    req.extensions()
+        .get::<super::tls::ServedOverTls>()
+        .is_some()
 }
 
 /// The value of one cookie of the request.

@@ -13,6 +13,8 @@ mod overview;
 mod pages;
 mod proxy;
 mod runbooks;
+mod system;
+pub mod tls;
 
 use crate::services::{Services, ServicesError};
 use crate::store::{Store, StoreError};
@@ -44,6 +46,11 @@ pub struct AppState {
     pub store: Store,
     /// When obsbox started, for its uptime.
     pub started: std::time::Instant,
+    pub diagnostics: crate::diagnostics::Diagnostics,
+    /// Where handlers ask for a reboot or a factory reset.
+    pub lifecycle: crate::app::Lifecycle,
+    /// The HTTPS certificate; `None` when obsbox serves plain HTTP only.
+    pub tls: Option<Arc<crate::tls::Tls>>,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -63,7 +70,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(runbooks::routes())
         .merge(account::routes())
         .merge(overview::routes())
-        .merge(pages::routes());
+        .merge(pages::routes())
+        .merge(system::routes())
+        .merge(tls::routes());
     Router::new()
         // The proxy has its own timeouts, and the children's pages their own headers.
         .merge(

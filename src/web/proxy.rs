@@ -98,8 +98,15 @@ impl Upstream {
             .map(|c| c.0.ip());
         let forwarded = Forwarded {
             client,
-            // Set when obsbox itself serves HTTPS; plain HTTP otherwise.
-            proto: parts.uri.scheme_str().unwrap_or("http"),
+            proto: if parts
+                .extensions
+                .get::<super::tls::ServedOverTls>()
+                .is_some()
+            {
+                "https"
+            } else {
+                "http"
+            },
             user,
         };
         let mut upstream = Request::new(body);

@@ -58,7 +58,10 @@ pub struct Obsbox {
     pub dir: tempfile::TempDir,
     pub data: PathBuf,
     pub port: u16,
+    /// The HTTPS port, when started with `--https-listen`.
+    pub https_port: Option<u16>,
     env: Vec<(String, String)>,
+    args: Vec<String>,
     process: Option<Child>,
     /// The signed-in admin's cookie and CSRF token (None before setup).
     session: Option<(String, String)>,
@@ -104,7 +107,12 @@ impl Obsbox {
 
     /// As `start`, with extra environment for obsbox (and so its children).
     pub fn start_with_env(settings: &[(&str, Value)], env: &[(&str, &str)]) -> Obsbox {
-        let mut obsbox = Obsbox::start_fresh(settings, env);
+        Obsbox::start_with(settings, env, &[])
+    }
+
+    /// As `start_with_env`, with extra arguments for `obsbox run` (e.g. `--https-listen`).
+    pub fn start_with(settings: &[(&str, Value)], env: &[(&str, &str)], args: &[&str]) -> Obsbox {
+        let mut obsbox = Obsbox::launch(settings, env, args);
         let hostname = settings
             .iter()
             .find(|(section, _)| *section == "general")
@@ -115,8 +123,9 @@ impl Obsbox {
         obsbox
     }
 
-    /// Completes first-boot setup with `PASSWORD`.
-    pub fn set_up(&self, hostname: &str) {
+    /// Completes first-boot setup with `PASSWORD` (forgetting any session held).
+    pub fn set_up(&mut self, hostname: &str) {
+        self.session = None;
         let (status, body) = self.send(
             "POST",
             "/api/setup",
@@ -164,6 +173,16 @@ impl Obsbox {
         format!("obsbox_session={token}")
     }
 
+    /// As `send`, but `None` when obsbox does not answer (e.g. while it restarts).
+    pub fn try_send(&self, method: &str, path: &str, body: &str) -> Option<(u16, Value)> {
+        let response = match self.request(method, path).send_string(body) {
+            Ok(r) | Err(ureq::Error::Status(_, r)) => r,
+            Err(_) => return None,
+        };
+        let status = response.status();
+        Some((status, response.into_json().unwrap_or(Value::Null)))
+    }
+
     /// Any response: (status, JSON body, the session cookie it set if any).
     fn call_with_cookie(
         &self,
@@ -188,6 +207,10 @@ impl Obsbox {
 
     /// Runs obsbox on a fresh data directory without setting it up.
     pub fn start_fresh(settings: &[(&str, Value)], env: &[(&str, &str)]) -> Obsbox {
+        Obsbox::launch(settings, env, &[])
+    }
+
+    fn launch(settings: &[(&str, Value)], env: &[(&str, &str)], args: &[&str]) -> Obsbox {
         let dir = tempfile::tempdir().unwrap();
         // Children run unprivileged when the tests run as root: they must be
         // able to reach the data directory.
@@ -218,10 +241,12 @@ impl Obsbox {
             dir,
             data,
             port: 0,
+            https_port: None,
             env: env
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            args: args.iter().map(|a| a.to_string()).collect(),
             process: None,
             session: None,
         };
@@ -245,6 +270,7 @@ impl Obsbox {
         let mut process = Command::new(OBSBOX)
             .args(["run", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(&self.data)
+            .args(&self.args)
             .env("OBSBOX_LOG", "info")
             .env("LOKI_STANDIN_READY_DELAY_MS", "200")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
@@ -264,6 +290,11 @@ impl Obsbox {
             .unwrap_or_else(|| {
                 panic!("obsbox did not print its address: {line:?}\n{}", self.log())
             });
+        self.https_port = line
+            .split("https://127.0.0.1:")
+            .nth(1)
+            .and_then(|rest| rest.split('/').next())
+            .and_then(|p| p.parse().ok());
         self.process = Some(process);
     }
 
