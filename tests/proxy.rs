@@ -111,6 +111,10 @@ fn prometheus_and_alertmanager_answer_under_their_prefix() {
     // A stopped one is named as not answering.
     let (code, _) = obsbox.send("POST", "/api/services/alertmanager/stop", "");
     assert_eq!(code, 200);
+    // Stopping is asked for at once and done after the child's grace period.
+    wait_for("alertmanager to stop", READY, || {
+        (obsbox.service("alertmanager")["state"] == "stopped").then_some(())
+    });
     let (code, body) = obsbox.send("GET", "/alertmanager/api/v2/status", "");
     assert_eq!(code, 502, "{body}");
     let message = body["error"].as_str().unwrap();

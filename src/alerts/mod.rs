@@ -394,7 +394,7 @@ impl Alerts {
     ) -> Result<Value, AlertsError> {
         let service = &settings.services.alertmanager;
         if !service.enabled {
-            return Err(AlertsError::Alertmanager(
+            return Err(AlertsError::Conflict(
                 "Alertmanager is disabled in the settings".into(),
             ));
         }

@@ -4,11 +4,11 @@
 //! instead of a login.
 
 use super::auth::Actor;
-use super::{json_body, same_name, ApiError, ApiResult, AppState};
+use super::{json_body, same_name, ApiError, ApiQuery, ApiResult, AppState};
 use crate::alerts::{AlertsError, Notification, SilenceRequest};
 use crate::settings::Receiver;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{delete, get, post, put};
@@ -59,7 +59,10 @@ struct HistoryQuery {
     limit: Option<u32>,
 }
 
-async fn history(State(app): State<Arc<AppState>>, Query(q): Query<HistoryQuery>) -> ApiResult {
+async fn history(
+    State(app): State<Arc<AppState>>,
+    ApiQuery(q): ApiQuery<HistoryQuery>,
+) -> ApiResult {
     let alerts = app
         .alerts
         .history(q.status.as_deref(), q.limit.unwrap_or(100))?;

@@ -1,11 +1,11 @@
 //! `/api/backups`: jobs, runs, halts and history.
 
 use super::auth::Actor;
-use super::{json_body, same_name, ApiError, ApiResult, AppState};
+use super::{json_body, same_name, ApiError, ApiQuery, ApiResult, AppState};
 use crate::backup::{BackupError, Kind, SecretsUpdate};
 use crate::settings::BackupJob;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post, put};
@@ -61,7 +61,10 @@ struct HistoryQuery {
     limit: Option<u32>,
 }
 
-async fn history(State(app): State<Arc<AppState>>, Query(q): Query<HistoryQuery>) -> ApiResult {
+async fn history(
+    State(app): State<Arc<AppState>>,
+    ApiQuery(q): ApiQuery<HistoryQuery>,
+) -> ApiResult {
     let runs = app
         .backups
         .history(q.job.as_deref(), q.limit.unwrap_or(100).min(1000))?;

@@ -216,6 +216,25 @@ fn same_name(what: &str, in_body: &str, in_path: &str) -> Result<(), ApiError> {
     ))
 }
 
+/// Query parameters, or a JSON 400 saying which one does not parse.
+struct ApiQuery<T>(T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequestParts<S>
+    for ApiQuery<T>
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<ApiQuery<T>, ApiError> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(q)| ApiQuery(q))
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))
+    }
+}
+
 /// A request body as the handler's type, or a 422 saying what is wrong with it.
 fn json_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| {
@@ -242,7 +261,7 @@ struct TailQuery {
 async fn logs(
     State(app): State<Arc<AppState>>,
     Path(name): Path<String>,
-    Query(q): Query<TailQuery>,
+    ApiQuery(q): ApiQuery<TailQuery>,
 ) -> ApiResult {
     let lines = q.lines.unwrap_or(100).min(10_000);
     match app.supervisor.tail(&name, lines).await? {
@@ -267,7 +286,7 @@ const TAIL_BACKLOG: usize = 100;
 async fn log_stream(
     State(app): State<Arc<AppState>>,
     Path(name): Path<String>,
-    Query(q): Query<StreamQuery>,
+    ApiQuery(q): ApiQuery<StreamQuery>,
 ) -> ApiResult {
     if q.filter.len() > 200 {
         return Err(ApiError::new(
@@ -366,6 +385,6 @@ struct AuditQuery {
     limit: Option<u32>,
 }
 
-async fn audit(State(app): State<Arc<AppState>>, Query(q): Query<AuditQuery>) -> ApiResult {
+async fn audit(State(app): State<Arc<AppState>>, ApiQuery(q): ApiQuery<AuditQuery>) -> ApiResult {
     Ok(Json(app.store.audit_log(q.limit.unwrap_or(100).min(1000))?).into_response())
 }
