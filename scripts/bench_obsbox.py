@@ -46,9 +46,42 @@ bench.main()
 
 
 # ---------------------------------------------------------------- obsbox only
+session = {}
+
+
+def call(port, path, body=None):
+    """A JSON request as the UI's scripts make it: the session cookie and its
+    CSRF token once signed in, a pre-session token before."""
+    token = session.get("csrf", "bench")
+    cookie = f"obsbox_session={session['token']}" if "token" in session else f"obsbox_csrf={token}"
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}",
+                                 data=None if body is None else json.dumps(body).encode(),
+                                 headers={"Cookie": cookie, "X-CSRF-Token": token,
+                                          "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=5) as r:
+        cookies = [c for c in r.headers.get_all("Set-Cookie") or [] if c.startswith("obsbox_session=")]
+        return json.load(r), cookies
+
+
 def get(port, path):
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
-        return json.load(r)
+    return call(port, path)[0]
+
+
+def sign_in(port):
+    """First-boot setup, then a login, as a user does in the browser."""
+    password = "bench password 1"
+    def up():
+        try:
+            return urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5).status == 200
+        except OSError:
+            return False
+
+    if not bench.wait_for(up, 60, 0.1):
+        raise RuntimeError("obsbox did not answer /healthz")
+    call(port, "/api/setup", {"password": password, "confirm": password, "hostname": "obsbox"})
+    answer, cookies = call(port, "/api/login", {"password": password})
+    session["token"] = cookies[0].split(";")[0].split("=", 1)[1]
+    session["csrf"] = answer["csrf"]
 
 
 def full_stack(samples):
@@ -75,6 +108,7 @@ def full_stack(samples):
                             start_new_session=True)
     res = {}
     try:
+        sign_in(port)
         ready = bench.wait_for(lambda: (lambda s: all(x["ready"] for x in s) and s)(get(port, "/api/services")), 60, 0.1)
         if not ready:
             raise RuntimeError("the stack did not become ready")

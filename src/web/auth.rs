@@ -298,15 +298,20 @@ fn percent_encode(s: &str) -> String {
         .collect()
 }
 
+/// What the guard put in the request for a signed-in user, or a 401.
+fn signed_in_only<T: Clone + Send + Sync + 'static>(parts: &Parts) -> Result<T, Response> {
+    parts
+        .extensions
+        .get::<T>()
+        .cloned()
+        .ok_or_else(|| refuse(StatusCode::UNAUTHORIZED, "log in first"))
+}
+
 impl<S: Send + Sync> FromRequestParts<S> for Actor {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Actor, Response> {
-        parts
-            .extensions
-            .get::<Actor>()
-            .cloned()
-            .ok_or_else(|| refuse(StatusCode::UNAUTHORIZED, "log in first"))
+        signed_in_only(parts)
     }
 }
 
@@ -314,11 +319,7 @@ impl<S: Send + Sync> FromRequestParts<S> for SessionToken {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<SessionToken, Response> {
-        parts
-            .extensions
-            .get::<SessionToken>()
-            .cloned()
-            .ok_or_else(|| refuse(StatusCode::UNAUTHORIZED, "log in first"))
+        signed_in_only(parts)
     }
 }
 
