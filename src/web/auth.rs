@@ -299,26 +299,26 @@ fn percent_encode(s: &str) -> String {
 }
 
 /// What the guard put in the request for a signed-in user, or a 401.
-fn signed_in_only<T: Clone + Send + Sync + 'static>(parts: &Parts) -> Result<T, Response> {
+fn signed_in_only<T: Clone + Send + Sync + 'static>(parts: &Parts) -> Result<T, super::ApiError> {
     parts
         .extensions
         .get::<T>()
         .cloned()
-        .ok_or_else(|| refuse(StatusCode::UNAUTHORIZED, "log in first"))
+        .ok_or_else(|| super::ApiError::new(StatusCode::UNAUTHORIZED, "log in first".into()))
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Actor {
-    type Rejection = Response;
+    type Rejection = super::ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Actor, Response> {
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Actor, super::ApiError> {
         signed_in_only(parts)
     }
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for SessionToken {
-    type Rejection = Response;
+    type Rejection = super::ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<SessionToken, Response> {
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<SessionToken, super::ApiError> {
         signed_in_only(parts)
     }
 }
