@@ -21,6 +21,7 @@ use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use tracing_subscriber::prelude::*;
 
 #[derive(Parser)]
 #[command(
@@ -99,13 +100,20 @@ enum SettingsAction {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("OBSBOX_LOG")
-                .unwrap_or_else(|_| "info".into()),
+    // `target=level` directives, as RUST_LOG writes them; the simpler
+    // `Targets` filter needs no regex engine, which a small box would carry
+    // in memory for nothing.
+    let filter: tracing_subscriber::filter::Targets = std::env::var("OBSBOX_LOG")
+        .ok()
+        .and_then(|spec| spec.parse().ok())
+        .unwrap_or_else(|| "info".parse().expect("a constant filter parses"));
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
         )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with(filter)
         .init();
     match run(cli.command) {
         Ok(code) => code,
