@@ -176,6 +176,55 @@ test('restarting a service shows its new start in the live log tail', { timeout:
   await eventually('the configuration shown', async () => (await page.locator('#config').textContent()).length > 0);
 });
 
+/**
+ * Text whose contrast with what is behind it is under WCAG AA (4.5:1, or 3:1
+ * for large text), in the page as it is shown.
+ */
+function lowContrast() {
+  const rgba = (css) => (css.match(/[\d.]+/g) || []).map(Number);
+  const luminance = ([r, g, b]) => {
+    const lin = (c) => ((c /= 255) <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4);
+    return 0.2126 * lin(r) + 0.7152 * lin(g) + 0.0722 * lin(b);
+  };
+  const over = ([r, g, b, a = 1], [R, G, B]) => [r * a + R * (1 - a), g * a + G * (1 - a), b * a + B * (1 - a)];
+  const backdrop = (el) => {
+    const layers = [];
+    for (let e = el; e; e = e.parentElement) {
+      const bg = rgba(getComputedStyle(e).backgroundColor);
+      if (bg.length >= 3 && (bg[3] ?? 1) > 0) layers.push(bg);
+      if ((bg[3] ?? 0) === 1 || (bg.length === 3)) break;
+    }
+    return layers.reverse().reduce((under, layer) => over(layer, under), [255, 255, 255]);
+  };
+  const found = [];
+  for (const el of document.querySelectorAll('body *')) {
+    const text = [...el.childNodes].filter((n) => n.nodeType === 3).map((n) => n.textContent.trim()).join(' ').trim();
+    if (!text || !el.getClientRects().length || el.closest('[disabled], [hidden]')) continue;
+    const style = getComputedStyle(el);
+    if (style.visibility === 'hidden' || Number(style.opacity) === 0) continue;
+    const bg = backdrop(el);
+    const fg = over(rgba(style.color), bg);
+    const [hi, lo] = [luminance(fg), luminance(bg)].sort((a, b) => b - a);
+    const ratio = (hi + 0.05) / (lo + 0.05);
+    const size = parseFloat(style.fontSize);
+    const large = size >= 24 || (size >= 18.66 && Number(style.fontWeight) >= 700);
+    if (ratio < (large ? 3 : 4.5)) found.push(`contrast ${ratio.toFixed(2)} for "${text.slice(0, 40)}"`);
+  }
+  return found;
+}
+
+test('every page keeps text readable (WCAG AA contrast) in the light and the dark scheme', { timeout: 2 * MINUTE }, async () => {
+  for (const colorScheme of ['light', 'dark']) {
+    await page.emulateMedia({ colorScheme });
+    for (const p of PAGES) {
+      await page.goto(BASE + p);
+      await page.waitForLoadState('networkidle');
+      assert.deepEqual(await page.evaluate(lowContrast), [], `${p} in the ${colorScheme} scheme`);
+    }
+  }
+  await page.emulateMedia({ colorScheme: 'light' });
+});
+
 test('every page works at 1280 and 375 px, has labels for its fields, and is saved as a screenshot', { timeout: 3 * MINUTE }, async () => {
   for (const width of [1280, 375]) {
     await page.setViewportSize({ width, height: 900 });
