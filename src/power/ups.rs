@@ -41,3 +41,12 @@ pub enum UpsEventKind {
     /// No valid answer for the configured time: the UPS is lost.
     Lost,
 }
+
+/// Which UPS is attached and how. Placeholder until the drivers land: only
+/// `none` (the drivers branch brings q1, apc, contact and nut).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum UpsConfig {
+    #[default]
+    None,
+}
