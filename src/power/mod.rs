@@ -13,6 +13,8 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 
+pub mod ups;
+
 /// The first descriptor of passed sockets, as in systemd's `sd_listen_fds`.
 const FIRST_FD: RawFd = 3;
 
