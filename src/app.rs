@@ -202,7 +202,6 @@ pub async fn run(
             supervisor: supervisor.clone(),
             reaper,
             lifecycle: lifecycle.clone(),
-            connect: crate::power::connect,
         },
         power_stop.clone(),
     );

@@ -19,7 +19,7 @@ mod nut_server;
 pub mod policy;
 pub mod ups;
 
-pub use monitor::{connect, Power, PowerContext, PowerError, PowerSummary};
+pub use monitor::{Power, PowerContext, PowerError, PowerSummary};
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};

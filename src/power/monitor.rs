@@ -14,7 +14,9 @@
 
 use super::nut_server::{NutServer, NutShared};
 use super::policy::{Action, Input, Policy, PowerState, Transition};
-use super::ups::{UpsConfig, UpsEvent, UpsEventKind, UpsStatus};
+use super::ups::{
+    self, UpsCommands, UpsConfig, UpsContext, UpsEvent, UpsEventKind, UpsStats, UpsStatus,
+};
 use crate::app::{Ending, Lifecycle};
 use crate::backup::Backups;
 use crate::services::{Services, ServicesError};
@@ -23,11 +25,10 @@ use crate::store::{now_millis, Store, StoreError};
 use crate::supervisor::{Reaper, StopStep, Supervisor};
 use rusqlite::params;
 use serde::Serialize;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// Longest wait for NUT clients to log out after FSD (upsmon's HOSTSYNC).
@@ -53,31 +54,6 @@ pub enum PowerError {
     Services(#[from] ServicesError),
 }
 
-type Reply<'a> = Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
-
-/// What the power service asks of the UPS. The drivers' command handle
-/// implements it; tests use a fake.
-pub trait UpsControl: Send + Sync {
-    /// Cut the output `delay` from now and turn it on again once mains is back.
-    fn shutdown(&self, delay: Duration) -> Reply<'_>;
-}
-
-/// A running driver: its events and its commands.
-pub struct UpsLink {
-    pub events: mpsc::Receiver<UpsEvent>,
-    pub control: Arc<dyn UpsControl>,
-}
-
-/// Starts the driver the settings name, if any.
-pub type Connect = fn(&PowerSettings) -> Option<UpsLink>;
-
-/// The drivers behind [`Connect`]: the one `power.ups` names.
-pub fn connect(settings: &PowerSettings) -> Option<UpsLink> {
-    match settings.ups {
-        UpsConfig::None => None,
-    }
-}
-
 /// What the power service needs from its surroundings.
 pub struct PowerContext {
     pub store: Store,
@@ -86,7 +62,6 @@ pub struct PowerContext {
     pub supervisor: Supervisor,
     pub reaper: Reaper,
     pub lifecycle: Lifecycle,
-    pub connect: Connect,
 }
 
 /// The live power state, for the API, the overview, /metrics and NUT clients.
@@ -104,6 +79,8 @@ pub struct PowerSummary {
     pub status_at: Option<i64>,
     /// Why the shutdown started, once it has.
     pub shutdown_reason: Option<String>,
+    /// What went wrong on the wire so far (with a UPS configured).
+    pub wire: Option<UpsStats>,
 }
 
 /// One recorded transition.
@@ -154,6 +131,7 @@ impl Power {
             status: None,
             status_at: None,
             shutdown_reason: None,
+            wire: None,
         });
         let (tx, rx) = mpsc::unbounded_channel();
         let ctx = Arc::new(ctx);
@@ -167,7 +145,8 @@ impl Power {
         let actor = Actor {
             policy: Policy::new(power.policy()),
             link: None,
-            control: None,
+            commands: None,
+            driver_stop: None,
             nut_server: None,
             power,
             summary: summary_tx,
@@ -352,7 +331,9 @@ struct Actor {
     power: PowerSettings,
     policy: Policy,
     link: Option<mpsc::Receiver<UpsEvent>>,
-    control: Option<Arc<dyn UpsControl>>,
+    commands: Option<UpsCommands>,
+    /// Stops the running driver task, and the task itself.
+    driver_stop: Option<(CancellationToken, JoinHandle<()>)>,
     nut_server: Option<NutServer>,
     summary: watch::Sender<PowerSummary>,
     nut: NutShared,
@@ -410,14 +391,34 @@ impl Actor {
         if let Some(server) = self.nut_server.take() {
             server.stop().await;
         }
+        if let Some((stop, task)) = self.driver_stop.take() {
+            stop.cancel();
+            let _ = task.await;
+        }
     }
 
+    /// (Re)starts the driver `power.ups` names and the NUT server.
     fn connect(&mut self) {
+        if let Some((stop, _)) = self.driver_stop.take() {
+            // The old task ends by itself; the new one does not wait for it.
+            stop.cancel();
+        }
         self.link = None;
-        self.control = None;
-        if let Some(link) = (self.ctx.connect)(&self.power) {
-            self.link = Some(link.events);
-            self.control = Some(link.control);
+        self.commands = None;
+        if self.power.ups != UpsConfig::None {
+            let stop = CancellationToken::new();
+            let nut_password =
+                std::fs::read_to_string(self.ctx.store.secret_path(ups::NUT_PASSWORD_SECRET)).ok();
+            let driver: ups::Ups = ups::spawn(UpsContext {
+                config: self.power.ups.clone(),
+                nut_password,
+                poll: PowerSettings::duration(&self.power.poll),
+                lost_after: PowerSettings::duration(&self.power.lost_after),
+                cancel: stop.clone(),
+            });
+            self.link = Some(driver.events);
+            self.commands = Some(driver.commands);
+            self.driver_stop = Some((stop, driver.task));
         }
         self.nut_server = None;
         if self.power.nut_server.enabled {
@@ -451,6 +452,7 @@ impl Actor {
 
     async fn step(&mut self, at: Instant, input: Input) {
         if let Input::Status(status) = &input {
+            self.cancel_stale_shutdown(status).await;
             self.summary.send_modify(|s| {
                 s.status = Some(status.clone());
                 s.status_at = Some(now_millis());
@@ -469,6 +471,21 @@ impl Actor {
             }
         }
         self.publish();
+    }
+
+    /// A UPS shutdown still pending while obsbox is not shutting down was
+    /// left from before this start (obsbox exited without powering off and
+    /// came back): cancel it, or the UPS would cut the running box.
+    async fn cancel_stale_shutdown(&self, status: &UpsStatus) {
+        if !status.shutdown_pending || self.policy.state() == PowerState::Shutdown {
+            return;
+        }
+        if let Some(commands) = &self.commands {
+            match commands.cancel_shutdown().await {
+                Ok(()) => tracing::warn!("cancelled a UPS shutdown left pending from before"),
+                Err(e) => tracing::error!(error = %e, "cannot cancel the UPS's pending shutdown"),
+            }
+        }
     }
 
     fn record(&self, t: &Transition) {
@@ -530,6 +547,7 @@ impl Actor {
     fn publish(&self) {
         let configured = self.power.ups != Default::default();
         let (state, lost) = (self.policy.state(), self.policy.lost());
+        let wire = self.commands.as_ref().map(UpsCommands::stats);
         let on_battery = self
             .policy
             .on_battery_since()
@@ -539,6 +557,7 @@ impl Actor {
             s.state = state;
             s.lost = lost;
             s.on_battery_seconds = on_battery;
+            s.wire = wire;
         });
     }
 
@@ -546,8 +565,9 @@ impl Actor {
         tokio::task::spawn_blocking(nix::unistd::sync).await.ok();
         tracing::info!("disks synced");
         let delay = PowerSettings::duration(&self.power.ups_shutdown_delay);
-        match &self.control {
-            Some(control) => match control.shutdown(delay).await {
+        match &self.commands {
+            // Restore after zero: when mains returns.
+            Some(commands) => match commands.shutdown(delay, Duration::ZERO).await {
                 Ok(()) => tracing::warn!(
                     delay_s = delay.as_secs(),
                     "the UPS cuts its output soon and turns it on again when mains returns"

@@ -93,6 +93,7 @@ const MAX_UPS_DELAY: Duration = Duration::from_secs(600);
 
 impl PowerSettings {
     pub(super) fn validate(&self, bad: &mut dyn FnMut(String, String)) {
+        self.ups.validate("power.ups", bad);
         let mut duration = |field: &str, value: &str, range: (Duration, Duration)| {
             match parse_duration(value) {
                 Err(e) => bad(format!("power.{field}"), e),
