@@ -159,3 +159,76 @@ fn nut_clients_follow_and_a_primary_fsd_powers_the_box_off() {
         );
     }
 }
+
+#[test]
+fn a_q1_ups_on_low_battery_halts_stops_every_child_tells_the_ups_and_powers_off() {
+    use common::ups_sim::{Protocol, UpsSim};
+    let sims = tempfile::tempdir().unwrap();
+    let sim = UpsSim::start(Protocol::Megatec, sims.path());
+    let marker = sims.path().join("powered-off");
+    let power = json!({
+        "ups": {"kind": "q1", "port": sim.pts().display().to_string()},
+        "on_battery_debounce": "1s",
+        "ups_shutdown_delay": "30s",
+        "poweroff_command": ["sh", "-c", format!("echo off > {}", marker.display())],
+    });
+    let obsbox = Obsbox::start(&[
+        ("services", services_only(&["node_exporter"])),
+        ("power", power),
+    ]);
+    obsbox.wait_all_ready(Duration::from_secs(30));
+    wait_for("the first reading", Duration::from_secs(10), || {
+        (obsbox.get("/api/power")["live"]["state"] == json!("online")).then_some(())
+    });
+
+    // Mains fails: on battery after the debounce, backups halted.
+    sim.set_on_battery(true);
+    wait_for("on battery", Duration::from_secs(10), || {
+        (obsbox.get("/api/backups")["halted"] == json!(["ups: on battery"])).then_some(())
+    });
+    // Back before anything critical: online again, backups resume.
+    sim.set_on_battery(false);
+    wait_for("online", Duration::from_secs(10), || {
+        (obsbox.get("/api/backups")["halted"] == json!([])).then_some(())
+    });
+
+    // Out again, then the battery runs low: the whole shutdown.
+    sim.set_on_battery(true);
+    sim.set_low_battery(true);
+    let pid = obsbox.pid();
+    wait_for("obsbox to exit", Duration::from_secs(60), || {
+        (!pid_alive(pid)).then_some(())
+    });
+    assert_eq!(
+        std::fs::read_to_string(&marker).unwrap_or_default(),
+        "off\n",
+        "{}",
+        obsbox.log()
+    );
+    let commands = sim.commands();
+    assert!(
+        // Megatec: shut down in 0.5 min, back on when mains returns.
+        commands.iter().any(|c| c == "S.5"),
+        "no shutdown command in {commands:?}"
+    );
+    let log = obsbox.log();
+    for expected in [
+        "the UPS reports a low battery",
+        "every child stopped",
+        "disks synced",
+        "power-off command ran",
+    ] {
+        assert!(
+            log.contains(expected),
+            "{expected} missing from the log:\n{log}"
+        );
+    }
+    let stopped = log.find("every child stopped").unwrap();
+    let told = log
+        .find("the UPS cuts its output soon")
+        .expect("the UPS was told");
+    assert!(
+        stopped < told,
+        "the UPS was told before the children stopped"
+    );
+}
