@@ -4,7 +4,7 @@
 use crate::alerts::Alerts;
 use crate::backup::{BackupContext, Backups};
 use crate::diagnostics::{Diagnostics, DiagnosticsContext};
-use crate::power::Sockets;
+use crate::power::{Power, PowerContext, Sockets};
 use crate::services::{Environment, Locator, Services};
 use crate::store::Store;
 use crate::supervisor::{LogPolicy, Reaper, Supervisor, SupervisorContext};
@@ -31,6 +31,8 @@ pub enum Ending {
     Reboot,
     /// Every child stopped, the data directory wiped, then a reboot.
     FactoryReset,
+    /// The UPS runs out: every child stopped, the UPS told, the machine off.
+    PowerOff,
 }
 
 /// Lets a handler end the run; the first request wins.
@@ -180,9 +182,10 @@ pub async fn run(
         store: store.clone(),
         reaper: reaper.clone(),
     });
+    let lifecycle = Lifecycle::new();
     let backups = Backups::start(
         BackupContext {
-            reaper,
+            reaper: reaper.clone(),
             store: store.clone(),
             services: services.clone(),
             data_dir: dir.clone(),
@@ -190,6 +193,18 @@ pub async fn run(
         },
         services.subscribe(),
     )?;
+    let power_stop = CancellationToken::new();
+    let power = Power::start(
+        PowerContext {
+            store: store.clone(),
+            services: services.clone(),
+            backups: backups.clone(),
+            supervisor: supervisor.clone(),
+            reaper,
+            lifecycle: lifecycle.clone(),
+        },
+        power_stop.clone(),
+    );
 
     let also = https_addr.map_or(String::new(), |a| format!(" and https://{a}/"));
     // Ignore a closed stdout: after a reboot nobody may be reading it.
@@ -199,7 +214,6 @@ pub async fn run(
         env!("CARGO_PKG_VERSION"),
         dir.display()
     );
-    let lifecycle = Lifecycle::new();
     let app = web::router(Arc::new(AppState {
         accounts: crate::accounts::Accounts::new(store.clone()),
         alerts,
@@ -207,6 +221,7 @@ pub async fn run(
         supervisor: supervisor.clone(),
         store,
         backups,
+        power: power.clone(),
         started,
         diagnostics,
         lifecycle: lifecycle.clone(),
@@ -248,6 +263,10 @@ pub async fn run(
     secure.context("the HTTPS server failed")?;
     supervisor.shutdown().await;
     tracing::info!("every child stopped");
+    if ending == Ending::PowerOff {
+        power.finish().await;
+    }
+    power_stop.cancel();
     Ok((ending, kept))
 }
 

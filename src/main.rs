@@ -149,7 +149,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             };
             let (ending, sockets) = runtime()?.block_on(app::run(&data.path(), &on, inherited))?;
             match ending {
-                app::Ending::Stop => {
+                app::Ending::Stop | app::Ending::PowerOff => {
                     tracing::info!("bye");
                     return Ok(ExitCode::SUCCESS);
                 }

@@ -3,10 +3,12 @@
 //! downstream trusts a validated value.
 
 mod alerting;
+mod power;
 
 pub use alerting::{
     default_slos, AlertingSettings, Indicator, Receiver, ReceiverKind, Slo, OBSBOX_RECEIVER,
 };
+pub use power::{NutRole, NutServerSettings, NutUser, PowerSettings};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -41,6 +43,8 @@ pub struct Settings {
     pub alerting: AlertingSettings,
     /// Service level objectives and their error budgets.
     pub slos: Vec<Slo>,
+    /// The UPS, the power policy and the NUT server.
+    pub power: PowerSettings,
 }
 
 impl Default for Settings {
@@ -59,6 +63,7 @@ impl Default for Settings {
             probes: Vec::new(),
             alerting: AlertingSettings::default(),
             slos: default_slos(),
+            power: PowerSettings::default(),
         }
     }
 }
@@ -517,6 +522,7 @@ pub const SECTIONS: &[&str] = &[
     "probes",
     "alerting",
     "slos",
+    "power",
 ];
 
 /// Names the built-in children take; extra children may not reuse them.
@@ -672,6 +678,7 @@ impl Settings {
         validate_probes(&self.probes, &mut bad);
         self.alerting.validate(&mut bad);
         alerting::validate_slos(&self.slos, &mut bad);
+        self.power.validate(&mut bad);
         for (i, child) in self.children.iter().enumerate() {
             for dep in &child.depends_on {
                 if dep == &child.name || !names.contains(&dep.as_str()) {

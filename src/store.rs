@@ -113,6 +113,16 @@ const MIGRATIONS: &[&str] = &[
         created_at INTEGER NOT NULL,
         last_seen_at INTEGER NOT NULL
     );",
+    // Power transitions (on battery, back online, UPS lost, shutdown), the
+    // newest 1000 kept; times in Unix milliseconds.
+    "CREATE TABLE power_events (
+        id INTEGER PRIMARY KEY,
+        at INTEGER NOT NULL,
+        from_state TEXT NOT NULL,
+        to_state TEXT NOT NULL,
+        what TEXT NOT NULL,
+        notified INTEGER NOT NULL
+    );",
 ];
 
 /// A handle on the store; cheap to clone. Calls block briefly on SQLite.

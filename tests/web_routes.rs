@@ -58,6 +58,8 @@ const READS: &[Case] = &[
     case("/api/settings", "GET", "/api/settings", None),
     case("/api/audit", "GET", "/api/audit?limit=x", None),
     case("/api/backups", "GET", "/api/backups", None),
+    case("/api/power", "GET", "/api/power", None),
+    case("/api/power/dry-run", "GET", "/api/power/dry-run", None),
     case(
         "/api/backups/history",
         "GET",
@@ -164,6 +166,18 @@ const CHANGES: &[Case] = &[
         "POST",
         "/api/alerts/receivers",
         Some(("{}", 422)),
+    ),
+    case(
+        "/api/power/nut-users/{name}",
+        "PUT",
+        "/api/power/nut-users/x",
+        Some(("nonsense", 422)),
+    ),
+    case(
+        "/api/power/nut-users/{name}",
+        "DELETE",
+        "/api/power/nut-users/nope",
+        Some(("", 404)),
     ),
     case(
         "/api/alerts/receivers/{name}",
@@ -353,6 +367,7 @@ fn every_route_needs_a_session_and_its_token_and_refuses_bad_input_changing_noth
         "/targets",
         "/alerting",
         "/backups",
+        "/power",
         "/system",
         "/account",
         "/grafana/",

@@ -1,3 +1,8 @@
+//! Power: the UPS (drivers in `ups`), what its readings mean (`policy`, pure),
+//! the service acting on them (`monitor`: halts backups, shuts the box down
+//! cleanly), a NUT server for the LAN (`nut_server`), and how the box ends:
+//! rebooting or powering off.
+//!
 //! Rebooting. As PID 1 (the appliance) obsbox syncs the disks and reboots the
 //! machine. Anywhere else (a development machine, the tests) it never touches
 //! the host: it executes itself again with the same arguments, so a "reboot"
@@ -8,6 +13,13 @@
 //! from 3 on). Connections made meanwhile wait in the socket's queue instead
 //! of being refused, nobody else can take the port in between, and a port
 //! picked by the kernel (`--listen 127.0.0.1:0`) stays the same.
+
+mod monitor;
+mod nut_server;
+pub mod policy;
+pub mod ups;
+
+pub use monitor::{Power, PowerContext, PowerError, PowerSummary};
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -70,6 +82,14 @@ pub fn reboot(sockets: Sockets) -> io::Error {
         return e.into();
     }
     reexec(sockets)
+}
+
+/// Powers the machine off (PID 1 only: call it once every child is stopped
+/// and the disks are synced). Returns only if that failed.
+pub fn power_off() -> io::Error {
+    nix::unistd::sync();
+    let Err(e) = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
+    e.into()
 }
 
 fn reexec(sockets: Sockets) -> io::Error {

@@ -2,7 +2,7 @@
 //! smart over a serial port, a contact-closure cable, or a NUT server on the
 //! network. Drivers produce these; the power policy decides what they mean.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::time::Instant;
 
 /// One complete, valid reading of the UPS.
@@ -40,4 +40,229 @@ pub enum UpsEventKind {
     Status(UpsStatus),
     /// No valid answer for the configured time: the UPS is lost.
     Lost,
+}
+
+mod apc;
+mod contact;
+mod driver;
+#[cfg(test)]
+mod driver_tests;
+mod line;
+mod nut;
+mod q1;
+
+pub use contact::Cable;
+pub use driver::{spawn, Ups, UpsCommands, UpsContext, UpsStats};
+
+/// Where the NUT password is kept in the store's secrets (never in settings).
+pub const NUT_PASSWORD_SECRET: &str = "ups/nut_password";
+
+/// Which UPS obsbox watches and how it talks to it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum UpsConfig {
+    /// No UPS.
+    #[default]
+    None,
+    /// A Megatec "Q1" serial UPS (most small no-name and many OEM units).
+    Q1 {
+        /// The serial device, e.g. `/dev/ttyUSB0` or a `/dev/serial/by-id/...` link.
+        port: String,
+        /// Line speed; Megatec units speak 2400 baud.
+        #[serde(default = "default_baud")]
+        baud: u32,
+    },
+    /// An APC Smart-UPS speaking the APC smart protocol (with a 940-0024 cable).
+    Apc {
+        /// The serial device.
+        port: String,
+        /// Line speed; APC smart units speak 2400 baud.
+        #[serde(default = "default_baud")]
+        baud: u32,
+    },
+    /// A contact-closure ("dumb") UPS on a serial port's modem-control lines.
+    Contact {
+        /// The serial device.
+        port: String,
+        /// The cable, which says what each line means (NUT genericups' types).
+        cable: Cable,
+    },
+    /// A UPS owned by a NUT server (`upsd`) elsewhere; obsbox only reads it.
+    Nut {
+        /// The server's IP address (a numeric address: the static binary does
+        /// not resolve names reliably).
+        host: String,
+        /// upsd's TCP port.
+        #[serde(default = "default_nut_port")]
+        port: u16,
+        /// The UPS's name on that server (`ups` in `ups@host`).
+        ups: String,
+        /// A upsd user (`upsmon secondary` rights) to log in as; empty reads
+        /// anonymously. Its password is the secret [`NUT_PASSWORD_SECRET`].
+        #[serde(default)]
+        username: String,
+    },
+}
+
+fn default_baud() -> u32 {
+    2400
+}
+
+fn default_nut_port() -> u16 {
+    3493
+}
+
+/// Speeds a serial UPS may be set to.
+const BAUDS: &[u32] = &[1200, 2400, 4800, 9600, 19200];
+
+impl UpsConfig {
+    /// Reports every problem, each with its field under `prefix` (e.g. `power.ups`).
+    pub fn validate(&self, prefix: &str, bad: &mut dyn FnMut(String, String)) {
+        let mut at = |field: &str, message: String| bad(format!("{prefix}.{field}"), message);
+        match self {
+            UpsConfig::None => {}
+            UpsConfig::Q1 { port, baud } | UpsConfig::Apc { port, baud } => {
+                check_port(port, &mut at);
+                if !BAUDS.contains(baud) {
+                    at("baud", format!("must be one of {BAUDS:?}"));
+                }
+            }
+            UpsConfig::Contact { port, .. } => check_port(port, &mut at),
+            UpsConfig::Nut {
+                host,
+                port,
+                ups,
+                username,
+            } => {
+                if host.parse::<std::net::IpAddr>().is_err() {
+                    at("host", format!("'{host}' is not an IP address"));
+                }
+                if *port == 0 {
+                    at("port", "must not be 0".into());
+                }
+                if !is_nut_name(ups) {
+                    at(
+                        "ups",
+                        "must be a NUT UPS name (letters, digits, '_', '-', '.')".into(),
+                    );
+                }
+                if !username.is_empty() && !is_nut_name(username) {
+                    at(
+                        "username",
+                        "must be letters, digits, '_', '-' or '.'".into(),
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn check_port(port: &str, at: &mut dyn FnMut(&str, String)) {
+    if !port.starts_with("/dev/") || port.contains("/../") || port.ends_with('/') {
+        at("port", format!("'{port}' is not a device under /dev/"));
+    }
+}
+
+fn is_nut_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
+/// Why a UPS command failed, or why the link is down.
+#[derive(Debug, thiserror::Error)]
+pub enum UpsError {
+    #[error("cannot open {port}: {source}")]
+    Open {
+        port: String,
+        source: std::io::Error,
+    },
+    #[error("the connection failed: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the connection was closed")]
+    Closed,
+    #[error("no answer from the UPS")]
+    NoAnswer,
+    #[error("unexpected reply {0:?}")]
+    BadReply(String),
+    #[error("the UPS refused the command")]
+    Refused,
+    #[error("not possible: {0}")]
+    Unsupported(&'static str),
+    #[error("the NUT server answered {0}")]
+    Nut(String),
+    #[error("the UPS is not connected")]
+    NotConnected,
+    #[error("no UPS is configured")]
+    NotConfigured,
+}
+
+impl UpsError {
+    /// The link is gone: close it and connect again.
+    fn link_down(&self) -> bool {
+        matches!(
+            self,
+            UpsError::Open { .. } | UpsError::Io(_) | UpsError::Closed
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(config: &UpsConfig) -> Vec<String> {
+        let mut found = Vec::new();
+        config.validate("power.ups", &mut |field, message| {
+            found.push(format!("{field}: {message}"))
+        });
+        found
+    }
+
+    #[test]
+    fn config_defaults_and_round_trip() {
+        assert_eq!(UpsConfig::default(), UpsConfig::None);
+        let q1: UpsConfig = serde_json::from_str(r#"{"kind":"q1","port":"/dev/ttyUSB0"}"#).unwrap();
+        assert_eq!(
+            q1,
+            UpsConfig::Q1 {
+                port: "/dev/ttyUSB0".into(),
+                baud: 2400
+            }
+        );
+        let nut: UpsConfig =
+            serde_json::from_str(r#"{"kind":"nut","host":"127.0.0.1","ups":"rack"}"#).unwrap();
+        let back: UpsConfig = serde_json::from_value(serde_json::to_value(&nut).unwrap()).unwrap();
+        assert_eq!(back, nut);
+        let contact: UpsConfig = serde_json::from_str(
+            r#"{"kind":"contact","port":"/dev/ttyS0","cable":"apc-940-0020b"}"#,
+        )
+        .unwrap();
+        assert!(problems(&contact).is_empty());
+        assert!(
+            serde_json::from_str::<UpsConfig>(r#"{"kind":"q1","port":"/dev/x","bogus":1}"#)
+                .is_err()
+        );
+        assert!(serde_json::from_str::<UpsConfig>(r#"{"kind":"snmp"}"#).is_err());
+    }
+
+    #[test]
+    fn validation_reports_every_problem() {
+        assert!(problems(&UpsConfig::None).is_empty());
+        let bad = UpsConfig::Q1 {
+            port: "ttyUSB0".into(),
+            baud: 1234,
+        };
+        assert_eq!(problems(&bad).len(), 2);
+        let bad = UpsConfig::Nut {
+            host: "ups.lan".into(),
+            port: 0,
+            ups: "".into(),
+            username: "a b".into(),
+        };
+        let found = problems(&bad);
+        assert_eq!(found.len(), 4, "{found:?}");
+        assert!(found[0].starts_with("power.ups.host: "));
+    }
 }

@@ -124,6 +124,18 @@ pub struct ChildStatus {
     pub log_lines: u64,
 }
 
+/// How a shutdown would stop one child.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct StopStep {
+    pub name: String,
+    /// Only a running child gets the signal; the rest need nothing.
+    pub running: bool,
+    /// Its stop signal, e.g. `SIGTERM`.
+    pub signal: &'static str,
+    /// Seconds between the stop signal and SIGKILL.
+    pub grace_seconds: f64,
+}
+
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct LastExit {
     pub how: String,
@@ -202,6 +214,9 @@ enum Msg {
         name: String,
         done: oneshot::Sender<Option<LogReader>>,
     },
+    StopPlan {
+        done: oneshot::Sender<Vec<StopStep>>,
+    },
     Shutdown {
         done: oneshot::Sender<()>,
     },
@@ -269,6 +284,11 @@ impl Supervisor {
     pub async fn log(&self, name: &str) -> Result<Option<LogReader>, SupervisorError> {
         let name = name.to_string();
         self.ask(|done| Msg::Log { name, done }).await
+    }
+
+    /// How [`Supervisor::shutdown`] would stop the children now, in its order.
+    pub async fn stop_plan(&self) -> Result<Vec<StopStep>, SupervisorError> {
+        self.ask(|done| Msg::StopPlan { done }).await
     }
 
     /// Stops every child, dependents before their dependencies, each with its
@@ -516,6 +536,18 @@ impl Actor {
                     .find(&name)
                     .map(|c| c.log.as_ref().map(LogCapture::reader).unwrap_or_default());
                 let _ = done.send(reader);
+            }
+            Msg::StopPlan { done } => {
+                let plan = self.children.iter().rev().filter_map(|c| {
+                    let spec = c.spec()?;
+                    Some(StopStep {
+                        name: c.plan.name.clone(),
+                        running: matches!(c.state, State::Running { .. } | State::Stopping { .. }),
+                        signal: spec.stop_signal.as_str(),
+                        grace_seconds: spec.stop_grace.as_secs_f64(),
+                    })
+                });
+                let _ = done.send(plan.collect());
             }
             Msg::Shutdown { done } => {
                 if self.shutdown.is_empty() {

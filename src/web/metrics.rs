@@ -112,6 +112,7 @@ pub(super) async fn metrics(State(app): State<Arc<AppState>>) -> Response {
         register_backups(&mut registry, &backups);
     }
     register_alerts(&mut registry, &app.alerts);
+    register_power(&mut registry, &app.power.summary());
 
     let rss = Gauge::<i64>::default();
     rss.set(resident_bytes());
@@ -283,6 +284,99 @@ struct SeverityLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StatusLabel {
     status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PowerStateLabel {
+    state: String,
+}
+
+fn register_power(registry: &mut Registry, power: &crate::power::PowerSummary) {
+    type F64 = Gauge<f64, AtomicU64>;
+    let gauge = |value: i64| {
+        let g = Gauge::<i64>::default();
+        g.set(value);
+        g
+    };
+    let states = Family::<PowerStateLabel, Gauge>::default();
+    for state in crate::power::policy::PowerState::ALL {
+        states
+            .get_or_create(&PowerStateLabel {
+                state: state.as_str().into(),
+            })
+            .set(i64::from(state == power.state));
+    }
+    registry.register(
+        "obsbox_power_state",
+        "1 for the power state obsbox is in (unknown, online, on_battery, shutdown)",
+        states,
+    );
+    registry.register(
+        "obsbox_ups_configured",
+        "1 when a UPS is configured",
+        gauge(i64::from(power.configured)),
+    );
+    if !power.configured {
+        return;
+    }
+    registry.register(
+        "obsbox_ups_lost",
+        "1 when the UPS has not answered validly for power.lost_after",
+        gauge(i64::from(power.lost)),
+    );
+    let status = power.status.clone().unwrap_or_default();
+    for (name, help, flag) in [
+        (
+            "obsbox_ups_on_battery",
+            "1 when the UPS's last reading says on battery (self-tests excluded)",
+            status.on_battery && !status.testing,
+        ),
+        (
+            "obsbox_ups_low_battery",
+            "1 when the UPS flags a low battery",
+            status.low_battery,
+        ),
+        (
+            "obsbox_ups_replace_battery",
+            "1 when the UPS asks for its battery to be replaced",
+            status.replace_battery,
+        ),
+        (
+            "obsbox_ups_overload",
+            "1 when the UPS reports an overload",
+            status.overload,
+        ),
+    ] {
+        registry.register(name, help, gauge(i64::from(flag)));
+    }
+    for (name, help, value) in [
+        (
+            "obsbox_ups_charge_ratio",
+            "Battery charge, 0 to 1",
+            status.charge_percent.map(|p| p / 100.0),
+        ),
+        (
+            "obsbox_ups_runtime_seconds",
+            "Runtime left on battery",
+            status.runtime_seconds,
+        ),
+        (
+            "obsbox_ups_load_ratio",
+            "Load, 0 to 1 of the UPS's capacity",
+            status.load_percent.map(|p| p / 100.0),
+        ),
+        (
+            "obsbox_ups_input_voltage",
+            "Input (mains) voltage",
+            status.input_voltage,
+        ),
+    ] {
+        if let Some(value) = value {
+            let g = F64::default();
+            g.set(value);
+            registry.register(name, help, g);
+        }
+    }
 }
 
 fn register_alerts(registry: &mut Registry, alerts: &crate::alerts::Alerts) {

@@ -11,6 +11,7 @@ mod backups;
 mod metrics;
 mod overview;
 mod pages;
+mod power;
 mod proxy;
 mod runbooks;
 mod system;
@@ -41,6 +42,7 @@ pub struct AppState {
     pub accounts: crate::accounts::Accounts,
     pub alerts: Arc<crate::alerts::Alerts>,
     pub backups: crate::backup::Backups,
+    pub power: crate::power::Power,
     pub services: Arc<Services>,
     pub supervisor: Supervisor,
     pub store: Store,
@@ -70,6 +72,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(runbooks::routes())
         .merge(account::routes())
         .merge(overview::routes())
+        .merge(power::routes())
         .merge(pages::routes())
         .merge(system::routes())
         .merge(tls::routes());

@@ -39,7 +39,7 @@ async fn overview(State(app): State<Arc<AppState>>) -> ApiResult {
         "uptime_seconds": app.started.elapsed().as_secs(),
         "children": children,
         "disks": disks,
-        "ups": {"configured": false},
+        "ups": app.power.summary(),
         "backups": jobs,
         "backups_halted": backups.halted,
         "alerts": alerts,

@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses a different part of this helper
 
 pub mod sinks;
+pub mod ups_sim;
 
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};

@@ -48,9 +48,14 @@ function render(o) {
     ],
   });
   const ups = o.ups || {};
-  const facts = Object.entries(ups).filter(([k]) => k !== 'configured');
+  const s = ups.status || {};
+  const facts = [['state', badge(String(ups.state || 'unknown').replaceAll('_', ' '))]];
+  if (ups.lost) facts.push(['link', badge('lost')]);
+  if (s.charge_percent != null) facts.push(['charge', `${s.charge_percent} %`]);
+  if (s.runtime_seconds != null) facts.push(['runtime', duration(s.runtime_seconds)]);
+  if (ups.shutdown_reason) facts.push(['shutdown', ups.shutdown_reason]);
   $('ups').replaceChildren(ups.configured
-    ? el('dl', { class: 'facts' }, facts.map(([k, v]) => [el('dt', {}, k.replaceAll('_', ' ')), el('dd', {}, String(v))]))
+    ? el('dl', { class: 'facts' }, facts.map(([k, v]) => [el('dt', {}, k), el('dd', {}, v)]))
     : el('p', { class: 'empty' }, 'No UPS configured.'));
 }
 

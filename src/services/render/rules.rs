@@ -169,6 +169,42 @@ impl<'a> Catalog<'a> {
                 summary: "{{ $labels.job }} refused its new configuration",
                 description: "The last config reload of {{ $labels.job }} ({{ $labels.instance }}) failed; it runs on its previous configuration.".into(),
             },
+            Alert {
+                name: "UPSOnBattery",
+                expr: "obsbox_ups_on_battery == 1".into(),
+                wait: Some("30s"),
+                severity: "warning",
+                service: "power",
+                summary: "The UPS runs on battery",
+                description: "Mains power failed: the UPS has fed the box from its battery for more than 30 s. Backups are halted; obsbox shuts down cleanly when the battery runs low.".into(),
+            },
+            Alert {
+                name: "UPSLowBattery",
+                expr: "obsbox_ups_low_battery == 1".into(),
+                wait: None,
+                severity: "critical",
+                service: "power",
+                summary: "The UPS battery is low",
+                description: "The UPS flags a low battery. On battery this starts obsbox's shutdown; on mains the battery is still recharging.".into(),
+            },
+            Alert {
+                name: "UPSLost",
+                expr: "obsbox_ups_lost == 1".into(),
+                wait: Some("1m"),
+                severity: "warning",
+                service: "power",
+                summary: "obsbox cannot read the UPS",
+                description: "The UPS has not answered validly for more than power.lost_after. Should mains fail now, obsbox would not know; if it was on battery, obsbox has shut down.".into(),
+            },
+            Alert {
+                name: "UPSReplaceBattery",
+                expr: "obsbox_ups_replace_battery == 1".into(),
+                wait: Some("10m"),
+                severity: "warning",
+                service: "power",
+                summary: "The UPS asks for a new battery",
+                description: "The UPS reports that its battery needs replacing: it may not carry the load through the next outage.".into(),
+            },
         ];
         if let Some(escalation) = &self.settings.alerting.escalation {
             alerts.push(Alert {

@@ -1,0 +1,609 @@
+//! The power service: one task (the actor) takes the UPS driver's events,
+//! runs them through the [`Policy`] and does what it decides: halts and
+//! resumes backups, records every transition (history in SQLite, the log,
+//! the audit log as the policy's rate limit allows), publishes the live
+//! summary (API, /metrics, NUT server) and starts the shutdown.
+//!
+//! The shutdown sequence: halt backups; raise FSD on the NUT server and wait
+//! (at most [`HOSTSYNC`]) for its logged-in clients to go; ask the app to end
+//! with [`Ending::PowerOff`], which stops the web servers and every child in
+//! reverse start order with their grace periods, then calls
+//! [`Power::finish`]: `sync`, tell the UPS to cut its output after
+//! `ups_shutdown_delay` and to come back when mains returns (so the box
+//! boots again even if power came back mid-shutdown), and power off.
+
+use super::nut_server::{NutServer, NutShared};
+use super::policy::{Action, Input, Policy, PowerState, Transition};
+use super::ups::{
+    self, UpsCommands, UpsConfig, UpsContext, UpsEvent, UpsEventKind, UpsStats, UpsStatus,
+};
+use crate::app::{Ending, Lifecycle};
+use crate::backup::Backups;
+use crate::services::{Services, ServicesError};
+use crate::settings::{NutUser, PowerSettings, Settings};
+use crate::store::{now_millis, Store, StoreError};
+use crate::supervisor::{Reaper, StopStep, Supervisor};
+use rusqlite::params;
+use serde::Serialize;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Longest wait for NUT clients to log out after FSD (upsmon's HOSTSYNC).
+pub const HOSTSYNC: Duration = Duration::from_secs(15);
+/// Power transitions kept in the history.
+const HISTORY_KEPT: i64 = 1000;
+/// The halt reason backups see during an outage.
+pub const HALT_REASON: &str = "ups: on battery";
+/// The halt reason backups see once a shutdown started.
+const SHUTDOWN_HALT: &str = "ups: shutdown";
+/// Longest the power-off command may take.
+const POWEROFF_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum PowerError {
+    #[error("no NUT user named '{0}'")]
+    NoSuchUser(String),
+    #[error("a NUT user needs a password")]
+    PasswordRequired,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Services(#[from] ServicesError),
+}
+
+/// What the power service needs from its surroundings.
+pub struct PowerContext {
+    pub store: Store,
+    pub services: Arc<Services>,
+    pub backups: Backups,
+    pub supervisor: Supervisor,
+    pub reaper: Reaper,
+    pub lifecycle: Lifecycle,
+}
+
+/// The live power state, for the API, the overview, /metrics and NUT clients.
+#[derive(Debug, Clone, Serialize)]
+pub struct PowerSummary {
+    /// A UPS is configured.
+    pub configured: bool,
+    pub state: PowerState,
+    /// No valid answer from the UPS lately.
+    pub lost: bool,
+    /// Seconds on battery so far (the debounce included), if on battery.
+    pub on_battery_seconds: Option<f64>,
+    /// The last valid reading and when it came (Unix ms).
+    pub status: Option<UpsStatus>,
+    pub status_at: Option<i64>,
+    /// Why the shutdown started, once it has.
+    pub shutdown_reason: Option<String>,
+    /// What went wrong on the wire so far (with a UPS configured).
+    pub wire: Option<UpsStats>,
+}
+
+/// One recorded transition.
+#[derive(Debug, Clone, Serialize)]
+pub struct PowerEvent {
+    /// Unix ms.
+    pub at: i64,
+    pub from: String,
+    pub to: String,
+    pub what: String,
+    /// It went to the audit log (the rest were held back by the rate limit).
+    pub notified: bool,
+}
+
+/// One step of the shutdown sequence, as [`Power::dry_run`] shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Step {
+    pub action: String,
+    /// Set for the steps that stop a child.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub child: Option<StopStep>,
+}
+
+/// A handle on the power service; cheap to clone.
+#[derive(Clone)]
+pub struct Power {
+    tx: mpsc::UnboundedSender<Msg>,
+    summary: watch::Receiver<PowerSummary>,
+    ctx: Arc<PowerContext>,
+    nut: NutShared,
+}
+
+enum Msg {
+    Forced { who: String },
+    Finish { done: oneshot::Sender<()> },
+}
+
+impl Power {
+    /// Starts the service; it runs until `stop` is cancelled.
+    pub fn start(ctx: PowerContext, stop: CancellationToken) -> Power {
+        let settings = ctx.services.subscribe();
+        let power = settings.borrow().power.clone();
+        let (summary_tx, summary) = watch::channel(PowerSummary {
+            configured: false,
+            state: PowerState::Unknown,
+            lost: false,
+            on_battery_seconds: None,
+            status: None,
+            status_at: None,
+            shutdown_reason: None,
+            wire: None,
+        });
+        let (tx, rx) = mpsc::unbounded_channel();
+        let ctx = Arc::new(ctx);
+        let nut = NutShared::new(summary.clone(), ctx.store.clone(), tx_forced(&tx));
+        let handle = Power {
+            tx,
+            summary,
+            ctx: ctx.clone(),
+            nut: nut.clone(),
+        };
+        let actor = Actor {
+            policy: Policy::new(power.policy()),
+            link: None,
+            commands: None,
+            driver_stop: None,
+            nut_server: None,
+            power,
+            summary: summary_tx,
+            ctx,
+            nut,
+        };
+        tokio::spawn(actor.run(rx, settings, stop));
+        handle
+    }
+
+    /// The power settings as the API shows them: each NUT user with whether
+    /// its password is set, never the password.
+    pub fn config(&self, settings: &PowerSettings) -> serde_json::Value {
+        let mut config = serde_json::to_value(settings).unwrap_or_default();
+        let users: Vec<_> = settings
+            .nut_server
+            .users
+            .iter()
+            .map(|u| {
+                let set = self
+                    .ctx
+                    .store
+                    .secret_path(&super::nut_server::secret_name(&u.name))
+                    .exists();
+                serde_json::json!({"name": u.name, "role": u.role, "password_set": set})
+            })
+            .collect();
+        config["nut_server"]["users"] = users.into();
+        config
+    }
+
+    pub fn summary(&self) -> PowerSummary {
+        self.summary.borrow().clone()
+    }
+
+    /// The newest `limit` transitions, newest first.
+    pub fn history(&self, limit: u32) -> Result<Vec<PowerEvent>, PowerError> {
+        Ok(self.ctx.store.with_conn(|conn| {
+            let mut stmt = conn.prepare(
+                "SELECT at, from_state, to_state, what, notified FROM power_events
+                 ORDER BY id DESC LIMIT ?1",
+            )?;
+            let rows = stmt.query_map([limit], |r| {
+                Ok(PowerEvent {
+                    at: r.get(0)?,
+                    from: r.get(1)?,
+                    to: r.get(2)?,
+                    what: r.get(3)?,
+                    notified: r.get(4)?,
+                })
+            })?;
+            rows.collect::<Result<_, _>>()
+        })?)
+    }
+
+    /// The shutdown sequence as it would run now; nothing is done.
+    pub async fn dry_run(&self) -> Result<Vec<Step>, PowerError> {
+        let settings = self.ctx.services.settings()?.power;
+        let mut steps = vec![step(format!("halt backups (reason '{SHUTDOWN_HALT}')"))];
+        if settings.nut_server.enabled {
+            steps.push(step(format!(
+                "raise FSD on the NUT server; wait up to {} s for its {} logged-in client(s) to log out",
+                HOSTSYNC.as_secs(),
+                self.nut.logins()
+            )));
+        }
+        steps.push(step("stop serving the web UI and API".into()));
+        let children = self.ctx.supervisor.stop_plan().await.unwrap_or_default();
+        for child in children {
+            let action = match child.running {
+                true => format!(
+                    "stop {}: {}, SIGKILL after {} s",
+                    child.name, child.signal, child.grace_seconds
+                ),
+                false => format!("{}: not running, nothing to stop", child.name),
+            };
+            steps.push(Step {
+                action,
+                child: Some(child),
+            });
+        }
+        steps.push(step("sync the disks".into()));
+        let delay = PowerSettings::duration(&settings.ups_shutdown_delay).as_secs();
+        steps.push(step(match settings.ups {
+            ref ups if *ups != Default::default() => format!(
+                "tell the UPS to cut its output in {delay} s and turn it on again when mains returns"
+            ),
+            _ => "no UPS configured: no UPS command".into(),
+        }));
+        steps.push(step(poweroff_action(&settings.poweroff_command)));
+        Ok(steps)
+    }
+
+    /// Adds or replaces a NUT user and sets its password (`None` keeps the
+    /// stored one; a new user needs one).
+    pub async fn save_nut_user(
+        &self,
+        user: NutUser,
+        password: Option<String>,
+        actor: &str,
+    ) -> Result<Settings, PowerError> {
+        let mut power = self.ctx.services.settings()?.power;
+        let users = &mut power.nut_server.users;
+        match users.iter().position(|u| u.name == user.name) {
+            Some(i) => users[i] = user.clone(),
+            None if password.as_deref().is_none_or(str::is_empty) => {
+                return Err(PowerError::PasswordRequired)
+            }
+            None => users.push(user.clone()),
+        }
+        let settings = self.update(&power, actor).await?;
+        if let Some(password) = password.filter(|p| !p.is_empty()) {
+            self.ctx.store.put_secret(
+                &super::nut_server::secret_name(&user.name),
+                password.as_bytes(),
+            )?;
+        }
+        Ok(settings)
+    }
+
+    pub async fn delete_nut_user(&self, name: &str, actor: &str) -> Result<Settings, PowerError> {
+        let mut power = self.ctx.services.settings()?.power;
+        let before = power.nut_server.users.len();
+        power.nut_server.users.retain(|u| u.name != name);
+        if power.nut_server.users.len() == before {
+            return Err(PowerError::NoSuchUser(name.into()));
+        }
+        let settings = self.update(&power, actor).await?;
+        let _ = std::fs::remove_file(
+            self.ctx
+                .store
+                .secret_path(&super::nut_server::secret_name(name)),
+        );
+        Ok(settings)
+    }
+
+    async fn update(&self, power: &PowerSettings, actor: &str) -> Result<Settings, PowerError> {
+        let value = serde_json::to_value(power).map_err(|e| StoreError::Malformed {
+            section: "power".into(),
+            message: e.to_string(),
+        })?;
+        Ok(self.ctx.services.update("power", value, actor).await?)
+    }
+
+    /// The last steps of a power-off, once every child has stopped: sync,
+    /// the UPS command, then power off (or, not PID 1 and no command, return).
+    pub async fn finish(&self) {
+        let (done, finished) = oneshot::channel();
+        if self.tx.send(Msg::Finish { done }).is_ok() {
+            let _ = finished.await;
+        }
+    }
+}
+
+fn tx_forced(tx: &mpsc::UnboundedSender<Msg>) -> impl Fn(String) + Send + Sync + Clone + 'static {
+    let tx = tx.clone();
+    move |who| {
+        let _ = tx.send(Msg::Forced { who });
+    }
+}
+
+fn step(action: String) -> Step {
+    Step {
+        action,
+        child: None,
+    }
+}
+
+/// What powering off does here, in words.
+fn poweroff_action(command: &[String]) -> String {
+    if std::process::id() == 1 {
+        "power the machine off (reboot(RB_POWER_OFF))".into()
+    } else if command.is_empty() {
+        "exit: obsbox is not PID 1 and power.poweroff_command is empty".into()
+    } else {
+        format!("run {command:?}")
+    }
+}
+
+struct Actor {
+    ctx: Arc<PowerContext>,
+    power: PowerSettings,
+    policy: Policy,
+    link: Option<mpsc::Receiver<UpsEvent>>,
+    commands: Option<UpsCommands>,
+    /// Stops the running driver task, and the task itself.
+    driver_stop: Option<(CancellationToken, JoinHandle<()>)>,
+    nut_server: Option<NutServer>,
+    summary: watch::Sender<PowerSummary>,
+    nut: NutShared,
+}
+
+impl Actor {
+    async fn run(
+        mut self,
+        mut rx: mpsc::UnboundedReceiver<Msg>,
+        mut settings: watch::Receiver<Settings>,
+        stop: CancellationToken,
+    ) {
+        self.connect();
+        loop {
+            let deadline = self.policy.deadline();
+            let event = async {
+                match self.link.as_mut() {
+                    Some(link) => link.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                changed = settings.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    let power = settings.borrow_and_update().power.clone();
+                    self.reconfigure(power);
+                }
+                event = event => match event {
+                    Some(event) => {
+                        let input = match event.kind {
+                            UpsEventKind::Status(status) => Input::Status(status),
+                            UpsEventKind::Lost => Input::Lost,
+                        };
+                        self.step(event.at, input).await;
+                    }
+                    None => {
+                        tracing::error!("the UPS driver stopped");
+                        self.link = None;
+                    }
+                },
+                msg = rx.recv() => match msg {
+                    Some(Msg::Forced { who }) => self.step(Instant::now(), Input::ForcedShutdown(who)).await,
+                    Some(Msg::Finish { done }) => {
+                        self.finish().await;
+                        let _ = done.send(());
+                    }
+                    None => break,
+                },
+                _ = sleep_until(deadline) => self.step(Instant::now(), Input::Tick).await,
+            }
+        }
+        if let Some(server) = self.nut_server.take() {
+            server.stop().await;
+        }
+        if let Some((stop, task)) = self.driver_stop.take() {
+            stop.cancel();
+            let _ = task.await;
+        }
+    }
+
+    /// (Re)starts the driver `power.ups` names and the NUT server.
+    fn connect(&mut self) {
+        if let Some((stop, _)) = self.driver_stop.take() {
+            // The old task ends by itself; the new one does not wait for it.
+            stop.cancel();
+        }
+        self.link = None;
+        self.commands = None;
+        if self.power.ups != UpsConfig::None {
+            let stop = CancellationToken::new();
+            let nut_password =
+                std::fs::read_to_string(self.ctx.store.secret_path(ups::NUT_PASSWORD_SECRET)).ok();
+            let driver: ups::Ups = ups::spawn(UpsContext {
+                config: self.power.ups.clone(),
+                nut_password,
+                poll: PowerSettings::duration(&self.power.poll),
+                lost_after: PowerSettings::duration(&self.power.lost_after),
+                cancel: stop.clone(),
+            });
+            self.link = Some(driver.events);
+            self.commands = Some(driver.commands);
+            self.driver_stop = Some((stop, driver.task));
+        }
+        self.nut_server = None;
+        if self.power.nut_server.enabled {
+            match NutServer::start(&self.power.nut_server, self.nut.clone()) {
+                Ok(server) => self.nut_server = Some(server),
+                Err(e) => tracing::error!(error = %e, "the NUT server cannot start"),
+            }
+        }
+        self.publish();
+    }
+
+    /// New settings: new figures for the policy at once; a changed UPS or
+    /// NUT server is restarted (the policy keeps its state either way).
+    fn reconfigure(&mut self, power: PowerSettings) {
+        if power == self.power {
+            return;
+        }
+        self.policy.reconfigure(power.policy());
+        self.nut.set_users(power.nut_server.users.clone());
+        let restart = power.ups != self.power.ups
+            || power.poll != self.power.poll
+            || power.lost_after != self.power.lost_after
+            || power.nut_server.enabled != self.power.nut_server.enabled
+            || power.nut_server.listen != self.power.nut_server.listen;
+        self.power = power;
+        if restart && self.policy.state() != PowerState::Shutdown {
+            tracing::info!("power settings changed: restarting the UPS driver and NUT server");
+            self.connect();
+        }
+    }
+
+    async fn step(&mut self, at: Instant, input: Input) {
+        if let Input::Status(status) = &input {
+            self.cancel_stale_shutdown(status).await;
+            self.summary.send_modify(|s| {
+                s.status = Some(status.clone());
+                s.status_at = Some(now_millis());
+            });
+        }
+        for action in self.policy.handle(at, input) {
+            match action {
+                Action::Record(t) => self.record(&t),
+                Action::HaltBackups => {
+                    let _ = self.ctx.backups.halt(HALT_REASON).await;
+                }
+                Action::ResumeBackups => {
+                    let _ = self.ctx.backups.resume(HALT_REASON).await;
+                }
+                Action::StartShutdown { reason } => self.start_shutdown(reason),
+            }
+        }
+        self.publish();
+    }
+
+    /// A UPS shutdown still pending while obsbox is not shutting down was
+    /// left from before this start (obsbox exited without powering off and
+    /// came back): cancel it, or the UPS would cut the running box.
+    async fn cancel_stale_shutdown(&self, status: &UpsStatus) {
+        if !status.shutdown_pending || self.policy.state() == PowerState::Shutdown {
+            return;
+        }
+        if let Some(commands) = &self.commands {
+            match commands.cancel_shutdown().await {
+                Ok(()) => tracing::warn!("cancelled a UPS shutdown left pending from before"),
+                Err(e) => tracing::error!(error = %e, "cannot cancel the UPS's pending shutdown"),
+            }
+        }
+    }
+
+    fn record(&self, t: &Transition) {
+        tracing::warn!(
+            from = t.from.as_str(),
+            to = t.to.as_str(),
+            "power: {}",
+            t.what
+        );
+        let stored = self.ctx.store.with_conn(|conn| {
+            conn.execute(
+                "INSERT INTO power_events (at, from_state, to_state, what, notified)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    now_millis(),
+                    t.from.as_str(),
+                    t.to.as_str(),
+                    t.what,
+                    t.notify
+                ],
+            )?;
+            conn.execute(
+                "DELETE FROM power_events WHERE id <= (SELECT MAX(id) FROM power_events) - ?1",
+                [HISTORY_KEPT],
+            )
+        });
+        if let Err(e) = stored {
+            tracing::error!(error = %e, "cannot record a power event");
+        }
+        if t.notify {
+            let detail = match t.suppressed {
+                0 => t.what.clone(),
+                n => format!(
+                    "{} ({n} similar events held back since the last notice)",
+                    t.what
+                ),
+            };
+            if let Err(e) = self.ctx.store.audit("power", t.to.as_str(), &detail) {
+                tracing::error!(error = %e, "cannot audit a power event");
+            }
+        }
+    }
+
+    /// Halts backups, raises FSD, waits for NUT clients, then asks the app
+    /// to end; runs on its own so the actor keeps serving `finish`.
+    fn start_shutdown(&mut self, reason: String) {
+        self.summary
+            .send_modify(|s| s.shutdown_reason = Some(reason.clone()));
+        let (ctx, nut) = (self.ctx.clone(), self.nut.clone());
+        tokio::spawn(async move {
+            let _ = ctx.backups.halt(SHUTDOWN_HALT).await;
+            nut.wait_for_logouts(HOSTSYNC).await;
+            if !ctx.lifecycle.request(Ending::PowerOff) {
+                tracing::warn!("an ending is already under way; the power-off waits for it");
+            }
+        });
+    }
+
+    fn publish(&self) {
+        let configured = self.power.ups != Default::default();
+        let (state, lost) = (self.policy.state(), self.policy.lost());
+        let wire = self.commands.as_ref().map(UpsCommands::stats);
+        let on_battery = self
+            .policy
+            .on_battery_since()
+            .map(|since| since.elapsed().as_secs_f64());
+        self.summary.send_modify(|s| {
+            s.configured = configured;
+            s.state = state;
+            s.lost = lost;
+            s.on_battery_seconds = on_battery;
+            s.wire = wire;
+        });
+    }
+
+    async fn finish(&mut self) {
+        tokio::task::spawn_blocking(nix::unistd::sync).await.ok();
+        tracing::info!("disks synced");
+        let delay = PowerSettings::duration(&self.power.ups_shutdown_delay);
+        match &self.commands {
+            // Restore after zero: when mains returns.
+            Some(commands) => match commands.shutdown(delay, Duration::ZERO).await {
+                Ok(()) => tracing::warn!(
+                    delay_s = delay.as_secs(),
+                    "the UPS cuts its output soon and turns it on again when mains returns"
+                ),
+                Err(e) => tracing::error!(error = %e, "the UPS did not take the shutdown command"),
+            },
+            None => tracing::warn!("no UPS to tell about the shutdown"),
+        }
+        let _ = self.ctx.store.audit(
+            "power",
+            "poweroff",
+            &poweroff_action(&self.power.poweroff_command),
+        );
+        if std::process::id() == 1 {
+            let e = super::power_off();
+            tracing::error!(error = %e, "cannot power off");
+        } else if let Some((program, args)) = self.power.poweroff_command.split_first() {
+            let mut cmd = std::process::Command::new(program);
+            cmd.args(args);
+            match self.ctx.reaper.output(cmd, POWEROFF_TIMEOUT).await {
+                Ok((exit, output)) => {
+                    tracing::warn!(%exit, output = %output.trim(), "power-off command ran")
+                }
+                Err(e) => tracing::error!(error = %e, "the power-off command failed"),
+            }
+        } else {
+            tracing::warn!(
+                "not PID 1 and no power.poweroff_command: obsbox exits without powering off"
+            );
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,139 @@
+// Power: the UPS now, the power settings, the NUT server's users, the
+// shutdown sequence as it would run, and the history of power events.
+import { api, el, every, fill, onSubmit, say, table, listEditor, badge, when, lines } from './app.js';
+
+const $ = (id) => document.getElementById(id);
+
+const FIGURES = [
+  ['charge_percent', 'Charge', (v) => `${v} %`],
+  ['runtime_seconds', 'Runtime', (v) => `${Math.round(v)} s`],
+  ['load_percent', 'Load', (v) => `${v} %`],
+  ['input_voltage', 'Input', (v) => `${v} V`],
+  ['output_voltage', 'Output', (v) => `${v} V`],
+  ['battery_voltage', 'Battery', (v) => `${v} V`],
+  ['temperature_celsius', 'Temperature', (v) => `${v} °C`],
+];
+const FLAGS = ['online', 'on_battery', 'low_battery', 'replace_battery', 'overload', 'testing'];
+
+function renderLive(live) {
+  const facts = [['State', badge(live.state.replaceAll('_', ' '))]];
+  if (!live.configured) facts.push(['UPS', 'not configured']);
+  if (live.lost) facts.push(['Link', badge('lost')]);
+  if (live.on_battery_seconds !== null) facts.push(['On battery for', `${Math.round(live.on_battery_seconds)} s`]);
+  if (live.shutdown_reason) facts.push(['Shutdown', live.shutdown_reason]);
+  const s = live.status;
+  if (s) {
+    facts.push(['Flags', FLAGS.filter((f) => s[f]).map((f) => f.replaceAll('_', ' ')).join(', ') || 'none']);
+    for (const [key, label, show] of FIGURES) {
+      if (s[key] !== null && s[key] !== undefined) facts.push([label, show(s[key])]);
+    }
+    facts.push(['Read at', when(live.status_at)]);
+  }
+  $('power-state').replaceChildren(el('dl', { class: 'facts' },
+    facts.map(([k, v]) => [el('dt', {}, k), el('dd', {}, v)])));
+}
+
+function renderHistory(history) {
+  table($('power-history'), {
+    rows: history,
+    empty: 'No power events yet.',
+    columns: [
+      { label: 'When', value: (e) => when(e.at) },
+      { label: 'From', value: (e) => e.from.replaceAll('_', ' ') },
+      { label: 'To', value: (e) => badge(e.to.replaceAll('_', ' ')) },
+      { label: 'What', value: (e) => e.what },
+      { label: 'Notified', value: (e) => (e.notified ? 'yes' : 'held back') },
+    ],
+  });
+}
+
+const form = $('power-form');
+let current = null;
+
+async function loadSettings() {
+  const power = await api('GET', '/api/power');
+  current = power.config;
+  fill(form, {
+    ...current,
+    ups: JSON.stringify(current.ups),
+    max_on_battery: current.max_on_battery ?? '',
+    poweroff_command: current.poweroff_command.join('\n'),
+    nut_enabled: current.nut_server.enabled,
+    nut_listen: current.nut_server.listen,
+  });
+  return power;
+}
+
+onSubmit(form, async (v, send) => {
+  let ups;
+  try {
+    ups = JSON.parse(v.ups);
+  } catch (e) {
+    say('The UPS is not valid JSON.', { error: true });
+    return;
+  }
+  await send('PUT', '/api/settings/power', {
+    ups,
+    poll: v.poll,
+    lost_after: v.lost_after,
+    on_battery_debounce: v.on_battery_debounce,
+    low_charge_percent: v.low_charge_percent,
+    low_runtime: v.low_runtime,
+    max_on_battery: v.max_on_battery || null,
+    ups_shutdown_delay: v.ups_shutdown_delay,
+    poweroff_command: lines(v.poweroff_command),
+    nut_server: {
+      enabled: v.nut_enabled,
+      listen: v.nut_listen,
+      users: current.nut_server.users.map(({ name, role }) => ({ name, role })),
+    },
+  });
+  say('Saved the power settings.');
+  await refreshAll();
+});
+
+const users = listEditor({
+  form: $('nut-user-form'),
+  container: $('nut-users'),
+  noun: 'NUT user',
+  key: (u) => u.name,
+  columns: [
+    { label: 'Name', value: (u) => u.name },
+    { label: 'Role', value: (u) => u.role },
+    { label: 'Password', value: (u) => (u.password_set ? 'set' : 'not set') },
+  ],
+  load: async () => (await api('GET', '/api/power')).config.nut_server.users,
+  save: (u, original, send) => send('PUT', `/api/power/nut-users/${encodeURIComponent(u.name)}`, {
+    user: { name: u.name, role: u.role },
+    password: u.password || null,
+  }),
+  remove: (u) => api('DELETE', `/api/power/nut-users/${encodeURIComponent(u.name)}`),
+  toForm: (u) => ({ ...u, password: '' }),
+  fromForm: (v) => v,
+});
+
+async function refreshDryRun() {
+  const { steps } = await api('GET', '/api/power/dry-run');
+  table($('dry-run'), {
+    rows: steps.map((s, i) => ({ ...s, n: i + 1 })),
+    columns: [
+      { label: 'Step', value: (s) => String(s.n) },
+      { label: 'Action', value: (s) => s.action },
+    ],
+  });
+}
+
+async function refreshAll() {
+  const power = await loadSettings();
+  renderLive(power.live);
+  renderHistory(power.history);
+  await users.refresh();
+  await refreshDryRun();
+}
+
+refreshAll();
+every(2000, async () => {
+  const power = await api('GET', '/api/power');
+  renderLive(power.live);
+  renderHistory(power.history);
+});
