@@ -4,6 +4,7 @@
 use crate::alerts::Alerts;
 use crate::backup::{BackupContext, Backups};
 use crate::diagnostics::{Diagnostics, DiagnosticsContext};
+use crate::disks::{Disks, DisksContext};
 use crate::power::Sockets;
 use crate::services::{Environment, Locator, Services};
 use crate::store::Store;
@@ -182,14 +183,23 @@ pub async fn run(
     });
     let backups = Backups::start(
         BackupContext {
-            reaper,
+            reaper: reaper.clone(),
             store: store.clone(),
             services: services.clone(),
             data_dir: dir.clone(),
-            locator,
+            locator: locator.clone(),
         },
         services.subscribe(),
     )?;
+    let disks = Disks::start(
+        DisksContext {
+            reaper,
+            store: store.clone(),
+            backups: backups.clone(),
+            locator,
+        },
+        services.subscribe(),
+    );
 
     let also = https_addr.map_or(String::new(), |a| format!(" and https://{a}/"));
     // Ignore a closed stdout: after a reboot nobody may be reading it.
@@ -207,6 +217,7 @@ pub async fn run(
         supervisor: supervisor.clone(),
         store,
         backups,
+        disks,
         started,
         diagnostics,
         lifecycle: lifecycle.clone(),

@@ -70,6 +70,7 @@ const READS: &[Case] = &[
         "/api/backups/jobs/nope/retention",
         None,
     ),
+    case("/api/disks", "GET", "/api/disks", None),
     case("/api/alerts", "GET", "/api/alerts?status=bogus", None),
     case(
         "/api/alerts/receivers",
@@ -152,6 +153,13 @@ const CHANGES: &[Case] = &[
         "POST",
         "/api/backups/resume",
         Some(("{}", 422)),
+    ),
+    case("/api/disks/refresh", "POST", "/api/disks/refresh", None),
+    case(
+        "/api/disks/{disk}/self-test",
+        "POST",
+        "/api/disks/sda/self-test",
+        Some((r#"{"kind": "medium"}"#, 422)),
     ),
     case(
         "/api/alerts/test",
@@ -353,6 +361,7 @@ fn every_route_needs_a_session_and_its_token_and_refuses_bad_input_changing_noth
         "/targets",
         "/alerting",
         "/backups",
+        "/disks",
         "/system",
         "/account",
         "/grafana/",

@@ -8,6 +8,7 @@ mod account;
 mod alerts;
 pub mod auth;
 mod backups;
+mod disks;
 mod metrics;
 mod overview;
 mod pages;
@@ -41,6 +42,7 @@ pub struct AppState {
     pub accounts: crate::accounts::Accounts,
     pub alerts: Arc<crate::alerts::Alerts>,
     pub backups: crate::backup::Backups,
+    pub disks: crate::disks::Disks,
     pub services: Arc<Services>,
     pub supervisor: Supervisor,
     pub store: Store,
@@ -66,6 +68,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/settings/{section}", put(update_settings))
         .route("/api/audit", get(audit))
         .merge(backups::routes())
+        .merge(disks::routes())
         .merge(alerts::routes())
         .merge(runbooks::routes())
         .merge(account::routes())

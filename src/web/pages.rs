@@ -19,12 +19,13 @@ use std::sync::Arc;
 struct Assets;
 
 /// The pages of the main navigation, in order: (path, label).
-const NAV: [(&str, &str); 6] = [
+const NAV: [(&str, &str); 7] = [
     ("/", "Overview"),
     ("/services", "Services"),
     ("/targets", "Targets"),
     ("/alerting", "Alerting"),
     ("/backups", "Backups"),
+    ("/disks", "Disks"),
     ("/system", "System"),
 ];
 
@@ -120,6 +121,7 @@ pages! {
     Targets: "/targets", "targets.html", "targets.js", "Targets";
     Alerting: "/alerting", "alerting.html", "alerting.js", "Alerting";
     Backups: "/backups", "backups.html", "backups.js", "Backups";
+    DisksPage: "/disks", "disks.html", "disks.js", "Disks";
     System: "/system", "system.html", "system.js", "System";
     Account: "/account", "account.html", "account.js", "Account";
     Setup: "/setup", "setup.html", "setup.js", "First-boot setup";

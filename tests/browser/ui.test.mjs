@@ -15,7 +15,7 @@ const NODE_EXPORTER = `127.0.0.1:${process.env.NODE_EXPORTER_PORT}`;
 const ARTIFACTS = process.env.ARTIFACTS;
 const PASSWORD = 'correct horse battery';
 const HOSTNAME = 'browser-box';
-const PAGES = ['/', '/services', '/targets', '/alerting', '/backups', '/system', '/account'];
+const PAGES = ['/', '/services', '/targets', '/alerting', '/backups', '/disks', '/system', '/account'];
 const MINUTE = 60_000;
 
 let browser;
