@@ -4,6 +4,7 @@
 use crate::alerts::Alerts;
 use crate::backup::{BackupContext, Backups};
 use crate::diagnostics::{Diagnostics, DiagnosticsContext};
+use crate::disks::{Disks, DisksContext};
 use crate::power::{Power, PowerContext, Sockets};
 use crate::services::{Environment, Locator, Services};
 use crate::store::Store;
@@ -189,7 +190,7 @@ pub async fn run(
             store: store.clone(),
             services: services.clone(),
             data_dir: dir.clone(),
-            locator,
+            locator: locator.clone(),
         },
         services.subscribe(),
     )?;
@@ -200,10 +201,19 @@ pub async fn run(
             services: services.clone(),
             backups: backups.clone(),
             supervisor: supervisor.clone(),
-            reaper,
+            reaper: reaper.clone(),
             lifecycle: lifecycle.clone(),
         },
         power_stop.clone(),
+    );
+    let disks = Disks::start(
+        DisksContext {
+            reaper,
+            store: store.clone(),
+            backups: backups.clone(),
+            locator,
+        },
+        services.subscribe(),
     );
 
     let also = https_addr.map_or(String::new(), |a| format!(" and https://{a}/"));
@@ -222,6 +232,7 @@ pub async fn run(
         store,
         backups,
         power: power.clone(),
+        disks,
         started,
         diagnostics,
         lifecycle: lifecycle.clone(),

@@ -45,6 +45,8 @@ pub struct Settings {
     pub slos: Vec<Slo>,
     /// The UPS, the power policy and the NUT server.
     pub power: PowerSettings,
+    /// SMART disk health: readings, self-tests, thresholds.
+    pub disks: DiskSettings,
 }
 
 impl Default for Settings {
@@ -64,6 +66,7 @@ impl Default for Settings {
             alerting: AlertingSettings::default(),
             slos: default_slos(),
             power: PowerSettings::default(),
+            disks: DiskSettings::default(),
         }
     }
 }
@@ -225,6 +228,113 @@ pub enum BackupBackend {
 
 fn default_schedule() -> String {
     "daily".into()
+}
+
+/// SMART disk health, read with `smartctl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DiskSettings {
+    /// Read the disks' SMART data at all.
+    pub enabled: bool,
+    /// Path of `smartctl`; when unset it is looked up on PATH.
+    pub smartctl: Option<String>,
+    /// How often every disk is read (a sleeping disk is not woken).
+    pub interval: String,
+    /// Longest one `smartctl` run may take before it is killed and reported.
+    pub timeout: String,
+    /// °C at which a disk is too warm (NVMe disks use their own warning
+    /// threshold when they report one).
+    pub temperature_warning: i64,
+    /// °C at which a disk is too hot: backups that write to it halt.
+    pub temperature_critical: i64,
+    /// When every disk runs a short self-test (calendar event; "" never).
+    pub short_test: String,
+    /// When every disk runs a long self-test (calendar event; "" never).
+    pub long_test: String,
+    /// Devices never read, as the scan names them (`/dev/sdb`) or by their
+    /// short name (`sdb`).
+    pub ignore: Vec<String>,
+}
+
+impl Default for DiskSettings {
+    fn default() -> Self {
+        DiskSettings {
+            enabled: true,
+            smartctl: None,
+            interval: "10m".into(),
+            timeout: "60s".into(),
+            temperature_warning: 50,
+            temperature_critical: 60,
+            short_test: "03:00".into(),
+            long_test: "sun 04:00".into(),
+            ignore: Vec::new(),
+        }
+    }
+}
+
+impl DiskSettings {
+    fn validate(&self, bad: &mut dyn FnMut(String, String)) {
+        for (field, value, least) in [
+            ("disks.interval", &self.interval, Duration::from_secs(10)),
+            ("disks.timeout", &self.timeout, Duration::from_secs(1)),
+        ] {
+            match parse_duration(value) {
+                Err(e) => bad(field.into(), e),
+                Ok(d) if d < least => bad(
+                    field.into(),
+                    format!("must be at least {}s", least.as_secs()),
+                ),
+                Ok(_) => {}
+            }
+        }
+        for (field, value) in [
+            ("disks.temperature_warning", self.temperature_warning),
+            ("disks.temperature_critical", self.temperature_critical),
+        ] {
+            if !(20..=100).contains(&value) {
+                bad(field.into(), "must be between 20 and 100 (°C)".into());
+            }
+        }
+        if self.temperature_warning >= self.temperature_critical {
+            bad(
+                "disks.temperature_warning".into(),
+                "must be below temperature_critical".into(),
+            );
+        }
+        for (field, event) in [
+            ("disks.short_test", &self.short_test),
+            ("disks.long_test", &self.long_test),
+        ] {
+            if event.is_empty() {
+                continue;
+            }
+            if let Err(e) = crate::backup::CalendarEvent::parse(event) {
+                bad(field.into(), e.to_string());
+            }
+        }
+        if let Some(smartctl) = &self.smartctl {
+            if smartctl.trim().is_empty() {
+                bad(
+                    "disks.smartctl".into(),
+                    "is empty; leave it unset to look on PATH".into(),
+                );
+            }
+        }
+        for device in &self.ignore {
+            let name = device.strip_prefix("/dev/").unwrap_or(device);
+            if name.is_empty()
+                || name.len() > 64
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"/_-,.".contains(&b))
+            {
+                bad(
+                    "disks.ignore".into(),
+                    format!("'{device}' is not a device name such as /dev/sdb or sdb"),
+                );
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -523,6 +633,7 @@ pub const SECTIONS: &[&str] = &[
     "alerting",
     "slos",
     "power",
+    "disks",
 ];
 
 /// Names the built-in children take; extra children may not reuse them.
@@ -679,6 +790,7 @@ impl Settings {
         self.alerting.validate(&mut bad);
         alerting::validate_slos(&self.slos, &mut bad);
         self.power.validate(&mut bad);
+        self.disks.validate(&mut bad);
         for (i, child) in self.children.iter().enumerate() {
             for dep in &child.depends_on {
                 if dep == &child.name || !names.contains(&dep.as_str()) {
@@ -1018,6 +1130,32 @@ mod tests {
                 "{expected} missing from {fields:?}"
             );
         }
+    }
+
+    #[test]
+    fn disk_settings_are_checked_together() {
+        let mut s = Settings::default();
+        s.disks.interval = "1s".into();
+        s.disks.timeout = "soon".into();
+        s.disks.temperature_warning = 70;
+        s.disks.temperature_critical = 65;
+        s.disks.short_test = "someday".into();
+        s.disks.long_test = String::new();
+        s.disks.ignore = vec!["/dev/sdb".into(), "sdc".into(), "sd c".into()];
+        let problems: Vec<String> = s.validate().into_iter().map(|p| p.to_string()).collect();
+        for expected in [
+            "disks.interval: must be at least 10s",
+            "disks.timeout",
+            "disks.temperature_warning: must be below temperature_critical",
+            "disks.short_test",
+            "disks.ignore: 'sd c' is not a device name",
+        ] {
+            assert!(
+                problems.iter().any(|p| p.starts_with(expected)),
+                "{expected} missing from {problems:?}"
+            );
+        }
+        assert_eq!(problems.len(), 5, "{problems:?}");
     }
 
     #[test]

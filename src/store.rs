@@ -123,6 +123,17 @@ const MIGRATIONS: &[&str] = &[
         what TEXT NOT NULL,
         notified INTEGER NOT NULL
     );",
+    // SMART readings of each disk (bounded per disk): the reading as JSON and
+    // what it was judged, so rises and hysteresis survive a restart.
+    "CREATE TABLE disk_readings (
+        id INTEGER PRIMARY KEY,
+        device TEXT NOT NULL,
+        at INTEGER NOT NULL,
+        health TEXT NOT NULL,
+        temperature_level TEXT NOT NULL,
+        reading TEXT NOT NULL
+    );
+    CREATE INDEX disk_readings_device ON disk_readings (device, id);",
 ];
 
 /// A handle on the store; cheap to clone. Calls block briefly on SQLite.

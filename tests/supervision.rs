@@ -662,6 +662,7 @@ fn the_alert_rules_pass_their_promtool_tests_and_prometheus_loads_them() {
         [
             "obsbox-appliance",
             "obsbox-backups",
+            "obsbox-disks",
             "obsbox-hosts",
             "obsbox-probes",
             "obsbox-slos",

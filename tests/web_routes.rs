@@ -72,6 +72,7 @@ const READS: &[Case] = &[
         "/api/backups/jobs/nope/retention",
         None,
     ),
+    case("/api/disks", "GET", "/api/disks", None),
     case("/api/alerts", "GET", "/api/alerts?status=bogus", None),
     case(
         "/api/alerts/receivers",
@@ -154,6 +155,13 @@ const CHANGES: &[Case] = &[
         "POST",
         "/api/backups/resume",
         Some(("{}", 422)),
+    ),
+    case("/api/disks/refresh", "POST", "/api/disks/refresh", None),
+    case(
+        "/api/disks/{disk}/self-test",
+        "POST",
+        "/api/disks/sda/self-test",
+        Some((r#"{"kind": "medium"}"#, 422)),
     ),
     case(
         "/api/alerts/test",
@@ -368,6 +376,7 @@ fn every_route_needs_a_session_and_its_token_and_refuses_bad_input_changing_noth
         "/alerting",
         "/backups",
         "/power",
+        "/disks",
         "/system",
         "/account",
         "/grafana/",

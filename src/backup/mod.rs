@@ -8,7 +8,8 @@
 //! runs one thing at a time. While any halt reason is active nothing starts,
 //! running clients get SIGINT (the real client then dies and the server drops
 //! the unfinished snapshot) and SIGKILL after the grace period; halted runs
-//! are recorded as halted, not failed, and run again on resume.
+//! are recorded as halted, not failed, and run again on resume. A halt can
+//! also hold one job only (a failing disk it writes to), the same way.
 
 mod appliance;
 mod calendar;
@@ -201,6 +202,9 @@ pub struct BackupStatus {
 pub struct JobStatus {
     pub name: String,
     pub enabled: bool,
+    /// Active halt reasons of this job alone (see `BackupStatus::halted`
+    /// for those of every job).
+    pub halted: Vec<String>,
     pub schedule: String,
     /// Next scheduled backup, RFC 3339.
     pub next_backup: Option<String>,
@@ -259,6 +263,16 @@ enum Msg {
         reason: String,
         done: oneshot::Sender<()>,
     },
+    HaltJob {
+        job: String,
+        reason: String,
+        done: oneshot::Sender<()>,
+    },
+    ResumeJob {
+        job: String,
+        reason: String,
+        done: oneshot::Sender<()>,
+    },
     Kill {
         job: String,
         run_id: i64,
@@ -294,6 +308,7 @@ impl Backups {
             tx,
             settings: settings.borrow().clone(),
             halts: BTreeSet::new(),
+            job_halts: BTreeMap::new(),
             running: HashMap::new(),
             pending: BTreeSet::new(),
             due: BTreeMap::new(),
@@ -324,6 +339,20 @@ impl Backups {
     pub async fn resume(&self, reason: &str) -> Result<(), BackupError> {
         let reason = reason.to_string();
         self.ask(|done| Msg::Resume { reason, done }).await
+    }
+
+    /// Adds a halt reason for one job: its running run stops gracefully and
+    /// it starts nothing; the other jobs go on.
+    pub async fn halt_job(&self, job: &str, reason: &str) -> Result<(), BackupError> {
+        let (job, reason) = (job.to_string(), reason.to_string());
+        self.ask(|done| Msg::HaltJob { job, reason, done }).await
+    }
+
+    /// Removes one job's halt reason; once neither it nor every job is
+    /// halted, its halted and missed runs start.
+    pub async fn resume_job(&self, job: &str, reason: &str) -> Result<(), BackupError> {
+        let (job, reason) = (job.to_string(), reason.to_string());
+        self.ask(|done| Msg::ResumeJob { job, reason, done }).await
     }
 
     /// Lists the job's snapshots and marks which its retention keeps, in this
@@ -423,6 +452,8 @@ struct Actor {
     tx: mpsc::UnboundedSender<Msg>,
     settings: Settings,
     halts: BTreeSet<String>,
+    /// Halt reasons of single jobs, by job.
+    job_halts: BTreeMap<String, BTreeSet<String>>,
     running: HashMap<String, Running>,
     /// Runs waiting for their job to be free or for the halts to end.
     pending: BTreeSet<(String, Kind)>,
@@ -484,6 +515,27 @@ impl Actor {
                 }
                 let _ = done.send(());
             }
+            Msg::HaltJob { job, reason, done } => {
+                tracing::warn!(%job, %reason, "backup job halts");
+                self.job_halts
+                    .entry(job.clone())
+                    .or_default()
+                    .insert(reason.clone());
+                self.stop_run(&job, &reason);
+                let _ = done.send(());
+            }
+            Msg::ResumeJob { job, reason, done } => {
+                let reasons = self.job_halts.entry(job.clone()).or_default();
+                let removed = reasons.remove(&reason);
+                if reasons.is_empty() {
+                    self.job_halts.remove(&job);
+                }
+                if removed {
+                    tracing::info!(%job, %reason, "backup job resumes");
+                    self.start_pending();
+                }
+                let _ = done.send(());
+            }
             Msg::Kill { job, run_id } => {
                 if let Some(run) = self.running.get(&job).filter(|r| r.run_id == run_id) {
                     if let Some(pid) = *lock(&run.shared.pid) {
@@ -524,19 +576,34 @@ impl Actor {
     fn halt(&mut self, reason: String) {
         tracing::warn!(%reason, "backups halt");
         self.halts.insert(reason.clone());
+        let jobs: Vec<String> = self.running.keys().cloned().collect();
+        for job in jobs {
+            self.stop_run(&job, &reason);
+        }
+    }
+
+    /// Stops `job`'s run under way, if any: SIGINT now, SIGKILL after the
+    /// grace period; the run is recorded as halted for `reason`.
+    fn stop_run(&self, job: &str, reason: &str) {
+        let Some(run) = self.running.get(job) else {
+            return;
+        };
         let grace = crate::settings::parse_duration(&self.settings.backups.halt_grace)
             .unwrap_or(Duration::from_secs(30));
-        for (job, run) in &self.running {
-            lock(&run.shared.halt).get_or_insert_with(|| reason.clone());
-            if let Some(pid) = *lock(&run.shared.pid) {
-                process::signal_group(pid, Signal::SIGINT);
-            }
-            let (tx, job, run_id) = (self.tx.clone(), job.clone(), run.run_id);
-            tokio::spawn(async move {
-                tokio::time::sleep(grace).await;
-                let _ = tx.send(Msg::Kill { job, run_id });
-            });
+        lock(&run.shared.halt).get_or_insert_with(|| reason.to_string());
+        if let Some(pid) = *lock(&run.shared.pid) {
+            process::signal_group(pid, Signal::SIGINT);
         }
+        let (tx, job, run_id) = (self.tx.clone(), job.to_string(), run.run_id);
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            let _ = tx.send(Msg::Kill { job, run_id });
+        });
+    }
+
+    /// Whether `job` may not start now: every job or this one is halted.
+    fn halted(&self, job: &str) -> bool {
+        !self.halts.is_empty() || self.job_halts.contains_key(job)
     }
 
     /// Schedules every enabled job's backup, verification and drill: the first
@@ -596,7 +663,7 @@ impl Actor {
     }
 
     fn start_or_defer(&mut self, job: String, kind: Kind) {
-        if !self.halts.is_empty() || self.running.contains_key(&job) {
+        if self.halted(&job) || self.running.contains_key(&job) {
             self.pending.insert((job, kind));
         } else {
             self.start(job, kind);
@@ -710,6 +777,11 @@ impl Actor {
                 JobStatus {
                     name: job.name.clone(),
                     enabled: job.enabled,
+                    halted: self
+                        .job_halts
+                        .get(&job.name)
+                        .map(|r| r.iter().cloned().collect())
+                        .unwrap_or_default(),
                     schedule: job.schedule.clone(),
                     next_backup: self
                         .due

@@ -904,14 +904,19 @@ fn appliance(settings: &Settings) -> Dashboard {
             "Disk health (SMART)",
             Kind::Stat,
             "none",
-            vec![q("obsbox_disk_smart_healthy", "{{disk}}")],
+            vec![q("obsbox_disk_health", "{{disk}}")],
         )
-        .mappings(&[(0, "failing", "red"), (1, "healthy", "green")]),
+        .describe("1 ok, 0.5 warning, 0 failing; the Disks page says why.")
+        .mappings(&[(0, "failing", "red"), (1, "ok", "green")])
+        .thresholds("red", &[(0.5, "orange"), (1.0, "green")]),
         panel(
             "Reallocated sectors",
             Kind::Stat,
             "none",
-            vec![q("obsbox_disk_reallocated_sectors", "{{disk}}")],
+            vec![q(
+                r#"obsbox_disk_smart_attribute_raw{attribute="5"}"#,
+                "{{disk}}",
+            )],
         )
         .describe("A growing count means the disk is wearing out.")
         .thresholds("green", &[(1.0, "orange")]),
@@ -922,7 +927,13 @@ fn appliance(settings: &Settings) -> Dashboard {
             vec![q("obsbox_disk_temperature_celsius", "{{disk}}")],
         )
         .width(GRID_COLUMNS)
-        .thresholds("green", &[(50.0, "orange"), (60.0, "red")]),
+        .thresholds(
+            "green",
+            &[
+                (settings.disks.temperature_warning as f64, "orange"),
+                (settings.disks.temperature_critical as f64, "red"),
+            ],
+        ),
     ];
     if settings.services.loki.enabled {
         panels.push(panel(

@@ -35,6 +35,7 @@ pub mod paths {
     pub const PROMETHEUS_HOST_RULES: &str = "children/prometheus/rules/hosts.yml";
     pub const PROMETHEUS_APPLIANCE_RULES: &str = "children/prometheus/rules/appliance.yml";
     pub const PROMETHEUS_SLO_RULES: &str = "children/prometheus/rules/slos.yml";
+    pub const PROMETHEUS_DISK_RULES: &str = "children/prometheus/rules/disks.yml";
     pub const BLACKBOX_CONFIG: &str = "children/blackbox/blackbox.yml";
     pub const ALERTMANAGER_CONFIG: &str = "children/alertmanager/alertmanager.yml";
     pub const ALERTMANAGER_DATA: &str = "children/alertmanager/data";
@@ -87,6 +88,7 @@ pub fn render(settings: &Settings, env: &Environment) -> Vec<ConfigFile> {
             (paths::PROMETHEUS_PROBE_RULES, catalog.probe_rules()),
             (paths::PROMETHEUS_BACKUP_RULES, catalog.backup_rules()),
             (paths::PROMETHEUS_SLO_RULES, catalog.slo_rules()),
+            (paths::PROMETHEUS_DISK_RULES, catalog.disk_rules()),
         ];
         for (path, contents) in rule_files {
             add("prometheus", path, contents);

@@ -113,6 +113,9 @@ pub(super) async fn metrics(State(app): State<Arc<AppState>>) -> Response {
     }
     register_alerts(&mut registry, &app.alerts);
     register_power(&mut registry, &app.power.summary());
+    if let Ok(disks) = app.disks.status().await {
+        register_disks(&mut registry, &disks);
+    }
 
     let rss = Gauge::<i64>::default();
     rss.set(resident_bytes());
@@ -439,6 +442,165 @@ fn register_alerts(registry: &mut Registry, alerts: &crate::alerts::Alerts) {
             registry.register(name, help, gauge);
         }
     }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DiskLabel {
+    disk: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DiskIdentity {
+    disk: String,
+    model: String,
+    serial: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DiskAttribute {
+    disk: String,
+    attribute: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DiskJob {
+    disk: String,
+    /// Not `job`: Prometheus keeps that label for the scrape job.
+    backup_job: String,
+}
+
+fn register_disks(registry: &mut Registry, status: &crate::disks::DisksStatus) {
+    use crate::disks::{Access, Health};
+    type F64 = Gauge<f64, AtomicU64>;
+    let health = Family::<DiskIdentity, F64>::default();
+    let raw = Family::<DiskAttribute, Gauge>::default();
+    let temperature = Family::<DiskLabel, Gauge>::default();
+    let hours = Family::<DiskLabel, Gauge>::default();
+    let critical_warning = Family::<DiskLabel, Gauge>::default();
+    let media_errors = Family::<DiskLabel, Counter>::default();
+    let used = Family::<DiskLabel, Gauge>::default();
+    let self_test = Family::<DiskLabel, Gauge>::default();
+    let errors = Family::<DiskLabel, Counter>::default();
+    let answered = Family::<DiskLabel, F64>::default();
+    let source_failing = Family::<DiskJob, Gauge>::default();
+    let as_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    for d in &status.disks {
+        let label = DiskLabel { disk: d.id.clone() };
+        let value = match d.health {
+            Health::Ok => Some(1.0),
+            Health::Warning => Some(0.5),
+            Health::Failing => Some(0.0),
+            Health::Unknown => None,
+        };
+        if let Some(value) = value {
+            health
+                .get_or_create(&DiskIdentity {
+                    disk: d.id.clone(),
+                    model: d.model.clone().unwrap_or_default(),
+                    serial: d.serial.clone().unwrap_or_default(),
+                })
+                .set(value);
+        }
+        for a in &d.attributes {
+            if let Some(value) = a.raw {
+                raw.get_or_create(&DiskAttribute {
+                    disk: d.id.clone(),
+                    attribute: a.id.to_string(),
+                })
+                .set(as_i64(value));
+            }
+        }
+        if let Some(t) = d.temperature {
+            temperature.get_or_create(&label).set(t);
+        }
+        if let Some(h) = d.power_on_hours {
+            hours.get_or_create(&label).set(as_i64(h));
+        }
+        if let Some(nvme) = &d.nvme {
+            critical_warning
+                .get_or_create(&label)
+                .set(i64::from(nvme.critical_warning));
+            if let Some(n) = nvme.media_errors {
+                media_errors.get_or_create(&label).inc_by(n);
+            }
+            if let Some(p) = nvme.percentage_used {
+                used.get_or_create(&label).set(as_i64(p));
+            }
+        }
+        if let Some(passed) = d.self_tests.first().and_then(|t| t.passed) {
+            self_test.get_or_create(&label).set(i64::from(passed));
+        }
+        errors
+            .get_or_create(&label)
+            .inc_by(d.monitoring_errors_total);
+        // 0 until smartctl first answers, so a disk never read still alerts.
+        answered
+            .get_or_create(&label)
+            .set(d.last_answer_at.unwrap_or(0) as f64 / 1000.0);
+        for job in d.jobs.iter().filter(|j| j.access == Access::Reads) {
+            source_failing
+                .get_or_create(&DiskJob {
+                    disk: d.id.clone(),
+                    backup_job: job.job.clone(),
+                })
+                .set(i64::from(d.health == Health::Failing));
+        }
+    }
+    registry.register(
+        "obsbox_disk_health",
+        "SMART health of the disk: 1 ok, 0.5 warning, 0 failing",
+        health,
+    );
+    registry.register(
+        "obsbox_disk_smart_attribute_raw",
+        "Raw value of each ATA SMART attribute, by id",
+        raw,
+    );
+    registry.register(
+        "obsbox_disk_temperature_celsius",
+        "Temperature of the disk",
+        temperature,
+    );
+    registry.register(
+        "obsbox_disk_power_on_hours",
+        "Hours the disk has been powered on",
+        hours,
+    );
+    registry.register(
+        "obsbox_disk_nvme_critical_warning",
+        "NVMe critical warning bits (0 when none)",
+        critical_warning,
+    );
+    registry.register(
+        "obsbox_disk_nvme_media_errors",
+        "NVMe media and data integrity errors",
+        media_errors,
+    );
+    registry.register(
+        "obsbox_disk_nvme_percentage_used",
+        "Share of the NVMe disk's rated endurance used, in percent",
+        used,
+    );
+    registry.register(
+        "obsbox_disk_self_test_last_passed",
+        "1 when the newest self-test in the disk's log passed, 0 when it failed",
+        self_test,
+    );
+    registry.register(
+        "obsbox_disk_monitoring_errors",
+        "Reads of the disk that failed: smartctl failed, hung or printed garbage",
+        errors,
+    );
+    registry.register(
+        "obsbox_disk_last_reading_timestamp_seconds",
+        "When smartctl last answered for the disk (a reading, or in standby); 0 never",
+        answered,
+    );
+    registry.register(
+        "obsbox_disk_backup_source_failing",
+        "1 when a backup job reads from this disk and it is failing: back it up now",
+        source_failing,
+    );
 }
 
 /// Resident set size of this process, from /proc/self/statm.

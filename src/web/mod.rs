@@ -8,6 +8,7 @@ mod account;
 mod alerts;
 pub mod auth;
 mod backups;
+mod disks;
 mod metrics;
 mod overview;
 mod pages;
@@ -43,6 +44,7 @@ pub struct AppState {
     pub alerts: Arc<crate::alerts::Alerts>,
     pub backups: crate::backup::Backups,
     pub power: crate::power::Power,
+    pub disks: crate::disks::Disks,
     pub services: Arc<Services>,
     pub supervisor: Supervisor,
     pub store: Store,
@@ -68,6 +70,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/settings/{section}", put(update_settings))
         .route("/api/audit", get(audit))
         .merge(backups::routes())
+        .merge(disks::routes())
         .merge(alerts::routes())
         .merge(runbooks::routes())
         .merge(account::routes())

@@ -16,6 +16,25 @@ async fn overview(State(app): State<Arc<AppState>>) -> ApiResult {
     let settings = app.services.settings()?;
     let children = app.supervisor.status().await?;
     let backups = app.backups.status().await?;
+    let health: Vec<_> = app
+        .disks
+        .status()
+        .await?
+        .disks
+        .into_iter()
+        .map(|d| {
+            json!({
+                "id": d.id,
+                "device": d.device,
+                "model": d.model,
+                "health": d.health,
+                "temperature": d.temperature,
+                "standby": d.standby,
+                "monitoring_error": d.monitoring_error,
+                "halts": d.halts,
+            })
+        })
+        .collect();
     let alerts = app.alerts.history(Some("firing"), 100)?;
     let disks = tokio::task::spawn_blocking(crate::disks::usage)
         .await
@@ -39,6 +58,7 @@ async fn overview(State(app): State<Arc<AppState>>) -> ApiResult {
         "uptime_seconds": app.started.elapsed().as_secs(),
         "children": children,
         "disks": disks,
+        "disk_health": health,
         "ups": app.power.summary(),
         "backups": jobs,
         "backups_halted": backups.halted,

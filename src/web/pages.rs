@@ -19,13 +19,14 @@ use std::sync::Arc;
 struct Assets;
 
 /// The pages of the main navigation, in order: (path, label).
-const NAV: [(&str, &str); 7] = [
+const NAV: [(&str, &str); 8] = [
     ("/", "Overview"),
     ("/services", "Services"),
     ("/targets", "Targets"),
     ("/alerting", "Alerting"),
     ("/backups", "Backups"),
     ("/power", "Power"),
+    ("/disks", "Disks"),
     ("/system", "System"),
 ];
 
@@ -122,6 +123,7 @@ pages! {
     Alerting: "/alerting", "alerting.html", "alerting.js", "Alerting";
     Backups: "/backups", "backups.html", "backups.js", "Backups";
     Power: "/power", "power.html", "power.js", "Power";
+    DisksPage: "/disks", "disks.html", "disks.js", "Disks";
     System: "/system", "system.html", "system.js", "System";
     Account: "/account", "account.html", "account.js", "Account";
     Setup: "/setup", "setup.html", "setup.js", "First-boot setup";

@@ -135,7 +135,7 @@ export function when(time) {
 
 const TONES = {
   ok: ['ready', 'ok', 'resolved', 'active', 'keep', 'yes'],
-  bad: ['crash-looping', 'unavailable', 'failed', 'firing', 'critical', 'not installed', 'remove'],
+  bad: ['crash-looping', 'unavailable', 'failed', 'firing', 'critical', 'not installed', 'remove', 'failing', 'monitoring error'],
 };
 
 /** A word with its colour (and the word itself, so colour is never the only cue). */

@@ -47,6 +47,19 @@ function render(o) {
       { label: 'Free', value: (d) => `${bytes(d.available_bytes)} of ${bytes(d.total_bytes)}` },
     ],
   });
+  table($('disk-health'), {
+    rows: o.disk_health,
+    empty: 'No disk read yet.',
+    columns: [
+      { label: 'Disk', value: (d) => el('a', { href: '/disks' }, d.device) },
+      { label: 'Health', value: (d) => badge(d.health) },
+      { label: 'Temperature', value: (d) => (d.temperature === null ? '' : `${d.temperature} °C`) },
+      {
+        label: 'Note',
+        value: (d) => d.monitoring_error ?? (d.standby ? 'standby' : d.halts.map((h) => `${h.job} halted`).join('; ')),
+      },
+    ],
+  });
   const ups = o.ups || {};
   const s = ups.status || {};
   const facts = [['state', badge(String(ups.state || 'unknown').replaceAll('_', ' '))]];

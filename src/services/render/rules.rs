@@ -355,6 +355,108 @@ impl<'a> Catalog<'a> {
         )
     }
 
+    /// SMART disk health, from obsbox's own disk monitor.
+    pub(super) fn disk_rules(&self) -> String {
+        let d = &self.settings.disks;
+        let interval = crate::settings::parse_duration(&d.interval).map_or(600, |i| i.as_secs());
+        let disk = |name, expr: String, wait, severity, summary, description: String| Alert {
+            name,
+            expr,
+            wait,
+            severity,
+            service: "disks",
+            summary,
+            description,
+        };
+        // A raw count above its lowest value of the last day has risen.
+        let rising = |attributes: &str| {
+            format!(
+                r#"obsbox_disk_smart_attribute_raw{{attribute=~"{attributes}"}} - min_over_time(obsbox_disk_smart_attribute_raw{{attribute=~"{attributes}"}}[1d]) > 0"#
+            )
+        };
+        let alerts = [
+            disk(
+                "DiskSmartFailing",
+                "obsbox_disk_health == 0".into(),
+                None,
+                "critical",
+                "Disk {{ $labels.disk }} is failing",
+                "SMART says disk {{ $labels.disk }} ({{ $labels.model }}, serial {{ $labels.serial }}) is failing. Backups that write to it are halted; replace it.".into(),
+            ),
+            disk(
+                "DiskSectorsReallocatedRising",
+                rising("5"),
+                None,
+                "warning",
+                "Disk {{ $labels.disk }} reallocates sectors",
+                "Disk {{ $labels.disk }} reallocated {{ $value }} more sectors within a day: it is wearing out.".into(),
+            ),
+            disk(
+                "DiskSectorsPendingRising",
+                rising("197|198"),
+                None,
+                "critical",
+                "Disk {{ $labels.disk }} has more unreadable sectors",
+                "Attribute {{ $labels.attribute }} of disk {{ $labels.disk }} rose by {{ $value }} within a day: data on it cannot be read.".into(),
+            ),
+            disk(
+                "DiskNvmeCriticalWarning",
+                "obsbox_disk_nvme_critical_warning > 0".into(),
+                None,
+                "critical",
+                "NVMe disk {{ $labels.disk }} raises a critical warning",
+                "NVMe disk {{ $labels.disk }} reports critical warning bits {{ $value }}; the Disks page names them.".into(),
+            ),
+            disk(
+                "DiskTooHot",
+                format!("obsbox_disk_temperature_celsius >= {}", d.temperature_critical),
+                Some("2m"),
+                "critical",
+                "Disk {{ $labels.disk }} is too hot",
+                format!(
+                    "Disk {{{{ $labels.disk }}}} is at {{{{ $value }}}} °C (critical at {} °C). Backups that write to it are halted.",
+                    d.temperature_critical
+                ),
+            ),
+            disk(
+                "DiskSelfTestFailed",
+                "obsbox_disk_self_test_last_passed == 0".into(),
+                None,
+                "warning",
+                "The last self-test of disk {{ $labels.disk }} failed",
+                "The newest entry in the self-test log of disk {{ $labels.disk }} is a failure.".into(),
+            ),
+            disk(
+                "DiskHealthUnknown",
+                format!(
+                    "time() - obsbox_disk_last_reading_timestamp_seconds > {}",
+                    3 * interval
+                ),
+                Some("5m"),
+                "warning",
+                "The health of disk {{ $labels.disk }} is unknown",
+                format!(
+                    "smartctl has not answered for disk {{{{ $labels.disk }}}} for more than three reading intervals ({}): it fails, hangs or prints garbage.",
+                    d.interval
+                ),
+            ),
+            disk(
+                "DiskFailingBackupNow",
+                "obsbox_disk_backup_source_failing == 1".into(),
+                None,
+                "critical",
+                "Back up {{ $labels.backup_job }} now: its disk {{ $labels.disk }} is failing",
+                "Backup job {{ $labels.backup_job }} reads from disk {{ $labels.disk }}, which is failing. Run the job now, while the data can still be read.".into(),
+            ),
+        ];
+        self.file(
+            "Disk health alert rules",
+            json!({"name": "obsbox-disks"}),
+            Vec::new(),
+            &alerts,
+        )
+    }
+
     /// Each SLO's error ratio over the windows of the multi-window,
     /// multi-burn-rate alerts (Google SRE workbook, chapter 5), its error
     /// budget left, and the two burn-rate alerts.
