@@ -99,6 +99,12 @@ enum SettingsAction {
 }
 
 fn main() -> ExitCode {
+    // A fixed threshold: blocks of 128 KiB and more (a login's 7 MiB of
+    // password hashing, log read buffers) get mappings of their own and go
+    // back to the system when freed. glibc's default raises the threshold
+    // after the first such free, and the memory then stays resident.
+    // SAFETY: called before any other thread exists.
+    unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024) };
     let cli = Cli::parse();
     // `target=level` directives, as RUST_LOG writes them; the simpler
     // `Targets` filter needs no regex engine, which a small box would carry
