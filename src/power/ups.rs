@@ -47,6 +47,8 @@ mod contact;
 mod driver;
 #[cfg(test)]
 mod driver_tests;
+#[cfg(test)]
+mod fuzz_tests;
 mod line;
 mod nut;
 mod q1;

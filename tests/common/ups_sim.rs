@@ -422,6 +422,8 @@ fn apc(state: &mut SimState, command: &str) -> Option<Vec<u8>> {
         | if state.replace_battery { 0x80 } else { 0 };
     let reply = match command {
         "Y" => "SM".to_string(),
+        // Command set: protocol version, the alerts it sends, the commands it knows.
+        "a" => "3.!$%+?=#|.\u{1}BCFLOPQSVYabfjn@\u{7f}".into(),
         "Q" => format!("{flags:02X}"),
         "f" => format!("{:05.1}", state.charge),
         "j" => format!("{:04}:", state.runtime_minutes),
@@ -457,4 +459,121 @@ fn apc(state: &mut SimState, command: &str) -> Option<Vec<u8>> {
         _ => "NA".into(),
     };
     Some(format!("{reply}\r\n").into_bytes())
+}
+
+/// NUT's real `upsd` with one real driver, on a free loopback port, with a
+/// user `obsbox` (password `secret`, `upsmon secondary`). Both are stopped
+/// when it is dropped.
+pub struct NutServer {
+    pub port: u16,
+    /// The UPS's name there.
+    pub ups: &'static str,
+    confpath: PathBuf,
+    statepath: PathBuf,
+    children: Vec<std::process::Child>,
+}
+
+impl NutServer {
+    /// Runs `/lib/nut/<driver>` for a UPS `ups` with `settings` (e.g.
+    /// `port`), and upsd in front of it. Files go under `dir`.
+    pub fn start(dir: &Path, driver: &str, settings: &[(&str, &str)]) -> NutServer {
+        let confpath = dir.join("nut-conf");
+        let statepath = dir.join("nut-state");
+        std::fs::create_dir_all(&confpath).unwrap();
+        std::fs::create_dir_all(&statepath).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut section = format!("[ups]\n  driver = {driver}\n");
+        for (key, value) in settings {
+            section.push_str(&format!("  {key} = \"{value}\"\n"));
+        }
+        std::fs::write(confpath.join("ups.conf"), section).unwrap();
+        std::fs::write(
+            confpath.join("upsd.conf"),
+            format!("LISTEN 127.0.0.1 {port}\n"),
+        )
+        .unwrap();
+        std::fs::write(
+            confpath.join("upsd.users"),
+            "[obsbox]\n  password = secret\n  upsmon secondary\n",
+        )
+        .unwrap();
+        let mut server = NutServer {
+            port,
+            ups: "ups",
+            confpath,
+            statepath,
+            children: Vec::new(),
+        };
+        let driver = server.command(
+            &format!("/lib/nut/{driver}"),
+            &["-a", "ups", "-F", "-u", "root"],
+        );
+        server.spawn(driver);
+        let upsd = server.command("/lib/nut/upsd", &["-F", "-u", "root"]);
+        server.spawn(upsd);
+        server
+    }
+
+    /// A NUT program with this server's configuration and state paths.
+    pub fn command(&self, program: &str, args: &[&str]) -> std::process::Command {
+        let mut command = std::process::Command::new(program);
+        command
+            .args(args)
+            .env("NUT_CONFPATH", &self.confpath)
+            .env("NUT_STATEPATH", &self.statepath)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        command
+    }
+
+    fn spawn(&mut self, mut command: std::process::Command) {
+        self.children.push(
+            command
+                .spawn()
+                .expect("NUT is installed (nut-server, nut-client)"),
+        );
+    }
+
+    /// One variable as `upsc` reads it from upsd, if it answers.
+    pub fn upsc(&self, var: &str) -> Option<String> {
+        let target = format!("{}@127.0.0.1:{}", self.ups, self.port);
+        let mut args = vec![target.as_str()];
+        if !var.is_empty() {
+            args.push(var);
+        }
+        let out = self
+            .command("upsc", &args)
+            .stdout(std::process::Stdio::piped())
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    /// Stops the driver and upsd (SIGTERM, then waits).
+    pub fn stop(&mut self) {
+        for mut child in self.children.drain(..).rev() {
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while child.try_wait().ok().flatten().is_none() && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for NutServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }

@@ -58,6 +58,7 @@ pub(crate) fn parse_number(reply: &[u8]) -> Result<Option<f64>, UpsError> {
         || digits.len() > 8
         || dots > 1
         || !digits[0].is_ascii_digit()
+        || digits.ends_with(b".")
         || !digits.iter().all(|&b| b.is_ascii_digit() || b == b'.')
     {
         return Err(bad(reply));

@@ -51,7 +51,8 @@ pub struct Ups {
 /// Counters of what went wrong on the wire, for diagnostics and tests.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct UpsStats {
-    /// Replies that were short, had the wrong lead character or did not parse.
+    /// Replies that were short, had the wrong lead character or did not
+    /// parse, and NUT `ERR` replies (e.g. `DATA-STALE`).
     pub invalid_replies: u64,
     /// Questions the UPS did not answer in time.
     pub timeouts: u64,

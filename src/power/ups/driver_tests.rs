@@ -198,3 +198,55 @@ async fn no_ups_configured() {
         Err(super::UpsError::NotConfigured)
     ));
 }
+
+#[tokio::test]
+async fn nut_client_against_real_upsd() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = dir.path().join("rack.dev");
+    std::fs::write(
+        &dev,
+        "ups.status: OL\nbattery.charge: 100\nbattery.runtime: 1800\n",
+    )
+    .unwrap();
+    let dev_path = dev.to_string_lossy().into_owned();
+    let nut = ups_sim::NutServer::start(dir.path(), "dummy-ups", &[("port", &dev_path)]);
+    let config = UpsConfig::Nut {
+        host: "127.0.0.1".into(),
+        port: nut.port,
+        ups: nut.ups.into(),
+        username: "obsbox".into(),
+    };
+    let cancel = CancellationToken::new();
+    let mut ups = spawn(UpsContext {
+        config,
+        nut_password: Some("secret".into()),
+        poll: Duration::from_millis(200),
+        lost_after: Duration::from_secs(30),
+        cancel: cancel.clone(),
+    });
+    let kind = next(&mut ups, "online from upsd", 20 * SECOND, |k| {
+        status(k).is_some_and(|s| s.online)
+    })
+    .await;
+    assert_eq!(status(&kind).unwrap().runtime_seconds, Some(1800.0));
+
+    std::fs::write(
+        &dev,
+        "ups.status: OB LB\nbattery.charge: 20\nbattery.runtime: 120\n",
+    )
+    .unwrap();
+    let kind = next(&mut ups, "OB LB from upsd", 20 * SECOND, |k| {
+        status(k).is_some_and(|s| s.on_battery && s.low_battery)
+    })
+    .await;
+    assert_eq!(status(&kind).unwrap().charge_percent, Some(20.0));
+    assert!(matches!(
+        ups.commands.shutdown(SECOND, SECOND).await,
+        Err(super::UpsError::Unsupported(_))
+    ));
+    // Before dummy-ups reaches upsd, upsd answers ERR (counted as invalid).
+    assert!(ups.commands.stats().connects >= 1);
+
+    cancel.cancel();
+    ups.task.await.unwrap();
+}
