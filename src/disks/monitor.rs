@@ -15,7 +15,7 @@ use crate::store::{now_millis, Store};
 use crate::supervisor::process::Exit;
 use crate::supervisor::Reaper;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
@@ -262,7 +262,7 @@ struct Monitor {
     disks: BTreeMap<String, DiskState>,
     uses: Vec<JobUse>,
     applied: BTreeSet<Halt>,
-    /// Mount points and their devices at the last round.
+    /// Mount points and the disks under them at the last round.
     mounts: Vec<Mount>,
     smartctl: Option<PathBuf>,
     error: Option<String>,
@@ -680,7 +680,8 @@ async fn run(
     }
 }
 
-/// One round: the scan, every disk not ignored, and the mounts for the mapping.
+/// One round: the scan, every disk not ignored, and the mounts for the
+/// mapping, each traced through `/sys` to the disks under it.
 async fn read_all(
     reaper: &Reaper,
     program: PathBuf,
@@ -712,7 +713,10 @@ async fn read_all(
                 // /dev/disk/by-uuid/... and other links name the real device.
                 let device =
                     std::fs::canonicalize(&u.device).map_or(u.device, |p| p.display().to_string());
-                (u.mount, device)
+                Mount {
+                    point: u.mount,
+                    disks: mapping::disks_under(Path::new("/sys"), &device),
+                }
             })
             .collect()
     })
