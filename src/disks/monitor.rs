@@ -897,6 +897,42 @@ mod tests {
     }
 
     #[test]
+    fn a_job_on_a_raid_volume_halts_when_any_member_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let limits = Limits {
+            warning: 50,
+            critical: 60,
+        };
+        let mut disks = BTreeMap::new();
+        for (name, exit) in [("/dev/sda", 0), ("/dev/sdb", 8)] {
+            let mut disk = DiskState::new(scanned(name, "sat"), &store, limits);
+            let answer = smart::parse_reading(&samples::healthy_hdd(), ExitBits(exit))
+                .map_err(|e| e.to_string());
+            disk.take(answer, 1, limits, &store);
+            disks.insert(name.to_string(), disk);
+        }
+        // /backup is an LVM volume on md0 over sda1 + sdb1, as traced.
+        let mounts = [Mount {
+            point: "/backup".into(),
+            disks: vec!["/dev/sda".into(), "/dev/sdb".into()],
+        }];
+        let job: crate::settings::BackupJob = serde_json::from_value(serde_json::json!({
+            "name": "home", "paths": ["/backup/photos"], "backend": "restic",
+            "repository": "/backup/restic",
+        }))
+        .unwrap();
+        let names: Vec<String> = disks.keys().cloned().collect();
+        let uses = mapping::job_uses(&[job], &mounts, &names);
+        assert_eq!(uses.len(), 4, "reads and writes both members: {uses:?}");
+        let halts: Vec<String> = wanted_halts(&uses, &disks)
+            .into_iter()
+            .map(|h| h.reason)
+            .collect();
+        assert_eq!(halts, ["disk sdb failing"]);
+    }
+
+    #[test]
     fn a_monitoring_fault_keeps_the_last_reading_and_its_verdict() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
