@@ -134,6 +134,14 @@ const MIGRATIONS: &[&str] = &[
         reading TEXT NOT NULL
     );
     CREATE INDEX disk_readings_device ON disk_readings (device, id);",
+    // The last self-test schedule slot handled per disk and kind (Unix
+    // seconds), so a slot missed while obsbox was down runs once at start.
+    "CREATE TABLE disk_test_slots (
+        device TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        slot INTEGER NOT NULL,
+        PRIMARY KEY (device, kind)
+    );",
 ];
 
 /// A handle on the store; cheap to clone. Calls block briefly on SQLite.

@@ -27,6 +27,15 @@ impl Scenarios {
     fn env(&self) -> String {
         self.0.path().display().to_string()
     }
+
+    /// The self-tests the stand-in was asked to start on `/dev/<name>`.
+    fn started(&self, name: &str) -> Vec<String> {
+        std::fs::read_to_string(self.0.path().join(format!("{name}.selftests")))
+            .unwrap_or_default()
+            .lines()
+            .map(String::from)
+            .collect()
+    }
 }
 
 fn start(scenarios: &Scenarios, extra: &[(&str, Value)]) -> Obsbox {
@@ -417,4 +426,141 @@ fn monitoring_faults_are_shown_and_the_last_reading_is_kept() {
     );
     scenarios.set("sda", json!({"scenario": "healthy-hdd"}));
     assert_eq!(refresh(&obsbox)["sda"]["monitoring_error"], Value::Null);
+}
+
+#[test]
+fn a_self_test_under_way_is_shown_and_no_other_starts_meanwhile() {
+    let scenarios = Scenarios::new();
+    scenarios.set(
+        "sda",
+        json!({"scenario": "healthy-hdd", "self_test_running": {"kind": "long", "remaining_percent": 60}}),
+    );
+    scenarios.set(
+        "nvme0",
+        json!({"scenario": "nvme-healthy", "type": "nvme",
+               "self_test_running": {"kind": "short", "remaining_percent": 30}}),
+    );
+    scenarios.set("sdb", json!({"scenario": "healthy-hdd"}));
+    let obsbox = start(&scenarios, &[]);
+
+    let disks = refresh(&obsbox);
+    assert_eq!(
+        disks["sda"]["self_test_running"],
+        json!({"kind": "long", "remaining_percent": 60})
+    );
+    // The entry in progress heads the log, neither passed nor failed.
+    assert_eq!(
+        disks["sda"]["self_tests"][0]["result"],
+        "Self-test routine in progress"
+    );
+    assert_eq!(disks["sda"]["self_tests"][0]["passed"], Value::Null);
+    assert_eq!(
+        disks["nvme0"]["self_test_running"],
+        json!({"kind": "short", "remaining_percent": 30})
+    );
+    assert_eq!(disks["sdb"]["self_test_running"], Value::Null);
+
+    // No second test while one runs: 409, smartctl not asked, nothing audited.
+    let audit = obsbox.api_audit();
+    for disk in ["sda", "nvme0"] {
+        let (status, answer) = obsbox.send(
+            "POST",
+            &format!("/api/disks/{disk}/self-test"),
+            r#"{"kind": "short"}"#,
+        );
+        assert_eq!(status, 409, "{disk}: {answer}");
+        assert!(
+            answer["error"]
+                .as_str()
+                .unwrap()
+                .contains("running a self-test already"),
+            "{answer}"
+        );
+        assert!(scenarios.started(disk).is_empty(), "{disk}");
+    }
+    assert_eq!(obsbox.api_audit(), audit);
+
+    // A test obsbox starts counts as running until a reading says it ended.
+    let (status, answer) = obsbox.send("POST", "/api/disks/sdb/self-test", r#"{"kind": "long"}"#);
+    assert_eq!(status, 202, "{answer}");
+    let (status, answer) = obsbox.send("POST", "/api/disks/sdb/self-test", r#"{"kind": "short"}"#);
+    assert_eq!(status, 409, "{answer}");
+    let sdb = obsbox.get("/api/disks")["disks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["id"] == "sdb")
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        sdb["self_test_running"],
+        json!({"kind": "long", "remaining_percent": null})
+    );
+    // The stand-in's tests end at once: the next reading frees the disk.
+    let disks = refresh(&obsbox);
+    assert_eq!(disks["sdb"]["self_test_running"], Value::Null);
+    assert_eq!(disks["sdb"]["self_tests"][0]["kind"], "Extended offline");
+    assert_eq!(scenarios.started("sdb"), ["long"]);
+
+    // Once sda's test ended, a new one starts.
+    scenarios.set("sda", json!({"scenario": "healthy-hdd"}));
+    assert_eq!(refresh(&obsbox)["sda"]["self_test_running"], Value::Null);
+    let (status, answer) = obsbox.send("POST", "/api/disks/sda/self-test", r#"{"kind": "short"}"#);
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(scenarios.started("sda"), ["short"]);
+}
+
+#[test]
+fn a_self_test_slot_missed_while_down_runs_once_at_start_on_awake_disks() {
+    let scenarios = Scenarios::new();
+    scenarios.set("sda", json!({"scenario": "healthy-hdd"}));
+    scenarios.set("sdb", json!({"scenario": "standby"}));
+    let disks = json!({"smartctl": stand_in("smartctl"), "interval": "1h", "timeout": "2s",
+                       "short_test": "03:00", "long_test": ""});
+    let mut obsbox = start(&scenarios, &[("disks", disks)]);
+    // Both disks seen: their schedules start now, nothing is missed yet.
+    let first = refresh(&obsbox);
+    assert_eq!(first["sdb"]["standby"], true);
+    assert!(scenarios.started("sda").is_empty());
+
+    // Pretend obsbox was off for three days since it last handled a slot.
+    let db = rusqlite::Connection::open(obsbox.data.join("obsbox.db")).unwrap();
+    let three_days_ago = jiff::Timestamp::now().as_second() - 3 * 24 * 3600;
+    let moved = db
+        .execute(
+            "UPDATE disk_test_slots SET slot = ?1 WHERE kind = 'short'",
+            [three_days_ago],
+        )
+        .unwrap();
+    assert_eq!(moved, 2, "a short slot for each disk");
+    drop(db);
+    obsbox.restart();
+
+    // sda is awake: three missed slots make one short test, at start.
+    wait_for("the catch-up test on sda", Duration::from_secs(20), || {
+        (scenarios.started("sda") == ["short"]).then_some(())
+    });
+    let disks = refresh(&obsbox);
+    assert_eq!(disks["sda"]["self_test_started"]["kind"], "short");
+    // sdb sleeps and is not woken for it...
+    assert_eq!(disks["sdb"]["standby"], true);
+    assert_eq!(disks["sdb"]["self_test_started"], Value::Null);
+    assert!(scenarios.started("sdb").is_empty());
+    // ...until a reading finds it awake.
+    scenarios.set("sdb", json!({"scenario": "healthy-hdd"}));
+    refresh(&obsbox);
+    wait_for("the catch-up test on sdb", Duration::from_secs(20), || {
+        (scenarios.started("sdb") == ["short"]).then_some(())
+    });
+
+    // Never a second catch-up for the same slots: not at the next reading,
+    // not at the next start.
+    let again = refresh(&obsbox);
+    assert_eq!(again["sdb"]["self_test_running"], Value::Null);
+    obsbox.restart();
+    let after = refresh(&obsbox);
+    for disk in ["sda", "sdb"] {
+        assert_eq!(after[disk]["self_test_started"], Value::Null, "{disk}");
+        assert_eq!(scenarios.started(disk), ["short"], "{disk}");
+    }
 }

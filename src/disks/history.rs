@@ -1,9 +1,11 @@
 //! The readings of each disk in SQLite, a bounded number per disk: the last
 //! good one survives a restart with its verdict, so rises and hysteresis
-//! carry over.
+//! carry over. Also the last self-test schedule slot handled per disk and
+//! kind.
 
 use super::health::{Health, TemperatureLevel};
 use super::smart::Reading;
+use super::TestKind;
 use crate::store::{Store, StoreError};
 use rusqlite::{params, OptionalExtension};
 
@@ -75,6 +77,34 @@ pub fn last(store: &Store, device: &str) -> Result<Option<Stored>, StoreError> {
     }))
 }
 
+/// The last self-test slot of `kind` handled on `device`, Unix seconds.
+pub fn test_slot(store: &Store, device: &str, kind: TestKind) -> Result<Option<i64>, StoreError> {
+    store.with_conn(|conn| {
+        conn.query_row(
+            "SELECT slot FROM disk_test_slots WHERE device = ?1 AND kind = ?2",
+            params![device, kind.as_str()],
+            |r| r.get(0),
+        )
+        .optional()
+    })
+}
+
+pub fn set_test_slot(
+    store: &Store,
+    device: &str,
+    kind: TestKind,
+    slot_seconds: i64,
+) -> Result<(), StoreError> {
+    store.with_conn(|conn| {
+        conn.execute(
+            "INSERT INTO disk_test_slots (device, kind, slot) VALUES (?1, ?2, ?3)
+             ON CONFLICT(device, kind) DO UPDATE SET slot = excluded.slot",
+            params![device, kind.as_str(), slot_seconds],
+        )
+        .map(|_| ())
+    })
+}
+
 /// How many readings of `device` are kept.
 #[cfg(test)]
 fn count(store: &Store, device: &str) -> i64 {
@@ -129,6 +159,31 @@ mod tests {
         assert_eq!(
             last(&store, "/dev/sdb").unwrap().unwrap().health,
             Health::Failing
+        );
+    }
+
+    #[test]
+    fn test_slots_are_kept_per_disk_and_kind() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(
+            test_slot(&store, "/dev/sda", TestKind::Short).unwrap(),
+            None
+        );
+        set_test_slot(&store, "/dev/sda", TestKind::Short, 10).unwrap();
+        set_test_slot(&store, "/dev/sda", TestKind::Long, 20).unwrap();
+        set_test_slot(&store, "/dev/sda", TestKind::Short, 30).unwrap();
+        assert_eq!(
+            test_slot(&store, "/dev/sda", TestKind::Short).unwrap(),
+            Some(30)
+        );
+        assert_eq!(
+            test_slot(&store, "/dev/sda", TestKind::Long).unwrap(),
+            Some(20)
+        );
+        assert_eq!(
+            test_slot(&store, "/dev/sdb", TestKind::Short).unwrap(),
+            None
         );
     }
 }

@@ -1,11 +1,16 @@
 //! Which disk holds which backup job's data: the directories a job reads and,
 //! for restic with a local repository, the one it writes. A path lives on the
 //! filesystem with the longest mount point above it, that filesystem on a
-//! block device, and that device (a partition such as `/dev/sda1` or
-//! `/dev/nvme0n1p1`) on a disk the scan found (`/dev/sda`, `/dev/nvme0`).
+//! block device, and that device on one or more disks the scan found
+//! (`/dev/sda`, `/dev/nvme0`): a partition (`/dev/sda1`, `/dev/nvme0n1p1`)
+//! on its disk, a stacked device (md RAID, LVM, dm-crypt: `/dev/md0`,
+//! `/dev/dm-0`, `/dev/mapper/NAME`) on every member disk under it, traced
+//! through sysfs.
 
 use crate::settings::{BackupBackend, BackupJob};
 use serde::Serialize;
+use std::collections::BTreeSet;
+use std::path::Path;
 
 /// How a job uses a disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -23,8 +28,79 @@ pub struct JobUse {
     pub access: Access,
 }
 
-/// A mounted filesystem: (mount point, block device).
-pub type Mount = (String, String);
+/// A mounted filesystem: its mount point and the whole disks its block
+/// device lives on (`/dev/sda`; every member of an md or LVM volume).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    pub point: String,
+    pub disks: Vec<String>,
+}
+
+/// The whole disks block device `device` lives on, as `/dev/NAME`, read from
+/// the sysfs mounted at `sys` (`/sys` on a real system): a stacked device
+/// stands for every device in its `slaves/`, recursively, and a partition
+/// (it has a `partition` file) for the disk whose directory holds it. A
+/// device sysfs does not know stands for itself. Nothing in sysfs is
+/// trusted to be well formed: odd names are skipped and cycles end.
+pub fn disks_under(sys: &Path, device: &str) -> Vec<String> {
+    let block = sys.join("class/block");
+    let name = match device.strip_prefix("/dev/mapper/") {
+        Some(mapped) => mapper_device(&block, mapped),
+        None => device.strip_prefix("/dev/").map(String::from),
+    };
+    let Some(name) = name.filter(|n| plain_name(n) && block.join(n).exists()) else {
+        return vec![device.to_string()];
+    };
+    let mut seen = BTreeSet::new();
+    let mut disks = BTreeSet::new();
+    trace(&block, name, &mut seen, &mut disks);
+    disks.into_iter().collect()
+}
+
+/// A single path component naming a block device, nothing that climbs.
+fn plain_name(name: &str) -> bool {
+    !name.is_empty() && !name.starts_with('.') && !name.contains('/')
+}
+
+/// The `dm-N` whose device-mapper name (`dm/name`) is `mapped`.
+fn mapper_device(block: &Path, mapped: &str) -> Option<String> {
+    std::fs::read_dir(block).ok()?.flatten().find_map(|entry| {
+        let name = entry.file_name().into_string().ok()?;
+        let dm_name = std::fs::read_to_string(entry.path().join("dm/name")).ok()?;
+        (dm_name.trim_end() == mapped).then_some(name)
+    })
+}
+
+fn trace(block: &Path, name: String, seen: &mut BTreeSet<String>, disks: &mut BTreeSet<String>) {
+    if !seen.insert(name.clone()) {
+        return;
+    }
+    let dir = block.join(&name);
+    let mut members: Vec<String> = std::fs::read_dir(dir.join("slaves"))
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter(|n| plain_name(n) && block.join(n).exists())
+                .collect()
+        })
+        .unwrap_or_default();
+    if members.is_empty() && dir.join("partition").exists() {
+        // class/block/sda1 links to .../block/sda/sda1: the disk is the parent.
+        members.extend(
+            std::fs::canonicalize(&dir)
+                .ok()
+                .and_then(|p| p.parent()?.file_name()?.to_str().map(String::from))
+                .filter(|n| plain_name(n) && block.join(n).exists()),
+        );
+    }
+    if members.is_empty() {
+        disks.insert(format!("/dev/{name}"));
+    }
+    for member in members {
+        trace(block, member, seen, disks);
+    }
+}
 
 /// The whole disk a partition belongs to: `/dev/sda1` → `/dev/sda`,
 /// `/dev/nvme0n1p2` → `/dev/nvme0n1`, `/dev/mmcblk0p1` → `/dev/mmcblk0`.
@@ -63,27 +139,29 @@ pub fn holds(disk: &str, device: &str) -> bool {
             .is_some_and(|ns| !ns.is_empty() && ns.bytes().all(|b| b.is_ascii_digit()))
 }
 
-/// The block device of the filesystem `path` is on (longest mount point).
-pub fn device_of<'a>(path: &str, mounts: &'a [Mount]) -> Option<&'a str> {
+/// The mounted filesystem `path` is on (longest mount point).
+pub fn mount_of<'a>(path: &str, mounts: &'a [Mount]) -> Option<&'a Mount> {
     mounts
         .iter()
-        .filter(|(mount, _)| {
-            let mount = mount.trim_end_matches('/');
-            mount.is_empty()
-                || path == mount
+        .filter(|m| {
+            let point = m.point.trim_end_matches('/');
+            point.is_empty()
+                || path == point
                 || path
-                    .strip_prefix(mount)
+                    .strip_prefix(point)
                     .is_some_and(|rest| rest.starts_with('/'))
         })
-        .max_by_key(|(mount, _)| mount.trim_end_matches('/').len())
-        .map(|(_, device)| device.as_str())
+        .max_by_key(|m| m.point.trim_end_matches('/').len())
 }
 
 /// Every (job, disk, access) the jobs imply; `disks` are the scan's names.
 pub fn job_uses(jobs: &[BackupJob], mounts: &[Mount], disks: &[String]) -> Vec<JobUse> {
-    let disk_of = |path: &str| {
-        let device = device_of(path, mounts)?;
-        disks.iter().find(|d| holds(d, device)).cloned()
+    let disks_of = |path: &str| -> Vec<String> {
+        let under = mount_of(path, mounts).map_or(&[][..], |m| m.disks.as_slice());
+        under
+            .iter()
+            .filter_map(|member| disks.iter().find(|d| holds(d, member)).cloned())
+            .collect()
     };
     let mut uses = Vec::new();
     for job in jobs {
@@ -95,7 +173,7 @@ pub fn job_uses(jobs: &[BackupJob], mounts: &[Mount], disks: &[String]) -> Vec<J
             .map(|p| (p.as_str(), Access::Reads))
             .chain(writes.map(|p| (p, Access::Writes)));
         for (path, access) in paths {
-            if let Some(disk) = disk_of(path) {
+            for disk in disks_of(path) {
                 uses.push(JobUse {
                     job: job.name.clone(),
                     disk,
@@ -139,16 +217,24 @@ mod tests {
         assert!(!holds("/dev/sd", "/dev/sda2"));
     }
 
+    /// Mounts whose devices sysfs does not know: each stands for itself.
+    fn mounts(pairs: &[(&str, &str)]) -> Vec<Mount> {
+        pairs
+            .iter()
+            .map(|(point, device)| Mount {
+                point: point.to_string(),
+                disks: disks_under(Path::new("/nonexistent"), device),
+            })
+            .collect()
+    }
+
     #[test]
     fn the_longest_mount_point_wins() {
-        let mounts: Vec<Mount> = [
+        let mounts = mounts(&[
             ("/", "/dev/sda2"),
             ("/srv", "/dev/sdb1"),
             ("/srv/photos", "/dev/nvme0n1p1"),
-        ]
-        .iter()
-        .map(|(m, d)| (m.to_string(), d.to_string()))
-        .collect();
+        ]);
         for (path, device) in [
             ("/etc", "/dev/sda2"),
             ("/srv", "/dev/sdb1"),
@@ -156,9 +242,138 @@ mod tests {
             ("/srv/photos/2026", "/dev/nvme0n1p1"),
             ("/srv/photosynth", "/dev/sdb1"),
         ] {
-            assert_eq!(device_of(path, &mounts), Some(device), "{path}");
+            let found = mount_of(path, &mounts).map(|m| m.disks.clone());
+            assert_eq!(found, Some(vec![device.to_string()]), "{path}");
         }
-        assert_eq!(device_of("/x", &mounts[1..]), None);
+        assert_eq!(mount_of("/x", &mounts[1..]), None);
+    }
+
+    /// A sysfs tree as the kernel lays it out: devices under
+    /// `devices/`, partitions inside their disk's directory, stacked
+    /// devices with `slaves/` links, and `class/block/NAME` links to each.
+    struct FakeSys(tempfile::TempDir);
+
+    impl FakeSys {
+        fn new() -> FakeSys {
+            let sys = FakeSys(tempfile::tempdir().unwrap());
+            std::fs::create_dir_all(sys.0.path().join("class/block")).unwrap();
+            sys
+        }
+
+        fn root(&self) -> &Path {
+            self.0.path()
+        }
+
+        /// A block device at `devices/<path>`, linked as `class/block/<name>`.
+        fn device(&self, path: &str) {
+            let dir = self.root().join("devices").join(path);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("dev"), "8:0\n").unwrap();
+            let name = path.rsplit('/').next().unwrap();
+            std::os::unix::fs::symlink(&dir, self.root().join("class/block").join(name)).unwrap();
+        }
+
+        fn partition(&self, path: &str) {
+            self.device(path);
+            let dir = self.root().join("devices").join(path);
+            std::fs::write(dir.join("partition"), "1\n").unwrap();
+        }
+
+        /// A stacked device over `members`, with a device-mapper name or none.
+        fn stacked(&self, name: &str, members: &[&str], dm_name: Option<&str>) {
+            self.device(&format!("virtual/block/{name}"));
+            let dir = self.root().join("class/block").join(name);
+            std::fs::create_dir_all(dir.join("slaves")).unwrap();
+            for member in members {
+                let target = self.root().join("class/block").join(member);
+                std::os::unix::fs::symlink(target, dir.join("slaves").join(member)).unwrap();
+            }
+            if let Some(dm_name) = dm_name {
+                std::fs::create_dir_all(dir.join("dm")).unwrap();
+                std::fs::write(dir.join("dm/name"), format!("{dm_name}\n")).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn stacked_devices_are_traced_to_their_member_disks() {
+        let sys = FakeSys::new();
+        sys.device("pci0000:00/ata1/host0/block/sda");
+        sys.partition("pci0000:00/ata1/host0/block/sda/sda1");
+        sys.device("pci0000:00/ata2/host1/block/sdb");
+        sys.partition("pci0000:00/ata2/host1/block/sdb/sdb1");
+        sys.device("pci0000:00/nvme/nvme0/nvme0n1");
+        sys.partition("pci0000:00/nvme/nvme0/nvme0n1/nvme0n1p2");
+        // md0 (RAID 1) over sda1 + sdb1; LVM dm-0 over md0; dm-crypt dm-1 over nvme0n1p2.
+        sys.stacked("md0", &["sda1", "sdb1"], None);
+        sys.stacked("dm-0", &["md0"], Some("vg0-data"));
+        sys.stacked("dm-1", &["nvme0n1p2"], Some("cryptroot"));
+        // A damaged tree: a device that is its own member, and one whose
+        // member is a name that climbs out of sysfs.
+        sys.stacked("dm-7", &["dm-7"], None);
+        sys.stacked("dm-8", &[], None);
+        std::os::unix::fs::symlink("/etc", sys.root().join("class/block/dm-8/slaves/..hidden"))
+            .unwrap();
+
+        let raid = vec!["/dev/sda".to_string(), "/dev/sdb".to_string()];
+        for (device, want) in [
+            ("/dev/sda1", vec!["/dev/sda"]),
+            ("/dev/sda", vec!["/dev/sda"]),
+            ("/dev/md0", vec!["/dev/sda", "/dev/sdb"]),
+            ("/dev/dm-0", vec!["/dev/sda", "/dev/sdb"]),
+            ("/dev/mapper/vg0-data", vec!["/dev/sda", "/dev/sdb"]),
+            ("/dev/dm-1", vec!["/dev/nvme0n1"]),
+            ("/dev/mapper/cryptroot", vec!["/dev/nvme0n1"]),
+            ("/dev/dm-7", vec![]),
+            ("/dev/dm-8", vec!["/dev/dm-8"]),
+            // Unknown to sysfs, or not a plain name: the device itself.
+            ("/dev/mapper/nothing", vec!["/dev/mapper/nothing"]),
+            ("/dev/../etc", vec!["/dev/../etc"]),
+            ("/dev/root", vec!["/dev/root"]),
+            ("tmpfs", vec!["tmpfs"]),
+        ] {
+            assert_eq!(disks_under(sys.root(), device), want, "{device}");
+        }
+
+        // A job writing to the LVM volume writes to both RAID members; one
+        // reading the encrypted volume reads the NVMe disk the scan names
+        // by its controller.
+        let mounts = vec![
+            Mount {
+                point: "/".into(),
+                disks: disks_under(sys.root(), "/dev/dm-1"),
+            },
+            Mount {
+                point: "/backup".into(),
+                disks: disks_under(sys.root(), "/dev/mapper/vg0-data"),
+            },
+        ];
+        let disks = vec![
+            "/dev/sda".to_string(),
+            "/dev/sdb".to_string(),
+            "/dev/nvme0".to_string(),
+        ];
+        let jobs = [job(
+            "home",
+            &["/home"],
+            BackupBackend::Restic,
+            "/backup/restic",
+        )];
+        let uses = job_uses(&jobs, &mounts, &disks);
+        let want = |disk: &str, access| JobUse {
+            job: "home".into(),
+            disk: disk.into(),
+            access,
+        };
+        assert_eq!(
+            uses,
+            vec![
+                want("/dev/nvme0", Access::Reads),
+                want("/dev/sda", Access::Writes),
+                want("/dev/sdb", Access::Writes),
+            ]
+        );
+        assert_eq!(mounts[1].disks, raid);
     }
 
     fn job(name: &str, paths: &[&str], backend: BackupBackend, repository: &str) -> BackupJob {
@@ -173,10 +388,7 @@ mod tests {
 
     #[test]
     fn jobs_read_their_paths_and_restic_writes_a_local_repository() {
-        let mounts: Vec<Mount> = [("/", "/dev/sda2"), ("/backup", "/dev/sdb1")]
-            .iter()
-            .map(|(m, d)| (m.to_string(), d.to_string()))
-            .collect();
+        let mounts = mounts(&[("/", "/dev/sda2"), ("/backup", "/dev/sdb1")]);
         let disks = vec!["/dev/sda".to_string(), "/dev/sdb".to_string()];
         let jobs = [
             job(

@@ -7,7 +7,11 @@
 //! and asked-for self-tests, and maps backup jobs to the disks they read and
 //! write (`mapping`). A job that writes to a failing or too hot disk is
 //! halted until a good reading; a failing disk a job reads from is flagged
-//! so it is backed up now. A fault of the monitoring itself (smartctl
+//! so it is backed up now. A job on a stacked device (md RAID, LVM,
+//! dm-crypt) uses every member disk under it, so any failing member halts
+//! it. Scheduled self-tests (`schedule`) never wake a sleeping disk nor
+//! interrupt a test under way, and a slot missed while obsbox was down runs
+//! once at start. A fault of the monitoring itself (smartctl
 //! failing, hanging, or printing garbage) is shown as such: the last good
 //! reading stays and nothing is halted or resumed because of it.
 
@@ -15,12 +19,13 @@ mod health;
 mod history;
 mod mapping;
 mod monitor;
+mod schedule;
 mod smart;
 
 pub use health::{Health, TemperatureLevel};
 pub use mapping::Access;
 pub use monitor::{Disks, DisksContext};
-pub use smart::{Attribute, NvmeHealth, SelfTest};
+pub use smart::{Attribute, NvmeHealth, RunningTest, SelfTest};
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -31,6 +36,8 @@ pub enum DiskError {
     NoSuchDisk(String),
     #[error("smartctl did not start the self-test: {0}")]
     SelfTest(String),
+    #[error("disk '{0}' is running a self-test already; wait for it to end")]
+    TestRunning(String),
     #[error("disk monitoring is turned off (disks.enabled)")]
     Disabled,
     #[error("the disk monitor has stopped")]
@@ -109,6 +116,9 @@ pub struct DiskStatus {
     pub self_tests: Vec<SelfTest>,
     /// The last self-test obsbox started.
     pub self_test_started: Option<TestStart>,
+    /// The self-test under way, as the last reading said (or the one obsbox
+    /// started since, its progress not read yet).
+    pub self_test_running: Option<RunningTest>,
     /// The backup jobs that read or write this disk.
     pub jobs: Vec<JobAccess>,
     /// Jobs halted because of this disk, with the reason.

@@ -1,12 +1,14 @@
 //! The disk monitor: one task owning every disk's state. A round (scan, then
 //! read each disk) runs as its own task and reports back; the monitor judges
 //! the readings, stores them, and brings the backup halts in line. Self-tests
-//! start on their calendar events and on demand.
+//! start on demand, and on their calendar events at the first reading that
+//! finds the disk awake and idle (`schedule`).
 
 use super::health::{self, Evaluation, Limits, Previous};
 use super::history::{self, Stored};
 use super::mapping::{self, Access, JobUse, Mount};
-use super::smart::{self, Answer, ExitBits, ScanDevice};
+use super::schedule::{self, Availability};
+use super::smart::{self, Answer, ExitBits, RunningTest, ScanDevice};
 use super::{DiskError, DiskStatus, DisksStatus, Health, JobAccess, JobHalt, TestKind, TestStart};
 use crate::backup::{Backups, CalendarEvent};
 use crate::services::Locator;
@@ -15,7 +17,7 @@ use crate::store::{now_millis, Store};
 use crate::supervisor::process::Exit;
 use crate::supervisor::Reaper;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
@@ -75,7 +77,7 @@ impl Disks {
             waiters: Vec::new(),
             queued: Vec::new(),
             next_round: Instant::now(),
-            tests_due: BTreeMap::new(),
+            next_test_at: None,
         };
         tokio::spawn(monitor.run(rx, settings));
         Disks { tx }
@@ -172,6 +174,9 @@ struct DiskState {
     error: Option<String>,
     errors_total: u64,
     self_test_started: Option<TestStart>,
+    self_test_running: Option<RunningTest>,
+    /// The last scheduled slot handled, per kind.
+    test_slots: BTreeMap<TestKind, jiff::Timestamp>,
 }
 
 impl DiskState {
@@ -188,6 +193,16 @@ impl DiskState {
             };
             health::evaluate(&s.reading, Some(&previous), limits)
         });
+        let test_slots = [TestKind::Short, TestKind::Long]
+            .into_iter()
+            .filter_map(|kind| match history::test_slot(store, &scan.name, kind) {
+                Ok(slot) => Some((kind, jiff::Timestamp::from_second(slot?).ok()?)),
+                Err(e) => {
+                    tracing::error!(device = %scan.name, error = %e, "cannot read the self-test schedule");
+                    None
+                }
+            })
+            .collect();
         DiskState {
             id: disk_id(&scan),
             scan,
@@ -198,6 +213,29 @@ impl DiskState {
             error: None,
             errors_total: 0,
             self_test_started: None,
+            self_test_running: None,
+            test_slots,
+        }
+    }
+
+    /// What the last look says about starting a test on the disk.
+    fn availability(&self) -> Availability {
+        if self.error.is_some() || self.last_answer_at.is_none() {
+            Availability::Unknown
+        } else if self.standby {
+            Availability::Asleep
+        } else if self.self_test_running.is_some() {
+            Availability::Testing
+        } else {
+            Availability::Idle
+        }
+    }
+
+    /// Records the slot of `kind` handled at `at`.
+    fn handle(&mut self, kind: TestKind, at: jiff::Timestamp, store: &Store) {
+        self.test_slots.insert(kind, at);
+        if let Err(e) = history::set_test_slot(store, &self.scan.name, kind, at.as_second()) {
+            tracing::error!(device = %self.scan.name, error = %e, "cannot record the self-test schedule");
         }
     }
 
@@ -212,6 +250,7 @@ impl DiskState {
             Err(e) => self.fault(e),
             Ok(Answer::Standby) => {
                 self.standby = true;
+                self.self_test_running = None;
                 self.error = None;
                 self.last_answer_at = Some(at);
             }
@@ -221,6 +260,7 @@ impl DiskState {
                     temperature_level: s.temperature_level,
                 });
                 let verdict = health::evaluate(&reading, previous.as_ref(), limits);
+                self.self_test_running = reading.self_test_running;
                 let stored = Stored {
                     at,
                     health: verdict.health,
@@ -262,7 +302,7 @@ struct Monitor {
     disks: BTreeMap<String, DiskState>,
     uses: Vec<JobUse>,
     applied: BTreeSet<Halt>,
-    /// Mount points and their devices at the last round.
+    /// Mount points and the disks under them at the last round.
     mounts: Vec<Mount>,
     smartctl: Option<PathBuf>,
     error: Option<String>,
@@ -273,7 +313,8 @@ struct Monitor {
     /// Refreshes asked for while a round was under way: they get the next one.
     queued: Vec<Waiter>,
     next_round: Instant,
-    tests_due: BTreeMap<TestKind, jiff::Timestamp>,
+    /// The next scheduled self-test slot of any disk.
+    next_test_at: Option<jiff::Timestamp>,
 }
 
 fn interval(s: &DiskSettings) -> Duration {
@@ -304,8 +345,8 @@ impl Monitor {
         loop {
             let enabled = self.settings.disks.enabled;
             let round_at = (enabled && !self.in_round).then_some(self.next_round);
-            let test_at = self.tests_due.values().min().filter(|_| enabled).map(|at| {
-                let wait = jiff::Timestamp::now().duration_until(*at);
+            let test_at = self.next_test_at.filter(|_| enabled).map(|at| {
+                let wait = jiff::Timestamp::now().duration_until(at);
                 Instant::now() + Duration::try_from(wait).unwrap_or(Duration::ZERO)
             });
             tokio::select! {
@@ -341,7 +382,13 @@ impl Monitor {
                     None => return,
                 },
                 _ = sleep_until(round_at) => self.start_round(),
-                _ = sleep_until(test_at) => self.fire_tests(),
+                _ = sleep_until(test_at) => {
+                    // A slot came: read the disks, then start what is due.
+                    self.schedule_tests();
+                    if !self.in_round {
+                        self.start_round();
+                    }
+                }
             }
         }
     }
@@ -369,6 +416,9 @@ impl Monitor {
                     return;
                 }
                 match self.disks.values().find(|d| d.id == disk) {
+                    Some(state) if state.self_test_running.is_some() => {
+                        let _ = done.send(Err(DiskError::TestRunning(disk)));
+                    }
                     Some(state) => self.start_test(state.scan.clone(), kind, Some(done)),
                     None => {
                         let _ = done.send(Err(DiskError::NoSuchDisk(disk)));
@@ -380,6 +430,7 @@ impl Monitor {
                 self.next_round = Instant::now() + interval(&self.settings.disks);
                 self.apply(round);
                 self.sync_halts().await;
+                self.start_due_tests();
                 let status = self.status();
                 for waiter in self.waiters.drain(..) {
                     let _ = waiter.send(Ok(status.clone()));
@@ -391,6 +442,10 @@ impl Monitor {
             }
             Msg::TestAnswered { device, start } => {
                 if let Some(disk) = self.disks.get_mut(&device) {
+                    if start.error.is_some() && disk.self_test_running == Some(started(start.kind))
+                    {
+                        disk.self_test_running = None;
+                    }
                     disk.self_test_started = Some(start);
                 }
             }
@@ -533,6 +588,7 @@ impl Monitor {
                     monitoring_errors_total: d.errors_total,
                     self_tests: reading.map(|r| r.self_tests.clone()).unwrap_or_default(),
                     self_test_started: d.self_test_started.clone(),
+                    self_test_running: d.self_test_running,
                     jobs: self
                         .uses
                         .iter()
@@ -563,39 +619,55 @@ impl Monitor {
         }
     }
 
-    /// The next slot of each self-test's calendar event, from now.
-    fn schedule_tests(&mut self) {
-        let zone = self.settings.general.time_zone();
-        let now = jiff::Timestamp::now().to_zoned(zone);
+    /// The self-test schedules in force: kinds whose calendar event parses.
+    fn test_schedules(&self) -> Vec<(TestKind, CalendarEvent)> {
         let s = &self.settings.disks;
-        self.tests_due = [
+        [
             (TestKind::Short, &s.short_test),
             (TestKind::Long, &s.long_test),
         ]
         .into_iter()
-        .filter_map(|(kind, event)| {
-            let next = CalendarEvent::parse(event).ok()?.next_after(&now)?;
-            Some((kind, next.timestamp()))
-        })
-        .collect();
+        .filter_map(|(kind, event)| Some((kind, CalendarEvent::parse(event).ok()?)))
+        .collect()
     }
 
-    fn fire_tests(&mut self) {
-        let now = jiff::Timestamp::now();
-        let due: Vec<TestKind> = self
-            .tests_due
-            .iter()
-            .filter(|(_, at)| **at <= now)
-            .map(|(kind, _)| *kind)
-            .collect();
-        // A long test covers a short one due at the same time.
-        let kind = due.iter().max().copied();
-        if let Some(kind) = kind {
-            tracing::info!(kind = kind.as_str(), "scheduled disk self-tests");
-            let devices: Vec<ScanDevice> = self.disks.values().map(|d| d.scan.clone()).collect();
-            for device in devices {
-                self.start_test(device, kind, None);
+    /// When the next slot of any disk's self-tests comes.
+    fn schedule_tests(&mut self) {
+        let schedules = self.test_schedules();
+        let now = jiff::Timestamp::now().to_zoned(self.settings.general.time_zone());
+        self.next_test_at = self
+            .disks
+            .values()
+            .filter_map(|d| schedule::next_slot(&schedules, &d.test_slots, &now))
+            .min();
+    }
+
+    /// After a reading: starts each disk's due scheduled test, if the disk
+    /// is awake and idle. A schedule meeting a disk for the first time
+    /// starts now, with nothing missed.
+    fn start_due_tests(&mut self) {
+        let schedules = self.test_schedules();
+        let now = jiff::Timestamp::now().to_zoned(self.settings.general.time_zone());
+        let store = &self.ctx.store;
+        let mut starts = Vec::new();
+        for disk in self.disks.values_mut() {
+            for (kind, _) in &schedules {
+                if !disk.test_slots.contains_key(kind) {
+                    disk.handle(*kind, now.timestamp(), store);
+                }
             }
+            let decision =
+                schedule::decide(&schedules, &disk.test_slots, &now, disk.availability());
+            if let Some(start) = decision {
+                for kind in start.handles {
+                    disk.handle(kind, now.timestamp(), store);
+                }
+                starts.push((disk.scan.clone(), start.kind));
+            }
+        }
+        for (device, kind) in starts {
+            tracing::info!(device = %device.name, kind = kind.as_str(), "scheduled disk self-test");
+            self.start_test(device, kind, None);
         }
         self.schedule_tests();
     }
@@ -603,11 +675,16 @@ impl Monitor {
     /// Asks smartctl to start a self-test; answers `done` (on demand) and
     /// records the answer with the disk.
     fn start_test(
-        &self,
+        &mut self,
         device: ScanDevice,
         kind: TestKind,
         done: Option<oneshot::Sender<Result<(), DiskError>>>,
     ) {
+        // Running from now on as far as obsbox goes, until smartctl refuses
+        // or a reading says otherwise.
+        if let Some(disk) = self.disks.get_mut(&device.name) {
+            disk.self_test_running = Some(started(kind));
+        }
         let found = self
             .ctx
             .locator
@@ -649,6 +726,14 @@ impl Monitor {
     }
 }
 
+/// A test obsbox just started: its progress is not read yet.
+fn started(kind: TestKind) -> RunningTest {
+    RunningTest {
+        kind: Some(kind),
+        remaining_percent: None,
+    }
+}
+
 /// smartctl's arguments for `device`: `first`, then `-d TYPE` from the scan, then the device.
 fn read_args(first: &[&str], device: &ScanDevice) -> Vec<String> {
     let mut args: Vec<String> = first.iter().map(|a| a.to_string()).collect();
@@ -680,7 +765,8 @@ async fn run(
     }
 }
 
-/// One round: the scan, every disk not ignored, and the mounts for the mapping.
+/// One round: the scan, every disk not ignored, and the mounts for the
+/// mapping, each traced through `/sys` to the disks under it.
 async fn read_all(
     reaper: &Reaper,
     program: PathBuf,
@@ -712,7 +798,10 @@ async fn read_all(
                 // /dev/disk/by-uuid/... and other links name the real device.
                 let device =
                     std::fs::canonicalize(&u.device).map_or(u.device, |p| p.display().to_string());
-                (u.mount, device)
+                Mount {
+                    point: u.mount,
+                    disks: mapping::disks_under(Path::new("/sys"), &device),
+                }
             })
             .collect()
     })
@@ -805,6 +894,42 @@ mod tests {
             ]
         );
         assert_eq!(disks["/dev/sdd"].errors_total, 1);
+    }
+
+    #[test]
+    fn a_job_on_a_raid_volume_halts_when_any_member_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let limits = Limits {
+            warning: 50,
+            critical: 60,
+        };
+        let mut disks = BTreeMap::new();
+        for (name, exit) in [("/dev/sda", 0), ("/dev/sdb", 8)] {
+            let mut disk = DiskState::new(scanned(name, "sat"), &store, limits);
+            let answer = smart::parse_reading(&samples::healthy_hdd(), ExitBits(exit))
+                .map_err(|e| e.to_string());
+            disk.take(answer, 1, limits, &store);
+            disks.insert(name.to_string(), disk);
+        }
+        // /backup is an LVM volume on md0 over sda1 + sdb1, as traced.
+        let mounts = [Mount {
+            point: "/backup".into(),
+            disks: vec!["/dev/sda".into(), "/dev/sdb".into()],
+        }];
+        let job: crate::settings::BackupJob = serde_json::from_value(serde_json::json!({
+            "name": "home", "paths": ["/backup/photos"], "backend": "restic",
+            "repository": "/backup/restic",
+        }))
+        .unwrap();
+        let names: Vec<String> = disks.keys().cloned().collect();
+        let uses = mapping::job_uses(&[job], &mounts, &names);
+        assert_eq!(uses.len(), 4, "reads and writes both members: {uses:?}");
+        let halts: Vec<String> = wanted_halts(&uses, &disks)
+            .into_iter()
+            .map(|h| h.reason)
+            .collect();
+        assert_eq!(halts, ["disk sdb failing"]);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! the device scan, one device's reading, and the exit status bits. Pure:
 //! text and an exit status in, values out. Nothing here panics on input.
 
+use super::TestKind;
 use serde::{Deserialize, Serialize};
 
 /// smartctl's exit status, a bit mask (smartctl(8), "RETURN VALUES").
@@ -129,6 +130,18 @@ pub struct Reading {
     pub nvme: Option<NvmeHealth>,
     /// Newest first, as the device's self-test log lists them.
     pub self_tests: Vec<SelfTest>,
+    /// The self-test under way on the disk, if one is.
+    pub self_test_running: Option<RunningTest>,
+}
+
+/// A self-test the disk is running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunningTest {
+    /// None when the disk does not say, or runs another kind (conveyance,
+    /// selective, vendor-specific).
+    pub kind: Option<TestKind>,
+    /// None until the disk says.
+    pub remaining_percent: Option<u8>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -235,6 +248,7 @@ struct Doc {
     rotation_rate: Option<u64>,
     smart_status: Option<SmartStatus>,
     ata_smart_attributes: Option<AttributeTable>,
+    ata_smart_data: Option<AtaSmartData>,
     temperature: Option<Temperature>,
     nvme_composite_temperature_threshold: Option<Limits>,
     power_on_time: Option<PowerOnTime>,
@@ -271,6 +285,18 @@ struct SmartStatus {
 #[serde(default)]
 struct AttributeTable {
     table: Vec<AttributeDoc>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct AtaSmartData {
+    self_test: Option<AtaSelfTestExecution>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct AtaSelfTestExecution {
+    status: AtaTestStatus,
 }
 
 #[derive(Deserialize, Default)]
@@ -348,16 +374,36 @@ struct Named {
     string: String,
 }
 
+/// The status byte of an ATA self-test: the high nibble says how it ended
+/// (0xf: still running), the low one how much is left in tens of percent.
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct AtaTestStatus {
+    value: Option<u64>,
     string: String,
     passed: Option<bool>,
+    remaining_percent: Option<u64>,
+}
+
+impl AtaTestStatus {
+    fn in_progress(&self) -> bool {
+        self.value.is_some_and(|v| v >> 4 == 0xf)
+    }
+
+    fn remaining(&self) -> Option<u8> {
+        let percent = self
+            .remaining_percent
+            .or(self.value.map(|v| (v & 0xf) * 10))?;
+        u8::try_from(percent.min(100)).ok()
+    }
 }
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct NvmeSelfTestLog {
+    /// 0 none, 1 short, 2 extended, 0xe vendor-specific (smartctl 7.4 on).
+    current_self_test_operation: Named,
+    current_self_test_completion_percent: Option<u64>,
     table: Vec<NvmeSelfTest>,
 }
 
@@ -367,6 +413,16 @@ struct NvmeSelfTest {
     self_test_code: Named,
     self_test_result: Named,
     power_on_hours: Option<u64>,
+}
+
+/// The kind of a test from its ATA type or NVMe operation code: 1 short,
+/// 2 extended (ATA 0x81 and 0x82: the same in captive mode).
+fn test_kind(code: Option<u64>) -> Option<TestKind> {
+    match code? & 0x7f {
+        1 => Some(TestKind::Short),
+        2 => Some(TestKind::Long),
+        _ => None,
+    }
 }
 
 /// Plausible disk temperatures; anything else is a sensor's garbage.
@@ -386,33 +442,30 @@ impl Doc {
             .power_on_time
             .and_then(|p| p.hours)
             .or(nvme_log.as_ref().and_then(|n| n.power_on_hours));
-        let ata_tests = self
+        let ata_log = self
             .ata_smart_self_test_log
             .and_then(|l| l.standard)
             .map(|s| s.table)
-            .unwrap_or_default()
-            .into_iter()
-            .map(|t| SelfTest {
-                kind: t.kind.string,
-                result: t.status.string,
-                passed: t.status.passed,
-                power_on_hours: t.lifetime_hours,
-            });
-        let nvme_tests = self
-            .nvme_self_test_log
-            .map(|l| l.table)
-            .unwrap_or_default()
-            .into_iter()
-            .map(|t| SelfTest {
-                kind: t.self_test_code.string,
-                passed: match t.self_test_result.value {
-                    Some(0) => Some(true),
-                    Some(5..=7) => Some(false),
-                    _ => None,
-                },
-                result: t.self_test_result.string,
-                power_on_hours: t.power_on_hours,
-            });
+            .unwrap_or_default();
+        let nvme_test_log = self.nvme_self_test_log.unwrap_or_default();
+        let self_test_running = running_test(self.ata_smart_data, &ata_log, &nvme_test_log);
+        let ata_tests = ata_log.into_iter().map(|t| SelfTest {
+            kind: t.kind.string,
+            // smartctl says "passed" of an entry still in progress too.
+            passed: t.status.passed.filter(|_| !t.status.in_progress()),
+            result: t.status.string,
+            power_on_hours: t.lifetime_hours,
+        });
+        let nvme_tests = nvme_test_log.table.into_iter().map(|t| SelfTest {
+            kind: t.self_test_code.string,
+            passed: match t.self_test_result.value {
+                Some(0) => Some(true),
+                Some(5..=7) => Some(false),
+                _ => None,
+            },
+            result: t.self_test_result.string,
+            power_on_hours: t.power_on_hours,
+        });
         Reading {
             model: self.model_name,
             serial: self.serial_number,
@@ -449,8 +502,42 @@ impl Doc {
                 percentage_used: n.percentage_used,
             }),
             self_tests: ata_tests.chain(nvme_tests).collect(),
+            self_test_running,
         }
     }
+}
+
+/// The self-test under way: ATA's self-test execution status (its kind from
+/// the newest log entry when that one is the test in progress), else the
+/// newest ATA log entry still in progress, or the NVMe self-test log's
+/// current operation.
+fn running_test(
+    ata: Option<AtaSmartData>,
+    ata_log: &[AtaSelfTest],
+    nvme: &NvmeSelfTestLog,
+) -> Option<RunningTest> {
+    let newest = ata_log.first().filter(|t| t.status.in_progress());
+    let execution = ata.and_then(|d| d.self_test).map(|t| t.status);
+    let ata_status = match &execution {
+        Some(status) => Some(status).filter(|s| s.in_progress()),
+        None => newest.map(|t| &t.status),
+    };
+    if let Some(status) = ata_status {
+        return Some(RunningTest {
+            kind: newest.and_then(|t| test_kind(t.kind.value)),
+            remaining_percent: status.remaining(),
+        });
+    }
+    let operation = nvme
+        .current_self_test_operation
+        .value
+        .filter(|op| *op != 0)?;
+    Some(RunningTest {
+        kind: test_kind(Some(operation)),
+        remaining_percent: nvme
+            .current_self_test_completion_percent
+            .and_then(|done| u8::try_from(100 - done.min(100)).ok()),
+    })
 }
 
 impl Reading {
@@ -573,6 +660,104 @@ pub(crate) mod tests {
         assert_eq!(r.smart_passed, Some(false));
         assert_eq!(r.self_tests[0].passed, Some(true));
         assert_eq!(r.exit, ExitBits(8));
+    }
+
+    /// `text` with `field` (a JSON member) added at the top level.
+    fn with_field(text: &str, field: &str) -> String {
+        let open = text.find('{').unwrap_or(0) + 1;
+        format!("{}{field},{}", &text[..open], &text[open..])
+    }
+
+    fn running(text: &str) -> Option<RunningTest> {
+        match parse_reading(text, ExitBits(0)) {
+            Ok(Answer::Reading(r)) => r.self_test_running,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_self_test_in_progress_is_read_with_its_kind_and_what_remains() {
+        // smartctl 7.x: ata_smart_data.self_test.status (0xf9: 90% left),
+        // and on many disks an entry in progress heads the self-test log.
+        let execution = r#""ata_smart_data": {"self_test": {"status": {"value": 249,
+            "string": "in progress, 90% remaining", "remaining_percent": 90},
+            "polling_minutes": {"short": 2, "extended": 480}}}"#;
+        let log = r#""ata_smart_self_test_log": {"standard": {"revision": 1, "table": [
+            {"type": {"value": 2, "string": "Extended offline"}, "status": {"value": 249,
+             "string": "Self-test routine in progress", "remaining_percent": 90, "passed": true},
+             "lifetime_hours": 19877},
+            {"type": {"value": 1, "string": "Short offline"}, "status": {"value": 0,
+             "string": "Completed without error", "passed": true}, "lifetime_hours": 19870}]}}"#;
+        let hdd = healthy_hdd().replace("\"ata_smart_self_test_log\"", "\"old_log\"");
+        let text = with_field(&with_field(&hdd, execution), log);
+        assert_eq!(
+            running(&text),
+            Some(RunningTest {
+                kind: Some(TestKind::Long),
+                remaining_percent: Some(90)
+            })
+        );
+        let Ok(Answer::Reading(r)) = parse_reading(&text, ExitBits(0)) else {
+            panic!("not a reading");
+        };
+        // The entry in progress has neither passed nor failed yet.
+        assert_eq!(r.self_tests[0].passed, None);
+        assert_eq!(r.self_tests[1].passed, Some(true));
+        // Without a log entry for it, the kind is not known.
+        let text = with_field(&healthy_hdd(), execution);
+        assert_eq!(
+            running(&text),
+            Some(RunningTest {
+                kind: None,
+                remaining_percent: Some(90)
+            })
+        );
+        // A finished test (status 0) is not running; neither is a disk
+        // that says nothing.
+        let done = r#""ata_smart_data": {"self_test": {"status": {"value": 0,
+            "string": "completed without error", "passed": true}}}"#;
+        assert_eq!(running(&with_field(&healthy_hdd(), done)), None);
+        assert_eq!(running(&healthy_hdd()), None);
+        // The status byte alone is enough; garbage percentages are bounded.
+        let bare = r#""ata_smart_data": {"self_test": {"status": {"value": 243}}}"#;
+        assert_eq!(
+            running(&with_field(&healthy_hdd(), bare)).and_then(|r| r.remaining_percent),
+            Some(30)
+        );
+        let odd = r#""ata_smart_data": {"self_test": {"status": {"value": 255, "remaining_percent": 99999}}}"#;
+        assert_eq!(
+            running(&with_field(&healthy_hdd(), odd)).and_then(|r| r.remaining_percent),
+            Some(100)
+        );
+    }
+
+    #[test]
+    fn an_nvme_self_test_in_progress_is_read_from_the_current_operation() {
+        let idle = nvme(0, 40);
+        assert_eq!(running(&idle), None);
+        let busy = idle.replace(
+            r#""current_self_test_operation": {"value": 0, "string": "No self-test in progress"}"#,
+            r#""current_self_test_operation": {"value": 1, "string": "Short self-test in progress"},
+               "current_self_test_completion_percent": 30"#,
+        );
+        assert_eq!(
+            running(&busy),
+            Some(RunningTest {
+                kind: Some(TestKind::Short),
+                remaining_percent: Some(70)
+            })
+        );
+        let vendor = idle.replace(
+            r#"{"value": 0, "string": "No self-test in progress"}"#,
+            r#"{"value": 14, "string": "Vendor specific self-test in progress"}"#,
+        );
+        assert_eq!(
+            running(&vendor),
+            Some(RunningTest {
+                kind: None,
+                remaining_percent: None
+            })
+        );
     }
 
     #[test]

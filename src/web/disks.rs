@@ -24,7 +24,9 @@ impl From<DiskError> for ApiError {
     fn from(e: DiskError) -> ApiError {
         match e {
             DiskError::NoSuchDisk(_) => ApiError::new(StatusCode::NOT_FOUND, e.to_string()),
-            DiskError::Disabled => ApiError::new(StatusCode::CONFLICT, e.to_string()),
+            DiskError::Disabled | DiskError::TestRunning(_) => {
+                ApiError::new(StatusCode::CONFLICT, e.to_string())
+            }
             DiskError::SelfTest(_) => ApiError::new(StatusCode::BAD_GATEWAY, e.to_string()),
             DiskError::Gone => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,

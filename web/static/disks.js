@@ -75,6 +75,12 @@ function detail(d) {
     ],
   });
   parts.push(tests);
+  if (d.self_test_running) {
+    const r = d.self_test_running;
+    const left = r.remaining_percent === null ? 'progress not read yet' : `${r.remaining_percent}% left`;
+    const what = r.kind ? `A ${r.kind} self-test` : 'A self-test';
+    parts.push(el('p', { class: 'hint' }, `${what} is running (${left}); no other starts until it ends.`));
+  }
   if (d.self_test_started) {
     const s = d.self_test_started;
     parts.push(el('p', { class: 'hint' }, `Last ${s.kind} test asked for ${when(s.at)}${s.error ? `: not started (${s.error})` : '.'}`));

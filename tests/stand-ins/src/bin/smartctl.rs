@@ -62,6 +62,15 @@ fn number(s: &Value, key: &str, default: u64) -> u64 {
     s[key].as_u64().unwrap_or(default)
 }
 
+/// A self-test under way (`"self_test_running": {"kind", "remaining_percent"}`):
+/// whether it is the long one, and the percent left in ATA's tens.
+fn running_test(s: &Value) -> Option<(bool, u64)> {
+    let running = s.get("self_test_running")?;
+    let long = running["kind"] == "long";
+    let remaining = number(running, "remaining_percent", 90).min(90) / 10 * 10;
+    Some((long, remaining))
+}
+
 fn main() {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let has = |flag: &str| argv.iter().any(|a| a == flag);
@@ -161,9 +170,15 @@ fn self_test(argv: &[String], device: &str, s: &Value, test: &str) -> ! {
         let message = format!("=======> INVALID ARGUMENT TO -t: {test}");
         emit(&header(argv, 1, &[(&message, "error")]), 1);
     }
-    if s["scenario"] == "test-refused" {
-        let message = "Can't start self-test without aborting current test (90% remaining),\nadd '-t force' option to override, or run 'smartctl -X' to abort test.";
-        emit(&header(argv, FAILID, &[(message, "error")]), FAILID);
+    let running = running_test(s);
+    if s["scenario"] == "test-refused" || running.is_some() {
+        let remaining = running.map_or(90, |(_, r)| r);
+        let message = if kind_of(s) == "nvme" {
+            format!("Can't start self-test without aborting current test ({:2}% completed)\nUse smartctl -X to abort test", 100 - remaining)
+        } else {
+            format!("Can't start self-test without aborting current test ({remaining}% remaining),\nadd '-t force' option to override, or run 'smartctl -X' to abort test.")
+        };
+        emit(&header(argv, FAILID, &[(&message, "error")]), FAILID);
     }
     if let Some(path) = tests_path(device) {
         let mut file = std::fs::OpenOptions::new()
@@ -317,6 +332,31 @@ fn ata(argv: &[String], device: &str, s: &Value, scenario: &str) -> (Value, i32)
         tests.push(json!({"type": {"value": 1, "string": "Short offline"},
             "status": {"value": 121, "string": "Completed: read failure", "passed": false}, "lifetime_hours": hours}));
     }
+    // The execution status byte: high nibble 0xf while a test runs, low
+    // nibble the tens of percent left; the test heads the log meanwhile.
+    let execution = match running_test(s) {
+        Some((long, remaining)) => {
+            let value = 0xf0 | (remaining / 10);
+            let (code, name) = if long {
+                (2, "Extended offline")
+            } else {
+                (1, "Short offline")
+            };
+            tests.insert(
+                0,
+                json!({"type": {"value": code, "string": name},
+                "status": {"value": value, "string": "Self-test routine in progress",
+                           "remaining_percent": remaining, "passed": true},
+                "lifetime_hours": hours}),
+            );
+            json!({"value": value, "string": format!("in progress, {remaining}% remaining"),
+                   "remaining_percent": remaining})
+        }
+        None if test_failed => {
+            json!({"value": 0x70, "string": "completed with error (read test element)", "passed": false})
+        }
+        None => json!({"value": 0, "string": "completed without error", "passed": true}),
+    };
     let mut exit = 0;
     if failing {
         exit |= FAILSTATUS | FAILATTR;
@@ -337,6 +377,8 @@ fn ata(argv: &[String], device: &str, s: &Value, scenario: &str) -> (Value, i32)
         "rotation_rate": if ssd { 0 } else { 5400 },
         "smart_support": {"available": true, "enabled": true},
         "smart_status": {"passed": !failing},
+        "ata_smart_data": {"self_test": {"status": execution,
+            "polling_minutes": {"short": 2, "extended": 480}}},
         "ata_smart_attributes": {"revision": 16, "table": table},
         "power_on_time": {"hours": hours},
         "power_cycle_count": 112,
@@ -364,6 +406,17 @@ fn nvme(argv: &[String], device: &str, s: &Value, scenario: &str) -> (Value, i32
                    "self_test_result": {"value": 0, "string": "Completed without error"}, "power_on_hours": hours})
         })
         .collect();
+    // smartctl 7.4 on: the test under way and how far it got.
+    let mut self_test_log = json!({"current_self_test_operation": {"value": 0, "string": "No self-test in progress"}, "table": tests});
+    if let Some((long, remaining)) = running_test(s) {
+        let (code, name) = if long {
+            (2, "Extended self-test in progress")
+        } else {
+            (1, "Short self-test in progress")
+        };
+        self_test_log["current_self_test_operation"] = json!({"value": code, "string": name});
+        self_test_log["current_self_test_completion_percent"] = json!(100 - remaining);
+    }
     // smartctl's NVMe health check fails on any critical warning bit.
     let exit = if critical_warning != 0 { FAILSTATUS } else { 0 };
     let mut doc = header(argv, exit, &[]);
@@ -386,7 +439,7 @@ fn nvme(argv: &[String], device: &str, s: &Value, scenario: &str) -> (Value, i32
         "temperature": {"current": temperature},
         "power_cycle_count": 80,
         "power_on_time": {"hours": hours},
-        "nvme_self_test_log": {"current_self_test_operation": {"value": 0, "string": "No self-test in progress"}, "table": tests},
+        "nvme_self_test_log": self_test_log,
     });
     merge(&mut doc, fields);
     (doc, exit)
