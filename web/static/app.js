@@ -6,7 +6,7 @@ const statusBox = document.getElementById('status');
 /** The page's CSRF token, for requests that are not a form's. */
 const pageToken = () => document.querySelector('meta[name="csrf-token"]')?.content ?? '';
 
-/** Builds an element: `attrs` are attributes, `on*` functions listeners; children are nodes or text. */
+/** Builds an element: `attrs` are attributes, `on*` functions listeners; children are nodes or text, in arrays nested to any depth. */
 export function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
   for (const [name, value] of Object.entries(attrs)) {
@@ -17,7 +17,7 @@ export function el(tag, attrs = {}, ...children) {
       node.setAttribute(name, value === true ? '' : String(value));
     }
   }
-  for (const child of children.flat()) {
+  for (const child of children.flat(Infinity)) {
     if (child === null || child === undefined || child === false) continue;
     node.append(child instanceof Node ? child : String(child));
   }
