@@ -559,9 +559,9 @@ impl Actor {
 
     /// Restarts a NUT client driver whose password is no longer the stored one.
     fn reconnect_for_password(&mut self) {
-        let stale = self.stored_nut_password() != self.nut_password;
+        let changed = self.stored_nut_password() != self.nut_password;
         let nut = matches!(self.power.ups, UpsConfig::Nut { .. });
-        if stale && nut && self.policy.state() != PowerState::Shutdown {
+        if changed && nut && self.policy.state() != PowerState::Shutdown {
             tracing::info!("the NUT password changed: restarting the UPS driver");
             self.connect();
         }
