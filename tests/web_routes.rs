@@ -176,6 +176,12 @@ const CHANGES: &[Case] = &[
         Some(("{}", 422)),
     ),
     case(
+        "/api/power/ups",
+        "PUT",
+        "/api/power/ups",
+        Some((r#"{"ups": {"kind": "snmp"}, "password": "x"}"#, 422)),
+    ),
+    case(
         "/api/power/nut-users/{name}",
         "PUT",
         "/api/power/nut-users/x",

@@ -17,6 +17,7 @@
 mod monitor;
 mod nut_server;
 pub mod policy;
+mod stale;
 pub mod ups;
 
 pub use monitor::{Power, PowerContext, PowerError, PowerSummary};

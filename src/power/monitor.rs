@@ -14,13 +14,14 @@
 
 use super::nut_server::{NutServer, NutShared};
 use super::policy::{Action, Input, Policy, PowerState, Transition};
+use super::stale::{StaleCancel, StaleShutdown};
 use super::ups::{
-    self, UpsCommands, UpsConfig, UpsContext, UpsEvent, UpsEventKind, UpsStats, UpsStatus,
+    self, UpsCommands, UpsConfig, UpsContext, UpsError, UpsEvent, UpsEventKind, UpsStats, UpsStatus,
 };
 use crate::app::{Ending, Lifecycle};
 use crate::backup::Backups;
 use crate::services::{Services, ServicesError};
-use crate::settings::{NutUser, PowerSettings, Settings};
+use crate::settings::{NutUser, PowerSettings, Problem, Settings};
 use crate::store::{now_millis, Store, StoreError};
 use crate::supervisor::{Reaper, StopStep, Supervisor};
 use rusqlite::params;
@@ -48,6 +49,8 @@ pub enum PowerError {
     NoSuchUser(String),
     #[error("a NUT user needs a password")]
     PasswordRequired,
+    #[error("the UPS settings are refused")]
+    Invalid(Vec<Problem>),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -81,6 +84,8 @@ pub struct PowerSummary {
     pub shutdown_reason: Option<String>,
     /// What went wrong on the wire so far (with a UPS configured).
     pub wire: Option<UpsStats>,
+    /// A UPS shutdown left pending from before, while obsbox cancels it.
+    pub stale_shutdown: Option<StaleShutdown>,
 }
 
 /// One recorded transition.
@@ -114,8 +119,14 @@ pub struct Power {
 }
 
 enum Msg {
-    Forced { who: String },
-    Finish { done: oneshot::Sender<()> },
+    Forced {
+        who: String,
+    },
+    Finish {
+        done: oneshot::Sender<()>,
+    },
+    /// The NUT client's password may have changed: the driver restarts with it.
+    NutPassword,
 }
 
 impl Power {
@@ -132,6 +143,7 @@ impl Power {
             status_at: None,
             shutdown_reason: None,
             wire: None,
+            stale_shutdown: None,
         });
         let (tx, rx) = mpsc::unbounded_channel();
         let ctx = Arc::new(ctx);
@@ -147,6 +159,8 @@ impl Power {
             link: None,
             commands: None,
             driver_stop: None,
+            nut_password: None,
+            stale: StaleCancel::default(),
             nut_server: None,
             power,
             summary: summary_tx,
@@ -157,10 +171,16 @@ impl Power {
         handle
     }
 
-    /// The power settings as the API shows them: each NUT user with whether
-    /// its password is set, never the password.
+    /// The power settings as the API shows them: the UPS and each NUT user
+    /// with whether its password is set, never the password.
     pub fn config(&self, settings: &PowerSettings) -> serde_json::Value {
         let mut config = serde_json::to_value(settings).unwrap_or_default();
+        config["ups"]["password_set"] = self
+            .ctx
+            .store
+            .secret_path(ups::NUT_PASSWORD_SECRET)
+            .exists()
+            .into();
         let users: Vec<_> = settings
             .nut_server
             .users
@@ -283,11 +303,76 @@ impl Power {
         Ok(settings)
     }
 
+    /// Replaces `power.ups` (JSON, read by [`UpsConfig::from_json`]) and the
+    /// NUT client's password together: `None` keeps the stored password,
+    /// `""` removes it. Both are checked before either is stored, and the
+    /// driver restarts with both.
+    pub async fn save_ups(
+        &self,
+        ups: serde_json::Value,
+        password: Option<String>,
+        actor: &str,
+    ) -> Result<Settings, PowerError> {
+        let config = UpsConfig::from_json(ups, "power.ups")
+            .map_err(|problem| PowerError::Invalid(vec![problem]))?;
+        let password_problems = password_problems(&config, password.as_deref());
+        let mut power = self.ctx.services.settings()?.power;
+        power.ups = config;
+        let value = section_value(&power)?;
+        let mut problems = match self.ctx.store.propose("power", value.clone()) {
+            Ok(_) => Vec::new(),
+            Err(StoreError::Invalid(found)) => found,
+            Err(e) => return Err(e.into()),
+        };
+        problems.extend(password_problems);
+        if !problems.is_empty() {
+            return Err(PowerError::Invalid(problems));
+        }
+        let Some(password) = password else {
+            return Ok(self.ctx.services.update("power", value, actor).await?);
+        };
+        // The secret first, so the driver the new settings start already has it.
+        let path = self.ctx.store.secret_path(ups::NUT_PASSWORD_SECRET);
+        let before = std::fs::read(&path).ok();
+        self.put_nut_password(password.as_bytes())?;
+        let settings = match self.ctx.services.update("power", value, actor).await {
+            Ok(settings) => settings,
+            Err(e) => {
+                self.put_nut_password(before.as_deref().unwrap_or_default())?;
+                return Err(e.into());
+            }
+        };
+        let what = if password.is_empty() {
+            "removed"
+        } else {
+            "set"
+        };
+        self.ctx.store.audit(actor, "power.ups.password", what)?;
+        let _ = self.tx.send(Msg::NutPassword);
+        Ok(settings)
+    }
+
+    /// Stores the NUT client's password; empty removes it.
+    fn put_nut_password(&self, password: &[u8]) -> Result<(), StoreError> {
+        if password.is_empty() {
+            let path = self.ctx.store.secret_path(ups::NUT_PASSWORD_SECRET);
+            match std::fs::remove_file(path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(StoreError::Secret {
+                        name: ups::NUT_PASSWORD_SECRET.into(),
+                        source: e,
+                    })
+                }
+                _ => return Ok(()),
+            }
+        }
+        self.ctx
+            .store
+            .put_secret(ups::NUT_PASSWORD_SECRET, password)
+    }
+
     async fn update(&self, power: &PowerSettings, actor: &str) -> Result<Settings, PowerError> {
-        let value = serde_json::to_value(power).map_err(|e| StoreError::Malformed {
-            section: "power".into(),
-            message: e.to_string(),
-        })?;
+        let value = section_value(power)?;
         Ok(self.ctx.services.update("power", value, actor).await?)
     }
 
@@ -298,6 +383,34 @@ impl Power {
         if self.tx.send(Msg::Finish { done }).is_ok() {
             let _ = finished.await;
         }
+    }
+}
+
+fn section_value(power: &PowerSettings) -> Result<serde_json::Value, StoreError> {
+    serde_json::to_value(power).map_err(|e| StoreError::Malformed {
+        section: "power".into(),
+        message: e.to_string(),
+    })
+}
+
+/// What is wrong with a NUT client password given for `ups` (`""` removes
+/// one, and is always fine).
+fn password_problems(ups: &UpsConfig, password: Option<&str>) -> Vec<Problem> {
+    let problem = |message: &str| Problem {
+        field: "power.ups.password".into(),
+        message: message.into(),
+    };
+    match password {
+        None | Some("") => Vec::new(),
+        Some(_) if !matches!(ups, UpsConfig::Nut { .. }) => {
+            vec![problem("only a UPS on a NUT server takes a password")]
+        }
+        Some(p) if p.len() > 256 || p.chars().any(char::is_control) => {
+            vec![problem(
+                "must be at most 256 characters, without control characters",
+            )]
+        }
+        Some(_) => Vec::new(),
     }
 }
 
@@ -334,6 +447,10 @@ struct Actor {
     commands: Option<UpsCommands>,
     /// Stops the running driver task, and the task itself.
     driver_stop: Option<(CancellationToken, JoinHandle<()>)>,
+    /// The NUT password the running driver was given.
+    nut_password: Option<String>,
+    /// Cancelling a UPS shutdown left pending from before.
+    stale: StaleCancel,
     nut_server: Option<NutServer>,
     summary: watch::Sender<PowerSummary>,
     nut: NutShared,
@@ -383,6 +500,12 @@ impl Actor {
                         self.finish().await;
                         let _ = done.send(());
                     }
+                    Some(Msg::NutPassword) => {
+                        // Settings saved with it first, so one restart has both.
+                        let power = settings.borrow_and_update().power.clone();
+                        self.reconfigure(power);
+                        self.reconnect_for_password();
+                    }
                     None => break,
                 },
                 _ = sleep_until(deadline) => self.step(Instant::now(), Input::Tick).await,
@@ -405,13 +528,13 @@ impl Actor {
         }
         self.link = None;
         self.commands = None;
+        self.stale = StaleCancel::default();
+        self.nut_password = self.stored_nut_password();
         if self.power.ups != UpsConfig::None {
             let stop = CancellationToken::new();
-            let nut_password =
-                std::fs::read_to_string(self.ctx.store.secret_path(ups::NUT_PASSWORD_SECRET)).ok();
             let driver: ups::Ups = ups::spawn(UpsContext {
                 config: self.power.ups.clone(),
-                nut_password,
+                nut_password: self.nut_password.clone(),
                 poll: PowerSettings::duration(&self.power.poll),
                 lost_after: PowerSettings::duration(&self.power.lost_after),
                 cancel: stop.clone(),
@@ -428,6 +551,20 @@ impl Actor {
             }
         }
         self.publish();
+    }
+
+    fn stored_nut_password(&self) -> Option<String> {
+        std::fs::read_to_string(self.ctx.store.secret_path(ups::NUT_PASSWORD_SECRET)).ok()
+    }
+
+    /// Restarts a NUT client driver whose password is no longer the stored one.
+    fn reconnect_for_password(&mut self) {
+        let changed = self.stored_nut_password() != self.nut_password;
+        let nut = matches!(self.power.ups, UpsConfig::Nut { .. });
+        if changed && nut && self.policy.state() != PowerState::Shutdown {
+            tracing::info!("the NUT password changed: restarting the UPS driver");
+            self.connect();
+        }
     }
 
     /// New settings: new figures for the policy at once; a changed UPS or
@@ -452,7 +589,7 @@ impl Actor {
 
     async fn step(&mut self, at: Instant, input: Input) {
         if let Input::Status(status) = &input {
-            self.cancel_stale_shutdown(status).await;
+            self.cancel_stale_shutdown(at, status).await;
             self.summary.send_modify(|s| {
                 s.status = Some(status.clone());
                 s.status_at = Some(now_millis());
@@ -474,16 +611,35 @@ impl Actor {
     }
 
     /// A UPS shutdown still pending while obsbox is not shutting down was
-    /// left from before this start (obsbox exited without powering off and
-    /// came back): cancel it, or the UPS would cut the running box.
-    async fn cancel_stale_shutdown(&self, status: &UpsStatus) {
-        if !status.shutdown_pending || self.policy.state() == PowerState::Shutdown {
+    /// left from before this start: cancel it, when [`StaleCancel`] says.
+    async fn cancel_stale_shutdown(&mut self, at: Instant, status: &UpsStatus) {
+        if self.policy.state() == PowerState::Shutdown {
             return;
         }
-        if let Some(commands) = &self.commands {
-            match commands.cancel_shutdown().await {
-                Ok(()) => tracing::warn!("cancelled a UPS shutdown left pending from before"),
-                Err(e) => tracing::error!(error = %e, "cannot cancel the UPS's pending shutdown"),
+        let Some(commands) = &self.commands else {
+            return;
+        };
+        if !self.stale.due(status.shutdown_pending, at) {
+            return;
+        }
+        let result = commands.cancel_shutdown().await;
+        let retry = !matches!(
+            result,
+            Err(UpsError::Unsupported(_) | UpsError::NotConfigured)
+        );
+        self.stale.attempted(
+            at,
+            result.as_ref().map_err(ToString::to_string).copied(),
+            retry,
+        );
+        let next_s = self.stale.next_in(at).map(|wait| wait.as_secs());
+        match result {
+            Ok(()) => tracing::warn!(
+                ?next_s,
+                "sent a cancel for a UPS shutdown left pending from before"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, ?next_s, "cannot cancel a UPS shutdown left pending from before")
             }
         }
     }
@@ -552,12 +708,14 @@ impl Actor {
             .policy
             .on_battery_since()
             .map(|since| since.elapsed().as_secs_f64());
+        let stale = self.stale.view(Instant::now(), now_millis());
         self.summary.send_modify(|s| {
             s.configured = configured;
             s.state = state;
             s.lost = lost;
             s.on_battery_seconds = on_battery;
             s.wire = wire;
+            s.stale_shutdown = stale;
         });
     }
 

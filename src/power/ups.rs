@@ -2,6 +2,7 @@
 //! smart over a serial port, a contact-closure cable, or a NUT server on the
 //! network. Drivers produce these; the power policy decides what they mean.
 
+use crate::settings::Problem;
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
 
@@ -114,10 +115,58 @@ fn default_nut_port() -> u16 {
     3493
 }
 
+/// The `kind`s of [`UpsConfig`], as the UI offers them.
+pub const UPS_KINDS: [&str; 5] = ["none", "q1", "apc", "contact", "nut"];
+
 /// Speeds a serial UPS may be set to.
-const BAUDS: &[u32] = &[1200, 2400, 4800, 9600, 19200];
+pub const BAUDS: &[u32] = &[1200, 2400, 4800, 9600, 19200];
 
 impl UpsConfig {
+    /// Reads a UPS config from JSON, saying which field under `prefix` is
+    /// wrong (an unknown kind, a missing or unknown field, a cable not in
+    /// the list) rather than serde's one sentence.
+    pub fn from_json(value: serde_json::Value, prefix: &str) -> Result<UpsConfig, Problem> {
+        let at = |field: &str, message: String| Problem {
+            field: format!("{prefix}.{field}"),
+            message,
+        };
+        let kind = value
+            .get("kind")
+            .and_then(|k| k.as_str())
+            .unwrap_or("")
+            .to_string();
+        if !UPS_KINDS.contains(&kind.as_str()) {
+            return Err(at(
+                "kind",
+                format!("must be one of {}", UPS_KINDS.join(", ")),
+            ));
+        }
+        if let Some(cable) = value.get("cable").filter(|_| kind == "contact") {
+            if serde_json::from_value::<Cable>(cable.clone()).is_err() {
+                let names = serde_json::to_value(Cable::ALL).unwrap_or_default();
+                return Err(at("cable", format!("must be one of {names}")));
+            }
+        }
+        serde_json::from_value(value).map_err(|e| {
+            let message = e.to_string();
+            // serde's wording for a field missing from a struct, or not of it.
+            let named = |lead: &str| {
+                let rest = message.strip_prefix(lead)?;
+                rest.split('`').next().map(str::to_string)
+            };
+            if let Some(field) = named("missing field `") {
+                at(&field, "is required".into())
+            } else if let Some(field) = named("unknown field `") {
+                at(&field, format!("is not a setting of a {kind} UPS"))
+            } else {
+                Problem {
+                    field: prefix.into(),
+                    message,
+                }
+            }
+        })
+    }
+
     /// Reports every problem, each with its field under `prefix` (e.g. `power.ups`).
     pub fn validate(&self, prefix: &str, bad: &mut dyn FnMut(String, String)) {
         let mut at = |field: &str, message: String| bad(format!("{prefix}.{field}"), message);
@@ -247,6 +296,56 @@ mod tests {
                 .is_err()
         );
         assert!(serde_json::from_str::<UpsConfig>(r#"{"kind":"snmp"}"#).is_err());
+    }
+
+    #[test]
+    fn from_json_names_the_wrong_field() {
+        let field = |value: serde_json::Value| {
+            let problem = UpsConfig::from_json(value, "power.ups").unwrap_err();
+            assert!(!problem.message.is_empty());
+            problem.field
+        };
+        for (value, expected) in [
+            (serde_json::json!({"kind": "snmp"}), "power.ups.kind"),
+            (serde_json::json!({"port": "/dev/ttyS0"}), "power.ups.kind"),
+            (serde_json::json!([1]), "power.ups.kind"),
+            (serde_json::json!({"kind": "q1"}), "power.ups.port"),
+            (
+                serde_json::json!({"kind": "nut", "host": "127.0.0.1"}),
+                "power.ups.ups",
+            ),
+            (
+                serde_json::json!({"kind": "contact", "port": "/dev/ttyS0", "cable": "string"}),
+                "power.ups.cable",
+            ),
+            (
+                serde_json::json!({"kind": "apc", "port": "/dev/ttyS0", "cable": "apc-940-0095"}),
+                "power.ups.cable",
+            ),
+            (
+                serde_json::json!({"kind": "q1", "port": "/dev/ttyS0", "baud": "fast"}),
+                "power.ups",
+            ),
+        ] {
+            assert_eq!(field(value.clone()), expected, "{value}");
+        }
+        for kind in UPS_KINDS {
+            let value = match kind {
+                "q1" | "apc" => serde_json::json!({"kind": kind, "port": "/dev/ttyS0"}),
+                "contact" => {
+                    serde_json::json!({"kind": kind, "port": "/dev/ttyS0", "cable": "generic-rups"})
+                }
+                "nut" => serde_json::json!({"kind": kind, "host": "127.0.0.1", "ups": "rack"}),
+                _ => serde_json::json!({"kind": kind}),
+            };
+            let config = UpsConfig::from_json(value.clone(), "power.ups").unwrap();
+            assert_eq!(serde_json::to_value(&config).unwrap()["kind"], kind);
+        }
+        for cable in Cable::ALL {
+            let value =
+                serde_json::json!({"kind": "contact", "port": "/dev/ttyS0", "cable": cable});
+            assert!(UpsConfig::from_json(value, "power.ups").is_ok());
+        }
     }
 
     #[test]

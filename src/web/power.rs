@@ -1,8 +1,10 @@
-//! `/api/power`: the UPS and power state, the shutdown sequence as it would
-//! run, and the NUT server's users (passwords write-only).
+//! `/api/power`: the UPS and power state, the UPS with the NUT client's
+//! password, the shutdown sequence as it would run, and the NUT server's
+//! users (passwords write-only).
 
 use super::auth::Actor;
 use super::{json_body, same_name, ApiError, ApiResult, AppState};
+use crate::power::ups::{Cable, BAUDS, UPS_KINDS};
 use crate::power::PowerError;
 use crate::settings::NutUser;
 use axum::body::Bytes;
@@ -19,6 +21,7 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/api/power", get(status))
         .route("/api/power/dry-run", get(dry_run))
+        .route("/api/power/ups", put(save_ups))
         .route(
             "/api/power/nut-users/{name}",
             put(save_user).delete(delete_user),
@@ -32,6 +35,7 @@ impl From<PowerError> for ApiError {
             PowerError::PasswordRequired => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
             }
+            PowerError::Invalid(problems) => ApiError::refused("settings refused", problems),
             PowerError::Store(e) => e.into(),
             PowerError::Services(e) => e.into(),
         }
@@ -44,12 +48,33 @@ async fn status(State(app): State<Arc<AppState>>) -> ApiResult {
         "config": app.power.config(&settings),
         "live": app.power.summary(),
         "history": app.power.history(200)?,
+        "choices": {"ups_kinds": UPS_KINDS, "cables": Cable::ALL, "bauds": BAUDS},
     }))
     .into_response())
 }
 
 async fn dry_run(State(app): State<Arc<AppState>>) -> ApiResult {
     Ok(Json(json!({"steps": app.power.dry_run().await?})).into_response())
+}
+
+/// The UPS and the NUT client's password, which is stored apart and never shown back.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpsRequest {
+    /// A `power.ups` value; read by the power service, which names what is wrong.
+    ups: serde_json::Value,
+    /// Unset keeps the stored password; empty removes it.
+    #[serde(default)]
+    password: Option<String>,
+}
+
+async fn save_ups(State(app): State<Arc<AppState>>, actor: Actor, body: Bytes) -> ApiResult {
+    let request: UpsRequest = json_body(&body)?;
+    let settings = app
+        .power
+        .save_ups(request.ups, request.password, &actor.0)
+        .await?;
+    Ok(Json(json!({"saved": app.power.config(&settings.power)["ups"]})).into_response())
 }
 
 /// A NUT user and its password, which is stored apart and never shown back.

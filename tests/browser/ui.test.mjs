@@ -117,7 +117,7 @@ async function tabThrough(n) {
 
 test('keyboard only: skip link, main navigation, and a scrape target added that Prometheus scrapes', { timeout: 2 * MINUTE }, async () => {
   await page.goto(`${BASE}/targets`);
-  assert.deepEqual(await tabThrough(14), [
+  assert.deepEqual(await tabThrough(15), [
     'Skip to content', 'obsbox', 'Overview', 'Services', 'Targets', 'Alerting', 'Backups', 'Power', 'Disks', 'System',
     'Grafana', 'Prometheus', 'Alertmanager', 'admin', 'Sign out',
   ]);
@@ -212,6 +212,34 @@ function lowContrast() {
   }
   return found;
 }
+
+test('the UPS form shows the fields of the chosen kind, problems next to them, and the password only as set', { timeout: MINUTE }, async () => {
+  await page.goto(`${BASE}/power`);
+  const field = (label) => page.getByLabel(label, { exact: true });
+  const kind = field('Kind');
+  await eventually('the kinds', async () => (await kind.locator('option').count()) === 5);
+  assert.equal(await field('NUT server address').isVisible(), false);
+  await kind.selectOption('contact');
+  assert.ok(await field('Cable').isVisible());
+  assert.ok(await field('Serial port').isVisible());
+  assert.equal(await field('Line speed (baud)').isVisible(), false);
+  await kind.selectOption('nut');
+  assert.equal(await field('Serial port').isVisible(), false);
+  await field('NUT server address').fill('ups.lan');
+  await field('UPS name').fill('rack');
+  await field('User name').fill('monitor');
+  await page.locator('#ups-password').fill('browser secret');
+  await page.getByRole('button', { name: 'Save UPS' }).click();
+  await eventually('the problem next to the address', async () => /not an IP address/.test(await page.locator('#ups-host-problem').textContent()));
+  assert.equal(await field('NUT server address').getAttribute('aria-invalid'), 'true');
+  await field('NUT server address').fill('127.0.0.1');
+  await page.getByRole('button', { name: 'Save UPS' }).click();
+  await eventually('the save', async () => /Saved the UPS/.test(await status().textContent()));
+  await eventually('the password shown as set', async () => /A password is set/.test(await page.locator('#ups-password-hint').textContent()));
+  assert.equal(await page.locator('#ups-password').inputValue(), '');
+  assert.equal(await kind.inputValue(), 'nut');
+  assert.doesNotMatch(await page.content(), /browser secret/);
+});
 
 test('every page keeps text readable (WCAG AA contrast) in the light and the dark scheme', { timeout: 2 * MINUTE }, async () => {
   for (const colorScheme of ['light', 'dark']) {

@@ -2,7 +2,7 @@
 // routes, thresholds, silences.
 import {
   api, every, table, badge, when, duration, action, actions, options, onSubmit, fill,
-  listEditor, settingsList, labelsText, parseLabels, say, el,
+  listEditor, settingsList, labelsText, parseLabels, say, el, kindParts,
 } from './app.js';
 
 const $ = (id) => document.getElementById(id);
@@ -53,14 +53,7 @@ const receiverSelects = () => [
   [$('thresholds-escalation_receiver'), '(no escalation)'],
 ];
 
-function showKind() {
-  const kind = receiverForm.elements.kind.value;
-  for (const part of receiverForm.querySelectorAll('[data-kind]')) part.hidden = part.dataset.kind !== kind;
-}
-receiverForm.elements.kind.addEventListener('change', showKind);
-receiverForm.addEventListener('change', showKind);
-receiverForm.addEventListener('reset', () => setTimeout(showKind));
-showKind();
+kindParts(receiverForm);
 
 const KINDS = {
   email: (v) => ({ to: v.to, from: v.from, smarthost: v.smarthost, username: v.username || null, require_tls: v.require_tls }),

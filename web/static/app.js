@@ -6,7 +6,7 @@ const statusBox = document.getElementById('status');
 /** The page's CSRF token, for requests that are not a form's. */
 const pageToken = () => document.querySelector('meta[name="csrf-token"]')?.content ?? '';
 
-/** Builds an element: `attrs` are attributes, `on*` functions listeners; children are nodes or text. */
+/** Builds an element: `attrs` are attributes, `on*` functions listeners; children are nodes or text, in arrays nested to any depth. */
 export function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
   for (const [name, value] of Object.entries(attrs)) {
@@ -17,7 +17,7 @@ export function el(tag, attrs = {}, ...children) {
       node.setAttribute(name, value === true ? '' : String(value));
     }
   }
-  for (const child of children.flat()) {
+  for (const child of children.flat(Infinity)) {
     if (child === null || child === undefined || child === false) continue;
     node.append(child instanceof Node ? child : String(child));
   }
@@ -199,11 +199,11 @@ export const actions = (...buttons) => el('div', { class: 'actions' }, buttons);
 
 // ---- forms
 
-/** The form's values by name: checkboxes as booleans, numbers as numbers or null, files as File. */
+/** The form's values by name: checkboxes as booleans, numbers as numbers or null, files as File. Disabled fields are left out. */
 export function values(form) {
   const out = {};
   for (const field of form.elements) {
-    if (!field.name || field.name === '_csrf' || field.tagName === 'BUTTON') continue;
+    if (!field.name || field.name === '_csrf' || field.tagName === 'BUTTON' || field.disabled) continue;
     if (field.type === 'checkbox') out[field.name] = field.checked;
     else if (field.type === 'number') out[field.name] = field.value === '' ? null : Number(field.value);
     else if (field.type === 'file') out[field.name] = field.files[0] ?? null;
@@ -241,6 +241,26 @@ function clearProblems(form) {
 }
 
 /**
+ * Shows only the parts of `form` (`[data-kind]`) for the kind its `kind`
+ * select names, and disables the fields of the others, so fields of two
+ * kinds may share a name. Follows the select, `fill` and reset.
+ */
+export function kindParts(form) {
+  const show = () => {
+    const kind = form.elements.kind.value;
+    for (const part of form.querySelectorAll('[data-kind]')) {
+      const off = !part.dataset.kind.split(' ').includes(kind);
+      part.hidden = off;
+      for (const field of part.querySelectorAll('input, select, textarea')) field.disabled = off;
+    }
+  };
+  form.addEventListener('change', show);
+  form.addEventListener('reset', () => setTimeout(show));
+  show();
+  return show;
+}
+
+/**
  * Puts each problem next to its field. A problem's `field` is a settings
  * path (`targets[2].address`, `alerting.escalation.after`); the longest tail
  * that names a field of this form wins (`escalation_after`, then `after`).
@@ -251,11 +271,12 @@ function showProblems(form, problems) {
     const parts = String(problem.field || '').split('.').map((p) => p.replace(/\[\d+\]$/, ''));
     for (let i = 0; i < parts.length; i += 1) {
       const name = parts.slice(i).join('_');
-      const slot = form.querySelector(`[data-problem-for="${CSS.escape(name)}"]`);
+      const slot = [...form.querySelectorAll(`[data-problem-for="${CSS.escape(name)}"]`)]
+        .find((s) => !s.closest('[hidden]'));
       if (!slot) continue;
       slot.textContent = problem.message;
-      const field = form.elements[name];
-      if (field && field.setAttribute) {
+      const field = [...form.elements].find((f) => f.name === name && !f.disabled);
+      if (field) {
         field.setAttribute('aria-invalid', 'true');
         first = first || field;
       }

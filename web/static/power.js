@@ -1,6 +1,9 @@
-// Power: the UPS now, the power settings, the NUT server's users, the
-// shutdown sequence as it would run, and the history of power events.
-import { api, el, every, fill, onSubmit, say, table, listEditor, badge, when, lines } from './app.js';
+// Power: the UPS now, the UPS and its NUT password, the power policy, the
+// NUT server's users, the shutdown sequence as it would run, and the history
+// of power events.
+import {
+  api, el, every, fill, onSubmit, say, table, listEditor, badge, when, lines, kindParts, options,
+} from './app.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -21,6 +24,12 @@ function renderLive(live) {
   if (live.lost) facts.push(['Link', badge('lost')]);
   if (live.on_battery_seconds !== null) facts.push(['On battery for', `${Math.round(live.on_battery_seconds)} s`]);
   if (live.shutdown_reason) facts.push(['Shutdown', live.shutdown_reason]);
+  const stale = live.stale_shutdown;
+  if (stale) {
+    const outcome = stale.error ? `not cancelled: ${stale.error}` : 'cancel sent';
+    const next = stale.next_attempt_at ? `; next try ${when(stale.next_attempt_at)}` : '; not retried';
+    facts.push(['Shutdown left pending', `${outcome} (${stale.attempts} attempt(s))${next}`]);
+  }
   const s = live.status;
   if (s) {
     facts.push(['Flags', FLAGS.filter((f) => s[f]).map((f) => f.replaceAll('_', ' ')).join(', ') || 'none']);
@@ -47,15 +56,64 @@ function renderHistory(history) {
   });
 }
 
+// ---- the UPS: the fields of its kind, and the NUT password (write-only)
+
+const KIND_NAMES = {
+  none: 'No UPS',
+  q1: 'Megatec Q1 on a serial port',
+  apc: 'APC Smart-UPS on a serial port',
+  contact: 'Contact closure on a serial cable',
+  nut: 'A UPS on a NUT server',
+};
+
+const serial = (v) => ({ port: v.port, baud: Number(v.baud) });
+const UPS_FIELDS = {
+  none: () => ({}),
+  q1: serial,
+  apc: serial,
+  contact: (v) => ({ port: v.port, cable: v.cable }),
+  nut: (v) => ({ host: v.host, port: v.port ?? undefined, ups: v.ups, username: v.username }),
+};
+
+const upsForm = $('ups-form');
+kindParts(upsForm);
+
+/** `power.ups` as stored, without what the API adds. */
+function upsSetting(config) {
+  const { password_set: _, ...ups } = config.ups;
+  return ups;
+}
+
+function showUps({ config, choices }) {
+  const { elements } = upsForm;
+  options(elements.kind, choices.ups_kinds.map((k) => [k, KIND_NAMES[k] ?? k]));
+  options(elements.cable, choices.cables);
+  options(elements.baud, choices.bauds.map(String));
+  fill(upsForm, { baud: 2400, ...upsSetting(config), password: '', remove_password: false });
+  $('ups-password-hint').textContent = `${config.ups.password_set ? 'A password is set' : 'No password is set'}`
+    + '. It is never shown back; leave empty to keep it.';
+}
+
+onSubmit(upsForm, async (v, send) => {
+  await send('PUT', '/api/power/ups', {
+    ups: { kind: v.kind, ...UPS_FIELDS[v.kind](v) },
+    password: v.remove_password ? '' : (v.password || undefined),
+  });
+  say('Saved the UPS.');
+  await refreshAll();
+});
+
+// ---- the power policy and the NUT server
+
 const form = $('power-form');
 let current = null;
 
 async function loadSettings() {
   const power = await api('GET', '/api/power');
   current = power.config;
+  showUps(power);
   fill(form, {
     ...current,
-    ups: JSON.stringify(current.ups),
     max_on_battery: current.max_on_battery ?? '',
     poweroff_command: current.poweroff_command.join('\n'),
     nut_enabled: current.nut_server.enabled,
@@ -65,15 +123,8 @@ async function loadSettings() {
 }
 
 onSubmit(form, async (v, send) => {
-  let ups;
-  try {
-    ups = JSON.parse(v.ups);
-  } catch (e) {
-    say('The UPS is not valid JSON.', { error: true });
-    return;
-  }
   await send('PUT', '/api/settings/power', {
-    ups,
+    ups: upsSetting(current),
     poll: v.poll,
     lost_after: v.lost_after,
     on_battery_debounce: v.on_battery_debounce,
@@ -88,7 +139,7 @@ onSubmit(form, async (v, send) => {
       users: current.nut_server.users.map(({ name, role }) => ({ name, role })),
     },
   });
-  say('Saved the power settings.');
+  say('Saved the power policy.');
   await refreshAll();
 });
 

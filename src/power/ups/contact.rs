@@ -112,6 +112,17 @@ const fn off(line: Input) -> Signal {
 }
 
 impl Cable {
+    /// Every cable, as the UI offers them.
+    pub const ALL: [Cable; 7] = [
+        Cable::Apc9400095,
+        Cable::Apc9400020b,
+        Cable::Apc9400023a,
+        Cable::Apc9400119a,
+        Cable::GenericRups,
+        Cable::CyberpowerPower99,
+        Cable::TrippliteLan22,
+    ];
+
     fn wiring(self) -> Wiring {
         use Input::*;
         let w = |power, online, low_battery, shutdown| Wiring {
@@ -275,6 +286,23 @@ impl Driver for ContactDriver {
 mod tests {
     use super::*;
     use std::sync::{Arc, Mutex};
+
+    #[test]
+    fn all_lists_every_cable_once() {
+        // Exhaustive: a new cable fails to compile here until it is listed.
+        let place = |cable: Cable| match cable {
+            Cable::Apc9400095 => 0,
+            Cable::Apc9400020b => 1,
+            Cable::Apc9400023a => 2,
+            Cable::Apc9400119a => 3,
+            Cable::GenericRups => 4,
+            Cable::CyberpowerPower99 => 5,
+            Cable::TrippliteLan22 => 6,
+        };
+        for (i, cable) in Cable::ALL.into_iter().enumerate() {
+            assert_eq!(place(cable), i);
+        }
+    }
 
     /// Lines a test sets; records what the driver raised.
     #[derive(Clone, Default)]
