@@ -2,8 +2,8 @@
 //! binary reading a stand-in NUT server: bad input refused field by field
 //! with nothing stored, the password write-only (never in the API, the
 //! settings, the audit log or the log), the driver restarted with a new
-//! password, and a shutdown the UPS reports pending cancelled once, not on
-//! every reading.
+//! password; and a NUT primary's forced shutdown (FSD) followed, as upsmon
+//! secondaries do.
 
 mod common;
 
@@ -14,11 +14,12 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// A NUT server (`upsd`) stand-in: takes any login, reports UPS `rack`
-/// online with a forced shutdown (FSD) pending, and records every line sent.
+/// A NUT server (`upsd`) stand-in: takes any login, reports UPS `rack` with
+/// the `ups.status` the test sets (online at first), and records every line sent.
 struct FakeUpsd {
     port: u16,
     lines: Arc<Mutex<Vec<String>>>,
+    status: Arc<Mutex<&'static str>>,
 }
 
 impl FakeUpsd {
@@ -26,14 +27,23 @@ impl FakeUpsd {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let lines = Arc::new(Mutex::new(Vec::new()));
-        let seen = lines.clone();
+        let status = Arc::new(Mutex::new("OL"));
+        let (seen, shown) = (lines.clone(), status.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let seen = seen.clone();
-                std::thread::spawn(move || serve(stream, &seen));
+                let (seen, shown) = (seen.clone(), shown.clone());
+                std::thread::spawn(move || serve(stream, &seen, &shown));
             }
         });
-        FakeUpsd { port, lines }
+        FakeUpsd {
+            port,
+            lines,
+            status,
+        }
+    }
+
+    fn set_status(&self, status: &'static str) {
+        *self.status.lock().unwrap() = status;
     }
 
     fn lines(&self) -> Vec<String> {
@@ -45,17 +55,20 @@ impl FakeUpsd {
     }
 }
 
-fn serve(stream: TcpStream, seen: &Mutex<Vec<String>>) {
+fn serve(stream: TcpStream, seen: &Mutex<Vec<String>>, status: &Mutex<&'static str>) {
     let mut writer = stream.try_clone().unwrap();
     for line in BufReader::new(stream).lines() {
         let Ok(line) = line else { return };
         seen.lock().unwrap().push(line.clone());
         let reply = if line.starts_with("LIST VAR rack") {
-            "BEGIN LIST VAR rack\nVAR rack ups.status \"OL FSD\"\nVAR rack battery.charge \"100\"\nEND LIST VAR rack\n"
+            format!(
+                "BEGIN LIST VAR rack\nVAR rack ups.status \"{}\"\nVAR rack battery.charge \"100\"\nEND LIST VAR rack\n",
+                status.lock().unwrap()
+            )
         } else if line.starts_with("LIST VAR") {
-            "ERR UNKNOWN-UPS\n"
+            "ERR UNKNOWN-UPS\n".into()
         } else {
-            "OK\n"
+            "OK\n".into()
         };
         if writer.write_all(reply.as_bytes()).is_err() {
             return;
@@ -156,23 +169,6 @@ fn the_nut_password_is_write_only_and_restarts_the_driver() {
             && a["detail"] == "set"
             && a["actor"] == "admin"));
 
-    // The pending FSD: one cancel per episode (a NUT client never can), shown live.
-    wait_for("several readings", Duration::from_secs(20), || {
-        (upsd.count("LIST VAR rack") >= 4).then_some(())
-    });
-    let stale = obsbox.get("/api/power")["live"]["stale_shutdown"].clone();
-    assert_eq!(stale["attempts"], json!(1), "{stale}");
-    assert_eq!(stale["next_attempt_at"], Value::Null, "{stale}");
-    assert!(
-        stale["error"].as_str().unwrap().contains("NUT primary"),
-        "{stale}"
-    );
-    let warned = |log: &str| {
-        log.matches("cannot cancel a UPS shutdown left pending")
-            .count()
-    };
-    assert_eq!(warned(&obsbox.log()), 1, "{}", obsbox.log());
-
     // A new password alone restarts the driver with it, obsbox running on.
     let pid = obsbox.pid();
     let (status, answer) = put_ups(&obsbox, json!({"ups": nut, "password": "pw-Bravo-8"}));
@@ -218,4 +214,39 @@ fn the_nut_password_is_write_only_and_restarts_the_driver() {
     wait_for("the driver to stop", Duration::from_secs(10), || {
         (obsbox.get("/api/power")["live"]["configured"] == json!(false)).then_some(())
     });
+}
+
+#[test]
+fn a_nut_primarys_forced_shutdown_shuts_obsbox_down() {
+    let upsd = FakeUpsd::start();
+    let scratch = tempfile::tempdir().unwrap();
+    let marker = scratch.path().join("powered-off");
+    let obsbox = Obsbox::start(&[
+        ("services", services_only(&["node_exporter"])),
+        (
+            "power",
+            json!({
+                "ups": {"kind": "nut", "host": "127.0.0.1", "port": upsd.port, "ups": "rack"},
+                "poweroff_command": ["sh", "-c", format!("echo off > {}", marker.display())],
+            }),
+        ),
+    ]);
+    wait_for("the UPS online", Duration::from_secs(20), || {
+        (obsbox.get("/api/power")["live"]["state"] == "online").then_some(())
+    });
+    assert!(!marker.exists());
+
+    // The primary raises FSD (on mains, as an admin's `upsmon -c fsd` does):
+    // the secondary stops everything and powers off.
+    upsd.set_status("OL FSD");
+    let pid = obsbox.pid();
+    wait_for("obsbox to exit", Duration::from_secs(60), || {
+        (!pid_alive(pid)).then_some(())
+    });
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "off\n");
+    assert!(
+        obsbox.log().contains("the NUT primary (FSD)"),
+        "{}",
+        obsbox.log()
+    );
 }

@@ -588,14 +588,24 @@ impl Actor {
     }
 
     async fn step(&mut self, at: Instant, input: Input) {
+        let mut forced = None;
         if let Input::Status(status) = &input {
-            self.cancel_stale_shutdown(at, status).await;
+            if status.shutdown_pending && matches!(self.power.ups, UpsConfig::Nut { .. }) {
+                // FSD from the NUT primary: its secondaries shut down now, as upsmon does.
+                forced = Some(Input::ForcedShutdown("the NUT primary (FSD)".into()));
+            } else {
+                self.cancel_stale_shutdown(at, status).await;
+            }
             self.summary.send_modify(|s| {
                 s.status = Some(status.clone());
                 s.status_at = Some(now_millis());
             });
         }
-        for action in self.policy.handle(at, input) {
+        let actions: Vec<Action> = std::iter::once(input)
+            .chain(forced)
+            .flat_map(|input| self.policy.handle(at, input))
+            .collect();
+        for action in actions {
             match action {
                 Action::Record(t) => self.record(&t),
                 Action::HaltBackups => {
@@ -730,6 +740,9 @@ impl Actor {
                     delay_s = delay.as_secs(),
                     "the UPS cuts its output soon and turns it on again when mains returns"
                 ),
+                Err(e @ UpsError::Unsupported(_)) => {
+                    tracing::info!(reason = %e, "the UPS is not told to shut down")
+                }
                 Err(e) => tracing::error!(error = %e, "the UPS did not take the shutdown command"),
             },
             None => tracing::warn!("no UPS to tell about the shutdown"),
