@@ -839,22 +839,30 @@ mod tests {
         );
     }
 
+    const LIMITS: Limits = Limits {
+        warning: 50,
+        critical: 60,
+    };
+
+    /// Disks read once: each a healthy HDD's reading with the given smartctl exit status.
+    fn read_once(store: &Store, exits: &[(&str, u8)]) -> BTreeMap<String, DiskState> {
+        let mut disks = BTreeMap::new();
+        for &(name, exit) in exits {
+            let mut disk = DiskState::new(scanned(name, "sat"), store, LIMITS);
+            let answer = smart::parse_reading(&samples::healthy_hdd(), ExitBits(exit))
+                .map_err(|e| e.to_string());
+            disk.take(answer, 1, LIMITS, store);
+            disks.insert(name.to_string(), disk);
+        }
+        disks
+    }
+
     #[test]
     fn only_jobs_writing_to_an_unsafe_disk_are_halted() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let limits = Limits {
-            warning: 50,
-            critical: 60,
-        };
-        let mut disks = BTreeMap::new();
-        for (name, exit) in [("/dev/sda", 8), ("/dev/sdb", 0), ("/dev/sdc", 0)] {
-            let mut disk = DiskState::new(scanned(name, "sat"), &store, limits);
-            let answer = smart::parse_reading(&samples::healthy_hdd(), ExitBits(exit))
-                .map_err(|e| e.to_string());
-            disk.take(answer, 1, limits, &store);
-            disks.insert(name.to_string(), disk);
-        }
+        let mut disks = read_once(&store, &[("/dev/sda", 8), ("/dev/sdb", 0), ("/dev/sdc", 0)]);
+        let limits = LIMITS;
         // sdc is too hot; sdd never answered.
         disks.get_mut("/dev/sdc").unwrap().take(
             Ok(Answer::Reading(Box::new(smart::Reading {
@@ -900,18 +908,7 @@ mod tests {
     fn a_job_on_a_raid_volume_halts_when_any_member_fails() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let limits = Limits {
-            warning: 50,
-            critical: 60,
-        };
-        let mut disks = BTreeMap::new();
-        for (name, exit) in [("/dev/sda", 0), ("/dev/sdb", 8)] {
-            let mut disk = DiskState::new(scanned(name, "sat"), &store, limits);
-            let answer = smart::parse_reading(&samples::healthy_hdd(), ExitBits(exit))
-                .map_err(|e| e.to_string());
-            disk.take(answer, 1, limits, &store);
-            disks.insert(name.to_string(), disk);
-        }
+        let disks = read_once(&store, &[("/dev/sda", 0), ("/dev/sdb", 8)]);
         // /backup is an LVM volume on md0 over sda1 + sdb1, as traced.
         let mounts = [Mount {
             point: "/backup".into(),
@@ -936,10 +933,7 @@ mod tests {
     fn a_monitoring_fault_keeps_the_last_reading_and_its_verdict() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let limits = Limits {
-            warning: 50,
-            critical: 60,
-        };
+        let limits = LIMITS;
         let mut disk = DiskState::new(scanned("/dev/sda", "sat"), &store, limits);
         let failing =
             smart::parse_reading(&samples::healthy_hdd(), ExitBits(8)).map_err(|e| e.to_string());
