@@ -5,7 +5,8 @@ Fills in the harness's `obsbox` adapter (children come from `obsbox settings
 set children ...`, captured output lands in logs/<child>/current), runs the
 peers and obsbox in one invocation, then measures what only obsbox has: idle
 memory with the real monitoring stack running, and kill -9 to ready again for
-a child with a readiness probe (node_exporter).
+a child with a readiness probe (node_exporter). `power` in `--only` adds the
+power benchmark (bench_power.py); `--only power` runs it alone.
 
 Usage: bench_obsbox.py PEERS_DIR OUT_JSON [harness options...]
 """
@@ -16,8 +17,9 @@ spec = importlib.util.spec_from_file_location("bench", os.path.join(peers_dir, "
 bench = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(bench)
 
-NO_BUILTINS = {n: {"enabled": False, "port": 1} for n in
-               ("prometheus", "alertmanager", "node_exporter", "loki", "grafana", "blackbox")}
+# Disabled children must still have distinct ports.
+NO_BUILTINS = {n: {"enabled": False, "port": 40000 + i} for i, n in
+               enumerate(("prometheus", "alertmanager", "node_exporter", "loki", "grafana", "blackbox"))}
 
 
 def settings_set(d, section, value):
@@ -30,8 +32,6 @@ class Obsbox(bench.Obsbox):
                       "1 s doubling to 60 s; logs: 256 MiB segments (as the s6 config here)")
 
     def setup(self, d, services, log):
-        for i, (name, port) in enumerate(NO_BUILTINS.items()):
-            port["port"] = 40000 + i  # disabled children must still have distinct ports
         settings_set(d, "services", NO_BUILTINS)
         settings_set(d, "logs", {"segment_bytes": 256 << 20})
         settings_set(d, "children", [{"name": n, "command": argv} for n, argv in services.items()])
@@ -41,8 +41,6 @@ class Obsbox(bench.Obsbox):
 
 
 bench.ADAPTERS["obsbox"] = Obsbox()
-sys.argv = ["bench.py", "--out", out_json] + harness_args
-bench.main()
 
 
 # ---------------------------------------------------------------- obsbox only
@@ -68,7 +66,9 @@ def get(port, path):
 
 
 def sign_in(port):
-    """First-boot setup, then a login, as a user does in the browser."""
+    """First-boot setup, then a login, as a user does in the browser (any
+    session held for another obsbox is forgotten first)."""
+    session.clear()
     password = "bench password 1"
     def up():
         try:
@@ -137,19 +137,48 @@ def full_stack(samples):
     return res
 
 
-samples = 20
-for i, a in enumerate(harness_args):
-    if a == "--samples":
-        samples = min(20, int(harness_args[i + 1]))
-stack = full_stack(samples)
-print("\n== obsbox with the monitoring stack (real Prometheus, Alertmanager, node_exporter, blackbox exporter; Loki and Grafana stand-ins)")
-print(f"children: {', '.join(stack['stack'])}")
-print(f"obsbox idle RSS / PSS: {stack['stack_idle_rss_kb']} / {stack['stack_idle_pss_kb']} KB")
-for k in ("node_exporter_kill_to_new_pid_ms", "node_exporter_kill_to_ready_ms"):
-    s = stack[k]
-    print(f"{k}: min {s['min']:.1f} / median {s['median']:.1f} / p99 {s['p99']:.1f} / max {s['max']:.1f} (n={s['n']})")
-all_results = json.load(open(out_json))
-all_results.setdefault("obsbox", {}).update(stack)
-json.dump(all_results, open(out_json, "w"), indent=1)
-print()
-bench.table(json.load(open(out_json)))
+def split_only(args):
+    """The names of the last `--only` (None without one), and the other arguments."""
+    only, rest, i = None, [], 0
+    while i < len(args):
+        if args[i] == "--only" and i + 1 < len(args):
+            only, i = args[i + 1].split(","), i + 2
+        else:
+            rest.append(args[i])
+            i += 1
+    return only, rest
+
+
+def main():
+    only, rest = split_only(harness_args)
+    samples = 20
+    for i, a in enumerate(rest):
+        if a == "--samples":
+            samples = min(20, int(rest[i + 1]))
+    peers = None if only is None else [n for n in only if n != "power"]
+    if peers != []:
+        sys.argv = ["bench.py", "--out", out_json] + (["--only", ",".join(peers)] if peers else []) + rest
+        bench.main()
+        stack = full_stack(samples)
+        print("\n== obsbox with the monitoring stack (real Prometheus, Alertmanager, node_exporter, blackbox exporter; Loki and Grafana stand-ins)")
+        print(f"children: {', '.join(stack['stack'])}")
+        print(f"obsbox idle RSS / PSS: {stack['stack_idle_rss_kb']} / {stack['stack_idle_pss_kb']} KB")
+        for k in ("node_exporter_kill_to_new_pid_ms", "node_exporter_kill_to_ready_ms"):
+            s = stack[k]
+            print(f"{k}: min {s['min']:.1f} / median {s['median']:.1f} / p99 {s['p99']:.1f} / max {s['max']:.1f} (n={s['n']})")
+        all_results = json.load(open(out_json))
+        all_results.setdefault("obsbox", {}).update(stack)
+        json.dump(all_results, open(out_json, "w"), indent=1)
+    if only is not None and "power" in only:
+        import bench_power
+        power = bench_power.run(sys.modules[__name__], samples)
+        all_results = json.load(open(out_json)) if os.path.exists(out_json) else {}
+        all_results.setdefault("obsbox", {})["power"] = power
+        json.dump(all_results, open(out_json, "w"), indent=1)
+    if peers != []:
+        print()
+        bench.table(json.load(open(out_json)))
+
+
+if __name__ == "__main__":
+    main()

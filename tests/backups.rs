@@ -4,94 +4,11 @@
 
 mod common;
 
+use common::pbs::{self, create_job, finished_run, fixture, job, Fixture, PASSWORD};
 use common::*;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-const PASSWORD: &str = "correct horse battery staple";
-
-/// A PBS "server" directory with one datastore that wants `PASSWORD`, and a
-/// directory tree to back up.
-struct Fixture {
-    _dir: tempfile::TempDir,
-    root: PathBuf,
-    source: PathBuf,
-}
-
-fn fixture(files: usize) -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("pbs");
-    std::fs::create_dir_all(root.join("store1")).unwrap();
-    std::fs::write(root.join("store1/.password"), PASSWORD).unwrap();
-    let source = dir.path().join("photos");
-    std::fs::create_dir_all(source.join("2026/summer")).unwrap();
-    for i in 0..files {
-        std::fs::write(
-            source.join(format!("2026/summer/img{i:03}.raw")),
-            format!("pixels {i} ").repeat(100 + i),
-        )
-        .unwrap();
-    }
-    std::fs::write(source.join("index.txt"), "my photos\n").unwrap();
-    Fixture {
-        _dir: dir,
-        root,
-        source,
-    }
-}
-
-fn start(fx: &Fixture, extra_env: &[(&str, &str)]) -> Obsbox {
-    let root = fx.root.display().to_string();
-    let mut env = vec![("PBS_STANDIN_ROOT", root.as_str())];
-    env.extend_from_slice(extra_env);
-    let client = stand_in("proxmox-backup-client").display().to_string();
-    Obsbox::start_with_env(
-        &[
-            ("services", services_only(&[])),
-            ("backups", json!({"client": client})),
-        ],
-        &env,
-    )
-}
-
-fn job(name: &str, source: &Path) -> Value {
-    json!({
-        "name": name,
-        "paths": [source.display().to_string()],
-        "repository": "backup@pbs@localhost:store1",
-        "schedule": "daily",
-        "retention": {"keep_last": 2},
-    })
-}
-
-fn create_job(obsbox: &Obsbox, job: Value) {
-    let (status, answer) = obsbox.send(
-        "POST",
-        "/api/backups/jobs",
-        &json!({"job": job, "secrets": {"password": PASSWORD}}).to_string(),
-    );
-    assert_eq!(status, 201, "{answer}");
-}
-
-/// Waits until the job's newest run of `kind` has ended; returns it.
-fn finished_run(obsbox: &Obsbox, job: &str, kind: &str, after_id: i64) -> Value {
-    wait_for(
-        &format!("a finished {kind} of {job}"),
-        Duration::from_secs(60),
-        || {
-            let runs = obsbox.get(&format!("/api/backups/history?job={job}"));
-            runs.as_array()?
-                .iter()
-                .find(|r| {
-                    r["kind"] == kind
-                        && r["id"].as_i64().unwrap_or(0) > after_id
-                        && r["result"] != "running"
-                })
-                .cloned()
-        },
-    )
-}
 
 /// Runs a command that prints a JSON array; fails the test if it fails.
 fn json_array(cmd: &mut std::process::Command) -> Vec<Value> {
@@ -122,7 +39,7 @@ fn snapshots(fx: &Fixture) -> Vec<Value> {
 #[test]
 fn a_backup_runs_is_recorded_pruned_and_its_secrets_stay_secret() {
     let fx = fixture(5);
-    let obsbox = start(&fx, &[]);
+    let obsbox = pbs::start(&fx, &[], &[]);
     create_job(&obsbox, job("photos", &fx.source));
     let mut last_id = 0;
     for _ in 0..3 {
@@ -193,7 +110,7 @@ fn a_backup_runs_is_recorded_pruned_and_its_secrets_stay_secret() {
 #[test]
 fn a_drill_restores_the_newest_snapshot_and_checks_every_file() {
     let fx = fixture(4);
-    let obsbox = start(&fx, &[]);
+    let obsbox = pbs::start(&fx, &[], &[]);
     create_job(&obsbox, job("photos", &fx.source));
     obsbox.send("POST", "/api/backups/jobs/photos/run", "");
     assert_eq!(finished_run(&obsbox, "photos", "backup", 0)["result"], "ok");
@@ -220,7 +137,11 @@ fn a_drill_restores_the_newest_snapshot_and_checks_every_file() {
 #[test]
 fn a_corrupted_restore_fails_the_drill_and_names_the_file() {
     let fx = fixture(3);
-    let obsbox = start(&fx, &[("PBS_STANDIN_CORRUPT", "2026/summer/img001.raw")]);
+    let obsbox = pbs::start(
+        &fx,
+        &[],
+        &[("PBS_STANDIN_CORRUPT", "2026/summer/img001.raw")],
+    );
     create_job(&obsbox, job("photos", &fx.source));
     obsbox.send("POST", "/api/backups/jobs/photos/run", "");
     assert_eq!(finished_run(&obsbox, "photos", "backup", 0)["result"], "ok");
@@ -238,21 +159,10 @@ fn a_corrupted_restore_fails_the_drill_and_names_the_file() {
 #[test]
 fn a_halt_stops_a_running_backup_gracefully_and_resume_runs_it_again() {
     let fx = fixture(30);
-    let obsbox = start(&fx, &[("PBS_STANDIN_SLOW_MS", "150")]);
+    let obsbox = pbs::start(&fx, &[], &[("PBS_STANDIN_SLOW_MS", "150")]);
     create_job(&obsbox, job("photos", &fx.source));
     obsbox.send("POST", "/api/backups/jobs/photos/run", "");
-    wait_for(
-        "the backup to be under way",
-        Duration::from_secs(20),
-        || {
-            let status = obsbox.get("/api/backups");
-            (status["jobs"][0]["running"]["kind"] == "backup"
-                && !status["jobs"][0]["running"]["progress"]
-                    .as_str()?
-                    .is_empty())
-            .then_some(())
-        },
-    );
+    pbs::backup_under_way(&obsbox);
     let (status, answer) = obsbox.send("POST", "/api/backups/halt", r#"{"reason": "on battery"}"#);
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["halted"], json!(["on battery"]));
@@ -284,7 +194,7 @@ fn a_halt_stops_a_running_backup_gracefully_and_resume_runs_it_again() {
 #[test]
 fn a_missed_scheduled_run_runs_once_at_the_next_start() {
     let fx = fixture(2);
-    let mut obsbox = start(&fx, &[]);
+    let mut obsbox = pbs::start(&fx, &[], &[]);
     let mut hourly = job("photos", &fx.source);
     hourly["schedule"] = json!("hourly");
     create_job(&obsbox, hourly);
@@ -330,7 +240,7 @@ fn a_missed_scheduled_run_runs_once_at_the_next_start() {
 #[test]
 fn a_calendar_schedule_starts_runs_by_itself() {
     let fx = fixture(1);
-    let obsbox = start(&fx, &[]);
+    let obsbox = pbs::start(&fx, &[], &[]);
     let mut often = job("photos", &fx.source);
     often["schedule"] = json!("*:*:0/2");
     create_job(&obsbox, often);
@@ -345,7 +255,7 @@ fn a_calendar_schedule_starts_runs_by_itself() {
 #[test]
 fn bad_jobs_are_refused_and_change_nothing() {
     let fx = fixture(1);
-    let obsbox = start(&fx, &[]);
+    let obsbox = pbs::start(&fx, &[], &[]);
     create_job(&obsbox, job("photos", &fx.source));
     let before = obsbox.get("/api/settings");
     let with = |field: &str, value: Value| {
@@ -426,7 +336,7 @@ fn bad_jobs_are_refused_and_change_nothing() {
 #[test]
 fn a_wrong_password_fails_the_run_with_the_clients_error() {
     let fx = fixture(1);
-    let obsbox = start(&fx, &[]);
+    let obsbox = pbs::start(&fx, &[], &[]);
     let (status, _) = obsbox.send(
         "POST",
         "/api/backups/jobs",
@@ -600,7 +510,7 @@ fn restic_drills_catch_a_damaged_repository() {
 #[test]
 fn an_encrypted_job_can_be_edited_and_still_restores() {
     let fx = fixture(3);
-    let obsbox = start(&fx, &[]);
+    let obsbox = pbs::start(&fx, &[], &[]);
     let key_path = fx.root.parent().unwrap().join("key.json");
     let made = std::process::Command::new(stand_in("proxmox-backup-client"))
         .args(["key", "create"])

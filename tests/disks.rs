@@ -62,19 +62,6 @@ fn refresh(obsbox: &Obsbox) -> Value {
     Value::Object(disks)
 }
 
-/// The lines of /metrics (open, no session) that start with `prefix`.
-fn metric_lines(obsbox: &Obsbox, prefix: &str) -> Vec<String> {
-    let text = ureq::get(&obsbox.url("/metrics"))
-        .call()
-        .unwrap()
-        .into_string()
-        .unwrap();
-    text.lines()
-        .filter(|l| l.starts_with(prefix))
-        .map(String::from)
-        .collect()
-}
-
 #[test]
 fn disks_are_listed_with_health_and_rising_pending_sectors_raise_it() {
     let scenarios = Scenarios::new();
@@ -130,21 +117,19 @@ fn disks_are_listed_with_health_and_rising_pending_sectors_raise_it() {
         "{}",
         disks["sda"]
     );
-    let raw = metric_lines(
-        &obsbox,
-        "obsbox_disk_smart_attribute_raw{disk=\"sda\",attribute=\"197\"}",
-    );
+    let raw =
+        obsbox.metric_lines("obsbox_disk_smart_attribute_raw{disk=\"sda\",attribute=\"197\"}");
     assert_eq!(
         raw,
         ["obsbox_disk_smart_attribute_raw{disk=\"sda\",attribute=\"197\"} 7"]
     );
-    let health = metric_lines(&obsbox, "obsbox_disk_health{disk=\"sda\"");
+    let health = obsbox.metric_lines("obsbox_disk_health{disk=\"sda\"");
     assert_eq!(
         health,
         ["obsbox_disk_health{disk=\"sda\",model=\"WDC WD40EFRX-68N32N0\",serial=\"WD-1\"} 0.5"]
     );
     assert_eq!(
-        metric_lines(&obsbox, "obsbox_disk_nvme_critical_warning{disk=\"nvme1\"}"),
+        obsbox.metric_lines("obsbox_disk_nvme_critical_warning{disk=\"nvme1\"}"),
         ["obsbox_disk_nvme_critical_warning{disk=\"nvme1\"} 4"]
     );
     // The overview shows each disk's health too.
@@ -166,7 +151,7 @@ fn disks_are_listed_with_health_and_rising_pending_sectors_raise_it() {
     assert_eq!(disks["sda"]["self_tests"][0]["passed"], true);
     assert_eq!(disks["sda"]["self_test_started"]["kind"], "short");
     assert_eq!(
-        metric_lines(&obsbox, "obsbox_disk_self_test_last_passed{disk=\"sda\"}"),
+        obsbox.metric_lines("obsbox_disk_self_test_last_passed{disk=\"sda\"}"),
         ["obsbox_disk_self_test_last_passed{disk=\"sda\"} 1"]
     );
     assert_eq!(
@@ -334,10 +319,9 @@ fn a_failing_disk_halts_the_jobs_writing_to_it_and_flags_those_reading_it() {
     assert_eq!(job_status(&obsbox, "remote")["halted"], json!([]));
     assert_eq!(obsbox.get("/api/backups")["halted"], json!([]));
     assert_eq!(
-        metric_lines(
-            &obsbox,
-            &format!("obsbox_disk_backup_source_failing{{disk=\"{disk}\",backup_job=\"remote\"}}")
-        ),
+        obsbox.metric_lines(&format!(
+            "obsbox_disk_backup_source_failing{{disk=\"{disk}\",backup_job=\"remote\"}}"
+        )),
         [format!(
             "obsbox_disk_backup_source_failing{{disk=\"{disk}\",backup_job=\"remote\"}} 1"
         )]
@@ -421,7 +405,7 @@ fn monitoring_faults_are_shown_and_the_last_reading_is_kept() {
         assert_eq!(sda["temperature"], 36, "{scenario}");
     }
     assert_eq!(
-        metric_lines(&obsbox, "obsbox_disk_monitoring_errors_total{disk=\"sda\"}"),
+        obsbox.metric_lines("obsbox_disk_monitoring_errors_total{disk=\"sda\"}"),
         ["obsbox_disk_monitoring_errors_total{disk=\"sda\"} 4"]
     );
     scenarios.set("sda", json!({"scenario": "healthy-hdd"}));

@@ -538,7 +538,8 @@ impl Actor {
                 let _ = done.send(reader);
             }
             Msg::StopPlan { done } => {
-                let plan = self.children.iter().rev().filter_map(|c| {
+                let plan = self.stop_order().into_iter().filter_map(|i| {
+                    let c = &self.children[i];
                     let spec = c.spec()?;
                     Some(StopStep {
                         name: c.plan.name.clone(),
@@ -792,9 +793,10 @@ impl Actor {
         }
     }
 
-    /// One child at a time, last started first.
+    /// One child at a time, in [`stop_order`].
     fn advance_shutdown(&mut self, now: Instant) {
-        for child in self.children.iter_mut().rev() {
+        for i in self.stop_order() {
+            let child = &mut self.children[i];
             match child.state {
                 State::Stopping { .. } => return,
                 State::Running { .. } => {
@@ -805,6 +807,11 @@ impl Actor {
                 _ => {}
             }
         }
+    }
+
+    fn stop_order(&self) -> Vec<usize> {
+        let plans: Vec<&ChildPlan> = self.children.iter().map(|c| &c.plan).collect();
+        stop_order(&plans)
     }
 
     fn dependencies_ready(&self, i: usize, now: Instant) -> bool {
@@ -940,6 +947,29 @@ impl Child {
     }
 }
 
+/// The order a shutdown stops `plans` (the children as listed) in: the
+/// reverse of the order they start in. A child starts once its dependencies
+/// have, so one listed before its dependency starts after it, and must stop
+/// before it; the list's order alone is not enough. A dependency cycle, which
+/// the settings do not forbid, starts (after the dependency timeout) in list
+/// order, and so stops in reverse.
+fn stop_order(plans: &[&ChildPlan]) -> Vec<usize> {
+    let mut left: Vec<usize> = (0..plans.len()).collect();
+    let mut started = Vec::with_capacity(plans.len());
+    while !left.is_empty() {
+        let waits = |i: usize| {
+            plans[i]
+                .depends_on
+                .iter()
+                .any(|dep| left.iter().any(|&j| j != i && &plans[j].name == dep))
+        };
+        let at = left.iter().position(|&i| !waits(i)).unwrap_or(0);
+        started.push(left.remove(at));
+    }
+    started.reverse();
+    started
+}
+
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(at) => tokio::time::sleep_until(at).await,
@@ -997,5 +1027,59 @@ fn clear_leftovers(run_dir: &Path) {
             }
         }
         let _ = std::fs::remove_file(&path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(name: &str, depends_on: &[&str]) -> ChildPlan {
+        ChildPlan {
+            name: name.into(),
+            depends_on: depends_on.iter().map(|d| d.to_string()).collect(),
+            launch: Launch::Broken("not run in this test".into()),
+        }
+    }
+
+    fn order(plans: &[ChildPlan]) -> Vec<&str> {
+        let refs: Vec<&ChildPlan> = plans.iter().collect();
+        stop_order(&refs)
+            .into_iter()
+            .map(|i| plans[i].name.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn dependents_stop_before_their_dependencies_whatever_the_list_order() {
+        let cases: &[(&[ChildPlan], &[&str])] = &[
+            // The built-ins: listed in dependency order, stopped in reverse.
+            (
+                &[
+                    plan("alertmanager", &[]),
+                    plan("loki", &[]),
+                    plan("prometheus", &["alertmanager"]),
+                    plan("grafana", &["prometheus", "loki"]),
+                    plan("blackbox", &[]),
+                ],
+                &["blackbox", "grafana", "prometheus", "loki", "alertmanager"],
+            ),
+            // Listed before their dependencies.
+            (
+                &[
+                    plan("web", &["api"]),
+                    plan("worker", &["db"]),
+                    plan("api", &["db"]),
+                    plan("db", &[]),
+                ],
+                &["web", "api", "worker", "db"],
+            ),
+            // A cycle ends too.
+            (&[plan("a", &["b"]), plan("b", &["a"])], &["b", "a"]),
+            (&[], &[]),
+        ];
+        for (plans, expected) in cases {
+            assert_eq!(order(plans), *expected);
+        }
     }
 }

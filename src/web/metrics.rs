@@ -327,6 +327,23 @@ fn register_power(registry: &mut Registry, power: &crate::power::PowerSummary) {
         "1 when the UPS has not answered validly for power.lost_after",
         gauge(i64::from(power.lost)),
     );
+    let wire = power.wire.unwrap_or_default();
+    for (name, help, count) in [
+        (
+            "obsbox_ups_garbled_replies",
+            "UPS replies that were malformed and ignored, since the driver started",
+            wire.invalid_replies,
+        ),
+        (
+            "obsbox_ups_timeouts",
+            "UPS questions not answered in time, since the driver started",
+            wire.timeouts,
+        ),
+    ] {
+        let counter = Counter::<u64>::default();
+        counter.inc_by(count);
+        registry.register(name, help, counter);
+    }
     let status = power.status.clone().unwrap_or_default();
     for (name, help, flag) in [
         (

@@ -3,6 +3,7 @@
 //! and a real stop (SIGTERM, then a check that nothing is left) when dropped.
 #![allow(dead_code)] // each test binary uses a different part of this helper
 
+pub mod pbs;
 pub mod sinks;
 pub mod ups_sim;
 
@@ -357,6 +358,19 @@ impl Obsbox {
                 a["actor"] == "admin" && !a["action"].as_str().unwrap().starts_with("account.")
             })
             .map(|a| a["action"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    /// The lines of /metrics (open, no session) that start with `prefix`.
+    pub fn metric_lines(&self, prefix: &str) -> Vec<String> {
+        let text = ureq::get(&self.url("/metrics"))
+            .call()
+            .unwrap()
+            .into_string()
+            .unwrap();
+        text.lines()
+            .filter(|l| l.starts_with(prefix))
+            .map(String::from)
             .collect()
     }
 

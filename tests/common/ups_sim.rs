@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
@@ -73,7 +73,8 @@ pub fn battery_voltage(charge: f64) -> f64 {
 
 struct Shared {
     state: Mutex<SimState>,
-    commands: Mutex<Vec<String>>,
+    /// Every command received and when.
+    commands: Mutex<Vec<(SystemTime, String)>>,
     /// Alert characters to send unasked (APC).
     alerts: Mutex<Vec<u8>>,
     plugged: AtomicBool,
@@ -186,7 +187,16 @@ impl UpsSim {
 
     /// Every command received, without its line ending, oldest first.
     pub fn commands(&self) -> Vec<String> {
-        self.shared.commands.lock().unwrap().clone()
+        let commands = self.shared.commands.lock().unwrap();
+        commands.iter().map(|(_, c)| c.clone()).collect()
+    }
+
+    /// When the first command starting with `prefix` came, if one did.
+    pub fn received_at(&self, prefix: &str) -> Option<SystemTime> {
+        let commands = self.shared.commands.lock().unwrap();
+        commands
+            .iter()
+            .find_map(|(at, c)| c.starts_with(prefix).then_some(*at))
     }
 
     /// Pulls the cable: the pty is closed (its client reads EOF or EIO) and the
@@ -335,7 +345,11 @@ fn write(p: &Pty, bytes: &[u8]) {
 fn answer(protocol: Protocol, shared: &Shared, p: &mut Pty) {
     while let Some((command, used)) = next_command(protocol, &p.input) {
         p.input.drain(..used);
-        shared.commands.lock().unwrap().push(command.clone());
+        shared
+            .commands
+            .lock()
+            .unwrap()
+            .push((SystemTime::now(), command.clone()));
         let reply = {
             let mut state = shared.state.lock().unwrap();
             let reply = match protocol {

@@ -7,7 +7,8 @@
 //! `proxmox-backup-client/src/*.rs`, `pbs-datastore/src/prune.rs`, ...).
 //! See `tests/stand-ins/README.md` for the supported commands and the known
 //! differences. Nothing here panics on bad input; SIGINT/SIGTERM keep their
-//! default disposition (a backup that is killed leaves no snapshot).
+//! default effect (a backup that is killed leaves no snapshot), optionally
+//! logged first (`PBS_STANDIN_SIGNAL_LOG`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
@@ -310,6 +311,82 @@ fn slow() {
     {
         if ms > 0 {
             std::thread::sleep(Duration::from_millis(ms));
+        }
+    }
+}
+
+/// `PBS_STANDIN_SIGNAL_LOG=<file>`: SIGINT and SIGTERM append a line
+/// `<INT|TERM> <CLOCK_MONOTONIC ns>` to the file, then take their default
+/// action, so the client still dies by the signal as the real one does.
+mod signal_log {
+    use std::ffi::CString;
+    use std::sync::OnceLock;
+
+    static PATH: OnceLock<CString> = OnceLock::new();
+
+    /// Only async-signal-safe calls: clock_gettime, open, write, close,
+    /// signal, raise; the line is built on the stack.
+    extern "C" fn on_signal(sig: libc::c_int) {
+        let mut now = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        let mut line = [0u8; 32];
+        let name: &[u8] = if sig == libc::SIGINT {
+            b"INT "
+        } else {
+            b"TERM "
+        };
+        line[..name.len()].copy_from_slice(name);
+        let mut len = name.len();
+        // SAFETY: every call below is async-signal-safe; the buffers are ours.
+        unsafe {
+            libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now);
+            let ns = now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64;
+            let mut digits = [0u8; 20];
+            let mut n = digits.len();
+            let mut rest = ns;
+            loop {
+                n -= 1;
+                digits[n] = b'0' + (rest % 10) as u8;
+                rest /= 10;
+                if rest == 0 {
+                    break;
+                }
+            }
+            line[len..len + digits.len() - n].copy_from_slice(&digits[n..]);
+            len += digits.len() - n;
+            line[len] = b'\n';
+            len += 1;
+            if let Some(path) = PATH.get() {
+                let fd = libc::open(
+                    path.as_ptr(),
+                    libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT | libc::O_CLOEXEC,
+                    0o644,
+                );
+                if fd >= 0 {
+                    libc::write(fd, line.as_ptr().cast(), len);
+                    libc::close(fd);
+                }
+            }
+            libc::signal(sig, libc::SIG_DFL);
+            libc::raise(sig);
+        }
+    }
+
+    pub fn install() {
+        let Some(path) = std::env::var_os("PBS_STANDIN_SIGNAL_LOG") else {
+            return;
+        };
+        let Ok(path) = CString::new(std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str()))
+        else {
+            return;
+        };
+        let _ = PATH.set(path);
+        let handler = on_signal as extern "C" fn(libc::c_int);
+        for sig in [libc::SIGINT, libc::SIGTERM] {
+            // SAFETY: the handler only makes async-signal-safe calls.
+            unsafe { libc::signal(sig, handler as libc::sighandler_t) };
         }
     }
 }
@@ -4256,6 +4333,7 @@ fn run() -> Res<()> {
 }
 
 fn main() {
+    signal_log::install();
     let code = match run() {
         Ok(()) => 0,
         Err(Fail::Usage) => 255,
