@@ -65,6 +65,10 @@ pub struct NewSession {
 pub struct Accounts {
     store: Store,
     failures: Arc<Mutex<LoginFailures>>,
+    /// Set once an admin is known to exist: setup is never undone while
+    /// obsbox runs (a factory reset restarts it), so the guard need not ask
+    /// SQLite on every request.
+    set_up: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Accounts {
@@ -72,14 +76,21 @@ impl Accounts {
         Accounts {
             store,
             failures: Arc::default(),
+            set_up: Arc::default(),
         }
     }
 
     /// Whether an admin exists; until then every page leads to setup.
     pub fn is_set_up(&self) -> Result<bool, AccountsError> {
-        Ok(self
+        use std::sync::atomic::Ordering;
+        if self.set_up.load(Ordering::Relaxed) {
+            return Ok(true);
+        }
+        let exists = self
             .store
-            .with_conn(|c| c.query_row("SELECT EXISTS (SELECT 1 FROM users)", [], |r| r.get(0)))?)
+            .with_conn(|c| c.query_row("SELECT EXISTS (SELECT 1 FROM users)", [], |r| r.get(0)))?;
+        self.set_up.store(exists, Ordering::Relaxed);
+        Ok(exists)
     }
 
     /// What is wrong with a new password and its confirmation, field by field.

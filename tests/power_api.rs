@@ -244,9 +244,10 @@ fn a_nut_primarys_forced_shutdown_shuts_obsbox_down() {
         (!pid_alive(pid)).then_some(())
     });
     assert_eq!(std::fs::read_to_string(&marker).unwrap(), "off\n");
+    let log = obsbox.log();
     assert!(
-        obsbox.log().contains("the NUT primary (FSD)"),
-        "{}",
-        obsbox.log()
+        log.contains("the NUT primary ordered a shutdown (FSD)"),
+        "{log}"
     );
+    assert!(log.contains("the UPS is not told to shut down"), "{log}");
 }

@@ -588,24 +588,14 @@ impl Actor {
     }
 
     async fn step(&mut self, at: Instant, input: Input) {
-        let mut forced = None;
         if let Input::Status(status) = &input {
-            if status.shutdown_pending && matches!(self.power.ups, UpsConfig::Nut { .. }) {
-                // FSD from the NUT primary: its secondaries shut down now, as upsmon does.
-                forced = Some(Input::ForcedShutdown("the NUT primary (FSD)".into()));
-            } else {
-                self.cancel_stale_shutdown(at, status).await;
-            }
+            self.cancel_stale_shutdown(at, status).await;
             self.summary.send_modify(|s| {
                 s.status = Some(status.clone());
                 s.status_at = Some(now_millis());
             });
         }
-        let actions: Vec<Action> = std::iter::once(input)
-            .chain(forced)
-            .flat_map(|input| self.policy.handle(at, input))
-            .collect();
-        for action in actions {
+        for action in self.policy.handle(at, input) {
             match action {
                 Action::Record(t) => self.record(&t),
                 Action::HaltBackups => {

@@ -262,6 +262,10 @@ impl Policy {
                 actions,
             );
         }
+        if s.forced_shutdown {
+            self.shutdown(now, "the NUT primary ordered a shutdown (FSD)", actions);
+            return;
+        }
         if s.testing {
             if self.state != PowerState::OnBattery {
                 self.on_battery_since = None;
@@ -614,6 +618,20 @@ mod tests {
     }
 
     #[test]
+    fn a_nut_primarys_fsd_in_a_reading_is_obeyed_on_mains_too() {
+        let (mut p, t0) = started();
+        let fsd = UpsStatus {
+            online: true,
+            forced_shutdown: true,
+            ..UpsStatus::default()
+        };
+        assert_eq!(
+            kinds(&p.handle(t0, Input::Status(fsd))),
+            ["record", "shutdown"]
+        );
+    }
+
+    #[test]
     fn a_shutdown_is_never_cancelled() {
         let (mut p, t0) = started();
         p.handle(
@@ -718,11 +736,12 @@ mod tests {
                     shutdowns += 1;
                     let critical = match &input {
                         Input::Status(s) => {
-                            s.on_battery
-                                && !s.testing
-                                && (s.low_battery
-                                    || s.charge_percent.unwrap_or(100.0) < 5.0
-                                    || s.runtime_seconds.unwrap_or(1e9) < 180.0)
+                            s.forced_shutdown
+                                || s.on_battery
+                                    && !s.testing
+                                    && (s.low_battery
+                                        || s.charge_percent.unwrap_or(100.0) < 5.0
+                                        || s.runtime_seconds.unwrap_or(1e9) < 180.0)
                         }
                         Input::Lost => last_on_battery,
                         Input::Tick => since.is_some_and(|s| at - s >= secs(600)),

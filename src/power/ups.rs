@@ -19,6 +19,9 @@ pub struct UpsStatus {
     pub testing: bool,
     /// The UPS itself says it will cut the output (a shutdown is pending).
     pub shutdown_pending: bool,
+    /// Whoever owns the UPS orders everyone on it to shut down now: a NUT
+    /// primary's `FSD`, as its secondaries see it.
+    pub forced_shutdown: bool,
     pub charge_percent: Option<f64>,
     pub runtime_seconds: Option<f64>,
     pub load_percent: Option<f64>,

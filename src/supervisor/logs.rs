@@ -337,26 +337,26 @@ impl ByteRing {
     }
 
     fn since(&self, cursor: u64) -> (Vec<String>, u64) {
-        let (a, b) = self.bytes.as_slices();
-        let all = [a, b].concat();
-        let front = self.total - all.len() as u64;
+        let front = self.total - self.bytes.len() as u64;
         let start = match cursor.checked_sub(front) {
-            Some(offset) => (offset as usize).min(all.len()),
+            Some(offset) => (offset as usize).min(self.bytes.len()),
             // What followed the cursor is gone: start at the first whole line kept.
-            None => all
+            None => self
+                .bytes
                 .iter()
                 .position(|&b| b == b'\n')
-                .map_or(all.len(), |i| i + 1),
+                .map_or(self.bytes.len(), |i| i + 1),
         };
-        let Some(last) = all[start..].iter().rposition(|&b| b == b'\n') else {
+        // Only what is new is copied: a reader polling an idle child copies nothing.
+        let new: Vec<u8> = self.bytes.range(start..).copied().collect();
+        let Some(last) = new.iter().rposition(|&b| b == b'\n') else {
             return (Vec::new(), front + start as u64);
         };
-        let end = start + last;
-        let lines = all[start..end]
+        let lines = new[..last]
             .split(|&b| b == b'\n')
             .map(|l| String::from_utf8_lossy(l).into_owned())
             .collect();
-        (lines, front + end as u64 + 1)
+        (lines, front + (start + last) as u64 + 1)
     }
 
     fn lines(&self, max: usize) -> Vec<String> {

@@ -78,6 +78,7 @@ pub(crate) fn status(flags: u8, values: &Values) -> UpsStatus {
         overload: bit(0x20),
         testing: bit(0x01),
         shutdown_pending: false,
+        forced_shutdown: false,
         charge_percent: values.charge,
         runtime_seconds: values.runtime_minutes.map(|m| m * 60.0),
         load_percent: values.load,

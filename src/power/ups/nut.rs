@@ -88,7 +88,9 @@ pub(crate) fn status(vars: &HashMap<String, String>) -> Result<UpsStatus, UpsErr
         replace_battery: has("RB"),
         overload: has("OVER"),
         testing: has("CAL") || has("TEST"),
-        shutdown_pending: has("FSD"),
+        // The primary, not this client, shuts the UPS down: FSD is an order.
+        shutdown_pending: false,
+        forced_shutdown: has("FSD"),
         charge_percent: number("battery.charge"),
         runtime_seconds: number("battery.runtime"),
         load_percent: number("ups.load"),
@@ -242,7 +244,7 @@ mod tests {
             "END LIST VAR rack",
         ])
         .unwrap();
-        assert!(s.online && s.testing && s.shutdown_pending);
+        assert!(s.online && s.testing && s.forced_shutdown && !s.shutdown_pending);
         assert_eq!(
             words("VAR a b \"x \\\" y\"").unwrap(),
             ["VAR", "a", "b", "x \" y"]

@@ -170,6 +170,7 @@ pub(crate) fn status(reply: &Q1Reply, battery: Option<&Battery>) -> UpsStatus {
         overload: false,
         testing: test,
         shutdown_pending: shutdown,
+        forced_shutdown: false,
         charge_percent: battery.zip(reply.battery_voltage).map(|(b, v)| b.charge(v)),
         runtime_seconds: None,
         load_percent: reply.load_percent,
