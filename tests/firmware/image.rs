@@ -1,0 +1,124 @@
+//! The firmware the test boots: the static obsbox, images from
+//! `scripts/build-image`, and GRUB's environment on a powered-off disk.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs `command`, failing the test with its output if it fails.
+pub fn run(command: &mut Command) -> String {
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("{command:?}: {e}"));
+    assert!(
+        output.status.success(),
+        "{command:?}: {}\n{}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The static release obsbox the image carries: the very build `scripts/test`
+/// makes (same command, flags and target directory), so under `scripts/test`
+/// cargo finds it up to date and builds nothing.
+pub fn static_obsbox() -> PathBuf {
+    let start = Instant::now();
+    run(Command::new(env!("CARGO"))
+        .current_dir(repo())
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "--target",
+            "x86_64-unknown-linux-gnu",
+        ])
+        .env("RUSTFLAGS", "-C target-feature=+crt-static"));
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("target"));
+    let binary = target.join("x86_64-unknown-linux-gnu/release/obsbox");
+    println!(
+        "static obsbox: {} ({:.1} s to check or build)",
+        binary.display(),
+        start.elapsed().as_secs_f64()
+    );
+    binary
+}
+
+/// What to build with `scripts/build-image`.
+pub struct Build<'a> {
+    pub obsbox: &'a Path,
+    pub version: &'a str,
+    pub public_key: Option<&'a Path>,
+    pub overlay: Option<&'a Path>,
+    pub rootfs_only: bool,
+}
+
+/// Builds into `output`; returns the build's wall time in seconds.
+pub fn build_image(build: &Build, output: &Path) -> f64 {
+    let start = Instant::now();
+    let mut command = Command::new(repo().join("scripts/build-image"));
+    command
+        .arg("--obsbox")
+        .arg(build.obsbox)
+        .args(["--version", build.version])
+        .arg("--output")
+        .arg(output);
+    if let Some(key) = build.public_key {
+        command.arg("--public-key").arg(key);
+    }
+    if let Some(overlay) = build.overlay {
+        command.arg("--overlay").arg(overlay);
+    }
+    if build.rootfs_only {
+        command.arg("--rootfs-only");
+    }
+    run(&mut command);
+    start.elapsed().as_secs_f64()
+}
+
+/// The ESP's place on the disk (genimage.cfg: the first partition, at 1 MiB),
+/// as mtools addresses a partition inside an image file.
+fn esp(disk: &Path) -> String {
+    format!("{}@@1M", disk.display())
+}
+
+const GRUBENV: &str = "::/EFI/obsbox/grubenv";
+
+/// GRUB's environment on a powered-off disk, as `name=value` lines.
+pub fn grubenv(disk: &Path) -> String {
+    let raw = run(Command::new("mcopy")
+        .args(["-n", "-i"])
+        .arg(esp(disk))
+        .args([GRUBENV, "-"]));
+    raw.lines()
+        .filter(|l| !l.starts_with('#') && l.contains('='))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Sets `assignments` (`name=value`) in GRUB's environment on a powered-off
+/// disk, with grub-editenv as GRUB's own tools would.
+pub fn set_grubenv(disk: &Path, scratch: &Path, assignments: &[&str]) {
+    let copy = scratch.join("grubenv");
+    run(Command::new("mcopy")
+        .args(["-n", "-o", "-i"])
+        .arg(esp(disk))
+        .arg(GRUBENV)
+        .arg(&copy));
+    run(Command::new("grub-editenv")
+        .arg(&copy)
+        .arg("set")
+        .args(assignments));
+    run(Command::new("mcopy")
+        .args(["-n", "-o", "-i"])
+        .arg(esp(disk))
+        .arg(&copy)
+        .arg(GRUBENV));
+}

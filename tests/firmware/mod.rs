@@ -1,0 +1,4 @@
+//! Helpers of the QEMU firmware test (`tests/firmware_qemu.rs`).
+pub mod guest;
+pub mod image;
+pub mod qemu;
