@@ -5,6 +5,7 @@ use crate::alerts::Alerts;
 use crate::backup::{BackupContext, Backups};
 use crate::diagnostics::{Diagnostics, DiagnosticsContext};
 use crate::disks::{Disks, DisksContext};
+use crate::ota::{Ota, TrialContext};
 use crate::power::{Power, PowerContext, Sockets};
 use crate::services::{Environment, Locator, Services};
 use crate::store::Store;
@@ -84,6 +85,15 @@ pub struct Listen {
     pub https: Option<SocketAddr>,
 }
 
+/// How a run ended, and what the reboot that may follow needs.
+pub struct Ended {
+    pub ending: Ending,
+    /// The listening sockets, for a re-executed obsbox to take over.
+    pub sockets: Sockets,
+    /// For the kernel's reboot call (a Raspberry Pi's `0 tryboot`).
+    pub reboot_argument: Option<&'static str>,
+}
+
 /// Listens on `addr`, or on the socket of that name passed from the previous
 /// run; keeps a copy of it in `kept` for the next.
 async fn listen(
@@ -130,8 +140,9 @@ fn scrape_address(addr: SocketAddr) -> String {
 pub async fn run(
     dir: &Path,
     on: &Listen,
+    firmware: Option<&Path>,
     mut inherited: Sockets,
-) -> anyhow::Result<(Ending, Sockets)> {
+) -> anyhow::Result<Ended> {
     let started = std::time::Instant::now();
     let dir = data_dir(dir)?;
     let store = Store::open(&dir)?;
@@ -184,6 +195,17 @@ pub async fn run(
         reaper: reaper.clone(),
     });
     let lifecycle = Lifecycle::new();
+    // A broken firmware description must not take the web UI down with it.
+    let ota = Ota::open(&dir, firmware).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "updates are off");
+        Ota::off(e.to_string())
+    });
+    let watchdog = ota.watchdog();
+    ota.start_trial(TrialContext {
+        supervisor: supervisor.clone(),
+        web_port: addr.port(),
+        lifecycle: lifecycle.clone(),
+    });
     let backups = Backups::start(
         BackupContext {
             reaper: reaper.clone(),
@@ -237,6 +259,7 @@ pub async fn run(
         diagnostics,
         lifecycle: lifecycle.clone(),
         tls: https.as_ref().map(|(_, tls)| tls.clone()),
+        ota: ota.clone(),
     }));
     let stopping = CancellationToken::new();
     let plain = web::tls::plain_http(app.clone(), https_addr.map(|a| a.port()));
@@ -278,7 +301,16 @@ pub async fn run(
         power.finish().await;
     }
     power_stop.cancel();
-    Ok((ending, kept))
+    if matches!(ending, Ending::Stop | Ending::PowerOff) {
+        if let Some(watchdog) = watchdog {
+            watchdog.release();
+        }
+    }
+    Ok(Ended {
+        ending,
+        sockets: kept,
+        reboot_argument: ota.reboot_argument(),
+    })
 }
 
 /// `obsbox check`: validates the stored settings and every rendered config
