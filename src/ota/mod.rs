@@ -399,8 +399,8 @@ impl Ota {
             "board": ota.firmware.board,
             "running": {"slot": ota.booted, "version": ota.firmware.version},
             "committed": committed.as_ref().ok(),
-            "boot_loader_error": committed.err(),
-            "on_trial": ota.phase == Phase::Trial,
+            "boot_loader_error": committed.as_ref().err(),
+            "on_trial": committed.as_ref().is_ok_and(|c| *c != ota.booted),
             "health_timeout_seconds": ota.firmware.health_timeout_seconds,
             "slots": {
                 "a": records.slots.get(&Slot::A).cloned().unwrap_or_default(),

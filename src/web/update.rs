@@ -57,9 +57,18 @@ async fn install(
     body: Body,
 ) -> ApiResult {
     let stream = body.into_data_stream().map_err(std::io::Error::other);
-    let reader = SyncIoBridge::new(StreamReader::new(stream));
+    let mut reader = SyncIoBridge::new(StreamReader::new(stream));
     let ota = app.ota.clone();
-    let result = tokio::task::spawn_blocking(move || ota.install(reader, q.force)).await;
+    let result = tokio::task::spawn_blocking(move || {
+        let result = ota.install(&mut reader, q.force);
+        if result.is_err() {
+            // Read the rest: a client still sending when the answer comes
+            // sees a broken connection instead of the reason.
+            let _ = std::io::copy(&mut reader, &mut std::io::sink());
+        }
+        result
+    })
+    .await;
     installed(&app, &actor, "upload", result)
 }
 

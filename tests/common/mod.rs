@@ -258,8 +258,15 @@ impl Obsbox {
 
     /// Stops obsbox (SIGTERM) and starts it again on the same data directory.
     pub fn restart(&mut self) {
+        self.restart_after(|| {});
+    }
+
+    /// Stops obsbox (SIGTERM), runs `between` (a test playing the boot
+    /// loader, say), and starts obsbox again on the same data directory.
+    pub fn restart_after(&mut self, between: impl FnOnce()) {
         let status = self.terminate();
         assert!(status.success(), "obsbox exited with {status}");
+        between();
         self.spawn();
     }
 
