@@ -237,7 +237,7 @@ pub(crate) async fn run<G: Gpio>(
         match watch(&mut gpio, &local, &notices, &stop, &mut pause).await {
             Ok(()) => return,
             Err(e) => {
-                tracing::error!(error = %e, retry_in = ?pause, "reset button: the line does not work; trying again later")
+                tracing::error!(error = %e, retry_in = ?pause, "reset button: unavailable; trying again later")
             }
         }
         tokio::select! {
@@ -558,7 +558,7 @@ mod tests {
         }
     }
 
-    struct Box_ {
+    struct Rig {
         fake: Fake,
         lifecycle: Lifecycle,
         store: Store,
@@ -568,8 +568,8 @@ mod tests {
         _dir: tempfile::TempDir,
     }
 
-    impl Box_ {
-        async fn start(fake: Fake) -> Box_ {
+    impl Rig {
+        async fn start(fake: Fake) -> Rig {
             let dir = tempfile::tempdir().unwrap();
             let store = Store::open(dir.path()).unwrap();
             let lifecycle = Lifecycle::new();
@@ -582,7 +582,7 @@ mod tests {
             let task = tokio::spawn(run(fake.clone(), local, notices.clone(), stop.clone()));
             // Let it open the lines.
             sleep(Duration::from_millis(1)).await;
-            Box_ {
+            Rig {
                 fake,
                 lifecycle,
                 store,
@@ -621,7 +621,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_short_press_does_nothing() {
-        let mut b = Box_::start(Fake::default()).await;
+        let mut b = Rig::start(Fake::default()).await;
         for press in [30, 300, 2000, 4900] {
             b.hold(Duration::from_millis(press)).await;
         }
@@ -635,7 +635,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_six_second_hold_blinks_and_warns_and_is_cancelled() {
-        let mut b = Box_::start(Fake::default()).await;
+        let mut b = Rig::start(Fake::default()).await;
         b.fake.set(true);
         sleep(Duration::from_millis(4990)).await;
         assert!(!b.fake.led().contains(&true));
@@ -657,7 +657,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_ten_second_hold_resets_once() {
-        let mut b = Box_::start(Fake::default()).await;
+        let mut b = Rig::start(Fake::default()).await;
         b.fake.set(true);
         sleep(Duration::from_millis(9990)).await;
         assert_eq!(b.lifecycle.asked(), None);
@@ -680,7 +680,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn bounces_neither_end_a_hold_nor_make_one() {
-        let mut b = Box_::start(Fake::default()).await;
+        let mut b = Rig::start(Fake::default()).await;
         // A noisy line, never at one level for 50 ms, for 20 s.
         for _ in 0..500 {
             b.fake.set(true);
@@ -719,7 +719,7 @@ mod tests {
     async fn a_button_held_at_start_is_ignored_until_released() {
         let fake = Fake::default();
         fake.state().level = true;
-        let b = Box_::start(fake).await;
+        let b = Rig::start(fake).await;
         sleep(Duration::from_secs(60)).await;
         assert_eq!(b.lifecycle.asked(), None);
         assert!(!b.fake.led().contains(&true));
@@ -734,7 +734,7 @@ mod tests {
     async fn a_failing_line_is_retried_and_never_resets() {
         let fake = Fake::default();
         fake.state().failing_opens = 2;
-        let b = Box_::start(fake).await;
+        let b = Rig::start(fake).await;
         // Opens at 0 s, 5 s (both fail) and 15 s.
         sleep(Duration::from_secs(14)).await;
         assert_eq!(b.fake.state().opens, 2);

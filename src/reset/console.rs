@@ -372,7 +372,7 @@ fn web_urls(web: &[(&'static str, SocketAddr)], interfaces: &[(String, IpAddr)])
                 .iter()
                 .map(|(_, ip)| *ip)
                 .filter(|ip| ip.is_ipv4() == listen.is_ipv4() || listen.is_ipv6())
-                .filter(|ip| !matches!(ip, IpAddr::V6(v6) if v6.is_unicast_link_local()))
+                .filter(|ip| !matches!(ip, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80))
                 .collect()
         } else {
             vec![listen.ip()]
