@@ -173,16 +173,20 @@ fn the_console_answers_and_resets_only_when_confirmed() {
 
     let settings = obsbox.settings();
     let audit = obsbox.get("/api/audit");
-    // Refused: a wrong host name, and an empty answer.
+    // Refused: a wrong host name, sent after an empty line as a terminal
+    // that ends lines with CR LF sends it.
     term.send("reset");
     let asked = term.expect("host name: ");
     assert!(asked.contains("(rack7)"), "{asked}");
+    term.type_bytes(b"\n");
+    term.expect("host name: ");
     let refused = term.ask("rack");
     assert!(refused.contains("'rack7'"), "{refused}");
     assert!(refused.contains("nothing was done"), "{refused}");
-    term.send("reset");
-    term.expect("host name: ");
-    assert!(term.ask("").contains("cancelled"));
+    // A reboot not confirmed.
+    term.send("reboot");
+    term.expect("reboot? ");
+    assert!(term.ask("no").contains("not rebooting"));
     assert_eq!(obsbox.settings(), settings);
     assert_eq!(obsbox.get("/api/audit"), audit);
     assert!(obsbox.data.join("obsbox.db").exists());

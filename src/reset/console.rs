@@ -155,8 +155,11 @@ impl Prompt {
                 }
                 _ => Reply::Say("unknown command; type help for the commands\n"),
             },
-            Awaiting::ResetConfirmation if text.is_empty() => {
-                Reply::Say("cancelled; nothing was done\n")
+            // A terminal that sends CR LF for Enter makes an empty line right
+            // after the command; it neither confirms nor cancels.
+            Awaiting::ResetConfirmation | Awaiting::RebootConfirmation if text.is_empty() => {
+                self.awaiting = awaiting;
+                Reply::Say("")
             }
             Awaiting::ResetConfirmation => Reply::Reset(text),
             Awaiting::RebootConfirmation if text == "yes" => Reply::Reboot,
@@ -250,7 +253,7 @@ async fn answer(ctx: &ConsoleContext, reply: Reply) -> String {
         Reply::AskReset => format!(
             "A factory reset deletes every setting, secret, metric, log and backup record\n\
              on this box and restarts it at first-boot setup; the system itself stays.\n\
-             Type the host name ({}) to confirm, or just Enter to cancel.\n",
+             Type the host name ({}) to confirm; anything else cancels.\n",
             hostname(ctx)
         ),
         Reply::Reset(typed) => {
@@ -273,7 +276,7 @@ async fn answer(ctx: &ConsoleContext, reply: Reply) -> String {
                 "obsbox is already restarting\n".into()
             }
         }
-        Reply::AskReboot => "Type yes to reboot now, or just Enter to cancel.\n".into(),
+        Reply::AskReboot => "Type yes to reboot now; anything else cancels.\n".into(),
         Reply::Reboot => {
             if ctx.local.reboot("console") {
                 tracing::info!("serial console: reboot asked for");
@@ -520,11 +523,15 @@ mod tests {
             Reply::Say("unknown command; type help for the commands\n")
         );
 
-        for cancel in [text(""), Line::TooLong] {
-            assert_eq!(prompt.line(text("reset")), Reply::AskReset);
-            assert!(matches!(prompt.line(cancel), Reply::Say(_)));
-            assert_eq!(prompt.text(), "obsbox> ");
-        }
+        assert_eq!(prompt.line(text("reset")), Reply::AskReset);
+        assert!(matches!(prompt.line(Line::TooLong), Reply::Say(_)));
+        assert_eq!(prompt.text(), "obsbox> ");
+
+        // Enter sent as CR LF: the empty line after the command is no answer.
+        assert_eq!(prompt.line(text("reset")), Reply::AskReset);
+        assert_eq!(prompt.line(text("")), Reply::Say(""));
+        assert_eq!(prompt.text(), "host name: ");
+        assert_eq!(prompt.line(text("rack7")), Reply::Reset("rack7".into()));
     }
 
     #[test]
@@ -533,6 +540,7 @@ mod tests {
         assert_eq!(prompt.line(text("reboot")), Reply::AskReboot);
         assert_eq!(prompt.line(text("y")), Reply::Say("not rebooting\n"));
         assert_eq!(prompt.line(text("reboot")), Reply::AskReboot);
+        assert_eq!(prompt.line(text("")), Reply::Say(""));
         assert_eq!(prompt.line(text("yes")), Reply::Reboot);
     }
 
