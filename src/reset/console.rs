@@ -82,6 +82,8 @@ impl Lines {
                 }
                 self.partial.clear();
                 self.overflow = false;
+            } else if self.overflow {
+                continue;
             } else if self.partial.len() < MAX_LINE {
                 self.partial.push(byte);
             } else {
@@ -206,6 +208,8 @@ async fn session(
     notices: &mut broadcast::Receiver<String>,
     stop: &CancellationToken,
 ) -> io::Result<()> {
+    // What was said while nobody could read it is stale.
+    *notices = notices.resubscribe();
     let mut prompt = Prompt::default();
     let mut lines = Lines::default();
     let hostname = hostname(ctx);
