@@ -7,6 +7,7 @@ use crate::diagnostics::{Diagnostics, DiagnosticsContext};
 use crate::disks::{Disks, DisksContext};
 use crate::ota::{Ota, TrialContext};
 use crate::power::{Power, PowerContext, Sockets};
+use crate::reset::{Controls, ControlsContext};
 use crate::services::{Environment, Locator, Services};
 use crate::store::Store;
 use crate::supervisor::{LogPolicy, Reaper, Supervisor, SupervisorContext};
@@ -42,7 +43,7 @@ pub enum Ending {
 pub struct Lifecycle(Arc<watch::Sender<Option<Ending>>>);
 
 impl Lifecycle {
-    fn new() -> Lifecycle {
+    pub(crate) fn new() -> Lifecycle {
         Lifecycle(Arc::new(watch::Sender::new(None)))
     }
 
@@ -55,6 +56,12 @@ impl Lifecycle {
             }
             first
         })
+    }
+
+    /// The ending asked for, if any.
+    #[cfg(test)]
+    pub(crate) fn asked(&self) -> Option<Ending> {
+        *self.0.borrow()
     }
 
     /// Waits for a request, or SIGTERM or SIGINT.
@@ -134,13 +141,15 @@ fn scrape_address(addr: SocketAddr) -> String {
     }
 }
 
-/// `obsbox run`: supervise and serve until SIGTERM or SIGINT or a handler asks
-/// for a reboot or a factory reset, then stop every child in reverse order.
+/// `obsbox run`: supervise and serve until SIGTERM or SIGINT or a handler
+/// (the web UI, the reset button, the serial console) asks for a reboot or a
+/// factory reset, then stop every child in reverse order.
 /// Returns how it ended and the listening sockets, for a reboot to pass on.
 pub async fn run(
     dir: &Path,
     on: &Listen,
     firmware: Option<&Path>,
+    controls: &Controls,
     mut inherited: Sockets,
 ) -> anyhow::Result<Ended> {
     let started = std::time::Instant::now();
@@ -246,8 +255,19 @@ pub async fn run(
         env!("CARGO_PKG_VERSION"),
         dir.display()
     );
+    let accounts = crate::accounts::Accounts::new(store.clone());
+    let controls = controls.start(ControlsContext {
+        store: store.clone(),
+        accounts: accounts.clone(),
+        supervisor: supervisor.clone(),
+        lifecycle: lifecycle.clone(),
+        started,
+        web: std::iter::once(("http", addr))
+            .chain(https_addr.map(|a| ("https", a)))
+            .collect(),
+    });
     let app = web::router(Arc::new(AppState {
-        accounts: crate::accounts::Accounts::new(store.clone()),
+        accounts,
         alerts,
         services,
         supervisor: supervisor.clone(),
@@ -293,6 +313,7 @@ pub async fn run(
         ending
     };
     let (ending, plain, secure) = tokio::join!(ending, plain, secure);
+    controls.stop().await;
     plain.context("the web server failed")?;
     secure.context("the HTTPS server failed")?;
     supervisor.shutdown().await;

@@ -51,6 +51,21 @@ enum Command {
         /// The firmware description, for updates [default: /etc/obsbox/firmware.json, if present].
         #[arg(long)]
         firmware: Option<PathBuf>,
+        /// The GPIO line (by name, as `gpioinfo` lists it) of the reset
+        /// button: held 10 s, it resets the box to first-boot setup.
+        #[arg(long, value_name = "LINE_NAME")]
+        reset_button: Option<String>,
+        /// The GPIO line of an LED that blinks while the reset button is held.
+        #[arg(long, value_name = "LINE_NAME", requires = "reset_button")]
+        reset_led: Option<String>,
+        /// The reset button pulls its line low when pressed (a switch to
+        /// ground); obsbox then asks for a pull-up.
+        #[arg(long, requires = "reset_button")]
+        reset_button_active_low: bool,
+        /// Offer a prompt (status, addresses, reboot, factory reset) on this
+        /// tty, e.g. /dev/ttyS0, or /dev/serial0 on a Raspberry Pi.
+        #[arg(long, value_name = "PATH")]
+        console: Option<PathBuf>,
     },
     /// Validate the settings and every rendered child config; exit non-zero on a problem.
     Check {
@@ -244,6 +259,10 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             listen,
             https_listen,
             firmware,
+            reset_button,
+            reset_led,
+            reset_button_active_low,
+            console,
         } => {
             // Before anything else runs: it edits the environment.
             let inherited = power::inherited();
@@ -251,8 +270,21 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 http: listen,
                 https: https_listen,
             };
-            let ended =
-                runtime()?.block_on(app::run(&data.path(), &on, firmware.as_deref(), inherited))?;
+            let controls = reset::Controls {
+                button: reset_button.map(|button| reset::ButtonLines {
+                    button,
+                    led: reset_led,
+                    active_low: reset_button_active_low,
+                }),
+                console,
+            };
+            let ended = runtime()?.block_on(app::run(
+                &data.path(),
+                &on,
+                firmware.as_deref(),
+                &controls,
+                inherited,
+            ))?;
             match ended.ending {
                 app::Ending::Stop | app::Ending::PowerOff => {
                     tracing::info!("bye");
