@@ -330,8 +330,21 @@ impl Ota {
     /// When this boot is a trial: checks health until the timeout, then
     /// commits, or records why not and asks for the reboot back.
     pub fn start_trial(&self, context: TrialContext) {
-        if let Ok(ota) = self.on() {
-            if ota.phase == Phase::Trial {
+        let Ok(ota) = self.on() else { return };
+        if ota.phase != Phase::Trial {
+            return;
+        }
+        let records = ota.records.lock().expect("records lock");
+        match records.trial.as_ref().and_then(|t| t.failure.as_ref()) {
+            // Rebooted, yet still here: the boot loader did not go back.
+            // Checking and rebooting again would only loop; stay up, so
+            // someone can look, and say so.
+            Some(failure) => tracing::error!(
+                slot = %ota.booted,
+                failure,
+                "this slot failed its trial, but the boot loader booted it again"
+            ),
+            None => {
                 tokio::spawn(trial::run(ota.clone(), context));
             }
         }
