@@ -406,6 +406,34 @@ fn package_source(mk: &str, upper: &str, aarch64: bool) -> Option<String> {
 /// line is added (see README, "Images and buildroot").
 const MISSING_HASHES: &[&str] = &["loki-linux-arm64.zip"];
 
+/// The x86_64 firmware.json points obsbox at the grubenv GRUB reads: the
+/// ESP is mounted on /boot/efi and GRUB's embedded config sets its prefix.
+#[test]
+fn x86_64_firmware_matches_grub() {
+    let firmware: Value = serde_json::from_str(&read(&repo(
+        "buildroot/board/x86_64/overlay/etc/obsbox/firmware.json",
+    )))
+    .unwrap();
+    assert_eq!(firmware["board"], "x86_64");
+    assert_eq!(firmware["version"], env!("CARGO_PKG_VERSION"));
+    for slot in ["a", "b"] {
+        assert_eq!(
+            firmware["slots"][slot]["rootfs"],
+            format!("/dev/disk/by-partlabel/rootfs-{slot}")
+        );
+    }
+    let embedded = read(&repo("buildroot/board/x86_64/grub-embedded.cfg"));
+    let prefix = embedded
+        .lines()
+        .find_map(|l| l.strip_prefix("set prefix=($root)"))
+        .expect("the embedded config sets the prefix on the ESP");
+    assert_eq!(firmware["boot_flow"]["kind"], "grub");
+    assert_eq!(
+        firmware["boot_flow"]["grubenv"],
+        format!("/boot/efi{prefix}/grubenv")
+    );
+}
+
 #[test]
 fn buildroot_tree_is_consistent() {
     let tree = repo("buildroot");
@@ -491,11 +519,11 @@ fn buildroot_tree_is_consistent() {
                 "{defconfig} enables {symbol}"
             );
         }
-        // A Pi defconfig passes its board to post-image.sh, whose layout
+        // A Pi defconfig passes its board to its board scripts; the layout
         // and rootfs overlay (with firmware.json) must exist.
         if let Some(line) = text
             .lines()
-            .find_map(|l| l.strip_prefix("BR2_ROOTFS_POST_IMAGE_SCRIPT_ARGS="))
+            .find_map(|l| l.strip_prefix("BR2_ROOTFS_POST_SCRIPT_ARGS="))
         {
             let board = line.trim_matches('"');
             assert!(repo(&format!("image/rpi/genimage-{board}.cfg")).is_file());

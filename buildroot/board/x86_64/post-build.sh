@@ -1,8 +1,8 @@
 #!/bin/sh
 #
 # Gives each slot's rootfs the /boot/vmlinuz and /boot/initrd.img that
-# image/x86_64/grub.cfg boots. Called by buildroot as: post-build.sh
-# TARGET_DIR.
+# image/x86_64/grub.cfg boots, and the mount points of the shared init.
+# Called by buildroot as: post-build.sh TARGET_DIR.
 
 set -eu
 
@@ -11,6 +11,10 @@ X86_DIR="$(cd "$(dirname "$0")/../../../image/x86_64" && pwd)"
 
 # buildroot installs the kernel as /boot/bzImage.
 ln -sf bzImage "${TARGET_DIR}/boot/vmlinuz"
+
+# Mount points the shared init uses on the read-only rootfs: the ESP
+# (grubenv) and the data partition.
+mkdir -p "${TARGET_DIR}/boot/efi" "${TARGET_DIR}/data"
 
 # The initramfs: image/x86_64/initramfs/init (it mounts the rootfs of the
 # slot on the kernel command line) run by buildroot's busybox. This kernel
