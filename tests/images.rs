@@ -4,7 +4,8 @@
 //! inputs; the partition table, the files in each partition and their
 //! agreement with autoboot.txt, cmdline.txt and firmware.json are then read
 //! back from the image itself. The buildroot tree is checked for the files
-//! its Config.in, packages and defconfigs name.
+//! its Config.in, packages and defconfigs name, and the x86_64 firmware.json
+//! against the prefix GRUB is given.
 
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
