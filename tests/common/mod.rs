@@ -3,6 +3,7 @@
 //! and a real stop (SIGTERM, then a check that nothing is left) when dropped.
 #![allow(dead_code)] // each test binary uses a different part of this helper
 
+pub mod board;
 pub mod pbs;
 pub mod sinks;
 pub mod ups_sim;
@@ -210,6 +211,11 @@ impl Obsbox {
     /// Runs obsbox on a fresh data directory without setting it up.
     pub fn start_fresh(settings: &[(&str, Value)], env: &[(&str, &str)]) -> Obsbox {
         Obsbox::launch(settings, env, &[])
+    }
+
+    /// As `start_fresh`, with extra arguments for `obsbox run`.
+    pub fn start_fresh_with(settings: &[(&str, Value)], args: &[&str]) -> Obsbox {
+        Obsbox::launch(settings, &[], args)
     }
 
     fn launch(settings: &[(&str, Value)], env: &[(&str, &str)], args: &[&str]) -> Obsbox {
