@@ -155,7 +155,7 @@ def main():
     for i, a in enumerate(rest):
         if a == "--samples":
             samples = min(20, int(rest[i + 1]))
-    peers = None if only is None else [n for n in only if n != "power"]
+    peers = None if only is None else [n for n in only if n not in ("power", "install")]
     if peers != []:
         sys.argv = ["bench.py", "--out", out_json] + (["--only", ",".join(peers)] if peers else []) + rest
         bench.main()
@@ -174,6 +174,12 @@ def main():
         power = bench_power.run(sys.modules[__name__], samples)
         all_results = json.load(open(out_json)) if os.path.exists(out_json) else {}
         all_results.setdefault("obsbox", {})["power"] = power
+        json.dump(all_results, open(out_json, "w"), indent=1)
+    if only is not None and "install" in only:
+        import bench_install
+        install = bench_install.run(min(samples, 5))
+        all_results = json.load(open(out_json)) if os.path.exists(out_json) else {}
+        all_results.setdefault("obsbox", {})["install"] = install
         json.dump(all_results, open(out_json, "w"), indent=1)
     if peers != []:
         print()

@@ -5,7 +5,9 @@ use crate::alerts::Alerts;
 use crate::backup::{BackupContext, Backups};
 use crate::diagnostics::{Diagnostics, DiagnosticsContext};
 use crate::disks::{Disks, DisksContext};
+use crate::ota::{Ota, TrialContext};
 use crate::power::{Power, PowerContext, Sockets};
+use crate::reset::{Controls, ControlsContext};
 use crate::services::{Environment, Locator, Services};
 use crate::store::Store;
 use crate::supervisor::{LogPolicy, Reaper, Supervisor, SupervisorContext};
@@ -41,7 +43,7 @@ pub enum Ending {
 pub struct Lifecycle(Arc<watch::Sender<Option<Ending>>>);
 
 impl Lifecycle {
-    fn new() -> Lifecycle {
+    pub(crate) fn new() -> Lifecycle {
         Lifecycle(Arc::new(watch::Sender::new(None)))
     }
 
@@ -54,6 +56,12 @@ impl Lifecycle {
             }
             first
         })
+    }
+
+    /// The ending asked for, if any.
+    #[cfg(test)]
+    pub(crate) fn asked(&self) -> Option<Ending> {
+        *self.0.borrow()
     }
 
     /// Waits for a request, or SIGTERM or SIGINT.
@@ -82,6 +90,15 @@ pub struct Listen {
     pub http: SocketAddr,
     /// HTTPS too, with the certificate in `<data>/tls/`.
     pub https: Option<SocketAddr>,
+}
+
+/// How a run ended, and what the reboot that may follow needs.
+pub struct Ended {
+    pub ending: Ending,
+    /// The listening sockets, for a re-executed obsbox to take over.
+    pub sockets: Sockets,
+    /// For the kernel's reboot call (a Raspberry Pi's `0 tryboot`).
+    pub reboot_argument: Option<&'static str>,
 }
 
 /// Listens on `addr`, or on the socket of that name passed from the previous
@@ -124,14 +141,17 @@ fn scrape_address(addr: SocketAddr) -> String {
     }
 }
 
-/// `obsbox run`: supervise and serve until SIGTERM or SIGINT or a handler asks
-/// for a reboot or a factory reset, then stop every child in reverse order.
+/// `obsbox run`: supervise and serve until SIGTERM or SIGINT or a handler
+/// (the web UI, the reset button, the serial console) asks for a reboot or a
+/// factory reset, then stop every child in reverse order.
 /// Returns how it ended and the listening sockets, for a reboot to pass on.
 pub async fn run(
     dir: &Path,
     on: &Listen,
+    firmware: Option<&Path>,
+    controls: &Controls,
     mut inherited: Sockets,
-) -> anyhow::Result<(Ending, Sockets)> {
+) -> anyhow::Result<Ended> {
     let started = std::time::Instant::now();
     let dir = data_dir(dir)?;
     let store = Store::open(&dir)?;
@@ -184,6 +204,17 @@ pub async fn run(
         reaper: reaper.clone(),
     });
     let lifecycle = Lifecycle::new();
+    // A broken firmware description must not take the web UI down with it.
+    let ota = Ota::open(&dir, firmware).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "updates are off");
+        Ota::off(e.to_string())
+    });
+    let watchdog = ota.watchdog();
+    ota.start_trial(TrialContext {
+        supervisor: supervisor.clone(),
+        web_port: addr.port(),
+        lifecycle: lifecycle.clone(),
+    });
     let backups = Backups::start(
         BackupContext {
             reaper: reaper.clone(),
@@ -224,8 +255,19 @@ pub async fn run(
         env!("CARGO_PKG_VERSION"),
         dir.display()
     );
+    let accounts = crate::accounts::Accounts::new(store.clone());
+    let controls = controls.start(ControlsContext {
+        store: store.clone(),
+        accounts: accounts.clone(),
+        supervisor: supervisor.clone(),
+        lifecycle: lifecycle.clone(),
+        started,
+        web: std::iter::once(("http", addr))
+            .chain(https_addr.map(|a| ("https", a)))
+            .collect(),
+    });
     let app = web::router(Arc::new(AppState {
-        accounts: crate::accounts::Accounts::new(store.clone()),
+        accounts,
         alerts,
         services,
         supervisor: supervisor.clone(),
@@ -237,6 +279,7 @@ pub async fn run(
         diagnostics,
         lifecycle: lifecycle.clone(),
         tls: https.as_ref().map(|(_, tls)| tls.clone()),
+        ota: ota.clone(),
     }));
     let stopping = CancellationToken::new();
     let plain = web::tls::plain_http(app.clone(), https_addr.map(|a| a.port()));
@@ -270,6 +313,7 @@ pub async fn run(
         ending
     };
     let (ending, plain, secure) = tokio::join!(ending, plain, secure);
+    controls.stop().await;
     plain.context("the web server failed")?;
     secure.context("the HTTPS server failed")?;
     supervisor.shutdown().await;
@@ -278,7 +322,16 @@ pub async fn run(
         power.finish().await;
     }
     power_stop.cancel();
-    Ok((ending, kept))
+    if matches!(ending, Ending::Stop | Ending::PowerOff) {
+        if let Some(watchdog) = watchdog {
+            watchdog.release();
+        }
+    }
+    Ok(Ended {
+        ending,
+        sockets: kept,
+        reboot_argument: ota.reboot_argument(),
+    })
 }
 
 /// `obsbox check`: validates the stored settings and every rendered config

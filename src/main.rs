@@ -7,6 +7,7 @@ mod backup;
 mod diagnostics;
 mod disks;
 mod http_client;
+mod ota;
 mod power;
 mod reset;
 mod services;
@@ -47,6 +48,24 @@ enum Command {
         /// from other hosts is then redirected there.
         #[arg(long)]
         https_listen: Option<SocketAddr>,
+        /// The firmware description, for updates [default: /etc/obsbox/firmware.json, if present].
+        #[arg(long)]
+        firmware: Option<PathBuf>,
+        /// The GPIO line (by name, as `gpioinfo` lists it) of the reset
+        /// button: held 10 s, it resets the box to first-boot setup.
+        #[arg(long, value_name = "LINE_NAME")]
+        reset_button: Option<String>,
+        /// The GPIO line of an LED that blinks while the reset button is held.
+        #[arg(long, value_name = "LINE_NAME", requires = "reset_button")]
+        reset_led: Option<String>,
+        /// The reset button pulls its line low when pressed (a switch to
+        /// ground); obsbox then asks for a pull-up.
+        #[arg(long, requires = "reset_button")]
+        reset_button_active_low: bool,
+        /// Offer a prompt (status, addresses, reboot, factory reset) on this
+        /// tty, e.g. /dev/ttyS0, or /dev/serial0 on a Raspberry Pi.
+        #[arg(long, value_name = "PATH")]
+        console: Option<PathBuf>,
     },
     /// Validate the settings and every rendered child config; exit non-zero on a problem.
     Check {
@@ -59,6 +78,99 @@ enum Command {
         #[command(subcommand)]
         action: SettingsAction,
     },
+    /// Make, check and read update bundles (on a build machine).
+    Bundle {
+        #[command(subcommand)]
+        action: BundleAction,
+    },
+    /// The box's firmware slots: their state, and installing an update from a shell.
+    Update {
+        #[command(subcommand)]
+        action: UpdateAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum BundleAction {
+    /// Make an ed25519 key pair: the secret signs bundles, the public key ships in the image.
+    Keygen {
+        #[arg(long)]
+        secret: PathBuf,
+        #[arg(long)]
+        public: PathBuf,
+    },
+    /// Sign and pack slot images into a bundle.
+    Create {
+        /// The secret key (from `bundle keygen`).
+        #[arg(long)]
+        key: PathBuf,
+        /// The firmware version, dotted numbers.
+        #[arg(long)]
+        version: String,
+        /// A board the firmware runs on (repeat for several): x86_64, rpi4, rpi5.
+        #[arg(long = "compatible", required = true)]
+        compatible: Vec<String>,
+        /// The root file system image.
+        #[arg(long)]
+        rootfs: PathBuf,
+        /// The boot partition image, for boards whose slots have one.
+        #[arg(long)]
+        boot: Option<PathBuf>,
+        #[arg(long, short)]
+        output: PathBuf,
+        /// zstd compression level.
+        #[arg(long, default_value_t = 10)]
+        level: i32,
+    },
+    /// Check a bundle's signature and every block of it.
+    Verify {
+        #[arg(long)]
+        public_key: PathBuf,
+        bundle: PathBuf,
+    },
+    /// Print a bundle's manifest (its signature is not checked).
+    Inspect { bundle: PathBuf },
+}
+
+#[derive(Subcommand)]
+enum UpdateAction {
+    /// Both slots, which one runs and which is committed, the trial, the last rollback.
+    Status {
+        #[command(flatten)]
+        box_: BoxPaths,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Install a bundle (a file or an http(s):// URL) into the slot that is not running.
+    Install {
+        source: String,
+        /// Install even an older version.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        box_: BoxPaths,
+    },
+}
+
+#[derive(clap::Args)]
+struct BoxPaths {
+    #[command(flatten)]
+    data: DataDir,
+    /// The firmware description [default: /etc/obsbox/firmware.json].
+    #[arg(long)]
+    firmware: Option<PathBuf>,
+}
+
+impl BoxPaths {
+    fn open(&self) -> anyhow::Result<ota::Ota> {
+        let dir = app::data_dir(&self.data.path())?;
+        let firmware = self
+            .firmware
+            .as_deref()
+            .unwrap_or(Path::new(ota::FIRMWARE_FILE));
+        Ok(ota::Ota::open(&dir, Some(firmware))?)
+    }
 }
 
 #[derive(clap::Args)]
@@ -146,6 +258,11 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             data,
             listen,
             https_listen,
+            firmware,
+            reset_button,
+            reset_led,
+            reset_button_active_low,
+            console,
         } => {
             // Before anything else runs: it edits the environment.
             let inherited = power::inherited();
@@ -153,8 +270,22 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 http: listen,
                 https: https_listen,
             };
-            let (ending, sockets) = runtime()?.block_on(app::run(&data.path(), &on, inherited))?;
-            match ending {
+            let controls = reset::Controls {
+                button: reset_button.map(|button| reset::ButtonLines {
+                    button,
+                    led: reset_led,
+                    active_low: reset_button_active_low,
+                }),
+                console,
+            };
+            let ended = runtime()?.block_on(app::run(
+                &data.path(),
+                &on,
+                firmware.as_deref(),
+                &controls,
+                inherited,
+            ))?;
+            match ended.ending {
                 app::Ending::Stop | app::Ending::PowerOff => {
                     tracing::info!("bye");
                     return Ok(ExitCode::SUCCESS);
@@ -167,7 +298,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                     }
                 }
             }
-            Err(power::reboot(sockets)).context("cannot reboot")
+            Err(power::reboot(ended.sockets, ended.reboot_argument)).context("cannot reboot")
         }
         Command::Check { data } => match runtime()?.block_on(app::check(&data.path()))? {
             Ok(report) => {
@@ -184,6 +315,8 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
         },
         Command::Settings { action } => settings_command(action),
+        Command::Bundle { action } => bundle_command(action),
+        Command::Update { action } => update_command(action),
     }
 }
 
@@ -216,4 +349,93 @@ fn settings_command(action: SettingsAction) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn bundle_command(action: BundleAction) -> anyhow::Result<ExitCode> {
+    use ota::bundle;
+    match action {
+        BundleAction::Keygen { secret, public } => {
+            bundle::generate_keys(&secret, &public)?;
+            println!("secret key: {} (keep it off the box)", secret.display());
+            println!("public key: {} (ship it in the image)", public.display());
+        }
+        BundleAction::Create {
+            key,
+            version,
+            compatible,
+            rootfs,
+            boot,
+            output,
+            level,
+        } => {
+            let mut images = vec![("rootfs", rootfs)];
+            images.extend(boot.map(|b| ("boot", b)));
+            let contents = bundle::Contents {
+                version: &version,
+                compatible: &compatible,
+                images: &images,
+                level,
+            };
+            let manifest = bundle::create(&contents, &bundle::read_secret_key(&key)?, &output)?;
+            let size = std::fs::metadata(&output).map(|m| m.len()).unwrap_or(0);
+            println!(
+                "{}: version {} for {}, {} bytes",
+                output.display(),
+                manifest.version,
+                manifest.compatible.join(", "),
+                size
+            );
+        }
+        BundleAction::Verify { public_key, bundle } => {
+            let key = ota::bundle::read_public_key(&public_key)?;
+            match ota::bundle::verify(&bundle, &key) {
+                Ok(manifest) => println!(
+                    "ok: version {} for {}",
+                    manifest.version,
+                    manifest.compatible.join(", ")
+                ),
+                Err(e) => {
+                    eprintln!("refused: {e}");
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
+        }
+        BundleAction::Inspect { bundle } => {
+            let manifest = ota::bundle::inspect(&bundle)?;
+            println!("{}", serde_json::to_string_pretty(&manifest)?);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn update_command(action: UpdateAction) -> anyhow::Result<ExitCode> {
+    match action {
+        UpdateAction::Status { box_, json } => {
+            let status = box_.open()?.status();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print!("{}", ota::describe(&status));
+            }
+        }
+        UpdateAction::Install {
+            source,
+            force,
+            box_,
+        } => {
+            let ota = box_.open()?;
+            let installed = if source.starts_with("http://") || source.starts_with("https://") {
+                ota.install_from_url(&source, force)?
+            } else {
+                let file = std::fs::File::open(&source)
+                    .with_context(|| format!("cannot open {source}"))?;
+                ota.install(std::io::BufReader::with_capacity(1 << 20, file), force)?
+            };
+            println!(
+                "installed {} into slot {}: {}",
+                installed.version, installed.slot, installed.next_boot
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

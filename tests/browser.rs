@@ -21,7 +21,16 @@ fn the_web_ui_works_in_a_browser() {
     let services = services_only(&["prometheus", "alertmanager", "node_exporter"]);
     let port = |name: &str| services[name]["port"].as_u64().unwrap().to_string();
     let (prometheus, node_exporter) = (port("prometheus"), port("node_exporter"));
-    let obsbox = Obsbox::start_fresh(&[("services", services.clone())], &[]);
+    // A pretend box, so the System page can take an update.
+    let board = board::Board::new(30);
+    let bundle = board.bundle("update.obb", "1.1.0", "x86_64", &board::image(3 << 20, 7));
+    let mut tampered = std::fs::read(&bundle).unwrap();
+    let middle = tampered.len() / 2;
+    tampered[middle] ^= 1;
+    std::fs::write(board.path("tampered.obb"), tampered).unwrap();
+    let args = board.args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let obsbox = Obsbox::start_fresh_with(&[("services", services.clone())], &args);
     let prometheus_port = prometheus.parse().unwrap();
     wait_for("Prometheus to answer", Duration::from_secs(60), || {
         prom_query(prometheus_port, "vector(1)")
@@ -36,6 +45,8 @@ fn the_web_ui_works_in_a_browser() {
         .env("PROMETHEUS_PORT", &prometheus)
         .env("NODE_EXPORTER_PORT", &node_exporter)
         .env("ARTIFACTS", &artifacts)
+        .env("BUNDLE", &bundle)
+        .env("TAMPERED_BUNDLE", board.path("tampered.obb"))
         .output()
         .expect("node runs (scripts/install-deps test installs it)");
     let output = format!(

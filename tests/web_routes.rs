@@ -88,6 +88,7 @@ const READS: &[Case] = &[
         "/api/system/diagnostics",
         None,
     ),
+    case("/api/update", "GET", "/api/update", None),
     case("/runbooks", "GET", "/runbooks", None),
     case("/runbooks/{name}", "GET", "/runbooks/HostDown", None),
 ];
@@ -243,6 +244,19 @@ const CHANGES: &[Case] = &[
         "DELETE",
         "/api/system/tls",
         Some(("", 409)),
+    ),
+    // This machine is no obsbox image: updates are off.
+    case(
+        "/api/update/install",
+        "POST",
+        "/api/update/install",
+        Some(("not a bundle", 409)),
+    ),
+    case(
+        "/api/update/install-url",
+        "POST",
+        "/api/update/install-url",
+        Some(("{}", 422)),
     ),
 ];
 

@@ -73,16 +73,31 @@ pub fn inherited() -> Sockets {
     sockets
 }
 
-/// Reboots: the machine when obsbox is PID 1, else obsbox itself, keeping
-/// `sockets`. Returns only if that failed. Call it last, once every child is
-/// stopped: it takes over descriptors from 3 on.
-pub fn reboot(sockets: Sockets) -> io::Error {
-    if std::process::id() == 1 {
-        nix::unistd::sync();
-        let Err(e) = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_AUTOBOOT);
-        return e.into();
+/// Reboots: the machine when obsbox is PID 1 (passing `argument` to the
+/// kernel's restart, when given), else obsbox itself, keeping `sockets`.
+/// Returns only if that failed. Call it last, once every child is stopped:
+/// it takes over descriptors from 3 on.
+pub fn reboot(sockets: Sockets, argument: Option<&str>) -> io::Error {
+    if std::process::id() != 1 {
+        return reexec(sockets);
     }
-    reexec(sockets)
+    nix::unistd::sync();
+    if let Some(argument) = argument.and_then(|a| std::ffi::CString::new(a).ok()) {
+        // SAFETY: the documented LINUX_REBOOT_CMD_RESTART2 call, with a
+        // NUL-terminated argument that outlives it.
+        unsafe {
+            libc::syscall(
+                libc::SYS_reboot,
+                libc::LINUX_REBOOT_MAGIC1,
+                libc::LINUX_REBOOT_MAGIC2,
+                libc::LINUX_REBOOT_CMD_RESTART2,
+                argument.as_ptr(),
+            )
+        };
+        return io::Error::last_os_error();
+    }
+    let Err(e) = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_AUTOBOOT);
+    e.into()
 }
 
 /// Powers the machine off (PID 1 only: call it once every child is stopped

@@ -17,6 +17,7 @@ mod proxy;
 mod runbooks;
 mod system;
 pub mod tls;
+mod update;
 
 use crate::services::{Services, ServicesError};
 use crate::store::{Store, StoreError};
@@ -55,6 +56,8 @@ pub struct AppState {
     pub lifecycle: crate::app::Lifecycle,
     /// The HTTPS certificate; `None` when obsbox serves plain HTTP only.
     pub tls: Option<Arc<crate::tls::Tls>>,
+    /// Firmware updates (off on a machine that is not an obsbox image).
+    pub ota: crate::ota::Ota,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -87,6 +90,8 @@ pub fn router(state: Arc<AppState>) -> Router {
                 REQUEST_TIMEOUT,
             )),
         )
+        // Uploads and downloads of updates take as long as they take.
+        .merge(with_security_headers(update::routes()))
         .merge(proxy::routes())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such page".into()) })
         .layer(middleware::from_fn_with_state(state.clone(), auth::guard))

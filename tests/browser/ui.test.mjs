@@ -241,6 +241,23 @@ test('the UPS form shows the fields of the chosen kind, problems next to them, a
   assert.doesNotMatch(await page.content(), /browser secret/);
 });
 
+test('a firmware update uploads with its progress shown; a tampered one is refused with the reason', { timeout: 2 * MINUTE }, async () => {
+  await page.goto(`${BASE}/system`);
+  const firmware = page.locator('#firmware-status');
+  await eventually('the running slot shown', async () => /slot a, version 1\.0\.0/.test(await firmware.textContent()));
+  await page.getByLabel('Update bundle').setInputFiles(process.env.TAMPERED_BUNDLE);
+  await page.getByRole('button', { name: 'Install update' }).click();
+  await eventually('the refusal', async () => /corrupt/.test(await status().textContent()));
+  await page.getByLabel('Update bundle').setInputFiles(process.env.BUNDLE);
+  await page.getByRole('button', { name: 'Install update' }).click();
+  await eventually('the install', async () => /Installed 1\.1\.0 into slot b/.test(await status().textContent()));
+  assert.equal(await page.locator('#update-progress').getAttribute('value'), '100');
+  const slots = await page.locator('#firmware-slots').textContent();
+  assert.match(slots, /1\.1\.0\s*installed\s*tried at the next reboot/);
+  assert.match(slots, /1\.0\.0\s*good\s*running, committed/);
+  await shoot('system-update');
+});
+
 test('every page keeps text readable (WCAG AA contrast) in the light and the dark scheme', { timeout: 2 * MINUTE }, async () => {
   for (const colorScheme of ['light', 'dark']) {
     await page.emulateMedia({ colorScheme });

@@ -3,6 +3,7 @@
 //! and a real stop (SIGTERM, then a check that nothing is left) when dropped.
 #![allow(dead_code)] // each test binary uses a different part of this helper
 
+pub mod board;
 pub mod pbs;
 pub mod sinks;
 pub mod ups_sim;
@@ -212,6 +213,11 @@ impl Obsbox {
         Obsbox::launch(settings, env, &[])
     }
 
+    /// As `start_fresh`, with extra arguments for `obsbox run`.
+    pub fn start_fresh_with(settings: &[(&str, Value)], args: &[&str]) -> Obsbox {
+        Obsbox::launch(settings, &[], args)
+    }
+
     fn launch(settings: &[(&str, Value)], env: &[(&str, &str)], args: &[&str]) -> Obsbox {
         let dir = tempfile::tempdir().unwrap();
         // Children run unprivileged when the tests run as root: they must be
@@ -258,8 +264,15 @@ impl Obsbox {
 
     /// Stops obsbox (SIGTERM) and starts it again on the same data directory.
     pub fn restart(&mut self) {
+        self.restart_after(|| {});
+    }
+
+    /// Stops obsbox (SIGTERM), runs `between` (a test playing the boot
+    /// loader, say), and starts obsbox again on the same data directory.
+    pub fn restart_after(&mut self, between: impl FnOnce()) {
         let status = self.terminate();
         assert!(status.success(), "obsbox exited with {status}");
+        between();
         self.spawn();
     }
 

@@ -134,8 +134,8 @@ export function when(time) {
 }
 
 const TONES = {
-  ok: ['ready', 'ok', 'resolved', 'active', 'keep', 'yes'],
-  bad: ['crash-looping', 'unavailable', 'failed', 'firing', 'critical', 'not installed', 'remove', 'failing', 'monitoring error'],
+  ok: ['ready', 'ok', 'resolved', 'active', 'keep', 'yes', 'good'],
+  bad: ['crash-looping', 'unavailable', 'failed', 'firing', 'critical', 'not installed', 'remove', 'failing', 'monitoring error', 'bad'],
 };
 
 /** A word with its colour (and the word itself, so colour is never the only cue). */

@@ -1,5 +1,5 @@
-// System: reboot, factory reset, diagnostics, the TLS certificate, the audit log.
-import { api, table, when, onSubmit, say, el } from './app.js';
+// System: firmware updates, reboot, factory reset, diagnostics, the TLS certificate, the audit log.
+import { api, ApiError, badge, bytes, table, when, onSubmit, say, el } from './app.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -36,6 +36,96 @@ $('tls-remove').addEventListener('click', async () => {
   await showTls();
 });
 
+const ROLE = (fw, slot) => [
+  fw.running.slot === slot ? 'running' : null,
+  fw.committed === slot ? 'committed' : null,
+  fw.trial?.slot === slot && fw.running.slot !== slot ? 'tried at the next reboot' : null,
+].filter(Boolean).join(', ');
+
+async function showFirmware() {
+  const fw = await api('GET', '/api/update');
+  for (const form of [$('update-form'), $('update-url-form')]) form.hidden = !fw.enabled;
+  if (!fw.enabled) {
+    $('firmware-status').replaceChildren(el('p', { class: 'empty' }, `Updates are off: ${fw.reason}`));
+    $('firmware-slots').replaceChildren();
+    return;
+  }
+  const facts = [
+    ['Board', fw.board],
+    ['Running', `slot ${fw.running.slot}, version ${fw.running.version}`],
+    ['Committed', fw.committed ? `slot ${fw.committed}` : `unknown: ${fw.boot_loader_error}`],
+  ];
+  if (fw.on_trial) facts.push(['Trial', `slot ${fw.running.slot} is on trial: it is committed once healthy (within ${fw.health_timeout_seconds} s)`]);
+  if (fw.last_rollback) {
+    const r = fw.last_rollback;
+    facts.push(['Last rollback', `${when(r.at)}: slot ${r.slot} (${r.version}) was not kept: ${r.reason}`]);
+  }
+  if (fw.install) {
+    const i = fw.install;
+    facts.push(['Last install', `${i.state}${i.version ? ` (${i.version})` : ''} into slot ${i.slot}, ${when(i.started)}${i.error ? `: ${i.error}` : ''}`]);
+  }
+  $('firmware-status').replaceChildren(el('dl', { class: 'facts' }, facts.map(([k, v]) => [el('dt', {}, k), el('dd', {}, v)])));
+  table($('firmware-slots'), {
+    rows: ['a', 'b'].map((slot) => ({ slot, ...fw.slots[slot] })),
+    columns: [
+      { label: 'Slot', value: (s) => s.slot.toUpperCase() },
+      { label: 'Version', value: (s) => s.version ?? 'unknown' },
+      { label: 'State', value: (s) => badge(s.condition) },
+      { label: 'Role', value: (s) => ROLE(fw, s.slot) },
+      { label: 'Note', value: (s) => s.note ?? '' },
+      { label: 'Since', value: (s) => when(s.since) },
+    ],
+  });
+}
+
+function showProgress(done, total, text) {
+  $('update-progress-field').hidden = false;
+  $('update-progress').value = total ? Math.round((100 * done) / total) : 0;
+  $('update-progress-text').textContent = text;
+}
+
+/** Uploads with XMLHttpRequest: fetch cannot report an upload's progress. */
+function upload(file, force, csrf) {
+  return new Promise((resolve, reject) => {
+    const xhr = new XMLHttpRequest();
+    xhr.open('POST', `/api/update/install${force ? '?force=true' : ''}`);
+    xhr.setRequestHeader('X-CSRF-Token', csrf);
+    xhr.setRequestHeader('Content-Type', 'application/octet-stream');
+    xhr.setRequestHeader('Accept', 'application/json');
+    xhr.upload.onprogress = (e) => showProgress(e.loaded, e.total, `Sent and checked ${bytes(e.loaded)} of ${bytes(e.total)}`);
+    xhr.upload.onload = () => showProgress(1, 1, 'Sent; reading the slot back to check it…');
+    const fail = (error) => {
+      say(error.message, { error: true });
+      reject(error);
+    };
+    xhr.onload = () => {
+      let body = null;
+      try { body = JSON.parse(xhr.responseText); } catch { body = null; }
+      if (xhr.status >= 200 && xhr.status < 300) resolve(body);
+      else fail(new ApiError(xhr.status, body));
+    };
+    xhr.onerror = () => fail(new ApiError(0, { error: 'The upload broke off: obsbox cannot be reached.' }));
+    xhr.send(file);
+  });
+}
+
+const installed = async (done) => {
+  showProgress(1, 1, `Installed ${done.version} into slot ${done.slot}.`);
+  say(`Installed ${done.version} into slot ${done.slot}: ${done.next_boot}. Reboot to try it.`);
+  await showFirmware();
+};
+
+onSubmit($('update-form'), async ({ bundle, force }) => {
+  showProgress(0, bundle.size, 'Starting…');
+  await installed(await upload(bundle, force, $('update-form').elements._csrf.value));
+  $('update-form').reset();
+});
+
+onSubmit($('update-url-form'), async ({ url }, send) => {
+  showProgress(0, 0, 'Downloading and checking…');
+  await installed(await send('POST', '/api/update/install-url', { url }));
+});
+
 const auditForm = $('audit-form');
 auditForm.elements.limit.value = '100';
 
@@ -55,4 +145,5 @@ async function showAudit() {
 onSubmit(auditForm, showAudit);
 
 showAudit().catch(() => {});
+showFirmware().catch(() => {});
 showTls().catch(() => {});

@@ -1,0 +1,632 @@
+//! Over-the-air updates into A/B slots. A signed bundle (`bundle`) streams
+//! into the slot that is not running, every block checked before it is
+//! written (`install`); the slot is read back, then the boot loader (`boot`)
+//! is told to try it for one boot. Booted into it, obsbox commits it once
+//! every child is ready and the web UI answers (`trial`); otherwise it
+//! reboots, and the boot loader, whose trial lasted one boot, comes back to
+//! the old slot. What happened is kept in `records` on the data partition.
+//!
+//! The box describes itself in a firmware file on its read-only root
+//! (`/etc/obsbox/firmware.json`): board, version, key, slots, boot flow.
+//! Without one (a development machine) updates are off.
+
+mod boot;
+pub mod bundle;
+mod download;
+mod install;
+mod records;
+mod trial;
+mod watchdog;
+
+pub use boot::Slot;
+pub use bundle::BundleError;
+pub use install::Progress;
+pub use trial::TrialContext;
+pub use watchdog::Watchdog;
+
+use boot::{BootError, BootFlow};
+use records::{Boot, Condition, Phase, Records};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// Where the appliance's root file system describes its firmware.
+pub const FIRMWARE_FILE: &str = "/etc/obsbox/firmware.json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum OtaError {
+    #[error("updates are off: {0}")]
+    Off(String),
+    #[error("the firmware description {}: {detail}", path.display())]
+    Firmware { path: PathBuf, detail: String },
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    #[error(transparent)]
+    Boot(#[from] BootError),
+    #[error("an install is already running")]
+    Busy,
+    #[error(
+        "slot {0} is on trial: it must pass its health check (or roll back) before another install"
+    )]
+    OnTrial(Slot),
+    #[error("cannot write slot {slot}: {source}")]
+    Write { slot: Slot, source: std::io::Error },
+    #[error("slot {slot} reads back differently from what was written (payload {payload}): the disk may be failing")]
+    ReadBack { slot: Slot, payload: String },
+    #[error("cannot download the bundle: {0}")]
+    Download(String),
+    #[error("cannot keep the slot records in {}: {source}", path.display())]
+    Records {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl OtaError {
+    /// The bundle (or the request) was refused, as opposed to the box failing.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            OtaError::Bundle(_) | OtaError::OnTrial(_) | OtaError::Download(_)
+        )
+    }
+}
+
+/// `/etc/obsbox/firmware.json`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Firmware {
+    pub board: String,
+    pub version: String,
+    pub public_key: PathBuf,
+    /// Each slot's partitions by payload name (`rootfs`, `boot`).
+    pub slots: BTreeMap<Slot, BTreeMap<String, PathBuf>>,
+    pub boot_flow: BootFlowConfig,
+    #[serde(default)]
+    pub watchdog: Option<PathBuf>,
+    #[serde(default = "default_health_timeout")]
+    pub health_timeout_seconds: u64,
+    #[serde(default = "default_cmdline")]
+    pub cmdline: PathBuf,
+    #[serde(default = "default_boot_id")]
+    pub boot_id: PathBuf,
+}
+
+fn default_health_timeout() -> u64 {
+    120
+}
+
+fn default_cmdline() -> PathBuf {
+    "/proc/cmdline".into()
+}
+
+fn default_boot_id() -> PathBuf {
+    "/proc/sys/kernel/random/boot_id".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum BootFlowConfig {
+    Grub {
+        grubenv: PathBuf,
+    },
+    Tryboot {
+        autoboot: PathBuf,
+        partitions: BTreeMap<Slot, u32>,
+    },
+    Uboot {
+        config: PathBuf,
+        #[serde(default = "default_printenv")]
+        fw_printenv: PathBuf,
+        #[serde(default = "default_setenv")]
+        fw_setenv: PathBuf,
+    },
+}
+
+fn default_printenv() -> PathBuf {
+    "fw_printenv".into()
+}
+
+fn default_setenv() -> PathBuf {
+    "fw_setenv".into()
+}
+
+impl BootFlowConfig {
+    fn flow(&self) -> Box<dyn BootFlow> {
+        match self {
+            BootFlowConfig::Grub { grubenv } => Box::new(boot::Grub {
+                grubenv: grubenv.clone(),
+            }),
+            BootFlowConfig::Tryboot {
+                autoboot,
+                partitions,
+            } => Box::new(boot::Tryboot {
+                autoboot: autoboot.clone(),
+                partitions: partitions.clone(),
+            }),
+            BootFlowConfig::Uboot {
+                config,
+                fw_printenv,
+                fw_setenv,
+            } => Box::new(boot::UBoot {
+                config: config.clone(),
+                printenv: fw_printenv.clone(),
+                setenv: fw_setenv.clone(),
+            }),
+        }
+    }
+}
+
+impl Firmware {
+    /// Reads and checks a firmware description.
+    pub fn load(path: &Path) -> Result<Firmware, OtaError> {
+        let fail = |detail: String| OtaError::Firmware {
+            path: path.into(),
+            detail,
+        };
+        let text = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
+        let firmware: Firmware = serde_json::from_slice(&text).map_err(|e| fail(e.to_string()))?;
+        if bundle::parse_version(&firmware.version).is_none() {
+            return Err(fail(format!(
+                "version '{}' is not dotted numbers",
+                firmware.version
+            )));
+        }
+        for slot in [Slot::A, Slot::B] {
+            let partitions = firmware
+                .slots
+                .get(&slot)
+                .ok_or_else(|| fail(format!("slot {slot} is missing")))?;
+            if !partitions.contains_key("rootfs") {
+                return Err(fail(format!("slot {slot} has no rootfs partition")));
+            }
+            if let Some(name) = partitions
+                .keys()
+                .find(|n| !bundle::PAYLOAD_NAMES.contains(&n.as_str()))
+            {
+                return Err(fail(format!(
+                    "slot {slot} names a partition '{name}'; known: {:?}",
+                    bundle::PAYLOAD_NAMES
+                )));
+            }
+        }
+        Ok(firmware)
+    }
+
+    /// The slot the kernel was booted from (`obsbox.slot=` on its command line).
+    fn booted(&self) -> Result<Slot, OtaError> {
+        let cmdline = std::fs::read_to_string(&self.cmdline).map_err(|e| OtaError::Firmware {
+            path: self.cmdline.clone(),
+            detail: e.to_string(),
+        })?;
+        cmdline
+            .split_whitespace()
+            .find_map(|arg| arg.strip_prefix("obsbox.slot="))
+            .and_then(Slot::parse)
+            .ok_or_else(|| OtaError::Firmware {
+                path: self.cmdline.clone(),
+                detail: "no obsbox.slot=a or obsbox.slot=b on the kernel command line".into(),
+            })
+    }
+}
+
+/// Updates, when this box can take them.
+#[derive(Clone)]
+pub struct Ota(Result<Arc<Updatable>, String>);
+
+/// An updatable box.
+struct Updatable {
+    firmware: Firmware,
+    flow: Box<dyn BootFlow>,
+    key: ed25519_dalek::VerifyingKey,
+    records_path: PathBuf,
+    lock_path: PathBuf,
+    booted: Slot,
+    boot_id: String,
+    phase: Phase,
+    records: Mutex<Records>,
+    install: Mutex<Option<InstallState>>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct InstallState {
+    /// running, done, failed
+    state: &'static str,
+    started: String,
+    version: Option<String>,
+    slot: Slot,
+    error: Option<String>,
+    #[serde(skip)]
+    progress: Arc<Progress>,
+}
+
+/// A slot written, read back and armed.
+#[derive(Debug, Clone, Serialize)]
+pub struct Installed {
+    pub slot: Slot,
+    pub version: String,
+    /// What the next reboot does.
+    pub next_boot: String,
+}
+
+impl Ota {
+    /// Reads the firmware description at `firmware` (or the appliance's) and
+    /// the records under `data_dir`, and works out what this boot is.
+    pub fn open(data_dir: &Path, firmware: Option<&Path>) -> Result<Ota, OtaError> {
+        let path = firmware.unwrap_or(Path::new(FIRMWARE_FILE));
+        if firmware.is_none() && !path.exists() {
+            return Ok(Ota(Err(format!("this system has no firmware description ({FIRMWARE_FILE}): it is not an obsbox image"))));
+        }
+        let firmware = Firmware::load(path)?;
+        let key = bundle::read_public_key(&firmware.public_key)?;
+        let flow = firmware.boot_flow.flow();
+        let booted = firmware.booted()?;
+        let boot_id = std::fs::read_to_string(&firmware.boot_id)
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        let dir = data_dir.join("ota");
+        std::fs::create_dir_all(&dir).map_err(|source| OtaError::Records {
+            path: dir.clone(),
+            source,
+        })?;
+        let records_path = dir.join("slots.json");
+        let mut records = Records::load(&records_path);
+        let phase = records.reconcile(&Boot {
+            booted,
+            committed: flow.committed()?,
+            boot_id: &boot_id,
+            version: &firmware.version,
+        });
+        let ota = Updatable {
+            firmware,
+            flow,
+            key,
+            lock_path: dir.join("install.lock"),
+            records_path,
+            booted,
+            boot_id,
+            phase,
+            records: Mutex::new(records),
+            install: Mutex::new(None),
+        };
+        ota.save()?;
+        Ok(Ota(Ok(Arc::new(ota))))
+    }
+
+    /// Updates off, for `reason`.
+    pub fn off(reason: String) -> Ota {
+        Ota(Err(reason))
+    }
+
+    fn on(&self) -> Result<&Arc<Updatable>, OtaError> {
+        self.0.as_ref().map_err(|why| OtaError::Off(why.clone()))
+    }
+
+    /// The argument the next reboot passes to the kernel, if the boot flow
+    /// needs one for an armed trial to run.
+    pub fn reboot_argument(&self) -> Option<&'static str> {
+        let ota = self.on().ok()?;
+        let armed = ota
+            .records
+            .lock()
+            .expect("records lock")
+            .trial
+            .as_ref()
+            .is_some_and(|t| t.slot != ota.booted);
+        armed.then(|| ota.flow.reboot_argument()).flatten()
+    }
+
+    /// Opens the hardware watchdog, when the box has one.
+    pub fn watchdog(&self) -> Option<Watchdog> {
+        let path = self.on().ok()?.firmware.watchdog.as_ref()?;
+        Watchdog::open(path)
+            .map_err(|e| tracing::warn!(path = %path.display(), error = %e, "no hardware watchdog"))
+            .ok()
+    }
+
+    /// When this boot is a trial: checks health until the timeout, then
+    /// commits, or records why not and asks for the reboot back.
+    pub fn start_trial(&self, context: TrialContext) {
+        let Ok(ota) = self.on() else { return };
+        if ota.phase != Phase::Trial {
+            return;
+        }
+        let records = ota.records.lock().expect("records lock");
+        match records.trial.as_ref().and_then(|t| t.failure.as_ref()) {
+            // Rebooted, yet still here: the boot loader did not go back.
+            // Checking and rebooting again would only loop; stay up, so
+            // someone can look, and say so.
+            Some(failure) => tracing::error!(
+                slot = %ota.booted,
+                failure,
+                "this slot failed its trial, but the boot loader booted it again"
+            ),
+            None => {
+                tokio::spawn(trial::run(ota.clone(), context));
+            }
+        }
+    }
+
+    /// Installs a bundle read from `source` into the slot that is not
+    /// running and arms its trial. Blocking: run it off the async threads.
+    pub fn install(&self, source: impl Read, force: bool) -> Result<Installed, OtaError> {
+        let ota = self.on()?;
+        let progress = Arc::new(Progress::default());
+        let target = ota.booted.other();
+        {
+            let mut current = ota.install.lock().expect("install lock");
+            if current.as_ref().is_some_and(|s| s.state == "running") {
+                return Err(OtaError::Busy);
+            }
+            *current = Some(InstallState {
+                state: "running",
+                started: records::now(),
+                version: None,
+                slot: target,
+                error: None,
+                progress: progress.clone(),
+            });
+        }
+        let result = ota.install(source, force, &progress);
+        let mut current = ota.install.lock().expect("install lock");
+        if let Some(state) = current.as_mut() {
+            match &result {
+                Ok(done) => (state.state, state.version) = ("done", Some(done.version.clone())),
+                Err(e) => (state.state, state.error) = ("failed", Some(e.to_string())),
+            }
+        }
+        result
+    }
+
+    /// [`Ota::install`] from an HTTP(S) URL, resuming with Range requests
+    /// when the connection drops.
+    pub fn install_from_url(&self, url: &str, force: bool) -> Result<Installed, OtaError> {
+        self.on()?;
+        let download = download::Download::start(url)?;
+        self.install(download, force)
+    }
+
+    /// Both slots, the running and committed one, the trial, the last
+    /// rollback, and the install under way.
+    pub fn status(&self) -> serde_json::Value {
+        let ota = match self.on() {
+            Ok(ota) => ota,
+            Err(e) => return serde_json::json!({"enabled": false, "reason": e.to_string()}),
+        };
+        let records = ota.records.lock().expect("records lock").clone();
+        let committed = ota.flow.committed().map_err(|e| e.to_string());
+        let install = ota.install.lock().expect("install lock").clone().map(|s| {
+            let p = &s.progress;
+            let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+            serde_json::json!({
+                "state": s.state, "started": s.started, "slot": s.slot, "version": s.version,
+                "error": s.error, "received_bytes": load(&p.received), "total_bytes": load(&p.total),
+                "checked_bytes": load(&p.checked),
+            })
+        });
+        serde_json::json!({
+            "enabled": true,
+            "board": ota.firmware.board,
+            "running": {"slot": ota.booted, "version": ota.firmware.version},
+            "committed": committed.as_ref().ok(),
+            "boot_loader_error": committed.as_ref().err(),
+            "on_trial": committed.as_ref().is_ok_and(|c| *c != ota.booted),
+            "health_timeout_seconds": ota.firmware.health_timeout_seconds,
+            "slots": {
+                "a": records.slots.get(&Slot::A).cloned().unwrap_or_default(),
+                "b": records.slots.get(&Slot::B).cloned().unwrap_or_default(),
+            },
+            "trial": records.trial,
+            "last_rollback": records.last_rollback,
+            "install": install,
+        })
+    }
+}
+
+impl Updatable {
+    fn save(&self) -> Result<(), OtaError> {
+        let json = serde_json::to_vec_pretty(&*self.records.lock().expect("records lock"))
+            .expect("records serialize");
+        boot::replace_file(&self.records_path, &json).map_err(|e| OtaError::Records {
+            path: self.records_path.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })
+    }
+
+    fn record(&self, change: impl FnOnce(&mut Records)) -> Result<(), OtaError> {
+        change(&mut self.records.lock().expect("records lock"));
+        self.save()
+    }
+
+    fn install(
+        &self,
+        source: impl Read,
+        force: bool,
+        progress: &Arc<Progress>,
+    ) -> Result<Installed, OtaError> {
+        // Another obsbox process (the `update install` command) may install
+        // too; the lock is released when the file closes.
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&self.lock_path)
+            .map_err(|source| OtaError::Records {
+                path: self.lock_path.clone(),
+                source,
+            })?;
+        let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock)
+            .map_err(|_| OtaError::Busy)?;
+        let committed = self.flow.committed()?;
+        if committed != self.booted {
+            return Err(OtaError::OnTrial(self.booted));
+        }
+        let target = self.booted.other();
+        let counted = install::Counting {
+            inner: source,
+            progress: progress.clone(),
+        };
+        let opened = bundle::open(counted, &self.key)?;
+        let manifest = opened.manifest.clone();
+        manifest.check_fits(&self.firmware.board, &self.firmware.version, force)?;
+        progress.total.store(
+            manifest.bundle_size(opened.header_size),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        tracing::info!(slot = %target, version = manifest.version, "installing an update");
+
+        // From here on the other slot changes; it must not boot until it is
+        // whole and read back.
+        self.flow.disarm()?;
+        self.record(|r| {
+            r.trial = None;
+            r.set(target, Some(&manifest.version), Condition::Installing, None);
+        })?;
+        let partitions = &self.firmware.slots[&target];
+        let written = opened
+            .stream(&mut install::SlotWriter::new(partitions))
+            .map_err(|e| match e {
+                bundle::StreamError::Bundle(e) => OtaError::Bundle(e),
+                bundle::StreamError::Sink(source) => OtaError::Write {
+                    slot: target,
+                    source,
+                },
+            });
+        let checked = written.and_then(|()| {
+            for payload in &manifest.payloads {
+                let path = &partitions[&payload.name];
+                match install::read_back(path, payload, progress) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        return Err(OtaError::ReadBack {
+                            slot: target,
+                            payload: payload.name.clone(),
+                        })
+                    }
+                    Err(source) => {
+                        return Err(OtaError::Write {
+                            slot: target,
+                            source,
+                        })
+                    }
+                }
+            }
+            Ok(())
+        });
+        if let Err(e) = checked {
+            tracing::warn!(slot = %target, error = %e, "the install failed");
+            self.record(|r| {
+                r.set(
+                    target,
+                    Some(&manifest.version),
+                    Condition::Bad,
+                    Some(format!("install failed: {e}")),
+                )
+            })?;
+            return Err(e);
+        }
+        self.flow.arm_trial(target)?;
+        self.record(|r| {
+            r.set(target, Some(&manifest.version), Condition::Installed, None);
+            r.trial = Some(records::Trial {
+                slot: target,
+                version: manifest.version.clone(),
+                armed_boot_id: self.boot_id.clone(),
+                armed_at: records::now(),
+                failure: None,
+            });
+        })?;
+        tracing::info!(slot = %target, version = manifest.version, "update installed; its trial boot is armed");
+        Ok(Installed {
+            slot: target,
+            version: manifest.version,
+            next_boot: format!(
+                "the next reboot tries slot {target} once; it is committed when healthy within {} s, else slot {} boots again",
+                self.firmware.health_timeout_seconds, self.booted
+            ),
+        })
+    }
+
+    /// The trial passed: the running slot becomes the committed one.
+    fn commit(&self) -> Result<(), OtaError> {
+        self.flow.commit(self.booted)?;
+        self.record(|r| {
+            r.trial = None;
+            r.set(
+                self.booted,
+                Some(&self.firmware.version),
+                Condition::Good,
+                None,
+            );
+        })
+    }
+
+    /// The trial failed: remember why, and make sure the boot loader goes back.
+    fn fail_trial(&self, reason: &str) -> Result<(), OtaError> {
+        self.record(|r| {
+            if let Some(trial) = r.trial.as_mut() {
+                trial.failure = Some(reason.into());
+            }
+            r.set(
+                self.booted,
+                Some(&self.firmware.version),
+                Condition::Bad,
+                Some(reason.into()),
+            );
+        })?;
+        self.flow.disarm()?;
+        Ok(())
+    }
+}
+
+/// [`Ota::status`] as lines for a terminal.
+pub fn describe(status: &serde_json::Value) -> String {
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or("?").to_string();
+    if status["enabled"] != true {
+        return format!("{}\n", text(&status["reason"]));
+    }
+    let mut out = format!(
+        "board {}: running slot {} ({}), committed slot {}{}\n",
+        text(&status["board"]),
+        text(&status["running"]["slot"]),
+        text(&status["running"]["version"]),
+        status["committed"].as_str().unwrap_or("unknown"),
+        if status["on_trial"] == true {
+            ", ON TRIAL"
+        } else {
+            ""
+        },
+    );
+    for slot in ["a", "b"] {
+        let record = &status["slots"][slot];
+        out += &format!(
+            "slot {slot}: {} {}{}\n",
+            record["version"].as_str().unwrap_or("-"),
+            text(&record["condition"]),
+            record["note"]
+                .as_str()
+                .map(|n| format!(" ({n})"))
+                .unwrap_or_default(),
+        );
+    }
+    if let Some(trial) = status["trial"].as_object() {
+        out += &format!(
+            "trial: slot {} ({}) at the next reboot\n",
+            text(&trial["slot"]),
+            text(&trial["version"])
+        );
+    }
+    if let Some(rollback) = status["last_rollback"].as_object() {
+        out += &format!(
+            "last rollback: slot {} ({}) at {}: {}\n",
+            text(&rollback["slot"]),
+            text(&rollback["version"]),
+            text(&rollback["at"]),
+            text(&rollback["reason"])
+        );
+    }
+    out
+}

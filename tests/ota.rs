@@ -1,0 +1,343 @@
+//! Updates end to end on a pretend box: slots are files, the boot loader is
+//! a GRUB environment block, and the test plays GRUB between runs of obsbox
+//! (which boot it picks, what it clears). The real GRUB and real reboots are
+//! in tests/firmware_qemu.rs.
+
+mod common;
+
+use common::board::{image, obsbox, Board};
+use common::{services_only, wait_for, Obsbox, OBSBOX};
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+fn start(board: &Board, services: Value) -> Obsbox {
+    let args = board.args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Obsbox::start_with(&[("services", services)], &[], &args)
+}
+
+fn upload(obsbox: &Obsbox, bundle: &Path, query: &str) -> (u16, Value) {
+    let bytes = std::fs::read(bundle).unwrap();
+    let response = match obsbox
+        .request("POST", &format!("/api/update/install{query}"))
+        .set("Content-Type", "application/octet-stream")
+        .send_bytes(&bytes)
+    {
+        Ok(r) | Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("upload: {e}"),
+    };
+    (
+        response.status(),
+        response.into_json().unwrap_or(Value::Null),
+    )
+}
+
+#[test]
+fn an_upload_goes_to_the_other_slot_and_is_committed_after_a_healthy_trial() {
+    let board = Board::new(30);
+    let slot_a = std::fs::read(board.path("rootfs-a")).unwrap();
+    let new_image = image((5 << 20) + 1234, 2);
+    let bundle = board.bundle("update.obb", "1.1.0", "x86_64", &new_image);
+    let mut obsbox = start(&board, services_only(&[]));
+
+    let status = obsbox.get("/api/update");
+    assert_eq!(status["enabled"], true, "{status}");
+    assert_eq!(status["running"], json!({"slot": "a", "version": "1.0.0"}));
+    assert_eq!(
+        (status["committed"].as_str(), &status["on_trial"]),
+        (Some("a"), &json!(false))
+    );
+    assert_eq!(status["slots"]["a"]["condition"], "good");
+
+    // Refused, each with its reason, and nothing changes.
+    let mut tampered = std::fs::read(&bundle).unwrap();
+    let middle = tampered.len() / 2;
+    tampered[middle] ^= 0x10;
+    std::fs::write(board.path("tampered.obb"), &tampered).unwrap();
+    let (code, body) = upload(&obsbox, &board.path("tampered.obb"), "");
+    assert_eq!(code, 422, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("corrupt"),
+        "{body}"
+    );
+    let other_board = board.bundle("pi.obb", "1.1.0", "rpi4", &new_image);
+    let (code, body) = upload(&obsbox, &other_board, "");
+    assert_eq!(code, 422);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("not for this board (x86_64)"),
+        "{body}"
+    );
+    let older = board.bundle("old.obb", "0.9.0", "x86_64", &new_image);
+    let (code, body) = upload(&obsbox, &older, "");
+    assert_eq!(code, 422);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("older than the running 1.0.0"),
+        "{body}"
+    );
+    assert_eq!(
+        std::fs::read(board.path("rootfs-a")).unwrap(),
+        slot_a,
+        "the running slot is never touched"
+    );
+    assert!(
+        board.grubenv().is_empty(),
+        "no trial armed: {:?}",
+        board.grubenv()
+    );
+
+    let (code, body) = upload(&obsbox, &bundle, "");
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        (body["slot"].as_str(), body["version"].as_str()),
+        (Some("b"), Some("1.1.0"))
+    );
+    assert_eq!(std::fs::read(board.path("rootfs-b")).unwrap(), new_image);
+    assert_eq!(board.grubenv(), ["obsbox_try=b"]);
+    let status = obsbox.get("/api/update");
+    assert_eq!(status["trial"]["slot"], "b");
+    assert_eq!(status["slots"]["b"]["condition"], "installed");
+    assert_eq!(status["install"]["state"], "done");
+    assert_eq!(
+        status["install"]["received_bytes"],
+        status["install"]["total_bytes"]
+    );
+    assert!(
+        obsbox
+            .api_audit()
+            .iter()
+            .any(|a| a.contains("update.install")),
+        "{:?}",
+        obsbox.api_audit()
+    );
+
+    // The reboot: GRUB boots B once, the new root file system says 1.1.0.
+    obsbox.restart_after(|| {
+        let slot = board.grub_boots();
+        board.boot(&slot, "boot-2", "1.1.0");
+    });
+    obsbox.log_in(common::PASSWORD);
+    let status = wait_for("the commit", Duration::from_secs(20), || {
+        let status = obsbox.get("/api/update");
+        (status["committed"] == "b").then_some(status)
+    });
+    assert_eq!(status["running"], json!({"slot": "b", "version": "1.1.0"}));
+    assert_eq!(status["on_trial"], false);
+    assert_eq!(status["slots"]["b"]["condition"], "good");
+    assert_eq!(status["slots"]["a"]["condition"], "good");
+    assert!(
+        status["trial"].is_null() && status["last_rollback"].is_null(),
+        "{status}"
+    );
+    assert_eq!(board.grubenv(), ["obsbox_default=b"]);
+}
+
+#[test]
+fn a_trial_that_never_gets_healthy_goes_back_with_its_reason() {
+    let board = Board::new(3);
+    let bundle = board.bundle("update.obb", "1.1.0", "x86_64", &image(1 << 20, 3));
+    // node_exporter cannot start: the new system is never healthy.
+    let mut broken = services_only(&["node_exporter"]);
+    broken["node_exporter"]["binary"] = json!("/bin/false");
+    let mut obsbox = start(&board, broken);
+    let (code, body) = upload(&obsbox, &bundle, "");
+    assert_eq!(code, 200, "{body}");
+
+    obsbox.restart_after(|| {
+        let slot = board.grub_boots();
+        board.boot(&slot, "boot-2", "1.1.0");
+    });
+    // The health check fails after 3 s; obsbox records why, then reboots
+    // (here: runs itself again, on the same pretend slot).
+    let records = board_records(&obsbox);
+    wait_for("the failed trial", Duration::from_secs(30), || {
+        let text = std::fs::read_to_string(&records).ok()?;
+        text.contains("not healthy within 3 s").then_some(())
+    });
+    obsbox.restart_after(|| {
+        let slot = board.grub_boots();
+        assert_eq!(slot, "a", "the try flag lasted one boot");
+        board.boot(&slot, "boot-3", "1.0.0");
+    });
+    obsbox.log_in(common::PASSWORD);
+    let status = obsbox.get("/api/update");
+    assert_eq!(status["running"]["slot"], "a");
+    assert_eq!(status["committed"], "a");
+    let rollback = &status["last_rollback"];
+    assert_eq!(
+        (rollback["slot"].as_str(), rollback["version"].as_str()),
+        (Some("b"), Some("1.1.0"))
+    );
+    let reason = rollback["reason"].as_str().unwrap();
+    assert!(reason.contains("not ready: node_exporter"), "{reason}");
+    assert_eq!(status["slots"]["b"]["condition"], "bad");
+    let text = obsbox_status(&board, &obsbox);
+    assert!(text.contains("last rollback: slot b (1.1.0)"), "{text}");
+}
+
+fn board_records(obsbox: &Obsbox) -> PathBuf {
+    obsbox.data.join("ota/slots.json")
+}
+
+/// `obsbox update status`, as on the box's shell.
+fn obsbox_status(board: &Board, obsbox: &Obsbox) -> String {
+    obsbox_cmd(board, obsbox, &["update", "status"])
+}
+
+fn obsbox_cmd(board: &Board, obsbox: &Obsbox, args: &[&str]) -> String {
+    let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    all.extend(board.args());
+    all.extend(["--data-dir".to_string(), obsbox.data.display().to_string()]);
+    let out = Command::new(OBSBOX).args(&all).output().unwrap();
+    assert!(
+        out.status.success(),
+        "obsbox {all:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Serves one file over HTTP/1.1 with Range support; the first response
+/// breaks off half-way, as a flaky link would.
+fn flaky_server(bytes: Vec<u8>) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let ranges = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = ranges.clone();
+    std::thread::spawn(move || {
+        for (n, stream) in listener.incoming().enumerate() {
+            let mut stream = stream.unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut start = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap() == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(range) = line.to_ascii_lowercase().strip_prefix("range: bytes=") {
+                    start = range.trim().trim_end_matches('-').parse().unwrap();
+                    seen.lock().unwrap().push(line.trim().to_string());
+                }
+            }
+            let body = &bytes[start..];
+            let head = if start == 0 {
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                )
+            } else {
+                format!(
+                    "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: bytes {start}-{}/{}\r\nConnection: close\r\n\r\n",
+                    body.len(),
+                    bytes.len() - 1,
+                    bytes.len()
+                )
+            };
+            let _ = stream.write_all(head.as_bytes());
+            let cut = if n == 0 { body.len() / 2 } else { body.len() };
+            let _ = stream.write_all(&body[..cut]);
+        }
+    });
+    (port, ranges)
+}
+
+#[test]
+fn a_download_that_breaks_off_resumes_where_it_stopped() {
+    let board = Board::new(30);
+    let new_image = image(6 << 20, 4);
+    let bundle = std::fs::read(board.bundle("update.obb", "1.1.0", "x86_64", &new_image)).unwrap();
+    let (port, ranges) = flaky_server(bundle.clone());
+    let obsbox = start(&board, services_only(&[]));
+    let body = json!({"url": format!("http://127.0.0.1:{port}/update.obb")}).to_string();
+    let (code, answer) = obsbox.send("POST", "/api/update/install-url", &body);
+    assert_eq!(code, 200, "{answer}");
+    assert_eq!(std::fs::read(board.path("rootfs-b")).unwrap(), new_image);
+    assert_eq!(
+        *ranges.lock().unwrap(),
+        [format!("Range: bytes={}-", bundle.len() / 2)]
+    );
+
+    let (code, answer) = obsbox.send(
+        "POST",
+        "/api/update/install-url",
+        r#"{"url": "ftp://example/x"}"#,
+    );
+    assert_eq!(code, 422);
+    assert!(
+        answer["error"].as_str().unwrap().contains("not an http"),
+        "{answer}"
+    );
+}
+
+#[test]
+fn the_shell_commands_install_and_tell() {
+    let board = Board::new(30);
+    let new_image = image(2 << 20, 5);
+    let bundle = board.bundle("update.obb", "1.1.0", "x86_64", &new_image);
+    let verified = obsbox(
+        &["bundle", "verify", "--public-key"],
+        &[&board.path("key.pub"), &bundle],
+    );
+    assert!(
+        verified.contains("ok: version 1.1.0 for x86_64"),
+        "{verified}"
+    );
+    let manifest: Value =
+        serde_json::from_str(&obsbox(&["bundle", "inspect"], &[&bundle])).unwrap();
+    assert_eq!(manifest["payloads"][0]["image_size"], new_image.len());
+
+    let mut bytes = std::fs::read(&bundle).unwrap();
+    bytes.truncate(bytes.len() - 100);
+    std::fs::write(board.path("short.obb"), bytes).unwrap();
+    let out = Command::new(OBSBOX)
+        .args(["bundle", "verify", "--public-key"])
+        .args([board.path("key.pub"), board.path("short.obb")])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("truncated"));
+
+    let data = board.path("data");
+    let cli = |args: &[&str]| {
+        let out = Command::new(OBSBOX)
+            .args(args)
+            .args(board.args())
+            .arg("--data-dir")
+            .arg(&data)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (ok, text) = cli(&["update", "install", bundle.to_str().unwrap()]);
+    assert!(ok, "{text}");
+    assert!(text.contains("installed 1.1.0 into slot b"), "{text}");
+    let (ok, text) = cli(&["update", "status"]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("running slot a (1.0.0), committed slot a"),
+        "{text}"
+    );
+    assert!(text.contains("slot b: 1.1.0 installed"), "{text}");
+    assert!(
+        text.contains("trial: slot b (1.1.0) at the next reboot"),
+        "{text}"
+    );
+    let mut read_back = Vec::new();
+    std::fs::File::open(board.path("rootfs-b"))
+        .unwrap()
+        .read_to_end(&mut read_back)
+        .unwrap();
+    assert_eq!(read_back, new_image);
+}
