@@ -102,6 +102,15 @@ impl Guest {
         self.expect("GET", path, "", 200)
     }
 
+    /// A raw upload, as the update page sends a bundle.
+    pub fn upload(&self, path: &str, bytes: &[u8]) -> Answer {
+        let result = self
+            .request("POST", path)
+            .set("Content-Type", "application/octet-stream")
+            .send_bytes(bytes);
+        Self::answer(result).map(Self::json)
+    }
+
     /// Whether the web UI answers at all.
     pub fn answers(&self) -> bool {
         self.agent

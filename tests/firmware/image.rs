@@ -102,23 +102,3 @@ pub fn grubenv(disk: &Path) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
-
-/// Sets `assignments` (`name=value`) in GRUB's environment on a powered-off
-/// disk, with grub-editenv as GRUB's own tools would.
-pub fn set_grubenv(disk: &Path, scratch: &Path, assignments: &[&str]) {
-    let copy = scratch.join("grubenv");
-    run(Command::new("mcopy")
-        .args(["-n", "-o", "-i"])
-        .arg(esp(disk))
-        .arg(GRUBENV)
-        .arg(&copy));
-    run(Command::new("grub-editenv")
-        .arg(&copy)
-        .arg("set")
-        .args(assignments));
-    run(Command::new("mcopy")
-        .args(["-n", "-o", "-i"])
-        .arg(esp(disk))
-        .arg(&copy)
-        .arg(GRUBENV));
-}
