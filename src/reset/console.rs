@@ -11,7 +11,7 @@ use super::{Local, Notices};
 use crate::accounts::Accounts;
 use crate::store::Store;
 use crate::supervisor::Supervisor;
-use nix::sys::termios::{self, BaudRate, ControlFlags, InputFlags, LocalFlags, OutputFlags};
+use nix::sys::termios::{self, ControlFlags, InputFlags, LocalFlags, OutputFlags};
 use std::fmt::Write as _;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -459,7 +459,12 @@ fn configure(fd: &OwnedFd) -> io::Result<()> {
     modes.control_chars[Cc::VEOF as usize] = 0;
     modes.control_chars[Cc::VMIN as usize] = 1;
     modes.control_chars[Cc::VTIME as usize] = 0;
-    termios::cfsetspeed(&mut modes, BaudRate::B115200)?;
+    // The kernel reads the speed from c_cflag's CBAUD bits; they are set
+    // directly because the libc crate binds glibc's cfset*speed to a symbol
+    // version the static glibc does not have.
+    let mut raw = libc::termios::from(modes);
+    raw.c_cflag = (raw.c_cflag & !libc::CBAUD) | libc::B115200;
+    let modes = termios::Termios::from(raw);
     termios::tcsetattr(fd, termios::SetArg::TCSANOW, &modes)?;
     // Whatever was typed (or was noise) before obsbox listened is no command.
     termios::tcflush(fd, termios::FlushArg::TCIFLUSH)?;
