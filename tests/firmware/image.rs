@@ -29,16 +29,32 @@ pub fn run(command: &mut Command) -> String {
 /// cargo finds it up to date and builds nothing.
 pub fn static_obsbox() -> PathBuf {
     let start = Instant::now();
-    run(Command::new(env!("CARGO"))
+    let mut cargo = Command::new(env!("CARGO"));
+    cargo
         .current_dir(repo())
-        .args([
-            "build",
-            "--release",
-            "--quiet",
-            "--target",
-            "x86_64-unknown-linux-gnu",
-        ])
-        .env("RUSTFLAGS", "-C target-feature=+crt-static"));
+        .args(["build", "--release", "--quiet"])
+        .args(["--target", "x86_64-unknown-linux-gnu"])
+        .env("RUSTFLAGS", "-C target-feature=+crt-static");
+    // What cargo sets for a test is not set for scripts/test's build, and
+    // build scripts watch some of it (ring reruns when CARGO_MANIFEST_DIR
+    // changes): left in, each build would redo the other's.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if name.starts_with("CARGO_PKG_")
+            || name.starts_with("CARGO_BIN_")
+            || name.starts_with("CARGO_MANIFEST_")
+            || [
+                "CARGO_CRATE_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_TARGET_TMPDIR",
+                "OUT_DIR",
+            ]
+            .contains(&name.as_ref())
+        {
+            cargo.env_remove(name.as_ref());
+        }
+    }
+    run(&mut cargo);
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo().join("target"));
