@@ -237,10 +237,19 @@ fn build_firmware(dir: &Path, rng: &mut fastrand::Rng) -> Firmware {
         );
     }
     std::fs::remove_file(factory.join("rootfs.ext4")).unwrap();
-    let update = bundle("1.1.0", &build("1.1.0", None, true));
-
+    let update_dir = build("1.1.0", None, true);
     // The bad update: node_exporter never becomes ready, and the health
-    // check gives up after BAD_HEALTH_TIMEOUT instead of two minutes.
+    // check gives up after BAD_HEALTH_TIMEOUT instead of two minutes; the
+    // rest of its firmware.json is what build-image wrote.
+    let mut description: Value = serde_json::from_str(&image::run(
+        Command::new("debugfs")
+            .args(["-R", "cat /etc/obsbox/firmware.json"])
+            .arg(update_dir.join("rootfs.ext4")),
+    ))
+    .unwrap();
+    description["version"] = json!("1.2.0");
+    description["health_timeout_seconds"] = json!(BAD_HEALTH_TIMEOUT);
+    let update = bundle("1.1.0", &update_dir);
     let bad = dir.join("bad-overlay");
     std::fs::create_dir_all(bad.join("usr/bin")).unwrap();
     std::fs::create_dir_all(bad.join("etc/obsbox")).unwrap();
@@ -253,18 +262,7 @@ fn build_firmware(dir: &Path, rng: &mut fastrand::Rng) -> Firmware {
     .unwrap();
     std::fs::write(
         bad.join("etc/obsbox/firmware.json"),
-        serde_json::to_string_pretty(&json!({
-            "board": "x86_64",
-            "version": "1.2.0",
-            "public_key": "/etc/obsbox/bundle.pub",
-            "slots": {
-                "a": {"rootfs": "/dev/disk/by-partlabel/rootfs-a"},
-                "b": {"rootfs": "/dev/disk/by-partlabel/rootfs-b"}
-            },
-            "boot_flow": {"kind": "grub", "grubenv": "/boot/efi/EFI/obsbox/grubenv"},
-            "health_timeout_seconds": BAD_HEALTH_TIMEOUT
-        }))
-        .unwrap(),
+        serde_json::to_string_pretty(&description).unwrap(),
     )
     .unwrap();
     let bad_update = bundle("1.2.0", &build("1.2.0", Some(&bad), true));

@@ -34,6 +34,7 @@ pub fn missing_tools() -> Option<String> {
         "mmdebstrap",
         "grub-mkimage",
         "mcopy",
+        "debugfs",
     ] {
         if !on_path(program) {
             missing.push(program.to_string());
