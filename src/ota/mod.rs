@@ -20,11 +20,11 @@ mod watchdog;
 
 pub use boot::Slot;
 pub use bundle::BundleError;
-pub use install::Progress;
 pub use trial::TrialContext;
 pub use watchdog::Watchdog;
 
 use boot::{BootError, BootFlow};
+use install::Progress;
 use records::{Boot, Condition, Phase, Records};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
