@@ -432,8 +432,12 @@ fn update_command(action: UpdateAction) -> anyhow::Result<ExitCode> {
                 ota.install(std::io::BufReader::with_capacity(1 << 20, file), force)?
             };
             println!(
-                "installed {} into slot {}: {}",
-                installed.version, installed.slot, installed.next_boot
+                "installed {} into slot {}: {} (written in {:.1} s, read back in {:.1} s)",
+                installed.version,
+                installed.slot,
+                installed.next_boot,
+                installed.write_seconds,
+                installed.read_back_seconds
             );
         }
     }

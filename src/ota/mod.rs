@@ -20,11 +20,11 @@ mod watchdog;
 
 pub use boot::Slot;
 pub use bundle::BundleError;
-pub use install::Progress;
 pub use trial::TrialContext;
 pub use watchdog::Watchdog;
 
 use boot::{BootError, BootFlow};
+use install::Progress;
 use records::{Boot, Condition, Phase, Records};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -249,6 +249,9 @@ pub struct Installed {
     pub version: String,
     /// What the next reboot does.
     pub next_boot: String,
+    /// Seconds spent receiving, checking and writing; and reading back.
+    pub write_seconds: f64,
+    pub read_back_seconds: f64,
 }
 
 impl Ota {
@@ -486,6 +489,7 @@ impl Updatable {
             r.set(target, Some(&manifest.version), Condition::Installing, None);
         })?;
         let partitions = &self.firmware.slots[&target];
+        let started = std::time::Instant::now();
         let written = opened
             .stream(&mut install::SlotWriter::new(partitions))
             .map_err(|e| match e {
@@ -495,6 +499,7 @@ impl Updatable {
                     source,
                 },
             });
+        let write_seconds = started.elapsed().as_secs_f64();
         let checked = written.and_then(|()| {
             for payload in &manifest.payloads {
                 let path = &partitions[&payload.name];
@@ -539,7 +544,8 @@ impl Updatable {
                 failure: None,
             });
         })?;
-        tracing::info!(slot = %target, version = manifest.version, "update installed; its trial boot is armed");
+        let read_back_seconds = started.elapsed().as_secs_f64() - write_seconds;
+        tracing::info!(slot = %target, version = manifest.version, write_seconds, read_back_seconds, "update installed; its trial boot is armed");
         Ok(Installed {
             slot: target,
             version: manifest.version,
@@ -547,6 +553,8 @@ impl Updatable {
                 "the next reboot tries slot {target} once; it is committed when healthy within {} s, else slot {} boots again",
                 self.firmware.health_timeout_seconds, self.booted
             ),
+            write_seconds,
+            read_back_seconds,
         })
     }
 

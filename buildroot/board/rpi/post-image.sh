@@ -21,18 +21,4 @@ cp "${RPI_DIR}/${BOARD}/config.txt" \
 	"${RPI_DIR}/${BOARD}/cmdline-a.txt" \
 	"${RPI_DIR}/${BOARD}/cmdline-b.txt" "${STAGE}/"
 
-GENIMAGE_TMP="${BUILD_DIR}/genimage.tmp"
-rm -rf "${GENIMAGE_TMP}"
-
-# genimage copies its root path whole into its temporary directory; every
-# file system it makes here is filled from listed files (or left empty, as
-# the data partition), so an empty root path is enough.
-ROOTPATH_TMP="$(mktemp -d)"
-trap 'rm -rf "${ROOTPATH_TMP}"' EXIT
-
-genimage \
-	--rootpath "${ROOTPATH_TMP}" \
-	--tmppath "${GENIMAGE_TMP}" \
-	--inputpath "${BINARIES_DIR}" \
-	--outputpath "${BINARIES_DIR}" \
-	--config "${RPI_DIR}/genimage-${BOARD}.cfg"
+"$(dirname "$0")/../common/genimage.sh" "${BINARIES_DIR}" "${RPI_DIR}/genimage-${BOARD}.cfg"

@@ -22,18 +22,4 @@ cp "${X86_DIR}/grub.cfg" "${BINARIES_DIR}/grub.cfg"
 	head -c 1024 /dev/zero | tr '\0' '#'
 } | head -c 1024 > "${BINARIES_DIR}/grubenv"
 
-GENIMAGE_TMP="${BUILD_DIR}/genimage.tmp"
-rm -rf "${GENIMAGE_TMP}"
-
-# genimage copies its root path whole into its temporary directory; the
-# file systems it makes here are filled from listed files (or left empty),
-# so an empty root path is enough.
-ROOTPATH_TMP="$(mktemp -d)"
-trap 'rm -rf "${ROOTPATH_TMP}"' EXIT
-
-genimage \
-	--rootpath "${ROOTPATH_TMP}" \
-	--tmppath "${GENIMAGE_TMP}" \
-	--inputpath "${BINARIES_DIR}" \
-	--outputpath "${BINARIES_DIR}" \
-	--config "${X86_DIR}/genimage.cfg"
+"$(dirname "$0")/../common/genimage.sh" "${BINARIES_DIR}" "${X86_DIR}/genimage.cfg"
