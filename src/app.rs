@@ -15,6 +15,7 @@ use crate::tls::{Tls, TlsListener};
 use crate::web::{self, AppState};
 use anyhow::Context;
 use axum::serve::{Listener, ListenerExt};
+use std::future::IntoFuture;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::os::fd::AsFd;
@@ -312,7 +313,11 @@ pub async fn run(
         stopping.cancel();
         ending
     };
-    let (ending, plain, secure) = tokio::join!(ending, plain, secure);
+    let (ending, plain, secure) = tokio::join!(
+        ending,
+        drained(plain.into_future(), &stopping, "HTTP"),
+        drained(secure, &stopping, "HTTPS")
+    );
     controls.stop().await;
     plain.context("the web server failed")?;
     secure.context("the HTTPS server failed")?;
@@ -332,6 +337,30 @@ pub async fn run(
         sockets: kept,
         reboot_argument: ota.reboot_argument(),
     })
+}
+
+/// How long the servers may take, once stopping, for open requests (a live
+/// log tail, a download) to finish: an ending must not wait on a browser.
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Runs `server` until it ends, or until [`DRAIN`] after `stopping`; the
+/// connections left are closed with the runtime.
+async fn drained(
+    server: impl std::future::Future<Output = std::io::Result<()>>,
+    stopping: &CancellationToken,
+    what: &str,
+) -> std::io::Result<()> {
+    let deadline = async {
+        stopping.cancelled().await;
+        tokio::time::sleep(DRAIN).await;
+    };
+    tokio::select! {
+        result = server => result,
+        () = deadline => {
+            tracing::warn!("{what}: requests still open {DRAIN:?} after the stop; closing them");
+            Ok(())
+        }
+    }
 }
 
 /// `obsbox check`: validates the stored settings and every rendered config

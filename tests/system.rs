@@ -220,6 +220,12 @@ fn reboot_restarts_obsbox_and_every_child_on_the_same_addresses() {
     let before = obsbox.wait_all_ready(READY);
     let child_pid = before[0]["pid"].as_u64().unwrap();
     let cert = std::fs::read_to_string(obsbox.data.join("tls/cert.pem")).unwrap();
+    // A live log tail left open (a browser tab) must not hold the reboot up.
+    let tail = obsbox
+        .request("GET", "/api/services/node_exporter/logs/stream")
+        .call()
+        .unwrap();
+    let _open = tail.into_reader();
 
     let (status, _) = obsbox.send("POST", "/api/system/reboot", "");
     assert_eq!(status, 202);
@@ -240,6 +246,7 @@ fn reboot_restarts_obsbox_and_every_child_on_the_same_addresses() {
     );
     assert_eq!(obsbox.api_audit()[0], "system.reboot");
     assert!(obsbox.log().contains("restarting obsbox"));
+    assert!(obsbox.log().contains("HTTP: requests still open"));
 }
 
 #[test]
