@@ -160,14 +160,7 @@ impl Obsbox {
             .redirects(0)
             .build()
             .request(method, &self.url(path));
-        match &self.session {
-            Some((token, csrf)) => request
-                .set("Cookie", &format!("obsbox_session={token}"))
-                .set("X-CSRF-Token", csrf),
-            None => request
-                .set("Cookie", "obsbox_csrf=pre-session-token")
-                .set("X-CSRF-Token", "pre-session-token"),
-        }
+        with_session(request, self.session.as_ref())
     }
 
     /// The `Cookie` header value of the admin's session.
@@ -417,6 +410,19 @@ impl Drop for Obsbox {
         if self.process.is_some() {
             self.terminate();
         }
+    }
+}
+
+/// `request` carrying a session's cookie and CSRF token (cookie value, token),
+/// or before one exists a pre-session CSRF token, as the UI's scripts send it.
+pub fn with_session(request: ureq::Request, session: Option<&(String, String)>) -> ureq::Request {
+    match session {
+        Some((token, csrf)) => request
+            .set("Cookie", &format!("obsbox_session={token}"))
+            .set("X-CSRF-Token", csrf),
+        None => request
+            .set("Cookie", "obsbox_csrf=pre-session-token")
+            .set("X-CSRF-Token", "pre-session-token"),
     }
 }
 

@@ -55,14 +55,7 @@ impl Guest {
 
     fn request(&self, method: &str, path: &str) -> ureq::Request {
         let request = self.agent.request(method, &format!("{}{path}", self.https));
-        match &self.session {
-            Some((token, csrf)) => request
-                .set("Cookie", &format!("obsbox_session={token}"))
-                .set("X-CSRF-Token", csrf),
-            None => request
-                .set("Cookie", "obsbox_csrf=pre-session-token")
-                .set("X-CSRF-Token", "pre-session-token"),
-        }
+        crate::common::with_session(request, self.session.as_ref())
     }
 
     fn answer(result: Result<ureq::Response, ureq::Error>) -> Result<ureq::Response, String> {
