@@ -323,6 +323,15 @@ pub async fn run(
     secure.context("the HTTPS server failed")?;
     supervisor.shutdown().await;
     tracing::info!("every child stopped");
+    // A stop asked for while rebooting (the host going down, an operator)
+    // would be lost in the new process: it wins.
+    let ending = match ending {
+        Ending::Reboot if signalled(&mut terminate) || signalled(&mut interrupt) => {
+            tracing::info!("asked to stop while rebooting: stopping instead");
+            Ending::Stop
+        }
+        other => other,
+    };
     if ending == Ending::PowerOff {
         power.finish().await;
     }
@@ -337,6 +346,12 @@ pub async fn run(
         sockets: kept,
         reboot_argument: ota.reboot_argument(),
     })
+}
+
+/// Whether `signal` arrived since it was last received.
+fn signalled(signal: &mut Signal) -> bool {
+    use futures_util::FutureExt;
+    signal.recv().now_or_never().is_some()
 }
 
 /// How long the servers may take, once stopping, for open requests (a live

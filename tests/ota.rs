@@ -162,6 +162,10 @@ fn a_trial_that_never_gets_healthy_goes_back_with_its_reason() {
         let text = std::fs::read_to_string(&records).ok()?;
         text.contains("not healthy within 3 s").then_some(())
     });
+    // Back up after the "reboot", on the same pretend slot.
+    wait_for("obsbox to run again", Duration::from_secs(30), || {
+        obsbox.log().contains("booted it again").then_some(())
+    });
     obsbox.restart_after(|| {
         let slot = board.grub_boots();
         assert_eq!(slot, "a", "the try flag lasted one boot");
