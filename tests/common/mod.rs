@@ -191,12 +191,7 @@ impl Obsbox {
             Err(ureq::Error::Status(_, r)) => r,
             Err(e) => panic!("{method} {path}: {e}"),
         };
-        let cookie = response
-            .all("set-cookie")
-            .into_iter()
-            .find_map(|c| c.strip_prefix("obsbox_session="))
-            .and_then(|c| c.split(';').next())
-            .map(str::to_string);
+        let cookie = session_set_by(&response);
         let status = response.status();
         (status, response.into_json().unwrap_or(Value::Null), cookie)
     }
@@ -411,6 +406,16 @@ impl Drop for Obsbox {
             self.terminate();
         }
     }
+}
+
+/// The session cookie a response sets, if it sets one.
+pub fn session_set_by(response: &ureq::Response) -> Option<String> {
+    response
+        .all("set-cookie")
+        .into_iter()
+        .find_map(|c| c.strip_prefix("obsbox_session="))
+        .and_then(|c| c.split(';').next())
+        .map(str::to_string)
 }
 
 /// `request` carrying a session's cookie and CSRF token (cookie value, token),

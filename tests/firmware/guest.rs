@@ -145,12 +145,7 @@ impl Guest {
                 .send_string(&json!({"password": password}).to_string()),
         )
         .unwrap_or_else(|e| panic!("login: {e}"));
-        let cookie = response
-            .all("set-cookie")
-            .into_iter()
-            .find_map(|c| c.strip_prefix("obsbox_session="))
-            .and_then(|c| c.split(';').next())
-            .map(str::to_string);
+        let cookie = crate::common::session_set_by(&response);
         let (status, body) = Self::json(response);
         assert_eq!(status, 200, "login: {body}");
         let csrf = body["csrf"].as_str().expect("a CSRF token").to_string();
