@@ -201,7 +201,10 @@ pub struct BackupJob {
     /// SHA-256 fingerprint of the server certificate, for self-signed servers.
     #[serde(default)]
     pub fingerprint: Option<String>,
-    /// Backup ID of the snapshots (defaults to the host name).
+    /// Backup ID of the snapshots: the job's own group (`host/<backup_id>`
+    /// in PBS; `--host` with the tags `obsbox` and `job=<name>` in restic).
+    /// Defaults to `<host name>-<job name>`, so that no two jobs share a
+    /// group and one job's prune never touches another's snapshots.
     #[serde(default)]
     pub backup_id: Option<String>,
     /// Calendar event, as PBS and systemd write it (`daily`, `mon..fri 02:00`).
@@ -213,6 +216,15 @@ pub struct BackupJob {
     /// A disabled job keeps its history but never runs by schedule.
     #[serde(default = "yes")]
     pub enabled: bool,
+}
+
+impl BackupJob {
+    /// The backup ID this job's snapshots are made under, on the box called `hostname`.
+    pub fn effective_backup_id(&self, hostname: &str) -> String {
+        self.backup_id
+            .clone()
+            .unwrap_or_else(|| format!("{hostname}-{}", self.name))
+    }
 }
 
 /// The program behind a backup job.
@@ -785,6 +797,7 @@ impl Settings {
             }
         }
         self.backups.validate(&mut bad);
+        validate_backup_groups(&self.backups.jobs, &self.general.hostname, &mut bad);
         validate_targets(&self.targets, &mut bad);
         validate_probes(&self.probes, &mut bad);
         self.alerting.validate(&mut bad);
@@ -852,7 +865,7 @@ impl BackupSettings {
                 }
             }
             let repository = match job.backend {
-                BackupBackend::Pbs => crate::backup::Repository::parse(&job.repository),
+                BackupBackend::Pbs => crate::backup::Repository::parse(&job.repository).map(drop),
                 BackupBackend::Restic => crate::backup::Repository::parse_restic(&job.repository),
             };
             if let Err(e) = repository {
@@ -898,6 +911,36 @@ impl BackupSettings {
                 at("retention", problem);
             }
         }
+    }
+}
+
+/// Two PBS jobs writing into one group of one datastore and namespace would
+/// prune each other's snapshots: refused. (restic jobs are kept apart by their
+/// `job=<name>` tag, whatever their host.)
+fn validate_backup_groups(jobs: &[BackupJob], hostname: &str, bad: &mut dyn FnMut(String, String)) {
+    let mut groups: Vec<(crate::backup::Datastore, &str, String, &str)> = Vec::new();
+    for (i, job) in jobs.iter().enumerate() {
+        if job.backend != BackupBackend::Pbs {
+            continue;
+        }
+        let Ok(datastore) = crate::backup::Repository::parse(&job.repository) else {
+            continue; // reported with the job itself
+        };
+        let namespace = job.namespace.as_deref().unwrap_or("");
+        let id = job.effective_backup_id(hostname);
+        let same = |(d, ns, other_id, _): &&(crate::backup::Datastore, &str, String, &str)| {
+            *d == datastore && *ns == namespace && *other_id == id
+        };
+        if let Some((_, _, _, other)) = groups.iter().find(same) {
+            bad(
+                format!("backups.jobs[{i}].backup_id"),
+                format!(
+                    "job '{other}' already backs up as host/{id} to this datastore and namespace; \
+                     two jobs in one group would prune each other's snapshots: give this one its own backup_id"
+                ),
+            );
+        }
+        groups.push((datastore, namespace, id, &job.name));
     }
 }
 

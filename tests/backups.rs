@@ -53,7 +53,7 @@ fn a_backup_runs_is_recorded_pruned_and_its_secrets_stay_secret() {
             run["snapshot"]
                 .as_str()
                 .unwrap()
-                .starts_with("host/obsbox/"),
+                .starts_with("host/obsbox-photos/"),
             "{run}"
         );
         assert!(run["bytes"].as_i64().unwrap() > 5 * 600, "{run}");
@@ -299,6 +299,18 @@ fn bad_jobs_are_refused_and_change_nothing() {
             409,
             "already exists",
         ),
+        // The group of "photos" (the default id), in the same datastore named
+        // another way: the two jobs would prune each other's snapshots.
+        (
+            {
+                let mut j = job("other", &fx.source);
+                j["repository"] = json!("root@pam@LOCALHOST:8007:store1");
+                j["backup_id"] = json!("obsbox-photos");
+                json!({"job": j}).to_string()
+            },
+            422,
+            "would prune each other's snapshots",
+        ),
         (r#"{"job": "#.to_string(), 422, "not what this takes"),
     ];
     for (body, status, says) in cases {
@@ -450,7 +462,8 @@ fn restic_backs_up_prunes_checks_and_drills_for_real() {
         snapshots.iter().any(|s| s["id"] == last["snapshot"]),
         "{last} not in {snapshots:?}"
     );
-    assert_eq!(snapshots[0]["hostname"], "obsbox");
+    assert_eq!(snapshots[0]["hostname"], "obsbox-photos");
+    assert_eq!(snapshots[0]["tags"], json!(["obsbox", "job=photos"]));
     let preview = obsbox.get("/api/backups/jobs/photos/retention");
     assert_eq!(
         preview["snapshots"].as_array().unwrap().len(),
@@ -573,4 +586,67 @@ fn an_encrypted_job_can_be_edited_and_still_restores() {
     obsbox.send("POST", "/api/backups/jobs/photos/drill", "");
     let drill = finished_run(&obsbox, "photos", "drill", 0);
     assert_eq!(drill["result"], "ok", "{drill}");
+}
+
+/// Two jobs into one datastore, each keeping one snapshot: each one's prune
+/// keeps to its own group, so both snapshots stay.
+#[test]
+fn two_jobs_on_one_datastore_never_prune_each_others_snapshots() {
+    let fx = fixture(2);
+    let obsbox = pbs::start(&fx, &[], &[]);
+    for name in ["photos", "music"] {
+        let mut j = job(name, &fx.source);
+        j["retention"] = json!({"keep_last": 1});
+        create_job(&obsbox, j);
+    }
+    // Run ids grow across jobs: each wait is for a run after the last one.
+    let mut last = 0;
+    for name in ["photos", "music", "photos"] {
+        obsbox.send("POST", &format!("/api/backups/jobs/{name}/run"), "");
+        let run = finished_run(&obsbox, name, "backup", last);
+        last = run["id"].as_i64().unwrap();
+        assert_eq!(run["result"], "ok", "{run}");
+        assert_eq!(run["reason"], Value::Null, "prune failed: {run}");
+        std::thread::sleep(Duration::from_millis(1100));
+    }
+    let mut groups: Vec<String> = snapshots(&fx)
+        .iter()
+        .map(|s| format!("{}/{}", s["backup-type"], s["backup-id"]).replace('"', ""))
+        .collect();
+    groups.sort();
+    assert_eq!(groups, ["host/obsbox-music", "host/obsbox-photos"]);
+    for job in obsbox.get("/api/backups")["jobs"].as_array().unwrap() {
+        assert!(job["last_success"]["snapshot"].is_string(), "{job}");
+    }
+}
+
+#[test]
+fn two_restic_jobs_in_one_repository_never_forget_each_others_snapshots() {
+    let fx = fixture(2);
+    let repo = restic_repository(&fx);
+    let obsbox = Obsbox::start(&[("services", services_only(&[]))]);
+    for name in ["photos", "music"] {
+        let mut j = restic_job(name, &fx, &repo);
+        j["retention"] = json!({"keep_last": 1});
+        // One host for both: only the job's tag keeps them apart.
+        j["backup_id"] = json!("nas");
+        create_job(&obsbox, j);
+    }
+    let mut last = 0;
+    for name in ["photos", "music", "photos"] {
+        obsbox.send("POST", &format!("/api/backups/jobs/{name}/run"), "");
+        let run = finished_run(&obsbox, name, "backup", last);
+        last = run["id"].as_i64().unwrap();
+        assert_eq!(run["result"], "ok", "{run}");
+        assert_eq!(run["reason"], Value::Null, "forget failed: {run}");
+    }
+    let mut tags: Vec<String> = restic_snapshots(&repo)
+        .iter()
+        .map(|s| s["tags"].to_string())
+        .collect();
+    tags.sort();
+    assert_eq!(
+        tags,
+        [r#"["obsbox","job=music"]"#, r#"["obsbox","job=photos"]"#]
+    );
 }

@@ -289,7 +289,10 @@ fn firmware_updates_roll_back_and_survive_power_cuts_under_qemu() {
     if let Some(why) = qemu::missing_tools() {
         // CI installs every tool (scripts/install-deps test): a skip there
         // would hide a broken install step behind a green run.
-        assert!(std::env::var_os("CI").is_none(), "firmware_qemu cannot run in CI: {why}");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "firmware_qemu cannot run in CI: {why}"
+        );
         println!("SKIPPED firmware_qemu: {why}");
         return;
     }

@@ -125,20 +125,28 @@ impl Client {
         }
     }
 
+    /// restic's tags for this job's snapshots; `--tag a,b` in a filter means
+    /// both, so a listing or a `forget` sees this job's snapshots only.
+    fn restic_tags(&self) -> String {
+        format!("obsbox,job={}", self.job.name)
+    }
+
+    /// restic's filter for this job's snapshots: its host and its tags.
+    fn restic_filter(&self) -> [String; 4] {
+        [
+            "--host".into(),
+            self.backup_id.clone(),
+            "--tag".into(),
+            self.restic_tags(),
+        ]
+    }
+
     /// Backs up each (archive name, directory).
     pub fn backup_args(&self, archives: &[(String, PathBuf)]) -> Vec<String> {
         let dirs = archives.iter().map(|(_, dir)| dir.display().to_string());
         if self.restic() {
-            let mut args: Vec<String> = [
-                "backup",
-                "--json",
-                "--host",
-                &self.backup_id,
-                "--tag",
-                "obsbox",
-            ]
-            .map(String::from)
-            .into();
+            let mut args = vec!["backup".to_string(), "--json".into()];
+            args.extend(self.restic_filter());
             args.extend(dirs);
             return args;
         }
@@ -162,9 +170,9 @@ impl Client {
     /// Applies the job's retention.
     pub fn prune_args(&self) -> Vec<String> {
         let mut args = if self.restic() {
-            ["forget", "--prune", "--host", &self.backup_id]
-                .map(String::from)
-                .into()
+            let mut forget = vec!["forget".to_string(), "--prune".into()];
+            forget.extend(self.restic_filter());
+            forget
         } else {
             vec!["prune".to_string(), self.group()]
         };
@@ -174,9 +182,9 @@ impl Client {
 
     pub fn list_args(&self) -> Vec<String> {
         if self.restic() {
-            return ["snapshots", "--json", "--host", &self.backup_id]
-                .map(String::from)
-                .into();
+            let mut args = vec!["snapshots".to_string(), "--json".into()];
+            args.extend(self.restic_filter());
+            return args;
         }
         ["snapshot", "list", &self.group(), "--output-format", "json"]
             .map(String::from)

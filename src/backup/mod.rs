@@ -67,8 +67,22 @@ impl Kind {
 /// Checks a PBS repository: `[[user@realm[!token]@]host[:port]:]datastore`.
 pub struct Repository;
 
+/// Where a PBS repository's snapshots live, whoever logs in: two jobs that
+/// name the same datastore differently (another user, the default port
+/// written out) still share it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Datastore {
+    /// Lower case; `localhost` when the repository names no server, as the client assumes.
+    pub host: String,
+    pub port: u16,
+    pub name: String,
+}
+
+/// The port `proxmox-backup-client` uses when the repository names none.
+const PBS_PORT: u16 = 8007;
+
 impl Repository {
-    pub fn parse(text: &str) -> Result<(), String> {
+    pub fn parse(text: &str) -> Result<Datastore, String> {
         let bad = |why: &str| {
             Err(format!(
                 "'{text}' is not a PBS repository ({why}); write user@realm@host:datastore"
@@ -84,16 +98,26 @@ impl Repository {
             return bad("no datastore name");
         }
         if rest.is_empty() {
-            return Ok(());
+            return Ok(Datastore {
+                host: "localhost".into(),
+                port: PBS_PORT,
+                name: datastore.into(),
+            });
         }
-        let (auth, host) = rest.rsplit_once('@').unwrap_or(("", rest));
+        let (auth, host_port) = rest.rsplit_once('@').unwrap_or(("", rest));
         // `[v6 address]` or `name`, either with an optional `:port`.
-        let host = match host.strip_prefix('[') {
-            Some(bracketed) => bracketed.split(']').next().unwrap_or(""),
-            None => host
+        let (host, port) = match host_port.strip_prefix('[') {
+            Some(bracketed) => {
+                let (host, after) = bracketed.split_once(']').unwrap_or((bracketed, ""));
+                (host, after.strip_prefix(':').and_then(|p| p.parse().ok()))
+            }
+            None => match host_port
                 .rsplit_once(':')
-                .filter(|(_, p)| p.parse::<u16>().is_ok())
-                .map_or(host, |(h, _)| h),
+                .and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?)))
+            {
+                Some((h, p)) => (h, Some(p)),
+                None => (host_port, None),
+            },
         };
         if !host.split('.').all(name_ok) && host.parse::<std::net::IpAddr>().is_err() {
             return bad("the host is not a host name or address");
@@ -105,7 +129,11 @@ impl Repository {
                 return bad("the user must be user@realm");
             }
         }
-        Ok(())
+        Ok(Datastore {
+            host: host.to_ascii_lowercase(),
+            port: port.unwrap_or(PBS_PORT),
+            name: datastore.into(),
+        })
     }
 }
 
@@ -744,10 +772,7 @@ impl Actor {
         Ok(Client {
             program,
             job: job.clone(),
-            backup_id: job
-                .backup_id
-                .clone()
-                .unwrap_or_else(|| self.settings.general.hostname.clone()),
+            backup_id: job.effective_backup_id(&self.settings.general.hostname),
             secrets: JobSecrets {
                 password: secret("password"),
                 encryption_key: secret("encryption-key"),
@@ -1178,6 +1203,25 @@ mod tests {
         ] {
             assert!(Repository::parse(good).is_ok(), "{good}");
         }
+        // One datastore, however the repository names it.
+        let store1 = Repository::parse("backup@pbs@PBS.lan:store1").unwrap();
+        for same in [
+            "root@pam@pbs.lan:8007:store1",
+            "backup@pbs!tok@pbs.lan:store1",
+        ] {
+            assert_eq!(Repository::parse(same).unwrap(), store1, "{same}");
+        }
+        for other in ["pbs.lan:9007:store1", "pbs.lan:store2", "other.lan:store1"] {
+            assert_ne!(Repository::parse(other).unwrap(), store1, "{other}");
+        }
+        assert_eq!(
+            Repository::parse("store1").unwrap(),
+            Repository::parse("localhost:8007:store1").unwrap()
+        );
+        assert_eq!(
+            Repository::parse("b@pbs@[fd00::5]:8007:s").unwrap(),
+            Repository::parse("b@pbs@[FD00::5]:s").unwrap()
+        );
         for bad in [
             "",
             "backup@pbs@pbs.lan:",
