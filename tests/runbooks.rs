@@ -1,5 +1,5 @@
 //! The runbook pages, fetched as a browser following an alert's
-//! `runbook_url` would.
+//! `runbook_url` would, and the manual at `/docs`.
 
 mod common;
 
@@ -41,7 +41,10 @@ fn runbooks_are_served_as_html_and_unknown_names_are_not_found() {
         page.contains("<title>HostDown - obsbox runbooks</title>"),
         "{page}"
     );
-    assert!(page.contains("<h1>HostDown</h1>"), "{page}");
+    assert!(
+        page.contains(r#"<h1 id="hostdown">HostDown</h1>"#),
+        "{page}"
+    );
     // Styled from a static file: the Content-Security-Policy forbids inline styles.
     assert!(!page.contains("<style"), "{page}");
     let css = page
@@ -67,6 +70,29 @@ fn runbooks_are_served_as_html_and_unknown_names_are_not_found() {
             (404, "text/html; charset=utf-8"),
             "{path}"
         );
-        assert!(page.contains("No such runbook"), "{path}: {page}");
+        assert!(page.contains("No such page"), "{path}: {page}");
+    }
+}
+
+#[test]
+fn the_manual_is_served_with_links_between_its_pages() {
+    let obsbox = Obsbox::start(&[("services", services_only(&[]))]);
+    let (status, _, index) = fetch(&obsbox, "/docs");
+    assert_eq!(status, 200);
+    assert!(
+        index.contains(r#"<a href="/docs/backups">Backups</a>"#),
+        "{index}"
+    );
+    let (status, _, page) = fetch(&obsbox, "/docs/http-api");
+    assert_eq!(status, 200);
+    // A link into another page's section lands on that section's id.
+    assert!(page.contains(r#"href="/docs/backups#metrics""#), "{page}");
+    let (_, _, backups) = fetch(&obsbox, "/docs/backups");
+    assert!(
+        backups.contains(r#"<h2 id="metrics">Metrics</h2>"#),
+        "{backups}"
+    );
+    for path in ["/docs/nosuch", "/docs/..%2FCargo", "/docs/backups.md"] {
+        assert_eq!(fetch(&obsbox, path).0, 404, "{path}");
     }
 }

@@ -91,6 +91,8 @@ const READS: &[Case] = &[
     case("/api/update", "GET", "/api/update", None),
     case("/runbooks", "GET", "/runbooks", None),
     case("/runbooks/{name}", "GET", "/runbooks/HostDown", None),
+    case("/docs", "GET", "/docs", None),
+    case("/docs/{name}", "GET", "/docs/backups", None),
 ];
 
 /// What each read answers with a session: 200, or the 4xx its odd request earns.

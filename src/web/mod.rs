@@ -9,6 +9,8 @@ mod alerts;
 pub mod auth;
 mod backups;
 mod disks;
+mod docs;
+mod manual;
 mod metrics;
 mod overview;
 mod pages;
@@ -76,6 +78,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(disks::routes())
         .merge(alerts::routes())
         .merge(runbooks::routes())
+        .merge(docs::routes())
         .merge(account::routes())
         .merge(overview::routes())
         .merge(power::routes())
