@@ -34,7 +34,8 @@ const SHELF: Shelf = Shelf {
 };
 
 /// Whether the alert `name` has a runbook page.
-pub fn has_runbook(name: &str) -> bool {
+#[cfg(test)]
+fn has_runbook(name: &str) -> bool {
     SHELF.source(name).is_some()
 }
 
