@@ -3,6 +3,7 @@
 
 use crate::alerts::Alerts;
 use crate::backup::{BackupContext, Backups};
+use crate::data_lock::DataLock;
 use crate::diagnostics::{Diagnostics, DiagnosticsContext};
 use crate::disks::{Disks, DisksContext};
 use crate::ota::{Ota, TrialContext};
@@ -100,6 +101,8 @@ pub struct Ended {
     pub sockets: Sockets,
     /// For the kernel's reboot call (a Raspberry Pi's `0 tryboot`).
     pub reboot_argument: Option<&'static str>,
+    /// Held through a factory reset's wipe; a re-execution lets it go at the exec.
+    pub lock: DataLock,
 }
 
 /// Listens on `addr`, or on the socket of that name passed from the previous
@@ -154,11 +157,15 @@ pub async fn run(
     mut inherited: Sockets,
 ) -> anyhow::Result<Ended> {
     let started = std::time::Instant::now();
-    let dir = data_dir(dir)?;
-    let store = Store::open(&dir)?;
-    let settings = store.settings()?;
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut others = OtherSignals::new()?;
+    let dir = data_dir(dir)?;
+    // Before anything else in it is touched: a second obsbox here would
+    // clear the first one's children as leftovers.
+    let lock = DataLock::acquire(&dir)?;
+    let store = Store::open(&dir)?;
+    let settings = store.settings()?;
     let mut kept = Sockets::default();
     let listener = listen("http", on.http, &mut inherited, &mut kept).await?;
     let addr = listener.local_addr()?;
@@ -270,7 +277,7 @@ pub async fn run(
     let app = web::router(Arc::new(AppState {
         accounts,
         alerts,
-        services,
+        services: services.clone(),
         supervisor: supervisor.clone(),
         store,
         backups,
@@ -313,10 +320,11 @@ pub async fn run(
         stopping.cancel();
         ending
     };
-    let (ending, plain, secure) = tokio::join!(
+    let (ending, plain, secure, ()) = tokio::join!(
         ending,
         drained(plain.into_future(), &stopping, "HTTP"),
-        drained(secure, &stopping, "HTTPS")
+        drained(secure, &stopping, "HTTPS"),
+        others.handle(&services, &supervisor, &stopping)
     );
     controls.stop().await;
     plain.context("the web server failed")?;
@@ -345,7 +353,64 @@ pub async fn run(
         ending,
         sockets: kept,
         reboot_argument: ota.reboot_argument(),
+        lock,
     })
+}
+
+/// The signals that do not end a run. Once registered, none of them can
+/// kill obsbox, even after [`OtherSignals::handle`] has returned.
+struct OtherSignals {
+    hangup: Signal,
+    user1: Signal,
+    user2: Signal,
+}
+
+impl OtherSignals {
+    fn new() -> std::io::Result<OtherSignals> {
+        Ok(OtherSignals {
+            hangup: signal(SignalKind::hangup())?,
+            user1: signal(SignalKind::user_defined1())?,
+            user2: signal(SignalKind::user_defined2())?,
+        })
+    }
+
+    /// Until `stopping`: SIGHUP applies the stored settings (as `obsbox
+    /// settings set` left them) the way a change through the API is
+    /// applied; SIGUSR1 logs a line per child; SIGUSR2 is only logged.
+    async fn handle(
+        &mut self,
+        services: &Services,
+        supervisor: &Supervisor,
+        stopping: &CancellationToken,
+    ) {
+        loop {
+            tokio::select! {
+                () = stopping.cancelled() => return,
+                _ = self.hangup.recv() => {
+                    tracing::info!("SIGHUP: applying the stored settings");
+                    if let Err(e) = services.reload().await {
+                        tracing::error!(error = %e, "SIGHUP: the stored settings were not applied");
+                    }
+                }
+                _ = self.user1.recv() => {
+                    let statuses = supervisor.status().await.unwrap_or_default();
+                    tracing::info!(children = statuses.len(), "SIGUSR1: status");
+                    for s in statuses {
+                        tracing::info!(
+                            child = %s.name,
+                            state = s.state,
+                            pid = ?s.pid,
+                            uptime_seconds = ?s.uptime_seconds.map(|u| u.round()),
+                            restarts = s.restarts,
+                            last_exit = ?s.last_exit.map(|e| e.how),
+                            "child status"
+                        );
+                    }
+                }
+                _ = self.user2.recv() => tracing::info!("SIGUSR2: ignored (it means nothing to obsbox)"),
+            }
+        }
+    }
 }
 
 /// Whether `signal` arrived since it was last received.

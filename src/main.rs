@@ -4,6 +4,7 @@ mod accounts;
 mod alerts;
 mod app;
 mod backup;
+mod data_lock;
 mod diagnostics;
 mod disks;
 mod http_client;
@@ -37,7 +38,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Supervise every child and serve the web UI until SIGTERM or SIGINT.
+    /// Supervise every child and serve the web UI until SIGTERM or SIGINT
+    /// (SIGHUP applies the stored settings; SIGUSR1 logs each child's status).
     Run {
         #[command(flatten)]
         data: DataDir,
@@ -73,7 +75,7 @@ enum Command {
         data: DataDir,
     },
     /// Read or write settings in the store (for setup and scripts; a running
-    /// obsbox takes changes through its API).
+    /// obsbox takes changes through its API, or from the store on SIGHUP).
     Settings {
         #[command(subcommand)]
         action: SettingsAction,
@@ -285,6 +287,9 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 &controls,
                 inherited,
             ))?;
+            // Held through a factory reset's wipe; the re-execution for a
+            // reboot lets it go at the exec (close-on-exec) and takes it again.
+            let _data_lock = ended.lock;
             match ended.ending {
                 app::Ending::Stop | app::Ending::PowerOff => {
                     tracing::info!("bye");
@@ -345,7 +350,9 @@ fn settings_command(action: SettingsAction) -> anyhow::Result<ExitCode> {
             let store = store::Store::open(&app::data_dir(&data.path())?)?;
             let settings = store.propose(&section, value)?;
             store.write_section(&settings, &section, "cli")?;
-            println!("{section} updated; a running obsbox applies it at its next start");
+            println!(
+                "{section} updated; a running obsbox applies it on SIGHUP or at its next start"
+            );
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -465,6 +465,218 @@ fn a_crashing_child_is_retried_with_backoff() {
     assert!(log["lines"].as_array().unwrap().len() <= 4, "{log}");
 }
 
+/// Issue 15: a child dying 1.5 s after each start (longer than the 1 s a
+/// quick death lasts) was restarted at full speed forever and shown `ready`.
+#[test]
+fn a_child_that_keeps_dying_after_a_while_is_crash_looping_and_backs_off() {
+    let obsbox = Obsbox::start(&[
+        ("services", services_only(&[])),
+        (
+            "children",
+            // Each run prints when it started (ns since the epoch).
+            json!([{"name": "looper", "command": ["sh", "-c", "date +%s%N; sleep 1.5; exit 1"]}]),
+        ),
+    ]);
+    // The fifth exit within 60 s, after about 7.5 s.
+    wait_for(
+        "looper to be crash-looping",
+        Duration::from_secs(30),
+        || (obsbox.service("looper")["state"] == "crash-looping").then_some(()),
+    );
+    // What the ChildCrashLooping alert reads; it stays so, running or not.
+    assert_eq!(
+        obsbox.metric_lines(r#"obsbox_child_state{child="looper",state="crash-looping"}"#),
+        [r#"obsbox_child_state{child="looper",state="crash-looping"} 1"#]
+    );
+    // Launches 1.5 s apart until then; then 2 s, 4 s and 8 s apart (from
+    // the previous start), so the ninth start comes after about 21.5 s
+    // instead of 12 s.
+    let starts: Vec<f64> = wait_for("nine starts", Duration::from_secs(45), || {
+        let lines = obsbox.get("/api/services/looper/logs?lines=50")["lines"].clone();
+        let starts: Vec<f64> = lines
+            .as_array()?
+            .iter()
+            .filter_map(|l| l.as_str()?.trim().parse::<f64>().ok())
+            .map(|ns| ns / 1e9)
+            .collect();
+        (starts.len() >= 9).then_some(starts)
+    });
+    let gaps: Vec<f64> = starts.windows(2).map(|w| w[1] - w[0]).collect();
+    for (i, (gap, at_least)) in gaps[5..8].iter().zip([1.9, 3.9, 7.9]).enumerate() {
+        assert!(*gap >= at_least, "gap {} is {gap:.2} s: {gaps:?}", i + 5);
+    }
+    let s = obsbox.service("looper");
+    assert_eq!(s["state"], "crash-looping", "{s}");
+    assert_eq!(s["restarts"], 8, "{s}");
+}
+
+/// Issue 15: SIGHUP killed obsbox (exit 129); SIGUSR1 and SIGUSR2 would too.
+#[test]
+fn sighup_applies_stored_settings_and_no_signal_but_term_and_int_stops_obsbox() {
+    // Started from a script with `&`, obsbox inherits SIGQUIT (and SIGINT)
+    // ignored; its children must not.
+    // SAFETY: setting a disposition to SIG_IGN; no handler runs.
+    unsafe {
+        nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGQUIT,
+            nix::sys::signal::SigHandler::SigIgn,
+        )
+        .unwrap();
+    }
+    let sigs = json!({"name": "sigs", "command": ["sh", "-c",
+        "grep -E '^Sig(Ign|Blk)' /proc/self/status; yes | head -1; exec sleep 3617.5"]});
+    let obsbox = Obsbox::start(&[
+        ("services", services_only(&[])),
+        ("children", json!([sigs])),
+    ]);
+    let pid = obsbox.wait_all_ready(READY)[0]["pid"].clone();
+    // Every signal at its default action, none blocked; `yes` ended by SIGPIPE.
+    let lines = wait_for("the child's signal state", Duration::from_secs(10), || {
+        let lines = obsbox.get("/api/services/sigs/logs")["lines"].clone();
+        (lines.as_array()?.len() >= 3).then_some(lines)
+    });
+    assert_eq!(
+        lines,
+        json!([
+            "SigBlk:\t0000000000000000",
+            "SigIgn:\t0000000000000000",
+            "y"
+        ])
+    );
+    // obsbox itself ignores SIGPIPE: a closed socket is an error, not death.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", obsbox.pid())).unwrap();
+    let ignored = status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigIgn:\t"))
+        .map(|mask| u64::from_str_radix(mask, 16).unwrap())
+        .unwrap();
+    assert_ne!(
+        ignored & (1 << (libc::SIGPIPE - 1)),
+        0,
+        "SigIgn {ignored:x}"
+    );
+
+    let send = |signal| {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(obsbox.pid() as i32), signal).unwrap()
+    };
+    send(nix::sys::signal::Signal::SIGUSR1);
+    wait_for("SIGUSR1's status lines", Duration::from_secs(10), || {
+        let log = obsbox.log();
+        log.lines()
+            .any(|l| {
+                l.contains("child status")
+                    && l.contains("child=sigs")
+                    && l.contains("state=\"ready\"")
+            })
+            .then_some(())
+    });
+    send(nix::sys::signal::Signal::SIGUSR2);
+    wait_for("SIGUSR2 logged", Duration::from_secs(10), || {
+        obsbox.log().contains("SIGUSR2: ignored").then_some(())
+    });
+
+    // A child added with the CLI, then SIGHUP: it starts; the rest is untouched.
+    let added = json!({"name": "added", "command": ["sleep", "3617.6"]});
+    let out = std::process::Command::new(OBSBOX)
+        .args([
+            "settings",
+            "set",
+            "children",
+            &json!([sigs, added]).to_string(),
+            "--data-dir",
+        ])
+        .arg(&obsbox.data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(obsbox.services().iter().all(|s| s["name"] != "added"));
+    send(nix::sys::signal::Signal::SIGHUP);
+    let statuses = wait_for(
+        "the added child to be ready",
+        Duration::from_secs(20),
+        || {
+            let services = obsbox.services();
+            (services.len() == 2 && services.iter().all(|s| s["ready"] == true)).then_some(services)
+        },
+    );
+    let names: Vec<&str> = statuses
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["sigs", "added"]);
+    assert_eq!(statuses[0]["pid"], pid, "sigs was restarted");
+    assert_eq!(statuses[0]["restarts"], 0);
+    assert_eq!(obsbox.settings()["children"][1]["name"], "added");
+    assert!(pid_alive(obsbox.pid()));
+    let log = obsbox.log();
+    assert!(
+        log.contains("SIGHUP: applying the stored settings"),
+        "{log}"
+    );
+}
+
+/// Issue 15: a second `obsbox run` on the same data directory killed the
+/// first one's children as leftovers.
+#[test]
+fn a_second_obsbox_on_the_same_data_directory_is_refused() {
+    let obsbox = Obsbox::start(&[
+        ("services", services_only(&[])),
+        (
+            "children",
+            json!([{"name": "sleeper", "command": ["sleep", "3617.7"]}]),
+        ),
+    ]);
+    let before = obsbox.wait_all_ready(READY)[0].clone();
+    let mut second = std::process::Command::new(OBSBOX)
+        .args(["run", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&obsbox.data)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = second.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = second.kill();
+            let _ = second.wait();
+            panic!("the second obsbox still runs after 20 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut second.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "another obsbox (pid {}) is running on",
+            obsbox.pid()
+        )),
+        "{stderr}"
+    );
+    // The CLI's store commands need no lock, and take none.
+    let get = std::process::Command::new(OBSBOX)
+        .args(["settings", "get", "general", "--data-dir"])
+        .arg(&obsbox.data)
+        .output()
+        .unwrap();
+    assert!(
+        get.status.success(),
+        "{}",
+        String::from_utf8_lossy(&get.stderr)
+    );
+    let after = obsbox.service("sleeper");
+    assert_eq!(after["pid"], before["pid"], "{after}");
+    assert_eq!(after["state"], "ready", "{after}");
+    assert!(pid_alive(before["pid"].as_u64().unwrap() as u32));
+}
+
 #[test]
 fn obsbox_check_runs_the_real_checkers() {
     let dir = tempfile::tempdir().unwrap();

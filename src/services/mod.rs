@@ -147,6 +147,27 @@ impl Services {
     ) -> Result<Settings, ServicesError> {
         let _guard = self.changing.lock().await;
         let proposed = self.store.propose(section, value)?;
+        self.put_in_force(proposed, Some((section, actor))).await
+    }
+
+    /// Applies the stored settings as they are now, e.g. after `obsbox
+    /// settings set` wrote them, the way [`Services::update`] applies a
+    /// change: only what changed is checked, swapped in and reloaded, and a
+    /// render a checker refuses changes nothing.
+    pub async fn reload(&self) -> Result<Settings, ServicesError> {
+        let _guard = self.changing.lock().await;
+        let stored = self.store.settings()?;
+        self.put_in_force(stored, None).await
+    }
+
+    /// Renders and checks the files `proposed` changes; with `written`
+    /// (section, actor) stores that section once every check passed; then
+    /// swaps the files in and reloads what changed. Call with `changing` held.
+    async fn put_in_force(
+        &self,
+        proposed: Settings,
+        written: Option<(&str, &str)>,
+    ) -> Result<Settings, ServicesError> {
         let files = render::render(&proposed, &self.env);
         let mut staged = Vec::new();
         let mut changed = BTreeSet::new();
@@ -157,11 +178,18 @@ impl Services {
             changed.insert(child.to_string());
             staged.push(self.stage(&proposed, &child_files).await?);
         }
-        self.store.write_section(&proposed, section, actor)?;
+        if let Some((section, actor)) = written {
+            self.store.write_section(&proposed, section, actor)?;
+        }
         for s in staged {
             s.commit()?;
         }
-        tracing::info!(section, actor, reload = ?changed, "settings changed");
+        match written {
+            Some((section, actor)) => {
+                tracing::info!(section, actor, reload = ?changed, "settings changed")
+            }
+            None => tracing::info!(reload = ?changed, "stored settings applied"),
+        }
         let plans = plans(&proposed, &self.env, &self.locator);
         self.prepare(&proposed, &plans)?;
         self.supervisor

@@ -110,7 +110,8 @@ pub enum Launch {
 pub struct ChildStatus {
     pub name: String,
     /// not installed, unavailable, waiting, starting, ready, unready, backoff,
-    /// crash-looping, stopping, stopped.
+    /// crash-looping (backing off, or running between two deaths of a loop),
+    /// stopping, stopped.
     pub state: &'static str,
     pub ready: bool,
     pub pid: Option<u32>,
@@ -388,9 +389,17 @@ impl Child {
         }
     }
 
+    /// Backing off or running, but not yet for longer than the crash-loop window.
     fn crash_looping(&self, now: Instant) -> bool {
-        self.spec()
-            .is_some_and(|spec| self.tracker.is_crash_looping(&spec.restart, now))
+        let running_since = match self.state {
+            State::Running { started, .. } => Some(started),
+            State::Backoff { .. } => None,
+            _ => return false,
+        };
+        self.spec().is_some_and(|spec| {
+            self.tracker
+                .is_crash_looping(&spec.restart, now, running_since)
+        })
     }
 
     /// Whether children that depend on this one may start.
@@ -415,6 +424,8 @@ impl Child {
                 ..
             } => {
                 let state = match (ready, was_ready) {
+                    // Between two deaths of a loop it is not healthy, whatever its probe says.
+                    _ if self.crash_looping(now) => "crash-looping",
                     (true, _) => "ready",
                     (false, true) => "unready",
                     (false, false) => "starting",

@@ -78,6 +78,7 @@ impl Reaper {
         cmd: &mut Command,
         on_exit: impl FnOnce(Exit) + Send + 'static,
     ) -> io::Result<u32> {
+        reset_signals(cmd);
         let mut owners = self.owners.lock().unwrap_or_else(|e| e.into_inner());
         let child = cmd.spawn()?;
         owners.insert(child.id() as i32, Box::new(on_exit));
@@ -179,6 +180,50 @@ pub fn signal_group(pid: u32, sig: nix::sys::signal::Signal) {
 /// Sends `sig` to one process.
 pub fn signal_process(pid: u32, sig: nix::sys::signal::Signal) {
     let _ = nix::sys::signal::kill(Pid::from_raw(pid as i32), sig);
+}
+
+/// Starts a command with every signal at its default action and none
+/// blocked, whatever obsbox inherited: started by `nohup` or a script's `&`,
+/// obsbox has SIGHUP or SIGINT and SIGQUIT ignored, and its children would
+/// keep that across exec (std resets only SIGPIPE and the mask).
+fn reset_signals(cmd: &mut Command) {
+    /// The kernel's `struct sigaction` (x86_64 and aarch64 alike). The raw
+    /// call, because libc's wrapper refuses the signals it reserves (32, 33),
+    /// and an ignored one of those is inherited too.
+    #[repr(C)]
+    struct KernelSigaction {
+        handler: libc::sighandler_t,
+        flags: libc::c_ulong,
+        restorer: usize,
+        mask: u64,
+    }
+    const KERNEL_SIGNALS: libc::c_long = 64;
+    let default = KernelSigaction {
+        handler: libc::SIG_DFL,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    // SAFETY: only async-signal-safe calls (rt_sigaction, sigemptyset,
+    // sigprocmask) between fork and exec, on memory the closure owns.
+    // SIGKILL and SIGSTOP refuse the change, which is fine.
+    unsafe {
+        cmd.pre_exec(move || {
+            for sig in 1..=KERNEL_SIGNALS {
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    sig,
+                    &default as *const KernelSigaction,
+                    std::ptr::null_mut::<KernelSigaction>(),
+                    std::mem::size_of::<u64>(),
+                );
+            }
+            let mut none = std::mem::zeroed::<libc::sigset_t>();
+            libc::sigemptyset(&mut none);
+            libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+            Ok(())
+        });
+    }
 }
 
 /// Makes a command's process die with obsbox: its own process group, and

@@ -158,7 +158,7 @@ impl<'a> Catalog<'a> {
                 severity: "critical",
                 service: "appliance",
                 summary: "{{ $labels.child }} keeps crashing",
-                description: "{{ $labels.child }} exited soon after each of its last starts; obsbox now retries it only once a minute. Its log says why.".into(),
+                description: "{{ $labels.child }} exited 5 times within a minute, or 5 times in a row soon after starting; obsbox retries it after a delay that doubles up to a minute, until a run lasts longer than a minute. Its log says why.".into(),
             },
             Alert {
                 name: "ConfigReloadFailed",
