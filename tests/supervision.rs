@@ -771,3 +771,203 @@ fn probes_run_through_the_real_blackbox_exporter() {
     assert_eq!(status, 422, "{answer}");
     assert!(answer.to_string().contains("probes[0].target"), "{answer}");
 }
+
+/// An extra child that ignores SIGTERM and starts a grandchild that leaves
+/// its process group (`setsid`) and ignores SIGTERM too. Both shells carry
+/// `marker` in their command lines.
+fn stubborn_family(marker: &str) -> Value {
+    json!({"name": "family", "stop_grace": "1s", "command": ["sh", "-c",
+        "trap '' TERM; setsid sh -c \"trap '' TERM; while :; do sleep 0.1; done\" \"$0-grandchild\" & while :; do sleep 0.1; done",
+        marker]})
+}
+
+/// (pid, process group) of a process, from /proc.
+fn process_group(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 2..].split(' ').nth(2)?.parse().ok()
+}
+
+/// Waits for the family to be up; returns (child pid, grandchild pid), and
+/// checks the grandchild is out of reach of a signal to the child's group.
+fn family_up(marker: &str) -> (u32, u32) {
+    let grandchild_marker = format!("{marker}-grandchild");
+    let (child, grandchild) = wait_for(
+        "the child and its grandchild",
+        Duration::from_secs(20),
+        || {
+            let found = processes_mentioning(marker);
+            let grandchild = found
+                .iter()
+                .find(|(_, c)| c.contains(&grandchild_marker))?
+                .0;
+            let child = found
+                .iter()
+                .find(|(_, c)| !c.contains(&grandchild_marker))?
+                .0;
+            Some((child, grandchild))
+        },
+    );
+    assert_ne!(process_group(grandchild), process_group(child));
+    (child, grandchild)
+}
+
+fn cgroup_in_use(obsbox: &Obsbox) {
+    let log = obsbox.log();
+    assert!(
+        log.contains("each child runs in a cgroup of its own"),
+        "these tests need a writable cgroup v2 (root, /sys/fs/cgroup/unified here):\n{log}"
+    );
+}
+
+#[test]
+fn a_stopped_child_takes_its_setsid_grandchild_along() {
+    let marker = format!("cg-stop-{}", std::process::id());
+    let obsbox = Obsbox::start(&[
+        ("services", services_only(&[])),
+        ("children", json!([stubborn_family(&marker)])),
+    ]);
+    cgroup_in_use(&obsbox);
+    let (_, grandchild) = family_up(&marker);
+    assert!(obsbox.service("family")["cgroup"]["cpu_seconds"].is_number());
+    let (status, _) = obsbox.send("POST", "/api/services/family/stop", "");
+    assert_eq!(status, 200);
+    wait_for("family stopped", Duration::from_secs(10), || {
+        (obsbox.service("family")["state"] == "stopped").then_some(())
+    });
+    wait_for(
+        "no process of the family left",
+        Duration::from_secs(5),
+        || processes_mentioning(&marker).is_empty().then_some(()),
+    );
+    assert!(!pid_alive(grandchild));
+}
+
+/// The guardian of `obsbox`'s children's cgroups.
+fn guardian_of(obsbox: &Obsbox) -> u32 {
+    processes_mentioning("__cgroup-guard")
+        .into_iter()
+        .map(|(pid, _)| pid)
+        .find(|&pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| {
+                    s[s.rfind(')')? + 2..]
+                        .split(' ')
+                        .nth(1)?
+                        .parse::<u32>()
+                        .ok()
+                })
+                == Some(obsbox.pid())
+        })
+        .expect("a cgroup guardian started by obsbox")
+}
+
+fn sigkill(pid: u32) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+}
+
+#[test]
+fn children_ignoring_sigterm_go_at_once_when_obsbox_is_killed() {
+    let marker = format!("cg-kill-{}", std::process::id());
+    let mut obsbox = Obsbox::start(&[
+        ("services", services_only(&[])),
+        ("children", json!([stubborn_family(&marker)])),
+    ]);
+    cgroup_in_use(&obsbox);
+    family_up(&marker);
+    let guardian = guardian_of(&obsbox);
+    sigkill(obsbox.pid());
+    wait_for(
+        "no process of the family left",
+        Duration::from_secs(5),
+        || processes_mentioning(&marker).is_empty().then_some(()),
+    );
+    wait_for("the guardian to end", Duration::from_secs(5), || {
+        (!pid_alive(guardian)).then_some(())
+    });
+    let _ = obsbox.terminate();
+}
+
+#[test]
+fn the_next_start_kills_what_a_killed_obsbox_and_guardian_left() {
+    let marker = format!("cg-next-{}", std::process::id());
+    let mut obsbox = Obsbox::start(&[
+        ("services", services_only(&[])),
+        ("children", json!([stubborn_family(&marker)])),
+    ]);
+    cgroup_in_use(&obsbox);
+    let (child, grandchild) = family_up(&marker);
+    sigkill(guardian_of(&obsbox));
+    sigkill(obsbox.pid());
+    let _ = obsbox.terminate();
+    // The child dies with obsbox (its parent-death signal); the grandchild,
+    // which has another parent, stays behind.
+    wait_for(
+        "the child to die with obsbox",
+        Duration::from_secs(5),
+        || (!pid_alive(child)).then_some(()),
+    );
+    assert!(
+        pid_alive(grandchild),
+        "nothing left for the next start to clear"
+    );
+    let mut next = std::process::Command::new(OBSBOX)
+        .args(["run", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&obsbox.data)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(
+        "the leftover grandchild to be killed",
+        Duration::from_secs(20),
+        || (!pid_alive(grandchild)).then_some(()),
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(next.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(next.wait().unwrap().success());
+    wait_for(
+        "no process of the family left",
+        Duration::from_secs(5),
+        || processes_mentioning(&marker).is_empty().then_some(()),
+    );
+}
+
+#[test]
+fn a_childs_cpu_time_shows_in_the_api_and_the_metrics() {
+    let obsbox = Obsbox::start(&[
+        ("services", services_only(&[])),
+        (
+            "children",
+            json!([
+                {"name": "burner", "command": ["sh", "-c", "while :; do :; done"]},
+                {"name": "idle", "command": ["sleep", "3600"]},
+            ]),
+        ),
+    ]);
+    cgroup_in_use(&obsbox);
+    let cpu = |name: &str| obsbox.service(name)["cgroup"]["cpu_seconds"].as_f64();
+    wait_for(
+        "half a second of CPU for burner",
+        Duration::from_secs(60),
+        || (cpu("burner")? >= 0.5).then_some(()),
+    );
+    let metric = |name: &str| -> Option<f64> {
+        let prefix = format!("obsbox_child_cpu_seconds_total{{child=\"{name}\"}} ");
+        obsbox.metric_lines(&prefix).first()?[prefix.len()..]
+            .parse()
+            .ok()
+    };
+    let burned = metric("burner").expect("burner's CPU in /metrics");
+    assert!(burned >= 0.5, "{burned}");
+    let (status, _) = obsbox.send("POST", "/api/services/burner/stop", "");
+    assert_eq!(status, 200);
+    assert!(metric("idle").expect("idle's CPU in /metrics") < 0.5);
+}

@@ -8,6 +8,7 @@
 //! [`Supervisor`] handles; the actor reacts at once, so a crashed child is
 //! relaunched within the same wake-up that saw it die.
 
+pub mod cgroup;
 mod logs;
 mod policy;
 pub mod process;
@@ -16,6 +17,7 @@ pub use logs::LogPolicy;
 pub use policy::RestartPolicy;
 pub use process::{Exit, Reaper};
 
+use cgroup::{Cgroups, Guard};
 use logs::{LogCapture, LogReader};
 use nix::sys::signal::Signal;
 use policy::RestartTracker;
@@ -53,6 +55,8 @@ pub struct ChildSpec {
     pub stop_signal: Signal,
     pub stop_grace: Duration,
     pub restart: RestartPolicy,
+    /// Its cgroup's `memory.max`, where cgroups with the memory controller are available.
+    pub memory_max: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,6 +126,8 @@ pub struct ChildStatus {
     pub detail: Option<String>,
     pub log_bytes: u64,
     pub log_lines: u64,
+    /// CPU and memory use from its cgroup; `None` without cgroups.
+    pub cgroup: Option<cgroup::Usage>,
 }
 
 /// How a shutdown would stop one child.
@@ -226,12 +232,15 @@ impl Supervisor {
     /// Starts the supervisor with no children; give it some with [`Supervisor::apply`].
     pub fn start(ctx: SupervisorContext) -> Supervisor {
         clear_leftovers(&ctx.run_dir);
+        let (cgroups, guard) = children_cgroups(&ctx);
         let (tx, rx) = mpsc::unbounded_channel();
         let actor = Actor {
             ctx,
             tx: tx.clone(),
             children: Vec::new(),
             shutdown: Vec::new(),
+            cgroups,
+            guard,
         };
         tokio::spawn(actor.run(rx));
         Supervisor { tx }
@@ -404,7 +413,7 @@ impl Child {
         }
     }
 
-    fn status(&self, now: Instant) -> ChildStatus {
+    fn status(&self, now: Instant, cgroups: Option<&Cgroups>) -> ChildStatus {
         let (state, pid, uptime) = match &self.state {
             State::Waiting { .. } => ("waiting", None, None),
             State::Running {
@@ -446,6 +455,7 @@ impl Child {
             detail: self.detail.clone(),
             log_bytes: stats.map_or(0, |s| s.bytes.load(Ordering::Relaxed)),
             log_lines: stats.map_or(0, |s| s.lines.load(Ordering::Relaxed)),
+            cgroup: cgroups.and_then(|c| c.usage(&self.plan.name)),
         }
     }
 }
@@ -457,6 +467,9 @@ struct Actor {
     children: Vec<Child>,
     /// Callers waiting for the shutdown to finish; non-empty once it began.
     shutdown: Vec<oneshot::Sender<()>>,
+    /// The children's cgroups; `None` where only process groups are available.
+    cgroups: Option<Cgroups>,
+    guard: Option<Guard>,
 }
 
 impl Actor {
@@ -475,6 +488,12 @@ impl Actor {
                 // Closing our ends of the log pipes lets the capture threads finish.
                 self.children.clear();
                 process::kill_orphans();
+                if let Some(cgroups) = &self.cgroups {
+                    cgroups.close();
+                }
+                if let Some(guard) = self.guard.take() {
+                    guard.disarm();
+                }
                 for done in self.shutdown.drain(..) {
                     let _ = done.send(());
                 }
@@ -529,7 +548,13 @@ impl Actor {
                 let _ = done.send(self.control(&name, action, now));
             }
             Msg::Status { done } => {
-                let _ = done.send(self.children.iter().map(|c| c.status(now)).collect());
+                let cgroups = self.cgroups.as_ref();
+                let _ = done.send(
+                    self.children
+                        .iter()
+                        .map(|c| c.status(now, cgroups))
+                        .collect(),
+                );
             }
             Msg::Log { name, done } => {
                 let reader = self
@@ -704,8 +729,8 @@ impl Actor {
         });
         match child.state {
             State::Running { pid, started, .. } => {
-                // Whatever the child left in its process group goes with it.
-                process::signal_group(pid, Signal::SIGKILL);
+                // Whatever the child left behind goes with it.
+                kill_child(self.cgroups.as_ref(), name, pid);
                 if shutting_down || !child.wanted {
                     child.state = State::Stopped;
                     return;
@@ -721,7 +746,7 @@ impl Actor {
                 }
             }
             State::Stopping { pid, then, .. } => {
-                process::signal_group(pid, Signal::SIGKILL);
+                kill_child(self.cgroups.as_ref(), name, pid);
                 tracing::info!(child = %name, %exit, "stopped");
                 match then {
                     AfterStop::Start if !shutting_down => {
@@ -729,6 +754,9 @@ impl Actor {
                     }
                     AfterStop::Remove => {
                         self.children.remove(i);
+                        if let Some(cgroups) = &self.cgroups {
+                            cgroups.remove(name);
+                        }
                     }
                     _ => child.state = State::Stopped,
                 }
@@ -766,7 +794,7 @@ impl Actor {
             {
                 if kill_at <= now {
                     tracing::warn!(child = %child.plan.name, pid, "grace period over; killing");
-                    process::signal_group(pid, Signal::SIGKILL);
+                    kill_child(self.cgroups.as_ref(), &child.plan.name, pid);
                     *killed = true;
                 }
             }
@@ -826,6 +854,7 @@ impl Actor {
     fn launch(&mut self, i: usize, now: Instant) {
         let tx = self.tx.clone();
         let ctx = &self.ctx;
+        let cgroups = self.cgroups.as_ref();
         let child = &mut self.children[i];
         let Some(spec) = child.spec().cloned() else {
             return;
@@ -857,6 +886,9 @@ impl Actor {
                 cmd.uid(user.uid).gid(user.gid);
             }
             process::tie_to_parent(&mut cmd);
+            if let Some(cgroups) = cgroups {
+                cgroup::place(&mut cmd, cgroups.prepare(&name, spec.memory_max)?);
+            }
             let generation = child.generation + 1;
             let exited_name = name.clone();
             let pid = ctx.reaper.spawn(&mut cmd, move |exit| {
@@ -1003,6 +1035,37 @@ fn record_pid(run_dir: &Path, name: &str, pid: u32) {
         run_dir.join(format!("{name}.pid")),
         format!("{pid} {start}\n"),
     );
+}
+
+/// SIGKILL to a child's process group and, with cgroups, to everything in
+/// its cgroup (descendants that left the group too).
+fn kill_child(cgroups: Option<&Cgroups>, name: &str, pid: u32) {
+    process::signal_group(pid, Signal::SIGKILL);
+    if let Some(cgroups) = cgroups {
+        cgroups.kill(name);
+    }
+}
+
+/// The children's cgroups and their guardian, or `None` (said once in the
+/// log) where no cgroup v2 is writable: process groups only, as before.
+fn children_cgroups(ctx: &SupervisorContext) -> (Option<Cgroups>, Option<Guard>) {
+    let cgroups = match Cgroups::set_up(&ctx.run_dir) {
+        Ok(cgroups) => cgroups,
+        Err(e) => {
+            tracing::warn!(error = %e, "no writable cgroup v2: children are tracked by process group only; \
+                a descendant that leaves its group is killed only when obsbox stops, and memory.max is not applied");
+            return (None, None);
+        }
+    };
+    let controllers = cgroups.controllers().join(" ");
+    tracing::info!(dir = %cgroups.dir().display(), controllers = %controllers, "each child runs in a cgroup of its own");
+    if !cgroups.limits_memory() {
+        tracing::warn!("no memory controller for the children's cgroups: memory.max is not applied and memory use is not shown");
+    }
+    let guard = Guard::start(&cgroups, &ctx.reaper)
+        .inspect_err(|e| tracing::warn!(error = %e, "cannot start the cgroup guardian: a killed obsbox's children are cleared only at its next start"))
+        .ok();
+    (Some(cgroups), guard)
 }
 
 /// Kills the process groups of children a previous obsbox left running.

@@ -182,20 +182,22 @@ pub fn signal_process(pid: u32, sig: nix::sys::signal::Signal) {
 }
 
 /// Makes a command's process die with obsbox: its own process group, and
-/// SIGTERM when obsbox (the spawning thread, which is the runtime's only
-/// thread) goes away, even by SIGKILL.
+/// SIGKILL when obsbox (the spawning thread, which is the runtime's only
+/// thread) goes away, even by SIGKILL. Not SIGTERM: a child that ignores it
+/// would live on holding its port; one that obsbox dies under gets no clean
+/// stop either way.
 pub fn tie_to_parent(cmd: &mut Command) {
     let parent = std::process::id() as i32;
     cmd.process_group(0);
     // SAFETY: only async-signal-safe calls (prctl, getppid, kill) between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                 return Err(io::Error::last_os_error());
             }
             // The parent may have died before prctl took effect.
             if libc::getppid() != parent {
-                libc::kill(libc::getpid(), libc::SIGTERM);
+                libc::kill(libc::getpid(), libc::SIGKILL);
             }
             Ok(())
         });
