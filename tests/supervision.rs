@@ -892,6 +892,17 @@ fn children_ignoring_sigterm_go_at_once_when_obsbox_is_killed() {
     let _ = obsbox.terminate();
 }
 
+/// A process that a failing test does not leave running: SIGKILL (its
+/// children then go with it) and reaped when dropped.
+struct KilledOnDrop(std::process::Child);
+
+impl Drop for KilledOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn the_next_start_kills_what_a_killed_obsbox_and_guardian_left() {
     let marker = format!("cg-next-{}", std::process::id());
@@ -915,24 +926,26 @@ fn the_next_start_kills_what_a_killed_obsbox_and_guardian_left() {
         pid_alive(grandchild),
         "nothing left for the next start to clear"
     );
-    let mut next = std::process::Command::new(OBSBOX)
-        .args(["run", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(&obsbox.data)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut next = KilledOnDrop(
+        std::process::Command::new(OBSBOX)
+            .args(["run", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&obsbox.data)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     wait_for(
         "the leftover grandchild to be killed",
         Duration::from_secs(20),
         || (!pid_alive(grandchild)).then_some(()),
     );
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(next.id() as i32),
+        nix::unistd::Pid::from_raw(next.0.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();
-    assert!(next.wait().unwrap().success());
+    assert!(next.0.wait().unwrap().success());
     wait_for(
         "no process of the family left",
         Duration::from_secs(5),
@@ -970,4 +983,39 @@ fn a_childs_cpu_time_shows_in_the_api_and_the_metrics() {
     let (status, _) = obsbox.send("POST", "/api/services/burner/stop", "");
     assert_eq!(status, 200);
     assert!(metric("idle").expect("idle's CPU in /metrics") < 0.5);
+}
+
+#[test]
+fn after_a_reboot_of_obsbox_its_children_are_in_their_cgroups_again() {
+    let obsbox = Obsbox::start(&[
+        ("services", services_only(&[])),
+        (
+            "children",
+            json!([{"name": "sleeper", "command": ["sleep", "3600"]}]),
+        ),
+    ]);
+    cgroup_in_use(&obsbox);
+    let running = |after: Option<u64>| {
+        let (_, services) = obsbox.try_send("GET", "/api/services", "")?;
+        let pid = services.as_array()?.first()?["pid"].as_u64()?;
+        (Some(pid) != after).then_some(pid as u32)
+    };
+    let before = wait_for("sleeper running", Duration::from_secs(10), || running(None));
+    let old_guardian = guardian_of(&obsbox);
+    let (status, _) = obsbox.send("POST", "/api/system/reboot", "");
+    assert_eq!(status, 202);
+    let after = wait_for("a new sleeper", READY, || running(Some(before.into())));
+    // The old guardian, told goodbye before the re-execution, killed nothing.
+    wait_for("the old guardian to end", Duration::from_secs(10), || {
+        (!pid_alive(old_guardian)).then_some(())
+    });
+    assert!(pid_alive(after));
+    let cgroup = std::fs::read_to_string(format!("/proc/{after}/cgroup")).unwrap();
+    assert!(
+        cgroup
+            .lines()
+            .any(|l| l.starts_with("0::") && l.ends_with("/sleeper")),
+        "{cgroup}"
+    );
+    assert_ne!(guardian_of(&obsbox), old_guardian);
 }

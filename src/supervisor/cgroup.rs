@@ -24,6 +24,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The controllers obsbox hands down to its children, when offered.
@@ -202,7 +204,7 @@ fn clear_dir(dir: &Path) {
         if entry.file_type().is_ok_and(|t| t.is_dir()) {
             let path = entry.path();
             if populated(&path) {
-                tracing::warn!(cgroup = %path.display(), "killing a child's cgroup left from a previous run");
+                tracing::warn!(cgroup = %path.display(), "killing a child's cgroup no running obsbox watches");
             }
             remove_dir(&path);
         }
@@ -427,6 +429,8 @@ fn is_populated(events: &str) -> bool {
 pub struct Guard {
     /// The write end of the guardian's pipe; it ends when obsbox does.
     pipe: fs::File,
+    pid: u32,
+    disarmed: Arc<AtomicBool>,
 }
 
 impl Guard {
@@ -440,16 +444,27 @@ impl Guard {
             .stdout(Stdio::null())
             // Its own group: a terminal's Ctrl-C is for obsbox, which then says goodbye.
             .process_group(0);
-        reaper.spawn(&mut cmd, |exit| {
-            tracing::warn!(%exit, "the cgroup guardian ended");
+        let disarmed = Arc::new(AtomicBool::new(false));
+        let expected = disarmed.clone();
+        let pid = reaper.spawn(&mut cmd, move |exit| {
+            if !expected.load(Ordering::Relaxed) {
+                tracing::warn!(%exit, "the cgroup guardian ended: a killed obsbox's children are cleared only at its next start");
+            }
         })?;
-        Ok(Guard { pipe: write.into() })
+        Ok(Guard {
+            pipe: write.into(),
+            pid,
+            disarmed,
+        })
     }
 
     /// Every child is stopped: the guardian may go without killing anything
     /// (a reboot's re-executed obsbox starts new children in the same cgroups).
-    pub fn disarm(mut self) {
+    /// Returns its pid, which ends on its own.
+    pub fn disarm(mut self) -> u32 {
+        self.disarmed.store(true, Ordering::Relaxed);
         let _ = self.pipe.write_all(&[DISARM]);
+        self.pid
     }
 }
 

@@ -487,13 +487,11 @@ impl Actor {
             if !self.shutdown.is_empty() && self.children.iter().all(|c| !c.is_active()) {
                 // Closing our ends of the log pipes lets the capture threads finish.
                 self.children.clear();
-                process::kill_orphans();
                 if let Some(cgroups) = &self.cgroups {
                     cgroups.close();
                 }
-                if let Some(guard) = self.guard.take() {
-                    guard.disarm();
-                }
+                let guardian = self.guard.take().map(Guard::disarm);
+                process::kill_orphans(guardian);
                 for done in self.shutdown.drain(..) {
                     let _ = done.send(());
                 }

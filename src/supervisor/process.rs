@@ -206,7 +206,8 @@ pub fn tie_to_parent(cmd: &mut Command) {
 
 /// Kills every process that was reparented to obsbox (as subreaper) and still
 /// lives: descendants that left their child's process group, e.g. by setsid.
-pub fn kill_orphans() {
+/// `spare` (the cgroup guardian, told to go) ends on its own.
+pub fn kill_orphans(spare: Option<u32>) {
     let me = std::process::id();
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return;
@@ -224,7 +225,7 @@ pub fn kill_orphans() {
             .rfind(')')
             .and_then(|i| stat[i + 2..].split(' ').nth(1))
             .and_then(|p| p.parse::<u32>().ok());
-        if ppid == Some(me) {
+        if ppid == Some(me) && Some(pid) != spare {
             tracing::warn!(pid, "killing a leftover descendant");
             signal_process(pid, nix::sys::signal::Signal::SIGKILL);
         }
