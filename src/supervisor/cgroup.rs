@@ -35,8 +35,10 @@ const CHILDREN: &str = "obsbox-children";
 const SUPERVISOR: &str = "obsbox-supervisor";
 /// The hidden subcommand that runs the guardian.
 pub const GUARD_COMMAND: &str = "__cgroup-guard";
-/// How long a killed cgroup may take to empty before obsbox gives up waiting.
+/// How long a killed cgroup may take to empty before obsbox gives up waiting:
+/// when removing it, and (shorter: the supervisor waits meanwhile) after a kill.
 const EMPTY_WAIT: Duration = Duration::from_secs(5);
+const KILL_WAIT: Duration = Duration::from_millis(500);
 /// What obsbox writes to the guardian before an orderly end.
 const DISARM: u8 = b'd';
 
@@ -155,9 +157,13 @@ impl Cgroups {
         Ok(procs.into())
     }
 
-    /// Kills everything in `name`'s cgroup, however it was started.
+    /// Kills everything in `name`'s cgroup, however it was started, and
+    /// waits (at most [`KILL_WAIT`]) until it is empty, so that what it held
+    /// (ports, files) is free.
     pub fn kill(&self, name: &str) {
-        kill_dir(&self.child(name));
+        let dir = self.child(name);
+        kill_dir(&dir);
+        wait_empty(&dir, KILL_WAIT);
     }
 
     /// The resource use of `name`'s cgroup, if it has one.
@@ -213,10 +219,7 @@ fn clear_dir(dir: &Path) {
 
 fn remove_dir(dir: &Path) {
     kill_dir(dir);
-    let deadline = Instant::now() + EMPTY_WAIT;
-    while populated(dir) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_empty(dir, EMPTY_WAIT);
     if let Err(e) = fs::remove_dir(dir) {
         if e.kind() != io::ErrorKind::NotFound {
             tracing::warn!(cgroup = %dir.display(), error = %e, "cannot remove a child's cgroup");
@@ -235,6 +238,15 @@ fn kill_dir(dir: &Path) {
         .filter_map(|p| p.parse::<u32>().ok())
     {
         super::process::signal_process(pid, nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
+/// Killed processes leave their cgroup within milliseconds, unless stuck in
+/// the kernel (a hung disk): then obsbox goes on after `limit`.
+fn wait_empty(dir: &Path, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while populated(dir) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 
