@@ -1019,3 +1019,68 @@ fn after_a_reboot_of_obsbox_its_children_are_in_their_cgroups_again() {
     );
     assert_ne!(guardian_of(&obsbox), old_guardian);
 }
+
+#[test]
+fn without_a_writable_cgroup_obsbox_says_so_and_uses_process_groups() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let marker = format!("cg-none-{}", std::process::id());
+    let out = std::process::Command::new(OBSBOX)
+        .args(["settings", "set", "services"])
+        .arg(services_only(&[]).to_string())
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let children = json!([{"name": "sleeper", "command": ["sh", "-c", "sleep 3600", &marker]}]);
+    let out = std::process::Command::new(OBSBOX)
+        .args(["settings", "set", "children"])
+        .arg(children.to_string())
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    // An unprivileged obsbox: the cgroup2 mount is root's.
+    let nobody = "65534";
+    let chown = std::process::Command::new("chown")
+        .args(["-R", &format!("{nobody}:{nobody}")])
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    let log = dir.path().join("obsbox.log");
+    let mut obsbox = KilledOnDrop(
+        std::process::Command::new("setpriv")
+            .args(["--reuid", nobody, "--regid", nobody, "--clear-groups"])
+            .arg(OBSBOX)
+            .args(["run", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("the child to run", Duration::from_secs(20), || {
+        (!processes_mentioning(&marker).is_empty()).then_some(())
+    });
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        text.matches("no writable cgroup v2: children are tracked by process group only")
+            .count(),
+        1,
+        "{text}"
+    );
+    assert!(
+        !text.contains("each child runs in a cgroup of its own"),
+        "{text}"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(obsbox.0.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(obsbox.0.wait().unwrap().success());
+    assert!(processes_mentioning(&marker).is_empty());
+}
