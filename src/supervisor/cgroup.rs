@@ -90,18 +90,19 @@ impl Cgroups {
         let mountinfo =
             fs::read_to_string("/proc/self/mountinfo").map_err(at(Path::new("/proc")))?;
         let own = own_cgroup(&cgroup, &mountinfo)?;
-        let controllers = hand_down(&own);
-        let mut dir = own.join(CHILDREN);
-        let mut path = vec![dir.clone()];
-        dir.push(instance_name(instance));
-        path.push(dir.clone());
-        for level in &path {
+        let shared = own.join(CHILDREN);
+        let dir = shared.join(instance_name(instance));
+        // Writable at all? Only then is anything else worth trying.
+        for level in [&shared, &dir] {
             match fs::create_dir(level) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(at(level)(e)),
             }
-            // Best effort: a controller refused here is simply not shown below.
+        }
+        let controllers = hand_down(&own);
+        for level in [&shared, &dir] {
+            // Best effort: a controller refused here is simply not offered below.
             let _ = write_controllers(level, &controllers);
         }
         let cgroups = Cgroups {
