@@ -1084,3 +1084,33 @@ fn without_a_writable_cgroup_obsbox_says_so_and_uses_process_groups() {
     assert!(obsbox.0.wait().unwrap().success());
     assert!(processes_mentioning(&marker).is_empty());
 }
+
+#[test]
+fn memory_max_bytes_is_checked_and_a_new_limit_restarts_the_child() {
+    let child = |limit: u64| json!([{"name": "sleeper", "command": ["sleep", "3600"], "memory_max_bytes": limit}]);
+    let obsbox = Obsbox::start(&[
+        ("services", services_only(&[])),
+        ("children", child(64 << 20)),
+    ]);
+    let before = wait_for("sleeper running", Duration::from_secs(10), || {
+        obsbox.service("sleeper")["pid"].as_u64()
+    });
+    let (status, answer) =
+        obsbox.send("PUT", "/api/settings/children", &child(1 << 20).to_string());
+    assert_eq!(status, 422, "{answer}");
+    assert!(
+        answer.to_string().contains("children[0].memory_max_bytes"),
+        "{answer}"
+    );
+    let (status, answer) = obsbox.send(
+        "PUT",
+        "/api/settings/children",
+        &child(128 << 20).to_string(),
+    );
+    assert_eq!(status, 200, "{answer}");
+    wait_for("a restarted sleeper", Duration::from_secs(10), || {
+        obsbox.service("sleeper")["pid"]
+            .as_u64()
+            .filter(|&pid| pid != before)
+    });
+}

@@ -567,6 +567,52 @@ mod tests {
         assert!(!is_populated("populated 0\nfrozen 0\n"));
     }
 
+    /// A directory laid out as a cgroup with the memory controller would be
+    /// (the build machine has none): what obsbox writes and reads there.
+    #[test]
+    fn memory_max_is_written_and_usage_read_back() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cgroups = Cgroups {
+            dir: tmp.path().to_path_buf(),
+            controllers: vec!["cpu".into(), "memory".into()],
+        };
+        let child = tmp.path().join("loki");
+        fs::create_dir(&child).unwrap();
+        fs::write(child.join("cgroup.procs"), "").unwrap();
+        cgroups.prepare("loki", Some(256 << 20)).unwrap();
+        assert_eq!(
+            fs::read_to_string(child.join("memory.max")).unwrap(),
+            "268435456"
+        );
+        fs::write(
+            child.join("cpu.stat"),
+            "usage_usec 1500000\nuser_usec 1000000\n",
+        )
+        .unwrap();
+        fs::write(child.join("memory.current"), "104857600\n").unwrap();
+        assert_eq!(
+            cgroups.usage("loki"),
+            Some(Usage {
+                cpu_seconds: 1.5,
+                memory_bytes: Some(104_857_600),
+                memory_max_bytes: Some(268_435_456),
+            })
+        );
+        // Without a limit: "max", shown as none.
+        cgroups.prepare("loki", None).unwrap();
+        assert_eq!(fs::read_to_string(child.join("memory.max")).unwrap(), "max");
+        assert_eq!(cgroups.usage("loki").unwrap().memory_max_bytes, None);
+        // Without the memory controller nothing is written.
+        let without = Cgroups {
+            dir: tmp.path().to_path_buf(),
+            controllers: vec!["cpu".into()],
+        };
+        fs::remove_file(child.join("memory.max")).unwrap();
+        without.prepare("loki", Some(256 << 20)).unwrap();
+        assert!(!child.join("memory.max").exists());
+        assert_eq!(cgroups.usage("nothing"), None);
+    }
+
     #[test]
     fn instances_get_stable_distinct_names() {
         let a = instance_name(Path::new("/data/obsbox/run"));
