@@ -1114,3 +1114,47 @@ fn memory_max_bytes_is_checked_and_a_new_limit_restarts_the_child() {
             .filter(|&pid| pid != before)
     });
 }
+
+#[test]
+fn a_child_removed_from_the_settings_leaves_no_cgroup_running_or_not() {
+    let obsbox = Obsbox::start(&[
+        ("services", services_only(&[])),
+        (
+            "children",
+            json!([
+                {"name": "running", "command": ["sleep", "3600"]},
+                {"name": "stopped", "command": ["sleep", "3600"]},
+            ]),
+        ),
+    ]);
+    cgroup_in_use(&obsbox);
+    // The cgroup v2 directory of a running child, from /proc/<pid>/cgroup.
+    let mount = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .find(|l| l.contains(" - cgroup2 "))
+        .and_then(|l| l.split(' ').nth(4).map(String::from))
+        .unwrap();
+    let dirs: Vec<std::path::PathBuf> = ["running", "stopped"]
+        .iter()
+        .map(|name| {
+            let pid = wait_for(name, Duration::from_secs(10), || {
+                obsbox.service(name)["pid"].as_u64()
+            });
+            let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+            let path = cgroup.lines().find_map(|l| l.strip_prefix("0::")).unwrap();
+            std::path::PathBuf::from(format!("{mount}{path}"))
+        })
+        .collect();
+    assert!(dirs.iter().all(|d| d.is_dir()), "{dirs:?}");
+    let (status, _) = obsbox.send("POST", "/api/services/stopped/stop", "");
+    assert_eq!(status, 200);
+    wait_for("stopped to stop", Duration::from_secs(10), || {
+        (obsbox.service("stopped")["state"] == "stopped").then_some(())
+    });
+    let (status, answer) = obsbox.send("PUT", "/api/settings/children", "[]");
+    assert_eq!(status, 200, "{answer}");
+    wait_for("both cgroups removed", Duration::from_secs(10), || {
+        dirs.iter().all(|d| !d.exists()).then_some(())
+    });
+}

@@ -609,6 +609,9 @@ impl Actor {
             Self::stop_then(&mut gone, AfterStop::Remove, now);
             if gone.is_active() {
                 kept.push(gone);
+            } else if let Some(cgroups) = &self.cgroups {
+                // A running one's goes once it has stopped (in on_exit).
+                cgroups.remove(&gone.plan.name);
             }
         }
         self.children = kept;
