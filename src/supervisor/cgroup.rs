@@ -194,6 +194,38 @@ impl Cgroups {
     }
 }
 
+/// SIGKILL to a child's process group and, with cgroups, to everything in
+/// its cgroup (descendants that left the group too).
+pub fn kill_child(cgroups: Option<&Cgroups>, name: &str, pid: u32) {
+    super::process::signal_group(pid, nix::sys::signal::Signal::SIGKILL);
+    if let Some(cgroups) = cgroups {
+        cgroups.kill(name);
+    }
+}
+
+/// The children's cgroups (for the obsbox keeping its state in `run_dir`)
+/// and their guardian; `None` (said once in the log) where no cgroup v2 is
+/// writable: process groups only, as before.
+pub fn start(run_dir: &Path, reaper: &super::Reaper) -> (Option<Cgroups>, Option<Guard>) {
+    let cgroups = match Cgroups::set_up(run_dir) {
+        Ok(cgroups) => cgroups,
+        Err(e) => {
+            tracing::warn!(error = %e, "no writable cgroup v2: children are tracked by process group only; \
+                a descendant that leaves its group is killed only when obsbox stops, and memory.max is not applied");
+            return (None, None);
+        }
+    };
+    let controllers = cgroups.controllers().join(" ");
+    tracing::info!(dir = %cgroups.dir().display(), controllers = %controllers, "each child runs in a cgroup of its own");
+    if !cgroups.limits_memory() {
+        tracing::warn!("no memory controller for the children's cgroups: memory.max is not applied and memory use is not shown");
+    }
+    let guard = Guard::start(&cgroups, reaper)
+        .inspect_err(|e| tracing::warn!(error = %e, "cannot start the cgroup guardian: a killed obsbox's children are cleared only at its next start"))
+        .ok();
+    (Some(cgroups), guard)
+}
+
 /// Kills and removes every cgroup below `dir`, then `dir`. (Not its
 /// parent, shared with other obsboxes: one may be about to create its own
 /// cgroup there.)

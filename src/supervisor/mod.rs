@@ -232,7 +232,7 @@ impl Supervisor {
     /// Starts the supervisor with no children; give it some with [`Supervisor::apply`].
     pub fn start(ctx: SupervisorContext) -> Supervisor {
         clear_leftovers(&ctx.run_dir);
-        let (cgroups, guard) = children_cgroups(&ctx);
+        let (cgroups, guard) = cgroup::start(&ctx.run_dir, &ctx.reaper);
         let (tx, rx) = mpsc::unbounded_channel();
         let actor = Actor {
             ctx,
@@ -731,7 +731,7 @@ impl Actor {
         match child.state {
             State::Running { pid, started, .. } => {
                 // Whatever the child left behind goes with it.
-                kill_child(self.cgroups.as_ref(), name, pid);
+                cgroup::kill_child(self.cgroups.as_ref(), name, pid);
                 if shutting_down || !child.wanted {
                     child.state = State::Stopped;
                     return;
@@ -747,7 +747,7 @@ impl Actor {
                 }
             }
             State::Stopping { pid, then, .. } => {
-                kill_child(self.cgroups.as_ref(), name, pid);
+                cgroup::kill_child(self.cgroups.as_ref(), name, pid);
                 tracing::info!(child = %name, %exit, "stopped");
                 match then {
                     AfterStop::Start if !shutting_down => {
@@ -795,7 +795,7 @@ impl Actor {
             {
                 if kill_at <= now {
                     tracing::warn!(child = %child.plan.name, pid, "grace period over; killing");
-                    kill_child(self.cgroups.as_ref(), &child.plan.name, pid);
+                    cgroup::kill_child(self.cgroups.as_ref(), &child.plan.name, pid);
                     *killed = true;
                 }
             }
@@ -1036,37 +1036,6 @@ fn record_pid(run_dir: &Path, name: &str, pid: u32) {
         run_dir.join(format!("{name}.pid")),
         format!("{pid} {start}\n"),
     );
-}
-
-/// SIGKILL to a child's process group and, with cgroups, to everything in
-/// its cgroup (descendants that left the group too).
-fn kill_child(cgroups: Option<&Cgroups>, name: &str, pid: u32) {
-    process::signal_group(pid, Signal::SIGKILL);
-    if let Some(cgroups) = cgroups {
-        cgroups.kill(name);
-    }
-}
-
-/// The children's cgroups and their guardian, or `None` (said once in the
-/// log) where no cgroup v2 is writable: process groups only, as before.
-fn children_cgroups(ctx: &SupervisorContext) -> (Option<Cgroups>, Option<Guard>) {
-    let cgroups = match Cgroups::set_up(&ctx.run_dir) {
-        Ok(cgroups) => cgroups,
-        Err(e) => {
-            tracing::warn!(error = %e, "no writable cgroup v2: children are tracked by process group only; \
-                a descendant that leaves its group is killed only when obsbox stops, and memory.max is not applied");
-            return (None, None);
-        }
-    };
-    let controllers = cgroups.controllers().join(" ");
-    tracing::info!(dir = %cgroups.dir().display(), controllers = %controllers, "each child runs in a cgroup of its own");
-    if !cgroups.limits_memory() {
-        tracing::warn!("no memory controller for the children's cgroups: memory.max is not applied and memory use is not shown");
-    }
-    let guard = Guard::start(&cgroups, &ctx.reaper)
-        .inspect_err(|e| tracing::warn!(error = %e, "cannot start the cgroup guardian: a killed obsbox's children are cleared only at its next start"))
-        .ok();
-    (Some(cgroups), guard)
 }
 
 /// Kills the process groups of children a previous obsbox left running.
