@@ -90,6 +90,10 @@ enum Command {
         #[command(subcommand)]
         action: UpdateAction,
     },
+    /// (Started by `obsbox run` itself.) Kills the children's cgroups below
+    /// DIR when `obsbox run` dies without stopping them.
+    #[command(name = supervisor::cgroup::GUARD_COMMAND, hide = true)]
+    CgroupGuard { dir: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -322,6 +326,10 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Settings { action } => settings_command(action),
         Command::Bundle { action } => bundle_command(action),
         Command::Update { action } => update_command(action),
+        Command::CgroupGuard { dir } => {
+            supervisor::cgroup::guard(&dir);
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -393,6 +393,11 @@ pub struct Service {
     pub binary: Option<String>,
     /// Loopback port the child listens on.
     pub port: u16,
+    /// The most memory (bytes) the child and everything it starts may use
+    /// (its cgroup's `memory.max`; 16 MiB to 1 TiB); unset means no limit.
+    /// Applied only where obsbox has the cgroup v2 memory controller.
+    #[serde(default)]
+    pub memory_max_bytes: Option<u64>,
 }
 
 fn yes() -> bool {
@@ -405,6 +410,7 @@ impl Service {
             enabled: true,
             binary: None,
             port,
+            memory_max_bytes: None,
         }
     }
 }
@@ -573,9 +579,29 @@ pub struct ExtraChild {
     /// Signal that asks the child to stop: TERM, INT, QUIT, HUP, USR1 or USR2.
     #[serde(default = "default_stop_signal")]
     pub stop_signal: String,
-    /// Time between the stop signal and SIGKILL to the child's process group.
+    /// Time between the stop signal and SIGKILL to the child's process group
+    /// (and its cgroup, where it has one).
     #[serde(default = "default_grace")]
     pub stop_grace: String,
+    /// The most memory (bytes) the child and everything it starts may use
+    /// (its cgroup's `memory.max`; 16 MiB to 1 TiB); unset means no limit.
+    /// Applied only where obsbox has the cgroup v2 memory controller.
+    #[serde(default)]
+    pub memory_max_bytes: Option<u64>,
+}
+
+/// The range `memory_max_bytes` may take: below 16 MiB no child of obsbox
+/// starts, above 1 TiB is a typo.
+pub const MEMORY_MAX_RANGE: std::ops::RangeInclusive<u64> = 16 << 20..=1 << 40;
+
+fn memory_max_problem(value: Option<u64>) -> Option<String> {
+    value.filter(|v| !MEMORY_MAX_RANGE.contains(v)).map(|v| {
+        format!(
+            "{v} is outside {}..={} bytes (16 MiB to 1 TiB)",
+            MEMORY_MAX_RANGE.start(),
+            MEMORY_MAX_RANGE.end()
+        )
+    })
 }
 
 fn default_stop_signal() -> String {
@@ -730,6 +756,9 @@ impl Settings {
             if service.enabled {
                 claim(service.port, format!("services.{name}.port"), &mut bad);
             }
+            if let Some(problem) = memory_max_problem(service.memory_max_bytes) {
+                bad(format!("services.{name}.memory_max_bytes"), problem);
+            }
             if let Some(binary) = &service.binary {
                 if binary.trim().is_empty() {
                     bad(
@@ -776,6 +805,9 @@ impl Settings {
             }
             if let Err(e) = parse_duration(&child.stop_grace) {
                 bad(at("stop_grace"), e);
+            }
+            if let Some(problem) = memory_max_problem(child.memory_max_bytes) {
+                bad(at("memory_max_bytes"), problem);
             }
             for key in child.env.keys() {
                 if key.is_empty() || key.contains('=') || key.contains('\0') {
@@ -1157,9 +1189,20 @@ mod tests {
             user: None,
             stop_signal: "KILL".into(),
             stop_grace: "10s".into(),
+            memory_max_bytes: Some(1 << 20),
         });
+        s.services.loki.memory_max_bytes = Some(2 << 40);
+        s.services.grafana.memory_max_bytes = Some(256 << 20);
         let fields: Vec<String> = s.validate().into_iter().map(|p| p.field).collect();
+        assert!(
+            !fields
+                .iter()
+                .any(|f| f == "services.grafana.memory_max_bytes"),
+            "{fields:?}"
+        );
         for expected in [
+            "children[0].memory_max_bytes",
+            "services.loki.memory_max_bytes",
             "prometheus.scrape_interval",
             "services.grafana.port",
             "prometheus.external_labels.1bad",

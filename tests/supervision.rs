@@ -983,3 +983,390 @@ fn probes_run_through_the_real_blackbox_exporter() {
     assert_eq!(status, 422, "{answer}");
     assert!(answer.to_string().contains("probes[0].target"), "{answer}");
 }
+
+/// An extra child that ignores SIGTERM and starts a grandchild that leaves
+/// its process group (`setsid`) and ignores SIGTERM too. Both shells carry
+/// `marker` in their command lines.
+fn stubborn_family(marker: &str) -> Value {
+    json!({"name": "family", "stop_grace": "1s", "command": ["sh", "-c",
+        "trap '' TERM; setsid sh -c \"trap '' TERM; while :; do sleep 0.1; done\" \"$0-grandchild\" & while :; do sleep 0.1; done",
+        marker]})
+}
+
+/// (pid, process group) of a process, from /proc.
+fn process_group(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 2..].split(' ').nth(2)?.parse().ok()
+}
+
+/// Waits for the family to be up; returns (child pid, grandchild pid), and
+/// checks the grandchild is out of reach of a signal to the child's group.
+fn family_up(marker: &str) -> (u32, u32) {
+    let grandchild_marker = format!("{marker}-grandchild");
+    let (child, grandchild) = wait_for(
+        "the child and its grandchild",
+        Duration::from_secs(20),
+        || {
+            let found = processes_mentioning(marker);
+            let grandchild = found
+                .iter()
+                .find(|(_, c)| c.contains(&grandchild_marker))?
+                .0;
+            let child = found
+                .iter()
+                .find(|(_, c)| !c.contains(&grandchild_marker))?
+                .0;
+            Some((child, grandchild))
+        },
+    );
+    assert_ne!(process_group(grandchild), process_group(child));
+    (child, grandchild)
+}
+
+fn cgroup_in_use(obsbox: &Obsbox) {
+    let log = obsbox.log();
+    assert!(
+        log.contains("each child runs in a cgroup of its own"),
+        "these tests need a writable cgroup v2 (root, /sys/fs/cgroup/unified here):\n{log}"
+    );
+}
+
+#[test]
+fn a_stopped_child_takes_its_setsid_grandchild_along() {
+    let marker = format!("cg-stop-{}", std::process::id());
+    let obsbox = Obsbox::start(&[
+        ("services", services_only(&[])),
+        ("children", json!([stubborn_family(&marker)])),
+    ]);
+    cgroup_in_use(&obsbox);
+    let (_, grandchild) = family_up(&marker);
+    assert!(obsbox.service("family")["cgroup"]["cpu_seconds"].is_number());
+    let (status, _) = obsbox.send("POST", "/api/services/family/stop", "");
+    assert_eq!(status, 200);
+    wait_for("family stopped", Duration::from_secs(10), || {
+        (obsbox.service("family")["state"] == "stopped").then_some(())
+    });
+    wait_for(
+        "no process of the family left",
+        Duration::from_secs(5),
+        || processes_mentioning(&marker).is_empty().then_some(()),
+    );
+    assert!(!pid_alive(grandchild));
+}
+
+/// The guardian of `obsbox`'s children's cgroups.
+fn guardian_of(obsbox: &Obsbox) -> u32 {
+    processes_mentioning("__cgroup-guard")
+        .into_iter()
+        .map(|(pid, _)| pid)
+        .find(|&pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| {
+                    s[s.rfind(')')? + 2..]
+                        .split(' ')
+                        .nth(1)?
+                        .parse::<u32>()
+                        .ok()
+                })
+                == Some(obsbox.pid())
+        })
+        .expect("a cgroup guardian started by obsbox")
+}
+
+fn sigkill(pid: u32) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+}
+
+#[test]
+fn children_ignoring_sigterm_go_at_once_when_obsbox_is_killed() {
+    let marker = format!("cg-kill-{}", std::process::id());
+    let mut obsbox = Obsbox::start(&[
+        ("services", services_only(&[])),
+        ("children", json!([stubborn_family(&marker)])),
+    ]);
+    cgroup_in_use(&obsbox);
+    family_up(&marker);
+    let guardian = guardian_of(&obsbox);
+    sigkill(obsbox.pid());
+    wait_for(
+        "no process of the family left",
+        Duration::from_secs(5),
+        || processes_mentioning(&marker).is_empty().then_some(()),
+    );
+    wait_for("the guardian to end", Duration::from_secs(5), || {
+        (!pid_alive(guardian)).then_some(())
+    });
+    let _ = obsbox.terminate();
+}
+
+/// A process that a failing test does not leave running: SIGKILL (its
+/// children then go with it) and reaped when dropped.
+struct KilledOnDrop(std::process::Child);
+
+impl Drop for KilledOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn the_next_start_kills_what_a_killed_obsbox_and_guardian_left() {
+    let marker = format!("cg-next-{}", std::process::id());
+    let mut obsbox = Obsbox::start(&[
+        ("services", services_only(&[])),
+        ("children", json!([stubborn_family(&marker)])),
+    ]);
+    cgroup_in_use(&obsbox);
+    let (child, grandchild) = family_up(&marker);
+    sigkill(guardian_of(&obsbox));
+    sigkill(obsbox.pid());
+    let _ = obsbox.terminate();
+    // The child dies with obsbox (its parent-death signal); the grandchild,
+    // which has another parent, stays behind.
+    wait_for(
+        "the child to die with obsbox",
+        Duration::from_secs(5),
+        || (!pid_alive(child)).then_some(()),
+    );
+    assert!(
+        pid_alive(grandchild),
+        "nothing left for the next start to clear"
+    );
+    let mut next = KilledOnDrop(
+        std::process::Command::new(OBSBOX)
+            .args(["run", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&obsbox.data)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for(
+        "the leftover grandchild to be killed",
+        Duration::from_secs(20),
+        || (!pid_alive(grandchild)).then_some(()),
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(next.0.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(next.0.wait().unwrap().success());
+    wait_for(
+        "no process of the family left",
+        Duration::from_secs(5),
+        || processes_mentioning(&marker).is_empty().then_some(()),
+    );
+}
+
+#[test]
+fn a_childs_cpu_time_shows_in_the_api_and_the_metrics() {
+    let obsbox = Obsbox::start(&[
+        ("services", services_only(&[])),
+        (
+            "children",
+            json!([
+                {"name": "burner", "command": ["sh", "-c", "while :; do :; done"]},
+                {"name": "idle", "command": ["sleep", "3600"]},
+            ]),
+        ),
+    ]);
+    cgroup_in_use(&obsbox);
+    let cpu = |name: &str| obsbox.service(name)["cgroup"]["cpu_seconds"].as_f64();
+    wait_for(
+        "half a second of CPU for burner",
+        Duration::from_secs(60),
+        || (cpu("burner")? >= 0.5).then_some(()),
+    );
+    let metric = |name: &str| -> Option<f64> {
+        let prefix = format!("obsbox_child_cpu_seconds_total{{child=\"{name}\"}} ");
+        obsbox.metric_lines(&prefix).first()?[prefix.len()..]
+            .parse()
+            .ok()
+    };
+    let burned = metric("burner").expect("burner's CPU in /metrics");
+    assert!(burned >= 0.5, "{burned}");
+    let (status, _) = obsbox.send("POST", "/api/services/burner/stop", "");
+    assert_eq!(status, 200);
+    assert!(metric("idle").expect("idle's CPU in /metrics") < 0.5);
+}
+
+#[test]
+fn after_a_reboot_of_obsbox_its_children_are_in_their_cgroups_again() {
+    let obsbox = Obsbox::start(&[
+        ("services", services_only(&[])),
+        (
+            "children",
+            json!([{"name": "sleeper", "command": ["sleep", "3600"]}]),
+        ),
+    ]);
+    cgroup_in_use(&obsbox);
+    let running = |after: Option<u64>| {
+        let (_, services) = obsbox.try_send("GET", "/api/services", "")?;
+        let pid = services.as_array()?.first()?["pid"].as_u64()?;
+        (Some(pid) != after).then_some(pid as u32)
+    };
+    let before = wait_for("sleeper running", Duration::from_secs(10), || running(None));
+    let old_guardian = guardian_of(&obsbox);
+    let (status, _) = obsbox.send("POST", "/api/system/reboot", "");
+    assert_eq!(status, 202);
+    let after = wait_for("a new sleeper", READY, || running(Some(before.into())));
+    // The old guardian, told goodbye before the re-execution, killed nothing.
+    wait_for("the old guardian to end", Duration::from_secs(10), || {
+        (!pid_alive(old_guardian)).then_some(())
+    });
+    assert!(pid_alive(after));
+    let cgroup = std::fs::read_to_string(format!("/proc/{after}/cgroup")).unwrap();
+    assert!(
+        cgroup
+            .lines()
+            .any(|l| l.starts_with("0::") && l.ends_with("/sleeper")),
+        "{cgroup}"
+    );
+    assert_ne!(guardian_of(&obsbox), old_guardian);
+}
+
+#[test]
+fn without_a_writable_cgroup_obsbox_says_so_and_uses_process_groups() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let marker = format!("cg-none-{}", std::process::id());
+    let out = std::process::Command::new(OBSBOX)
+        .args(["settings", "set", "services"])
+        .arg(services_only(&[]).to_string())
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let children = json!([{"name": "sleeper", "command": ["sh", "-c", "sleep 3600", &marker]}]);
+    let out = std::process::Command::new(OBSBOX)
+        .args(["settings", "set", "children"])
+        .arg(children.to_string())
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    // An unprivileged obsbox: the cgroup2 mount is root's.
+    let nobody = "65534";
+    let chown = std::process::Command::new("chown")
+        .args(["-R", &format!("{nobody}:{nobody}")])
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    let log = dir.path().join("obsbox.log");
+    let mut obsbox = KilledOnDrop(
+        std::process::Command::new("setpriv")
+            .args(["--reuid", nobody, "--regid", nobody, "--clear-groups"])
+            .arg(OBSBOX)
+            .args(["run", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("the child to run", Duration::from_secs(20), || {
+        (!processes_mentioning(&marker).is_empty()).then_some(())
+    });
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        text.matches("no writable cgroup v2: children are tracked by process group only")
+            .count(),
+        1,
+        "{text}"
+    );
+    assert!(
+        !text.contains("each child runs in a cgroup of its own"),
+        "{text}"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(obsbox.0.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(obsbox.0.wait().unwrap().success());
+    assert!(processes_mentioning(&marker).is_empty());
+}
+
+#[test]
+fn memory_max_bytes_is_checked_and_a_new_limit_restarts_the_child() {
+    let child = |limit: u64| json!([{"name": "sleeper", "command": ["sleep", "3600"], "memory_max_bytes": limit}]);
+    let obsbox = Obsbox::start(&[
+        ("services", services_only(&[])),
+        ("children", child(64 << 20)),
+    ]);
+    let before = wait_for("sleeper running", Duration::from_secs(10), || {
+        obsbox.service("sleeper")["pid"].as_u64()
+    });
+    let (status, answer) =
+        obsbox.send("PUT", "/api/settings/children", &child(1 << 20).to_string());
+    assert_eq!(status, 422, "{answer}");
+    assert!(
+        answer.to_string().contains("children[0].memory_max_bytes"),
+        "{answer}"
+    );
+    let (status, answer) = obsbox.send(
+        "PUT",
+        "/api/settings/children",
+        &child(128 << 20).to_string(),
+    );
+    assert_eq!(status, 200, "{answer}");
+    wait_for("a restarted sleeper", Duration::from_secs(10), || {
+        obsbox.service("sleeper")["pid"]
+            .as_u64()
+            .filter(|&pid| pid != before)
+    });
+}
+
+#[test]
+fn a_child_removed_from_the_settings_leaves_no_cgroup_running_or_not() {
+    let obsbox = Obsbox::start(&[
+        ("services", services_only(&[])),
+        (
+            "children",
+            json!([
+                {"name": "running", "command": ["sleep", "3600"]},
+                {"name": "stopped", "command": ["sleep", "3600"]},
+            ]),
+        ),
+    ]);
+    cgroup_in_use(&obsbox);
+    // The cgroup v2 directory of a running child, from /proc/<pid>/cgroup.
+    let mount = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .find(|l| l.contains(" - cgroup2 "))
+        .and_then(|l| l.split(' ').nth(4).map(String::from))
+        .unwrap();
+    let dirs: Vec<std::path::PathBuf> = ["running", "stopped"]
+        .iter()
+        .map(|name| {
+            let pid = wait_for(name, Duration::from_secs(10), || {
+                obsbox.service(name)["pid"].as_u64()
+            });
+            let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+            let path = cgroup.lines().find_map(|l| l.strip_prefix("0::")).unwrap();
+            std::path::PathBuf::from(format!("{mount}{path}"))
+        })
+        .collect();
+    assert!(dirs.iter().all(|d| d.is_dir()), "{dirs:?}");
+    let (status, _) = obsbox.send("POST", "/api/services/stopped/stop", "");
+    assert_eq!(status, 200);
+    wait_for("stopped to stop", Duration::from_secs(10), || {
+        (obsbox.service("stopped")["state"] == "stopped").then_some(())
+    });
+    let (status, answer) = obsbox.send("PUT", "/api/settings/children", "[]");
+    assert_eq!(status, 200, "{answer}");
+    wait_for("both cgroups removed", Duration::from_secs(10), || {
+        dirs.iter().all(|d| !d.exists()).then_some(())
+    });
+}

@@ -138,6 +138,7 @@ pub fn plans(settings: &Settings, env: &Environment, locator: &Locator) -> Vec<C
                     stop_signal: Signal::SIGTERM,
                     stop_grace: built.grace,
                     restart: RestartPolicy::default(),
+                    memory_max: service.memory_max_bytes,
                 }))
             }
         };
@@ -324,6 +325,7 @@ fn extra_plan(child: &ExtraChild, env: &Environment, locator: &Locator) -> Child
         stop_grace: crate::settings::parse_duration(&child.stop_grace)
             .unwrap_or(Duration::from_secs(10)),
         restart: RestartPolicy::default(),
+        memory_max: child.memory_max_bytes,
     })))
 }
 

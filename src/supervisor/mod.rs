@@ -8,6 +8,7 @@
 //! [`Supervisor`] handles; the actor reacts at once, so a crashed child is
 //! relaunched within the same wake-up that saw it die.
 
+pub mod cgroup;
 mod logs;
 mod policy;
 pub mod process;
@@ -16,6 +17,7 @@ pub use logs::LogPolicy;
 pub use policy::RestartPolicy;
 pub use process::{Exit, Reaper};
 
+use cgroup::{Cgroups, Guard};
 use logs::{LogCapture, LogReader};
 use nix::sys::signal::Signal;
 use policy::RestartTracker;
@@ -53,6 +55,8 @@ pub struct ChildSpec {
     pub stop_signal: Signal,
     pub stop_grace: Duration,
     pub restart: RestartPolicy,
+    /// Its cgroup's `memory.max`, where cgroups with the memory controller are available.
+    pub memory_max: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,6 +127,8 @@ pub struct ChildStatus {
     pub detail: Option<String>,
     pub log_bytes: u64,
     pub log_lines: u64,
+    /// CPU and memory use from its cgroup; `None` without cgroups.
+    pub cgroup: Option<cgroup::Usage>,
 }
 
 /// How a shutdown would stop one child.
@@ -227,12 +233,15 @@ impl Supervisor {
     /// Starts the supervisor with no children; give it some with [`Supervisor::apply`].
     pub fn start(ctx: SupervisorContext) -> Supervisor {
         clear_leftovers(&ctx.run_dir);
+        let (cgroups, guard) = cgroup::start(&ctx.run_dir, &ctx.reaper);
         let (tx, rx) = mpsc::unbounded_channel();
         let actor = Actor {
             ctx,
             tx: tx.clone(),
             children: Vec::new(),
             shutdown: Vec::new(),
+            cgroups,
+            guard,
         };
         tokio::spawn(actor.run(rx));
         Supervisor { tx }
@@ -413,7 +422,7 @@ impl Child {
         }
     }
 
-    fn status(&self, now: Instant) -> ChildStatus {
+    fn status(&self, now: Instant, cgroups: Option<&Cgroups>) -> ChildStatus {
         let (state, pid, uptime) = match &self.state {
             State::Waiting { .. } => ("waiting", None, None),
             State::Running {
@@ -457,6 +466,7 @@ impl Child {
             detail: self.detail.clone(),
             log_bytes: stats.map_or(0, |s| s.bytes.load(Ordering::Relaxed)),
             log_lines: stats.map_or(0, |s| s.lines.load(Ordering::Relaxed)),
+            cgroup: cgroups.and_then(|c| c.usage(&self.plan.name)),
         }
     }
 }
@@ -468,6 +478,9 @@ struct Actor {
     children: Vec<Child>,
     /// Callers waiting for the shutdown to finish; non-empty once it began.
     shutdown: Vec<oneshot::Sender<()>>,
+    /// The children's cgroups; `None` where only process groups are available.
+    cgroups: Option<Cgroups>,
+    guard: Option<Guard>,
 }
 
 impl Actor {
@@ -485,7 +498,11 @@ impl Actor {
             if !self.shutdown.is_empty() && self.children.iter().all(|c| !c.is_active()) {
                 // Closing our ends of the log pipes lets the capture threads finish.
                 self.children.clear();
-                process::kill_orphans();
+                if let Some(cgroups) = &self.cgroups {
+                    cgroups.close();
+                }
+                let guardian = self.guard.take().map(Guard::disarm);
+                process::kill_orphans(guardian);
                 for done in self.shutdown.drain(..) {
                     let _ = done.send(());
                 }
@@ -540,7 +557,13 @@ impl Actor {
                 let _ = done.send(self.control(&name, action, now));
             }
             Msg::Status { done } => {
-                let _ = done.send(self.children.iter().map(|c| c.status(now)).collect());
+                let cgroups = self.cgroups.as_ref();
+                let _ = done.send(
+                    self.children
+                        .iter()
+                        .map(|c| c.status(now, cgroups))
+                        .collect(),
+                );
             }
             Msg::Log { name, done } => {
                 let reader = self
@@ -597,6 +620,9 @@ impl Actor {
             Self::stop_then(&mut gone, AfterStop::Remove, now);
             if gone.is_active() {
                 kept.push(gone);
+            } else if let Some(cgroups) = &self.cgroups {
+                // A running one's goes once it has stopped (in on_exit).
+                cgroups.remove(&gone.plan.name);
             }
         }
         self.children = kept;
@@ -715,8 +741,8 @@ impl Actor {
         });
         match child.state {
             State::Running { pid, started, .. } => {
-                // Whatever the child left in its process group goes with it.
-                process::signal_group(pid, Signal::SIGKILL);
+                // Whatever the child left behind goes with it.
+                cgroup::kill_child(self.cgroups.as_ref(), name, pid);
                 if shutting_down || !child.wanted {
                     child.state = State::Stopped;
                     return;
@@ -732,7 +758,7 @@ impl Actor {
                 }
             }
             State::Stopping { pid, then, .. } => {
-                process::signal_group(pid, Signal::SIGKILL);
+                cgroup::kill_child(self.cgroups.as_ref(), name, pid);
                 tracing::info!(child = %name, %exit, "stopped");
                 match then {
                     AfterStop::Start if !shutting_down => {
@@ -740,6 +766,9 @@ impl Actor {
                     }
                     AfterStop::Remove => {
                         self.children.remove(i);
+                        if let Some(cgroups) = &self.cgroups {
+                            cgroups.remove(name);
+                        }
                     }
                     _ => child.state = State::Stopped,
                 }
@@ -777,7 +806,7 @@ impl Actor {
             {
                 if kill_at <= now {
                     tracing::warn!(child = %child.plan.name, pid, "grace period over; killing");
-                    process::signal_group(pid, Signal::SIGKILL);
+                    cgroup::kill_child(self.cgroups.as_ref(), &child.plan.name, pid);
                     *killed = true;
                 }
             }
@@ -837,6 +866,7 @@ impl Actor {
     fn launch(&mut self, i: usize, now: Instant) {
         let tx = self.tx.clone();
         let ctx = &self.ctx;
+        let cgroups = self.cgroups.as_ref();
         let child = &mut self.children[i];
         let Some(spec) = child.spec().cloned() else {
             return;
@@ -868,6 +898,9 @@ impl Actor {
                 cmd.uid(user.uid).gid(user.gid);
             }
             process::tie_to_parent(&mut cmd);
+            if let Some(cgroups) = cgroups {
+                cgroup::place(&mut cmd, cgroups.prepare(&name, spec.memory_max)?);
+            }
             let generation = child.generation + 1;
             let exited_name = name.clone();
             let pid = ctx.reaper.spawn(&mut cmd, move |exit| {

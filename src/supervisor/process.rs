@@ -227,20 +227,22 @@ fn reset_signals(cmd: &mut Command) {
 }
 
 /// Makes a command's process die with obsbox: its own process group, and
-/// SIGTERM when obsbox (the spawning thread, which is the runtime's only
-/// thread) goes away, even by SIGKILL.
+/// SIGKILL when obsbox (the spawning thread, which is the runtime's only
+/// thread) goes away, even by SIGKILL. Not SIGTERM: a child that ignores it
+/// would live on holding its port; one that obsbox dies under gets no clean
+/// stop either way.
 pub fn tie_to_parent(cmd: &mut Command) {
     let parent = std::process::id() as i32;
     cmd.process_group(0);
     // SAFETY: only async-signal-safe calls (prctl, getppid, kill) between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                 return Err(io::Error::last_os_error());
             }
             // The parent may have died before prctl took effect.
             if libc::getppid() != parent {
-                libc::kill(libc::getpid(), libc::SIGTERM);
+                libc::kill(libc::getpid(), libc::SIGKILL);
             }
             Ok(())
         });
@@ -249,7 +251,8 @@ pub fn tie_to_parent(cmd: &mut Command) {
 
 /// Kills every process that was reparented to obsbox (as subreaper) and still
 /// lives: descendants that left their child's process group, e.g. by setsid.
-pub fn kill_orphans() {
+/// `spare` (the cgroup guardian, told to go) ends on its own.
+pub fn kill_orphans(spare: Option<u32>) {
     let me = std::process::id();
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return;
@@ -267,7 +270,7 @@ pub fn kill_orphans() {
             .rfind(')')
             .and_then(|i| stat[i + 2..].split(' ').nth(1))
             .and_then(|p| p.parse::<u32>().ok());
-        if ppid == Some(me) {
+        if ppid == Some(me) && Some(pid) != spare {
             tracing::warn!(pid, "killing a leftover descendant");
             signal_process(pid, nix::sys::signal::Signal::SIGKILL);
         }

@@ -58,6 +58,9 @@ pub(super) async fn metrics(State(app): State<Arc<AppState>>) -> Response {
     let uptime = Family::<ChildLabel, Gauge<f64, AtomicU64>>::default();
     let log_bytes = Family::<ChildLabel, Counter>::default();
     let log_lines = Family::<ChildLabel, Counter>::default();
+    let cpu = Family::<ChildLabel, Counter<f64, AtomicU64>>::default();
+    let memory = Family::<ChildLabel, Gauge>::default();
+    let memory_max = Family::<ChildLabel, Gauge>::default();
     for s in &statuses {
         let child = ChildLabel {
             child: s.name.clone(),
@@ -76,6 +79,15 @@ pub(super) async fn metrics(State(app): State<Arc<AppState>>) -> Response {
             .set(s.uptime_seconds.unwrap_or(0.0));
         log_bytes.get_or_create(&child).inc_by(s.log_bytes);
         log_lines.get_or_create(&child).inc_by(s.log_lines);
+        if let Some(usage) = &s.cgroup {
+            cpu.get_or_create(&child).inc_by(usage.cpu_seconds);
+            if let Some(bytes) = usage.memory_bytes {
+                memory.get_or_create(&child).set(gauge_value(bytes));
+            }
+            if let Some(bytes) = usage.memory_max_bytes {
+                memory_max.get_or_create(&child).set(gauge_value(bytes));
+            }
+        }
     }
     registry.register(
         "obsbox_child_up",
@@ -106,6 +118,21 @@ pub(super) async fn metrics(State(app): State<Arc<AppState>>) -> Response {
         "obsbox_child_log_lines",
         "Lines of output captured from the child",
         log_lines,
+    );
+    registry.register(
+        "obsbox_child_cpu_seconds",
+        "CPU time used in the child's cgroup (the child and everything it started)",
+        cpu,
+    );
+    registry.register(
+        "obsbox_child_memory_bytes",
+        "Memory charged to the child's cgroup (with the memory controller only)",
+        memory,
+    );
+    registry.register(
+        "obsbox_child_memory_max_bytes",
+        "The memory.max of the child's cgroup, when a limit is set",
+        memory_max,
     );
 
     if let Ok(backups) = app.backups.status().await {
@@ -500,7 +527,6 @@ fn register_disks(registry: &mut Registry, status: &crate::disks::DisksStatus) {
     let errors = Family::<DiskLabel, Counter>::default();
     let answered = Family::<DiskLabel, F64>::default();
     let source_failing = Family::<DiskJob, Gauge>::default();
-    let as_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
     for d in &status.disks {
         let label = DiskLabel { disk: d.id.clone() };
         let value = match d.health {
@@ -524,14 +550,14 @@ fn register_disks(registry: &mut Registry, status: &crate::disks::DisksStatus) {
                     disk: d.id.clone(),
                     attribute: a.id.to_string(),
                 })
-                .set(as_i64(value));
+                .set(gauge_value(value));
             }
         }
         if let Some(t) = d.temperature {
             temperature.get_or_create(&label).set(t);
         }
         if let Some(h) = d.power_on_hours {
-            hours.get_or_create(&label).set(as_i64(h));
+            hours.get_or_create(&label).set(gauge_value(h));
         }
         if let Some(nvme) = &d.nvme {
             critical_warning
@@ -541,7 +567,7 @@ fn register_disks(registry: &mut Registry, status: &crate::disks::DisksStatus) {
                 media_errors.get_or_create(&label).inc_by(n);
             }
             if let Some(p) = nvme.percentage_used {
-                used.get_or_create(&label).set(as_i64(p));
+                used.get_or_create(&label).set(gauge_value(p));
             }
         }
         if let Some(passed) = d.self_tests.first().and_then(|t| t.passed) {
@@ -621,6 +647,11 @@ fn register_disks(registry: &mut Registry, status: &crate::disks::DisksStatus) {
 }
 
 /// Resident set size of this process, from /proc/self/statm.
+/// A count as a gauge's value (an i64), saturating.
+fn gauge_value(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
 fn resident_bytes() -> i64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
     let pages: i64 = statm

@@ -63,6 +63,7 @@ mod tests {
         "MemoryUsageCritical",
         "CPUUsageHigh",
         "ChildCrashLooping",
+        "ChildMemoryNearLimit",
         "ConfigReloadFailed",
         "LogErrorRateSpike",
         "TargetDown",

@@ -161,6 +161,15 @@ impl<'a> Catalog<'a> {
                 description: "{{ $labels.child }} exited 5 times within a minute, or 5 times in a row soon after starting; obsbox retries it after a delay that doubles up to a minute, until a run lasts longer than a minute. Its log says why.".into(),
             },
             Alert {
+                name: "ChildMemoryNearLimit",
+                expr: "100 * obsbox_child_memory_bytes / obsbox_child_memory_max_bytes > 90".into(),
+                wait: Some("5m"),
+                severity: "warning",
+                service: "appliance",
+                summary: "{{ $labels.child }} is close to its memory limit",
+                description: "{{ $labels.child }} has used {{ $value | printf \"%.1f\" }}% of its memory limit (memory_max_bytes) for 5 minutes. At the limit the kernel reclaims its memory, then kills it.".into(),
+            },
+            Alert {
                 name: "ConfigReloadFailed",
                 expr: "prometheus_config_last_reload_successful == 0 or alertmanager_config_last_reload_successful == 0".into(),
                 wait: None,
