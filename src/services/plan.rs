@@ -3,6 +3,7 @@
 
 use super::render::{paths, proxied_url, SecretGrant};
 use super::Environment;
+use crate::settings::users::{self, ChildUser};
 use crate::settings::{ExtraChild, Readiness, Service, Settings};
 use crate::store::Store;
 use crate::supervisor::{ChildPlan, ChildSpec, Launch, Probe, Reload, RestartPolicy, RunAs};
@@ -109,7 +110,7 @@ fn is_executable(path: &Path) -> bool {
 /// Every child, in start order: the enabled built-ins, then the user's.
 pub fn plans(settings: &Settings, env: &Environment, locator: &Locator) -> Vec<ChildPlan> {
     let s = &settings.services;
-    let builtin_user = builtin_user(&settings.general.child_user);
+    let builtin_user = builtin_user(&settings.general.child_user, is_root());
     let abs = |rel: &str| env.data_dir.join(rel).display().to_string();
     let mut plans = Vec::new();
     let mut builtin = |name: &str,
@@ -120,16 +121,20 @@ pub fn plans(settings: &Settings, env: &Environment, locator: &Locator) -> Vec<C
         if !service.enabled {
             return;
         }
-        let launch = match locator.find(service.binary.as_deref(), names) {
-            Err(looked_at) => Launch::NotInstalled { looked_at },
-            Ok(program) => {
+        let launch = match (
+            locator.find(service.binary.as_deref(), names),
+            &builtin_user,
+        ) {
+            (Err(looked_at), _) => Launch::NotInstalled { looked_at },
+            (Ok(_), Err(no_user)) => Launch::Broken(no_user.clone()),
+            (Ok(program), Ok(user)) => {
                 let built = build(&program);
                 Launch::Run(Box::new(ChildSpec {
                     program,
                     args: built.args,
                     env: Vec::new(),
                     cwd: env.data_dir.join("children").join(name),
-                    user: builtin_user,
+                    user: *user,
                     readiness: Probe::Http {
                         port: service.port,
                         path: built.ready_path.into(),
@@ -294,8 +299,11 @@ fn extra_plan(child: &ExtraChild, env: &Environment, locator: &Locator) -> Child
     };
     let user = match &child.user {
         None => None,
-        Some(name) => match lookup_user(name) {
-            Some(u) => Some(u),
+        Some(name) => match users::lookup(name) {
+            Some(u) => Some(RunAs {
+                uid: u.uid,
+                gid: u.gid,
+            }),
             None => return plan(Launch::Broken(format!("no user '{name}' in /etc/passwd"))),
         },
     };
@@ -327,32 +335,23 @@ fn extra_plan(child: &ExtraChild, env: &Environment, locator: &Locator) -> Child
     })))
 }
 
-/// The user built-in children run as when obsbox is root.
-fn builtin_user(setting: &str) -> Option<RunAs> {
-    if !nix::unistd::geteuid().is_root() {
-        return None;
+/// The user built-in children run as: obsbox's own unless it is root; an
+/// error (the children do not start) when the user asked for is missing.
+fn builtin_user(setting: &str, root: bool) -> Result<Option<RunAs>, String> {
+    if !root {
+        return Ok(None);
     }
-    match setting {
-        "" => None,
-        "auto" => lookup_user("obsbox").or_else(|| lookup_user("nobody")),
-        name => lookup_user(name),
-    }
+    Ok(match users::child_user(setting, users::lookup)? {
+        ChildUser::Same => None,
+        ChildUser::User(u) => Some(RunAs {
+            uid: u.uid,
+            gid: u.gid,
+        }),
+    })
 }
 
-/// Reads `/etc/passwd` directly: NSS is unreliable in a static binary.
-fn lookup_user(name: &str) -> Option<RunAs> {
-    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
-    passwd.lines().find_map(|line| {
-        let mut f = line.split(':');
-        if f.next()? != name {
-            return None;
-        }
-        let _password = f.next()?;
-        Some(RunAs {
-            uid: f.next()?.parse().ok()?,
-            gid: f.next()?.parse().ok()?,
-        })
-    })
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
 }
 
 /// Creates each child's working directory, owned by the user it runs as.
@@ -553,8 +552,23 @@ mod tests {
     }
 
     #[test]
-    fn users_come_from_etc_passwd() {
-        assert_eq!(lookup_user("root"), Some(RunAs { uid: 0, gid: 0 }));
-        assert_eq!(lookup_user("no-such-user-here"), None);
+    fn a_missing_child_user_breaks_the_built_ins_instead_of_running_them_as_root() {
+        let (_d, locator) = bin_dir(&["prometheus"]);
+        let mut settings = Settings::default();
+        settings.general.child_user = "no-such-user-here".into();
+        assert_eq!(
+            builtin_user(&settings.general.child_user, true),
+            Err("no user 'no-such-user-here' in /etc/passwd".into())
+        );
+        assert_eq!(builtin_user("no-such-user-here", false), Ok(None));
+        assert_eq!(builtin_user("", true), Ok(None));
+        if is_root() {
+            let plans = plans(&settings, &env(), &locator);
+            let prom = plans.iter().find(|p| p.name == "prometheus").unwrap();
+            assert_eq!(
+                prom.launch,
+                Launch::Broken("no user 'no-such-user-here' in /etc/passwd".into())
+            );
+        }
     }
 }
