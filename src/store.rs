@@ -25,7 +25,7 @@ pub enum StoreError {
     NoDatabase(PathBuf),
     #[error("{0}")]
     Damaged(Damage),
-    #[error("the data partition is full: the settings database cannot grow ({0})")]
+    #[error("the data partition is full: {0}")]
     Full(String),
     #[error("the settings database is locked by another process ({0}); try again shortly")]
     Busy(String),

@@ -122,7 +122,7 @@ impl Services {
             staged.commit()?;
         }
         let mut plans = plans(&settings, &self.env, &self.locator);
-        self.prepare(&settings, &plans)?;
+        self.prepare(&settings, &mut plans)?;
         for (child, reason) in broken {
             let missing =
                 child_files_of(&files, child).any(|f| !self.env.data_dir.join(&f.path).exists());
@@ -162,8 +162,8 @@ impl Services {
             s.commit()?;
         }
         tracing::info!(section, actor, reload = ?changed, "settings changed");
-        let plans = plans(&proposed, &self.env, &self.locator);
-        self.prepare(&proposed, &plans)?;
+        let mut plans = plans(&proposed, &self.env, &self.locator);
+        self.prepare(&proposed, &mut plans)?;
         self.supervisor
             .apply(plans, changed.into_iter().collect())
             .await?;
@@ -255,15 +255,15 @@ impl Services {
     pub async fn refresh_secrets(&self) -> Result<(), ServicesError> {
         let _guard = self.changing.lock().await;
         let settings = self.store.settings()?;
-        let plans = plans(&settings, &self.env, &self.locator);
-        self.prepare(&settings, &plans)
+        let mut plans = plans(&settings, &self.env, &self.locator);
+        self.prepare(&settings, &mut plans)
     }
 
     /// The children's working directories and the secrets they read.
     fn prepare(
         &self,
         settings: &Settings,
-        plans: &[crate::supervisor::ChildPlan],
+        plans: &mut [crate::supervisor::ChildPlan],
     ) -> Result<(), ServicesError> {
         let data = &self.env.data_dir;
         prepare_dirs(plans).map_err(io_error(data))?;

@@ -354,17 +354,65 @@ fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
-/// Creates each child's working directory, owned by the user it runs as.
-pub fn prepare_dirs(plans: &[ChildPlan]) -> std::io::Result<()> {
+/// Creates each child's working directory, owned by the user it runs as. A
+/// child whose user cannot reach its directory (a parent of the data
+/// directory closed to it) does not start: it is marked broken, saying which
+/// directory is in the way, instead of failing with a bare "Permission denied".
+pub fn prepare_dirs(plans: &mut [ChildPlan]) -> std::io::Result<()> {
     for plan in plans {
-        if let Launch::Run(spec) = &plan.launch {
-            std::fs::create_dir_all(&spec.cwd)?;
-            if let Some(user) = spec.user.filter(|_| nix::unistd::geteuid().is_root()) {
-                std::os::unix::fs::chown(&spec.cwd, Some(user.uid), Some(user.gid))?;
-            }
+        let Launch::Run(spec) = &plan.launch else {
+            continue;
+        };
+        std::fs::create_dir_all(&spec.cwd)?;
+        let Some(user) = spec.user.filter(|_| is_root()) else {
+            continue;
+        };
+        std::os::unix::fs::chown(&spec.cwd, Some(user.uid), Some(user.gid))?;
+        if let Some(blocked) = blocked_at(&spec.cwd, user)? {
+            let reason = format!(
+                "user {} cannot reach its directory {}: {blocked}",
+                user.uid,
+                spec.cwd.display()
+            );
+            tracing::error!(child = plan.name, path = %spec.cwd.display(), "{reason}");
+            plan.launch = Launch::Broken(reason);
         }
     }
     Ok(())
+}
+
+/// The first directory on the way to `dir` (itself included) that `user`
+/// may not pass through, described; `None` when every one lets it through.
+/// Judged from the mode bits and owners (supplementary groups are not read).
+fn blocked_at(dir: &Path, user: RunAs) -> std::io::Result<Option<String>> {
+    use std::os::unix::fs::MetadataExt;
+    if user.uid == 0 {
+        return Ok(None);
+    }
+    let mut ancestors: Vec<&Path> = dir.ancestors().collect();
+    ancestors.reverse();
+    for step in ancestors {
+        let meta = std::fs::metadata(step)?;
+        let mode = meta.mode();
+        let search = if meta.uid() == user.uid {
+            mode & 0o100
+        } else if meta.gid() == user.gid {
+            mode & 0o010
+        } else {
+            mode & 0o001
+        };
+        if search == 0 {
+            return Ok(Some(format!(
+                "{} is mode {:o}, owned by uid {} gid {}; give others search permission (chmod o+x) \
+                 or move the data directory",
+                step.display(),
+                mode & 0o7777,
+                meta.uid(),
+                meta.gid()
+            )));
+        }
+    }
+    Ok(None)
 }
 
 /// Copies the stored secrets each child reads into files of its own, owned by
@@ -549,6 +597,32 @@ mod tests {
                 looked_at: vec!["/opt/loki/bin/loki".into()]
             }
         );
+    }
+
+    #[test]
+    fn a_directory_closed_to_the_child_user_is_named() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let closed = root.path().join("closed");
+        let cwd = closed.join("data/children/x");
+        std::fs::create_dir_all(&cwd).unwrap();
+        let set = |p: &Path, mode| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap()
+        };
+        set(root.path(), 0o755);
+        set(&closed, 0o700);
+        let nobody = RunAs {
+            uid: 65534,
+            gid: 65534,
+        };
+        let blocked = blocked_at(&cwd, nobody).unwrap().unwrap();
+        assert!(
+            blocked.starts_with(&format!("{} is mode 700", closed.display())),
+            "{blocked}"
+        );
+        assert_eq!(blocked_at(&cwd, RunAs { uid: 0, gid: 0 }).unwrap(), None);
+        set(&closed, 0o711);
+        assert_eq!(blocked_at(&cwd, nobody).unwrap(), None);
     }
 
     #[test]

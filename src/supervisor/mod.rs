@@ -122,6 +122,8 @@ pub struct ChildStatus {
     pub detail: Option<String>,
     pub log_bytes: u64,
     pub log_lines: u64,
+    /// Bytes of output lost because they could not be written (a full disk).
+    pub log_write_errors_bytes: u64,
 }
 
 /// How a shutdown would stop one child.
@@ -446,6 +448,7 @@ impl Child {
             detail: self.detail.clone(),
             log_bytes: stats.map_or(0, |s| s.bytes.load(Ordering::Relaxed)),
             log_lines: stats.map_or(0, |s| s.lines.load(Ordering::Relaxed)),
+            log_write_errors_bytes: stats.map_or(0, |s| s.write_errors.load(Ordering::Relaxed)),
         }
     }
 }

@@ -58,6 +58,7 @@ pub(super) async fn metrics(State(app): State<Arc<AppState>>) -> Response {
     let uptime = Family::<ChildLabel, Gauge<f64, AtomicU64>>::default();
     let log_bytes = Family::<ChildLabel, Counter>::default();
     let log_lines = Family::<ChildLabel, Counter>::default();
+    let log_lost = Family::<ChildLabel, Counter>::default();
     for s in &statuses {
         let child = ChildLabel {
             child: s.name.clone(),
@@ -76,6 +77,9 @@ pub(super) async fn metrics(State(app): State<Arc<AppState>>) -> Response {
             .set(s.uptime_seconds.unwrap_or(0.0));
         log_bytes.get_or_create(&child).inc_by(s.log_bytes);
         log_lines.get_or_create(&child).inc_by(s.log_lines);
+        log_lost
+            .get_or_create(&child)
+            .inc_by(s.log_write_errors_bytes);
     }
     registry.register(
         "obsbox_child_up",
@@ -106,6 +110,11 @@ pub(super) async fn metrics(State(app): State<Arc<AppState>>) -> Response {
         "obsbox_child_log_lines",
         "Lines of output captured from the child",
         log_lines,
+    );
+    registry.register(
+        "obsbox_child_log_write_errors_bytes",
+        "Bytes of the child's output lost because they could not be written (a full disk)",
+        log_lost,
     );
 
     if let Ok(backups) = app.backups.status().await {

@@ -163,6 +163,7 @@ mod tests {
         "MemoryUsageCritical",
         "CPUUsageHigh",
         "ChildCrashLooping",
+        "ChildLogsLost",
         "ConfigReloadFailed",
         "LogErrorRateSpike",
         "TargetDown",
