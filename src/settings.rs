@@ -709,10 +709,11 @@ impl Settings {
                 &self.alertmanager.group_wait,
                 (0, h),
             ),
+            // 0s passes here: Alertmanager's own checker refuses it.
             (
                 "alertmanager.group_interval",
                 &self.alertmanager.group_interval,
-                (s, d),
+                (0, d),
             ),
             (
                 "alertmanager.repeat_interval",

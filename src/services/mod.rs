@@ -404,7 +404,8 @@ impl Checker<'_> {
         };
         let tool = program.display().to_string();
         let mut cmd = std::process::Command::new(&program);
-        cmd.args(&args).current_dir(&self.env.data_dir);
+        // In the scratch directory: `obsbox check` may have no data directory yet.
+        cmd.args(&args).current_dir(dir);
         let (exit, output) = self
             .reaper
             .output(cmd, Duration::from_secs(30))
