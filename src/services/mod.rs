@@ -193,7 +193,6 @@ impl Services {
             };
             let checker = Checker {
                 settings,
-                env,
                 locator,
                 reaper,
             };
@@ -295,7 +294,6 @@ impl Services {
         std::fs::create_dir_all(&staging).map_err(io_error(&staging))?;
         let checker = Checker {
             settings,
-            env: &self.env,
             locator: &self.locator,
             reaper: &self.reaper,
         };
@@ -372,7 +370,6 @@ fn rand_suffix() -> u64 {
 /// Runs a child's own config checker on staged files.
 struct Checker<'a> {
     settings: &'a Settings,
-    env: &'a Environment,
     locator: &'a Locator,
     reaper: &'a Reaper,
 }
