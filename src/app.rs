@@ -10,7 +10,8 @@ use crate::ota::{Ota, TrialContext};
 use crate::power::{Power, PowerContext, Sockets};
 use crate::reset::{Controls, ControlsContext};
 use crate::services::{Environment, Locator, Services};
-use crate::store::Store;
+use crate::settings::Reserved;
+use crate::store::{Store, StoreError};
 use crate::supervisor::{LogPolicy, Reaper, Supervisor, SupervisorContext};
 use crate::tls::{Tls, TlsListener};
 use crate::web::{self, AppState};
@@ -127,10 +128,26 @@ async fn listen(
     Ok(listener)
 }
 
-/// Creates the data directory if needed and returns its absolute path.
+/// Creates the data directory if needed and returns its absolute path. It is
+/// made mode 0711, whatever it was: children running as other users can pass
+/// through it to their own directories, but cannot list it; what is private
+/// in it (the database, secrets, tls, db-backups) is 0600 or 0700 itself.
 pub fn data_dir(dir: &Path) -> anyhow::Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+    if let Err(e) = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711)) {
+        tracing::warn!(dir = %dir.display(), error = %e, "cannot make the data directory 0711");
+    }
+    existing_data_dir(dir)
+}
+
+/// The absolute path of a data directory that must already exist (for
+/// commands that only read): a typo must not create a new box.
+pub fn existing_data_dir(dir: &Path) -> anyhow::Result<PathBuf> {
+    if !dir.is_dir() {
+        anyhow::bail!("no obsbox data directory at {}", dir.display());
+    }
     dir.canonicalize()
         .with_context(|| format!("cannot resolve the data directory {}", dir.display()))
 }
@@ -164,7 +181,13 @@ pub async fn run(
     // Before anything else in it is touched: a second obsbox here would
     // clear the first one's children as leftovers.
     let lock = DataLock::acquire(&dir)?;
-    let store = Store::open(&dir)?;
+    let store = match Store::open(&dir) {
+        Ok(store) => store,
+        Err(StoreError::Damaged(damage)) => {
+            return recover(&dir, damage, on, inherited, lock).await
+        }
+        Err(e) => return Err(e.into()),
+    };
     let settings = store.settings()?;
     let mut kept = Sockets::default();
     let listener = listen("http", on.http, &mut inherited, &mut kept).await?;
@@ -178,6 +201,15 @@ pub async fn run(
         None => None,
     };
     let https_addr = https.as_ref().map(|(l, _)| l.local_addr()).transpose()?;
+    let reserved = Reserved {
+        ports: std::iter::once((addr.port(), "obsbox's web UI (--listen)".to_string()))
+            .chain(https_addr.map(|a| (a.port(), "obsbox's HTTPS (--https-listen)".into())))
+            .collect(),
+    };
+    for problem in settings.validate_with(&reserved) {
+        tracing::error!(%problem, "the stored settings clash with how obsbox runs");
+    }
+    store.reserve(reserved);
 
     let reaper = Reaper::start().context("cannot become the reaper of child processes")?;
     let supervisor = Supervisor::start(SupervisorContext {
@@ -204,6 +236,12 @@ pub async fn run(
     ));
     let webhook_token = crate::alerts::ensure_webhook_token(&store)?;
     services.start().await?;
+    let copies_stop = CancellationToken::new();
+    let copies = tokio::spawn(crate::store::copies::keep(
+        store.clone(),
+        services.subscribe(),
+        copies_stop.clone(),
+    ));
     let alerts = Arc::new(Alerts::new(store.clone(), services.clone(), webhook_token));
     let diagnostics = Diagnostics::new(DiagnosticsContext {
         services: services.clone(),
@@ -331,6 +369,10 @@ pub async fn run(
     secure.context("the HTTPS server failed")?;
     supervisor.shutdown().await;
     tracing::info!("every child stopped");
+    copies_stop.cancel();
+    if let Err(e) = copies.await {
+        tracing::error!(error = %e, "the database copier failed");
+    }
     // A stop asked for while rebooting (the host going down, an operator)
     // would be lost in the new process: it wins.
     let ending = match ending {
@@ -413,6 +455,60 @@ impl OtherSignals {
     }
 }
 
+/// Serves the recovery page instead of the box when the settings database
+/// exists but cannot be used: no setup, no children, until SIGTERM or SIGINT,
+/// or a retry that finds the database restored (then a restart).
+async fn recover(
+    dir: &Path,
+    damage: crate::store::Damage,
+    on: &Listen,
+    mut inherited: Sockets,
+    lock: DataLock,
+) -> anyhow::Result<Ended> {
+    tracing::error!(
+        problem = %damage,
+        "obsbox starts in recovery: no setup and no services until a copy is restored \
+         (`obsbox db restore`) or the box is factory reset"
+    );
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut kept = Sockets::default();
+    let listener = listen("http", on.http, &mut inherited, &mut kept).await?;
+    if let Some(https) = inherited.take("https") {
+        // Kept for the restart after recovery; not served meanwhile.
+        kept.add("https", https);
+    }
+    let addr = listener.local_addr()?;
+    let _ = writeln!(
+        std::io::stdout(),
+        "obsbox {} is in recovery: web UI on http://{addr}/ (data in {}): {damage}",
+        env!("CARGO_PKG_VERSION"),
+        dir.display()
+    );
+    let lifecycle = Lifecycle::new();
+    let app = web::recovery::router(Arc::new(web::recovery::Recovery {
+        damage,
+        data_dir: dir.to_path_buf(),
+        lifecycle: lifecycle.clone(),
+    }));
+    let stopping = CancellationToken::new();
+    let server =
+        axum::serve(listener, app).with_graceful_shutdown(stopping.clone().cancelled_owned());
+    let ending = async {
+        let ending = lifecycle.ended(&mut terminate, &mut interrupt).await;
+        stopping.cancel();
+        ending
+    };
+    let (ending, served) = tokio::join!(ending, drained(server.into_future(), &stopping, "HTTP"));
+    served.context("the web server failed")?;
+    Ok(Ended {
+        ending,
+        sockets: kept,
+        reboot_argument: None,
+        lock,
+    })
+}
+
 /// Whether `signal` arrived since it was last received.
 fn signalled(signal: &mut Signal) -> bool {
     use futures_util::FutureExt;
@@ -446,10 +542,21 @@ async fn drained(
 /// `obsbox check`: validates the stored settings and every rendered config
 /// with the children's own checkers. Returns the report lines, or the problems.
 pub async fn check(dir: &Path) -> anyhow::Result<Result<Vec<String>, Vec<String>>> {
-    let dir = data_dir(dir)?;
-    let store = Store::open(&dir)?;
-    let settings = match store.settings() {
-        Ok(s) => s,
+    // Nothing is created: with no data directory or database yet, the
+    // defaults are what a first start would use.
+    let (dir, stored) = match existing_data_dir(dir) {
+        Ok(dir) => {
+            let stored = match Store::open_existing(&dir) {
+                Ok(store) => store.settings().map(Some),
+                Err(StoreError::NoDatabase(_)) => Ok(None),
+                Err(e) => Err(e),
+            };
+            (dir, stored)
+        }
+        Err(_) => (std::path::absolute(dir)?, Ok(None)),
+    };
+    let settings = match stored {
+        Ok(settings) => settings.unwrap_or_default(),
         Err(e) => return Ok(Err(vec![e.to_string()])),
     };
     let reaper = Reaper::start()?;

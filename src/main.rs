@@ -80,6 +80,11 @@ enum Command {
         #[command(subcommand)]
         action: SettingsAction,
     },
+    /// The settings database's copies, and restoring one when it is damaged.
+    Db {
+        #[command(subcommand)]
+        action: DbAction,
+    },
     /// Make, check and read update bundles (on a build machine).
     Bundle {
         #[command(subcommand)]
@@ -94,6 +99,24 @@ enum Command {
     /// DIR when `obsbox run` dies without stopping them.
     #[command(name = supervisor::cgroup::GUARD_COMMAND, hide = true)]
     CgroupGuard { dir: PathBuf },
+}
+
+#[derive(Subcommand)]
+enum DbAction {
+    /// List the copies in <data>/db-backups, newest first.
+    Copies {
+        #[command(flatten)]
+        data: DataDir,
+    },
+    /// Replace a damaged database (empty, unreadable, failing its integrity
+    /// check) with a copy; refused while the database is healthy. The damaged
+    /// files are kept in <data>/db-backups/damaged-<time>/.
+    Restore {
+        /// The copy's file name, as `db copies` lists it [default: the newest good one].
+        copy: Option<String>,
+        #[command(flatten)]
+        data: DataDir,
+    },
 }
 
 #[derive(Subcommand)]
@@ -169,8 +192,13 @@ struct BoxPaths {
 }
 
 impl BoxPaths {
-    fn open(&self) -> anyhow::Result<ota::Ota> {
-        let dir = app::data_dir(&self.data.path())?;
+    /// The box's slots; `read_only` refuses a data directory that is not there.
+    fn open(&self, read_only: bool) -> anyhow::Result<ota::Ota> {
+        let dir = if read_only {
+            app::existing_data_dir(&self.data.path())?
+        } else {
+            app::data_dir(&self.data.path())?
+        };
         let firmware = self
             .firmware
             .as_deref()
@@ -324,6 +352,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
         },
         Command::Settings { action } => settings_command(action),
+        Command::Db { action } => db_command(action),
         Command::Bundle { action } => bundle_command(action),
         Command::Update { action } => update_command(action),
         Command::CgroupGuard { dir } => {
@@ -336,7 +365,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
 fn settings_command(action: SettingsAction) -> anyhow::Result<ExitCode> {
     match action {
         SettingsAction::Get { section, data } => {
-            let store = store::Store::open(&app::data_dir(&data.path())?)?;
+            let store = store::Store::open_existing(&app::existing_data_dir(&data.path())?)?;
             let all = serde_json::to_value(store.settings()?)?;
             let shown = match section {
                 Some(name) => all
@@ -364,6 +393,42 @@ fn settings_command(action: SettingsAction) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn db_command(action: DbAction) -> anyhow::Result<ExitCode> {
+    use store::copies;
+    match action {
+        DbAction::Copies { data } => {
+            let dir = app::existing_data_dir(&data.path())?;
+            let list = copies::list(&dir)?;
+            if list.is_empty() {
+                println!("no copies in {}", dir.join(copies::DIR).display());
+            }
+            for copy in list {
+                let at = jiff::Timestamp::from_millisecond(copy.taken_at)
+                    .map(|t| t.strftime("%Y-%m-%d %H:%M:%S UTC").to_string())
+                    .unwrap_or_default();
+                println!(
+                    "{}  {at}  {} bytes  host {}",
+                    copy.name,
+                    copy.bytes,
+                    copy.hostname.as_deref().unwrap_or("?")
+                );
+            }
+        }
+        DbAction::Restore { copy, data } => {
+            let dir = app::existing_data_dir(&data.path())?;
+            let restored = copies::restore(&dir, copy.as_deref())?;
+            println!(
+                "restored {} (host {}); the damaged files are in {}",
+                restored.copy.name,
+                restored.copy.hostname.as_deref().unwrap_or("?"),
+                restored.damaged_kept_at.display()
+            );
+            println!("restart obsbox, or press \"Check again\" on its recovery page");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn bundle_command(action: BundleAction) -> anyhow::Result<ExitCode> {
@@ -426,7 +491,7 @@ fn bundle_command(action: BundleAction) -> anyhow::Result<ExitCode> {
 fn update_command(action: UpdateAction) -> anyhow::Result<ExitCode> {
     match action {
         UpdateAction::Status { box_, json } => {
-            let status = box_.open()?.status();
+            let status = box_.open(true)?.status();
             if json {
                 println!("{}", serde_json::to_string_pretty(&status)?);
             } else {
@@ -438,7 +503,7 @@ fn update_command(action: UpdateAction) -> anyhow::Result<ExitCode> {
             force,
             box_,
         } => {
-            let ota = box_.open()?;
+            let ota = box_.open(false)?;
             let installed = if source.starts_with("http://") || source.starts_with("https://") {
                 ota.install_from_url(&source, force)?
             } else {

@@ -4,6 +4,7 @@
 
 mod alerting;
 mod power;
+pub mod users;
 
 pub use alerting::{
     default_slos, AlertingSettings, Indicator, Receiver, ReceiverKind, Slo, OBSBOX_RECEIVER,
@@ -286,18 +287,11 @@ impl Default for DiskSettings {
 
 impl DiskSettings {
     fn validate(&self, bad: &mut dyn FnMut(String, String)) {
-        for (field, value, least) in [
-            ("disks.interval", &self.interval, Duration::from_secs(10)),
-            ("disks.timeout", &self.timeout, Duration::from_secs(1)),
+        for (field, value, range) in [
+            ("disks.interval", &self.interval, secs(10)..=secs(86_400)),
+            ("disks.timeout", &self.timeout, secs(1)..=secs(3_600)),
         ] {
-            match parse_duration(value) {
-                Err(e) => bad(field.into(), e),
-                Ok(d) if d < least => bad(
-                    field.into(),
-                    format!("must be at least {}s", least.as_secs()),
-                ),
-                Ok(_) => {}
-            }
+            duration_in(field, value, range, bad);
         }
         for (field, value) in [
             ("disks.temperature_warning", self.temperature_warning),
@@ -684,9 +678,21 @@ pub const BUILTIN_NAMES: &[&str] = &[
     "blackbox",
 ];
 
+/// What the running obsbox holds that settings must not clash with: the
+/// ports it listens on itself, each with what listens there.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reserved {
+    pub ports: Vec<(u16, String)>,
+}
+
 impl Settings {
     /// Every problem in these settings; empty when they are valid.
     pub fn validate(&self) -> Vec<Problem> {
+        self.validate_with(&Reserved::default())
+    }
+
+    /// Every problem in these settings on a box that already holds `reserved`.
+    pub fn validate_with(&self, reserved: &Reserved) -> Vec<Problem> {
         let mut problems = Vec::new();
         let mut bad = |field: String, message: String| problems.push(Problem { field, message });
 
@@ -704,35 +710,58 @@ impl Settings {
                 format!("'{}' is not a known time zone", self.general.timezone),
             );
         }
+        match self.general.child_user.as_str() {
+            "" | "auto" => {}
+            name if users::lookup(name).is_none() => bad(
+                "general.child_user".into(),
+                format!(
+                    "no user '{name}' in /etc/passwd (\"auto\" picks obsbox or nobody; \"\" keeps root)"
+                ),
+            ),
+            _ => {}
+        }
+        let (s, m, h, d) = (1, 60, 3_600, 86_400);
         let durations = [
             (
                 "prometheus.scrape_interval",
                 &self.prometheus.scrape_interval,
+                (s, h),
             ),
             (
                 "prometheus.evaluation_interval",
                 &self.prometheus.evaluation_interval,
+                (s, h),
             ),
-            ("prometheus.retention", &self.prometheus.retention),
+            (
+                "prometheus.retention",
+                &self.prometheus.retention,
+                (2 * h, 3650 * d),
+            ),
             (
                 "alertmanager.resolve_timeout",
                 &self.alertmanager.resolve_timeout,
+                (10 * s, d),
             ),
-            ("alertmanager.group_wait", &self.alertmanager.group_wait),
+            (
+                "alertmanager.group_wait",
+                &self.alertmanager.group_wait,
+                (0, h),
+            ),
+            // 0s passes here: Alertmanager's own checker refuses it.
             (
                 "alertmanager.group_interval",
                 &self.alertmanager.group_interval,
+                (0, d),
             ),
             (
                 "alertmanager.repeat_interval",
                 &self.alertmanager.repeat_interval,
+                (m, 30 * d),
             ),
-            ("loki.retention", &self.loki.retention),
+            ("loki.retention", &self.loki.retention, (d, 3650 * d)),
         ];
-        for (field, value) in durations {
-            if let Err(e) = parse_duration(value) {
-                bad(field.into(), e);
-            }
+        for (field, value, (least, most)) in durations {
+            duration_in(field, value, secs(least)..=secs(most), &mut bad);
         }
         for name in self.prometheus.external_labels.keys() {
             if !is_label_name(name) {
@@ -744,7 +773,7 @@ impl Settings {
             }
         }
 
-        let mut ports: BTreeMap<u16, String> = BTreeMap::new();
+        let mut ports: BTreeMap<u16, String> = reserved.ports.iter().cloned().collect();
         let mut claim = |port: u16, owner: String, bad: &mut dyn FnMut(String, String)| {
             if port == 0 {
                 bad(owner.clone(), "port 0 is not a port".into());
@@ -772,11 +801,17 @@ impl Settings {
             claim(self.loki.grpc_port, "loki.grpc_port".into(), &mut bad);
         }
 
-        if self.logs.segment_bytes < 64 << 10 {
-            bad("logs.segment_bytes".into(), "must be at least 65536".into());
+        if !(64 << 10..=1 << 30).contains(&self.logs.segment_bytes) {
+            bad(
+                "logs.segment_bytes".into(),
+                "must be between 65536 and 1073741824".into(),
+            );
         }
-        if self.logs.keep_segments == 0 {
-            bad("logs.keep_segments".into(), "must be at least 1".into());
+        if !(1..=1000).contains(&self.logs.keep_segments) {
+            bad(
+                "logs.keep_segments".into(),
+                "must be between 1 and 1000".into(),
+            );
         }
         if !(1024..=16 << 20).contains(&self.logs.ring_bytes) {
             bad(
@@ -803,8 +838,16 @@ impl Settings {
                     ),
                 );
             }
-            if let Err(e) = parse_duration(&child.stop_grace) {
-                bad(at("stop_grace"), e);
+            duration_in(
+                &at("stop_grace"),
+                &child.stop_grace,
+                Duration::ZERO..=secs(600),
+                &mut bad,
+            );
+            if let Some(user) = &child.user {
+                if users::lookup(user).is_none() {
+                    bad(at("user"), format!("no user '{user}' in /etc/passwd"));
+                }
             }
             if let Some(problem) = memory_max_problem(child.memory_max_bytes) {
                 bad(at("memory_max_bytes"), problem);
@@ -826,6 +869,15 @@ impl Settings {
                     bad(at("readiness"), "needs a non-zero port".into())
                 }
                 _ => {}
+            }
+            // A child that would listen where obsbox itself does.
+            if let Readiness::Http { port, .. } | Readiness::Tcp { port } = &child.readiness {
+                if let Some((_, what)) = reserved.ports.iter().find(|(p, _)| p == port) {
+                    bad(
+                        at("readiness"),
+                        format!("port {port} is already used by {what}"),
+                    );
+                }
             }
         }
         self.backups.validate(&mut bad);
@@ -860,14 +912,12 @@ impl BackupSettings {
                 bad(field.into(), e.to_string());
             }
         }
-        for (field, value) in [
-            ("backups.halt_grace", &self.halt_grace),
-            ("backups.rpo", &self.rpo),
-            ("backups.rto", &self.rto),
+        for (field, value, range) in [
+            ("backups.halt_grace", &self.halt_grace, secs(1)..=secs(600)),
+            ("backups.rpo", &self.rpo, secs(3_600)..=secs(366 * 86_400)),
+            ("backups.rto", &self.rto, secs(60)..=secs(7 * 86_400)),
         ] {
-            if let Err(e) = parse_duration(value) {
-                bad(field.into(), e);
-            }
+            duration_in(field, value, range, bad);
         }
         let mut names = Vec::new();
         for (i, job) in self.jobs.iter().enumerate() {
@@ -1081,6 +1131,52 @@ fn is_child_name(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+/// Checks that `value` is a duration within `range`; reports it as `field`
+/// when not. Returns the duration when it is fine.
+pub(crate) fn duration_in(
+    field: &str,
+    value: &str,
+    range: std::ops::RangeInclusive<Duration>,
+    bad: &mut dyn FnMut(String, String),
+) -> Option<Duration> {
+    match parse_duration(value) {
+        Err(e) => bad(field.into(), e),
+        Ok(d) if !range.contains(&d) => bad(
+            field.into(),
+            format!(
+                "must be from {} to {}",
+                show_duration(*range.start()),
+                show_duration(*range.end())
+            ),
+        ),
+        Ok(d) => return Some(d),
+    }
+    None
+}
+
+/// A duration as settings write it, in its largest whole unit (`90s`, `2h`, `100ms`).
+fn show_duration(d: Duration) -> String {
+    let ms = d.as_millis() as u64;
+    if ms == 0 {
+        return "0s".into();
+    }
+    [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+    ]
+    .into_iter()
+    .find(|(_, unit)| ms % unit == 0)
+    .map_or(format!("{ms}ms"), |(name, unit)| {
+        format!("{}{name}", ms / unit)
+    })
+}
+
 /// Parses a Prometheus duration (`1h30m`, `15s`, `500ms`, `7d`, `2w`, `1y`).
 /// Units must appear at most once each, largest first, as Prometheus requires.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -1230,7 +1326,7 @@ mod tests {
         s.disks.ignore = vec!["/dev/sdb".into(), "sdc".into(), "sd c".into()];
         let problems: Vec<String> = s.validate().into_iter().map(|p| p.to_string()).collect();
         for expected in [
-            "disks.interval: must be at least 10s",
+            "disks.interval: must be from 10s to 1d",
             "disks.timeout",
             "disks.temperature_warning: must be below temperature_critical",
             "disks.short_test",
@@ -1242,6 +1338,100 @@ mod tests {
             );
         }
         assert_eq!(problems.len(), 5, "{problems:?}");
+    }
+
+    #[test]
+    fn durations_and_numbers_have_sane_ranges() {
+        let mut s = Settings::default();
+        s.prometheus.scrape_interval = "1ms".into();
+        s.prometheus.evaluation_interval = "0s".into();
+        s.prometheus.retention = "0s".into();
+        s.loki.retention = "1ms".into();
+        s.alertmanager.repeat_interval = "1s".into();
+        s.backups.halt_grace = "0s".into();
+        s.logs.keep_segments = 100_000;
+        s.slos[0].window = "10y".into();
+        let problems: Vec<String> = s.validate().into_iter().map(|p| p.to_string()).collect();
+        for expected in [
+            "prometheus.scrape_interval: must be from 1s to 1h",
+            "prometheus.evaluation_interval: must be from 1s to 1h",
+            "prometheus.retention: must be from 2h to 3650d",
+            "loki.retention: must be from 1d to 3650d",
+            "alertmanager.repeat_interval: must be from 1m to 30d",
+            "backups.halt_grace: must be from 1s to 10m",
+            "logs.keep_segments: must be between 1 and 1000",
+            "slos[0].window: must be from 1d to 366d",
+        ] {
+            assert!(
+                problems.iter().any(|p| p == expected),
+                "{expected} missing from {problems:?}"
+            );
+        }
+        assert_eq!(problems.len(), 8, "{problems:?}");
+        // The bounds themselves are allowed.
+        let mut edge = Settings::default();
+        edge.prometheus.scrape_interval = "1s".into();
+        edge.prometheus.retention = "10y".into();
+        edge.alertmanager.group_wait = "0s".into();
+        assert_eq!(edge.validate(), vec![]);
+    }
+
+    #[test]
+    fn ports_obsbox_listens_on_are_taken() {
+        let mut s = Settings::default();
+        s.services.prometheus.port = 8080;
+        s.children.push(ExtraChild {
+            name: "exporter".into(),
+            command: vec!["x".into()],
+            env: BTreeMap::new(),
+            depends_on: vec![],
+            readiness: Readiness::Tcp { port: 8443 },
+            user: None,
+            stop_signal: "TERM".into(),
+            stop_grace: "10s".into(),
+        });
+        assert_eq!(s.validate(), vec![]);
+        let reserved = Reserved {
+            ports: vec![
+                (8080, "obsbox's web UI".into()),
+                (8443, "obsbox's HTTPS".into()),
+            ],
+        };
+        let problems: Vec<String> = s
+            .validate_with(&reserved)
+            .into_iter()
+            .map(|p| p.to_string())
+            .collect();
+        assert_eq!(
+            problems,
+            [
+                "services.prometheus.port: port 8080 is already used by obsbox's web UI",
+                "children[0].readiness: port 8443 is already used by obsbox's HTTPS",
+            ]
+        );
+    }
+
+    #[test]
+    fn child_users_must_exist() {
+        let mut s = Settings::default();
+        s.general.child_user = "no-such-user-here".into();
+        s.children.push(ExtraChild {
+            name: "exporter".into(),
+            command: vec!["x".into()],
+            env: BTreeMap::new(),
+            depends_on: vec![],
+            readiness: Readiness::None,
+            user: Some("ghost-user".into()),
+            stop_signal: "TERM".into(),
+            stop_grace: "10s".into(),
+        });
+        let fields: Vec<String> = s.validate().into_iter().map(|p| p.field).collect();
+        assert_eq!(fields, ["general.child_user", "children[0].user"]);
+        for fine in ["", "auto", "root"] {
+            s.general.child_user = fine.into();
+            s.children[0].user = Some("root".into());
+            assert_eq!(s.validate(), vec![], "{fine:?}");
+        }
     }
 
     #[test]

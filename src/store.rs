@@ -3,17 +3,43 @@
 //! A write is one transaction: either the new section and its audit entry are
 //! both stored, or nothing is.
 
-use crate::settings::{Problem, Settings, SECTIONS};
-use rusqlite::{params, Connection, OptionalExtension};
+pub mod copies;
+
+use crate::settings::{Problem, Reserved, Settings, SECTIONS};
+use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+/// The database file, in the data directory.
+pub const DATABASE: &str = "obsbox.db";
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("settings database: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(rusqlite::Error),
+    #[error("no obsbox data directory at {}", .0.display())]
+    NoDataDir(PathBuf),
+    #[error("no obsbox database at {} (nothing was created)", .0.display())]
+    NoDatabase(PathBuf),
+    #[error("{0}")]
+    Damaged(Damage),
+    #[error("the data partition is full: {0}")]
+    Full(String),
+    #[error("the settings database is locked by another process ({0}); try again shortly")]
+    Busy(String),
+    #[error("the settings database is healthy: there is nothing to restore")]
+    Healthy,
+    #[error("no usable copy of the settings database in {}", .0.display())]
+    NoCopy(PathBuf),
+    #[error("copy '{name}' of the settings database: {problem}")]
+    BadCopy { name: String, problem: String },
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("no settings section named '{0}' (sections: {list})", list = SECTIONS.join(", "))]
     UnknownSection(String),
     #[error("section '{section}' is not valid JSON for it: {message}")]
@@ -31,6 +57,62 @@ pub enum StoreError {
     Random(getrandom::Error),
     #[error("settings database is newer (schema {found}) than this obsbox understands ({known})")]
     TooNew { found: i64, known: i64 },
+}
+
+impl From<rusqlite::Error> for StoreError {
+    /// A full disk and a lock held elsewhere are told apart: neither is a bug.
+    fn from(e: rusqlite::Error) -> StoreError {
+        match e.sqlite_error_code() {
+            Some(ErrorCode::DiskFull) => StoreError::Full(e.to_string()),
+            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
+                StoreError::Busy(e.to_string())
+            }
+            _ => StoreError::Sqlite(e),
+        }
+    }
+}
+
+/// Whether an I/O error means the file system is out of space (or quota).
+pub fn is_disk_full(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+}
+
+/// What is wrong with a database file that exists but cannot be used. Such
+/// a file is never replaced by a fresh one: obsbox starts in recovery.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Damage {
+    pub kind: DamageKind,
+    /// The database file.
+    pub path: PathBuf,
+    /// What SQLite or the file system said.
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DamageKind {
+    /// The file is there but has no bytes at all.
+    Empty,
+    /// The file cannot be opened or is not an SQLite database.
+    Unreadable,
+    /// SQLite's `PRAGMA quick_check` found damage.
+    FailsIntegrity,
+}
+
+impl std::fmt::Display for Damage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let what = match self.kind {
+            DamageKind::Empty => "is empty (0 bytes)",
+            DamageKind::Unreadable => "cannot be read",
+            DamageKind::FailsIntegrity => "fails its integrity check",
+        };
+        write!(
+            f,
+            "the settings database {} {what}: {}",
+            self.path.display(),
+            self.detail
+        )
+    }
 }
 
 /// Schema migrations, applied in order; `PRAGMA user_version` counts how many ran.
@@ -149,6 +231,8 @@ const MIGRATIONS: &[&str] = &[
 pub struct Store {
     conn: Arc<Mutex<Connection>>,
     dir: PathBuf,
+    /// What the running obsbox holds (its ports), checked on every write.
+    reserved: Arc<Mutex<Reserved>>,
 }
 
 /// One entry of the audit log.
@@ -176,20 +260,98 @@ pub fn now_millis() -> i64 {
 }
 
 impl Store {
-    /// Opens (creating if needed) `obsbox.db` in `dir` and brings its schema up to date.
+    /// Opens `obsbox.db` in `dir`, creating it only when there is no file at
+    /// all (first boot), and brings its schema up to date. A file that is
+    /// there but empty, unreadable or damaged is [`StoreError::Damaged`].
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        let conn = Connection::open(dir.join("obsbox.db"))?;
+        Store::open_with(dir, true)
+    }
+
+    /// Opens an existing store; creates nothing (for read-only commands).
+    pub fn open_existing(dir: &Path) -> Result<Store, StoreError> {
+        if !dir.is_dir() {
+            return Err(StoreError::NoDataDir(dir.to_path_buf()));
+        }
+        Store::open_with(dir, false)
+    }
+
+    fn open_with(dir: &Path, create: bool) -> Result<Store, StoreError> {
+        let path = dir.join(DATABASE);
+        let io = |source| StoreError::Io {
+            path: path.clone(),
+            source,
+        };
+        let damaged = |kind, detail: String| {
+            StoreError::Damaged(Damage {
+                kind,
+                path: path.clone(),
+                detail,
+            })
+        };
+        let existed = match path.metadata() {
+            Ok(m) if m.len() == 0 => {
+                return Err(damaged(
+                    DamageKind::Empty,
+                    "a database that was written to is never empty; it was truncated".into(),
+                ))
+            }
+            Ok(_) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => false,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(StoreError::NoDatabase(path.clone()))
+            }
+            Err(e) => return Err(damaged(DamageKind::Unreadable, e.to_string())),
+        };
+        if !existed {
+            // Created private; SQLite gives its -wal and -shm files the same mode.
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .map_err(io)?;
+        }
+        // Databases from before files were kept private.
+        make_private(&path).map_err(io)?;
+        let conn = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| damaged(DamageKind::Unreadable, e.to_string()))?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        if existed {
+            check_integrity(&conn).map_err(|(kind, detail)| damaged(kind, detail))?;
+        }
         // A small page cache: the store is tiny and obsbox must stay small.
         conn.execute_batch(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA cache_size = -256;
-             PRAGMA busy_timeout = 5000;",
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA cache_size = -256;",
         )?;
+        for suffix in ["-wal", "-shm"] {
+            let mut name = path.clone().into_os_string();
+            name.push(suffix);
+            match make_private(Path::new(&name)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
+                _ => {}
+            }
+        }
         migrate(&conn)?;
         conn.execute_batch("PRAGMA foreign_keys = ON;")?;
         Ok(Store {
             conn: Arc::new(Mutex::new(conn)),
             dir: dir.to_path_buf(),
+            reserved: Arc::default(),
         })
+    }
+
+    /// The ports the running obsbox listens on: settings may not claim them.
+    pub fn reserve(&self, reserved: Reserved) {
+        *self.reserved.lock().unwrap_or_else(|e| e.into_inner()) = reserved;
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// Runs `f` on the database; for modules that keep their own tables here.
@@ -275,7 +437,12 @@ impl Store {
     /// JSON shape and validates the whole result, writing nothing.
     pub fn propose(&self, section: &str, value: serde_json::Value) -> Result<Settings, StoreError> {
         let proposed = with_section(&self.settings()?, section, value)?;
-        let problems = proposed.validate();
+        let reserved = self
+            .reserved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let problems = proposed.validate_with(&reserved);
         if problems.is_empty() {
             Ok(proposed)
         } else {
@@ -367,6 +534,28 @@ pub fn write_private(path: &Path, value: &[u8], mode: u32) -> std::io::Result<()
     file.write_all(value)?;
     file.sync_all()?;
     std::fs::rename(&partial, path)
+}
+
+/// Sets `path` to 0600: the database holds the admin's password hash.
+fn make_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+}
+
+/// `PRAGMA quick_check`: what kind of damage the database has, if any.
+fn check_integrity(conn: &Connection) -> Result<(), (DamageKind, String)> {
+    let found: Result<Vec<String>, rusqlite::Error> = conn
+        .prepare("PRAGMA quick_check")
+        .and_then(|mut stmt| stmt.query_map([], |r| r.get(0))?.collect());
+    match found {
+        Ok(rows) if rows.len() == 1 && rows[0] == "ok" => Ok(()),
+        Ok(rows) => Err((DamageKind::FailsIntegrity, rows.join("; "))),
+        Err(e) => match e.sqlite_error_code() {
+            Some(ErrorCode::DatabaseCorrupt) => Err((DamageKind::FailsIntegrity, e.to_string())),
+            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => Ok(()),
+            _ => Err((DamageKind::Unreadable, e.to_string())),
+        },
+    }
 }
 
 fn migrate(conn: &Connection) -> Result<(), StoreError> {
@@ -506,6 +695,120 @@ mod tests {
         drop(store);
         let again = Store::open(dir.path()).unwrap();
         assert_eq!(again.audit_log(10).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn an_empty_unreadable_or_damaged_database_is_never_started_fresh() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join(DATABASE);
+        let kind = |dir: &Path| match Store::open(dir) {
+            Err(StoreError::Damaged(d)) => Some(d.kind),
+            Err(other) => panic!("{other}"),
+            Ok(_) => None,
+        };
+        std::fs::write(&db, b"").unwrap();
+        assert_eq!(kind(dir.path()), Some(DamageKind::Empty));
+        assert_eq!(
+            db.metadata().unwrap().len(),
+            0,
+            "the empty file was written to"
+        );
+        std::fs::write(&db, b"this is not a database, it is a shopping list").unwrap();
+        assert_eq!(kind(dir.path()), Some(DamageKind::Unreadable));
+
+        // Flip bytes inside a real database's table pages.
+        std::fs::remove_file(&db).unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        for i in 0..200 {
+            store
+                .audit("t", "a", &format!("entry {i} {}", "x".repeat(200)))
+                .unwrap();
+        }
+        drop(store);
+        let mut bytes = std::fs::read(&db).unwrap();
+        let page = 4096;
+        assert!(bytes.len() > 4 * page);
+        let middle = bytes.len() / page / 2 * page;
+        for b in &mut bytes[middle..middle + page] {
+            *b = 0xff;
+        }
+        std::fs::write(&db, &bytes).unwrap();
+        assert!(matches!(
+            kind(dir.path()),
+            Some(DamageKind::FailsIntegrity | DamageKind::Unreadable)
+        ));
+    }
+
+    #[test]
+    fn the_database_and_its_wal_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mode = |name: &str| {
+            dir.path()
+                .join(name)
+                .metadata()
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        let store = Store::open(dir.path()).unwrap();
+        store.audit("t", "a", "d").unwrap();
+        for name in ["obsbox.db", "obsbox.db-wal", "obsbox.db-shm"] {
+            assert_eq!(mode(name), 0o600, "{name}");
+        }
+        drop(store);
+        // One made before files were kept private is fixed at open.
+        for name in ["obsbox.db", "obsbox.db-wal"] {
+            let p = dir.path().join(name);
+            let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644));
+        }
+        let _store = Store::open(dir.path()).unwrap();
+        assert_eq!(mode("obsbox.db"), 0o600);
+        assert_eq!(mode("obsbox.db-wal"), 0o600);
+    }
+
+    #[test]
+    fn read_only_opens_create_nothing() {
+        let root = tempfile::tempdir().unwrap();
+        let typo = root.path().join("typo");
+        let err = Store::open_existing(&typo).err().unwrap();
+        assert_eq!(
+            err.to_string(),
+            format!("no obsbox data directory at {}", typo.display())
+        );
+        assert!(!typo.exists());
+        assert!(matches!(
+            Store::open_existing(root.path()),
+            Err(StoreError::NoDatabase(_))
+        ));
+        assert!(!root.path().join(DATABASE).exists());
+    }
+
+    #[test]
+    fn a_lock_held_elsewhere_is_busy_and_a_full_disk_is_full() {
+        let (dir, store) = store();
+        store
+            .with_conn(|c| c.busy_timeout(std::time::Duration::from_millis(50)))
+            .unwrap();
+        let other = Connection::open(dir.path().join(DATABASE)).unwrap();
+        other.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        let s = store.propose("general", json!({})).unwrap();
+        let err = store.write_section(&s, "general", "t").unwrap_err();
+        assert!(matches!(err, StoreError::Busy(_)), "{err}");
+        other.execute_batch("ROLLBACK").unwrap();
+        drop(other);
+
+        store
+            .with_conn(|c| {
+                let pages: i64 = c.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+                c.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))
+            })
+            .unwrap();
+        let err = (0..1000)
+            .find_map(|i| store.audit("t", "a", &"x".repeat(2000 + i)).err())
+            .unwrap();
+        assert!(matches!(err, StoreError::Full(_)), "{err}");
     }
 
     #[test]

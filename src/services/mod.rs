@@ -122,7 +122,7 @@ impl Services {
             staged.commit()?;
         }
         let mut plans = plans(&settings, &self.env, &self.locator);
-        self.prepare(&settings, &plans)?;
+        self.prepare(&settings, &mut plans)?;
         for (child, reason) in broken {
             let missing =
                 child_files_of(&files, child).any(|f| !self.env.data_dir.join(&f.path).exists());
@@ -190,8 +190,8 @@ impl Services {
             }
             None => tracing::info!(reload = ?changed, "stored settings applied"),
         }
-        let plans = plans(&proposed, &self.env, &self.locator);
-        self.prepare(&proposed, &plans)?;
+        let mut plans = plans(&proposed, &self.env, &self.locator);
+        self.prepare(&proposed, &mut plans)?;
         self.supervisor
             .apply(plans, changed.into_iter().collect())
             .await?;
@@ -221,7 +221,6 @@ impl Services {
             };
             let checker = Checker {
                 settings,
-                env,
                 locator,
                 reaper,
             };
@@ -283,15 +282,15 @@ impl Services {
     pub async fn refresh_secrets(&self) -> Result<(), ServicesError> {
         let _guard = self.changing.lock().await;
         let settings = self.store.settings()?;
-        let plans = plans(&settings, &self.env, &self.locator);
-        self.prepare(&settings, &plans)
+        let mut plans = plans(&settings, &self.env, &self.locator);
+        self.prepare(&settings, &mut plans)
     }
 
     /// The children's working directories and the secrets they read.
     fn prepare(
         &self,
         settings: &Settings,
-        plans: &[crate::supervisor::ChildPlan],
+        plans: &mut [crate::supervisor::ChildPlan],
     ) -> Result<(), ServicesError> {
         let data = &self.env.data_dir;
         prepare_dirs(plans).map_err(io_error(data))?;
@@ -323,7 +322,6 @@ impl Services {
         std::fs::create_dir_all(&staging).map_err(io_error(&staging))?;
         let checker = Checker {
             settings,
-            env: &self.env,
             locator: &self.locator,
             reaper: &self.reaper,
         };
@@ -400,7 +398,6 @@ fn rand_suffix() -> u64 {
 /// Runs a child's own config checker on staged files.
 struct Checker<'a> {
     settings: &'a Settings,
-    env: &'a Environment,
     locator: &'a Locator,
     reaper: &'a Reaper,
 }
@@ -432,7 +429,8 @@ impl Checker<'_> {
         };
         let tool = program.display().to_string();
         let mut cmd = std::process::Command::new(&program);
-        cmd.args(&args).current_dir(&self.env.data_dir);
+        // In the scratch directory: `obsbox check` may have no data directory yet.
+        cmd.args(&args).current_dir(dir);
         let (exit, output) = self
             .reaper
             .output(cmd, Duration::from_secs(30))

@@ -3,6 +3,7 @@
 
 use super::render::{paths, proxied_url, SecretGrant};
 use super::Environment;
+use crate::settings::users::{self, ChildUser};
 use crate::settings::{ExtraChild, Readiness, Service, Settings};
 use crate::store::Store;
 use crate::supervisor::{ChildPlan, ChildSpec, Launch, Probe, Reload, RestartPolicy, RunAs};
@@ -109,7 +110,7 @@ fn is_executable(path: &Path) -> bool {
 /// Every child, in start order: the enabled built-ins, then the user's.
 pub fn plans(settings: &Settings, env: &Environment, locator: &Locator) -> Vec<ChildPlan> {
     let s = &settings.services;
-    let builtin_user = builtin_user(&settings.general.child_user);
+    let builtin_user = builtin_user(&settings.general.child_user, is_root());
     let abs = |rel: &str| env.data_dir.join(rel).display().to_string();
     let mut plans = Vec::new();
     let mut builtin = |name: &str,
@@ -120,16 +121,20 @@ pub fn plans(settings: &Settings, env: &Environment, locator: &Locator) -> Vec<C
         if !service.enabled {
             return;
         }
-        let launch = match locator.find(service.binary.as_deref(), names) {
-            Err(looked_at) => Launch::NotInstalled { looked_at },
-            Ok(program) => {
+        let launch = match (
+            locator.find(service.binary.as_deref(), names),
+            &builtin_user,
+        ) {
+            (Err(looked_at), _) => Launch::NotInstalled { looked_at },
+            (Ok(_), Err(no_user)) => Launch::Broken(no_user.clone()),
+            (Ok(program), Ok(user)) => {
                 let built = build(&program);
                 Launch::Run(Box::new(ChildSpec {
                     program,
                     args: built.args,
                     env: Vec::new(),
                     cwd: env.data_dir.join("children").join(name),
-                    user: builtin_user,
+                    user: *user,
                     readiness: Probe::Http {
                         port: service.port,
                         path: built.ready_path.into(),
@@ -295,8 +300,11 @@ fn extra_plan(child: &ExtraChild, env: &Environment, locator: &Locator) -> Child
     };
     let user = match &child.user {
         None => None,
-        Some(name) => match lookup_user(name) {
-            Some(u) => Some(u),
+        Some(name) => match users::lookup(name) {
+            Some(u) => Some(RunAs {
+                uid: u.uid,
+                gid: u.gid,
+            }),
             None => return plan(Launch::Broken(format!("no user '{name}' in /etc/passwd"))),
         },
     };
@@ -329,45 +337,84 @@ fn extra_plan(child: &ExtraChild, env: &Environment, locator: &Locator) -> Child
     })))
 }
 
-/// The user built-in children run as when obsbox is root.
-fn builtin_user(setting: &str) -> Option<RunAs> {
-    if !nix::unistd::geteuid().is_root() {
-        return None;
+/// The user built-in children run as: obsbox's own unless it is root; an
+/// error (the children do not start) when the user asked for is missing.
+fn builtin_user(setting: &str, root: bool) -> Result<Option<RunAs>, String> {
+    if !root {
+        return Ok(None);
     }
-    match setting {
-        "" => None,
-        "auto" => lookup_user("obsbox").or_else(|| lookup_user("nobody")),
-        name => lookup_user(name),
-    }
-}
-
-/// Reads `/etc/passwd` directly: NSS is unreliable in a static binary.
-fn lookup_user(name: &str) -> Option<RunAs> {
-    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
-    passwd.lines().find_map(|line| {
-        let mut f = line.split(':');
-        if f.next()? != name {
-            return None;
-        }
-        let _password = f.next()?;
-        Some(RunAs {
-            uid: f.next()?.parse().ok()?,
-            gid: f.next()?.parse().ok()?,
-        })
+    Ok(match users::child_user(setting, users::lookup)? {
+        ChildUser::Same => None,
+        ChildUser::User(u) => Some(RunAs {
+            uid: u.uid,
+            gid: u.gid,
+        }),
     })
 }
 
-/// Creates each child's working directory, owned by the user it runs as.
-pub fn prepare_dirs(plans: &[ChildPlan]) -> std::io::Result<()> {
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Creates each child's working directory, owned by the user it runs as. A
+/// child whose user cannot reach its directory (a parent of the data
+/// directory closed to it) does not start: it is marked broken, saying which
+/// directory is in the way, instead of failing with a bare "Permission denied".
+pub fn prepare_dirs(plans: &mut [ChildPlan]) -> std::io::Result<()> {
     for plan in plans {
-        if let Launch::Run(spec) = &plan.launch {
-            std::fs::create_dir_all(&spec.cwd)?;
-            if let Some(user) = spec.user.filter(|_| nix::unistd::geteuid().is_root()) {
-                std::os::unix::fs::chown(&spec.cwd, Some(user.uid), Some(user.gid))?;
-            }
+        let Launch::Run(spec) = &plan.launch else {
+            continue;
+        };
+        std::fs::create_dir_all(&spec.cwd)?;
+        let Some(user) = spec.user.filter(|_| is_root()) else {
+            continue;
+        };
+        std::os::unix::fs::chown(&spec.cwd, Some(user.uid), Some(user.gid))?;
+        if let Some(blocked) = blocked_at(&spec.cwd, user)? {
+            let reason = format!(
+                "user {} cannot reach its directory {}: {blocked}",
+                user.uid,
+                spec.cwd.display()
+            );
+            tracing::error!(child = plan.name, path = %spec.cwd.display(), "{reason}");
+            plan.launch = Launch::Broken(reason);
         }
     }
     Ok(())
+}
+
+/// The first directory on the way to `dir` (itself included) that `user`
+/// may not pass through, described; `None` when every one lets it through.
+/// Judged from the mode bits and owners (supplementary groups are not read).
+fn blocked_at(dir: &Path, user: RunAs) -> std::io::Result<Option<String>> {
+    use std::os::unix::fs::MetadataExt;
+    if user.uid == 0 {
+        return Ok(None);
+    }
+    let mut ancestors: Vec<&Path> = dir.ancestors().collect();
+    ancestors.reverse();
+    for step in ancestors {
+        let meta = std::fs::metadata(step)?;
+        let mode = meta.mode();
+        let search = if meta.uid() == user.uid {
+            mode & 0o100
+        } else if meta.gid() == user.gid {
+            mode & 0o010
+        } else {
+            mode & 0o001
+        };
+        if search == 0 {
+            return Ok(Some(format!(
+                "{} is mode {:o}, owned by uid {} gid {}; give others search permission (chmod o+x) \
+                 or move the data directory",
+                step.display(),
+                mode & 0o7777,
+                meta.uid(),
+                meta.gid()
+            )));
+        }
+    }
+    Ok(None)
 }
 
 /// Copies the stored secrets each child reads into files of its own, owned by
@@ -555,8 +602,49 @@ mod tests {
     }
 
     #[test]
-    fn users_come_from_etc_passwd() {
-        assert_eq!(lookup_user("root"), Some(RunAs { uid: 0, gid: 0 }));
-        assert_eq!(lookup_user("no-such-user-here"), None);
+    fn a_directory_closed_to_the_child_user_is_named() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let closed = root.path().join("closed");
+        let cwd = closed.join("data/children/x");
+        std::fs::create_dir_all(&cwd).unwrap();
+        let set = |p: &Path, mode| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap()
+        };
+        set(root.path(), 0o755);
+        set(&closed, 0o700);
+        let nobody = RunAs {
+            uid: 65534,
+            gid: 65534,
+        };
+        let blocked = blocked_at(&cwd, nobody).unwrap().unwrap();
+        assert!(
+            blocked.starts_with(&format!("{} is mode 700", closed.display())),
+            "{blocked}"
+        );
+        assert_eq!(blocked_at(&cwd, RunAs { uid: 0, gid: 0 }).unwrap(), None);
+        set(&closed, 0o711);
+        assert_eq!(blocked_at(&cwd, nobody).unwrap(), None);
+    }
+
+    #[test]
+    fn a_missing_child_user_breaks_the_built_ins_instead_of_running_them_as_root() {
+        let (_d, locator) = bin_dir(&["prometheus"]);
+        let mut settings = Settings::default();
+        settings.general.child_user = "no-such-user-here".into();
+        assert_eq!(
+            builtin_user(&settings.general.child_user, true),
+            Err("no user 'no-such-user-here' in /etc/passwd".into())
+        );
+        assert_eq!(builtin_user("no-such-user-here", false), Ok(None));
+        assert_eq!(builtin_user("", true), Ok(None));
+        if is_root() {
+            let plans = plans(&settings, &env(), &locator);
+            let prom = plans.iter().find(|p| p.name == "prometheus").unwrap();
+            assert_eq!(
+                prom.launch,
+                Launch::Broken("no user 'no-such-user-here' in /etc/passwd".into())
+            );
+        }
     }
 }

@@ -3,8 +3,9 @@
 //! password, Slack webhook URL, bearer and Matrix tokens) are not settings:
 //! they are stored apart and never shown back.
 
-use super::{is_label_name, name_problem, parse_duration};
+use super::{duration_in, is_label_name, name_problem};
 use serde::{Deserialize, Serialize};
+use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -201,10 +202,14 @@ pub fn default_slos() -> Vec<Slo> {
 impl AlertingSettings {
     pub(super) fn validate(&self, bad: &mut dyn FnMut(String, String)) {
         let t = &self.thresholds;
+        let secs = Duration::from_secs;
         for (field, value) in [("host_down_for", &t.host_down_for), ("cpu_for", &t.cpu_for)] {
-            if let Err(e) = parse_duration(value) {
-                bad(format!("alerting.thresholds.{field}"), e);
-            }
+            duration_in(
+                &format!("alerting.thresholds.{field}"),
+                value,
+                Duration::ZERO..=secs(86_400),
+                bad,
+            );
         }
         for (field, value) in [
             ("disk_warning_percent", t.disk_warning_percent),
@@ -339,9 +344,12 @@ impl AlertingSettings {
             }
         }
         if let Some(escalation) = &self.escalation {
-            if let Err(e) = parse_duration(&escalation.after) {
-                bad("alerting.escalation.after".into(), e);
-            }
+            duration_in(
+                "alerting.escalation.after",
+                &escalation.after,
+                secs(60)..=secs(7 * 86_400),
+                bad,
+            );
         }
         for label in &self.group_by {
             if !is_label_name(label) {
@@ -370,11 +378,12 @@ pub(super) fn validate_slos(slos: &[Slo], bad: &mut dyn FnMut(String, String)) {
                 "must be between 0 and 100 (100% leaves no error budget)".into(),
             );
         }
-        match parse_duration(&slo.window) {
-            Ok(d) if d.as_secs() < 86_400 => at("window", "must be at least 1d".into()),
-            Ok(_) => {}
-            Err(e) => at("window", e),
-        }
+        duration_in(
+            "window",
+            &slo.window,
+            Duration::from_secs(86_400)..=Duration::from_secs(366 * 86_400),
+            &mut |_, message| at("window", message),
+        );
     }
 }
 

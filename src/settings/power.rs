@@ -1,7 +1,7 @@
 //! The `power` section: the UPS, when its readings count as an outage or as
 //! critical, how the box powers off, and the NUT server for the LAN.
 
-use super::{is_child_name, parse_duration};
+use super::{duration_in, is_child_name, parse_duration};
 use crate::power::policy::PolicyConfig;
 use crate::power::ups::UpsConfig;
 use serde::{Deserialize, Serialize};
@@ -95,19 +95,7 @@ impl PowerSettings {
     pub(super) fn validate(&self, bad: &mut dyn FnMut(String, String)) {
         self.ups.validate("power.ups", bad);
         let mut duration = |field: &str, value: &str, range: (Duration, Duration)| {
-            match parse_duration(value) {
-                Err(e) => bad(format!("power.{field}"), e),
-                Ok(d) if d < range.0 || d > range.1 => bad(
-                    format!("power.{field}"),
-                    format!(
-                        "must be from {} to {} s",
-                        range.0.as_secs_f64(),
-                        range.1.as_secs_f64()
-                    ),
-                ),
-                Ok(d) => return Some(d),
-            }
-            None
+            duration_in(&format!("power.{field}"), value, range.0..=range.1, bad)
         };
         let secs = Duration::from_secs;
         let poll = duration("poll", &self.poll, (Duration::from_millis(100), secs(60)));

@@ -129,6 +129,8 @@ pub struct ChildStatus {
     pub log_lines: u64,
     /// CPU and memory use from its cgroup; `None` without cgroups.
     pub cgroup: Option<cgroup::Usage>,
+    /// Bytes of output lost because they could not be written (a full disk).
+    pub log_write_errors_bytes: u64,
 }
 
 /// How a shutdown would stop one child.
@@ -467,6 +469,7 @@ impl Child {
             log_bytes: stats.map_or(0, |s| s.bytes.load(Ordering::Relaxed)),
             log_lines: stats.map_or(0, |s| s.lines.load(Ordering::Relaxed)),
             cgroup: cgroups.and_then(|c| c.usage(&self.plan.name)),
+            log_write_errors_bytes: stats.map_or(0, |s| s.write_errors.load(Ordering::Relaxed)),
         }
     }
 }

@@ -61,6 +61,7 @@ pub(super) async fn metrics(State(app): State<Arc<AppState>>) -> Response {
     let cpu = Family::<ChildLabel, Counter<f64, AtomicU64>>::default();
     let memory = Family::<ChildLabel, Gauge>::default();
     let memory_max = Family::<ChildLabel, Gauge>::default();
+    let log_lost = Family::<ChildLabel, Counter>::default();
     for s in &statuses {
         let child = ChildLabel {
             child: s.name.clone(),
@@ -88,6 +89,9 @@ pub(super) async fn metrics(State(app): State<Arc<AppState>>) -> Response {
                 memory_max.get_or_create(&child).set(gauge_value(bytes));
             }
         }
+        log_lost
+            .get_or_create(&child)
+            .inc_by(s.log_write_errors_bytes);
     }
     registry.register(
         "obsbox_child_up",
@@ -133,6 +137,11 @@ pub(super) async fn metrics(State(app): State<Arc<AppState>>) -> Response {
         "obsbox_child_memory_max_bytes",
         "The memory.max of the child's cgroup, when a limit is set",
         memory_max,
+    );
+    registry.register(
+        "obsbox_child_log_write_errors_bytes",
+        "Bytes of the child's output lost because they could not be written (a full disk)",
+        log_lost,
     );
 
     if let Ok(backups) = app.backups.status().await {

@@ -16,6 +16,7 @@ mod overview;
 mod pages;
 mod power;
 mod proxy;
+pub mod recovery;
 mod runbooks;
 mod system;
 pub mod tls;
@@ -199,6 +200,17 @@ impl From<StoreError> for ApiError {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
             }
             StoreError::Invalid(problems) => ApiError::refused("settings refused", problems),
+            StoreError::Full(_) => {
+                tracing::error!(error = %e, "a write failed: the disk is full");
+                ApiError::new(StatusCode::INSUFFICIENT_STORAGE, e.to_string())
+            }
+            StoreError::Busy(_) => {
+                tracing::warn!(error = %e, "a write waited for the database lock in vain");
+                ApiError {
+                    retry_after: Some(5),
+                    ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+                }
+            }
             other => ApiError::internal("the settings store failed", other),
         }
     }
@@ -211,6 +223,9 @@ impl From<ServicesError> for ApiError {
             ServicesError::Supervisor(e) => e.into(),
             ServicesError::Rejected { .. } => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
+            }
+            ServicesError::Io { ref source, .. } if crate::store::is_disk_full(source) => {
+                StoreError::Full(e.to_string()).into()
             }
             other => ApiError::internal("applying the settings failed", other),
         }

@@ -64,6 +64,7 @@ mod tests {
         "CPUUsageHigh",
         "ChildCrashLooping",
         "ChildMemoryNearLimit",
+        "ChildLogsLost",
         "ConfigReloadFailed",
         "LogErrorRateSpike",
         "TargetDown",

@@ -170,6 +170,15 @@ impl<'a> Catalog<'a> {
                 description: "{{ $labels.child }} has used {{ $value | printf \"%.1f\" }}% of its memory limit (memory_max_bytes) for 5 minutes. At the limit the kernel reclaims its memory, then kills it.".into(),
             },
             Alert {
+                name: "ChildLogsLost",
+                expr: "increase(obsbox_child_log_write_errors_bytes_total[5m]) > 0".into(),
+                wait: None,
+                severity: "warning",
+                service: "appliance",
+                summary: "{{ $labels.child }}'s output is being lost",
+                description: "obsbox could not write {{ $value | humanize1024 }}B of {{ $labels.child }}'s output to disk in the last 5 minutes: the data partition is probably full. Settings changes fail too until space is freed.".into(),
+            },
+            Alert {
                 name: "ConfigReloadFailed",
                 expr: "prometheus_config_last_reload_successful == 0 or alertmanager_config_last_reload_successful == 0".into(),
                 wait: None,
