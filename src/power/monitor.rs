@@ -148,6 +148,8 @@ impl Power {
         let (tx, rx) = mpsc::unbounded_channel();
         let ctx = Arc::new(ctx);
         let nut = NutShared::new(summary.clone(), ctx.store.clone(), tx_forced(&tx));
+        // The users from the start: their passwords are stored already.
+        nut.set_users(power.nut_server.users.clone());
         let handle = Power {
             tx,
             summary,
@@ -268,6 +270,16 @@ impl Power {
         password: Option<String>,
         actor: &str,
     ) -> Result<Settings, PowerError> {
+        let problem = password.as_deref().filter(|p| !p.is_empty()).and_then(|p| {
+            let message = super::nut_server::password_problem(p)?;
+            Some(Problem {
+                field: "password".into(),
+                message: message.into(),
+            })
+        });
+        if let Some(problem) = problem {
+            return Err(PowerError::Invalid(vec![problem]));
+        }
         let mut power = self.ctx.services.settings()?.power;
         let users = &mut power.nut_server.users;
         match users.iter().position(|u| u.name == user.name) {
@@ -463,7 +475,9 @@ impl Actor {
         mut settings: watch::Receiver<Settings>,
         stop: CancellationToken,
     ) {
-        self.connect();
+        self.connect_driver();
+        self.restart_nut_server().await;
+        self.publish();
         loop {
             let deadline = self.policy.deadline();
             let event = async {
@@ -479,7 +493,7 @@ impl Actor {
                         break;
                     }
                     let power = settings.borrow_and_update().power.clone();
-                    self.reconfigure(power);
+                    self.reconfigure(power).await;
                 }
                 event = event => match event {
                     Some(event) => {
@@ -503,7 +517,7 @@ impl Actor {
                     Some(Msg::NutPassword) => {
                         // Settings saved with it first, so one restart has both.
                         let power = settings.borrow_and_update().power.clone();
-                        self.reconfigure(power);
+                        self.reconfigure(power).await;
                         self.reconnect_for_password();
                     }
                     None => break,
@@ -520,8 +534,8 @@ impl Actor {
         }
     }
 
-    /// (Re)starts the driver `power.ups` names and the NUT server.
-    fn connect(&mut self) {
+    /// (Re)starts the driver `power.ups` names.
+    fn connect_driver(&mut self) {
         if let Some((stop, _)) = self.driver_stop.take() {
             // The old task ends by itself; the new one does not wait for it.
             stop.cancel();
@@ -543,14 +557,21 @@ impl Actor {
             self.commands = Some(driver.commands);
             self.driver_stop = Some((stop, driver.task));
         }
-        self.nut_server = None;
+    }
+
+    /// Stops the NUT server, its connections with it, then starts it as
+    /// `power.nut_server` says (if enabled): the old address never answers
+    /// again, and a disabled server listens nowhere.
+    async fn restart_nut_server(&mut self) {
+        if let Some(server) = self.nut_server.take() {
+            server.stop().await;
+        }
         if self.power.nut_server.enabled {
             match NutServer::start(&self.power.nut_server, self.nut.clone()) {
                 Ok(server) => self.nut_server = Some(server),
                 Err(e) => tracing::error!(error = %e, "the NUT server cannot start"),
             }
         }
-        self.publish();
     }
 
     fn stored_nut_password(&self) -> Option<String> {
@@ -563,28 +584,37 @@ impl Actor {
         let nut = matches!(self.power.ups, UpsConfig::Nut { .. });
         if changed && nut && self.policy.state() != PowerState::Shutdown {
             tracing::info!("the NUT password changed: restarting the UPS driver");
-            self.connect();
+            self.connect_driver();
+            self.publish();
         }
     }
 
     /// New settings: new figures for the policy at once; a changed UPS or
     /// NUT server is restarted (the policy keeps its state either way).
-    fn reconfigure(&mut self, power: PowerSettings) {
+    async fn reconfigure(&mut self, power: PowerSettings) {
         if power == self.power {
             return;
         }
         self.policy.reconfigure(power.policy());
         self.nut.set_users(power.nut_server.users.clone());
-        let restart = power.ups != self.power.ups
+        let driver = power.ups != self.power.ups
             || power.poll != self.power.poll
-            || power.lost_after != self.power.lost_after
-            || power.nut_server.enabled != self.power.nut_server.enabled
+            || power.lost_after != self.power.lost_after;
+        let server = power.nut_server.enabled != self.power.nut_server.enabled
             || power.nut_server.listen != self.power.nut_server.listen;
         self.power = power;
-        if restart && self.policy.state() != PowerState::Shutdown {
-            tracing::info!("power settings changed: restarting the UPS driver and NUT server");
-            self.connect();
+        if self.policy.state() == PowerState::Shutdown {
+            return;
         }
+        if driver {
+            tracing::info!("UPS settings changed: restarting the UPS driver");
+            self.connect_driver();
+        }
+        if server {
+            tracing::info!("NUT server settings changed: restarting the NUT server");
+            self.restart_nut_server().await;
+        }
+        self.publish();
     }
 
     async fn step(&mut self, at: Instant, input: Input) {
