@@ -104,6 +104,7 @@ fn nut_clients_follow_and_a_primary_fsd_powers_the_box_off() {
         "raise FSD",
         "stop node_exporter: SIGTERM",
         "sync",
+        "WARNING: the UPS is not told to cut its output (no UPS is configured)",
         "sh",
     ] {
         assert!(steps.contains(expected), "{expected} missing from {steps}");
@@ -153,6 +154,7 @@ fn nut_clients_follow_and_a_primary_fsd_powers_the_box_off() {
         "FSD from a NUT primary",
         "every child stopped",
         "disks synced",
+        "THE UPS IS NOT TOLD TO CUT ITS OUTPUT",
         "power-off command ran",
     ] {
         assert!(
@@ -444,7 +446,7 @@ while :; do sleep 0.1; done
 "#;
 
 #[test]
-fn a_low_battery_stops_dependents_first_then_tells_the_ups_and_powers_off() {
+fn a_low_battery_tells_the_ups_first_then_stops_dependents_in_order_and_powers_off() {
     let sims = tempfile::tempdir().unwrap();
     let sim = UpsSim::start(Protocol::Megatec, sims.path());
     let marker = sims.path().join("powered-off");
@@ -487,6 +489,13 @@ fn a_low_battery_stops_dependents_first_then_tells_the_ups_and_powers_off() {
         .filter_map(|s| s["child"]["name"].as_str().map(String::from))
         .collect();
     assert_eq!(planned, ["web", "api", "worker", "db"]);
+    let first = obsbox.get("/api/power/dry-run")["steps"][0]["action"].clone();
+    assert_eq!(
+        first,
+        "tell the UPS to cut its output in 120 s (115 s rounded up to what the UPS takes) and \
+         to turn it on again 180 s later once mains is present (the stop takes at most 85 s, \
+         then power.ups_shutdown_delay)"
+    );
 
     // Out, and the battery low at once: critical without waiting for the debounce.
     sim.set_on_battery(true);
@@ -529,24 +538,25 @@ fn a_low_battery_stops_dependents_first_then_tells_the_ups_and_powers_off() {
         assert!(exit[&pair[0]] <= term[&pair[1]], "one at a time: {pair:?}");
     }
 
-    // The UPS heard of the shutdown only after every child was gone.
+    // The UPS heard of the shutdown first, before any child was asked to
+    // stop, with a delay covering the longest the stop can take: four 10 s
+    // graces, backups' 30 s halt grace and 15 s to finish, then the 30 s
+    // ups_shutdown_delay: 115 s, rounded up to 2 min; and to come back 3
+    // min (NUT's default) after that once mains is present.
     let commands = sim.commands();
-    assert!(
-        // Megatec: shut down in 0.5 min, back on when mains returns.
-        commands.iter().any(|c| c == "S.5"),
-        "no shutdown command in {commands:?}"
-    );
+    let shutdowns: Vec<&String> = commands.iter().filter(|c| c.starts_with('S')).collect();
+    assert_eq!(shutdowns, ["S02R0003"], "{commands:?}");
     let told = sim
         .received_at("S")
         .unwrap()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs_f64();
-    let last_gone = exit.values().cloned().fold(f64::MIN, f64::max);
+    let first_term = term.values().cloned().fold(f64::MAX, f64::min);
     assert_eq!(exit.len(), 4, "every child logged its exit");
     assert!(
-        told > last_gone,
-        "the UPS was told at {told}, before the last child was gone at {last_gone}"
+        told < first_term,
+        "the UPS was told at {told}, after the first child was asked to stop at {first_term}"
     );
     let log = obsbox.log();
     for expected in [
