@@ -326,6 +326,12 @@ fn a_failing_disk_halts_the_jobs_writing_to_it_and_flags_those_reading_it() {
             "obsbox_disk_backup_source_failing{{disk=\"{disk}\",backup_job=\"remote\"}} 1"
         )]
     );
+    // Only the job that can run is told to run now (DiskFailingBackupNow
+    // leaves out halted jobs).
+    for (job, halted) in [("local", 1), ("remote", 0)] {
+        let metric = format!("obsbox_backup_job_halted{{backup_job=\"{job}\"}}");
+        assert_eq!(obsbox.metric_lines(&metric), [format!("{metric} {halted}")]);
+    }
     // The halted job does not start; the reading one runs.
     obsbox.send("POST", "/api/backups/jobs/local/run", "");
     obsbox.send("POST", "/api/backups/jobs/remote/run", "");
