@@ -326,6 +326,12 @@ fn a_failing_disk_halts_the_jobs_writing_to_it_and_flags_those_reading_it() {
             "obsbox_disk_backup_source_failing{{disk=\"{disk}\",backup_job=\"remote\"}} 1"
         )]
     );
+    // Only the job that can run is told to run now (DiskFailingBackupNow
+    // leaves out halted jobs).
+    for (job, halted) in [("local", 1), ("remote", 0)] {
+        let metric = format!("obsbox_backup_job_halted{{backup_job=\"{job}\"}}");
+        assert_eq!(obsbox.metric_lines(&metric), [format!("{metric} {halted}")]);
+    }
     // The halted job does not start; the reading one runs.
     obsbox.send("POST", "/api/backups/jobs/local/run", "");
     obsbox.send("POST", "/api/backups/jobs/remote/run", "");
@@ -547,4 +553,74 @@ fn a_self_test_slot_missed_while_down_runs_once_at_start_on_awake_disks() {
         assert_eq!(after[disk]["self_test_started"], Value::Null, "{disk}");
         assert_eq!(scenarios.started(disk), ["short"], "{disk}");
     }
+}
+
+#[test]
+fn after_a_restart_a_disk_stored_as_failing_halts_its_writers_before_the_first_reading() {
+    let scenarios = Scenarios::new();
+    let data = tempfile::tempdir().unwrap();
+    let Some(device) = device_holding(data.path()) else {
+        eprintln!("skipped: the temp dir is not on a block device here");
+        return;
+    };
+    let disk = whole_disk_name(&device);
+    scenarios.set(&disk, json!({"scenario": "failing"}));
+    let source = data.path().join("photos");
+    std::fs::create_dir_all(&source).unwrap();
+    std::fs::write(source.join("a.txt"), "a").unwrap();
+    let dir = scenarios.env();
+    let mut obsbox = Obsbox::start_with_env(
+        &[
+            ("services", services_only(&[])),
+            (
+                "disks",
+                json!({"smartctl": stand_in("smartctl"), "interval": "1h", "timeout": "60s"}),
+            ),
+            (
+                "backups",
+                json!({"jobs": [
+                    {"name": "local", "backend": "restic", "paths": [source],
+                     "repository": data.path().join("restic-repo")},
+                ]}),
+            ),
+        ],
+        &[("SMARTCTL_STANDIN_DIR", dir.as_str())],
+    );
+    let reason = format!("disk {disk} failing");
+    let disks = refresh(&obsbox);
+    assert_eq!(disks[&disk]["health"], "failing");
+    assert_eq!(job_status(&obsbox, "local")["halted"], json!([reason]));
+    let read_at = disks[&disk]["last_reading_at"].clone();
+
+    // Restarted with a slow disk: its first reading takes 10 s. The stored
+    // verdict halts the job writing to it from the start, and a run asked
+    // for meanwhile waits.
+    scenarios.set(&disk, json!({"scenario": "failing", "delay_ms": 10_000}));
+    obsbox.restart();
+    assert_eq!(job_status(&obsbox, "local")["halted"], json!([reason]));
+    assert_eq!(
+        obsbox.send("POST", "/api/backups/jobs/local/run", "").0,
+        202
+    );
+    let disks = obsbox.get("/api/disks")["disks"].clone();
+    let shown = disks
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["id"] == disk.as_str())
+        .cloned()
+        .unwrap_or_else(|| panic!("{disk} not listed before its first reading: {disks}"));
+    assert_eq!(shown["health"], "failing", "{shown}");
+    assert_eq!(shown["last_reading_at"], read_at, "no new reading yet");
+    assert_eq!(shown["halts"], json!([{"job": "local", "reason": reason}]));
+
+    // The new reading (still failing) keeps the halt; nothing ran.
+    let disks = refresh(&obsbox);
+    assert_ne!(disks[&disk]["last_reading_at"], read_at);
+    assert_eq!(
+        disks[&disk]["type"], "sat",
+        "the scan's device type replaces the stored one"
+    );
+    assert_eq!(job_status(&obsbox, "local")["halted"], json!([reason]));
+    assert_eq!(obsbox.get("/api/backups/history?job=local"), json!([]));
 }

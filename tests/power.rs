@@ -74,7 +74,7 @@ fn nut_clients_follow_and_a_primary_fsd_powers_the_box_off() {
 
     // Users: passwords write-only; a new user needs one.
     for (name, role) in [("boss", "primary"), ("follower", "secondary")] {
-        let body = json!({"user": {"name": name, "role": role}, "password": format!("{name} pw")});
+        let body = json!({"user": {"name": name, "role": role}, "password": format!("{name}-pw")});
         let (status, answer) = obsbox.send(
             "PUT",
             &format!("/api/power/nut-users/{name}"),
@@ -88,7 +88,7 @@ fn nut_clients_follow_and_a_primary_fsd_powers_the_box_off() {
     let power = obsbox.get("/api/power");
     let text = power.to_string();
     assert!(
-        !text.contains("boss pw") && !text.contains("follower pw"),
+        !text.contains("boss-pw") && !text.contains("follower-pw"),
         "{text}"
     );
     assert_eq!(
@@ -104,6 +104,7 @@ fn nut_clients_follow_and_a_primary_fsd_powers_the_box_off() {
         "raise FSD",
         "stop node_exporter: SIGTERM",
         "sync",
+        "WARNING: the UPS is not told to cut its output (no UPS is configured)",
         "sh",
     ] {
         assert!(steps.contains(expected), "{expected} missing from {steps}");
@@ -126,13 +127,13 @@ fn nut_clients_follow_and_a_primary_fsd_powers_the_box_off() {
     assert_eq!(nut.ask("GET VAR other ups.status"), "ERR UNKNOWN-UPS");
     assert_eq!(nut.ask("FLY ups"), "ERR UNKNOWN-COMMAND");
     assert_eq!(nut.ask("NETVER"), "1.3");
-    let mut follower = Nut::log_in(nut_port, "follower", "follower pw");
+    let mut follower = Nut::log_in(nut_port, "follower", "follower-pw");
     assert_eq!(follower.ask("LOGIN ups"), "ERR ALREADY-LOGGED-IN");
     assert_eq!(follower.ask("FSD ups"), "ERR ACCESS-DENIED");
     assert_eq!(follower.ask("GET NUMLOGINS ups"), "NUMLOGINS ups 1");
 
     // A primary's FSD: obsbox shuts down, waiting for the follower to go.
-    let mut boss = Nut::log_in(nut_port, "boss", "boss pw");
+    let mut boss = Nut::log_in(nut_port, "boss", "boss-pw");
     assert_eq!(boss.ask("PRIMARY ups"), "OK PRIMARY-GRANTED");
     assert_eq!(boss.ask("FSD ups"), "OK FSD-SET");
     wait_for("the shutdown", Duration::from_secs(10), || {
@@ -153,6 +154,7 @@ fn nut_clients_follow_and_a_primary_fsd_powers_the_box_off() {
         "FSD from a NUT primary",
         "every child stopped",
         "disks synced",
+        "THE UPS IS NOT TOLD TO CUT ITS OUTPUT",
         "power-off command ran",
     ] {
         assert!(
@@ -444,7 +446,7 @@ while :; do sleep 0.1; done
 "#;
 
 #[test]
-fn a_low_battery_stops_dependents_first_then_tells_the_ups_and_powers_off() {
+fn a_low_battery_tells_the_ups_first_then_stops_dependents_in_order_and_powers_off() {
     let sims = tempfile::tempdir().unwrap();
     let sim = UpsSim::start(Protocol::Megatec, sims.path());
     let marker = sims.path().join("powered-off");
@@ -487,6 +489,13 @@ fn a_low_battery_stops_dependents_first_then_tells_the_ups_and_powers_off() {
         .filter_map(|s| s["child"]["name"].as_str().map(String::from))
         .collect();
     assert_eq!(planned, ["web", "api", "worker", "db"]);
+    let first = obsbox.get("/api/power/dry-run")["steps"][0]["action"].clone();
+    assert_eq!(
+        first,
+        "tell the UPS to cut its output in 120 s (115 s rounded up to what the UPS takes) and \
+         to turn it on again 180 s later once mains is present (the stop takes at most 85 s, \
+         then power.ups_shutdown_delay)"
+    );
 
     // Out, and the battery low at once: critical without waiting for the debounce.
     sim.set_on_battery(true);
@@ -529,24 +538,25 @@ fn a_low_battery_stops_dependents_first_then_tells_the_ups_and_powers_off() {
         assert!(exit[&pair[0]] <= term[&pair[1]], "one at a time: {pair:?}");
     }
 
-    // The UPS heard of the shutdown only after every child was gone.
+    // The UPS heard of the shutdown first, before any child was asked to
+    // stop, with a delay covering the longest the stop can take: four 10 s
+    // graces, backups' 30 s halt grace and 15 s to finish, then the 30 s
+    // ups_shutdown_delay: 115 s, rounded up to 2 min; and to come back 3
+    // min (NUT's default) after that once mains is present.
     let commands = sim.commands();
-    assert!(
-        // Megatec: shut down in 0.5 min, back on when mains returns.
-        commands.iter().any(|c| c == "S.5"),
-        "no shutdown command in {commands:?}"
-    );
+    let shutdowns: Vec<&String> = commands.iter().filter(|c| c.starts_with('S')).collect();
+    assert_eq!(shutdowns, ["S02R0003"], "{commands:?}");
     let told = sim
         .received_at("S")
         .unwrap()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs_f64();
-    let last_gone = exit.values().cloned().fold(f64::MIN, f64::max);
+    let first_term = term.values().cloned().fold(f64::MAX, f64::min);
     assert_eq!(exit.len(), 4, "every child logged its exit");
     assert!(
-        told > last_gone,
-        "the UPS was told at {told}, before the last child was gone at {last_gone}"
+        told < first_term,
+        "the UPS was told at {told}, after the first child was asked to stop at {first_term}"
     );
     let log = obsbox.log();
     for expected in [
@@ -560,4 +570,208 @@ fn a_low_battery_stops_dependents_first_then_tells_the_ups_and_powers_off() {
             "{expected} missing from the log:\n{log}"
         );
     }
+}
+
+/// A NUT program (Debian nut-client) with its configuration and state in
+/// `dir`, as platform.md says NUT runs here.
+fn nut_command(dir: &Path, program: &str, args: &[&str]) -> std::process::Command {
+    let (conf, state) = (dir.join("nut-conf"), dir.join("nut-state"));
+    std::fs::create_dir_all(&conf).unwrap();
+    std::fs::create_dir_all(&state).unwrap();
+    let mut command = std::process::Command::new(program);
+    command
+        .args(args)
+        .env("NUT_CONFPATH", conf)
+        .env("NUT_STATEPATH", state);
+    command
+}
+
+/// A real `upsmon` secondary following obsbox's NUT server; killed when dropped.
+struct Upsmon(std::process::Child);
+
+impl Upsmon {
+    fn start(dir: &Path, nut_port: u16, user: &str, password: &str) -> Upsmon {
+        let conf = format!(
+            "MONITOR ups@127.0.0.1:{nut_port} 1 {user} \"{password}\" secondary\n\
+             MINSUPPLIES 1\n\
+             SHUTDOWNCMD \"/bin/true\"\n\
+             POWERDOWNFLAG {}\n\
+             POLLFREQ 1\n\
+             POLLFREQALERT 1\n",
+            dir.join("killpower").display()
+        );
+        let mut command = nut_command(dir, "/lib/nut/upsmon", &["-F", "-p"]);
+        std::fs::write(dir.join("nut-conf/upsmon.conf"), conf).unwrap();
+        let log = std::fs::File::create(dir.join("upsmon.log")).unwrap();
+        let child = command
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("upsmon (Debian nut-client) is installed");
+        Upsmon(child)
+    }
+}
+
+impl Drop for Upsmon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The clients obsbox's NUT server lists as logged in, as the real `upsc -c` reads them.
+fn nut_clients(nut_port: u16) -> Vec<String> {
+    let out = std::process::Command::new("upsc")
+        .args(["-c", &format!("ups@127.0.0.1:{nut_port}")])
+        .output()
+        .expect("upsc (Debian nut-client) is installed");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
+fn put_nut_user(obsbox: &Obsbox, name: &str, role: &str, password: &str) -> (u16, Value) {
+    let body = json!({"user": {"name": name, "role": role}, "password": password});
+    obsbox.send(
+        "PUT",
+        &format!("/api/power/nut-users/{name}"),
+        &body.to_string(),
+    )
+}
+
+#[test]
+fn a_real_upsmon_secondary_logs_in_again_after_obsbox_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = UpsSim::start(Protocol::Megatec, dir.path());
+    let nut_port = free_port();
+    let power = q1_power(
+        &sim,
+        json!({"nut_server": {"enabled": true, "listen": format!("127.0.0.1:{nut_port}")}}),
+    );
+    let mut obsbox = Obsbox::start(&[("services", services_only(&[])), ("power", power)]);
+    wait_for_state(&obsbox, "online");
+    let (status, answer) = put_nut_user(&obsbox, "follower", "secondary", "follower-pw");
+    assert_eq!(status, 200, "{answer}");
+
+    let _upsmon = Upsmon::start(dir.path(), nut_port, "follower", "follower-pw");
+    let upsmon_log = || std::fs::read_to_string(dir.path().join("upsmon.log")).unwrap_or_default();
+    let logged_in = |what: &str, obsbox: &Obsbox| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while nut_clients(nut_port) != ["127.0.0.1"] {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for {what}; upsmon said:\n{}\nobsbox:\n{}",
+                upsmon_log(),
+                obsbox.log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let mut nut = Nut::connect(nut_port);
+        assert_eq!(nut.ask("GET NUMLOGINS ups"), "NUMLOGINS ups 1");
+    };
+    logged_in("upsmon logged in", &obsbox);
+
+    // obsbox restarts: upsmon reconnects and logs in with the stored password.
+    obsbox.restart();
+    wait_for_state(&obsbox, "online");
+    logged_in("upsmon logged in after the restart", &obsbox);
+    let log = upsmon_log();
+    assert!(!log.contains("ACCESS-DENIED"), "{log}");
+}
+
+/// Whether something accepts connections on `port`.
+fn answers(port: u16) -> bool {
+    TcpStream::connect(("127.0.0.1", port)).is_ok()
+}
+
+#[test]
+fn the_nut_server_moves_and_stops_with_its_settings_and_lists_as_upsd_does() {
+    let (first, second) = (free_port(), free_port());
+    let listen = |port: u16| format!("127.0.0.1:{port}");
+    let power = json!({"nut_server": {"enabled": true, "listen": listen(first)}});
+    let obsbox = Obsbox::start(&[("services", services_only(&[])), ("power", power)]);
+    let (status, answer) = put_nut_user(&obsbox, "boss", "primary", "boss-pw");
+    assert_eq!(status, 200, "{answer}");
+
+    // A password the protocol cannot carry is refused, and nothing is stored.
+    for bad in [
+        "two\nlines",
+        "with space",
+        "quo\"te",
+        "back\\slash",
+        "nul\0",
+        &"x".repeat(257),
+    ] {
+        let (status, answer) = put_nut_user(&obsbox, "odd", "secondary", bad);
+        assert_eq!(status, 422, "{bad:?}: {answer}");
+        assert!(answer.to_string().contains("password"), "{answer}");
+    }
+    assert_eq!(
+        obsbox.get("/api/settings")["power"]["nut_server"]["users"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // The real upscmd and upsrw get upsd's empty lists, not an error.
+    let tool = |program: &str, args: &[&str]| {
+        let out = std::process::Command::new(program)
+            .args(args)
+            .output()
+            .expect("NUT clients (Debian nut-client) are installed");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    };
+    let target = format!("ups@{}", listen(first));
+    let (ok, text) = tool("upscmd", &["-l", &target]);
+    assert!(ok && !text.contains("rror"), "{text}");
+    assert!(
+        text.contains("Instant commands supported on UPS [ups]"),
+        "{text}"
+    );
+    let (ok, text) = tool("upsrw", &[&target]);
+    assert!(ok && !text.contains("rror"), "{text}");
+    // LIST CLIENT names each logged-in client by address.
+    assert_eq!(nut_clients(first), Vec::<String>::new());
+    let mut boss = Nut::log_in(first, "boss", "boss-pw");
+    assert_eq!(nut_clients(first), ["127.0.0.1"]);
+    let mut nut = Nut::connect(first);
+    assert_eq!(nut.ask("LIST CMD other"), "ERR UNKNOWN-UPS");
+    assert_eq!(nut.ask("LIST RW ups"), "BEGIN LIST RW ups");
+
+    // Moved: the old address stops answering and its connections end.
+    let mut power = obsbox.get("/api/settings")["power"].clone();
+    power["nut_server"]["listen"] = json!(listen(second));
+    let (status, answer) = obsbox.send("PUT", "/api/settings/power", &power.to_string());
+    assert_eq!(status, 200, "{answer}");
+    wait_for("the new address", Duration::from_secs(10), || {
+        answers(second).then_some(())
+    });
+    assert!(!answers(first), "the old address still answers");
+    let mut rest = String::new();
+    let read = boss.reader.read_line(&mut rest);
+    assert!(
+        matches!(read, Ok(0) | Err(_)),
+        "the old connection is still open: {rest:?}"
+    );
+    let mut boss = Nut::log_in(second, "boss", "boss-pw");
+    assert_eq!(
+        boss.ask("GET NUMLOGINS ups"),
+        "NUMLOGINS ups 1",
+        "the old login is gone"
+    );
+    drop(boss);
+
+    // Disabled: nothing listens any more.
+    power["nut_server"]["enabled"] = json!(false);
+    let (status, answer) = obsbox.send("PUT", "/api/settings/power", &power.to_string());
+    assert_eq!(status, 200, "{answer}");
+    wait_for("the server to stop", Duration::from_secs(10), || {
+        (!answers(second)).then_some(())
+    });
+    assert!(!answers(first));
 }

@@ -249,5 +249,13 @@ fn a_nut_primarys_forced_shutdown_shuts_obsbox_down() {
         log.contains("the NUT primary ordered a shutdown (FSD)"),
         "{log}"
     );
-    assert!(log.contains("the UPS is not told to shut down"), "{log}");
+    // Said loudly: the NUT primary, not obsbox, shuts that UPS down.
+    assert!(
+        log.contains("THE UPS IS NOT TOLD TO CUT ITS OUTPUT"),
+        "{log}"
+    );
+    assert!(
+        log.contains("a UPS on a NUT server is shut down by that server's primary"),
+        "{log}"
+    );
 }

@@ -376,6 +376,15 @@ impl Backups {
         self.ask(|done| Msg::HaltJob { job, reason, done }).await
     }
 
+    /// Like [`Backups::halt_job`], queued at once without waiting: called
+    /// before the first await after [`Backups::start`], the halt comes
+    /// before anything the backups do, catch-up runs at start included.
+    pub fn halt_job_first(&self, job: &str, reason: &str) {
+        let (done, _) = oneshot::channel();
+        let (job, reason) = (job.to_string(), reason.to_string());
+        let _ = self.tx.send(Msg::HaltJob { job, reason, done });
+    }
+
     /// Removes one job's halt reason; once neither it nor every job is
     /// halted, its halted and missed runs start.
     pub async fn resume_job(&self, job: &str, reason: &str) -> Result<(), BackupError> {

@@ -77,6 +77,15 @@ pub fn last(store: &Store, device: &str) -> Result<Option<Stored>, StoreError> {
     }))
 }
 
+/// Every device with a stored reading.
+pub fn devices(store: &Store) -> Result<Vec<String>, StoreError> {
+    store.with_conn(|conn| {
+        let mut stmt = conn.prepare("SELECT DISTINCT device FROM disk_readings ORDER BY device")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        rows.collect()
+    })
+}
+
 /// The last self-test slot of `kind` handled on `device`, Unix seconds.
 pub fn test_slot(store: &Store, device: &str, kind: TestKind) -> Result<Option<i64>, StoreError> {
     store.with_conn(|conn| {

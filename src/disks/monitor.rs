@@ -60,9 +60,12 @@ enum Msg {
 }
 
 impl Disks {
+    /// Starts the monitor. Call it right after [`Backups::start`], before
+    /// any await: the halts the stored readings call for are queued at once
+    /// (see [`Monitor::restore`]).
     pub fn start(ctx: DisksContext, settings: watch::Receiver<Settings>) -> Disks {
         let (tx, rx) = mpsc::unbounded_channel();
-        let monitor = Monitor {
+        let mut monitor = Monitor {
             ctx: Arc::new(ctx),
             tx: tx.clone(),
             settings: settings.borrow().clone(),
@@ -79,6 +82,9 @@ impl Disks {
             next_round: Instant::now(),
             next_test_at: None,
         };
+        if monitor.settings.disks.enabled {
+            monitor.restore();
+        }
         tokio::spawn(monitor.run(rx, settings));
         Disks { tx }
     }
@@ -177,6 +183,8 @@ struct DiskState {
     self_test_running: Option<RunningTest>,
     /// The last scheduled slot handled, per kind.
     test_slots: BTreeMap<TestKind, jiff::Timestamp>,
+    /// Known from the stored readings only: no scan of this run found it yet.
+    restored: bool,
 }
 
 impl DiskState {
@@ -215,6 +223,7 @@ impl DiskState {
             self_test_started: None,
             self_test_running: None,
             test_slots,
+            restored: false,
         }
     }
 
@@ -500,6 +509,9 @@ impl Monitor {
             }
             Ok(devices) => {
                 self.error = None;
+                // A disk only stored, that this run never found, is gone.
+                self.disks
+                    .retain(|name, disk| !disk.restored || devices.iter().any(|d| d.name == *name));
                 for disk in self.disks.values_mut() {
                     if !devices.iter().any(|d| d.name == disk.scan.name) {
                         disk.fault("the last scan did not find this disk".into());
@@ -507,9 +519,17 @@ impl Monitor {
                 }
                 for device in devices {
                     let store = &self.ctx.store;
-                    self.disks
-                        .entry(device.name.clone())
-                        .or_insert_with(|| DiskState::new(device, store, limits));
+                    match self.disks.get_mut(&device.name) {
+                        Some(disk) if disk.restored => {
+                            disk.restored = false;
+                            disk.scan = device;
+                        }
+                        Some(_) => {}
+                        None => {
+                            let disk = DiskState::new(device.clone(), store, limits);
+                            self.disks.insert(device.name, disk);
+                        }
+                    }
                 }
             }
         }
@@ -524,6 +544,45 @@ impl Monitor {
 }
 
 impl Monitor {
+    /// At start, before the first reading (which may take `disks.timeout`
+    /// per disk): every disk with a stored reading counts with its stored
+    /// verdict, and the jobs writing to one stored as failing or too hot
+    /// are halted at once, until a new reading says otherwise.
+    fn restore(&mut self) {
+        let store = &self.ctx.store;
+        let devices = history::devices(store).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "cannot read the stored disk readings");
+            Vec::new()
+        });
+        let limits = limits(&self.settings.disks);
+        for name in devices {
+            let scan = ScanDevice {
+                name: name.clone(),
+                kind: String::new(),
+                protocol: String::new(),
+            };
+            if ignored(&self.settings.disks.ignore, &scan) {
+                continue;
+            }
+            let mut disk = DiskState::new(scan, store, limits);
+            disk.restored = true;
+            disk.scan.protocol = disk
+                .last
+                .as_ref()
+                .and_then(|s| s.reading.protocol.clone())
+                .unwrap_or_default();
+            self.disks.insert(name, disk);
+        }
+        self.mounts = current_mounts();
+        self.remap();
+        let wanted = wanted_halts(&self.uses, &self.disks);
+        for halt in &wanted {
+            tracing::warn!(job = %halt.job, reason = %halt.reason, "halted from the stored disk health until a new reading");
+            self.ctx.backups.halt_job_first(&halt.job, &halt.reason);
+        }
+        self.applied = wanted;
+    }
+
     /// Which jobs read and write which disks, from the last mounts seen.
     fn remap(&mut self) {
         let names: Vec<String> = self.disks.keys().cloned().collect();
@@ -791,22 +850,9 @@ async fn read_all(
             .and_then(|(exit, text)| smart::parse_reading(&text, exit).map_err(|e| e.to_string()));
         readings.push((device.name.clone(), answer));
     }
-    let mounts = tokio::task::spawn_blocking(|| {
-        super::usage()
-            .into_iter()
-            .map(|u| {
-                // /dev/disk/by-uuid/... and other links name the real device.
-                let device =
-                    std::fs::canonicalize(&u.device).map_or(u.device, |p| p.display().to_string());
-                Mount {
-                    point: u.mount,
-                    disks: mapping::disks_under(Path::new("/sys"), &device),
-                }
-            })
-            .collect()
-    })
-    .await
-    .unwrap_or_default();
+    let mounts = tokio::task::spawn_blocking(current_mounts)
+        .await
+        .unwrap_or_default();
     Round {
         at: now_millis(),
         smartctl: Some(program),
@@ -814,6 +860,22 @@ async fn read_all(
         readings,
         mounts,
     }
+}
+
+/// The mounted filesystems and the disks under each, traced through `/sys`.
+fn current_mounts() -> Vec<Mount> {
+    super::usage()
+        .into_iter()
+        .map(|u| {
+            // /dev/disk/by-uuid/... and other links name the real device.
+            let device =
+                std::fs::canonicalize(&u.device).map_or(u.device, |p| p.display().to_string());
+            Mount {
+                point: u.mount,
+                disks: mapping::disks_under(Path::new("/sys"), &device),
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]

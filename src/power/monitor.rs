@@ -4,16 +4,20 @@
 //! the audit log as the policy's rate limit allows), publishes the live
 //! summary (API, /metrics, NUT server) and starts the shutdown.
 //!
-//! The shutdown sequence: halt backups; raise FSD on the NUT server and wait
-//! (at most [`HOSTSYNC`]) for its logged-in clients to go; ask the app to end
-//! with [`Ending::PowerOff`], which stops the web servers and every child in
-//! reverse start order with their grace periods, then calls
-//! [`Power::finish`]: `sync`, tell the UPS to cut its output after
-//! `ups_shutdown_delay` and to come back when mains returns (so the box
-//! boots again even if power came back mid-shutdown), and power off.
+//! The shutdown sequence: tell the UPS to cut its output once the whole
+//! stop is surely over (see [`UpsTiming`]: a UPS whose delay obsbox chooses
+//! is told first, with the longest the stop can take plus
+//! `ups_shutdown_delay`, and to turn it on again `ups_restart_delay` later
+//! once mains is present); halt backups; raise FSD on the NUT server and
+//! wait (at most [`HOSTSYNC`]) for its logged-in clients to go; ask the app
+//! to end with [`Ending::PowerOff`], which stops the web servers and every
+//! child in reverse start order with their grace periods, then calls
+//! [`Power::finish`]: `sync`, tell the UPS now if it was not told first,
+//! and power off. A UPS that cannot be told is logged as an error and
+//! audited.
 
 use super::nut_server::{NutServer, NutShared};
-use super::policy::{Action, Input, Policy, PowerState, Transition};
+use super::policy::{ups_timing, Action, Input, Policy, PowerState, Transition, UpsTiming};
 use super::stale::{StaleCancel, StaleShutdown};
 use super::ups::{
     self, UpsCommands, UpsConfig, UpsContext, UpsError, UpsEvent, UpsEventKind, UpsStats, UpsStatus,
@@ -148,6 +152,8 @@ impl Power {
         let (tx, rx) = mpsc::unbounded_channel();
         let ctx = Arc::new(ctx);
         let nut = NutShared::new(summary.clone(), ctx.store.clone(), tx_forced(&tx));
+        // The users from the start: their passwords are stored already.
+        nut.set_users(power.nut_server.users.clone());
         let handle = Power {
             tx,
             summary,
@@ -162,6 +168,7 @@ impl Power {
             nut_password: None,
             stale: StaleCancel::default(),
             nut_server: None,
+            ups_timing: Arc::default(),
             power,
             summary: summary_tx,
             ctx,
@@ -224,8 +231,19 @@ impl Power {
 
     /// The shutdown sequence as it would run now; nothing is done.
     pub async fn dry_run(&self) -> Result<Vec<Step>, PowerError> {
-        let settings = self.ctx.services.settings()?.power;
-        let mut steps = vec![step(format!("halt backups (reason '{SHUTDOWN_HALT}')"))];
+        let all = self.ctx.services.settings()?;
+        let settings = &all.power;
+        let children = self.ctx.supervisor.stop_plan().await.unwrap_or_default();
+        let timing = shutdown_timing(&all, &children);
+        let mut steps = Vec::new();
+        if let UpsTiming::First { delay } = timing {
+            let bound = stop_bound(&all, &children).as_secs();
+            steps.push(step(format!(
+                "{} (the stop takes at most {bound} s, then power.ups_shutdown_delay)",
+                ups_action(settings, delay)
+            )));
+        }
+        steps.push(step(format!("halt backups (reason '{SHUTDOWN_HALT}')")));
         if settings.nut_server.enabled {
             steps.push(step(format!(
                 "raise FSD on the NUT server; wait up to {} s for its {} logged-in client(s) to log out",
@@ -234,7 +252,6 @@ impl Power {
             )));
         }
         steps.push(step("stop serving the web UI and API".into()));
-        let children = self.ctx.supervisor.stop_plan().await.unwrap_or_default();
         for child in children {
             let action = match child.running {
                 true => format!(
@@ -249,13 +266,9 @@ impl Power {
             });
         }
         steps.push(step("sync the disks".into()));
-        let delay = PowerSettings::duration(&settings.ups_shutdown_delay).as_secs();
-        steps.push(step(match settings.ups {
-            ref ups if *ups != Default::default() => format!(
-                "tell the UPS to cut its output in {delay} s and turn it on again when mains returns"
-            ),
-            _ => "no UPS configured: no UPS command".into(),
-        }));
+        if let UpsTiming::Last { delay } = timing {
+            steps.push(step(ups_action(settings, delay)));
+        }
         steps.push(step(poweroff_action(&settings.poweroff_command)));
         Ok(steps)
     }
@@ -268,6 +281,16 @@ impl Power {
         password: Option<String>,
         actor: &str,
     ) -> Result<Settings, PowerError> {
+        let problem = password.as_deref().filter(|p| !p.is_empty()).and_then(|p| {
+            let message = super::nut_server::password_problem(p)?;
+            Some(Problem {
+                field: "password".into(),
+                message: message.into(),
+            })
+        });
+        if let Some(problem) = problem {
+            return Err(PowerError::Invalid(vec![problem]));
+        }
         let mut power = self.ctx.services.settings()?.power;
         let users = &mut power.nut_server.users;
         match users.iter().position(|u| u.name == user.name) {
@@ -439,6 +462,90 @@ fn poweroff_action(command: &[String]) -> String {
     }
 }
 
+/// Longest the disks' sync and the power-off are counted for in the stop.
+const FINISH_BOUND: Duration = Duration::from_secs(15);
+
+/// The longest the shutdown can take from its start to the power-off:
+/// backups' halt grace, the wait for NUT clients, each running child's
+/// grace before SIGKILL (they stop one at a time), and [`FINISH_BOUND`].
+fn stop_bound(settings: &Settings, children: &[StopStep]) -> Duration {
+    let halt = crate::settings::parse_duration(&settings.backups.halt_grace).unwrap_or_default();
+    let hostsync = if settings.power.nut_server.enabled {
+        HOSTSYNC
+    } else {
+        Duration::ZERO
+    };
+    children
+        .iter()
+        .filter(|c| c.running)
+        .map(|c| Duration::try_from_secs_f64(c.grace_seconds).unwrap_or(Duration::MAX))
+        .fold(halt + hostsync + FINISH_BOUND, Duration::saturating_add)
+}
+
+/// When the UPS is told, for these settings and children.
+fn shutdown_timing(settings: &Settings, children: &[StopStep]) -> UpsTiming {
+    let power = &settings.power;
+    ups_timing(
+        stop_bound(settings, children),
+        PowerSettings::duration(&power.ups_shutdown_delay),
+        power.ups.longest_shutdown_delay(),
+    )
+}
+
+/// What telling the UPS to cut its output after `delay` does, in words.
+fn ups_action(power: &PowerSettings, delay: Duration) -> String {
+    if let Some(why) = power.ups.cannot_shut_down() {
+        return format!(
+            "WARNING: the UPS is not told to cut its output ({why}): it stays on until its \
+             battery is empty, and the box may not come back by itself when mains returns"
+        );
+    }
+    let restart = PowerSettings::duration(&power.ups_restart_delay).as_secs();
+    let after = match power.ups.shutdown_delay_sent(delay) {
+        Some(sent) if sent != delay => format!(
+            "in {} s ({} s rounded up to what the UPS takes)",
+            sent.as_secs(),
+            delay.as_secs()
+        ),
+        Some(sent) => format!("in {} s", sent.as_secs()),
+        None => "after its own configured delay".into(),
+    };
+    format!(
+        "tell the UPS to cut its output {after} and to turn it on again {restart} s later once mains is present"
+    )
+}
+
+/// Tells the UPS to cut its output after `delay`; loud when it cannot be.
+async fn tell_ups(
+    commands: Option<&UpsCommands>,
+    power: &PowerSettings,
+    delay: Duration,
+    store: &Store,
+) {
+    let restart = PowerSettings::duration(&power.ups_restart_delay);
+    let failed = match (power.ups.cannot_shut_down(), commands) {
+        (Some(why), _) => why.to_string(),
+        (None, None) => "no UPS driver is running".into(),
+        (None, Some(commands)) => match commands.shutdown(delay, restart).await {
+            Ok(()) => {
+                let sent = power.ups.shutdown_delay_sent(delay).map(|d| d.as_secs());
+                tracing::warn!(
+                    delay_s = sent,
+                    restart_s = restart.as_secs(),
+                    "the UPS was told to cut its output and to turn it on again once mains is present"
+                );
+                return;
+            }
+            Err(e) => e.to_string(),
+        },
+    };
+    tracing::error!(
+        reason = %failed,
+        "THE UPS IS NOT TOLD TO CUT ITS OUTPUT: it stays on until its battery is empty, and the box may not come back by itself when mains returns"
+    );
+    let _ = store.audit("power", "ups-not-told", &failed);
+}
+
 struct Actor {
     ctx: Arc<PowerContext>,
     power: PowerSettings,
@@ -454,6 +561,8 @@ struct Actor {
     nut_server: Option<NutServer>,
     summary: watch::Sender<PowerSummary>,
     nut: NutShared,
+    /// When the shutdown under way tells the UPS, once decided.
+    ups_timing: Arc<std::sync::OnceLock<UpsTiming>>,
 }
 
 impl Actor {
@@ -463,7 +572,9 @@ impl Actor {
         mut settings: watch::Receiver<Settings>,
         stop: CancellationToken,
     ) {
-        self.connect();
+        self.connect_driver();
+        self.restart_nut_server().await;
+        self.publish();
         loop {
             let deadline = self.policy.deadline();
             let event = async {
@@ -479,7 +590,7 @@ impl Actor {
                         break;
                     }
                     let power = settings.borrow_and_update().power.clone();
-                    self.reconfigure(power);
+                    self.reconfigure(power).await;
                 }
                 event = event => match event {
                     Some(event) => {
@@ -503,7 +614,7 @@ impl Actor {
                     Some(Msg::NutPassword) => {
                         // Settings saved with it first, so one restart has both.
                         let power = settings.borrow_and_update().power.clone();
-                        self.reconfigure(power);
+                        self.reconfigure(power).await;
                         self.reconnect_for_password();
                     }
                     None => break,
@@ -520,8 +631,8 @@ impl Actor {
         }
     }
 
-    /// (Re)starts the driver `power.ups` names and the NUT server.
-    fn connect(&mut self) {
+    /// (Re)starts the driver `power.ups` names.
+    fn connect_driver(&mut self) {
         if let Some((stop, _)) = self.driver_stop.take() {
             // The old task ends by itself; the new one does not wait for it.
             stop.cancel();
@@ -543,14 +654,21 @@ impl Actor {
             self.commands = Some(driver.commands);
             self.driver_stop = Some((stop, driver.task));
         }
-        self.nut_server = None;
+    }
+
+    /// Stops the NUT server, its connections with it, then starts it as
+    /// `power.nut_server` says (if enabled): the old address never answers
+    /// again, and a disabled server listens nowhere.
+    async fn restart_nut_server(&mut self) {
+        if let Some(server) = self.nut_server.take() {
+            server.stop().await;
+        }
         if self.power.nut_server.enabled {
             match NutServer::start(&self.power.nut_server, self.nut.clone()) {
                 Ok(server) => self.nut_server = Some(server),
                 Err(e) => tracing::error!(error = %e, "the NUT server cannot start"),
             }
         }
-        self.publish();
     }
 
     fn stored_nut_password(&self) -> Option<String> {
@@ -563,28 +681,37 @@ impl Actor {
         let nut = matches!(self.power.ups, UpsConfig::Nut { .. });
         if changed && nut && self.policy.state() != PowerState::Shutdown {
             tracing::info!("the NUT password changed: restarting the UPS driver");
-            self.connect();
+            self.connect_driver();
+            self.publish();
         }
     }
 
     /// New settings: new figures for the policy at once; a changed UPS or
     /// NUT server is restarted (the policy keeps its state either way).
-    fn reconfigure(&mut self, power: PowerSettings) {
+    async fn reconfigure(&mut self, power: PowerSettings) {
         if power == self.power {
             return;
         }
         self.policy.reconfigure(power.policy());
         self.nut.set_users(power.nut_server.users.clone());
-        let restart = power.ups != self.power.ups
+        let driver = power.ups != self.power.ups
             || power.poll != self.power.poll
-            || power.lost_after != self.power.lost_after
-            || power.nut_server.enabled != self.power.nut_server.enabled
+            || power.lost_after != self.power.lost_after;
+        let server = power.nut_server.enabled != self.power.nut_server.enabled
             || power.nut_server.listen != self.power.nut_server.listen;
         self.power = power;
-        if restart && self.policy.state() != PowerState::Shutdown {
-            tracing::info!("power settings changed: restarting the UPS driver and NUT server");
-            self.connect();
+        if self.policy.state() == PowerState::Shutdown {
+            return;
         }
+        if driver {
+            tracing::info!("UPS settings changed: restarting the UPS driver");
+            self.connect_driver();
+        }
+        if server {
+            tracing::info!("NUT server settings changed: restarting the NUT server");
+            self.restart_nut_server().await;
+        }
+        self.publish();
     }
 
     async fn step(&mut self, at: Instant, input: Input) {
@@ -685,13 +812,27 @@ impl Actor {
         }
     }
 
-    /// Halts backups, raises FSD, waits for NUT clients, then asks the app
-    /// to end; runs on its own so the actor keeps serving `finish`.
+    /// Tells the UPS first (when [`ups_timing`] says), halts backups,
+    /// raises FSD, waits for NUT clients, then asks the app to end; runs on
+    /// its own so the actor keeps serving `finish`.
     fn start_shutdown(&mut self, reason: String) {
         self.summary
             .send_modify(|s| s.shutdown_reason = Some(reason.clone()));
         let (ctx, nut) = (self.ctx.clone(), self.nut.clone());
+        let (commands, power) = (self.commands.clone(), self.power.clone());
+        let decided = self.ups_timing.clone();
         tokio::spawn(async move {
+            let children = ctx.supervisor.stop_plan().await.unwrap_or_default();
+            let timing = match ctx.services.settings() {
+                Ok(settings) => shutdown_timing(&settings, &children),
+                Err(_) => UpsTiming::Last {
+                    delay: PowerSettings::duration(&power.ups_shutdown_delay),
+                },
+            };
+            let _ = decided.set(timing);
+            if let UpsTiming::First { delay } = timing {
+                tell_ups(commands.as_ref(), &power, delay, &ctx.store).await;
+            }
             let _ = ctx.backups.halt(SHUTDOWN_HALT).await;
             nut.wait_for_logouts(HOSTSYNC).await;
             if !ctx.lifecycle.request(Ending::PowerOff) {
@@ -723,19 +864,12 @@ impl Actor {
         tokio::task::spawn_blocking(nix::unistd::sync).await.ok();
         tracing::info!("disks synced");
         let delay = PowerSettings::duration(&self.power.ups_shutdown_delay);
-        match &self.commands {
-            // Restore after zero: when mains returns.
-            Some(commands) => match commands.shutdown(delay, Duration::ZERO).await {
-                Ok(()) => tracing::warn!(
-                    delay_s = delay.as_secs(),
-                    "the UPS cuts its output soon and turns it on again when mains returns"
-                ),
-                Err(e @ UpsError::Unsupported(_)) => {
-                    tracing::info!(reason = %e, "the UPS is not told to shut down")
-                }
-                Err(e) => tracing::error!(error = %e, "the UPS did not take the shutdown command"),
-            },
-            None => tracing::warn!("no UPS to tell about the shutdown"),
+        match self.ups_timing.get() {
+            Some(UpsTiming::First { .. }) => {}
+            Some(UpsTiming::Last { delay }) => {
+                tell_ups(self.commands.as_ref(), &self.power, *delay, &self.ctx.store).await
+            }
+            None => tell_ups(self.commands.as_ref(), &self.power, delay, &self.ctx.store).await,
         }
         let _ = self.ctx.store.audit(
             "power",

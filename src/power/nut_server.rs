@@ -14,7 +14,9 @@ use super::ups::UpsStatus;
 use crate::settings::{NutRole, NutServerSettings, NutUser};
 use crate::store::Store;
 use sha2::{Digest, Sha256};
-use std::net::SocketAddr;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -80,6 +82,12 @@ impl NutError {
 pub enum Request {
     ListUps,
     ListVar(String),
+    /// Instant commands: none here (obsbox alone commands its UPS).
+    ListCmd(String),
+    /// Writable variables: none here.
+    ListRw(String),
+    /// The addresses of the logged-in clients.
+    ListClient(String),
     GetVar(String, String),
     GetNumLogins(String),
     GetUpsDesc(String),
@@ -140,7 +148,13 @@ pub fn parse(line: &str) -> Result<Option<Request>, NutError> {
     let upper = |s: &String| s.to_ascii_uppercase();
     let request = match (verb.as_str(), args) {
         ("LIST", [what]) if upper(what) == "UPS" => Request::ListUps,
-        ("LIST", [what, ups]) if upper(what) == "VAR" => Request::ListVar(ups.clone()),
+        ("LIST", [what, ups]) => match upper(what).as_str() {
+            "VAR" => Request::ListVar(ups.clone()),
+            "CMD" => Request::ListCmd(ups.clone()),
+            "RW" => Request::ListRw(ups.clone()),
+            "CLIENT" => Request::ListClient(ups.clone()),
+            _ => return Err(NutError::InvalidArgument),
+        },
         ("LIST", _) => return Err(NutError::InvalidArgument),
         ("GET", [what, ups, var]) if upper(what) == "VAR" => {
             Request::GetVar(ups.clone(), var.clone())
@@ -218,7 +232,7 @@ pub fn variables(status: &UpsStatus, fsd: bool) -> Vec<(&'static str, String)> {
     vars
 }
 
-/// What every connection shares: the live state, the users, the login count.
+/// What every connection shares: the live state, the users, the logins.
 #[derive(Clone)]
 pub struct NutShared(Arc<Inner>);
 
@@ -227,7 +241,9 @@ struct Inner {
     store: Store,
     force: Box<dyn Fn(String) + Send + Sync>,
     users: Mutex<Vec<NutUser>>,
-    logins: watch::Sender<usize>,
+    /// Logged-in clients: their address, by connection number.
+    logins: watch::Sender<BTreeMap<u64, IpAddr>>,
+    connections: AtomicU64,
 }
 
 impl NutShared {
@@ -241,7 +257,8 @@ impl NutShared {
             store,
             force: Box::new(force),
             users: Mutex::new(Vec::new()),
-            logins: watch::Sender::new(0),
+            logins: watch::Sender::new(BTreeMap::new()),
+            connections: AtomicU64::new(0),
         }))
     }
 
@@ -251,13 +268,13 @@ impl NutShared {
 
     /// Clients logged in now.
     pub fn logins(&self) -> usize {
-        *self.0.logins.borrow()
+        self.0.logins.borrow().len()
     }
 
     /// Waits until every logged-in client has logged out, or `limit`.
     pub async fn wait_for_logouts(&self, limit: Duration) {
         let mut logins = self.0.logins.subscribe();
-        let gone = logins.wait_for(|n| *n == 0);
+        let gone = logins.wait_for(BTreeMap::is_empty);
         if tokio::time::timeout(limit, gone).await.is_err() {
             tracing::warn!(
                 left = self.logins(),
@@ -282,19 +299,60 @@ impl NutShared {
     }
 }
 
+/// What is wrong with a NUT user's password, if anything. upsmon sends it
+/// unquoted (`PASSWORD <password>`) and upsd splits the line into words,
+/// quotes and backslashes included, so only one plain word can ever log in.
+pub fn password_problem(password: &str) -> Option<&'static str> {
+    let plain = |c: char| c.is_ascii_graphic() && c != '"' && c != '\\';
+    (password.is_empty() || password.len() > 256 || !password.chars().all(plain)).then_some(
+        "must be 1 to 256 printable ASCII characters without spaces, quotes or backslashes: \
+         NUT clients send it as one bare word",
+    )
+}
+
+/// A client's login; dropping it (logout, disconnect, server stopped)
+/// takes it off the list.
+struct Login {
+    shared: NutShared,
+    connection: u64,
+}
+
+impl Drop for Login {
+    fn drop(&mut self) {
+        self.shared.0.logins.send_modify(|logins| {
+            logins.remove(&self.connection);
+        });
+    }
+}
+
 /// One connection's login state.
-#[derive(Default)]
 struct Session {
+    peer: IpAddr,
+    connection: u64,
     username: Option<String>,
     password: Option<String>,
-    logged_in: bool,
-    primary: bool,
+    login: Option<Login>,
 }
 
 impl Session {
+    fn new(peer: IpAddr, shared: &NutShared) -> Session {
+        Session {
+            peer,
+            connection: shared.0.connections.fetch_add(1, Ordering::Relaxed),
+            username: None,
+            password: None,
+            login: None,
+        }
+    }
+
     fn role(&self, shared: &NutShared) -> Option<NutRole> {
         shared.authenticate(self.username.as_deref()?, self.password.as_deref()?)
     }
+}
+
+/// An empty list of `what` (`CMD`, `RW`) for `ups`.
+fn empty_list(what: &str, ups: &str) -> String {
+    format!("BEGIN LIST {what} {ups}\nEND LIST {what} {ups}")
 }
 
 /// Answers one request; `None` ends the connection after the reply.
@@ -333,6 +391,15 @@ fn answer(
                 .map(|(_, value)| format!("VAR {ups} {var} {}", quote(&value)))
                 .ok_or(NutError::VarNotSupported)
         }),
+        Request::ListCmd(ups) => known(&ups).map(|()| empty_list("CMD", &ups)),
+        Request::ListRw(ups) => known(&ups).map(|()| empty_list("RW", &ups)),
+        Request::ListClient(ups) => known(&ups).map(|()| {
+            let mut out = format!("BEGIN LIST CLIENT {ups}\n");
+            for peer in shared.0.logins.borrow().values() {
+                out += &format!("CLIENT {ups} {peer}\n");
+            }
+            out + &format!("END LIST CLIENT {ups}")
+        }),
         Request::GetNumLogins(ups) => {
             known(&ups).map(|()| format!("NUMLOGINS {ups} {}", shared.logins()))
         }
@@ -354,7 +421,6 @@ fn answer(
             if session.role(shared) != Some(NutRole::Primary) {
                 return Err(NutError::AccessDenied);
             }
-            session.primary = true;
             Ok(if legacy {
                 "OK MASTER-GRANTED"
             } else {
@@ -380,7 +446,7 @@ fn answer(
 }
 
 fn login(ups: &str, session: &mut Session, shared: &NutShared) -> Result<String, NutError> {
-    if session.logged_in {
+    if session.login.is_some() {
         return Err(NutError::AlreadyLoggedIn);
     }
     if session.username.is_none() {
@@ -393,8 +459,13 @@ fn login(ups: &str, session: &mut Session, shared: &NutShared) -> Result<String,
         return Err(NutError::UnknownUps);
     }
     session.role(shared).ok_or(NutError::AccessDenied)?;
-    session.logged_in = true;
-    shared.0.logins.send_modify(|n| *n += 1);
+    shared.0.logins.send_modify(|logins| {
+        logins.insert(session.connection, session.peer);
+    });
+    session.login = Some(Login {
+        shared: shared.clone(),
+        connection: session.connection,
+    });
     tracing::info!(
         user = session.username.as_deref().unwrap_or(""),
         "NUT client logged in"
@@ -443,13 +514,15 @@ async fn serve(listener: TcpListener, shared: NutShared, stop: CancellationToken
             },
         }
     }
-    // Dropping the set ends every connection.
+    // Every connection ends (and its login with it) before the listener
+    // closes, so a stopped server leaves nothing behind.
+    clients.shutdown().await;
 }
 
 async fn client(stream: TcpStream, peer: SocketAddr, shared: NutShared) {
     let (read, mut write) = stream.into_split();
     let mut read = BufReader::new(read);
-    let mut session = Session::default();
+    let mut session = Session::new(peer.ip(), &shared);
     let mut line = Vec::new();
     loop {
         line.clear();
@@ -477,8 +550,7 @@ async fn client(stream: TcpStream, peer: SocketAddr, shared: NutShared) {
             break;
         }
     }
-    if session.logged_in {
-        shared.0.logins.send_modify(|n| *n = n.saturating_sub(1));
+    if session.login.take().is_some() {
         tracing::info!(%peer, "NUT client logged out");
     }
 }

@@ -388,6 +388,33 @@ impl Policy {
     }
 }
 
+/// When, in a shutdown, the UPS is told to cut its output, and after how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpsTiming {
+    /// At the start, before anything stops, with a delay covering the
+    /// longest the stop can take plus `ups_shutdown_delay`: slow children
+    /// cannot outlast the battery, and the output comes back once mains
+    /// returns even if it returned mid-shutdown.
+    First { delay: Duration },
+    /// Once everything has stopped, with `ups_shutdown_delay`: the UPS takes
+    /// no delay of obsbox's choosing, or the stop could take longer than the
+    /// longest delay it can be given (telling it first would cut the power
+    /// mid-stop).
+    Last { delay: Duration },
+}
+
+/// Decides [`UpsTiming`]: `stop_bound` is the longest the stop can take
+/// (each step's grace before SIGKILL, added up), `after` is
+/// `ups_shutdown_delay`, `longest` the longest delay the UPS takes (`None`:
+/// none of obsbox's choosing).
+pub fn ups_timing(stop_bound: Duration, after: Duration, longest: Option<Duration>) -> UpsTiming {
+    let covering = stop_bound.saturating_add(after);
+    match longest {
+        Some(longest) if covering <= longest => UpsTiming::First { delay: covering },
+        _ => UpsTiming::Last { delay: after },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -764,5 +791,33 @@ mod tests {
             }
             assert!(shutdowns <= 1, "seed {seed}: {shutdowns} shutdowns");
         }
+    }
+
+    #[test]
+    fn the_ups_is_told_first_when_its_delay_covers_the_stop() {
+        let megatec = Some(secs(600));
+        // Prometheus' 60 s grace and three 10 s ones, 15 s to finish, 30 s after.
+        assert_eq!(
+            ups_timing(secs(105), secs(30), megatec),
+            UpsTiming::First { delay: secs(135) }
+        );
+        assert_eq!(
+            ups_timing(secs(570), secs(30), megatec),
+            UpsTiming::First { delay: secs(600) }
+        );
+        // A stop that could outlast the longest delay: told once stopped.
+        assert_eq!(
+            ups_timing(secs(571), secs(30), megatec),
+            UpsTiming::Last { delay: secs(30) }
+        );
+        // A UPS whose delay obsbox does not choose (APC's S, a cable).
+        assert_eq!(
+            ups_timing(secs(10), secs(30), None),
+            UpsTiming::Last { delay: secs(30) }
+        );
+        assert_eq!(
+            ups_timing(Duration::MAX, secs(30), megatec),
+            UpsTiming::Last { delay: secs(30) }
+        );
     }
 }

@@ -211,6 +211,41 @@ impl UpsConfig {
     }
 }
 
+impl UpsConfig {
+    /// The longest delay before cutting its output this UPS can be given;
+    /// `None` when it takes no delay of obsbox's choosing (APC smart's `S`
+    /// uses the UPS's own, a contact cable's UPS decides) or cannot be told.
+    pub fn longest_shutdown_delay(&self) -> Option<std::time::Duration> {
+        match self {
+            UpsConfig::Q1 { .. } => Some(q1::LONGEST_DELAY),
+            _ => None,
+        }
+    }
+
+    /// The delay the UPS really gets when asked for `wanted` (its protocol
+    /// rounds), where obsbox chooses it.
+    pub fn shutdown_delay_sent(&self, wanted: std::time::Duration) -> Option<std::time::Duration> {
+        match self {
+            UpsConfig::Q1 { .. } => q1::off_delay(wanted).ok().map(|(_, sent)| sent),
+            _ => None,
+        }
+    }
+
+    /// Why this UPS cannot be told to cut its output at all, if it cannot.
+    pub fn cannot_shut_down(&self) -> Option<&'static str> {
+        match self {
+            UpsConfig::None => Some("no UPS is configured"),
+            UpsConfig::Nut { .. } => {
+                Some("a UPS on a NUT server is shut down by that server's primary, not by obsbox")
+            }
+            UpsConfig::Contact { cable, .. } if !cable.can_shut_down() => {
+                Some("this contact-closure cable has no shutdown line")
+            }
+            _ => None,
+        }
+    }
+}
+
 fn check_port(port: &str, at: &mut dyn FnMut(&str, String)) {
     if !port.starts_with("/dev/") || port.contains("/../") || port.ends_with('/') {
         at("port", format!("'{port}' is not a device under /dev/"));

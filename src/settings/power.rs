@@ -24,9 +24,15 @@ pub struct PowerSettings {
     pub low_runtime: String,
     /// On battery for longer than this is critical (unset: no limit).
     pub max_on_battery: Option<String>,
-    /// After a shutdown, the UPS cuts its output this much later, and turns
-    /// it on again once mains returns.
+    /// How long the UPS keeps its output on once the box has stopped (0 to
+    /// 10 min). A UPS whose delay obsbox chooses (Megatec Q1) is told at the
+    /// start of the shutdown, with this plus the longest the stop can take,
+    /// rounded up to what it can express (at least 12 s).
     pub ups_shutdown_delay: String,
+    /// After cutting its output the UPS waits this long, then turns it on
+    /// again once mains is present (NUT's `ondelay`; Megatec: whole minutes,
+    /// rounded up, at most 9999).
+    pub ups_restart_delay: String,
     /// Program and arguments that power the machine off when obsbox is not
     /// PID 1; empty: obsbox stops everything and exits.
     pub poweroff_command: Vec<String>,
@@ -45,6 +51,8 @@ impl Default for PowerSettings {
             low_runtime: "3m".into(),
             max_on_battery: None,
             ups_shutdown_delay: "60s".into(),
+            // NUT's default: earlier Megatec firmware may not switch on below 3 min.
+            ups_restart_delay: "3m".into(),
             poweroff_command: Vec::new(),
             nut_server: NutServerSettings::default(),
         }
@@ -90,6 +98,8 @@ pub enum NutRole {
 
 /// The longest delay the UPS shutdown commands can express (Megatec: 10 min).
 const MAX_UPS_DELAY: Duration = Duration::from_secs(600);
+/// The longest return time they can express (Megatec: 9999 min).
+const MAX_UPS_RESTART: Duration = Duration::from_secs(9999 * 60);
 
 impl PowerSettings {
     pub(super) fn validate(&self, bad: &mut dyn FnMut(String, String)) {
@@ -118,6 +128,11 @@ impl PowerSettings {
             "ups_shutdown_delay",
             &self.ups_shutdown_delay,
             (Duration::ZERO, MAX_UPS_DELAY),
+        );
+        duration(
+            "ups_restart_delay",
+            &self.ups_restart_delay,
+            (Duration::ZERO, MAX_UPS_RESTART),
         );
         let limit = self
             .max_on_battery
@@ -233,6 +248,7 @@ mod tests {
             "on_battery_debounce": "soon",
             "low_charge_percent": 120.0,
             "ups_shutdown_delay": "1h",
+            "ups_restart_delay": "7d",
             "max_on_battery": "0s",
             "poweroff_command": [""],
             "nut_server": {"listen": "everywhere", "users": [
@@ -246,6 +262,7 @@ mod tests {
             "power.on_battery_debounce",
             "power.low_charge_percent",
             "power.ups_shutdown_delay",
+            "power.ups_restart_delay",
             "power.max_on_battery",
             "power.poweroff_command",
             "power.nut_server.listen",

@@ -293,6 +293,20 @@ fn register_backups(registry: &mut Registry, status: &crate::backup::BackupStatu
         "Restore drills: passed within the RTO, passed over it, or failed",
         drills,
     );
+    let job_halted = Family::<JobLabel, Gauge>::default();
+    for job in &status.jobs {
+        let can_run = job.halted.is_empty() && status.halted.is_empty();
+        job_halted
+            .get_or_create(&JobLabel {
+                backup_job: job.name.clone(),
+            })
+            .set(i64::from(!can_run));
+    }
+    registry.register(
+        "obsbox_backup_job_halted",
+        "1 while the job cannot start: halted on its own (a failing disk it writes to) or with every job (UPS)",
+        job_halted,
+    );
     let halted = Gauge::<i64>::default();
     halted.set(status.halted.len() as i64);
     registry.register(

@@ -132,6 +132,7 @@ onSubmit(form, async (v, send) => {
     low_runtime: v.low_runtime,
     max_on_battery: v.max_on_battery || null,
     ups_shutdown_delay: v.ups_shutdown_delay,
+    ups_restart_delay: v.ups_restart_delay,
     poweroff_command: lines(v.poweroff_command),
     nut_server: {
       enabled: v.nut_enabled,

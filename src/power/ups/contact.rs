@@ -123,6 +123,11 @@ impl Cable {
         Cable::TrippliteLan22,
     ];
 
+    /// Whether the cable has lines that tell the UPS to shut down.
+    pub fn can_shut_down(self) -> bool {
+        self.wiring().shutdown.is_some()
+    }
+
     fn wiring(self) -> Wiring {
         use Input::*;
         let w = |power, online, low_battery, shutdown| Wiring {

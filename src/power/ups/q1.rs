@@ -181,29 +181,40 @@ pub(crate) fn status(reply: &Q1Reply, battery: Option<&Battery>) -> UpsStatus {
     }
 }
 
-/// The shutdown command, as nutdrv_qx builds it: `delay` 12 s to 10 min is
-/// truncated to the tenths of a minute (`S.2`..`S.9`) or whole minutes
-/// (`S01`..`S10`) the protocol has; `restore_after` is rounded up to whole
-/// minutes (`R0001`..`R9999`), and zero leaves `R` out: the UPS turns on when
-/// mains power returns.
-pub(crate) fn shutdown_command(
-    delay: Duration,
-    restore_after: Duration,
-) -> Result<String, UpsError> {
-    let secs = delay.as_secs();
-    let off = match secs {
-        12..=59 => format!("S.{}", secs / 6),
-        60..=600 => format!("S{:02}", secs / 60),
-        _ => {
-            return Err(UpsError::Unsupported(
-                "a Megatec UPS shuts down after 12 s to 10 min",
-            ))
+/// The longest delay before cutting the output a Megatec UPS takes (`S10`).
+pub(crate) const LONGEST_DELAY: Duration = Duration::from_secs(600);
+
+/// The off delay for `delay`, and the delay it really means: rounded *up*
+/// to what the protocol has, tenths of a minute from 12 s (`.2`..`.9`, so
+/// anything under 12 s becomes 12 s) and whole minutes from one minute
+/// (`01`..`10`). nutdrv_qx truncates instead; rounding up never cuts the
+/// power earlier than asked. Over 10 minutes cannot be expressed.
+pub(crate) fn off_delay(delay: Duration) -> Result<(String, Duration), UpsError> {
+    let secs = delay.as_secs() + u64::from(delay.subsec_nanos() > 0);
+    match secs {
+        0..=54 => {
+            let tenths = secs.div_ceil(6).max(2);
+            Ok((format!(".{tenths}"), Duration::from_secs(tenths * 6)))
         }
-    };
-    let minutes = restore_after.as_secs().div_ceil(60);
-    match minutes {
-        0 => Ok(format!("{off}\r")),
-        1..=9999 => Ok(format!("{off}R{minutes:04}\r")),
+        55..=600 => {
+            let minutes = secs.div_ceil(60);
+            Ok((format!("{minutes:02}"), Duration::from_secs(minutes * 60)))
+        }
+        _ => Err(UpsError::Unsupported(
+            "a Megatec UPS cuts its output at most 10 min after the command",
+        )),
+    }
+}
+
+/// The shutdown command, as nutdrv_qx builds it: `S<off>R<on>`, the off
+/// delay from [`off_delay`], then the minutes (`R0000`..`R9999`, rounded
+/// up) the UPS waits after cutting its output before it turns it on again
+/// once mains is present (NUT's `ondelay`; its `-k` sends `S.5R0003`).
+pub(crate) fn shutdown_command(delay: Duration, restart: Duration) -> Result<String, UpsError> {
+    let (off, _) = off_delay(delay)?;
+    let secs = restart.as_secs() + u64::from(restart.subsec_nanos() > 0);
+    match secs.div_ceil(60) {
+        minutes @ 0..=9999 => Ok(format!("S{off}R{minutes:04}\r")),
         _ => Err(UpsError::Unsupported(
             "a Megatec UPS restarts after at most 9999 minutes",
         )),
@@ -380,14 +391,22 @@ mod tests {
     #[test]
     fn shutdown_commands() {
         let s = |d, r| shutdown_command(Duration::from_secs(d), Duration::from_secs(r));
+        // NUT's own `-k` default: offdelay 30 s, ondelay 3 min.
         assert_eq!(s(30, 180).unwrap(), "S.5R0003\r");
-        assert_eq!(s(12, 0).unwrap(), "S.2\r");
-        assert_eq!(s(59, 1).unwrap(), "S.9R0001\r");
-        assert_eq!(s(120, 600).unwrap(), "S02R0010\r");
+        // Always a return time, as NUT sends it.
+        assert_eq!(s(12, 0).unwrap(), "S.2R0000\r");
+        // Rounded up, never down: under 12 s is 12 s, 31 s is 36 s, 59 s a minute.
+        assert_eq!(s(0, 180).unwrap(), "S.2R0003\r");
+        assert_eq!(s(11, 180).unwrap(), "S.2R0003\r");
+        assert_eq!(s(31, 61).unwrap(), "S.6R0002\r");
+        assert_eq!(s(54, 60).unwrap(), "S.9R0001\r");
+        assert_eq!(s(59, 1).unwrap(), "S01R0001\r");
+        assert_eq!(s(61, 600).unwrap(), "S02R0010\r");
         assert_eq!(s(600, 9999 * 60).unwrap(), "S10R9999\r");
-        assert!(s(11, 0).is_err());
         assert!(s(601, 0).is_err());
         assert!(s(60, 10000 * 60).is_err());
+        let sent = |d| off_delay(Duration::from_secs(d)).unwrap().1.as_secs();
+        assert_eq!([sent(0), sent(13), sent(55), sent(121)], [12, 18, 60, 180]);
         assert!(check_unanswered(None).is_ok());
         assert!(check_unanswered(Some(b"(ACK".to_vec())).is_ok());
         assert!(matches!(

@@ -460,7 +460,9 @@ impl<'a> Catalog<'a> {
             ),
             disk(
                 "DiskFailingBackupNow",
-                "obsbox_disk_backup_source_failing == 1".into(),
+                // Only jobs that can run: one writing to the failing disk
+                // (or halted with every job) cannot be run now.
+                "obsbox_disk_backup_source_failing == 1 unless on (backup_job) obsbox_backup_job_halted == 1".into(),
                 None,
                 "critical",
                 "Back up {{ $labels.backup_job }} now: its disk {{ $labels.disk }} is failing",

@@ -112,6 +112,10 @@ fn main() {
         self_test(&argv, &device, &s, &test);
     }
     if has("-a") || has("-x") || has("--all") || has("--xall") {
+        // A slow disk or controller: the reading takes this long.
+        if let Some(ms) = s["delay_ms"].as_u64() {
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+        }
         read(
             &argv,
             &device,
