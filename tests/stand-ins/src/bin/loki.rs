@@ -11,6 +11,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use obsbox_stand_ins as si;
+
+// Kept under `loki/` so Cargo does not take them for binaries of their own.
+#[path = "loki/logql.rs"]
+mod logql;
+#[path = "loki/query.rs"]
+mod query;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::json;
 use serde_yaml::Value;
@@ -1125,7 +1131,8 @@ fn apply_defaults(cfg: &mut Config, eff: &Effective) {
 
 #[derive(Default)]
 struct TenantData {
-    labels: BTreeMap<String, BTreeSet<String>>,
+    /// What `push` accepted, for the query endpoints (see `query`).
+    streams: query::Streams,
     lines: u64,
     bytes: u64,
     discarded: BTreeMap<String, u64>,
@@ -1140,7 +1147,8 @@ struct State {
     reject_old_max_age_ms: u64,
     creation_grace_ms: u64,
     config_yaml: String,
-    tenants: Mutex<BTreeMap<String, TenantData>>,
+    /// Shared with the tail connections' threads.
+    tenants: Arc<Mutex<BTreeMap<String, TenantData>>>,
     pushes: AtomicU64,
 }
 
@@ -1191,34 +1199,20 @@ fn handle(state: &State, req: &si::Request) -> si::Response {
             }
         }
         "/loki/api/v1/labels" | "/loki/api/v1/label" => {
-            if !(get_like || req.method == "POST") {
-                return method_not_allowed();
-            }
-            match tenant(state, req) {
-                Ok(t) => {
-                    let tenants = state.tenants.lock().map(|g| {
-                        g.get(&t).map(|d| d.labels.keys().cloned().collect::<Vec<_>>()).unwrap_or_default()
-                    });
-                    success_json(&tenants.unwrap_or_default())
-                }
-                Err(r) => r,
-            }
+            read(state, req, |streams, p| query::labels(streams, p))
         }
         p if p.starts_with("/loki/api/v1/label/") && p.ends_with("/values") => {
-            if !(get_like || req.method == "POST") {
+            let name = si::percent_decode(&p["/loki/api/v1/label/".len()..p.len() - "/values".len()]);
+            read(state, req, |streams, p| query::label_values(streams, &name, p))
+        }
+        "/loki/api/v1/query_range" => read(state, req, query::query_range),
+        "/loki/api/v1/query" => read(state, req, query::query_instant),
+        "/loki/api/v1/tail" => {
+            if !get_like {
                 return method_not_allowed();
             }
-            let name = si::percent_decode(&p["/loki/api/v1/label/".len()..p.len() - "/values".len()]);
             match tenant(state, req) {
-                Ok(t) => {
-                    let values = state.tenants.lock().map(|g| {
-                        g.get(&t)
-                            .and_then(|d| d.labels.get(&name))
-                            .map(|s| s.iter().cloned().collect::<Vec<_>>())
-                            .unwrap_or_default()
-                    });
-                    success_json(&values.unwrap_or_default())
-                }
+                Ok(t) => query::tail(Arc::clone(&state.tenants), t, req),
                 Err(r) => r,
             }
         }
@@ -1226,13 +1220,25 @@ fn handle(state: &State, req: &si::Request) -> si::Response {
     }
 }
 
-/// `{"status":"success","data":[...]}` with Loki's key order.
-fn success_json(data: &[String]) -> si::Response {
-    let body = format!(
-        "{{\"status\":\"success\",\"data\":{}}}",
-        serde_json::to_string(data).unwrap_or_else(|_| "[]".into())
-    );
-    si::Response::new(200, "application/json; charset=UTF-8", body)
+/// A read endpoint (GET or form POST) over the tenant's stored streams.
+fn read(
+    state: &State,
+    req: &si::Request,
+    answer: impl FnOnce(&query::Streams, &query::Params) -> si::Response,
+) -> si::Response {
+    if !(req.method == "GET" || req.method == "HEAD" || req.method == "POST") {
+        return method_not_allowed();
+    }
+    let tenant = match tenant(state, req) {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    let Ok(tenants) = state.tenants.lock() else {
+        return si::Response::text(500, "internal error\n");
+    };
+    let empty = query::Streams::default();
+    let streams = tenants.get(&tenant).map_or(&empty, |d| &d.streams);
+    answer(streams, &query::Params::of(req))
 }
 
 fn method_not_allowed() -> si::Response {
@@ -1378,7 +1384,6 @@ fn push(state: &State, tenant: &str, req: &si::Request) -> si::Response {
     let data = tenants.entry(tenant.to_string()).or_default();
     for (labels, entries) in parsed {
         let stream_str = labels_string(&labels);
-        let mut accepted_any = false;
         for (ts, line) in entries {
             if state.reject_old && ts < oldest_ns {
                 *data
@@ -1407,12 +1412,7 @@ fn push(state: &State, tenant: &str, req: &si::Request) -> si::Response {
             }
             data.lines += 1;
             data.bytes += line.len() as u64;
-            accepted_any = true;
-        }
-        if accepted_any {
-            for (k, v) in labels {
-                data.labels.entry(k).or_default().insert(v);
-            }
+            data.streams.append(&labels, ts, line);
         }
     }
     drop(tenants);
@@ -1727,7 +1727,7 @@ fn start(cfg: Config, eff: Effective, config_yaml: String, file: String) -> i32 
         reject_old_max_age_ms: eff.reject_old_max_age_ms,
         creation_grace_ms: eff.creation_grace_ms,
         config_yaml,
-        tenants: Mutex::new(BTreeMap::new()),
+        tenants: Arc::new(Mutex::new(BTreeMap::new())),
         pushes: AtomicU64::new(0),
     });
     let startup = si::format_go_duration(started.elapsed().as_nanos() as i64);
