@@ -3,11 +3,13 @@
 //! downstream trusts a validated value.
 
 mod alerting;
+mod loki;
 mod power;
 
 pub use alerting::{
     default_slos, AlertingSettings, Indicator, Receiver, ReceiverKind, Slo, OBSBOX_RECEIVER,
 };
+pub use loki::LokiSettings;
 pub use power::{NutRole, NutServerSettings, NutUser, PowerSettings};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -486,24 +488,6 @@ impl Default for AlertmanagerSettings {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct LokiSettings {
-    /// How long log lines are kept.
-    pub retention: String,
-    /// Loki's gRPC port (loopback only; nothing outside talks to it).
-    pub grpc_port: u16,
-}
-
-impl Default for LokiSettings {
-    fn default() -> Self {
-        LokiSettings {
-            retention: "168h".into(),
-            grpc_port: 9095,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
 pub struct GrafanaSettings {
     /// Grafana's home (its `conf/defaults.ini` and `public/` live there).
     pub homepath: String,
@@ -689,7 +673,6 @@ impl Settings {
                 "alertmanager.repeat_interval",
                 &self.alertmanager.repeat_interval,
             ),
-            ("loki.retention", &self.loki.retention),
         ];
         for (field, value) in durations {
             if let Err(e) = parse_duration(value) {
@@ -784,6 +767,7 @@ impl Settings {
                 _ => {}
             }
         }
+        self.loki.validate(&mut bad);
         self.backups.validate(&mut bad);
         validate_targets(&self.targets, &mut bad);
         validate_probes(&self.probes, &mut bad);

@@ -9,6 +9,7 @@ mod alerts;
 pub mod auth;
 mod backups;
 mod disks;
+mod logs;
 mod metrics;
 mod overview;
 mod pages;
@@ -74,6 +75,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/audit", get(audit))
         .merge(backups::routes())
         .merge(disks::routes())
+        .merge(logs::routes())
         .merge(alerts::routes())
         .merge(runbooks::routes())
         .merge(account::routes())
