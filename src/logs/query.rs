@@ -174,6 +174,11 @@ impl Loki {
     /// Matching lines per step over `range`, about [`BUCKETS`] buckets.
     pub async fn histogram(&self, query: &str, range: Range) -> Result<Histogram, QueryError> {
         let step = step_seconds(range);
+        // Whole seconds, so every sample falls on a bucket's time.
+        let range = Range {
+            start: range.start.div_euclid(NS) * NS,
+            end: range.end.div_euclid(NS) * NS,
+        };
         let data = self
             .get(
                 "/loki/api/v1/query_range",
