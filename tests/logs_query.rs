@@ -347,3 +347,47 @@ fn the_loki_stand_in_refuses_what_loki_refuses_in_the_new_keys() {
     );
     assert!(!ok && text.contains("field size not found"), "{text}");
 }
+
+#[test]
+fn the_logs_page_works_in_a_browser() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let browser_tests = root.join("tests/browser");
+    assert!(
+        browser_tests.join("node_modules/playwright-core").exists(),
+        "playwright-core is missing: run `npm ci --prefix tests/browser` first (scripts/test does)"
+    );
+    let (obsbox, loki) = start();
+    let t0 = now_ns() - 60_000_000_000;
+    push(
+        loki,
+        &[
+            (
+                json!({"service": "web"}),
+                vec![
+                    (t0, "GET /missing 404 error"),
+                    (t0 + 1_000_000_000, "GET / 200"),
+                    (t0 + 2_000_000_000, "POST /api 500 error: upstream timeout"),
+                ],
+            ),
+            (json!({"service": "db"}), vec![(t0, "checkpoint error")]),
+        ],
+    );
+    let artifacts = root.join("target/artifacts/screenshots");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let out = std::process::Command::new("node")
+        .args(["--test", "--test-reporter=spec", "logs.test.mjs"])
+        .current_dir(&browser_tests)
+        .env("OBSBOX_URL", obsbox.url(""))
+        .env("SESSION_COOKIE", obsbox.session_cookie())
+        .env("LOKI_PORT", loki.to_string())
+        .env("ARTIFACTS", &artifacts)
+        .output()
+        .expect("node runs (scripts/install-deps test installs it)");
+    assert!(
+        out.status.success(),
+        "the browser test failed:\n{}{}\n--- obsbox log ---\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        obsbox.log()
+    );
+}
