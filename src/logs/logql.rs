@@ -86,10 +86,8 @@ pub fn parse_selector(selector: &str) -> Result<(), LogqlError> {
         let (Some(_), Some(op), Some(Token::Str(value))) = (name, op, toks.get(i + 2)) else {
             return bad("each matcher is a label name, =, !=, =~ or !~, and a quoted value");
         };
-        if op.ends_with('~') {
-            if Regex::new(value).is_err() {
-                return bad(&format!("'{value}' is not a regular expression"));
-            }
+        if op.ends_with('~') && Regex::new(value).is_err() {
+            return bad(&format!("'{value}' is not a regular expression"));
         }
         selective |= match op {
             "=" => !value.is_empty(),

@@ -163,7 +163,7 @@ impl Loki {
         }
         let terms = logql::terms(query);
         let mut lines = streams_to_lines(&data["result"], &terms)?;
-        lines.sort_by(|a, b| newest_first(a, b));
+        lines.sort_by(newest_first);
         Ok(Search {
             truncated: lines.len() >= limit as usize,
             lines,

@@ -1351,7 +1351,7 @@ fn handle(state: &State, req: &si::Request) -> si::Response {
             }
         }
         "/loki/api/v1/labels" | "/loki/api/v1/label" => {
-            read(state, req, |streams, p| query::labels(streams, p))
+            read(state, req, query::labels)
         }
         p if p.starts_with("/loki/api/v1/label/") && p.ends_with("/values") => {
             let name = si::percent_decode(&p["/loki/api/v1/label/".len()..p.len() - "/values".len()]);

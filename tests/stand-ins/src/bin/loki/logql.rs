@@ -343,11 +343,8 @@ impl<'a> Parser<'a> {
     fn log_query(&mut self) -> Result<LogQuery, String> {
         let matchers = self.selector()?;
         let mut filters = Vec::new();
-        loop {
-            let op = match self.peek() {
-                Some(Tok::Sym(s @ ("|=" | "!=" | "|~" | "!~"))) => *s,
-                _ => break,
-            };
+        while let Some(Tok::Sym(op @ ("|=" | "!=" | "|~" | "!~"))) = self.peek() {
+            let op = *op;
             self.pos += 1;
             let at = self.here();
             let text = self.string()?;
