@@ -58,6 +58,9 @@ async function pushLine(labels, line) {
 test('search, histogram, labels and live tail on the Logs page', { timeout: MINUTE }, async () => {
   await page.goto(`${BASE}/logs`);
   assert.equal(await page.locator('nav a[aria-current="page"]').textContent(), 'Logs');
+  // Nothing searched yet: no link to Explore, no count.
+  assert.equal(await page.locator('#explore').isVisible(), false);
+  assert.equal(await page.locator('#results-count').isVisible(), false);
   // The label browser fills from the streams of the last hour.
   await page.getByRole('button', { name: 'service', exact: true }).click();
   await page.getByRole('button', { name: 'Add service="web" to the query' }).click();
@@ -75,7 +78,7 @@ test('search, histogram, labels and live tail on the Logs page', { timeout: MINU
   assert.ok(await bars.count() >= 50, 'about sixty bars');
   assert.match(await page.locator('#histogram svg').getAttribute('aria-label'), /^2 matching lines/);
   assert.match(await page.locator('#explore').getAttribute('href'), /^\/grafana\/explore\?schemaVersion=1&panes=/);
-  await page.screenshot({ path: join(ARTIFACTS, 'logs-1280.png'), fullPage: true });
+  await page.screenshot({ path: join(ARTIFACTS, 'logs-search-1280.png'), fullPage: true });
 
   await page.getByRole('button', { name: 'Follow live' }).click();
   await page.locator('#tail-state', { hasText: 'following' }).waitFor();
