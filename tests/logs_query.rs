@@ -47,18 +47,24 @@ fn encode(s: &str) -> String {
         .collect()
 }
 
-/// obsbox running only Loki (the stand-in), ready; and Loki's port.
-fn start() -> (Obsbox, u16) {
+/// obsbox running only Loki (the stand-in) with `loki` settings, ready; and Loki's port.
+fn start_with(settings: Value) -> (Obsbox, u16) {
     let services = services_only(&["loki"]);
     let loki = services["loki"]["port"].as_u64().unwrap() as u16;
-    let obsbox = Obsbox::start(&[("services", services)]);
+    let obsbox = Obsbox::start(&[("services", services), ("loki", settings)]);
     obsbox.wait_all_ready(READY);
     (obsbox, loki)
 }
 
+fn start() -> (Obsbox, u16) {
+    start_with(json!({}))
+}
+
 #[test]
 fn search_labels_values_and_histogram_go_through_lokis_api() {
-    let (obsbox, loki) = start();
+    // Searches ask for 1000 lines by default; Loki here gives at most 100,
+    // and refuses a query asking for more.
+    let (obsbox, loki) = start_with(json!({"max_entries_limit_per_query": 100}));
     let t0 = now_ns() - 120 * 1_000_000_000;
     let s = 1_000_000_000;
     push(

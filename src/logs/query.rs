@@ -37,10 +37,12 @@ pub enum QueryError {
     Disabled,
 }
 
-/// Where Loki answers.
+/// Where Loki answers, and how many lines it gives one query.
 #[derive(Debug, Clone, Copy)]
 pub struct Loki {
-    pub port: u16,
+    port: u16,
+    /// `loki.max_entries_limit_per_query`: Loki refuses a larger limit.
+    max_lines: u32,
 }
 
 /// A time range in Unix nanoseconds, `start` before `end`.
@@ -114,7 +116,10 @@ impl Loki {
         if !service.enabled {
             return Err(QueryError::Disabled);
         }
-        Ok(Loki { port: service.port })
+        Ok(Loki {
+            port: service.port,
+            max_lines: settings.loki.max_entries_limit_per_query,
+        })
     }
 
     /// GETs `path?pairs` and returns Loki's `data`.
@@ -136,14 +141,15 @@ impl Loki {
         Ok(body["data"].clone())
     }
 
-    /// Lines matching `query` in `range`, newest first, at most `limit`.
+    /// Lines matching `query` in `range`, newest first, at most `limit`
+    /// (and at most what Loki is configured to give).
     pub async fn search(
         &self,
         query: &str,
         range: Range,
         limit: u32,
     ) -> Result<Search, QueryError> {
-        let limit = limit.clamp(1, MAX_LIMIT);
+        let limit = limit.clamp(1, MAX_LIMIT.min(self.max_lines));
         let data = self
             .get(
                 "/loki/api/v1/query_range",

@@ -868,6 +868,7 @@ struct Effective {
     creation_grace_ms: u64,
     allow_structured_metadata: bool,
     retention_ms: u64,
+    max_entries_limit: usize,
 }
 
 fn effective(cfg: &Config) -> Effective {
@@ -940,6 +941,9 @@ fn effective(cfg: &Config) -> Effective {
         creation_grace_ms: limits.creation_grace_period.map(|d| d.0).unwrap_or(600_000),
         allow_structured_metadata: limits.allow_structured_metadata.unwrap_or(true),
         retention_ms: limits.retention_period.map(|d| d.0).unwrap_or(0),
+        max_entries_limit: limits
+            .max_entries_limit_per_query
+            .map_or(5000, |n| n.max(0) as usize),
         prefix,
     }
 }
@@ -1298,6 +1302,8 @@ struct State {
     reject_old: bool,
     reject_old_max_age_ms: u64,
     creation_grace_ms: u64,
+    /// `limits_config.max_entries_limit_per_query`.
+    max_entries_limit: usize,
     config_yaml: String,
     /// Shared with the tail connections' threads.
     tenants: Arc<Mutex<BTreeMap<String, TenantData>>>,
@@ -1357,7 +1363,9 @@ fn handle(state: &State, req: &si::Request) -> si::Response {
             let name = si::percent_decode(&p["/loki/api/v1/label/".len()..p.len() - "/values".len()]);
             read(state, req, |streams, p| query::label_values(streams, &name, p))
         }
-        "/loki/api/v1/query_range" => read(state, req, query::query_range),
+        "/loki/api/v1/query_range" => read(state, req, |streams, p| {
+            query::query_range(streams, p, state.max_entries_limit)
+        }),
         "/loki/api/v1/query" => read(state, req, query::query_instant),
         "/loki/api/v1/tail" => {
             if !get_like {
@@ -1878,6 +1886,7 @@ fn start(cfg: Config, eff: Effective, config_yaml: String, file: String) -> i32 
         reject_old: eff.reject_old,
         reject_old_max_age_ms: eff.reject_old_max_age_ms,
         creation_grace_ms: eff.creation_grace_ms,
+        max_entries_limit: eff.max_entries_limit,
         config_yaml,
         tenants: Arc::new(Mutex::new(BTreeMap::new())),
         pushes: AtomicU64::new(0),

@@ -159,8 +159,9 @@ fn now() -> i128 {
     si::now_unix_nanos()
 }
 
-/// `GET|POST /loki/api/v1/query_range`.
-pub fn query_range(streams: &Streams, p: &Params) -> si::Response {
+/// `GET|POST /loki/api/v1/query_range`; a log query may ask for at most
+/// `max_entries` lines (`limits_config.max_entries_limit_per_query`).
+pub fn query_range(streams: &Streams, p: &Params, max_entries: usize) -> si::Response {
     let run = || -> Result<Value, String> {
         let query = p.get("query").ok_or("query parameter is required")?;
         let end = p.time("end", now())?;
@@ -179,7 +180,13 @@ pub fn query_range(streams: &Streams, p: &Params) -> si::Response {
             return Err("exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)".into());
         }
         Ok(match q {
-            Query::Log(q) => log_result(streams, &q, start, end, p.limit()?, p.backward()?),
+            Query::Log(q) => {
+                let limit = p.limit()?;
+                if limit > max_entries {
+                    return Err(format!("max entries limit per query exceeded, limit > max_entries_limit_per_query ({limit} > {max_entries})"));
+                }
+                log_result(streams, &q, start, end, limit, p.backward()?)
+            }
             Query::Metric(m) => matrix(streams, &m, start, end, step),
         })
     };
@@ -560,13 +567,30 @@ mod tests {
         )
     }
 
+    /// `query_range` with Loki's default entries limit.
+    fn ranged(streams: &Streams, p: &Params) -> si::Response {
+        query_range(streams, p, 5000)
+    }
+
+    #[test]
+    fn asking_for_more_lines_than_the_entries_limit_is_refused() {
+        let p = params(&[("query", r#"{app="web"}"#), ("limit", "101")]);
+        let r = query_range(&store(), &p, 100);
+        assert_eq!(r.status, 400);
+        assert_eq!(
+            String::from_utf8_lossy(&r.body),
+            "max entries limit per query exceeded, limit > max_entries_limit_per_query (101 > 100)\n"
+        );
+        assert_eq!(query_range(&store(), &p, 101).status, 200);
+    }
+
     fn body(r: &si::Response) -> Value {
         serde_json::from_slice(&r.body).unwrap()
     }
 
     #[test]
     fn log_queries_return_streams_limited_and_ordered() {
-        let r = query_range(
+        let r = ranged(
             &store(),
             &params(&[
                 ("query", r#"{app=~"web|db"} |= "error""#),
@@ -587,7 +611,7 @@ mod tests {
             .map(|e| e[1].as_str().unwrap())
             .collect();
         assert_eq!(lines, vec!["error db", "error 8", "error 6", "error 4"]);
-        let forward = body(&query_range(
+        let forward = body(&ranged(
             &store(),
             &params(&[
                 ("query", r#"{app="web"}"#),
@@ -605,7 +629,7 @@ mod tests {
 
     #[test]
     fn count_over_time_sums_by_label_into_a_matrix() {
-        let v = body(&query_range(
+        let v = body(&ranged(
             &store(),
             &params(&[
                 (
@@ -658,12 +682,12 @@ mod tests {
 
     #[test]
     fn bad_queries_are_plain_text_400s() {
-        let r = query_range(&store(), &params(&[("query", "{app=")]));
+        let r = ranged(&store(), &params(&[("query", "{app=")]));
         assert_eq!(r.status, 400);
         assert!(String::from_utf8_lossy(&r.body).starts_with("parse error at line 1, col 6"));
-        assert_eq!(query_range(&store(), &params(&[])).status, 400);
+        assert_eq!(ranged(&store(), &params(&[])).status, 400);
         assert_eq!(
-            query_range(
+            ranged(
                 &store(),
                 &params(&[("query", r#"{a="b"}"#), ("direction", "up")])
             )
