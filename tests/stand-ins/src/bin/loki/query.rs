@@ -435,9 +435,18 @@ fn run_tail(
     start: i128,
     limit: usize,
 ) {
+    // The client's frames (pongs, close) are read and dropped, so they
+    // never fill the socket and block the client.
+    if let Ok(mut incoming) = stream.try_clone() {
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while matches!(std::io::Read::read(&mut incoming, &mut buf), Ok(n) if n > 0) {}
+        });
+    }
     // How many entries of each stream have been looked at.
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     let mut first = true;
+    let mut idle = 0u32;
     loop {
         let mut batch: Vec<(i128, BTreeMap<String, String>, String)> = Vec::new();
         {
@@ -477,9 +486,13 @@ fn run_tail(
             if write_frame(&mut stream, 0x1, msg.as_bytes()).is_err() {
                 return;
             }
-        } else if write_frame(&mut stream, 0x9, b"").is_err() {
-            // A ping when idle: how a gone client is noticed.
-            return;
+            idle = 0;
+        } else {
+            idle += 1;
+            // A ping each second when idle: how a gone client is noticed.
+            if idle.is_multiple_of(10) && write_frame(&mut stream, 0x9, b"").is_err() {
+                return;
+            }
         }
         std::thread::sleep(TAIL_POLL);
     }
