@@ -215,6 +215,23 @@ fn bad_logql_is_a_json_400_with_lokis_message() {
     );
     let (status, body) = obsbox.send("GET", "/api/logs/search?query=%20", "");
     assert_eq!(status, 400, "{body}");
+    // The tail's WebSocket handshake refused: Loki's message too.
+    let (status, body) = obsbox.send(
+        "GET",
+        &format!(
+            "/api/logs/tail?query={}",
+            encode(r#"{service="web"} |~ "(""#)
+        ),
+        "",
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("error parsing regexp"),
+        "{body}"
+    );
 }
 
 #[test]

@@ -251,9 +251,8 @@ impl Loki {
         start: i64,
     ) -> Result<impl Stream<Item = Result<Vec<Line>, QueryError>> + Send + 'static, QueryError>
     {
-        let url = format!(
-            "ws://127.0.0.1:{}/loki/api/v1/tail?{}",
-            self.port,
+        let path = format!(
+            "/loki/api/v1/tail?{}",
             query_string(&[("query", query), ("start", &start.to_string())])
         );
         let socket = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
@@ -262,18 +261,26 @@ impl Loki {
                 port: self.port,
                 source,
             })?;
-        let (ws, _) = tokio::time::timeout(TIMEOUT, tokio_tungstenite::client_async(url, socket))
+        let url = format!("ws://127.0.0.1:{}{path}", self.port);
+        let handshake = tokio::time::timeout(TIMEOUT, tokio_tungstenite::client_async(url, socket))
             .await
-            .map_err(|_| QueryError::Tail("Loki did not answer".into()))?
-            .map_err(|e| match e {
-                tokio_tungstenite::tungstenite::Error::Http(response) => QueryError::Refused {
-                    status: response.status().as_u16(),
-                    message: String::from_utf8_lossy(response.body().as_deref().unwrap_or(&[]))
-                        .trim()
-                        .to_string(),
-                },
-                other => QueryError::Tail(other.to_string()),
-            })?;
+            .map_err(|_| QueryError::Tail("Loki did not answer".into()))?;
+        let ws = match handshake {
+            Ok((ws, _)) => ws,
+            // Refused before the upgrade (a bad query): the handshake does
+            // not keep Loki's message, a plain GET of the same URL gets it.
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                let status = response.status().as_u16();
+                let message = match http_client::request("GET", self.port, &path, TIMEOUT).await {
+                    Ok(plain) if plain.status == status => {
+                        String::from_utf8_lossy(&plain.body).trim().to_string()
+                    }
+                    _ => format!("Loki refused the tail (HTTP {status})"),
+                };
+                return Err(QueryError::Refused { status, message });
+            }
+            Err(other) => return Err(QueryError::Tail(other.to_string())),
+        };
         let terms = logql::terms(query);
         Ok(ws.filter_map(move |message| {
             let terms = terms.clone();

@@ -93,5 +93,10 @@ test('search, histogram, labels and live tail on the Logs page', { timeout: MINU
   await page.locator('#query-query').fill('{service="web"');
   await page.getByRole('button', { name: 'Search' }).click();
   await page.locator('#status', { hasText: 'parse error' }).waitFor();
+  // Following a bad query says why instead of trying.
+  await page.locator('#status').evaluate((node) => node.replaceChildren());
+  await page.getByRole('button', { name: 'Follow live' }).click();
+  await page.locator('#status', { hasText: 'parse error' }).waitFor();
+  assert.equal(await page.locator('#tail-state').textContent(), 'not following');
   assert.deepEqual(problems, []);
 });

@@ -124,9 +124,11 @@ function stopTail(state = 'not following') {
   $('tail-toggle').textContent = 'Follow live';
 }
 
-function startTail() {
+async function startTail() {
   const q = query();
   if (!q) return;
+  // An EventSource cannot show why it failed: a one-line search first shows Loki's message.
+  await api('GET', `/api/logs/search?${qs({ query: q, limit: 1 })}`);
   stopTail();
   const box = $('tail');
   box.replaceChildren();
@@ -163,5 +165,5 @@ form.addEventListener('submit', (event) => {
   event.preventDefault();
   search().catch(() => {});
 });
-$('tail-toggle').addEventListener('click', () => (tail ? stopTail() : startTail()));
+$('tail-toggle').addEventListener('click', () => (tail ? stopTail() : startTail().catch(() => {})));
 loadLabels().catch(() => {});
