@@ -8,6 +8,7 @@ mod data_lock;
 mod diagnostics;
 mod disks;
 mod http_client;
+mod logs;
 mod ota;
 mod power;
 mod reset;

@@ -3,12 +3,14 @@
 //! downstream trusts a validated value.
 
 mod alerting;
+mod loki;
 mod power;
 pub mod users;
 
 pub use alerting::{
     default_slos, AlertingSettings, Indicator, Receiver, ReceiverKind, Slo, OBSBOX_RECEIVER,
 };
+pub use loki::LokiSettings;
 pub use power::{NutRole, NutServerSettings, NutUser, PowerSettings};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -498,24 +500,6 @@ impl Default for AlertmanagerSettings {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct LokiSettings {
-    /// How long log lines are kept.
-    pub retention: String,
-    /// Loki's gRPC port (loopback only; nothing outside talks to it).
-    pub grpc_port: u16,
-}
-
-impl Default for LokiSettings {
-    fn default() -> Self {
-        LokiSettings {
-            retention: "168h".into(),
-            grpc_port: 9095,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
 pub struct GrafanaSettings {
     /// Grafana's home (its `conf/defaults.ini` and `public/` live there).
     pub homepath: String,
@@ -758,7 +742,6 @@ impl Settings {
                 &self.alertmanager.repeat_interval,
                 (m, 30 * d),
             ),
-            ("loki.retention", &self.loki.retention, (d, 3650 * d)),
         ];
         for (field, value, (least, most)) in durations {
             duration_in(field, value, secs(least)..=secs(most), &mut bad);
@@ -880,6 +863,7 @@ impl Settings {
                 }
             }
         }
+        self.loki.validate(&mut bad);
         self.backups.validate(&mut bad);
         validate_backup_groups(&self.backups.jobs, &self.general.hostname, &mut bad);
         validate_targets(&self.targets, &mut bad);

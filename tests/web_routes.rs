@@ -73,6 +73,26 @@ const READS: &[Case] = &[
         None,
     ),
     case("/api/disks", "GET", "/api/disks", None),
+    case(
+        "/api/logs/search",
+        "GET",
+        "/api/logs/search?query=%7Bapp%3D%22x%22%7D",
+        None,
+    ),
+    case(
+        "/api/logs/histogram",
+        "GET",
+        "/api/logs/histogram?query=x&start=soon",
+        None,
+    ),
+    case("/api/logs/labels", "GET", "/api/logs/labels", None),
+    case(
+        "/api/logs/labels/{name}/values",
+        "GET",
+        "/api/logs/labels/app/values",
+        None,
+    ),
+    case("/api/logs/tail", "GET", "/api/logs/tail?query=%20", None),
     case("/api/alerts", "GET", "/api/alerts?status=bogus", None),
     case(
         "/api/alerts/receivers",
@@ -107,6 +127,12 @@ const READ_STATUS: &[(&str, u16)] = &[
     ("/api/system/tls", 409),
     // Alertmanager is off in this test.
     ("/api/silences", 409),
+    // So is Loki; a time that is not a number, or no query, is refused first.
+    ("/api/logs/search?query=%7Bapp%3D%22x%22%7D", 409),
+    ("/api/logs/histogram?query=x&start=soon", 400),
+    ("/api/logs/labels", 409),
+    ("/api/logs/labels/app/values", 409),
+    ("/api/logs/tail?query=%20", 400),
 ];
 
 /// Routes that change something, each with a bad request and the 4xx it earns.
@@ -396,6 +422,7 @@ fn every_route_needs_a_session_and_its_token_and_refuses_bad_input_changing_noth
         "/services",
         "/targets",
         "/alerting",
+        "/logs",
         "/backups",
         "/power",
         "/disks",

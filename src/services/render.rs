@@ -15,6 +15,10 @@ use std::path::PathBuf;
 /// auth proxy reads.
 pub const GRAFANA_USER_HEADER: &str = "X-WEBAUTH-USER";
 
+/// The uid of the Loki data source obsbox provisions in Grafana (links to
+/// Explore name it).
+pub const LOKI_DATASOURCE_UID: &str = "loki";
+
 /// One rendered file, its path relative to the data directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigFile {
@@ -329,11 +333,22 @@ fn loki(settings: &Settings, env: &Environment) -> String {
             "schema": "v13",
             "index": {"prefix": "index_", "period": "24h"},
         }]},
-        "limits_config": {"retention_period": settings.loki.retention},
+        "limits_config": loki_limits(&settings.loki),
         "compactor": {
             "working_directory": dir("compactor"),
             "retention_enabled": true,
             "delete_request_store": "filesystem",
+            "compaction_interval": "10m",
+        },
+        // Results of each split of a query are kept in memory, so a 24 h
+        // query asked again only runs for the newest split.
+        "query_range": {
+            "cache_results": true,
+            "results_cache": {"cache": {"embedded_cache": {
+                "enabled": true,
+                "max_size_mb": settings.loki.results_cache_mb,
+                "ttl": settings.loki.results_cache_ttl,
+            }}},
         },
         "analytics": {"reporting_enabled": false},
     });
@@ -351,6 +366,36 @@ fn loki(settings: &Settings, env: &Environment) -> String {
     }
     doc["ruler"] = ruler;
     yaml("Loki configuration", &doc)
+}
+
+/// Loki's limits from the settings. Per-stream retention rules are listed
+/// first-wins in the settings; Loki picks the highest priority, so the first
+/// rule gets the highest.
+fn loki_limits(loki: &crate::settings::LokiSettings) -> Value {
+    let rules = loki.retention_streams.len();
+    let retention_stream: Vec<Value> = loki
+        .retention_streams
+        .iter()
+        .enumerate()
+        .map(|(i, r)| json!({"selector": r.selector, "priority": rules - i, "period": r.period}))
+        .collect();
+    let mut limits = json!({
+        "retention_period": loki.retention,
+        "ingestion_rate_mb": loki.ingestion_rate_mb,
+        "ingestion_burst_size_mb": loki.ingestion_burst_size_mb,
+        "per_stream_rate_limit": format!("{}KB", (loki.per_stream_rate_limit_mb * 1024.0).round()),
+        "per_stream_rate_limit_burst": format!("{}KB", (loki.per_stream_rate_limit_burst_mb * 1024.0).round()),
+        "max_line_size": format!("{}KB", loki.max_line_size_kb),
+        "reject_old_samples": true,
+        "reject_old_samples_max_age": loki.reject_old_samples_max_age,
+        "split_queries_by_interval": loki.split_queries_by_interval,
+        "max_query_parallelism": loki.max_query_parallelism,
+        "max_entries_limit_per_query": loki.max_entries_limit_per_query,
+    });
+    if !retention_stream.is_empty() {
+        limits["retention_stream"] = json!(retention_stream);
+    }
+    limits
 }
 
 /// Grafana on loopback behind obsbox's proxy: users open `<base>/grafana/`,
@@ -391,7 +436,7 @@ fn grafana_datasources(settings: &Settings) -> String {
     }
     if s.loki.enabled {
         sources.push(json!({
-            "name": "Loki", "uid": "loki", "type": "loki", "access": "proxy",
+            "name": "Loki", "uid": LOKI_DATASOURCE_UID, "type": "loki", "access": "proxy",
             "url": format!("http://{}", loopback(s.loki.port)), "isDefault": false, "editable": false,
         }));
     }
@@ -493,6 +538,49 @@ mod tests {
         );
         assert_eq!(doc["limits_config"]["retention_period"], "168h");
         assert_eq!(doc["server"]["http_listen_port"], 3100);
+    }
+
+    #[test]
+    fn loki_gets_its_limits_cache_and_stream_retention_from_the_settings() {
+        let mut settings = Settings::default();
+        settings.loki.retention_streams = serde_json::from_value(serde_json::json!([
+            {"selector": "{service=\"debug\"}", "period": "24h"},
+            {"selector": "{host=~\"nas.+\"}", "period": "720h"},
+        ]))
+        .unwrap();
+        settings.loki.max_line_size_kb = 64;
+        let doc = parse(file(&render(&settings, &env()), paths::LOKI_CONFIG));
+        let limits = &doc["limits_config"];
+        assert_eq!(limits["ingestion_rate_mb"], 8.0);
+        assert_eq!(limits["ingestion_burst_size_mb"], 16.0);
+        assert_eq!(limits["per_stream_rate_limit"], "4096KB");
+        assert_eq!(limits["max_line_size"], "64KB");
+        assert_eq!(limits["reject_old_samples_max_age"], "168h");
+        assert_eq!(limits["split_queries_by_interval"], "1h");
+        assert_eq!(limits["max_query_parallelism"], 4);
+        // The first rule wins: it gets the highest priority.
+        assert_eq!(
+            limits["retention_stream"],
+            serde_json::from_value::<Value>(serde_json::json!([
+                {"selector": "{service=\"debug\"}", "priority": 2, "period": "24h"},
+                {"selector": "{host=~\"nas.+\"}", "priority": 1, "period": "720h"},
+            ]))
+            .unwrap()
+        );
+        let cache = &doc["query_range"];
+        assert_eq!(cache["cache_results"], true);
+        assert_eq!(
+            cache["results_cache"]["cache"]["embedded_cache"],
+            serde_json::json!({"enabled": true, "max_size_mb": 64, "ttl": "1h"})
+        );
+        assert_eq!(doc["compactor"]["retention_enabled"], true);
+        assert_eq!(doc["server"]["http_listen_address"], "127.0.0.1");
+        // No rules: no empty list for Loki to read.
+        let plain = parse(file(
+            &render(&Settings::default(), &env()),
+            paths::LOKI_CONFIG,
+        ));
+        assert!(plain["limits_config"].get("retention_stream").is_none());
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod auth;
 mod backups;
 mod disks;
 mod docs;
+mod logs;
 mod manual;
 mod metrics;
 mod overview;
@@ -77,6 +78,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/audit", get(audit))
         .merge(backups::routes())
         .merge(disks::routes())
+        .merge(logs::routes())
         .merge(alerts::routes())
         .merge(runbooks::routes())
         .merge(docs::routes())

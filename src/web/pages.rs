@@ -19,11 +19,12 @@ use std::sync::Arc;
 struct Assets;
 
 /// The pages of the main navigation, in order: (path, label).
-const NAV: [(&str, &str); 8] = [
+const NAV: [(&str, &str); 9] = [
     ("/", "Overview"),
     ("/services", "Services"),
     ("/targets", "Targets"),
     ("/alerting", "Alerting"),
+    ("/logs", "Logs"),
     ("/backups", "Backups"),
     ("/power", "Power"),
     ("/disks", "Disks"),
@@ -121,6 +122,7 @@ pages! {
     Services: "/services", "services.html", "services.js", "Services";
     Targets: "/targets", "targets.html", "targets.js", "Targets";
     Alerting: "/alerting", "alerting.html", "alerting.js", "Alerting";
+    Logs: "/logs", "logs.html", "logs.js", "Logs";
     Backups: "/backups", "backups.html", "backups.js", "Backups";
     Power: "/power", "power.html", "power.js", "Power";
     DisksPage: "/disks", "disks.html", "disks.js", "Disks";

@@ -825,8 +825,11 @@ pub fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// What takes over a connection after a `101 Switching Protocols` answer.
+pub type Upgrade = Arc<dyn Fn(TcpStream) + Send + Sync>;
+
 /// An HTTP response.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Response {
     /// Status code.
     pub status: u16,
@@ -834,6 +837,19 @@ pub struct Response {
     pub headers: Vec<(String, String)>,
     /// Body bytes.
     pub body: Vec<u8>,
+    /// For a 101: runs on the connection once the answer is written (WebSocket).
+    pub upgrade: Option<Upgrade>,
+}
+
+impl std::fmt::Debug for Response {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Response")
+            .field("status", &self.status)
+            .field("headers", &self.headers)
+            .field("body", &self.body)
+            .field("upgrade", &self.upgrade.is_some())
+            .finish()
+    }
 }
 
 impl Response {
@@ -843,7 +859,21 @@ impl Response {
             status,
             headers: vec![("Content-Type".into(), content_type.into())],
             body: body.into(),
+            upgrade: None,
         }
+    }
+
+    /// Drops the Content-Type header (a 101 has no body).
+    pub fn without_content_type(mut self) -> Self {
+        self.headers
+            .retain(|(k, _)| !k.eq_ignore_ascii_case("Content-Type"));
+        self
+    }
+
+    /// Hands the connection to `f` after this (101) answer is written.
+    pub fn upgrade(mut self, f: impl Fn(TcpStream) + Send + Sync + 'static) -> Self {
+        self.upgrade = Some(Arc::new(f));
+        self
     }
 
     /// `text/plain; charset=utf-8` response.
@@ -871,6 +901,7 @@ impl Response {
 /// Reason phrase for a status code.
 pub fn reason_phrase(status: u16) -> &'static str {
     match status {
+        101 => "Switching Protocols",
         200 => "OK",
         201 => "Created",
         204 => "No Content",
@@ -1070,6 +1101,12 @@ fn write_response(stream: &mut TcpStream, resp: &Response, head_only: bool) -> i
     }
     let date = http_date(SystemTime::now());
     out.push_str(&format!("Date: {}\r\n", date));
+    if resp.status == 101 {
+        // The connection stays open for the upgraded protocol.
+        out.push_str("\r\n");
+        stream.write_all(out.as_bytes())?;
+        return stream.flush();
+    }
     if resp.status != 204 && resp.status != 304 {
         out.push_str(&format!("Content-Length: {}\r\n", resp.body.len()));
     }
@@ -1122,7 +1159,12 @@ fn handle_connection(stream: TcpStream, handler: Arc<Handler>) {
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(&req)));
             let resp =
                 result.unwrap_or_else(|_| Response::text(500, "internal error in stand-in\n"));
-            let _ = write_response(&mut stream, &resp, head_only);
+            let written = write_response(&mut stream, &resp, head_only);
+            if let (Ok(()), Some(upgrade), 101) = (written, &resp.upgrade, resp.status) {
+                let _ = stream.set_read_timeout(None);
+                upgrade(stream);
+                return;
+            }
         }
         Err(ReadError::Bad(status, msg)) => {
             let resp = Response::text(status, format!("{}\n", msg));

@@ -11,6 +11,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use obsbox_stand_ins as si;
+
+// Kept under `loki/` so Cargo does not take them for binaries of their own.
+#[path = "loki/logql.rs"]
+mod logql;
+#[path = "loki/query.rs"]
+mod query;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::json;
 use serde_yaml::Value;
@@ -105,6 +111,46 @@ impl Serialize for GoDuration {
     }
 }
 
+/// dskit `flagext.ByteSize`: an integer or a size like `256KB`, `3MB`, `1.5MiB`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct ByteSize(u64);
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = yaml_scalar_text(&Value::deserialize(d)?);
+        parse_bytes(&text)
+            .map(ByteSize)
+            .ok_or_else(|| serde::de::Error::custom(format!("invalid size: {:?}", text)))
+    }
+}
+
+impl Serialize for ByteSize {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{}B", self.0))
+    }
+}
+
+/// humanize.ParseBytes: a number and an optional SI (`KB`) or IEC (`KiB`) unit.
+fn parse_bytes(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let number: f64 = t[..split].parse().ok()?;
+    let unit = t[split..].trim().to_ascii_lowercase();
+    let factor: f64 = match unit.as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "ki" | "kib" => 1024.0,
+        "m" | "mb" => 1e6,
+        "mi" | "mib" => 1024.0 * 1024.0,
+        "g" | "gb" => 1e9,
+        "gi" | "gib" => 1024.0 * 1024.0 * 1024.0,
+        _ => return None,
+    };
+    Some((number * factor) as u64)
+}
+
 /// Schema period start date (`YYYY-MM-DD`), stored as days since the epoch.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct DayTime(i64);
@@ -182,10 +228,11 @@ section! {
         compactor: CompactorConfig,
         analytics: AnalyticsConfig,
         ruler: RulerConfig,
+        query_range: QueryRangeConfig,
     }
     opaque {
         target, http_prefix, ballast_bytes, internal_server, ui, distributor, querier,
-        query_engine, query_scheduler, frontend, query_range, ruler_storage, ingester_client,
+        query_engine, query_scheduler, frontend, ruler_storage, ingester_client,
         ingester, pattern_ingester, index_gateway, bloom_build, bloom_gateway, bloom_compactor,
         storage_config, chunk_store_config, compactor_client, compactor_grpc_client,
         frontend_worker, memberlist, kafka_config, dataobj, ingest_limits,
@@ -326,21 +373,28 @@ section! {
         allow_structured_metadata: bool,
         ingestion_rate_mb: f64,
         ingestion_burst_size_mb: f64,
+        max_line_size: ByteSize,
+        per_stream_rate_limit: ByteSize,
+        per_stream_rate_limit_burst: ByteSize,
+        max_query_parallelism: i64,
+        max_entries_limit_per_query: i64,
+        split_queries_by_interval: PromDuration,
+        retention_stream: Vec<StreamRetention>,
     }
     opaque {
         ingestion_rate_strategy, max_label_name_length, max_label_value_length,
-        max_label_names_per_series, max_line_size, max_line_size_truncate,
+        max_label_names_per_series, max_line_size_truncate,
         increment_duplicate_timestamp, discover_service_name, discover_log_levels,
         log_level_fields, use_owned_stream_count, max_streams_per_user,
-        max_global_streams_per_user, unordered_writes, per_stream_rate_limit,
-        per_stream_rate_limit_burst, max_chunks_per_query, max_query_series,
-        max_query_lookback, max_query_length, max_query_range, max_query_parallelism,
+        max_global_streams_per_user, unordered_writes,
+        max_chunks_per_query, max_query_series,
+        max_query_lookback, max_query_length, max_query_range,
         tsdb_max_query_parallelism, tsdb_max_bytes_per_shard, tsdb_sharding_strategy,
         tsdb_precompute_chunks, cardinality_limit, max_streams_matchers_per_query,
-        max_concurrent_tail_requests, max_entries_limit_per_query,
+        max_concurrent_tail_requests,
         max_cache_freshness_per_query, max_metadata_cache_freshness,
         max_stats_cache_freshness, max_queriers_per_tenant, max_query_capacity,
-        query_ready_index_num_days, query_timeout, split_queries_by_interval,
+        query_ready_index_num_days, query_timeout,
         split_metadata_queries_by_interval, split_recent_metadata_queries_by_interval,
         recent_metadata_query_window, split_instant_metric_queries_by_interval,
         split_ingester_queries_by_interval, min_sharding_lookback, max_query_bytes_read,
@@ -355,7 +409,7 @@ section! {
         ruler_remote_write_queue_max_backoff, ruler_remote_write_queue_retry_on_ratelimit,
         ruler_remote_write_sigv4_config, ruler_remote_write_config,
         ruler_remote_evaluation_timeout, ruler_remote_evaluation_max_response_size,
-        deletion_mode, retention_stream, per_tenant_override_config,
+        deletion_mode, per_tenant_override_config,
         per_tenant_override_period, allow_deletes, shard_streams, blocked_queries,
         required_labels, minimum_labels_number, index_gateway_shard_size,
         bloom_gateway_shard_size, bloom_gateway_enable_filtering,
@@ -370,6 +424,59 @@ section! {
         ingestion_partitions_tenant_shard_size, shard_aggregations, pattern_persistence_enabled,
         metric_aggregation_enabled, query_timeout_per_tenant,
     }
+}
+
+section! {
+    /// One `limits_config.retention_stream[]` rule (`validation.StreamRetention`).
+    struct StreamRetention {
+        period: PromDuration,
+        priority: i64,
+        selector: String,
+    }
+    opaque {}
+}
+
+section! {
+    /// `query_range:` (`queryrange.Config`).
+    struct QueryRangeConfig {
+        cache_results: bool,
+        results_cache: ResultsCacheConfig,
+    }
+    opaque {
+        align_queries_with_step, max_retries, parallelise_shardable_queries, shard_aggregations,
+        cache_index_stats_results, index_stats_results_cache, cache_volume_results,
+        volume_results_cache, cache_instant_metric_results, instant_metric_results_cache,
+        instant_metric_query_split_align, cache_series_results, series_results_cache,
+        cache_label_results, label_results_cache,
+    }
+}
+
+section! {
+    /// `query_range.results_cache:` (`resultscache.Config`).
+    struct ResultsCacheConfig {
+        cache: CacheConfig,
+        compression: String,
+    }
+    opaque {}
+}
+
+section! {
+    /// A `cache_config` block (`cache.Config`).
+    struct CacheConfig {
+        embedded_cache: EmbeddedCacheConfig,
+    }
+    opaque { default_validity, background, memcached, memcached_client, redis }
+}
+
+section! {
+    /// `embedded_cache:` (`cache.EmbeddedCacheConfig`).
+    struct EmbeddedCacheConfig {
+        enabled: bool,
+        max_size_mb: i64,
+        max_size_items: i64,
+        ttl: GoDuration,
+    }
+    opaque {}
 }
 
 section! {
@@ -437,6 +544,11 @@ fn go_type_for_path(path: &str) -> String {
         ["schema_config", "configs"] => "config.plain",
         ["schema_config", "configs", "index"] => "struct { PathPrefix string \"yaml:\\\"path_prefix\\\"\"; Prefix string \"yaml:\\\"prefix\\\"\"; Period model.Duration \"yaml:\\\"period\\\"\"; Tags config.Tags \"yaml:\\\"tags\\\"\" }",
         ["limits_config"] => "validation.plain",
+        ["limits_config", "retention_stream"] => "validation.StreamRetention",
+        ["query_range"] => "queryrange.Config",
+        ["query_range", "results_cache"] => "resultscache.Config",
+        ["query_range", "results_cache", "cache"] => "cache.Config",
+        ["query_range", "results_cache", "cache", "embedded_cache"] => "cache.EmbeddedCacheConfig",
         ["compactor"] => "compactor.Config",
         ["analytics"] => "analytics.Config",
         ["ruler"] => "ruler.Config",
@@ -756,6 +868,7 @@ struct Effective {
     creation_grace_ms: u64,
     allow_structured_metadata: bool,
     retention_ms: u64,
+    max_entries_limit: usize,
 }
 
 fn effective(cfg: &Config) -> Effective {
@@ -828,6 +941,9 @@ fn effective(cfg: &Config) -> Effective {
         creation_grace_ms: limits.creation_grace_period.map(|d| d.0).unwrap_or(600_000),
         allow_structured_metadata: limits.allow_structured_metadata.unwrap_or(true),
         retention_ms: limits.retention_period.map(|d| d.0).unwrap_or(0),
+        max_entries_limit: limits
+            .max_entries_limit_per_query
+            .map_or(5000, |n| n.max(0) as usize),
         prefix,
     }
 }
@@ -953,6 +1069,33 @@ fn validate_path_prefix(prefix: &str) -> Result<(), String> {
     }
 }
 
+/// `Limits.Validate()`'s checks of the per-stream retention rules.
+fn validate_stream_retention(limits: &LimitsConfig) -> Option<String> {
+    for rule in limits.retention_stream.iter().flatten() {
+        let selector = rule.selector.clone().unwrap_or_default();
+        if let Err(e) = logql::parse_log(&selector).and_then(|q| {
+            if q.filters.is_empty() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "parse error : only a stream selector is allowed: {}",
+                    selector
+                ))
+            }
+        }) {
+            return Some(format!("invalid labels matchers: {}", e));
+        }
+        let period = rule.period.map(|p| p.0).unwrap_or(0);
+        if period < DAY_MS {
+            return Some(format!(
+                "retention period must be >= 24h was {}",
+                si::format_prom_duration(period)
+            ));
+        }
+    }
+    None
+}
+
 /// `Config.Validate()`: returns the error text Loki logs, or None.
 fn validate(cfg: &Config, eff: &Effective) -> Option<String> {
     let mut errs: Vec<String> = Vec::new();
@@ -964,6 +1107,25 @@ fn validate(cfg: &Config, eff: &Effective) -> Option<String> {
 
     if let Err(e) = validate_schema(&configs) {
         errs.push(format!("CONFIG ERROR: invalid schema config: {}", e));
+    }
+    if let Some(e) = cfg
+        .limits_config
+        .as_ref()
+        .and_then(validate_stream_retention)
+    {
+        errs.push(format!("CONFIG ERROR: invalid limits_config config: {}", e));
+    }
+    let compression = cfg
+        .query_range
+        .as_ref()
+        .and_then(|q| q.results_cache.as_ref())
+        .and_then(|r| r.compression.clone())
+        .unwrap_or_default();
+    if !compression.is_empty() && compression != "snappy" {
+        errs.push(format!(
+            "CONFIG ERROR: invalid query_range config: invalid results_cache config: unsupported compression type: {}",
+            compression
+        ));
     }
     if eff.retention_ms > 0 && eff.retention_ms < DAY_MS {
         errs.push(format!(
@@ -1125,7 +1287,8 @@ fn apply_defaults(cfg: &mut Config, eff: &Effective) {
 
 #[derive(Default)]
 struct TenantData {
-    labels: BTreeMap<String, BTreeSet<String>>,
+    /// What `push` accepted, for the query endpoints (see `query`).
+    streams: query::Streams,
     lines: u64,
     bytes: u64,
     discarded: BTreeMap<String, u64>,
@@ -1139,8 +1302,11 @@ struct State {
     reject_old: bool,
     reject_old_max_age_ms: u64,
     creation_grace_ms: u64,
+    /// `limits_config.max_entries_limit_per_query`.
+    max_entries_limit: usize,
     config_yaml: String,
-    tenants: Mutex<BTreeMap<String, TenantData>>,
+    /// Shared with the tail connections' threads.
+    tenants: Arc<Mutex<BTreeMap<String, TenantData>>>,
     pushes: AtomicU64,
 }
 
@@ -1191,34 +1357,22 @@ fn handle(state: &State, req: &si::Request) -> si::Response {
             }
         }
         "/loki/api/v1/labels" | "/loki/api/v1/label" => {
-            if !(get_like || req.method == "POST") {
-                return method_not_allowed();
-            }
-            match tenant(state, req) {
-                Ok(t) => {
-                    let tenants = state.tenants.lock().map(|g| {
-                        g.get(&t).map(|d| d.labels.keys().cloned().collect::<Vec<_>>()).unwrap_or_default()
-                    });
-                    success_json(&tenants.unwrap_or_default())
-                }
-                Err(r) => r,
-            }
+            read(state, req, query::labels)
         }
         p if p.starts_with("/loki/api/v1/label/") && p.ends_with("/values") => {
-            if !(get_like || req.method == "POST") {
+            let name = si::percent_decode(&p["/loki/api/v1/label/".len()..p.len() - "/values".len()]);
+            read(state, req, |streams, p| query::label_values(streams, &name, p))
+        }
+        "/loki/api/v1/query_range" => read(state, req, |streams, p| {
+            query::query_range(streams, p, state.max_entries_limit)
+        }),
+        "/loki/api/v1/query" => read(state, req, query::query_instant),
+        "/loki/api/v1/tail" => {
+            if !get_like {
                 return method_not_allowed();
             }
-            let name = si::percent_decode(&p["/loki/api/v1/label/".len()..p.len() - "/values".len()]);
             match tenant(state, req) {
-                Ok(t) => {
-                    let values = state.tenants.lock().map(|g| {
-                        g.get(&t)
-                            .and_then(|d| d.labels.get(&name))
-                            .map(|s| s.iter().cloned().collect::<Vec<_>>())
-                            .unwrap_or_default()
-                    });
-                    success_json(&values.unwrap_or_default())
-                }
+                Ok(t) => query::tail(Arc::clone(&state.tenants), t, req),
                 Err(r) => r,
             }
         }
@@ -1226,13 +1380,25 @@ fn handle(state: &State, req: &si::Request) -> si::Response {
     }
 }
 
-/// `{"status":"success","data":[...]}` with Loki's key order.
-fn success_json(data: &[String]) -> si::Response {
-    let body = format!(
-        "{{\"status\":\"success\",\"data\":{}}}",
-        serde_json::to_string(data).unwrap_or_else(|_| "[]".into())
-    );
-    si::Response::new(200, "application/json; charset=UTF-8", body)
+/// A read endpoint (GET or form POST) over the tenant's stored streams.
+fn read(
+    state: &State,
+    req: &si::Request,
+    answer: impl FnOnce(&query::Streams, &query::Params) -> si::Response,
+) -> si::Response {
+    if !(req.method == "GET" || req.method == "HEAD" || req.method == "POST") {
+        return method_not_allowed();
+    }
+    let tenant = match tenant(state, req) {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    let Ok(tenants) = state.tenants.lock() else {
+        return si::Response::text(500, "internal error\n");
+    };
+    let empty = query::Streams::default();
+    let streams = tenants.get(&tenant).map_or(&empty, |d| &d.streams);
+    answer(streams, &query::Params::of(req))
 }
 
 fn method_not_allowed() -> si::Response {
@@ -1378,7 +1544,6 @@ fn push(state: &State, tenant: &str, req: &si::Request) -> si::Response {
     let data = tenants.entry(tenant.to_string()).or_default();
     for (labels, entries) in parsed {
         let stream_str = labels_string(&labels);
-        let mut accepted_any = false;
         for (ts, line) in entries {
             if state.reject_old && ts < oldest_ns {
                 *data
@@ -1407,12 +1572,7 @@ fn push(state: &State, tenant: &str, req: &si::Request) -> si::Response {
             }
             data.lines += 1;
             data.bytes += line.len() as u64;
-            accepted_any = true;
-        }
-        if accepted_any {
-            for (k, v) in labels {
-                data.labels.entry(k).or_default().insert(v);
-            }
+            data.streams.append(&labels, ts, line);
         }
     }
     drop(tenants);
@@ -1726,8 +1886,9 @@ fn start(cfg: Config, eff: Effective, config_yaml: String, file: String) -> i32 
         reject_old: eff.reject_old,
         reject_old_max_age_ms: eff.reject_old_max_age_ms,
         creation_grace_ms: eff.creation_grace_ms,
+        max_entries_limit: eff.max_entries_limit,
         config_yaml,
-        tenants: Mutex::new(BTreeMap::new()),
+        tenants: Arc::new(Mutex::new(BTreeMap::new())),
         pushes: AtomicU64::new(0),
     });
     let startup = si::format_go_duration(started.elapsed().as_nanos() as i64);
