@@ -418,13 +418,11 @@ async fn log_stream(
 }
 
 async fn config(State(app): State<Arc<AppState>>, Path(name): Path<String>) -> ApiResult {
-    if !app
-        .supervisor
-        .status()
-        .await?
-        .iter()
-        .any(|c| c.name == name)
-    {
+    // Only the built-in children have configs, rendered when enabled.
+    let built_in = app
+        .services
+        .with_current(|settings| settings.services.by_name().iter().any(|(n, _)| *n == name));
+    if !built_in {
         return Err(SupervisorError::NoSuchChild(name).into());
     }
     let files: Vec<_> = app
