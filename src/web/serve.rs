@@ -132,7 +132,7 @@ pub struct Listener {
 
 /// Sent to a plain HTTP client over a cap before closing.
 const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n\
-Content-Length: 41\r\nRetry-After: 5\r\nConnection: close\r\n\r\n{\"error\":\"too many connections; retry\"}\n";
+Content-Length: 40\r\nRetry-After: 5\r\nConnection: close\r\n\r\n{\"error\":\"too many connections; retry\"}\n";
 
 /// Serves `listener` until `stopping`, then lets open requests finish
 /// (dropping the future closes what is left).

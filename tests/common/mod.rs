@@ -504,3 +504,10 @@ pub fn https_agent(trusted: &str) -> ureq::Agent {
         .timeout(Duration::from_secs(10))
         .build()
 }
+
+impl Obsbox {
+    /// The admin's session token and its CSRF token, for hand-made requests.
+    pub fn session_cookie_and_csrf(&self) -> (String, String) {
+        self.session.clone().expect("signed in")
+    }
+}
