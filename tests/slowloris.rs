@@ -83,6 +83,7 @@ fn half_sent_requests_neither_lock_out_a_fresh_client_nor_starve_the_supervisor(
     let took = asked.elapsed();
     assert_eq!(health.into_string().unwrap(), "ok\n");
     assert!(took < Duration::from_secs(1), "/healthz took {took:?}");
+    println!("/healthz with {SLOW_CLIENTS} half-sent requests open: {took:?}");
 
     // A child that dies meanwhile is started again.
     nix::sys::signal::kill(

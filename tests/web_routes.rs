@@ -430,6 +430,11 @@ fn raw(request: ureq::Request, body: &str) -> (u16, String, String) {
 fn errors_axum_makes_itself_are_json_too() {
     let obsbox = Obsbox::start(&[("services", services_only(&["node_exporter"]))]);
     // A method the route does not take.
+    let response = match obsbox.request("DELETE", "/api/overview").call() {
+        Ok(r) | Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(response.header("allow"), Some("GET,HEAD"));
     let (status, content_type, body) = raw(obsbox.request("DELETE", "/api/overview"), "");
     assert_eq!(status, 405, "{body}");
     assert!(

@@ -179,7 +179,8 @@ async fn json_errors(response: Response) -> Response {
     if !(status.is_client_error() || status.is_server_error()) || is_json {
         return response;
     }
-    let text = axum::body::to_bytes(response.into_body(), 4096)
+    let (mut parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 4096)
         .await
         .map(|b| String::from_utf8_lossy(&b).trim().to_string())
         .unwrap_or_default();
@@ -191,7 +192,12 @@ async fn json_errors(response: Response) -> Response {
     } else {
         text
     };
-    ApiError::new(status, message).into_response()
+    let mut json = ApiError::new(status, message).into_response();
+    // Headers that go with the status (a 405's `Allow`) stay.
+    parts.headers.remove(header::CONTENT_TYPE);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    json.headers_mut().extend(parts.headers);
+    json
 }
 
 /// An error as the API shows it: a status and a clear message; internals
