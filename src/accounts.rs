@@ -61,6 +61,20 @@ pub struct NewSession {
     pub session: Session,
 }
 
+/// A password change as asked for.
+#[derive(Clone, Copy)]
+pub struct PasswordChange<'a> {
+    pub user: &'a str,
+    /// The current password, checked first.
+    pub current: &'a str,
+    pub password: &'a str,
+    pub confirm: &'a str,
+    /// The session making the change, which stays open.
+    pub keep: &'a str,
+    /// Where the request came from, for the rate limit.
+    pub peer: IpAddr,
+}
+
 #[derive(Clone)]
 pub struct Accounts {
     store: Store,
@@ -141,15 +155,27 @@ impl Accounts {
     /// Checks the admin password and opens a session. Failures count against
     /// `peer`; while it is locked out even the right password is refused.
     pub async fn login(&self, peer: IpAddr, password: &str) -> Result<NewSession, AccountsError> {
+        self.check_password(peer, ADMIN, password).await?;
+        self.open_session(ADMIN)
+    }
+
+    /// Every check of a password goes through here: failures count against
+    /// `peer`, and while it is locked out even the right password is refused.
+    async fn check_password(
+        &self,
+        peer: IpAddr,
+        user: &str,
+        password: &str,
+    ) -> Result<(), AccountsError> {
         if let Some(wait) = self.failures().locked_out(peer, Instant::now()) {
             return Err(AccountsError::RateLimited(wait));
         }
-        if !self.verify(ADMIN, password).await? {
+        if !self.verify(user, password).await? {
             self.failures().record(peer, Instant::now());
             return Err(AccountsError::WrongPassword);
         }
         self.failures().clear(peer);
-        self.open_session(ADMIN)
+        Ok(())
     }
 
     /// The session behind a cookie, if it is still valid.
@@ -203,21 +229,25 @@ impl Accounts {
         Ok(())
     }
 
-    /// Replaces `user`'s password after checking the current one, and ends
-    /// every other session of theirs (`keep` is the one making the change).
-    pub async fn change_password(
-        &self,
-        user: &str,
-        current: &str,
-        password: &str,
-        confirm: &str,
-        keep: &str,
-    ) -> Result<(), AccountsError> {
-        if !self.verify(user, current).await? {
-            return Err(AccountsError::Invalid(vec![Problem {
-                field: "current".into(),
-                message: "is not the current password".into(),
-            }]));
+    /// Replaces the user's password after checking the current one (rate
+    /// limited as logins are), and ends every other session of theirs.
+    pub async fn change_password(&self, change: &PasswordChange<'_>) -> Result<(), AccountsError> {
+        let PasswordChange {
+            user,
+            current,
+            password,
+            confirm,
+            keep,
+            peer,
+        } = *change;
+        match self.check_password(peer, user, current).await {
+            Err(AccountsError::WrongPassword) => {
+                return Err(AccountsError::Invalid(vec![Problem {
+                    field: "current".into(),
+                    message: "is not the current password".into(),
+                }]))
+            }
+            other => other?,
         }
         let problems = Self::password_problems(password, confirm);
         if !problems.is_empty() {
@@ -460,24 +490,20 @@ mod tests {
             .unwrap();
         let mine = accounts.login(PEER, "first password").await.unwrap();
         let other = accounts.login(PEER, "first password").await.unwrap();
+        let change = |current, keep| PasswordChange {
+            user: ADMIN,
+            current,
+            password: "second password",
+            confirm: "second password",
+            keep,
+            peer: PEER,
+        };
         let wrong = accounts
-            .change_password(
-                ADMIN,
-                "not it at all",
-                "second password",
-                "second password",
-                &mine.token,
-            )
+            .change_password(&change("not it at all", &mine.token))
             .await;
         assert!(matches!(wrong, Err(AccountsError::Invalid(p)) if p[0].field == "current"));
         accounts
-            .change_password(
-                ADMIN,
-                "first password",
-                "second password",
-                "second password",
-                &mine.token,
-            )
+            .change_password(&change("first password", &mine.token))
             .await
             .unwrap();
         assert!(accounts.session(&mine.token).unwrap().is_some());
@@ -505,6 +531,40 @@ mod tests {
         ));
         let elsewhere: IpAddr = "192.0.2.7".parse().unwrap();
         assert!(accounts.login(elsewhere, "right password").await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn the_current_password_of_a_change_is_rate_limited_too() {
+        let (_dir, accounts) = accounts();
+        accounts
+            .create_admin("right password", "right password")
+            .await
+            .unwrap();
+        let session = accounts.login(PEER, "right password").await.unwrap();
+        let change = |current| PasswordChange {
+            user: ADMIN,
+            current,
+            password: "another password",
+            confirm: "another password",
+            keep: "",
+            peer: PEER,
+        };
+        for _ in 0..FREE_ATTEMPTS {
+            assert!(matches!(
+                accounts.change_password(&change("wrong")).await,
+                Err(AccountsError::Invalid(_))
+            ));
+        }
+        assert!(matches!(
+            accounts.change_password(&change("right password")).await,
+            Err(AccountsError::RateLimited(_))
+        ));
+        // Guesses through the password change count for logins as well.
+        assert!(matches!(
+            accounts.login(PEER, "right password").await,
+            Err(AccountsError::RateLimited(_))
+        ));
+        assert!(accounts.session(&session.token).unwrap().is_some());
     }
 
     #[test]

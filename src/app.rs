@@ -13,11 +13,9 @@ use crate::services::{Environment, Locator, Services};
 use crate::settings::Reserved;
 use crate::store::{Store, StoreError};
 use crate::supervisor::{LogPolicy, Reaper, Supervisor, SupervisorContext};
-use crate::tls::{Tls, TlsListener};
+use crate::tls::Tls;
 use crate::web::{self, AppState};
 use anyhow::Context;
-use axum::serve::{Listener, ListenerExt};
-use std::future::IntoFuture;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::os::fd::AsFd;
@@ -93,6 +91,8 @@ pub struct Listen {
     pub http: SocketAddr,
     /// HTTPS too, with the certificate in `<data>/tls/`.
     pub https: Option<SocketAddr>,
+    /// Web connections open at once, over both.
+    pub max_connections: usize,
 }
 
 /// How a run ended, and what the reboot that may follow needs.
@@ -196,7 +196,7 @@ pub async fn run(
         Some(https) => {
             let tls = Arc::new(Tls::load_or_create(&dir, &settings.general.hostname)?);
             let tcp = listen("https", https, &mut inherited, &mut kept).await?;
-            Some((TlsListener::new(tcp, tls.server_config())?, tls))
+            Some((tcp, tls))
         }
         None => None,
     };
@@ -327,48 +327,50 @@ pub async fn run(
         tls: https.as_ref().map(|(_, tls)| tls.clone()),
         ota: ota.clone(),
     }));
+    // The web UI answers until every child has stopped (a second reboot
+    // asked for meanwhile gets its 409), then open requests may finish.
     let stopping = CancellationToken::new();
-    let plain = web::tls::plain_http(app.clone(), https_addr.map(|a| a.port()));
-    let plain = axum::serve(
-        listener,
-        plain.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(stopping.clone().cancelled_owned());
+    let gate = web::serve::Gate::new(web::serve::Caps {
+        per_address: web::serve::PER_ADDRESS,
+        total: on.max_connections,
+    });
+    let plain = web::serve::serve(
+        web::serve::Listener {
+            tcp: listener,
+            router: web::tls::plain_http(app.clone(), https_addr.map(|a| a.port())),
+            tls: None,
+        },
+        gate.clone(),
+        stopping.clone(),
+    );
     let secure = async {
-        match https {
-            Some((listener, _)) => {
-                // Through TapIo, axum gives any listener's peer address as
-                // ConnectInfo, so handlers see it over HTTPS too.
-                let listener = listener.tap_io(|tls| {
-                    let _ = tls.get_ref().0.set_nodelay(true);
-                });
-                let app = web::tls::over_tls(app);
-                axum::serve(
-                    listener,
-                    app.into_make_service_with_connect_info::<SocketAddr>(),
-                )
-                .with_graceful_shutdown(stopping.clone().cancelled_owned())
-                .await
-            }
-            None => Ok(()),
+        if let Some((tcp, tls)) = https {
+            let listener = web::serve::Listener {
+                tcp,
+                router: web::tls::over_tls(app),
+                tls: Some(tls.server_config()),
+            };
+            web::serve::serve(listener, gate, stopping.clone()).await;
         }
     };
+    // Signals other than the ending ones are handled until the ending starts:
+    // a SIGHUP must not restart children that are being stopped.
+    let quitting = CancellationToken::new();
     let ending = async {
         let ending = lifecycle.ended(&mut terminate, &mut interrupt).await;
+        quitting.cancel();
+        controls.stop().await;
+        supervisor.shutdown().await;
+        tracing::info!("every child stopped");
         stopping.cancel();
         ending
     };
-    let (ending, plain, secure, ()) = tokio::join!(
+    let (ending, (), (), ()) = tokio::join!(
         ending,
-        drained(plain.into_future(), &stopping, "HTTP"),
+        drained(plain, &stopping, "HTTP"),
         drained(secure, &stopping, "HTTPS"),
-        others.handle(&services, &supervisor, &stopping)
+        others.handle(&services, &supervisor, &quitting)
     );
-    controls.stop().await;
-    plain.context("the web server failed")?;
-    secure.context("the HTTPS server failed")?;
-    supervisor.shutdown().await;
-    tracing::info!("every child stopped");
     copies_stop.cancel();
     if let Err(e) = copies.await {
         tracing::error!(error = %e, "the database copier failed");
@@ -492,15 +494,25 @@ async fn recover(
         lifecycle: lifecycle.clone(),
     }));
     let stopping = CancellationToken::new();
-    let server =
-        axum::serve(listener, app).with_graceful_shutdown(stopping.clone().cancelled_owned());
+    let gate = web::serve::Gate::new(web::serve::Caps {
+        per_address: web::serve::PER_ADDRESS,
+        total: on.max_connections,
+    });
+    let server = web::serve::serve(
+        web::serve::Listener {
+            tcp: listener,
+            router: app,
+            tls: None,
+        },
+        gate,
+        stopping.clone(),
+    );
     let ending = async {
         let ending = lifecycle.ended(&mut terminate, &mut interrupt).await;
         stopping.cancel();
         ending
     };
-    let (ending, served) = tokio::join!(ending, drained(server.into_future(), &stopping, "HTTP"));
-    served.context("the web server failed")?;
+    let (ending, ()) = tokio::join!(ending, drained(server, &stopping, "HTTP"));
     Ok(Ended {
         ending,
         sockets: kept,
@@ -522,10 +534,10 @@ const DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
 /// Runs `server` until it ends, or until [`DRAIN`] after `stopping`; the
 /// connections left are closed with the runtime.
 async fn drained(
-    server: impl std::future::Future<Output = std::io::Result<()>>,
+    server: impl std::future::Future<Output = ()>,
     stopping: &CancellationToken,
     what: &str,
-) -> std::io::Result<()> {
+) {
     let deadline = async {
         stopping.cancelled().await;
         tokio::time::sleep(DRAIN).await;
@@ -534,7 +546,6 @@ async fn drained(
         result = server => result,
         () = deadline => {
             tracing::warn!("{what}: requests still open {DRAIN:?} after the stop; closing them");
-            Ok(())
         }
     }
 }

@@ -69,6 +69,10 @@ enum Command {
         /// tty, e.g. /dev/ttyS0, or /dev/serial0 on a Raspberry Pi.
         #[arg(long, value_name = "PATH")]
         console: Option<PathBuf>,
+        /// Web connections open at once, over every listener [default: from
+        /// the open-file limit, keeping 512 descriptors for everything else].
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        max_connections: Option<u32>,
     },
     /// Validate the settings and every rendered child config; exit non-zero on a problem.
     Check {
@@ -277,6 +281,27 @@ fn main() -> ExitCode {
     }
 }
 
+/// Raises the soft open-file limit to the hard one (a web client, a child's
+/// pipe, a log segment each take a descriptor; 1024 runs out under load) and
+/// returns the limit in force.
+fn raise_open_file_limit() -> u64 {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => hard,
+            Err(e) => {
+                tracing::warn!(error = %e, soft, hard, "cannot raise the open-file limit");
+                soft
+            }
+        },
+        Ok((soft, _)) => soft,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the open-file limit");
+            1024
+        }
+    }
+}
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     // One thread: obsbox spawns children from it, so each child's
     // PR_SET_PDEATHSIG is tied to a thread that lives as long as obsbox.
@@ -298,12 +323,16 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             reset_led,
             reset_button_active_low,
             console,
+            max_connections,
         } => {
             // Before anything else runs: it edits the environment.
             let inherited = power::inherited();
+            let open_files = raise_open_file_limit();
             let on = app::Listen {
                 http: listen,
                 https: https_listen,
+                max_connections: max_connections
+                    .map_or_else(|| web::serve::total_for(open_files), |n| n as usize),
             };
             let controls = reset::Controls {
                 button: reset_button.map(|button| reset::ButtonLines {

@@ -488,10 +488,14 @@ impl Store {
 
     /// Records something done that is not a settings write (a restart, a stop, ...).
     pub fn audit(&self, actor: &str, action: &str, detail: &str) -> Result<(), StoreError> {
-        self.lock().execute(
+        let conn = self.lock();
+        conn.execute(
             "INSERT INTO audit (at, actor, action, detail) VALUES (?1, ?2, ?3, ?4)",
             params![now_millis(), actor, action, detail],
         )?;
+        if conn.last_insert_rowid() % AUDIT_PRUNE_EVERY == 0 {
+            prune_audit(&conn, now_millis(), AUDIT_LIMITS)?;
+        }
         Ok(())
     }
 
@@ -603,6 +607,103 @@ fn with_section(
     let mut doc = serde_json::to_value(settings).map_err(malformed)?;
     doc[section] = value;
     serde_json::from_value(doc).map_err(malformed)
+}
+
+/// How much audit log is kept: entries older than `max_age_ms` go, and the
+/// oldest beyond `max_rows`.
+#[derive(Debug, Clone, Copy)]
+struct AuditLimits {
+    max_age_ms: i64,
+    max_rows: i64,
+}
+
+/// 90 days and 100,000 entries (about 15 MB at most).
+const AUDIT_LIMITS: AuditLimits = AuditLimits {
+    max_age_ms: 90 * 24 * 3600 * 1000,
+    max_rows: 100_000,
+};
+/// The log is pruned every this many entries written.
+const AUDIT_PRUNE_EVERY: i64 = 1000;
+
+fn prune_audit(conn: &Connection, now_ms: i64, limits: AuditLimits) -> rusqlite::Result<()> {
+    conn.execute(
+        "DELETE FROM audit WHERE at < ?1 OR id <= (SELECT MAX(id) FROM audit) - ?2",
+        params![now_ms - limits.max_age_ms, limits.max_rows],
+    )?;
+    Ok(())
+}
+
+/// `detail` of a repeated entry: the subject, the latest reason, how often.
+fn repeated_detail(subject: &str, reason: &str, count: u64) -> String {
+    match count {
+        1 => format!("{subject}: {reason}"),
+        n => format!("{subject}: {reason} ({n} times)"),
+    }
+}
+
+/// How often a repeated entry's detail says it happened.
+fn repeated_count(detail: &str) -> u64 {
+    detail
+        .strip_suffix(" times)")
+        .and_then(|rest| rest.rsplit_once(" ("))
+        .and_then(|(_, n)| n.parse().ok())
+        .unwrap_or(1)
+}
+
+/// An audit entry that may repeat: `detail` is `"<subject>: <reason>"`.
+pub struct Repeated<'a> {
+    pub actor: &'a str,
+    pub action: &'a str,
+    /// What repeats, e.g. `from 192.0.2.7`.
+    pub subject: &'a str,
+    /// Why, this time.
+    pub reason: &'a str,
+}
+
+impl Store {
+    /// Records a refusal that may come in floods (a failed login from one
+    /// address): within `window` of the last such entry for `subject`, that
+    /// entry is replaced by one counting them all, on top of the log, so a
+    /// flood takes one row per subject instead of pushing everything else
+    /// out of view. Returns the count.
+    pub fn audit_repeated(
+        &self,
+        entry: &Repeated,
+        window: std::time::Duration,
+    ) -> Result<u64, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let now = now_millis();
+        let subject = entry.subject;
+        let previous: Option<(i64, String)> = tx
+            .query_row(
+                "SELECT id, detail FROM audit WHERE actor = ?1 AND action = ?2 AND at >= ?3
+                 AND substr(detail, 1, length(?4) + 2) = ?4 || ': ' ORDER BY id DESC LIMIT 1",
+                params![
+                    entry.actor,
+                    entry.action,
+                    now - window.as_millis() as i64,
+                    subject
+                ],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let count = previous.as_ref().map_or(0, |(_, d)| repeated_count(d)) + 1;
+        if let Some((id, _)) = previous {
+            tx.execute("DELETE FROM audit WHERE id = ?1", [id])?;
+        }
+        tx.execute(
+            "INSERT INTO audit (at, actor, action, detail) VALUES (?1, ?2, ?3, ?4)",
+            params![
+                now,
+                entry.actor,
+                entry.action,
+                repeated_detail(subject, entry.reason, count)
+            ],
+        )?;
+        tx.commit()?;
+        Ok(count)
+    }
 }
 
 #[cfg(test)]
@@ -821,5 +922,115 @@ mod tests {
             Store::open(dir.path()),
             Err(StoreError::TooNew { found: 99, .. })
         ));
+    }
+}
+
+#[cfg(test)]
+mod audit_bounds {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        (dir, store)
+    }
+
+    #[test]
+    fn a_flood_of_refusals_takes_one_row_per_subject_on_top() {
+        let (_dir, store) = store();
+        let refused = |subject, reason| Repeated {
+            actor: "anonymous",
+            action: "account.login_failed",
+            subject,
+            reason,
+        };
+        let window = std::time::Duration::from_secs(600);
+        store.audit("admin", "service.restart", "loki").unwrap();
+        for _ in 0..30 {
+            store
+                .audit_repeated(&refused("from 192.0.2.7", "wrong password"), window)
+                .unwrap();
+        }
+        store
+            .audit_repeated(&refused("from 192.0.2.70", "wrong password"), window)
+            .unwrap();
+        let count = store
+            .audit_repeated(&refused("from 192.0.2.7", "too many attempts"), window)
+            .unwrap();
+        assert_eq!(count, 31);
+        let log: Vec<String> = store
+            .audit_log(10)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.detail)
+            .collect();
+        assert_eq!(
+            log,
+            [
+                "from 192.0.2.7: too many attempts (31 times)",
+                "from 192.0.2.70: wrong password",
+                "loki"
+            ]
+        );
+        // Outside the window a new row starts.
+        assert_eq!(
+            store
+                .audit_repeated(&refused("from 192.0.2.7", "x"), std::time::Duration::ZERO)
+                .unwrap(),
+            1
+        );
+    }
+
+    #[test]
+    fn the_log_is_pruned_by_age_and_by_count() {
+        let (_dir, store) = store();
+        let now = now_millis();
+        {
+            let conn = store.lock();
+            for (i, at) in [now - 10_000, now - 10, now - 5, now - 1, now]
+                .into_iter()
+                .enumerate()
+            {
+                conn.execute(
+                    "INSERT INTO audit (at, actor, action, detail) VALUES (?1, 'a', 'b', ?2)",
+                    params![at, i.to_string()],
+                )
+                .unwrap();
+            }
+            let limits = AuditLimits {
+                max_age_ms: 1000,
+                max_rows: 3,
+            };
+            prune_audit(&conn, now, limits).unwrap();
+        }
+        let kept: Vec<String> = store
+            .audit_log(10)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.detail)
+            .collect();
+        assert_eq!(kept, ["4", "3", "2"]);
+        assert_eq!(repeated_count("from x: y (12 times)"), 12);
+        assert_eq!(repeated_count("from x: y"), 1);
+    }
+
+    #[test]
+    fn writing_prunes_every_so_often() {
+        let (_dir, store) = store();
+        store
+            .lock()
+            .execute(
+                "INSERT INTO audit (id, at, actor, action, detail) VALUES (?1, 0, 'a', 'b', 'ancient')",
+                [AUDIT_PRUNE_EVERY - 1],
+            )
+            .unwrap();
+        store.audit("a", "b", "new").unwrap();
+        let kept: Vec<String> = store
+            .audit_log(10)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.detail)
+            .collect();
+        assert_eq!(kept, ["new"]);
     }
 }

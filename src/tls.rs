@@ -1,32 +1,22 @@
 //! HTTPS for the web UI: the certificate and key in `<data>/tls/`, a
 //! self-signed one made when there is none, a user's own certificate checked
-//! and swapped in while serving, and a listener that hands axum finished TLS
-//! connections. Each handshake runs in a task of its own with a deadline, so
-//! a slow or broken client never holds back the others.
+//! and swapped in while serving, and the rustls configuration serving it
+//! (connections are accepted in `web::serve`).
 
 use crate::store::write_private;
 use serde::Serialize;
 use std::io;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
-use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::rustls::crypto::{ring, CryptoProvider};
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::server::{ClientHello, ResolvesServerCert};
 use tokio_rustls::rustls::sign::CertifiedKey;
 use tokio_rustls::rustls::{self, ServerConfig};
-use tokio_rustls::server::TlsStream;
-use tokio_rustls::TlsAcceptor;
 
 const CERT_FILE: &str = "cert.pem";
 const KEY_FILE: &str = "key.pem";
-/// A handshake not finished by then is dropped.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a self-signed certificate is valid.
 const SELF_SIGNED_YEARS: i16 = 10;
 /// The organization in the subject of the certificates obsbox makes.
@@ -142,6 +132,12 @@ impl Tls {
     /// The certificate being served.
     pub fn info(&self) -> CertInfo {
         self.read().info.clone()
+    }
+
+    /// Whether the served certificate is issued by itself: browsers cannot
+    /// check it, so no `Strict-Transport-Security` may pin the box to it.
+    pub fn is_self_signed(&self) -> bool {
+        self.read().info.self_signed
     }
 
     /// Checks a user's certificate chain and key, stores them and serves them
@@ -351,84 +347,6 @@ fn ip_address(bytes: &[u8]) -> Option<String> {
         _ => return None,
     };
     Some(ip.to_string())
-}
-
-/// An HTTPS listener for `axum::serve`: one task accepts TCP connections and
-/// starts a handshake task for each; finished connections come out of
-/// [`axum::serve::Listener::accept`] in the order they finish.
-pub struct TlsListener {
-    local: SocketAddr,
-    finished: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
-    acceptor: JoinHandle<()>,
-}
-
-impl TlsListener {
-    pub fn new(tcp: TcpListener, config: Arc<ServerConfig>) -> io::Result<TlsListener> {
-        let local = tcp.local_addr()?;
-        let (tx, finished) = mpsc::channel(64);
-        let acceptor = tokio::spawn(accept_loop(tcp, TlsAcceptor::from(config), tx));
-        Ok(TlsListener {
-            local,
-            finished,
-            acceptor,
-        })
-    }
-}
-
-impl Drop for TlsListener {
-    fn drop(&mut self) {
-        // Its handshake tasks go with it (they live in its JoinSet).
-        self.acceptor.abort();
-    }
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.finished.recv().await {
-            Some(connection) => connection,
-            // The accept loop never ends while the listener lives.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        Ok(self.local)
-    }
-}
-
-async fn accept_loop(
-    tcp: TcpListener,
-    acceptor: TlsAcceptor,
-    finished: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
-) {
-    let mut handshakes = JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = tcp.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    let (acceptor, finished) = (acceptor.clone(), finished.clone());
-                    handshakes.spawn(async move {
-                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                            Ok(Ok(tls)) => {
-                                let _ = finished.send((tls, peer)).await;
-                            }
-                            Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                        }
-                    });
-                }
-                Err(e) => {
-                    // Out of file descriptors and the like: wait, as axum's own listener does.
-                    tracing::warn!(error = %e, "cannot accept an HTTPS connection");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            },
-            Some(_) = handshakes.join_next() => {}
-        }
-    }
 }
 
 #[cfg(test)]

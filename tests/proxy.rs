@@ -306,3 +306,70 @@ fn requests_pass_intact_without_obsbox_cookies_and_answers_stream() {
     reader.read_to_string(&mut rest).unwrap();
     assert_eq!(rest, "second\n");
 }
+
+/// Grafana's own pages send no obsbox CSRF token: a change through the proxy
+/// passes when it names this site as its origin, and is refused from anywhere
+/// else. Prometheus's admin API is not reachable at all.
+#[test]
+fn proxied_changes_need_this_site_as_origin_not_the_csrf_token() {
+    let (grafana, prometheus) = (Upstream::start(), Upstream::start());
+    let mut services = services_only(&["grafana", "prometheus"]);
+    for (child, upstream) in [("grafana", &grafana), ("prometheus", &prometheus)] {
+        services[child]["port"] = json!(upstream.port);
+        services[child]["binary"] = json!("/nonexistent/program");
+    }
+    let obsbox = Obsbox::start(&[("services", services)]);
+    let site = format!("http://127.0.0.1:{}", obsbox.port);
+    // A browser's request: the session cookie, no X-CSRF-Token.
+    let post = |path: &str, headers: &[(&str, &str)]| {
+        let request = ureq::AgentBuilder::new()
+            .redirects(0)
+            .build()
+            .post(&obsbox.url(path))
+            .set("Cookie", &obsbox.session_cookie());
+        let (status, _, body) = fetch(request, headers);
+        (status, text(&body))
+    };
+    let (status, body) = post("/grafana/api/ds/query", &[("Origin", &site)]);
+    assert_eq!(status, 201, "{body}");
+    assert!(body.starts_with("POST /api/ds/query "), "{body}");
+    let referer = format!("{site}/grafana/d/abc?orgId=1");
+    let (status, body) = post("/grafana/api/dashboards/db", &[("Referer", &referer)]);
+    assert_eq!(status, 201, "{body}");
+
+    for refused in [
+        vec![("Origin", "http://evil.example")],
+        vec![("Origin", "null")],
+        vec![("Referer", "http://evil.example/grafana/")],
+        vec![],
+    ] {
+        let (status, body) = post("/grafana/api/ds/query", &refused);
+        assert_eq!(status, 403, "{refused:?}: {body}");
+        let error: Value = serde_json::from_str(&body).unwrap();
+        assert!(!error["error"].as_str().unwrap().is_empty());
+    }
+    // obsbox's own API still wants its token, whatever the origin.
+    let (status, _) = post("/api/services/grafana/restart", &[("Origin", &site)]);
+    assert_eq!(status, 403);
+
+    // Proxied pages carry obsbox's headers where the child sends none.
+    let response = obsbox.request("GET", "/grafana/echo").call().unwrap();
+    assert_eq!(response.header("x-content-type-options"), Some("nosniff"));
+    assert_eq!(response.header("x-frame-options"), Some("SAMEORIGIN"));
+    let csp = response.header("content-security-policy").unwrap();
+    assert!(csp.contains("frame-ancestors 'self'"), "{csp}");
+    assert!(csp.contains("object-src 'none'"), "{csp}");
+
+    // Prometheus answers through the proxy, but not its admin API, however spelled.
+    let (status, _, _) = fetch(obsbox.request("GET", "/prometheus/api/v1/query"), &[]);
+    assert_eq!(status, 201);
+    for admin in [
+        "/prometheus/api/v1/admin/tsdb/delete_series?match[]=up",
+        "/prometheus/api/v1/%61dmin/tsdb/clean_tombstones",
+        "/prometheus//api/v1/admin/tsdb/snapshot",
+    ] {
+        let (status, _, body) = fetch(obsbox.request("POST", admin), &[("Origin", &site)]);
+        assert_eq!(status, 403, "{admin}: {}", text(&body));
+        assert!(text(&body).contains("admin API"), "{}", text(&body));
+    }
+}

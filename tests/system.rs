@@ -4,36 +4,13 @@
 
 mod common;
 
-use common::{services_only, wait_for, Obsbox, PASSWORD};
+use common::{https_agent, services_only, wait_for, Obsbox, PASSWORD};
 use serde_json::{json, Value};
 use std::io::Read;
-use std::sync::Arc;
 use std::time::Duration;
-use tokio_rustls::rustls;
-use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::CertificateDer;
 
 const READY: Duration = Duration::from_secs(60);
 const HTTPS: &[&str] = &["--https-listen", "127.0.0.1:0"];
-
-/// An HTTPS client that trusts only `trusted` (PEM).
-fn https_agent(trusted: &str) -> ureq::Agent {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(trusted.as_bytes()) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    ureq::AgentBuilder::new()
-        .tls_config(Arc::new(config))
-        .timeout(Duration::from_secs(10))
-        .build()
-}
 
 /// A GET over HTTPS that trusts only `trusted`: (status, body), or why the
 /// connection failed.

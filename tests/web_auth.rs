@@ -236,3 +236,49 @@ fn failed_logins_are_limited_per_address() {
     assert!((1..=30).contains(&wait), "{wait}");
     assert_eq!(obsbox.log_in(PASSWORD), 429);
 }
+
+#[test]
+fn password_checks_are_limited_everywhere_and_a_flood_takes_one_audit_row() {
+    let obsbox = Obsbox::start(&[("services", services_only(&[]))]);
+    // Guessing the current password on the account page is limited too.
+    let change = |current: &str| {
+        obsbox.send(
+            "POST",
+            "/api/account/password",
+            &json!({"current": current, "password": "a new password", "confirm": "a new password"})
+                .to_string(),
+        )
+    };
+    for _ in 0..5 {
+        assert_eq!(change("a guess at it").0, 422);
+    }
+    let (status, body) = change(PASSWORD);
+    assert_eq!(status, 429, "{body}");
+
+    // A flood of refused logins from one address: one row, counting them.
+    let refused = 200;
+    for _ in 0..refused {
+        let response = answer(
+            raw("POST", &obsbox, "/api/login")
+                .set("Cookie", "obsbox_csrf=t")
+                .set("X-CSRF-Token", "t")
+                .send_string(&json!({"password": "guess"}).to_string()),
+        );
+        assert_eq!(response.status(), 429);
+    }
+    let audit = obsbox.get("/api/audit?limit=1000");
+    let entries = audit.as_array().unwrap();
+    let failed: Vec<&Value> = entries
+        .iter()
+        .filter(|e| e["action"] == "account.login_failed")
+        .collect();
+    assert_eq!(failed.len(), 1, "{audit:#}");
+    let detail = failed[0]["detail"].as_str().unwrap();
+    assert!(detail.starts_with("from 127.0.0.1: "), "{detail}");
+    assert!(detail.ends_with(&format!("({refused} times)")), "{detail}");
+    // The real entries stay in view.
+    assert!(
+        entries[..3].iter().any(|e| e["action"] == "account.login"),
+        "{audit:#}"
+    );
+}

@@ -440,3 +440,154 @@ fn every_route_needs_a_session_and_its_token_and_refuses_bad_input_changing_noth
         .get("user")
         .is_some_and(|u| u == &json!("admin")));
 }
+
+/// Any response as (status, Content-Type, body), error statuses included.
+fn raw(request: ureq::Request, body: &str) -> (u16, String, String) {
+    let response = match request.send_string(body) {
+        Ok(r) | Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("{e}"),
+    };
+    let content_type = response.header("content-type").unwrap_or("").to_string();
+    (
+        response.status(),
+        content_type,
+        response.into_string().unwrap_or_default(),
+    )
+}
+
+#[test]
+fn errors_axum_makes_itself_are_json_too() {
+    let obsbox = Obsbox::start(&[("services", services_only(&["node_exporter"]))]);
+    // A method the route does not take.
+    let response = match obsbox.request("DELETE", "/api/overview").call() {
+        Ok(r) | Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(response.header("allow"), Some("GET,HEAD"));
+    let (status, content_type, body) = raw(obsbox.request("DELETE", "/api/overview"), "");
+    assert_eq!(status, 405, "{body}");
+    assert!(
+        content_type.starts_with("application/json"),
+        "{content_type}"
+    );
+    let error: Value = serde_json::from_str(&body).unwrap();
+    assert!(!error["error"].as_str().unwrap().is_empty());
+    // A body over the limit.
+    let big = "x".repeat(3 << 20);
+    let (status, content_type, body) = raw(obsbox.request("PUT", "/api/settings/general"), &big);
+    assert_eq!(status, 413, "{body}");
+    assert!(
+        content_type.starts_with("application/json"),
+        "{content_type}"
+    );
+    let error: Value = serde_json::from_str(&body).unwrap();
+    assert!(!error["error"].as_str().unwrap().is_empty());
+    // The config of a child that does not exist.
+    let (status, body) = obsbox.send("GET", "/api/services/nope/config", "");
+    assert_eq!(status, 404, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("nope"), "{body}");
+    let (status, body) = obsbox.send("GET", "/api/services/node_exporter/config", "");
+    assert_eq!(status, 200, "{body}");
+}
+
+#[test]
+fn metrics_pass_promtool_unless_openmetrics_is_asked_for() {
+    let obsbox = Obsbox::start(&[("services", services_only(&["node_exporter"]))]);
+    obsbox.wait_all_ready(std::time::Duration::from_secs(30));
+    let response = ureq::get(&obsbox.url("/metrics")).call().unwrap();
+    assert_eq!(
+        response.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    let text = response.into_string().unwrap();
+    assert!(text.contains("obsbox_child_restarts_total{"), "{text}");
+    assert!(!text.contains("# EOF"));
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut promtool.stdin.take().unwrap(), text.as_bytes()).unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "{said}\n{text}"
+    );
+
+    // Prometheus asks for OpenMetrics, and gets it.
+    let response = ureq::get(&obsbox.url("/metrics"))
+        .set(
+            "Accept",
+            "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+        )
+        .call()
+        .unwrap();
+    assert!(response
+        .header("content-type")
+        .unwrap()
+        .starts_with("application/openmetrics-text"));
+    assert!(response.into_string().unwrap().ends_with("# EOF\n"));
+}
+
+#[test]
+fn a_second_reboot_while_the_first_is_under_way_is_refused() {
+    let obsbox = Obsbox::start(&[("services", services_only(&["node_exporter"]))]);
+    obsbox.wait_all_ready(std::time::Duration::from_secs(30));
+    let (status, body) = obsbox.send("POST", "/api/system/reboot", "");
+    assert_eq!(status, 202, "{body}");
+    let (status, body) = obsbox.send("POST", "/api/system/reboot", "");
+    assert_eq!(status, 409, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("restarting"));
+}
+
+#[test]
+fn hsts_only_over_https_with_a_certificate_browsers_can_check() {
+    let obsbox = Obsbox::start_with(
+        &[("services", services_only(&[]))],
+        &[],
+        &["--https-listen", "127.0.0.1:0"],
+    );
+    let https = obsbox.https_port.unwrap();
+    let hsts = |trusted: &str| {
+        let response = https_agent(trusted)
+            .get(&format!("https://127.0.0.1:{https}/healthz"))
+            .call()
+            .unwrap();
+        response
+            .header("strict-transport-security")
+            .map(str::to_string)
+    };
+    let self_signed = std::fs::read_to_string(obsbox.data.join("tls/cert.pem")).unwrap();
+    assert_eq!(hsts(&self_signed), None);
+
+    // A certificate from a (private) authority.
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "Test CA");
+    let ca = ca.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".into()])
+        .unwrap()
+        .signed_by(&key, &ca, &ca_key)
+        .unwrap();
+    let (status, body) = obsbox.send(
+        "PUT",
+        "/api/system/tls",
+        &json!({"certificate": leaf.pem(), "key": key.serialize_pem()}).to_string(),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["self_signed"], false);
+    assert_eq!(hsts(&ca.pem()).as_deref(), Some("max-age=31536000"));
+    // Never over plain HTTP.
+    let plain = ureq::get(&obsbox.url("/healthz")).call().unwrap();
+    assert_eq!(plain.header("strict-transport-security"), None);
+}

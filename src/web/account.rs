@@ -8,7 +8,7 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -92,16 +92,18 @@ struct Login {
     password: String,
 }
 
-/// The client's address, for counting failed logins. Requests that did not
-/// come through a socket (in-process tests) count as loopback.
-fn peer(req: &Request) -> IpAddr {
-    req.extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or(IpAddr::V4(Ipv4Addr::LOCALHOST), |info| info.0.ip())
+/// The client's address, for counting failed password checks. Requests
+/// that did not come through a socket (in-process tests) count as loopback.
+fn peer(connection: Option<&ConnectInfo<SocketAddr>>) -> IpAddr {
+    connection.map_or(IpAddr::V4(Ipv4Addr::LOCALHOST), |info| info.0.ip())
 }
 
+/// Refused logins from one address within this long share one audit entry.
+const REFUSALS_WINDOW: std::time::Duration = std::time::Duration::from_secs(3600);
+
 async fn login(State(app): State<Arc<AppState>>, req: Request) -> ApiResult {
-    let (peer, secure) = (peer(&req), auth::served_over_tls(&req));
+    let peer = peer(req.extensions().get());
+    let secure = auth::served_over_tls(&req);
     let body = axum::body::to_bytes(req.into_body(), 64 << 10)
         .await
         .map_err(|e| {
@@ -114,10 +116,14 @@ async fn login(State(app): State<Arc<AppState>>, req: Request) -> ApiResult {
     let new = match app.accounts.login(peer, &password).await {
         Ok(new) => new,
         Err(e) => {
-            app.store.audit(
-                "anonymous",
-                "account.login_failed",
-                &format!("from {peer}: {e}"),
+            app.store.audit_repeated(
+                &crate::store::Repeated {
+                    actor: "anonymous",
+                    action: "account.login_failed",
+                    subject: &format!("from {peer}"),
+                    reason: &e.to_string(),
+                },
+                REFUSALS_WINDOW,
             )?;
             return Err(e.into());
         }
@@ -163,17 +169,19 @@ async fn change_password(
     State(app): State<Arc<AppState>>,
     actor: Actor,
     token: SessionToken,
+    connection: Option<Extension<ConnectInfo<SocketAddr>>>,
     body: Bytes,
 ) -> ApiResult {
     let change: PasswordChange = json_body(&body)?;
     app.accounts
-        .change_password(
-            &actor.0,
-            &change.current,
-            &change.password,
-            &change.confirm,
-            &token.0,
-        )
+        .change_password(&crate::accounts::PasswordChange {
+            user: &actor.0,
+            current: &change.current,
+            password: &change.password,
+            confirm: &change.confirm,
+            keep: &token.0,
+            peer: peer(connection.as_ref().map(|c| &c.0)),
+        })
         .await?;
     app.store.audit(&actor.0, "account.password", "")?;
     Ok(StatusCode::NO_CONTENT.into_response())

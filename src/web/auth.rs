@@ -92,7 +92,7 @@ pub async fn guard(State(app): State<Arc<AppState>>, req: Request, next: Next) -
     match access {
         Access::Entry => entry(set_up, session.is_some(), &path, req, next).await,
         _ => match session {
-            Some((token, session)) => signed_in(token, session, req, next).await,
+            Some((token, session)) => signed_in(token, session, &path, req, next).await,
             None => {
                 let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
                 turned_away(set_up, &path, req.method(), target)
@@ -160,11 +160,32 @@ async fn entry(
     response
 }
 
-async fn signed_in(token: String, session: Session, mut req: Request, next: Next) -> Response {
+/// A signed-in request. One that changes state must carry the session's
+/// CSRF token; through the proxy, where Grafana's and Alertmanager's own
+/// pages never send it, naming this site as its `Origin` (or `Referer`)
+/// will do instead: the session cookie is `SameSite=Strict`, and a
+/// cross-site page cannot forge either header.
+async fn signed_in(
+    token: String,
+    session: Session,
+    path: &str,
+    mut req: Request,
+    next: Next,
+) -> Response {
     if changes_state(req.method()) {
         let sent = req.headers().get(CSRF_HEADER).and_then(|v| v.to_str().ok());
-        if !sent.is_some_and(|got| equal(&session.csrf, got)) {
-            return csrf_refused();
+        let has_token = sent.is_some_and(|got| equal(&session.csrf, got));
+        if !has_token {
+            if !super::proxy::is_proxied(path) {
+                return csrf_refused();
+            }
+            if !named_this_site(req.headers()) {
+                return refuse(
+                    StatusCode::FORBIDDEN,
+                    "a change through the proxy must come from a page of this site \
+                     (Origin or Referer)",
+                );
+            }
         }
     }
     let extensions = req.extensions_mut();
@@ -210,9 +231,27 @@ fn same_origin(headers: &HeaderMap) -> bool {
     let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
         return true;
     };
+    is_this_site(headers, origin)
+}
+
+/// Whether the request names this site as where it came from: its `Origin`,
+/// or without one its `Referer` (a missing or `null` origin names nothing).
+fn named_this_site(headers: &HeaderMap) -> bool {
+    let named = |name| headers.get(name).and_then(|v| v.to_str().ok());
+    match named(header::ORIGIN).or_else(|| named(header::REFERER)) {
+        Some(url) => is_this_site(headers, url),
+        None => false,
+    }
+}
+
+/// Whether `url` (an origin or a whole address) is on the host and port the
+/// request was sent to.
+fn is_this_site(headers: &HeaderMap, url: &str) -> bool {
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
-    let origin_host = origin.split_once("://").map(|(_, rest)| rest);
-    matches!((origin_host, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h))
+    let site = url
+        .split_once("://")
+        .map(|(_, rest)| rest.split(['/', '?', '#']).next().unwrap_or(rest));
+    matches!((site, host), (Some(s), Some(h)) if s.eq_ignore_ascii_case(h))
 }
 
 pub fn served_over_tls(req: &Request) -> bool {
@@ -387,6 +426,41 @@ mod tests {
         assert!(same_origin(&headers(Some("https://box.lan:8080"))));
         assert!(!same_origin(&headers(Some("https://evil.example"))));
         assert!(!same_origin(&headers(Some("null"))));
+    }
+
+    #[test]
+    fn a_proxied_change_must_name_this_site() {
+        let headers = |pairs: &[(header::HeaderName, &'static str)]| {
+            let mut h = HeaderMap::new();
+            h.insert(header::HOST, HeaderValue::from_static("box.lan:8080"));
+            for (name, value) in pairs {
+                h.insert(name.clone(), HeaderValue::from_static(value));
+            }
+            h
+        };
+        assert!(!named_this_site(&headers(&[])));
+        assert!(named_this_site(&headers(&[(
+            header::ORIGIN,
+            "http://box.lan:8080"
+        )])));
+        assert!(named_this_site(&headers(&[(
+            header::REFERER,
+            "http://box.lan:8080/grafana/d/x?orgId=1"
+        )])));
+        assert!(!named_this_site(&headers(&[(
+            header::REFERER,
+            "http://box.lan:8080.evil.example/grafana/"
+        )])));
+        assert!(!named_this_site(&headers(&[(
+            header::ORIGIN,
+            "https://evil.example"
+        )])));
+        assert!(!named_this_site(&headers(&[(header::ORIGIN, "null")])));
+        // The origin decides when both are sent.
+        assert!(!named_this_site(&headers(&[
+            (header::ORIGIN, "https://evil.example"),
+            (header::REFERER, "http://box.lan:8080/grafana/"),
+        ])));
     }
 
     #[test]

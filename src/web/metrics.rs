@@ -2,7 +2,7 @@
 
 use super::AppState;
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -41,7 +41,7 @@ const STATES: &[&str] = &[
     "stopped",
 ];
 
-pub(super) async fn metrics(State(app): State<Arc<AppState>>) -> Response {
+pub(super) async fn metrics(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     let statuses = app.supervisor.status().await.unwrap_or_default();
     let mut registry = Registry::default();
     let build = Family::<Version, Gauge>::default();
@@ -165,14 +165,86 @@ pub(super) async fn metrics(State(app): State<Arc<AppState>>) -> Response {
     if let Err(e) = prometheus_client::encoding::text::encode(&mut body, &registry) {
         tracing::error!(error = %e, "encoding metrics failed");
     }
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    if asks_for_openmetrics(accept) {
+        return (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            body,
+        )
+            .into_response();
+    }
     (
         [(
             header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            "text/plain; version=0.0.4; charset=utf-8",
         )],
-        body,
+        classic_text(&body),
     )
         .into_response()
+}
+
+/// OpenMetrics only for a scraper that asks for it (Prometheus does), as the
+/// Prometheus client libraries decide; the classic text format for anyone
+/// else (`curl`, `promtool check metrics`, older scrapers).
+fn asks_for_openmetrics(accept: Option<&str>) -> bool {
+    accept.is_some_and(|accept| {
+        accept.split(',').any(|range| {
+            let mut params = range.split(';').map(str::trim);
+            let refused = |p: &str| {
+                p.strip_prefix("q=")
+                    .and_then(|q| q.parse::<f32>().ok())
+                    .is_some_and(|q| q <= 0.0)
+            };
+            params
+                .next()
+                .is_some_and(|t| t.eq_ignore_ascii_case("application/openmetrics-text"))
+                && !params.any(refused)
+        })
+    })
+}
+
+/// The classic text format (version 0.0.4) of an OpenMetrics exposition: a
+/// counter's family is named with its `_total` suffix and loses its
+/// `_created` sample, an info metric becomes a gauge named `<name>_info`, a
+/// state set a gauge, an unknown type `untyped`; `# UNIT` and `# EOF` go,
+/// and `\"` in help texts (not an escape there) becomes `"`.
+fn classic_text(openmetrics: &str) -> String {
+    let mut out = String::with_capacity(openmetrics.len());
+    let mut help: Option<(&str, String)> = None;
+    let mut counter: Option<&str> = None;
+    for line in openmetrics.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, text) = rest.split_once(' ').unwrap_or((rest, ""));
+            help = Some((name, text.replace("\\\"", "\"")));
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, "unknown"));
+            let (exposed, kind) = match kind {
+                "counter" => (format!("{name}_total"), "counter"),
+                "info" => (format!("{name}_info"), "gauge"),
+                "gauge" | "histogram" | "summary" => (name.to_string(), kind),
+                "stateset" => (name.to_string(), "gauge"),
+                _ => (name.to_string(), "untyped"),
+            };
+            if let Some((_, text)) = help.take().filter(|(n, _)| *n == name) {
+                out.push_str(&format!("# HELP {exposed} {text}\n"));
+            }
+            out.push_str(&format!("# TYPE {exposed} {kind}\n"));
+            counter = (kind == "counter").then_some(name);
+        } else if line.starts_with('#') {
+            // `# UNIT` and `# EOF` have no place in this format.
+        } else {
+            let sample = line.split(['{', ' ']).next().unwrap_or(line);
+            let created = counter.is_some_and(|c| sample.strip_prefix(c) == Some("_created"));
+            if !created {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    out
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -684,4 +756,62 @@ fn resident_bytes() -> i64 {
         .unwrap_or(0);
     // SAFETY: sysconf has no preconditions.
     pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as i64
+}
+
+#[cfg(test)]
+mod format_tests {
+    use super::*;
+
+    #[test]
+    fn openmetrics_only_when_asked_for() {
+        let prometheus = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+        assert!(asks_for_openmetrics(Some(prometheus)));
+        assert!(asks_for_openmetrics(Some("Application/OpenMetrics-Text")));
+        assert!(!asks_for_openmetrics(None));
+        assert!(!asks_for_openmetrics(Some("*/*")));
+        assert!(!asks_for_openmetrics(Some("text/plain;version=0.0.4")));
+        assert!(!asks_for_openmetrics(Some(
+            "application/openmetrics-text;q=0, text/plain"
+        )));
+    }
+
+    #[test]
+    fn the_classic_text_names_counters_and_infos_as_scrapers_expect() {
+        let mut registry = Registry::default();
+        let restarts = Counter::<u64>::default();
+        restarts.inc_by(3);
+        registry.register("demo_restarts", "Restarts with \"quotes\"", restarts);
+        let up = Gauge::<i64>::default();
+        up.set(1);
+        registry.register("demo_up", "Up", up);
+        registry.register(
+            "demo_build",
+            "Build",
+            prometheus_client::metrics::info::Info::new(vec![("version", "1.0")]),
+        );
+        let took = prometheus_client::metrics::histogram::Histogram::new([1.0].into_iter());
+        took.observe(0.5);
+        registry.register("demo_seconds", "Took", took);
+        let mut om = String::new();
+        prometheus_client::encoding::text::encode(&mut om, &registry).unwrap();
+        assert!(om.ends_with("# EOF\n"), "{om}");
+        assert_eq!(
+            classic_text(&om),
+            "# HELP demo_restarts_total Restarts with \"quotes\".\n\
+             # TYPE demo_restarts_total counter\n\
+             demo_restarts_total 3\n\
+             # HELP demo_up Up.\n\
+             # TYPE demo_up gauge\n\
+             demo_up 1\n\
+             # HELP demo_build_info Build.\n\
+             # TYPE demo_build_info gauge\n\
+             demo_build_info{version=\"1.0\"} 1\n\
+             # HELP demo_seconds Took.\n\
+             # TYPE demo_seconds histogram\n\
+             demo_seconds_sum 0.5\n\
+             demo_seconds_count 1\n\
+             demo_seconds_bucket{le=\"1.0\"} 1\n\
+             demo_seconds_bucket{le=\"+Inf\"} 1\n"
+        );
+    }
 }

@@ -19,6 +19,7 @@ mod power;
 mod proxy;
 pub mod recovery;
 mod runbooks;
+pub mod serve;
 mod system;
 pub mod tls;
 mod update;
@@ -40,7 +41,7 @@ use serde_json::json;
 use std::sync::Arc;
 use tower_http::compression::CompressionLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
-use tower_http::timeout::TimeoutLayer;
+use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
 use tower_http::trace::TraceLayer;
 
 /// What the handlers reach.
@@ -90,17 +91,19 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(tls::routes());
     Router::new()
         // The proxy has its own timeouts, and the children's pages their own headers.
-        .merge(
-            with_security_headers(own).layer(TimeoutLayer::with_status_code(
-                StatusCode::REQUEST_TIMEOUT,
-                REQUEST_TIMEOUT,
-            )),
-        )
+        .merge(with_security_headers(own.layer(
+            TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT),
+        )))
         // Uploads and downloads of updates take as long as they take.
         .merge(with_security_headers(update::routes()))
-        .merge(proxy::routes())
+        .merge(with_proxied_headers(proxy::routes()))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such page".into()) })
         .layer(middleware::from_fn_with_state(state.clone(), auth::guard))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            strict_transport_security,
+        ))
+        .layer(RequestBodyTimeoutLayer::new(serve::BODY_IDLE_TIMEOUT))
         .layer(CompressionLayer::new())
         .layer(TraceLayer::new_for_http())
         .with_state(state)
@@ -109,13 +112,57 @@ pub fn router(state: Arc<AppState>) -> Router {
 /// Longest a handler may take to start its response (streams may then run on).
 const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Headers for obsbox's own pages and API. Proxied children keep their own:
-/// their pages need inline scripts this policy would block.
+/// Over HTTPS with a certificate browsers can check, browsers are told to
+/// use nothing else for a year. Never with a self-signed one: the box would
+/// be unreachable in every browser that once saw the header.
+async fn strict_transport_security(
+    State(app): State<Arc<AppState>>,
+    request: axum::extract::Request,
+    next: middleware::Next,
+) -> Response {
+    let pinned = auth::served_over_tls(&request)
+        && app.tls.as_ref().is_some_and(|tls| !tls.is_self_signed());
+    let mut response = next.run(request).await;
+    if pinned {
+        response.headers_mut().insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
+        );
+    }
+    response
+}
+
+/// Headers for the children's pages, where they send none of their own:
+/// they may be framed by this site only (Grafana's panels in its own
+/// dashboards), and their scripts and styles load from this site only; inline
+/// ones and `eval` stay allowed because Grafana's and Prometheus's pages
+/// need them. No external images, fonts or connections (Grafana's avatars
+/// and news feed stay blank).
+fn with_proxied_headers(routes: Router<Arc<AppState>>) -> Router<Arc<AppState>> {
+    let header = |name, value: &'static str| {
+        SetResponseHeaderLayer::if_not_present(name, HeaderValue::from_static(value))
+    };
+    routes
+        .layer(header(header::CONTENT_SECURITY_POLICY, PROXIED_CSP))
+        .layer(header(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .layer(header(header::X_FRAME_OPTIONS, "SAMEORIGIN"))
+        .layer(header(header::REFERRER_POLICY, "same-origin"))
+}
+
+/// The policy for the children's pages (see [`with_proxied_headers`]).
+const PROXIED_CSP: &str = "default-src 'self'; \
+    script-src 'self' 'unsafe-inline' 'unsafe-eval'; style-src 'self' 'unsafe-inline'; \
+    img-src 'self' data: blob:; font-src 'self' data:; connect-src 'self'; \
+    worker-src 'self' blob:; object-src 'none'; base-uri 'self'; form-action 'self'; \
+    frame-ancestors 'self'";
+
+/// Headers for obsbox's own pages and API.
 fn with_security_headers(routes: Router<Arc<AppState>>) -> Router<Arc<AppState>> {
     let header = |name, value: &'static str| {
         SetResponseHeaderLayer::if_not_present(name, HeaderValue::from_static(value))
     };
     routes
+        .layer(middleware::map_response(json_errors))
         .layer(header(
             header::CONTENT_SECURITY_POLICY,
             "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; \
@@ -125,6 +172,38 @@ fn with_security_headers(routes: Router<Arc<AppState>>) -> Router<Arc<AppState>>
         .layer(header(header::X_FRAME_OPTIONS, "DENY"))
         .layer(header(header::REFERRER_POLICY, "same-origin"))
         .layer(header(header::CACHE_CONTROL, "no-store"))
+}
+
+/// Errors axum or tower answer by themselves (a body too large, a timeout)
+/// come as plain text or empty: every error obsbox sends is JSON.
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 4096)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let message = if text.is_empty() {
+        status
+            .canonical_reason()
+            .unwrap_or("the request failed")
+            .to_lowercase()
+    } else {
+        text
+    };
+    let mut json = ApiError::new(status, message).into_response();
+    // Headers that go with the status (a 405's `Allow`) stay.
+    parts.headers.remove(header::CONTENT_TYPE);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    json.headers_mut().extend(parts.headers);
+    json
 }
 
 /// An error as the API shows it: a status and a clear message; internals
@@ -365,6 +444,13 @@ async fn log_stream(
 }
 
 async fn config(State(app): State<Arc<AppState>>, Path(name): Path<String>) -> ApiResult {
+    // Only the built-in children have configs, rendered when enabled.
+    let built_in = app
+        .services
+        .with_current(|settings| settings.services.by_name().iter().any(|(n, _)| *n == name));
+    if !built_in {
+        return Err(SupervisorError::NoSuchChild(name).into());
+    }
     let files: Vec<_> = app
         .services
         .rendered(&name)

@@ -62,6 +62,58 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
     })
 }
 
+/// Whether `path` goes to a child through the proxy.
+pub(super) fn is_proxied(path: &str) -> bool {
+    PROXIED.iter().any(|child| {
+        path.strip_prefix('/')
+            .and_then(|p| p.strip_prefix(child))
+            .is_some_and(|rest| rest.starts_with('/'))
+    })
+}
+
+/// Parts of a child that no page may reach through obsbox: Prometheus's
+/// admin API deletes series and the whole TSDB. (obsbox itself uses it on
+/// loopback for the TSDB snapshots of appliance backups, hence the flag.)
+/// The path is read as the child reads it: escapes decoded, empty and dot
+/// segments resolved.
+fn is_off_limits(child: &str, upstream_path: &str) -> bool {
+    let decoded = percent_decoded(upstream_path);
+    let mut segments: Vec<&str> = Vec::new();
+    for segment in decoded.split('/') {
+        match segment {
+            "" | "." => {}
+            ".." => {
+                segments.pop();
+            }
+            s => segments.push(s),
+        }
+    }
+    child == "prometheus" && segments.starts_with(&["api", "v1", "admin"])
+}
+
+fn percent_decoded(path: &str) -> String {
+    let bytes = path.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| bytes.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok());
+        match escaped {
+            Some(byte) => {
+                out.push(byte);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// `/grafana` → `grafana/`, relative so it holds behind another proxy too.
 fn with_slash(child: &str, uri: &Uri) -> Response {
     let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
@@ -118,6 +170,12 @@ impl Upstream {
                 "this address cannot be passed on".into(),
             )
         })?;
+        if is_off_limits(child, upstream.uri().path()) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!("{child}'s admin API is not reachable through obsbox"),
+            ));
+        }
         forward_headers(&mut parts.headers, &forwarded);
         *upstream.headers_mut() = parts.headers;
 
@@ -361,6 +419,31 @@ mod tests {
             assert_eq!(upstream_uri("grafana", 3000, &uri(from)), Some(uri(to)));
         }
         assert_eq!(upstream_uri("grafana", 3000, &uri("/prometheus/")), None);
+    }
+
+    #[test]
+    fn proxied_paths_and_what_stays_off_limits() {
+        assert!(is_proxied("/grafana/api/ds/query"));
+        assert!(is_proxied("/alertmanager/"));
+        assert!(!is_proxied("/grafana"));
+        assert!(!is_proxied("/grafanax/"));
+        assert!(!is_proxied("/api/settings"));
+        assert!(is_off_limits(
+            "prometheus",
+            "/api/v1/admin/tsdb/delete_series"
+        ));
+        assert!(is_off_limits("prometheus", "/api/v1/admin/tsdb/snapshot"));
+        assert!(is_off_limits(
+            "prometheus",
+            "/api/v1/%61dmin/tsdb/clean_tombstones"
+        ));
+        assert!(is_off_limits(
+            "prometheus",
+            "//api/./v1/x/../admin/tsdb/snapshot"
+        ));
+        assert!(!is_off_limits("prometheus", "/api/v1/query"));
+        assert!(!is_off_limits("prometheus", "/api/v1/query%"));
+        assert!(!is_off_limits("grafana", "/api/v1/admin/x"));
     }
 
     #[test]

@@ -102,6 +102,35 @@ test('login: a wrong password is refused, the right one leads where the user was
   assert.match(await page.locator('header .hostname').textContent(), new RegExp(HOSTNAME));
 });
 
+test("a proxied app's own page changes things without obsbox's token, under obsbox's headers", { timeout: MINUTE }, async () => {
+  // Alertmanager's UI, as the user opens it through obsbox.
+  const opened = await page.goto(`${BASE}/alertmanager/`);
+  assert.equal(opened.status(), 200);
+  const headers = opened.headers();
+  assert.match(headers['content-security-policy'] ?? '', /frame-ancestors 'self'/);
+  assert.equal(headers['x-frame-options'], 'SAMEORIGIN');
+  assert.equal(headers['x-content-type-options'], 'nosniff');
+  // A change sent by a script of that page, as its own UI does: the session
+  // cookie and the page's origin, no X-CSRF-Token.
+  const created = await page.evaluate(async () => {
+    const now = Date.now();
+    const response = await fetch('/alertmanager/api/v2/silences', {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({
+        matchers: [{ name: 'alertname', value: 'BrowserProxyTest', isRegex: false, isEqual: true }],
+        startsAt: new Date(now).toISOString(),
+        endsAt: new Date(now + 3_600_000).toISOString(),
+        createdBy: 'browser test',
+        comment: 'posted by a proxied page',
+      }),
+    });
+    return { status: response.status, body: await response.text() };
+  });
+  assert.equal(created.status, 200, created.body);
+  assert.ok(JSON.parse(created.body).silenceID, created.body);
+});
+
 /** The accessible names of the next `n` elements Tab reaches. */
 async function tabThrough(n) {
   const names = [];

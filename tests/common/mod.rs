@@ -483,3 +483,31 @@ pub fn prom_query(port: u16, query: &str) -> Option<f64> {
     let v = get_json(port, &format!("/api/v1/query?query={q}"))?;
     v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
 }
+
+/// An HTTPS client that trusts only `trusted` (PEM certificates).
+pub fn https_agent(trusted: &str) -> ureq::Agent {
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(trusted.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    ureq::AgentBuilder::new()
+        .tls_config(std::sync::Arc::new(config))
+        .timeout(Duration::from_secs(10))
+        .build()
+}
+
+impl Obsbox {
+    /// The admin's session token and its CSRF token, for hand-made requests.
+    pub fn session_cookie_and_csrf(&self) -> (String, String) {
+        self.session.clone().expect("signed in")
+    }
+}
