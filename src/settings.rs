@@ -1373,6 +1373,7 @@ mod tests {
             user: None,
             stop_signal: "TERM".into(),
             stop_grace: "10s".into(),
+            memory_max_bytes: None,
         });
         assert_eq!(s.validate(), vec![]);
         let reserved = Reserved {
@@ -1408,6 +1409,7 @@ mod tests {
             user: Some("ghost-user".into()),
             stop_signal: "TERM".into(),
             stop_grace: "10s".into(),
+            memory_max_bytes: None,
         });
         let fields: Vec<String> = s.validate().into_iter().map(|p| p.field).collect();
         assert_eq!(fields, ["general.child_user", "children[0].user"]);
