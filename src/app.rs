@@ -5,12 +5,13 @@ use crate::alerts::Alerts;
 use crate::backup::{BackupContext, Backups};
 use crate::diagnostics::{Diagnostics, DiagnosticsContext};
 use crate::disks::{Disks, DisksContext};
+use crate::logs::{OwnLog, Shipper, ShipperContext, OWN_NAME};
 use crate::ota::{Ota, TrialContext};
 use crate::power::{Power, PowerContext, Sockets};
 use crate::reset::{Controls, ControlsContext};
 use crate::services::{Environment, Locator, Services};
 use crate::store::Store;
-use crate::supervisor::{LogPolicy, Reaper, Supervisor, SupervisorContext};
+use crate::supervisor::{LogCapture, LogPolicy, Reaper, Supervisor, SupervisorContext};
 use crate::tls::{Tls, TlsListener};
 use crate::web::{self, AppState};
 use anyhow::Context;
@@ -93,6 +94,15 @@ pub struct Listen {
     pub https: Option<SocketAddr>,
 }
 
+/// What else a run needs besides where it keeps data and listens.
+pub struct RunWith<'a> {
+    /// The firmware description, for updates.
+    pub firmware: Option<&'a Path>,
+    pub controls: &'a Controls,
+    /// obsbox's own log, attached to `logs/obsbox/` for the run.
+    pub own_log: &'a OwnLog,
+}
+
 /// How a run ended, and what the reboot that may follow needs.
 pub struct Ended {
     pub ending: Ending,
@@ -149,10 +159,14 @@ fn scrape_address(addr: SocketAddr) -> String {
 pub async fn run(
     dir: &Path,
     on: &Listen,
-    firmware: Option<&Path>,
-    controls: &Controls,
+    with: &RunWith<'_>,
     mut inherited: Sockets,
 ) -> anyhow::Result<Ended> {
+    let RunWith {
+        firmware,
+        controls,
+        own_log,
+    } = *with;
     let started = std::time::Instant::now();
     let dir = data_dir(dir)?;
     let store = Store::open(&dir)?;
@@ -173,16 +187,39 @@ pub async fn run(
     let https_addr = https.as_ref().map(|(l, _)| l.local_addr()).transpose()?;
 
     let reaper = Reaper::start().context("cannot become the reaper of child processes")?;
+    let log_policy = LogPolicy {
+        segment_bytes: settings.logs.segment_bytes,
+        keep_segments: settings.logs.keep_segments,
+        ring_bytes: settings.logs.ring_bytes,
+    };
+    // obsbox's own log, kept like a child's output so it is shipped too.
+    let own_capture = LogCapture::start(OWN_NAME, &dir.join("logs").join(OWN_NAME), log_policy)
+        .and_then(|capture| {
+            own_log.attach(capture.writer()?);
+            Ok(capture)
+        })
+        .map_err(|e| tracing::error!(error = %e, "obsbox's own log goes to stderr only"))
+        .ok();
     let supervisor = Supervisor::start(SupervisorContext {
         reaper: reaper.clone(),
         log_dir: dir.join("logs"),
         run_dir: dir.join("run"),
-        log_policy: LogPolicy {
-            segment_bytes: settings.logs.segment_bytes,
-            keep_segments: settings.logs.keep_segments,
-            ring_bytes: settings.logs.ring_bytes,
-        },
+        log_policy,
     });
+    let shipping_stop = CancellationToken::new();
+    let (shipper, shipping) = if settings.services.loki.enabled {
+        let (shipper, task) = Shipper::start(ShipperContext {
+            data_dir: dir.clone(),
+            hostname: settings.general.hostname.clone(),
+            loki_port: settings.services.loki.port,
+            batch_bytes: settings.logs.batch_bytes as usize,
+            batch_wait: std::time::Duration::from_millis(settings.logs.batch_wait_ms.into()),
+            stop: shipping_stop.clone(),
+        });
+        (shipper, Some(task))
+    } else {
+        (Shipper::default(), None)
+    };
     let env = Environment {
         data_dir: dir.clone(),
         obsbox_address: scrape_address(addr),
@@ -281,6 +318,7 @@ pub async fn run(
         lifecycle: lifecycle.clone(),
         tls: https.as_ref().map(|(_, tls)| tls.clone()),
         ota: ota.clone(),
+        shipper,
     }));
     let stopping = CancellationToken::new();
     let plain = web::tls::plain_http(app.clone(), https_addr.map(|a| a.port()));
@@ -321,8 +359,17 @@ pub async fn run(
     controls.stop().await;
     plain.context("the web server failed")?;
     secure.context("the HTTPS server failed")?;
+    shipping_stop.cancel();
+    if let Some(task) = shipping {
+        // A push in flight is dropped at once; file work finishes within moments.
+        if tokio::time::timeout(DRAIN, task).await.is_err() {
+            tracing::warn!("log shipping did not stop within {DRAIN:?}");
+        }
+    }
     supervisor.shutdown().await;
     tracing::info!("every child stopped");
+    own_log.detach();
+    drop(own_capture);
     // A stop asked for while rebooting (the host going down, an operator)
     // would be lost in the new process: it wins.
     let ending = match ending {

@@ -7,6 +7,7 @@ mod backup;
 mod diagnostics;
 mod disks;
 mod http_client;
+mod logs;
 mod ota;
 mod power;
 mod reset;
@@ -225,15 +226,22 @@ fn main() -> ExitCode {
         .ok()
         .and_then(|spec| spec.parse().ok())
         .unwrap_or_else(|| "info".parse().expect("a constant filter parses"));
+    // The same events go to `logs/obsbox/current` (plain text) once `run` attaches it.
+    let own_log = logs::OwnLog::default();
     tracing_subscriber::registry()
         .with(
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
                 .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
         )
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(own_log.clone())
+                .with_ansi(false),
+        )
         .with(filter)
         .init();
-    match run(cli.command) {
+    match run(cli.command, &own_log) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("obsbox: {e:#}");
@@ -252,7 +260,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-fn run(command: Command) -> anyhow::Result<ExitCode> {
+fn run(command: Command, own_log: &logs::OwnLog) -> anyhow::Result<ExitCode> {
     match command {
         Command::Run {
             data,
@@ -278,13 +286,12 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 }),
                 console,
             };
-            let ended = runtime()?.block_on(app::run(
-                &data.path(),
-                &on,
-                firmware.as_deref(),
-                &controls,
-                inherited,
-            ))?;
+            let with = app::RunWith {
+                firmware: firmware.as_deref(),
+                controls: &controls,
+                own_log,
+            };
+            let ended = runtime()?.block_on(app::run(&data.path(), &on, &with, inherited))?;
             match ended.ending {
                 app::Ending::Stop | app::Ending::PowerOff => {
                     tracing::info!("bye");

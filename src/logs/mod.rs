@@ -1,0 +1,18 @@
+//! Logs into Loki: the shipper reads the box's log files (each child's
+//! captured output, obsbox's own log, the spools of lines received from the
+//! LAN) and pushes them to Loki, remembering on disk how far Loki has
+//! acknowledged, so restarts of obsbox or Loki lose and repeat nothing.
+
+mod capture;
+mod level;
+mod own;
+mod push;
+mod ship;
+mod spool_reader;
+
+pub use own::OwnLog;
+
+/// The name obsbox's own log is kept and shipped under (`logs/obsbox/`,
+/// `service="obsbox"`); no child may take it.
+pub const OWN_NAME: &str = "obsbox";
+pub use ship::{ShipStats, Shipper, ShipperContext};
