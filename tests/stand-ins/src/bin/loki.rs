@@ -769,7 +769,9 @@ struct Effective {
 fn parse_byte_size(v: &Value) -> Option<u64> {
     let text = yaml_scalar_text(v);
     let t = text.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let num: f64 = num.parse().ok()?;
     let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
@@ -1200,6 +1202,9 @@ struct State {
     /// Stand-in only (`LOKI_STANDIN_REFUSE_PROTOBUF=1`): answer protobuf pushes
     /// with 415, as a proxy that only passes JSON would.
     refuse_protobuf: bool,
+    /// Accepted entries are appended here (in the WAL directory) and read
+    /// back at start, so a restart loses nothing, as Loki's WAL replay does.
+    entries_file: Option<std::path::PathBuf>,
     config_yaml: String,
     tenants: Mutex<BTreeMap<String, TenantData>>,
     pushes: AtomicU64,
@@ -1452,9 +1457,9 @@ fn parse_protobuf_push(body: &[u8]) -> Result<Vec<ParsedStream>, String> {
             .entries
             .into_iter()
             .map(|e| {
-                let ts = e
-                    .timestamp
-                    .map_or(0, |t| i128::from(t.seconds) * 1_000_000_000 + i128::from(t.nanos));
+                let ts = e.timestamp.map_or(0, |t| {
+                    i128::from(t.seconds) * 1_000_000_000 + i128::from(t.nanos)
+                });
                 (ts, e.line)
             })
             .collect();
@@ -1543,7 +1548,10 @@ fn push(state: &State, tenant: &str, req: &si::Request) -> si::Response {
     // Loki reads anything that is not JSON as protobuf.
     let protobuf = !ctype.starts_with("application/json");
     if protobuf && state.refuse_protobuf {
-        return si::Response::text(415, "stand-in: protobuf pushes refused (LOKI_STANDIN_REFUSE_PROTOBUF)\n");
+        return si::Response::text(
+            415,
+            "stand-in: protobuf pushes refused (LOKI_STANDIN_REFUSE_PROTOBUF)\n",
+        );
     }
     let parsed = if protobuf {
         parse_protobuf_push(&req.body)
@@ -1613,9 +1621,7 @@ fn push(state: &State, tenant: &str, req: &si::Request) -> si::Response {
         .sum();
     let lines: usize = valid.iter().map(|(_, e)| e.len()).sum();
     let now = Instant::now();
-    let (tokens, filled) = data
-        .tokens
-        .unwrap_or((state.ingestion_burst_bytes, now));
+    let (tokens, filled) = data.tokens.unwrap_or((state.ingestion_burst_bytes, now));
     let tokens = (tokens + now.duration_since(filled).as_secs_f64() * state.ingestion_rate_bytes)
         .min(state.ingestion_burst_bytes);
     if bytes as f64 > tokens {
@@ -1634,6 +1640,7 @@ fn push(state: &State, tenant: &str, req: &si::Request) -> si::Response {
     data.tokens = Some((tokens - bytes as f64, now));
     // The ingester: out of order is fine within half of max_chunk_age of the
     // stream's newest entry; an exact repeat (timestamp and line) is dropped.
+    let mut journal = String::new();
     for (labels, entries) in valid {
         let stream_str = labels_string(&labels);
         let stream = data.streams.entry(stream_str.clone()).or_default();
@@ -1658,6 +1665,10 @@ fn push(state: &State, tenant: &str, req: &si::Request) -> si::Response {
             data.lines += 1;
             data.bytes += line.len() as u64;
             stream.newest = stream.newest.max(ts);
+            journal.push_str(&format!(
+                "{}\n",
+                json!({"tenant": tenant, "labels": labels, "ts": ts.to_string(), "line": line})
+            ));
             stream.entries.push((ts, line));
             accepted_any = true;
         }
@@ -1667,6 +1678,17 @@ fn push(state: &State, tenant: &str, req: &si::Request) -> si::Response {
             }
         }
     }
+    if let (Some(path), false) = (&state.entries_file, journal.is_empty()) {
+        use std::io::Write;
+        let written = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .and_then(|mut f| f.write_all(journal.as_bytes()));
+        if let Err(e) = written {
+            return si::Response::text(500, format!("writing the WAL failed: {}\n", e));
+        }
+    }
     drop(tenants);
     state.pushes.fetch_add(1, Ordering::Relaxed);
     if errors.is_empty() {
@@ -1674,6 +1696,41 @@ fn push(state: &State, tenant: &str, req: &si::Request) -> si::Response {
     } else {
         si::Response::text(400, format!("{}\n", errors.join("\n")))
     }
+}
+
+/// The entries stored by earlier runs (see `State::entries_file`).
+fn replay_entries(path: Option<&Path>) -> BTreeMap<String, TenantData> {
+    let mut tenants: BTreeMap<String, TenantData> = BTreeMap::new();
+    let Some(text) = path.and_then(|p| std::fs::read_to_string(p).ok()) else {
+        return tenants;
+    };
+    for line in text.lines() {
+        let Ok(record) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let (Some(tenant), Some(labels), Some(ts), Some(entry)) = (
+            record["tenant"].as_str(),
+            record["labels"].as_object(),
+            record["ts"].as_str().and_then(|t| t.parse::<i128>().ok()),
+            record["line"].as_str(),
+        ) else {
+            continue;
+        };
+        let labels: BTreeMap<String, String> = labels
+            .iter()
+            .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+            .collect();
+        let data = tenants.entry(tenant.to_string()).or_default();
+        for (k, v) in &labels {
+            data.labels.entry(k.clone()).or_default().insert(v.clone());
+        }
+        let stream = data.streams.entry(labels_string(&labels)).or_default();
+        stream.labels = labels;
+        stream.newest = stream.newest.max(ts);
+        stream.seen.insert((ts, entry.to_string()));
+        stream.entries.push((ts, entry.to_string()));
+    }
+    tenants
 }
 
 /// `GET /standin/entries` (stand-in only): every stored stream with its
@@ -1995,6 +2052,10 @@ fn start(cfg: Config, eff: Effective, config_yaml: String, file: String) -> i32 
         &[("http", &http_addr), ("grpc", &grpc_addr)],
     );
 
+    let entries_file = eff
+        .wal_dir
+        .as_ref()
+        .map(|d| Path::new(d).join("standin-entries.ndjson"));
     let state = Arc::new(State {
         start: started,
         start_wall: SystemTime::now(),
@@ -2008,8 +2069,9 @@ fn start(cfg: Config, eff: Effective, config_yaml: String, file: String) -> i32 
         ingestion_rate_bytes: eff.ingestion_rate_bytes,
         ingestion_burst_bytes: eff.ingestion_burst_bytes,
         refuse_protobuf: std::env::var("LOKI_STANDIN_REFUSE_PROTOBUF").is_ok_and(|v| v == "1"),
+        entries_file: entries_file.clone(),
         config_yaml,
-        tenants: Mutex::new(BTreeMap::new()),
+        tenants: Mutex::new(replay_entries(entries_file.as_deref())),
         pushes: AtomicU64::new(0),
     });
     let startup = si::format_go_duration(started.elapsed().as_nanos() as i64);
@@ -2081,7 +2143,10 @@ mod tests {
         let labels = parse_label_text(r#"{host="box", service="a\"b\\c", level="error"}"#).unwrap();
         assert_eq!(labels["service"], "a\"b\\c");
         assert_eq!(labels.len(), 3);
-        assert_eq!(labels_string(&labels), r#"{host="box", level="error", service="a\"b\\c"}"#);
+        assert_eq!(
+            labels_string(&labels),
+            r#"{host="box", level="error", service="a\"b\\c"}"#
+        );
         assert!(parse_label_text("host=box").is_err());
         assert!(parse_label_text(r#"{1x="a"}"#).is_err());
         assert!(parse_label_text(r#"{a="open}"#).is_err());
