@@ -263,3 +263,28 @@ fn obsbox_killed_mid_stream_loses_and_repeats_nothing() {
     });
     assert_whole(&runs);
 }
+
+#[test]
+fn a_loki_that_refuses_protobuf_gets_json() {
+    let obsbox = Obsbox::start_with_env(
+        &[
+            ("services", services_only(&["loki"])),
+            ("logs", json!({"batch_wait_ms": 200})),
+            (
+                "children",
+                json!([child("app", "echo 'level=info hello'; exec sleep 100000")]),
+            ),
+        ],
+        &[("LOKI_STANDIN_REFUSE_PROTOBUF", "1")],
+    );
+    obsbox.wait_all_ready(READY);
+    let loki = loki_port(&obsbox);
+    wait_for("the line in Loki", ARRIVE, || {
+        (lines_of(loki, "app").len() == 1).then_some(())
+    });
+    assert!(
+        obsbox.log().contains("sending JSON from now on"),
+        "{}",
+        obsbox.log()
+    );
+}
