@@ -237,7 +237,12 @@ fn main() -> ExitCode {
         .with(
             tracing_subscriber::fmt::layer()
                 .with_writer(own_log.clone())
-                .with_ansi(false),
+                .with_ansi(false)
+                // The capture's own complaints (a full disk) would feed back
+                // into the capture that cannot write them.
+                .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
+                    !meta.target().starts_with("obsbox::supervisor::logs")
+                })),
         )
         .with(filter)
         .init();

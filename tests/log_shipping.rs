@@ -18,8 +18,11 @@ fn loki_port(obsbox: &Obsbox) -> u16 {
         .unwrap() as u16
 }
 
-/// What the stand-in stored: (labels, [(ts, line)]) per stream.
-fn stored(port: u16) -> Vec<(BTreeMap<String, String>, Vec<(i128, String)>)> {
+/// One stored stream: its labels and its (timestamp, line) entries.
+type Stream = (BTreeMap<String, String>, Vec<(i128, String)>);
+
+/// What the stand-in stored, per stream.
+fn stored(port: u16) -> Vec<Stream> {
     let Ok(response) = ureq::get(&format!("http://127.0.0.1:{port}/standin/entries")).call() else {
         return Vec::new();
     };

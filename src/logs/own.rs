@@ -37,8 +37,15 @@ impl OwnLog {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// From now on events go to `file` (a pipe into the supervisor's capture).
+    /// From now on events go to `file` (a pipe into the supervisor's capture,
+    /// used by nothing else). It is made non-blocking: should the capture
+    /// stall, events are left out of the file rather than stalling obsbox.
     pub fn attach(&self, mut file: File) {
+        use nix::fcntl::{fcntl, FcntlArg, OFlag};
+        let _ = fcntl(
+            std::os::fd::AsRawFd::as_raw_fd(&file),
+            FcntlArg::F_SETFL(OFlag::O_NONBLOCK),
+        );
         let mut inner = self.lock();
         let early = std::mem::take(&mut inner.early);
         let _ = file.write_all(&early);
@@ -113,13 +120,13 @@ mod tests {
     #[test]
     fn early_events_are_kept_and_later_ones_follow() {
         let log = OwnLog::default();
-        write!(log.make_writer(), "early\n").unwrap();
+        writeln!(log.make_writer(), "early").unwrap();
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("own");
         log.attach(File::create(&path).unwrap());
-        write!(log.make_writer(), "later\n").unwrap();
+        writeln!(log.make_writer(), "later").unwrap();
         log.detach();
-        write!(log.make_writer(), "after the end\n").unwrap();
+        writeln!(log.make_writer(), "after the end").unwrap();
         let mut text = String::new();
         File::open(&path)
             .unwrap()
