@@ -291,3 +291,80 @@ fn a_loki_that_refuses_protobuf_gets_json() {
         obsbox.log()
     );
 }
+
+/// The stand-in's push refusals, as the shipper meets them from real Loki.
+#[test]
+fn the_loki_stand_in_refuses_what_loki_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, grpc) = (free_port(), free_port());
+    let config = dir.path().join("loki.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "auth_enabled: false\n\
+             server: {{http_listen_address: 127.0.0.1, http_listen_port: {port}, grpc_listen_address: 127.0.0.1, grpc_listen_port: {grpc}}}\n\
+             common: {{path_prefix: {}, replication_factor: 1, ring: {{kvstore: {{store: inmemory}}}}}}\n\
+             schema_config: {{configs: [{{from: \"2024-01-01\", store: tsdb, object_store: filesystem, schema: v13, index: {{prefix: index_, period: 24h}}}}]}}\n\
+             limits_config: {{ingestion_rate_mb: 0.01, ingestion_burst_size_mb: 0.01, max_line_size: 100B}}\n\
+             ingester: {{max_chunk_age: 2m}}\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let mut loki = std::process::Command::new(stand_in("loki"))
+        .arg(format!("-config.file={}", config.display()))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let push = |values: Value| {
+        let body = json!({"streams": [{"stream": {"service": "t"}, "values": values}]});
+        match ureq::post(&format!("http://127.0.0.1:{port}/loki/api/v1/push")).send_json(body) {
+            Ok(r) => Some((r.status(), String::new())),
+            Err(ureq::Error::Status(s, r)) => Some((s, r.into_string().unwrap())),
+            Err(_) => None,
+        }
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let ns = |back_secs: u128| (now - back_secs * 1_000_000_000).to_string();
+    let first = wait_for("the stand-in to answer", READY, || {
+        push(json!([[ns(0), "newest"]]))
+    });
+    assert_eq!(first.0, 204, "{first:?}");
+    // Within max_chunk_age/2 (1m) of the newest: out of order is fine; a repeat is dropped.
+    assert_eq!(push(json!([[ns(30), "a bit older"]])).unwrap().0, 204);
+    assert_eq!(push(json!([[ns(0), "newest"]])).unwrap().0, 204);
+    let (status, body) = push(json!([
+        [ns(90), "too far behind"],
+        [ns(0), "x".repeat(101)],
+        [ns(1), "kept"]
+    ]))
+    .unwrap();
+    assert_eq!(status, 400);
+    let lines: Vec<&str> = body.lines().collect();
+    assert_eq!(lines.len(), 2, "{body}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("Max entry size '100' bytes exceeded")),
+        "{body}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("entry too far behind")),
+        "{body}"
+    );
+    // 0.01 MB/s with a burst of 0.01 MB: 20 KB at once is over the limit.
+    let big: Vec<Value> = (0..400)
+        .map(|i| json!([ns(0), format!("{i:>50}")]))
+        .collect();
+    let (status, body) = push(Value::Array(big)).unwrap();
+    assert_eq!(status, 429, "{body}");
+    assert!(body.contains("Ingestion rate limit exceeded"), "{body}");
+    let stored = stored(port);
+    let texts: Vec<&str> = stored[0].1.iter().map(|(_, l)| l.as_str()).collect();
+    assert_eq!(texts, ["newest", "a bit older", "kept"]);
+    loki.kill().unwrap();
+    loki.wait().unwrap();
+}
