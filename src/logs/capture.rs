@@ -75,7 +75,13 @@ fn order(stem: &str) -> (u128, u32) {
 /// preferred: the compressor removes it only once the `.log.zst` is complete).
 fn rotated(dir: &Path) -> io::Result<Vec<(String, PathBuf)>> {
     let mut found: BTreeMap<(u128, u32), (String, PathBuf)> = BTreeMap::new();
-    for entry in fs::read_dir(dir)?.flatten() {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        // A source removed while shipping: nothing more to read.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         let stem = if let Some(stem) = name.strip_suffix(".log.zst") {
             stem
@@ -432,6 +438,20 @@ mod tests {
         append(dir, "d\n");
         let mut again = CaptureReader::new(dir.to_path_buf(), saved);
         assert_eq!(texts(&again.read(1 << 20).unwrap()), ["b", "c", "d"]);
+    }
+
+    #[test]
+    fn a_removed_directory_reads_as_empty() {
+        let tmp = tempfile::tempdir().unwrap();
+        let gone = tmp.path().join("gone");
+        let mut reader = CaptureReader::new(gone, Cursor::default());
+        assert_eq!(reader.read(1 << 20).unwrap(), vec![]);
+        let mut spool = crate::logs::spool_reader::SpoolReader::new(
+            tmp.path().join("gone-too"),
+            Default::default(),
+            1024,
+        );
+        assert_eq!(spool.read(1 << 20).unwrap(), vec![]);
     }
 
     #[test]

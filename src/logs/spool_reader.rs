@@ -53,7 +53,13 @@ const SUFFIX: &str = ".ndjson";
 
 /// The sequence numbers of the segments in `dir`, ascending.
 pub(crate) fn segments(dir: &Path) -> io::Result<Vec<u64>> {
-    let mut found: Vec<u64> = fs::read_dir(dir)?
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        // A spool removed while shipping: nothing more to read.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut found: Vec<u64> = entries
         .flatten()
         .filter_map(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
