@@ -6,13 +6,14 @@ use crate::backup::{BackupContext, Backups};
 use crate::data_lock::DataLock;
 use crate::diagnostics::{Diagnostics, DiagnosticsContext};
 use crate::disks::{Disks, DisksContext};
+use crate::logs::{OwnLog, Shipper, ShipperContext, OWN_NAME};
 use crate::ota::{Ota, TrialContext};
 use crate::power::{Power, PowerContext, Sockets};
 use crate::reset::{Controls, ControlsContext};
 use crate::services::{Environment, Locator, Services};
 use crate::settings::Reserved;
 use crate::store::{Store, StoreError};
-use crate::supervisor::{LogPolicy, Reaper, Supervisor, SupervisorContext};
+use crate::supervisor::{LogCapture, LogPolicy, Reaper, Supervisor, SupervisorContext};
 use crate::tls::Tls;
 use crate::web::{self, AppState};
 use anyhow::Context;
@@ -95,6 +96,15 @@ pub struct Listen {
     pub max_connections: usize,
 }
 
+/// What else a run needs besides where it keeps data and listens.
+pub struct RunWith<'a> {
+    /// The firmware description, for updates.
+    pub firmware: Option<&'a Path>,
+    pub controls: &'a Controls,
+    /// obsbox's own log, attached to `logs/obsbox/` for the run.
+    pub own_log: &'a OwnLog,
+}
+
 /// How a run ended, and what the reboot that may follow needs.
 pub struct Ended {
     pub ending: Ending,
@@ -169,10 +179,14 @@ fn scrape_address(addr: SocketAddr) -> String {
 pub async fn run(
     dir: &Path,
     on: &Listen,
-    firmware: Option<&Path>,
-    controls: &Controls,
+    with: &RunWith<'_>,
     mut inherited: Sockets,
 ) -> anyhow::Result<Ended> {
+    let RunWith {
+        firmware,
+        controls,
+        own_log,
+    } = *with;
     let started = std::time::Instant::now();
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
@@ -212,16 +226,39 @@ pub async fn run(
     store.reserve(reserved);
 
     let reaper = Reaper::start().context("cannot become the reaper of child processes")?;
+    let log_policy = LogPolicy {
+        segment_bytes: settings.logs.segment_bytes,
+        keep_segments: settings.logs.keep_segments,
+        ring_bytes: settings.logs.ring_bytes,
+    };
+    // obsbox's own log, kept like a child's output so it is shipped too.
+    let own_capture = LogCapture::start(OWN_NAME, &dir.join("logs").join(OWN_NAME), log_policy)
+        .and_then(|capture| {
+            own_log.attach(capture.writer()?);
+            Ok(capture)
+        })
+        .map_err(|e| tracing::error!(error = %e, "obsbox's own log goes to stderr only"))
+        .ok();
     let supervisor = Supervisor::start(SupervisorContext {
         reaper: reaper.clone(),
         log_dir: dir.join("logs"),
         run_dir: dir.join("run"),
-        log_policy: LogPolicy {
-            segment_bytes: settings.logs.segment_bytes,
-            keep_segments: settings.logs.keep_segments,
-            ring_bytes: settings.logs.ring_bytes,
-        },
+        log_policy,
     });
+    let shipping_stop = CancellationToken::new();
+    let (shipper, shipping) = if settings.services.loki.enabled {
+        let (shipper, task) = Shipper::start(ShipperContext {
+            data_dir: dir.clone(),
+            hostname: settings.general.hostname.clone(),
+            loki_port: settings.services.loki.port,
+            batch_bytes: settings.logs.batch_bytes as usize,
+            batch_wait: std::time::Duration::from_millis(settings.logs.batch_wait_ms.into()),
+            stop: shipping_stop.clone(),
+        });
+        (shipper, Some(task))
+    } else {
+        (Shipper::default(), None)
+    };
     let env = Environment {
         data_dir: dir.clone(),
         obsbox_address: scrape_address(addr),
@@ -326,6 +363,7 @@ pub async fn run(
         lifecycle: lifecycle.clone(),
         tls: https.as_ref().map(|(_, tls)| tls.clone()),
         ota: ota.clone(),
+        shipper,
     }));
     // The web UI answers until every child has stopped (a second reboot
     // asked for meanwhile gets its 409), then open requests may finish.
@@ -371,6 +409,15 @@ pub async fn run(
         drained(secure, &stopping, "HTTPS"),
         others.handle(&services, &supervisor, &quitting)
     );
+    shipping_stop.cancel();
+    if let Some(task) = shipping {
+        // A push in flight is dropped at once; file work finishes within moments.
+        if tokio::time::timeout(DRAIN, task).await.is_err() {
+            tracing::warn!("log shipping did not stop within {DRAIN:?}");
+        }
+    }
+    own_log.detach();
+    drop(own_capture);
     copies_stop.cancel();
     if let Err(e) = copies.await {
         tracing::error!(error = %e, "the database copier failed");

@@ -1,5 +1,5 @@
 //! A minimal HTTP/1.1 client for talking to children on loopback (readiness
-//! probes, `POST /-/reload`). Children answer on 127.0.0.1 only, so there is no
+//! probes, `POST /-/reload`, pushing logs to Loki). Children answer on 127.0.0.1 only, so there is no
 //! TLS, no redirects and no connection reuse: one request per connection.
 
 use std::time::Duration;
@@ -25,6 +25,13 @@ pub struct Response {
     pub body: Vec<u8>,
 }
 
+/// A request body and its media type.
+#[derive(Debug, Clone, Copy)]
+pub struct Body<'a> {
+    pub content_type: &'a str,
+    pub bytes: &'a [u8],
+}
+
 /// Sends `method path` to 127.0.0.1:`port` and reads the whole response.
 pub async fn request(
     method: &str,
@@ -32,7 +39,7 @@ pub async fn request(
     path: &str,
     timeout: Duration,
 ) -> Result<Response, HttpError> {
-    send(method, port, path, "", timeout).await
+    send(method, port, path, None, timeout).await
 }
 
 /// Like [`request`], with a JSON body.
@@ -43,14 +50,19 @@ pub async fn send_json(
     json: &str,
     timeout: Duration,
 ) -> Result<Response, HttpError> {
-    send(method, port, path, json, timeout).await
+    let body = Body {
+        content_type: "application/json",
+        bytes: json.as_bytes(),
+    };
+    send(method, port, path, Some(body), timeout).await
 }
 
-async fn send(
+/// Like [`request`], with a body of any type.
+pub async fn send(
     method: &str,
     port: u16,
     path: &str,
-    body: &str,
+    body: Option<Body<'_>>,
     timeout: Duration,
 ) -> Result<Response, HttpError> {
     tokio::time::timeout(timeout, exchange(method, port, path, body))
@@ -58,21 +70,26 @@ async fn send(
         .map_err(|_| HttpError::Timeout { port, timeout })?
 }
 
-async fn exchange(method: &str, port: u16, path: &str, body: &str) -> Result<Response, HttpError> {
+async fn exchange(
+    method: &str,
+    port: u16,
+    path: &str,
+    body: Option<Body<'_>>,
+) -> Result<Response, HttpError> {
     let mut stream = TcpStream::connect(("127.0.0.1", port))
         .await
         .map_err(|source| HttpError::Connect { port, source })?;
     let io = |source| HttpError::Io { port, source };
-    let content_type = if body.is_empty() {
-        ""
-    } else {
-        "Content-Type: application/json\r\n"
+    let (content_type, bytes) = match body {
+        Some(b) => (format!("Content-Type: {}\r\n", b.content_type), b.bytes),
+        None => (String::new(), &[][..]),
     };
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: obsbox\r\n{content_type}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: obsbox\r\n{content_type}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        bytes.len()
     );
     stream.write_all(head.as_bytes()).await.map_err(io)?;
+    stream.write_all(bytes).await.map_err(io)?;
     let mut raw = Vec::new();
     stream
         .take(1 << 20)

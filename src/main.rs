@@ -264,15 +264,27 @@ fn main() -> ExitCode {
         .ok()
         .and_then(|spec| spec.parse().ok())
         .unwrap_or_else(|| "info".parse().expect("a constant filter parses"));
+    // The same events go to `logs/obsbox/current` (plain text) once `run` attaches it.
+    let own_log = logs::OwnLog::default();
     tracing_subscriber::registry()
         .with(
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
                 .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
         )
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(own_log.clone())
+                .with_ansi(false)
+                // The capture's own complaints (a full disk) would feed back
+                // into the capture that cannot write them.
+                .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
+                    !meta.target().starts_with("obsbox::supervisor::logs")
+                })),
+        )
         .with(filter)
         .init();
-    match run(cli.command) {
+    match run(cli.command, &own_log) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("obsbox: {e:#}");
@@ -312,7 +324,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-fn run(command: Command) -> anyhow::Result<ExitCode> {
+fn run(command: Command, own_log: &logs::OwnLog) -> anyhow::Result<ExitCode> {
     match command {
         Command::Run {
             data,
@@ -342,13 +354,12 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 }),
                 console,
             };
-            let ended = runtime()?.block_on(app::run(
-                &data.path(),
-                &on,
-                firmware.as_deref(),
-                &controls,
-                inherited,
-            ))?;
+            let with = app::RunWith {
+                firmware: firmware.as_deref(),
+                controls: &controls,
+                own_log,
+            };
+            let ended = runtime()?.block_on(app::run(&data.path(), &on, &with, inherited))?;
             // Held through a factory reset's wipe; the re-execution for a
             // reboot lets it go at the exec (close-on-exec) and takes it again.
             let _data_lock = ended.lock;

@@ -522,6 +522,11 @@ pub struct LogSettings {
     pub keep_segments: u32,
     /// Bytes of recent output kept in memory per child for the live view.
     pub ring_bytes: u32,
+    /// The shipper sends a batch to Loki once it holds this many bytes of
+    /// lines (4096 to 4194304).
+    pub batch_bytes: u32,
+    /// ...or once its first line has waited this many milliseconds (100 to 60000).
+    pub batch_wait_ms: u32,
 }
 
 impl Default for LogSettings {
@@ -530,6 +535,8 @@ impl Default for LogSettings {
             segment_bytes: 16 << 20,
             keep_segments: 8,
             ring_bytes: 64 << 10,
+            batch_bytes: 1 << 20,
+            batch_wait_ms: 1000,
         }
     }
 }
@@ -802,8 +809,22 @@ impl Settings {
                 "must be between 1024 and 16777216".into(),
             );
         }
+        if !(4096..=4 << 20).contains(&self.logs.batch_bytes) {
+            bad(
+                "logs.batch_bytes".into(),
+                "must be between 4096 and 4194304".into(),
+            );
+        }
+        if !(100..=60_000).contains(&self.logs.batch_wait_ms) {
+            bad(
+                "logs.batch_wait_ms".into(),
+                "must be between 100 and 60000".into(),
+            );
+        }
 
         let mut names: Vec<&str> = BUILTIN_NAMES.to_vec();
+        // obsbox's own log is kept beside the children's, under this name.
+        names.push(crate::logs::OWN_NAME);
         for (i, child) in self.children.iter().enumerate() {
             let at = |field: &str| format!("children[{i}].{field}");
             if let Some(problem) = name_problem(&child.name, &mut names) {
@@ -1296,6 +1317,29 @@ mod tests {
                 "{expected} missing from {fields:?}"
             );
         }
+    }
+
+    #[test]
+    fn log_shipping_settings_have_ranges_and_obsbox_is_not_a_child_name() {
+        let mut s = Settings::default();
+        s.logs.batch_bytes = 100;
+        s.logs.batch_wait_ms = 60_001;
+        s.children.push(ExtraChild {
+            name: "obsbox".into(),
+            command: vec!["true".into()],
+            env: BTreeMap::new(),
+            depends_on: vec![],
+            readiness: Readiness::None,
+            user: None,
+            stop_signal: "TERM".into(),
+            stop_grace: "10s".into(),
+            memory_max_bytes: None,
+        });
+        let fields: Vec<String> = s.validate().into_iter().map(|p| p.field).collect();
+        assert_eq!(
+            fields,
+            ["logs.batch_bytes", "logs.batch_wait_ms", "children[0].name"]
+        );
     }
 
     #[test]

@@ -82,6 +82,12 @@ impl LogCapture {
     pub fn stats(&self) -> &LogStats {
         &self.stats
     }
+
+    /// Another writing end of the pipe, for output that does not come from a
+    /// child (obsbox's own log).
+    pub fn writer(&self) -> io::Result<File> {
+        Ok(File::from(self.writer.try_clone()?))
+    }
 }
 
 /// Reads a child's recent output without holding up its capture for long.
@@ -295,12 +301,13 @@ fn prune(dir: &Path, keep: usize) {
     }
 }
 
-fn segment_order(path: &Path) -> (u128, u32) {
+/// The age order of a rotated segment's file name (`<millis>[-<n>].log[.zst]`).
+pub(crate) fn segment_order(path: &Path) -> (u128, u32) {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let stem = name.trim_end_matches(".log.zst");
+    let stem = name.trim_end_matches(".zst").trim_end_matches(".log");
     let (millis, n) = stem.split_once('-').unwrap_or((stem, "0"));
     (millis.parse().unwrap_or(0), n.parse().unwrap_or(0))
 }

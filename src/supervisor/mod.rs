@@ -13,12 +13,13 @@ mod logs;
 mod policy;
 pub mod process;
 
-pub use logs::LogPolicy;
+pub(crate) use logs::segment_order;
+pub use logs::{LogCapture, LogPolicy};
 pub use policy::RestartPolicy;
 pub use process::{Exit, Reaper};
 
 use cgroup::{Cgroups, Guard};
-use logs::{LogCapture, LogReader};
+use logs::LogReader;
 use nix::sys::signal::Signal;
 use policy::RestartTracker;
 use serde::Serialize;

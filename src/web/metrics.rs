@@ -148,6 +148,7 @@ pub(super) async fn metrics(State(app): State<Arc<AppState>>, headers: HeaderMap
         register_backups(&mut registry, &backups);
     }
     register_alerts(&mut registry, &app.alerts);
+    register_log_shipping(&mut registry, &app.shipper.stats());
     register_power(&mut registry, &app.power.summary());
     if let Ok(disks) = app.disks.status().await {
         register_disks(&mut registry, &disks);
@@ -414,6 +415,68 @@ struct StatusLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PowerStateLabel {
     state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabel {
+    source: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: String,
+}
+
+fn register_log_shipping(registry: &mut Registry, stats: &crate::logs::ShipStats) {
+    type F64 = Gauge<f64, AtomicU64>;
+    let by_source = |counts: &std::collections::BTreeMap<String, u64>| {
+        let family = Family::<SourceLabel, Counter>::default();
+        for (source, n) in counts {
+            family
+                .get_or_create(&SourceLabel {
+                    source: source.clone(),
+                })
+                .inc_by(*n);
+        }
+        family
+    };
+    registry.register(
+        "obsbox_log_lines_shipped",
+        "Log lines Loki acknowledged, by source (a child, obsbox, spool/<name>)",
+        by_source(&stats.shipped),
+    );
+    registry.register(
+        "obsbox_log_lines_lost",
+        "Log lines deleted from their files before they were shipped, by source",
+        by_source(&stats.lost),
+    );
+    let refused = Family::<ReasonLabel, Counter>::default();
+    for (reason, n) in &stats.refused {
+        refused
+            .get_or_create(&ReasonLabel {
+                reason: reason.clone(),
+            })
+            .inc_by(*n);
+    }
+    registry.register(
+        "obsbox_log_lines_refused",
+        "Log lines Loki refused (line_too_long, too_old, too_far_behind, too_new, ...) or that were malformed",
+        refused,
+    );
+    let failed = Counter::<u64>::default();
+    failed.inc_by(stats.failed_pushes);
+    registry.register(
+        "obsbox_log_push_failures",
+        "Pushes to Loki that failed and were retried (Loki down, not ready, rate limited)",
+        failed,
+    );
+    let waiting = F64::default();
+    waiting.set(stats.waiting_since_unix.unwrap_or(0.0));
+    registry.register(
+        "obsbox_log_waiting_since_timestamp_seconds",
+        "Since when log lines have been waiting to be shipped (0 when none wait)",
+        waiting,
+    );
 }
 
 fn register_power(registry: &mut Registry, power: &crate::power::PowerSummary) {

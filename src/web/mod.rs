@@ -63,6 +63,8 @@ pub struct AppState {
     pub tls: Option<Arc<crate::tls::Tls>>,
     /// Firmware updates (off on a machine that is not an obsbox image).
     pub ota: crate::ota::Ota,
+    /// Log shipping to Loki, for its counters.
+    pub shipper: crate::logs::Shipper,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {

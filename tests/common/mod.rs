@@ -301,6 +301,16 @@ impl Obsbox {
         self.process = Some(process);
     }
 
+    /// Kills obsbox with SIGKILL (no shutdown at all), runs `between`, and
+    /// starts it again on the same data directory.
+    pub fn kill_and_restart(&mut self, between: impl FnOnce(&Obsbox)) {
+        let mut process = self.process.take().expect("running");
+        process.kill().unwrap();
+        process.wait().unwrap();
+        between(self);
+        self.spawn();
+    }
+
     pub fn pid(&self) -> u32 {
         self.process.as_ref().unwrap().id()
     }

@@ -223,6 +223,33 @@ impl<'a> Catalog<'a> {
                 summary: "The UPS asks for a new battery",
                 description: "The UPS reports that its battery needs replacing: it may not carry the load through the next outage.".into(),
             },
+            Alert {
+                name: "LogLinesRefused",
+                expr: "increase(obsbox_log_lines_refused_total[15m]) > 0".into(),
+                wait: None,
+                severity: "warning",
+                service: "logs",
+                summary: "Log lines were refused ({{ $labels.reason }})",
+                description: "In the last 15 minutes {{ $value | printf \"%.0f\" }} log lines were not stored: Loki refused them as {{ $labels.reason }}. They are dropped; the other lines were shipped.".into(),
+            },
+            Alert {
+                name: "LogLinesLost",
+                expr: "increase(obsbox_log_lines_lost_total[1h]) > 0".into(),
+                wait: None,
+                severity: "warning",
+                service: "logs",
+                summary: "Log lines of {{ $labels.source }} were deleted before they were shipped",
+                description: "In the last hour {{ $value | printf \"%.0f\" }} lines of {{ $labels.source }} were rotated out of the kept log segments before Loki took them.".into(),
+            },
+            Alert {
+                name: "LogShippingStalled",
+                expr: "obsbox_log_waiting_since_timestamp_seconds > 0 and time() - obsbox_log_waiting_since_timestamp_seconds > 600".into(),
+                wait: None,
+                severity: "warning",
+                service: "logs",
+                summary: "Logs are not reaching Loki",
+                description: "Log lines have waited more than 10 minutes with no push accepted by Loki; they are kept in their files until the kept segments run out.".into(),
+            },
         ];
         if let Some(escalation) = &self.settings.alerting.escalation {
             alerts.push(Alert {
@@ -558,8 +585,13 @@ impl<'a> Catalog<'a> {
     /// Loki ruler rules (LogQL), sent by Loki to Alertmanager.
     pub(super) fn log_rules(&self) -> String {
         let t = &self.settings.alerting.thresholds;
+        // The shipper labels each line with the level it states (`level`),
+        // and its source with `service` (obsbox's children) or `app` (lines
+        // received from the LAN).
         let errors = |range: &str| {
-            format!(r#"sum by (job) (rate({{job=~".+"}} |~ "(?i)(error|fatal|panic)" {range}))"#)
+            format!(
+                r#"sum by (host, service, app) (rate({{host=~".+", level=~"error|critical"}} {range}))"#
+            )
         };
         let alerts = [Alert {
             name: "LogErrorRateSpike",
@@ -573,9 +605,9 @@ impl<'a> Catalog<'a> {
             wait: Some("5m"),
             severity: "warning",
             service: "logs",
-            summary: "{{ $labels.job }} logs many more errors than usual",
+            summary: "{{ $labels.service }}{{ $labels.app }} on {{ $labels.host }} logs many more errors than usual",
             description: format!(
-                "{{{{ $labels.job }}}} logs {{{{ $value | printf \"%.2f\" }}}} error lines per second, over {} times its rate in the hour before.",
+                "{{{{ $labels.service }}}}{{{{ $labels.app }}}} on {{{{ $labels.host }}}} logs {{{{ $value | printf \"%.2f\" }}}} error lines per second, over {} times its rate in the hour before.",
                 t.log_error_spike_factor
             ),
         }];

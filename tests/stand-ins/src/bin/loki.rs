@@ -869,6 +869,13 @@ struct Effective {
     allow_structured_metadata: bool,
     retention_ms: u64,
     max_entries_limit: usize,
+    /// `limits_config.max_line_size` in bytes (0: no limit).
+    max_line_size: u64,
+    /// `ingester.max_chunk_age`: entries older than half of it behind a
+    /// stream's newest are refused.
+    max_chunk_age_ns: i128,
+    ingestion_rate_bytes: f64,
+    ingestion_burst_bytes: f64,
 }
 
 fn effective(cfg: &Config) -> Effective {
@@ -944,6 +951,14 @@ fn effective(cfg: &Config) -> Effective {
         max_entries_limit: limits
             .max_entries_limit_per_query
             .map_or(5000, |n| n.max(0) as usize),
+        // Loki 3's default is `256KB`.
+        max_line_size: limits.max_line_size.map_or(256_000, |size| size.0),
+        max_chunk_age_ns: value_str(cfg.ingester.as_ref(), &["max_chunk_age"])
+            .and_then(|d| si::parse_go_duration(&d).ok())
+            .map(i128::from)
+            .unwrap_or(2 * 3600 * 1_000_000_000),
+        ingestion_rate_bytes: limits.ingestion_rate_mb.unwrap_or(4.0) * 1024.0 * 1024.0,
+        ingestion_burst_bytes: limits.ingestion_burst_size_mb.unwrap_or(6.0) * 1024.0 * 1024.0,
         prefix,
     }
 }
@@ -1292,6 +1307,8 @@ struct TenantData {
     lines: u64,
     bytes: u64,
     discarded: BTreeMap<String, u64>,
+    /// The ingestion rate limiter's token bucket (bytes) and when it was last filled.
+    tokens: Option<(f64, Instant)>,
 }
 
 struct State {
@@ -1304,6 +1321,16 @@ struct State {
     creation_grace_ms: u64,
     /// `limits_config.max_entries_limit_per_query`.
     max_entries_limit: usize,
+    max_line_size: u64,
+    max_chunk_age_ns: i128,
+    ingestion_rate_bytes: f64,
+    ingestion_burst_bytes: f64,
+    /// Stand-in only (`LOKI_STANDIN_REFUSE_PROTOBUF=1`): answer protobuf pushes
+    /// with 415, as a proxy that only passes JSON would.
+    refuse_protobuf: bool,
+    /// Accepted entries are appended here (in the WAL directory) and read
+    /// back at start, so a restart loses nothing, as Loki's WAL replay does.
+    entries_file: Option<std::path::PathBuf>,
     config_yaml: String,
     /// Shared with the tail connections' threads.
     tenants: Arc<Mutex<BTreeMap<String, TenantData>>>,
@@ -1353,6 +1380,16 @@ fn handle(state: &State, req: &si::Request) -> si::Response {
             }
             match tenant(state, req) {
                 Ok(t) => push(state, &t, req),
+                Err(r) => r,
+            }
+        }
+        // Stand-in only: every stored entry, for tests to check what arrived.
+        "/standin/entries" => {
+            if !get_like {
+                return method_not_allowed();
+            }
+            match tenant(state, req) {
+                Ok(t) => standin_entries(state, &t),
                 Err(r) => r,
             }
         }
@@ -1436,85 +1473,167 @@ fn labels_string(labels: &BTreeMap<String, String>) -> String {
 /// Labels of one pushed stream and its (timestamp ns, line) entries.
 type ParsedStream = (BTreeMap<String, String>, Vec<(i128, String)>);
 
-fn push(state: &State, tenant: &str, req: &si::Request) -> si::Response {
-    let ctype = req
-        .header("Content-Type")
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    if req
-        .header("Content-Encoding")
-        .is_some_and(|e| !e.eq_ignore_ascii_case("identity"))
-    {
-        return si::Response::text(
-            415,
-            "stand-in: compressed push bodies are not supported, send uncompressed JSON\n",
-        );
+/// The messages of Loki's `pkg/push/push.proto` (what a client sends).
+mod proto {
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct PushRequest {
+        #[prost(message, repeated, tag = "1")]
+        pub streams: Vec<StreamAdapter>,
     }
-    if !ctype.is_empty() && !ctype.starts_with("application/json") {
-        return si::Response::text(415, format!("stand-in: unsupported Content-Type {:?}: only application/json push is implemented\n", ctype));
-    }
-    let body: serde_json::Value = match serde_json::from_slice(&req.body) {
-        Ok(v) => v,
-        Err(e) => return si::Response::text(400, format!("loghttp.PushRequest: {}\n", e)),
-    };
-    let Some(streams) = body.get("streams").and_then(|s| s.as_array()) else {
-        return si::Response::text(
-            400,
-            "loghttp.PushRequest: missing or invalid \"streams\" array\n",
-        );
-    };
-    let now_ns = si::now_unix_nanos();
-    let oldest_ns = now_ns - i128::from(state.reject_old_max_age_ms) * 1_000_000;
-    let newest_ns = now_ns + i128::from(state.creation_grace_ms) * 1_000_000;
 
-    // Parse everything first so a malformed body changes no state.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct StreamAdapter {
+        #[prost(string, tag = "1")]
+        pub labels: String,
+        #[prost(message, repeated, tag = "2")]
+        pub entries: Vec<EntryAdapter>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct EntryAdapter {
+        #[prost(message, optional, tag = "1")]
+        pub timestamp: Option<Timestamp>,
+        #[prost(string, tag = "2")]
+        pub line: String,
+        #[prost(message, repeated, tag = "3")]
+        pub structured_metadata: Vec<LabelPairAdapter>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct LabelPairAdapter {
+        #[prost(string, tag = "1")]
+        pub name: String,
+        #[prost(string, tag = "2")]
+        pub value: String,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Timestamp {
+        #[prost(int64, tag = "1")]
+        pub seconds: i64,
+        #[prost(int32, tag = "2")]
+        pub nanos: i32,
+    }
+}
+
+/// A label set in Prometheus' text form, `{a="1", b="x\"y"}`, as Loki's
+/// `syntax.ParseLabels` reads it.
+fn parse_label_text(text: &str) -> Result<BTreeMap<String, String>, String> {
+    let inner = text
+        .trim()
+        .strip_prefix('{')
+        .and_then(|t| t.strip_suffix('}'))
+        .ok_or("expected a label set in braces")?;
+    let mut labels = BTreeMap::new();
+    let mut rest = inner.trim_start();
+    while !rest.is_empty() {
+        let eq = rest.find('=').ok_or("expected '='")?;
+        let name = rest[..eq].trim().to_string();
+        if !valid_label_name(&name) {
+            return Err(format!("invalid label name {:?}", name));
+        }
+        let mut chars = rest[eq + 1..].trim_start().char_indices();
+        let body_start = rest.len() - rest[eq + 1..].trim_start().len();
+        if chars.next().map(|(_, c)| c) != Some('"') {
+            return Err("expected a quoted label value".into());
+        }
+        let mut value = String::new();
+        let mut end = None;
+        let mut escaped = false;
+        for (i, c) in chars {
+            if escaped {
+                value.push(match c {
+                    'n' => '\n',
+                    't' => '\t',
+                    'r' => '\r',
+                    other => other,
+                });
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                end = Some(body_start + i + 1);
+                break;
+            } else {
+                value.push(c);
+            }
+        }
+        let end = end.ok_or("unterminated label value")?;
+        labels.insert(name, value);
+        rest = rest[end..].trim_start();
+        rest = rest.strip_prefix(',').unwrap_or(rest).trim_start();
+    }
+    Ok(labels)
+}
+
+/// The streams of a protobuf push (snappy block compressed).
+fn parse_protobuf_push(body: &[u8]) -> Result<Vec<ParsedStream>, String> {
+    let raw = snap::raw::Decoder::new()
+        .decompress_vec(body)
+        .map_err(|e| format!("snappy: {}", e))?;
+    let request: proto::PushRequest =
+        prost::Message::decode(raw.as_slice()).map_err(|e| e.to_string())?;
+    let mut parsed = Vec::new();
+    for stream in request.streams {
+        let labels = parse_label_text(&stream.labels)
+            .map_err(|e| format!("Error parsing labels '{}' with error: {}", stream.labels, e))?;
+        if labels.is_empty() {
+            return Err("error at least one label pair is required per stream".into());
+        }
+        let entries = stream
+            .entries
+            .into_iter()
+            .map(|e| {
+                let ts = e.timestamp.map_or(0, |t| {
+                    i128::from(t.seconds) * 1_000_000_000 + i128::from(t.nanos)
+                });
+                (ts, e.line)
+            })
+            .collect();
+        parsed.push((labels, entries));
+    }
+    Ok(parsed)
+}
+
+/// The streams of a JSON push.
+fn parse_json_push(body: &[u8]) -> Result<Vec<ParsedStream>, String> {
+    let body: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| format!("loghttp.PushRequest: {}", e))?;
+    let Some(streams) = body.get("streams").and_then(|s| s.as_array()) else {
+        return Err("loghttp.PushRequest: missing or invalid \"streams\" array".into());
+    };
     let mut parsed: Vec<ParsedStream> = Vec::new();
     for (si_idx, stream) in streams.iter().enumerate() {
         let Some(labels_obj) = stream.get("stream").and_then(|s| s.as_object()) else {
-            return si::Response::text(
-                400,
-                format!(
-                    "loghttp.PushRequest.Streams[{}]: missing \"stream\" object\n",
-                    si_idx
-                ),
-            );
+            return Err(format!(
+                "loghttp.PushRequest.Streams[{}]: missing \"stream\" object",
+                si_idx
+            ));
         };
         let mut labels = BTreeMap::new();
         for (k, v) in labels_obj {
             let Some(v) = v.as_str() else {
-                return si::Response::text(
-                    400,
-                    format!(
-                        "loghttp.PushRequest.Streams[{}]: label {:?} must be a string\n",
-                        si_idx, k
-                    ),
-                );
+                return Err(format!(
+                    "loghttp.PushRequest.Streams[{}]: label {:?} must be a string",
+                    si_idx, k
+                ));
             };
             if !valid_label_name(k) {
-                return si::Response::text(
-                    400,
-                    format!(
-                        "error parsing labels {{{}={:?}}}: invalid label name\n",
-                        k, v
-                    ),
-                );
+                return Err(format!(
+                    "error parsing labels {{{}={:?}}}: invalid label name",
+                    k, v
+                ));
             }
             labels.insert(k.clone(), v.to_string());
         }
         if labels.is_empty() {
-            return si::Response::text(
-                400,
-                "error at least one label pair is required per stream\n",
-            );
+            return Err("error at least one label pair is required per stream".into());
         }
         let Some(values) = stream.get("values").and_then(|v| v.as_array()) else {
-            return si::Response::text(
-                400,
-                format!(
-                    "loghttp.PushRequest.Streams[{}]: missing \"values\" array\n",
-                    si_idx
-                ),
-            );
+            return Err(format!(
+                "loghttp.PushRequest.Streams[{}]: missing \"values\" array",
+                si_idx
+            ));
         };
         let mut entries = Vec::new();
         for (vi, entry) in values.iter().enumerate() {
@@ -1530,26 +1649,74 @@ fn push(state: &State, tenant: &str, req: &si::Request) -> si::Response {
             match parsed_entry {
                 Some(e) => entries.push(e),
                 None => {
-                    return si::Response::text(400, format!("loghttp.PushRequest.Streams[{}].Values[{}]: expected [\"<unix epoch in nanoseconds>\", \"<log line>\"(, {{<structured metadata>}})]\n", si_idx, vi));
+                    return Err(format!("loghttp.PushRequest.Streams[{}].Values[{}]: expected [\"<unix epoch in nanoseconds>\", \"<log line>\"(, {{<structured metadata>}})]", si_idx, vi));
                 }
             }
         }
         parsed.push((labels, entries));
     }
+    Ok(parsed)
+}
+
+fn push(state: &State, tenant: &str, req: &si::Request) -> si::Response {
+    let ctype = req
+        .header("Content-Type")
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if req
+        .header("Content-Encoding")
+        .is_some_and(|e| !e.eq_ignore_ascii_case("identity"))
+    {
+        return si::Response::text(
+            415,
+            "stand-in: compressed push bodies are not supported, send uncompressed JSON\n",
+        );
+    }
+    // Loki reads anything that is not JSON as protobuf.
+    let protobuf = !ctype.starts_with("application/json");
+    if protobuf && state.refuse_protobuf {
+        return si::Response::text(
+            415,
+            "stand-in: protobuf pushes refused (LOKI_STANDIN_REFUSE_PROTOBUF)\n",
+        );
+    }
+    let parsed = if protobuf {
+        parse_protobuf_push(&req.body)
+    } else {
+        parse_json_push(&req.body)
+    };
+    let parsed = match parsed {
+        Ok(p) => p,
+        Err(e) => return si::Response::text(400, format!("{}\n", e)),
+    };
+    let now_ns = si::now_unix_nanos();
+    let oldest_ns = now_ns - i128::from(state.reject_old_max_age_ms) * 1_000_000;
+    let newest_ns = now_ns + i128::from(state.creation_grace_ms) * 1_000_000;
 
     let mut errors = Vec::new();
     let Ok(mut tenants) = state.tenants.lock() else {
         return si::Response::text(500, "internal error\n");
     };
     let data = tenants.entry(tenant.to_string()).or_default();
+    // The distributor: each entry validated on its own; what fails is dropped.
+    let mut valid: Vec<ParsedStream> = Vec::new();
+    let discard = |data: &mut TenantData, reason: &str| {
+        *data.discarded.entry(reason.into()).or_default() += 1;
+    };
     for (labels, entries) in parsed {
         let stream_str = labels_string(&labels);
+        let mut kept = Vec::new();
         for (ts, line) in entries {
+            if state.max_line_size > 0 && line.len() as u64 > state.max_line_size {
+                discard(data, "line_too_long");
+                errors.push(format!(
+                    "Max entry size '{}' bytes exceeded for stream '{}' while adding an entry with length '{}' bytes",
+                    state.max_line_size, stream_str, line.len()
+                ));
+                continue;
+            }
             if state.reject_old && ts < oldest_ns {
-                *data
-                    .discarded
-                    .entry("greater_than_max_sample_age".into())
-                    .or_default() += 1;
+                discard(data, "greater_than_max_sample_age");
                 errors.push(format!(
                     "entry for stream '{}' has timestamp too old: {}, oldest acceptable timestamp is: {}",
                     stream_str,
@@ -1559,10 +1726,7 @@ fn push(state: &State, tenant: &str, req: &si::Request) -> si::Response {
                 continue;
             }
             if ts > newest_ns {
-                *data
-                    .discarded
-                    .entry("too_far_in_future".into())
-                    .or_default() += 1;
+                discard(data, "too_far_in_future");
                 errors.push(format!(
                     "entry for stream '{}' has timestamp too new: {}",
                     stream_str,
@@ -1570,9 +1734,78 @@ fn push(state: &State, tenant: &str, req: &si::Request) -> si::Response {
                 ));
                 continue;
             }
+            kept.push((ts, line));
+        }
+        if !kept.is_empty() {
+            valid.push((labels, kept));
+        }
+    }
+    // The ingestion rate limit (a token bucket per tenant, in bytes): over
+    // it, the whole request is refused with 429 and nothing is stored.
+    let bytes: usize = valid
+        .iter()
+        .flat_map(|(_, e)| e.iter().map(|(_, l)| l.len()))
+        .sum();
+    let lines: usize = valid.iter().map(|(_, e)| e.len()).sum();
+    let now = Instant::now();
+    let (tokens, filled) = data.tokens.unwrap_or((state.ingestion_burst_bytes, now));
+    let tokens = (tokens + now.duration_since(filled).as_secs_f64() * state.ingestion_rate_bytes)
+        .min(state.ingestion_burst_bytes);
+    if bytes as f64 > tokens {
+        data.tokens = Some((tokens, now));
+        *data.discarded.entry("rate_limited".into()).or_default() += lines as u64;
+        drop(tenants);
+        state.pushes.fetch_add(1, Ordering::Relaxed);
+        return si::Response::text(
+            429,
+            format!(
+                "Ingestion rate limit exceeded for user {} (limit: {} bytes/sec) while attempting to ingest '{}' lines totaling '{}' bytes, reduce log volume or contact your Loki administrator to see if the limit can be increased\n",
+                tenant, state.ingestion_rate_bytes as u64, lines, bytes
+            ),
+        );
+    }
+    data.tokens = Some((tokens - bytes as f64, now));
+    // The ingester: out of order is fine within half of max_chunk_age of the
+    // stream's newest entry; an exact repeat (timestamp and line) is dropped.
+    let mut journal = String::new();
+    for (labels, entries) in valid {
+        let stream_str = labels_string(&labels);
+        let stream = data.streams.stream(&labels);
+        for (ts, line) in entries {
+            let cutoff = stream.newest - state.max_chunk_age_ns / 2;
+            if !stream.entries.is_empty() && ts < cutoff {
+                *data.discarded.entry("too_far_behind".into()).or_default() += 1;
+                errors.push(format!(
+                    "entry with timestamp {} ignored, reason: 'entry too far behind, entry timestamp is: {}, oldest acceptable timestamp is: {}', for stream: {}",
+                    ns_to_rfc3339(ts),
+                    ns_to_rfc3339(ts),
+                    ns_to_rfc3339(cutoff),
+                    stream_str
+                ));
+                continue;
+            }
+            if !stream.seen.insert((ts, line.clone())) {
+                continue;
+            }
             data.lines += 1;
             data.bytes += line.len() as u64;
-            data.streams.append(&labels, ts, line);
+            stream.newest = stream.newest.max(ts);
+            journal.push_str(&format!(
+                "{}\n",
+                json!({"tenant": tenant, "labels": labels, "ts": ts.to_string(), "line": line})
+            ));
+            stream.entries.push((ts, line));
+        }
+    }
+    if let (Some(path), false) = (&state.entries_file, journal.is_empty()) {
+        use std::io::Write;
+        let written = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .and_then(|mut f| f.write_all(journal.as_bytes()));
+        if let Err(e) = written {
+            return si::Response::text(500, format!("writing the WAL failed: {}\n", e));
         }
     }
     drop(tenants);
@@ -1582,6 +1815,62 @@ fn push(state: &State, tenant: &str, req: &si::Request) -> si::Response {
     } else {
         si::Response::text(400, format!("{}\n", errors.join("\n")))
     }
+}
+
+/// The entries stored by earlier runs (see `State::entries_file`).
+fn replay_entries(path: Option<&Path>) -> BTreeMap<String, TenantData> {
+    let mut tenants: BTreeMap<String, TenantData> = BTreeMap::new();
+    let Some(text) = path.and_then(|p| std::fs::read_to_string(p).ok()) else {
+        return tenants;
+    };
+    for line in text.lines() {
+        let Ok(record) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let (Some(tenant), Some(labels), Some(ts), Some(entry)) = (
+            record["tenant"].as_str(),
+            record["labels"].as_object(),
+            record["ts"].as_str().and_then(|t| t.parse::<i128>().ok()),
+            record["line"].as_str(),
+        ) else {
+            continue;
+        };
+        let labels: BTreeMap<String, String> = labels
+            .iter()
+            .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+            .collect();
+        let data = tenants.entry(tenant.to_string()).or_default();
+        let stream = data.streams.stream(&labels);
+        stream.newest = stream.newest.max(ts);
+        stream.seen.insert((ts, entry.to_string()));
+        stream.entries.push((ts, entry.to_string()));
+    }
+    tenants
+}
+
+/// `GET /standin/entries` (stand-in only): every stored stream with its
+/// entries in the order accepted, `{"streams":[{"labels":{..},"entries":[["<ns>","line"],..]}]}`.
+fn standin_entries(state: &State, tenant: &str) -> si::Response {
+    let Ok(tenants) = state.tenants.lock() else {
+        return si::Response::text(500, "internal error\n");
+    };
+    let streams: Vec<serde_json::Value> = tenants
+        .get(tenant)
+        .map(|d| {
+            d.streams
+                .iter()
+                .map(|s| {
+                    let entries: Vec<[String; 2]> = s
+                        .entries
+                        .iter()
+                        .map(|(ts, line)| [ts.to_string(), line.clone()])
+                        .collect();
+                    json!({"labels": s.labels, "entries": entries})
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    si::Response::json(200, &json!({ "streams": streams }))
 }
 
 fn ns_to_rfc3339(ns: i128) -> String {
@@ -1878,6 +2167,10 @@ fn start(cfg: Config, eff: Effective, config_yaml: String, file: String) -> i32 
         &[("http", &http_addr), ("grpc", &grpc_addr)],
     );
 
+    let entries_file = eff
+        .wal_dir
+        .as_ref()
+        .map(|d| Path::new(d).join("standin-entries.ndjson"));
     let state = Arc::new(State {
         start: started,
         start_wall: SystemTime::now(),
@@ -1887,8 +2180,14 @@ fn start(cfg: Config, eff: Effective, config_yaml: String, file: String) -> i32 
         reject_old_max_age_ms: eff.reject_old_max_age_ms,
         creation_grace_ms: eff.creation_grace_ms,
         max_entries_limit: eff.max_entries_limit,
+        max_line_size: eff.max_line_size,
+        max_chunk_age_ns: eff.max_chunk_age_ns,
+        ingestion_rate_bytes: eff.ingestion_rate_bytes,
+        ingestion_burst_bytes: eff.ingestion_burst_bytes,
+        refuse_protobuf: std::env::var("LOKI_STANDIN_REFUSE_PROTOBUF").is_ok_and(|v| v == "1"),
+        entries_file: entries_file.clone(),
         config_yaml,
-        tenants: Arc::new(Mutex::new(BTreeMap::new())),
+        tenants: Arc::new(Mutex::new(replay_entries(entries_file.as_deref()))),
         pushes: AtomicU64::new(0),
     });
     let startup = si::format_go_duration(started.elapsed().as_nanos() as i64);
@@ -1948,5 +2247,33 @@ fn bind_err_text(e: &std::io::Error) -> String {
         std::io::ErrorKind::AddrNotAvailable => "cannot assign requested address".into(),
         std::io::ErrorKind::PermissionDenied => "permission denied".into(),
         _ => io_err_text(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_text_is_read_as_loki_reads_it() {
+        let labels = parse_label_text(r#"{host="box", service="a\"b\\c", level="error"}"#).unwrap();
+        assert_eq!(labels["service"], "a\"b\\c");
+        assert_eq!(labels.len(), 3);
+        assert_eq!(
+            labels_string(&labels),
+            r#"{host="box", level="error", service="a\"b\\c"}"#
+        );
+        assert!(parse_label_text("host=box").is_err());
+        assert!(parse_label_text(r#"{1x="a"}"#).is_err());
+        assert!(parse_label_text(r#"{a="open}"#).is_err());
+    }
+
+    #[test]
+    fn byte_sizes_follow_go_humanize() {
+        let size = parse_bytes;
+        assert_eq!(size("256KB"), Some(256_000));
+        assert_eq!(size("1KiB"), Some(1024));
+        assert_eq!(size("1000"), Some(1000));
+        assert_eq!(size("3 parsecs"), None);
     }
 }

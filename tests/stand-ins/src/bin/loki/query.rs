@@ -15,11 +15,16 @@ use std::time::Duration;
 
 const NS_PER_SEC: i128 = 1_000_000_000;
 
-/// One stream: its labels and entries in arrival order.
+/// One stream as the ingester keeps it: its labels and entries in arrival order.
 #[derive(Default)]
-struct Stream {
-    labels: BTreeMap<String, String>,
-    entries: Vec<(i128, String)>,
+pub struct Stream {
+    pub labels: BTreeMap<String, String>,
+    /// (timestamp ns, line), in the order accepted.
+    pub entries: Vec<(i128, String)>,
+    /// Accepted (timestamp, line) pairs: a repeat is a duplicate, dropped silently.
+    pub seen: std::collections::BTreeSet<(i128, String)>,
+    /// The newest timestamp accepted, for the out-of-order window.
+    pub newest: i128,
 }
 
 /// Every stream of one tenant, by its label set.
@@ -29,14 +34,19 @@ pub struct Streams {
 }
 
 impl Streams {
-    /// Stores one accepted entry.
-    pub fn append(&mut self, labels: &BTreeMap<String, String>, ts: i128, line: String) {
-        let key = super::labels_string(labels);
-        let stream = self.by_labels.entry(key).or_insert_with(|| Stream {
-            labels: labels.clone(),
-            entries: Vec::new(),
-        });
-        stream.entries.push((ts, line));
+    /// The stream of `labels`, made empty if it is new.
+    pub fn stream(&mut self, labels: &BTreeMap<String, String>) -> &mut Stream {
+        self.by_labels
+            .entry(super::labels_string(labels))
+            .or_insert_with(|| Stream {
+                labels: labels.clone(),
+                ..Stream::default()
+            })
+    }
+
+    /// Every stream, in label order.
+    pub fn iter(&self) -> impl Iterator<Item = &Stream> {
+        self.by_labels.values()
     }
 
     /// Streams the selector picks that have an entry in `[start, end)`.
@@ -565,9 +575,13 @@ mod tests {
             } else {
                 format!("ok {i}")
             };
-            s.append(&app("web", "a"), i * NS_PER_SEC, line);
+            s.stream(&app("web", "a"))
+                .entries
+                .push((i * NS_PER_SEC, line));
         }
-        s.append(&app("db", "b"), 5 * NS_PER_SEC, "error db".into());
+        s.stream(&app("db", "b"))
+            .entries
+            .push((5 * NS_PER_SEC, "error db".into()));
         s
     }
 

@@ -1,0 +1,228 @@
+//! Reads a spool directory (`<data>/spool/<source>/`, written by the syslog
+//! receiver and the push endpoint): append-only segments named
+//! `<20-digit sequence>.ndjson`, one JSON record a line,
+//! `{"ts":"<unix ns>","labels":{...},"line":"..."}`. A last line without
+//! `\n` is still being written. Segments the shipper has finished are
+//! deleted by it once Loki acknowledged their last line.
+
+use super::push::Labels;
+use serde::{Deserialize, Serialize};
+use std::fs::{self, File};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+/// Where reading stopped: just after a record.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SpoolCursor {
+    pub segment: u64,
+    pub offset: u64,
+}
+
+/// One record of a spool file.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Record {
+    /// Unix nanoseconds, as a decimal string.
+    #[serde(deserialize_with = "nanos")]
+    pub ts: i64,
+    pub labels: Labels,
+    pub line: String,
+}
+
+fn nanos<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    let text = String::deserialize(d)?;
+    text.parse().map_err(serde::de::Error::custom)
+}
+
+/// What one line of a spool file held.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum SpoolItem {
+    Record(Record),
+    /// Not a record (counted, skipped).
+    Malformed,
+}
+
+pub(crate) struct SpoolReader {
+    dir: PathBuf,
+    cursor: SpoolCursor,
+    max_line: usize,
+}
+
+const SUFFIX: &str = ".ndjson";
+
+/// The sequence numbers of the segments in `dir`, ascending.
+pub(crate) fn segments(dir: &Path) -> io::Result<Vec<u64>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        // A spool removed while shipping: nothing more to read.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut found: Vec<u64> = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let seq = name.strip_suffix(SUFFIX)?;
+            (seq.len() == 20).then(|| seq.parse().ok())?
+        })
+        .collect();
+    found.sort_unstable();
+    Ok(found)
+}
+
+fn segment_path(dir: &Path, seq: u64) -> PathBuf {
+    dir.join(format!("{seq:020}{SUFFIX}"))
+}
+
+/// Deletes the segments before `cursor`'s, all shipped.
+pub(crate) fn delete_shipped(dir: &Path, cursor: SpoolCursor) -> io::Result<()> {
+    for seq in segments(dir)? {
+        if seq < cursor.segment {
+            fs::remove_file(segment_path(dir, seq))?;
+        }
+    }
+    Ok(())
+}
+
+impl SpoolReader {
+    /// `max_line`: bytes a record line may take; a longer one is skipped as malformed
+    /// rather than held in memory while it grows.
+    pub(crate) fn new(dir: PathBuf, cursor: SpoolCursor, max_line: usize) -> SpoolReader {
+        SpoolReader {
+            dir,
+            cursor,
+            max_line,
+        }
+    }
+
+    /// The complete records written after the cursor, up to about `max_bytes`,
+    /// each with the cursor just after it.
+    pub(crate) fn read(&mut self, max_bytes: usize) -> io::Result<Vec<(SpoolItem, SpoolCursor)>> {
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        loop {
+            let all = segments(&self.dir)?;
+            let Some(&seq) = all.iter().find(|&&s| s >= self.cursor.segment) else {
+                return Ok(out);
+            };
+            if seq != self.cursor.segment {
+                if self.cursor != SpoolCursor::default() && self.cursor.offset > 0 {
+                    tracing::warn!(dir = %self.dir.display(), segment = self.cursor.segment, "a spool segment was deleted before it was shipped");
+                }
+                self.cursor = SpoolCursor {
+                    segment: seq,
+                    offset: 0,
+                };
+            }
+            // Newer segments are checked first: once one exists, the writer has
+            // left this one, so what is read below is all it will ever hold.
+            let finished = all.iter().any(|&s| s > seq);
+            let mut file = File::open(segment_path(&self.dir, seq))?;
+            file.seek(SeekFrom::Start(self.cursor.offset))?;
+            let mut data = Vec::new();
+            file.take((max_bytes.saturating_sub(bytes) + self.max_line) as u64)
+                .read_to_end(&mut data)?;
+            let mut consumed = 0;
+            while let Some(nl) = data[consumed..].iter().position(|&b| b == b'\n') {
+                let line = &data[consumed..consumed + nl];
+                consumed += nl + 1;
+                self.cursor.offset += nl as u64 + 1;
+                let read = serde_json::from_slice::<Record>(line)
+                    .map_or(SpoolItem::Malformed, SpoolItem::Record);
+                out.push((read, self.cursor));
+                bytes += nl + 1;
+                if bytes >= max_bytes {
+                    return Ok(out);
+                }
+            }
+            let rest = data.len() - consumed;
+            if rest >= self.max_line {
+                // A line longer than any record may be: skip to its end.
+                self.cursor.offset += rest as u64;
+                out.push((SpoolItem::Malformed, self.cursor));
+                continue;
+            }
+            if !finished {
+                return Ok(out);
+            }
+            self.cursor = SpoolCursor {
+                segment: seq + 1,
+                offset: 0,
+            };
+            if rest > 0 {
+                // The writer left this segment mid-record (it crashed).
+                out.push((SpoolItem::Malformed, self.cursor));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn record(ts: i64, line: &str) -> String {
+        format!(
+            "{{\"ts\":\"{ts}\",\"labels\":{{\"host\":\"h\",\"app\":\"a\"}},\"line\":\"{line}\"}}\n"
+        )
+    }
+
+    fn write(dir: &Path, seq: u64, text: &str) {
+        let mut f = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(segment_path(dir, seq))
+            .unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+    }
+
+    fn lines(read: &[(SpoolItem, SpoolCursor)]) -> Vec<String> {
+        read.iter()
+            .map(|(r, _)| match r {
+                SpoolItem::Record(r) => format!("{}:{}", r.ts, r.line),
+                SpoolItem::Malformed => "malformed".into(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn records_are_read_in_order_across_segments_and_incomplete_ones_wait() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        write(dir, 7, &record(1, "a"));
+        write(dir, 7, &record(2, "b")[..10]);
+        let mut reader = SpoolReader::new(dir.to_path_buf(), SpoolCursor::default(), 1 << 16);
+        let first = reader.read(1 << 20).unwrap();
+        assert_eq!(lines(&first), ["1:a"]);
+        assert_eq!(first[0].1.segment, 7);
+        write(dir, 7, &record(2, "b")[10..]);
+        write(dir, 7, "not json\n");
+        write(dir, 8, &record(3, "c"));
+        let next = reader.read(1 << 20).unwrap();
+        assert_eq!(lines(&next), ["2:b", "malformed", "3:c"]);
+        let SpoolItem::Record(r) = &next[0].0 else {
+            panic!()
+        };
+        assert_eq!(r.labels["app"], "a");
+        // Resuming from a saved cursor repeats nothing.
+        let mut again = SpoolReader::new(dir.to_path_buf(), next[1].1, 1 << 16);
+        assert_eq!(lines(&again.read(1 << 20).unwrap()), ["3:c"]);
+        delete_shipped(dir, next[2].1).unwrap();
+        assert_eq!(segments(dir).unwrap(), [8]);
+    }
+
+    #[test]
+    fn a_record_cut_off_in_a_finished_segment_is_skipped() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        write(dir, 1, &format!("{}{{\"ts\":", record(1, "a")));
+        write(dir, 2, &record(2, "b"));
+        let mut reader = SpoolReader::new(dir.to_path_buf(), SpoolCursor::default(), 1 << 16);
+        assert_eq!(
+            lines(&reader.read(1 << 20).unwrap()),
+            ["1:a", "malformed", "2:b"]
+        );
+    }
+}
