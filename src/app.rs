@@ -256,6 +256,19 @@ pub async fn run(
         env!("CARGO_PKG_VERSION"),
         dir.display()
     );
+    // Syslog over TLS serves the box's certificate, as HTTPS does, without
+    // HTTP's ALPN.
+    let syslog_tls = https.as_ref().map(|(_, tls)| {
+        let mut config = (*tls.server_config()).clone();
+        config.alpn_protocols.clear();
+        Arc::new(config)
+    });
+    let logs_in = crate::logs::Ingest::start(crate::logs::IngestContext {
+        spool_dir: dir.join("spool"),
+        store: store.clone(),
+        settings: services.subscribe(),
+        tls: syslog_tls,
+    })?;
     let accounts = crate::accounts::Accounts::new(store.clone());
     let controls = controls.start(ControlsContext {
         store: store.clone(),
@@ -281,6 +294,7 @@ pub async fn run(
         lifecycle: lifecycle.clone(),
         tls: https.as_ref().map(|(_, tls)| tls.clone()),
         ota: ota.clone(),
+        logs_in: logs_in.clone(),
     }));
     let stopping = CancellationToken::new();
     let plain = web::tls::plain_http(app.clone(), https_addr.map(|a| a.port()));
@@ -319,6 +333,7 @@ pub async fn run(
         drained(secure, &stopping, "HTTPS")
     );
     controls.stop().await;
+    logs_in.stop().await;
     plain.context("the web server failed")?;
     secure.context("the HTTPS server failed")?;
     supervisor.shutdown().await;

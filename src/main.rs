@@ -7,6 +7,7 @@ mod backup;
 mod diagnostics;
 mod disks;
 mod http_client;
+mod logs;
 mod ota;
 mod power;
 mod reset;

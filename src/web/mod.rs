@@ -9,6 +9,7 @@ mod alerts;
 pub mod auth;
 mod backups;
 mod disks;
+mod log_sources;
 mod metrics;
 mod overview;
 mod pages;
@@ -58,6 +59,8 @@ pub struct AppState {
     pub tls: Option<Arc<crate::tls::Tls>>,
     /// Firmware updates (off on a machine that is not an obsbox image).
     pub ota: crate::ota::Ota,
+    /// Logs coming in from the LAN (syslog, Loki push).
+    pub logs_in: crate::logs::Ingest,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -74,6 +77,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/audit", get(audit))
         .merge(backups::routes())
         .merge(disks::routes())
+        .merge(log_sources::routes())
         .merge(alerts::routes())
         .merge(runbooks::routes())
         .merge(account::routes())
