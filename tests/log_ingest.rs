@@ -217,10 +217,10 @@ fn syslog_ng(ports: &Ports, ca: &Path) -> SyslogNg {
     let port = free_port();
     let conf = format!(
         r#"@version: 3.35
-options {{ stats(freq(0)); keep-hostname(yes); }};
+options {{ stats-freq(0); keep-hostname(yes); time-reopen(1); }};
 source s_in {{ network(ip("127.0.0.1") port({port}) transport("udp")); }};
 destination d_5424_tcp {{ syslog("127.0.0.1" port({tcp}) transport("tcp")); }};
-destination d_bsd_tcp {{ network("127.0.0.1" port({tcp}) transport("tcp")); }};
+destination d_bsd_tcp {{ network("127.0.0.1" port({tcp}) transport("tcp") persist-name("bsd")); }};
 destination d_5424_tls {{ syslog("127.0.0.1" port({tls}) transport("tls")
     tls(ca-file("{ca}") peer-verify(required-trusted))); }};
 log {{ source(s_in); destination(d_5424_tcp); destination(d_bsd_tcp); destination(d_5424_tls); }};
@@ -231,7 +231,8 @@ log {{ source(s_in); destination(d_5424_tcp); destination(d_bsd_tcp); destinatio
     );
     let path = dir.path().join("syslog-ng.conf");
     std::fs::write(&path, conf).unwrap();
-    let child = Command::new("syslog-ng")
+    let log = std::fs::File::create(dir.path().join("stderr")).unwrap();
+    let mut child = Command::new("syslog-ng")
         .arg("-F")
         .arg("-f")
         .arg(&path)
@@ -243,11 +244,17 @@ log {{ source(s_in); destination(d_5424_tcp); destination(d_bsd_tcp); destinatio
         .arg(dir.path().join("ctl"))
         .arg("--no-caps")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .expect("syslog-ng (Debian syslog-ng-core) is installed");
+    // In the foreground syslog-ng writes no pid file; its control socket
+    // shows it is up.
     wait_for("syslog-ng to start", WAIT, || {
-        dir.path().join("pid").exists().then_some(())
+        if let Ok(Some(status)) = child.try_wait() {
+            let stderr = std::fs::read_to_string(dir.path().join("stderr")).unwrap_or_default();
+            panic!("syslog-ng ended ({status}): {stderr}");
+        }
+        dir.path().join("ctl").exists().then_some(())
     });
     SyslogNg {
         child,
