@@ -19,7 +19,7 @@ use std::sync::Arc;
 struct Assets;
 
 /// The pages of the main navigation, in order: (path, label).
-const NAV: [(&str, &str); 8] = [
+const NAV: [(&str, &str); 9] = [
     ("/", "Overview"),
     ("/services", "Services"),
     ("/targets", "Targets"),
@@ -27,6 +27,7 @@ const NAV: [(&str, &str); 8] = [
     ("/backups", "Backups"),
     ("/power", "Power"),
     ("/disks", "Disks"),
+    ("/logs/sources", "Log sources"),
     ("/system", "System"),
 ];
 
@@ -124,6 +125,7 @@ pages! {
     Backups: "/backups", "backups.html", "backups.js", "Backups";
     Power: "/power", "power.html", "power.js", "Power";
     DisksPage: "/disks", "disks.html", "disks.js", "Disks";
+    LogSources: "/logs/sources", "log_sources.html", "log_sources.js", "Log sources";
     System: "/system", "system.html", "system.js", "System";
     Account: "/account", "account.html", "account.js", "Account";
     Setup: "/setup", "setup.html", "setup.js", "First-boot setup";
