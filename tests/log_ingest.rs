@@ -197,6 +197,52 @@ fn malformed_oversized_and_binary_input_is_kept_as_raw_lines() {
     assert_eq!(me["truncated"], 1, "{me}");
 }
 
+#[test]
+fn over_the_rate_limit_udp_lines_are_dropped_and_counted_and_tcp_is_slowed_not_lost() {
+    let (udp, tcp) = (free_port(), free_port());
+    let obsbox = Obsbox::start(&[
+        ("services", services_only(&[])),
+        (
+            "syslog",
+            json!({"enabled": true, "udp": format!("127.0.0.1:{udp}"),
+                   "tcp": format!("127.0.0.1:{tcp}"), "tls": "", "rate_limit": 10, "burst": 10}),
+        ),
+    ]);
+    wait_for("the syslog receiver", WAIT, || {
+        TcpStream::connect(("127.0.0.1", tcp)).ok()
+    });
+    // 40 lines at once over TCP: 10 from the burst, the rest at 10 a second.
+    let started = std::time::Instant::now();
+    let mut stream = TcpStream::connect(("127.0.0.1", tcp)).unwrap();
+    for n in 0..40 {
+        write!(stream, "<13>Feb  5 17:32:18 h slow: tcp line {n}\n").unwrap();
+    }
+    drop(stream);
+    spooled(&obsbox.data, "syslog", "tcp line 39");
+    let tcp_lines = spool(&obsbox.data, "syslog").len();
+    assert_eq!(tcp_lines, 40);
+    assert!(started.elapsed() >= Duration::from_secs(2), "{:?}", started.elapsed());
+    // The bucket is empty now: datagrams over the rate are dropped.
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for n in 0..40 {
+        socket
+            .send_to(format!("<13>udp line {n}").as_bytes(), ("127.0.0.1", udp))
+            .unwrap();
+    }
+    let refused = wait_for("refused datagrams counted", WAIT, || {
+        let senders = obsbox.get("/api/logs/senders");
+        let refused = senders[0]["refused"].as_u64().unwrap_or(0);
+        let lines = senders[0]["lines"].as_u64().unwrap_or(0);
+        (refused + lines == 80).then_some(refused)
+    });
+    assert!(refused >= 25, "{refused} refused");
+    let metric = obsbox.metric_lines("obsbox_log_sender_refused_total");
+    assert!(
+        metric.iter().any(|l| l.ends_with(&format!(" {refused}"))),
+        "{metric:?}"
+    );
+}
+
 /// syslog-ng as a relay: it takes what `logger` sends it over UDP and
 /// forwards it to obsbox as RFC 5424 over TCP and TLS, and as BSD syslog.
 struct SyslogNg {
