@@ -215,13 +215,17 @@ fn over_the_rate_limit_udp_lines_are_dropped_and_counted_and_tcp_is_slowed_not_l
     let started = std::time::Instant::now();
     let mut stream = TcpStream::connect(("127.0.0.1", tcp)).unwrap();
     for n in 0..40 {
-        write!(stream, "<13>Feb  5 17:32:18 h slow: tcp line {n}\n").unwrap();
+        writeln!(stream, "<13>Feb  5 17:32:18 h slow: tcp line {n}").unwrap();
     }
     drop(stream);
     spooled(&obsbox.data, "syslog", "tcp line 39");
     let tcp_lines = spool(&obsbox.data, "syslog").len();
     assert_eq!(tcp_lines, 40);
-    assert!(started.elapsed() >= Duration::from_secs(2), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
     // The bucket is empty now: datagrams over the rate are dropped.
     let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     for n in 0..40 {
