@@ -247,6 +247,41 @@ fn over_the_rate_limit_udp_lines_are_dropped_and_counted_and_tcp_is_slowed_not_l
     );
 }
 
+#[test]
+fn the_receiver_starts_and_stops_with_its_settings_off_by_default() {
+    let obsbox = Obsbox::start(&[("services", services_only(&[]))]);
+    let tcp = free_port();
+    let sources = obsbox.get("/api/logs/sources");
+    assert_eq!(sources["syslog"]["settings"]["enabled"], false, "{sources}");
+    assert!(sources["syslog"]["listening"]["tcp"].is_null(), "{sources}");
+    let mut syslog = sources["syslog"]["settings"].clone();
+    syslog["enabled"] = json!(true);
+    syslog["udp"] = json!("");
+    syslog["tls"] = json!("");
+    syslog["tcp"] = json!(format!("127.0.0.1:{tcp}"));
+    let (status, answer) = obsbox.send("PUT", "/api/settings/syslog", &syslog.to_string());
+    assert_eq!(status, 200, "{answer}");
+    wait_for("the receiver to listen", WAIT, || {
+        TcpStream::connect(("127.0.0.1", tcp)).ok()
+    });
+    let listening = obsbox.get("/api/logs/sources")["syslog"]["listening"].clone();
+    assert_eq!(listening["tcp"], format!("127.0.0.1:{tcp}"));
+    syslog["enabled"] = json!(false);
+    let (status, answer) = obsbox.send("PUT", "/api/settings/syslog", &syslog.to_string());
+    assert_eq!(status, 200, "{answer}");
+    wait_for("the receiver to stop listening", WAIT, || {
+        TcpStream::connect(("127.0.0.1", tcp))
+            .is_err()
+            .then_some(())
+    });
+    // Settings are checked as a whole.
+    syslog["rate_limit"] = json!(0);
+    syslog["tcp"] = json!("nowhere");
+    let (status, answer) = obsbox.send("PUT", "/api/settings/syslog", &syslog.to_string());
+    assert_eq!(status, 422, "{answer}");
+    assert_eq!(answer["problems"].as_array().unwrap().len(), 2, "{answer}");
+}
+
 /// syslog-ng as a relay: it takes what `logger` sends it over UDP and
 /// forwards it to obsbox as RFC 5424 over TCP and TLS, and as BSD syslog.
 struct SyslogNg {
