@@ -240,7 +240,7 @@ async fn run(
             tokio::select! {
                 _ = inner.stop.cancelled() => break false,
                 changed = settings.changed() => break changed.is_ok(),
-                _ = sync.tick() => sync_spools(&inner),
+                _ = sync.tick() => sync_spools(&inner).await,
                 _ = save.tick() => save_senders(&inner),
             }
         };
@@ -251,15 +251,22 @@ async fn run(
     if let Some(r) = receiver {
         r.stop().await;
     }
-    sync_spools(&inner);
+    sync_spools(&inner).await;
     save_senders(&inner);
 }
 
-fn sync_spools(inner: &Inner) {
-    for spool in [&inner.syslog, &inner.intake] {
-        if let Err(e) = spool.sync() {
-            tracing::error!(error = %e, "syncing a spool failed");
+/// Syncs both spools on a blocking thread: an fsync can take long.
+async fn sync_spools(inner: &Inner) {
+    let spools = [inner.syslog.clone(), inner.intake.clone()];
+    let synced = tokio::task::spawn_blocking(move || {
+        for spool in spools {
+            if let Err(e) = spool.sync() {
+                tracing::error!(error = %e, "syncing a spool failed");
+            }
         }
+    });
+    if let Err(e) = synced.await {
+        tracing::error!(error = %e, "syncing the spools failed");
     }
 }
 

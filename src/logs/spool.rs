@@ -10,9 +10,10 @@
 //! off (the tail of a crash).
 //!
 //! Durability: each batch is one `write` to the file (visible to the shipper
-//! at once and kept if obsbox dies); `fdatasync` runs when a segment is
-//! closed and at most every [`SYNC_EVERY`] otherwise (by [`Spool::sync`]),
-//! so a power cut loses at most that much.
+//! at once and kept if obsbox dies); every [`SYNC_EVERY`] a background task
+//! `fdatasync`s what was written since (segments closed meanwhile included),
+//! off the receiving path, so a power cut loses about that much at most and
+//! a slow disk never holds up the senders.
 
 use serde::Serialize;
 use std::collections::{BTreeMap, VecDeque};
@@ -85,6 +86,8 @@ struct Writer {
     segments: VecDeque<Segment>,
     total: u64,
     dirty: bool,
+    /// Closed segments written since the last sync.
+    closed: Vec<File>,
     buffer: Vec<u8>,
 }
 
@@ -166,6 +169,7 @@ impl Spool {
                 segments,
                 total,
                 dirty: false,
+                closed: Vec::new(),
                 buffer: Vec::with_capacity(64 << 10),
             }),
             dropped_lines: AtomicU64::new(0),
@@ -218,14 +222,18 @@ impl Spool {
         self.trim(w).map_err(io)
     }
 
-    /// Closes the current segment (synced) and starts the next.
+    /// Closes the current segment (it is synced by the next [`Spool::sync`])
+    /// and starts the next.
     fn roll(&self, w: &mut Writer) -> std::io::Result<()> {
-        w.file.sync_data()?;
         let seq = w.segments.back().expect("a current segment").seq + 1;
-        w.file = OpenOptions::new()
+        let next = OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.join(segment_name(seq)))?;
+        let closed = std::mem::replace(&mut w.file, next);
+        if w.dirty {
+            w.closed.push(closed);
+        }
         w.segments.push_back(Segment {
             seq,
             bytes: 0,
@@ -257,17 +265,27 @@ impl Spool {
         Ok(())
     }
 
-    /// Syncs the current segment if anything was written since the last sync.
+    /// Syncs what was written since the last sync (closed segments and the
+    /// current one) without holding up writers: the disk may be slow, so
+    /// call it off the receiving path.
     pub fn sync(&self) -> Result<(), SpoolError> {
-        let mut w = self.lock();
-        if !w.dirty {
-            return Ok(());
-        }
-        w.file.sync_data().map_err(|source| SpoolError::Io {
+        let io = |source| SpoolError::Io {
             dir: self.dir.clone(),
             source,
-        })?;
-        w.dirty = false;
+        };
+        let (closed, current) = {
+            let mut w = self.lock();
+            let current = if w.dirty {
+                w.dirty = false;
+                Some(w.file.try_clone().map_err(io)?)
+            } else {
+                None
+            };
+            (std::mem::take(&mut w.closed), current)
+        };
+        for file in closed.iter().chain(&current) {
+            file.sync_data().map_err(io)?;
+        }
         Ok(())
     }
 
