@@ -6,7 +6,9 @@ set children ...`, captured output lands in logs/<child>/current), runs the
 peers and obsbox in one invocation, then measures what only obsbox has: idle
 memory with the real monitoring stack running, and kill -9 to ready again for
 a child with a readiness probe (node_exporter). `power` in `--only` adds the
-power benchmark (bench_power.py); `--only power` runs it alone.
+power benchmark (bench_power.py); `--only power` runs it alone. `syslog` adds
+the syslog receiver beside syslog-ng (bench_syslog.py; `--syslog-seconds N`
+per phase).
 
 Usage: bench_obsbox.py PEERS_DIR OUT_JSON [harness options...]
 """
@@ -151,11 +153,16 @@ def split_only(args):
 
 def main():
     only, rest = split_only(harness_args)
+    syslog_seconds = 60
+    if "--syslog-seconds" in rest:
+        i = rest.index("--syslog-seconds")
+        syslog_seconds = int(rest[i + 1])
+        del rest[i:i + 2]
     samples = 20
     for i, a in enumerate(rest):
         if a == "--samples":
             samples = min(20, int(rest[i + 1]))
-    peers = None if only is None else [n for n in only if n not in ("power", "install")]
+    peers = None if only is None else [n for n in only if n not in ("power", "install", "syslog")]
     if peers != []:
         sys.argv = ["bench.py", "--out", out_json] + (["--only", ",".join(peers)] if peers else []) + rest
         bench.main()
@@ -180,6 +187,12 @@ def main():
         install = bench_install.run(min(samples, 5))
         all_results = json.load(open(out_json)) if os.path.exists(out_json) else {}
         all_results.setdefault("obsbox", {})["install"] = install
+        json.dump(all_results, open(out_json, "w"), indent=1)
+    if only is not None and "syslog" in only:
+        import bench_syslog
+        syslog = bench_syslog.run(syslog_seconds)
+        all_results = json.load(open(out_json)) if os.path.exists(out_json) else {}
+        all_results.setdefault("obsbox", {})["syslog"] = syslog
         json.dump(all_results, open(out_json, "w"), indent=1)
     if peers != []:
         print()

@@ -338,6 +338,19 @@ pub async fn run(
         env!("CARGO_PKG_VERSION"),
         dir.display()
     );
+    // Syslog over TLS serves the box's certificate, as HTTPS does, without
+    // HTTP's ALPN.
+    let syslog_tls = https.as_ref().map(|(_, tls)| {
+        let mut config = (*tls.server_config()).clone();
+        config.alpn_protocols.clear();
+        Arc::new(config)
+    });
+    let logs_in = crate::logs::Ingest::start(crate::logs::IngestContext {
+        spool_dir: dir.join("spool"),
+        store: store.clone(),
+        settings: services.subscribe(),
+        tls: syslog_tls,
+    })?;
     let accounts = crate::accounts::Accounts::new(store.clone());
     let controls = controls.start(ControlsContext {
         store: store.clone(),
@@ -364,6 +377,7 @@ pub async fn run(
         tls: https.as_ref().map(|(_, tls)| tls.clone()),
         ota: ota.clone(),
         shipper,
+        logs_in: logs_in.clone(),
     }));
     // The web UI answers until every child has stopped (a second reboot
     // asked for meanwhile gets its 409), then open requests may finish.
@@ -409,6 +423,7 @@ pub async fn run(
         drained(secure, &stopping, "HTTPS"),
         others.handle(&services, &supervisor, &quitting)
     );
+    logs_in.stop().await;
     shipping_stop.cancel();
     if let Some(task) = shipping {
         // A push in flight is dropped at once; file work finishes within moments.

@@ -3,6 +3,7 @@
 //! downstream trusts a validated value.
 
 mod alerting;
+mod log_ingest;
 mod loki;
 mod power;
 pub mod users;
@@ -10,6 +11,7 @@ pub mod users;
 pub use alerting::{
     default_slos, AlertingSettings, Indicator, Receiver, ReceiverKind, Slo, OBSBOX_RECEIVER,
 };
+pub use log_ingest::{LogIntakeSettings, SyslogSettings, SPOOL_SEGMENT_BYTES};
 pub use loki::LokiSettings;
 pub use power::{NutRole, NutServerSettings, NutUser, PowerSettings};
 use serde::{Deserialize, Serialize};
@@ -50,6 +52,10 @@ pub struct Settings {
     pub power: PowerSettings,
     /// SMART disk health: readings, self-tests, thresholds.
     pub disks: DiskSettings,
+    /// The syslog receiver for the LAN.
+    pub syslog: SyslogSettings,
+    /// The Loki-compatible push endpoint for the LAN.
+    pub log_intake: LogIntakeSettings,
 }
 
 impl Default for Settings {
@@ -70,6 +76,8 @@ impl Default for Settings {
             slos: default_slos(),
             power: PowerSettings::default(),
             disks: DiskSettings::default(),
+            syslog: SyslogSettings::default(),
+            log_intake: LogIntakeSettings::default(),
         }
     }
 }
@@ -657,6 +665,8 @@ pub const SECTIONS: &[&str] = &[
     "slos",
     "power",
     "disks",
+    "syslog",
+    "log_intake",
 ];
 
 /// Names the built-in children take; extra children may not reuse them.
@@ -893,6 +903,8 @@ impl Settings {
         alerting::validate_slos(&self.slos, &mut bad);
         self.power.validate(&mut bad);
         self.disks.validate(&mut bad);
+        self.syslog.validate(&mut bad);
+        self.log_intake.validate(&mut bad);
         for (i, child) in self.children.iter().enumerate() {
             for dep in &child.depends_on {
                 if dep == &child.name || !names.contains(&dep.as_str()) {

@@ -224,6 +224,22 @@ const MIGRATIONS: &[&str] = &[
         slot INTEGER NOT NULL,
         PRIMARY KEY (device, kind)
     );",
+    // Logs from the LAN: push tokens per host, kept by their SHA-256 (a copy
+    // of the database lets nobody push), and when each sender was last seen
+    // (Unix seconds), so a silent one is still known after a restart.
+    "CREATE TABLE log_push_tokens (
+        host TEXT PRIMARY KEY,
+        token_sha256 TEXT NOT NULL UNIQUE,
+        created_at INTEGER NOT NULL,
+        last_used_at INTEGER
+    );
+    CREATE TABLE log_senders (
+        source TEXT NOT NULL,
+        sender TEXT NOT NULL,
+        host TEXT NOT NULL,
+        last_seen INTEGER NOT NULL,
+        PRIMARY KEY (source, sender)
+    );",
 ];
 
 /// A handle on the store; cheap to clone. Calls block briefly on SQLite.

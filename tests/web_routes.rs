@@ -93,6 +93,9 @@ const READS: &[Case] = &[
         None,
     ),
     case("/api/logs/tail", "GET", "/api/logs/tail?query=%20", None),
+    case("/api/logs/senders", "GET", "/api/logs/senders", None),
+    case("/api/logs/tokens", "GET", "/api/logs/tokens", None),
+    case("/api/logs/sources", "GET", "/api/logs/sources", None),
     case("/api/alerts", "GET", "/api/alerts?status=bogus", None),
     case(
         "/api/alerts/receivers",
@@ -186,6 +189,24 @@ const CHANGES: &[Case] = &[
         Some(("{}", 422)),
     ),
     case("/api/disks/refresh", "POST", "/api/disks/refresh", None),
+    case(
+        "/api/logs/tokens",
+        "POST",
+        "/api/logs/tokens",
+        Some((r#"{"host": "not a host"}"#, 400)),
+    ),
+    case(
+        "/api/logs/tokens/{host}",
+        "DELETE",
+        "/api/logs/tokens/nope",
+        Some(("", 404)),
+    ),
+    case(
+        "/api/logs/senders/{source}/{sender}",
+        "DELETE",
+        "/api/logs/senders/syslog/nope",
+        Some(("", 404)),
+    ),
     case(
         "/api/disks/{disk}/self-test",
         "POST",
@@ -290,13 +311,15 @@ const CHANGES: &[Case] = &[
 
 /// Routes with rules of their own, tested elsewhere: setup and login (open
 /// before a session, `web_auth.rs`), Alertmanager's webhooks (a bearer token,
-/// `alerting.rs`), the open probes, the pages and static files (`browser.rs`).
+/// `alerting.rs`), Loki pushes (a push token, `log_ingest.rs`), the open
+/// probes, the pages and static files (`browser.rs`).
 const ELSEWHERE: &[&str] = &[
     "/api/setup",
     "/api/login",
     "/api/timezones",
     "/api/alerts/notify",
     "/api/alerts/relay/{receiver}",
+    "/loki/api/v1/push",
     "/healthz",
     "/metrics",
     "/static/{*path}",
@@ -426,6 +449,7 @@ fn every_route_needs_a_session_and_its_token_and_refuses_bad_input_changing_noth
         "/backups",
         "/power",
         "/disks",
+        "/logs/sources",
         "/system",
         "/account",
         "/grafana/",

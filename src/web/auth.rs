@@ -42,7 +42,8 @@ pub struct PageContext {
 enum Access {
     /// Probes and static assets: no session, nothing changes.
     Open,
-    /// Alertmanager's webhooks, which check their bearer token themselves.
+    /// Alertmanager's webhooks and Loki pushes from the LAN, which check
+    /// their bearer token themselves.
     Hook,
     /// Setup and login: no session yet, but a pre-session CSRF token.
     Entry,
@@ -54,6 +55,8 @@ fn access(path: &str) -> Access {
     match path {
         "/healthz" | "/metrics" | "/api/timezones" => Access::Open,
         "/api/alerts/notify" => Access::Hook,
+        // Log senders authenticate with their push token.
+        "/loki/api/v1/push" => Access::Hook,
         "/setup" | "/api/setup" | "/login" | "/api/login" => Access::Entry,
         p if p.starts_with("/static/") => Access::Open,
         p if p.starts_with("/api/alerts/relay/") => Access::Hook,
@@ -387,6 +390,7 @@ mod tests {
             ("/api/timezones", Access::Open),
             ("/api/alerts/notify", Access::Hook),
             ("/api/alerts/relay/matrix", Access::Hook),
+            ("/loki/api/v1/push", Access::Hook),
             ("/setup", Access::Entry),
             ("/api/login", Access::Entry),
             ("/", Access::Session),

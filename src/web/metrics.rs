@@ -154,6 +154,8 @@ pub(super) async fn metrics(State(app): State<Arc<AppState>>, headers: HeaderMap
         register_disks(&mut registry, &disks);
     }
 
+    register_logs_in(&mut registry, &app.logs_in);
+
     let rss = Gauge::<i64>::default();
     rss.set(resident_bytes());
     registry.register(
@@ -819,6 +821,87 @@ fn resident_bytes() -> i64 {
         .unwrap_or(0);
     // SAFETY: sysconf has no preconditions.
     pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as i64
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SenderLabel {
+    source: String,
+    sender: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DroppedLabel {
+    source: String,
+    reason: String,
+}
+
+/// Logs from the LAN: per sender, and what each spool dropped.
+fn register_logs_in(registry: &mut Registry, logs_in: &crate::logs::Ingest) {
+    let last_seen = Family::<SenderLabel, Gauge>::default();
+    let lines = Family::<SenderLabel, Counter>::default();
+    let refused = Family::<SenderLabel, Counter>::default();
+    let truncated = Family::<SenderLabel, Counter>::default();
+    let malformed = Family::<SenderLabel, Counter>::default();
+    for s in logs_in.senders() {
+        let label = SenderLabel {
+            source: s.source.clone(),
+            sender: s.sender.clone(),
+        };
+        last_seen.get_or_create(&label).set(s.last_seen);
+        lines.get_or_create(&label).inc_by(s.lines);
+        refused.get_or_create(&label).inc_by(s.refused);
+        truncated.get_or_create(&label).inc_by(s.truncated);
+        malformed.get_or_create(&label).inc_by(s.malformed);
+    }
+    registry.register(
+        "obsbox_log_sender_last_seen_timestamp_seconds",
+        "When a LAN log sender last sent a line (Unix seconds)",
+        last_seen,
+    );
+    registry.register(
+        "obsbox_log_sender_lines",
+        "Lines taken from a LAN log sender since obsbox started",
+        lines,
+    );
+    registry.register(
+        "obsbox_log_sender_refused",
+        "Syslog lines over the rate limit dropped (UDP) or pushes refused, per sender",
+        refused,
+    );
+    registry.register(
+        "obsbox_log_sender_truncated",
+        "Messages cut to the size limit, per sender",
+        truncated,
+    );
+    registry.register(
+        "obsbox_log_sender_malformed",
+        "Messages that were not syslog, kept as raw lines, per sender",
+        malformed,
+    );
+    let dropped = Family::<DroppedLabel, Counter>::default();
+    let bytes = Family::<SourceLabel, Gauge>::default();
+    for spool in logs_in.spools() {
+        let label = DroppedLabel {
+            source: spool.source.into(),
+            reason: "spool_full".into(),
+        };
+        dropped.get_or_create(&label).inc_by(spool.dropped_lines);
+        bytes
+            .get_or_create(&SourceLabel {
+                source: spool.source.into(),
+            })
+            .set(spool.bytes as i64);
+    }
+    registry.register(
+        "obsbox_log_lines_dropped",
+        "Log lines lost, by source and reason (spool_full: deleted unread from a full spool)",
+        dropped,
+    );
+    registry.register(
+        "obsbox_log_spool_bytes",
+        "Size of a way in's spool on disk",
+        bytes,
+    );
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ pub mod auth;
 mod backups;
 mod disks;
 mod docs;
+mod log_sources;
 mod logs;
 mod manual;
 mod metrics;
@@ -65,6 +66,8 @@ pub struct AppState {
     pub ota: crate::ota::Ota,
     /// Log shipping to Loki, for its counters.
     pub shipper: crate::logs::Shipper,
+    /// Logs coming in from the LAN (syslog, Loki push).
+    pub logs_in: crate::logs::Ingest,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -82,6 +85,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(backups::routes())
         .merge(disks::routes())
         .merge(logs::routes())
+        .merge(log_sources::routes())
         .merge(alerts::routes())
         .merge(runbooks::routes())
         .merge(docs::routes())

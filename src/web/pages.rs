@@ -19,12 +19,13 @@ use std::sync::Arc;
 struct Assets;
 
 /// The pages of the main navigation, in order: (path, label).
-const NAV: [(&str, &str); 9] = [
+const NAV: [(&str, &str); 10] = [
     ("/", "Overview"),
     ("/services", "Services"),
     ("/targets", "Targets"),
     ("/alerting", "Alerting"),
     ("/logs", "Logs"),
+    ("/logs/sources", "Log sources"),
     ("/backups", "Backups"),
     ("/power", "Power"),
     ("/disks", "Disks"),
@@ -126,6 +127,7 @@ pages! {
     Backups: "/backups", "backups.html", "backups.js", "Backups";
     Power: "/power", "power.html", "power.js", "Power";
     DisksPage: "/disks", "disks.html", "disks.js", "Disks";
+    LogSources: "/logs/sources", "log_sources.html", "log_sources.js", "Log sources";
     System: "/system", "system.html", "system.js", "System";
     Account: "/account", "account.html", "account.js", "Account";
     Setup: "/setup", "setup.html", "setup.js", "First-boot setup";

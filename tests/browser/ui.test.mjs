@@ -15,7 +15,7 @@ const NODE_EXPORTER = `127.0.0.1:${process.env.NODE_EXPORTER_PORT}`;
 const ARTIFACTS = process.env.ARTIFACTS;
 const PASSWORD = 'correct horse battery';
 const HOSTNAME = 'browser-box';
-const PAGES = ['/', '/services', '/targets', '/alerting', '/logs', '/backups', '/power', '/disks', '/system', '/account'];
+const PAGES = ['/', '/services', '/targets', '/alerting', '/logs', '/logs/sources', '/backups', '/power', '/disks', '/system', '/account'];
 const MINUTE = 60_000;
 
 let browser;
@@ -147,7 +147,7 @@ async function tabThrough(n) {
 test('keyboard only: skip link, main navigation, and a scrape target added that Prometheus scrapes', { timeout: 2 * MINUTE }, async () => {
   await page.goto(`${BASE}/targets`);
   assert.deepEqual(await tabThrough(16), [
-    'Skip to content', 'obsbox', 'Overview', 'Services', 'Targets', 'Alerting', 'Logs', 'Backups', 'Power', 'Disks', 'System',
+    'Skip to content', 'obsbox', 'Overview', 'Services', 'Targets', 'Alerting', 'Logs', 'Log sources', 'Backups', 'Power', 'Disks', 'System',
     'Grafana', 'Prometheus', 'Alertmanager', 'admin', 'Sign out',
   ]);
 

@@ -251,6 +251,9 @@ impl<'a> Catalog<'a> {
                 description: "Log lines have waited more than 10 minutes with no push accepted by Loki; they are kept in their files until the kept segments run out.".into(),
             },
         ];
+        if let Some(silent) = self.log_sender_silent() {
+            alerts.push(silent);
+        }
         if let Some(escalation) = &self.settings.alerting.escalation {
             alerts.push(Alert {
                 name: "AlertEscalated",
@@ -273,6 +276,37 @@ impl<'a> Catalog<'a> {
             Vec::new(),
             &alerts,
         )
+    }
+
+    /// A LAN log sender (syslog or Loki push) silent for longer than its way
+    /// in's `silent_after`; none when both are "0".
+    fn log_sender_silent(&self) -> Option<Alert<'static>> {
+        let parts: Vec<String> = [
+            ("syslog", &self.settings.syslog.silent_after),
+            ("intake", &self.settings.log_intake.silent_after),
+        ]
+        .into_iter()
+        .filter_map(|(source, after)| {
+            let seconds = crate::settings::parse_duration(after).ok()?.as_secs();
+            (seconds > 0).then(|| {
+                format!(
+                    r#"time() - obsbox_log_sender_last_seen_timestamp_seconds{{source="{source}"}} > {seconds}"#
+                )
+            })
+        })
+        .collect();
+        if parts.is_empty() {
+            return None;
+        }
+        Some(Alert {
+            name: "LogSenderSilent",
+            expr: parts.join(" or "),
+            wait: None,
+            severity: "warning",
+            service: "logs",
+            summary: "{{ $labels.sender }} stopped sending logs",
+            description: "{{ $labels.sender }} last sent a line over {{ $labels.source }} {{ $value | humanizeDuration }} ago.".into(),
+        })
     }
 
     /// Coverage of the user's targets (the share answering) and their alerts.
