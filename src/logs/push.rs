@@ -2,6 +2,7 @@
 //! `push.proto` (snappy block compressed) or as JSON, and what Loki's answer
 //! means for the lines in it.
 
+use super::proto;
 use crate::http_client::{self, Body};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -29,42 +30,6 @@ impl Batch {
 
     pub(crate) fn lines(&self) -> u64 {
         self.streams.values().map(|e| e.len() as u64).sum()
-    }
-}
-
-/// The messages of Loki's `pkg/push/push.proto` that a client sends
-/// (structured metadata is not sent, so its field is left out).
-mod proto {
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct PushRequest {
-        #[prost(message, repeated, tag = "1")]
-        pub streams: Vec<StreamAdapter>,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct StreamAdapter {
-        /// The label set in Prometheus' text form: `{a="1", b="2"}`.
-        #[prost(string, tag = "1")]
-        pub labels: String,
-        #[prost(message, repeated, tag = "2")]
-        pub entries: Vec<EntryAdapter>,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct EntryAdapter {
-        #[prost(message, optional, tag = "1")]
-        pub timestamp: Option<Timestamp>,
-        #[prost(string, tag = "2")]
-        pub line: String,
-    }
-
-    /// `google.protobuf.Timestamp`.
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Timestamp {
-        #[prost(int64, tag = "1")]
-        pub seconds: i64,
-        #[prost(int32, tag = "2")]
-        pub nanos: i32,
     }
 }
 
@@ -122,8 +87,11 @@ pub(crate) fn encode(batch: &Batch, encoding: Encoding) -> (Vec<u8>, &'static st
                                     nanos: e.ts.rem_euclid(1_000_000_000) as i32,
                                 }),
                                 line: e.line.clone(),
+                                structured_metadata: Vec::new(),
                             })
                             .collect(),
+                        // Optional in push.proto; Loki computes it when 0.
+                        hash: 0,
                     })
                     .collect(),
             };
@@ -276,7 +244,7 @@ mod tests {
         let stream = &request.streams[0];
         assert_eq!(stream.labels, r#"{host="box", service="a\"b"}"#);
         assert_eq!(stream.entries.len(), 2);
-        let ts = stream.entries[0].timestamp.clone().unwrap();
+        let ts = stream.entries[0].timestamp.unwrap();
         assert_eq!((ts.seconds, ts.nanos), (1_700_000_000, 123_456_789));
         assert_eq!(stream.entries[1].line, "two");
         // Field numbers as push.proto has them: streams=1; labels=1, entries=2;
