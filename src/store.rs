@@ -727,7 +727,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn store() -> (tempfile::TempDir, Store) {
+    pub(super) fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         (dir, store)
@@ -943,13 +943,8 @@ mod tests {
 
 #[cfg(test)]
 mod audit_bounds {
+    use super::tests::store;
     use super::*;
-
-    fn store() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        (dir, store)
-    }
 
     #[test]
     fn a_flood_of_refusals_takes_one_row_per_subject_on_top() {
