@@ -387,11 +387,34 @@ fn scenario(the_box: &mut Appliance, firmware: &Firmware, rng: &mut fastrand::Rn
     for name in ["prometheus", "alertmanager", "loki", "grafana", "blackbox"] {
         services[name]["enabled"] = json!(false);
     }
+    // On the box obsbox is PID 1 with cgroup v2 and its controllers: the
+    // one place a child's memory limit can be checked (the build machine's
+    // cgroup v2 has no memory controller).
+    const NODE_EXPORTER_MAX: u64 = 64 << 20;
+    services["node_exporter"]["memory_max_bytes"] = json!(NODE_EXPORTER_MAX);
     the_box
         .guest
         .expect("PUT", "/api/settings/services", &services.to_string(), 200);
     let status = the_box.wait_committed("a", "1.0.0");
     assert_eq!(status["board"], "x86_64");
+    let node_exporter = the_box
+        .guest
+        .services()
+        .into_iter()
+        .find(|s| s["name"] == "node_exporter")
+        .expect("node_exporter runs");
+    let cgroup = &node_exporter["cgroup"];
+    assert_eq!(
+        cgroup["memory_max_bytes"],
+        json!(NODE_EXPORTER_MAX),
+        "the kernel's memory.max of node_exporter's cgroup: {node_exporter:#}"
+    );
+    let used = cgroup["memory_bytes"].as_u64().unwrap_or(0);
+    assert!(
+        used > 0 && used < NODE_EXPORTER_MAX,
+        "node_exporter's memory.current: {node_exporter:#}"
+    );
+    println!("node_exporter in its cgroup: {used} bytes of a {NODE_EXPORTER_MAX} byte memory.max");
 
     // A bundle with one bit flipped is refused, and nothing is armed.
     let (code, body, _) = install(&the_box.guest, &firmware.tampered);

@@ -181,14 +181,17 @@ fn with_security_headers(routes: Router<Arc<AppState>>) -> Router<Arc<AppState>>
 }
 
 /// Errors axum or tower answer by themselves (a body too large, a timeout)
-/// come as plain text or empty: every error obsbox sends is JSON.
+/// come as plain text or empty: every error obsbox sends is JSON, or an HTML
+/// page made for a person (an unknown runbook or manual page), left as it is.
 async fn json_errors(response: Response) -> Response {
     let status = response.status();
-    let is_json = response
+    let made_to_be_read = response
         .headers()
         .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        .is_some_and(|v| {
+            v.as_bytes().starts_with(b"application/json") || v.as_bytes().starts_with(b"text/html")
+        });
+    if !(status.is_client_error() || status.is_server_error()) || made_to_be_read {
         return response;
     }
     let (mut parts, body) = response.into_parts();
