@@ -693,7 +693,7 @@ impl Store {
         let subject = entry.subject;
         let previous: Option<(i64, String)> = tx
             .query_row(
-                "SELECT id, detail FROM audit WHERE actor = ?1 AND action = ?2 AND at >= ?3
+                "SELECT id, detail FROM audit WHERE actor = ?1 AND action = ?2 AND at > ?3
                  AND substr(detail, 1, length(?4) + 2) = ?4 || ': ' ORDER BY id DESC LIMIT 1",
                 params![
                     entry.actor,
