@@ -320,6 +320,9 @@ const ELSEWHERE: &[&str] = &[
     "/api/alerts/notify",
     "/api/alerts/relay/{receiver}",
     "/loki/api/v1/push",
+    // Served only by the recovery router of a damaged database (tests/store.rs).
+    "/api/recovery",
+    "/api/recovery/retry",
     "/healthz",
     "/metrics",
     "/static/{*path}",
