@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{services_only, stand_in, wait_for, Obsbox, OBSBOX};
+use common::{run_cli, services_only, stand_in, wait_for, Obsbox};
 use serde_json::{json, Value};
 use std::io::BufRead;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -281,19 +281,7 @@ fn the_live_tail_relays_lines_pushed_after_it_started() {
 fn loki_verifies_the_config_rendered_from_the_loki_settings() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new(OBSBOX)
-            .args(args)
-            .arg("--data-dir")
-            .arg(&data)
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned()
-                + &String::from_utf8_lossy(&out.stderr),
-        )
-    };
+    let run = |args: &[&str]| run_cli(&data, args);
     let services =
         json!({"loki": {"port": common::free_port(), "binary": stand_in("loki")}}).to_string();
     let (ok, text) = run(&["settings", "set", "services", &services]);

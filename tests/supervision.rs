@@ -681,19 +681,7 @@ fn a_second_obsbox_on_the_same_data_directory_is_refused() {
 fn obsbox_check_runs_the_real_checkers() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new(OBSBOX)
-            .args(args)
-            .arg("--data-dir")
-            .arg(&data)
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned()
-                + &String::from_utf8_lossy(&out.stderr),
-        )
-    };
+    let run = |args: &[&str]| run_cli(&data, args);
     let (ok, text) = run(&["check"]);
     assert!(ok, "{text}");
     assert!(

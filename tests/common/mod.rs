@@ -17,6 +17,21 @@ use std::time::{Duration, Instant};
 
 pub const OBSBOX: &str = env!("CARGO_BIN_EXE_obsbox");
 
+/// Runs `obsbox ARGS --data-dir DATA`: whether it succeeded, and its stdout
+/// then stderr.
+pub fn run_cli(data: &std::path::Path, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(OBSBOX)
+        .args(args)
+        .arg("--data-dir")
+        .arg(data)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
 /// Where cargo put the stand-in programs (`cargo build -p obsbox-stand-ins`).
 pub fn stand_in(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
