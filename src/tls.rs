@@ -179,7 +179,7 @@ impl Tls {
     }
 }
 
-fn provider() -> Arc<CryptoProvider> {
+pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(ring::default_provider())
 }
 
@@ -300,7 +300,6 @@ fn validity(der: &[u8]) -> Result<(jiff::Timestamp, jiff::Timestamp), TlsError> 
 
 /// The certificate's details, and whether obsbox made it.
 fn describe(der: &[u8]) -> Result<(CertInfo, bool), TlsError> {
-    use sha2::Digest;
     use x509_parser::extensions::GeneralName;
     let cert = parse(der)?;
     let sans = cert
@@ -330,14 +329,20 @@ fn describe(der: &[u8]) -> Result<(CertInfo, bool), TlsError> {
         sans,
         not_before: not_before.to_string(),
         not_after: not_after.to_string(),
-        sha256_fingerprint: sha2::Sha256::digest(der)
-            .iter()
-            .map(|b| format!("{b:02X}"))
-            .collect::<Vec<_>>()
-            .join(":"),
+        sha256_fingerprint: sha256_fingerprint(der),
         self_signed,
     };
     Ok((info, ours))
+}
+
+/// A certificate's SHA-256 fingerprint: upper-case hex byte pairs joined by colons.
+pub(crate) fn sha256_fingerprint(der: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(der)
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 fn ip_address(bytes: &[u8]) -> Option<String> {

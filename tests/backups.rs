@@ -650,3 +650,263 @@ fn two_restic_jobs_in_one_repository_never_forget_each_others_snapshots() {
         [r#"["obsbox","job=music"]"#, r#"["obsbox","job=photos"]"#]
     );
 }
+
+/// Flips a byte in the middle of every pack that holds file contents only
+/// (restic keeps trees and data in separate packs): `restic check` without
+/// reading data still passes, since the index and trees are whole.
+fn damage_data_packs(repo: &Path) -> usize {
+    let restic = |args: &[&str]| -> String {
+        let out = std::process::Command::new("restic")
+            .args(args)
+            .arg("--repo")
+            .arg(repo)
+            .args(["--no-cache", "--no-lock"])
+            .env("RESTIC_PASSWORD", PASSWORD)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let mut damaged = 0;
+    for index in restic(&["list", "index"]).lines() {
+        let index: Value = serde_json::from_str(&restic(&["cat", "index", index])).unwrap();
+        for pack in index["packs"].as_array().unwrap() {
+            let blobs = pack["blobs"].as_array().unwrap();
+            if !blobs.iter().all(|b| b["type"] == "data") {
+                continue;
+            }
+            let id = pack["id"].as_str().unwrap();
+            let path = repo.join("data").join(&id[..2]).join(id);
+            let mut bytes = std::fs::read(&path).unwrap();
+            let middle = bytes.len() / 2;
+            bytes[middle] ^= 0xff;
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+            std::fs::write(&path, bytes).unwrap();
+            damaged += 1;
+        }
+    }
+    damaged
+}
+
+#[test]
+fn restic_verification_reads_the_data_and_finds_a_flipped_byte() {
+    let fx = fixture(4);
+    let repo = restic_repository(&fx);
+    // Monthly: each verification reads the whole repository (1/1).
+    let obsbox = Obsbox::start(&[
+        ("services", services_only(&[])),
+        ("backups", json!({"verify_schedule": "monthly"})),
+    ]);
+    create_job(&obsbox, restic_job("photos", &fx, &repo));
+    obsbox.send("POST", "/api/backups/jobs/photos/run", "");
+    assert_eq!(finished_run(&obsbox, "photos", "backup", 0)["result"], "ok");
+    // The repository's usage, read after the backup.
+    let storage = &obsbox.get("/api/backups")["jobs"][0]["storage"];
+    assert!(storage["used_bytes"].as_u64().unwrap() > 0, "{storage}");
+    assert!(storage["size_bytes"].as_u64().unwrap() > 0, "{storage}");
+    assert!(storage["dedup_factor"].as_f64().unwrap() > 0.0, "{storage}");
+    assert_eq!(
+        obsbox.metric_lines("obsbox_backup_repository_used_bytes{"),
+        [format!(
+            "obsbox_backup_repository_used_bytes{{backup_job=\"photos\"}} {}",
+            storage["used_bytes"]
+        )]
+    );
+    obsbox.send("POST", "/api/backups/jobs/photos/verify", "");
+    let verify = finished_run(&obsbox, "photos", "verify", 0);
+    assert_eq!(verify["result"], "ok", "{verify}");
+    assert!(
+        verify["log"].as_str().unwrap().contains("read part 1/1"),
+        "{verify}"
+    );
+    assert_eq!(
+        obsbox.metric_lines("obsbox_backup_verify_ok{"),
+        ["obsbox_backup_verify_ok{backup_job=\"photos\"} 1"]
+    );
+
+    assert!(damage_data_packs(&repo) > 0);
+    obsbox.send("POST", "/api/backups/jobs/photos/verify", "");
+    let verify = finished_run(&obsbox, "photos", "verify", verify["id"].as_i64().unwrap());
+    assert_eq!(verify["result"], "failed", "{verify}");
+    assert!(
+        verify["reason"].as_str().unwrap().contains("restic check failed"),
+        "{verify}"
+    );
+    assert_eq!(
+        obsbox.metric_lines("obsbox_backup_verify_ok{"),
+        ["obsbox_backup_verify_ok{backup_job=\"photos\"} 0"]
+    );
+}
+
+/// Marks a snapshot's manifest as the PBS server's verify job does.
+fn server_verified(fx: &Fixture, snapshot: &str, state: &str) {
+    let manifest = fx.root.join("store1").join(snapshot).join("index.json.blob");
+    let mut v: Value = serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+    v["unprotected"]["verify_state"] = json!({"state": state, "upid": "UPID:pbs:00001:verify"});
+    std::fs::write(&manifest, v.to_string()).unwrap();
+}
+
+#[test]
+fn pbs_verification_reports_the_servers_verify_state() {
+    let fx = fixture(3);
+    // A datastore of 64 KiB: the backup fills it past 90%.
+    std::fs::write(fx.root.join("store1/.size"), "65536").unwrap();
+    let obsbox = pbs::start(&fx, &[], &[]);
+    create_job(&obsbox, job("photos", &fx.source));
+    obsbox.send("POST", "/api/backups/jobs/photos/run", "");
+    let backup = finished_run(&obsbox, "photos", "backup", 0);
+    assert_eq!(backup["result"], "ok", "{backup}");
+    let storage = &obsbox.get("/api/backups")["jobs"][0]["storage"];
+    assert_eq!(storage["size_bytes"], 65536, "{storage}");
+    let used = storage["used_bytes"].as_u64().unwrap();
+    assert!(used > 0, "{storage}");
+    assert_eq!(storage["avail_bytes"], 65536 - used, "{storage}");
+    assert_eq!(
+        obsbox.metric_lines("obsbox_backup_repository_size_bytes{"),
+        ["obsbox_backup_repository_size_bytes{backup_job=\"photos\"} 65536.0"]
+    );
+
+    // Not verified by the server yet: said plainly, not a failure.
+    obsbox.send("POST", "/api/backups/jobs/photos/verify", "");
+    let verify = finished_run(&obsbox, "photos", "verify", 0);
+    assert_eq!(verify["result"], "ok", "{verify}");
+    assert!(
+        verify["log"].as_str().unwrap().contains("has not verified"),
+        "{verify}"
+    );
+    let snapshot = backup["snapshot"].as_str().unwrap();
+    server_verified(&fx, snapshot, "ok");
+    obsbox.send("POST", "/api/backups/jobs/photos/verify", "");
+    let verify = finished_run(&obsbox, "photos", "verify", verify["id"].as_i64().unwrap());
+    assert_eq!(verify["result"], "ok", "{verify}");
+    assert!(
+        verify["log"].as_str().unwrap().contains("read every chunk"),
+        "{verify}"
+    );
+    server_verified(&fx, snapshot, "failed");
+    obsbox.send("POST", "/api/backups/jobs/photos/verify", "");
+    let verify = finished_run(&obsbox, "photos", "verify", verify["id"].as_i64().unwrap());
+    assert_eq!(verify["result"], "failed", "{verify}");
+    assert!(
+        verify["reason"].as_str().unwrap().contains("damaged or missing chunks"),
+        "{verify}"
+    );
+    assert_eq!(
+        obsbox.metric_lines("obsbox_backup_verify_ok{"),
+        ["obsbox_backup_verify_ok{backup_job=\"photos\"} 0"]
+    );
+}
+
+#[test]
+fn a_fingerprint_without_colons_matches_the_servers() {
+    let fx = fixture(2);
+    let colons = "0f:1e:2d:3c:4b:5a:69:78:87:96:a5:b4:c3:d2:e1:f0:0f:1e:2d:3c:4b:5a:69:78:87:96:a5:b4:c3:d2:e1:f0";
+    // The server (not on localhost, so its certificate is checked) presents it.
+    std::fs::write(fx.root.join(".fingerprint"), colons).unwrap();
+    let obsbox = pbs::start(&fx, &[], &[]);
+    let mut j = job("photos", &fx.source);
+    j["repository"] = json!("backup@pbs@127.0.0.2:store1");
+    j["fingerprint"] = json!(colons.replace(':', "").to_uppercase());
+    create_job(&obsbox, j);
+    assert_eq!(
+        obsbox.settings()["backups"]["jobs"][0]["fingerprint"],
+        colons
+    );
+    obsbox.send("POST", "/api/backups/jobs/photos/run", "");
+    let run = finished_run(&obsbox, "photos", "backup", 0);
+    assert_eq!(run["result"], "ok", "{run}");
+}
+
+fn test_repository(obsbox: &Obsbox, job: &Value, password: &str, options: Value) -> Value {
+    let (status, report) = obsbox.send(
+        "POST",
+        "/api/backups/repositories/test",
+        &json!({"job": job, "secrets": {"password": password}, "options": options}).to_string(),
+    );
+    assert_eq!(status, 200, "{report}");
+    report
+}
+
+fn failed_check(report: &Value) -> (String, String) {
+    let failed = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["ok"] == false)
+        .unwrap_or_else(|| panic!("no check failed: {report}"));
+    (
+        failed["check"].as_str().unwrap().into(),
+        failed["detail"].as_str().unwrap().into(),
+    )
+}
+
+#[test]
+fn a_restic_repository_is_tested_and_initialised_before_the_job_is_saved() {
+    let fx = fixture(2);
+    let repo = fx.root.parent().unwrap().join("new-restic-repo");
+    let obsbox = Obsbox::start(&[("services", services_only(&[]))]);
+    let j = restic_job("photos", &fx, &repo);
+    let report = test_repository(&obsbox, &j, PASSWORD, json!({}));
+    assert_eq!(report["ok"], false, "{report}");
+    let (check, detail) = failed_check(&report);
+    assert_eq!(check, "repository");
+    assert!(detail.contains("test again with init"), "{detail}");
+    assert!(!repo.exists(), "a test without init changes nothing");
+
+    let report = test_repository(&obsbox, &j, PASSWORD, json!({"init": true}));
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(report["initialized"], true, "{report}");
+    assert_eq!(report["storage"]["used_bytes"], 0, "{report}");
+    assert!(repo.join("config").exists());
+    // restic itself opens it with the password.
+    assert!(restic_snapshots(&repo).is_empty());
+    // A wrong password is told apart from a missing repository.
+    let report = test_repository(&obsbox, &j, "wrong", json!({"init": true}));
+    assert_eq!(report["initialized"], false, "{report}");
+    let (_, detail) = failed_check(&report);
+    assert!(detail.contains("wrong password"), "{detail}");
+    assert!(
+        !obsbox.get("/api/backups").to_string().contains("wrong"),
+        "nothing of the test is kept"
+    );
+
+    create_job(&obsbox, j);
+    obsbox.send("POST", "/api/backups/jobs/photos/run", "");
+    assert_eq!(finished_run(&obsbox, "photos", "backup", 0)["result"], "ok");
+}
+
+#[test]
+fn a_pbs_repository_test_checks_login_datastore_and_namespace() {
+    let fx = fixture(2);
+    let obsbox = pbs::start(&fx, &[], &[]);
+    let mut j = job("photos", &fx.source);
+    j["namespace"] = json!("site/box");
+    let report = test_repository(&obsbox, &j, "wrong", json!({"create_namespace": true}));
+    assert_eq!(report["ok"], false, "{report}");
+    let (check, detail) = failed_check(&report);
+    assert_eq!(check, "login and datastore");
+    assert!(detail.contains("permission check failed"), "{detail}");
+
+    let mut other = j.clone();
+    other["repository"] = json!("backup@pbs@localhost:store9");
+    let (_, detail) = failed_check(&test_repository(&obsbox, &other, PASSWORD, json!({})));
+    assert!(detail.contains("no such datastore"), "{detail}");
+
+    let report = test_repository(&obsbox, &j, PASSWORD, json!({}));
+    let (check, detail) = failed_check(&report);
+    assert_eq!(check, "namespace");
+    assert!(detail.contains("namespace not found"), "{detail}");
+    assert!(report["storage"]["size_bytes"].as_u64().unwrap() > 0, "{report}");
+
+    let report = test_repository(&obsbox, &j, PASSWORD, json!({"create_namespace": true}));
+    assert_eq!(report["ok"], true, "{report}");
+    assert!(fx.root.join("store1/ns/site/ns/box").is_dir());
+    // No PBS server listens on localhost:8007 here: no fingerprint to show.
+    assert_eq!(report["server_fingerprint"], Value::Null, "{report}");
+    assert!(report["fingerprint_error"].as_str().is_some(), "{report}");
+
+    create_job(&obsbox, j);
+    obsbox.send("POST", "/api/backups/jobs/photos/run", "");
+    assert_eq!(finished_run(&obsbox, "photos", "backup", 0)["result"], "ok");
+}

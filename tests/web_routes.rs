@@ -177,6 +177,12 @@ const CHANGES: &[Case] = &[
         Some(("", 404)),
     ),
     case(
+        "/api/backups/repositories/test",
+        "POST",
+        "/api/backups/repositories/test",
+        Some(("{}", 422)),
+    ),
+    case(
         "/api/backups/halt",
         "POST",
         "/api/backups/halt",

@@ -103,6 +103,8 @@ impl Client {
         }
         cmd.env("PBS_REPOSITORY", &self.job.repository);
         if let Some(fp) = &self.job.fingerprint {
+            // The client compares the colon form: `ab:cd:...`.
+            let fp = super::repository::normalize_fingerprint(fp).unwrap_or_else(|| fp.clone());
             cmd.env("PBS_FINGERPRINT", fp);
         }
         if let Some(path) = &self.secrets.password {
@@ -112,7 +114,9 @@ impl Client {
             cmd.env("PBS_ENCRYPTION_PASSWORD_FILE", path);
         }
         cmd.args(args);
-        if let Some(ns) = &self.job.namespace {
+        // `status` is about the whole datastore; `namespace` names its own.
+        let scoped = !matches!(args.first().map(String::as_str), Some("status" | "namespace"));
+        if let (Some(ns), true) = (&self.job.namespace, scoped) {
             cmd.args(["--ns", ns]);
         }
         cmd
@@ -191,9 +195,63 @@ impl Client {
             .into()
     }
 
-    /// A check of the repository itself, where the backend has one.
-    pub fn check_args(&self) -> Option<Vec<String>> {
-        self.restic().then(|| vec!["check".to_string()])
+    /// A check of the repository itself, where the backend has one: restic
+    /// reads the part `subset` (`n/m`) of its data and checks every hash.
+    pub fn check_args(&self, subset: &str) -> Option<Vec<String>> {
+        self.restic()
+            .then(|| vec!["check".into(), format!("--read-data-subset={subset}")])
+    }
+
+    /// The commands whose JSON tells the repository's usage (see `storage`).
+    pub fn storage_args(&self) -> Vec<Vec<String>> {
+        let args: &[&[&str]] = if self.restic() {
+            &[
+                &["stats", "--mode", "raw-data", "--json"],
+                &["stats", "--mode", "restore-size", "--json"],
+            ]
+        } else {
+            &[&["status", "--output-format", "json"]]
+        };
+        args.iter()
+            .map(|a| a.iter().map(|s| s.to_string()).collect())
+            .collect()
+    }
+
+    /// The repository's usage, from the output of `storage_args`' commands.
+    pub fn storage(&self, outputs: &[String]) -> Result<super::storage::Storage, String> {
+        match outputs {
+            [status] if !self.restic() => super::storage::from_pbs_status(status),
+            [raw, restore] if self.restic() => {
+                let local = Path::new(&self.job.repository);
+                let filesystem = local
+                    .is_absolute()
+                    .then(|| super::storage::filesystem(local))
+                    .flatten();
+                super::storage::from_restic_stats(raw, restore, filesystem)
+            }
+            _ => Err("the storage commands gave no answer".into()),
+        }
+    }
+
+    /// Runs the client with `args` to its end (not to be halted: quick
+    /// questions, not runs); its stdout, or its log when it fails.
+    pub async fn call(&self, reaper: &Reaper, args: &[String]) -> Result<String, String> {
+        let progress: Arc<Mutex<Progress>> = Arc::default();
+        let (exit, stdout) = self.run(reaper, args, &progress, |_| {}).await?;
+        if exit.success() {
+            return Ok(stdout);
+        }
+        let log = std::mem::take(&mut progress.lock().unwrap_or_else(|e| e.into_inner()).log);
+        Err(format!("{} {} failed ({exit}): {}", self.program.display(), args.join(" "), log.trim()))
+    }
+
+    /// Reads the repository's usage.
+    pub async fn read_storage(&self, reaper: &Reaper) -> Result<super::storage::Storage, String> {
+        let mut outputs = Vec::new();
+        for args in self.storage_args() {
+            outputs.push(self.call(reaper, &args).await?);
+        }
+        self.storage(&outputs)
     }
 
     /// The restores that bring back `snapshot`'s archives under `scratch`,
@@ -326,6 +384,8 @@ pub struct Snapshot {
     pub time: jiff::Timestamp,
     /// Archive file names in it (`etc.pxar.didx`, ...).
     pub files: Vec<String>,
+    /// PBS: the state of the server's last verification of it (`ok`, `failed`).
+    pub verification: Option<String>,
 }
 
 /// The snapshots in `snapshot list --output-format json` output, oldest first
@@ -341,6 +401,8 @@ pub fn snapshots(json: &str) -> Result<Vec<Snapshot>, String> {
         backup_time: i64,
         #[serde(default)]
         files: Vec<serde_json::Value>,
+        #[serde(default)]
+        verification: Option<serde_json::Value>,
     }
     let items: Vec<Item> = serde_json::from_str(json)
         .map_err(|e| format!("the client's snapshot list is not what it should be: {e}"))?;
@@ -368,6 +430,11 @@ pub fn snapshots(json: &str) -> Result<Vec<Snapshot>, String> {
                 ),
                 time,
                 files,
+                verification: item
+                    .verification
+                    .as_ref()
+                    .and_then(|v| v["state"].as_str())
+                    .map(String::from),
             })
         })
         .collect::<Result<Vec<_>, String>>()?;
@@ -397,6 +464,7 @@ fn restic_snapshots(json: &str) -> Result<Vec<Snapshot>, String> {
                 name: item.id,
                 time,
                 files: item.paths,
+                verification: None,
             })
         })
         .collect::<Result<Vec<_>, String>>()?;
@@ -436,7 +504,8 @@ mod tests {
     fn picks_the_newest_snapshot_whatever_the_order() {
         let json = r#"[
             {"backup-type":"host","backup-id":"box","backup-time":1795400000,"files":[{"filename":"etc.pxar.didx"}]},
-            {"backup-type":"host","backup-id":"box","backup-time":1795450000,"files":[{"filename":"srv.pxar.didx"},{"filename":"index.json.blob"}]},
+            {"backup-type":"host","backup-id":"box","backup-time":1795450000,"files":[{"filename":"srv.pxar.didx"},{"filename":"index.json.blob"}],
+             "verification":{"state":"failed","upid":"UPID:pbs:000:verify"}},
             {"backup-type":"host","backup-id":"box","backup-time":1795300000}
         ]"#;
         let all = snapshots(json).unwrap();
@@ -445,6 +514,8 @@ mod tests {
         let newest = all.last().unwrap();
         assert_eq!(newest.name, "host/box/2026-11-23T16:06:40Z");
         assert_eq!(newest.files, ["srv.pxar.didx", "index.json.blob"]);
+        assert_eq!(newest.verification.as_deref(), Some("failed"));
+        assert_eq!(all[0].verification, None);
         assert_eq!(snapshots("[]").unwrap(), vec![]);
         assert!(snapshots("{garbage").is_err());
         assert!(snapshots(r#"[{"backup-type":"host"}]"#).is_err());

@@ -16,11 +16,16 @@ mod calendar;
 mod client;
 mod history;
 mod manifest;
+mod repository;
 mod retention;
+mod storage;
+mod verify;
 
 pub(crate) use calendar::CalendarEvent;
 pub use history::{Outcome, Run};
+pub use repository::{TestOptions, TestReport};
 pub(crate) use retention::Retention;
+pub use storage::Storage;
 
 use crate::services::{Locator, Services, ServicesError};
 use crate::settings::{BackupBackend, BackupJob, Settings};
@@ -245,6 +250,9 @@ pub struct JobStatus {
     pub encryption_key_set: bool,
     /// Finished runs so far, for the success and restore-time SLOs.
     pub counts: history::RunCounts,
+    /// The repository's usage, as read after the last backup or
+    /// verification since obsbox started.
+    pub storage: Option<Storage>,
 }
 
 /// Which of a job's snapshots its retention keeps, newest first.
@@ -317,6 +325,12 @@ enum Msg {
     Status {
         done: oneshot::Sender<BackupStatus>,
     },
+    Test {
+        job: Box<BackupJob>,
+        secrets: JobSecrets,
+        options: TestOptions,
+        done: oneshot::Sender<Result<TestReport, BackupError>>,
+    },
 }
 
 impl Backups {
@@ -338,6 +352,7 @@ impl Backups {
             halts: BTreeSet::new(),
             job_halts: BTreeMap::new(),
             running: HashMap::new(),
+            storage: Arc::default(),
             pending: BTreeSet::new(),
             due: BTreeMap::new(),
         };
@@ -399,6 +414,54 @@ impl Backups {
         self.ask(|done| Msg::Preview { job, done }).await?
     }
 
+    /// Tests a job's repository before it is saved (see `repository`). Secrets
+    /// left out are the saved job's; those given are used for this test only.
+    pub async fn test_repository(
+        &self,
+        mut job: BackupJob,
+        secrets: SecretsUpdate,
+        options: TestOptions,
+    ) -> Result<TestReport, BackupError> {
+        normalize(&mut job);
+        let mut nonce = [0u8; 8];
+        getrandom::getrandom(&mut nonce).map_err(|e| BackupError::Client(e.to_string()))?;
+        let scratch = format!("backup/.test-{}", hex::encode(nonce));
+        let values = [
+            secrets.password,
+            secrets.encryption_key,
+            secrets.encryption_password,
+        ];
+        let mut given = Vec::new();
+        for (name, value) in SECRET_NAMES.iter().zip(values) {
+            given.push(match value.filter(|v| !v.is_empty()) {
+                Some(value) => {
+                    let path = format!("{scratch}/{name}");
+                    self.store.put_secret(&path, value.as_bytes())?;
+                    Some(self.store.secret_path(&path))
+                }
+                None => None,
+            });
+        }
+        let [password, encryption_key, encryption_password] =
+            <[Option<PathBuf>; 3]>::try_from(given).unwrap_or_default();
+        let secrets = JobSecrets {
+            password,
+            encryption_key,
+            encryption_password,
+        };
+        let job = Box::new(job);
+        let report = self
+            .ask(|done| Msg::Test {
+                job,
+                secrets,
+                options,
+                done,
+            })
+            .await;
+        self.store.delete_secrets(&scratch)?;
+        report?
+    }
+
     pub async fn status(&self) -> Result<BackupStatus, BackupError> {
         self.ask(|done| Msg::Status { done }).await
     }
@@ -415,6 +478,8 @@ impl Backups {
         replace: bool,
         actor: &str,
     ) -> Result<Settings, BackupError> {
+        let mut job = job;
+        normalize(&mut job);
         let mut backups = self.services.settings()?.backups;
         let name = job.name.clone();
         match (backups.jobs.iter().position(|j| j.name == name), replace) {
@@ -468,6 +533,17 @@ impl Backups {
     }
 }
 
+/// Writes a fingerprint given without colons (or in upper case) as the PBS
+/// client compares it; one that is no fingerprint is left to validation.
+fn normalize(job: &mut BackupJob) {
+    if let Some(fp) = job.fingerprint.as_deref().and_then(repository::normalize_fingerprint) {
+        job.fingerprint = Some(fp);
+    }
+}
+
+/// Each job's repository usage, as last read.
+type StorageByJob = Arc<Mutex<HashMap<String, Storage>>>;
+
 struct Running {
     run_id: i64,
     kind: Kind,
@@ -492,6 +568,7 @@ struct Actor {
     /// Halt reasons of single jobs, by job.
     job_halts: BTreeMap<String, BTreeSet<String>>,
     running: HashMap<String, Running>,
+    storage: StorageByJob,
     /// Runs waiting for their job to be free or for the halts to end.
     pending: BTreeSet<(String, Kind)>,
     due: BTreeMap<(String, Kind), jiff::Timestamp>,
@@ -602,6 +679,37 @@ impl Actor {
             },
             Msg::Status { done } => {
                 let _ = done.send(self.status());
+            }
+            Msg::Test {
+                job,
+                secrets,
+                options,
+                done,
+            } => {
+                let client = self.client(&job).map(|mut client| {
+                    let given = [
+                        (&mut client.secrets.password, secrets.password),
+                        (&mut client.secrets.encryption_key, secrets.encryption_key),
+                        (
+                            &mut client.secrets.encryption_password,
+                            secrets.encryption_password,
+                        ),
+                    ];
+                    for (stored, given) in given {
+                        if given.is_some() {
+                            *stored = given;
+                        }
+                    }
+                    client
+                });
+                let reaper = self.ctx.reaper.clone();
+                tokio::spawn(async move {
+                    let report = match client {
+                        Ok(client) => Ok(repository::test(&client, &reaper, &options).await),
+                        Err(e) => Err(BackupError::Client(e)),
+                    };
+                    let _ = done.send(report);
+                });
             }
         }
     }
@@ -738,6 +846,7 @@ impl Actor {
             job,
             run_id,
             shared: running.shared.clone(),
+            storage: self.storage.clone(),
         };
         self.running.insert(name.clone(), running);
         let tx = self.tx.clone();
@@ -833,6 +942,7 @@ impl Actor {
                     password_set: secret_set("password"),
                     encryption_key_set: secret_set("encryption-key"),
                     counts: history::counts(store, &job.name, rto_ms).unwrap_or_default(),
+                    storage: lock(&self.storage).get(&job.name).cloned(),
                 }
             })
             .collect();
@@ -900,6 +1010,7 @@ struct RunTask {
     job: BackupJob,
     run_id: i64,
     shared: Arc<RunShared>,
+    storage: StorageByJob,
 }
 
 /// Why a run did not succeed.
@@ -921,6 +1032,9 @@ impl RunTask {
                 Kind::Drill => self.drill(client, &mut finish).await,
             },
         };
+        if let (Ok(()), Ok(client), false) = (&result, &self.client, kind == Kind::Drill) {
+            self.read_storage(client).await;
+        }
         // A halt that arrived mid-run wins over whatever error the signal caused.
         let halted_for = lock(&self.shared.halt).clone();
         let outcome = match (result, halted_for) {
@@ -944,6 +1058,42 @@ impl RunTask {
             tracing::error!(job = %self.job.name, error = %e, "cannot record the end of a backup run");
         }
         outcome == Outcome::Halted
+    }
+
+    /// Reads the repository's usage after a run that reached it; a failure
+    /// is noted in the run's log, not held against the run.
+    async fn read_storage(&self, client: &Client) {
+        match client.read_storage(&self.ctx.reaper).await {
+            Ok(storage) => {
+                lock(&self.storage).insert(self.job.name.clone(), storage);
+            }
+            Err(e) => lock(&self.shared.progress).note(&format!(
+                "cannot read the repository's usage: {e}"
+            )),
+        }
+    }
+
+    /// restic's part of the data to read this time (see `verify`).
+    fn read_data_subset(&self) -> String {
+        let settings = self.ctx.services.settings().ok();
+        let parts = settings
+            .as_ref()
+            .and_then(|s| {
+                let event = CalendarEvent::parse(&s.backups.verify_schedule).ok()?;
+                let now = jiff::Timestamp::now().to_zoned(s.general.time_zone());
+                Some(verify::parts_per_cycle(&event, &now))
+            })
+            .unwrap_or(1);
+        let done = history::counts(&self.ctx.store, &self.job.name, i64::MAX)
+            .map(|c| {
+                c.runs
+                    .iter()
+                    .filter(|(kind, result, _)| *kind == Kind::Verify && *result != Outcome::Halted)
+                    .map(|(_, _, n)| n)
+                    .sum()
+            })
+            .unwrap_or(0);
+        verify::read_data_subset(done, parts)
     }
 
     fn check_halt(&self) -> Result<(), Stop> {
@@ -1068,56 +1218,59 @@ impl RunTask {
         client.snapshots(&json).map_err(Stop::Failed)
     }
 
-    async fn newest(&self, client: &Client) -> Result<Option<(String, Vec<String>)>, Stop> {
-        Ok(self
-            .listed(client)
-            .await?
-            .into_iter()
-            .last()
-            .map(|s| (s.name, s.files)))
-    }
-
     /// The newest snapshot and the manifest obsbox recorded when making it.
     async fn newest_with_manifest(
         &self,
         client: &Client,
         finish: &mut Finish,
-    ) -> Result<(Vec<String>, Vec<FileEntry>), Stop> {
-        let Some((snapshot, files)) = self.newest(client).await? else {
+    ) -> Result<(client::Snapshot, Vec<FileEntry>), Stop> {
+        let Some(newest) = self.listed(client).await?.into_iter().last() else {
             return Err(Stop::Failed(format!(
                 "{} has no snapshot yet",
                 client.group()
             )));
         };
-        finish.snapshot = Some(snapshot.clone());
-        match history::manifest(&self.ctx.store, &self.job.name, &snapshot) {
-            Ok(Some(manifest)) => Ok((files, manifest)),
+        finish.snapshot = Some(newest.name.clone());
+        match history::manifest(&self.ctx.store, &self.job.name, &newest.name) {
+            Ok(Some(manifest)) => Ok((newest, manifest)),
             Ok(None) => Err(Stop::Failed(format!(
-                "{snapshot} was not made by obsbox: no checksums to compare with"
+                "{} was not made by obsbox: no checksums to compare with",
+                newest.name
             ))),
             Err(e) => Err(Stop::Failed(e.to_string())),
         }
     }
 
     async fn verify(&self, client: &Client, finish: &mut Finish) -> Result<(), Stop> {
-        if let Some(check) = client.check_args() {
+        let subset = self.read_data_subset();
+        if let Some(check) = client.check_args(&subset) {
             let report = self.client_run(client, &check).await?;
-            lock(&self.shared.progress).note(&report);
+            let parts = subset.rsplit('/').next().unwrap_or("1");
+            let mut progress = lock(&self.shared.progress);
+            progress.note(&report);
+            progress.note(&format!(
+                "restic check read part {subset} of the repository's data and checked every blob's hash; \
+                 the whole repository is read every {parts} verification(s)."
+            ));
         }
-        let (contents, manifest) = self.newest_with_manifest(client, finish).await?;
+        let (newest, manifest) = self.newest_with_manifest(client, finish).await?;
         let missing: Vec<String> = archives_of(&manifest)
             .into_iter()
-            .filter(|(archive, source)| !client.holds(&contents, archive, source))
+            .filter(|(archive, source)| !client.holds(&newest.files, archive, source))
             .map(|(archive, _)| archive)
             .collect();
-        if missing.is_empty() {
-            Ok(())
-        } else {
-            Err(Stop::Failed(format!(
+        if !missing.is_empty() {
+            return Err(Stop::Failed(format!(
                 "the snapshot lacks the archives {}",
                 missing.join(", ")
-            )))
+            )));
         }
+        if client.job.backend == BackupBackend::Pbs {
+            let verdict = verify::server_verification(&newest.name, newest.verification.as_deref())
+                .map_err(Stop::Failed)?;
+            lock(&self.shared.progress).note(&verdict);
+        }
+        Ok(())
     }
 
     async fn drill(&self, client: &Client, finish: &mut Finish) -> Result<(), Stop> {

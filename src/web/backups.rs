@@ -2,7 +2,7 @@
 
 use super::auth::Actor;
 use super::{json_body, same_name, ApiError, ApiQuery, ApiResult, AppState};
-use crate::backup::{BackupError, Kind, SecretsUpdate};
+use crate::backup::{BackupError, Kind, SecretsUpdate, TestOptions};
 use crate::settings::BackupJob;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -22,6 +22,7 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
         .route("/api/backups/jobs/{name}", put(replace).delete(delete))
         .route("/api/backups/jobs/{name}/retention", get(retention))
         .route("/api/backups/jobs/{name}/{action}", post(run))
+        .route("/api/backups/repositories/test", post(test_repository))
         .route("/api/backups/halt", post(halt))
         .route("/api/backups/resume", post(resume))
 }
@@ -49,6 +50,33 @@ struct JobRequest {
     job: BackupJob,
     #[serde(default)]
     secrets: SecretsUpdate,
+}
+
+/// A job's repository to test before saving the job, and what the test may change.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TestRequest {
+    job: BackupJob,
+    #[serde(default)]
+    secrets: SecretsUpdate,
+    #[serde(default)]
+    options: TestOptions,
+}
+
+async fn test_repository(
+    State(app): State<Arc<AppState>>,
+    actor: Actor,
+    body: Bytes,
+) -> ApiResult {
+    let request: TestRequest = json_body(&body)?;
+    let name = request.job.name.clone();
+    let report = app
+        .backups
+        .test_repository(request.job, request.secrets, request.options)
+        .await?;
+    // A test may make a restic repository or a PBS namespace.
+    app.store.audit(&actor.0, "backup.test-repository", &name)?;
+    Ok(Json(report).into_response())
 }
 
 async fn status(State(app): State<Arc<AppState>>) -> ApiResult {

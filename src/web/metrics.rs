@@ -389,6 +389,66 @@ fn register_backups(registry: &mut Registry, status: &crate::backup::BackupStatu
         "Active reasons backups are halted",
         halted,
     );
+    register_backup_repositories(registry, status);
+}
+
+/// Each job's last verification and its repository's usage.
+fn register_backup_repositories(registry: &mut Registry, status: &crate::backup::BackupStatus) {
+    type F64 = Gauge<f64, AtomicU64>;
+    let verify_ok = Family::<JobLabel, Gauge>::default();
+    let used = Family::<JobLabel, F64>::default();
+    let size = Family::<JobLabel, F64>::default();
+    let avail = Family::<JobLabel, F64>::default();
+    let dedup = Family::<JobLabel, F64>::default();
+    for job in &status.jobs {
+        let label = JobLabel {
+            backup_job: job.name.clone(),
+        };
+        // A halted verification proved nothing either way.
+        match job.last_verify.as_ref().map(|r| r.result) {
+            Some(crate::backup::Outcome::Ok) => verify_ok.get_or_create(&label).set(1),
+            Some(crate::backup::Outcome::Failed) => verify_ok.get_or_create(&label).set(0),
+            _ => 0,
+        };
+        let Some(storage) = &job.storage else {
+            continue;
+        };
+        used.get_or_create(&label).set(storage.used_bytes as f64);
+        for (family, value) in [
+            (&size, storage.size_bytes.map(|v| v as f64)),
+            (&avail, storage.avail_bytes.map(|v| v as f64)),
+            (&dedup, storage.dedup_factor),
+        ] {
+            if let Some(value) = value {
+                family.get_or_create(&label).set(value);
+            }
+        }
+    }
+    registry.register(
+        "obsbox_backup_verify_ok",
+        "1 when the job's last verification passed, 0 when it failed",
+        verify_ok,
+    );
+    registry.register(
+        "obsbox_backup_repository_used_bytes",
+        "Bytes the job's repository uses (PBS: its datastore; restic: its data)",
+        used,
+    );
+    registry.register(
+        "obsbox_backup_repository_size_bytes",
+        "Size of the datastore or filesystem holding the job's repository",
+        size,
+    );
+    registry.register(
+        "obsbox_backup_repository_avail_bytes",
+        "Bytes still free for the job's repository",
+        avail,
+    );
+    registry.register(
+        "obsbox_backup_repository_dedup_factor",
+        "Bytes backed up per byte stored in the job's repository (restic)",
+        dedup,
+    );
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -1,6 +1,6 @@
 // Backups: jobs with their schedule, retention and secrets; run, verify or
 // drill now with live progress; the history of runs.
-import { api, every, table, badge, bytes, duration, when, action, listEditor, lines, say } from './app.js';
+import { api, every, table, badge, bytes, duration, when, action, listEditor, lines, say, values, el } from './app.js';
 
 const $ = (id) => document.getElementById(id);
 const KEEP = ['keep_last', 'keep_hourly', 'keep_daily', 'keep_weekly', 'keep_monthly', 'keep_yearly'];
@@ -28,6 +28,28 @@ async function preview(job) {
   $('h-retention').scrollIntoView();
 }
 
+function jobFromForm(v) {
+  const retention = Object.fromEntries(KEEP.filter((k) => v[k] !== null).map((k) => [k, v[k]]));
+  const job = {
+    name: v.name,
+    backend: v.backend,
+    repository: v.repository,
+    paths: lines(v.paths),
+    appliance_state: v.appliance_state,
+    namespace: v.namespace || null,
+    fingerprint: v.fingerprint || null,
+    backup_id: v.backup_id || null,
+    schedule: v.schedule,
+    enabled: v.enabled,
+  };
+  if (Object.keys(retention).length) job.retention = retention;
+  const secrets = {};
+  for (const name of ['password', 'encryption_key', 'encryption_password']) {
+    if (v[name]) secrets[name] = v[name];
+  }
+  return { job, secrets };
+}
+
 const jobs = listEditor({
   form: $('job-form'),
   container: $('jobs'),
@@ -43,6 +65,23 @@ const jobs = listEditor({
       value: (j) => {
         const last = statusOf(j.name).last_backup;
         return last ? [badge(last.result), ` ${when(last.started_at)}`] : 'never';
+      },
+    },
+    {
+      label: 'Last verify',
+      value: (j) => {
+        const last = statusOf(j.name).last_verify;
+        return last ? [badge(last.result), ` ${when(last.started_at)}`] : 'never';
+      },
+    },
+    {
+      label: 'Repository',
+      value: (j) => {
+        const s = statusOf(j.name).storage;
+        if (!s) return '';
+        const free = s.size_bytes ? `, ${bytes(s.avail_bytes)} free of ${bytes(s.size_bytes)}` : '';
+        const dedup = s.dedup_factor ? `, deduplication ${s.dedup_factor.toFixed(1)}×` : '';
+        return `${bytes(s.used_bytes)} used${free}${dedup}`;
       },
     },
     {
@@ -74,31 +113,42 @@ const jobs = listEditor({
     encryption_key: '',
     encryption_password: '',
   }),
-  fromForm: (v) => {
-    const retention = Object.fromEntries(KEEP.filter((k) => v[k] !== null).map((k) => [k, v[k]]));
-    const job = {
-      name: v.name,
-      backend: v.backend,
-      repository: v.repository,
-      paths: lines(v.paths),
-      appliance_state: v.appliance_state,
-      namespace: v.namespace || null,
-      fingerprint: v.fingerprint || null,
-      backup_id: v.backup_id || null,
-      schedule: v.schedule,
-      enabled: v.enabled,
-    };
-    if (Object.keys(retention).length) job.retention = retention;
-    const secrets = {};
-    for (const name of ['password', 'encryption_key', 'encryption_password']) {
-      if (v[name]) secrets[name] = v[name];
-    }
-    return { job, secrets };
-  },
+  fromForm: (v) => jobFromForm(v),
   save: (item, original, send) => (original === null
     ? send('POST', '/api/backups/jobs', item)
     : send('PUT', `/api/backups/jobs/${encodeURIComponent(original)}`, item)),
   remove: (j) => api('DELETE', `/api/backups/jobs/${encodeURIComponent(j.name)}`),
+});
+
+// Tests the repository as the form describes it, before saving.
+$('test-repository').addEventListener('click', async () => {
+  const form = $('job-form');
+  const v = values(form);
+  const result = $('test-result');
+  result.hidden = false;
+  result.textContent = 'Testing…';
+  try {
+    const report = await api('POST', '/api/backups/repositories/test', {
+      ...jobFromForm(v),
+      options: { init: v.init, create_namespace: v.create_namespace },
+    });
+    table(result, {
+      rows: report.checks,
+      empty: 'Nothing could be checked.',
+      columns: [
+        { label: 'Check', value: (c) => c.check },
+        { label: 'Result', value: (c) => badge(c.ok ? 'ok' : 'failed') },
+        { label: 'Detail', value: (c) => c.detail },
+      ],
+    });
+    if (report.server_fingerprint && !v.fingerprint) {
+      result.append(el('p', {}, `The server presents ${report.server_fingerprint}. Confirm it is the fingerprint PBS shows (Dashboard, Show Fingerprint) before using it. `,
+        action('Use it', 'Use the server fingerprint', () => { form.elements.fingerprint.value = report.server_fingerprint; })));
+    }
+  } catch (e) {
+    result.hidden = true;
+    throw e;
+  }
 });
 
 async function history() {

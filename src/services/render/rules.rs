@@ -425,6 +425,20 @@ impl<'a> Catalog<'a> {
                 "Restoring backup job {{ $labels.backup_job }} takes longer than its RTO",
                 format!("The last restore drill of {{{{ $labels.backup_job }}}} took longer than {}.", b.rto),
             ),
+            backup(
+                "BackupVerifyFailed",
+                "obsbox_backup_verify_ok == 0".into(),
+                "critical",
+                "The verification of backup job {{ $labels.backup_job }} failed",
+                "The last verification of {{ $labels.backup_job }} found damaged or missing data in its repository.".into(),
+            ),
+            backup(
+                "BackupRepositoryNearlyFull",
+                "obsbox_backup_repository_avail_bytes < 0.1 * obsbox_backup_repository_size_bytes".into(),
+                "warning",
+                "The repository of backup job {{ $labels.backup_job }} is over 90% full",
+                "Only {{ $value | humanize1024 }}B are free where {{ $labels.backup_job }} backs up to; backups fail once it is full.".into(),
+            ),
         ];
         self.file(
             "Backup alert rules",

@@ -4276,6 +4276,65 @@ fn cmd_namespace_create(params: &Params) -> Res<()> {
     Ok(())
 }
 
+/// Bytes of the files under `dir` (what the datastore's chunks take).
+fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
+            _ => e.metadata().map(|m| m.len()).unwrap_or(0),
+        })
+        .sum()
+}
+
+/// `status`: `GET /api2/json/admin/datastore/{store}/status` (`total`,
+/// `used`, `avail` of the datastore's filesystem). Stand-in: a `.size` file
+/// in the datastore stands for a filesystem of that many bytes, used by
+/// what the datastore holds.
+fn cmd_status(params: &Params) -> Res<()> {
+    let format = output_format(params);
+    let repo = extract_repo(params)?;
+    let conn = connect(&repo)?;
+    injected_failure("status")?;
+    let dir = conn.datastore()?;
+    let (total, used, avail) = match fs::read_to_string(dir.join(".size")) {
+        Ok(size) => {
+            let total: u64 = first_line(&size).trim().parse().unwrap_or(0);
+            let used = dir_bytes(dir).min(total);
+            (total, used, total - used)
+        }
+        Err(_) => {
+            let path = std::ffi::CString::new(dir.as_os_str().as_bytes())
+                .map_err(|e| Fail::Msg(e.to_string()))?;
+            // SAFETY: a zeroed statvfs is a valid out-parameter; the path is NUL-terminated.
+            let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+            if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
+                return fail(errno_text(&io::Error::last_os_error()));
+            }
+            let block = st.f_frsize;
+            let total = st.f_blocks * block;
+            (total, total - st.f_bfree * block, st.f_bavail * block)
+        }
+    };
+    let data = json!({"avail": avail, "total": total, "used": used});
+    if !print_json(&format, &data) {
+        let pct = |v: u64| {
+            if total == 0 {
+                String::new()
+            } else {
+                format!(" ({:.2}%)", v as f64 * 100.0 / total as f64)
+            }
+        };
+        out(&format!("total: {}", human_bytes(total)));
+        out(&format!("used:  {}{}", human_bytes(used), pct(used)));
+        out(&format!("avail: {}{}", human_bytes(avail), pct(avail)));
+    }
+    Ok(())
+}
+
 fn cmd_help(params: &Params) -> Res<()> {
     let words = params.list("command");
     if words.is_empty() {
@@ -4326,6 +4385,7 @@ fn run() -> Res<()> {
         "catalog dump" => cmd_catalog_dump(&params),
         "key create" => cmd_key_create(&params),
         "namespace create" => cmd_namespace_create(&params),
+        "status" => cmd_status(&params),
         other => fail(format!(
             "proxmox-backup-client stand-in: '{other}' is not implemented"
         )),
