@@ -709,7 +709,7 @@ fn restic_verification_reads_the_data_and_finds_a_flipped_byte() {
     assert_eq!(
         obsbox.metric_lines("obsbox_backup_repository_used_bytes{"),
         [format!(
-            "obsbox_backup_repository_used_bytes{{backup_job=\"photos\"}} {}",
+            "obsbox_backup_repository_used_bytes{{backup_job=\"photos\"}} {}.0",
             storage["used_bytes"]
         )]
     );
