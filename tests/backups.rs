@@ -664,7 +664,11 @@ fn damage_data_packs(repo: &Path) -> usize {
             .env("RESTIC_PASSWORD", PASSWORD)
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     };
     let mut damaged = 0;
@@ -730,7 +734,10 @@ fn restic_verification_reads_the_data_and_finds_a_flipped_byte() {
     let verify = finished_run(&obsbox, "photos", "verify", verify["id"].as_i64().unwrap());
     assert_eq!(verify["result"], "failed", "{verify}");
     assert!(
-        verify["reason"].as_str().unwrap().contains("restic check failed"),
+        verify["reason"]
+            .as_str()
+            .unwrap()
+            .contains("restic check failed"),
         "{verify}"
     );
     assert_eq!(
@@ -741,7 +748,11 @@ fn restic_verification_reads_the_data_and_finds_a_flipped_byte() {
 
 /// Marks a snapshot's manifest as the PBS server's verify job does.
 fn server_verified(fx: &Fixture, snapshot: &str, state: &str) {
-    let manifest = fx.root.join("store1").join(snapshot).join("index.json.blob");
+    let manifest = fx
+        .root
+        .join("store1")
+        .join(snapshot)
+        .join("index.json.blob");
     let mut v: Value = serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
     v["unprotected"]["verify_state"] = json!({"state": state, "upid": "UPID:pbs:00001:verify"});
     std::fs::write(&manifest, v.to_string()).unwrap();
@@ -789,7 +800,10 @@ fn pbs_verification_reports_the_servers_verify_state() {
     let verify = finished_run(&obsbox, "photos", "verify", verify["id"].as_i64().unwrap());
     assert_eq!(verify["result"], "failed", "{verify}");
     assert!(
-        verify["reason"].as_str().unwrap().contains("damaged or missing chunks"),
+        verify["reason"]
+            .as_str()
+            .unwrap()
+            .contains("damaged or missing chunks"),
         "{verify}"
     );
     assert_eq!(
@@ -897,7 +911,10 @@ fn a_pbs_repository_test_checks_login_datastore_and_namespace() {
     let (check, detail) = failed_check(&report);
     assert_eq!(check, "namespace");
     assert!(detail.contains("namespace not found"), "{detail}");
-    assert!(report["storage"]["size_bytes"].as_u64().unwrap() > 0, "{report}");
+    assert!(
+        report["storage"]["size_bytes"].as_u64().unwrap() > 0,
+        "{report}"
+    );
 
     let report = test_repository(&obsbox, &j, PASSWORD, json!({"create_namespace": true}));
     assert_eq!(report["ok"], true, "{report}");

@@ -115,7 +115,10 @@ impl Client {
         }
         cmd.args(args);
         // `status` is about the whole datastore; `namespace` names its own.
-        let scoped = !matches!(args.first().map(String::as_str), Some("status" | "namespace"));
+        let scoped = !matches!(
+            args.first().map(String::as_str),
+            Some("status" | "namespace")
+        );
         if let (Some(ns), true) = (&self.job.namespace, scoped) {
             cmd.args(["--ns", ns]);
         }
@@ -242,7 +245,12 @@ impl Client {
             return Ok(stdout);
         }
         let log = std::mem::take(&mut progress.lock().unwrap_or_else(|e| e.into_inner()).log);
-        Err(format!("{} {} failed ({exit}): {}", self.program.display(), args.join(" "), log.trim()))
+        Err(format!(
+            "{} {} failed ({exit}): {}",
+            self.program.display(),
+            args.join(" "),
+            log.trim()
+        ))
     }
 
     /// Reads the repository's usage.

@@ -536,7 +536,11 @@ impl Backups {
 /// Writes a fingerprint given without colons (or in upper case) as the PBS
 /// client compares it; one that is no fingerprint is left to validation.
 fn normalize(job: &mut BackupJob) {
-    if let Some(fp) = job.fingerprint.as_deref().and_then(repository::normalize_fingerprint) {
+    if let Some(fp) = job
+        .fingerprint
+        .as_deref()
+        .and_then(repository::normalize_fingerprint)
+    {
         job.fingerprint = Some(fp);
     }
 }
@@ -1067,9 +1071,8 @@ impl RunTask {
             Ok(storage) => {
                 lock(&self.storage).insert(self.job.name.clone(), storage);
             }
-            Err(e) => lock(&self.shared.progress).note(&format!(
-                "cannot read the repository's usage: {e}"
-            )),
+            Err(e) => lock(&self.shared.progress)
+                .note(&format!("cannot read the repository's usage: {e}")),
         }
     }
 

@@ -76,9 +76,7 @@ impl rustls::client::danger::ServerCertVerifier for ReadOnly {
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 
@@ -176,7 +174,12 @@ fn check(report: &mut TestReport, check: &'static str, result: Result<String, St
     ok
 }
 
-async fn test_pbs(client: &Client, reaper: &Reaper, options: &TestOptions, report: &mut TestReport) {
+async fn test_pbs(
+    client: &Client,
+    reaper: &Reaper,
+    options: &TestOptions,
+    report: &mut TestReport,
+) {
     let datastore = match super::Repository::parse(&client.job.repository) {
         Ok(d) => d,
         Err(e) => {
@@ -261,7 +264,9 @@ async fn test_restic(
             if options.init {
                 let init = client.call(reaper, &["init".to_string()]).await;
                 report.initialized = init.is_ok();
-                init.map(|_| "made a new restic repository, encrypted with the job's password".into())
+                init.map(|_| {
+                    "made a new restic repository, encrypted with the job's password".into()
+                })
             } else {
                 Err(format!(
                     "there is no restic repository at {} yet: test again with init to make one",
@@ -275,7 +280,10 @@ async fn test_restic(
         return;
     }
     let storage = client.read_storage(reaper).await;
-    let result = storage.as_ref().map(|_| "read its usage".to_string()).map_err(Clone::clone);
+    let result = storage
+        .as_ref()
+        .map(|_| "read its usage".to_string())
+        .map_err(Clone::clone);
     report.storage = storage.ok();
     check(report, "storage", result);
 }

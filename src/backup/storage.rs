@@ -52,7 +52,11 @@ pub fn from_restic_stats(
     filesystem: Option<(u64, u64)>,
 ) -> Result<Storage, String> {
     let stored = field(raw_data, "restic stats --mode raw-data", "total_size")?;
-    let restored = field(restore_size, "restic stats --mode restore-size", "total_size")?;
+    let restored = field(
+        restore_size,
+        "restic stats --mode restore-size",
+        "total_size",
+    )?;
     Ok(Storage {
         used_bytes: stored,
         size_bytes: filesystem.map(|(size, _)| size),

@@ -63,11 +63,7 @@ struct TestRequest {
     options: TestOptions,
 }
 
-async fn test_repository(
-    State(app): State<Arc<AppState>>,
-    actor: Actor,
-    body: Bytes,
-) -> ApiResult {
+async fn test_repository(State(app): State<Arc<AppState>>, actor: Actor, body: Bytes) -> ApiResult {
     let request: TestRequest = json_body(&body)?;
     let name = request.job.name.clone();
     let report = app
