@@ -923,7 +923,19 @@ fn a_pbs_repository_test_checks_login_datastore_and_namespace() {
     assert_eq!(report["server_fingerprint"], Value::Null, "{report}");
     assert!(report["fingerprint_error"].as_str().is_some(), "{report}");
 
-    create_job(&obsbox, j);
+    create_job(&obsbox, j.clone());
     obsbox.send("POST", "/api/backups/jobs/photos/run", "");
     assert_eq!(finished_run(&obsbox, "photos", "backup", 0)["result"], "ok");
+    // A saved job's stored password serves its own tests only: a made-up
+    // name that resolves to its secrets' directory gets none.
+    let mut sneaky = j;
+    sneaky["name"] = json!("../backup/photos");
+    let (status, report) = obsbox.send(
+        "POST",
+        "/api/backups/repositories/test",
+        &json!({"job": sneaky}).to_string(),
+    );
+    assert_eq!(status, 200, "{report}");
+    let (_, detail) = failed_check(&report);
+    assert!(detail.contains("no password input mechanism"), "{detail}");
 }

@@ -690,7 +690,13 @@ impl Actor {
                 options,
                 done,
             } => {
+                // Stored secrets only of a saved job (whose name is checked):
+                // a made-up name must not point at other files.
+                let saved = self.job(&job.name).is_some();
                 let client = self.client(&job).map(|mut client| {
+                    if !saved {
+                        client.secrets = JobSecrets::default();
+                    }
                     let given = [
                         (&mut client.secrets.password, secrets.password),
                         (&mut client.secrets.encryption_key, secrets.encryption_key),

@@ -257,6 +257,10 @@ async fn test_restic(
     options: &TestOptions,
     report: &mut TestReport,
 ) {
+    if let Err(e) = super::Repository::parse_restic(&client.job.repository) {
+        check(report, "repository", Err(e));
+        return;
+    }
     let config = ["cat", "config"].map(String::from);
     let result = match client.call(reaper, &config).await {
         Ok(_) => Ok("a restic repository is there and the password opens it".to_string()),
