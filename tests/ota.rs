@@ -361,7 +361,8 @@ fn a_bundle_damaged_after_its_first_group_is_refused_before_the_slot_is_written(
     let fallback = image(1 << 20, 9);
     std::fs::write(board.path("rootfs-b"), &fallback).unwrap();
     // Three groups of 4 MiB, so the damage is well past the first.
-    let good = std::fs::read(board.bundle("update.obb", "1.1.0", "x86_64", &image(10 << 20, 6))).unwrap();
+    let good =
+        std::fs::read(board.bundle("update.obb", "1.1.0", "x86_64", &image(10 << 20, 6))).unwrap();
     let len = good.len();
     let mut end_flipped = good.clone();
     end_flipped[len - 1] ^= 1;
@@ -390,7 +391,10 @@ fn a_bundle_damaged_after_its_first_group_is_refused_before_the_slot_is_written(
         assert_eq!(code, 422, "{how}: {body}");
         untouched(how, "upload");
         let status = obsbox.get("/api/update");
-        assert_eq!(status["slots"]["b"]["condition"], "unknown", "{how}: {status}");
+        assert_eq!(
+            status["slots"]["b"]["condition"], "unknown",
+            "{how}: {status}"
+        );
         assert_eq!(status["install"]["state"], "failed");
     }
     let (port, _) = flaky_server(cases[0].1.clone());
@@ -418,7 +422,11 @@ fn a_bundle_damaged_after_its_first_group_is_refused_before_the_slot_is_written(
             .lines()
             .find_map(|l| l.strip_prefix("obsbox: "))
             .unwrap_or_else(|| panic!("{how}: {stderr}"));
-        assert_eq!(stderr.matches(error).count(), 1, "{how}: printed once: {stderr}");
+        assert_eq!(
+            stderr.matches(error).count(),
+            1,
+            "{how}: printed once: {stderr}"
+        );
         untouched(how, "file");
     }
 }
@@ -436,23 +444,41 @@ fn an_upload_that_cannot_be_staged_is_written_unchecked_only_when_allowed() {
     std::fs::write(board.path("firmware.json"), firmware.to_string()).unwrap();
     let fallback = image(1 << 20, 9);
     std::fs::write(board.path("rootfs-b"), &fallback).unwrap();
-    let good = std::fs::read(board.bundle("update.obb", "1.1.0", "x86_64", &image(10 << 20, 6))).unwrap();
+    let good =
+        std::fs::read(board.bundle("update.obb", "1.1.0", "x86_64", &image(10 << 20, 6))).unwrap();
     let mut bytes = good.clone();
     *bytes.last_mut().unwrap() ^= 1;
     let path = damaged(&board, "damaged.obb", &bytes);
     let obsbox = start(&board, services_only(&[]));
-    assert!(obsbox.get("/api/update")["staging_free_bytes"].as_u64().unwrap() > 0);
+    assert!(
+        obsbox.get("/api/update")["staging_free_bytes"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
 
     let (code, body) = upload(&obsbox, &path, "");
     assert_eq!(code, 422, "{body}");
-    assert!(body["error"].as_str().unwrap().contains("allow an unchecked install"), "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("allow an unchecked install"),
+        "{body}"
+    );
     assert_eq!(std::fs::read(board.path("rootfs-b")).unwrap(), fallback);
 
     let (code, body) = upload(&obsbox, &path, "?unchecked=true");
     assert_eq!(code, 422, "{body}");
     let slot = &obsbox.get("/api/update")["slots"]["b"];
     assert_eq!(slot["condition"], "bad", "{slot}");
-    assert!(slot["note"].as_str().unwrap().contains("previous firmware was overwritten"), "{slot}");
+    assert!(
+        slot["note"]
+            .as_str()
+            .unwrap()
+            .contains("previous firmware was overwritten"),
+        "{slot}"
+    );
     assert!(board.grubenv().is_empty());
 
     let good = damaged(&board, "good.obb", &good);
@@ -468,14 +494,22 @@ fn a_bundle_for_other_partitions_leaves_the_armed_trial_alone() {
     let board = Board::new(30);
     let new_image = image(2 << 20, 4);
     let bundle = board.bundle("update.obb", "1.1.0", "x86_64", &new_image);
-    let obsbox = start(&board, services_only(&[]));
-    assert_eq!(upload(&obsbox, &bundle, "").0, 200);
+    let the_box = start(&board, services_only(&[]));
+    assert_eq!(upload(&the_box, &bundle, "").0, 200);
     assert_eq!(board.grubenv(), ["obsbox_try=b"]);
 
     std::fs::write(board.path("boot.vfat"), image(1 << 20, 7)).unwrap();
     std::fs::write(board.path("other.img"), image(1 << 20, 8)).unwrap();
     obsbox(
-        &["bundle", "create", "--version", "1.2.0", "--compatible", "x86_64", "--key"],
+        &[
+            "bundle",
+            "create",
+            "--version",
+            "1.2.0",
+            "--compatible",
+            "x86_64",
+            "--key",
+        ],
         &[
             &board.path("key"),
             Path::new("--rootfs"),
@@ -486,12 +520,21 @@ fn a_bundle_for_other_partitions_leaves_the_armed_trial_alone() {
             &board.path("with-boot.obb"),
         ],
     );
-    let (code, body) = upload(&obsbox, &board.path("with-boot.obb"), "");
+    let (code, body) = upload(&the_box, &board.path("with-boot.obb"), "");
     assert_eq!(code, 422, "{body}");
-    assert!(body["error"].as_str().unwrap().contains("do not match this board's slots (rootfs)"), "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("do not match this board's slots (rootfs)"),
+        "{body}"
+    );
     assert_eq!(board.grubenv(), ["obsbox_try=b"], "still armed");
     assert_eq!(std::fs::read(board.path("rootfs-b")).unwrap(), new_image);
-    assert_eq!(obsbox.get("/api/update")["slots"]["b"]["condition"], "installed");
+    assert_eq!(
+        the_box.get("/api/update")["slots"]["b"]["condition"],
+        "installed"
+    );
 }
 
 #[test]
@@ -508,10 +551,16 @@ fn a_factory_reset_disarms_the_trial_it_forgets() {
         &json!({ "hostname": hostname }).to_string(),
     );
     assert_eq!(code, 202, "{body}");
-    wait_for("the reset's reboot", Duration::from_secs(30), || {
-        std::fs::read_to_string(board_records(&obsbox)).ok()?;
-        obsbox.log().contains("no trial is armed").then_some(())
-    });
+    // Back at first boot, on the committed slot with nothing armed.
+    wait_for(
+        "obsbox to come back at first boot",
+        Duration::from_secs(60),
+        || {
+            let (status, body) = obsbox.try_send("GET", "/api/settings", "")?;
+            (status == 403 && body["error"].as_str()?.contains("/setup")).then_some(())
+        },
+    );
+    assert!(obsbox.log().contains("no trial is armed"));
     assert!(board.grubenv().is_empty(), "{:?}", board.grubenv());
 }
 
@@ -544,6 +593,9 @@ fn a_killed_install_is_shown_interrupted_and_a_damaged_grubenv_is_rebuilt() {
     let status: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(status["enabled"], true, "{status}");
     assert_eq!(status["slots"]["b"]["condition"], "interrupted", "{status}");
-    assert!(stderr.contains("rebuilt it from the slot records"), "{stderr}");
+    assert!(
+        stderr.contains("rebuilt it from the slot records"),
+        "{stderr}"
+    );
     assert_eq!(board.grubenv(), ["obsbox_default=a"]);
 }

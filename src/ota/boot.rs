@@ -321,7 +321,9 @@ impl Tryboot {
     fn load(&self) -> Result<String, BootError> {
         // What `write` writes ends with the [tryboot] section's line.
         read_switched(&self.autoboot, |t| {
-            t.starts_with("[all]\n") && t.contains("\n[tryboot]\nboot_partition=") && t.ends_with('\n')
+            t.starts_with("[all]\n")
+                && t.contains("\n[tryboot]\nboot_partition=")
+                && t.ends_with('\n')
         })
     }
 }

@@ -180,7 +180,11 @@ fn tryboot_refuses_a_partition_that_is_no_slot() {
 /// The U-Boot environment fragment obsbox ships for boards, without its
 /// comments (mkenvimage takes none).
 fn shipped_uboot_env() -> String {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/image/uboot/obsbox.env")).unwrap();
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/image/uboot/obsbox.env"
+    ))
+    .unwrap();
     text.lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())
         .map(|l| format!("{l}\n"))
@@ -282,18 +286,28 @@ fn uboot_refuses_a_trial_without_boot_counting() {
         assert!(refused.contains(name), "{refused}");
     }
     assert!(flow.check_trial().is_err());
-    assert_eq!(flow.vars().unwrap()["obsbox_slot"], "a", "nothing was armed");
+    assert_eq!(
+        flow.vars().unwrap()["obsbox_slot"],
+        "a",
+        "nothing was armed"
+    );
 }
 
 #[test]
 fn the_boot_counting_check_reads_each_variable() {
     let vars = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     };
     let whole = [
         ("bootlimit", "1"),
         ("bootcount", "0"),
-        ("altbootcmd", "setenv obsbox_slot ${obsbox_fallback}; run bootcmd"),
+        (
+            "altbootcmd",
+            "setenv obsbox_slot ${obsbox_fallback}; run bootcmd",
+        ),
     ];
     assert!(uboot_can_try(&vars(&whole)).is_ok());
     for (i, (name, _)) in whole.iter().enumerate() {
@@ -307,7 +321,10 @@ fn the_boot_counting_check_reads_each_variable() {
     assert!(uboot_can_try(&vars(&zero)).is_err());
     let mut elsewhere = whole.to_vec();
     elsewhere[2].1 = "run bootcmd";
-    assert!(uboot_can_try(&vars(&elsewhere)).is_err(), "altbootcmd must go back");
+    assert!(
+        uboot_can_try(&vars(&elsewhere)).is_err(),
+        "altbootcmd must go back"
+    );
 }
 
 #[test]
@@ -321,7 +338,10 @@ fn a_damaged_grubenv_is_rebuilt_with_the_committed_slot() {
     assert_eq!(flow.committed().unwrap(), Slot::B);
     assert_eq!(grub_vars(&flow), ["obsbox_default=b"]);
     std::fs::remove_file(&flow.grubenv).unwrap();
-    assert!(flow.committed().unwrap_err().is_damage(), "a missing file too");
+    assert!(
+        flow.committed().unwrap_err().is_damage(),
+        "a missing file too"
+    );
 }
 
 /// A power cut during a switch: the new file whole beside the old one is
@@ -336,7 +356,10 @@ fn an_interrupted_switch_is_finished_or_dropped() {
     flow.disarm().unwrap();
     // Cut after the new file was written, before the rename.
     std::fs::write(pending(&flow.grubenv), &armed).unwrap();
-    assert_eq!(grub_vars_after_read(&flow), ["obsbox_try=b", "saved_entry=1"]);
+    assert_eq!(
+        grub_vars_after_read(&flow),
+        ["obsbox_try=b", "saved_entry=1"]
+    );
     // Cut while the new file was being written.
     std::fs::write(pending(&flow.grubenv), &armed[..300]).unwrap();
     flow.disarm().unwrap();
@@ -346,7 +369,11 @@ fn an_interrupted_switch_is_finished_or_dropped() {
     let pi = tryboot(dir.path());
     pi.arm_trial(Slot::B).unwrap();
     std::fs::remove_file(&pi.autoboot).unwrap();
-    std::fs::write(pending(&pi.autoboot), "[all]\ntryboot_a_b=1\nboot_partition=6\n[tryboot]\nboot_partition=6\n").unwrap();
+    std::fs::write(
+        pending(&pi.autoboot),
+        "[all]\ntryboot_a_b=1\nboot_partition=6\n[tryboot]\nboot_partition=6\n",
+    )
+    .unwrap();
     assert_eq!(pi.committed().unwrap(), Slot::B, "the switch is finished");
     assert!(pi.autoboot.exists() && !pending(&pi.autoboot).exists());
 }

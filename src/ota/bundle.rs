@@ -588,7 +588,11 @@ impl<R: Read> Opened<R> {
             let mut left = payload.size;
             while left > 0 {
                 let want = left.min(buf.len() as u64) as usize;
-                exact(&mut self.input, &mut buf[..want], &format!("payload {}", payload.name))?;
+                exact(
+                    &mut self.input,
+                    &mut buf[..want],
+                    &format!("payload {}", payload.name),
+                )?;
                 hash.update(&buf[..want]);
                 left -= want as u64;
             }

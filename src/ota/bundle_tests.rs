@@ -162,15 +162,23 @@ fn a_minimum_version_holds_even_when_forced() {
         minimum: Some(minimum),
         ..fit("x86_64", "1.3.0", true)
     };
-    let refused = manifest.check_fits(&floor("1.2.1")).unwrap_err().to_string();
-    assert!(refused.contains("below this firmware's minimum 1.2.1"), "{refused}");
+    let refused = manifest
+        .check_fits(&floor("1.2.1"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains("below this firmware's minimum 1.2.1"),
+        "{refused}"
+    );
     assert!(manifest.check_fits(&floor("1.2.0")).is_ok());
 }
 
 #[test]
 fn the_payloads_must_be_the_slots_partitions() {
     let pi = make(&[("rootfs", 5000), ("boot", 700)]);
-    let pi = open(&pi.bundle[..], &pi.key.verifying_key()).unwrap().manifest;
+    let pi = open(&pi.bundle[..], &pi.key.verifying_key())
+        .unwrap()
+        .manifest;
     let rootfs_only = make(&[("rootfs", 5000)]);
     let rootfs_only = open(&rootfs_only.bundle[..], &rootfs_only.key.verifying_key())
         .unwrap()
@@ -185,8 +193,14 @@ fn the_payloads_must_be_the_slots_partitions() {
         no_boot.contains("payloads (rootfs) do not match this board's slots (boot, rootfs)"),
         "{no_boot}"
     );
-    let extra_boot = pi.check_fits(&fit("x86_64", "1.0.0", false)).unwrap_err().to_string();
-    assert!(extra_boot.contains("(boot, rootfs) do not match"), "{extra_boot}");
+    let extra_boot = pi
+        .check_fits(&fit("x86_64", "1.0.0", false))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        extra_boot.contains("(boot, rootfs) do not match"),
+        "{extra_boot}"
+    );
 }
 
 #[test]
@@ -200,9 +214,13 @@ fn a_bundle_for_an_unknown_board_is_not_made() {
         images: &[("rootfs", image)],
         level: 3,
     };
-    let refused = create(&contents, &SigningKey::from_bytes(&[7; 32]), &dir.path().join("out.obb"))
-        .unwrap_err()
-        .to_string();
+    let refused = create(
+        &contents,
+        &SigningKey::from_bytes(&[7; 32]),
+        &dir.path().join("out.obb"),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(refused.contains("unknown board 'x86-64'"), "{refused}");
 }
 

@@ -230,8 +230,16 @@ mod tests {
         assert_eq!(plan(100, 400, 300, false), Plan::Stage);
         assert_eq!(plan(100, 399, 300, false), Plan::Refuse);
         assert_eq!(plan(100, 399, 300, true), Plan::Stream);
-        assert_eq!(plan(u64::MAX, u64::MAX, 1, true), Plan::Stream);
-        assert_eq!(plan(100, 400, 300, true), Plan::Stage, "checked whenever it can be");
+        assert_eq!(
+            plan(u64::MAX, 10, u64::MAX, true),
+            Plan::Stream,
+            "no overflow"
+        );
+        assert_eq!(
+            plan(100, 400, 300, true),
+            Plan::Stage,
+            "checked whenever it can be"
+        );
     }
 
     #[test]
@@ -244,6 +252,9 @@ mod tests {
         }
         .read_to_end(&mut read)
         .unwrap();
-        assert_eq!((read.as_slice(), copy.as_slice()), (&b"bundle bytes"[..], &b"bundle bytes"[..]));
+        assert_eq!(
+            (read.as_slice(), copy.as_slice()),
+            (&b"bundle bytes"[..], &b"bundle bytes"[..])
+        );
     }
 }

@@ -423,7 +423,9 @@ impl Ota {
         let Ok(ota) = self.on() else { return };
         match ota.flow.disarm() {
             Ok(()) => tracing::info!("factory reset: no trial is armed in the boot loader"),
-            Err(e) => tracing::error!(error = %e, "factory reset: cannot disarm the boot loader's trial"),
+            Err(e) => {
+                tracing::error!(error = %e, "factory reset: cannot disarm the boot loader's trial")
+            }
         }
     }
 
@@ -740,9 +742,8 @@ impl Updatable {
         // whole and read back.
         progress.set_step(Step::Writing);
         self.flow.disarm()?;
-        let note = unchecked.then(|| {
-            "written as it arrived, before the whole bundle could be checked".to_string()
-        });
+        let note = unchecked
+            .then(|| "written as it arrived, before the whole bundle could be checked".to_string());
         self.record(|r| {
             r.trial = None;
             r.set(target, Some(&manifest.version), Condition::Installing, note);
