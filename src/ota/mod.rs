@@ -651,6 +651,7 @@ impl Updatable {
         force: bool,
         progress: &Progress,
     ) -> Result<bundle::Opened<R>, OtaError> {
+        progress.set_step(Step::Opening);
         let opened = bundle::open(input, &self.key)?;
         let target = self.booted.other();
         let partitions: Vec<&str> = self.firmware.slots[&target]
@@ -912,4 +913,39 @@ pub fn describe(status: &serde_json::Value) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::describe;
+    use serde_json::json;
+
+    fn status(running: &str, reboot_argument: Option<&str>) -> serde_json::Value {
+        json!({
+            "enabled": true, "board": "rpi4", "committed": "a", "on_trial": running == "b",
+            "running": {"slot": running, "version": "1.1.0"},
+            "health_timeout_seconds": 120, "reboot_argument": reboot_argument,
+            "slots": {"a": {"condition": "good"}, "b": {"condition": "installed"}},
+            "trial": {"slot": "b", "version": "1.1.0"},
+        })
+    }
+
+    #[test]
+    fn the_status_tells_a_trial_running_now_from_one_to_come() {
+        let now = describe(&status("b", None));
+        assert!(
+            now.contains("trial: slot b (1.1.0) running now: committed once healthy within 120 s"),
+            "{now}"
+        );
+        let grub = describe(&status("a", None));
+        assert!(
+            grub.contains("trial: slot b (1.1.0) at the next reboot\n"),
+            "{grub}"
+        );
+        let pi = describe(&status("a", Some("0 tryboot")));
+        assert!(
+            pi.contains("at the next reboot obsbox does ('0 tryboot'"),
+            "{pi}"
+        );
+    }
 }
