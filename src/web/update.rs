@@ -1,6 +1,6 @@
 //! `/api/update`: the firmware slots, and installing an update from an
-//! upload or a URL. Both stream: the bundle is checked as it arrives and is
-//! never stored whole.
+//! upload or a URL. Either is checked whole before the slot is written
+//! (`ota::Source` says how); the handlers only hand the body or the URL on.
 
 use super::auth::Actor;
 use super::{json_body, ApiError, ApiQuery, ApiResult, AppState};
