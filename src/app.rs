@@ -446,6 +446,9 @@ pub async fn run(
         }
         other => other,
     };
+    if ending == Ending::FactoryReset {
+        ota.factory_reset();
+    }
     if ending == Ending::PowerOff {
         power.finish().await;
     }
@@ -458,7 +461,10 @@ pub async fn run(
     Ok(Ended {
         ending,
         sockets: kept,
-        reboot_argument: ota.reboot_argument(),
+        reboot_argument: match ending {
+            Ending::Reboot => ota.rebooting(),
+            _ => None,
+        },
         lock,
     })
 }

@@ -545,13 +545,12 @@ fn update_command(action: UpdateAction) -> anyhow::Result<ExitCode> {
             box_,
         } => {
             let ota = box_.open(false)?;
-            let installed = if source.starts_with("http://") || source.starts_with("https://") {
-                ota.install_from_url(&source, force)?
+            let source = if source.starts_with("http://") || source.starts_with("https://") {
+                ota::Source::Url(source)
             } else {
-                let file = std::fs::File::open(&source)
-                    .with_context(|| format!("cannot open {source}"))?;
-                ota.install(std::io::BufReader::with_capacity(1 << 20, file), force)?
+                ota::Source::File(source.into())
             };
+            let installed = ota.install(source, force)?;
             println!(
                 "installed {} into slot {}: {} (written in {:.1} s, read back in {:.1} s)",
                 installed.version,

@@ -345,3 +345,257 @@ fn the_shell_commands_install_and_tell() {
         .unwrap();
     assert_eq!(read_back, new_image);
 }
+
+/// Writes `bytes` beside the board's files and returns the path.
+fn damaged(board: &Board, name: &str, bytes: &[u8]) -> PathBuf {
+    let path = board.path(name);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+/// Every kind of damage after the first group, through each source: the
+/// inactive slot, the box's fallback firmware, is never written.
+#[test]
+fn a_bundle_damaged_after_its_first_group_is_refused_before_the_slot_is_written() {
+    let board = Board::new(30);
+    let fallback = image(1 << 20, 9);
+    std::fs::write(board.path("rootfs-b"), &fallback).unwrap();
+    // Three groups of 4 MiB, so the damage is well past the first.
+    let good =
+        std::fs::read(board.bundle("update.obb", "1.1.0", "x86_64", &image(10 << 20, 6))).unwrap();
+    let len = good.len();
+    let mut end_flipped = good.clone();
+    end_flipped[len - 1] ^= 1;
+    let mut middle_flipped = good.clone();
+    middle_flipped[len * 2 / 3] ^= 1;
+    let mut appended = good.clone();
+    appended.push(0);
+    let cases = [
+        ("last byte", end_flipped),
+        ("middle", middle_flipped),
+        ("truncated", good[..len - 10].to_vec()),
+        ("one byte appended", appended),
+    ];
+    let obsbox = start(&board, services_only(&[]));
+    let untouched = |how: &str, from: &str| {
+        assert_eq!(
+            std::fs::read(board.path("rootfs-b")).unwrap(),
+            fallback,
+            "{how} via {from}: the fallback slot was written"
+        );
+        assert!(board.grubenv().is_empty(), "{:?}", board.grubenv());
+    };
+    for (how, bytes) in &cases {
+        let path = damaged(&board, "damaged.obb", bytes);
+        let (code, body) = upload(&obsbox, &path, "");
+        assert_eq!(code, 422, "{how}: {body}");
+        untouched(how, "upload");
+        let status = obsbox.get("/api/update");
+        assert_eq!(
+            status["slots"]["b"]["condition"], "unknown",
+            "{how}: {status}"
+        );
+        assert_eq!(status["install"]["state"], "failed");
+    }
+    let (port, _) = flaky_server(cases[0].1.clone());
+    let body = json!({"url": format!("http://127.0.0.1:{port}/update.obb")}).to_string();
+    let (code, answer) = obsbox.send("POST", "/api/update/install-url", &body);
+    assert_eq!(code, 422, "{answer}");
+    untouched("last byte", "URL");
+    drop(obsbox);
+
+    // The shell: the file is checked whole, then read again; the error is
+    // printed once.
+    for (how, bytes) in &cases {
+        let path = damaged(&board, "damaged.obb", bytes);
+        let out = Command::new(OBSBOX)
+            .args(["update", "install"])
+            .arg(&path)
+            .args(board.args())
+            .arg("--data-dir")
+            .arg(board.path("data"))
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{how}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let error = stderr
+            .lines()
+            .find_map(|l| l.strip_prefix("obsbox: "))
+            .unwrap_or_else(|| panic!("{how}: {stderr}"));
+        assert_eq!(
+            stderr.matches(error).count(),
+            1,
+            "{how}: printed once: {stderr}"
+        );
+        untouched(how, "file");
+    }
+}
+
+/// An upload too big to stage on the data partition is refused unless the
+/// user allows an unchecked install; then a damaged one leaves the slot
+/// recorded as overwritten.
+#[test]
+fn an_upload_that_cannot_be_staged_is_written_unchecked_only_when_allowed() {
+    let board = Board::new(30);
+    let mut firmware: Value =
+        serde_json::from_str(&std::fs::read_to_string(board.path("firmware.json")).unwrap())
+            .unwrap();
+    firmware["staging_keep_free_bytes"] = json!(u64::MAX / 2);
+    std::fs::write(board.path("firmware.json"), firmware.to_string()).unwrap();
+    let fallback = image(1 << 20, 9);
+    std::fs::write(board.path("rootfs-b"), &fallback).unwrap();
+    let good =
+        std::fs::read(board.bundle("update.obb", "1.1.0", "x86_64", &image(10 << 20, 6))).unwrap();
+    let mut bytes = good.clone();
+    *bytes.last_mut().unwrap() ^= 1;
+    let path = damaged(&board, "damaged.obb", &bytes);
+    let obsbox = start(&board, services_only(&[]));
+    assert!(
+        obsbox.get("/api/update")["staging_free_bytes"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+
+    let (code, body) = upload(&obsbox, &path, "");
+    assert_eq!(code, 422, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("allow an unchecked install"),
+        "{body}"
+    );
+    assert_eq!(std::fs::read(board.path("rootfs-b")).unwrap(), fallback);
+
+    let (code, body) = upload(&obsbox, &path, "?unchecked=true");
+    assert_eq!(code, 422, "{body}");
+    let slot = &obsbox.get("/api/update")["slots"]["b"];
+    assert_eq!(slot["condition"], "bad", "{slot}");
+    assert!(
+        slot["note"]
+            .as_str()
+            .unwrap()
+            .contains("previous firmware was overwritten"),
+        "{slot}"
+    );
+    assert!(board.grubenv().is_empty());
+
+    let good = damaged(&board, "good.obb", &good);
+    let (code, body) = upload(&obsbox, &good, "?unchecked=true");
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(board.grubenv(), ["obsbox_try=b"]);
+}
+
+/// A bundle whose payloads are not the slot's partitions is refused before
+/// the armed trial is touched.
+#[test]
+fn a_bundle_for_other_partitions_leaves_the_armed_trial_alone() {
+    let board = Board::new(30);
+    let new_image = image(2 << 20, 4);
+    let bundle = board.bundle("update.obb", "1.1.0", "x86_64", &new_image);
+    let the_box = start(&board, services_only(&[]));
+    assert_eq!(upload(&the_box, &bundle, "").0, 200);
+    assert_eq!(board.grubenv(), ["obsbox_try=b"]);
+
+    std::fs::write(board.path("boot.vfat"), image(1 << 20, 7)).unwrap();
+    std::fs::write(board.path("other.img"), image(1 << 20, 8)).unwrap();
+    obsbox(
+        &[
+            "bundle",
+            "create",
+            "--version",
+            "1.2.0",
+            "--compatible",
+            "x86_64",
+            "--key",
+        ],
+        &[
+            &board.path("key"),
+            Path::new("--rootfs"),
+            &board.path("other.img"),
+            Path::new("--boot"),
+            &board.path("boot.vfat"),
+            Path::new("--output"),
+            &board.path("with-boot.obb"),
+        ],
+    );
+    let (code, body) = upload(&the_box, &board.path("with-boot.obb"), "");
+    assert_eq!(code, 422, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("do not match this board's slots (rootfs)"),
+        "{body}"
+    );
+    assert_eq!(board.grubenv(), ["obsbox_try=b"], "still armed");
+    assert_eq!(std::fs::read(board.path("rootfs-b")).unwrap(), new_image);
+    assert_eq!(
+        the_box.get("/api/update")["slots"]["b"]["condition"],
+        "installed"
+    );
+}
+
+#[test]
+fn a_factory_reset_disarms_the_trial_it_forgets() {
+    let board = Board::new(30);
+    let bundle = board.bundle("update.obb", "1.1.0", "x86_64", &image(1 << 20, 4));
+    let obsbox = start(&board, services_only(&[]));
+    assert_eq!(upload(&obsbox, &bundle, "").0, 200);
+    assert_eq!(board.grubenv(), ["obsbox_try=b"]);
+    let hostname = obsbox.settings()["general"]["hostname"].clone();
+    let (code, body) = obsbox.send(
+        "POST",
+        "/api/system/factory-reset",
+        &json!({ "hostname": hostname }).to_string(),
+    );
+    assert_eq!(code, 202, "{body}");
+    // Back at first boot, on the committed slot with nothing armed.
+    wait_for(
+        "obsbox to come back at first boot",
+        Duration::from_secs(60),
+        || {
+            let (status, body) = obsbox.try_send("GET", "/api/settings", "")?;
+            (status == 403 && body["error"].as_str()?.contains("/setup")).then_some(())
+        },
+    );
+    assert!(obsbox.log().contains("no trial is armed"));
+    assert!(board.grubenv().is_empty(), "{:?}", board.grubenv());
+}
+
+#[test]
+fn a_killed_install_is_shown_interrupted_and_a_damaged_grubenv_is_rebuilt() {
+    let board = Board::new(30);
+    std::fs::write(board.path("grubenv"), "garbage").unwrap();
+    let data = board.path("data");
+    std::fs::create_dir_all(data.join("ota")).unwrap();
+    std::fs::write(
+        data.join("ota/slots.json"),
+        json!({
+            "slots": {"b": {"version": "1.1.0", "condition": "installing", "note": null, "since": "2026-12-01T00:00:00Z"}},
+            "committed": "a",
+            "trial": null,
+            "last_rollback": null,
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let out = Command::new(OBSBOX)
+        .args(["update", "status", "--json"])
+        .args(board.args())
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["enabled"], true, "{status}");
+    assert_eq!(status["slots"]["b"]["condition"], "interrupted", "{status}");
+    assert!(
+        stderr.contains("rebuilt it from the slot records"),
+        "{stderr}"
+    );
+    assert_eq!(board.grubenv(), ["obsbox_default=a"]);
+}

@@ -56,6 +56,20 @@ pub enum BootError {
     Garbled { path: PathBuf, detail: String },
     #[error("{command} failed: {detail}")]
     Tool { command: String, detail: String },
+    #[error("the U-Boot environment cannot try a slot once: {0}; without them a trial would be a permanent switch (see the U-Boot fragment in web/docs/firmware.md)")]
+    NoBootCounting(String),
+}
+
+impl BootError {
+    /// The boot loader's file is missing or damaged, as opposed to a tool
+    /// or a disk failing: it can be rebuilt.
+    pub fn is_damage(&self) -> bool {
+        match self {
+            BootError::Garbled { .. } => true,
+            BootError::Read { source, .. } => source.kind() == io::ErrorKind::NotFound,
+            _ => false,
+        }
+    }
 }
 
 /// What a boot loader needs to hear from obsbox.
@@ -71,6 +85,22 @@ pub trait BootFlow: Send + Sync {
     /// The argument the next reboot must pass to the kernel for an armed
     /// trial to run (Raspberry Pi: `0 tryboot`).
     fn reboot_argument(&self) -> Option<&'static str> {
+        None
+    }
+    /// Refuses, with the reason, when the boot loader cannot boot a slot
+    /// once and come back: checked before an install writes anything.
+    fn check_trial(&self) -> Result<(), BootError> {
+        Ok(())
+    }
+    /// Whether this boot was a trial boot, when the boot loader says
+    /// (Raspberry Pi: the firmware's tryboot flag); `None` when it cannot.
+    fn trial_boot(&self) -> Option<bool> {
+        None
+    }
+    /// Writes the boot loader's file afresh with `committed` and no trial,
+    /// when it was found damaged; `None` when this boot loader keeps no
+    /// file obsbox can rebuild.
+    fn rebuild(&self, _committed: Slot) -> Option<Result<(), BootError>> {
         None
     }
 }
@@ -93,6 +123,59 @@ pub fn replace_file(path: &Path, contents: &[u8]) -> Result<(), BootError> {
         .map_err(fail)
 }
 
+/// `path` with `.new` appended: where [`switch_file`] writes first.
+fn pending(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_os_string();
+    name.push(".new");
+    name.into()
+}
+
+fn sync_dir(path: &Path) -> io::Result<()> {
+    std::fs::File::open(path.parent().unwrap_or(Path::new("."))).and_then(|d| d.sync_all())
+}
+
+/// Replaces a boot loader's file on FAT, where a rename over an existing
+/// file is not atomic: the new contents go to `<path>.new` first (written,
+/// fsynced, its directory fsynced), and only then is it renamed over
+/// `<path>`. A power cut leaves either the old file whole, or a whole
+/// `.new` that [`read_switched`] (and grub.cfg) take instead.
+pub fn switch_file(path: &Path, contents: &[u8]) -> Result<(), BootError> {
+    let fail = |source| BootError::Write {
+        path: path.into(),
+        source,
+    };
+    let next = pending(path);
+    let mut file = std::fs::File::create(&next).map_err(fail)?;
+    file.write_all(contents).map_err(fail)?;
+    file.sync_all().map_err(fail)?;
+    drop(file);
+    sync_dir(path).map_err(fail)?;
+    std::fs::rename(&next, path).map_err(fail)?;
+    sync_dir(path).map_err(fail)
+}
+
+/// Reads a file [`switch_file`] writes. A whole `<path>.new` (as `whole`
+/// judges it) is a switch a power cut interrupted: it is finished first. A
+/// partial one was cut while being written, before the switch: it goes,
+/// and the old file stands.
+fn read_switched(path: &Path, whole: impl Fn(&str) -> bool) -> Result<String, BootError> {
+    let next = pending(path);
+    if let Ok(text) = std::fs::read_to_string(&next) {
+        let fail = |source| BootError::Write {
+            path: path.into(),
+            source,
+        };
+        if whole(&text) {
+            tracing::warn!(path = %path.display(), "finishing a boot file switch a power cut interrupted");
+            std::fs::rename(&next, path).map_err(fail)?;
+        } else {
+            std::fs::remove_file(&next).map_err(fail)?;
+        }
+        sync_dir(path).map_err(fail)?;
+    }
+    read(path)
+}
+
 fn read(path: &Path) -> Result<String, BootError> {
     std::fs::read_to_string(path).map_err(|source| BootError::Read {
         path: path.into(),
@@ -113,7 +196,9 @@ const GRUBENV_SIZE: usize = 1024;
 
 impl Grub {
     fn load(&self) -> Result<BTreeMap<String, String>, BootError> {
-        let text = read(&self.grubenv)?;
+        let text = read_switched(&self.grubenv, |t| {
+            t.len() == GRUBENV_SIZE && t.starts_with(GRUBENV_HEADER)
+        })?;
         let garbled = |detail: &str| BootError::Garbled {
             path: self.grubenv.clone(),
             detail: detail.into(),
@@ -152,7 +237,7 @@ impl Grub {
             });
         }
         text.extend(std::iter::repeat_n('#', GRUBENV_SIZE - text.len()));
-        replace_file(&self.grubenv, text.as_bytes())
+        switch_file(&self.grubenv, text.as_bytes())
     }
 
     fn edit(&self, change: impl FnOnce(&mut BTreeMap<String, String>)) -> Result<(), BootError> {
@@ -190,6 +275,13 @@ impl BootFlow for Grub {
             v.remove("obsbox_try");
         })
     }
+
+    fn rebuild(&self, committed: Slot) -> Option<Result<(), BootError>> {
+        Some(self.store(&BTreeMap::from([(
+            "obsbox_default".to_string(),
+            committed.name().to_string(),
+        )])))
+    }
 }
 
 /// Raspberry Pi: the firmware reads `autoboot.txt` on the first FAT
@@ -201,6 +293,9 @@ pub struct Tryboot {
     pub autoboot: PathBuf,
     /// The boot partition number of each slot.
     pub partitions: BTreeMap<Slot, u32>,
+    /// The firmware's report of this boot's tryboot flag, a 32-bit
+    /// big-endian device tree cell (`/proc/device-tree/chosen/bootloader/tryboot`).
+    pub tryboot_flag: PathBuf,
 }
 
 impl Tryboot {
@@ -220,13 +315,22 @@ impl Tryboot {
             self.partition(committed)?,
             self.partition(trial)?
         );
-        replace_file(&self.autoboot, text.as_bytes())
+        switch_file(&self.autoboot, text.as_bytes())
+    }
+
+    fn load(&self) -> Result<String, BootError> {
+        // What `write` writes ends with the [tryboot] section's line.
+        read_switched(&self.autoboot, |t| {
+            t.starts_with("[all]\n")
+                && t.contains("\n[tryboot]\nboot_partition=")
+                && t.ends_with('\n')
+        })
     }
 }
 
 impl BootFlow for Tryboot {
     fn committed(&self) -> Result<Slot, BootError> {
-        let text = read(&self.autoboot)?;
+        let text = self.load()?;
         let mut section = "all".to_string();
         for line in text.lines().map(str::trim) {
             if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
@@ -270,6 +374,16 @@ impl BootFlow for Tryboot {
 
     fn reboot_argument(&self) -> Option<&'static str> {
         Some("0 tryboot")
+    }
+
+    fn trial_boot(&self) -> Option<bool> {
+        let cell = std::fs::read(&self.tryboot_flag).ok()?;
+        let cell: [u8; 4] = cell.get(..4)?.try_into().ok()?;
+        Some(u32::from_be_bytes(cell) != 0)
+    }
+
+    fn rebuild(&self, committed: Slot) -> Option<Result<(), BootError>> {
+        Some(self.write(committed, committed))
     }
 }
 
@@ -342,7 +456,39 @@ impl UBoot {
     }
 }
 
+/// What U-Boot's environment must hold for a trial to last one boot:
+/// boot counting (`bootlimit`, `bootcount`) and the way back (`altbootcmd`,
+/// which must return to `obsbox_fallback`). A pure check of the variables.
+pub fn uboot_can_try(vars: &BTreeMap<String, String>) -> Result<(), BootError> {
+    let number = |name: &str| vars.get(name).and_then(|v| v.parse::<u32>().ok());
+    let mut missing = Vec::new();
+    if number("bootlimit").is_none_or(|n| n == 0) {
+        missing.push("bootlimit (a number of boots, 1 or more)");
+    }
+    if number("bootcount").is_none() {
+        missing.push("bootcount (U-Boot's count of boots, kept in the environment)");
+    }
+    if vars
+        .get("altbootcmd")
+        .is_none_or(|v| !v.contains("obsbox_fallback"))
+    {
+        missing.push("altbootcmd (which must boot $obsbox_fallback)");
+    }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(BootError::NoBootCounting(format!(
+            "it lacks {}",
+            missing.join(", ")
+        )))
+    }
+}
+
 impl BootFlow for UBoot {
+    fn check_trial(&self) -> Result<(), BootError> {
+        uboot_can_try(&self.vars()?)
+    }
+
     fn committed(&self) -> Result<Slot, BootError> {
         let vars = self.vars()?;
         let slot = |name: &str| vars.get(name).and_then(|v| Slot::parse(v));
@@ -356,6 +502,7 @@ impl BootFlow for UBoot {
     }
 
     fn arm_trial(&self, slot: Slot) -> Result<(), BootError> {
+        self.check_trial()?;
         let committed = self.committed()?;
         self.set(&[
             ("obsbox_slot", slot.name()),

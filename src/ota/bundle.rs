@@ -33,6 +33,9 @@ const SIGNATURE_LEN: usize = 64;
 const HASH_LEN: usize = 32;
 /// The payloads a slot can take.
 pub const PAYLOAD_NAMES: [&str; 2] = ["rootfs", "boot"];
+/// The boards obsbox firmware is built for (the `board` of each image's
+/// firmware.json): a bundle naming anything else could never install.
+pub const BOARDS: [&str; 3] = ["x86_64", "rpi4", "rpi5"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum BundleError {
@@ -52,6 +55,12 @@ pub enum BundleError {
         "version {bundle} is older than the running {running}; force the install to downgrade"
     )]
     Older { bundle: String, running: String },
+    #[error("version {bundle} is below this firmware's minimum {minimum} (it has a known flaw): it cannot be installed, even forced")]
+    BelowMinimum { bundle: String, minimum: String },
+    #[error("the bundle's payloads ({bundle}) do not match this board's slots ({slots})")]
+    Payloads { bundle: String, slots: String },
+    #[error("unknown board '{0}'; known: x86_64, rpi4, rpi5")]
+    UnknownBoard(String),
     #[error("payload {payload} is corrupt: {detail}")]
     Corrupt { payload: String, detail: String },
     #[error("there are extra bytes after the last payload")]
@@ -167,22 +176,39 @@ impl Manifest {
         Ok(())
     }
 
-    /// Refuses a bundle for another board, or (unless `force`) an older version.
-    pub fn check_fits(&self, board: &str, running: &str, force: bool) -> Result<(), BundleError> {
-        if !self.compatible.iter().any(|b| b == board) {
+    /// Refuses a bundle for another board, whose payloads are not the
+    /// slot's partitions, below the firmware's minimum version, or (unless
+    /// `force`) older than the running one.
+    pub fn check_fits(&self, fit: &Fit) -> Result<(), BundleError> {
+        if !self.compatible.iter().any(|b| b == fit.board) {
             return Err(BundleError::Incompatible {
-                board: board.into(),
+                board: fit.board.into(),
                 compatible: self.compatible.join(", "),
             });
         }
-        let older = match (parse_version(&self.version), parse_version(running)) {
-            (Some(new), Some(old)) => new < old,
-            _ => false,
-        };
-        if older && !force {
+        let mut names: Vec<&str> = self.payloads.iter().map(|p| p.name.as_str()).collect();
+        let mut slots = fit.partitions.to_vec();
+        names.sort_unstable();
+        slots.sort_unstable();
+        if names != slots {
+            return Err(BundleError::Payloads {
+                bundle: names.join(", "),
+                slots: slots.join(", "),
+            });
+        }
+        let version = parse_version(&self.version);
+        if let Some(minimum) = fit.minimum {
+            if version < parse_version(minimum) {
+                return Err(BundleError::BelowMinimum {
+                    bundle: self.version.clone(),
+                    minimum: minimum.into(),
+                });
+            }
+        }
+        if version < parse_version(fit.running) && !fit.force {
             return Err(BundleError::Older {
                 bundle: self.version.clone(),
-                running: running.into(),
+                running: fit.running.into(),
             });
         }
         Ok(())
@@ -191,6 +217,27 @@ impl Manifest {
     /// Bytes of the whole bundle.
     pub fn bundle_size(&self, header: u64) -> u64 {
         header + self.payloads.iter().map(|p| p.size).sum::<u64>()
+    }
+}
+
+/// What a bundle must fit: the running firmware and the slot it goes to.
+pub struct Fit<'a> {
+    pub board: &'a str,
+    pub running: &'a str,
+    /// The lowest version this firmware accepts, even forced.
+    pub minimum: Option<&'a str>,
+    /// The target slot's partitions, by payload name.
+    pub partitions: &'a [&'a str],
+    /// Install an older version.
+    pub force: bool,
+}
+
+/// Refuses a board name no obsbox firmware has.
+pub fn check_board(name: &str) -> Result<(), BundleError> {
+    if BOARDS.contains(&name) {
+        Ok(())
+    } else {
+        Err(BundleError::UnknownBoard(name.into()))
     }
 }
 
@@ -295,6 +342,9 @@ pub fn create(
         path: output.into(),
         source,
     };
+    for board in contents.compatible {
+        check_board(board)?;
+    }
     let mut payloads = Vec::new();
     let mut parts = Vec::new();
     for (name, image) in contents.images {
@@ -417,8 +467,8 @@ fn read_full(input: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 /// A bundle whose signature checked out, positioned at its first payload.
 pub struct Opened<R> {
     pub manifest: Manifest,
-    /// Bytes of the magic, manifest and signature.
-    pub header_size: u64,
+    /// The magic, manifest and signature, as read.
+    header: Vec<u8>,
     input: R,
 }
 
@@ -430,9 +480,11 @@ pub fn open<R: Read>(mut input: R, key: &VerifyingKey) -> Result<Opened<R>, Bund
         .map_err(|_| BundleError::BadSignature)?;
     let manifest = parse_manifest(&signed)?;
     manifest.validate()?;
+    let mut header = signed;
+    header.extend_from_slice(&signature);
     Ok(Opened {
         manifest,
-        header_size: (signed.len() + SIGNATURE_LEN) as u64,
+        header,
         input,
     })
 }
@@ -502,7 +554,58 @@ pub enum StreamError {
     Sink(#[source] io::Error),
 }
 
+impl<R> Opened<R> {
+    /// The bytes of the magic, manifest and signature.
+    pub fn header(&self) -> &[u8] {
+        &self.header
+    }
+
+    /// Bytes of the whole bundle.
+    pub fn bundle_size(&self) -> u64 {
+        self.manifest.bundle_size(self.header.len() as u64)
+    }
+
+    /// The same bundle, read through `wrap(input)` from here on.
+    pub fn map_input<S>(self, wrap: impl FnOnce(R) -> S) -> Opened<S> {
+        Opened {
+            manifest: self.manifest,
+            header: self.header,
+            input: wrap(self.input),
+        }
+    }
+}
+
 impl<R: Read> Opened<R> {
+    /// Checks the rest of the bundle without unpacking it: each payload's
+    /// bytes against its size and SHA-256 in the signed manifest, and
+    /// nothing after the last. A bundle that passes is byte for byte the one
+    /// that was signed, so unpacking it cannot fail on damage. Hashing is
+    /// all it costs (no decompression).
+    pub fn check(mut self) -> Result<(), BundleError> {
+        let mut buf = vec![0; 1 << 20];
+        for payload in &self.manifest.payloads {
+            let mut hash = Context::new(&SHA256);
+            let mut left = payload.size;
+            while left > 0 {
+                let want = left.min(buf.len() as u64) as usize;
+                exact(
+                    &mut self.input,
+                    &mut buf[..want],
+                    &format!("payload {}", payload.name),
+                )?;
+                hash.update(&buf[..want]);
+                left -= want as u64;
+            }
+            if hex::encode(finish(hash)) != payload.sha256 {
+                return Err(BundleError::Corrupt {
+                    payload: payload.name.clone(),
+                    detail: "its SHA-256 does not match the manifest".into(),
+                });
+            }
+        }
+        at_end(&mut self.input)
+    }
+
     /// Reads every payload, checks every block before handing it to `sink`,
     /// and checks that the bundle ends where the manifest says.
     pub fn stream(mut self, sink: &mut impl Sink) -> Result<(), StreamError> {
@@ -588,12 +691,17 @@ impl<R: Read> Opened<R> {
             }
             sink.payload_done(payload).map_err(StreamError::Sink)?;
         }
-        let mut extra = [0; 1];
-        match read_full(&mut self.input, &mut extra) {
-            Ok(0) => Ok(()),
-            Ok(_) => Err(BundleError::TrailingData.into()),
-            Err(e) => Err(BundleError::Io(e).into()),
-        }
+        Ok(at_end(&mut self.input)?)
+    }
+}
+
+/// Refuses anything after the last payload.
+fn at_end(input: &mut impl Read) -> Result<(), BundleError> {
+    let mut extra = [0; 1];
+    match read_full(input, &mut extra) {
+        Ok(0) => Ok(()),
+        Ok(_) => Err(BundleError::TrailingData),
+        Err(e) => Err(BundleError::Io(e)),
     }
 }
 

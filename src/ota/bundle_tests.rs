@@ -114,19 +114,30 @@ fn another_key_is_refused() {
     ));
 }
 
+/// What a bundle of `rootfs` only must fit on `board` running `running`.
+fn fit<'a>(board: &'a str, running: &'a str, force: bool) -> Fit<'a> {
+    Fit {
+        board,
+        running,
+        minimum: None,
+        partitions: &["rootfs"],
+        force,
+    }
+}
+
 #[test]
 fn the_board_and_the_version_must_fit() {
     let made = make(&[("rootfs", 5000)]);
     let manifest = open(&made.bundle[..], &made.key.verifying_key())
         .unwrap()
         .manifest;
-    assert!(manifest.check_fits("x86_64", "1.1.9", false).is_ok());
+    assert!(manifest.check_fits(&fit("x86_64", "1.1.9", false)).is_ok());
     assert!(
-        manifest.check_fits("rpi4", "1.2.0", false).is_ok(),
+        manifest.check_fits(&fit("rpi4", "1.2.0", false)).is_ok(),
         "the same version may be installed again"
     );
     let other_board = manifest
-        .check_fits("rpi5", "1.0.0", false)
+        .check_fits(&fit("rpi5", "1.0.0", false))
         .unwrap_err()
         .to_string();
     assert!(
@@ -134,13 +145,108 @@ fn the_board_and_the_version_must_fit() {
         "{other_board}"
     );
     let older = manifest
-        .check_fits("x86_64", "1.10.0", false)
+        .check_fits(&fit("x86_64", "1.10.0", false))
         .unwrap_err()
         .to_string();
     assert!(older.contains("older than the running 1.10.0"), "{older}");
-    assert!(manifest.check_fits("x86_64", "1.10.0", true).is_ok());
+    assert!(manifest.check_fits(&fit("x86_64", "1.10.0", true)).is_ok());
 }
 
+#[test]
+fn a_minimum_version_holds_even_when_forced() {
+    let made = make(&[("rootfs", 5000)]);
+    let manifest = open(&made.bundle[..], &made.key.verifying_key())
+        .unwrap()
+        .manifest;
+    let floor = |minimum| Fit {
+        minimum: Some(minimum),
+        ..fit("x86_64", "1.3.0", true)
+    };
+    let refused = manifest
+        .check_fits(&floor("1.2.1"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains("below this firmware's minimum 1.2.1"),
+        "{refused}"
+    );
+    assert!(manifest.check_fits(&floor("1.2.0")).is_ok());
+}
+
+#[test]
+fn the_payloads_must_be_the_slots_partitions() {
+    let pi = make(&[("rootfs", 5000), ("boot", 700)]);
+    let pi = open(&pi.bundle[..], &pi.key.verifying_key())
+        .unwrap()
+        .manifest;
+    let rootfs_only = make(&[("rootfs", 5000)]);
+    let rootfs_only = open(&rootfs_only.bundle[..], &rootfs_only.key.verifying_key())
+        .unwrap()
+        .manifest;
+    let pi_slot = Fit {
+        partitions: &["rootfs", "boot"],
+        ..fit("rpi4", "1.0.0", false)
+    };
+    assert!(pi.check_fits(&pi_slot).is_ok());
+    let no_boot = rootfs_only.check_fits(&pi_slot).unwrap_err().to_string();
+    assert!(
+        no_boot.contains("payloads (rootfs) do not match this board's slots (boot, rootfs)"),
+        "{no_boot}"
+    );
+    let extra_boot = pi
+        .check_fits(&fit("x86_64", "1.0.0", false))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        extra_boot.contains("(boot, rootfs) do not match"),
+        "{extra_boot}"
+    );
+}
+
+#[test]
+fn a_bundle_for_an_unknown_board_is_not_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("rootfs");
+    std::fs::write(&image, [1; 100]).unwrap();
+    let contents = Contents {
+        version: "1.0.0",
+        compatible: &["x86-64".into()],
+        images: &[("rootfs", image)],
+        level: 3,
+    };
+    let refused = create(
+        &contents,
+        &SigningKey::from_bytes(&[7; 32]),
+        &dir.path().join("out.obb"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(refused.contains("unknown board 'x86-64'"), "{refused}");
+}
+
+/// The check before the write: every cut and every flipped byte after the
+/// header is refused without unpacking anything.
+#[test]
+fn the_whole_bundle_check_refuses_every_damage_past_the_header() {
+    let made = make(&[("rootfs", 2 * GROUP_BYTES + 100), ("boot", 700)]);
+    let key = made.key.verifying_key();
+    let check = |bytes: &[u8]| open(bytes, &key).and_then(Opened::check);
+    check(&made.bundle).unwrap();
+    let header = header_len(&made.bundle);
+    let len = made.bundle.len();
+    for cut in [header + 1, len / 2, len - 1] {
+        assert!(check(&made.bundle[..cut]).is_err(), "cut at {cut}");
+    }
+    let mut longer = made.bundle.clone();
+    longer.push(0);
+    assert!(matches!(check(&longer), Err(BundleError::TrailingData)));
+    let mut bundle = made.bundle.clone();
+    for at in (header..len).step_by(997).chain([len - 1]) {
+        bundle[at] ^= 0x40;
+        assert!(check(&bundle).is_err(), "byte {at} flipped");
+        bundle[at] ^= 0x40;
+    }
+}
 #[test]
 fn versions_compare_number_by_number() {
     assert!(parse_version("1.10.0") > parse_version("1.9.7"));

@@ -19,6 +19,76 @@ pub struct Progress {
     pub total: AtomicU64,
     /// Bytes of the slot read back and checked.
     pub checked: AtomicU64,
+    /// The [`Step`] under way.
+    step: std::sync::atomic::AtomicU8,
+}
+
+/// The steps of an install, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Reading the header (signature, board, version, payloads).
+    Opening = 0,
+    /// Checking the whole bundle before anything is written.
+    Checking = 1,
+    /// Writing the slot (each block checked again as it is unpacked).
+    Writing = 2,
+    /// Reading the slot back from the disk.
+    ReadingBack = 3,
+}
+
+impl Progress {
+    pub fn set_step(&self, step: Step) {
+        self.step.store(step as u8, Ordering::Relaxed);
+    }
+
+    /// The step under way, for the web UI.
+    pub fn step(&self) -> &'static str {
+        match self.step.load(Ordering::Relaxed) {
+            0 => "opening",
+            1 => "checking",
+            2 => "writing",
+            _ => "reading back",
+        }
+    }
+}
+
+/// How an upload, read only once, is checked before it is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plan {
+    /// Copied to the data partition while checked whole, then installed
+    /// from the copy.
+    Stage,
+    /// Written as it arrives: damage past the first group leaves the slot
+    /// without its old firmware. Only when the user allowed it.
+    Stream,
+    /// Too big to stage, and streaming was not allowed.
+    Refuse,
+}
+
+/// Stages a bundle of `size` bytes when the data partition keeps
+/// `keep_free` bytes free after it.
+pub fn plan(size: u64, free: u64, keep_free: u64, allow_unchecked: bool) -> Plan {
+    if size.saturating_add(keep_free) <= free {
+        Plan::Stage
+    } else if allow_unchecked {
+        Plan::Stream
+    } else {
+        Plan::Refuse
+    }
+}
+
+/// Copies what is read into `copy`.
+pub struct Tee<R, W> {
+    pub inner: R,
+    pub copy: W,
+}
+
+impl<R: Read, W: Write> Read for Tee<R, W> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.copy.write_all(&buf[..n])?;
+        Ok(n)
+    }
 }
 
 /// Counts what passes, into [`Progress::received`].
@@ -149,4 +219,42 @@ pub fn read_back(path: &Path, payload: &Payload, progress: &Progress) -> io::Res
         progress.checked.fetch_add(want as u64, Ordering::Relaxed);
     }
     Ok(hex::encode(hash.finish()) == payload.image_sha256)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_upload_is_staged_only_when_the_data_partition_keeps_its_reserve() {
+        assert_eq!(plan(100, 400, 300, false), Plan::Stage);
+        assert_eq!(plan(100, 399, 300, false), Plan::Refuse);
+        assert_eq!(plan(100, 399, 300, true), Plan::Stream);
+        assert_eq!(
+            plan(u64::MAX, 10, u64::MAX, true),
+            Plan::Stream,
+            "no overflow"
+        );
+        assert_eq!(
+            plan(100, 400, 300, true),
+            Plan::Stage,
+            "checked whenever it can be"
+        );
+    }
+
+    #[test]
+    fn a_tee_copies_what_it_reads() {
+        let mut copy = Vec::new();
+        let mut read = Vec::new();
+        Tee {
+            inner: &b"bundle bytes"[..],
+            copy: &mut copy,
+        }
+        .read_to_end(&mut read)
+        .unwrap();
+        assert_eq!(
+            (read.as_slice(), copy.as_slice()),
+            (&b"bundle bytes"[..], &b"bundle bytes"[..])
+        );
+    }
 }

@@ -24,7 +24,7 @@ pub use trial::TrialContext;
 pub use watchdog::Watchdog;
 
 use boot::{BootError, BootFlow};
-use install::Progress;
+use install::{Progress, Step};
 use records::{Boot, Condition, Phase, Records};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -57,6 +57,15 @@ pub enum OtaError {
     ReadBack { slot: Slot, payload: String },
     #[error("cannot download the bundle: {0}")]
     Download(String),
+    #[error("the bundle ({size} bytes) does not fit in the data partition's free space ({free} bytes, of which {keep_free} stay free) to be checked before it is written; allow an unchecked install to write it as it arrives (a damaged bundle then leaves slot {slot} without firmware)")]
+    NoRoomToCheck {
+        size: u64,
+        free: u64,
+        keep_free: u64,
+        slot: Slot,
+    },
+    #[error("the bundle changed between its check and its install")]
+    Changed,
     #[error("cannot keep the slot records in {}: {source}", path.display())]
     Records {
         path: PathBuf,
@@ -69,7 +78,11 @@ impl OtaError {
     pub fn is_refusal(&self) -> bool {
         matches!(
             self,
-            OtaError::Bundle(_) | OtaError::OnTrial(_) | OtaError::Download(_)
+            OtaError::Bundle(_)
+                | OtaError::OnTrial(_)
+                | OtaError::Download(_)
+                | OtaError::NoRoomToCheck { .. }
+                | OtaError::Changed
         )
     }
 }
@@ -84,6 +97,14 @@ pub struct Firmware {
     /// Each slot's partitions by payload name (`rootfs`, `boot`).
     pub slots: BTreeMap<Slot, BTreeMap<String, PathBuf>>,
     pub boot_flow: BootFlowConfig,
+    /// The lowest version a bundle may have, even forced (an anti-rollback
+    /// floor: older firmware with a known flaw cannot be put back).
+    #[serde(default)]
+    pub minimum_version: Option<String>,
+    /// Bytes of the data partition an upload staged there for its check
+    /// must leave free.
+    #[serde(default = "default_staging_keep_free")]
+    pub staging_keep_free_bytes: u64,
     #[serde(default)]
     pub watchdog: Option<PathBuf>,
     #[serde(default = "default_health_timeout")]
@@ -96,6 +117,10 @@ pub struct Firmware {
 
 fn default_health_timeout() -> u64 {
     120
+}
+
+fn default_staging_keep_free() -> u64 {
+    256 << 20
 }
 
 fn default_cmdline() -> PathBuf {
@@ -115,6 +140,8 @@ pub enum BootFlowConfig {
     Tryboot {
         autoboot: PathBuf,
         partitions: BTreeMap<Slot, u32>,
+        #[serde(default = "default_tryboot_flag")]
+        tryboot_flag: PathBuf,
     },
     Uboot {
         config: PathBuf,
@@ -123,6 +150,10 @@ pub enum BootFlowConfig {
         #[serde(default = "default_setenv")]
         fw_setenv: PathBuf,
     },
+}
+
+fn default_tryboot_flag() -> PathBuf {
+    "/proc/device-tree/chosen/bootloader/tryboot".into()
 }
 
 fn default_printenv() -> PathBuf {
@@ -142,9 +173,11 @@ impl BootFlowConfig {
             BootFlowConfig::Tryboot {
                 autoboot,
                 partitions,
+                tryboot_flag,
             } => Box::new(boot::Tryboot {
                 autoboot: autoboot.clone(),
                 partitions: partitions.clone(),
+                tryboot_flag: tryboot_flag.clone(),
             }),
             BootFlowConfig::Uboot {
                 config,
@@ -168,11 +201,13 @@ impl Firmware {
         };
         let text = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
         let firmware: Firmware = serde_json::from_slice(&text).map_err(|e| fail(e.to_string()))?;
-        if bundle::parse_version(&firmware.version).is_none() {
-            return Err(fail(format!(
-                "version '{}' is not dotted numbers",
-                firmware.version
-            )));
+        for version in [Some(&firmware.version), firmware.minimum_version.as_ref()]
+            .into_iter()
+            .flatten()
+        {
+            if bundle::parse_version(version).is_none() {
+                return Err(fail(format!("version '{version}' is not dotted numbers")));
+            }
         }
         for slot in [Slot::A, Slot::B] {
             let partitions = firmware
@@ -242,6 +277,33 @@ struct InstallState {
     progress: Arc<Progress>,
 }
 
+fn bundle_io(e: std::io::Error) -> OtaError {
+    OtaError::Bundle(BundleError::Io(e))
+}
+
+/// Counts what is read of a bundle into `progress`.
+fn counted<R>(inner: R, progress: &Arc<Progress>) -> install::Counting<R> {
+    install::Counting {
+        inner,
+        progress: progress.clone(),
+    }
+}
+
+/// Where a bundle comes from, which decides how it is checked.
+pub enum Source<'a> {
+    /// A file on the box: checked whole, then read again to be written.
+    File(PathBuf),
+    /// An HTTP(S) URL: downloaded to be checked, then again to be written.
+    Url(String),
+    /// Bytes read once (an upload): staged on the data partition and
+    /// checked there when they fit its free space; otherwise refused, or,
+    /// with `allow_unchecked`, written as they arrive.
+    Stream {
+        reader: Box<dyn Read + Send + 'a>,
+        allow_unchecked: bool,
+    },
+}
+
 /// A slot written, read back and armed.
 #[derive(Debug, Clone, Serialize)]
 pub struct Installed {
@@ -277,11 +339,28 @@ impl Ota {
         })?;
         let records_path = dir.join("slots.json");
         let mut records = Records::load(&records_path);
+        let committed = match flow.committed() {
+            Ok(slot) => slot,
+            Err(damage) if damage.is_damage() => {
+                let slot = records.committed.unwrap_or(booted);
+                match flow.rebuild(slot) {
+                    Some(Ok(())) => {
+                        tracing::error!(error = %damage, committed = %slot, "the boot loader's file was damaged: rebuilt it from the slot records, committed slot {slot}, no trial armed");
+                        records.trial = None;
+                        slot
+                    }
+                    Some(Err(e)) => return Err(e.into()),
+                    None => return Err(damage.into()),
+                }
+            }
+            Err(e) => return Err(e.into()),
+        };
         let phase = records.reconcile(&Boot {
             booted,
-            committed: flow.committed()?,
+            committed,
             boot_id: &boot_id,
             version: &firmware.version,
+            trial_boot: flow.trial_boot(),
         });
         let ota = Updatable {
             firmware,
@@ -295,6 +374,10 @@ impl Ota {
             records: Mutex::new(records),
             install: Mutex::new(None),
         };
+        // An install that holds no lock any more was cut off.
+        if ota.lock()?.is_some() {
+            ota.records.lock().expect("records lock").interrupted();
+        }
         ota.save()?;
         Ok(Ota(Ok(Arc::new(ota))))
     }
@@ -308,10 +391,12 @@ impl Ota {
         self.0.as_ref().map_err(|why| OtaError::Off(why.clone()))
     }
 
-    /// The argument the next reboot passes to the kernel, if the boot flow
-    /// needs one for an armed trial to run.
-    pub fn reboot_argument(&self) -> Option<&'static str> {
+    /// obsbox is about to reboot: the argument the reboot passes to the
+    /// kernel, when the boot flow needs one for an armed trial to run; the
+    /// records note that the trial was asked for.
+    pub fn rebooting(&self) -> Option<&'static str> {
         let ota = self.on().ok()?;
+        let argument = ota.flow.reboot_argument()?;
         let armed = ota
             .records
             .lock()
@@ -319,7 +404,29 @@ impl Ota {
             .trial
             .as_ref()
             .is_some_and(|t| t.slot != ota.booted);
-        armed.then(|| ota.flow.reboot_argument()).flatten()
+        if !armed {
+            return None;
+        }
+        if let Err(e) = ota.record(|r| {
+            if let Some(trial) = r.trial.as_mut() {
+                trial.tried = true;
+            }
+        }) {
+            tracing::error!(error = %e, "cannot record that the trial was asked for");
+        }
+        Some(argument)
+    }
+
+    /// A factory reset is about to wipe the records: the boot loader must
+    /// not try a slot the next start knows nothing of.
+    pub fn factory_reset(&self) {
+        let Ok(ota) = self.on() else { return };
+        match ota.flow.disarm() {
+            Ok(()) => tracing::info!("factory reset: no trial is armed in the boot loader"),
+            Err(e) => {
+                tracing::error!(error = %e, "factory reset: cannot disarm the boot loader's trial")
+            }
+        }
     }
 
     /// Opens the hardware watchdog, when the box has one.
@@ -353,9 +460,9 @@ impl Ota {
         }
     }
 
-    /// Installs a bundle read from `source` into the slot that is not
-    /// running and arms its trial. Blocking: run it off the async threads.
-    pub fn install(&self, source: impl Read, force: bool) -> Result<Installed, OtaError> {
+    /// Installs a bundle into the slot that is not running and arms its
+    /// trial. Blocking: run it off the async threads.
+    pub fn install(&self, source: Source, force: bool) -> Result<Installed, OtaError> {
         let ota = self.on()?;
         let progress = Arc::new(Progress::default());
         let target = ota.booted.other();
@@ -384,14 +491,6 @@ impl Ota {
         result
     }
 
-    /// [`Ota::install`] from an HTTP(S) URL, resuming with Range requests
-    /// when the connection drops.
-    pub fn install_from_url(&self, url: &str, force: bool) -> Result<Installed, OtaError> {
-        self.on()?;
-        let download = download::Download::start(url)?;
-        self.install(download, force)
-    }
-
     /// Both slots, the running and committed one, the trial, the last
     /// rollback, and the install under way.
     pub fn status(&self) -> serde_json::Value {
@@ -407,7 +506,7 @@ impl Ota {
             serde_json::json!({
                 "state": s.state, "started": s.started, "slot": s.slot, "version": s.version,
                 "error": s.error, "received_bytes": load(&p.received), "total_bytes": load(&p.total),
-                "checked_bytes": load(&p.checked),
+                "checked_bytes": load(&p.checked), "step": p.step(),
             })
         });
         serde_json::json!({
@@ -418,6 +517,9 @@ impl Ota {
             "boot_loader_error": committed.as_ref().err(),
             "on_trial": committed.as_ref().is_ok_and(|c| *c != ota.booted),
             "health_timeout_seconds": ota.firmware.health_timeout_seconds,
+            "minimum_version": ota.firmware.minimum_version,
+            "reboot_argument": ota.flow.reboot_argument(),
+            "staging_free_bytes": ota.staging_free().ok(),
             "slots": {
                 "a": records.slots.get(&Slot::A).cloned().unwrap_or_default(),
                 "b": records.slots.get(&Slot::B).cloned().unwrap_or_default(),
@@ -446,12 +548,89 @@ impl Updatable {
 
     fn install(
         &self,
-        source: impl Read,
+        source: Source,
         force: bool,
         progress: &Arc<Progress>,
     ) -> Result<Installed, OtaError> {
         // Another obsbox process (the `update install` command) may install
         // too; the lock is released when the file closes.
+        let _lock = self.lock()?.ok_or(OtaError::Busy)?;
+        let committed = self.flow.committed()?;
+        if committed != self.booted {
+            return Err(OtaError::OnTrial(self.booted));
+        }
+        // A boot loader that cannot try a slot once would make the install
+        // a permanent switch: refuse before anything is written.
+        self.flow.check_trial()?;
+        // Check the whole bundle before the first write wherever the source
+        // can be read twice or kept on the data partition: the other slot's
+        // firmware is the box's only fallback.
+        match source {
+            Source::File(path) => {
+                let mut file = std::fs::File::open(&path).map_err(|e| {
+                    bundle_io(std::io::Error::new(
+                        e.kind(),
+                        format!("{}: {e}", path.display()),
+                    ))
+                })?;
+                let read = |file: &std::fs::File| -> Result<_, OtaError> {
+                    let file = file.try_clone().map_err(bundle_io)?;
+                    Ok(counted(
+                        std::io::BufReader::with_capacity(1 << 20, file),
+                        progress,
+                    ))
+                };
+                let first = self.open(read(&file)?, force, progress)?;
+                let manifest = first.manifest.clone();
+                progress.set_step(Step::Checking);
+                first.check()?;
+                std::io::Seek::rewind(&mut file).map_err(bundle_io)?;
+                let second = self.reopen(read(&file)?, &manifest, progress)?;
+                self.write(second, false, progress)
+            }
+            Source::Url(url) => {
+                let download = download::Download::start(&url)?;
+                let first = self.open(counted(download, progress), force, progress)?;
+                let manifest = first.manifest.clone();
+                progress.set_step(Step::Checking);
+                first.check()?;
+                let download = download::Download::start(&url)?;
+                let second = self.reopen(counted(download, progress), &manifest, progress)?;
+                self.write(second, false, progress)
+            }
+            Source::Stream {
+                reader,
+                allow_unchecked,
+            } => {
+                let opened = self.open(counted(reader, progress), force, progress)?;
+                let size = opened.bundle_size();
+                let free = self.staging_free().map_err(|source| OtaError::Records {
+                    path: self.staging_dir(),
+                    source,
+                })?;
+                let keep_free = self.firmware.staging_keep_free_bytes;
+                match install::plan(size, free, keep_free, allow_unchecked) {
+                    install::Plan::Stage => {
+                        let manifest = opened.manifest.clone();
+                        let staged = self.stage(opened, progress)?;
+                        let reader = std::io::BufReader::with_capacity(1 << 20, staged);
+                        let again = self.reopen(counted(reader, progress), &manifest, progress)?;
+                        self.write(again, false, progress)
+                    }
+                    install::Plan::Stream => self.write(opened, true, progress),
+                    install::Plan::Refuse => Err(OtaError::NoRoomToCheck {
+                        size,
+                        free,
+                        keep_free,
+                        slot: self.booted.other(),
+                    }),
+                }
+            }
+        }
+    }
+
+    /// The install lock, unless another install holds it.
+    fn lock(&self) -> Result<Option<nix::fcntl::Flock<std::fs::File>>, OtaError> {
         let lock = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -461,32 +640,114 @@ impl Updatable {
                 path: self.lock_path.clone(),
                 source,
             })?;
-        let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock)
-            .map_err(|_| OtaError::Busy)?;
-        let committed = self.flow.committed()?;
-        if committed != self.booted {
-            return Err(OtaError::OnTrial(self.booted));
-        }
-        let target = self.booted.other();
-        let counted = install::Counting {
-            inner: source,
-            progress: progress.clone(),
-        };
-        let opened = bundle::open(counted, &self.key)?;
-        let manifest = opened.manifest.clone();
-        manifest.check_fits(&self.firmware.board, &self.firmware.version, force)?;
-        progress.total.store(
-            manifest.bundle_size(opened.header_size),
-            std::sync::atomic::Ordering::Relaxed,
-        );
-        tracing::info!(slot = %target, version = manifest.version, "installing an update");
+        Ok(nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock).ok())
+    }
 
+    /// Reads and checks a bundle's header: signature, board, payloads,
+    /// version. Nothing has changed yet.
+    fn open<R: Read>(
+        &self,
+        input: R,
+        force: bool,
+        progress: &Progress,
+    ) -> Result<bundle::Opened<R>, OtaError> {
+        progress.set_step(Step::Opening);
+        let opened = bundle::open(input, &self.key)?;
+        let target = self.booted.other();
+        let partitions: Vec<&str> = self.firmware.slots[&target]
+            .keys()
+            .map(String::as_str)
+            .collect();
+        opened.manifest.check_fits(&bundle::Fit {
+            board: &self.firmware.board,
+            running: &self.firmware.version,
+            minimum: self.firmware.minimum_version.as_deref(),
+            partitions: &partitions,
+            force,
+        })?;
+        progress
+            .total
+            .store(opened.bundle_size(), std::sync::atomic::Ordering::Relaxed);
+        Ok(opened)
+    }
+
+    /// The second reading of a checked bundle: the same signed manifest, or
+    /// nothing is written.
+    fn reopen<R: Read>(
+        &self,
+        input: R,
+        manifest: &bundle::Manifest,
+        progress: &Progress,
+    ) -> Result<bundle::Opened<R>, OtaError> {
+        progress
+            .received
+            .store(0, std::sync::atomic::Ordering::Relaxed);
+        let opened = bundle::open(input, &self.key)?;
+        if opened.manifest != *manifest {
+            return Err(OtaError::Changed);
+        }
+        Ok(opened)
+    }
+
+    fn staging_dir(&self) -> PathBuf {
+        self.lock_path.with_file_name("staging")
+    }
+
+    /// Bytes free on the data partition, where an upload is staged.
+    fn staging_free(&self) -> std::io::Result<u64> {
+        let dir = self.lock_path.parent().unwrap_or(Path::new("."));
+        let stat = nix::sys::statvfs::statvfs(dir).map_err(std::io::Error::from)?;
+        Ok(stat.blocks_available() as u64 * stat.fragment_size() as u64)
+    }
+
+    /// Copies an upload to the data partition while checking it whole; the
+    /// copy, rewound, is what gets installed. It is deleted when closed (an
+    /// unnamed file), so a power cut leaves nothing behind.
+    fn stage(
+        &self,
+        opened: bundle::Opened<impl Read>,
+        progress: &Progress,
+    ) -> Result<std::fs::File, OtaError> {
+        let dir = self.staging_dir();
+        let fail = |source| OtaError::Records {
+            path: dir.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&dir).map_err(fail)?;
+        let mut staged = tempfile::tempfile_in(&dir).map_err(fail)?;
+        std::io::Write::write_all(&mut staged, opened.header()).map_err(fail)?;
+        progress.set_step(Step::Checking);
+        opened
+            .map_input(|input| install::Tee {
+                inner: input,
+                copy: &mut staged,
+            })
+            .check()?;
+        std::io::Seek::rewind(&mut staged).map_err(fail)?;
+        Ok(staged)
+    }
+
+    /// Writes a bundle into the other slot, reads it back and arms its
+    /// trial. `unchecked`: the bundle was not checked whole first, so damage
+    /// found on the way leaves the slot without its old firmware.
+    fn write(
+        &self,
+        opened: bundle::Opened<impl Read>,
+        unchecked: bool,
+        progress: &Progress,
+    ) -> Result<Installed, OtaError> {
+        let target = self.booted.other();
+        let manifest = opened.manifest.clone();
+        tracing::info!(slot = %target, version = manifest.version, unchecked, "installing an update");
         // From here on the other slot changes; it must not boot until it is
         // whole and read back.
+        progress.set_step(Step::Writing);
         self.flow.disarm()?;
+        let note = unchecked
+            .then(|| "written as it arrived, before the whole bundle could be checked".to_string());
         self.record(|r| {
             r.trial = None;
-            r.set(target, Some(&manifest.version), Condition::Installing, None);
+            r.set(target, Some(&manifest.version), Condition::Installing, note);
         })?;
         let partitions = &self.firmware.slots[&target];
         let started = std::time::Instant::now();
@@ -500,6 +761,7 @@ impl Updatable {
                 },
             });
         let write_seconds = started.elapsed().as_secs_f64();
+        progress.set_step(Step::ReadingBack);
         let checked = written.and_then(|()| {
             for payload in &manifest.payloads {
                 let path = &partitions[&payload.name];
@@ -522,13 +784,14 @@ impl Updatable {
             Ok(())
         });
         if let Err(e) = checked {
-            tracing::warn!(slot = %target, error = %e, "the install failed");
             self.record(|r| {
                 r.set(
                     target,
                     Some(&manifest.version),
                     Condition::Bad,
-                    Some(format!("install failed: {e}")),
+                    Some(format!(
+                        "install failed: {e}; the slot's previous firmware was overwritten"
+                    )),
                 )
             })?;
             return Err(e);
@@ -542,6 +805,8 @@ impl Updatable {
                 armed_boot_id: self.boot_id.clone(),
                 armed_at: records::now(),
                 failure: None,
+                started: None,
+                tried: false,
             });
         })?;
         let read_back_seconds = started.elapsed().as_secs_f64() - write_seconds;
@@ -563,6 +828,7 @@ impl Updatable {
         self.flow.commit(self.booted)?;
         self.record(|r| {
             r.trial = None;
+            r.committed = Some(self.booted);
             r.set(
                 self.booted,
                 Some(&self.firmware.version),
@@ -621,8 +887,18 @@ pub fn describe(status: &serde_json::Value) -> String {
         );
     }
     if let Some(trial) = status["trial"].as_object() {
+        let when = if trial["slot"] == status["running"]["slot"] {
+            format!(
+                "running now: committed once healthy within {} s, else the old slot boots again",
+                status["health_timeout_seconds"]
+            )
+        } else if let Some(argument) = status["reboot_argument"].as_str() {
+            format!("at the next reboot obsbox does ('{argument}'; a power cut or a reboot from a shell does not try it)")
+        } else {
+            "at the next reboot".to_string()
+        };
         out += &format!(
-            "trial: slot {} ({}) at the next reboot\n",
+            "trial: slot {} ({}) {when}\n",
             text(&trial["slot"]),
             text(&trial["version"])
         );
@@ -637,4 +913,39 @@ pub fn describe(status: &serde_json::Value) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::describe;
+    use serde_json::json;
+
+    fn status(running: &str, reboot_argument: Option<&str>) -> serde_json::Value {
+        json!({
+            "enabled": true, "board": "rpi4", "committed": "a", "on_trial": running == "b",
+            "running": {"slot": running, "version": "1.1.0"},
+            "health_timeout_seconds": 120, "reboot_argument": reboot_argument,
+            "slots": {"a": {"condition": "good"}, "b": {"condition": "installed"}},
+            "trial": {"slot": "b", "version": "1.1.0"},
+        })
+    }
+
+    #[test]
+    fn the_status_tells_a_trial_running_now_from_one_to_come() {
+        let now = describe(&status("b", None));
+        assert!(
+            now.contains("trial: slot b (1.1.0) running now: committed once healthy within 120 s"),
+            "{now}"
+        );
+        let grub = describe(&status("a", None));
+        assert!(
+            grub.contains("trial: slot b (1.1.0) at the next reboot\n"),
+            "{grub}"
+        );
+        let pi = describe(&status("a", Some("0 tryboot")));
+        assert!(
+            pi.contains("at the next reboot obsbox does ('0 tryboot'"),
+            "{pi}"
+        );
+    }
 }

@@ -21,6 +21,9 @@ pub enum Condition {
     Good,
     /// Failed an install or its trial.
     Bad,
+    /// Its install stopped half-way (obsbox killed, a power cut): it holds
+    /// part of an image.
+    Interrupted,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -53,6 +56,13 @@ pub struct Trial {
     pub armed_at: String,
     /// Why the trial failed, written before the reboot back.
     pub failure: Option<String>,
+    /// The boot id of the boot that ran the slot on trial, once one did.
+    #[serde(default)]
+    pub started: Option<String>,
+    /// obsbox rebooted asking the boot loader for the trial (Raspberry Pi:
+    /// `0 tryboot`).
+    #[serde(default)]
+    pub tried: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -66,6 +76,10 @@ pub struct Rollback {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Records {
     pub slots: BTreeMap<Slot, SlotRecord>,
+    /// The slot the boot loader boots without a trial, as last seen: what a
+    /// damaged boot loader file is rebuilt with.
+    #[serde(default)]
+    pub committed: Option<Slot>,
     pub trial: Option<Trial>,
     pub last_rollback: Option<Rollback>,
 }
@@ -91,6 +105,9 @@ pub struct Boot<'a> {
     pub committed: Slot,
     pub boot_id: &'a str,
     pub version: &'a str,
+    /// Whether the boot loader says this boot was a trial boot (`None`:
+    /// it cannot say).
+    pub trial_boot: Option<bool>,
 }
 
 impl Records {
@@ -122,6 +139,21 @@ impl Records {
         );
     }
 
+    /// Slots whose install was cut off (no install holds the lock) are
+    /// marked interrupted; true when any was.
+    pub fn interrupted(&mut self) -> bool {
+        let mut any = false;
+        for record in self.slots.values_mut() {
+            if record.condition == Condition::Installing {
+                record.condition = Condition::Interrupted;
+                record.note = Some("the install stopped before it finished (obsbox was stopped or the power went): the slot holds part of an image; install again".into());
+                record.since = now();
+                any = true;
+            }
+        }
+        any
+    }
+
     fn condition(&self, slot: Slot) -> Condition {
         self.slots
             .get(&slot)
@@ -140,7 +172,12 @@ impl Records {
                     armed_boot_id: String::new(),
                     armed_at: now(),
                     failure: None,
+                    started: None,
+                    tried: false,
                 });
+            }
+            if let Some(trial) = self.trial.as_mut() {
+                trial.started = Some(boot.boot_id.into());
             }
             if self.condition(boot.booted) != Condition::Installed {
                 self.set(boot.booted, Some(boot.version), Condition::Installed, None);
@@ -152,6 +189,16 @@ impl Records {
                 // Committed, then cut off before the records said so.
             } else if trial.armed_boot_id == boot.boot_id {
                 // Armed during this boot: the trial is still to come.
+                self.trial = Some(trial);
+            } else if trial.failure.is_none()
+                && trial.started.is_none()
+                && !trial.tried
+                && boot.trial_boot == Some(false)
+            {
+                // A reboot obsbox did not do (a power cut, a UPS halt, a
+                // shell's `reboot`) does not ask for the trial; the slot
+                // never booted, so nothing was rolled back.
+                tracing::warn!(slot = %trial.slot, version = trial.version, "the last reboot was not a trial boot: the trial never started, and stays armed for obsbox's next reboot");
                 self.trial = Some(trial);
             } else {
                 let reason = trial.failure.clone().unwrap_or_else(|| {
@@ -172,6 +219,7 @@ impl Records {
                 });
             }
         }
+        self.committed = Some(boot.committed);
         let known = self.slots.get(&boot.booted);
         if known.is_none_or(|r| {
             r.condition != Condition::Good || r.version.as_deref() != Some(boot.version)
@@ -192,6 +240,7 @@ mod tests {
             committed,
             boot_id,
             version,
+            trial_boot: None,
         }
     }
 
@@ -205,6 +254,8 @@ mod tests {
             armed_boot_id: boot_id.into(),
             armed_at: now(),
             failure: failure.map(str::to_string),
+            started: None,
+            tried: false,
         });
         records
     }
@@ -297,5 +348,57 @@ mod tests {
             Phase::Trial
         );
         assert_eq!(records.trial.unwrap().slot, Slot::B);
+    }
+
+    /// Raspberry Pi: a reboot without `0 tryboot` (a power cut after the
+    /// install) boots the committed slot; the trial never ran.
+    #[test]
+    fn a_reboot_that_was_no_trial_boot_keeps_the_trial_armed() {
+        let mut records = armed(Slot::B, "boot-1", None);
+        let not_tried = Boot {
+            trial_boot: Some(false),
+            ..boot(Slot::A, Slot::A, "boot-2", "1.0.0")
+        };
+        assert_eq!(records.reconcile(&not_tried), Phase::Committed);
+        assert!(records.last_rollback.is_none(), "{records:?}");
+        assert_eq!(records.trial.as_ref().map(|t| t.slot), Some(Slot::B));
+        assert_eq!(records.condition(Slot::B), Condition::Installed);
+    }
+
+    /// The same start after a trial that did run (obsbox started in it, or
+    /// obsbox itself rebooted into it) is a rollback.
+    #[test]
+    fn a_trial_boot_that_ran_and_came_back_is_a_rollback_on_a_pi() {
+        let back = Boot {
+            trial_boot: Some(false),
+            ..boot(Slot::A, Slot::A, "boot-3", "1.0.0")
+        };
+        let mut started = armed(Slot::B, "boot-1", None);
+        assert_eq!(
+            started.reconcile(&Boot {
+                trial_boot: Some(true),
+                ..boot(Slot::B, Slot::A, "boot-2", "1.1.0")
+            }),
+            Phase::Trial
+        );
+        started.reconcile(&back);
+        assert!(started.last_rollback.is_some() && started.trial.is_none());
+        assert_eq!(started.condition(Slot::B), Condition::Bad);
+
+        // Rebooted by obsbox with the tryboot flag, and the new slot died
+        // before obsbox ran in it (a kernel panic).
+        let mut tried = armed(Slot::B, "boot-1", None);
+        tried.trial.as_mut().unwrap().tried = true;
+        tried.reconcile(&back);
+        assert!(tried.last_rollback.is_some() && tried.trial.is_none());
+    }
+
+    #[test]
+    fn an_install_cut_off_is_marked_interrupted() {
+        let mut records = Records::default();
+        records.set(Slot::B, Some("1.1.0"), Condition::Installing, None);
+        assert!(records.interrupted());
+        assert_eq!(records.condition(Slot::B), Condition::Interrupted);
+        assert!(!records.interrupted(), "once");
     }
 }

@@ -1,10 +1,10 @@
 //! `/api/update`: the firmware slots, and installing an update from an
-//! upload or a URL. Both stream: the bundle is checked as it arrives and is
-//! never stored whole.
+//! upload or a URL. Either is checked whole before the slot is written
+//! (`ota::Source` says how); the handlers only hand the body or the URL on.
 
 use super::auth::Actor;
 use super::{json_body, ApiError, ApiQuery, ApiResult, AppState};
-use crate::ota::{Installed, OtaError};
+use crate::ota::{Installed, OtaError, Source};
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
@@ -44,23 +44,31 @@ async fn status(State(app): State<Arc<AppState>>) -> ApiResult {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Force {
+struct UploadOptions {
+    /// Install an older version.
     #[serde(default)]
     force: bool,
+    /// Write a bundle too big to be staged as it arrives, unchecked.
+    #[serde(default)]
+    unchecked: bool,
 }
 
 /// The bundle is the request body.
 async fn install(
     State(app): State<Arc<AppState>>,
     actor: Actor,
-    ApiQuery(q): ApiQuery<Force>,
+    ApiQuery(q): ApiQuery<UploadOptions>,
     body: Body,
 ) -> ApiResult {
     let stream = body.into_data_stream().map_err(std::io::Error::other);
     let mut reader = SyncIoBridge::new(StreamReader::new(stream));
     let ota = app.ota.clone();
     let result = tokio::task::spawn_blocking(move || {
-        let result = ota.install(&mut reader, q.force);
+        let source = Source::Stream {
+            reader: Box::new(&mut reader),
+            allow_unchecked: q.unchecked,
+        };
+        let result = ota.install(source, q.force);
         if result.is_err() {
             // Read the rest: a client still sending when the answer comes
             // sees a broken connection instead of the reason.
@@ -84,7 +92,8 @@ async fn install_url(State(app): State<Arc<AppState>>, actor: Actor, body: Bytes
     let asked: FromUrl = json_body(&body)?;
     let ota = app.ota.clone();
     let url = asked.url.clone();
-    let result = tokio::task::spawn_blocking(move || ota.install_from_url(&url, asked.force)).await;
+    let result =
+        tokio::task::spawn_blocking(move || ota.install(Source::Url(url), asked.force)).await;
     installed(&app, &actor, &asked.url, result)
 }
 
@@ -94,7 +103,9 @@ fn installed(
     from: &str,
     result: Result<Result<Installed, OtaError>, tokio::task::JoinError>,
 ) -> ApiResult {
-    let done = result.map_err(|e| ApiError::internal("the install stopped", e))??;
+    let done = result
+        .map_err(|e| ApiError::internal("the install stopped", e))?
+        .inspect_err(|e| tracing::warn!(from, error = %e, "the install failed"))?;
     app.store.audit(
         &actor.0,
         "update.install",

@@ -62,7 +62,8 @@ async function showFirmware() {
   }
   if (fw.install) {
     const i = fw.install;
-    facts.push(['Last install', `${i.state}${i.version ? ` (${i.version})` : ''} into slot ${i.slot}, ${when(i.started)}${i.error ? `: ${i.error}` : ''}`]);
+    const step = i.state === 'running' ? ` (${i.step})` : '';
+    facts.push(['Last install', `${i.state}${step}${i.version ? ` (${i.version})` : ''} into slot ${i.slot}, ${when(i.started)}${i.error ? `: ${i.error}` : ''}`]);
   }
   $('firmware-status').replaceChildren(el('dl', { class: 'facts' }, facts.map(([k, v]) => [el('dt', {}, k), el('dd', {}, v)])));
   table($('firmware-slots'), {
@@ -85,10 +86,13 @@ function showProgress(done, total, text) {
 }
 
 /** Uploads with XMLHttpRequest: fetch cannot report an upload's progress. */
-function upload(file, force, csrf) {
+function upload(file, force, unchecked, csrf) {
   return new Promise((resolve, reject) => {
     const xhr = new XMLHttpRequest();
-    xhr.open('POST', `/api/update/install${force ? '?force=true' : ''}`);
+    const query = new URLSearchParams();
+    if (force) query.set('force', 'true');
+    if (unchecked) query.set('unchecked', 'true');
+    xhr.open('POST', `/api/update/install${query.size ? `?${query}` : ''}`);
     xhr.setRequestHeader('X-CSRF-Token', csrf);
     xhr.setRequestHeader('Content-Type', 'application/octet-stream');
     xhr.setRequestHeader('Accept', 'application/json');
@@ -116,14 +120,19 @@ const installed = async (done) => {
 };
 
 onSubmit($('update-form'), async ({ bundle, force }) => {
+  // A bundle the data partition cannot hold is written as it arrives: say
+  // what that risks before anything is sent.
+  const fw = await api('GET', '/api/update');
+  const unchecked = fw.staging_free_bytes != null && bundle.size > fw.staging_free_bytes;
+  if (unchecked && !window.confirm(`This bundle (${bytes(bundle.size)}) does not fit on the data partition (${bytes(fw.staging_free_bytes)} free), so it cannot be checked whole before it is written. It will be written to slot ${fw.running.slot === 'a' ? 'b' : 'a'} as it arrives: if it turns out damaged, that slot's previous firmware is lost (the running slot is never touched). Install anyway?`)) return;
   showProgress(0, bundle.size, 'Starting…');
-  await installed(await upload(bundle, force, $('update-form').elements._csrf.value));
+  await installed(await upload(bundle, force, unchecked, $('update-form').elements._csrf.value));
   $('update-form').reset();
 });
 
-onSubmit($('update-url-form'), async ({ url }, send) => {
+onSubmit($('update-url-form'), async ({ url, force }, send) => {
   showProgress(0, 0, 'Downloading and checking…');
-  await installed(await send('POST', '/api/update/install-url', { url }));
+  await installed(await send('POST', '/api/update/install-url', { url, force }));
 });
 
 const auditForm = $('audit-form');
