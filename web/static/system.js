@@ -46,7 +46,7 @@ async function showFirmware() {
   const fw = await api('GET', '/api/update');
   for (const form of [$('update-form'), $('update-url-form')]) form.hidden = !fw.enabled;
   if (!fw.enabled) {
-    $('firmware-status').replaceChildren(el('p', { class: 'empty' }, `Updates are off: ${fw.reason}`));
+    $('firmware-status').replaceChildren(el('p', { class: 'empty' }, `Firmware updates are off on this machine: ${fw.reason}`));
     $('firmware-slots').replaceChildren();
     return;
   }
@@ -129,6 +129,37 @@ onSubmit($('update-url-form'), async ({ url }, send) => {
 const auditForm = $('audit-form');
 auditForm.elements.limit.value = '100';
 
+/** Every leaf of a JSON value by its path (`targets[0].address`). */
+function leaves(value, path = '', out = new Map()) {
+  if (value !== null && typeof value === 'object' && Object.keys(value).length) {
+    for (const [k, v] of Object.entries(value)) leaves(v, Array.isArray(value) ? `${path}[${k}]` : path ? `${path}.${k}` : k, out);
+  } else {
+    out.set(path, JSON.stringify(value));
+  }
+  return out;
+}
+
+/** A settings change (`section: OLD -> NEW`, JSON) as one line per field changed; anything else as it is. */
+export function auditDetail(detail) {
+  const change = /^([a-z_]+): (\(defaults\)|[[{].*) -> ([[{].*)$/s.exec(detail);
+  if (!change) return detail;
+  let before;
+  let after;
+  try {
+    before = change[2] === '(defaults)' ? null : leaves(JSON.parse(change[2]));
+    after = leaves(JSON.parse(change[3]));
+  } catch {
+    return detail;
+  }
+  const section = change[1];
+  const paths = [...new Set([...(before?.keys() ?? []), ...after.keys()])];
+  const changed = paths.filter((p) => !before || before.get(p) !== after.get(p));
+  if (!changed.length) return `${section}: saved unchanged`;
+  const name = (p) => (p ? `${section}.${p}` : section);
+  return el('ul', { class: 'diff' }, changed.map((p) => el('li', {}, el('code', {}, name(p)), ': ',
+    before ? `${before.get(p) ?? '(none)'} → ${after.get(p) ?? '(removed)'}` : `${after.get(p)} (first change from the defaults)`)));
+}
+
 async function showAudit() {
   const entries = await api('GET', `/api/audit?limit=${auditForm.elements.limit.value}`);
   table($('audit'), {
@@ -138,7 +169,7 @@ async function showAudit() {
       { label: 'When', value: (e) => when(e.at) },
       { label: 'Who', value: (e) => e.actor },
       { label: 'What', value: (e) => e.action },
-      { label: 'Detail', value: (e) => e.detail },
+      { label: 'Detail', value: (e) => auditDetail(e.detail), long: true },
     ],
   });
 }
