@@ -71,7 +71,11 @@ fn answer(
     body: Option<&str>,
     header: &str,
 ) -> (u16, Option<String>, String) {
-    let response = match body.map_or_else(|| request.clone().call(), |b| request.send_string(b)) {
+    let sent = match body {
+        Some(b) => request.send_string(b),
+        None => request.call(),
+    };
+    let response = match sent {
         Ok(r) | Err(ureq::Error::Status(_, r)) => r,
         Err(e) => panic!("{e}"),
     };
