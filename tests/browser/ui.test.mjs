@@ -211,16 +211,20 @@ test('restarting a service shows its new start in the live log tail', { timeout:
   const audited = async () => (await (await page.request.get(`${BASE}/api/audit?limit=1000`)).json())
     .filter((e) => e.action === 'service.restart').length;
   const restartsBefore = await audited();
-  let asked = page.waitForEvent('dialog');
+  // The dialog is answered as it opens: it blocks the page until then.
+  const answer = (accept) => new Promise((resolve) => {
+    page.once('dialog', async (dialog) => {
+      resolve(dialog.message());
+      await (accept ? dialog.accept() : dialog.dismiss());
+    });
+  });
+  let asked = answer(false);
   await page.getByRole('button', { name: 'Restart node_exporter' }).click();
-  let dialog = await asked;
-  assert.match(dialog.message(), /Restart node_exporter\?/);
-  await dialog.dismiss();
+  assert.match(await asked, /Restart node_exporter\?/);
   assert.equal(await audited(), restartsBefore);
-  asked = page.waitForEvent('dialog');
+  asked = answer(true);
   await page.getByRole('button', { name: 'Restart node_exporter' }).click();
-  dialog = await asked;
-  await dialog.accept();
+  await asked;
   await eventually('the new start in the tail', async () => (await starts()) > before);
   assert.equal(await audited(), restartsBefore + 1);
   // Grafana is not installed here: nothing is offered that could not work.

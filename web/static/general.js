@@ -10,7 +10,7 @@ const DURATION = 'A duration such as 30s, 5m, 1h30m or 7d.';
 const SECTIONS = [
   { section: 'general', title: 'The box', fields: [
     { path: 'hostname', label: 'Host name', range: 'letters, digits and -, up to 63', hint: 'Shown in the UI and on every alert (the obsbox_host label).' },
-    { path: 'timezone', label: 'Time zone', kind: 'zone', range: 'an IANA zone', hint: 'Backup schedules, retention periods and every time the UI shows are reckoned in it.' },
+    { path: 'timezone', label: 'Time zone', kind: 'zone', range: "an IANA zone; empty is the system's zone", hint: 'Backup schedules, retention periods and every time the UI shows are reckoned in it.' },
     { path: 'child_user', label: "Children's user", range: 'auto, "" (root) or a user in /etc/passwd', hint: 'The Unix user Prometheus, Loki and the others run as. auto: obsbox, else nobody.' },
   ] },
   { section: 'alerting', title: 'Links', fields: [
