@@ -34,7 +34,13 @@ fn the_web_ui_works_in_a_browser() {
     std::fs::write(board.path("tampered.obb"), tampered).unwrap();
     let args = board.args();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let obsbox = Obsbox::start_fresh_with(&[("services", services.clone())], &args);
+    // A host that stops answering is an alert at once, so the header's count shows in time.
+    let settings = [
+        ("services", services.clone()),
+        ("alerting", serde_json::json!({"thresholds": {"host_down_for": "0s"}})),
+        ("alertmanager", serde_json::json!({"group_wait": "1s"})),
+    ];
+    let obsbox = Obsbox::start_fresh_with(&settings, &args);
     let prometheus_port = prometheus.parse().unwrap();
     wait_for("Prometheus to answer", Duration::from_secs(60), || {
         prom_query(prometheus_port, "vector(1)")

@@ -362,8 +362,13 @@ test('general settings: every section with defaults and ranges, saved, and a cha
   await eventually('the second save', async () => (await stored()) === '7d');
 });
 
-test('targets: each target and probe shows what Prometheus makes of it', { timeout: 3 * MINUTE }, async () => {
+test('targets: each target and probe shows what Prometheus makes of it; a host down fires an alert every header counts', { timeout: 4 * MINUTE }, async () => {
   await page.goto(`${BASE}/targets`);
+  // A node exporter that is not there (nothing listens on port 1).
+  await page.locator('#target-name').fill('gone');
+  await page.locator('#target-address').fill('127.0.0.1:1');
+  await page.getByRole('button', { name: 'Save target' }).click();
+  await eventually('the dead target in the table', async () => /gone/.test(await page.locator('#targets').textContent()));
   await page.locator('#probe-name').fill('node-port');
   await page.locator('#probe-kind').selectOption('tcp');
   await page.locator('#probe-target').fill(NODE_EXPORTER);
@@ -373,6 +378,16 @@ test('targets: each target and probe shows what Prometheus makes of it', { timeo
   await eventually('the target up', async () => /\bup\b/.test(await row('targets', 'browser-test').locator('td[data-label="State"]').textContent()), 2 * MINUTE);
   assert.match(await row('targets', 'browser-test').locator('td[data-label="Last scrape"]').textContent(), new RegExp(`${ZONE} \\(\\d+ ms\\)`));
   await eventually('the probe succeeded', async () => /ok in \d+ ms/.test(await row('probes', 'node-port').locator('td[data-label="Last probe"]').textContent()), 2 * MINUTE);
+  await eventually('the dead target down', async () => /down/.test(await row('targets', 'gone').locator('td[data-label="State"]').textContent()), 2 * MINUTE);
+  assert.match(await row('targets', 'gone').locator('td[data-label="Error"]').textContent(), /connection refused/);
+  // HostDown (critical) fires; the header of any page counts it and leads to it.
+  await page.goto(`${BASE}/power`);
+  const critical = page.locator('#attention a', { hasText: '1 critical' });
+  await eventually('the critical alert counted in the header', () => critical.isVisible(), 2 * MINUTE);
+  assert.equal(await critical.getAttribute('aria-label'), '1 critical alert firing');
+  await critical.click();
+  await page.waitForURL((url) => url.pathname === '/alerting');
+  await eventually('the alert in the history', async () => /HostDown/.test(await page.locator('#history').textContent()));
 });
 
 test('times are shown in the box zone, named; the audit log reads as changes; unknown pages are a page', { timeout: MINUTE }, async () => {
