@@ -37,7 +37,10 @@ fn the_web_ui_works_in_a_browser() {
     // A host that stops answering is an alert at once, so the header's count shows in time.
     let settings = [
         ("services", services.clone()),
-        ("alerting", serde_json::json!({"thresholds": {"host_down_for": "0s"}})),
+        (
+            "alerting",
+            serde_json::json!({"thresholds": {"host_down_for": "0s"}}),
+        ),
         ("alertmanager", serde_json::json!({"group_wait": "1s"})),
     ];
     let obsbox = Obsbox::start_fresh_with(&settings, &args);

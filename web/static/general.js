@@ -44,6 +44,15 @@ const SECTIONS = [
     { path: 'batch_bytes', label: 'Shipping batch (bytes)', kind: 'number', min: 4096, max: 4194304, range: '4096 – 4194304', hint: 'Lines are sent to Loki once a batch is this big…' },
     { path: 'batch_wait_ms', label: 'Shipping wait (ms)', kind: 'number', min: 100, max: 60000, range: '100 – 60000', hint: '…or once its first line waited this long.' },
   ] },
+  { section: 'disks', title: 'Disk health (SMART)', fields: [
+    { path: 'enabled', label: 'Read the disks', kind: 'checkbox' },
+    { path: 'interval', label: 'Reading interval', range: '10s – 1d', hint: 'How often every disk is read; a sleeping disk is not woken.' },
+    { path: 'timeout', label: 'Reading timeout', range: '1s – 1h', hint: 'A smartctl run is stopped and reported after this.' },
+    { path: 'temperature_warning', label: 'Too warm (°C)', kind: 'number', min: 20, max: 100, range: '20 – 100, below too hot', hint: 'NVMe disks use their own limit when they report one.' },
+    { path: 'temperature_critical', label: 'Too hot (°C)', kind: 'number', min: 20, max: 100, range: '20 – 100', hint: 'Backups that write to the disk halt.' },
+    { path: 'short_test', label: 'Short self-test', range: 'a calendar event such as 03:00 or sun 04:00; empty for never', hint: 'When every disk runs a short self-test, in the box\'s zone.' },
+    { path: 'long_test', label: 'Long self-test', range: 'a calendar event; empty for never', hint: 'When every disk runs a long self-test.' },
+  ] },
   { section: 'grafana', title: 'Dashboards (Grafana)', fields: [
     { path: 'homepath', label: 'Grafana home', range: 'a directory', hint: "Where Grafana's conf/defaults.ini and public/ are." },
   ] },
