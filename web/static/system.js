@@ -139,28 +139,35 @@ function leaves(value, path = '', out = new Map()) {
   return out;
 }
 
-/** A settings change (`section: OLD -> NEW`, JSON) as one line per field changed; anything else as it is. */
-export function auditDetail(detail) {
+/**
+ * A settings change (`section: OLD -> NEW`, JSON) as one line per field
+ * changed; a first change is measured against the section's `defaults`.
+ * Anything else is shown as it is.
+ */
+export function auditDetail(detail, defaults) {
   const change = /^([a-z_]+): (\(defaults\)|[[{].*) -> ([[{].*)$/s.exec(detail);
   if (!change) return detail;
   let before;
   let after;
   try {
-    before = change[2] === '(defaults)' ? null : leaves(JSON.parse(change[2]));
+    before = leaves(change[2] === '(defaults)' ? defaults[change[1]] ?? {} : JSON.parse(change[2]));
     after = leaves(JSON.parse(change[3]));
   } catch {
     return detail;
   }
   const section = change[1];
   const paths = [...new Set([...(before?.keys() ?? []), ...after.keys()])];
-  const changed = paths.filter((p) => !before || before.get(p) !== after.get(p));
+  const changed = paths.filter((p) => before.get(p) !== after.get(p));
   if (!changed.length) return `${section}: saved unchanged`;
   const name = (p) => (p ? `${section}.${p}` : section);
   return el('ul', { class: 'diff' }, changed.map((p) => el('li', {}, el('code', {}, name(p)), ': ',
-    before ? `${before.get(p) ?? '(none)'} → ${after.get(p) ?? '(removed)'}` : `${after.get(p)} (first change from the defaults)`)));
+    `${before.get(p) ?? '(none)'} → ${after.get(p) ?? '(removed)'}`)));
 }
 
+let defaults = null;
+
 async function showAudit() {
+  defaults = defaults ?? await api('GET', '/api/settings-defaults');
   const entries = await api('GET', `/api/audit?limit=${auditForm.elements.limit.value}`);
   table($('audit'), {
     rows: entries,
@@ -169,7 +176,7 @@ async function showAudit() {
       { label: 'When', value: (e) => when(e.at) },
       { label: 'Who', value: (e) => e.actor },
       { label: 'What', value: (e) => e.action },
-      { label: 'Detail', value: (e) => auditDetail(e.detail), long: true },
+      { label: 'Detail', value: (e) => auditDetail(e.detail, defaults), long: true },
     ],
   });
 }
