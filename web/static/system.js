@@ -157,7 +157,10 @@ export function auditDetail(detail, defaults) {
   }
   const section = change[1];
   const paths = [...new Set([...(before?.keys() ?? []), ...after.keys()])];
-  const changed = paths.filter((p) => before.get(p) !== after.get(p));
+  // An empty list or map on one side and nothing on the other is no change worth a line.
+  const empty = (a, b) => a === undefined && (b === '[]' || b === '{}');
+  const changed = paths.filter((p) => before.get(p) !== after.get(p)
+    && !empty(before.get(p), after.get(p)) && !empty(after.get(p), before.get(p)));
   if (!changed.length) return `${section}: saved unchanged`;
   const name = (p) => (p ? `${section}.${p}` : section);
   return el('ul', { class: 'diff' }, changed.map((p) => el('li', {}, el('code', {}, name(p)), ': ',
