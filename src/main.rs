@@ -12,6 +12,7 @@ mod logs;
 mod ota;
 mod power;
 mod reset;
+mod scrape_status;
 mod services;
 mod settings;
 mod store;

@@ -44,6 +44,12 @@ pub enum StoreError {
     UnknownSection(String),
     #[error("section '{section}' is not valid JSON for it: {message}")]
     Malformed { section: String, message: String },
+    #[error("settings section '{section}' was changed since it was read (version {}); nothing was stored", current.version)]
+    Stale {
+        section: String,
+        /// The section as it is now, for the writer to start again from.
+        current: Box<Versioned>,
+    },
     #[error("settings refused: {}", .0.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; "))]
     Invalid(Vec<Problem>),
     #[error("stored section '{section}' no longer parses ({message}); fix it with `obsbox settings set`")]
@@ -449,10 +455,37 @@ impl Store {
         Ok(settings)
     }
 
+    /// One section as it is now (defaults included), with its version.
+    pub fn section(&self, section: &str) -> Result<Versioned, StoreError> {
+        versioned(&self.settings()?, section)
+    }
+
     /// What `settings` would become with `section` replaced by `value`; checks the
     /// JSON shape and validates the whole result, writing nothing.
     pub fn propose(&self, section: &str, value: serde_json::Value) -> Result<Settings, StoreError> {
-        let proposed = with_section(&self.settings()?, section, value)?;
+        self.propose_if(section, value, None)
+    }
+
+    /// [`Store::propose`], refused with [`StoreError::Stale`] when `if_match`
+    /// (an HTTP `If-Match` value) names none of the section's current version:
+    /// someone else changed it since the writer read it.
+    pub fn propose_if(
+        &self,
+        section: &str,
+        value: serde_json::Value,
+        if_match: Option<&str>,
+    ) -> Result<Settings, StoreError> {
+        let current = self.settings()?;
+        if let Some(if_match) = if_match {
+            let now = versioned(&current, section)?;
+            if !version_matches(if_match, &now.version) {
+                return Err(StoreError::Stale {
+                    section: section.into(),
+                    current: Box::new(now),
+                });
+            }
+        }
+        let proposed = with_section(&current, section, value)?;
         let reserved = self
             .reserved
             .lock()
@@ -607,6 +640,41 @@ fn section_value(settings: &Settings, section: &str) -> Result<serde_json::Value
     Ok(doc[section].take())
 }
 
+/// A settings section and its version: the first 8 bytes (hex) of the
+/// SHA-256 of its JSON, so any change to it, by anyone, gives a new version.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Versioned {
+    pub value: serde_json::Value,
+    pub version: String,
+}
+
+impl Versioned {
+    /// The version as an HTTP entity tag (quoted).
+    pub fn etag(&self) -> String {
+        format!("\"{}\"", self.version)
+    }
+}
+
+/// `section` of `settings` with its version.
+pub fn versioned(settings: &Settings, section: &str) -> Result<Versioned, StoreError> {
+    use sha2::{Digest, Sha256};
+    let value = section_value(settings, section)?;
+    let digest = Sha256::digest(value.to_string().as_bytes());
+    Ok(Versioned {
+        version: hex::encode(&digest[..8]),
+        value,
+    })
+}
+
+/// Whether an `If-Match` header value (`*`, or a list of entity tags, weak
+/// ones too) names `version`.
+pub fn version_matches(if_match: &str, version: &str) -> bool {
+    if_match
+        .split(',')
+        .map(str::trim)
+        .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag).trim_matches('"') == version)
+}
+
 /// `settings` with one section replaced; refuses unknown sections and fields.
 fn with_section(
     settings: &Settings,
@@ -737,6 +805,53 @@ mod tests {
     fn fresh_store_has_defaults() {
         let (_dir, store) = store();
         assert_eq!(store.settings().unwrap(), Settings::default());
+    }
+
+    #[test]
+    fn a_write_against_a_version_read_before_another_write_is_refused_with_the_current_value() {
+        let (_dir, store) = store();
+        let read = store.section("prometheus").unwrap();
+        assert_eq!(read.value["retention"], "15d");
+        // Another writer gets in first.
+        let s = store
+            .propose_if(
+                "prometheus",
+                json!({"retention": "30d"}),
+                Some(&read.etag()),
+            )
+            .unwrap();
+        store.write_section(&s, "prometheus", "first").unwrap();
+        let now = store.section("prometheus").unwrap();
+        assert_ne!(now.version, read.version);
+        match store.propose_if("prometheus", json!({"retention": "7d"}), Some(&read.etag())) {
+            Err(StoreError::Stale { section, current }) => {
+                assert_eq!(section, "prometheus");
+                assert_eq!(*current, now);
+            }
+            other => panic!("{other:?}"),
+        }
+        // With the new version, or with no If-Match at all (scripts), it goes through.
+        assert!(store
+            .propose_if("prometheus", json!({"retention": "7d"}), Some(&now.etag()))
+            .is_ok());
+        assert!(store
+            .propose("prometheus", json!({"retention": "7d"}))
+            .is_ok());
+        // Other sections keep their versions.
+        assert_eq!(
+            store.section("general").unwrap(),
+            versioned(&Settings::default(), "general").unwrap()
+        );
+    }
+
+    #[test]
+    fn if_match_takes_lists_weak_tags_and_a_star() {
+        assert!(version_matches("\"ab12\"", "ab12"));
+        assert!(version_matches("W/\"ab12\"", "ab12"));
+        assert!(version_matches("\"x\", \"ab12\"", "ab12"));
+        assert!(version_matches("*", "ab12"));
+        assert!(!version_matches("\"ab1\"", "ab12"));
+        assert!(!version_matches("", "ab12"));
     }
 
     #[test]

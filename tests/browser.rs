@@ -1,7 +1,8 @@
 //! The web UI in a real browser: `tests/browser/ui.test.mjs` drives headless
 //! Debian Chromium through playwright-core against a fresh obsbox that
-//! supervises the real Prometheus, Alertmanager and node_exporter. Screenshots
-//! of every page land in `target/artifacts/screenshots`.
+//! supervises the real Prometheus, Alertmanager, node_exporter and blackbox
+//! exporter. Screenshots of every page at 1280 and 390 px are written to
+//! `web/docs/screenshots` (checked in, overwritten by each run).
 
 mod common;
 
@@ -18,7 +19,10 @@ fn the_web_ui_works_in_a_browser() {
         browser_tests.join("node_modules/playwright-core").exists(),
         "playwright-core is missing: run `npm ci --prefix tests/browser` first (scripts/test does)"
     );
-    let services = services_only(&["prometheus", "alertmanager", "node_exporter"]);
+    let mut services = services_only(&["prometheus", "alertmanager", "node_exporter", "blackbox"]);
+    // One child whose program is missing, as on a box without Grafana.
+    services["grafana"]["enabled"] = serde_json::json!(true);
+    services["grafana"]["binary"] = serde_json::json!("/nonexistent/grafana");
     let port = |name: &str| services[name]["port"].as_u64().unwrap().to_string();
     let (prometheus, node_exporter) = (port("prometheus"), port("node_exporter"));
     // A pretend box, so the System page can take an update.
@@ -30,13 +34,20 @@ fn the_web_ui_works_in_a_browser() {
     std::fs::write(board.path("tampered.obb"), tampered).unwrap();
     let args = board.args();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let obsbox = Obsbox::start_fresh_with(&[("services", services.clone())], &args);
+    // A host that stops answering is an alert at once, so the header's count shows in time.
+    let settings = [
+        ("services", services.clone()),
+        (
+            "alerting",
+            serde_json::json!({"thresholds": {"host_down_for": "0s"}}),
+        ),
+        ("alertmanager", serde_json::json!({"group_wait": "1s"})),
+    ];
+    let obsbox = Obsbox::start_fresh_with(&settings, &args);
     let prometheus_port = prometheus.parse().unwrap();
     wait_for("Prometheus to answer", Duration::from_secs(60), || {
         prom_query(prometheus_port, "vector(1)")
     });
-    let artifacts = root.join("target/artifacts/screenshots");
-    std::fs::create_dir_all(&artifacts).unwrap();
 
     let out = Command::new("node")
         .args(["--test", "--test-reporter=spec", "ui.test.mjs"])
@@ -44,7 +55,7 @@ fn the_web_ui_works_in_a_browser() {
         .env("OBSBOX_URL", obsbox.url(""))
         .env("PROMETHEUS_PORT", &prometheus)
         .env("NODE_EXPORTER_PORT", &node_exporter)
-        .env("ARTIFACTS", &artifacts)
+        .env("SCREENSHOTS", root.join("web/docs/screenshots"))
         .env("BUNDLE", &bundle)
         .env("TAMPERED_BUNDLE", board.path("tampered.obb"))
         .output()

@@ -64,3 +64,138 @@ fn the_live_tail_sends_the_backlog_then_new_lines_matching_the_filter() {
     );
     assert_eq!(status, 400);
 }
+
+/// A response's status, one header and its body, error statuses included.
+fn answer(
+    request: ureq::Request,
+    body: Option<&str>,
+    header: &str,
+) -> (u16, Option<String>, String) {
+    let sent = match body {
+        Some(b) => request.send_string(b),
+        None => request.call(),
+    };
+    let response = match sent {
+        Ok(r) | Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("{e}"),
+    };
+    let value = response.header(header).map(str::to_string);
+    (
+        response.status(),
+        value,
+        response.into_string().unwrap_or_default(),
+    )
+}
+
+#[test]
+fn a_settings_write_against_a_stale_version_gets_409_with_the_current_value() {
+    let obsbox = Obsbox::start(&[("services", services_only(&[]))]);
+    let (status, etag, body) = answer(
+        obsbox.request("GET", "/api/settings/prometheus"),
+        None,
+        "etag",
+    );
+    assert_eq!(status, 200, "{body}");
+    let first = etag.expect("an ETag");
+    let section: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(section["retention"], "15d");
+
+    // One tab saves against the version it read: accepted, with the new version.
+    let put = |if_match: Option<&str>, retention: &str| {
+        let mut request = obsbox.request("PUT", "/api/settings/prometheus");
+        if let Some(tag) = if_match {
+            request = request.set("If-Match", tag);
+        }
+        answer(
+            request,
+            Some(&format!(r#"{{"retention": "{retention}"}}"#)),
+            "etag",
+        )
+    };
+    let (status, second, body) = put(Some(&first), "30d");
+    assert_eq!(status, 200, "{body}");
+    let second = second.expect("the new version");
+    assert_ne!(second, first);
+
+    // The other tab, still holding the first version, is refused and told what is there now.
+    let (status, etag, body) = put(Some(&first), "7d");
+    assert_eq!(status, 409, "{body}");
+    let refused: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(refused["current"]["retention"], "30d", "{refused}");
+    assert_eq!(
+        format!("\"{}\"", refused["version"].as_str().unwrap()),
+        second
+    );
+    assert_eq!(etag.as_deref(), Some(second.as_str()));
+    assert!(refused["error"].as_str().unwrap().contains("prometheus"));
+    assert_eq!(obsbox.settings()["prometheus"]["retention"], "30d");
+
+    // With the current version it goes through; scripts without If-Match too.
+    assert_eq!(put(Some(&second), "7d").0, 200);
+    assert_eq!(put(None, "9d").0, 200);
+    assert_eq!(obsbox.settings()["prometheus"]["retention"], "9d");
+    // Unknown sections are 404, as for PUT.
+    assert_eq!(
+        answer(obsbox.request("GET", "/api/settings/nope"), None, "etag").0,
+        404
+    );
+}
+
+#[test]
+fn an_unknown_page_is_an_html_page_for_a_browser_and_json_for_the_api() {
+    let obsbox = Obsbox::start(&[("services", services_only(&[]))]);
+    let browser = |path: &str| {
+        answer(
+            obsbox
+                .request("GET", path)
+                .set("Accept", "text/html,application/xhtml+xml,*/*;q=0.8"),
+            None,
+            "content-type",
+        )
+    };
+    let (status, content_type, body) = browser("/no/such/page");
+    assert_eq!(status, 404);
+    assert!(content_type.unwrap().starts_with("text/html"), "{body}");
+    assert!(
+        body.contains("<h1>Page not found</h1>") && body.contains("/no/such/page"),
+        "{body}"
+    );
+    assert!(
+        body.contains(r#"href="/services""#),
+        "the navigation is there: {body}"
+    );
+
+    // The API, and anything not asking for HTML, stays JSON.
+    for (path, accept) in [
+        ("/api/no/such", "text/html"),
+        ("/no/such/page", "application/json"),
+    ] {
+        let (status, content_type, body) = answer(
+            obsbox.request("GET", path).set("Accept", accept),
+            None,
+            "content-type",
+        );
+        assert_eq!(status, 404, "{path}");
+        assert!(
+            content_type.unwrap().starts_with("application/json"),
+            "{path}: {body}"
+        );
+    }
+}
+
+#[test]
+fn the_header_summary_counts_halted_backups() {
+    let obsbox = Obsbox::start(&[("services", services_only(&[]))]);
+    let summary = obsbox.get("/api/attention");
+    assert_eq!(summary["alerts_firing"], serde_json::json!({}));
+    assert_eq!(summary["backups_halted"], serde_json::json!([]));
+    assert_eq!(summary["update_waiting"], serde_json::Value::Null);
+    let (status, _) = obsbox.send("POST", "/api/backups/halt", r#"{"reason": "on battery"}"#);
+    assert_eq!(status, 200);
+    let summary = obsbox.get("/api/attention");
+    assert_eq!(
+        summary["backups_halted"].as_array().unwrap().len(),
+        1,
+        "{summary}"
+    );
+}

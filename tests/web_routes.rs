@@ -56,6 +56,20 @@ const READS: &[Case] = &[
         None,
     ),
     case("/api/settings", "GET", "/api/settings", None),
+    case(
+        "/api/settings/{section}",
+        "GET",
+        "/api/settings/general",
+        None,
+    ),
+    case(
+        "/api/settings-defaults",
+        "GET",
+        "/api/settings-defaults",
+        None,
+    ),
+    case("/api/attention", "GET", "/api/attention", None),
+    case("/api/targets/status", "GET", "/api/targets/status", None),
     case("/api/audit", "GET", "/api/audit?limit=x", None),
     case("/api/backups", "GET", "/api/backups", None),
     case("/api/power", "GET", "/api/power", None),
@@ -460,6 +474,7 @@ fn every_route_needs_a_session_and_its_token_and_refuses_bad_input_changing_noth
         "/disks",
         "/logs/sources",
         "/system",
+        "/system/general",
         "/account",
         "/grafana/",
     ] {

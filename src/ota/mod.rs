@@ -494,9 +494,10 @@ impl Ota {
     /// Both slots, the running and committed one, the trial, the last
     /// rollback, and the install under way.
     pub fn status(&self) -> serde_json::Value {
-        let ota = match self.on() {
+        let ota = match &self.0 {
             Ok(ota) => ota,
-            Err(e) => return serde_json::json!({"enabled": false, "reason": e.to_string()}),
+            // The reason alone: the page says that updates are off.
+            Err(why) => return serde_json::json!({"enabled": false, "reason": why}),
         };
         let records = ota.records.lock().expect("records lock").clone();
         let committed = ota.flow.committed().map_err(|e| e.to_string());

@@ -145,8 +145,22 @@ impl Services {
         value: serde_json::Value,
         actor: &str,
     ) -> Result<Settings, ServicesError> {
+        self.update_if(section, value, actor, None).await
+    }
+
+    /// [`Services::update`] only if the section is still at a version
+    /// `if_match` names (an HTTP `If-Match` value); checked under the same
+    /// lock as the write, so two writers who read the same version cannot
+    /// both win.
+    pub async fn update_if(
+        &self,
+        section: &str,
+        value: serde_json::Value,
+        actor: &str,
+        if_match: Option<&str>,
+    ) -> Result<Settings, ServicesError> {
         let _guard = self.changing.lock().await;
-        let proposed = self.store.propose(section, value)?;
+        let proposed = self.store.propose_if(section, value, if_match)?;
         self.put_in_force(proposed, Some((section, actor))).await
     }
 

@@ -37,6 +37,8 @@ const SHELF: Shelf = Shelf {
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
     },
+    // The manual documents the API itself.
+    ui_page: |_| None,
 };
 
 async fn index() -> Response {

@@ -23,6 +23,9 @@ pub(super) struct Shelf {
     /// Whether `name` may be asked for; anything else (`..`, `/`, a `.md`
     /// suffix) is refused before it reaches the file lookup.
     pub valid_name: fn(&str) -> bool,
+    /// The admin UI page (path, name) that does what an API call in a code
+    /// span does, linked after it, so a reader can do it from the UI.
+    pub ui_page: fn(&str) -> Option<(&'static str, &'static str)>,
 }
 
 impl Shelf {
@@ -82,13 +85,17 @@ impl Shelf {
         };
         let markdown = String::from_utf8_lossy(&markdown);
         let title = title(&markdown).unwrap_or_else(|| self.title.into());
-        let body = format!("{}\n{}", self.back(), to_html(&markdown));
+        let body = format!(
+            "{}\n{}",
+            self.back(),
+            to_html_linked(&markdown, self.ui_page)
+        );
         self.document(StatusCode::OK, &title, &body)
     }
 
     fn back(&self) -> String {
         format!(
-            "<nav><a href=\"{}\">&larr; All {}</a></nav>",
+            "<nav><a href=\"{}\">&larr; All {}</a> &middot; <a href=\"/\">The admin UI</a></nav>",
             self.path,
             escape(&self.title.to_lowercase())
         )
@@ -131,12 +138,33 @@ pub(super) fn title(markdown: &str) -> Option<String> {
     None
 }
 
+/// Markdown as HTML (runbooks' tests check the pages' structure with it).
+#[cfg(test)]
 pub(super) fn to_html(markdown: &str) -> String {
+    to_html_linked(markdown, |_| None)
+}
+
+/// [`to_html`], with a link to the UI page `ui_page` names after each code
+/// span it knows (an API call).
+fn to_html_linked(
+    markdown: &str,
+    ui_page: fn(&str) -> Option<(&'static str, &'static str)>,
+) -> String {
     let mut events: Vec<Event> = Parser::new_ext(markdown, Options::ENABLE_TABLES)
         .map(|event| match event {
             // A placeholder such as <host> written outside a code span is meant
             // to be read, not taken as a tag.
             Event::Html(raw) | Event::InlineHtml(raw) => Event::Text(raw),
+            Event::Code(code) => match ui_page(&code) {
+                Some((href, name)) => Event::InlineHtml(
+                    format!(
+                        "<code>{}</code> (or on the <a href=\"{href}\">{name}</a> page)",
+                        escape(&code)
+                    )
+                    .into(),
+                ),
+                None => Event::Code(code),
+            },
             other => other,
         })
         .collect();
@@ -198,6 +226,16 @@ mod tests {
         assert_eq!(
             to_html("check `<host>` or <host>"),
             "<p>check <code>&lt;host&gt;</code> or &lt;host&gt;</p>\n"
+        );
+    }
+
+    #[test]
+    fn api_calls_link_to_the_page_that_does_the_same() {
+        let page = |code: &str| (code.contains("/api/backups")).then_some(("/backups", "Backups"));
+        assert_eq!(
+            to_html_linked("Run it: `POST /api/backups/jobs/<job>/run`, or `x`.", page),
+            "<p>Run it: <code>POST /api/backups/jobs/&lt;job&gt;/run</code> \
+             (or on the <a href=\"/backups\">Backups</a> page), or <code>x</code>.</p>\n"
         );
     }
 

@@ -6,6 +6,7 @@
 
 mod account;
 mod alerts;
+mod attention;
 pub mod auth;
 mod backups;
 mod disks;
@@ -35,7 +36,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
@@ -80,8 +81,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/services/{name}/config", get(config))
         .route("/api/services/{name}/{action}", post(control))
         .route("/api/settings", get(settings))
-        .route("/api/settings/{section}", put(update_settings))
+        .route("/api/settings-defaults", get(settings_defaults))
+        .route(
+            "/api/settings/{section}",
+            get(settings_section).put(update_settings),
+        )
         .route("/api/audit", get(audit))
+        .merge(attention::routes())
         .merge(backups::routes())
         .merge(disks::routes())
         .merge(logs::routes())
@@ -103,7 +109,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         // Uploads and downloads of updates take as long as they take.
         .merge(with_security_headers(update::routes()))
         .merge(with_proxied_headers(proxy::routes()))
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such page".into()) })
+        // Unknown paths: a page for people, under the same headers as the others.
+        .merge(with_security_headers(
+            Router::new().fallback(pages::not_found),
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), auth::guard))
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -224,6 +233,8 @@ pub struct ApiError {
     problems: Vec<crate::settings::Problem>,
     /// Seconds before trying again is worth it (429s).
     retry_after: Option<u64>,
+    /// What a write lost to another (409s): the section as it is now.
+    current: Option<Box<crate::store::Versioned>>,
 }
 
 impl ApiError {
@@ -233,6 +244,7 @@ impl ApiError {
             message,
             problems: Vec::new(),
             retry_after: None,
+            current: None,
         }
     }
 
@@ -259,7 +271,16 @@ impl IntoResponse for ApiError {
         if !self.problems.is_empty() {
             body["problems"] = json!(self.problems);
         }
+        if let Some(current) = &self.current {
+            body["current"] = current.value.clone();
+            body["version"] = json!(current.version);
+        }
         let mut response = (self.status, Json(body)).into_response();
+        if let Some(current) = &self.current {
+            if let Ok(etag) = HeaderValue::from_str(&current.etag()) {
+                response.headers_mut().insert(header::ETAG, etag);
+            }
+        }
         if let Some(seconds) = self.retry_after {
             response
                 .headers_mut()
@@ -290,6 +311,16 @@ impl From<StoreError> for ApiError {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
             }
             StoreError::Invalid(problems) => ApiError::refused("settings refused", problems),
+            StoreError::Stale { section, current } => ApiError {
+                current: Some(current),
+                ..ApiError::new(
+                    StatusCode::CONFLICT,
+                    format!(
+                        "'{section}' was changed by someone else since it was read; \
+                         nothing was saved. Here is what it is now"
+                    ),
+                )
+            },
             StoreError::Full(_) => {
                 tracing::error!(error = %e, "a write failed: the disk is full");
                 ApiError::new(StatusCode::INSUFFICIENT_STORAGE, e.to_string())
@@ -490,10 +521,35 @@ async fn settings(State(app): State<Arc<AppState>>) -> ApiResult {
     Ok(Json(app.services.settings()?).into_response())
 }
 
+/// Every setting's default, for the pages that show them next to the fields.
+async fn settings_defaults() -> ApiResult {
+    Ok(Json(crate::settings::Settings::default()).into_response())
+}
+
+/// A section with its version as `ETag`, for a later `If-Match`.
+fn with_etag(response: impl IntoResponse, section: &crate::store::Versioned) -> Response {
+    let mut response = response.into_response();
+    if let Ok(etag) = HeaderValue::from_str(&section.etag()) {
+        response.headers_mut().insert(header::ETAG, etag);
+    }
+    response
+}
+
+async fn settings_section(
+    State(app): State<Arc<AppState>>,
+    Path(section): Path<String>,
+) -> ApiResult {
+    let section = app.store.section(&section)?;
+    Ok(with_etag(Json(&section.value), &section))
+}
+
+/// Replaces a section. With `If-Match`, only if nobody changed it since
+/// (else `409` with the section as it is now); without, unconditionally.
 async fn update_settings(
     State(app): State<Arc<AppState>>,
     actor: Actor,
     Path(section): Path<String>,
+    headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> ApiResult {
     let value: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
@@ -502,8 +558,22 @@ async fn update_settings(
             format!("the body is not JSON: {e}"),
         )
     })?;
-    let settings = app.services.update(&section, value, &actor.0).await?;
-    Ok(Json(settings).into_response())
+    let if_match = match headers.get(header::IF_MATCH).map(|v| v.to_str()) {
+        Some(Ok(v)) => Some(v),
+        Some(Err(_)) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "If-Match is not text".into(),
+            ))
+        }
+        None => None,
+    };
+    let settings = app
+        .services
+        .update_if(&section, value, &actor.0, if_match)
+        .await?;
+    let now = crate::store::versioned(&settings, &section)?;
+    Ok(with_etag(Json(settings), &now))
 }
 
 #[derive(Deserialize)]

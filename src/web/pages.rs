@@ -32,6 +32,12 @@ const NAV: [(&str, &str); 10] = [
     ("/system", "System"),
 ];
 
+/// The pages under System, shown as a second row of navigation on each of them.
+const SYSTEM_PAGES: [(&str, &str); 2] = [
+    ("/system", "Firmware and maintenance"),
+    ("/system/general", "General settings"),
+];
+
 /// The children's own UIs, behind obsbox's reverse proxy: (path, label).
 const TOOLS: [(&str, &str); 3] = [
     ("/grafana/", "Grafana"),
@@ -42,6 +48,9 @@ const TOOLS: [(&str, &str); 3] = [
 /// What the layout (`base.html`) shows around every page.
 struct Layout {
     hostname: String,
+    /// The box's time zone (IANA name, or what the system's zone is called):
+    /// the pages show every time in it.
+    time_zone: String,
     user: Option<String>,
     csrf: String,
     /// The page's own path, marked as the current one in the navigation.
@@ -66,6 +75,22 @@ impl Layout {
 
     fn tools(&self) -> &'static [(&'static str, &'static str)] {
         &TOOLS
+    }
+
+    /// The second row of navigation for the section this page is in.
+    fn section_nav(&self) -> &'static [(&'static str, &'static str)] {
+        if SYSTEM_PAGES.iter().any(|(path, _)| *path == self.path) {
+            &SYSTEM_PAGES
+        } else {
+            &[]
+        }
+    }
+
+    /// Whether `href` heads the section this page is in (System for its sub-pages).
+    fn in_section(&self, href: &str) -> bool {
+        self.section_nav()
+            .first()
+            .is_some_and(|(head, _)| *head == href && self.path != href)
     }
 
     fn asset(&self, name: &str) -> String {
@@ -129,26 +154,40 @@ pages! {
     DisksPage: "/disks", "disks.html", "disks.js", "Disks";
     LogSources: "/logs/sources", "log_sources.html", "log_sources.js", "Log sources";
     System: "/system", "system.html", "system.js", "System";
+    General: "/system/general", "general.html", "general.js", "General settings";
     Account: "/account", "account.html", "account.js", "Account";
     Setup: "/setup", "setup.html", "setup.js", "First-boot setup";
     Login: "/login", "login.html", "login.js", "Sign in";
 }
 
-async fn page<P: Page>(State(app): State<Arc<AppState>>, context: PageContext) -> Response {
-    let hostname = match app.services.settings() {
-        Ok(settings) => settings.general.hostname,
-        Err(e) => return ApiError::from(e).into_response(),
-    };
-    let layout = Layout {
+/// The layout of a page at `path`, for the signed-in user (if any).
+fn layout(
+    app: &AppState,
+    context: PageContext,
+    (path, title, script): (&'static str, &'static str, &'static str),
+) -> Layout {
+    let (hostname, zone) = app.services.with_current(|settings| {
+        (
+            settings.general.hostname.clone(),
+            settings.general.time_zone(),
+        )
+    });
+    Layout {
         hostname,
+        time_zone: zone.iana_name().unwrap_or("UTC").to_string(),
         user: context.user,
         csrf: context.csrf,
-        path: P::PATH,
-        title: P::TITLE,
-        script: P::SCRIPT,
-    };
-    match P::new(layout).render() {
+        path,
+        title,
+        script,
+    }
+}
+
+/// A rendered page as an HTML response with `status`.
+fn html(status: StatusCode, page: Result<String, askama::Error>) -> Response {
+    match page {
         Ok(html) => (
+            status,
             [
                 (header::CONTENT_TYPE, "text/html; charset=utf-8"),
                 (header::CACHE_CONTROL, "no-store"),
@@ -158,6 +197,42 @@ async fn page<P: Page>(State(app): State<Arc<AppState>>, context: PageContext) -
             .into_response(),
         Err(e) => ApiError::internal("rendering the page failed", e).into_response(),
     }
+}
+
+async fn page<P: Page>(State(app): State<Arc<AppState>>, context: PageContext) -> Response {
+    let layout = layout(&app, context, (P::PATH, P::TITLE, P::SCRIPT));
+    html(StatusCode::OK, P::new(layout).render())
+}
+
+/// The page for a path that has none: a person gets it with the navigation.
+#[derive(Template)]
+#[template(path = "not_found.html")]
+struct NotFound {
+    layout: Layout,
+    asked: String,
+}
+
+/// What an unknown path gets: an HTML page for a browser finding its way
+/// (`Accept: text/html`, not under `/api/`), JSON for everything else.
+pub(super) async fn not_found(
+    State(app): State<Arc<AppState>>,
+    context: PageContext,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> Response {
+    let wants_html = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/html"));
+    if !wants_html || uri.path().starts_with("/api/") {
+        return ApiError::new(StatusCode::NOT_FOUND, "no such page".into()).into_response();
+    }
+    let layout = layout(&app, context, ("", "Page not found", "app.js"));
+    let page = NotFound {
+        layout,
+        asked: uri.path().to_string(),
+    };
+    html(StatusCode::NOT_FOUND, page.render())
 }
 
 /// The first 8 bytes of the file's SHA-256, in hex: its version and ETag.
@@ -230,6 +305,7 @@ mod tests {
             Alerting::SCRIPT,
             Backups::SCRIPT,
             System::SCRIPT,
+            General::SCRIPT,
             Account::SCRIPT,
             Setup::SCRIPT,
             Login::SCRIPT,
@@ -244,6 +320,7 @@ mod tests {
     fn layout(user: Option<&str>) -> Layout {
         Layout {
             hostname: "box<1>".into(),
+            time_zone: "Europe/Berlin".into(),
             user: user.map(str::to_string),
             csrf: "tok\"en".into(),
             path: Targets::PATH,
@@ -266,6 +343,20 @@ mod tests {
             !html.contains("<script>") && !html.contains("<style") && !html.contains(" style=")
         );
         assert!(!html.contains(" onclick=") && !html.contains(" onsubmit="));
+    }
+
+    #[test]
+    fn system_pages_have_their_own_row_of_navigation_and_the_zone_is_named() {
+        let mut layout = layout(Some("admin"));
+        layout.path = General::PATH;
+        let html = General::new(layout).render().unwrap();
+        assert!(
+            html.contains(r#"<a href="/system/general" aria-current="page">General settings</a>"#)
+        );
+        assert!(html.contains(r#"<a href="/system" class="in-section">System</a>"#));
+        assert!(html.contains(r#"<meta name="time-zone" content="Europe/Berlin">"#));
+        let html = Targets::new(self::layout(Some("admin"))).render().unwrap();
+        assert!(!html.contains("General settings"));
     }
 
     #[test]

@@ -31,7 +31,46 @@ const SHELF: Shelf = Shelf {
     files: || Files::iter().map(Cow::into_owned).collect(),
     // Alert names are letters and digits.
     valid_name: |name| !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric()),
+    ui_page,
 };
+
+/// The UI page that does what an API call (`GET /api/backups`) does; the
+/// first prefix that matches wins.
+fn ui_page(code: &str) -> Option<(&'static str, &'static str)> {
+    const PAGES: &[(&str, &str, &str)] = &[
+        ("/api/settings/targets", "/targets", "Targets"),
+        ("/api/settings/probes", "/targets", "Targets"),
+        ("/api/settings/alerting", "/alerting", "Alerting"),
+        ("/api/alerts", "/alerting", "Alerting"),
+        ("/api/silences", "/alerting", "Alerting"),
+        ("/api/settings/backups", "/backups", "Backups"),
+        ("/api/backups", "/backups", "Backups"),
+        ("/api/settings/power", "/power", "Power"),
+        ("/api/power", "/power", "Power"),
+        ("/api/settings/disks", "/disks", "Disks"),
+        ("/api/disks", "/disks", "Disks"),
+        ("/api/settings/syslog", "/logs/sources", "Log sources"),
+        ("/api/settings/log_intake", "/logs/sources", "Log sources"),
+        ("/api/logs/senders", "/logs/sources", "Log sources"),
+        ("/api/logs/tokens", "/logs/sources", "Log sources"),
+        ("/api/logs/sources", "/logs/sources", "Log sources"),
+        ("/api/logs", "/logs", "Logs"),
+        ("/api/settings/children", "", ""),
+        ("/api/settings/slos", "", ""),
+        ("/api/settings", "/system/general", "General settings"),
+        ("/api/services", "/services", "Services"),
+        ("/api/audit", "/system", "System"),
+        ("/api/update", "/system", "System"),
+        ("/api/system", "/system", "System"),
+        ("/api/overview", "/", "Overview"),
+    ];
+    let api = &code[code.find("/api/")?..];
+    PAGES
+        .iter()
+        .find(|(prefix, _, _)| api.starts_with(prefix))
+        .filter(|(_, href, _)| !href.is_empty())
+        .map(|(_, href, name)| (*href, *name))
+}
 
 /// Whether the alert `name` has a runbook page.
 #[cfg(test)]
@@ -183,6 +222,26 @@ mod tests {
         assert!(html.contains("<title>HostDown - obsbox runbooks</title>"));
         assert!(html.contains("<a href=\"/runbooks\">"));
         assert!(html.contains("<h2 id=\"what-to-check\">What to check</h2>"));
+        assert!(html.contains("<a href=\"/\">The admin UI</a>"));
+    }
+
+    #[tokio::test]
+    async fn api_calls_in_a_runbook_lead_to_the_page_that_does_them() {
+        let html = body(page(Ok(Path("BackupFailed".into()))).await).await;
+        assert!(
+            html.contains("/run</code> (or on the <a href=\"/backups\">Backups</a> page)"),
+            "{html}"
+        );
+        assert_eq!(
+            ui_page("PUT /api/settings/prometheus"),
+            Some(("/system/general", "General settings"))
+        );
+        assert_eq!(
+            ui_page("GET /api/settings/targets"),
+            Some(("/targets", "Targets"))
+        );
+        assert_eq!(ui_page("PUT /api/settings/children"), None);
+        assert_eq!(ui_page("up{job=\"node\"}"), None);
     }
 
     #[tokio::test]

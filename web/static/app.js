@@ -46,16 +46,18 @@ export class ApiError extends Error {
       : `the request failed (HTTP ${status})`;
     super(retryAfter ? `${message} Try again in ${retryAfter} s.` : message);
     this.status = status;
-    this.problems = (body && Array.isArray(body.problems)) ? body.problems : [];
+    this.body = body && typeof body === 'object' ? body : {};
+    this.problems = Array.isArray(this.body.problems) ? this.body.problems : [];
   }
 }
 
 /**
- * Calls the JSON API. Changes carry the CSRF token (`csrf`: a form's own
- * field, else the page's). A failure is shown in the live region and thrown.
+ * Calls the JSON API and gives `{data, response}`. Changes carry the CSRF
+ * token (`csrf`: a form's own field, else the page's); `headers` are added
+ * (`If-Match`). A failure is shown in the live region and thrown.
  */
-export async function api(method, path, body, csrf = pageToken()) {
-  const headers = { Accept: 'application/json' };
+async function call(method, path, body, csrf = pageToken(), extra = {}) {
+  const headers = { Accept: 'application/json', ...extra };
   if (method !== 'GET' && csrf) headers['X-CSRF-Token'] = csrf;
   const init = { method, headers, credentials: 'same-origin' };
   if (body !== undefined) {
@@ -85,7 +87,32 @@ export async function api(method, path, body, csrf = pageToken()) {
     say(error.message, { error: true, problems: error.problems });
     throw error;
   }
-  return data;
+  return { data, response };
+}
+
+/** Calls the JSON API (see `call`) and gives the answer's body. */
+export async function api(method, path, body, csrf = pageToken(), headers = {}) {
+  return (await call(method, path, body, csrf, headers)).data;
+}
+
+/**
+ * A settings section and its version: `{value, version}`. Writing it back
+ * with `saveSection` is refused (409) if anyone changed it meanwhile.
+ */
+export async function loadSection(section) {
+  const { data, response } = await call('GET', `/api/settings/${section}`);
+  return { value: data, version: response.headers.get('ETag') };
+}
+
+/**
+ * Writes a section read with `loadSection` (`If-Match` its version); gives
+ * the new `{value, version}`. On a 409 the ApiError's `body.current` and
+ * `body.version` hold the section as someone else left it.
+ */
+export async function saveSection(section, value, version, csrf = pageToken()) {
+  const headers = version ? { 'If-Match': version } : {};
+  const { data, response } = await call('PUT', `/api/settings/${section}`, value, csrf, headers);
+  return { value: data[section], version: response.headers.get('ETag') };
 }
 
 /** Runs `load` now and every `ms` while the page is visible; returns a function that runs it at once. */
@@ -126,19 +153,33 @@ export function duration(seconds) {
   return `${Math.floor(s / 86400)} d ${Math.floor((s % 86400) / 3600)} h`;
 }
 
-/** A time given as Unix milliseconds, RFC 3339 text or nothing. */
+/** The box's time zone: every time is shown in it, as the box reckons in it. */
+export const boxZone = document.querySelector('meta[name="time-zone"]')?.content || 'UTC';
+
+let boxClock;
+try {
+  // Swedish writes dates the ISO way (2026-12-07 03:04:05), which reads the same everywhere.
+  boxClock = new Intl.DateTimeFormat('sv-SE', {
+    timeZone: boxZone, year: 'numeric', month: '2-digit', day: '2-digit', hour: '2-digit', minute: '2-digit', second: '2-digit',
+  });
+} catch {
+  boxClock = new Intl.DateTimeFormat('sv-SE', { timeZone: 'UTC', dateStyle: 'short', timeStyle: 'medium' });
+}
+
+/** A time given as Unix milliseconds, RFC 3339 text or nothing, in the box's zone, with the zone named. */
 export function when(time) {
   if (time === null || time === undefined || time === '') return '';
   const date = new Date(time);
-  return Number.isNaN(date.getTime()) ? String(time) : date.toLocaleString();
+  if (Number.isNaN(date.getTime())) return String(time);
+  return `${boxClock.format(date)} ${boxZone}`;
 }
 
 const TONES = {
-  ok: ['ready', 'ok', 'resolved', 'active', 'keep', 'yes', 'good'],
-  bad: ['crash-looping', 'unavailable', 'failed', 'firing', 'critical', 'not installed', 'remove', 'failing', 'monitoring error', 'bad'],
+  ok: ['ready', 'up', 'ok', 'resolved', 'active', 'keep', 'yes', 'good'],
+  bad: ['crash-looping', 'down', 'unavailable', 'failed', 'firing', 'critical', 'not installed', 'remove', 'failing', 'monitoring error', 'bad'],
 };
 
-/** A word with its colour (and the word itself, so colour is never the only cue). */
+/** A word with its colour (and the word itself, so colour is never the only cue); a badge never wraps. */
 export function badge(text) {
   const tone = TONES.ok.includes(text) ? 'ok' : TONES.bad.includes(text) ? 'bad' : 'warn';
   return el('span', { class: `badge state-${tone}` }, text);
@@ -163,8 +204,9 @@ export const lines = (text) => (text || '').split('\n').map((l) => l.trim()).fil
 // ---- tables
 
 /**
- * Renders rows into `container` as a table. A column is `{label, value}`,
- * where `value(row)` gives text or a node. Focus inside the table survives a
+ * Renders rows into `container` as a table. A column is `{label, value,
+ * long}`, where `value(row)` gives text or a node and `long` marks free text
+ * that may break inside a word (a detail, an error). Focus inside the table survives a
  * refresh (buttons are found again by their label).
  */
 export function table(container, { columns, rows, empty = 'Nothing here yet.' }) {
@@ -176,7 +218,7 @@ export function table(container, { columns, rows, empty = 'Nothing here yet.' })
   }
   const head = el('thead', {}, el('tr', {}, columns.map((c) => el('th', { scope: 'col' }, c.label))));
   const body = el('tbody', {}, rows.map((row) => el('tr', {},
-    columns.map((c) => el('td', { 'data-label': c.label }, c.value(row) ?? '')))));
+    columns.map((c) => el('td', { 'data-label': c.label, class: c.long ? 'long' : null }, c.value(row) ?? '')))));
   container.replaceChildren(el('table', {}, head, body));
   if (focused) {
     container.querySelector(`[aria-label="${CSS.escape(focused)}"]`)?.focus();
@@ -298,7 +340,7 @@ export function onSubmit(form, handler) {
     const button = event.submitter;
     if (button) button.disabled = true;
     const csrf = form.elements._csrf?.value ?? '';
-    const send = (method, path, body) => api(method, path, body, csrf);
+    const send = (method, path, body, headers) => api(method, path, body, csrf, headers);
     try {
       await handler(values(form), send);
     } catch (e) {
@@ -341,7 +383,7 @@ export function listEditor({ form, container, columns, load, save, remove, toFor
           }),
           action('Remove', `Remove ${noun} ${name(item)}`, async () => {
             if (!window.confirm(`Remove ${noun} ${name(item)}?`)) return;
-            await remove(item, items);
+            await lostTo(() => remove(item, items));
             say(`Removed ${noun} ${name(item)}.`);
             await refresh();
           }, 'small secondary'),
@@ -352,10 +394,22 @@ export function listEditor({ form, container, columns, load, save, remove, toFor
     });
     return items;
   };
+  /** Runs a write; one that lost to another tab or user (409) shows the list as it is now. */
+  const lostTo = async (write) => {
+    try {
+      await write();
+    } catch (e) {
+      if (e instanceof ApiError && e.status === 409) {
+        await refresh();
+        say(`Not saved: someone changed the ${noun}s in another tab or session since this page loaded them. The list now shows their version; make your change again if it still applies.`, { error: true });
+      }
+      throw e;
+    }
+  };
   form.addEventListener('reset', startAdding);
   onSubmit(form, async (formValues, send) => {
     const item = fromForm(formValues);
-    await save(item, editing, send, items);
+    await lostTo(() => save(item, editing, send, items));
     say(`Saved the ${noun}.`);
     form.reset();
     await refresh();
@@ -365,15 +419,19 @@ export function listEditor({ form, container, columns, load, save, remove, toFor
 
 /**
  * Load and save for a list kept in one settings section (`targets`,
- * `probes`, `alerting.routes`): the whole section is written back.
+ * `probes`, `alerting.routes`): the whole section is written back, only if
+ * nobody changed it since it was loaded (`If-Match`; a 409 otherwise).
  */
 export function settingsList(section, key, path = (s) => s[section], wrap = (list) => list) {
   let settings = null;
+  let version = null;
   const load = async () => {
-    settings = await api('GET', '/api/settings');
+    const [all, own] = await Promise.all([api('GET', '/api/settings'), loadSection(section)]);
+    settings = { ...all, [section]: own.value };
+    version = own.version;
     return path(settings) || [];
   };
-  const write = (list, send = api) => send('PUT', `/api/settings/${section}`, wrap(list, settings));
+  const write = (list, send = api) => send('PUT', `/api/settings/${section}`, wrap(list, settings), { 'If-Match': version });
   return {
     load,
     settings: () => settings,
@@ -391,6 +449,30 @@ export function settingsList(section, key, path = (s) => s[section], wrap = (lis
 
 for (const select of document.querySelectorAll('select[data-options]')) {
   options(select, select.dataset.options.split(' '));
+}
+
+/** The header's summary: alerts firing by severity, halted backups, an update waiting. */
+const SEVERITY_TONE = { critical: 'bad', warning: 'warn' };
+const attention = document.getElementById('attention');
+if (attention) {
+  const show = (a) => {
+    const firing = Object.entries(a.alerts_firing || {}).filter(([, n]) => n > 0);
+    const items = firing.length
+      ? firing.map(([severity, n]) => el('a', { href: '/alerting#h-history', class: `badge state-${SEVERITY_TONE[severity] || 'warn'}`, 'aria-label': `${n} ${severity} alert${n === 1 ? '' : 's'} firing` }, `${n} ${severity}`))
+      : [el('span', { class: 'badge state-ok' }, 'no alerts')];
+    if (a.backups_halted?.length) {
+      items.push(el('a', { href: '/backups', class: 'badge state-warn', title: a.backups_halted.join('; ') }, 'backups halted'));
+    }
+    if (a.update_waiting) {
+      items.push(el('a', { href: '/system', class: 'badge state-warn', title: `version ${a.update_waiting.version} in slot ${a.update_waiting.slot}` }, `update ${a.update_waiting.version} waits for a reboot`));
+    }
+    attention.replaceChildren(...items);
+  };
+  // Quietly: a summary that cannot be read must not cover the page's own messages.
+  every(15000, async () => {
+    const response = await fetch('/api/attention', { headers: { Accept: 'application/json' }, credentials: 'same-origin' });
+    if (response.ok) show(await response.json());
+  });
 }
 
 const logout = document.getElementById('logout-form');

@@ -1,6 +1,6 @@
 // Logs: search Loki with LogQL over a time range, browse labels, see when
 // lines matched, read them with the matching terms marked, follow live.
-import { api, el, say, clearMessage } from './app.js';
+import { api, el, say, clearMessage, when } from './app.js';
 
 const $ = (id) => document.getElementById(id);
 const form = $('query-form');
@@ -25,7 +25,7 @@ const query = () => form.elements.query.value.trim();
 
 function timeOf(ns) {
   const date = new Date(Number(BigInt(ns) / NS_PER_MS));
-  return el('time', { datetime: date.toISOString() }, date.toLocaleString());
+  return el('time', { datetime: date.toISOString() }, when(date));
 }
 
 function lineNode(line) {
@@ -50,16 +50,16 @@ function drawHistogram(histogram) {
     const rect = document.createElementNS('http://www.w3.org/2000/svg', 'rect');
     for (const [k, v] of Object.entries({ x: i + 0.1, y: 100 - h, width: 0.8, height: h })) rect.setAttribute(k, v);
     const title = document.createElementNS('http://www.w3.org/2000/svg', 'title');
-    title.textContent = `${new Date(b.t * 1000).toLocaleString()}: ${b.count}`;
+    title.textContent = `${when(b.t * 1000)}: ${b.count}`;
     rect.append(title);
     svg.append(rect);
   });
   const first = histogram.buckets[0];
   const last = histogram.buckets[histogram.buckets.length - 1];
   box.replaceChildren(svg, el('div', { class: 'axis' },
-    el('span', {}, first ? new Date(first.t * 1000).toLocaleString() : ''),
+    el('span', {}, first ? when(first.t * 1000) : ''),
     el('span', {}, `${total} lines, ${histogram.step_seconds} s per bar`),
-    el('span', {}, last ? new Date(last.t * 1000).toLocaleString() : '')));
+    el('span', {}, last ? when(last.t * 1000) : '')));
 }
 
 async function search() {

@@ -5,7 +5,7 @@ const $ = (id) => document.getElementById(id);
 
 function render(o) {
   $('overview-summary').textContent =
-    `${o.hostname}, obsbox ${o.version}, up ${duration(o.uptime_seconds)}. Updated ${new Date().toLocaleTimeString()}.`;
+    `${o.hostname}, obsbox ${o.version}, up ${duration(o.uptime_seconds)}. Updated ${when(Date.now())}.`;
   table($('children'), {
     rows: o.children,
     columns: [

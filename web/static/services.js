@@ -9,7 +9,20 @@ const tailState = $('tail-state');
 const MAX_LINES = 1000;
 let stream = null;
 
+/** What a child in `state` can be asked to do: nothing while it cannot run or is stopping. */
+export function offered(state) {
+  if (state === 'not installed' || state === 'unavailable' || state === 'stopping') return [];
+  if (state === 'stopped') return ['start'];
+  return ['stop', 'restart'];
+}
+
+const WARN = {
+  stop: (name) => `Stop ${name}? It stays stopped until started again; what it does (metrics, logs, alerts) stops with it.`,
+  restart: (name) => `Restart ${name}? It is briefly unavailable.`,
+};
+
 async function control(name, verb) {
+  if (WARN[verb] && !window.confirm(WARN[verb](name))) return;
   await api('POST', `/api/services/${encodeURIComponent(name)}/${verb}`);
   say(`${name}: ${verb} done.`);
   refresh();
@@ -28,10 +41,10 @@ const refresh = every(5000, async () => {
       { label: 'Restarts', value: (s) => s.restarts },
       { label: 'Last exit', value: (s) => (s.last_exit ? s.last_exit.how : '') },
       { label: 'Log', value: (s) => `${s.log_lines} lines, ${bytes(s.log_bytes)}` },
-      { label: 'Detail', value: (s) => s.detail ?? '' },
+      { label: 'Detail', value: (s) => s.detail ?? '', long: true },
       {
         label: 'Actions',
-        value: (s) => actions(...['start', 'stop', 'restart'].map((verb) => action(
+        value: (s) => actions(...offered(s.state).map((verb) => action(
           verb[0].toUpperCase() + verb.slice(1), `${verb[0].toUpperCase() + verb.slice(1)} ${s.name}`,
           () => control(s.name, verb),
         ))),

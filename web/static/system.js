@@ -46,7 +46,7 @@ async function showFirmware() {
   const fw = await api('GET', '/api/update');
   for (const form of [$('update-form'), $('update-url-form')]) form.hidden = !fw.enabled;
   if (!fw.enabled) {
-    $('firmware-status').replaceChildren(el('p', { class: 'empty' }, `Updates are off: ${fw.reason}`));
+    $('firmware-status').replaceChildren(el('p', { class: 'empty' }, `Firmware updates are off on this machine: ${fw.reason}`));
     $('firmware-slots').replaceChildren();
     return;
   }
@@ -138,7 +138,48 @@ onSubmit($('update-url-form'), async ({ url, force }, send) => {
 const auditForm = $('audit-form');
 auditForm.elements.limit.value = '100';
 
+/** Every leaf of a JSON value by its path (`targets[0].address`). */
+function leaves(value, path = '', out = new Map()) {
+  if (value !== null && typeof value === 'object' && Object.keys(value).length) {
+    for (const [k, v] of Object.entries(value)) leaves(v, Array.isArray(value) ? `${path}[${k}]` : path ? `${path}.${k}` : k, out);
+  } else {
+    out.set(path, JSON.stringify(value));
+  }
+  return out;
+}
+
+/**
+ * A settings change (`section: OLD -> NEW`, JSON) as one line per field
+ * changed; a first change is measured against the section's `defaults`.
+ * Anything else is shown as it is.
+ */
+export function auditDetail(detail, defaults) {
+  const change = /^([a-z_]+): (\(defaults\)|[[{].*) -> ([[{].*)$/s.exec(detail);
+  if (!change) return detail;
+  let before;
+  let after;
+  try {
+    before = leaves(change[2] === '(defaults)' ? defaults[change[1]] ?? {} : JSON.parse(change[2]));
+    after = leaves(JSON.parse(change[3]));
+  } catch {
+    return detail;
+  }
+  const section = change[1];
+  const paths = [...new Set([...(before?.keys() ?? []), ...after.keys()])];
+  // An empty list or map on one side and nothing on the other is no change worth a line.
+  const empty = (a, b) => a === undefined && (b === '[]' || b === '{}');
+  const changed = paths.filter((p) => before.get(p) !== after.get(p)
+    && !empty(before.get(p), after.get(p)) && !empty(after.get(p), before.get(p)));
+  if (!changed.length) return `${section}: saved unchanged`;
+  const name = (p) => (p ? `${section}.${p}` : section);
+  return el('ul', { class: 'diff' }, changed.map((p) => el('li', {}, el('code', {}, name(p)), ': ',
+    `${before.get(p) ?? '(none)'} → ${after.get(p) ?? '(removed)'}`)));
+}
+
+let defaults = null;
+
 async function showAudit() {
+  defaults = defaults ?? await api('GET', '/api/settings-defaults');
   const entries = await api('GET', `/api/audit?limit=${auditForm.elements.limit.value}`);
   table($('audit'), {
     rows: entries,
@@ -147,7 +188,7 @@ async function showAudit() {
       { label: 'When', value: (e) => when(e.at) },
       { label: 'Who', value: (e) => e.actor },
       { label: 'What', value: (e) => e.action },
-      { label: 'Detail', value: (e) => e.detail },
+      { label: 'Detail', value: (e) => auditDetail(e.detail, defaults), long: true },
     ],
   });
 }

@@ -1,7 +1,20 @@
 // Targets: the scrape targets and probes, each kept as a whole settings section.
-import { listEditor, settingsList, labelsText, parseLabels } from './app.js';
+import { api, badge, every, listEditor, settingsList, labelsText, parseLabels, when } from './app.js';
 
 const byName = (item) => item.name;
+
+const ms = (seconds) => (seconds === null || seconds === undefined ? '' : `${Math.round(seconds * 1000)} ms`);
+
+/** What Prometheus says of each target and probe, by name; refreshed every 15 s. */
+let state = { targets: [], probes: [] };
+const stateOf = (section, name) => state[section].find((s) => s.name === name);
+
+/** A scrape's health badge, when it was, and why it failed. */
+const scrapeColumns = (section) => [
+  { label: 'State', value: (i) => { const s = stateOf(section, i.name); return s ? badge(s.health) : ''; } },
+  { label: 'Last scrape', value: (i) => { const s = stateOf(section, i.name); return s?.last_scrape ? `${when(s.last_scrape)} (${ms(s.last_scrape_seconds)})` : ''; } },
+  { label: 'Error', value: (i) => stateOf(section, i.name)?.error ?? '', long: true },
+];
 
 /** One editor for a settings section of named, labelled items. */
 const labelledSection = (section, noun, columns) =>
@@ -14,18 +27,34 @@ const labelledSection = (section, noun, columns) =>
     columns: [
       { label: 'Name', value: byName },
       ...columns,
-      { label: 'Labels', value: (i) => labelsText(i.labels).replaceAll('\n', ', ') },
+      { label: 'Labels', value: (i) => labelsText(i.labels).replaceAll('\n', ', '), long: true },
+      ...scrapeColumns(section),
     ],
     toForm: (i) => ({ ...i, labels: labelsText(i.labels) }),
     fromForm: (v) => ({ ...v, labels: parseLabels(v.labels) }),
-  }).refresh();
+  });
 
-labelledSection('targets', 'target', [
+const targets = labelledSection('targets', 'target', [
   { label: 'Address', value: (t) => t.address },
   { label: 'Exporter', value: (t) => t.exporter },
   { label: 'Path', value: (t) => `${t.scheme}://…${t.metrics_path}` },
 ]);
-labelledSection('probes', 'probe', [
+const probes = labelledSection('probes', 'probe', [
   { label: 'Kind', value: (p) => p.kind },
   { label: 'Target', value: (p) => p.target },
+  {
+    label: 'Last probe',
+    value: (p) => {
+      const s = stateOf('probes', p.name);
+      if (!s || s.success === null) return '';
+      return [badge(s.success ? 'ok' : 'failed'), ` in ${ms(s.duration_seconds)}`];
+    },
+  },
 ]);
+
+const notice = document.getElementById('scrape-state');
+every(15000, async () => {
+  state = await api('GET', '/api/targets/status');
+  notice.textContent = state.prometheus_error ? `The state below is unknown: ${state.prometheus_error}.` : '';
+  await Promise.all([targets.refresh(), probes.refresh()]);
+});
