@@ -7,7 +7,8 @@ pub mod history;
 mod matrix;
 
 use crate::services::{
-    receiver_secret, Services, ServicesError, TEST_RECEIVER_LABEL, WEBHOOK_TOKEN_SECRET,
+    receiver_secret, Services, ServicesError, ESCALATED_ALERT, TEST_ID_LABEL, TEST_RECEIVER_LABEL,
+    WEBHOOK_TOKEN_SECRET,
 };
 use crate::settings::{parse_duration, Receiver, ReceiverKind, Settings};
 use crate::store::{Store, StoreError};
@@ -57,6 +58,34 @@ pub struct SilenceRequest {
     /// How long it lasts, e.g. `2h`.
     pub duration: String,
     pub comment: String,
+}
+
+/// A silence to post: exact matches, for how long, by whom and why.
+struct Silence<'a> {
+    matchers: &'a BTreeMap<String, String>,
+    lasts: Duration,
+    actor: &'a str,
+    comment: &'a str,
+}
+
+/// The label sets an acknowledgement silences: the alert itself, and (for a
+/// critical alert, with escalation set) the `AlertEscalated` it raises,
+/// whose labels are the alert's with its name in `escalated_alert` and the
+/// escalation's own `alertname`, `severity` and `service`.
+fn ack_silences(record: &AlertRecord, settings: &Settings) -> Vec<BTreeMap<String, String>> {
+    let mut sets = vec![record.labels.clone()];
+    if settings.alerting.escalation.is_some() && record.severity == "critical" {
+        let mut escalation: BTreeMap<String, String> = record
+            .labels
+            .iter()
+            .filter(|(k, _)| !matches!(k.as_str(), "alertname" | "severity" | "service"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        escalation.insert("alertname".into(), ESCALATED_ALERT.into());
+        escalation.insert("escalated_alert".into(), record.alertname.clone());
+        sets.push(escalation);
+    }
+    sets
 }
 
 const ALERTMANAGER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -143,15 +172,84 @@ impl Alerts {
         Ok(history::stats(&self.store)?)
     }
 
-    pub fn acknowledge(&self, id: i64, actor: &str) -> Result<AlertRecord, AlertsError> {
+    /// Acknowledges an alert. While it fires, Alertmanager silences it (no
+    /// more repeats to its receivers) and its escalation, until it resolves
+    /// or `acknowledgement_expires` passes: then both come back.
+    pub async fn acknowledge(&self, id: i64, actor: &str) -> Result<AlertRecord, AlertsError> {
+        let record = history::get(&self.store, id)?
+            .ok_or_else(|| AlertsError::NotFound(format!("no alert {id}")))?;
+        let settings = self.services.settings()?;
+        let mut silences = Vec::new();
+        if record.acked_at.is_none()
+            && record.status == "firing"
+            && settings.services.alertmanager.enabled
+        {
+            let lasts = parse_duration(&settings.alerting.acknowledgement_expires)
+                .map_err(AlertsError::Invalid)?;
+            let comment = format!("Acknowledged: {} (alert {id})", record.alertname);
+            for matchers in ack_silences(&record, &settings) {
+                let silence = Silence {
+                    matchers: &matchers,
+                    lasts,
+                    actor,
+                    comment: &comment,
+                };
+                silences.push(self.post_silence(&settings, &silence).await?);
+            }
+        }
         let record = history::acknowledge(&self.store, id, actor)?
             .ok_or_else(|| AlertsError::NotFound(format!("no alert {id}")))?;
+        if !silences.is_empty() {
+            history::set_ack_silences(&self.store, id, &silences)?;
+        }
         self.store.audit(
             actor,
             "alert.acknowledge",
             &format!("{} ({id})", record.alertname),
         )?;
         Ok(record)
+    }
+
+    /// Finds the acknowledged alerts that resolved: their silence mutes the
+    /// resolved notification too, so obsbox asks Alertmanager which alerts
+    /// it still has, marks the others resolved and expires their silences
+    /// (a silence left would mute the alert's next occurrence).
+    pub async fn settle_acknowledged(&self) -> Result<usize, AlertsError> {
+        let waiting = history::silenced_by_ack(&self.store)?;
+        if waiting.is_empty() {
+            return Ok(0);
+        }
+        let settings = self.services.settings()?;
+        let active = self
+            .alertmanager(&settings, "GET", "/api/v2/alerts", None)
+            .await?;
+        let present: Vec<&str> = active
+            .as_array()
+            .map(|a| a.iter().filter_map(|a| a["fingerprint"].as_str()).collect())
+            .unwrap_or_default();
+        let mut settled = 0;
+        for (id, fingerprint, silences) in waiting {
+            if present.contains(&fingerprint.as_str()) {
+                continue;
+            }
+            for silence in silences {
+                // One the user expired already answers an error: nothing to undo.
+                if let Err(e) = self
+                    .alertmanager(
+                        &settings,
+                        "DELETE",
+                        &format!("/api/v2/silence/{silence}"),
+                        None,
+                    )
+                    .await
+                {
+                    tracing::info!(silence, error = %e, "acknowledgement silence not expired");
+                }
+            }
+            history::resolve(&self.store, id)?;
+            settled += 1;
+        }
+        Ok(settled)
     }
 
     /// Posts a notification to the Matrix room of receiver `name`.
@@ -173,13 +271,16 @@ impl Alerts {
                 AlertsError::Relay(format!("receiver '{name}' has no access_token set"))
             })?;
         let content = matrix::message(&notification);
-        tokio::task::spawn_blocking(move || matrix::send(&homeserver, &room_id, &token, &content))
-            .await
-            .map_err(|e| AlertsError::Relay(e.to_string()))?
-            .map_err(|e| {
-                tracing::warn!(receiver = name, error = %e, "Matrix relay failed");
-                AlertsError::Relay(e)
-            })
+        let txn = matrix::transaction_id(&notification);
+        tokio::task::spawn_blocking(move || {
+            matrix::send(&homeserver, &room_id, &token, &txn, &content)
+        })
+        .await
+        .map_err(|e| AlertsError::Relay(e.to_string()))?
+        .map_err(|e| {
+            tracing::warn!(receiver = name, error = %e, "Matrix relay failed");
+            AlertsError::Relay(e)
+        })
     }
 
     /// Sends a real alert through Alertmanager to receiver `name` only.
@@ -194,6 +295,9 @@ impl Alerts {
                 "service": "alerting",
                 "host": settings.general.hostname,
                 TEST_RECEIVER_LABEL: name,
+                // Each test alert is a new alert in a group of its own, so a
+                // second one is sent at once, not after `group_interval`.
+                TEST_ID_LABEL: now.as_millisecond().to_string(),
             },
             "annotations": {
                 "summary": format!("Test alert for receiver {name}"),
@@ -251,25 +355,14 @@ impl Alerts {
         let (Some(length), true) = (length, problems.is_empty()) else {
             return Err(AlertsError::Invalid(problems.join("; ")));
         };
-        let now = jiff::Timestamp::now();
-        let ends = now + jiff::SignedDuration::try_from(length).unwrap_or_default();
-        let matchers: Vec<Value> = request
-            .matchers
-            .iter()
-            .map(|(name, value)| json!({"name": name, "value": value, "isRegex": false, "isEqual": true}))
-            .collect();
-        let body = json!({
-            "matchers": matchers,
-            "startsAt": now.to_string(),
-            "endsAt": ends.to_string(),
-            "createdBy": actor,
-            "comment": request.comment,
-        });
         let settings = self.services.settings()?;
-        let answer = self
-            .alertmanager(&settings, "POST", "/api/v2/silences", Some(body))
-            .await?;
-        let id = answer["silenceID"].as_str().unwrap_or_default().to_string();
+        let silence = Silence {
+            matchers: &request.matchers,
+            lasts: length,
+            actor,
+            comment: &request.comment,
+        };
+        let id = self.post_silence(&settings, &silence).await?;
         let described: Vec<String> = request
             .matchers
             .iter()
@@ -281,6 +374,32 @@ impl Alerts {
             &format!("{id}: {} for {}", described.join(","), request.duration),
         )?;
         Ok(id)
+    }
+
+    /// Creates a silence in Alertmanager; its ID.
+    async fn post_silence(
+        &self,
+        settings: &Settings,
+        silence: &Silence<'_>,
+    ) -> Result<String, AlertsError> {
+        let now = jiff::Timestamp::now();
+        let ends = now + jiff::SignedDuration::try_from(silence.lasts).unwrap_or_default();
+        let matchers: Vec<Value> = silence
+            .matchers
+            .iter()
+            .map(|(name, value)| json!({"name": name, "value": value, "isRegex": false, "isEqual": true}))
+            .collect();
+        let body = json!({
+            "matchers": matchers,
+            "startsAt": now.to_string(),
+            "endsAt": ends.to_string(),
+            "createdBy": silence.actor,
+            "comment": silence.comment,
+        });
+        let answer = self
+            .alertmanager(settings, "POST", "/api/v2/silences", Some(body))
+            .await?;
+        Ok(answer["silenceID"].as_str().unwrap_or_default().to_string())
     }
 
     pub async fn expire_silence(&self, id: &str, actor: &str) -> Result<(), AlertsError> {
@@ -412,6 +531,23 @@ impl Alerts {
             )));
         }
         Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+}
+
+/// How often obsbox looks for acknowledged alerts that resolved.
+const SETTLE_EVERY: Duration = Duration::from_secs(10);
+
+/// Settles acknowledged alerts that resolved (see `settle_acknowledged`)
+/// until `stop`.
+pub async fn keep_settling(alerts: Arc<Alerts>, stop: tokio_util::sync::CancellationToken) {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(SETTLE_EVERY) => {}
+        }
+        if let Err(e) = alerts.settle_acknowledged().await {
+            tracing::warn!(error = %e, "cannot settle acknowledged alerts");
+        }
     }
 }
 

@@ -18,7 +18,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use plan::{plans, prepare_dirs, Locator};
-pub use render::alertmanager::{receiver_secret, TEST_RECEIVER_LABEL, WEBHOOK_TOKEN_SECRET};
+pub use render::alertmanager::{
+    receiver_secret, ESCALATED_ALERT, TEST_ID_LABEL, TEST_RECEIVER_LABEL, WEBHOOK_TOKEN_SECRET,
+};
 
 /// Facts about where obsbox runs that rendering needs.
 #[derive(Debug, Clone)]

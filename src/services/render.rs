@@ -7,6 +7,7 @@ mod rules;
 use super::Environment;
 use crate::settings::Settings;
 pub use alertmanager::{secret_grants, SecretGrant};
+use alertmanager::{ESCALATED_ALERT, WATCHDOG_ALERT};
 pub use rules::runbook_url;
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -43,6 +44,7 @@ pub mod paths {
     pub const BLACKBOX_CONFIG: &str = "children/blackbox/blackbox.yml";
     pub const ALERTMANAGER_CONFIG: &str = "children/alertmanager/alertmanager.yml";
     pub const ALERTMANAGER_DATA: &str = "children/alertmanager/data";
+    pub const ALERTMANAGER_TEMPLATES: &str = "children/alertmanager/obsbox.tmpl";
     pub const ALERTMANAGER_SECRETS: &str = "children/alertmanager/secrets";
     pub const LOKI_CONFIG: &str = "children/loki/loki.yaml";
     pub const LOKI_DATA: &str = "children/loki/data";
@@ -103,6 +105,11 @@ pub fn render(settings: &Settings, env: &Environment) -> Vec<ConfigFile> {
             "alertmanager",
             paths::ALERTMANAGER_CONFIG,
             alertmanager::alertmanager(settings, env),
+        );
+        add(
+            "alertmanager",
+            paths::ALERTMANAGER_TEMPLATES,
+            alertmanager::templates(settings, env),
         );
     }
     if s.loki.enabled {

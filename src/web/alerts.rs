@@ -127,7 +127,7 @@ async fn acknowledge(
     let id: i64 = id
         .parse()
         .map_err(|_| ApiError::new(StatusCode::NOT_FOUND, format!("no alert '{id}'")))?;
-    Ok(Json(app.alerts.acknowledge(id, &actor.0)?).into_response())
+    Ok(Json(app.alerts.acknowledge(id, &actor.0).await?).into_response())
 }
 
 async fn receivers(State(app): State<Arc<AppState>>) -> ApiResult {
