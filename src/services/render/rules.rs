@@ -757,3 +757,81 @@ fn error_ratio(slo: &Slo, window: &str) -> String {
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs `promtool test rules` on one alert over recorded series; its
+    /// report when it fails.
+    fn promtool(alert: &Alert, series: &str, checks: &str) -> Result<(), String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let settings = Settings::default();
+        let env = Environment {
+            data_dir: dir.path().into(),
+            obsbox_address: "127.0.0.1:8080".into(),
+        };
+        let catalog = Catalog::new(&settings, &env);
+        let rules = dir.path().join("rules.yml");
+        let text = catalog.file(
+            "test",
+            json!({"name": "test"}),
+            Vec::new(),
+            std::slice::from_ref(alert),
+        );
+        std::fs::write(&rules, text).map_err(|e| e.to_string())?;
+        let test = dir.path().join("test.yml");
+        std::fs::write(
+            &test,
+            format!(
+                "rule_files: ['{}']\nevaluation_interval: 1m\ntests:\n  - interval: 1m\n    input_series:\n{series}    alert_rule_test:\n{checks}",
+                rules.display()
+            ),
+        )
+        .map_err(|e| e.to_string())?;
+        let out = std::process::Command::new("promtool")
+            .args(["test", "rules"])
+            .arg(&test)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stdout).into_owned())
+        }
+    }
+
+    #[test]
+    fn a_log_error_spike_fires_even_with_no_errors_in_the_hour_before() {
+        // The PromQL twin of the LogQL rule: the same builder over a counter
+        // of error lines, so `rate` is lines per second over the range as
+        // in LogQL. A stream absent from the hour before has no series there.
+        let errors =
+            |range: &str| format!(r#"sum by (host, app) (rate(log_error_lines_total{range}))"#);
+        let t = Settings::default().alerting.thresholds;
+        let rule = Alert {
+            name: "LogErrorRateSpike",
+            expr: spike(
+                errors,
+                t.log_error_floor_per_second,
+                t.log_error_spike_factor,
+            ),
+            wait: Some("5m"),
+            severity: "warning",
+            service: "logs",
+            summary: "spike",
+            description: String::new(),
+        };
+        // nginx: silent for an hour, then 1 error line/s. cron: a steady
+        // 1 line/s all along, never a spike. db: 0.05/s, under the floor.
+        let series = "      - series: 'log_error_lines_total{host=\"nas\",app=\"nginx\"}'\n        values: '_x60 0+60x20'\n      - series: 'log_error_lines_total{host=\"nas\",app=\"cron\"}'\n        values: '0+60x80'\n      - series: 'log_error_lines_total{host=\"nas\",app=\"db\"}'\n        values: '_x60 0+3x20'\n";
+        let fires = |at: &str| {
+            format!("      - eval_time: {at}\n        alertname: LogErrorRateSpike\n        exp_alerts:\n          - exp_labels: {{severity: warning, service: logs, host: nas, app: nginx}}\n            exp_annotations: {{summary: spike, description: '', runbook_url: 'http://obsbox:8080/runbooks/LogErrorRateSpike'}}\n")
+        };
+        let quiet = |at: &str| {
+            format!("      - eval_time: {at}\n        alertname: LogErrorRateSpike\n        exp_alerts: []\n")
+        };
+        let checks = [quiet("59m"), quiet("65m"), fires("66m"), fires("70m")].concat();
+        promtool(&rule, series, &checks).unwrap();
+    }
+}
