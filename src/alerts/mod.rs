@@ -48,6 +48,86 @@ pub struct ReceiverView {
     pub secret: &'static str,
     pub secret_required: bool,
     pub secret_set: bool,
+    /// Alertmanager's last failure to notify this receiver, from its log.
+    pub last_error: Option<DeliveryError>,
+}
+
+/// A notification Alertmanager could not deliver.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct DeliveryError {
+    /// When Alertmanager gave up (RFC 3339, as it logged it).
+    pub at: String,
+    /// Its error, with any URL in it replaced by `<url>` (a Slack webhook
+    /// URL is a secret).
+    pub error: String,
+}
+
+/// The lines of Alertmanager's output searched for delivery failures.
+const DELIVERY_LOG_LINES: usize = 2000;
+
+/// The newest delivery failure of each receiver in Alertmanager's log lines
+/// (logfmt: `ts=... msg="Notify for alerts failed" ... err="<receiver>/<integration>[i]: ..."`).
+fn delivery_errors(lines: &[String]) -> BTreeMap<String, DeliveryError> {
+    let mut found = BTreeMap::new();
+    for line in lines {
+        if !line.contains(r#"msg="Notify for alerts failed""#) {
+            continue;
+        }
+        let (Some(at), Some(error)) = (logfmt_value(line, "ts"), logfmt_value(line, "err")) else {
+            continue;
+        };
+        let Some((receiver, _)) = error.split_once('/') else {
+            continue;
+        };
+        found.insert(
+            receiver.to_string(),
+            DeliveryError {
+                at,
+                error: redact_urls(&error),
+            },
+        );
+    }
+    found
+}
+
+/// The value of `key` in a logfmt line, quoted or not.
+fn logfmt_value(line: &str, key: &str) -> Option<String> {
+    let start = line
+        .find(&format!(" {key}="))
+        .map(|i| i + 1)
+        .or_else(|| line.starts_with(&format!("{key}=")).then_some(0))?
+        + key.len()
+        + 1;
+    let rest = &line[start..];
+    if let Some(quoted) = rest.strip_prefix('"') {
+        let mut value = String::new();
+        let mut chars = quoted.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => value.extend(chars.next()),
+                '"' => return Some(value),
+                c => value.push(c),
+            }
+        }
+        None
+    } else {
+        Some(rest.split(' ').next().unwrap_or_default().to_string())
+    }
+}
+
+/// Replaces every http(s) URL in `text` by `<url>`.
+fn redact_urls(text: &str) -> String {
+    text.split(' ')
+        .map(|word| {
+            let bare = word.trim_matches(|c| c == '"' || c == '\'' || c == ':');
+            if bare.starts_with("http://") || bare.starts_with("https://") {
+                word.replace(bare, "<url>")
+            } else {
+                word.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// A silence to create: exact label matches for a while.
@@ -414,8 +494,13 @@ impl Alerts {
         Ok(())
     }
 
-    pub fn receivers(&self) -> Result<Vec<ReceiverView>, AlertsError> {
+    pub async fn receivers(&self) -> Result<Vec<ReceiverView>, AlertsError> {
         let settings = self.services.settings()?;
+        let log = self
+            .services
+            .child_output("alertmanager", DELIVERY_LOG_LINES)
+            .await?;
+        let mut errors = delivery_errors(&log);
         Ok(settings
             .alerting
             .receivers
@@ -426,6 +511,7 @@ impl Alerts {
                     .secret(&receiver_secret(&receiver.name, secret))
                     .is_some();
                 ReceiverView {
+                    last_error: errors.remove(&receiver.name),
                     receiver,
                     secret,
                     secret_required,
@@ -558,4 +644,30 @@ fn find_receiver<'a>(settings: &'a Settings, name: &str) -> Result<&'a Receiver,
         .iter()
         .find(|r| r.name == name)
         .ok_or_else(|| AlertsError::NotFound(format!("no receiver '{name}'")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_last_delivery_failure_of_each_receiver_comes_from_the_log_without_urls() {
+        let lines: Vec<String> = [
+            r#"ts=2026-12-07T03:00:00.000Z caller=dispatch.go:352 level=error component=dispatcher msg="Notify for alerts failed" num_alerts=1 err="hook/webhook[0]: notify retry canceled after 2 attempts: Post \"http://127.0.0.1:9/x\": dial tcp 127.0.0.1:9: connect: connection refused""#,
+            r#"ts=2026-12-07T03:00:01.000Z caller=main.go:1 level=info msg="Completed loading of configuration file""#,
+            r#"ts=2026-12-07T03:05:00.000Z caller=dispatch.go:352 level=error component=dispatcher msg="Notify for alerts failed" num_alerts=1 err="hook/webhook[0]: notify retry canceled due to unrecoverable error after 1 attempts: unexpected status code 500""#,
+            r#"ts=2026-12-07T03:06:00.000Z caller=dispatch.go:352 level=error component=dispatcher msg="Notify for alerts failed" num_alerts=2 err="chat/slack[0]: notify retry canceled after 3 attempts: Post \"https://hooks.slack.com/services/T0/B0/SECRET\": dial tcp: lookup hooks.slack.com: no such host""#,
+        ]
+        .map(String::from)
+        .to_vec();
+        let errors = delivery_errors(&lines);
+        assert_eq!(errors.len(), 2);
+        assert_eq!(errors["hook"].at, "2026-12-07T03:05:00.000Z");
+        assert!(errors["hook"].error.ends_with("unexpected status code 500"));
+        let chat = &errors["chat"].error;
+        assert!(
+            !chat.contains("SECRET") && chat.contains(r#"Post "<url>": dial tcp"#),
+            "{chat}"
+        );
+    }
 }

@@ -280,6 +280,19 @@ impl Services {
         render::runbook_url(settings, &self.env, alert)
     }
 
+    /// The last `lines` lines a child printed (none if there is no such child).
+    pub async fn child_output(
+        &self,
+        child: &str,
+        lines: usize,
+    ) -> Result<Vec<String>, ServicesError> {
+        Ok(self
+            .supervisor
+            .tail(child, lines)
+            .await?
+            .unwrap_or_default())
+    }
+
     /// Gives the children the secrets they read again, after a secret changed.
     pub async fn refresh_secrets(&self) -> Result<(), ServicesError> {
         let _guard = self.changing.lock().await;

@@ -131,7 +131,7 @@ async fn acknowledge(
 }
 
 async fn receivers(State(app): State<Arc<AppState>>) -> ApiResult {
-    Ok(Json(app.alerts.receivers()?).into_response())
+    Ok(Json(app.alerts.receivers().await?).into_response())
 }
 
 /// A receiver with its secret, which is stored apart and never shown back.

@@ -272,6 +272,15 @@ impl<'a> Catalog<'a> {
             },
         ];
         alerts.push(Alert {
+            name: "NotificationsFailing",
+            expr: "increase(alertmanager_notifications_failed_total[10m]) > 0".into(),
+            wait: None,
+            severity: "warning",
+            service: "alerting",
+            summary: "Alertmanager cannot deliver {{ $labels.integration }} notifications",
+            description: "{{ $value | printf \"%.0f\" }} {{ $labels.integration }} notifications failed in the last 10 minutes. The receivers list (GET /api/alerts/receivers) shows each receiver's last error.".into(),
+        });
+        alerts.push(Alert {
             name: super::WATCHDOG_ALERT,
             expr: "vector(1)".into(),
             wait: None,
