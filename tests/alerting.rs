@@ -578,3 +578,49 @@ fn the_watchdog_beats_to_the_heartbeat_url_and_stays_out_of_the_history() {
         .iter()
         .all(|a| a["alertname"] != "Watchdog"));
 }
+
+#[test]
+fn a_broken_receiver_shows_its_last_error_and_a_working_one_none() {
+    let hook = HttpSink::start();
+    let obsbox = Obsbox::start(&[
+        ("services", services_only(&["alertmanager"])),
+        (
+            "alerting",
+            json!({"receivers": [
+                {"name": "dead", "kind": "webhook", "url": format!("http://127.0.0.1:{}/gone", free_port())},
+                {"name": "hook", "kind": "webhook", "url": format!("http://127.0.0.1:{}/hook", hook.port)},
+            ]}),
+        ),
+    ]);
+    obsbox.wait_all_ready(READY);
+    for receiver in ["dead", "hook"] {
+        let (status, body) = obsbox.send(
+            "POST",
+            "/api/alerts/test",
+            &json!({"receiver": receiver}).to_string(),
+        );
+        assert_eq!(status, 202, "{body}");
+    }
+    let receivers = wait_for("the dead receiver's error", Duration::from_secs(90), || {
+        let list = obsbox.get("/api/alerts/receivers");
+        let dead = list.as_array()?.iter().find(|r| r["name"] == "dead")?;
+        dead["last_error"].is_object().then_some(list)
+    });
+    let by_name = |name: &str| {
+        receivers
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    let error = by_name("dead")["last_error"]["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(error.contains("connection refused"), "{error}");
+    assert!(!error.contains("/gone"), "the URL is hidden: {error}");
+    assert!(hook.requests().iter().any(|r| r.path == "/hook"));
+    assert!(by_name("hook")["last_error"].is_null());
+}
