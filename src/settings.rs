@@ -9,7 +9,8 @@ mod power;
 pub mod users;
 
 pub use alerting::{
-    default_slos, AlertingSettings, Indicator, Receiver, ReceiverKind, Slo, OBSBOX_RECEIVER,
+    default_slos, AlertingSettings, Heartbeat, Indicator, Receiver, ReceiverKind, Slo,
+    OBSBOX_RECEIVER,
 };
 pub use log_ingest::{LogIntakeSettings, SyslogSettings, SPOOL_SEGMENT_BYTES};
 pub use loki::LokiSettings;

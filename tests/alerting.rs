@@ -624,3 +624,24 @@ fn a_broken_receiver_shows_its_last_error_and_a_working_one_none() {
     assert!(hook.requests().iter().any(|r| r.path == "/hook"));
     assert!(by_name("hook")["last_error"].is_null());
 }
+
+#[test]
+fn first_boot_setup_sets_the_heartbeat_url_and_refuses_a_bad_one() {
+    let mut obsbox = Obsbox::start_fresh(&[("services", services_only(&[]))], &[]);
+    let setup = |url: &str| {
+        json!({"password": PASSWORD, "confirm": PASSWORD, "hostname": "box", "heartbeat_url": url})
+            .to_string()
+    };
+    let (status, answer) = obsbox.send("POST", "/api/setup", &setup("hc-ping.com/abc"));
+    assert_eq!(status, 422, "{answer}");
+    assert!(
+        answer.to_string().contains("alerting.heartbeat.url"),
+        "{answer}"
+    );
+    let (status, answer) = obsbox.send("POST", "/api/setup", &setup("https://hc-ping.com/abc"));
+    assert_eq!(status, 201, "{answer}");
+    obsbox.log_in(PASSWORD);
+    let heartbeat = &obsbox.settings()["alerting"]["heartbeat"];
+    assert_eq!(heartbeat["url"], "https://hc-ping.com/abc");
+    assert_eq!(heartbeat["every"], "1m");
+}

@@ -185,6 +185,16 @@ pub struct Heartbeat {
     pub every: String,
 }
 
+impl Heartbeat {
+    /// A heartbeat to `url` at the default pace.
+    pub fn new(url: &str) -> Heartbeat {
+        Heartbeat {
+            url: url.to_string(),
+            every: default_heartbeat_every(),
+        }
+    }
+}
+
 fn default_heartbeat_every() -> String {
     "1m".into()
 }
