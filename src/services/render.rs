@@ -291,7 +291,7 @@ fn file_sd_probes(settings: &Settings) -> String {
             labels.insert("kind".into(), json!(p.kind));
             labels.insert("host".into(), json!(host_of(&p.target)));
             labels.insert("__param_target".into(), json!(p.target));
-            labels.insert("__param_module".into(), json!(p.kind.module()));
+            labels.insert("__param_module".into(), json!(p.module()));
             for (k, v) in &p.labels {
                 labels.insert(k.clone(), json!(v));
             }
@@ -305,6 +305,7 @@ fn file_sd_probes(settings: &Settings) -> String {
 fn blackbox() -> String {
     let doc = json!({"modules": {
         "http_2xx": {"prober": "http", "timeout": "10s", "http": {"preferred_ip_protocol": "ip4", "ip_protocol_fallback": true}},
+        "http_2xx_expiry_only": {"prober": "http", "timeout": "10s", "http": {"preferred_ip_protocol": "ip4", "ip_protocol_fallback": true, "tls_config": {"insecure_skip_verify": true}}},
         "tcp_connect": {"prober": "tcp", "timeout": "10s", "tcp": {"preferred_ip_protocol": "ip4", "ip_protocol_fallback": true}},
         "icmp": {"prober": "icmp", "timeout": "5s", "icmp": {"preferred_ip_protocol": "ip4", "ip_protocol_fallback": true}},
     }});
