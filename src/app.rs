@@ -280,6 +280,10 @@ pub async fn run(
         copies_stop.clone(),
     ));
     let alerts = Arc::new(Alerts::new(store.clone(), services.clone(), webhook_token));
+    let settle = tokio::spawn(crate::alerts::keep_settling(
+        alerts.clone(),
+        copies_stop.clone(),
+    ));
     let diagnostics = Diagnostics::new(DiagnosticsContext {
         services: services.clone(),
         supervisor: supervisor.clone(),
@@ -436,6 +440,9 @@ pub async fn run(
     copies_stop.cancel();
     if let Err(e) = copies.await {
         tracing::error!(error = %e, "the database copier failed");
+    }
+    if let Err(e) = settle.await {
+        tracing::error!(error = %e, "settling acknowledged alerts failed");
     }
     // A stop asked for while rebooting (the host going down, an operator)
     // would be lost in the new process: it wins.

@@ -9,7 +9,8 @@ mod power;
 pub mod users;
 
 pub use alerting::{
-    default_slos, AlertingSettings, Indicator, Receiver, ReceiverKind, Slo, OBSBOX_RECEIVER,
+    default_slos, AlertingSettings, Heartbeat, Indicator, Receiver, ReceiverKind, Slo,
+    OBSBOX_RECEIVER,
 };
 pub use log_ingest::{LogIntakeSettings, SyslogSettings, SPOOL_SEGMENT_BYTES};
 pub use loki::LokiSettings;
@@ -94,6 +95,32 @@ pub struct ProbeCheck {
     /// Extra labels, e.g. `owner` and `service`.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// How an https probe treats the server's certificate chain.
+    #[serde(default)]
+    pub tls: ProbeTls,
+}
+
+/// Certificate checking of an https probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProbeTls {
+    /// The chain must lead to a CA the system trusts.
+    #[default]
+    Verify,
+    /// Do not check the chain (self-signed or private-CA certificates):
+    /// the probe still reads the certificate's expiry, so
+    /// `TLSCertificateExpiresSoon` works for it.
+    ExpiryOnly,
+}
+
+impl ProbeCheck {
+    /// The blackbox exporter module this probe uses.
+    pub fn module(&self) -> &'static str {
+        match (self.kind, self.tls) {
+            (ProbeKind::Http, ProbeTls::ExpiryOnly) => "http_2xx_expiry_only",
+            (kind, _) => kind.module(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

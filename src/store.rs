@@ -246,6 +246,9 @@ const MIGRATIONS: &[&str] = &[
         last_seen INTEGER NOT NULL,
         PRIMARY KEY (source, sender)
     );",
+    // The Alertmanager silences an acknowledgement made (a JSON list of
+    // IDs), expired when the alert resolves.
+    "ALTER TABLE alerts ADD COLUMN ack_silences TEXT NOT NULL DEFAULT '[]';",
 ];
 
 /// A handle on the store; cheap to clone. Calls block briefly on SQLite.

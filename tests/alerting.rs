@@ -158,6 +158,8 @@ fn alerts_reach_mail_webhook_and_matrix_and_land_in_the_history() {
         {"labels": {"alertname": "HostDown", "severity": "critical", "service": "infrastructure", "host": "nas"}},
         {"labels": {"alertname": "TargetDown", "severity": "warning", "service": "monitoring", "host": "nas"}},
         {"labels": {"alertname": "TargetDown", "severity": "warning", "service": "monitoring", "host": "nvr"}},
+        // The escalation of the very alert that inhibits: never held back.
+        {"labels": {"alertname": "AlertEscalated", "severity": "critical", "service": "alerting", "host": "nas", "escalated_alert": "HostDown"}},
     ]);
     ureq::post(&format!("http://127.0.0.1:{am}/api/v2/alerts"))
         .send_json(alerts)
@@ -180,7 +182,8 @@ fn alerts_reach_mail_webhook_and_matrix_and_land_in_the_history() {
                 )
             })
             .collect();
-        (!inhibited.is_empty()).then_some(inhibited)
+        // Wait until all four are in, so a late one cannot slip by.
+        (list.as_array()?.len() >= 4 && !inhibited.is_empty()).then_some(inhibited)
     });
     assert_eq!(inhibited, ["TargetDown@nas"]);
 
@@ -341,4 +344,304 @@ fn silences_and_bad_input_are_handled_without_changing_anything() {
         .as_array()
         .unwrap()
         .is_empty());
+}
+
+/// The alerts Alertmanager holds now.
+fn alertmanager_alerts(port: u16) -> Vec<Value> {
+    get_json(port, "/api/v2/alerts")
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_default()
+}
+
+fn post_alerts(port: u16, alerts: Value) {
+    ureq::post(&format!("http://127.0.0.1:{port}/api/v2/alerts"))
+        .send_json(alerts)
+        .unwrap();
+}
+
+fn named<'a>(alerts: &'a [Value], label: &str, value: &str) -> Option<&'a Value> {
+    alerts.iter().find(|a| a["labels"][label] == value)
+}
+
+#[test]
+fn an_acknowledged_alert_stops_repeating_and_escalating_until_it_resolves() {
+    let first = HttpSink::start();
+    let oncall = HttpSink::start();
+    let obsbox = Obsbox::start(&[
+        ("services", services_only(&["alertmanager"])),
+        (
+            "alertmanager",
+            json!({"group_wait": "1s", "group_interval": "1s"}),
+        ),
+        (
+            "alerting",
+            json!({
+                "receivers": [
+                    {"name": "first", "kind": "webhook", "url": format!("http://127.0.0.1:{}/first", first.port)},
+                    {"name": "oncall", "kind": "webhook", "url": format!("http://127.0.0.1:{}/oncall", oncall.port)},
+                ],
+                "routes": [{"severity": "critical", "receiver": "first"}],
+                "escalation": {"after": "10m", "receiver": "oncall"},
+                "acknowledgement_expires": "1h",
+            }),
+        ),
+    ]);
+    obsbox.wait_all_ready(READY);
+    let am = alertmanager_port(&obsbox);
+    let labels = json!({"alertname": "DiskUsageCritical", "severity": "critical",
+        "service": "infrastructure", "host": "nas", "mountpoint": "/"});
+    let starts = "2026-01-01T00:00:00Z";
+    post_alerts(am, json!([{"labels": labels, "startsAt": starts}]));
+    wait_for("the first receiver's notification", DELIVERY, || {
+        first.requests().into_iter().find(|r| r.path == "/first")
+    });
+    let id = wait_for("the alert in the history", DELIVERY, || {
+        obsbox.get("/api/alerts")["alerts"]
+            .as_array()?
+            .iter()
+            .find(|a| a["alertname"] == "DiskUsageCritical")?["id"]
+            .as_i64()
+    });
+
+    let (status, acked) = obsbox.send("POST", &format!("/api/alerts/{id}/ack"), "");
+    assert_eq!(status, 200, "{acked}");
+    // Alertmanager now silences the alert (no more repeats to the first
+    // receiver) and its escalation.
+    let silenced = wait_for("the alert silenced", DELIVERY, || {
+        let alerts = alertmanager_alerts(am);
+        let alert = named(&alerts, "alertname", "DiskUsageCritical")?;
+        (alert["status"]["state"] == "suppressed").then(|| alert.clone())
+    });
+    assert_eq!(
+        silenced["status"]["silencedBy"].as_array().unwrap().len(),
+        1
+    );
+    // Prometheus raises the escalations after `after`: the acknowledged
+    // alert's, and one of an alert nobody acknowledged.
+    let escalation = |alert: &str| {
+        json!({"labels": {"alertname": "AlertEscalated", "severity": "critical", "service": "alerting",
+            "host": "nas", "mountpoint": "/", "escalated_alert": alert}})
+    };
+    post_alerts(
+        am,
+        json!([
+            escalation("DiskUsageCritical"),
+            escalation("MemoryUsageCritical")
+        ]),
+    );
+    let escalated = wait_for("the unacknowledged escalation", DELIVERY, || {
+        oncall.requests().into_iter().find(|r| r.path == "/oncall")
+    });
+    let payload: Value = serde_json::from_str(&escalated.body).unwrap();
+    let names: Vec<&str> = payload["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["labels"]["escalated_alert"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["MemoryUsageCritical"]);
+    let alerts = alertmanager_alerts(am);
+    let held = named(&alerts, "escalated_alert", "DiskUsageCritical").unwrap();
+    assert_eq!(held["status"]["state"], "suppressed", "{held}");
+
+    // It resolves: obsbox notices though the silence mutes the resolved
+    // notification, records the end and expires both silences.
+    post_alerts(
+        am,
+        json!([{"labels": labels, "startsAt": starts, "endsAt": jiff::Timestamp::now().to_string()}]),
+    );
+    let resolved = wait_for("the alert resolved in the history", DELIVERY, || {
+        let a = obsbox.get("/api/alerts")["alerts"]
+            .as_array()?
+            .iter()
+            .find(|a| a["id"] == id)?
+            .clone();
+        (a["status"] == "resolved").then_some(a)
+    });
+    assert_eq!(resolved["acked_by"], "admin");
+    let silences = obsbox.get("/api/silences");
+    let states: Vec<&str> = silences
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["status"]["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["expired", "expired"], "{silences}");
+}
+
+#[test]
+fn slack_and_pagerduty_get_the_rendered_texts_and_a_second_test_alert_comes_at_once() {
+    let sink = HttpSink::start();
+    // Default timings: a second alert of one group would wait 5 minutes.
+    let obsbox = Obsbox::start(&[
+        ("services", services_only(&["alertmanager"])),
+        (
+            "alerting",
+            json!({"external_url": "http://obsbox.test",
+                "receivers": [{"name": "pager", "kind": "pagerduty", "url": format!("http://127.0.0.1:{}/pd", sink.port)}]}),
+        ),
+    ]);
+    obsbox.wait_all_ready(READY);
+    let (status, _) = obsbox.send(
+        "POST",
+        "/api/alerts/receivers",
+        &json!({"receiver": {"name": "chat", "kind": "slack", "channel": "#alerts"},
+            "secret": format!("http://127.0.0.1:{}/slack", sink.port)})
+        .to_string(),
+    );
+    assert_eq!(status, 201);
+    let (status, _) = obsbox.send(
+        "PUT",
+        "/api/alerts/receivers/pager",
+        &json!({"receiver": {"name": "pager", "kind": "pagerduty", "url": format!("http://127.0.0.1:{}/pd", sink.port)},
+            "secret": "R0UTINGKEY0123456789abcdef012345"})
+        .to_string(),
+    );
+    assert_eq!(status, 200);
+    for receiver in ["chat", "pager", "chat"] {
+        let (status, body) = obsbox.send(
+            "POST",
+            "/api/alerts/test",
+            &json!({"receiver": receiver}).to_string(),
+        );
+        assert_eq!(status, 202, "{body}");
+    }
+    let slack = wait_for("two Slack messages", DELIVERY, || {
+        let posts: Vec<_> = sink
+            .requests()
+            .into_iter()
+            .filter(|r| r.path == "/slack")
+            .collect();
+        (posts.len() >= 2).then_some(posts)
+    });
+    let message: Value = serde_json::from_str(&slack[0].body).unwrap();
+    let attachment = &message["attachments"][0];
+    assert_eq!(message["channel"], "#alerts");
+    assert_eq!(attachment["title"], "[FIRING:1] ObsboxTestAlert on obsbox");
+    assert_eq!(attachment["title_link"], "http://obsbox.test");
+    let text = attachment["text"].as_str().unwrap();
+    for part in [
+        "FIRING ObsboxTestAlert (info): Test alert for receiver chat",
+        "Sent from obsbox by admin to check that notifications reach chat.",
+        "Runbook: http://obsbox.test/runbooks/ObsboxTestAlert",
+        "Silence: http://obsbox.test/alertmanager/#/silences/new?filter=%7Balertname%3D%22ObsboxTestAlert%22",
+        "Box: http://obsbox.test",
+    ] {
+        assert!(text.contains(part), "{part} in {text}");
+    }
+    let pd = wait_for("the PagerDuty event", DELIVERY, || {
+        sink.requests().into_iter().find(|r| r.path == "/pd")
+    });
+    let event: Value = serde_json::from_str(&pd.body).unwrap();
+    assert_eq!(event["routing_key"], "R0UTINGKEY0123456789abcdef012345");
+    assert_eq!(event["event_action"], "trigger");
+    assert_eq!(
+        event["payload"]["summary"],
+        "[FIRING:1] ObsboxTestAlert on obsbox"
+    );
+    assert_eq!(event["payload"]["severity"], "info");
+    assert_eq!(
+        event["payload"]["custom_details"]["runbook"],
+        "http://obsbox.test/runbooks/ObsboxTestAlert"
+    );
+    // The routing key is a secret: not in the settings or the rendered config.
+    let config = obsbox.get("/api/services/alertmanager/config").to_string();
+    assert!(
+        !config.contains("R0UTINGKEY") && !obsbox.settings().to_string().contains("R0UTINGKEY")
+    );
+}
+
+#[test]
+fn the_watchdog_beats_to_the_heartbeat_url_and_stays_out_of_the_history() {
+    let heartbeat = HttpSink::start();
+    let obsbox = Obsbox::start(&[
+        ("services", services_only(&["prometheus", "alertmanager"])),
+        ("prometheus", json!({"evaluation_interval": "1s"})),
+        (
+            "alerting",
+            json!({"heartbeat": {"url": format!("http://127.0.0.1:{}/ping/abc", heartbeat.port), "every": "30s"}}),
+        ),
+    ]);
+    obsbox.wait_all_ready(READY);
+    let beat = wait_for("a heartbeat", Duration::from_secs(90), || {
+        heartbeat
+            .requests()
+            .into_iter()
+            .find(|r| r.path == "/ping/abc")
+    });
+    let payload: Value = serde_json::from_str(&beat.body).unwrap();
+    assert_eq!(payload["alerts"][0]["labels"]["alertname"], "Watchdog");
+    assert_eq!(payload["status"], "firing");
+    assert!(obsbox.get("/api/alerts")["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|a| a["alertname"] != "Watchdog"));
+}
+
+#[test]
+fn a_broken_receiver_shows_its_last_error_and_a_working_one_none() {
+    let hook = HttpSink::start();
+    let obsbox = Obsbox::start(&[
+        ("services", services_only(&["alertmanager"])),
+        (
+            "alerting",
+            json!({"receivers": [
+                {"name": "dead", "kind": "webhook", "url": format!("http://127.0.0.1:{}/gone", free_port())},
+                {"name": "hook", "kind": "webhook", "url": format!("http://127.0.0.1:{}/hook", hook.port)},
+            ]}),
+        ),
+    ]);
+    obsbox.wait_all_ready(READY);
+    for receiver in ["dead", "hook"] {
+        let (status, body) = obsbox.send(
+            "POST",
+            "/api/alerts/test",
+            &json!({"receiver": receiver}).to_string(),
+        );
+        assert_eq!(status, 202, "{body}");
+    }
+    let receivers = wait_for("the dead receiver's error", Duration::from_secs(90), || {
+        let list = obsbox.get("/api/alerts/receivers");
+        let dead = list.as_array()?.iter().find(|r| r["name"] == "dead")?;
+        dead["last_error"].is_object().then_some(list)
+    });
+    let by_name = |name: &str| {
+        receivers
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    let error = by_name("dead")["last_error"]["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(error.contains("connection refused"), "{error}");
+    assert!(!error.contains("/gone"), "the URL is hidden: {error}");
+    assert!(hook.requests().iter().any(|r| r.path == "/hook"));
+    assert!(by_name("hook")["last_error"].is_null());
+}
+
+#[test]
+fn first_boot_setup_sets_the_heartbeat_url_and_refuses_a_bad_one() {
+    let mut obsbox = Obsbox::start_fresh(&[("services", services_only(&[]))], &[]);
+    let setup = |url: &str| {
+        json!({"password": PASSWORD, "confirm": PASSWORD, "hostname": "box", "heartbeat_url": url})
+            .to_string()
+    };
+    let (status, answer) = obsbox.send("POST", "/api/setup", &setup("hc-ping.com/abc"));
+    assert_eq!(status, 422, "{answer}");
+    assert!(
+        answer.to_string().contains("alerting.heartbeat.url"),
+        "{answer}"
+    );
+    let (status, answer) = obsbox.send("POST", "/api/setup", &setup("https://hc-ping.com/abc"));
+    assert_eq!(status, 201, "{answer}");
+    obsbox.log_in(PASSWORD);
+    let heartbeat = &obsbox.settings()["alerting"]["heartbeat"];
+    assert_eq!(heartbeat["url"], "https://hc-ping.com/abc");
+    assert_eq!(heartbeat["every"], "1m");
 }

@@ -972,6 +972,40 @@ fn probes_run_through_the_real_blackbox_exporter() {
     assert!(answer.to_string().contains("probes[0].target"), "{answer}");
 }
 
+#[test]
+fn an_expiry_only_probe_reads_a_self_signed_certificate_the_verifying_one_refuses() {
+    let obsbox = Obsbox::start_with(
+        &[
+            ("services", services_only(&["prometheus", "blackbox"])),
+            ("prometheus", json!({"scrape_interval": "1s"})),
+        ],
+        &[],
+        &["--https-listen", "127.0.0.1:0"],
+    );
+    obsbox.wait_all_ready(READY);
+    let prom = port_of(&obsbox.settings(), "prometheus");
+    let target = format!("https://127.0.0.1:{}/healthz", obsbox.https_port.unwrap());
+    let probes = json!([
+        {"name": "strict", "kind": "http", "target": target},
+        {"name": "homelab", "kind": "http", "target": target, "tls": "expiry_only"},
+    ]);
+    let (status, answer) = obsbox.send("PUT", "/api/settings/probes", &probes.to_string());
+    assert_eq!(status, 200, "{answer}");
+    for (probe, success) in [("strict", 0.0), ("homelab", 1.0)] {
+        wait_for(&format!("probe {probe}"), Duration::from_secs(60), || {
+            (prom_query(prom, &format!(r#"probe_success{{probe="{probe}"}}"#)) == Some(success))
+                .then_some(())
+        });
+    }
+    // The expiry TLSCertificateExpiresSoon compares is there, in the future.
+    let left = prom_query(
+        prom,
+        r#"probe_ssl_earliest_cert_expiry{probe="homelab"} - time()"#,
+    )
+    .unwrap();
+    assert!(left > 86_400.0, "{left}");
+}
+
 /// An extra child that ignores SIGTERM and starts a grandchild that leaves
 /// its process group (`setsid`) and ignores SIGTERM too. Both shells carry
 /// `marker` in their command lines.

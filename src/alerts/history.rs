@@ -13,6 +13,12 @@ use std::collections::BTreeMap;
 pub struct Notification {
     pub status: String,
     pub alerts: Vec<NotifiedAlert>,
+    /// The alert group the notification is for.
+    #[serde(default)]
+    pub group_key: String,
+    /// Alertmanager's own address (its UI, where silences are made).
+    #[serde(default, rename = "externalURL")]
+    pub external_url: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -43,6 +49,50 @@ pub struct AlertRecord {
     pub acked_at: Option<i64>,
     pub acked_by: Option<String>,
     pub notifications: i64,
+}
+
+/// Keeps the silences an acknowledgement made, to expire them when the alert resolves.
+pub fn set_ack_silences(store: &Store, id: i64, silences: &[String]) -> Result<(), StoreError> {
+    store.with_conn(|conn| {
+        conn.execute(
+            "UPDATE alerts SET ack_silences = ?2 WHERE id = ?1",
+            params![id, serde_json::to_string(silences).unwrap_or_default()],
+        )?;
+        Ok(())
+    })
+}
+
+/// Acknowledged alerts still firing that hold silences: (id, fingerprint, silence IDs).
+/// Their resolution cannot reach obsbox's receiver (the silence mutes it),
+/// so obsbox looks for it in Alertmanager.
+pub fn silenced_by_ack(store: &Store) -> Result<Vec<(i64, String, Vec<String>)>, StoreError> {
+    store.with_conn(|conn| {
+        let mut stmt = conn.prepare(
+            "SELECT id, fingerprint, ack_silences FROM alerts
+             WHERE status = 'firing' AND ack_silences != '[]'",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            let ids: String = r.get(2)?;
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                serde_json::from_str(&ids).unwrap_or_default(),
+            ))
+        })?;
+        rows.collect()
+    })
+}
+
+/// Marks an alert resolved now (Alertmanager no longer has it) and forgets its silences.
+pub fn resolve(store: &Store, id: i64) -> Result<(), StoreError> {
+    store.with_conn(|conn| {
+        conn.execute(
+            "UPDATE alerts SET status = 'resolved', ends_at = ?2, ack_silences = '[]'
+             WHERE id = ?1 AND status = 'firing'",
+            params![id, now_millis()],
+        )?;
+        Ok(())
+    })
 }
 
 /// Figures over the alerts that started in the last 30 days (test alerts left out).

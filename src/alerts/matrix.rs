@@ -3,7 +3,7 @@
 
 use super::history::Notification;
 use serde_json::json;
-use std::sync::atomic::{AtomicU64, Ordering};
+use sha2::{Digest, Sha256};
 use std::time::Duration;
 
 /// The message for a notification: plain text and its HTML twin.
@@ -39,6 +39,10 @@ pub fn message(notification: &Notification) -> serde_json::Value {
             escape(&head),
             escape(annotation("summary"))
         );
+        if !annotation("description").is_empty() {
+            text.push(format!("  {}", annotation("description")));
+            item.push_str(&format!("<br>{}", escape(annotation("description"))));
+        }
         if !annotation("runbook_url").is_empty() {
             text.push(format!("  runbook: {}", annotation("runbook_url")));
             item.push_str(&format!(
@@ -50,12 +54,42 @@ pub fn message(notification: &Notification) -> serde_json::Value {
         html.push(item);
     }
     html.push("</ul>".into());
+    if !notification.external_url.is_empty() {
+        let silence = format!(
+            "{}/#/silences/new",
+            notification.external_url.trim_end_matches('/')
+        );
+        text.push(format!("silence: {silence}"));
+        html.push(format!("<a href=\"{}\">silence</a>", escape(&silence)));
+    }
     json!({
         "msgtype": "m.text",
         "body": text.join("\n"),
         "format": "org.matrix.custom.html",
         "formatted_body": html.concat(),
     })
+}
+
+/// The transaction ID of a notification: the same for Alertmanager's
+/// retries of one notification (the homeserver then drops the repeats),
+/// different for the next notification of the group.
+pub fn transaction_id(notification: &Notification) -> String {
+    let mut hash = Sha256::new();
+    hash.update(notification.group_key.as_bytes());
+    hash.update([0]);
+    hash.update(notification.status.as_bytes());
+    for alert in &notification.alerts {
+        for part in [
+            &alert.fingerprint,
+            &alert.status,
+            &alert.starts_at,
+            &alert.ends_at,
+        ] {
+            hash.update([0]);
+            hash.update(part.as_bytes());
+        }
+    }
+    format!("obsbox-{}", &hex::encode(hash.finalize())[..32])
 }
 
 fn escape(text: &str) -> String {
@@ -82,16 +116,9 @@ pub fn send(
     homeserver: &str,
     room_id: &str,
     token: &str,
+    txn: &str,
     content: &serde_json::Value,
 ) -> Result<(), String> {
-    static SENT: AtomicU64 = AtomicU64::new(0);
-    // Unique per message so that the homeserver does not drop a retry of a
-    // different message as a duplicate.
-    let txn = format!(
-        "obsbox-{}-{}",
-        crate::store::now_millis(),
-        SENT.fetch_add(1, Ordering::Relaxed)
-    );
     let url = format!(
         "{}/_matrix/client/v3/rooms/{}/send/m.room.message/{txn}",
         homeserver.trim_end_matches('/'),
@@ -139,5 +166,30 @@ mod tests {
         assert!(html.contains("Host &lt;nas&gt; is down"), "{html}");
         assert!(html.contains("<a href=\"http://obsbox:8080/runbooks/HostDown\">"));
         assert_eq!(segment("!abc:example.org"), "%21abc%3Aexample.org");
+    }
+
+    #[test]
+    fn a_retried_notification_keeps_its_transaction_id_and_the_next_one_gets_another() {
+        let notification = |status: &str, ends: &str| -> Notification {
+            serde_json::from_value(json!({
+                "receiver": "room", "status": status, "groupKey": "{}:{alertname=\"HostDown\"}",
+                "externalURL": "http://obsbox:8080/alertmanager",
+                "alerts": [{"status": status, "labels": {"alertname": "HostDown"},
+                            "annotations": {"summary": "down", "description": "nas has not answered for 2m."},
+                            "startsAt": "2026-01-01T00:00:00Z", "endsAt": ends, "fingerprint": "f"}]
+            }))
+            .unwrap()
+        };
+        let firing = notification("firing", "0001-01-01T00:00:00Z");
+        let retried = notification("firing", "0001-01-01T00:00:00Z");
+        let resolved = notification("resolved", "2026-01-01T00:10:00Z");
+        assert_eq!(transaction_id(&firing), transaction_id(&retried));
+        assert_ne!(transaction_id(&firing), transaction_id(&resolved));
+        let body = message(&firing)["body"].as_str().unwrap().to_string();
+        assert!(body.contains("  nas has not answered for 2m."), "{body}");
+        assert!(
+            body.ends_with("silence: http://obsbox:8080/alertmanager/#/silences/new"),
+            "{body}"
+        );
     }
 }

@@ -7,7 +7,8 @@ pub mod history;
 mod matrix;
 
 use crate::services::{
-    receiver_secret, Services, ServicesError, TEST_RECEIVER_LABEL, WEBHOOK_TOKEN_SECRET,
+    receiver_secret, Services, ServicesError, ESCALATED_ALERT, TEST_ID_LABEL, TEST_RECEIVER_LABEL,
+    WEBHOOK_TOKEN_SECRET,
 };
 use crate::settings::{parse_duration, Receiver, ReceiverKind, Settings};
 use crate::store::{Store, StoreError};
@@ -47,6 +48,86 @@ pub struct ReceiverView {
     pub secret: &'static str,
     pub secret_required: bool,
     pub secret_set: bool,
+    /// Alertmanager's last failure to notify this receiver, from its log.
+    pub last_error: Option<DeliveryError>,
+}
+
+/// A notification Alertmanager could not deliver.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct DeliveryError {
+    /// When Alertmanager gave up (RFC 3339, as it logged it).
+    pub at: String,
+    /// Its error, with any URL in it replaced by `<url>` (a Slack webhook
+    /// URL is a secret).
+    pub error: String,
+}
+
+/// The lines of Alertmanager's output searched for delivery failures.
+const DELIVERY_LOG_LINES: usize = 2000;
+
+/// The newest delivery failure of each receiver in Alertmanager's log lines
+/// (logfmt: `ts=... msg="Notify for alerts failed" ... err="<receiver>/<integration>[i]: ..."`).
+fn delivery_errors(lines: &[String]) -> BTreeMap<String, DeliveryError> {
+    let mut found = BTreeMap::new();
+    for line in lines {
+        if !line.contains(r#"msg="Notify for alerts failed""#) {
+            continue;
+        }
+        let (Some(at), Some(error)) = (logfmt_value(line, "ts"), logfmt_value(line, "err")) else {
+            continue;
+        };
+        let Some((receiver, _)) = error.split_once('/') else {
+            continue;
+        };
+        found.insert(
+            receiver.to_string(),
+            DeliveryError {
+                at,
+                error: redact_urls(&error),
+            },
+        );
+    }
+    found
+}
+
+/// The value of `key` in a logfmt line, quoted or not.
+fn logfmt_value(line: &str, key: &str) -> Option<String> {
+    let start = line
+        .find(&format!(" {key}="))
+        .map(|i| i + 1)
+        .or_else(|| line.starts_with(&format!("{key}=")).then_some(0))?
+        + key.len()
+        + 1;
+    let rest = &line[start..];
+    if let Some(quoted) = rest.strip_prefix('"') {
+        let mut value = String::new();
+        let mut chars = quoted.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => value.extend(chars.next()),
+                '"' => return Some(value),
+                c => value.push(c),
+            }
+        }
+        None
+    } else {
+        Some(rest.split(' ').next().unwrap_or_default().to_string())
+    }
+}
+
+/// Replaces every http(s) URL in `text` by `<url>`.
+fn redact_urls(text: &str) -> String {
+    text.split(' ')
+        .map(|word| {
+            let bare = word.trim_matches(|c| c == '"' || c == '\'' || c == ':');
+            if bare.starts_with("http://") || bare.starts_with("https://") {
+                word.replace(bare, "<url>")
+            } else {
+                word.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// A silence to create: exact label matches for a while.
@@ -57,6 +138,34 @@ pub struct SilenceRequest {
     /// How long it lasts, e.g. `2h`.
     pub duration: String,
     pub comment: String,
+}
+
+/// A silence to post: exact matches, for how long, by whom and why.
+struct Silence<'a> {
+    matchers: &'a BTreeMap<String, String>,
+    lasts: Duration,
+    actor: &'a str,
+    comment: &'a str,
+}
+
+/// The label sets an acknowledgement silences: the alert itself, and (for a
+/// critical alert, with escalation set) the `AlertEscalated` it raises,
+/// whose labels are the alert's with its name in `escalated_alert` and the
+/// escalation's own `alertname`, `severity` and `service`.
+fn ack_silences(record: &AlertRecord, settings: &Settings) -> Vec<BTreeMap<String, String>> {
+    let mut sets = vec![record.labels.clone()];
+    if settings.alerting.escalation.is_some() && record.severity == "critical" {
+        let mut escalation: BTreeMap<String, String> = record
+            .labels
+            .iter()
+            .filter(|(k, _)| !matches!(k.as_str(), "alertname" | "severity" | "service"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        escalation.insert("alertname".into(), ESCALATED_ALERT.into());
+        escalation.insert("escalated_alert".into(), record.alertname.clone());
+        sets.push(escalation);
+    }
+    sets
 }
 
 const ALERTMANAGER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -143,15 +252,84 @@ impl Alerts {
         Ok(history::stats(&self.store)?)
     }
 
-    pub fn acknowledge(&self, id: i64, actor: &str) -> Result<AlertRecord, AlertsError> {
+    /// Acknowledges an alert. While it fires, Alertmanager silences it (no
+    /// more repeats to its receivers) and its escalation, until it resolves
+    /// or `acknowledgement_expires` passes: then both come back.
+    pub async fn acknowledge(&self, id: i64, actor: &str) -> Result<AlertRecord, AlertsError> {
+        let record = history::get(&self.store, id)?
+            .ok_or_else(|| AlertsError::NotFound(format!("no alert {id}")))?;
+        let settings = self.services.settings()?;
+        let mut silences = Vec::new();
+        if record.acked_at.is_none()
+            && record.status == "firing"
+            && settings.services.alertmanager.enabled
+        {
+            let lasts = parse_duration(&settings.alerting.acknowledgement_expires)
+                .map_err(AlertsError::Invalid)?;
+            let comment = format!("Acknowledged: {} (alert {id})", record.alertname);
+            for matchers in ack_silences(&record, &settings) {
+                let silence = Silence {
+                    matchers: &matchers,
+                    lasts,
+                    actor,
+                    comment: &comment,
+                };
+                silences.push(self.post_silence(&settings, &silence).await?);
+            }
+        }
         let record = history::acknowledge(&self.store, id, actor)?
             .ok_or_else(|| AlertsError::NotFound(format!("no alert {id}")))?;
+        if !silences.is_empty() {
+            history::set_ack_silences(&self.store, id, &silences)?;
+        }
         self.store.audit(
             actor,
             "alert.acknowledge",
             &format!("{} ({id})", record.alertname),
         )?;
         Ok(record)
+    }
+
+    /// Finds the acknowledged alerts that resolved: their silence mutes the
+    /// resolved notification too, so obsbox asks Alertmanager which alerts
+    /// it still has, marks the others resolved and expires their silences
+    /// (a silence left would mute the alert's next occurrence).
+    pub async fn settle_acknowledged(&self) -> Result<usize, AlertsError> {
+        let waiting = history::silenced_by_ack(&self.store)?;
+        if waiting.is_empty() {
+            return Ok(0);
+        }
+        let settings = self.services.settings()?;
+        let active = self
+            .alertmanager(&settings, "GET", "/api/v2/alerts", None)
+            .await?;
+        let present: Vec<&str> = active
+            .as_array()
+            .map(|a| a.iter().filter_map(|a| a["fingerprint"].as_str()).collect())
+            .unwrap_or_default();
+        let mut settled = 0;
+        for (id, fingerprint, silences) in waiting {
+            if present.contains(&fingerprint.as_str()) {
+                continue;
+            }
+            for silence in silences {
+                // One the user expired already answers an error: nothing to undo.
+                if let Err(e) = self
+                    .alertmanager(
+                        &settings,
+                        "DELETE",
+                        &format!("/api/v2/silence/{silence}"),
+                        None,
+                    )
+                    .await
+                {
+                    tracing::info!(silence, error = %e, "acknowledgement silence not expired");
+                }
+            }
+            history::resolve(&self.store, id)?;
+            settled += 1;
+        }
+        Ok(settled)
     }
 
     /// Posts a notification to the Matrix room of receiver `name`.
@@ -173,13 +351,16 @@ impl Alerts {
                 AlertsError::Relay(format!("receiver '{name}' has no access_token set"))
             })?;
         let content = matrix::message(&notification);
-        tokio::task::spawn_blocking(move || matrix::send(&homeserver, &room_id, &token, &content))
-            .await
-            .map_err(|e| AlertsError::Relay(e.to_string()))?
-            .map_err(|e| {
-                tracing::warn!(receiver = name, error = %e, "Matrix relay failed");
-                AlertsError::Relay(e)
-            })
+        let txn = matrix::transaction_id(&notification);
+        tokio::task::spawn_blocking(move || {
+            matrix::send(&homeserver, &room_id, &token, &txn, &content)
+        })
+        .await
+        .map_err(|e| AlertsError::Relay(e.to_string()))?
+        .map_err(|e| {
+            tracing::warn!(receiver = name, error = %e, "Matrix relay failed");
+            AlertsError::Relay(e)
+        })
     }
 
     /// Sends a real alert through Alertmanager to receiver `name` only.
@@ -194,6 +375,9 @@ impl Alerts {
                 "service": "alerting",
                 "host": settings.general.hostname,
                 TEST_RECEIVER_LABEL: name,
+                // Each test alert is a new alert in a group of its own, so a
+                // second one is sent at once, not after `group_interval`.
+                TEST_ID_LABEL: now.as_millisecond().to_string(),
             },
             "annotations": {
                 "summary": format!("Test alert for receiver {name}"),
@@ -251,25 +435,14 @@ impl Alerts {
         let (Some(length), true) = (length, problems.is_empty()) else {
             return Err(AlertsError::Invalid(problems.join("; ")));
         };
-        let now = jiff::Timestamp::now();
-        let ends = now + jiff::SignedDuration::try_from(length).unwrap_or_default();
-        let matchers: Vec<Value> = request
-            .matchers
-            .iter()
-            .map(|(name, value)| json!({"name": name, "value": value, "isRegex": false, "isEqual": true}))
-            .collect();
-        let body = json!({
-            "matchers": matchers,
-            "startsAt": now.to_string(),
-            "endsAt": ends.to_string(),
-            "createdBy": actor,
-            "comment": request.comment,
-        });
         let settings = self.services.settings()?;
-        let answer = self
-            .alertmanager(&settings, "POST", "/api/v2/silences", Some(body))
-            .await?;
-        let id = answer["silenceID"].as_str().unwrap_or_default().to_string();
+        let silence = Silence {
+            matchers: &request.matchers,
+            lasts: length,
+            actor,
+            comment: &request.comment,
+        };
+        let id = self.post_silence(&settings, &silence).await?;
         let described: Vec<String> = request
             .matchers
             .iter()
@@ -281,6 +454,32 @@ impl Alerts {
             &format!("{id}: {} for {}", described.join(","), request.duration),
         )?;
         Ok(id)
+    }
+
+    /// Creates a silence in Alertmanager; its ID.
+    async fn post_silence(
+        &self,
+        settings: &Settings,
+        silence: &Silence<'_>,
+    ) -> Result<String, AlertsError> {
+        let now = jiff::Timestamp::now();
+        let ends = now + jiff::SignedDuration::try_from(silence.lasts).unwrap_or_default();
+        let matchers: Vec<Value> = silence
+            .matchers
+            .iter()
+            .map(|(name, value)| json!({"name": name, "value": value, "isRegex": false, "isEqual": true}))
+            .collect();
+        let body = json!({
+            "matchers": matchers,
+            "startsAt": now.to_string(),
+            "endsAt": ends.to_string(),
+            "createdBy": silence.actor,
+            "comment": silence.comment,
+        });
+        let answer = self
+            .alertmanager(settings, "POST", "/api/v2/silences", Some(body))
+            .await?;
+        Ok(answer["silenceID"].as_str().unwrap_or_default().to_string())
     }
 
     pub async fn expire_silence(&self, id: &str, actor: &str) -> Result<(), AlertsError> {
@@ -295,8 +494,13 @@ impl Alerts {
         Ok(())
     }
 
-    pub fn receivers(&self) -> Result<Vec<ReceiverView>, AlertsError> {
+    pub async fn receivers(&self) -> Result<Vec<ReceiverView>, AlertsError> {
         let settings = self.services.settings()?;
+        let log = self
+            .services
+            .child_output("alertmanager", DELIVERY_LOG_LINES)
+            .await?;
+        let mut errors = delivery_errors(&log);
         Ok(settings
             .alerting
             .receivers
@@ -307,6 +511,7 @@ impl Alerts {
                     .secret(&receiver_secret(&receiver.name, secret))
                     .is_some();
                 ReceiverView {
+                    last_error: errors.remove(&receiver.name),
                     receiver,
                     secret,
                     secret_required,
@@ -415,6 +620,23 @@ impl Alerts {
     }
 }
 
+/// How often obsbox looks for acknowledged alerts that resolved.
+const SETTLE_EVERY: Duration = Duration::from_secs(10);
+
+/// Settles acknowledged alerts that resolved (see `settle_acknowledged`)
+/// until `stop`.
+pub async fn keep_settling(alerts: Arc<Alerts>, stop: tokio_util::sync::CancellationToken) {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(SETTLE_EVERY) => {}
+        }
+        if let Err(e) = alerts.settle_acknowledged().await {
+            tracing::warn!(error = %e, "cannot settle acknowledged alerts");
+        }
+    }
+}
+
 fn find_receiver<'a>(settings: &'a Settings, name: &str) -> Result<&'a Receiver, AlertsError> {
     settings
         .alerting
@@ -422,4 +644,30 @@ fn find_receiver<'a>(settings: &'a Settings, name: &str) -> Result<&'a Receiver,
         .iter()
         .find(|r| r.name == name)
         .ok_or_else(|| AlertsError::NotFound(format!("no receiver '{name}'")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_last_delivery_failure_of_each_receiver_comes_from_the_log_without_urls() {
+        let lines: Vec<String> = [
+            r#"ts=2026-12-07T03:00:00.000Z caller=dispatch.go:352 level=error component=dispatcher msg="Notify for alerts failed" num_alerts=1 err="hook/webhook[0]: notify retry canceled after 2 attempts: Post \"http://127.0.0.1:9/x\": dial tcp 127.0.0.1:9: connect: connection refused""#,
+            r#"ts=2026-12-07T03:00:01.000Z caller=main.go:1 level=info msg="Completed loading of configuration file""#,
+            r#"ts=2026-12-07T03:05:00.000Z caller=dispatch.go:352 level=error component=dispatcher msg="Notify for alerts failed" num_alerts=1 err="hook/webhook[0]: notify retry canceled due to unrecoverable error after 1 attempts: unexpected status code 500""#,
+            r#"ts=2026-12-07T03:06:00.000Z caller=dispatch.go:352 level=error component=dispatcher msg="Notify for alerts failed" num_alerts=2 err="chat/slack[0]: notify retry canceled after 3 attempts: Post \"https://hooks.slack.com/services/T0/B0/SECRET\": dial tcp: lookup hooks.slack.com: no such host""#,
+        ]
+        .map(String::from)
+        .to_vec();
+        let errors = delivery_errors(&lines);
+        assert_eq!(errors.len(), 2);
+        assert_eq!(errors["hook"].at, "2026-12-07T03:05:00.000Z");
+        assert!(errors["hook"].error.ends_with("unexpected status code 500"));
+        let chat = &errors["chat"].error;
+        assert!(
+            !chat.contains("SECRET") && chat.contains(r#"Post "<url>": dial tcp"#),
+            "{chat}"
+        );
+    }
 }

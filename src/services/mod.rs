@@ -18,7 +18,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use plan::{plans, prepare_dirs, Locator};
-pub use render::alertmanager::{receiver_secret, TEST_RECEIVER_LABEL, WEBHOOK_TOKEN_SECRET};
+pub use render::alertmanager::{
+    receiver_secret, ESCALATED_ALERT, TEST_ID_LABEL, TEST_RECEIVER_LABEL, WEBHOOK_TOKEN_SECRET,
+};
 
 /// Facts about where obsbox runs that rendering needs.
 #[derive(Debug, Clone)]
@@ -290,6 +292,19 @@ impl Services {
     /// Where the runbook of `alert` is served, as notifications link it.
     pub fn runbook_url(&self, settings: &Settings, alert: &str) -> String {
         render::runbook_url(settings, &self.env, alert)
+    }
+
+    /// The last `lines` lines a child printed (none if there is no such child).
+    pub async fn child_output(
+        &self,
+        child: &str,
+        lines: usize,
+    ) -> Result<Vec<String>, ServicesError> {
+        Ok(self
+            .supervisor
+            .tail(child, lines)
+            .await?
+            .unwrap_or_default())
     }
 
     /// Gives the children the secrets they read again, after a secret changed.

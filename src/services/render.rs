@@ -7,6 +7,7 @@ mod rules;
 use super::Environment;
 use crate::settings::Settings;
 pub use alertmanager::{secret_grants, SecretGrant};
+use alertmanager::{ESCALATED_ALERT, WATCHDOG_ALERT};
 pub use rules::runbook_url;
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -43,6 +44,7 @@ pub mod paths {
     pub const BLACKBOX_CONFIG: &str = "children/blackbox/blackbox.yml";
     pub const ALERTMANAGER_CONFIG: &str = "children/alertmanager/alertmanager.yml";
     pub const ALERTMANAGER_DATA: &str = "children/alertmanager/data";
+    pub const ALERTMANAGER_TEMPLATES: &str = "children/alertmanager/obsbox.tmpl";
     pub const ALERTMANAGER_SECRETS: &str = "children/alertmanager/secrets";
     pub const LOKI_CONFIG: &str = "children/loki/loki.yaml";
     pub const LOKI_DATA: &str = "children/loki/data";
@@ -103,6 +105,11 @@ pub fn render(settings: &Settings, env: &Environment) -> Vec<ConfigFile> {
             "alertmanager",
             paths::ALERTMANAGER_CONFIG,
             alertmanager::alertmanager(settings, env),
+        );
+        add(
+            "alertmanager",
+            paths::ALERTMANAGER_TEMPLATES,
+            alertmanager::templates(settings, env),
         );
     }
     if s.loki.enabled {
@@ -284,7 +291,7 @@ fn file_sd_probes(settings: &Settings) -> String {
             labels.insert("kind".into(), json!(p.kind));
             labels.insert("host".into(), json!(host_of(&p.target)));
             labels.insert("__param_target".into(), json!(p.target));
-            labels.insert("__param_module".into(), json!(p.kind.module()));
+            labels.insert("__param_module".into(), json!(p.module()));
             for (k, v) in &p.labels {
                 labels.insert(k.clone(), json!(v));
             }
@@ -298,6 +305,7 @@ fn file_sd_probes(settings: &Settings) -> String {
 fn blackbox() -> String {
     let doc = json!({"modules": {
         "http_2xx": {"prober": "http", "timeout": "10s", "http": {"preferred_ip_protocol": "ip4", "ip_protocol_fallback": true}},
+        "http_2xx_expiry_only": {"prober": "http", "timeout": "10s", "http": {"preferred_ip_protocol": "ip4", "ip_protocol_fallback": true, "tls_config": {"insecure_skip_verify": true}}},
         "tcp_connect": {"prober": "tcp", "timeout": "10s", "tcp": {"preferred_ip_protocol": "ip4", "ip_protocol_fallback": true}},
         "icmp": {"prober": "icmp", "timeout": "5s", "icmp": {"preferred_ip_protocol": "ip4", "ip_protocol_fallback": true}},
     }});

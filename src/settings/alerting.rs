@@ -22,8 +22,14 @@ pub struct AlertingSettings {
     pub default_receiver: Option<String>,
     /// Labels alerts are grouped by into one notification.
     pub group_by: Vec<String>,
-    /// A critical alert firing this long also goes to another receiver.
+    /// A critical alert nobody acknowledged this long also goes to another receiver.
     pub escalation: Option<Escalation>,
+    /// Where the always-firing `Watchdog` alert is posted, so that another
+    /// system notices when this box stops; unset: nowhere.
+    pub heartbeat: Option<Heartbeat>,
+    /// How long an acknowledgement holds: it silences the alert's repeats
+    /// and its escalation for this long, or until the alert resolves.
+    pub acknowledgement_expires: String,
 }
 
 impl Default for AlertingSettings {
@@ -36,6 +42,8 @@ impl Default for AlertingSettings {
             default_receiver: None,
             group_by: vec!["alertname".into(), "host".into(), "instance".into()],
             escalation: None,
+            heartbeat: None,
+            acknowledgement_expires: "4h".into(),
         }
     }
 }
@@ -111,6 +119,14 @@ pub enum ReceiverKind {
         #[serde(default)]
         authorize: bool,
     },
+    /// PagerDuty through its Events API v2; the integration's routing key
+    /// is the secret `routing_key`. A resolved alert resolves the incident.
+    Pagerduty {
+        /// The Events API v2 endpoint; unset: PagerDuty's
+        /// (`https://events.pagerduty.com/v2/enqueue`).
+        #[serde(default)]
+        url: Option<String>,
+    },
     /// A Matrix room, through obsbox, which posts with the secret `access_token`.
     Matrix {
         /// Client-server API base, e.g. `https://matrix.example.org`.
@@ -127,6 +143,7 @@ impl ReceiverKind {
             ReceiverKind::Email { username, .. } => ("password", username.is_some()),
             ReceiverKind::Slack { .. } => ("webhook_url", true),
             ReceiverKind::Webhook { authorize, .. } => ("bearer_token", *authorize),
+            ReceiverKind::Pagerduty { .. } => ("routing_key", true),
             ReceiverKind::Matrix { .. } => ("access_token", true),
         }
     }
@@ -152,6 +169,34 @@ pub struct Escalation {
     /// How long a critical alert fires before it escalates.
     pub after: String,
     pub receiver: String,
+}
+
+/// A dead-man's switch: the watchdog's notifications POSTed to a URL
+/// (healthchecks.io, an Uptime Kuma push monitor, a second obsbox) that
+/// raises its own alarm when they stop.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Heartbeat {
+    /// The http(s) URL POSTed to, in Alertmanager's webhook format.
+    pub url: String,
+    /// How often: from 30s to 5m, so that a dead box is noticed within 10
+    /// minutes with the other side's grace period.
+    #[serde(default = "default_heartbeat_every")]
+    pub every: String,
+}
+
+impl Heartbeat {
+    /// A heartbeat to `url` at the default pace.
+    pub fn new(url: &str) -> Heartbeat {
+        Heartbeat {
+            url: url.to_string(),
+            every: default_heartbeat_every(),
+        }
+    }
+}
+
+fn default_heartbeat_every() -> String {
+    "1m".into()
 }
 
 /// A service level objective, tracked with multi-window burn-rate alerts.
@@ -296,6 +341,11 @@ impl AlertingSettings {
                         at("url", format!("'{url}' is not an http(s) URL"));
                     }
                 }
+                ReceiverKind::Pagerduty { url } => {
+                    if url.as_ref().is_some_and(|u| !is_plain_url(u)) {
+                        at("url", "is not an http(s) URL".into());
+                    }
+                }
                 ReceiverKind::Matrix {
                     homeserver,
                     room_id,
@@ -351,6 +401,39 @@ impl AlertingSettings {
                 bad,
             );
         }
+        for (i, route) in self.routes.iter().enumerate() {
+            if let Some(severity) = route.severity.as_deref() {
+                if !SEVERITIES.contains(&severity) {
+                    bad(
+                        format!("alerting.routes[{i}].severity"),
+                        format!(
+                            "no alert has severity '{severity}': use {}",
+                            SEVERITIES.join(", ")
+                        ),
+                    );
+                }
+            }
+        }
+        if let Some(heartbeat) = &self.heartbeat {
+            if !is_plain_url(&heartbeat.url) {
+                bad(
+                    "alerting.heartbeat.url".into(),
+                    format!("'{}' is not an http(s) URL", heartbeat.url),
+                );
+            }
+            duration_in(
+                "alerting.heartbeat.every",
+                &heartbeat.every,
+                secs(30)..=secs(300),
+                bad,
+            );
+        }
+        duration_in(
+            "alerting.acknowledgement_expires",
+            &self.acknowledgement_expires,
+            secs(60)..=secs(7 * 86_400),
+            bad,
+        );
         for label in &self.group_by {
             if !is_label_name(label) {
                 bad(
@@ -361,6 +444,10 @@ impl AlertingSettings {
         }
     }
 }
+
+/// The severities obsbox's alerts carry (`info`: test alerts); a route on
+/// any other would never match.
+pub const SEVERITIES: [&str; 3] = ["critical", "warning", "info"];
 
 /// The receiver obsbox renders for itself: every notification, into the history.
 pub const OBSBOX_RECEIVER: &str = "obsbox";
@@ -431,9 +518,11 @@ mod tests {
             {"name": "mail", "kind": "email", "to": "ops@example.org", "from": "box@example.org", "smarthost": "mail.example.org:587", "username": "box"},
             {"name": "chat", "kind": "slack", "channel": "#alerts"},
             {"name": "hook", "kind": "webhook", "url": "https://hooks.example.org/x"},
-            {"name": "room", "kind": "matrix", "homeserver": "https://matrix.example.org", "room_id": "!abc:example.org"}
+            {"name": "room", "kind": "matrix", "homeserver": "https://matrix.example.org", "room_id": "!abc:example.org"},
+            {"name": "pager", "kind": "pagerduty"}
         ], "routes": [{"severity": "critical", "receiver": "room", "continue": true}, {"receiver": "mail"}],
-           "escalation": {"after": "30m", "receiver": "hook"}, "default_receiver": "chat"});
+           "escalation": {"after": "30m", "receiver": "hook"}, "default_receiver": "chat",
+           "heartbeat": {"url": "https://hc-ping.com/5bf66975"}});
         assert_eq!(problems(receivers), Vec::<String>::new());
     }
 
@@ -443,8 +532,9 @@ mod tests {
             {"name": "mail", "kind": "email", "to": "nobody", "from": "box@example.org", "smarthost": "mail"},
             {"name": "room", "kind": "matrix", "homeserver": "matrix.example.org", "room_id": "abc"},
             {"name": "obsbox", "kind": "webhook", "url": "http://127.0.0.1:1/"}
-        ], "routes": [{"severity": "crit ical", "receiver": "nowhere"}],
-           "escalation": {"after": "soon", "receiver": "mail"},
+        ], "routes": [{"severity": "crit ical", "receiver": "nowhere"}, {"severity": "critcal", "receiver": "mail"}],
+           "escalation": {"after": "0s", "receiver": "mail"},
+           "heartbeat": {"url": "hc-ping.com/x", "every": "1h"}, "acknowledgement_expires": "0s",
            "thresholds": {"disk_warning_percent": 95, "cpu_warning_percent": 120}}));
         for field in [
             "alerting.receivers[0].to",
@@ -454,7 +544,11 @@ mod tests {
             "alerting.receivers[2].name",
             "alerting.routes[0].receiver",
             "alerting.routes[0].severity",
+            "alerting.routes[1].severity",
             "alerting.escalation.after",
+            "alerting.heartbeat.url",
+            "alerting.heartbeat.every",
+            "alerting.acknowledgement_expires",
             "alerting.thresholds.disk_warning_percent",
             "alerting.thresholds.cpu_warning_percent",
         ] {

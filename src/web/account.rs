@@ -48,6 +48,9 @@ struct Setup {
     hostname: String,
     #[serde(default)]
     timezone: String,
+    /// Where the watchdog's heartbeat goes (`alerting.heartbeat.url`); empty: nowhere yet.
+    #[serde(default)]
+    heartbeat_url: String,
 }
 
 /// Sets the admin password, the host name and the time zone, all checked
@@ -65,6 +68,21 @@ async fn setup(State(app): State<Arc<AppState>>, body: Bytes) -> ApiResult {
     {
         problems.extend(found);
     }
+    let heartbeat_url = request.heartbeat_url.trim();
+    let alerting = if heartbeat_url.is_empty() {
+        None
+    } else {
+        let mut alerting = app.services.settings()?.alerting;
+        alerting.heartbeat = Some(crate::settings::Heartbeat::new(heartbeat_url));
+        let alerting = serde_json::to_value(alerting)
+            .map_err(|e| ApiError::internal("cannot encode the settings", e))?;
+        if let Err(crate::store::StoreError::Invalid(found)) =
+            app.store.propose("alerting", alerting.clone())
+        {
+            problems.extend(found);
+        }
+        Some(alerting)
+    };
     if !problems.is_empty() {
         return Err(ApiError::refused("setup refused", problems));
     }
@@ -72,6 +90,9 @@ async fn setup(State(app): State<Arc<AppState>>, body: Bytes) -> ApiResult {
         .create_admin(&request.password, &request.confirm)
         .await?;
     app.services.update("general", general, "setup").await?;
+    if let Some(alerting) = alerting {
+        app.services.update("alerting", alerting, "setup").await?;
+    }
     app.store
         .audit("setup", "account.create", crate::accounts::ADMIN)?;
     Ok((StatusCode::CREATED, Json(json!({"next": "/login"}))).into_response())

@@ -127,11 +127,11 @@ async fn acknowledge(
     let id: i64 = id
         .parse()
         .map_err(|_| ApiError::new(StatusCode::NOT_FOUND, format!("no alert '{id}'")))?;
-    Ok(Json(app.alerts.acknowledge(id, &actor.0)?).into_response())
+    Ok(Json(app.alerts.acknowledge(id, &actor.0).await?).into_response())
 }
 
 async fn receivers(State(app): State<Arc<AppState>>) -> ApiResult {
-    Ok(Json(app.alerts.receivers()?).into_response())
+    Ok(Json(app.alerts.receivers().await?).into_response())
 }
 
 /// A receiver with its secret, which is stored apart and never shown back.

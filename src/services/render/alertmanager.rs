@@ -10,6 +10,46 @@ use std::path::PathBuf;
 /// The token Alertmanager shows obsbox's webhook endpoints.
 pub const WEBHOOK_TOKEN_SECRET: &str = "alerting/obsbox-webhook-token";
 
+/// The alert `AlertEscalated` raises for a critical alert nobody acknowledged in time.
+pub const ESCALATED_ALERT: &str = "AlertEscalated";
+
+/// The always-firing alert whose notifications are the box's heartbeat.
+pub const WATCHDOG_ALERT: &str = "Watchdog";
+
+/// The receiver the watchdog goes to: the heartbeat URL, or nowhere.
+pub const HEARTBEAT_RECEIVER: &str = "obsbox-heartbeat";
+
+/// How soon a critical alert (or an escalation, or a test alert) is sent
+/// again when its group changes: a second alert of a group, or one released
+/// from an inhibition, waits up to this, not the default `group_interval`.
+const URGENT_GROUP_INTERVAL: &str = "30s";
+
+/// A notification's title, text and silence link, from the templates file.
+const TITLE: &str = r#"{{ template "obsbox.title" . }}"#;
+const TEXT: &str = r#"{{ template "obsbox.text" . }}"#;
+const SILENCE: &str = r#"{{ template "obsbox.silence" . }}"#;
+
+/// The templates every receiver kind shares: the title (status, count,
+/// alert and host), each alert's summary, description and runbook, a link
+/// that opens a silence for the group in Alertmanager's UI, and the box.
+pub(super) fn templates(settings: &Settings, env: &Environment) -> String {
+    let box_url = super::external_url(settings, env);
+    format!(
+        r#"{{{{/* Notification templates. Rendered by obsbox from its settings; edits here are overwritten. */}}}}
+{{{{ define "obsbox.title" }}}}[{{{{ .Status | toUpper }}}}{{{{ if eq .Status "firing" }}}}:{{{{ .Alerts.Firing | len }}}}{{{{ end }}}}] {{{{ .CommonLabels.alertname }}}}{{{{ if .CommonLabels.host }}}} on {{{{ .CommonLabels.host }}}}{{{{ end }}}}{{{{ end }}}}
+{{{{ define "obsbox.silence" }}}}{{{{ .ExternalURL }}}}/#/silences/new?filter=%7B{{{{ range $i, $p := .GroupLabels.SortedPairs }}}}{{{{ if $i }}}}%2C{{{{ end }}}}{{{{ $p.Name }}}}%3D%22{{{{ $p.Value | urlquery }}}}%22{{{{ end }}}}%7D{{{{ end }}}}
+{{{{ define "obsbox.text" }}}}{{{{ range .Alerts }}}}{{{{ .Status | toUpper }}}} {{{{ .Labels.alertname }}}} ({{{{ .Labels.severity }}}}): {{{{ .Annotations.summary }}}}
+{{{{ .Annotations.description }}}}
+Runbook: {{{{ .Annotations.runbook_url }}}}
+{{{{ end }}}}Silence: {{{{ template "obsbox.silence" . }}}}
+Box: {box_url}{{{{ end }}}}
+"#
+    )
+}
+
+/// The label that makes each test alert a new alert in a group of its own.
+pub const TEST_ID_LABEL: &str = "obsbox_test_id";
+
 /// The label a test alert carries: the receiver it is meant for.
 pub const TEST_RECEIVER_LABEL: &str = "obsbox_test_receiver";
 
@@ -77,18 +117,44 @@ pub(super) fn alertmanager(settings: &Settings, env: &Environment) -> String {
         })
     };
 
-    let mut routes = vec![json!({"receiver": OBSBOX_RECEIVER, "continue": true})];
-    for r in &alerting.receivers {
-        routes.push(json!({
-            "receiver": r.name,
-            "matchers": [format!("{TEST_RECEIVER_LABEL}=\"{}\"", r.name)],
+    // The watchdog first and alone: its steady repeats are the heartbeat,
+    // not history.
+    let heartbeat_every = alerting
+        .heartbeat
+        .as_ref()
+        .map_or("1h", |h| h.every.as_str());
+    let box_url = super::external_url(settings, env);
+    let mut routes = vec![
+        json!({
+            "receiver": HEARTBEAT_RECEIVER,
+            "matchers": [format!("alertname=\"{WATCHDOG_ALERT}\"")],
+            "group_by": ["alertname"],
             "group_wait": "0s",
-        }));
+            "group_interval": heartbeat_every,
+            "repeat_interval": heartbeat_every,
+        }),
+        json!({"receiver": OBSBOX_RECEIVER, "continue": true}),
+    ];
+    let urgent = |mut route: Value, wait: &str| {
+        route["group_wait"] = json!(wait);
+        route["group_interval"] = json!(URGENT_GROUP_INTERVAL);
+        route
+    };
+    for r in &alerting.receivers {
+        routes.push(urgent(
+            json!({
+                "receiver": r.name,
+                "matchers": [format!("{TEST_RECEIVER_LABEL}=\"{}\"", r.name)],
+                "group_by": ["alertname", TEST_RECEIVER_LABEL, TEST_ID_LABEL],
+            }),
+            "0s",
+        ));
     }
     if let Some(escalation) = &alerting.escalation {
-        routes.push(
-            json!({"receiver": escalation.receiver, "matchers": ["alertname=\"AlertEscalated\""]}),
-        );
+        routes.push(urgent(
+            json!({"receiver": escalation.receiver, "matchers": [format!("alertname=\"{ESCALATED_ALERT}\"")]}),
+            "0s",
+        ));
     }
     for route in &alerting.routes {
         let mut matchers = Vec::new();
@@ -98,7 +164,12 @@ pub(super) fn alertmanager(settings: &Settings, env: &Environment) -> String {
         if let Some(service) = &route.service {
             matchers.push(format!("service=\"{service}\""));
         }
-        routes.push(json!({"receiver": route.receiver, "matchers": matchers, "continue": route.continue_matching}));
+        let rendered = json!({"receiver": route.receiver, "matchers": matchers, "continue": route.continue_matching});
+        routes.push(if route.severity.as_deref() == Some("critical") {
+            urgent(rendered, "10s")
+        } else {
+            rendered
+        });
     }
     if let Some(receiver) = &alerting.default_receiver {
         routes.push(json!({"receiver": receiver}));
@@ -108,6 +179,11 @@ pub(super) fn alertmanager(settings: &Settings, env: &Environment) -> String {
         "name": OBSBOX_RECEIVER,
         "webhook_configs": [obsbox_hook(NOTIFY_PATH.into())],
     })];
+    receivers.push(match &alerting.heartbeat {
+        Some(h) => json!({"name": HEARTBEAT_RECEIVER,
+            "webhook_configs": [{"url": h.url, "send_resolved": false}]}),
+        None => json!({"name": HEARTBEAT_RECEIVER}),
+    });
     for r in &alerting.receivers {
         let (secret, needed) = r.kind.secret();
         let secret_path = secret_file(&format!("{}-{secret}", r.name));
@@ -120,7 +196,8 @@ pub(super) fn alertmanager(settings: &Settings, env: &Environment) -> String {
                 require_tls,
             } => {
                 let mut c = json!({"to": to, "from": from, "smarthost": smarthost,
-                    "hello": settings.general.hostname, "require_tls": require_tls});
+                    "hello": settings.general.hostname, "require_tls": require_tls,
+                    "headers": {"Subject": TITLE}, "text": TEXT});
                 if let Some(user) = username {
                     c["auth_username"] = json!(user);
                     c["auth_password_file"] = json!(secret_path);
@@ -129,8 +206,28 @@ pub(super) fn alertmanager(settings: &Settings, env: &Environment) -> String {
             }
             ReceiverKind::Slack { channel } => (
                 "slack_configs",
-                json!({"api_url_file": secret_path, "channel": channel}),
+                json!({"api_url_file": secret_path, "channel": channel,
+                    "title": TITLE, "title_link": box_url, "text": TEXT}),
             ),
+            ReceiverKind::Pagerduty { url } => {
+                let mut c = json!({
+                    "routing_key_file": secret_path,
+                    "description": TITLE,
+                    "severity": r#"{{ if .CommonLabels.severity }}{{ .CommonLabels.severity }}{{ else }}error{{ end }}"#,
+                    "client": "obsbox",
+                    "client_url": box_url,
+                    "details": {
+                        "summary": "{{ .CommonAnnotations.summary }}",
+                        "description": TEXT,
+                        "runbook": "{{ .CommonAnnotations.runbook_url }}",
+                        "silence": SILENCE,
+                    },
+                });
+                if let Some(url) = url {
+                    c["url"] = json!(url);
+                }
+                ("pagerduty_configs", c)
+            }
             ReceiverKind::Webhook { url, .. } => {
                 let mut c = json!({"url": url});
                 if needed {
@@ -149,6 +246,7 @@ pub(super) fn alertmanager(settings: &Settings, env: &Environment) -> String {
 
     let doc = json!({
         "global": {"resolve_timeout": a.resolve_timeout},
+        "templates": [env.data_dir.join(paths::ALERTMANAGER_TEMPLATES).display().to_string()],
         "route": {
             "receiver": OBSBOX_RECEIVER,
             "group_by": alerting.group_by,
@@ -184,10 +282,16 @@ fn inhibit_rules() -> Value {
             "alertname=\"SLOBurnRateSlow\"",
             &["slo"]
         ),
-        inhibit(
-            "alertname=\"HostDown\"",
-            "alertname!=\"HostDown\"",
-            &["host"]
-        ),
+        // An escalation must not be silenced by what it escalates, and the
+        // watchdog by nothing.
+        json!({
+            "source_matchers": ["alertname=\"HostDown\""],
+            "target_matchers": [
+                "alertname!=\"HostDown\"",
+                format!("alertname!=\"{ESCALATED_ALERT}\""),
+                format!("alertname!=\"{WATCHDOG_ALERT}\""),
+            ],
+            "equal": ["host"],
+        }),
     ])
 }

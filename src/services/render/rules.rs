@@ -94,16 +94,36 @@ impl<'a> Catalog<'a> {
             ),
         }
         };
+        let cpu_wait = cpu_wait(&t.cpu_for);
         let alerts = [
             Alert {
                 name: "HostDown",
-                expr: r#"up{job="targets",exporter="node"} == 0 or probe_success{job="probes",kind="icmp"} == 0"#.into(),
+                // Host-level evidence only: its node exporter and a probe of
+                // the host (ICMP or TCP) both fail, or the ICMP probe of a
+                // host without a node exporter. An exporter dying alone is
+                // `NodeExporterDown`: HostDown silences every other alert of
+                // the host, so it must not fire on a running host.
+                expr: format!(
+                    "({EXPORTER_DOWN}) and on (host) ({HOST_PROBE_FAILED}) or ({ICMP_FAILED}) unless on (host) {EXPORTERS}"
+                ),
                 wait: Some(&t.host_down_for),
                 severity: "critical",
                 service: "infrastructure",
                 summary: "Host {{ $labels.host }} is down or unreachable",
                 description: format!(
-                    "{{{{ $labels.host }}}} ({{{{ $labels.instance }}}}) has not answered for {}.",
+                    "{{{{ $labels.host }}}} ({{{{ $labels.instance }}}}) has not answered for {}: neither its node exporter nor a probe of the host reaches it.",
+                    t.host_down_for
+                ),
+            },
+            Alert {
+                name: "NodeExporterDown",
+                expr: format!("{EXPORTER_DOWN} unless on (host) ({HOST_PROBE_FAILED})"),
+                wait: Some(&t.host_down_for),
+                severity: "warning",
+                service: "infrastructure",
+                summary: "The node exporter of {{ $labels.host }} does not answer",
+                description: format!(
+                    "{{{{ $labels.instance }}}} has not answered for {}, but the host itself still answers its probes (or has none): its metrics are missing, its other alerts stay on.",
                     t.host_down_for
                 ),
             },
@@ -127,10 +147,10 @@ impl<'a> Catalog<'a> {
             Alert {
                 name: "CPUUsageHigh",
                 expr: format!(
-                    r#"100 * (1 - avg without (cpu, mode) (rate(node_cpu_seconds_total{{mode="idle"}}[5m]))) > {}"#,
+                    r#"100 * (1 - avg without (cpu, mode) (rate(node_cpu_seconds_total{{mode="idle"}}[{CPU_RATE_WINDOW}]))) > {}"#,
                     t.cpu_warning_percent
                 ),
-                wait: Some(&t.cpu_for),
+                wait: Some(&cpu_wait),
                 severity: "warning",
                 service: "infrastructure",
                 summary: "CPU on {{ $labels.host }} is busy",
@@ -251,21 +271,39 @@ impl<'a> Catalog<'a> {
                 description: "Log lines have waited more than 10 minutes with no push accepted by Loki; they are kept in their files until the kept segments run out.".into(),
             },
         ];
+        alerts.push(Alert {
+            name: "NotificationsFailing",
+            expr: "increase(alertmanager_notifications_failed_total[10m]) > 0".into(),
+            wait: None,
+            severity: "warning",
+            service: "alerting",
+            summary: "Alertmanager cannot deliver {{ $labels.integration }} notifications",
+            description: "{{ $value | printf \"%.0f\" }} {{ $labels.integration }} notifications failed in the last 10 minutes. The receivers list (GET /api/alerts/receivers) shows each receiver's last error.".into(),
+        });
+        alerts.push(Alert {
+            name: super::WATCHDOG_ALERT,
+            expr: "vector(1)".into(),
+            wait: None,
+            severity: "none",
+            service: "alerting",
+            summary: "The alerting pipeline of this box works",
+            description: "Always firing: its notifications are the heartbeat another system watches. When they stop, this box, its Prometheus or its Alertmanager is down.".into(),
+        });
         if let Some(silent) = self.log_sender_silent() {
             alerts.push(silent);
         }
         if let Some(escalation) = &self.settings.alerting.escalation {
             alerts.push(Alert {
-                name: "AlertEscalated",
+                name: super::ESCALATED_ALERT,
                 // `alertname` is replaced by the rule's own name, so keep the
                 // original as `escalated_alert`.
-                expr: r#"max without (alertstate) (label_replace(ALERTS{alertstate="firing",severity="critical",alertname!~"AlertEscalated|ObsboxTestAlert"}, "escalated_alert", "$1", "alertname", "(.+)"))"#.into(),
+                expr: r#"max without (alertstate) (label_replace(ALERTS{alertstate="firing",severity="critical",alertname!~"AlertEscalated|Watchdog|ObsboxTestAlert"}, "escalated_alert", "$1", "alertname", "(.+)"))"#.into(),
                 wait: Some(&escalation.after),
                 severity: "critical",
                 service: "alerting",
                 summary: "{{ $labels.escalated_alert }} is still firing",
                 description: format!(
-                    "The critical alert {{{{ $labels.escalated_alert }}}} has fired for more than {} without being resolved.",
+                    "The critical alert {{{{ $labels.escalated_alert }}}} has fired for more than {} and nobody acknowledged it.",
                     escalation.after
                 ),
             });
@@ -318,7 +356,8 @@ impl<'a> Catalog<'a> {
         let alerts = [
             Alert {
                 name: "TargetDown",
-                expr: r#"up{job="targets"} == 0"#.into(),
+                // A node exporter's own target is `NodeExporterDown` (or `HostDown`).
+                expr: r#"up{job="targets",exporter!="node"} == 0"#.into(),
                 wait: Some("3m"),
                 severity: "warning",
                 service: "monitoring",
@@ -564,7 +603,11 @@ impl<'a> Catalog<'a> {
         {
             records.push(json!({
                 "record": "obsbox:monitoring_up:ratio",
-                "expr": format!(r#"avg(up{{job=~"{MONITORING_JOBS}"}})"#),
+                // A child that is not installed, or stopped on purpose, is
+                // not an outage: its job leaves the ratio.
+                "expr": format!(
+                    r#"avg(up{{job=~"{MONITORING_JOBS}"}} unless on (job) label_replace(label_replace(obsbox_child_state{{state=~"{NOT_WANTED}"}} == 1, "job", "$1", "child", "(.+)"), "job", "node", "child", "node_exporter"))"#
+                ),
             }));
         }
         for slo in slos {
@@ -643,12 +686,10 @@ impl<'a> Catalog<'a> {
         };
         let alerts = [Alert {
             name: "LogErrorRateSpike",
-            expr: format!(
-                "{now} > {floor} and {now} > {factor} * {before}",
-                now = errors("[5m]"),
-                floor = t.log_error_floor_per_second,
-                factor = t.log_error_spike_factor,
-                before = errors("[1h] offset 5m"),
+            expr: spike(
+                errors,
+                t.log_error_floor_per_second,
+                t.log_error_spike_factor,
             ),
             wait: Some("5m"),
             severity: "warning",
@@ -668,8 +709,49 @@ impl<'a> Catalog<'a> {
     }
 }
 
+/// A node exporter target that does not answer.
+const EXPORTER_DOWN: &str = r#"up{job="targets",exporter="node"} == 0"#;
+/// Every node exporter target.
+const EXPORTERS: &str = r#"up{job="targets",exporter="node"}"#;
+/// A probe of the host itself (not of a service on it) that fails.
+const HOST_PROBE_FAILED: &str = r#"probe_success{job="probes",kind=~"icmp|tcp"} == 0"#;
+/// A failing ping.
+const ICMP_FAILED: &str = r#"probe_success{job="probes",kind="icmp"} == 0"#;
+
+/// The window CPU use is measured over. The rate lags the load by most of
+/// it, so `CPUUsageHigh` waits that much less than `cpu_for`: "over 80% for
+/// 15 minutes" fires about 15 minutes after the load started.
+const CPU_RATE_WINDOW: &str = "2m";
+
+/// How long `CPUUsageHigh`'s condition must hold: `cpu_for` less the rate window.
+fn cpu_wait(cpu_for: &str) -> String {
+    let window = crate::settings::parse_duration(CPU_RATE_WINDOW).unwrap_or_default();
+    let wait = crate::settings::parse_duration(cpu_for)
+        .unwrap_or_default()
+        .saturating_sub(window);
+    format!("{}s", wait.as_secs())
+}
+
+/// A rate over the last 5 minutes above `floor` and above `factor` times the
+/// rate of the hour before, `errors` giving the rate over a range (`[5m]`,
+/// `[1h] offset 5m`). A stream with no errors in the hour before has no
+/// series there: it spikes, so the comparison is an `unless` (drop the
+/// streams that are not over) rather than an `and` (keep the streams that
+/// are, which needs a series on both sides). The same text is LogQL and
+/// PromQL, so promtool checks its meaning.
+fn spike(errors: impl Fn(&str) -> String, floor: f64, factor: f64) -> String {
+    format!(
+        "{now} > {floor} unless {now} <= {factor} * {before}",
+        now = errors("[5m]"),
+        before = errors("[1h] offset 5m"),
+    )
+}
+
 /// The scrape jobs of the monitoring plane itself.
 const MONITORING_JOBS: &str = "obsbox|prometheus|alertmanager|node|loki|grafana|blackbox";
+
+/// Child states that are no outage: never installed, or stopped by a user.
+const NOT_WANTED: &str = "not installed|stopping|stopped";
 
 /// The short and long windows the burn-rate alerts compare.
 const BURN_WINDOWS: [&str; 7] = ["5m", "30m", "1h", "2h", "6h", "1d", "3d"];
@@ -696,5 +778,83 @@ fn error_ratio(slo: &Slo, window: &str) -> String {
         Indicator::RestoreTime => format!(
             r#"sum(increase(obsbox_backup_drills_total{{outcome!="within_rto"}}[{window}])) / sum(increase(obsbox_backup_drills_total[{window}]))"#
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs `promtool test rules` on one alert over recorded series; its
+    /// report when it fails.
+    fn promtool(alert: &Alert, series: &str, checks: &str) -> Result<(), String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let settings = Settings::default();
+        let env = Environment {
+            data_dir: dir.path().into(),
+            obsbox_address: "127.0.0.1:8080".into(),
+        };
+        let catalog = Catalog::new(&settings, &env);
+        let rules = dir.path().join("rules.yml");
+        let text = catalog.file(
+            "test",
+            json!({"name": "test"}),
+            Vec::new(),
+            std::slice::from_ref(alert),
+        );
+        std::fs::write(&rules, text).map_err(|e| e.to_string())?;
+        let test = dir.path().join("test.yml");
+        std::fs::write(
+            &test,
+            format!(
+                "rule_files: ['{}']\nevaluation_interval: 1m\ntests:\n  - interval: 1m\n    input_series:\n{series}    alert_rule_test:\n{checks}",
+                rules.display()
+            ),
+        )
+        .map_err(|e| e.to_string())?;
+        let out = std::process::Command::new("promtool")
+            .args(["test", "rules"])
+            .arg(&test)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stdout).into_owned())
+        }
+    }
+
+    #[test]
+    fn a_log_error_spike_fires_even_with_no_errors_in_the_hour_before() {
+        // The PromQL twin of the LogQL rule: the same builder over a counter
+        // of error lines, so `rate` is lines per second over the range as
+        // in LogQL. A stream absent from the hour before has no series there.
+        let errors =
+            |range: &str| format!(r#"sum by (host, app) (rate(log_error_lines_total{range}))"#);
+        let t = Settings::default().alerting.thresholds;
+        let rule = Alert {
+            name: "LogErrorRateSpike",
+            expr: spike(
+                errors,
+                t.log_error_floor_per_second,
+                t.log_error_spike_factor,
+            ),
+            wait: Some("5m"),
+            severity: "warning",
+            service: "logs",
+            summary: "spike",
+            description: String::new(),
+        };
+        // nginx: silent for an hour, then 1 error line/s. cron: a steady
+        // 1 line/s all along, never a spike. db: 0.05/s, under the floor.
+        let series = "      - series: 'log_error_lines_total{host=\"nas\",app=\"nginx\"}'\n        values: '_x60 0+60x20'\n      - series: 'log_error_lines_total{host=\"nas\",app=\"cron\"}'\n        values: '0+60x80'\n      - series: 'log_error_lines_total{host=\"nas\",app=\"db\"}'\n        values: '_x60 0+3x20'\n";
+        let fires = |at: &str| {
+            format!("      - eval_time: {at}\n        alertname: LogErrorRateSpike\n        exp_alerts:\n          - exp_labels: {{severity: warning, service: logs, host: nas, app: nginx}}\n            exp_annotations: {{summary: spike, description: '', runbook_url: 'http://obsbox:8080/runbooks/LogErrorRateSpike'}}\n")
+        };
+        let quiet = |at: &str| {
+            format!("      - eval_time: {at}\n        alertname: LogErrorRateSpike\n        exp_alerts: []\n")
+        };
+        let checks = [quiet("59m"), quiet("65m"), fires("66m"), fires("70m")].concat();
+        promtool(&rule, series, &checks).unwrap();
     }
 }
