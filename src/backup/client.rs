@@ -86,7 +86,7 @@ impl Client {
         format!("host/{}", self.backup_id)
     }
 
-    fn command(&self, args: &[String]) -> Command {
+    pub(super) fn command(&self, args: &[String]) -> Command {
         let mut cmd = Command::new(&self.program);
         // Whatever obsbox inherited must not reach the client.
         for var in INHERITED_SECRETS {
@@ -118,7 +118,7 @@ impl Client {
         cmd
     }
 
-    fn keyfile(&self) -> Vec<String> {
+    pub(super) fn keyfile(&self) -> Vec<String> {
         match &self.secrets.encryption_key {
             Some(key) => vec!["--keyfile".into(), key.display().to_string()],
             None => Vec::new(),

@@ -16,10 +16,12 @@ mod calendar;
 mod client;
 mod history;
 mod manifest;
+mod restore;
 mod retention;
 
 pub(crate) use calendar::CalendarEvent;
 pub use history::{Outcome, Run};
+pub(crate) use restore::{files, offline_client, restore_now, snapshots, RestoreRequest};
 pub(crate) use retention::Retention;
 
 use crate::services::{Locator, Services, ServicesError};
@@ -195,6 +197,11 @@ pub enum BackupError {
     Client(String),
     #[error("the backup service has stopped")]
     Gone,
+    /// A request that cannot be done as asked (a restore target, a path).
+    #[error("{0}")]
+    Refused(String),
+    #[error("{0}")]
+    NotFound(String),
 }
 
 /// Secrets given with a job; `None` leaves a stored secret as it is, an empty
@@ -275,6 +282,8 @@ pub struct Backups {
     tx: mpsc::UnboundedSender<Msg>,
     store: Store,
     services: Arc<Services>,
+    ctx: Arc<BackupContext>,
+    restores: Arc<restore::Restores>,
 }
 
 enum Msg {
@@ -326,13 +335,16 @@ impl Backups {
     ) -> Result<Backups, BackupError> {
         history::close_interrupted(&ctx.store)?;
         let (tx, rx) = mpsc::unbounded_channel();
+        let ctx = Arc::new(ctx);
         let handle = Backups {
             tx: tx.clone(),
             store: ctx.store.clone(),
             services: ctx.services.clone(),
+            ctx: ctx.clone(),
+            restores: Arc::default(),
         };
         let actor = Actor {
-            ctx: Arc::new(ctx),
+            ctx,
             tx,
             settings: settings.borrow().clone(),
             halts: BTreeSet::new(),
@@ -752,43 +764,8 @@ impl Actor {
     }
 
     fn client(&self, job: &BackupJob) -> Result<Client, String> {
-        let b = &self.settings.backups;
-        let (configured, name) = match job.backend {
-            BackupBackend::Pbs => (b.client.as_deref(), "proxmox-backup-client"),
-            BackupBackend::Restic => (b.restic.as_deref(), "restic"),
-        };
-        let program = self
-            .ctx
-            .locator
-            .find(configured, &[name])
-            .map_err(|looked_at| {
-                format!(
-                    "{name} is not installed; looked at {}",
-                    looked_at
-                        .iter()
-                        .map(|p| p.display().to_string())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            })?;
-        let secret = |name: &str| {
-            let path = self
-                .ctx
-                .store
-                .secret_path(&format!("backup/{}/{name}", job.name));
-            path.exists().then_some(path)
-        };
-        Ok(Client {
-            program,
-            job: job.clone(),
-            backup_id: job.effective_backup_id(&self.settings.general.hostname),
-            secrets: JobSecrets {
-                password: secret("password"),
-                encryption_key: secret("encryption-key"),
-                encryption_password: secret("encryption-password"),
-            },
-            cache_dir: self.ctx.data_dir.join("cache").join(name),
-        })
+        let ctx = &self.ctx;
+        job_client(&ctx.locator, &ctx.store, &ctx.data_dir, &self.settings, job)
     }
 
     fn status(&self) -> BackupStatus {
@@ -841,6 +818,46 @@ impl Actor {
             jobs,
         }
     }
+}
+
+/// The client calls of `job`: its program, group and secrets.
+pub(crate) fn job_client(
+    locator: &Locator,
+    store: &Store,
+    data_dir: &Path,
+    settings: &Settings,
+    job: &BackupJob,
+) -> Result<Client, String> {
+    let b = &settings.backups;
+    let (configured, name) = match job.backend {
+        BackupBackend::Pbs => (b.client.as_deref(), "proxmox-backup-client"),
+        BackupBackend::Restic => (b.restic.as_deref(), "restic"),
+    };
+    let program = locator.find(configured, &[name]).map_err(|looked_at| {
+        format!(
+            "{name} is not installed; looked at {}",
+            looked_at
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    })?;
+    let secret = |name: &str| {
+        let path = store.secret_path(&format!("backup/{}/{name}", job.name));
+        path.exists().then_some(path)
+    };
+    Ok(Client {
+        program,
+        job: job.clone(),
+        backup_id: job.effective_backup_id(&settings.general.hostname),
+        secrets: JobSecrets {
+            password: secret("password"),
+            encryption_key: secret("encryption-key"),
+            encryption_password: secret("encryption-password"),
+        },
+        cache_dir: data_dir.join("cache").join(name),
+    })
 }
 
 async fn preview(

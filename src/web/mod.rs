@@ -7,6 +7,7 @@
 mod account;
 mod alerts;
 pub mod auth;
+mod backup_restore;
 mod backups;
 mod disks;
 mod docs;
@@ -83,6 +84,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/settings/{section}", put(update_settings))
         .route("/api/audit", get(audit))
         .merge(backups::routes())
+        .merge(backup_restore::routes())
         .merge(disks::routes())
         .merge(logs::routes())
         .merge(log_sources::routes())

@@ -1,0 +1,340 @@
+//! Restores: listing a job's snapshots, browsing a snapshot's files,
+//! restoring chosen files onto the box, downloading them as a tar, through
+//! the API and the command line; with the PBS client stand-in and real restic.
+
+mod common;
+
+use common::pbs::{self, create_job, finished_run, fixture, job, Fixture, PASSWORD};
+use common::*;
+use serde_json::{json, Value};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+fn backed_up(obsbox: &Obsbox, name: &str) -> Value {
+    obsbox.send("POST", &format!("/api/backups/jobs/{name}/run"), "");
+    let run = finished_run(obsbox, name, "backup", 0);
+    assert_eq!(run["result"], "ok", "{run}");
+    run
+}
+
+fn names(entries: &Value) -> Vec<String> {
+    entries
+        .as_array()
+        .unwrap_or_else(|| panic!("not a list: {entries}"))
+        .iter()
+        .map(|e| e["path"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn encode(text: &str) -> String {
+    form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
+
+fn files(obsbox: &Obsbox, job: &str, snapshot: &str, path: &str) -> Value {
+    let (status, body) = obsbox.send(
+        "GET",
+        &format!(
+            "/api/backups/jobs/{job}/files?snapshot={}&path={}",
+            encode(snapshot),
+            encode(path)
+        ),
+        "",
+    );
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+/// Starts a restore and waits for its end.
+fn restore(obsbox: &Obsbox, job: &str, request: Value) -> Value {
+    let (status, started) = obsbox.send(
+        "POST",
+        &format!("/api/backups/jobs/{job}/restore"),
+        &request.to_string(),
+    );
+    assert_eq!(status, 202, "{started}");
+    let id = started["id"].as_u64().unwrap();
+    wait_for("the restore to end", Duration::from_secs(60), || {
+        let s = obsbox.get(&format!("/api/backups/restores/{id}"));
+        (s["state"] != "running").then_some(s)
+    })
+}
+
+/// The files of a tar: (path, contents).
+fn tar_files(obsbox: &Obsbox, job: &str, snapshot: &str, path: &str) -> Vec<(String, Vec<u8>)> {
+    let response = obsbox
+        .request(
+            "GET",
+            &format!(
+                "/api/backups/jobs/{job}/download?snapshot={}&path={}",
+                encode(snapshot),
+                encode(path)
+            ),
+        )
+        .call()
+        .unwrap();
+    assert_eq!(response.content_type(), "application/x-tar");
+    let mut archive = tar::Archive::new(response.into_reader());
+    let mut out = Vec::new();
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        if entry.header().entry_type().is_file() {
+            let path = entry.path().unwrap().display().to_string();
+            let mut data = Vec::new();
+            entry.read_to_end(&mut data).unwrap();
+            out.push((path.trim_start_matches("./").to_string(), data));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// What is left of a restore target: relative paths of its files.
+fn tree(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push(e.path().strip_prefix(dir).unwrap().display().to_string());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn refused(obsbox: &Obsbox, job: &str, request: Value) -> String {
+    let (status, body) = obsbox.send(
+        "POST",
+        &format!("/api/backups/jobs/{job}/restore"),
+        &request.to_string(),
+    );
+    assert_eq!(status, 422, "{request}: {body}");
+    body["error"].as_str().unwrap_or_default().to_string()
+}
+
+#[test]
+fn pbs_snapshots_are_listed_browsed_restored_and_downloaded() {
+    let fx = fixture(3);
+    let obsbox = pbs::start(&fx, &[], &[]);
+    create_job(&obsbox, job("photos", &fx.source));
+    let run = backed_up(&obsbox, "photos");
+
+    let list = obsbox.get("/api/backups/jobs/photos/snapshots");
+    let snap = &list[0];
+    assert_eq!(snap["id"], run["snapshot"], "{list}");
+    assert_eq!(snap["contents"], json!(["photos"]), "{list}");
+    assert!(snap["size"].as_u64().unwrap() > 0, "{list}");
+    assert_eq!(snap["protected"], false);
+    let id = snap["id"].as_str().unwrap();
+
+    assert_eq!(names(&files(&obsbox, "photos", id, "/")), ["/photos"]);
+    assert_eq!(
+        names(&files(&obsbox, "photos", id, "/photos")),
+        ["/photos/2026", "/photos/index.txt"]
+    );
+    let summer = files(&obsbox, "photos", id, "/photos/2026/summer");
+    assert_eq!(summer[1]["name"], "img001.raw");
+    assert_eq!(
+        summer[1]["size"].as_u64().unwrap(),
+        std::fs::metadata(fx.source.join("2026/summer/img001.raw"))
+            .unwrap()
+            .len()
+    );
+    let (status, body) = obsbox.send(
+        "GET",
+        &format!(
+            "/api/backups/jobs/photos/files?snapshot={}&path=/photos/nope",
+            encode(id)
+        ),
+        "",
+    );
+    assert_eq!(status, 404, "{body}");
+
+    // One file and one small file elsewhere: only those come back.
+    let target = fx.root.parent().unwrap().join("restored");
+    let done = restore(
+        &obsbox,
+        "photos",
+        json!({"snapshot": id, "target": target,
+               "paths": ["/photos/2026/summer/img001.raw", "/photos/index.txt"]}),
+    );
+    assert_eq!(done["state"], "ok", "{done}");
+    assert_eq!(done["files"], 2, "{done}");
+    assert_eq!(
+        tree(&target),
+        ["photos/2026/summer/img001.raw", "photos/index.txt"]
+    );
+    assert_eq!(
+        std::fs::read(target.join("photos/2026/summer/img001.raw")).unwrap(),
+        std::fs::read(fx.source.join("2026/summer/img001.raw")).unwrap()
+    );
+    // Everything, into another place.
+    let all = fx.root.parent().unwrap().join("all");
+    let done = restore(
+        &obsbox,
+        "photos",
+        json!({"snapshot": id, "target": all, "paths": ["/"]}),
+    );
+    assert_eq!(done["state"], "ok", "{done}");
+    assert_eq!(done["files"], 4, "{done}");
+    assert_eq!(obsbox.get("/api/backups/restores")[0]["id"], done["id"]);
+
+    // Never over the system, obsbox's data, anything there, or by `..`.
+    for (target, why) in [
+        ("/etc/restored".to_string(), "/etc"),
+        (
+            format!("{}/x", obsbox.data.display()),
+            "belongs to the system",
+        ),
+        (target.display().to_string(), "not empty"),
+        (format!("{}/../../etc", target.display()), "'..'"),
+        ("relative".into(), "absolute"),
+    ] {
+        let error = refused(
+            &obsbox,
+            "photos",
+            json!({"snapshot": id, "target": target, "paths": ["/"]}),
+        );
+        assert!(error.contains(why), "{target}: {error}");
+    }
+    let error = refused(
+        &obsbox,
+        "photos",
+        json!({"snapshot": id, "target": "/tmp/fine-x", "paths": ["/photos/../../etc"]}),
+    );
+    assert!(error.contains("'..'"), "{error}");
+
+    // A directory as a tar, streamed.
+    let tar = tar_files(&obsbox, "photos", id, "/photos/2026");
+    let paths: Vec<&str> = tar.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "photos/2026/summer/img000.raw",
+            "photos/2026/summer/img001.raw",
+            "photos/2026/summer/img002.raw"
+        ]
+    );
+    assert_eq!(
+        tar[2].1,
+        std::fs::read(fx.source.join("2026/summer/img002.raw")).unwrap()
+    );
+    assert!(
+        std::fs::read_dir(obsbox.data.join("backup-staging/photos"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+            == 0,
+        "the download's scratch copy is removed"
+    );
+    assert!(obsbox
+        .api_audit()
+        .iter()
+        .any(|a| a.contains("backup.restore")));
+}
+
+/// A restic repository made by restic itself, with `PASSWORD`.
+fn restic_repository(fx: &Fixture) -> PathBuf {
+    let repo = fx.root.parent().unwrap().join("restic-repo");
+    let out = std::process::Command::new("restic")
+        .args(["init", "--repo"])
+        .arg(&repo)
+        .env("RESTIC_PASSWORD", PASSWORD)
+        .output()
+        .expect("restic (Debian package) is installed by scripts/install-deps");
+    assert!(out.status.success());
+    repo
+}
+
+#[test]
+fn restic_snapshots_are_listed_browsed_restored_and_downloaded_by_api_and_cli() {
+    let fx = fixture(2);
+    let repo = restic_repository(&fx);
+    let obsbox = Obsbox::start(&[("services", services_only(&[]))]);
+    let mut j = job("photos", &fx.source);
+    j["backend"] = json!("restic");
+    j["repository"] = json!(repo.display().to_string());
+    create_job(&obsbox, j);
+    let run = backed_up(&obsbox, "photos");
+
+    let list = obsbox.get("/api/backups/jobs/photos/snapshots");
+    let id = list[0]["id"].as_str().unwrap().to_string();
+    assert!(id.starts_with(run["snapshot"].as_str().unwrap()), "{list}");
+    let source = fx.source.display().to_string();
+    assert_eq!(list[0]["contents"], json!([source]));
+
+    assert_eq!(
+        names(&files(&obsbox, "photos", &id, &source)),
+        [format!("{source}/2026"), format!("{source}/index.txt")]
+    );
+    let summer = format!("{source}/2026/summer");
+    assert_eq!(
+        names(&files(&obsbox, "photos", &id, &summer)),
+        [
+            format!("{summer}/img000.raw"),
+            format!("{summer}/img001.raw")
+        ]
+    );
+
+    let target = fx.root.parent().unwrap().join("restored");
+    let done = restore(
+        &obsbox,
+        "photos",
+        json!({"snapshot": id, "target": target, "paths": [format!("{summer}/img001.raw")]}),
+    );
+    assert_eq!(done["state"], "ok", "{done}");
+    let inside = summer.trim_start_matches('/');
+    assert_eq!(tree(&target), [format!("{inside}/img001.raw")]);
+
+    let tar = tar_files(&obsbox, "photos", &id, &summer);
+    let paths: Vec<&str> = tar.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            format!("{inside}/img000.raw"),
+            format!("{inside}/img001.raw")
+        ]
+    );
+    assert_eq!(
+        tar[0].1,
+        std::fs::read(fx.source.join("2026/summer/img000.raw")).unwrap()
+    );
+
+    // The command line does the same from the data directory.
+    let data = obsbox.data.clone();
+    let (ok, out) = run_cli(&data, &["backup", "snapshots", "photos"]);
+    assert!(ok && out.contains(&id), "{out}");
+    let (ok, out) = run_cli(&data, &["backup", "ls", "photos", &id, &summer]);
+    assert!(ok && out.contains("img001.raw"), "{out}");
+    let cli_target = fx.root.parent().unwrap().join("cli");
+    let (ok, out) = run_cli(
+        &data,
+        &[
+            "backup",
+            "restore",
+            "photos",
+            &id,
+            &format!("{source}/index.txt"),
+            "--target",
+            cli_target.to_str().unwrap(),
+        ],
+    );
+    assert!(ok && out.contains("restored 1 files"), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(
+            cli_target.join(format!("{}/index.txt", source.trim_start_matches('/')))
+        )
+        .unwrap(),
+        "my photos\n"
+    );
+    let (ok, out) = run_cli(
+        &data,
+        &[
+            "backup", "restore", "photos", &id, "/", "--target", "/usr/x",
+        ],
+    );
+    assert!(!ok && out.contains("/usr"), "{out}");
+}
