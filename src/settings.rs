@@ -227,6 +227,9 @@ pub struct BackupJob {
     /// A disabled job keeps its history but never runs by schedule.
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// Excludes, file systems, bandwidth, its own verify and drill schedules.
+    #[serde(default)]
+    pub options: crate::backup::JobOptions,
 }
 
 impl BackupJob {
@@ -1008,6 +1011,9 @@ impl BackupSettings {
             }
             for problem in job.retention.validate() {
                 at("retention", problem);
+            }
+            for (field, problem) in job.options.validate() {
+                at(field, problem);
             }
         }
     }

@@ -223,12 +223,17 @@ fn pbs_snapshots_are_listed_browsed_restored_and_downloaded() {
         tar[2].1,
         std::fs::read(fx.source.join("2026/summer/img002.raw")).unwrap()
     );
-    assert!(
-        std::fs::read_dir(obsbox.data.join("backup-staging/photos"))
-            .map(|d| d.count())
-            .unwrap_or(0)
-            == 0,
-        "the download's scratch copy is removed"
+    // A tar reader may stop at the archive's end marker, before the stream ends.
+    wait_for(
+        "the download's scratch copy to be removed",
+        Duration::from_secs(10),
+        || {
+            (std::fs::read_dir(obsbox.data.join("backup-staging/photos"))
+                .map(|d| d.count())
+                .unwrap_or(0)
+                == 0)
+                .then_some(())
+        },
     );
     assert!(obsbox
         .api_audit()
@@ -337,4 +342,60 @@ fn restic_snapshots_are_listed_browsed_restored_and_downloaded_by_api_and_cli() 
         ],
     );
     assert!(!ok && out.contains("/usr"), "{out}");
+}
+
+#[test]
+fn job_options_reach_both_clients_and_bad_ones_are_refused() {
+    let fx = fixture(2);
+    let obsbox = pbs::start(&fx, &[], &[]);
+    let mut j = job("photos", &fx.source);
+    j["options"] = json!({"exclude": ["/2026/"], "one_file_system": false, "limit_kib": 500});
+    create_job(&obsbox, j);
+    let run = backed_up(&obsbox, "photos");
+    let log = run["log"].as_str().unwrap_or_default();
+    let id = run["snapshot"].as_str().unwrap();
+    let top = names(&files(&obsbox, "photos", id, "/photos"));
+    assert!(top.contains(&"/photos/index.txt".to_string()), "{top:?}");
+    assert!(!top.contains(&"/photos/2026".to_string()), "{top:?} {log}");
+
+    let repo = restic_repository(&fx);
+    let mut j = job("pics", &fx.source);
+    j["backend"] = json!("restic");
+    j["repository"] = json!(repo.display().to_string());
+    j["options"] = json!({"exclude": ["*.raw"], "limit_kib": 100000});
+    create_job(&obsbox, j);
+    let run = backed_up(&obsbox, "pics");
+    let id = obsbox.get("/api/backups/jobs/pics/snapshots")[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(id.starts_with(run["snapshot"].as_str().unwrap()));
+    let summer = format!("{}/2026/summer", fx.source.display());
+    assert_eq!(files(&obsbox, "pics", &id, &summer), json!([]));
+    assert_eq!(
+        names(&files(
+            &obsbox,
+            "pics",
+            &id,
+            &fx.source.display().to_string()
+        )),
+        [
+            format!("{}/2026", fx.source.display()),
+            format!("{}/index.txt", fx.source.display())
+        ]
+    );
+
+    let mut bad = job("bad", &fx.source);
+    bad["options"] = json!({"exclude": ["--delete"], "verify_schedule": "every full moon"});
+    let (status, body) = obsbox.send(
+        "POST",
+        "/api/backups/jobs",
+        &json!({"job": bad}).to_string(),
+    );
+    assert_eq!(status, 422, "{body}");
+    let text = body.to_string();
+    assert!(
+        text.contains("options.exclude") && text.contains("options.verify_schedule"),
+        "{text}"
+    );
 }

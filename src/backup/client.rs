@@ -99,6 +99,7 @@ impl Client {
             }
             cmd.args(args);
             cmd.args(["--cache-dir".into(), self.cache_dir.display().to_string()]);
+            cmd.args(self.job.options.restic_limits());
             return cmd;
         }
         cmd.env("PBS_REPOSITORY", &self.job.repository);
@@ -147,6 +148,7 @@ impl Client {
         if self.restic() {
             let mut args = vec!["backup".to_string(), "--json".into()];
             args.extend(self.restic_filter());
+            args.extend(self.job.options.backup_args(self.job.backend));
             args.extend(dirs);
             return args;
         }
@@ -163,6 +165,7 @@ impl Client {
             "--backup-id".into(),
             self.backup_id.clone(),
         ]);
+        args.extend(self.job.options.backup_args(self.job.backend));
         args.extend(self.keyfile());
         args
     }

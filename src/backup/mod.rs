@@ -16,11 +16,13 @@ mod calendar;
 mod client;
 mod history;
 mod manifest;
+mod options;
 mod restore;
 mod retention;
 
 pub(crate) use calendar::CalendarEvent;
 pub use history::{Outcome, Run};
+pub(crate) use options::JobOptions;
 pub(crate) use restore::{files, offline_client, restore_now, snapshots, RestoreRequest};
 pub(crate) use retention::Retention;
 
@@ -666,8 +668,20 @@ impl Actor {
         for job in b.jobs.iter().filter(|j| j.enabled) {
             for (kind, event) in [
                 (Kind::Backup, &job.schedule),
-                (Kind::Verify, &b.verify_schedule),
-                (Kind::Drill, &b.drill_schedule),
+                (
+                    Kind::Verify,
+                    job.options
+                        .verify_schedule
+                        .as_ref()
+                        .unwrap_or(&b.verify_schedule),
+                ),
+                (
+                    Kind::Drill,
+                    job.options
+                        .drill_schedule
+                        .as_ref()
+                        .unwrap_or(&b.drill_schedule),
+                ),
             ] {
                 let Ok(event) = CalendarEvent::parse(event) else {
                     continue;
