@@ -70,6 +70,8 @@ const jobs = listEditor({
   toForm: (j) => ({
     ...j,
     ...j.retention,
+    ...j.options,
+    exclude: (j.options?.exclude ?? []).join('\n'),
     paths: j.paths.join('\n'),
     password: '',
     encryption_key: '',
@@ -88,6 +90,13 @@ const jobs = listEditor({
       backup_id: v.backup_id || null,
       schedule: v.schedule,
       enabled: v.enabled,
+      options: {
+        exclude: lines(v.exclude),
+        one_file_system: v.one_file_system,
+        limit_kib: v.limit_kib || 0,
+        verify_schedule: v.verify_schedule || null,
+        drill_schedule: v.drill_schedule || null,
+      },
     };
     if (Object.keys(retention).length) job.retention = retention;
     const secrets = {};
@@ -225,5 +234,7 @@ const poll = every(() => (running() ? 1000 : 10000), async () => {
   await history();
   restoring = await restores();
 });
-$('job-form').elements.enabled.checked = true;
-$('job-form').elements.enabled.defaultChecked = true;
+for (const box of ['enabled', 'one_file_system']) {
+  $('job-form').elements[box].checked = true;
+  $('job-form').elements[box].defaultChecked = true;
+}
