@@ -399,3 +399,77 @@ fn job_options_reach_both_clients_and_bad_ones_are_refused() {
         "{text}"
     );
 }
+
+#[test]
+fn hooks_run_unprivileged_around_a_backup_and_a_failing_pre_hook_fails_it() {
+    let fx = fixture(1);
+    let obsbox = pbs::start(&fx, &[], &[]);
+    let mut j = job("photos", &fx.source);
+    j["options"] = json!({
+        "pre_hook": {"command": ["/bin/sh", "-c", "echo dumping $OBSBOX_BACKUP_JOB as $(id -u)"]},
+        "post_hook": {"command": ["/bin/echo", "all done"], "timeout": "10s"},
+    });
+    create_job(&obsbox, j);
+    let run = backed_up(&obsbox, "photos");
+    let log = run["log"].as_str().unwrap();
+    let dumped = log
+        .lines()
+        .find_map(|l| l.strip_prefix("dumping photos as "))
+        .unwrap_or_else(|| panic!("{log}"));
+    let root = std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap();
+    if root {
+        assert_ne!(dumped, "0", "the hook ran as root");
+    }
+    let (pre, backup, post) = (
+        log.find("dumping").unwrap(),
+        log.find("Starting backup").unwrap(),
+        log.find("all done").unwrap(),
+    );
+    assert!(pre < backup && backup < post, "{log}");
+
+    for (hook, why) in [
+        (
+            json!({"command": ["/bin/sh", "-c", "echo no database; exit 3"]}),
+            "pre-hook /bin/sh failed (exit code 3): no database",
+        ),
+        (
+            json!({"command": ["/bin/sleep", "30"], "timeout": "1s"}),
+            "did not finish within",
+        ),
+    ] {
+        let mut j = job("photos", &fx.source);
+        j["options"] = json!({"pre_hook": hook});
+        let (status, body) = obsbox.send(
+            "PUT",
+            "/api/backups/jobs/photos",
+            &json!({"job": j}).to_string(),
+        );
+        assert_eq!(status, 200, "{body}");
+        obsbox.send("POST", "/api/backups/jobs/photos/run", "");
+        let last = finished_run(&obsbox, "photos", "backup", run["id"].as_i64().unwrap());
+        let last = wait_for("this hook's run", Duration::from_secs(30), || {
+            let runs = obsbox.get("/api/backups/history?job=photos");
+            let newest = runs[0].clone();
+            (newest["result"] != "running" && newest["id"].as_i64() >= last["id"].as_i64())
+                .then_some(newest)
+        });
+        assert_eq!(last["result"], "failed", "{last}");
+        let reason = last["reason"].as_str().unwrap();
+        assert!(reason.contains(why), "{reason}");
+        assert!(
+            !last["log"].as_str().unwrap().contains("Starting backup"),
+            "{last}"
+        );
+    }
+    let mut bad = job("bad", &fx.source);
+    bad["options"] = json!({"pre_hook": {"command": ["pg_dump"], "timeout": "soon"}});
+    let (status, body) = obsbox.send(
+        "POST",
+        "/api/backups/jobs",
+        &json!({"job": bad}).to_string(),
+    );
+    assert_eq!(status, 422, "{body}");
+    assert!(body.to_string().contains("options.pre_hook"), "{body}");
+}

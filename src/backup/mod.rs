@@ -15,6 +15,7 @@ mod appliance;
 mod calendar;
 mod client;
 mod history;
+mod hooks;
 mod manifest;
 mod options;
 mod restore;
@@ -1032,6 +1033,23 @@ impl RunTask {
             .iter()
             .filter_map(|p| Some((archive_name(p)?, PathBuf::from(p))))
             .collect();
+        let hook_user = self
+            .ctx
+            .services
+            .settings()
+            .map(|s| s.general.child_user)
+            .unwrap_or_else(|_| "auto".into());
+        if let Some(hook) = &self.job.options.pre_hook {
+            hook.run(
+                "pre-hook",
+                &self.job.name,
+                &hook_user,
+                &self.ctx.reaper,
+                &self.shared.progress,
+            )
+            .await
+            .map_err(Stop::Failed)?;
+        }
         let staging = self.scratch("appliance");
         if self.job.appliance_state {
             let settings = self
@@ -1047,6 +1065,20 @@ impl RunTask {
         let result = self
             .back_up_archives(client, finish, files, &archives)
             .await;
+        if let Some(hook) = &self.job.options.post_hook {
+            let ran = hook
+                .run(
+                    "post-hook",
+                    &self.job.name,
+                    &hook_user,
+                    &self.ctx.reaper,
+                    &self.shared.progress,
+                )
+                .await;
+            if let (Err(why), Ok(())) = (ran, &result) {
+                finish.reason = Some(format!("the backup succeeded but {why}"));
+            }
+        }
         // The copies and the TSDB snapshot (hard links into Prometheus' blocks).
         let _ = std::fs::remove_dir_all(&staging);
         result

@@ -1,6 +1,7 @@
 //! A job's own options: what to leave out, whether to cross into other file
 //! systems, a bandwidth limit, and its own verify and drill schedules.
 
+use super::hooks::Hook;
 use super::CalendarEvent;
 use crate::settings::BackupBackend;
 use serde::{Deserialize, Serialize};
@@ -23,6 +24,10 @@ pub struct JobOptions {
     pub verify_schedule: Option<String>,
     /// When it is restored and checked, instead of `backups.drill_schedule`; "" never.
     pub drill_schedule: Option<String>,
+    /// Run before each backup (e.g. dump a database); if it fails, so does the run.
+    pub pre_hook: Option<Hook>,
+    /// Run after each backup, whatever its outcome.
+    pub post_hook: Option<Hook>,
 }
 
 impl Default for JobOptions {
@@ -33,6 +38,8 @@ impl Default for JobOptions {
             limit_kib: 0,
             verify_schedule: None,
             drill_schedule: None,
+            pre_hook: None,
+            post_hook: None,
         }
     }
 }
@@ -95,6 +102,14 @@ impl JobOptions {
                 if let Err(e) = CalendarEvent::parse(event) {
                     problems.push((field, e.to_string()));
                 }
+            }
+        }
+        for (field, hook) in [
+            ("options.pre_hook", &self.pre_hook),
+            ("options.post_hook", &self.post_hook),
+        ] {
+            for problem in hook.iter().flat_map(Hook::validate) {
+                problems.push((field, problem));
             }
         }
         problems
