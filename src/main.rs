@@ -4,6 +4,7 @@ mod accounts;
 mod alerts;
 mod app;
 mod backup;
+mod backup_cli;
 mod data_lock;
 mod diagnostics;
 mod disks;
@@ -85,6 +86,11 @@ enum Command {
     Settings {
         #[command(subcommand)]
         action: SettingsAction,
+    },
+    /// A backup job's snapshots and files, and restoring them.
+    Backup {
+        #[command(subcommand)]
+        action: backup_cli::BackupAction,
     },
     /// The settings database's copies, and restoring one when it is damaged.
     Db {
@@ -395,6 +401,7 @@ fn run(command: Command, own_log: &logs::OwnLog) -> anyhow::Result<ExitCode> {
         },
         Command::Settings { action } => settings_command(action),
         Command::Db { action } => db_command(action),
+        Command::Backup { action } => backup_cli::command(action),
         Command::Bundle { action } => bundle_command(action),
         Command::Update { action } => update_command(action),
         Command::CgroupGuard { dir } => {

@@ -254,6 +254,9 @@ pub struct BackupJob {
     /// A disabled job keeps its history but never runs by schedule.
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// Excludes, file systems, bandwidth, its own verify and drill schedules.
+    #[serde(default)]
+    pub options: crate::backup::JobOptions,
 }
 
 impl BackupJob {
@@ -1035,6 +1038,9 @@ impl BackupSettings {
             }
             for problem in job.retention.validate() {
                 at("retention", problem);
+            }
+            for (field, problem) in job.options.validate() {
+                at(field, problem);
             }
         }
     }

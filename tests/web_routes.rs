@@ -86,6 +86,36 @@ const READS: &[Case] = &[
         "/api/backups/jobs/nope/retention",
         None,
     ),
+    case(
+        "/api/backups/jobs/{name}/snapshots",
+        "GET",
+        "/api/backups/jobs/nope/snapshots",
+        None,
+    ),
+    case(
+        "/api/backups/jobs/{name}/files",
+        "GET",
+        "/api/backups/jobs/nope/files?path=/",
+        None,
+    ),
+    case(
+        "/api/backups/jobs/{name}/download",
+        "GET",
+        "/api/backups/jobs/nope/download?snapshot=x&path=/",
+        None,
+    ),
+    case(
+        "/api/backups/restores",
+        "GET",
+        "/api/backups/restores",
+        None,
+    ),
+    case(
+        "/api/backups/restores/{id}",
+        "GET",
+        "/api/backups/restores/7",
+        None,
+    ),
     case("/api/disks", "GET", "/api/disks", None),
     case(
         "/api/logs/search",
@@ -139,6 +169,11 @@ const READ_STATUS: &[(&str, u16)] = &[
     ("/api/audit?limit=x", 400),
     ("/api/backups/history?limit=x", 400),
     ("/api/backups/jobs/nope/retention", 404),
+    ("/api/backups/jobs/nope/snapshots", 404),
+    // No snapshot named.
+    ("/api/backups/jobs/nope/files?path=/", 400),
+    ("/api/backups/jobs/nope/download?snapshot=x&path=/", 404),
+    ("/api/backups/restores/7", 404),
     ("/api/alerts?status=bogus", 422),
     // Without --https-listen there is no certificate to show.
     ("/api/system/tls", 409),
@@ -194,6 +229,12 @@ const CHANGES: &[Case] = &[
         "/api/backups/repositories/test",
         "POST",
         "/api/backups/repositories/test",
+        Some(("{}", 422)),
+    ),
+    case(
+        "/api/backups/jobs/{name}/restore",
+        "POST",
+        "/api/backups/jobs/nope/restore",
         Some(("{}", 422)),
     ),
     case(

@@ -86,7 +86,7 @@ impl Client {
         format!("host/{}", self.backup_id)
     }
 
-    fn command(&self, args: &[String]) -> Command {
+    pub(super) fn command(&self, args: &[String]) -> Command {
         let mut cmd = Command::new(&self.program);
         // Whatever obsbox inherited must not reach the client.
         for var in INHERITED_SECRETS {
@@ -99,6 +99,7 @@ impl Client {
             }
             cmd.args(args);
             cmd.args(["--cache-dir".into(), self.cache_dir.display().to_string()]);
+            cmd.args(self.job.options.restic_limits());
             return cmd;
         }
         cmd.env("PBS_REPOSITORY", &self.job.repository);
@@ -125,7 +126,7 @@ impl Client {
         cmd
     }
 
-    fn keyfile(&self) -> Vec<String> {
+    pub(super) fn keyfile(&self) -> Vec<String> {
         match &self.secrets.encryption_key {
             Some(key) => vec!["--keyfile".into(), key.display().to_string()],
             None => Vec::new(),
@@ -154,6 +155,7 @@ impl Client {
         if self.restic() {
             let mut args = vec!["backup".to_string(), "--json".into()];
             args.extend(self.restic_filter());
+            args.extend(self.job.options.backup_args(self.job.backend));
             args.extend(dirs);
             return args;
         }
@@ -170,6 +172,7 @@ impl Client {
             "--backup-id".into(),
             self.backup_id.clone(),
         ]);
+        args.extend(self.job.options.backup_args(self.job.backend));
         args.extend(self.keyfile());
         args
     }

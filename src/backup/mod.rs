@@ -15,8 +15,11 @@ mod appliance;
 mod calendar;
 mod client;
 mod history;
+mod hooks;
 mod manifest;
 mod repository;
+mod options;
+mod restore;
 mod retention;
 mod storage;
 mod verify;
@@ -24,6 +27,8 @@ mod verify;
 pub(crate) use calendar::CalendarEvent;
 pub use history::{Outcome, Run};
 pub use repository::{TestOptions, TestReport};
+pub(crate) use options::JobOptions;
+pub(crate) use restore::{files, offline_client, restore_now, snapshots, RestoreRequest};
 pub(crate) use retention::Retention;
 pub use storage::Storage;
 
@@ -200,6 +205,11 @@ pub enum BackupError {
     Client(String),
     #[error("the backup service has stopped")]
     Gone,
+    /// A request that cannot be done as asked (a restore target, a path).
+    #[error("{0}")]
+    Refused(String),
+    #[error("{0}")]
+    NotFound(String),
 }
 
 /// Secrets given with a job; `None` leaves a stored secret as it is, an empty
@@ -283,6 +293,8 @@ pub struct Backups {
     tx: mpsc::UnboundedSender<Msg>,
     store: Store,
     services: Arc<Services>,
+    ctx: Arc<BackupContext>,
+    restores: Arc<restore::Restores>,
 }
 
 enum Msg {
@@ -340,13 +352,16 @@ impl Backups {
     ) -> Result<Backups, BackupError> {
         history::close_interrupted(&ctx.store)?;
         let (tx, rx) = mpsc::unbounded_channel();
+        let ctx = Arc::new(ctx);
         let handle = Backups {
             tx: tx.clone(),
             store: ctx.store.clone(),
             services: ctx.services.clone(),
+            ctx: ctx.clone(),
+            restores: Arc::default(),
         };
         let actor = Actor {
-            ctx: Arc::new(ctx),
+            ctx,
             tx,
             settings: settings.borrow().clone(),
             halts: BTreeSet::new(),
@@ -772,8 +787,20 @@ impl Actor {
         for job in b.jobs.iter().filter(|j| j.enabled) {
             for (kind, event) in [
                 (Kind::Backup, &job.schedule),
-                (Kind::Verify, &b.verify_schedule),
-                (Kind::Drill, &b.drill_schedule),
+                (
+                    Kind::Verify,
+                    job.options
+                        .verify_schedule
+                        .as_ref()
+                        .unwrap_or(&b.verify_schedule),
+                ),
+                (
+                    Kind::Drill,
+                    job.options
+                        .drill_schedule
+                        .as_ref()
+                        .unwrap_or(&b.drill_schedule),
+                ),
             ] {
                 let Ok(event) = CalendarEvent::parse(event) else {
                     continue;
@@ -871,43 +898,8 @@ impl Actor {
     }
 
     fn client(&self, job: &BackupJob) -> Result<Client, String> {
-        let b = &self.settings.backups;
-        let (configured, name) = match job.backend {
-            BackupBackend::Pbs => (b.client.as_deref(), "proxmox-backup-client"),
-            BackupBackend::Restic => (b.restic.as_deref(), "restic"),
-        };
-        let program = self
-            .ctx
-            .locator
-            .find(configured, &[name])
-            .map_err(|looked_at| {
-                format!(
-                    "{name} is not installed; looked at {}",
-                    looked_at
-                        .iter()
-                        .map(|p| p.display().to_string())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            })?;
-        let secret = |name: &str| {
-            let path = self
-                .ctx
-                .store
-                .secret_path(&format!("backup/{}/{name}", job.name));
-            path.exists().then_some(path)
-        };
-        Ok(Client {
-            program,
-            job: job.clone(),
-            backup_id: job.effective_backup_id(&self.settings.general.hostname),
-            secrets: JobSecrets {
-                password: secret("password"),
-                encryption_key: secret("encryption-key"),
-                encryption_password: secret("encryption-password"),
-            },
-            cache_dir: self.ctx.data_dir.join("cache").join(name),
-        })
+        let ctx = &self.ctx;
+        job_client(&ctx.locator, &ctx.store, &ctx.data_dir, &self.settings, job)
     }
 
     fn status(&self) -> BackupStatus {
@@ -961,6 +953,46 @@ impl Actor {
             jobs,
         }
     }
+}
+
+/// The client calls of `job`: its program, group and secrets.
+pub(crate) fn job_client(
+    locator: &Locator,
+    store: &Store,
+    data_dir: &Path,
+    settings: &Settings,
+    job: &BackupJob,
+) -> Result<Client, String> {
+    let b = &settings.backups;
+    let (configured, name) = match job.backend {
+        BackupBackend::Pbs => (b.client.as_deref(), "proxmox-backup-client"),
+        BackupBackend::Restic => (b.restic.as_deref(), "restic"),
+    };
+    let program = locator.find(configured, &[name]).map_err(|looked_at| {
+        format!(
+            "{name} is not installed; looked at {}",
+            looked_at
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    })?;
+    let secret = |name: &str| {
+        let path = store.secret_path(&format!("backup/{}/{name}", job.name));
+        path.exists().then_some(path)
+    };
+    Ok(Client {
+        program,
+        job: job.clone(),
+        backup_id: job.effective_backup_id(&settings.general.hostname),
+        secrets: JobSecrets {
+            password: secret("password"),
+            encryption_key: secret("encryption-key"),
+            encryption_password: secret("encryption-password"),
+        },
+        cache_dir: data_dir.join("cache").join(name),
+    })
 }
 
 async fn preview(
@@ -1160,6 +1192,23 @@ impl RunTask {
             .iter()
             .filter_map(|p| Some((archive_name(p)?, PathBuf::from(p))))
             .collect();
+        let hook_user = self
+            .ctx
+            .services
+            .settings()
+            .map(|s| s.general.child_user)
+            .unwrap_or_else(|_| "auto".into());
+        if let Some(hook) = &self.job.options.pre_hook {
+            hook.run(
+                "pre-hook",
+                &self.job.name,
+                &hook_user,
+                &self.ctx.reaper,
+                &self.shared.progress,
+            )
+            .await
+            .map_err(Stop::Failed)?;
+        }
         let staging = self.scratch("appliance");
         if self.job.appliance_state {
             let settings = self
@@ -1175,6 +1224,20 @@ impl RunTask {
         let result = self
             .back_up_archives(client, finish, files, &archives)
             .await;
+        if let Some(hook) = &self.job.options.post_hook {
+            let ran = hook
+                .run(
+                    "post-hook",
+                    &self.job.name,
+                    &hook_user,
+                    &self.ctx.reaper,
+                    &self.shared.progress,
+                )
+                .await;
+            if let (Err(why), Ok(())) = (ran, &result) {
+                finish.reason = Some(format!("the backup succeeded but {why}"));
+            }
+        }
         // The copies and the TSDB snapshot (hard links into Prometheus' blocks).
         let _ = std::fs::remove_dir_all(&staging);
         result

@@ -35,6 +35,10 @@ impl From<BackupError> for ApiError {
             BackupError::Store(e) => e.into(),
             BackupError::Services(e) => e.into(),
             BackupError::Client(_) => ApiError::new(StatusCode::BAD_GATEWAY, e.to_string()),
+            BackupError::Refused(_) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
+            }
+            BackupError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, e.to_string()),
             BackupError::Gone => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "obsbox is shutting down".into(),

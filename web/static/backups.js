@@ -1,6 +1,6 @@
 // Backups: jobs with their schedule, retention and secrets; run, verify or
 // drill now with live progress; the history of runs.
-import { api, every, table, badge, bytes, duration, when, action, listEditor, lines, say, values, el } from './app.js';
+import { api, every, table, badge, bytes, duration, when, action, listEditor, lines, say, values, el, onSubmit } from './app.js';
 
 const $ = (id) => document.getElementById(id);
 const KEEP = ['keep_last', 'keep_hourly', 'keep_daily', 'keep_weekly', 'keep_monthly', 'keep_yearly'];
@@ -41,6 +41,13 @@ function jobFromForm(v) {
     backup_id: v.backup_id || null,
     schedule: v.schedule,
     enabled: v.enabled,
+    options: {
+      exclude: lines(v.exclude),
+      one_file_system: v.one_file_system,
+      limit_kib: v.limit_kib || 0,
+      verify_schedule: v.verify_schedule || null,
+      drill_schedule: v.drill_schedule || null,
+    },
   };
   if (Object.keys(retention).length) job.retention = retention;
   const secrets = {};
@@ -97,6 +104,7 @@ const jobs = listEditor({
     action('Verify', `Verify backup ${j.name}`, () => start(j, 'verify')),
     action('Drill', `Restore drill of ${j.name}`, () => start(j, 'drill')),
     action('Retention', `Retention preview of ${j.name}`, () => preview(j)),
+    action('Restore', `Restore from ${j.name}`, () => snapshots(j.name)),
   ],
   load: async () => {
     const [settings, current] = await Promise.all([api('GET', '/api/settings'), api('GET', '/api/backups')]);
@@ -108,6 +116,8 @@ const jobs = listEditor({
   toForm: (j) => ({
     ...j,
     ...j.retention,
+    ...j.options,
+    exclude: (j.options?.exclude ?? []).join('\n'),
     paths: j.paths.join('\n'),
     password: '',
     encryption_key: '',
@@ -151,6 +161,104 @@ $('test-repository').addEventListener('click', async () => {
   }
 });
 
+// ---- restore: a job's snapshots, a snapshot's files, ticked files restored or downloaded
+
+const browsing = { job: null, snapshot: null, path: '/', ticked: new Set() };
+const jobPath = (job) => `/api/backups/jobs/${encodeURIComponent(job)}`;
+
+async function snapshots(job) {
+  browsing.job = job;
+  $('restore').hidden = false;
+  $('browser').hidden = true;
+  $('h-restore').textContent = `Restore: ${job}`;
+  table($('snapshots'), { rows: [], empty: 'Asking the repository...', columns: [] });
+  $('h-restore').scrollIntoView();
+  const list = await api('GET', `${jobPath(job)}/snapshots`);
+  table($('snapshots'), {
+    rows: list,
+    empty: 'No snapshots yet.',
+    columns: [
+      { label: 'Time', value: (s) => when(s.time) },
+      { label: 'Snapshot', value: (s) => s.id },
+      { label: 'Size', value: (s) => (s.size == null ? '' : bytes(s.size)) },
+      { label: 'Verified', value: (s) => (s.verification ? badge(s.verification) : '') },
+      { label: 'Protected', value: (s) => (s.protected ? 'yes' : '') },
+      { label: 'Notes', value: (s) => s.notes ?? '' },
+      { label: '', value: (s) => action('Browse', `Browse snapshot ${s.id}`, () => browse(s.id, '/')) },
+    ],
+  });
+}
+
+function downloadLink(path) {
+  const q = new URLSearchParams({ snapshot: browsing.snapshot, path });
+  return el('a', { href: `${jobPath(browsing.job)}/download?${q}`, download: '' }, 'Download');
+}
+
+async function browse(snapshot, path) {
+  if (snapshot !== browsing.snapshot) browsing.ticked.clear();
+  Object.assign(browsing, { snapshot, path });
+  const q = new URLSearchParams({ snapshot, path });
+  const entries = await api('GET', `${jobPath(browsing.job)}/files?${q}`);
+  $('browser').hidden = false;
+  $('h-browser').textContent = `Files of ${snapshot} in ${path}`;
+  const up = path === '/' ? [] : [{ name: '..', path: path.replace(/\/[^/]*$/, '') || '/', kind: 'up' }];
+  table($('files'), {
+    rows: up.concat(entries),
+    empty: 'Empty.',
+    columns: [
+      {
+        label: 'Restore',
+        value: (e) => (e.kind === 'up' ? '' : el('input', {
+          type: 'checkbox',
+          'aria-label': `Restore ${e.path}`,
+          checked: browsing.ticked.has(e.path) ? '' : null,
+          onchange: (ev) => (ev.target.checked ? browsing.ticked.add(e.path) : browsing.ticked.delete(e.path)),
+        })),
+      },
+      {
+        label: 'Name',
+        value: (e) => (e.kind === 'dir' || e.kind === 'up'
+          ? action(e.name, `Open ${e.path}`, () => browse(snapshot, e.path), 'link')
+          : e.name),
+      },
+      { label: 'Kind', value: (e) => (e.kind === 'up' ? '' : e.kind) },
+      { label: 'Size', value: (e) => (e.size == null ? '' : bytes(e.size)) },
+      { label: 'Modified', value: (e) => e.mtime ?? '' },
+      { label: '', value: (e) => (e.kind === 'up' ? '' : downloadLink(e.path)) },
+    ],
+  });
+}
+
+onSubmit($('restore-form'), async (v, send) => {
+  const paths = [...browsing.ticked];
+  if (!paths.length) throw new Error('Tick the files or directories to restore first.');
+  const started = await send('POST', `${jobPath(browsing.job)}/restore`, {
+    snapshot: browsing.snapshot, paths, target: v.target,
+  });
+  say(`Restore ${started.id} started into ${started.target}.`);
+  poll();
+});
+
+async function restores() {
+  const list = await api('GET', '/api/backups/restores');
+  if (list.length) $('restore').hidden = false;
+  table($('restores'), {
+    rows: list,
+    empty: 'No restore since obsbox started.',
+    columns: [
+      { label: 'Job', value: (r) => r.job },
+      { label: 'Snapshot', value: (r) => r.snapshot },
+      { label: 'Into', value: (r) => r.target },
+      { label: 'State', value: (r) => badge(r.state) },
+      { label: 'Progress', value: (r) => (r.state === 'running' ? `${r.step}/${r.steps} ${r.progress}` : (r.reason ?? `${r.files ?? 0} files, ${bytes(r.bytes ?? 0)}`)) },
+      { label: 'Started', value: (r) => when(r.started) },
+    ],
+  });
+  return list.some((r) => r.state === 'running');
+}
+
+let restoring = false;
+
 async function history() {
   const runs = await api('GET', '/api/backups/history?limit=50');
   table($('runs'), {
@@ -170,10 +278,13 @@ async function history() {
 }
 
 // Every second while something runs (live progress), else every 10 s.
-const running = () => status.jobs.some((j) => j.running);
+const running = () => restoring || status.jobs.some((j) => j.running);
 const poll = every(() => (running() ? 1000 : 10000), async () => {
   await jobs.refresh();
   await history();
+  restoring = await restores();
 });
-$('job-form').elements.enabled.checked = true;
-$('job-form').elements.enabled.defaultChecked = true;
+for (const box of ['enabled', 'one_file_system']) {
+  $('job-form').elements[box].checked = true;
+  $('job-form').elements[box].defaultChecked = true;
+}

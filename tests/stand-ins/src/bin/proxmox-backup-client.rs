@@ -790,6 +790,7 @@ fn spec(path: &str) -> Spec {
                 opt("overwrite-symlinks", Bool),
                 opt("overwrite-hardlinks", Bool),
                 opt("ignore-extract-device-errors", Bool),
+                arr("pattern", Str, true),
             ],
         ),
         "snapshot list" => (&["group"], vec![REPO, NS, opt("group", Str), OUT]),
@@ -2527,6 +2528,31 @@ struct ExtractOpts {
     ignore_permissions: bool,
     ignore_device_errors: bool,
     corrupt: Option<Vec<u8>>,
+    /// `--pattern`s: when any is given only what matches is restored (a
+    /// matched directory with everything in it), as the real client's
+    /// `extract_match_default: false`.
+    patterns: Vec<Pattern>,
+}
+
+impl ExtractOpts {
+    /// Whether `rel` is restored: its own match, else its nearest matching
+    /// parent directory's, else only when no pattern was given.
+    fn selected(&self, rel: &[u8], is_dir: bool) -> bool {
+        if self.patterns.is_empty() {
+            return true;
+        }
+        if let Some(m) = match_patterns(&self.patterns, rel, is_dir) {
+            return m;
+        }
+        let mut end = rel.len();
+        while let Some(p) = rel[..end].iter().rposition(|c| *c == b'/') {
+            if let Some(m) = match_patterns(&self.patterns, &rel[..p], true) {
+                return m;
+            }
+            end = p;
+        }
+        false
+    }
 }
 
 fn cpath(p: &Path) -> Result<std::ffi::CString, io::Error> {
@@ -2629,6 +2655,27 @@ fn extract_archive<R: Read>(r: &mut R, target: &Path, opts: &ExtractOpts) -> Res
         }
         let path = target.join(std::ffi::OsStr::from_bytes(&rel));
         let t = h["t"].as_str().unwrap_or("");
+        if !opts.selected(&rel, t == "d") {
+            // Skipped, with its contents read past.
+            let size = if t == "f" {
+                h["sz"].as_u64().unwrap_or(0)
+            } else {
+                0
+            };
+            io::copy(&mut r.take(size), &mut io::sink())
+                .map_err(|e| at("failed to skip file", e.to_string()))?;
+            continue;
+        }
+        if !opts.patterns.is_empty() {
+            // The directories above a match, made as needed.
+            if let Some(up) = path.parent() {
+                fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(up)
+                    .map_err(|e| at("failed to create directory", errno_text(&e)))?;
+            }
+        }
         match t {
             "d" => {
                 if let Err(e) = fs::DirBuilder::new().mode(0o700).create(&path) {
@@ -3990,6 +4037,14 @@ fn cmd_restore(params: &Params) -> Res<()> {
     let ns = ns_param(params);
     let snap = snapshot_or_latest(&conn, &ns, params.str("snapshot").unwrap_or(""))?;
     let target = params.str("target").filter(|t| *t != "-");
+    let patterns: Vec<Pattern> = params
+        .list("pattern")
+        .iter()
+        .map(|p| Pattern::parse(p.as_bytes(), true, false))
+        .collect();
+    if !patterns.is_empty() && target.is_none() {
+        return fail("patterns not allowed when restoring to stdout");
+    }
     let crypto = crypto_parameters(params)?;
     let snapinfo = existing_snapshot(&conn, &ns, &snap)?;
     let archive = parse_archive_name(&archive_arg);
@@ -4051,6 +4106,7 @@ fn cmd_restore(params: &Params) -> Res<()> {
                     ignore_permissions: params.flag("ignore-permissions"),
                     ignore_device_errors: params.flag("ignore-extract-device-errors"),
                     corrupt,
+                    patterns,
                 };
                 extract_archive(&mut reader, Path::new(t), &opts)
                     .map_err(|e| Fail::Msg(format!("error extracting archive - {e}")))?;

@@ -1,0 +1,1033 @@
+//! Restores: a job's snapshots as the repository describes them, a
+//! snapshot's files browsed (PBS's catalog, `restic ls --json`), chosen files
+//! restored into a new or empty directory on the box, or streamed as a tar.
+//!
+//! Paths are shown and taken one way for both backends: restic's are the
+//! original absolute paths; PBS's are `/<archive>/<path in the archive>`.
+//! Either way a file shown as `P` is restored to `<target>/P`, and is
+//! `P` without its leading `/` in a downloaded tar.
+
+use super::client::{Client, Progress};
+use super::BackupError;
+use crate::settings::BackupBackend;
+use crate::supervisor::{process, Exit, Reaper};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// One snapshot of a job, as its repository describes it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SnapshotSummary {
+    /// The name the client takes (`host/<id>/<time>`, or restic's id).
+    pub id: String,
+    /// RFC 3339.
+    pub time: String,
+    /// Bytes, where the repository says (PBS).
+    pub size: Option<u64>,
+    /// The server's last verification of it (`ok`, `failed`; PBS only).
+    pub verification: Option<String>,
+    /// Protected from pruning (PBS).
+    pub protected: bool,
+    /// The first line of its notes (PBS's comment).
+    pub notes: Option<String>,
+    /// What it holds: archive names (PBS) or backed-up paths (restic).
+    pub contents: Vec<String>,
+}
+
+/// One entry of a snapshot's directory.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Entry {
+    pub name: String,
+    /// As the restore and download routes take it.
+    pub path: String,
+    /// `dir`, `file`, `symlink` or `other`.
+    pub kind: &'static str,
+    pub size: Option<u64>,
+    /// RFC 3339 for restic; PBS's catalog gives local time.
+    pub mtime: Option<String>,
+}
+
+/// Checks a path given for browsing or restoring: absolute, without `.` or
+/// `..`; returns it without a trailing `/`, `/` for the root.
+pub fn clean_path(path: &str) -> Result<String, String> {
+    if !path.starts_with('/') || path.contains('\0') {
+        return Err(format!("'{path}' is not an absolute path"));
+    }
+    let parts: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
+    if parts.iter().any(|c| *c == "." || *c == "..") {
+        return Err(format!("'{path}' must not contain '.' or '..'"));
+    }
+    Ok(format!("/{}", parts.join("/")))
+}
+
+fn parent(path: &str) -> &str {
+    match path.rfind('/') {
+        Some(0) | None => "/",
+        Some(i) => &path[..i],
+    }
+}
+
+/// The entries directly inside `dir`, directories first, then by name.
+pub fn children(entries: &[Entry], dir: &str) -> Vec<Entry> {
+    let mut kids: Vec<Entry> = entries
+        .iter()
+        .filter(|e| e.path != dir && parent(&e.path) == dir)
+        .cloned()
+        .collect();
+    kids.sort_by(|a, b| (a.kind != "dir", &a.name).cmp(&(b.kind != "dir", &b.name)));
+    kids.dedup_by(|a, b| a.path == b.path);
+    kids
+}
+
+/// `snapshot list --output-format json` or `restic snapshots --json`, newest first.
+pub fn summaries(backend: BackupBackend, json: &str) -> Result<Vec<SnapshotSummary>, String> {
+    let items: Vec<serde_json::Value> = serde_json::from_str(json)
+        .map_err(|e| format!("the client's snapshot list is not what it should be: {e}"))?;
+    let mut all = Vec::new();
+    for item in items {
+        let summary = match backend {
+            BackupBackend::Restic => {
+                let (Some(id), Some(time)) = (item["id"].as_str(), item["time"].as_str()) else {
+                    return Err(format!("a restic snapshot without id or time: {item}"));
+                };
+                let time: jiff::Timestamp = time
+                    .parse()
+                    .map_err(|e| format!("snapshot time {time}: {e}"))?;
+                SnapshotSummary {
+                    id: id.into(),
+                    time: time.to_string(),
+                    size: item["summary"]["total_bytes_processed"].as_u64(),
+                    verification: None,
+                    protected: false,
+                    notes: None,
+                    contents: strings(&item["paths"]),
+                }
+            }
+            BackupBackend::Pbs => {
+                let (Some(kind), Some(id), Some(epoch)) = (
+                    item["backup-type"].as_str(),
+                    item["backup-id"].as_str(),
+                    item["backup-time"].as_i64(),
+                ) else {
+                    return Err(format!("a PBS snapshot without type, id or time: {item}"));
+                };
+                let time = jiff::Timestamp::from_second(epoch)
+                    .map_err(|e| format!("snapshot time {epoch}: {e}"))?;
+                let files = item["files"].as_array().cloned().unwrap_or_default();
+                SnapshotSummary {
+                    id: format!("{kind}/{id}/{}", time.strftime("%Y-%m-%dT%H:%M:%SZ")),
+                    time: time.to_string(),
+                    size: item["size"].as_u64(),
+                    verification: item["verification"]["state"].as_str().map(String::from),
+                    protected: item["protected"].as_bool().unwrap_or(false),
+                    notes: item["comment"].as_str().map(String::from),
+                    contents: files
+                        .iter()
+                        .filter_map(|f| f["filename"].as_str().or(f.as_str()))
+                        .filter_map(|f| f.strip_suffix(".pxar.didx"))
+                        .map(String::from)
+                        .collect(),
+                }
+            }
+        };
+        all.push(summary);
+    }
+    all.sort_by(|a, b| b.time.cmp(&a.time));
+    Ok(all)
+}
+
+fn strings(v: &serde_json::Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `restic ls --json` lines: the snapshot, then one node per line.
+pub fn restic_entries(output: &str) -> Vec<Entry> {
+    output
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["struct_type"] == "node")
+        .filter_map(|v| {
+            Some(Entry {
+                name: v["name"].as_str()?.into(),
+                path: v["path"].as_str()?.into(),
+                kind: match v["type"].as_str()? {
+                    "dir" => "dir",
+                    "file" => "file",
+                    "symlink" => "symlink",
+                    _ => "other",
+                },
+                size: v["size"].as_u64(),
+                mtime: v["mtime"].as_str().map(String::from),
+            })
+        })
+        .collect()
+}
+
+/// `catalog dump` lines (`d "./etc.pxar.didx/x"`, `f "./etc.pxar.didx/x/y" SIZE MTIME`),
+/// as paths `/<archive>/...`; other archive types and other lines are left out.
+pub fn catalog_entries(output: &str) -> Vec<Entry> {
+    output
+        .lines()
+        .filter_map(|line| {
+            let (kind, rest) = line.split_once(' ')?;
+            let kind = match kind {
+                "d" => "dir",
+                "f" => "file",
+                "l" => "symlink",
+                "h" | "p" | "b" | "c" | "s" => "other",
+                _ => return None,
+            };
+            let (quoted, tail) = debug_string(rest)?;
+            let inside = quoted.strip_prefix("./")?;
+            let (archive, rel) = inside.split_once('/').unwrap_or((inside, ""));
+            let archive = archive.strip_suffix(".pxar.didx")?;
+            let path = match rel {
+                "" => format!("/{archive}"),
+                rel => format!("/{archive}/{rel}"),
+            };
+            let mut fields = tail.split_whitespace();
+            Some(Entry {
+                name: path.rsplit('/').next().unwrap_or_default().into(),
+                path,
+                kind,
+                size: fields.next().and_then(|s| s.parse().ok()),
+                mtime: fields.next().map(String::from),
+            })
+        })
+        .collect()
+}
+
+/// A Rust `{:?}` string at the start of `text` (how the PBS client prints
+/// paths), unescaped; and what follows it.
+fn debug_string(text: &str) -> Option<(String, &str)> {
+    let mut chars = text.strip_prefix('"')?.char_indices();
+    let mut out = String::new();
+    let mut bytes = Vec::new();
+    let flush = |bytes: &mut Vec<u8>, out: &mut String| {
+        out.push_str(&String::from_utf8_lossy(bytes));
+        bytes.clear();
+    };
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '"' => {
+                flush(&mut bytes, &mut out);
+                return Some((out, &text[i + 2..]));
+            }
+            '\\' => match chars.next()?.1 {
+                'n' => bytes.push(b'\n'),
+                't' => bytes.push(b'\t'),
+                'r' => bytes.push(b'\r'),
+                '0' => bytes.push(0),
+                'x' => {
+                    let hex: String = [chars.next()?.1, chars.next()?.1].iter().collect();
+                    bytes.push(u8::from_str_radix(&hex, 16).ok()?);
+                }
+                'u' => {
+                    chars.next().filter(|(_, c)| *c == '{')?;
+                    let hex: String = chars
+                        .by_ref()
+                        .map(|(_, c)| c)
+                        .take_while(|c| *c != '}')
+                        .collect();
+                    let c = char::from_u32(u32::from_str_radix(&hex, 16).ok()?)?;
+                    bytes.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
+                }
+                other => bytes.extend_from_slice(other.encode_utf8(&mut [0; 4]).as_bytes()),
+            },
+            c => bytes.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
+        }
+    }
+    None
+}
+
+/// Places a restore must never write to: the system's own directories and
+/// obsbox's data directory.
+const SYSTEM_DIRS: &[&str] = &[
+    "/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/opt", "/proc",
+    "/root", "/run", "/sbin", "/sys", "/usr", "/var",
+];
+
+/// Checks a restore target: an absolute path, outside the system's
+/// directories and `data_dir` (symbolic links followed), that does not exist
+/// yet or is an empty directory, so a restore never writes over anything.
+pub fn confine_target(target: &str, data_dir: &Path) -> Result<PathBuf, String> {
+    let clean = clean_path(target)?;
+    // Resolve what exists of it, so a link cannot lead a restore elsewhere.
+    let mut existing = PathBuf::from(&clean);
+    let mut rest = Vec::new();
+    let resolved = loop {
+        match existing.canonicalize() {
+            Ok(real) => break real,
+            Err(_) => {
+                let Some(name) = existing.file_name().map(|n| n.to_owned()) else {
+                    return Err(format!("cannot resolve {clean}"));
+                };
+                rest.push(name);
+                existing.pop();
+            }
+        }
+    };
+    let real = rest.iter().rev().fold(resolved, |p, n| p.join(n));
+    let data = data_dir
+        .canonicalize()
+        .unwrap_or_else(|_| data_dir.to_path_buf());
+    let forbidden = SYSTEM_DIRS.iter().map(PathBuf::from).chain([data]);
+    if real == Path::new("/") {
+        return Err("a restore cannot go to /".into());
+    }
+    for dir in forbidden {
+        if real.starts_with(&dir) || dir.starts_with(&real) {
+            return Err(format!(
+                "a restore cannot go to {} (it holds or is inside {}, which belongs to the system)",
+                real.display(),
+                dir.display()
+            ));
+        }
+    }
+    match std::fs::read_dir(&real).map(|mut entries| entries.next().is_none()) {
+        Ok(false) => Err(format!(
+            "{} is not empty: restore into a new or empty directory",
+            real.display()
+        )),
+        Ok(true) => Ok(real),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(real),
+        Err(e) => Err(format!("{}: {e}", real.display())),
+    }
+}
+
+impl Client {
+    fn is_restic(&self) -> bool {
+        self.job.backend == BackupBackend::Restic
+    }
+
+    /// Lists the entries of `snapshot` at and below `dir`.
+    pub fn browse_args(&self, snapshot: &str, dir: &str) -> Vec<String> {
+        if self.is_restic() {
+            let mut args = vec!["ls".to_string(), "--json".into(), snapshot.into()];
+            if dir != "/" {
+                args.push(dir.into());
+            }
+            return args;
+        }
+        let mut args = vec!["catalog".to_string(), "dump".into(), snapshot.into()];
+        args.extend(self.keyfile());
+        args
+    }
+
+    /// The client runs that restore `paths` of `snapshot` under `target`
+    /// (`/` for everything), each file shown as `P` landing at `target/P`.
+    pub fn restore_args(
+        &self,
+        snapshot: &str,
+        paths: &[String],
+        target: &Path,
+    ) -> Vec<Vec<String>> {
+        let whole = paths.iter().any(|p| p == "/");
+        if self.is_restic() {
+            let mut args: Vec<String> = vec![
+                "restore".into(),
+                snapshot.into(),
+                "--target".into(),
+                target.display().to_string(),
+            ];
+            if !whole {
+                for p in paths {
+                    args.extend(["--include".into(), p.clone()]);
+                }
+            }
+            return vec![args];
+        }
+        // Per archive: the patterns inside it (none: the whole archive).
+        let mut archives: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for p in paths.iter().filter(|p| *p != "/") {
+            let inside = p.trim_start_matches('/');
+            let (archive, rel) = inside.split_once('/').unwrap_or((inside, ""));
+            let patterns = archives.entry(archive.to_string()).or_default();
+            if !rel.is_empty() {
+                patterns.insert(format!("/{rel}"));
+            } else {
+                patterns.insert(String::new());
+            }
+        }
+        archives
+            .into_iter()
+            .map(|(archive, patterns)| {
+                let mut args: Vec<String> = vec![
+                    "restore".into(),
+                    snapshot.into(),
+                    format!("{archive}.pxar"),
+                    target.join(&archive).display().to_string(),
+                ];
+                // An empty pattern stands for the whole archive.
+                if !patterns.contains("") {
+                    for p in patterns {
+                        args.extend(["--pattern".into(), p]);
+                    }
+                }
+                args.extend(self.keyfile());
+                args
+            })
+            .collect()
+    }
+
+    /// Streams `path` of a restic snapshot as a tar on stdout.
+    fn dump_args(&self, snapshot: &str, path: &str) -> Vec<String> {
+        ["dump", "--archive", "tar", snapshot, path]
+            .map(String::from)
+            .into()
+    }
+}
+
+/// Runs the client to its end, keeping all of stdout and stderr (up to
+/// 64 MiB each): listings can be long, and PBS prints its catalog on stderr.
+async fn capture(
+    client: &Client,
+    reaper: &Reaper,
+    args: &[String],
+) -> Result<(String, String), BackupError> {
+    let mut cmd = client.command(args);
+    process::tie_to_parent(&mut cmd);
+    let piped = reaper.spawn_piped(cmd).map_err(|e| {
+        BackupError::Client(format!("cannot run {}: {e}", client.program.display()))
+    })?;
+    let read = |pipe: std::fs::File| {
+        tokio::task::spawn_blocking(move || {
+            let mut text = Vec::new();
+            let _ = pipe.take(64 << 20).read_to_end(&mut text);
+            String::from_utf8_lossy(&text).into_owned()
+        })
+    };
+    let (stdout, stderr) = (read(piped.stdout), read(piped.stderr));
+    let exit = piped.exited.await.map_err(|_| BackupError::Gone)?;
+    let (stdout, stderr) = (
+        stdout.await.unwrap_or_default(),
+        stderr.await.unwrap_or_default(),
+    );
+    if !exit.success() {
+        return Err(failed(client, args, exit, &stderr));
+    }
+    Ok((stdout, stderr))
+}
+
+fn failed(client: &Client, args: &[String], exit: Exit, stderr: &str) -> BackupError {
+    let last = stderr.lines().rev().find(|l| !l.trim().is_empty());
+    BackupError::Client(format!(
+        "{} {} failed ({exit}): {}",
+        client.program.display(),
+        args.first().map_or("", String::as_str),
+        last.unwrap_or("")
+    ))
+}
+
+/// The job's snapshots, newest first.
+pub async fn snapshots(
+    client: &Client,
+    reaper: &Reaper,
+) -> Result<Vec<SnapshotSummary>, BackupError> {
+    let (json, _) = capture(client, reaper, &client.list_args()).await?;
+    summaries(client.job.backend, &json).map_err(BackupError::Client)
+}
+
+/// The entries directly inside `dir` of `snapshot`.
+pub async fn files(
+    client: &Client,
+    reaper: &Reaper,
+    snapshot: &str,
+    dir: &str,
+) -> Result<Vec<Entry>, BackupError> {
+    let dir = clean_path(dir).map_err(BackupError::Refused)?;
+    let (stdout, stderr) = capture(client, reaper, &client.browse_args(snapshot, &dir)).await?;
+    let all = if client.is_restic() {
+        restic_entries(&stdout)
+    } else {
+        catalog_entries(&stderr)
+    };
+    let kids = children(&all, &dir);
+    if kids.is_empty() && dir != "/" && !all.iter().any(|e| e.path == dir && e.kind == "dir") {
+        return Err(BackupError::NotFound(format!(
+            "{snapshot} holds no directory {dir}"
+        )));
+    }
+    Ok(kids)
+}
+
+/// A restore under way or done.
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoreStatus {
+    pub id: u64,
+    pub job: String,
+    pub snapshot: String,
+    pub paths: Vec<String>,
+    pub target: String,
+    /// `running`, `ok` or `failed`.
+    pub state: &'static str,
+    pub reason: Option<String>,
+    /// Client runs done and in all (PBS restores archive by archive).
+    pub step: usize,
+    pub steps: usize,
+    /// The client's latest line.
+    pub progress: String,
+    /// Once done: what the target holds.
+    pub files: Option<u64>,
+    pub bytes: Option<u64>,
+    pub started: String,
+    pub ended: Option<String>,
+}
+
+/// Restores started since obsbox started, the newest `KEPT` of them.
+#[derive(Default)]
+pub struct Restores {
+    next: AtomicU64,
+    all: Mutex<BTreeMap<u64, Arc<Mutex<RestoreStatus>>>>,
+}
+
+const KEPT: usize = 50;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What a restore is asked to do.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreRequest {
+    pub snapshot: String,
+    /// Files or directories as `files` lists them; `["/"]` for everything.
+    pub paths: Vec<String>,
+    /// A new or empty directory on the box.
+    pub target: String,
+}
+
+impl Restores {
+    pub fn list(&self) -> Vec<RestoreStatus> {
+        lock(&self.all)
+            .values()
+            .rev()
+            .map(|s| lock(s).clone())
+            .collect()
+    }
+
+    pub fn get(&self, id: u64) -> Option<RestoreStatus> {
+        lock(&self.all).get(&id).map(|s| lock(s).clone())
+    }
+
+    /// Checks the request and starts the restore; it goes on in the background.
+    pub async fn start(
+        &self,
+        client: Client,
+        reaper: Reaper,
+        data_dir: &Path,
+        request: RestoreRequest,
+    ) -> Result<RestoreStatus, BackupError> {
+        let plan = plan(&client, &reaper, data_dir, request).await?;
+        let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        let (steps, target) = (plan.steps.clone(), plan.target.clone());
+        let status = Arc::new(Mutex::new(plan.status(id, &client)));
+        {
+            let mut all = lock(&self.all);
+            all.insert(id, status.clone());
+            while all.len() > KEPT {
+                all.pop_first();
+            }
+        }
+        let shown = lock(&status).clone();
+        tokio::spawn(async move {
+            let result = execute(&client, &reaper, &steps, &target, &status).await;
+            let mut s = lock(&status);
+            match result {
+                Ok((files, bytes)) => {
+                    s.state = "ok";
+                    (s.files, s.bytes) = (Some(files), Some(bytes));
+                }
+                Err(why) => {
+                    s.state = "failed";
+                    s.reason = Some(why);
+                }
+            }
+            s.ended = Some(jiff::Timestamp::now().to_string());
+            tracing::info!(job = %s.job, snapshot = %s.snapshot, target = %s.target, state = s.state, reason = ?s.reason, "restore ended");
+        });
+        Ok(shown)
+    }
+}
+
+/// A checked restore: its client runs, confined target and cleaned paths.
+struct Plan {
+    snapshot: String,
+    paths: Vec<String>,
+    target: PathBuf,
+    steps: Vec<Vec<String>>,
+}
+
+impl Plan {
+    fn status(&self, id: u64, client: &Client) -> RestoreStatus {
+        RestoreStatus {
+            id,
+            job: client.job.name.clone(),
+            snapshot: self.snapshot.clone(),
+            paths: self.paths.clone(),
+            target: self.target.display().to_string(),
+            state: "running",
+            reason: None,
+            step: 0,
+            steps: self.steps.len(),
+            progress: String::new(),
+            files: None,
+            bytes: None,
+            started: jiff::Timestamp::now().to_string(),
+            ended: None,
+        }
+    }
+}
+
+fn check_snapshot(snapshot: &str) -> Result<(), BackupError> {
+    if snapshot.trim().is_empty() || snapshot.starts_with('-') {
+        return Err(BackupError::Refused("name a snapshot".into()));
+    }
+    Ok(())
+}
+
+/// The paths asked for, cleaned; for PBS, `/` becomes every archive of the
+/// snapshot (it restores archive by archive).
+async fn selection(
+    client: &Client,
+    reaper: &Reaper,
+    snapshot: &str,
+    paths: &[String],
+) -> Result<Vec<String>, BackupError> {
+    check_snapshot(snapshot)?;
+    if paths.is_empty() {
+        return Err(BackupError::Refused(
+            "name the files or directories to restore (\"/\" for all)".into(),
+        ));
+    }
+    let paths = paths
+        .iter()
+        .map(|p| clean_path(p))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(BackupError::Refused)?;
+    if client.is_restic() || !paths.iter().any(|p| p == "/") {
+        return Ok(paths);
+    }
+    let listed = snapshots(client, reaper).await?;
+    let found = listed
+        .into_iter()
+        .find(|s| s.id == snapshot)
+        .ok_or_else(|| BackupError::NotFound(format!("no snapshot {snapshot}")))?;
+    Ok(found.contents.iter().map(|a| format!("/{a}")).collect())
+}
+
+async fn plan(
+    client: &Client,
+    reaper: &Reaper,
+    data_dir: &Path,
+    request: RestoreRequest,
+) -> Result<Plan, BackupError> {
+    let target = confine_target(&request.target, data_dir).map_err(BackupError::Refused)?;
+    let paths = selection(client, reaper, &request.snapshot, &request.paths).await?;
+    Ok(Plan {
+        steps: client.restore_args(&request.snapshot, &paths, &target),
+        snapshot: request.snapshot,
+        paths,
+        target,
+    })
+}
+
+/// Restores in the foreground (the command line's restore).
+pub async fn restore_now(
+    client: &Client,
+    reaper: &Reaper,
+    data_dir: &Path,
+    request: RestoreRequest,
+) -> Result<RestoreStatus, BackupError> {
+    let plan = plan(client, reaper, data_dir, request).await?;
+    let status = Arc::new(Mutex::new(plan.status(0, client)));
+    let result = execute(client, reaper, &plan.steps, &plan.target, &status).await;
+    let mut s = lock(&status).clone();
+    match result {
+        Ok((files, bytes)) => {
+            s.state = "ok";
+            (s.files, s.bytes) = (Some(files), Some(bytes));
+        }
+        Err(why) => return Err(BackupError::Client(why)),
+    }
+    s.ended = Some(jiff::Timestamp::now().to_string());
+    Ok(s)
+}
+
+async fn execute(
+    client: &Client,
+    reaper: &Reaper,
+    steps: &[Vec<String>],
+    target: &Path,
+    status: &Arc<Mutex<RestoreStatus>>,
+) -> Result<(u64, u64), String> {
+    std::fs::create_dir_all(target).map_err(|e| format!("{}: {e}", target.display()))?;
+    for (i, args) in steps.iter().enumerate() {
+        let progress: Arc<Mutex<Progress>> = Arc::default();
+        let watched = progress.clone();
+        let shown = status.clone();
+        // The client's latest line, for whoever asks meanwhile.
+        let follow = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                lock(&shown).progress = lock(&watched).last_line.clone();
+            }
+        });
+        let result = client.run(reaper, args, &progress, |_| {}).await;
+        follow.abort();
+        let last = lock(&progress).last_line.clone();
+        lock(status).progress = last.clone();
+        let (exit, _) = result?;
+        if !exit.success() {
+            return Err(format!(
+                "{} {} failed ({exit}): {last}",
+                client.program.display(),
+                args[0]
+            ));
+        }
+        lock(status).step = i + 1;
+    }
+    let target = target.to_path_buf();
+    tokio::task::spawn_blocking(move || tally(&target))
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Files and bytes under `dir`.
+fn tally(dir: &Path) -> (u64, u64) {
+    let mut files = 0;
+    let mut bytes = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(e.path()),
+                Ok(t) if t.is_file() => {
+                    files += 1;
+                    bytes += e.metadata().map_or(0, |m| m.len());
+                }
+                _ => {}
+            }
+        }
+    }
+    (files, bytes)
+}
+
+/// A tar being streamed: its read end, and what ends with it.
+pub struct TarStream {
+    pub reader: std::fs::File,
+    /// Kills the client (restic's dump) if the download ends early.
+    pid: Option<u32>,
+}
+
+impl Drop for TarStream {
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid {
+            // Gone already when it finished; the group is its own.
+            process::signal_group(pid, nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
+/// `path` of `snapshot` as a tar: restic's own `dump --archive tar`; for PBS
+/// a restore into a scratch directory (removed once sent), then tarred.
+pub async fn download(
+    client: &Client,
+    reaper: &Reaper,
+    scratch: &Path,
+    snapshot: &str,
+    path: &str,
+) -> Result<TarStream, BackupError> {
+    let path = clean_path(path).map_err(BackupError::Refused)?;
+    check_snapshot(snapshot)?;
+    if client.is_restic() {
+        let mut cmd = client.command(&client.dump_args(snapshot, &path));
+        process::tie_to_parent(&mut cmd);
+        let piped = reaper.spawn_piped(cmd).map_err(|e| {
+            BackupError::Client(format!("cannot run {}: {e}", client.program.display()))
+        })?;
+        // Its errors are for the log; the download just ends.
+        let stderr = piped.stderr;
+        let job = client.job.name.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut text = String::new();
+            let _ = stderr.take(1 << 20).read_to_string(&mut text);
+            if !text.trim().is_empty() {
+                tracing::warn!(%job, output = %text.trim(), "restic dump said");
+            }
+        });
+        return Ok(TarStream {
+            reader: piped.stdout,
+            pid: Some(piped.pid),
+        });
+    }
+    let _ = std::fs::remove_dir_all(scratch);
+    std::fs::create_dir_all(scratch)
+        .map_err(|e| BackupError::Client(format!("{}: {e}", scratch.display())))?;
+    let paths = selection(client, reaper, snapshot, std::slice::from_ref(&path)).await?;
+    for args in client.restore_args(snapshot, &paths, scratch) {
+        let progress = Arc::default();
+        let (exit, _) = client
+            .run(reaper, &args, &progress, |_| {})
+            .await
+            .map_err(BackupError::Client)?;
+        if !exit.success() {
+            let _ = std::fs::remove_dir_all(scratch);
+            let last = lock(&progress).last_line.clone();
+            return Err(failed(client, &args, exit, &last));
+        }
+    }
+    let (read, write) = process::pipe().map_err(|e| BackupError::Client(e.to_string()))?;
+    let scratch = scratch.to_path_buf();
+    // `/`: everything restored, each archive under its name.
+    let inside = path.trim_start_matches('/').to_string();
+    tokio::task::spawn_blocking(move || {
+        let mut tar = tar::Builder::new(std::fs::File::from(write));
+        tar.follow_symlinks(false);
+        let source = scratch.join(&inside);
+        let result = if inside.is_empty() {
+            tar.append_dir_all(".", &source)
+        } else if source.is_dir() {
+            tar.append_dir_all(&inside, &source)
+        } else {
+            tar.append_path_with_name(&source, &inside)
+        };
+        let result = result.and_then(|_| tar.finish());
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "a backup download ended early");
+        }
+        let _ = std::fs::remove_dir_all(&scratch);
+    });
+    Ok(TarStream {
+        reader: std::fs::File::from(read),
+        pid: None,
+    })
+}
+
+/// A job's client from the stored settings, for the command line (no
+/// running obsbox needed: the clients talk to the repository themselves).
+pub(crate) fn offline_client(
+    store: &crate::store::Store,
+    data_dir: &Path,
+    job: &str,
+) -> Result<Client, BackupError> {
+    let settings = store.settings()?;
+    let found = settings
+        .backups
+        .jobs
+        .iter()
+        .find(|j| j.name == job)
+        .ok_or_else(|| BackupError::NoSuchJob(job.into()))?;
+    let locator = crate::services::Locator::from_env();
+    super::job_client(&locator, store, data_dir, &settings, found).map_err(BackupError::Client)
+}
+
+impl super::Backups {
+    fn client_of(&self, name: &str) -> Result<Client, BackupError> {
+        let settings = self.services.settings()?;
+        let job = settings
+            .backups
+            .jobs
+            .iter()
+            .find(|j| j.name == name)
+            .ok_or_else(|| BackupError::NoSuchJob(name.into()))?;
+        let ctx = &self.ctx;
+        super::job_client(&ctx.locator, &ctx.store, &ctx.data_dir, &settings, job)
+            .map_err(BackupError::Client)
+    }
+
+    /// The job's snapshots, newest first, as its repository describes them.
+    pub async fn snapshots(&self, job: &str) -> Result<Vec<SnapshotSummary>, BackupError> {
+        snapshots(&self.client_of(job)?, &self.ctx.reaper).await
+    }
+
+    /// The entries directly inside `dir` of one of the job's snapshots.
+    pub async fn files(
+        &self,
+        job: &str,
+        snapshot: &str,
+        dir: &str,
+    ) -> Result<Vec<Entry>, BackupError> {
+        check_snapshot(snapshot)?;
+        files(&self.client_of(job)?, &self.ctx.reaper, snapshot, dir).await
+    }
+
+    /// Starts restoring files of one of the job's snapshots onto the box.
+    pub async fn restore(
+        &self,
+        job: &str,
+        request: RestoreRequest,
+    ) -> Result<RestoreStatus, BackupError> {
+        let client = self.client_of(job)?;
+        self.restores
+            .start(client, self.ctx.reaper.clone(), &self.ctx.data_dir, request)
+            .await
+    }
+
+    /// Restores since obsbox started, newest first.
+    pub fn restores(&self) -> Vec<RestoreStatus> {
+        self.restores.list()
+    }
+
+    pub fn restore_status(&self, id: u64) -> Result<RestoreStatus, BackupError> {
+        self.restores
+            .get(id)
+            .ok_or_else(|| BackupError::NotFound(format!("no restore {id}")))
+    }
+
+    /// A file or directory of one of the job's snapshots, as a tar stream.
+    pub async fn download(
+        &self,
+        job: &str,
+        snapshot: &str,
+        path: &str,
+    ) -> Result<TarStream, BackupError> {
+        let client = self.client_of(job)?;
+        let n = self.restores.next.fetch_add(1, Ordering::Relaxed) + 1;
+        let scratch = self
+            .ctx
+            .data_dir
+            .join("backup-staging")
+            .join(job)
+            .join(format!("download-{n}"));
+        download(&client, &self.ctx.reaper, &scratch, snapshot, path).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_absolute_and_plain() {
+        assert_eq!(clean_path("/").unwrap(), "/");
+        assert_eq!(clean_path("/srv//photos/").unwrap(), "/srv/photos");
+        for bad in ["", "srv", "/srv/../etc", "/srv/./x", "../x"] {
+            assert!(clean_path(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn restore_targets_are_confined() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        let fresh = tmp.path().join("restore/here");
+        assert_eq!(
+            confine_target(fresh.to_str().unwrap(), &data).unwrap(),
+            tmp.path().canonicalize().unwrap().join("restore/here")
+        );
+        // Not over the system, obsbox's data, anything that holds them, or files.
+        for bad in [
+            "/",
+            "/etc",
+            "/etc/x",
+            "/usr/lib/y",
+            "/var/lib/z",
+            "/srv/../etc",
+            "rel",
+        ] {
+            assert!(confine_target(bad, &data).is_err(), "{bad}");
+        }
+        assert!(confine_target(data.join("x").to_str().unwrap(), &data).is_err());
+        assert!(confine_target(tmp.path().to_str().unwrap(), &data).is_err());
+        // A link that leads into the system is followed.
+        let link = tmp.path().join("sneaky");
+        std::os::unix::fs::symlink("/etc", &link).unwrap();
+        let err = confine_target(link.join("new").to_str().unwrap(), &data).unwrap_err();
+        assert!(err.contains("/etc"), "{err}");
+        // An empty directory is fine, a non-empty one is not.
+        let empty = tmp.path().join("empty");
+        std::fs::create_dir(&empty).unwrap();
+        assert!(confine_target(empty.to_str().unwrap(), &data).is_ok());
+        std::fs::write(empty.join("f"), "x").unwrap();
+        let err = confine_target(empty.to_str().unwrap(), &data).unwrap_err();
+        assert!(err.contains("not empty"), "{err}");
+    }
+
+    #[test]
+    fn reads_pbs_snapshot_lists() {
+        let json = r#"[
+          {"backup-type":"host","backup-id":"box-photos","backup-time":1795400000,"size":2048,
+           "protected":true,"comment":"before the move","verification":{"state":"ok","upid":"x"},
+           "files":[{"filename":"photos.pxar.didx","crypt-mode":"none","size":2000},{"filename":"index.json.blob"},{"filename":"catalog.pcat1.didx"}]},
+          {"backup-type":"host","backup-id":"box-photos","backup-time":1795450000,"files":[]}
+        ]"#;
+        let all = summaries(BackupBackend::Pbs, json).unwrap();
+        assert_eq!(all[0].id, "host/box-photos/2026-11-23T16:06:40Z");
+        assert_eq!(all[1].id, "host/box-photos/2026-11-23T02:13:20Z");
+        assert_eq!(all[1].size, Some(2048));
+        assert!(all[1].protected && !all[0].protected);
+        assert_eq!(all[1].verification.as_deref(), Some("ok"));
+        assert_eq!(all[1].notes.as_deref(), Some("before the move"));
+        assert_eq!(all[1].contents, ["photos"]);
+        assert!(summaries(BackupBackend::Pbs, r#"[{"backup-type":"host"}]"#).is_err());
+    }
+
+    #[test]
+    fn reads_restic_snapshot_lists_and_listings() {
+        let json = r#"[{"time":"2026-12-07T02:52:03.141080602Z","paths":["/srv/photos"],"id":"c7a0","short_id":"c7a0"}]"#;
+        let all = summaries(BackupBackend::Restic, json).unwrap();
+        assert_eq!(all[0].id, "c7a0");
+        assert_eq!(all[0].contents, ["/srv/photos"]);
+        assert_eq!(all[0].size, None);
+        let ls = r#"{"time":"2026-12-07T02:52:03Z","paths":["/srv/photos"],"id":"c7a0","struct_type":"snapshot"}
+{"name":"srv","type":"dir","path":"/srv","struct_type":"node"}
+{"name":"photos","type":"dir","path":"/srv/photos","struct_type":"node"}
+{"name":"b.jpg","type":"file","path":"/srv/photos/b.jpg","size":3,"mtime":"2026-12-07T02:52:00Z","struct_type":"node"}
+{"name":"2026","type":"dir","path":"/srv/photos/2026","struct_type":"node"}
+{"name":"a.jpg","type":"file","path":"/srv/photos/2026/a.jpg","size":5,"struct_type":"node"}"#;
+        let entries = restic_entries(ls);
+        let names = |d: &str| -> Vec<String> {
+            children(&entries, d).into_iter().map(|e| e.path).collect()
+        };
+        assert_eq!(names("/"), ["/srv"]);
+        assert_eq!(
+            names("/srv/photos"),
+            ["/srv/photos/2026", "/srv/photos/b.jpg"]
+        );
+        assert_eq!(children(&entries, "/srv/photos")[1].size, Some(3));
+    }
+
+    #[test]
+    fn reads_pbs_catalogs() {
+        let dump = "Using encryption key from '/x'..\n\
+            d \"./photos.pxar.didx\"\n\
+            d \"./photos.pxar.didx/2026\"\n\
+            f \"./photos.pxar.didx/2026/my \\\"best\\\" shot.raw\" 1200 2026-11-23T14:05:00Z\n\
+            l \"./photos.pxar.didx/latest\"\n\
+            f \"./photos.pxar.didx/caf\\u{e9}\\xff.txt\" 3 2026-11-23T14:05:00Z\n\
+            f \"./disk.img.fidx/x\" 1 2026-11-23T14:05:00Z\n";
+        let entries = catalog_entries(dump);
+        let root = children(&entries, "/");
+        assert_eq!(root.len(), 1);
+        assert_eq!((root[0].path.as_str(), root[0].kind), ("/photos", "dir"));
+        let photos = children(&entries, "/photos");
+        let paths: Vec<&str> = photos.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "/photos/2026",
+                "/photos/caf\u{e9}\u{fffd}.txt",
+                "/photos/latest"
+            ]
+        );
+        let shot = &children(&entries, "/photos/2026")[0];
+        assert_eq!(shot.name, "my \"best\" shot.raw");
+        assert_eq!(shot.size, Some(1200));
+        assert_eq!(shot.mtime.as_deref(), Some("2026-11-23T14:05:00Z"));
+    }
+}

@@ -1,0 +1,475 @@
+//! Restores: listing a job's snapshots, browsing a snapshot's files,
+//! restoring chosen files onto the box, downloading them as a tar, through
+//! the API and the command line; with the PBS client stand-in and real restic.
+
+mod common;
+
+use common::pbs::{self, create_job, finished_run, fixture, job, Fixture, PASSWORD};
+use common::*;
+use serde_json::{json, Value};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+fn backed_up(obsbox: &Obsbox, name: &str) -> Value {
+    obsbox.send("POST", &format!("/api/backups/jobs/{name}/run"), "");
+    let run = finished_run(obsbox, name, "backup", 0);
+    assert_eq!(run["result"], "ok", "{run}");
+    run
+}
+
+fn names(entries: &Value) -> Vec<String> {
+    entries
+        .as_array()
+        .unwrap_or_else(|| panic!("not a list: {entries}"))
+        .iter()
+        .map(|e| e["path"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn encode(text: &str) -> String {
+    form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
+
+fn files(obsbox: &Obsbox, job: &str, snapshot: &str, path: &str) -> Value {
+    let (status, body) = obsbox.send(
+        "GET",
+        &format!(
+            "/api/backups/jobs/{job}/files?snapshot={}&path={}",
+            encode(snapshot),
+            encode(path)
+        ),
+        "",
+    );
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+/// Starts a restore and waits for its end.
+fn restore(obsbox: &Obsbox, job: &str, request: Value) -> Value {
+    let (status, started) = obsbox.send(
+        "POST",
+        &format!("/api/backups/jobs/{job}/restore"),
+        &request.to_string(),
+    );
+    assert_eq!(status, 202, "{started}");
+    let id = started["id"].as_u64().unwrap();
+    wait_for("the restore to end", Duration::from_secs(60), || {
+        let s = obsbox.get(&format!("/api/backups/restores/{id}"));
+        (s["state"] != "running").then_some(s)
+    })
+}
+
+/// The files of a tar: (path, contents).
+fn tar_files(obsbox: &Obsbox, job: &str, snapshot: &str, path: &str) -> Vec<(String, Vec<u8>)> {
+    let response = obsbox
+        .request(
+            "GET",
+            &format!(
+                "/api/backups/jobs/{job}/download?snapshot={}&path={}",
+                encode(snapshot),
+                encode(path)
+            ),
+        )
+        .call()
+        .unwrap();
+    assert_eq!(response.content_type(), "application/x-tar");
+    let mut archive = tar::Archive::new(response.into_reader());
+    let mut out = Vec::new();
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        if entry.header().entry_type().is_file() {
+            let path = entry.path().unwrap().display().to_string();
+            let mut data = Vec::new();
+            entry.read_to_end(&mut data).unwrap();
+            out.push((path.trim_start_matches("./").to_string(), data));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// What is left of a restore target: relative paths of its files.
+fn tree(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push(e.path().strip_prefix(dir).unwrap().display().to_string());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn refused(obsbox: &Obsbox, job: &str, request: Value) -> String {
+    let (status, body) = obsbox.send(
+        "POST",
+        &format!("/api/backups/jobs/{job}/restore"),
+        &request.to_string(),
+    );
+    assert_eq!(status, 422, "{request}: {body}");
+    body["error"].as_str().unwrap_or_default().to_string()
+}
+
+#[test]
+fn pbs_snapshots_are_listed_browsed_restored_and_downloaded() {
+    let fx = fixture(3);
+    let obsbox = pbs::start(&fx, &[], &[]);
+    create_job(&obsbox, job("photos", &fx.source));
+    let run = backed_up(&obsbox, "photos");
+
+    let list = obsbox.get("/api/backups/jobs/photos/snapshots");
+    let snap = &list[0];
+    assert_eq!(snap["id"], run["snapshot"], "{list}");
+    assert_eq!(snap["contents"], json!(["photos"]), "{list}");
+    assert!(snap["size"].as_u64().unwrap() > 0, "{list}");
+    assert_eq!(snap["protected"], false);
+    let id = snap["id"].as_str().unwrap();
+
+    assert_eq!(names(&files(&obsbox, "photos", id, "/")), ["/photos"]);
+    assert_eq!(
+        names(&files(&obsbox, "photos", id, "/photos")),
+        ["/photos/2026", "/photos/index.txt"]
+    );
+    let summer = files(&obsbox, "photos", id, "/photos/2026/summer");
+    assert_eq!(summer[1]["name"], "img001.raw");
+    assert_eq!(
+        summer[1]["size"].as_u64().unwrap(),
+        std::fs::metadata(fx.source.join("2026/summer/img001.raw"))
+            .unwrap()
+            .len()
+    );
+    let (status, body) = obsbox.send(
+        "GET",
+        &format!(
+            "/api/backups/jobs/photos/files?snapshot={}&path=/photos/nope",
+            encode(id)
+        ),
+        "",
+    );
+    assert_eq!(status, 404, "{body}");
+
+    // One file and one small file elsewhere: only those come back.
+    let target = fx.root.parent().unwrap().join("restored");
+    let done = restore(
+        &obsbox,
+        "photos",
+        json!({"snapshot": id, "target": target,
+               "paths": ["/photos/2026/summer/img001.raw", "/photos/index.txt"]}),
+    );
+    assert_eq!(done["state"], "ok", "{done}");
+    assert_eq!(done["files"], 2, "{done}");
+    assert_eq!(
+        tree(&target),
+        ["photos/2026/summer/img001.raw", "photos/index.txt"]
+    );
+    assert_eq!(
+        std::fs::read(target.join("photos/2026/summer/img001.raw")).unwrap(),
+        std::fs::read(fx.source.join("2026/summer/img001.raw")).unwrap()
+    );
+    // Everything, into another place.
+    let all = fx.root.parent().unwrap().join("all");
+    let done = restore(
+        &obsbox,
+        "photos",
+        json!({"snapshot": id, "target": all, "paths": ["/"]}),
+    );
+    assert_eq!(done["state"], "ok", "{done}");
+    assert_eq!(done["files"], 4, "{done}");
+    assert_eq!(obsbox.get("/api/backups/restores")[0]["id"], done["id"]);
+
+    // Never over the system, obsbox's data, anything there, or by `..`.
+    for (target, why) in [
+        ("/etc/restored".to_string(), "/etc"),
+        (
+            format!("{}/x", obsbox.data.display()),
+            "belongs to the system",
+        ),
+        (target.display().to_string(), "not empty"),
+        (format!("{}/../../etc", target.display()), "'..'"),
+        ("relative".into(), "absolute"),
+    ] {
+        let error = refused(
+            &obsbox,
+            "photos",
+            json!({"snapshot": id, "target": target, "paths": ["/"]}),
+        );
+        assert!(error.contains(why), "{target}: {error}");
+    }
+    let error = refused(
+        &obsbox,
+        "photos",
+        json!({"snapshot": id, "target": "/tmp/fine-x", "paths": ["/photos/../../etc"]}),
+    );
+    assert!(error.contains("'..'"), "{error}");
+
+    // A directory as a tar, streamed.
+    let tar = tar_files(&obsbox, "photos", id, "/photos/2026");
+    let paths: Vec<&str> = tar.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "photos/2026/summer/img000.raw",
+            "photos/2026/summer/img001.raw",
+            "photos/2026/summer/img002.raw"
+        ]
+    );
+    assert_eq!(
+        tar[2].1,
+        std::fs::read(fx.source.join("2026/summer/img002.raw")).unwrap()
+    );
+    // A tar reader may stop at the archive's end marker, before the stream ends.
+    wait_for(
+        "the download's scratch copy to be removed",
+        Duration::from_secs(10),
+        || {
+            (std::fs::read_dir(obsbox.data.join("backup-staging/photos"))
+                .map(|d| d.count())
+                .unwrap_or(0)
+                == 0)
+                .then_some(())
+        },
+    );
+    assert!(obsbox
+        .api_audit()
+        .iter()
+        .any(|a| a.contains("backup.restore")));
+}
+
+/// A restic repository made by restic itself, with `PASSWORD`.
+fn restic_repository(fx: &Fixture) -> PathBuf {
+    let repo = fx.root.parent().unwrap().join("restic-repo");
+    let out = std::process::Command::new("restic")
+        .args(["init", "--repo"])
+        .arg(&repo)
+        .env("RESTIC_PASSWORD", PASSWORD)
+        .output()
+        .expect("restic (Debian package) is installed by scripts/install-deps");
+    assert!(out.status.success());
+    repo
+}
+
+#[test]
+fn restic_snapshots_are_listed_browsed_restored_and_downloaded_by_api_and_cli() {
+    let fx = fixture(2);
+    let repo = restic_repository(&fx);
+    let obsbox = Obsbox::start(&[("services", services_only(&[]))]);
+    let mut j = job("photos", &fx.source);
+    j["backend"] = json!("restic");
+    j["repository"] = json!(repo.display().to_string());
+    create_job(&obsbox, j);
+    let run = backed_up(&obsbox, "photos");
+
+    let list = obsbox.get("/api/backups/jobs/photos/snapshots");
+    let id = list[0]["id"].as_str().unwrap().to_string();
+    assert!(id.starts_with(run["snapshot"].as_str().unwrap()), "{list}");
+    let source = fx.source.display().to_string();
+    assert_eq!(list[0]["contents"], json!([source]));
+
+    assert_eq!(
+        names(&files(&obsbox, "photos", &id, &source)),
+        [format!("{source}/2026"), format!("{source}/index.txt")]
+    );
+    let summer = format!("{source}/2026/summer");
+    assert_eq!(
+        names(&files(&obsbox, "photos", &id, &summer)),
+        [
+            format!("{summer}/img000.raw"),
+            format!("{summer}/img001.raw")
+        ]
+    );
+
+    let target = fx.root.parent().unwrap().join("restored");
+    let done = restore(
+        &obsbox,
+        "photos",
+        json!({"snapshot": id, "target": target, "paths": [format!("{summer}/img001.raw")]}),
+    );
+    assert_eq!(done["state"], "ok", "{done}");
+    let inside = summer.trim_start_matches('/');
+    assert_eq!(tree(&target), [format!("{inside}/img001.raw")]);
+
+    let tar = tar_files(&obsbox, "photos", &id, &summer);
+    let paths: Vec<&str> = tar.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            format!("{inside}/img000.raw"),
+            format!("{inside}/img001.raw")
+        ]
+    );
+    assert_eq!(
+        tar[0].1,
+        std::fs::read(fx.source.join("2026/summer/img000.raw")).unwrap()
+    );
+
+    // The command line does the same from the data directory.
+    let data = obsbox.data.clone();
+    let (ok, out) = run_cli(&data, &["backup", "snapshots", "photos"]);
+    assert!(ok && out.contains(&id), "{out}");
+    let (ok, out) = run_cli(&data, &["backup", "ls", "photos", &id, &summer]);
+    assert!(ok && out.contains("img001.raw"), "{out}");
+    let cli_target = fx.root.parent().unwrap().join("cli");
+    let (ok, out) = run_cli(
+        &data,
+        &[
+            "backup",
+            "restore",
+            "photos",
+            &id,
+            &format!("{source}/index.txt"),
+            "--target",
+            cli_target.to_str().unwrap(),
+        ],
+    );
+    assert!(ok && out.contains("restored 1 files"), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(
+            cli_target.join(format!("{}/index.txt", source.trim_start_matches('/')))
+        )
+        .unwrap(),
+        "my photos\n"
+    );
+    let (ok, out) = run_cli(
+        &data,
+        &[
+            "backup", "restore", "photos", &id, "/", "--target", "/usr/x",
+        ],
+    );
+    assert!(!ok && out.contains("/usr"), "{out}");
+}
+
+#[test]
+fn job_options_reach_both_clients_and_bad_ones_are_refused() {
+    let fx = fixture(2);
+    let obsbox = pbs::start(&fx, &[], &[]);
+    let mut j = job("photos", &fx.source);
+    j["options"] = json!({"exclude": ["/2026/"], "one_file_system": false, "limit_kib": 500});
+    create_job(&obsbox, j);
+    let run = backed_up(&obsbox, "photos");
+    let log = run["log"].as_str().unwrap_or_default();
+    let id = run["snapshot"].as_str().unwrap();
+    let top = names(&files(&obsbox, "photos", id, "/photos"));
+    assert!(top.contains(&"/photos/index.txt".to_string()), "{top:?}");
+    assert!(!top.contains(&"/photos/2026".to_string()), "{top:?} {log}");
+
+    let repo = restic_repository(&fx);
+    let mut j = job("pics", &fx.source);
+    j["backend"] = json!("restic");
+    j["repository"] = json!(repo.display().to_string());
+    j["options"] = json!({"exclude": ["*.raw"], "limit_kib": 100000});
+    create_job(&obsbox, j);
+    let run = backed_up(&obsbox, "pics");
+    let id = obsbox.get("/api/backups/jobs/pics/snapshots")[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(id.starts_with(run["snapshot"].as_str().unwrap()));
+    let summer = format!("{}/2026/summer", fx.source.display());
+    assert_eq!(files(&obsbox, "pics", &id, &summer), json!([]));
+    assert_eq!(
+        names(&files(
+            &obsbox,
+            "pics",
+            &id,
+            &fx.source.display().to_string()
+        )),
+        [
+            format!("{}/2026", fx.source.display()),
+            format!("{}/index.txt", fx.source.display())
+        ]
+    );
+
+    let mut bad = job("bad", &fx.source);
+    bad["options"] = json!({"exclude": ["--delete"], "verify_schedule": "every full moon"});
+    let (status, body) = obsbox.send(
+        "POST",
+        "/api/backups/jobs",
+        &json!({"job": bad}).to_string(),
+    );
+    assert_eq!(status, 422, "{body}");
+    let text = body.to_string();
+    assert!(
+        text.contains("options.exclude") && text.contains("options.verify_schedule"),
+        "{text}"
+    );
+}
+
+#[test]
+fn hooks_run_unprivileged_around_a_backup_and_a_failing_pre_hook_fails_it() {
+    let fx = fixture(1);
+    let obsbox = pbs::start(&fx, &[], &[]);
+    let mut j = job("photos", &fx.source);
+    j["options"] = json!({
+        "pre_hook": {"command": ["/bin/sh", "-c", "echo dumping $OBSBOX_BACKUP_JOB as $(id -u)"]},
+        "post_hook": {"command": ["/bin/echo", "all done"], "timeout": "10s"},
+    });
+    create_job(&obsbox, j);
+    let run = backed_up(&obsbox, "photos");
+    let log = run["log"].as_str().unwrap();
+    let dumped = log
+        .lines()
+        .find_map(|l| l.strip_prefix("dumping photos as "))
+        .unwrap_or_else(|| panic!("{log}"));
+    let root = std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap();
+    if root {
+        assert_ne!(dumped, "0", "the hook ran as root");
+    }
+    let (pre, backup, post) = (
+        log.find("dumping").unwrap(),
+        log.find("Starting backup").unwrap(),
+        log.find("all done").unwrap(),
+    );
+    assert!(pre < backup && backup < post, "{log}");
+
+    for (hook, why) in [
+        (
+            json!({"command": ["/bin/sh", "-c", "echo no database; exit 3"]}),
+            "pre-hook /bin/sh failed (exit code 3): no database",
+        ),
+        (
+            json!({"command": ["/bin/sleep", "30"], "timeout": "1s"}),
+            "did not finish within",
+        ),
+    ] {
+        let mut j = job("photos", &fx.source);
+        j["options"] = json!({"pre_hook": hook});
+        let (status, body) = obsbox.send(
+            "PUT",
+            "/api/backups/jobs/photos",
+            &json!({"job": j}).to_string(),
+        );
+        assert_eq!(status, 200, "{body}");
+        obsbox.send("POST", "/api/backups/jobs/photos/run", "");
+        let last = finished_run(&obsbox, "photos", "backup", run["id"].as_i64().unwrap());
+        let last = wait_for("this hook's run", Duration::from_secs(30), || {
+            let runs = obsbox.get("/api/backups/history?job=photos");
+            let newest = runs[0].clone();
+            (newest["result"] != "running" && newest["id"].as_i64() >= last["id"].as_i64())
+                .then_some(newest)
+        });
+        assert_eq!(last["result"], "failed", "{last}");
+        let reason = last["reason"].as_str().unwrap();
+        assert!(reason.contains(why), "{reason}");
+        assert!(
+            !last["log"].as_str().unwrap().contains("Starting backup"),
+            "{last}"
+        );
+    }
+    let mut bad = job("bad", &fx.source);
+    bad["options"] = json!({"pre_hook": {"command": ["pg_dump"], "timeout": "soon"}});
+    let (status, body) = obsbox.send(
+        "POST",
+        "/api/backups/jobs",
+        &json!({"job": bad}).to_string(),
+    );
+    assert_eq!(status, 422, "{body}");
+    assert!(body.to_string().contains("options.pre_hook"), "{body}");
+}
