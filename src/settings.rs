@@ -165,9 +165,12 @@ pub struct BackupSettings {
     pub drill_schedule: String,
     /// Time a halted backup gets between SIGINT and SIGKILL.
     pub halt_grace: String,
-    /// Recovery point objective: alert when a job's last good backup is older.
-    pub rpo: String,
-    /// Recovery time objective: alert when a drill's restore took longer.
+    /// No longer used (each job has its own `rpo`); accepted so that
+    /// settings saved by an older obsbox still load, and never saved again.
+    #[serde(rename = "rpo", skip_serializing)]
+    pub former_rpo: Option<String>,
+    /// Recovery time objective of jobs that set none: alert when a drill's
+    /// restore took longer.
     pub rto: String,
     pub jobs: Vec<BackupJob>,
 }
@@ -180,7 +183,7 @@ impl Default for BackupSettings {
             verify_schedule: "weekly".into(),
             drill_schedule: "monthly".into(),
             halt_grace: "30s".into(),
-            rpo: "24h".into(),
+            former_rpo: None,
             rto: "2h".into(),
             jobs: Vec::new(),
         }
@@ -227,6 +230,19 @@ pub struct BackupJob {
     /// A disabled job keeps its history but never runs by schedule.
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// Recovery point objective: alert when the job's last good backup (or,
+    /// before its first, its creation) is older. Defaults to one and a half
+    /// times the longest gap between two slots of its schedule.
+    #[serde(default)]
+    pub rpo: Option<String>,
+    /// Recovery time objective: alert when a drill's restore took longer.
+    /// Defaults to `backups.rto`.
+    #[serde(default)]
+    pub rto: Option<String>,
+    /// Those of `paths` whose mount points are backed up too. Elsewhere a
+    /// directory on another file system is left out, and the run says so.
+    #[serde(default)]
+    pub include_mount_points: Vec<String>,
 }
 
 impl BackupJob {
@@ -931,7 +947,6 @@ impl BackupSettings {
         }
         for (field, value, range) in [
             ("backups.halt_grace", &self.halt_grace, secs(1)..=secs(600)),
-            ("backups.rpo", &self.rpo, secs(3_600)..=secs(366 * 86_400)),
             ("backups.rto", &self.rto, secs(60)..=secs(7 * 86_400)),
         ] {
             duration_in(field, value, range, bad);
@@ -1008,6 +1023,22 @@ impl BackupSettings {
             }
             for problem in job.retention.validate() {
                 at("retention", problem);
+            }
+            for (field, value, range) in [
+                ("rpo", &job.rpo, secs(60)..=secs(366 * 86_400)),
+                ("rto", &job.rto, secs(60)..=secs(7 * 86_400)),
+            ] {
+                if let Some(value) = value {
+                    duration_in(field, value, range, &mut |f, m| at(&f, m));
+                }
+            }
+            for path in &job.include_mount_points {
+                if !job.paths.contains(path) {
+                    at(
+                        "include_mount_points",
+                        format!("'{path}' is not one of the job's paths"),
+                    );
+                }
             }
         }
     }

@@ -67,6 +67,30 @@ impl Progress {
         }
     }
 
+    /// The line that says what went wrong: the last `Error:` (PBS) or
+    /// `Fatal:` (restic) line, else the last line with "error" or "failed"
+    /// in it, else the last line.
+    pub fn failure_line(&self) -> String {
+        let lines = || {
+            self.log
+                .lines()
+                .rev()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+        };
+        lines()
+            .find(|l| l.starts_with("Error:") || l.starts_with("Fatal:"))
+            .or_else(|| {
+                lines().find(|l| {
+                    let l = l.to_ascii_lowercase();
+                    l.contains("error") || l.contains("failed")
+                })
+            })
+            .or_else(|| lines().next())
+            .unwrap_or("")
+            .to_string()
+    }
+
     fn push(&mut self, line: &str) {
         if self.log.len() < LOG_LIMIT {
             self.log.push_str(line);
@@ -141,11 +165,20 @@ impl Client {
         ]
     }
 
-    /// Backs up each (archive name, directory).
-    pub fn backup_args(&self, archives: &[(String, PathBuf)]) -> Vec<String> {
+    /// Backs up each (archive name, directory), with the file systems
+    /// mounted at `mount_points` (PBS); restic stays on each directory's
+    /// file system unless the job includes mount points.
+    pub fn backup_args(
+        &self,
+        archives: &[(String, PathBuf)],
+        mount_points: &[String],
+    ) -> Vec<String> {
         let dirs = archives.iter().map(|(_, dir)| dir.display().to_string());
         if self.restic() {
             let mut args = vec!["backup".to_string(), "--json".into()];
+            if self.job.include_mount_points.is_empty() {
+                args.push("--one-file-system".into());
+            }
             args.extend(self.restic_filter());
             args.extend(dirs);
             return args;
@@ -163,6 +196,9 @@ impl Client {
             "--backup-id".into(),
             self.backup_id.clone(),
         ]);
+        for mount_point in mount_points {
+            args.extend(["--include-dev".into(), mount_point.clone()]);
+        }
         args.extend(self.keyfile());
         args
     }
@@ -416,6 +452,28 @@ mod tests {
             Some("host/box/2026-11-23T14:05:00Z")
         );
         assert_eq!(snapshot_from_log("Error: no route to host"), None);
+    }
+
+    #[test]
+    fn the_reason_is_the_line_that_says_what_failed() {
+        let reason = |log: &str| {
+            let mut p = Progress::default();
+            p.note(log);
+            p.failure_line()
+        };
+        assert_eq!(
+            reason("Starting backup: host/x/2026-01-01T00:00:00Z\nError: fingerprint 'ab:cd' does not match\nconnection closed\n"),
+            "Error: fingerprint 'ab:cd' does not match"
+        );
+        assert_eq!(
+            reason("restoring <Snapshot 4f1c>\nignoring error for /srv/x: decrypting blob failed\nFatal: There were 1 errors\n\n"),
+            "Fatal: There were 1 errors"
+        );
+        assert_eq!(
+            reason("reading x\nhash mismatch: pack failed\nSummary: 3 files\n"),
+            "hash mismatch: pack failed"
+        );
+        assert_eq!(reason("only line\n\n"), "only line");
     }
 
     #[test]
