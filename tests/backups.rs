@@ -964,3 +964,72 @@ fn files_changing_during_a_backup_are_warnings_not_a_failed_drill() {
     let drill = finished_run(&obsbox, "photos", "drill", 0);
     assert_eq!(drill["result"], "ok", "{drill}");
 }
+
+/// A tmpfs mounted for a test, unmounted when dropped.
+struct Mount(PathBuf);
+
+impl Mount {
+    fn tmpfs(at: &Path) -> Mount {
+        std::fs::create_dir_all(at).unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "obsbox-test"])
+            .arg(at)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mount (the tests run as root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Mount(at.to_path_buf())
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// A file system mounted below a backed-up directory is left out with a
+/// warning, or backed up (and drilled) when the job includes mount points.
+#[test]
+fn mount_points_below_a_path_are_named_or_included() {
+    let fx = fixture(1);
+    let mount = Mount::tmpfs(&fx.source.join("cache"));
+    std::fs::write(mount.0.join("thumbs.db"), "thumbnails").unwrap();
+    let obsbox = pbs::start(&fx, &[], &[]);
+    create_job(&obsbox, job("photos", &fx.source));
+    obsbox.send("POST", "/api/backups/jobs/photos/run", "");
+    let run = finished_run(&obsbox, "photos", "backup", 0);
+    assert_eq!(run["result"], "ok", "{run}");
+    let reason = run["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("1 are mount points, left out") && reason.contains("/cache"),
+        "{run}"
+    );
+    obsbox.send("POST", "/api/backups/jobs/photos/drill", "");
+    let drill = finished_run(&obsbox, "photos", "drill", 0);
+    assert_eq!(drill["result"], "ok", "{drill}");
+
+    let mut all = job("all", &fx.source);
+    all["include_mount_points"] = json!([fx.source.display().to_string()]);
+    create_job(&obsbox, all);
+    obsbox.send("POST", "/api/backups/jobs/all/run", "");
+    let run = finished_run(&obsbox, "all", "backup", drill["id"].as_i64().unwrap());
+    assert_eq!(run["result"], "ok", "{run}");
+    assert_eq!(run["reason"], Value::Null, "{run}");
+    obsbox.send("POST", "/api/backups/jobs/all/drill", "");
+    let drill = finished_run(&obsbox, "all", "drill", run["id"].as_i64().unwrap());
+    assert_eq!(drill["result"], "ok", "{drill}");
+    // The drill compared the mounted file too: it is in the manifest.
+    let db = rusqlite::Connection::open(obsbox.data.join("obsbox.db")).unwrap();
+    let files: i64 = db
+        .query_row(
+            "SELECT count(*) FROM backup_files WHERE run_id = ?1 AND path = 'cache/thumbs.db'",
+            [run["id"].as_i64().unwrap()],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(files, 1);
+}
