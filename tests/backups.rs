@@ -1033,3 +1033,32 @@ fn mount_points_below_a_path_are_named_or_included() {
         .unwrap();
     assert_eq!(files, 1);
 }
+
+/// restic's progress comes from its `--json` status lines on stdout.
+#[test]
+fn restic_shows_bytes_files_rate_and_time_left_while_it_runs() {
+    let fx = fixture(1);
+    // Incompressible, so restic takes a while over it.
+    let mut noise = vec![0u8; 96 << 20];
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    for chunk in noise.chunks_mut(8) {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
+    }
+    std::fs::write(fx.source.join("video.raw"), &noise).unwrap();
+    drop(noise);
+    let repo = restic_repository(&fx);
+    let obsbox = Obsbox::start(&[("services", services_only(&[]))]);
+    create_job(&obsbox, restic_job("photos", &fx, &repo));
+    obsbox.send("POST", "/api/backups/jobs/photos/run", "");
+    let transfer = wait_for("restic's progress", Duration::from_secs(60), || {
+        let status = obsbox.get("/api/backups");
+        let transfer = &status["jobs"][0]["running"]["transfer"];
+        (transfer["total_bytes"].as_u64()? > 96 << 20).then(|| transfer.clone())
+    });
+    assert!(transfer["total_files"].as_u64().unwrap() >= 3, "{transfer}");
+    let run = finished_run(&obsbox, "photos", "backup", 0);
+    assert_eq!(run["result"], "ok", "{run}");
+}

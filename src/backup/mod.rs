@@ -289,6 +289,9 @@ pub struct RunningStatus {
     pub kind: Kind,
     /// The client's latest progress line.
     pub progress: String,
+    /// Bytes and files done, rate and time left, where the client says
+    /// (restic).
+    pub transfer: Option<client::Transfer>,
 }
 
 /// A handle on the backup service; cheap to clone.
@@ -991,10 +994,14 @@ impl Actor {
                         .due
                         .get(&(job.name.clone(), Kind::Backup))
                         .map(|t| t.to_string()),
-                    running: self.running.get(&job.name).map(|r| RunningStatus {
-                        run_id: r.run_id,
-                        kind: r.kind,
-                        progress: lock(&r.shared.progress).last_line.clone(),
+                    running: self.running.get(&job.name).map(|r| {
+                        let progress = lock(&r.shared.progress);
+                        RunningStatus {
+                            run_id: r.run_id,
+                            kind: r.kind,
+                            progress: progress.last_line.clone(),
+                            transfer: progress.transfer.clone(),
+                        }
                     }),
                     last_backup: last(Kind::Backup, None),
                     last_success: last(Kind::Backup, Some(Outcome::Ok)),
