@@ -312,6 +312,7 @@ pub async fn run(
         },
         services.subscribe(),
     )?;
+    let backups_stop = backups.clone();
     let power_stop = CancellationToken::new();
     let power = Power::start(
         PowerContext {
@@ -415,6 +416,9 @@ pub async fn run(
     let ending = async {
         let ending = lifecycle.ended(&mut terminate, &mut interrupt).await;
         quitting.cancel();
+        // Runs are halted (and run again after the restart) before their
+        // children are stopped, within the halt grace.
+        backups_stop.shutdown(backup_grace(&services)).await;
         controls.stop().await;
         supervisor.shutdown().await;
         tracing::info!("every child stopped");
@@ -474,6 +478,17 @@ pub async fn run(
         },
         lock,
     })
+}
+
+/// How long the backups may take to halt at exit: their grace period, and
+/// a little more for recording the runs.
+fn backup_grace(services: &Services) -> std::time::Duration {
+    let grace = services
+        .settings()
+        .ok()
+        .and_then(|s| crate::settings::parse_duration(&s.backups.halt_grace).ok())
+        .unwrap_or(std::time::Duration::from_secs(30));
+    grace + std::time::Duration::from_secs(5)
 }
 
 /// The signals that do not end a run. Once registered, none of them can

@@ -192,9 +192,12 @@ pub struct BackupSettings {
     pub drill_schedule: String,
     /// Time a halted backup gets between SIGINT and SIGKILL.
     pub halt_grace: String,
-    /// Recovery point objective: alert when a job's last good backup is older.
-    pub rpo: String,
-    /// Recovery time objective: alert when a drill's restore took longer.
+    /// No longer used (each job has its own `rpo`); accepted so that
+    /// settings saved by an older obsbox still load, and never saved again.
+    #[serde(rename = "rpo", skip_serializing)]
+    pub former_rpo: Option<String>,
+    /// Recovery time objective of jobs that set none: alert when a drill's
+    /// restore took longer.
     pub rto: String,
     pub jobs: Vec<BackupJob>,
 }
@@ -207,7 +210,7 @@ impl Default for BackupSettings {
             verify_schedule: "weekly".into(),
             drill_schedule: "monthly".into(),
             halt_grace: "30s".into(),
-            rpo: "24h".into(),
+            former_rpo: None,
             rto: "2h".into(),
             jobs: Vec::new(),
         }
@@ -257,9 +260,30 @@ pub struct BackupJob {
     /// Excludes, file systems, bandwidth, its own verify and drill schedules.
     #[serde(default)]
     pub options: crate::backup::JobOptions,
+    /// Recovery point objective: alert when the job's last good backup (or,
+    /// before its first, its creation) is older. Defaults to one and a half
+    /// times the longest gap between two slots of its schedule.
+    #[serde(default)]
+    pub rpo: Option<String>,
+    /// Recovery time objective: alert when a drill's restore took longer.
+    /// Defaults to `backups.rto`.
+    #[serde(default)]
+    pub rto: Option<String>,
+    /// Those of `paths` whose mount points are backed up too. Elsewhere a
+    /// directory on another file system is left out, and the run says so.
+    #[serde(default)]
+    pub include_mount_points: Vec<String>,
 }
 
 impl BackupJob {
+    /// Whether backing up `path` goes into the file systems mounted below
+    /// it: for every path when the job does not keep to one file system,
+    /// else for the paths listed in `include_mount_points`.
+    pub fn includes_mount_points(&self, path: &std::path::Path) -> bool {
+        !self.options.one_file_system
+            || self.include_mount_points.iter().any(|p| std::path::Path::new(p) == path)
+    }
+
     /// The backup ID this job's snapshots are made under, on the box called `hostname`.
     pub fn effective_backup_id(&self, hostname: &str) -> String {
         self.backup_id
@@ -961,7 +985,6 @@ impl BackupSettings {
         }
         for (field, value, range) in [
             ("backups.halt_grace", &self.halt_grace, secs(1)..=secs(600)),
-            ("backups.rpo", &self.rpo, secs(3_600)..=secs(366 * 86_400)),
             ("backups.rto", &self.rto, secs(60)..=secs(7 * 86_400)),
         ] {
             duration_in(field, value, range, bad);
@@ -1041,6 +1064,22 @@ impl BackupSettings {
             }
             for (field, problem) in job.options.validate() {
                 at(field, problem);
+            }
+            for (field, value, range) in [
+                ("rpo", &job.rpo, secs(60)..=secs(366 * 86_400)),
+                ("rto", &job.rto, secs(60)..=secs(7 * 86_400)),
+            ] {
+                if let Some(value) = value {
+                    duration_in(field, value, range, &mut |f, m| at(&f, m));
+                }
+            }
+            for path in &job.include_mount_points {
+                if !job.paths.contains(path) {
+                    at(
+                        "include_mount_points",
+                        format!("'{path}' is not one of the job's paths"),
+                    );
+                }
             }
         }
     }

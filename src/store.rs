@@ -249,6 +249,12 @@ const MIGRATIONS: &[&str] = &[
     // The Alertmanager silences an acknowledgement made (a JSON list of
     // IDs), expired when the alert resolves.
     "ALTER TABLE alerts ADD COLUMN ack_silences TEXT NOT NULL DEFAULT '[]';",
+    // Backups: halts asked for by a user (they outlive a restart), when each
+    // job was first seen (its RPO counts from there until a backup succeeds),
+    // and files that changed while the client read them (a drill skips them).
+    "CREATE TABLE backup_halts (reason TEXT PRIMARY KEY, since INTEGER NOT NULL);
+    CREATE TABLE backup_jobs (job TEXT PRIMARY KEY, created_at INTEGER NOT NULL);
+    ALTER TABLE backup_files ADD COLUMN changed INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// A handle on the store; cheap to clone. Calls block briefly on SQLite.

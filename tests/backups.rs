@@ -939,3 +939,415 @@ fn a_pbs_repository_test_checks_login_datastore_and_namespace() {
     let (_, detail) = failed_check(&report);
     assert!(detail.contains("no password input mechanism"), "{detail}");
 }
+
+/// The stored schedule slots of a job: waits until the scheduler has
+/// recorded them, then moves them `hours` into the past, as if obsbox had
+/// been off since.
+fn slots_hours_ago(obsbox: &Obsbox, job: &str, hours: i64) {
+    let db = rusqlite::Connection::open(obsbox.data.join("obsbox.db")).unwrap();
+    wait_for("the job's schedule slots", Duration::from_secs(10), || {
+        let slots: i64 = db
+            .query_row(
+                "SELECT count(*) FROM backup_slots WHERE job = ?1",
+                [job],
+                |r| r.get(0),
+            )
+            .ok()?;
+        (slots == 3).then_some(())
+    });
+    db.execute(
+        "UPDATE backup_slots SET slot = ?1 WHERE job = ?2",
+        rusqlite::params![jiff::Timestamp::now().as_second() - hours * 3600, job],
+    )
+    .unwrap();
+}
+
+fn backups_of(obsbox: &Obsbox, job: &str) -> Vec<Value> {
+    obsbox
+        .get(&format!("/api/backups/history?job={job}"))
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["kind"] == "backup")
+        .cloned()
+        .collect()
+}
+
+/// A scheduled backup halted by a user: the halt holds across a restart,
+/// and the slot runs once it is lifted.
+#[test]
+fn a_halted_scheduled_run_and_a_users_halt_outlive_a_restart() {
+    let fx = fixture(30);
+    let mut obsbox = pbs::start(&fx, &[], &[("PBS_STANDIN_SLOW_MS", "150")]);
+    let mut hourly = job("photos", &fx.source);
+    hourly["schedule"] = json!("hourly");
+    create_job(&obsbox, hourly);
+    slots_hours_ago(&obsbox, "photos", 3);
+    obsbox.restart();
+    // The missed slot runs at start; a user halts it.
+    pbs::backup_under_way(&obsbox);
+    let (status, _) = obsbox.send("POST", "/api/backups/halt", r#"{"reason": "maintenance"}"#);
+    assert_eq!(status, 200);
+    let halted = finished_run(&obsbox, "photos", "backup", 0);
+    assert_eq!(halted["result"], "halted", "{halted}");
+
+    obsbox.restart();
+    let status = obsbox.get("/api/backups");
+    assert_eq!(status["halted"], json!(["maintenance"]), "{status}");
+    assert_eq!(status["jobs"][0]["running"], Value::Null, "{status}");
+    let (code, answer) = obsbox.send(
+        "POST",
+        "/api/backups/resume",
+        r#"{"reason": "maintenance"}"#,
+    );
+    assert_eq!(code, 200, "{answer}");
+    let again = finished_run(&obsbox, "photos", "backup", halted["id"].as_i64().unwrap());
+    assert_eq!(again["result"], "ok", "{again}");
+}
+
+/// A big file to hash: sparse, so it costs no disk.
+fn sparse_file(dir: &Path, gib: u64) {
+    let file = std::fs::File::create(dir.join("disk.img")).unwrap();
+    file.set_len(gib << 30).unwrap();
+}
+
+#[test]
+fn a_halt_and_sigterm_stop_obsbox_own_hashing_within_the_grace() {
+    let fx = fixture(1);
+    sparse_file(&fx.source, 64);
+    let mut obsbox = pbs::start(
+        &fx,
+        &[(
+            "backups",
+            json!({"client": stand_in("proxmox-backup-client").display().to_string(), "halt_grace": "2s"}),
+        )],
+        &[],
+    );
+    create_job(&obsbox, job("photos", &fx.source));
+    obsbox.send("POST", "/api/backups/jobs/photos/run", "");
+    wait_for("obsbox to hash", Duration::from_secs(20), || {
+        (obsbox.get("/api/backups")["jobs"][0]["running"]["kind"] == "backup").then_some(())
+    });
+    let asked = std::time::Instant::now();
+    obsbox.send("POST", "/api/backups/halt", r#"{"reason": "on battery"}"#);
+    let halted = finished_run(&obsbox, "photos", "backup", 0);
+    let took = asked.elapsed();
+    assert_eq!(halted["result"], "halted", "{halted}");
+    assert!(took < Duration::from_secs(4), "the halt took {took:?}");
+
+    obsbox.send("POST", "/api/backups/resume", r#"{"reason": "on battery"}"#);
+    wait_for("obsbox to hash again", Duration::from_secs(20), || {
+        let running = &obsbox.get("/api/backups")["jobs"][0]["running"];
+        (running["run_id"].as_i64()? > halted["id"].as_i64()?).then_some(())
+    });
+    let asked = std::time::Instant::now();
+    assert!(obsbox.terminate().success());
+    let took = asked.elapsed();
+    assert!(
+        took < Duration::from_secs(8),
+        "obsbox took {took:?} to stop"
+    );
+    // The run stopped by the exit is recorded as halted, to run again.
+    let db = rusqlite::Connection::open(obsbox.data.join("obsbox.db")).unwrap();
+    let last: String = db
+        .query_row(
+            "SELECT result FROM backup_runs ORDER BY id DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(last, "halted");
+}
+
+/// The text of `/metrics` lines that start with `name{backup_job="job"`.
+fn metric(obsbox: &Obsbox, name: &str, job: &str) -> Option<f64> {
+    let text = ureq::get(&obsbox.url("/metrics"))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    let prefix = format!("{name}{{backup_job=\"{job}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map(|v| v.parse().unwrap())
+}
+
+#[test]
+fn each_job_has_its_own_rpo_and_rto_from_its_creation_and_disabled_jobs_none() {
+    let fx = fixture(1);
+    let obsbox = pbs::start(&fx, &[], &[]);
+    let created = jiff::Timestamp::now().as_second() as f64;
+    let mut weekly = job("weekly", &fx.source);
+    weekly["schedule"] = json!("weekly");
+    create_job(&obsbox, weekly);
+    let mut own = job("own", &fx.source);
+    own["rpo"] = json!("2d");
+    own["rto"] = json!("15m");
+    create_job(&obsbox, own);
+    let mut off = job("off", &fx.source);
+    off["enabled"] = json!(false);
+    create_job(&obsbox, off);
+
+    assert_eq!(
+        metric(&obsbox, "obsbox_backup_rpo_seconds", "weekly"),
+        Some(1.5 * 7.0 * 86_400.0)
+    );
+    assert_eq!(
+        metric(&obsbox, "obsbox_backup_rpo_seconds", "own"),
+        Some(2.0 * 86_400.0)
+    );
+    assert_eq!(
+        metric(&obsbox, "obsbox_backup_rto_seconds", "own"),
+        Some(900.0)
+    );
+    assert_eq!(
+        metric(&obsbox, "obsbox_backup_rto_seconds", "weekly"),
+        Some(7200.0)
+    );
+    // Never backed up: the age counts from the job's creation.
+    let since = metric(
+        &obsbox,
+        "obsbox_backup_last_success_timestamp_seconds",
+        "weekly",
+    )
+    .unwrap();
+    assert!((since - created).abs() < 30.0, "{since} vs {created}");
+    assert_eq!(metric(&obsbox, "obsbox_backup_rpo_seconds", "off"), None);
+    assert_eq!(
+        metric(
+            &obsbox,
+            "obsbox_backup_last_success_timestamp_seconds",
+            "off"
+        ),
+        None
+    );
+    let (status, answer) = obsbox.send(
+        "POST",
+        "/api/backups/jobs",
+        &json!({"job": {"name": "bad", "paths": ["/srv"], "repository": "store1", "rpo": "1s"}})
+            .to_string(),
+    );
+    assert_eq!(status, 422, "{answer}");
+    assert!(
+        answer.to_string().contains("backups.jobs[3].rpo"),
+        "{answer}"
+    );
+}
+
+#[test]
+fn failed_runs_record_no_size_or_restore_time_and_leave_no_copy() {
+    let fx = fixture(3);
+    let obsbox = pbs::start(
+        &fx,
+        &[],
+        &[("PBS_STANDIN_CORRUPT", "2026/summer/img001.raw")],
+    );
+    create_job(&obsbox, job("photos", &fx.source));
+    obsbox.send("POST", "/api/backups/jobs/photos/run", "");
+    let good = finished_run(&obsbox, "photos", "backup", 0);
+    assert_eq!(good["result"], "ok", "{good}");
+    obsbox.send("POST", "/api/backups/jobs/photos/drill", "");
+    let drill = finished_run(&obsbox, "photos", "drill", 0);
+    assert_eq!(drill["result"], "failed", "{drill}");
+    assert_eq!(drill["restore_ms"], Value::Null, "{drill}");
+    assert!(
+        !obsbox.data.join("backup-staging/photos/drill").exists(),
+        "a failed drill leaves its copy"
+    );
+    assert_eq!(
+        metric(&obsbox, "obsbox_backup_drill_restore_seconds", "photos"),
+        None
+    );
+    // A backup that fails: its size is not recorded, and the gauges keep
+    // the last good backup's.
+    std::fs::write(fx.root.join("store1/.password"), "changed").unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    obsbox.send("POST", "/api/backups/jobs/photos/run", "");
+    let failed = finished_run(&obsbox, "photos", "backup", good["id"].as_i64().unwrap());
+    assert_eq!(failed["result"], "failed", "{failed}");
+    assert_eq!(failed["bytes"], Value::Null, "{failed}");
+    assert_eq!(
+        metric(&obsbox, "obsbox_backup_last_bytes", "photos"),
+        good["bytes"].as_f64()
+    );
+    let took =
+        (good["ended_at"].as_i64().unwrap() - good["started_at"].as_i64().unwrap()) as f64 / 1000.0;
+    assert_eq!(
+        metric(&obsbox, "obsbox_backup_last_duration_seconds", "photos"),
+        Some(took)
+    );
+}
+
+#[test]
+fn halts_runs_deletions_and_secrets_answer_for_what_they_do() {
+    let fx = fixture(30);
+    let obsbox = pbs::start(&fx, &[], &[("PBS_STANDIN_SLOW_MS", "150")]);
+    let mut hourly = job("photos", &fx.source);
+    hourly["schedule"] = json!("monthly");
+    create_job(&obsbox, hourly.clone());
+    // Resuming what was never halted.
+    let (status, answer) = obsbox.send("POST", "/api/backups/resume", r#"{"reason": "nothing"}"#);
+    assert_eq!(status, 404, "{answer}");
+    // A run asked for while halted waits, and says so.
+    obsbox.send("POST", "/api/backups/halt", r#"{"reason": "maintenance"}"#);
+    let (status, answer) = obsbox.send("POST", "/api/backups/jobs/photos/run", "");
+    assert_eq!(status, 202);
+    assert_eq!(answer["started"], false, "{answer}");
+    assert_eq!(answer["waiting_for"], json!(["maintenance"]), "{answer}");
+    obsbox.send(
+        "POST",
+        "/api/backups/resume",
+        r#"{"reason": "maintenance"}"#,
+    );
+    // A running job is not deleted under its run.
+    pbs::backup_under_way(&obsbox);
+    let (status, answer) = obsbox.send("DELETE", "/api/backups/jobs/photos", "");
+    assert_eq!(status, 409, "{answer}");
+    let run = finished_run(&obsbox, "photos", "backup", 0);
+    assert_eq!(run["result"], "ok", "{run}");
+    // Changing a secret is audited, without its value.
+    let (status, _) = obsbox.send(
+        "PUT",
+        "/api/backups/jobs/photos",
+        &json!({"job": hourly, "secrets": {"encryption_password": "sesame"}}).to_string(),
+    );
+    assert_eq!(status, 200);
+    let audit = obsbox.get("/api/audit").to_string();
+    assert!(audit.contains("photos: encryption-password set"), "{audit}");
+    assert!(!audit.contains("sesame"), "{audit}");
+    // A job deleted and made again starts a fresh schedule: the old one's
+    // missed slots do not make it run at once.
+    slots_hours_ago(&obsbox, "photos", 40 * 24);
+    assert_eq!(obsbox.send("DELETE", "/api/backups/jobs/photos", "").0, 200);
+    create_job(&obsbox, hourly);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        backups_of(&obsbox, "photos").len(),
+        1,
+        "the re-created job ran at once"
+    );
+}
+
+/// Files that change or vanish while the client reads them are warnings
+/// on the backup, and the drill does not call them damaged.
+#[test]
+fn files_changing_during_a_backup_are_warnings_not_a_failed_drill() {
+    let fx = fixture(30);
+    let obsbox = pbs::start(&fx, &[], &[("PBS_STANDIN_SLOW_MS", "150")]);
+    create_job(&obsbox, job("photos", &fx.source));
+    obsbox.send("POST", "/api/backups/jobs/photos/run", "");
+    pbs::backup_under_way(&obsbox);
+    // The client reads 2026/summer/img000.. first, index.txt last.
+    std::fs::write(fx.source.join("index.txt"), "my photos, edited\n").unwrap();
+    std::fs::remove_file(fx.source.join("2026/summer/img029.raw")).unwrap();
+    let run = finished_run(&obsbox, "photos", "backup", 0);
+    assert_eq!(run["result"], "ok", "{run}");
+    let reason = run["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("2 changed while being backed up")
+            && reason.contains("photos/index.txt")
+            && reason.contains("photos/2026/summer/img029.raw"),
+        "{run}"
+    );
+    obsbox.send("POST", "/api/backups/jobs/photos/drill", "");
+    let drill = finished_run(&obsbox, "photos", "drill", 0);
+    assert_eq!(drill["result"], "ok", "{drill}");
+}
+
+/// A tmpfs mounted for a test, unmounted when dropped.
+struct Mount(PathBuf);
+
+impl Mount {
+    fn tmpfs(at: &Path) -> Mount {
+        std::fs::create_dir_all(at).unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "obsbox-test"])
+            .arg(at)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mount (the tests run as root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Mount(at.to_path_buf())
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// A file system mounted below a backed-up directory is left out with a
+/// warning, or backed up (and drilled) when the job includes mount points.
+#[test]
+fn mount_points_below_a_path_are_named_or_included() {
+    let fx = fixture(1);
+    let mount = Mount::tmpfs(&fx.source.join("cache"));
+    std::fs::write(mount.0.join("thumbs.db"), "thumbnails").unwrap();
+    let obsbox = pbs::start(&fx, &[], &[]);
+    create_job(&obsbox, job("photos", &fx.source));
+    obsbox.send("POST", "/api/backups/jobs/photos/run", "");
+    let run = finished_run(&obsbox, "photos", "backup", 0);
+    assert_eq!(run["result"], "ok", "{run}");
+    let reason = run["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("1 are mount points, left out") && reason.contains("/cache"),
+        "{run}"
+    );
+    obsbox.send("POST", "/api/backups/jobs/photos/drill", "");
+    let drill = finished_run(&obsbox, "photos", "drill", 0);
+    assert_eq!(drill["result"], "ok", "{drill}");
+
+    let mut all = job("all", &fx.source);
+    all["include_mount_points"] = json!([fx.source.display().to_string()]);
+    create_job(&obsbox, all);
+    obsbox.send("POST", "/api/backups/jobs/all/run", "");
+    let run = finished_run(&obsbox, "all", "backup", drill["id"].as_i64().unwrap());
+    assert_eq!(run["result"], "ok", "{run}");
+    assert_eq!(run["reason"], Value::Null, "{run}");
+    obsbox.send("POST", "/api/backups/jobs/all/drill", "");
+    let drill = finished_run(&obsbox, "all", "drill", run["id"].as_i64().unwrap());
+    assert_eq!(drill["result"], "ok", "{drill}");
+    // The drill compared the mounted file too: it is in the manifest.
+    let db = rusqlite::Connection::open(obsbox.data.join("obsbox.db")).unwrap();
+    let files: i64 = db
+        .query_row(
+            "SELECT count(*) FROM backup_files WHERE run_id = ?1 AND path = 'cache/thumbs.db'",
+            [run["id"].as_i64().unwrap()],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(files, 1);
+}
+
+/// restic's progress comes from its `--json` status lines on stdout.
+#[test]
+fn restic_shows_bytes_files_rate_and_time_left_while_it_runs() {
+    let fx = fixture(1);
+    // Incompressible, so restic takes a while over it.
+    let mut noise = vec![0u8; 96 << 20];
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    for chunk in noise.chunks_mut(8) {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
+    }
+    std::fs::write(fx.source.join("video.raw"), &noise).unwrap();
+    drop(noise);
+    let repo = restic_repository(&fx);
+    let obsbox = Obsbox::start(&[("services", services_only(&[]))]);
+    create_job(&obsbox, restic_job("photos", &fx, &repo));
+    obsbox.send("POST", "/api/backups/jobs/photos/run", "");
+    let transfer = wait_for("restic's progress", Duration::from_secs(60), || {
+        let status = obsbox.get("/api/backups");
+        let transfer = &status["jobs"][0]["running"]["transfer"];
+        (transfer["total_bytes"].as_u64()? > 96 << 20).then(|| transfer.clone())
+    });
+    assert!(transfer["total_files"].as_u64().unwrap() >= 3, "{transfer}");
+    let run = finished_run(&obsbox, "photos", "backup", 0);
+    assert_eq!(run["result"], "ok", "{run}");
+}

@@ -55,9 +55,67 @@ const INHERITED_SECRETS: &[&str] = &[
 pub struct Progress {
     pub log: String,
     pub last_line: String,
+    /// How far the transfer is, where the client says (restic's `--json` status).
+    pub transfer: Option<Transfer>,
+}
+
+/// How far a backup is, from restic's `--json` status lines.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Transfer {
+    pub bytes_done: u64,
+    pub total_bytes: u64,
+    pub files_done: u64,
+    pub total_files: u64,
+    /// 0 to 1.
+    pub fraction_done: f64,
+    /// Bytes per second so far.
+    pub rate: Option<u64>,
+    /// restic's estimate of the seconds left.
+    pub eta_seconds: Option<u64>,
+}
+
+/// What one line of restic's `--json` output on stdout is.
+enum JsonLine {
+    Status(Transfer),
+    /// An error restic went on after (a file it could not read): for the log.
+    Error(String),
+    Other,
+}
+
+fn restic_json_line(line: &str) -> JsonLine {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+        return JsonLine::Other;
+    };
+    let n = |key: &str| v[key].as_u64();
+    match v["message_type"].as_str() {
+        Some("status") => {
+            let bytes_done = n("bytes_done").unwrap_or(0);
+            let elapsed = n("seconds_elapsed").filter(|s| *s > 0);
+            JsonLine::Status(Transfer {
+                bytes_done,
+                total_bytes: n("total_bytes").unwrap_or(0),
+                files_done: n("files_done").unwrap_or(0),
+                total_files: n("total_files").unwrap_or(0),
+                fraction_done: v["percent_done"].as_f64().unwrap_or(0.0),
+                rate: elapsed.map(|s| bytes_done / s),
+                eta_seconds: n("seconds_remaining"),
+            })
+        }
+        Some("error") => JsonLine::Error(format!(
+            "error: {} ({}): {}",
+            v["item"].as_str().unwrap_or(""),
+            v["during"].as_str().unwrap_or(""),
+            v["error"]["message"]
+                .as_str()
+                .unwrap_or(&v["error"].to_string()),
+        )),
+        _ => JsonLine::Other,
+    }
 }
 
 const LOG_LIMIT: usize = 256 << 10;
+/// How much of a client's stdout (its results) is read.
+const RESULT_LIMIT: u64 = 16 << 20;
 
 impl Progress {
     /// Adds a command's report (e.g. what `restic check` printed) to the log.
@@ -65,6 +123,30 @@ impl Progress {
         for line in text.lines() {
             self.push(line);
         }
+    }
+
+    /// The line that says what went wrong: the last `Error:` (PBS) or
+    /// `Fatal:` (restic) line, else the last line with "error" or "failed"
+    /// in it, else the last line.
+    pub fn failure_line(&self) -> String {
+        let lines = || {
+            self.log
+                .lines()
+                .rev()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+        };
+        lines()
+            .find(|l| l.starts_with("Error:") || l.starts_with("Fatal:"))
+            .or_else(|| {
+                lines().find(|l| {
+                    let l = l.to_ascii_lowercase();
+                    l.contains("error") || l.contains("failed")
+                })
+            })
+            .or_else(|| lines().next())
+            .unwrap_or("")
+            .to_string()
     }
 
     fn push(&mut self, line: &str) {
@@ -149,13 +231,25 @@ impl Client {
         ]
     }
 
-    /// Backs up each (archive name, directory).
-    pub fn backup_args(&self, archives: &[(String, PathBuf)]) -> Vec<String> {
+    /// Backs up each (archive name, directory), with the file systems
+    /// mounted at `mount_points` (PBS); restic stays on each directory's
+    /// file system unless the job includes mount points.
+    pub fn backup_args(
+        &self,
+        archives: &[(String, PathBuf)],
+        mount_points: &[String],
+    ) -> Vec<String> {
         let dirs = archives.iter().map(|(_, dir)| dir.display().to_string());
         if self.restic() {
             let mut args = vec!["backup".to_string(), "--json".into()];
             args.extend(self.restic_filter());
-            args.extend(self.job.options.backup_args(self.job.backend));
+            let mut options = self.job.options.backup_args(self.job.backend);
+            // restic has one switch for all of a run's paths: a path that
+            // includes its mount points turns it off for the others too.
+            if !self.job.include_mount_points.is_empty() {
+                options.retain(|arg| arg != "--one-file-system");
+            }
+            args.extend(options);
             args.extend(dirs);
             return args;
         }
@@ -173,6 +267,9 @@ impl Client {
             self.backup_id.clone(),
         ]);
         args.extend(self.job.options.backup_args(self.job.backend));
+        for mount_point in mount_points {
+            args.extend(["--include-dev".into(), mount_point.clone()]);
+        }
         args.extend(self.keyfile());
         args
     }
@@ -354,6 +451,7 @@ impl Client {
             .spawn_piped(cmd)
             .map_err(|e| format!("cannot run {}: {e}", self.program.display()))?;
         on_start(piped.pid);
+        progress.lock().unwrap_or_else(|e| e.into_inner()).transfer = None;
         let sink = progress.clone();
         let stderr = piped.stderr;
         // Progress and errors come on stderr, line by line; results on stdout.
@@ -364,9 +462,31 @@ impl Client {
             }
         });
         let stdout = piped.stdout;
+        let sink = progress.clone();
+        let restic = self.restic();
+        // Results, and for restic its JSON status lines as they come.
         let result_reader = tokio::task::spawn_blocking(move || {
             let mut text = String::new();
-            let _ = stdout.take(16 << 20).read_to_string(&mut text);
+            for line in BufReader::new(stdout.take(RESULT_LIMIT)).lines() {
+                let Ok(line) = line else { break };
+                let parsed = if restic {
+                    restic_json_line(&line)
+                } else {
+                    JsonLine::Other
+                };
+                match parsed {
+                    JsonLine::Status(transfer) => {
+                        sink.lock().unwrap_or_else(|e| e.into_inner()).transfer = Some(transfer);
+                        continue;
+                    }
+                    JsonLine::Error(error) => {
+                        sink.lock().unwrap_or_else(|e| e.into_inner()).push(&error)
+                    }
+                    JsonLine::Other => {}
+                }
+                text.push_str(&line);
+                text.push('\n');
+            }
             text
         });
         let exit = piped
@@ -495,6 +615,61 @@ mod tests {
             Some("host/box/2026-11-23T14:05:00Z")
         );
         assert_eq!(snapshot_from_log("Error: no route to host"), None);
+    }
+
+    #[test]
+    fn the_reason_is_the_line_that_says_what_failed() {
+        let reason = |log: &str| {
+            let mut p = Progress::default();
+            p.note(log);
+            p.failure_line()
+        };
+        assert_eq!(
+            reason("Starting backup: host/x/2026-01-01T00:00:00Z\nError: fingerprint 'ab:cd' does not match\nconnection closed\n"),
+            "Error: fingerprint 'ab:cd' does not match"
+        );
+        assert_eq!(
+            reason("restoring <Snapshot 4f1c>\nignoring error for /srv/x: decrypting blob failed\nFatal: There were 1 errors\n\n"),
+            "Fatal: There were 1 errors"
+        );
+        assert_eq!(
+            reason("reading x\nhash mismatch: pack failed\nSummary: 3 files\n"),
+            "hash mismatch: pack failed"
+        );
+        assert_eq!(reason("only line\n\n"), "only line");
+    }
+
+    #[test]
+    fn reads_restics_json_status_and_errors() {
+        let status = r#"{"message_type":"status","seconds_elapsed":4,"seconds_remaining":12,"percent_done":0.25,"total_files":8,"files_done":2,"total_bytes":4000000,"bytes_done":1000000,"current_files":["/srv/a"]}"#;
+        let JsonLine::Status(t) = restic_json_line(status) else {
+            panic!("a status line")
+        };
+        assert_eq!(
+            t,
+            Transfer {
+                bytes_done: 1_000_000,
+                total_bytes: 4_000_000,
+                files_done: 2,
+                total_files: 8,
+                fraction_done: 0.25,
+                rate: Some(250_000),
+                eta_seconds: Some(12),
+            }
+        );
+        let error = r#"{"message_type":"error","error":{"message":"open /srv/x: permission denied"},"during":"archival","item":"/srv/x"}"#;
+        let JsonLine::Error(e) = restic_json_line(error) else {
+            panic!("an error line")
+        };
+        assert_eq!(
+            e,
+            "error: /srv/x (archival): open /srv/x: permission denied"
+        );
+        assert!(matches!(
+            restic_json_line(r#"{"message_type":"summary"}"#),
+            JsonLine::Other
+        ));
+        assert!(matches!(restic_json_line("not json"), JsonLine::Other));
     }
 
     #[test]

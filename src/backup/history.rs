@@ -67,6 +67,9 @@ pub struct FileEntry {
     pub path: String,
     pub size: u64,
     pub sha256: String,
+    /// It changed or vanished while the client read it: what the snapshot
+    /// holds is not what was hashed, so a drill does not compare it.
+    pub changed: bool,
 }
 
 /// What a finished run records.
@@ -136,9 +139,9 @@ pub fn finish(
         )?;
         {
             let mut insert =
-                tx.prepare("INSERT INTO backup_files (run_id, archive, path, size, sha256, source) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?;
+                tx.prepare("INSERT INTO backup_files (run_id, archive, path, size, sha256, source, changed) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")?;
             for f in files {
-                insert.execute(params![id, f.archive, f.path, f.size as i64, f.sha256, f.source])?;
+                insert.execute(params![id, f.archive, f.path, f.size as i64, f.sha256, f.source, f.changed])?;
             }
         }
         tx.commit()
@@ -245,7 +248,7 @@ pub fn manifest(
             )
             .optional()?;
         let Some(run) = run else { return Ok(None) };
-        let mut stmt = c.prepare("SELECT archive, path, size, sha256, source FROM backup_files WHERE run_id = ?1")?;
+        let mut stmt = c.prepare("SELECT archive, path, size, sha256, source, changed FROM backup_files WHERE run_id = ?1")?;
         let files = stmt.query_map([run], |r| {
             Ok(FileEntry {
                 archive: r.get(0)?,
@@ -253,6 +256,7 @@ pub fn manifest(
                 size: r.get::<_, i64>(2)? as u64,
                 sha256: r.get(3)?,
                 source: r.get(4)?,
+                changed: r.get(5)?,
             })
         })?;
         files.collect::<rusqlite::Result<Vec<_>>>().map(Some)
@@ -278,6 +282,62 @@ pub fn set_slot(store: &Store, job: &str, kind: Kind, slot_seconds: i64) -> Resu
             params![job, kind.as_str(), slot_seconds],
         )
         .map(|_| ())
+    })
+}
+
+/// Halt reasons a user asked for: they hold until resumed, restarts included.
+pub fn saved_halts(store: &Store) -> Result<Vec<String>, StoreError> {
+    store.with_conn(|c| {
+        let mut stmt = c.prepare("SELECT reason FROM backup_halts ORDER BY since")?;
+        let reasons = stmt.query_map([], |r| r.get(0))?;
+        reasons.collect()
+    })
+}
+
+pub fn save_halt(store: &Store, reason: &str) -> Result<(), StoreError> {
+    store.with_conn(|c| {
+        c.execute(
+            "INSERT OR IGNORE INTO backup_halts (reason, since) VALUES (?1, ?2)",
+            params![reason, now_millis()],
+        )
+        .map(|_| ())
+    })
+}
+
+pub fn drop_halt(store: &Store, reason: &str) -> Result<(), StoreError> {
+    store.with_conn(|c| {
+        c.execute("DELETE FROM backup_halts WHERE reason = ?1", [reason])
+            .map(|_| ())
+    })
+}
+
+/// When obsbox first saw `job` (Unix milliseconds), recorded now if never.
+pub fn job_created(store: &Store, job: &str) -> Result<i64, StoreError> {
+    store.with_conn(|c| {
+        c.execute(
+            "INSERT OR IGNORE INTO backup_jobs (job, created_at) VALUES (?1, ?2)",
+            params![job, now_millis()],
+        )?;
+        c.query_row(
+            "SELECT created_at FROM backup_jobs WHERE job = ?1",
+            [job],
+            |r| r.get(0),
+        )
+    })
+}
+
+/// Forgets the schedule slots and creation time of every job not in `jobs`:
+/// a job made again later under an old name starts afresh.
+pub fn forget_other_jobs(store: &Store, jobs: &[&str]) -> Result<(), StoreError> {
+    let names = serde_json::to_string(jobs).unwrap_or_else(|_| "[]".into());
+    store.with_conn(|c| {
+        for table in ["backup_slots", "backup_jobs"] {
+            c.execute(
+                &format!("DELETE FROM {table} WHERE job NOT IN (SELECT value FROM json_each(?1))"),
+                [&names],
+            )?;
+        }
+        Ok(())
     })
 }
 

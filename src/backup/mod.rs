@@ -20,6 +20,7 @@ mod manifest;
 mod repository;
 mod options;
 mod restore;
+mod objectives;
 mod retention;
 mod storage;
 mod verify;
@@ -42,6 +43,7 @@ use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -203,6 +205,10 @@ pub enum BackupError {
     Services(#[from] ServicesError),
     #[error("the backup client failed: {0}")]
     Client(String),
+    #[error("backup job '{0}' is running; halt it or wait for it to end")]
+    Busy(String),
+    #[error("no halt reason '{0}' is active")]
+    NoSuchHalt(String),
     #[error("the backup service has stopped")]
     Gone,
     /// A request that cannot be done as asked (a restore target, a path).
@@ -263,6 +269,22 @@ pub struct JobStatus {
     /// The repository's usage, as read after the last backup or
     /// verification since obsbox started.
     pub storage: Option<Storage>,
+    /// Its recovery point objective, own or from its schedule.
+    pub rpo_seconds: u64,
+    /// Its recovery time objective, own or the backups' `rto`.
+    pub rto_seconds: u64,
+    /// When obsbox first saw the job (Unix milliseconds): its RPO counts
+    /// from here until a backup succeeds.
+    pub created_at: Option<i64>,
+}
+
+/// What became of a request to run now.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunRequest {
+    /// It started at once; else it waits (see `waiting_for`).
+    pub started: bool,
+    /// Halt reasons it waits for, or "running" when the job is busy.
+    pub waiting_for: Vec<String>,
 }
 
 /// Which of a job's snapshots its retention keeps, newest first.
@@ -285,6 +307,9 @@ pub struct RunningStatus {
     pub kind: Kind,
     /// The client's latest progress line.
     pub progress: String,
+    /// Bytes and files done, rate and time left, where the client says
+    /// (restic).
+    pub transfer: Option<client::Transfer>,
 }
 
 /// A handle on the backup service; cheap to clone.
@@ -301,14 +326,20 @@ enum Msg {
     RunNow {
         job: String,
         kind: Kind,
-        done: oneshot::Sender<Result<(), BackupError>>,
+        done: oneshot::Sender<Result<RunRequest, BackupError>>,
     },
     Halt {
         reason: String,
+        /// Kept in the store until resumed: a user's halt outlives a restart.
+        saved: bool,
         done: oneshot::Sender<()>,
     },
     Resume {
         reason: String,
+        done: oneshot::Sender<bool>,
+    },
+    /// obsbox is stopping: halt every run; answer once none is left.
+    Shutdown {
         done: oneshot::Sender<()>,
     },
     HaltJob {
@@ -328,7 +359,9 @@ enum Msg {
     Finished {
         job: String,
         kind: Kind,
-        halted: bool,
+        outcome: Outcome,
+        /// The schedule slot it ran for, if it did.
+        slot: Option<i64>,
     },
     Preview {
         job: String,
@@ -351,6 +384,7 @@ impl Backups {
         settings: watch::Receiver<Settings>,
     ) -> Result<Backups, BackupError> {
         history::close_interrupted(&ctx.store)?;
+        let halts = history::saved_halts(&ctx.store)?.into_iter().collect();
         let (tx, rx) = mpsc::unbounded_channel();
         let ctx = Arc::new(ctx);
         let handle = Backups {
@@ -364,12 +398,14 @@ impl Backups {
             ctx,
             tx,
             settings: settings.borrow().clone(),
-            halts: BTreeSet::new(),
+            halts,
             job_halts: BTreeMap::new(),
             running: HashMap::new(),
             storage: Arc::default(),
-            pending: BTreeSet::new(),
+            pending: BTreeMap::new(),
             due: BTreeMap::new(),
+            fired: BTreeMap::new(),
+            stopping: Vec::new(),
         };
         tokio::spawn(actor.run(rx, settings));
         Ok(handle)
@@ -382,7 +418,7 @@ impl Backups {
     }
 
     /// Starts a run now (or as soon as the job is free and nothing halts it).
-    pub async fn run_now(&self, job: &str, kind: Kind) -> Result<(), BackupError> {
+    pub async fn run_now(&self, job: &str, kind: Kind) -> Result<RunRequest, BackupError> {
         let job = job.to_string();
         self.ask(|done| Msg::RunNow { job, kind, done }).await?
     }
@@ -390,13 +426,51 @@ impl Backups {
     /// Adds a halt reason: running backups stop gracefully, nothing starts.
     pub async fn halt(&self, reason: &str) -> Result<(), BackupError> {
         let reason = reason.to_string();
-        self.ask(|done| Msg::Halt { reason, done }).await
+        self.ask(|done| Msg::Halt {
+            reason,
+            saved: false,
+            done,
+        })
+        .await
+    }
+
+    /// Like [`Backups::halt`], and the halt outlives a restart until resumed
+    /// (a user's halt, where [`Backups::halt`] is for conditions that are
+    /// looked at again at start, such as the UPS).
+    pub async fn halt_until_resumed(&self, reason: &str) -> Result<(), BackupError> {
+        let reason = reason.to_string();
+        self.ask(|done| Msg::Halt {
+            reason,
+            saved: true,
+            done,
+        })
+        .await
     }
 
     /// Removes a halt reason; once none is left, halted and missed runs start.
     pub async fn resume(&self, reason: &str) -> Result<(), BackupError> {
         let reason = reason.to_string();
-        self.ask(|done| Msg::Resume { reason, done }).await
+        match self
+            .ask(|done| Msg::Resume {
+                reason: reason.clone(),
+                done,
+            })
+            .await?
+        {
+            true => Ok(()),
+            false => Err(BackupError::NoSuchHalt(reason)),
+        }
+    }
+
+    /// Halts every run (recorded as halted, so each runs again later) and
+    /// waits until none is left, `halt_grace` and a little more at most.
+    pub async fn shutdown(&self, within: Duration) {
+        if tokio::time::timeout(within, self.ask(|done| Msg::Shutdown { done }))
+            .await
+            .is_err()
+        {
+            tracing::warn!("backup runs did not stop within {within:?}");
+        }
     }
 
     /// Adds a halt reason for one job: its running run stops gracefully and
@@ -512,12 +586,23 @@ impl Backups {
         for (secret, value) in SECRET_NAMES.iter().zip(values) {
             let path = format!("backup/{name}/{secret}");
             match value.as_deref() {
-                None => {}
+                None => continue,
                 Some("") => {
                     let _ = std::fs::remove_file(self.store.secret_path(&path));
                 }
                 Some(value) => self.store.put_secret(&path, value.as_bytes())?,
             }
+            // Which secret changed, never its value.
+            let change = if value.as_deref() == Some("") {
+                "removed"
+            } else {
+                "set"
+            };
+            self.store.audit(
+                actor,
+                "backup.secret",
+                &format!("{name}: {secret} {change}"),
+            )?;
         }
         Ok(settings)
     }
@@ -525,6 +610,15 @@ impl Backups {
     /// Deletes a job and its secrets; its history stays.
     pub async fn delete_job(&self, name: &str, actor: &str) -> Result<Settings, BackupError> {
         let mut backups = self.services.settings()?.backups;
+        let busy = self
+            .status()
+            .await?
+            .jobs
+            .iter()
+            .any(|j| j.name == name && j.running.is_some());
+        if busy {
+            return Err(BackupError::Busy(name.into()));
+        }
         let before = backups.jobs.len();
         backups.jobs.retain(|j| j.name != name);
         if backups.jobs.len() == before {
@@ -576,6 +670,8 @@ struct RunShared {
     pid: Mutex<Option<u32>>,
     /// Set when a halt reaches the run: why it was stopped.
     halt: Mutex<Option<String>>,
+    /// Set with `halt`: obsbox's own work (hashing) stops at once.
+    stop: AtomicBool,
     progress: Arc<Mutex<Progress>>,
 }
 
@@ -588,9 +684,15 @@ struct Actor {
     job_halts: BTreeMap<String, BTreeSet<String>>,
     running: HashMap<String, Running>,
     storage: StorageByJob,
-    /// Runs waiting for their job to be free or for the halts to end.
-    pending: BTreeSet<(String, Kind)>,
+    /// Runs waiting for their job to be free or for the halts to end, with
+    /// the schedule slot each runs for (none when asked for by hand).
+    pending: BTreeMap<(String, Kind), Option<i64>>,
     due: BTreeMap<(String, Kind), jiff::Timestamp>,
+    /// Slots fired since obsbox started. Only a slot whose run succeeded is
+    /// stored as handled, so a halted or failed one runs again after a restart.
+    fired: BTreeMap<(String, Kind), i64>,
+    /// Waiting for every run to stop before obsbox exits.
+    stopping: Vec<oneshot::Sender<()>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -630,23 +732,54 @@ impl Actor {
         match msg {
             Msg::RunNow { job, kind, done } => {
                 let result = if self.job(&job).is_some() {
-                    self.start_or_defer(job, kind);
-                    Ok(())
+                    let mut waiting_for: Vec<String> = self.halts.iter().cloned().collect();
+                    waiting_for.extend(self.job_halts.get(&job).into_iter().flatten().cloned());
+                    if self.running.contains_key(&job) {
+                        waiting_for.push("running".into());
+                    }
+                    self.start_or_defer(job, kind, None);
+                    Ok(RunRequest {
+                        started: waiting_for.is_empty(),
+                        waiting_for,
+                    })
                 } else {
                     Err(BackupError::NoSuchJob(job))
                 };
                 let _ = done.send(result);
             }
-            Msg::Halt { reason, done } => {
+            Msg::Halt {
+                reason,
+                saved,
+                done,
+            } => {
+                if saved {
+                    if let Err(e) = history::save_halt(&self.ctx.store, &reason) {
+                        tracing::error!(error = %e, "cannot store a backup halt");
+                    }
+                }
                 self.halt(reason);
                 let _ = done.send(());
             }
             Msg::Resume { reason, done } => {
-                if self.halts.remove(&reason) && self.halts.is_empty() {
+                if let Err(e) = history::drop_halt(&self.ctx.store, &reason) {
+                    tracing::error!(error = %e, "cannot store a backup resume");
+                }
+                let known = self.halts.remove(&reason);
+                if known && self.halts.is_empty() {
                     tracing::info!(%reason, "backups resume");
                     self.start_pending();
                 }
-                let _ = done.send(());
+                let _ = done.send(known);
+            }
+            Msg::Shutdown { done } => {
+                // Not a halt reason: nothing starts anyway, and nothing of it is stored.
+                self.halts.insert("obsbox is stopping".into());
+                let jobs: Vec<String> = self.running.keys().cloned().collect();
+                for job in jobs {
+                    self.stop_run(&job, "obsbox is stopping");
+                }
+                self.stopping.push(done);
+                self.answer_stopping();
             }
             Msg::HaltJob { job, reason, done } => {
                 tracing::warn!(%job, %reason, "backup job halts");
@@ -677,11 +810,23 @@ impl Actor {
                     }
                 }
             }
-            Msg::Finished { job, kind, halted } => {
+            Msg::Finished {
+                job,
+                kind,
+                outcome,
+                slot,
+            } => {
                 self.running.remove(&job);
-                if halted {
-                    self.pending.insert((job, kind));
+                match (outcome, slot) {
+                    (Outcome::Halted, _) => self.defer(job, kind, slot),
+                    (Outcome::Ok, Some(slot)) => {
+                        if let Err(e) = history::set_slot(&self.ctx.store, &job, kind, slot) {
+                            tracing::error!(%job, error = %e, "cannot record the backup schedule");
+                        }
+                    }
+                    _ => {}
                 }
+                self.answer_stopping();
                 self.start_pending();
             }
             Msg::Preview { job, done } => match self.job(&job).cloned() {
@@ -739,6 +884,14 @@ impl Actor {
         }
     }
 
+    fn answer_stopping(&mut self) {
+        if self.running.is_empty() {
+            for done in self.stopping.drain(..) {
+                let _ = done.send(());
+            }
+        }
+    }
+
     fn job(&self, name: &str) -> Option<&BackupJob> {
         self.settings.backups.jobs.iter().find(|j| j.name == name)
     }
@@ -761,6 +914,7 @@ impl Actor {
         let grace = crate::settings::parse_duration(&self.settings.backups.halt_grace)
             .unwrap_or(Duration::from_secs(30));
         lock(&run.shared.halt).get_or_insert_with(|| reason.to_string());
+        run.shared.stop.store(true, Ordering::Relaxed);
         if let Some(pid) = *lock(&run.shared.pid) {
             process::signal_group(pid, Signal::SIGINT);
         }
@@ -784,6 +938,15 @@ impl Actor {
         let mut due = BTreeMap::new();
         let now = jiff::Timestamp::now();
         let zone = self.settings.general.time_zone();
+        let names: Vec<&str> = b.jobs.iter().map(|j| j.name.as_str()).collect();
+        if let Err(e) = history::forget_other_jobs(&self.ctx.store, &names) {
+            tracing::error!(error = %e, "cannot forget the schedules of deleted backup jobs");
+        }
+        for job in &b.jobs {
+            if let Err(e) = history::job_created(&self.ctx.store, &job.name) {
+                tracing::error!(job = %job.name, error = %e, "cannot record a backup job");
+            }
+        }
         for job in b.jobs.iter().filter(|j| j.enabled) {
             for (kind, event) in [
                 (Kind::Backup, &job.schedule),
@@ -805,8 +968,12 @@ impl Actor {
                 let Ok(event) = CalendarEvent::parse(event) else {
                     continue;
                 };
+                let fired = self.fired.get(&(job.name.clone(), kind)).copied();
                 let handled = match history::slot(&self.ctx.store, &job.name, kind) {
-                    Ok(Some(seconds)) => jiff::Timestamp::from_second(seconds).unwrap_or(now),
+                    Ok(Some(seconds)) => {
+                        jiff::Timestamp::from_second(seconds.max(fired.unwrap_or(seconds)))
+                            .unwrap_or(now)
+                    }
                     Ok(None) => {
                         // A new job: its schedule starts now, nothing is missed yet.
                         let _ =
@@ -835,33 +1002,37 @@ impl Actor {
             .map(|(k, _)| k.clone())
             .collect();
         for (job, kind) in fired {
-            if let Err(e) = history::set_slot(&self.ctx.store, &job, kind, now.as_second()) {
-                tracing::error!(%job, error = %e, "cannot record the backup schedule");
-            }
+            self.fired.insert((job.clone(), kind), now.as_second());
             tracing::info!(%job, kind = kind.as_str(), "scheduled run due");
-            self.start_or_defer(job, kind);
+            self.start_or_defer(job, kind, Some(now.as_second()));
         }
         self.reschedule();
     }
 
-    fn start_or_defer(&mut self, job: String, kind: Kind) {
+    fn start_or_defer(&mut self, job: String, kind: Kind, slot: Option<i64>) {
         if self.halted(&job) || self.running.contains_key(&job) {
-            self.pending.insert((job, kind));
+            self.defer(job, kind, slot);
         } else {
-            self.start(job, kind);
+            self.start(job, kind, slot);
         }
+    }
+
+    /// Queues a run; one asked for twice runs once, for the later slot.
+    fn defer(&mut self, job: String, kind: Kind, slot: Option<i64>) {
+        let queued = self.pending.entry((job, kind)).or_default();
+        *queued = (*queued).max(slot);
     }
 
     fn start_pending(&mut self) {
         if !self.halts.is_empty() {
             return;
         }
-        for (job, kind) in std::mem::take(&mut self.pending) {
-            self.start_or_defer(job, kind);
+        for ((job, kind), slot) in std::mem::take(&mut self.pending) {
+            self.start_or_defer(job, kind, slot);
         }
     }
 
-    fn start(&mut self, name: String, kind: Kind) {
+    fn start(&mut self, name: String, kind: Kind, slot: Option<i64>) {
         let Some(job) = self.job(&name).cloned() else {
             return;
         };
@@ -888,11 +1059,12 @@ impl Actor {
         self.running.insert(name.clone(), running);
         let tx = self.tx.clone();
         tokio::spawn(async move {
-            let halted = run.execute(kind).await;
+            let outcome = run.execute(kind).await;
             let _ = tx.send(Msg::Finished {
                 job: name,
                 kind,
-                halted,
+                outcome,
+                slot,
             });
         });
     }
@@ -904,8 +1076,7 @@ impl Actor {
 
     fn status(&self) -> BackupStatus {
         let store = &self.ctx.store;
-        let rto_ms = crate::settings::parse_duration(&self.settings.backups.rto)
-            .map_or(i64::MAX, |d| d.as_millis() as i64);
+        let now = jiff::Zoned::now().with_time_zone(self.settings.general.time_zone());
         let jobs = self
             .settings
             .backups
@@ -914,6 +1085,8 @@ impl Actor {
             .map(|job| {
                 let last =
                     |kind, result| history::last(store, &job.name, kind, result).ok().flatten();
+                let rto = objectives::rto(job, &self.settings.backups);
+                let rto_ms = rto.as_millis() as i64;
                 let secret_set = |name: &str| {
                     store
                         .secret_path(&format!("backup/{}/{name}", job.name))
@@ -932,10 +1105,14 @@ impl Actor {
                         .due
                         .get(&(job.name.clone(), Kind::Backup))
                         .map(|t| t.to_string()),
-                    running: self.running.get(&job.name).map(|r| RunningStatus {
-                        run_id: r.run_id,
-                        kind: r.kind,
-                        progress: lock(&r.shared.progress).last_line.clone(),
+                    running: self.running.get(&job.name).map(|r| {
+                        let progress = lock(&r.shared.progress);
+                        RunningStatus {
+                            run_id: r.run_id,
+                            kind: r.kind,
+                            progress: progress.last_line.clone(),
+                            transfer: progress.transfer.clone(),
+                        }
                     }),
                     last_backup: last(Kind::Backup, None),
                     last_success: last(Kind::Backup, Some(Outcome::Ok)),
@@ -945,6 +1122,9 @@ impl Actor {
                     encryption_key_set: secret_set("encryption-key"),
                     counts: history::counts(store, &job.name, rto_ms).unwrap_or_default(),
                     storage: lock(&self.storage).get(&job.name).cloned(),
+                    rpo_seconds: objectives::rpo(job, &now).as_secs(),
+                    rto_seconds: rto.as_secs(),
+                    created_at: history::job_created(store, &job.name).ok(),
                 }
             })
             .collect();
@@ -1062,8 +1242,8 @@ enum Stop {
 }
 
 impl RunTask {
-    /// Runs and records the run; returns whether it was halted.
-    async fn execute(self, kind: Kind) -> bool {
+    /// Runs and records the run; returns how it ended.
+    async fn execute(self, kind: Kind) -> Outcome {
         let mut finish = Finish::default();
         let mut files = Vec::new();
         let result = match &self.client {
@@ -1093,13 +1273,17 @@ impl RunTask {
         };
         finish.log = std::mem::take(&mut lock(&self.shared.progress).log);
         if outcome != Outcome::Ok {
+            // Only a good run's size and restore time say what a backup
+            // takes (the slower-than-usual alert, the RTO).
             files.clear();
+            finish.bytes = None;
+            finish.restore_ms = None;
         }
         tracing::info!(job = %self.job.name, kind = kind.as_str(), ?outcome, reason = ?finish.reason, "backup run ended");
         if let Err(e) = history::finish(&self.ctx.store, self.run_id, outcome, &finish, &files) {
             tracing::error!(job = %self.job.name, error = %e, "cannot record the end of a backup run");
         }
-        outcome == Outcome::Halted
+        outcome
     }
 
     /// Reads the repository's usage after a run that reached it; a failure
@@ -1163,7 +1347,7 @@ impl RunTask {
         if exit.success() {
             Ok(stdout)
         } else {
-            let last = lock(&self.shared.progress).last_line.clone();
+            let last = lock(&self.shared.progress).failure_line();
             Err(Stop::Failed(format!(
                 "{} {} failed ({exit}): {last}",
                 client.program.display(),
@@ -1251,22 +1435,78 @@ impl RunTask {
         archives: &[(String, PathBuf)],
     ) -> Result<(), Stop> {
         let to_hash = archives.to_vec();
-        *files = blocking(move || {
-            let mut all = Vec::new();
+        let cross: Vec<PathBuf> = archives
+            .iter()
+            .map(|(_, dir)| dir.clone())
+            .filter(|dir| self.job.includes_mount_points(dir))
+            .collect();
+        let crossing = cross.clone();
+        let shared = self.shared.clone();
+        let (mut recorded, walk) = blocking(move || {
+            let (mut all, mut walk) = (Vec::new(), manifest::Walk::default());
             for (name, dir) in &to_hash {
-                all.extend(
-                    manifest::record(name, dir)
-                        .map_err(|e| format!("cannot read {}: {e}", dir.display()))?,
-                );
+                let found =
+                    manifest::record(name, dir, crossing.contains(dir), &shared.stop, &mut walk);
+                match found {
+                    Ok(found) => all.extend(found),
+                    Err(e) if shared.stop.load(Ordering::Relaxed) => return Err(e.to_string()),
+                    Err(e) => return Err(format!("cannot read {}: {e}", dir.display())),
+                }
             }
-            Ok(all)
+            Ok((all, walk))
         })
         .await
         .map_err(Stop::Failed)?;
-        finish.bytes = Some(files.iter().map(|f| f.size as i64).sum());
+        self.check_halt()?;
+        // Mount points below a path that includes them go to the client too.
+        let included: Vec<String> = walk
+            .mount_points
+            .iter()
+            .filter(|m| cross.iter().any(|dir| Path::new(m).starts_with(dir)))
+            .cloned()
+            .collect();
         let stdout = self
-            .client_run(client, &client.backup_args(archives))
+            .client_run(client, &client.backup_args(archives, &included))
             .await?;
+        let changed = blocking(move || {
+            let changed = manifest::settle(&mut recorded);
+            Ok((recorded, changed))
+        })
+        .await
+        .map_err(Stop::Failed)?;
+        let (recorded, changed) = changed;
+        *files = recorded.into_iter().map(|r| r.entry).collect();
+        finish.bytes = Some(files.iter().map(|f| f.size as i64).sum());
+        let mut warnings = Vec::new();
+        let skipped: Vec<&String> = walk
+            .mount_points
+            .iter()
+            .filter(|m| !included.contains(m))
+            .collect();
+        for (what, list) in [
+            (
+                "changed while being backed up (not checked by drills)",
+                changed.iter().collect::<Vec<_>>(),
+            ),
+            (
+                "vanished before they were read",
+                walk.vanished.iter().collect(),
+            ),
+            (
+                "are mount points, left out (see include_mount_points)",
+                skipped,
+            ),
+        ] {
+            if !list.is_empty() {
+                let shown: Vec<&str> = list.iter().take(10).map(|s| s.as_str()).collect();
+                let more = if list.len() > shown.len() {
+                    ", ..."
+                } else {
+                    ""
+                };
+                warnings.push(format!("{} {what}: {}{more}", list.len(), shown.join(", ")));
+            }
+        }
         let log = lock(&self.shared.progress).log.clone();
         // Named as the snapshot list names it (restic reports a short id).
         let made = client.snapshot_made(&log, &stdout);
@@ -1280,7 +1520,10 @@ impl RunTask {
             None => listed.into_iter().last().map(|s| s.name),
         };
         if let Err(Stop::Failed(why)) = self.client_run(client, &client.prune_args()).await {
-            finish.reason = Some(format!("the backup succeeded but pruning failed: {why}"));
+            warnings.push(format!("the backup succeeded but pruning failed: {why}"));
+        }
+        if !warnings.is_empty() {
+            finish.reason = Some(warnings.join("; "));
         }
         Ok(())
     }
@@ -1351,9 +1594,25 @@ impl RunTask {
         let scratch = self.scratch("drill");
         fresh_dir(&scratch)
             .map_err(|e| Stop::Failed(format!("cannot prepare {}: {e}", scratch.display())))?;
+        let result = self
+            .restore_and_compare(client, finish, &snapshot, manifest, &scratch)
+            .await;
+        // A failed drill's copy goes too: it is as big as the backup.
+        let _ = std::fs::remove_dir_all(&scratch);
+        result
+    }
+
+    async fn restore_and_compare(
+        &self,
+        client: &Client,
+        finish: &mut Finish,
+        snapshot: &str,
+        manifest: Vec<FileEntry>,
+        scratch: &Path,
+    ) -> Result<(), Stop> {
         let archives = archives_of(&manifest);
         let started = Instant::now();
-        for step in client.restore_steps(&snapshot, &archives, &scratch) {
+        for step in client.restore_steps(snapshot, &archives, scratch) {
             self.client_run(client, &step).await?;
         }
         finish.restore_ms = Some(started.elapsed().as_millis() as i64);
@@ -1362,22 +1621,24 @@ impl RunTask {
             .map(|(archive, source)| {
                 (
                     archive.clone(),
-                    client.restored_dir(archive, source, &scratch),
+                    client.restored_dir(archive, source, scratch),
                 )
             })
             .collect();
+        let shared = self.shared.clone();
         let differences = blocking(move || {
             let mut all = Vec::new();
             for (archive, dir) in &restored {
                 let files: Vec<&FileEntry> =
                     manifest.iter().filter(|f| &f.archive == archive).collect();
-                all.extend(manifest::differences(&files, dir));
+                all.extend(
+                    manifest::differences(&files, dir, &shared.stop).map_err(|e| e.to_string())?,
+                );
             }
             Ok(all)
         })
         .await
         .map_err(Stop::Failed)?;
-        let _ = std::fs::remove_dir_all(&scratch);
         if differences.is_empty() {
             Ok(())
         } else {

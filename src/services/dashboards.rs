@@ -26,7 +26,7 @@ pub fn dashboards(settings: &Settings) -> Vec<(&'static str, String)> {
         infrastructure(),
         service_health(settings),
         alerting(),
-        backups(settings),
+        backups(),
         appliance(settings),
         slos(),
     ]
@@ -728,12 +728,7 @@ fn alerting() -> Dashboard {
 }
 
 /// The backups' recovery point and time against their objectives.
-fn backups(settings: &Settings) -> Dashboard {
-    let seconds = |d: &str| crate::settings::parse_duration(d).map_or(0.0, |d| d.as_secs_f64());
-    let (rpo, rto) = (
-        seconds(&settings.backups.rpo),
-        seconds(&settings.backups.rto),
-    );
+fn backups() -> Dashboard {
     Dashboard {
         stem: "backups",
         title: "Backups",
@@ -741,16 +736,17 @@ fn backups(settings: &Settings) -> Dashboard {
                       and RTO.",
         panels: vec![
             panel(
-                "Age of the last good backup",
+                "Age of the last good backup, share of the RPO",
                 Kind::BarGauge,
-                "s",
+                "percentunit",
                 vec![q(
-                    "time() - obsbox_backup_last_success_timestamp_seconds",
+                    "(time() - obsbox_backup_last_success_timestamp_seconds) \
+                     / on (backup_job) obsbox_backup_rpo_seconds",
                     "{{backup_job}}",
                 )],
             )
-            .describe("Red past the recovery point objective.")
-            .thresholds("green", &[(rpo, "red")]),
+            .describe("Red past the job's recovery point objective (100%).")
+            .thresholds("green", &[(1.0, "red")]),
             panel(
                 "Last backup",
                 Kind::Stat,
@@ -803,13 +799,16 @@ fn backups(settings: &Settings) -> Dashboard {
             )
             .mappings(&[(0, "failed", "red"), (1, "passed", "green")]),
             panel(
-                "Restore time in the last drill",
+                "Restore time in the last good drill, share of the RTO",
                 Kind::BarGauge,
-                "s",
-                vec![q("obsbox_backup_drill_restore_seconds", "{{backup_job}}")],
+                "percentunit",
+                vec![q(
+                    "obsbox_backup_drill_restore_seconds / on (backup_job) obsbox_backup_rto_seconds",
+                    "{{backup_job}}",
+                )],
             )
-            .describe("Red past the recovery time objective.")
-            .thresholds("green", &[(rto, "red")]),
+            .describe("Red past the job's recovery time objective (100%).")
+            .thresholds("green", &[(1.0, "red")]),
             panel(
                 "Drills by outcome",
                 Kind::BarGauge,
@@ -1163,11 +1162,8 @@ mod tests {
     }
 
     #[test]
-    fn backup_thresholds_follow_the_objectives() {
-        let mut settings = Settings::default();
-        settings.backups.rpo = "12h".into();
-        settings.backups.rto = "30m".into();
-        let all = parsed(&settings);
+    fn backup_thresholds_follow_each_jobs_objectives() {
+        let all = parsed(&Settings::default());
         let backups = &all.iter().find(|(stem, _)| *stem == "backups").unwrap().1;
         let red_at = |title: &str| {
             let p = panels(backups)
@@ -1176,8 +1172,14 @@ mod tests {
                 .unwrap();
             p["fieldConfig"]["defaults"]["thresholds"]["steps"][1]["value"].clone()
         };
-        assert_eq!(red_at("Age of the last good backup"), json!(43200.0));
-        assert_eq!(red_at("Restore time in the last drill"), json!(1800.0));
+        assert_eq!(
+            red_at("Age of the last good backup, share of the RPO"),
+            json!(1.0)
+        );
+        assert_eq!(
+            red_at("Restore time in the last good drill, share of the RTO"),
+            json!(1.0)
+        );
     }
 
     #[test]

@@ -39,6 +39,8 @@ impl From<BackupError> for ApiError {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
             }
             BackupError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, e.to_string()),
+            BackupError::Busy(_) => ApiError::new(StatusCode::CONFLICT, e.to_string()),
+            BackupError::NoSuchHalt(_) => ApiError::new(StatusCode::NOT_FOUND, e.to_string()),
             BackupError::Gone => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "obsbox is shutting down".into(),
@@ -152,12 +154,17 @@ async fn run(
             ))
         }
     };
-    app.backups.run_now(&name, kind).await?;
+    let request = app.backups.run_now(&name, kind).await?;
     app.store
         .audit(&actor.0, &format!("backup.{action}"), &name)?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({"job": name, "started": kind})),
+        Json(json!({
+            "job": name,
+            "kind": kind,
+            "started": request.started,
+            "waiting_for": request.waiting_for,
+        })),
     )
         .into_response())
 }
@@ -182,7 +189,7 @@ fn reason(body: &Bytes) -> Result<String, ApiError> {
 
 async fn halt(State(app): State<Arc<AppState>>, actor: Actor, body: Bytes) -> ApiResult {
     let reason = reason(&body)?;
-    app.backups.halt(&reason).await?;
+    app.backups.halt_until_resumed(&reason).await?;
     app.store.audit(&actor.0, "backup.halt", &reason)?;
     Ok(Json(app.backups.status().await?).into_response())
 }

@@ -270,19 +270,30 @@ fn register_backups(registry: &mut Registry, status: &crate::backup::BackupStatu
     let result = Family::<JobResult, Gauge>::default();
     let drill_ok = Family::<JobLabel, Gauge>::default();
     let restore = Family::<JobLabel, F64>::default();
+    let rpo = Family::<JobLabel, Gauge>::default();
+    let rto = Family::<JobLabel, Gauge>::default();
     for job in &status.jobs {
         let label = JobLabel {
             backup_job: job.name.clone(),
         };
-        if let Some(run) = &job.last_success {
-            last_success
-                .get_or_create(&label)
-                .set(run.ended_at.unwrap_or(run.started_at) as f64 / 1000.0);
+        // A disabled job has no recovery point to keep; before its first
+        // good backup, its age counts from its creation.
+        let good_since = match &job.last_success {
+            Some(run) => Some(run.ended_at.unwrap_or(run.started_at)),
+            None => job.created_at,
+        };
+        if let (true, Some(ms)) = (job.enabled, good_since) {
+            last_success.get_or_create(&label).set(ms as f64 / 1000.0);
+            rpo.get_or_create(&label).set(job.rpo_seconds as i64);
         }
-        if let Some(run) = &job.last_backup {
+        rto.get_or_create(&label).set(job.rto_seconds as i64);
+        // Failed and halted runs say nothing of how long a backup takes.
+        if let Some(run) = &job.last_success {
             let took = run.ended_at.unwrap_or(run.started_at) - run.started_at;
             duration.get_or_create(&label).set(took as f64 / 1000.0);
             bytes.get_or_create(&label).set(run.bytes.unwrap_or(0));
+        }
+        if let Some(run) = &job.last_backup {
             for outcome in ["ok", "failed", "halted"] {
                 let key = JobResult {
                     backup_job: job.name.clone(),
@@ -304,17 +315,27 @@ fn register_backups(registry: &mut Registry, status: &crate::backup::BackupStatu
     }
     registry.register(
         "obsbox_backup_last_success_timestamp_seconds",
-        "When the job's last successful backup ended (RPO)",
+        "When the enabled job's last successful backup ended, or it was created if none did (RPO)",
         last_success,
     );
     registry.register(
+        "obsbox_backup_rpo_seconds",
+        "The enabled job's recovery point objective",
+        rpo,
+    );
+    registry.register(
+        "obsbox_backup_rto_seconds",
+        "The job's recovery time objective",
+        rto,
+    );
+    registry.register(
         "obsbox_backup_last_duration_seconds",
-        "How long the job's last backup took",
+        "How long the job's last good backup took",
         duration,
     );
     registry.register(
         "obsbox_backup_last_bytes",
-        "Bytes read by the job's last backup",
+        "Bytes read by the job's last good backup",
         bytes,
     );
     registry.register(

@@ -71,7 +71,8 @@ const jobs = listEditor({
       label: 'Last backup',
       value: (j) => {
         const last = statusOf(j.name).last_backup;
-        return last ? [badge(last.result), ` ${when(last.started_at)}`] : 'never';
+        // Why it failed or halted, or what it warned about.
+        return last ? [badge(last.result), ` ${when(last.started_at)}`, last.reason ? ` ${last.reason}` : ''] : 'never';
       },
     },
     {
@@ -95,7 +96,15 @@ const jobs = listEditor({
       label: 'Now',
       value: (j) => {
         const running = statusOf(j.name).running;
-        return running ? [badge(`${running.kind} running`), ` ${running.progress}`] : 'idle';
+        if (!running) return 'idle';
+        const t = running.transfer;
+        const done = t
+          ? ` ${Math.round(t.fraction_done * 100)}%: ${bytes(t.bytes_done)} of ${bytes(t.total_bytes)}, ` +
+            `${t.files_done} of ${t.total_files} files` +
+            (t.rate ? `, ${bytes(t.rate)}/s` : '') +
+            (t.eta_seconds != null ? `, ${duration(t.eta_seconds)} left` : '')
+          : ` ${running.progress}`;
+        return [badge(`${running.kind} running`), done];
       },
     },
   ],

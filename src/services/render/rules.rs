@@ -417,8 +417,6 @@ impl<'a> Catalog<'a> {
 
     /// Alerts on the backups' recovery point and time objectives and on failures.
     pub(super) fn backup_rules(&self) -> String {
-        let seconds = |d: &str| crate::settings::parse_duration(d).map_or(0, |d| d.as_secs());
-        let b = &self.settings.backups;
         let backup = |name, expr: String, severity, summary, description: String| Alert {
             name,
             expr,
@@ -438,10 +436,10 @@ impl<'a> Catalog<'a> {
             ),
             backup(
                 "BackupRPOExceeded",
-                format!("time() - obsbox_backup_last_success_timestamp_seconds > {}", seconds(&b.rpo)),
+                "time() - obsbox_backup_last_success_timestamp_seconds > on (backup_job) obsbox_backup_rpo_seconds".into(),
                 "critical",
                 "Backup job {{ $labels.backup_job }} has no good backup within its RPO",
-                format!("The newest good backup of {{{{ $labels.backup_job }}}} is older than {}.", b.rpo),
+                "The newest good backup of {{ $labels.backup_job }} (or the job itself, if none ever succeeded) is {{ $value | humanizeDuration }} old, older than the job's RPO.".into(),
             ),
             backup(
                 "BackupSlowerThanUsual",
@@ -459,10 +457,10 @@ impl<'a> Catalog<'a> {
             ),
             backup(
                 "BackupRTOExceeded",
-                format!("obsbox_backup_drill_restore_seconds > {}", seconds(&b.rto)),
+                "obsbox_backup_drill_restore_seconds > on (backup_job) obsbox_backup_rto_seconds".into(),
                 "critical",
                 "Restoring backup job {{ $labels.backup_job }} takes longer than its RTO",
-                format!("The last restore drill of {{{{ $labels.backup_job }}}} took longer than {}.", b.rto),
+                "The last good restore drill of {{ $labels.backup_job }} took {{ $value | humanizeDuration }}, longer than the job's RTO.".into(),
             ),
             backup(
                 "BackupVerifyFailed",
