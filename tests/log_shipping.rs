@@ -464,4 +464,15 @@ fn obsbox_killed_while_shipping_a_syslog_flood_loses_and_repeats_nothing() {
         numbers.len(),
         numbers.iter().zip(1..).find(|(n, i)| **n != *i)
     );
+    // Each push is timed for /metrics.
+    let metrics = ureq::get(&obsbox.url("/metrics"))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    let pushes = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("obsbox_log_push_duration_seconds_count "))
+        .unwrap_or_else(|| panic!("no push durations in {metrics}"));
+    assert!(pushes.parse::<f64>().unwrap() > 0.0, "{pushes}");
 }
