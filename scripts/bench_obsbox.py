@@ -8,7 +8,7 @@ memory with the real monitoring stack running, and kill -9 to ready again for
 a child with a readiness probe (node_exporter). `power` in `--only` adds the
 power benchmark (bench_power.py); `--only power` runs it alone. `syslog` adds
 the syslog receiver beside syslog-ng (bench_syslog.py; `--syslog-seconds N`
-per phase).
+per phase, `--syslog-receivers obsbox` for obsbox alone).
 
 Usage: bench_obsbox.py PEERS_DIR OUT_JSON [harness options...]
 """
@@ -158,6 +158,11 @@ def main():
         i = rest.index("--syslog-seconds")
         syslog_seconds = int(rest[i + 1])
         del rest[i:i + 2]
+    syslog_receivers = ("obsbox", "syslog-ng")
+    if "--syslog-receivers" in rest:
+        i = rest.index("--syslog-receivers")
+        syslog_receivers = tuple(rest[i + 1].split(","))
+        del rest[i:i + 2]
     samples = 20
     for i, a in enumerate(rest):
         if a == "--samples":
@@ -190,7 +195,7 @@ def main():
         json.dump(all_results, open(out_json, "w"), indent=1)
     if only is not None and "syslog" in only:
         import bench_syslog
-        syslog = bench_syslog.run(syslog_seconds)
+        syslog = bench_syslog.run(syslog_seconds, syslog_receivers)
         all_results = json.load(open(out_json)) if os.path.exists(out_json) else {}
         all_results.setdefault("obsbox", {})["syslog"] = syslog
         json.dump(all_results, open(out_json, "w"), indent=1)

@@ -368,3 +368,111 @@ fn the_loki_stand_in_refuses_what_loki_refuses() {
     loki.kill().unwrap();
     loki.wait().unwrap();
 }
+
+/// Numbered RFC 5424 messages (octet counting) over one TCP connection, in
+/// bursts, until obsbox goes away; the numbers sent.
+fn syslog_flood(port: u16) -> std::thread::JoinHandle<u64> {
+    use std::io::Write;
+    std::thread::spawn(move || {
+        let Ok(mut tcp) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+            return 0;
+        };
+        let mut n = 0u64;
+        loop {
+            let mut burst = Vec::new();
+            for _ in 0..200 {
+                n += 1;
+                let msg =
+                    format!("<134>1 2026-12-07T00:00:00Z floodhost flood - - - flood line {n}");
+                burst.extend(format!("{} {msg}", msg.len()).as_bytes());
+            }
+            if tcp.write_all(&burst).is_err() {
+                return n;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    })
+}
+
+/// The numbers of the flood's lines in Loki, sorted.
+fn flood_numbers(loki: u16) -> Vec<u64> {
+    let mut numbers: Vec<u64> = stored(loki)
+        .into_iter()
+        .flat_map(|(_, entries)| entries)
+        .filter_map(|(_, line)| line.strip_prefix("flood line ")?.parse().ok())
+        .collect();
+    numbers.sort_unstable();
+    numbers
+}
+
+/// The highest flood number in a spool's files.
+fn spooled_up_to(obsbox: &Obsbox) -> u64 {
+    let dir = obsbox.data.join("spool/syslog");
+    std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .flat_map(|e| {
+            let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+            text.lines()
+                .filter_map(|l| {
+                    let record: Value = serde_json::from_str(l).ok()?;
+                    record["line"]
+                        .as_str()?
+                        .strip_prefix("flood line ")?
+                        .parse()
+                        .ok()
+                })
+                .collect::<Vec<u64>>()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+#[test]
+fn obsbox_killed_while_shipping_a_syslog_flood_loses_and_repeats_nothing() {
+    let port = free_port();
+    let mut obsbox = Obsbox::start(&[
+        ("services", services_only(&["loki"])),
+        // Small batches: many are pushed, and one is read while another is in flight.
+        ("logs", json!({"batch_wait_ms": 200, "batch_bytes": 16384})),
+        (
+            "syslog",
+            json!({"enabled": true, "udp": "", "tls": "", "tcp": format!("127.0.0.1:{port}")}),
+        ),
+    ]);
+    obsbox.wait_all_ready(READY);
+    let loki = loki_port(&obsbox);
+    wait_for("the syslog receiver", READY, || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+    let flood = syslog_flood(port);
+    wait_for("the first flood lines in Loki", ARRIVE, || {
+        (flood_numbers(loki).len() > 5000).then_some(())
+    });
+    let mut spooled = 0;
+    obsbox.kill_and_restart(|killed| spooled = spooled_up_to(killed));
+    flood.join().unwrap();
+    obsbox.wait_all_ready(READY);
+    let numbers = wait_for("every spooled line in Loki", ARRIVE, || {
+        let numbers = flood_numbers(loki);
+        (numbers.last().is_some_and(|&n| n >= spooled)).then_some(numbers)
+    });
+    let expected: Vec<u64> = (1..=numbers.len() as u64).collect();
+    assert!(
+        numbers == expected,
+        "{} lines up to {spooled}, first gap or repeat at {:?}",
+        numbers.len(),
+        numbers.iter().zip(1..).find(|(n, i)| **n != *i)
+    );
+    // Each push is timed for /metrics.
+    let metrics = ureq::get(&obsbox.url("/metrics"))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    let pushes = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("obsbox_log_push_duration_seconds_count "))
+        .unwrap_or_else(|| panic!("no push durations in {metrics}"));
+    assert!(pushes.parse::<f64>().unwrap() > 0.0, "{pushes}");
+}

@@ -175,18 +175,44 @@ fn refusal_reason(message: &str) -> &'static str {
     }
 }
 
-/// Sends `batch`; falls back to JSON for good when Loki refuses protobuf.
+/// A batch as put on the wire.
+pub(crate) struct Encoded {
+    pub encoding: Encoding,
+    pub bytes: Vec<u8>,
+    pub content_type: &'static str,
+}
+
+impl Encoded {
+    pub(crate) fn new(batch: &Batch, encoding: Encoding) -> Encoded {
+        let (bytes, content_type) = encode(batch, encoding);
+        Encoded {
+            encoding,
+            bytes,
+            content_type,
+        }
+    }
+}
+
+/// Sends `batch`, already encoded as `encoded` (encoding is CPU work, done
+/// off the runtime by the caller); falls back to JSON for good when Loki
+/// refuses protobuf.
 pub(crate) async fn push(
     port: u16,
     encoding: &mut Encoding,
     batch: &Batch,
+    encoded: &Encoded,
     timeout: Duration,
 ) -> Outcome {
+    let mut fallback: Option<Encoded> = None;
     loop {
-        let (bytes, content_type) = encode(batch, *encoding);
+        let body = match &fallback {
+            Some(body) => body,
+            None if encoded.encoding == *encoding => encoded,
+            None => fallback.insert(Encoded::new(batch, *encoding)),
+        };
         let body = Body {
-            content_type,
-            bytes: &bytes,
+            content_type: body.content_type,
+            bytes: &body.bytes,
         };
         let answer =
             http_client::send("POST", port, "/loki/api/v1/push", Some(body), timeout).await;
@@ -198,6 +224,7 @@ pub(crate) async fn push(
             (Outcome::UnsupportedEncoding, Encoding::Protobuf) => {
                 tracing::warn!("Loki refused a protobuf push (415): sending JSON from now on");
                 *encoding = Encoding::Json;
+                fallback = Some(Encoded::new(batch, Encoding::Json));
             }
             (Outcome::UnsupportedEncoding, Encoding::Json) => {
                 return Outcome::Retry("Loki refused JSON too (415)".into())

@@ -3,26 +3,37 @@
 //! Loki and remembers, per source, how far Loki has acknowledged.
 //!
 //! Files are the buffer: nothing is dropped while Loki is down, lines wait in
-//! their files. A position is written (atomically, fsynced) only after Loki
-//! answered, so a crash repeats at most the batch in flight; that batch is
-//! rebuilt with the same timestamps (recorded before it was sent), so Loki
-//! takes the repeat as a duplicate and stores nothing twice.
+//! their files. One batch is pushed at a time, in order; while it is in
+//! flight the next one is read, assembled and encoded, so Loki's answer and
+//! obsbox's reading overlap. A position is written (atomically, fsynced) only
+//! for what Loki acknowledged, at most every [`COMMIT_EVERY`] and whenever
+//! the shipper goes idle, so a crash repeats at most that much and the batch
+//! in flight: spool records keep their timestamps, and a captured source's
+//! batch is rebuilt with the timestamps recorded before it was sent, so Loki
+//! takes the repeat as duplicates and stores nothing twice.
 
 use super::capture::{CaptureReader, Cursor, Line};
 use super::level;
-use super::push::{self, Batch, Encoding, Entry, Labels, Outcome};
+use super::push::{self, Batch, Encoded, Encoding, Entry, Labels, Outcome};
 use super::spool_reader::{self, SpoolCursor, SpoolItem, SpoolReader};
+use prometheus_client::metrics::histogram::Histogram;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio_util::sync::CancellationToken;
 
-/// How often sources are looked at for new lines.
+/// How often sources are looked at for new lines when none wait.
 const POLL: Duration = Duration::from_millis(200);
+/// Acknowledged positions are saved at most this often while lines flow.
+const COMMIT_EVERY: Duration = Duration::from_millis(500);
+/// Buckets of `obsbox_log_push_duration_seconds`.
+const PUSH_BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
 /// Retry delays after a failed push: doubling from the first to the last.
 const RETRY_FIRST: Duration = Duration::from_millis(500);
 const RETRY_MAX: Duration = Duration::from_secs(30);
@@ -61,18 +72,29 @@ pub struct ShipStats {
 }
 
 /// A handle on the running shipper.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Shipper {
     stats: Arc<Mutex<ShipStats>>,
+    /// How long each push took until Loki answered (or it failed).
+    push_seconds: Histogram,
+}
+
+impl Default for Shipper {
+    fn default() -> Self {
+        Shipper {
+            stats: Arc::default(),
+            push_seconds: Histogram::new(PUSH_BUCKETS.into_iter()),
+        }
+    }
 }
 
 impl Shipper {
     /// Starts shipping; the task ends when `ctx.stop` is cancelled.
     pub fn start(ctx: ShipperContext) -> (Shipper, tokio::task::JoinHandle<()>) {
         let shipper = Shipper::default();
-        let stats = shipper.stats.clone();
+        let handle = shipper.clone();
         let task = tokio::spawn(async move {
-            if let Err(e) = run(ctx, &stats).await {
+            if let Err(e) = run(ctx, &handle).await {
                 tracing::error!(error = %e, "log shipping stopped");
             }
         });
@@ -81,6 +103,11 @@ impl Shipper {
 
     pub fn stats(&self) -> ShipStats {
         self.lock().clone()
+    }
+
+    /// The push durations, for `/metrics` (shared: it keeps counting).
+    pub fn push_durations(&self) -> Histogram {
+        self.push_seconds.clone()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, ShipStats> {
@@ -132,10 +159,16 @@ fn load<T: DeserializeOwned + Default>(path: &Path) -> io::Result<T> {
 }
 
 /// Replaces `path` with `value` so that a crash leaves the old or the new file.
+#[cfg(test)]
 fn save<T: Serialize>(path: &Path, value: &T) -> io::Result<()> {
+    save_bytes(path, &serde_json::to_vec(value).map_err(io::Error::other)?)
+}
+
+/// Replaces `path` with `bytes` so that a crash leaves the old or the new file.
+fn save_bytes(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    tmp.write_all(&serde_json::to_vec(value).map_err(io::Error::other)?)?;
+    tmp.write_all(bytes)?;
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
     std::fs::File::open(dir)?.sync_all()
@@ -146,6 +179,8 @@ struct Taken {
     /// Saved before the push (so a repeat gets the same timestamps).
     before: Option<Vec<u8>>,
     after: Vec<u8>,
+    /// A spool's position after these lines: its segments before it may go once saved.
+    spool_cursor: Option<SpoolCursor>,
     lines: u64,
     malformed: u64,
 }
@@ -252,6 +287,7 @@ impl Source {
                 Some(Taken {
                     before: Some(serde_json::to_vec(&inflight).ok()?),
                     after: serde_json::to_vec(position).ok()?,
+                    spool_cursor: None,
                     lines,
                     malformed: 0,
                 })
@@ -290,6 +326,7 @@ impl Source {
                 Some(Taken {
                     before: None,
                     after: serde_json::to_vec(position).ok()?,
+                    spool_cursor: Some(position.cursor),
                     lines,
                     malformed,
                 })
@@ -297,11 +334,18 @@ impl Source {
         }
     }
 
-    /// After Loki acknowledged: spool segments read to the end go.
-    fn shipped(&self) -> io::Result<()> {
+    /// Whether a batch of this source must be recorded before it is sent
+    /// (its timestamps are made when it is taken): then no second batch of
+    /// it may be taken while one is in flight, or a crash would lose the first.
+    fn stamps_lines(&self) -> bool {
+        matches!(self.kind, Kind::Capture { .. })
+    }
+
+    /// Once a spool position is saved: the segments read to the end go.
+    fn delete_shipped(&self, cursor: SpoolCursor) -> io::Result<()> {
         match &self.kind {
             Kind::Capture { .. } => Ok(()),
-            Kind::Spool { dir, position, .. } => spool_reader::delete_shipped(dir, position.cursor),
+            Kind::Spool { dir, .. } => spool_reader::delete_shipped(dir, cursor),
         }
     }
 }
@@ -313,6 +357,10 @@ struct Sources {
     by_name: BTreeMap<String, Source>,
     /// Where the next round of reading starts, so no source starves the others.
     turn: usize,
+    /// Positions Loki acknowledged and not saved yet, by source (the newest).
+    unsaved: BTreeMap<String, (Vec<u8>, Option<SpoolCursor>)>,
+    /// When the oldest of them was acknowledged.
+    unsaved_since: Option<Instant>,
 }
 
 fn valid_name(name: &str) -> bool {
@@ -344,6 +392,8 @@ impl Sources {
             positions,
             by_name: BTreeMap::new(),
             turn: 0,
+            unsaved: BTreeMap::new(),
+            unsaved_since: None,
         })
     }
 
@@ -411,30 +461,78 @@ impl Sources {
         all
     }
 
-    /// Reads new lines until `limit` bytes are carried in all; returns the
-    /// lines found lost, by source.
+    /// Reads new lines until `limit` bytes of lines are carried in all, or
+    /// the sources have no more; returns the lines found lost, by source.
     fn fill(&mut self, limit: usize) -> BTreeMap<String, u64> {
         let mut lost = BTreeMap::new();
         let mut carried = self.carried_bytes();
         let count = self.by_name.len();
-        for source in self.in_turn() {
-            if carried >= limit {
+        // A source's budget counts its file's bytes, more than the lines
+        // carried: go round until the batch is full or nothing more comes.
+        loop {
+            let round = carried;
+            for source in self.in_turn() {
+                if carried >= limit {
+                    break;
+                }
+                let before = source.carried_bytes();
+                match source.fill(limit - carried) {
+                    Ok(0) => {}
+                    Ok(n) => *lost.entry(source.name.clone()).or_default() += n,
+                    Err(e) => {
+                        tracing::warn!(source = %source.name, error = %e, "reading a log source failed")
+                    }
+                }
+                carried += source.carried_bytes() - before;
+            }
+            if carried >= limit || carried == round {
                 break;
             }
-            let before = source.carried_bytes();
-            match source.fill(limit - carried) {
-                Ok(0) => {}
-                Ok(n) => {
-                    lost.insert(source.name.clone(), n);
-                }
-                Err(e) => {
-                    tracing::warn!(source = %source.name, error = %e, "reading a log source failed")
-                }
-            }
-            carried += source.carried_bytes() - before;
         }
         self.turn = (self.turn + 1) % count.max(1);
         lost
+    }
+
+    /// Records the positions of a batch before it is sent (captured sources:
+    /// the batch in flight); they replace any unsaved older ones.
+    fn save_before(&mut self, taken: &[(String, Taken)]) -> io::Result<()> {
+        for (name, t) in taken {
+            let (Some(bytes), Some(source)) = (&t.before, self.by_name.get(name)) else {
+                continue;
+            };
+            save_bytes(&source.position_file, bytes)?;
+            self.unsaved.remove(name);
+        }
+        Ok(())
+    }
+
+    /// Loki acknowledged a batch: its positions wait to be saved.
+    fn acknowledged(&mut self, taken: Vec<(String, Taken)>) {
+        for (name, t) in taken {
+            self.unsaved.insert(name, (t.after, t.spool_cursor));
+        }
+        self.unsaved_since.get_or_insert_with(Instant::now);
+    }
+
+    /// Whether acknowledged positions have waited [`COMMIT_EVERY`].
+    fn save_due(&self) -> bool {
+        self.unsaved_since
+            .is_some_and(|t| t.elapsed() >= COMMIT_EVERY)
+    }
+
+    /// Saves the acknowledged positions; then spool segments shipped go.
+    fn save_acknowledged(&mut self) -> io::Result<()> {
+        for (name, (bytes, cursor)) in std::mem::take(&mut self.unsaved) {
+            let Some(source) = self.by_name.get(&name) else {
+                continue;
+            };
+            save_bytes(&source.position_file, &bytes)?;
+            if let Some(cursor) = cursor {
+                source.delete_shipped(cursor)?;
+            }
+        }
+        self.unsaved_since = None;
+        Ok(())
     }
 }
 
@@ -444,13 +542,23 @@ struct Assembled {
     taken: Vec<(String, Taken)>,
 }
 
-fn assemble(sources: &mut Sources, budget: usize, hostname: &str) -> Assembled {
+/// A batch of up to `budget` bytes of lines; sources in `busy` (in the
+/// batch in flight) that stamp their lines are left for the next one.
+fn assemble(
+    sources: &mut Sources,
+    budget: usize,
+    hostname: &str,
+    busy: &BTreeSet<String>,
+) -> Assembled {
     let mut batch = Batch::default();
     let mut taken = Vec::new();
     let mut left = budget;
     for source in sources.in_turn() {
         if left == 0 {
             break;
+        }
+        if source.stamps_lines() && busy.contains(&source.name) {
+            continue;
         }
         let before = source.carried_bytes();
         if let Some(t) = source.take(left, hostname, &mut batch) {
@@ -459,38 +567,6 @@ fn assemble(sources: &mut Sources, budget: usize, hostname: &str) -> Assembled {
         }
     }
     Assembled { batch, taken }
-}
-
-/// Saves each source's position (before the push: the batch in flight; after: the new position).
-fn save_positions(sources: &Sources, taken: &[(String, Taken)], after: bool) -> io::Result<()> {
-    for (name, t) in taken {
-        let Some(source) = sources.by_name.get(name) else {
-            continue;
-        };
-        let bytes = if after {
-            Some(&t.after)
-        } else {
-            t.before.as_ref()
-        };
-        if let Some(bytes) = bytes {
-            save(&source.position_file, &RawJson(bytes))?;
-        }
-        if after {
-            source.shipped()?;
-        }
-    }
-    Ok(())
-}
-
-/// Bytes that already are JSON.
-struct RawJson<'a>(&'a [u8]);
-
-impl Serialize for RawJson<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let value: serde_json::Value =
-            serde_json::from_slice(self.0).map_err(serde::ser::Error::custom)?;
-        value.serialize(s)
-    }
 }
 
 /// Runs blocking file work on the blocking pool with the sources, and gives them back.
@@ -507,91 +583,196 @@ async fn blocking<T: Send + 'static>(
     .map_err(io::Error::other)
 }
 
-async fn run(ctx: ShipperContext, stats: &Mutex<ShipStats>) -> io::Result<()> {
+/// When to send what is carried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Due {
+    Now,
+    /// Look again after this long (nothing carried, or a batch neither full nor old).
+    After(Duration),
+}
+
+/// `carried` bytes of lines, the first read `age` ago: send now, or wait.
+fn due(carried: usize, age: Duration, batch_bytes: usize, batch_wait: Duration) -> Due {
+    if carried == 0 {
+        Due::After(POLL)
+    } else if carried >= batch_bytes || age >= batch_wait {
+        Due::Now
+    } else {
+        Due::After(POLL.min(batch_wait - age))
+    }
+}
+
+/// What one look at the sources gave.
+struct Prepared {
+    /// The batch to send next, recorded and encoded; none when it is not due.
+    batch: Option<(Assembled, Encoded)>,
+    /// When not due: how long to wait before looking again.
+    wait: Duration,
+    /// When the oldest line still carried was read (after the batch was taken).
+    first_read: Option<Instant>,
+    /// Lines found deleted before they were read, by source.
+    lost: BTreeMap<String, u64>,
+}
+
+/// What [`prepare`] needs besides the sources.
+struct Plan {
+    batch_bytes: usize,
+    batch_wait: Duration,
+    hostname: String,
+    encoding: Encoding,
+    /// Sources in the batch in flight.
+    busy: BTreeSet<String>,
+    first_read: Option<Instant>,
+}
+
+/// Reads the sources and, when a batch is due, assembles, records and
+/// encodes it. Saves acknowledged positions when they are due. Blocking.
+fn prepare(s: &mut Sources, plan: Plan) -> io::Result<Prepared> {
+    if s.save_due() {
+        s.save_acknowledged()?;
+    }
+    s.discover()?;
+    let lost = s.fill(plan.batch_bytes);
+    let carried = s.carried_bytes();
+    let first_read = (carried > 0).then(|| plan.first_read.unwrap_or_else(Instant::now));
+    let age = first_read.map_or(Duration::ZERO, |t| t.elapsed());
+    let mut prepared = Prepared {
+        batch: None,
+        wait: POLL,
+        first_read,
+        lost,
+    };
+    match due(carried, age, plan.batch_bytes, plan.batch_wait) {
+        Due::After(wait) => prepared.wait = wait,
+        Due::Now => {
+            let assembled = assemble(s, plan.batch_bytes, &plan.hostname, &plan.busy);
+            if !assembled.taken.is_empty() {
+                s.save_before(&assembled.taken)?;
+                let encoded = Encoded::new(&assembled.batch, plan.encoding);
+                prepared.batch = Some((assembled, encoded));
+            }
+            // Lines left over wait as long as the batch just taken did.
+            if s.carried_bytes() == 0 {
+                prepared.first_read = None;
+            }
+        }
+    }
+    Ok(prepared)
+}
+
+/// Counts what Loki did with a batch.
+fn count(stats: &Mutex<ShipStats>, outcome: &Outcome, taken: &[(String, Taken)]) {
+    let mut stats = lock(stats);
+    if let Outcome::Refused(reasons) = outcome {
+        for (reason, n) in reasons {
+            *stats.refused.entry((*reason).to_string()).or_default() += n;
+        }
+    }
+    let refused: u64 = match outcome {
+        Outcome::Refused(r) => r.values().sum(),
+        _ => 0,
+    };
+    let mut refused_left = refused;
+    for (name, t) in taken {
+        // Loki does not say which stream's lines it refused: they are
+        // taken off the first sources' counts.
+        let off = refused_left.min(t.lines);
+        refused_left -= off;
+        *stats.shipped.entry(name.clone()).or_default() += t.lines - off;
+        if t.malformed > 0 {
+            *stats.refused.entry("malformed".into()).or_default() += t.malformed;
+        }
+    }
+    // Progress: what still waits is timed from now.
+    stats.waiting_since_unix = None;
+}
+
+async fn run(ctx: ShipperContext, shipper: &Shipper) -> io::Result<()> {
+    let stats = &shipper.stats;
     let mut sources = Sources::new(&ctx.data_dir)?;
     let mut encoding = Encoding::Protobuf;
-    let mut waiting_since: Option<Instant> = None;
-    loop {
-        let limit = ctx.batch_bytes;
-        let (s, read) = blocking(sources, move |s| {
-            s.discover().map(|()| {
-                let lost = s.fill(limit);
-                (lost, s.carried_bytes())
-            })
-        })
-        .await?;
-        sources = s;
-        let (lost, carried) = read?;
+    let mut first_read: Option<Instant> = None;
+    let mut ready: Option<(Assembled, Encoded)> = None;
+    let plan = |encoding, busy, first_read| Plan {
+        batch_bytes: ctx.batch_bytes,
+        batch_wait: ctx.batch_wait,
+        hostname: ctx.hostname.clone(),
+        encoding,
+        busy,
+        first_read,
+    };
+    let note_lost = |lost: BTreeMap<String, u64>| {
         if !lost.is_empty() {
             let mut stats = lock(stats);
             for (source, n) in lost {
                 *stats.lost.entry(source).or_default() += n;
             }
         }
-        if carried == 0 {
-            waiting_since = None;
-            lock(stats).waiting_since_unix = None;
-            if sleep_or_stop(&ctx.stop, POLL).await {
-                return Ok(());
+    };
+    loop {
+        let (assembled, encoded) = match ready.take() {
+            Some(batch) => batch,
+            None => {
+                let p = plan(encoding, BTreeSet::new(), first_read);
+                let (s, prepared) = blocking(sources, move |s| prepare(s, p)).await?;
+                sources = s;
+                let prepared = prepared?;
+                note_lost(prepared.lost);
+                first_read = prepared.first_read;
+                if first_read.is_none() {
+                    lock(stats).waiting_since_unix = None;
+                } else {
+                    lock(stats)
+                        .waiting_since_unix
+                        .get_or_insert_with(unix_seconds);
+                }
+                match prepared.batch {
+                    Some(batch) => batch,
+                    None => {
+                        // Idle: what Loki acknowledged is saved now.
+                        if !sources.unsaved.is_empty() {
+                            let (s, saved) = blocking(sources, Sources::save_acknowledged).await?;
+                            sources = s;
+                            saved?;
+                        }
+                        if sleep_or_stop(&ctx.stop, prepared.wait).await {
+                            return Ok(());
+                        }
+                        continue;
+                    }
+                }
             }
-            continue;
-        }
+        };
         lock(stats)
             .waiting_since_unix
             .get_or_insert_with(unix_seconds);
-        let since = *waiting_since.get_or_insert_with(Instant::now);
-        let age = since.elapsed();
-        if carried < ctx.batch_bytes && age < ctx.batch_wait {
-            if sleep_or_stop(&ctx.stop, POLL.min(ctx.batch_wait - age)).await {
-                return Ok(());
-            }
-            continue;
-        }
-        let (budget, host) = (ctx.batch_bytes, ctx.hostname.clone());
-        let (s, assembled) = blocking(sources, move |s| {
-            let assembled = assemble(s, budget, &host);
-            save_positions(s, &assembled.taken, false).map(|()| assembled)
-        })
-        .await?;
+        // Push this batch while the next one is read, assembled and encoded.
+        let busy: BTreeSet<String> = assembled.taken.iter().map(|(n, _)| n.clone()).collect();
+        let p = plan(encoding, busy, first_read);
+        let push = push_until_done(&ctx, &mut encoding, &assembled.batch, &encoded, shipper);
+        let next = blocking(sources, move |s| prepare(s, p));
+        let (outcome, next) = tokio::join!(push, next);
+        let (s, next) = next?;
         sources = s;
-        let assembled = assembled?;
-        let Some(outcome) = push_until_done(&ctx, &mut encoding, &assembled.batch, stats).await
-        else {
-            return Ok(());
+        let Some(outcome) = outcome else {
+            // Stopped: save what Loki has.
+            let (_, saved) = blocking(sources, Sources::save_acknowledged).await?;
+            return saved;
         };
-        {
-            let mut stats = lock(stats);
-            if let Outcome::Refused(reasons) = &outcome {
-                for (reason, n) in reasons {
-                    *stats.refused.entry((*reason).to_string()).or_default() += n;
-                }
-            }
-            let refused: u64 = match &outcome {
-                Outcome::Refused(r) => r.values().sum(),
-                _ => 0,
+        count(stats, &outcome, &assembled.taken);
+        sources.acknowledged(assembled.taken);
+        let next = next?;
+        note_lost(next.lost);
+        first_read = next.first_read;
+        // The next batch was encoded before a 415 may have changed the encoding.
+        ready = next.batch.map(|(a, e)| {
+            let e = if e.encoding == encoding {
+                e
+            } else {
+                Encoded::new(&a.batch, encoding)
             };
-            let mut refused_left = refused;
-            for (name, t) in &assembled.taken {
-                // Loki does not say which stream's lines it refused: they are
-                // taken off the first sources' counts.
-                let off = refused_left.min(t.lines);
-                refused_left -= off;
-                *stats.shipped.entry(name.clone()).or_default() += t.lines - off;
-                if t.malformed > 0 {
-                    *stats.refused.entry("malformed".into()).or_default() += t.malformed;
-                }
-            }
-            // Progress: what still waits is timed from now.
-            stats.waiting_since_unix = None;
-        }
-        let (s, saved) =
-            blocking(sources, move |s| save_positions(s, &assembled.taken, true)).await?;
-        sources = s;
-        saved?;
-        // Lines left over wait as long as the batch just sent did.
-        if sources.carried_bytes() == 0 {
-            waiting_since = None;
-        }
+            (a, e)
+        });
     }
 }
 
@@ -608,7 +789,8 @@ async fn push_until_done(
     ctx: &ShipperContext,
     encoding: &mut Encoding,
     batch: &Batch,
-    stats: &Mutex<ShipStats>,
+    encoded: &Encoded,
+    shipper: &Shipper,
 ) -> Option<Outcome> {
     if batch.lines() == 0 {
         return Some(Outcome::Accepted);
@@ -616,13 +798,17 @@ async fn push_until_done(
     let mut delay = RETRY_FIRST;
     let mut failures = 0u32;
     loop {
+        let started = Instant::now();
         let outcome = tokio::select! {
             () = ctx.stop.cancelled() => return None,
-            outcome = push::push(ctx.loki_port, encoding, batch, PUSH_TIMEOUT) => outcome,
+            outcome = push::push(ctx.loki_port, encoding, batch, encoded, PUSH_TIMEOUT) => outcome,
         };
+        shipper
+            .push_seconds
+            .observe(started.elapsed().as_secs_f64());
         match outcome {
             Outcome::Retry(why) => {
-                lock(stats).failed_pushes += 1;
+                shipper.lock().failed_pushes += 1;
                 // Once, not at every retry: this log is shipped too.
                 if failures == 0 {
                     tracing::warn!(reason = %why, "pushing logs to Loki failed; retrying until it takes them");
@@ -731,5 +917,114 @@ mod tests {
         assert_eq!(labels[0]["level"], "error");
         assert_eq!(labels[0]["service"], "app");
         assert_eq!(labels[0]["host"], "box");
+    }
+
+    /// A spool directory holding `segments` of `per` records each, numbered from 1.
+    fn spool_dir(data: &Path, segments: u64, per: u64, line: &str) -> PathBuf {
+        let dir = data.join("spool").join("s");
+        std::fs::create_dir_all(&dir).unwrap();
+        for seq in 1..=segments {
+            let mut text = String::new();
+            for i in 1..=per {
+                let n = (seq - 1) * per + i;
+                text.push_str(&format!(
+                    "{{\"ts\":\"{n}\",\"labels\":{{\"job\":\"t\"}},\"line\":\"{n} {line}\"}}\n"
+                ));
+            }
+            std::fs::write(dir.join(format!("{seq:020}.ndjson")), text).unwrap();
+        }
+        dir
+    }
+
+    fn numbers(batch: &Batch) -> Vec<u64> {
+        batch
+            .streams
+            .values()
+            .flatten()
+            .map(|e| e.line.split(' ').next().unwrap().parse().unwrap())
+            .collect()
+    }
+
+    /// The line text of one record `line` of `spool_dir` (number, space, line, newline).
+    fn record_bytes(n: u64, line: &str) -> usize {
+        n.to_string().len() + 1 + line.len() + 1
+    }
+
+    #[test]
+    fn only_acknowledged_positions_are_saved_and_only_their_segments_go() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = spool_dir(tmp.path(), 3, 3, "l");
+        let mut sources = Sources::new(tmp.path()).unwrap();
+        sources.discover().unwrap();
+        sources.fill(1 << 20);
+        let none = BTreeSet::new();
+        // Three records a batch: the first, then the next, prepared while the first is in flight.
+        let first = assemble(&mut sources, 3 * record_bytes(1, "l"), "box", &none);
+        let second = assemble(&mut sources, 3 * record_bytes(4, "l"), "box", &none);
+        assert_eq!(numbers(&first.batch), [1, 2, 3]);
+        assert_eq!(numbers(&second.batch), [4, 5, 6]);
+        // Loki took the first; the second fails, and obsbox dies before it is retried.
+        sources.acknowledged(first.taken);
+        sources.save_acknowledged().unwrap();
+        let mut restarted = Sources::new(tmp.path()).unwrap();
+        restarted.discover().unwrap();
+        restarted.fill(1 << 20);
+        let again = assemble(&mut restarted, 1 << 20, "box", &none);
+        assert_eq!(
+            numbers(&again.batch),
+            [4, 5, 6, 7, 8, 9],
+            "from the first batch's end"
+        );
+        assert_eq!(spool_reader::segments(&dir).unwrap(), [1, 2, 3]);
+        // Once the second is acknowledged and saved, the segment read to its end goes.
+        sources.acknowledged(second.taken);
+        sources.save_acknowledged().unwrap();
+        assert_eq!(spool_reader::segments(&dir).unwrap(), [2, 3]);
+    }
+
+    #[test]
+    fn a_source_that_stamps_its_lines_waits_while_its_batch_is_in_flight() {
+        let tmp = tempfile::tempdir().unwrap();
+        let logs = tmp.path().join("logs").join("app");
+        std::fs::create_dir_all(&logs).unwrap();
+        std::fs::write(logs.join("current"), "one\ntwo\n").unwrap();
+        spool_dir(tmp.path(), 1, 2, "s");
+        let mut sources = Sources::new(tmp.path()).unwrap();
+        sources.discover().unwrap();
+        sources.fill(1 << 20);
+        let busy: BTreeSet<String> = ["app".to_string(), "spool/s".to_string()].into();
+        let next = assemble(&mut sources, 1 << 20, "box", &busy);
+        let names: Vec<&str> = next.taken.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["spool/s"], "the spool keeps its own timestamps");
+        let later = assemble(&mut sources, 1 << 20, "box", &BTreeSet::new());
+        assert_eq!(later.batch.lines(), 2, "the captured lines come next");
+    }
+
+    #[test]
+    fn a_look_fills_a_whole_batch_though_records_are_larger_than_their_lines() {
+        let tmp = tempfile::tempdir().unwrap();
+        // Each record's line is about a third of its bytes in the file.
+        spool_dir(tmp.path(), 1, 200, "x");
+        let mut sources = Sources::new(tmp.path()).unwrap();
+        sources.discover().unwrap();
+        sources.fill(1000);
+        assert!(
+            sources.carried_bytes() >= 1000,
+            "{}",
+            sources.carried_bytes()
+        );
+    }
+
+    #[test]
+    fn a_batch_goes_when_full_or_old_and_an_idle_shipper_polls() {
+        let (full, wait) = (1000, Duration::from_secs(1));
+        assert_eq!(due(0, Duration::ZERO, full, wait), Due::After(POLL));
+        assert_eq!(due(1000, Duration::ZERO, full, wait), Due::Now);
+        assert_eq!(due(10, Duration::from_secs(1), full, wait), Due::Now);
+        assert_eq!(
+            due(10, Duration::from_millis(900), full, wait),
+            Due::After(Duration::from_millis(100))
+        );
+        assert_eq!(due(10, Duration::ZERO, full, wait), Due::After(POLL));
     }
 }

@@ -243,8 +243,24 @@ impl Spool {
         Ok(())
     }
 
+    /// Forgets the oldest segments the shipper deleted once Loki had them
+    /// (it deletes them in order): they hold nothing to drop.
+    fn forget_shipped(&self, w: &mut Writer) {
+        while w.segments.len() > 1 {
+            let oldest = w.segments.front().expect("more than one segment");
+            if self.dir.join(segment_name(oldest.seq)).exists() {
+                break;
+            }
+            w.total -= oldest.bytes;
+            w.segments.pop_front();
+        }
+    }
+
     /// Deletes the oldest segments (never the current one) while over the bound.
     fn trim(&self, w: &mut Writer) -> std::io::Result<()> {
+        if w.total > w.limits.max_bytes {
+            self.forget_shipped(w);
+        }
         while w.total > w.limits.max_bytes && w.segments.len() > 1 {
             let oldest = w.segments.pop_front().expect("more than one segment");
             let path = self.dir.join(segment_name(oldest.seq));
@@ -289,9 +305,11 @@ impl Spool {
         Ok(())
     }
 
-    /// The spool's size on disk as the writer counts it.
+    /// The spool's size on disk: what was written and not yet shipped.
     pub fn bytes(&self) -> u64 {
-        self.lock().total
+        let mut w = self.lock();
+        self.forget_shipped(&mut w);
+        w.total
     }
 }
 
@@ -379,6 +397,32 @@ mod tests {
             files(&dir),
             [segment_name(3), segment_name(4), segment_name(5)]
         );
+    }
+
+    #[test]
+    fn segments_the_shipper_deleted_are_not_counted_as_dropped() {
+        let root = tempfile::tempdir().unwrap();
+        let one = serde_json::to_vec(&record(0)).unwrap().len() as u64 + 1;
+        let limits = SpoolLimits {
+            segment_bytes: one * 10,
+            max_bytes: one * 25,
+        };
+        let spool = Spool::open(root.path(), "s", limits).unwrap();
+        for n in 0..20 {
+            spool.append(&[record(n % 10)]).unwrap();
+        }
+        let dir = root.path().join("s");
+        // Loki has the first segment: the shipper deletes it.
+        std::fs::remove_file(dir.join(segment_name(1))).unwrap();
+        assert_eq!(spool.bytes(), one * 10);
+        for n in 0..20 {
+            spool.append(&[record(n % 10)]).unwrap();
+        }
+        // 30 lines on disk in segments 2 to 4 for room for 25: segment 2 goes,
+        // its 10 lines dropped; segment 1's were shipped, not dropped.
+        assert_eq!(files(&dir), [segment_name(3), segment_name(4)]);
+        assert_eq!(spool.dropped_lines(), 10);
+        assert_eq!(spool.bytes(), one * 20);
     }
 
     #[test]

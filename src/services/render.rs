@@ -559,9 +559,9 @@ mod tests {
         settings.loki.max_line_size_kb = 64;
         let doc = parse(file(&render(&settings, &env()), paths::LOKI_CONFIG));
         let limits = &doc["limits_config"];
-        assert_eq!(limits["ingestion_rate_mb"], 8.0);
-        assert_eq!(limits["ingestion_burst_size_mb"], 16.0);
-        assert_eq!(limits["per_stream_rate_limit"], "4096KB");
+        assert_eq!(limits["ingestion_rate_mb"], 32.0);
+        assert_eq!(limits["ingestion_burst_size_mb"], 64.0);
+        assert_eq!(limits["per_stream_rate_limit"], "32768KB");
         assert_eq!(limits["max_line_size"], "64KB");
         assert_eq!(limits["reject_old_samples_max_age"], "168h");
         assert_eq!(limits["split_queries_by_interval"], "1h");

@@ -149,6 +149,11 @@ pub(super) async fn metrics(State(app): State<Arc<AppState>>, headers: HeaderMap
     }
     register_alerts(&mut registry, &app.alerts);
     register_log_shipping(&mut registry, &app.shipper.stats());
+    registry.register(
+        "obsbox_log_push_duration_seconds",
+        "How long each push of a batch to Loki took until Loki answered or it failed",
+        app.shipper.push_durations(),
+    );
     register_power(&mut registry, &app.power.summary());
     if let Ok(disks) = app.disks.status().await {
         register_disks(&mut registry, &disks);

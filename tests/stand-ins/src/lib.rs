@@ -961,12 +961,24 @@ pub fn serve(
                     thread::sleep(Duration::from_millis(20));
                 }
             }
-            Err(ref e) if e.kind() == io::ErrorKind::WouldBlock => {
-                thread::sleep(Duration::from_millis(20));
-            }
+            // Wait for the next connection, not a fixed 20 ms: a client that
+            // opens a connection per request would otherwise wait 10 ms on average.
+            Err(ref e) if e.kind() == io::ErrorKind::WouldBlock => wait_readable(&listener, 20),
             Err(_) => thread::sleep(Duration::from_millis(20)),
         }
     }
+}
+
+/// Waits until `listener` has a connection to accept, or `ms` milliseconds.
+fn wait_readable(listener: &TcpListener, ms: i32) {
+    use std::os::fd::AsRawFd;
+    let mut fd = libc::pollfd {
+        fd: listener.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, for the duration of the call.
+    unsafe { libc::poll(&mut fd, 1, ms) };
 }
 
 enum ReadError {

@@ -1328,6 +1328,10 @@ struct State {
     /// Stand-in only (`LOKI_STANDIN_REFUSE_PROTOBUF=1`): answer protobuf pushes
     /// with 415, as a proxy that only passes JSON would.
     refuse_protobuf: bool,
+    /// Whether accepted lines are kept in memory for the read endpoints.
+    /// `LOKI_STANDIN_FORGET_LINES=1` (stand-in only) keeps none, for
+    /// benchmarks that push more than memory holds; pushes are answered alike.
+    keep_lines: bool,
     /// Accepted entries are appended here (in the WAL directory) and read
     /// back at start, so a restart loses nothing, as Loki's WAL replay does.
     entries_file: Option<std::path::PathBuf>,
@@ -1767,13 +1771,13 @@ fn push(state: &State, tenant: &str, req: &si::Request) -> si::Response {
     data.tokens = Some((tokens - bytes as f64, now));
     // The ingester: out of order is fine within half of max_chunk_age of the
     // stream's newest entry; an exact repeat (timestamp and line) is dropped.
-    let mut journal = String::new();
+    let mut journal: Vec<u8> = Vec::new();
     for (labels, entries) in valid {
         let stream_str = labels_string(&labels);
         let stream = data.streams.stream(&labels);
         for (ts, line) in entries {
             let cutoff = stream.newest - state.max_chunk_age_ns / 2;
-            if !stream.entries.is_empty() && ts < cutoff {
+            if !stream.is_empty() && ts < cutoff {
                 *data.discarded.entry("too_far_behind".into()).or_default() += 1;
                 errors.push(format!(
                     "entry with timestamp {} ignored, reason: 'entry too far behind, entry timestamp is: {}, oldest acceptable timestamp is: {}', for stream: {}",
@@ -1784,17 +1788,23 @@ fn push(state: &State, tenant: &str, req: &si::Request) -> si::Response {
                 ));
                 continue;
             }
-            if !stream.seen.insert((ts, line.clone())) {
+            let mark = journal.len();
+            let record = JournalRecord {
+                tenant,
+                labels: &labels,
+                ts: ts.to_string(),
+                line: &line,
+            };
+            // A record of strings always serializes.
+            let _ = serde_json::to_writer(&mut journal, &record);
+            journal.push(b'\n');
+            let len = line.len();
+            if !stream.accept(ts, line, state.keep_lines) {
+                journal.truncate(mark);
                 continue;
             }
             data.lines += 1;
-            data.bytes += line.len() as u64;
-            stream.newest = stream.newest.max(ts);
-            journal.push_str(&format!(
-                "{}\n",
-                json!({"tenant": tenant, "labels": labels, "ts": ts.to_string(), "line": line})
-            ));
-            stream.entries.push((ts, line));
+            data.bytes += len as u64;
         }
     }
     if let (Some(path), false) = (&state.entries_file, journal.is_empty()) {
@@ -1803,7 +1813,7 @@ fn push(state: &State, tenant: &str, req: &si::Request) -> si::Response {
             .create(true)
             .append(true)
             .open(path)
-            .and_then(|mut f| f.write_all(journal.as_bytes()));
+            .and_then(|mut f| f.write_all(&journal));
         if let Err(e) = written {
             return si::Response::text(500, format!("writing the WAL failed: {}\n", e));
         }
@@ -1817,8 +1827,17 @@ fn push(state: &State, tenant: &str, req: &si::Request) -> si::Response {
     }
 }
 
+/// One line of the WAL file (see `State::entries_file`).
+#[derive(Serialize)]
+struct JournalRecord<'a> {
+    tenant: &'a str,
+    labels: &'a BTreeMap<String, String>,
+    ts: String,
+    line: &'a str,
+}
+
 /// The entries stored by earlier runs (see `State::entries_file`).
-fn replay_entries(path: Option<&Path>) -> BTreeMap<String, TenantData> {
+fn replay_entries(path: Option<&Path>, keep_lines: bool) -> BTreeMap<String, TenantData> {
     let mut tenants: BTreeMap<String, TenantData> = BTreeMap::new();
     let Some(text) = path.and_then(|p| std::fs::read_to_string(p).ok()) else {
         return tenants;
@@ -1840,10 +1859,9 @@ fn replay_entries(path: Option<&Path>) -> BTreeMap<String, TenantData> {
             .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
             .collect();
         let data = tenants.entry(tenant.to_string()).or_default();
-        let stream = data.streams.stream(&labels);
-        stream.newest = stream.newest.max(ts);
-        stream.seen.insert((ts, entry.to_string()));
-        stream.entries.push((ts, entry.to_string()));
+        data.streams
+            .stream(&labels)
+            .accept(ts, entry.to_string(), keep_lines);
     }
     tenants
 }
@@ -2171,6 +2189,7 @@ fn start(cfg: Config, eff: Effective, config_yaml: String, file: String) -> i32 
         .wal_dir
         .as_ref()
         .map(|d| Path::new(d).join("standin-entries.ndjson"));
+    let keep_lines = !std::env::var("LOKI_STANDIN_FORGET_LINES").is_ok_and(|v| v == "1");
     let state = Arc::new(State {
         start: started,
         start_wall: SystemTime::now(),
@@ -2185,9 +2204,13 @@ fn start(cfg: Config, eff: Effective, config_yaml: String, file: String) -> i32 
         ingestion_rate_bytes: eff.ingestion_rate_bytes,
         ingestion_burst_bytes: eff.ingestion_burst_bytes,
         refuse_protobuf: std::env::var("LOKI_STANDIN_REFUSE_PROTOBUF").is_ok_and(|v| v == "1"),
+        keep_lines,
         entries_file: entries_file.clone(),
         config_yaml,
-        tenants: Arc::new(Mutex::new(replay_entries(entries_file.as_deref()))),
+        tenants: Arc::new(Mutex::new(replay_entries(
+            entries_file.as_deref(),
+            keep_lines,
+        ))),
         pushes: AtomicU64::new(0),
     });
     let startup = si::format_go_duration(started.elapsed().as_nanos() as i64);

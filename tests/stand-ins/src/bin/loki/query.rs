@@ -21,10 +21,37 @@ pub struct Stream {
     pub labels: BTreeMap<String, String>,
     /// (timestamp ns, line), in the order accepted.
     pub entries: Vec<(i128, String)>,
-    /// Accepted (timestamp, line) pairs: a repeat is a duplicate, dropped silently.
-    pub seen: std::collections::BTreeSet<(i128, String)>,
+    /// Accepted entries by a 64-bit hash of (timestamp, line): a repeat is a
+    /// duplicate, dropped silently. A hash rather than a second copy of every
+    /// line keeps a long benchmark's flood in memory; two different entries
+    /// of one stream share a hash once in about 2^64 / n² floods of n entries.
+    seen: std::collections::HashSet<u64>,
     /// The newest timestamp accepted, for the out-of-order window.
     pub newest: i128,
+}
+
+impl Stream {
+    /// True until an entry is accepted.
+    pub fn is_empty(&self) -> bool {
+        self.seen.is_empty()
+    }
+
+    /// Stores the entry unless it repeats one stored; false for a repeat.
+    /// Without `keep_line`, the entry counts (newest, duplicates) but its line
+    /// is not kept for queries.
+    pub fn accept(&mut self, ts: i128, line: String, keep_line: bool) -> bool {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::hash::DefaultHasher::new();
+        (ts, line.as_str()).hash(&mut hasher);
+        if !self.seen.insert(hasher.finish()) {
+            return false;
+        }
+        self.newest = self.newest.max(ts);
+        if keep_line {
+            self.entries.push((ts, line));
+        }
+        true
+    }
 }
 
 /// Every stream of one tenant, by its label set.
