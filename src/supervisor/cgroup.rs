@@ -19,7 +19,7 @@
 
 use std::fs;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -133,8 +133,11 @@ impl Cgroups {
     }
 
     /// Creates (or reuses) `name`'s cgroup with its memory limit, and opens
-    /// its `cgroup.procs` for [`place`]. A limit asked for without the memory
-    /// controller is reported and left out.
+    /// its directory, for the child to be started in it
+    /// ([`super::process::Exec`]). The descriptor is opened by obsbox, so
+    /// the kernel checks obsbox's right to put the child there, not the
+    /// child user's. A limit asked for without the memory controller is
+    /// reported and left out.
     pub fn prepare(&self, name: &str, memory_max: Option<u64>) -> io::Result<OwnedFd> {
         let dir = self.child(name);
         match fs::create_dir(&dir) {
@@ -151,11 +154,11 @@ impl Cgroups {
                 "memory.max not applied: the memory controller is not available to obsbox's cgroup"
             );
         }
-        let procs = fs::OpenOptions::new()
-            .write(true)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(dir.join("cgroup.procs"))?;
-        Ok(procs.into())
+        let dir = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_CLOEXEC | libc::O_DIRECTORY)
+            .open(&dir)?;
+        Ok(dir.into())
     }
 
     /// Kills everything in `name`'s cgroup, however it was started, and
@@ -286,23 +289,6 @@ fn wait_empty(dir: &Path, limit: Duration) {
 /// Whether any process is in the cgroup at `dir` or below.
 fn populated(dir: &Path) -> bool {
     fs::read_to_string(dir.join("cgroup.events")).is_ok_and(|t| is_populated(&t))
-}
-
-/// Makes `cmd` start in the cgroup whose `cgroup.procs` is `procs` (from
-/// [`Cgroups::prepare`]): it moves itself there before exec, so nothing it
-/// runs can start outside. The descriptor was opened by obsbox, so the
-/// kernel checks obsbox's right to move it, not the child user's.
-pub fn place(cmd: &mut Command, procs: OwnedFd) {
-    // SAFETY: one write of a static byte to an open descriptor, which is
-    // async-signal-safe, between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::write(procs.as_raw_fd(), b"0".as_ptr().cast(), 1) != 1 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
 }
 
 /// Enables what it can of [`CONTROLLERS`] below `own`; returns the list.
