@@ -15,6 +15,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
+use super::cgroup::Placement;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -306,7 +307,8 @@ pub fn start_time(pid: u32) -> Option<u64> {
 /// grace period, 7 to 30 ms here each time when launches are a second or
 /// more apart. `clone3(CLONE_INTO_CGROUP)` creates the process in its cgroup
 /// instead, in about 0.1 ms (kernel 5.7 and later; older kernels fall back
-/// to a fork and the write).
+/// to a fork and the write, and so does a cgroup once killed, see
+/// [`Placement`]).
 pub struct Exec {
     program: CString,
     /// `program` then the arguments.
@@ -317,8 +319,8 @@ pub struct Exec {
     /// Where fds 1 and 2 go; stdin is /dev/null.
     output: Option<OwnedFd>,
     user: Option<(u32, u32)>,
-    /// The directory of the child's cgroup.
-    cgroup: Option<OwnedFd>,
+    /// The child's cgroup.
+    cgroup: Option<Placement>,
 }
 
 /// What [`Exec::new`] needs.
@@ -331,8 +333,8 @@ pub struct ExecSpec<'a> {
     pub output: Option<BorrowedFd<'a>>,
     /// (uid, gid) to switch to; only for a root obsbox.
     pub user: Option<(u32, u32)>,
-    /// An open descriptor of the cgroup directory to start in.
-    pub cgroup: Option<OwnedFd>,
+    /// The cgroup to start in.
+    pub cgroup: Option<Placement>,
 }
 
 fn c_string(bytes: &[u8]) -> io::Result<CString> {
@@ -404,7 +406,8 @@ impl Reaper {
             libc::sigfillset(&mut all);
             libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
         }
-        let (pid, in_cgroup) = fork_into(exec.cgroup.as_ref().map(|fd| fd.as_raw_fd()));
+        let clone_into = exec.cgroup.as_ref().filter(|c| c.clone_into);
+        let (pid, in_cgroup) = fork_into(clone_into.map(|c| c.dir.as_raw_fd()));
         if pid == 0 {
             // SAFETY: in the new process, before exec: only system calls, on
             // memory prepared before the fork; it never returns.
@@ -499,8 +502,8 @@ unsafe fn child_exec(c: &ChildSide) -> ! {
     reset_signal_actions();
     // To the child's cgroup first, while still root.
     if c.move_into_cgroup {
-        if let Some(dir) = &c.exec.cgroup {
-            let procs = libc::openat(dir.as_raw_fd(), c"cgroup.procs".as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+        if let Some(cgroup) = &c.exec.cgroup {
+            let procs = libc::openat(cgroup.dir.as_raw_fd(), c"cgroup.procs".as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
             if procs < 0 || libc::write(procs, b"0".as_ptr().cast(), 1) != 1 {
                 fail(c.report);
             }
