@@ -621,18 +621,18 @@ impl RestartSettings {
     fn validate(&self, at: &dyn Fn(&str) -> String, bad: &mut dyn FnMut(String, String)) {
         let ranges = [
             ("restart.crash_loop_exits", self.crash_loop_exits, 0..=1000),
-            ("restart.crash_loop_window_s", self.crash_loop_window_s, 1..=86_400),
+            (
+                "restart.crash_loop_window_s",
+                self.crash_loop_window_s,
+                1..=86_400,
+            ),
             ("restart.backoff_max_s", self.backoff_max_s, 1..=86_400),
         ];
         for (field, value, range) in ranges {
             if !range.contains(&value) {
                 bad(
                     at(field),
-                    format!(
-                        "{value} is outside {}..={}",
-                        range.start(),
-                        range.end()
-                    ),
+                    format!("{value} is outside {}..={}", range.start(), range.end()),
                 );
             }
         }
@@ -1485,10 +1485,8 @@ mod tests {
     #[test]
     fn a_childs_restart_policy_is_optional_partial_and_checked() {
         let parse = |restart: &str| -> ExtraChild {
-            serde_json::from_str(&format!(
-                r#"{{"name": "c", "command": ["x"]{restart}}}"#
-            ))
-            .expect("parses")
+            serde_json::from_str(&format!(r#"{{"name": "c", "command": ["x"]{restart}}}"#))
+                .expect("parses")
         };
         // Left out: the project's defaults.
         assert_eq!(parse("").restart, RestartSettings::default());
@@ -1515,7 +1513,8 @@ mod tests {
         .is_err());
         // The edges of the ranges are allowed.
         let mut s = Settings::default();
-        for (i, (exits, window, max)) in [(0, 1, 1), (1000, 86_400, 86_400)].into_iter().enumerate() {
+        for (i, (exits, window, max)) in [(0, 1, 1), (1000, 86_400, 86_400)].into_iter().enumerate()
+        {
             let mut child = parse("");
             child.name = format!("c{i}");
             child.restart = RestartSettings {

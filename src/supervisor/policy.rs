@@ -67,8 +67,7 @@ impl RestartTracker {
             return now;
         }
         let quick = ran < policy.min_uptime;
-        let looping =
-            policy.detects_loops() && self.recent_exits.len() >= policy.crash_loop_exits;
+        let looping = policy.detects_loops() && self.recent_exits.len() >= policy.crash_loop_exits;
         if !quick && !looping && self.failures == 0 {
             return now;
         }

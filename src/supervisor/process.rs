@@ -5,6 +5,7 @@
 //! reaped before its owner is registered, and std's own wait on a failed exec
 //! never races the reaper.
 
+use super::cgroup::Placement;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use std::collections::{BTreeMap, HashMap};
@@ -15,7 +16,6 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use super::cgroup::Placement;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -388,7 +388,11 @@ const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 impl Reaper {
     /// Starts `exec`; `on_exit` is called (on the runtime thread) once it
     /// ends. Returns once the program has been executed (or failed to be).
-    pub fn launch(&self, exec: &Exec, on_exit: impl FnOnce(Exit) + Send + 'static) -> io::Result<u32> {
+    pub fn launch(
+        &self,
+        exec: &Exec,
+        on_exit: impl FnOnce(Exit) + Send + 'static,
+    ) -> io::Result<u32> {
         let (report, report_w) = pipe()?;
         let null = std::fs::File::open("/dev/null")?;
         let mut argv: Vec<*const libc::c_char> = exec.argv.iter().map(|a| a.as_ptr()).collect();
@@ -503,7 +507,11 @@ unsafe fn child_exec(c: &ChildSide) -> ! {
     // To the child's cgroup first, while still root.
     if c.move_into_cgroup {
         if let Some(cgroup) = &c.exec.cgroup {
-            let procs = libc::openat(cgroup.dir.as_raw_fd(), c"cgroup.procs".as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            let procs = libc::openat(
+                cgroup.dir.as_raw_fd(),
+                c"cgroup.procs".as_ptr(),
+                libc::O_WRONLY | libc::O_CLOEXEC,
+            );
             if procs < 0 || libc::write(procs, b"0".as_ptr().cast(), 1) != 1 {
                 fail(c.report);
             }
