@@ -635,6 +635,62 @@ pub struct ExtraChild {
     /// Applied only where obsbox has the cgroup v2 memory controller.
     #[serde(default)]
     pub memory_max_bytes: Option<u64>,
+    /// How quickly it is restarted after it exits; unset fields keep the
+    /// project's defaults (those of the built-in children).
+    #[serde(default)]
+    pub restart: RestartSettings,
+}
+
+/// An extra child's restart policy. A run shorter than 1 s always backs
+/// off, starting at 1 s and doubling; these set when exits count as a crash
+/// loop and how long the backoff may grow.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RestartSettings {
+    /// Exits within `crash_loop_window_s` that make a crash loop (and back
+    /// off even after runs longer than 1 s); 0 turns crash-loop detection
+    /// off. 0 to 1000; default 5.
+    pub crash_loop_exits: u32,
+    /// The window exits are counted over, in seconds; a run longer than it
+    /// clears the child's record. 1 to 86400; default 60.
+    pub crash_loop_window_s: u32,
+    /// The longest wait between two launches of a failing child, in seconds.
+    /// 1 to 86400; default 60.
+    pub backoff_max_s: u32,
+}
+
+impl Default for RestartSettings {
+    fn default() -> Self {
+        // The supervisor's policy is where the defaults live.
+        let policy = crate::supervisor::RestartPolicy::default();
+        RestartSettings {
+            crash_loop_exits: policy.crash_loop_exits as u32,
+            crash_loop_window_s: policy.crash_loop_window.as_secs() as u32,
+            backoff_max_s: policy.max_backoff.as_secs() as u32,
+        }
+    }
+}
+
+impl RestartSettings {
+    fn validate(&self, at: &dyn Fn(&str) -> String, bad: &mut dyn FnMut(String, String)) {
+        let ranges = [
+            ("restart.crash_loop_exits", self.crash_loop_exits, 0..=1000),
+            (
+                "restart.crash_loop_window_s",
+                self.crash_loop_window_s,
+                1..=86_400,
+            ),
+            ("restart.backoff_max_s", self.backoff_max_s, 1..=86_400),
+        ];
+        for (field, value, range) in ranges {
+            if !range.contains(&value) {
+                bad(
+                    at(field),
+                    format!("{value} is outside {}..={}", range.start(), range.end()),
+                );
+            }
+        }
+    }
 }
 
 /// The range `memory_max_bytes` may take: below 16 MiB no child of obsbox
@@ -920,6 +976,7 @@ impl Settings {
             if let Some(problem) = memory_max_problem(child.memory_max_bytes) {
                 bad(at("memory_max_bytes"), problem);
             }
+            child.restart.validate(&at, &mut bad);
             for key in child.env.keys() {
                 if key.is_empty() || key.contains('=') || key.contains('\0') {
                     bad(
@@ -1375,6 +1432,11 @@ mod tests {
             stop_signal: "KILL".into(),
             stop_grace: "10s".into(),
             memory_max_bytes: Some(1 << 20),
+            restart: RestartSettings {
+                crash_loop_exits: 1001,
+                crash_loop_window_s: 0,
+                backoff_max_s: 0,
+            },
         });
         s.services.loki.memory_max_bytes = Some(2 << 40);
         s.services.grafana.memory_max_bytes = Some(256 << 20);
@@ -1387,6 +1449,9 @@ mod tests {
         );
         for expected in [
             "children[0].memory_max_bytes",
+            "children[0].restart.crash_loop_exits",
+            "children[0].restart.crash_loop_window_s",
+            "children[0].restart.backoff_max_s",
             "services.loki.memory_max_bytes",
             "prometheus.scrape_interval",
             "services.grafana.port",
@@ -1418,6 +1483,7 @@ mod tests {
             stop_signal: "TERM".into(),
             stop_grace: "10s".into(),
             memory_max_bytes: None,
+            restart: RestartSettings::default(),
         });
         let fields: Vec<String> = s.validate().into_iter().map(|p| p.field).collect();
         assert_eq!(
@@ -1489,6 +1555,57 @@ mod tests {
     }
 
     #[test]
+    fn a_childs_restart_policy_is_optional_partial_and_checked() {
+        let parse = |restart: &str| -> ExtraChild {
+            serde_json::from_str(&format!(r#"{{"name": "c", "command": ["x"]{restart}}}"#))
+                .expect("parses")
+        };
+        // Left out: the project's defaults.
+        assert_eq!(parse("").restart, RestartSettings::default());
+        assert_eq!(
+            RestartSettings::default(),
+            RestartSettings {
+                crash_loop_exits: 5,
+                crash_loop_window_s: 60,
+                backoff_max_s: 60
+            }
+        );
+        // One field set, the others kept.
+        let off = parse(r#", "restart": {"crash_loop_exits": 0}"#).restart;
+        assert_eq!(
+            off,
+            RestartSettings {
+                crash_loop_exits: 0,
+                ..RestartSettings::default()
+            }
+        );
+        assert!(serde_json::from_str::<ExtraChild>(
+            r#"{"name": "c", "command": ["x"], "restart": {"backoff_s": 1}}"#
+        )
+        .is_err());
+        // The edges of the ranges are allowed.
+        let mut s = Settings::default();
+        for (i, (exits, window, max)) in [(0, 1, 1), (1000, 86_400, 86_400)].into_iter().enumerate()
+        {
+            let mut child = parse("");
+            child.name = format!("c{i}");
+            child.restart = RestartSettings {
+                crash_loop_exits: exits,
+                crash_loop_window_s: window,
+                backoff_max_s: max,
+            };
+            s.children.push(child);
+        }
+        assert_eq!(s.validate(), vec![]);
+        s.children[1].restart.backoff_max_s = 86_401;
+        let problems: Vec<String> = s.validate().into_iter().map(|p| p.to_string()).collect();
+        assert_eq!(
+            problems,
+            ["children[1].restart.backoff_max_s: 86401 is outside 1..=86400"]
+        );
+    }
+
+    #[test]
     fn ports_obsbox_listens_on_are_taken() {
         let mut s = Settings::default();
         s.services.prometheus.port = 8080;
@@ -1502,6 +1619,7 @@ mod tests {
             stop_signal: "TERM".into(),
             stop_grace: "10s".into(),
             memory_max_bytes: None,
+            restart: RestartSettings::default(),
         });
         assert_eq!(s.validate(), vec![]);
         let reserved = Reserved {
@@ -1538,6 +1656,7 @@ mod tests {
             stop_signal: "TERM".into(),
             stop_grace: "10s".into(),
             memory_max_bytes: None,
+            restart: RestartSettings::default(),
         });
         let fields: Vec<String> = s.validate().into_iter().map(|p| p.field).collect();
         assert_eq!(fields, ["general.child_user", "children[0].user"]);

@@ -510,6 +510,43 @@ fn a_child_that_keeps_dying_after_a_while_is_crash_looping_and_backs_off() {
     assert_eq!(s["restarts"], 8, "{s}");
 }
 
+/// A child's own restart policy: with crash-loop detection off, a child
+/// dying 1.5 s after each start is relaunched at once every time (the
+/// supervisor benchmark's case). Each run also leaves a grandchild in its
+/// cgroup, which obsbox kills; the next run must still start normally (Linux
+/// SIGKILLs what `clone3(CLONE_INTO_CGROUP)` puts into a cgroup killed
+/// before, so that child moves itself in).
+#[test]
+fn a_child_with_crash_loop_detection_off_is_relaunched_at_once_every_time() {
+    let obsbox = Obsbox::start(&[
+        ("services", services_only(&[])),
+        (
+            "children",
+            json!([{"name": "looper",
+                    "command": ["sh", "-c", "date +%s%N; setsid sleep 1000 & sleep 1.5; exit 1"],
+                    "restart": {"crash_loop_exits": 0}}]),
+        ),
+    ]);
+    let starts: Vec<f64> = wait_for("eight starts", Duration::from_secs(40), || {
+        let lines = obsbox.get("/api/services/looper/logs?lines=50")["lines"].clone();
+        let starts: Vec<f64> = lines
+            .as_array()?
+            .iter()
+            .filter_map(|l| l.as_str()?.trim().parse::<f64>().ok())
+            .map(|ns| ns / 1e9)
+            .collect();
+        (starts.len() >= 8).then_some(starts)
+    });
+    // With the default policy the sixth launch would wait 2 s from the fifth.
+    let gaps: Vec<f64> = starts.windows(2).map(|w| w[1] - w[0]).collect();
+    for gap in &gaps {
+        assert!((1.4..1.9).contains(gap), "{gaps:?}");
+    }
+    let s = obsbox.service("looper");
+    assert_ne!(s["state"], "crash-looping", "{s}");
+    assert_eq!(s["last_exit"]["how"], "exit code 1", "{s}");
+}
+
 /// Issue 15: SIGHUP killed obsbox (exit 129); SIGUSR1 and SIGUSR2 would too.
 #[test]
 fn sighup_applies_stored_settings_and_no_signal_but_term_and_int_stops_obsbox() {

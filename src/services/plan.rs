@@ -4,7 +4,7 @@
 use super::render::{paths, proxied_url, SecretGrant};
 use super::Environment;
 use crate::settings::users::{self, ChildUser};
-use crate::settings::{ExtraChild, Readiness, Service, Settings};
+use crate::settings::{ExtraChild, Readiness, RestartSettings, Service, Settings};
 use crate::store::Store;
 use crate::supervisor::{ChildPlan, ChildSpec, Launch, Probe, Reload, RestartPolicy, RunAs};
 use nix::sys::signal::Signal;
@@ -332,9 +332,19 @@ fn extra_plan(child: &ExtraChild, env: &Environment, locator: &Locator) -> Child
         stop_signal: crate::settings::stop_signal(&child.stop_signal).unwrap_or(Signal::SIGTERM),
         stop_grace: crate::settings::parse_duration(&child.stop_grace)
             .unwrap_or(Duration::from_secs(10)),
-        restart: RestartPolicy::default(),
+        restart: restart_policy(&child.restart),
         memory_max: child.memory_max_bytes,
     })))
+}
+
+/// An extra child's restart policy: its settings over the project's defaults.
+fn restart_policy(settings: &RestartSettings) -> RestartPolicy {
+    RestartPolicy {
+        crash_loop_exits: settings.crash_loop_exits as usize,
+        crash_loop_window: Duration::from_secs(settings.crash_loop_window_s.into()),
+        max_backoff: Duration::from_secs(settings.backoff_max_s.into()),
+        ..RestartPolicy::default()
+    }
 }
 
 /// The user built-in children run as: obsbox's own unless it is root; an
@@ -571,7 +581,8 @@ mod tests {
         settings.services.grafana.enabled = false;
         settings.children.push(
             serde_json::from_value(serde_json::json!({
-                "name": "napper", "command": ["sleep", "100"], "readiness": {"tcp": {"port": 7000}}
+                "name": "napper", "command": ["sleep", "100"], "readiness": {"tcp": {"port": 7000}},
+                "restart": {"crash_loop_exits": 0, "backoff_max_s": 10}
             }))
             .unwrap(),
         );
@@ -584,6 +595,14 @@ mod tests {
         };
         assert_eq!(spec.args, ["100"]);
         assert_eq!(spec.readiness, Probe::Tcp { port: 7000 });
+        assert_eq!(
+            spec.restart,
+            RestartPolicy {
+                crash_loop_exits: 0,
+                max_backoff: Duration::from_secs(10),
+                ..RestartPolicy::default()
+            }
+        );
     }
 
     #[test]

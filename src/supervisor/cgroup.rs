@@ -17,15 +17,16 @@
 //! kills every child's cgroup when it ends without obsbox having said goodbye.
 //! The next obsbox also kills whatever cgroups of its instance it finds.
 
+use std::collections::HashSet;
 use std::fs;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The controllers obsbox hands down to its children, when offered.
@@ -77,6 +78,21 @@ pub struct Cgroups {
     dir: PathBuf,
     /// The controllers enabled for the children.
     controllers: Vec<String>,
+    /// Children whose cgroup was killed with `cgroup.kill`: Linux (6.18
+    /// here) SIGKILLs every process later cloned into such a cgroup with
+    /// `CLONE_INTO_CGROUP` (it compares the cgroup's kill count with the
+    /// parent's), so they move themselves in instead.
+    killed: Mutex<HashSet<String>>,
+}
+
+/// Where a child is to start: its cgroup, from [`Cgroups::prepare`].
+#[derive(Debug)]
+pub struct Placement {
+    /// The cgroup's directory.
+    pub dir: OwnedFd,
+    /// Whether it may be created there by `clone3(CLONE_INTO_CGROUP)`;
+    /// otherwise it moves itself in through `cgroup.procs`.
+    pub clone_into: bool,
 }
 
 impl Cgroups {
@@ -108,6 +124,7 @@ impl Cgroups {
         let cgroups = Cgroups {
             controllers: read_controllers(&dir),
             dir,
+            killed: Mutex::default(),
         };
         cgroups.clear();
         Ok(cgroups)
@@ -133,9 +150,12 @@ impl Cgroups {
     }
 
     /// Creates (or reuses) `name`'s cgroup with its memory limit, and opens
-    /// its `cgroup.procs` for [`place`]. A limit asked for without the memory
-    /// controller is reported and left out.
-    pub fn prepare(&self, name: &str, memory_max: Option<u64>) -> io::Result<OwnedFd> {
+    /// its directory, for the child to be started in it
+    /// ([`super::process::Exec`]). The descriptor is opened by obsbox, so
+    /// the kernel checks obsbox's right to put the child there, not the
+    /// child user's. A limit asked for without the memory controller is
+    /// reported and left out.
+    pub fn prepare(&self, name: &str, memory_max: Option<u64>) -> io::Result<Placement> {
         let dir = self.child(name);
         match fs::create_dir(&dir) {
             Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
@@ -151,18 +171,30 @@ impl Cgroups {
                 "memory.max not applied: the memory controller is not available to obsbox's cgroup"
             );
         }
-        let procs = fs::OpenOptions::new()
-            .write(true)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(dir.join("cgroup.procs"))?;
-        Ok(procs.into())
+        let dir = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_CLOEXEC | libc::O_DIRECTORY)
+            .open(&dir)?;
+        Ok(Placement {
+            dir: dir.into(),
+            clone_into: !self.killed_set().contains(name),
+        })
+    }
+
+    fn killed_set(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.killed.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Kills everything in `name`'s cgroup, however it was started, and
     /// waits (at most [`KILL_WAIT`]) until it is empty, so that what it held
-    /// (ports, files) is free.
+    /// (ports, files) is free. An empty cgroup (the usual case once its
+    /// child has exited) is left alone.
     pub fn kill(&self, name: &str) {
         let dir = self.child(name);
+        if !populated(&dir) {
+            return;
+        }
+        self.killed_set().insert(name.to_string());
         kill_dir(&dir);
         wait_empty(&dir, KILL_WAIT);
     }
@@ -181,6 +213,7 @@ impl Cgroups {
     /// Kills and removes `name`'s cgroup (a child that is gone from the plan).
     pub fn remove(&self, name: &str) {
         remove_dir(&self.child(name));
+        self.killed_set().remove(name);
     }
 
     /// Kills and removes every child's cgroup, then this obsbox's; returns
@@ -286,23 +319,6 @@ fn wait_empty(dir: &Path, limit: Duration) {
 /// Whether any process is in the cgroup at `dir` or below.
 fn populated(dir: &Path) -> bool {
     fs::read_to_string(dir.join("cgroup.events")).is_ok_and(|t| is_populated(&t))
-}
-
-/// Makes `cmd` start in the cgroup whose `cgroup.procs` is `procs` (from
-/// [`Cgroups::prepare`]): it moves itself there before exec, so nothing it
-/// runs can start outside. The descriptor was opened by obsbox, so the
-/// kernel checks obsbox's right to move it, not the child user's.
-pub fn place(cmd: &mut Command, procs: OwnedFd) {
-    // SAFETY: one write of a static byte to an open descriptor, which is
-    // async-signal-safe, between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::write(procs.as_raw_fd(), b"0".as_ptr().cast(), 1) != 1 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
 }
 
 /// Enables what it can of [`CONTROLLERS`] below `own`; returns the list.
@@ -607,6 +623,7 @@ mod tests {
         let cgroups = Cgroups {
             dir: tmp.path().to_path_buf(),
             controllers: vec!["cpu".into(), "memory".into()],
+            killed: Mutex::default(),
         };
         let child = tmp.path().join("loki");
         fs::create_dir(&child).unwrap();
@@ -638,6 +655,7 @@ mod tests {
         let without = Cgroups {
             dir: tmp.path().to_path_buf(),
             controllers: vec!["cpu".into()],
+            killed: Mutex::default(),
         };
         fs::remove_file(child.join("memory.max")).unwrap();
         without.prepare("loki", Some(256 << 20)).unwrap();

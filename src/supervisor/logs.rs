@@ -8,9 +8,8 @@
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -63,13 +62,10 @@ impl LogCapture {
         })
     }
 
-    /// stdout and stderr for one run of the child: both ends of the one pipe,
-    /// so the two streams keep their relative order.
-    pub fn stdio(&self) -> io::Result<(Stdio, Stdio)> {
-        Ok((
-            Stdio::from(self.writer.try_clone()?),
-            Stdio::from(self.writer.try_clone()?),
-        ))
+    /// Where the child's stdout and stderr both go: the one pipe, so the
+    /// two streams keep their relative order.
+    pub fn output(&self) -> BorrowedFd<'_> {
+        self.writer.as_fd()
     }
 
     /// A handle on the recent output, for readers that poll it.

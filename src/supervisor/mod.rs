@@ -24,7 +24,6 @@ use nix::sys::signal::Signal;
 use policy::RestartTracker;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
@@ -884,30 +883,26 @@ impl Actor {
                     ctx.log_policy,
                 )?);
             }
-            let (stdout, stderr) = child
-                .log
-                .as_ref()
-                .map(|l| l.stdio())
-                .transpose()?
-                .unwrap_or((Stdio::null(), Stdio::null()));
-            let mut cmd = Command::new(&spec.program);
-            cmd.args(&spec.args)
-                .envs(spec.env.iter().map(|(k, v)| (k, v)))
-                .current_dir(&spec.cwd)
-                .stdin(Stdio::null())
-                .stdout(stdout)
-                .stderr(stderr);
-            if let Some(user) = spec.user.filter(|_| nix::unistd::geteuid().is_root()) {
-                use std::os::unix::process::CommandExt;
-                cmd.uid(user.uid).gid(user.gid);
-            }
-            process::tie_to_parent(&mut cmd);
-            if let Some(cgroups) = cgroups {
-                cgroup::place(&mut cmd, cgroups.prepare(&name, spec.memory_max)?);
-            }
+            let user = spec
+                .user
+                .filter(|_| nix::unistd::geteuid().is_root())
+                .map(|u| (u.uid, u.gid));
+            let cgroup = match cgroups {
+                Some(cgroups) => Some(cgroups.prepare(&name, spec.memory_max)?),
+                None => None,
+            };
+            let exec = process::Exec::new(process::ExecSpec {
+                program: &spec.program,
+                args: &spec.args,
+                env: &spec.env,
+                cwd: &spec.cwd,
+                output: child.log.as_ref().map(LogCapture::output),
+                user,
+                cgroup,
+            })?;
             let generation = child.generation + 1;
             let exited_name = name.clone();
-            let pid = ctx.reaper.spawn(&mut cmd, move |exit| {
+            let pid = ctx.reaper.launch(&exec, move |exit| {
                 let _ = tx.send(Msg::Exited {
                     name: exited_name,
                     generation,

@@ -12,6 +12,9 @@
 //! and no crash loop can spin. A child with `crash_loop_exits` exits within
 //! the window, or that many failures in a row, is crash-looping until a run
 //! outlasts the window; it keeps being retried at the capped backoff.
+//! `crash_loop_exits` 0 turns crash-loop detection off: only quick deaths
+//! (and the failures right after them) back off, and the child is never
+//! crash-looping.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -22,8 +25,15 @@ pub struct RestartPolicy {
     pub min_uptime: Duration,
     pub initial_backoff: Duration,
     pub max_backoff: Duration,
+    /// Exits within `crash_loop_window` that make a crash loop; 0: never.
     pub crash_loop_exits: usize,
     pub crash_loop_window: Duration,
+}
+
+impl RestartPolicy {
+    fn detects_loops(&self) -> bool {
+        self.crash_loop_exits > 0
+    }
 }
 
 impl Default for RestartPolicy {
@@ -57,7 +67,7 @@ impl RestartTracker {
             return now;
         }
         let quick = ran < policy.min_uptime;
-        let looping = self.recent_exits.len() >= policy.crash_loop_exits;
+        let looping = policy.detects_loops() && self.recent_exits.len() >= policy.crash_loop_exits;
         if !quick && !looping && self.failures == 0 {
             return now;
         }
@@ -79,8 +89,9 @@ impl RestartTracker {
         now: Instant,
         running_since: Option<Instant>,
     ) -> bool {
-        if running_since
-            .is_some_and(|s| now.saturating_duration_since(s) > policy.crash_loop_window)
+        if !policy.detects_loops()
+            || running_since
+                .is_some_and(|s| now.saturating_duration_since(s) > policy.crash_loop_window)
         {
             return false;
         }
@@ -121,7 +132,10 @@ mod tests {
     /// expected crash-looping afterwards), each run starting when the last
     /// decision said. Returns the start of the run after the last row.
     fn run(table: &[(u64, u64, bool)]) -> (RestartTracker, Instant) {
-        let policy = RestartPolicy::default();
+        run_with(RestartPolicy::default(), table)
+    }
+
+    fn run_with(policy: RestartPolicy, table: &[(u64, u64, bool)]) -> (RestartTracker, Instant) {
         let mut tracker = RestartTracker::default();
         let mut start = Instant::now();
         for (i, &(uptime, delay, looping)) in table.iter().enumerate() {
@@ -262,6 +276,54 @@ mod tests {
         }
         // Backing off, it stays crash-looping however long the wait.
         assert!(tracker.is_crash_looping(&policy, t + MS(120_000), None));
+    }
+
+    /// A child's own settings: the benchmark's children, killed 1.5 s after
+    /// each start, restart at once with crash-loop detection off; quick
+    /// deaths still back off, up to the child's own cap.
+    #[test]
+    fn crash_loop_detection_off_restarts_every_run_that_outlived_min_uptime() {
+        let off = RestartPolicy {
+            crash_loop_exits: 0,
+            max_backoff: Duration::from_secs(4),
+            ..RestartPolicy::default()
+        };
+        let mut table = vec![(1500, 0, false); 40];
+        table.extend([
+            (10, 990, false),
+            (10, 1990, false),
+            (10, 3990, false),
+            (10, 3990, false),
+            // Backing off keeps on until a run outlasts the window.
+            (1500, 2500, false),
+            (61_000, 0, false),
+            (1500, 0, false),
+        ]);
+        run_with(off, &table);
+    }
+
+    #[test]
+    fn a_shorter_window_and_fewer_exits_make_a_loop_sooner() {
+        let strict = RestartPolicy {
+            crash_loop_exits: 2,
+            crash_loop_window: Duration::from_secs(10),
+            max_backoff: Duration::from_secs(8),
+            ..RestartPolicy::default()
+        };
+        run_with(
+            strict,
+            &[
+                (3000, 0, false),
+                // The second exit within 10 s: a failure and a loop.
+                (3000, 0, true),
+                (3000, 0, true),
+                (100, 3900, true),
+                (100, 7900, true),
+                (100, 7900, true),
+                // Longer than the 10 s window: restarts at once, loop over.
+                (11_000, 0, false),
+            ],
+        );
     }
 
     #[test]

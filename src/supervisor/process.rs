@@ -5,13 +5,17 @@
 //! reaped before its owner is registered, and std's own wait on a failed exec
 //! never races the reaper.
 
+use super::cgroup::Placement;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::{CString, OsString};
 use std::fmt;
 use std::io::{self, Read};
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -187,6 +191,25 @@ pub fn signal_process(pid: u32, sig: nix::sys::signal::Signal) {
 /// obsbox has SIGHUP or SIGINT and SIGQUIT ignored, and its children would
 /// keep that across exec (std resets only SIGPIPE and the mask).
 fn reset_signals(cmd: &mut Command) {
+    // SAFETY: only async-signal-safe calls (rt_sigaction, sigemptyset,
+    // sigprocmask) between fork and exec, on memory the closure owns.
+    unsafe {
+        cmd.pre_exec(|| {
+            reset_signal_actions();
+            let mut none = std::mem::zeroed::<libc::sigset_t>();
+            libc::sigemptyset(&mut none);
+            libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+            Ok(())
+        });
+    }
+}
+
+/// Sets every signal's action to the default. SIGKILL and SIGSTOP refuse
+/// the change, which is fine.
+///
+/// # Safety
+/// Only between fork and exec: it drops obsbox's own handlers.
+unsafe fn reset_signal_actions() {
     /// The kernel's `struct sigaction` (x86_64 and aarch64 alike). The raw
     /// call, because libc's wrapper refuses the signals it reserves (32, 33),
     /// and an ignored one of those is inherited too.
@@ -204,25 +227,14 @@ fn reset_signals(cmd: &mut Command) {
         restorer: 0,
         mask: 0,
     };
-    // SAFETY: only async-signal-safe calls (rt_sigaction, sigemptyset,
-    // sigprocmask) between fork and exec, on memory the closure owns.
-    // SIGKILL and SIGSTOP refuse the change, which is fine.
-    unsafe {
-        cmd.pre_exec(move || {
-            for sig in 1..=KERNEL_SIGNALS {
-                libc::syscall(
-                    libc::SYS_rt_sigaction,
-                    sig,
-                    &default as *const KernelSigaction,
-                    std::ptr::null_mut::<KernelSigaction>(),
-                    std::mem::size_of::<u64>(),
-                );
-            }
-            let mut none = std::mem::zeroed::<libc::sigset_t>();
-            libc::sigemptyset(&mut none);
-            libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
-            Ok(())
-        });
+    for sig in 1..=KERNEL_SIGNALS {
+        libc::syscall(
+            libc::SYS_rt_sigaction,
+            sig,
+            &default as *const KernelSigaction,
+            std::ptr::null_mut::<KernelSigaction>(),
+            std::mem::size_of::<u64>(),
+        );
     }
 }
 
@@ -283,4 +295,266 @@ pub fn start_time(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let after_comm = &stat[stat.rfind(')')? + 2..];
     after_comm.split(' ').nth(19)?.parse().ok()
+}
+
+/// A supervised child, ready to start: everything the new process needs is
+/// built before the fork, so that between fork and exec it makes system
+/// calls only.
+///
+/// It is not started through `std::process::Command` because of its cgroup:
+/// a process moving itself into a cgroup (a write to `cgroup.procs`) takes
+/// the kernel's cgroup-migration lock for writing, which waits for an RCU
+/// grace period, 7 to 30 ms here each time when launches are a second or
+/// more apart. `clone3(CLONE_INTO_CGROUP)` creates the process in its cgroup
+/// instead, in about 0.1 ms (kernel 5.7 and later; older kernels fall back
+/// to a fork and the write, and so does a cgroup once killed, see
+/// [`Placement`]).
+pub struct Exec {
+    program: CString,
+    /// `program` then the arguments.
+    argv: Vec<CString>,
+    /// obsbox's environment with the child's own variables over it.
+    envp: Vec<CString>,
+    cwd: CString,
+    /// Where fds 1 and 2 go; stdin is /dev/null.
+    output: Option<OwnedFd>,
+    user: Option<(u32, u32)>,
+    /// The child's cgroup.
+    cgroup: Option<Placement>,
+}
+
+/// What [`Exec::new`] needs.
+pub struct ExecSpec<'a> {
+    pub program: &'a Path,
+    pub args: &'a [String],
+    pub env: &'a [(String, String)],
+    pub cwd: &'a Path,
+    /// stdout and stderr both go here (a dup is kept); `None`: /dev/null.
+    pub output: Option<BorrowedFd<'a>>,
+    /// (uid, gid) to switch to; only for a root obsbox.
+    pub user: Option<(u32, u32)>,
+    /// The cgroup to start in.
+    pub cgroup: Option<Placement>,
+}
+
+fn c_string(bytes: &[u8]) -> io::Result<CString> {
+    CString::new(bytes).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL byte"))
+}
+
+impl Exec {
+    pub fn new(spec: ExecSpec) -> io::Result<Exec> {
+        let mut env: BTreeMap<OsString, OsString> = std::env::vars_os().collect();
+        env.extend(spec.env.iter().map(|(k, v)| (k.into(), v.into())));
+        let program = c_string(spec.program.as_os_str().as_bytes())?;
+        let mut argv = vec![program.clone()];
+        for arg in spec.args {
+            argv.push(c_string(arg.as_bytes())?);
+        }
+        let envp = env
+            .iter()
+            .map(|(k, v)| c_string(&[k.as_bytes(), b"=", v.as_bytes()].concat()))
+            .collect::<io::Result<_>>()?;
+        Ok(Exec {
+            program,
+            argv,
+            envp,
+            cwd: c_string(spec.cwd.as_os_str().as_bytes())?,
+            output: spec.output.map(|fd| fd.try_clone_to_owned()).transpose()?,
+            user: spec.user,
+            cgroup: spec.cgroup,
+        })
+    }
+}
+
+/// `struct clone_args` of the kernel, up to `cgroup` (CLONE_ARGS_SIZE_VER2).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+const SYS_CLONE3: libc::c_long = 435;
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+impl Reaper {
+    /// Starts `exec`; `on_exit` is called (on the runtime thread) once it
+    /// ends. Returns once the program has been executed (or failed to be).
+    pub fn launch(
+        &self,
+        exec: &Exec,
+        on_exit: impl FnOnce(Exit) + Send + 'static,
+    ) -> io::Result<u32> {
+        let (report, report_w) = pipe()?;
+        let null = std::fs::File::open("/dev/null")?;
+        let mut argv: Vec<*const libc::c_char> = exec.argv.iter().map(|a| a.as_ptr()).collect();
+        argv.push(std::ptr::null());
+        let mut envp: Vec<*const libc::c_char> = exec.envp.iter().map(|e| e.as_ptr()).collect();
+        envp.push(std::ptr::null());
+        let parent = std::process::id() as libc::pid_t;
+        let mut owners = self.owners.lock().unwrap_or_else(|e| e.into_inner());
+        // Every signal blocked across the fork: none may run obsbox's
+        // handlers in the child before it has reset them.
+        // SAFETY: plain signal-mask calls on sets this function owns.
+        let mut all = unsafe { std::mem::zeroed::<libc::sigset_t>() };
+        let mut old = unsafe { std::mem::zeroed::<libc::sigset_t>() };
+        unsafe {
+            libc::sigfillset(&mut all);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        }
+        let clone_into = exec.cgroup.as_ref().filter(|c| c.clone_into);
+        let (pid, in_cgroup) = fork_into(clone_into.map(|c| c.dir.as_raw_fd()));
+        if pid == 0 {
+            // SAFETY: in the new process, before exec: only system calls, on
+            // memory prepared before the fork; it never returns.
+            unsafe {
+                child_exec(&ChildSide {
+                    exec,
+                    argv: &argv,
+                    envp: &envp,
+                    null: null.as_raw_fd(),
+                    report: report_w.as_raw_fd(),
+                    parent,
+                    move_into_cgroup: !in_cgroup,
+                })
+            }
+        }
+        // SAFETY: restores the mask saved above.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+        if pid < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        drop(report_w);
+        // The child's end closes at exec; before it, an errno arrives.
+        let mut errno = [0u8; 4];
+        let mut report = std::fs::File::from(report);
+        let got = loop {
+            match report.read(&mut errno) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => break other.unwrap_or(0),
+            }
+        };
+        if got > 0 {
+            // Reaped here, under the lock, so the reaper never sees it.
+            let _ = waitpid(Pid::from_raw(pid), None);
+            return Err(io::Error::from_raw_os_error(i32::from_ne_bytes(errno)));
+        }
+        owners.insert(pid, Box::new(on_exit));
+        Ok(pid as u32)
+    }
+}
+
+/// Forks, into the cgroup whose directory is `cgroup` when the kernel can;
+/// returns the pid (0 in the child, -1 on failure) and whether the child
+/// starts in that cgroup.
+fn fork_into(cgroup: Option<RawFd>) -> (libc::pid_t, bool) {
+    let mut args = CloneArgs {
+        exit_signal: libc::SIGCHLD as u64,
+        ..CloneArgs::default()
+    };
+    if let Some(fd) = cgroup {
+        args.flags = CLONE_INTO_CGROUP;
+        args.cgroup = fd as u64;
+    }
+    // SAFETY: clone3 without CLONE_VM is a fork: the child gets a copy of
+    // this memory and, like after fork, makes only system calls.
+    let pid = unsafe {
+        libc::syscall(
+            SYS_CLONE3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    } as libc::pid_t;
+    if pid >= 0 {
+        return (pid, cgroup.is_some());
+    }
+    // An older kernel (no clone3, or no CLONE_INTO_CGROUP): the child moves itself.
+    // SAFETY: as above.
+    (unsafe { libc::fork() }, false)
+}
+
+struct ChildSide<'a> {
+    exec: &'a Exec,
+    argv: &'a [*const libc::c_char],
+    envp: &'a [*const libc::c_char],
+    null: RawFd,
+    report: RawFd,
+    parent: libc::pid_t,
+    move_into_cgroup: bool,
+}
+
+/// The new process's side: set up, exec, or report the errno and exit.
+///
+/// # Safety
+/// Only in the child of [`fork_into`].
+unsafe fn child_exec(c: &ChildSide) -> ! {
+    let fail = |report: RawFd| -> ! {
+        let errno = *libc::__errno_location();
+        libc::write(report, errno.to_ne_bytes().as_ptr().cast(), 4);
+        libc::_exit(127)
+    };
+    // Every signal back to its default action, none blocked (see
+    // `reset_signals`: obsbox may have inherited ignored ones).
+    reset_signal_actions();
+    // To the child's cgroup first, while still root.
+    if c.move_into_cgroup {
+        if let Some(cgroup) = &c.exec.cgroup {
+            let procs = libc::openat(
+                cgroup.dir.as_raw_fd(),
+                c"cgroup.procs".as_ptr(),
+                libc::O_WRONLY | libc::O_CLOEXEC,
+            );
+            if procs < 0 || libc::write(procs, b"0".as_ptr().cast(), 1) != 1 {
+                fail(c.report);
+            }
+        }
+    }
+    let out = c.exec.output.as_ref().map_or(c.null, |fd| fd.as_raw_fd());
+    for (from, to) in [(c.null, 0), (out, 1), (out, 2)] {
+        let ok = if from == to {
+            libc::fcntl(to, libc::F_SETFD, 0) == 0
+        } else {
+            libc::dup2(from, to) == to
+        };
+        if !ok {
+            fail(c.report);
+        }
+    }
+    // Its own process group, so a stop reaches everything it started.
+    if libc::setpgid(0, 0) != 0 {
+        fail(c.report);
+    }
+    if let Some((uid, gid)) = c.exec.user {
+        // The raw calls: glibc's wrappers would try to change every thread
+        // obsbox had, and this process has one.
+        if libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) != 0
+            || libc::syscall(libc::SYS_setresgid, gid, gid, gid) != 0
+            || libc::syscall(libc::SYS_setresuid, uid, uid, uid) != 0
+        {
+            fail(c.report);
+        }
+    }
+    if libc::chdir(c.exec.cwd.as_ptr()) != 0 {
+        fail(c.report);
+    }
+    // Dies with obsbox (see `tie_to_parent`).
+    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+        fail(c.report);
+    }
+    if libc::getppid() != c.parent {
+        libc::kill(libc::getpid(), libc::SIGKILL);
+    }
+    let mut none = std::mem::zeroed::<libc::sigset_t>();
+    libc::sigemptyset(&mut none);
+    libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+    libc::execve(c.exec.program.as_ptr(), c.argv.as_ptr(), c.envp.as_ptr());
+    fail(c.report)
 }
