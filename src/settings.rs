@@ -281,7 +281,10 @@ impl BackupJob {
     /// else for the paths listed in `include_mount_points`.
     pub fn includes_mount_points(&self, path: &std::path::Path) -> bool {
         !self.options.one_file_system
-            || self.include_mount_points.iter().any(|p| std::path::Path::new(p) == path)
+            || self
+                .include_mount_points
+                .iter()
+                .any(|p| std::path::Path::new(p) == path)
     }
 
     /// The backup ID this job's snapshots are made under, on the box called `hostname`.
