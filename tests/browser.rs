@@ -2,7 +2,7 @@
 //! Debian Chromium through playwright-core against a fresh obsbox that
 //! supervises the real Prometheus, Alertmanager, node_exporter and blackbox
 //! exporter. Screenshots of every page at 1280 and 390 px are written to
-//! `web/docs/screenshots` (checked in, overwritten by each run).
+//! `web/screenshots` (checked in, overwritten by each run).
 
 mod common;
 
@@ -55,7 +55,7 @@ fn the_web_ui_works_in_a_browser() {
         .env("OBSBOX_URL", obsbox.url(""))
         .env("PROMETHEUS_PORT", &prometheus)
         .env("NODE_EXPORTER_PORT", &node_exporter)
-        .env("SCREENSHOTS", root.join("web/docs/screenshots"))
+        .env("SCREENSHOTS", root.join("web/screenshots"))
         .env("BUNDLE", &bundle)
         .env("TAMPERED_BUNDLE", board.path("tampered.obb"))
         .output()
