@@ -300,7 +300,7 @@ fn check_rpi_image(board: &str, serial_console: &str) {
     ))))
     .unwrap();
     assert_eq!(firmware["board"], board);
-    assert_eq!(firmware["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(firmware["version"], "@VERSION@", "stamped at build time");
     let flow = &firmware["boot_flow"];
     assert_eq!(flow["kind"], "tryboot");
     assert_eq!(flow["autoboot"], "/boot/firmware/autoboot.txt");
@@ -421,7 +421,7 @@ fn x86_64_firmware_matches_grub() {
     )))
     .unwrap();
     assert_eq!(firmware["board"], "x86_64");
-    assert_eq!(firmware["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(firmware["version"], "@VERSION@", "stamped at build time");
     for slot in ["a", "b"] {
         assert_eq!(
             firmware["slots"][slot]["rootfs"],
@@ -549,4 +549,89 @@ fn buildroot_tree_is_consistent() {
         .map(|d| format!("{d}_defconfig"))
         .collect();
     assert_eq!(on_disk, expected);
+}
+
+/// Every image build stamps the version into the board's firmware.json
+/// from one place: Cargo.toml's package version, or the version a build is
+/// given. The checked-in templates carry no version of their own.
+#[test]
+fn the_image_builds_stamp_the_version_from_cargo_toml() {
+    let stamp = repo("image/stamp-firmware");
+    let stamp = stamp.to_str().unwrap();
+    for (board, template) in [
+        ("x86_64", "buildroot/board/x86_64/overlay"),
+        ("rpi4", "image/rpi/rpi4/overlay"),
+        ("rpi5", "image/rpi/rpi5/overlay"),
+    ] {
+        let template = repo(&format!("{template}/etc/obsbox/firmware.json"));
+        let rootfs = |version: Option<&str>| -> (String, Value) {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::create_dir_all(dir.path().join("etc/obsbox")).unwrap();
+            let file = dir.path().join("etc/obsbox/firmware.json");
+            std::fs::copy(&template, &file).unwrap();
+            let root = dir.path().to_str().unwrap();
+            let printed = run(
+                stamp,
+                &[&[root, board][..], version.as_slice()].concat(),
+                &[],
+            );
+            let written: Value = serde_json::from_str(&read(&file)).unwrap();
+            (printed, written)
+        };
+        let (printed, written) = rootfs(None);
+        assert_eq!(printed.trim(), env!("CARGO_PKG_VERSION"), "{board}");
+        assert_eq!(written["version"], env!("CARGO_PKG_VERSION"), "{board}");
+        assert_eq!(written["board"], board);
+        let (printed, written) = rootfs(Some("2.10.3"));
+        assert_eq!(printed.trim(), "2.10.3");
+        assert_eq!(written["version"], "2.10.3");
+        // Everything else is the template's.
+        let mut expected: Value = serde_json::from_str(&read(&template)).unwrap();
+        expected["version"] = "2.10.3".into();
+        assert_eq!(written, expected, "{board}");
+    }
+
+    // A wrong board, a version that is not dotted numbers, or a file
+    // already stamped is refused.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("etc/obsbox")).unwrap();
+    std::fs::copy(
+        repo("image/rpi/rpi4/overlay/etc/obsbox/firmware.json"),
+        dir.path().join("etc/obsbox/firmware.json"),
+    )
+    .unwrap();
+    let root = dir.path().to_str().unwrap();
+    for (args, error) in [
+        (&[root, "rpi5"][..], "is not for board rpi5"),
+        (&[root, "rpi4", "1.x"][..], "must be dotted numbers"),
+    ] {
+        let out = Command::new(stamp).args(args).output().unwrap();
+        assert!(!out.status.success());
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(error),
+            "{out:?}"
+        );
+    }
+    run(stamp, &[root, "rpi4"], &[]);
+    let again = Command::new(stamp).args([root, "rpi4"]).output().unwrap();
+    assert!(!again.status.success(), "{again:?}");
+
+    // Each build takes that step: buildroot's post-build scripts and
+    // scripts/build-image.
+    for (script, call) in [
+        (
+            "buildroot/board/rpi/post-build.sh",
+            "image/stamp-firmware\" \"$1\" \"$2\"",
+        ),
+        (
+            "buildroot/board/x86_64/post-build.sh",
+            "/../stamp-firmware\" \"${TARGET_DIR}\" x86_64",
+        ),
+        (
+            "scripts/build-image",
+            "/image/stamp-firmware\" \"$root\" x86_64",
+        ),
+    ] {
+        assert!(read(&repo(script)).contains(call), "{script} runs {call}");
+    }
 }

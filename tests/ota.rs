@@ -599,3 +599,89 @@ fn a_killed_install_is_shown_interrupted_and_a_damaged_grubenv_is_rebuilt() {
     );
     assert_eq!(board.grubenv(), ["obsbox_default=a"]);
 }
+
+/// `bundle create` reads the firmware.json inside an ext4 rootfs (made here
+/// with mkfs.ext4 -d, as the image builds make it) and packs it only under
+/// the version and board that file carries.
+#[test]
+fn bundle_create_refuses_a_rootfs_built_as_another_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let rootfs = |name: &str, firmware: Option<&str>| -> PathBuf {
+        let tree = dir.path().join(format!("{name}.tree"));
+        std::fs::create_dir_all(tree.join("etc/obsbox")).unwrap();
+        if let Some(text) = firmware {
+            std::fs::write(tree.join("etc/obsbox/firmware.json"), text).unwrap();
+        }
+        let image = dir.path().join(format!("{name}.ext4"));
+        let out = Command::new("/usr/sbin/mkfs.ext4")
+            .args(["-q", "-d"])
+            .arg(&tree)
+            .arg(&image)
+            .arg("4M")
+            .output()
+            .expect("mkfs.ext4 (e2fsprogs)");
+        assert!(out.status.success(), "{out:?}");
+        image
+    };
+    let key = dir.path().join("key");
+    obsbox(
+        &["bundle", "keygen", "--secret"],
+        &[&key, Path::new("--public"), &dir.path().join("key.pub")],
+    );
+    let create = |version: &str, board: &str, image: &Path| {
+        let output = dir.path().join(format!("{version}-{board}.obb"));
+        let out = Command::new(OBSBOX)
+            .args([
+                "bundle",
+                "create",
+                "--version",
+                version,
+                "--compatible",
+                board,
+            ])
+            .arg("--key")
+            .arg(&key)
+            .arg("--rootfs")
+            .arg(image)
+            .arg("--output")
+            .arg(&output)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+            output,
+        )
+    };
+
+    let stamped = rootfs(
+        "stamped",
+        Some(r#"{"board": "x86_64", "version": "1.4.0", "health_timeout_seconds": 120}"#),
+    );
+    let (made, stderr, output) = create("1.4.0", "x86_64", &stamped);
+    assert!(made, "{stderr}");
+    assert!(output.exists());
+
+    let (made, stderr, output) = create("1.5.0", "x86_64", &stamped);
+    assert!(!made);
+    assert!(
+        stderr
+            .contains("says version 1.4.0 for x86_64, but the bundle is version 1.5.0 for x86_64"),
+        "{stderr}"
+    );
+    assert!(!output.exists(), "nothing is written for a refused bundle");
+    let (made, stderr, _) = create("1.4.0", "rpi4", &stamped);
+    assert!(!made);
+    assert!(
+        stderr.contains("the bundle is version 1.4.0 for rpi4"),
+        "{stderr}"
+    );
+
+    let bare = rootfs("bare", None);
+    let (made, stderr, _) = create("1.4.0", "x86_64", &bare);
+    assert!(!made);
+    assert!(
+        stderr.contains("cannot read /etc/obsbox/firmware.json from the rootfs"),
+        "{stderr}"
+    );
+}

@@ -65,6 +65,10 @@ pub enum BundleError {
     Corrupt { payload: String, detail: String },
     #[error("there are extra bytes after the last payload")]
     TrailingData,
+    #[error("the rootfs's firmware.json says {found}, but the bundle is {expected}: build the image as the bundle's version and board")]
+    RootfsMismatch { found: String, expected: String },
+    #[error("cannot read /etc/obsbox/firmware.json from the rootfs {}: {detail}", path.display())]
+    RootfsFirmware { path: PathBuf, detail: String },
     #[error("{0}")]
     Key(String),
     #[error("cannot write {}: {source}", path.display())]
@@ -345,6 +349,11 @@ pub fn create(
     for board in contents.compatible {
         check_board(board)?;
     }
+    for (_, image) in contents.images.iter().filter(|(name, _)| *name == "rootfs") {
+        if let Some(text) = rootfs_firmware(image)? {
+            check_rootfs_firmware(&text, contents.version, contents.compatible)?;
+        }
+    }
     let mut payloads = Vec::new();
     let mut parts = Vec::new();
     for (name, image) in contents.images {
@@ -379,6 +388,73 @@ pub fn create(
         .sync_all()
         .map_err(write_err)?;
     Ok(manifest)
+}
+
+/// What a rootfs's own firmware.json says it is.
+#[derive(Deserialize)]
+struct Stamp {
+    board: String,
+    version: String,
+}
+
+/// Checks that a rootfs's firmware.json (`text`) is `version` for one of the
+/// `compatible` boards: a bundle labelled otherwise would pass the box's
+/// version and board checks and then boot a firmware that reports, and
+/// guards downgrades with, another version.
+pub fn check_rootfs_firmware(
+    text: &str,
+    version: &str,
+    compatible: &[String],
+) -> Result<(), BundleError> {
+    let stamp: Stamp = serde_json::from_str(text).map_err(|e| BundleError::RootfsFirmware {
+        path: crate::ota::FIRMWARE_FILE.into(),
+        detail: e.to_string(),
+    })?;
+    if stamp.version == version && compatible.contains(&stamp.board) {
+        return Ok(());
+    }
+    Err(BundleError::RootfsMismatch {
+        found: format!("version {} for {}", stamp.version, stamp.board),
+        expected: format!("version {version} for {}", compatible.join(", ")),
+    })
+}
+
+/// The firmware.json inside a rootfs image, read with e2fsprogs' debugfs;
+/// `None` when the image is not an ext2/3/4 file system (every image this
+/// project builds is ext4), so there is nothing this can read.
+fn rootfs_firmware(image: &Path) -> Result<Option<String>, BundleError> {
+    let fail = |detail: String| BundleError::RootfsFirmware {
+        path: image.into(),
+        detail,
+    };
+    // The ext2/3/4 superblock starts at byte 1024; its magic is at 56.
+    let mut head = [0u8; 1082];
+    let read = File::open(image).and_then(|mut f| read_full(&mut f, &mut head));
+    match read {
+        Ok(len) if len == head.len() && head[1080..] == [0x53, 0xef] => {}
+        Ok(_) => return Ok(None),
+        Err(e) => return Err(fail(e.to_string())),
+    }
+    let command = format!("cat {}", crate::ota::FIRMWARE_FILE);
+    // debugfs lives in sbin, which a user's PATH may lack.
+    let out = ["debugfs", "/usr/sbin/debugfs", "/sbin/debugfs"]
+        .iter()
+        .map(|program| {
+            std::process::Command::new(program)
+                .args(["-R", &command])
+                .arg(image)
+                .output()
+        })
+        .find(|out| !matches!(out, Err(e) if e.kind() == io::ErrorKind::NotFound))
+        .unwrap_or_else(|| Err(io::ErrorKind::NotFound.into()))
+        .map_err(|e| fail(format!("debugfs (e2fsprogs): {e}")))?;
+    // debugfs reports a missing file on stderr and still exits 0.
+    if !out.status.success() || out.stdout.is_empty() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let last = stderr.lines().last().unwrap_or("no output");
+        return Err(fail(last.trim().to_string()));
+    }
+    Ok(Some(String::from_utf8_lossy(&out.stdout).into_owned()))
 }
 
 /// Compresses one image into `out` group by group and describes it.

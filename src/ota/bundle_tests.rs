@@ -351,3 +351,43 @@ fn keys_are_written_and_read_back() {
         .to_string()
         .contains("64 hex digits"));
 }
+
+/// A bundle's label must be what its rootfs says it is: its version, and a
+/// board the bundle names.
+#[test]
+fn the_rootfs_firmware_must_carry_the_bundle_version_and_board() {
+    let text = r#"{"board": "rpi4", "version": "1.2.0", "watchdog": "/dev/watchdog"}"#;
+    let boards = |b: &[&str]| b.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    check_rootfs_firmware(text, "1.2.0", &boards(&["rpi4"])).unwrap();
+    check_rootfs_firmware(text, "1.2.0", &boards(&["x86_64", "rpi4"])).unwrap();
+    let older = check_rootfs_firmware(text, "1.3.0", &boards(&["rpi4"]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        older.contains("says version 1.2.0 for rpi4, but the bundle is version 1.3.0 for rpi4"),
+        "{older}"
+    );
+    let other = check_rootfs_firmware(text, "1.2.0", &boards(&["rpi5"]))
+        .unwrap_err()
+        .to_string();
+    assert!(other.contains("version 1.2.0 for rpi5"), "{other}");
+    // An unstamped template (image/stamp-firmware never ran) is refused too.
+    let template = r#"{"board": "rpi4", "version": "@VERSION@"}"#;
+    assert!(check_rootfs_firmware(template, "1.2.0", &boards(&["rpi4"])).is_err());
+    let broken = check_rootfs_firmware(r#"{"board": "rpi4"}"#, "1.2.0", &boards(&["rpi4"]))
+        .unwrap_err()
+        .to_string();
+    assert!(broken.contains("missing field `version`"), "{broken}");
+}
+
+/// Images that are not ext2/3/4 file systems carry nothing to read, and are
+/// packed as they are.
+#[test]
+fn a_rootfs_that_is_not_ext4_is_not_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("rootfs");
+    std::fs::write(&image, [0x53; 4096]).unwrap();
+    assert!(rootfs_firmware(&image).unwrap().is_none());
+    std::fs::write(&image, [1; 100]).unwrap();
+    assert!(rootfs_firmware(&image).unwrap().is_none());
+}

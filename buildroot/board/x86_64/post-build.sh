@@ -16,6 +16,9 @@ ln -sf bzImage "${TARGET_DIR}/boot/vmlinuz"
 # (grubenv) and the data partition.
 mkdir -p "${TARGET_DIR}/boot/efi" "${TARGET_DIR}/data"
 
+# The firmware version (Cargo.toml's) stamped into firmware.json.
+"${X86_DIR}/../stamp-firmware" "${TARGET_DIR}" x86_64 >/dev/null
+
 # The initramfs: image/x86_64/initramfs/init (it mounts the rootfs of the
 # slot on the kernel command line) run by buildroot's busybox. This kernel
 # has its disk drivers built in, so the initramfs loads no modules.

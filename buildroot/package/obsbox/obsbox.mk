@@ -4,7 +4,10 @@
 #
 ################################################################################
 
-OBSBOX_VERSION = 0.1.0
+# The one place the version is kept (image/stamp-firmware writes the same
+# into firmware.json).
+OBSBOX_VERSION = $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' \
+	$(BR2_EXTERNAL_OBSBOX_PATH)/../Cargo.toml | head -n 1)
 OBSBOX_SITE = $(BR2_EXTERNAL_OBSBOX_PATH)/..
 OBSBOX_SITE_METHOD = local
 OBSBOX_LICENSE = MIT
