@@ -118,9 +118,7 @@ pub fn replace_file(path: &Path, contents: &[u8]) -> Result<(), BootError> {
     temp.write_all(contents).map_err(fail)?;
     temp.as_file().sync_all().map_err(fail)?;
     temp.persist(path).map_err(|e| fail(e.error))?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(fail)
+    sync_renamed(path).map_err(fail)
 }
 
 /// `path` with `.new` appended: where [`switch_file`] writes first.
@@ -132,6 +130,16 @@ fn pending(path: &Path) -> PathBuf {
 
 fn sync_dir(path: &Path) -> io::Result<()> {
     std::fs::File::open(path.parent().unwrap_or(Path::new("."))).and_then(|d| d.sync_all())
+}
+
+/// Makes a rename onto `path` durable. On FAT the renamed file's directory
+/// entry is written with the file's own inode, not with its directory, so
+/// the directory's fsync alone can leave the old entry (the old contents)
+/// after a power cut: the file is fsynced after the rename, then its
+/// directory.
+fn sync_renamed(path: &Path) -> io::Result<()> {
+    std::fs::File::open(path).and_then(|f| f.sync_all())?;
+    sync_dir(path)
 }
 
 /// Replaces a boot loader's file on FAT, where a rename over an existing
@@ -151,7 +159,7 @@ pub fn switch_file(path: &Path, contents: &[u8]) -> Result<(), BootError> {
     drop(file);
     sync_dir(path).map_err(fail)?;
     std::fs::rename(&next, path).map_err(fail)?;
-    sync_dir(path).map_err(fail)
+    sync_renamed(path).map_err(fail)
 }
 
 /// Reads a file [`switch_file`] writes. A whole `<path>.new` (as `whole`
@@ -168,10 +176,11 @@ fn read_switched(path: &Path, whole: impl Fn(&str) -> bool) -> Result<String, Bo
         if whole(&text) {
             tracing::warn!(path = %path.display(), "finishing a boot file switch a power cut interrupted");
             std::fs::rename(&next, path).map_err(fail)?;
+            sync_renamed(path).map_err(fail)?;
         } else {
             std::fs::remove_file(&next).map_err(fail)?;
+            sync_dir(path).map_err(fail)?;
         }
-        sync_dir(path).map_err(fail)?;
     }
     read(path)
 }

@@ -374,6 +374,13 @@ test('targets: each target and probe shows what Prometheus makes of it; a host d
   await page.locator('#probe-target').fill(NODE_EXPORTER);
   await page.getByRole('button', { name: 'Save probe' }).click();
   await eventually('the probe in the table', async () => /node-port/.test(await page.locator('#probes').textContent()));
+  // HostDown needs host-level evidence beside the dead exporter: a TCP
+  // probe of the same host that fails too.
+  await page.locator('#probe-name').fill('gone-port');
+  await page.locator('#probe-kind').selectOption('tcp');
+  await page.locator('#probe-target').fill('127.0.0.1:1');
+  await page.getByRole('button', { name: 'Save probe' }).click();
+  await eventually('the failing probe in the table', async () => /gone-port/.test(await page.locator('#probes').textContent()));
   const row = (section, name) => page.locator(`#${section} tr`, { hasText: name });
   await eventually('the target up', async () => /\bup\b/.test(await row('targets', 'browser-test').locator('td[data-label="State"]').textContent()), 2 * MINUTE);
   assert.match(await row('targets', 'browser-test').locator('td[data-label="Last scrape"]').textContent(), new RegExp(`${ZONE} \\(\\d+ ms\\)`));
