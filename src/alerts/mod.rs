@@ -440,6 +440,11 @@ impl Alerts {
             .flatten()
             .filter_map(|alert| serde_json::from_value(alert["labels"].clone()).ok())
             .collect();
+        let acknowledgements: std::collections::HashSet<String> =
+            history::silenced_by_ack(&self.store)?
+                .into_iter()
+                .flat_map(|(_, _, ids)| ids)
+                .collect();
         let max_days = settings.alerting.silence_max_days;
         Ok(listed
             .as_array()
@@ -447,7 +452,10 @@ impl Alerts {
             .flatten()
             .map(|silence| {
                 let warnings = match serde_json::from_value::<SilenceSpec>(silence.clone()) {
-                    Ok(spec) if silence["status"]["state"] != "expired" => {
+                    Ok(mut spec) if silence["status"]["state"] != "expired" => {
+                        spec.acknowledges = silence["id"]
+                            .as_str()
+                            .is_some_and(|id| acknowledgements.contains(id));
                         silence_warnings(&spec, &firing, max_days)
                     }
                     _ => Vec::new(),

@@ -34,6 +34,10 @@ pub struct SilenceSpec {
     pub starts_at: String,
     /// RFC 3339.
     pub ends_at: String,
+    /// Made by obsbox to acknowledge a firing alert: muting it is the point,
+    /// so it is not `matches_critical` (set by the caller, not Alertmanager).
+    #[serde(skip)]
+    pub acknowledges: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -124,7 +128,7 @@ pub fn silence_warnings(
                 .map_or("(no alertname)", String::as_str)
         })
         .collect();
-    if !critical.is_empty() {
+    if !critical.is_empty() && !silence.acknowledges {
         warnings.push(Warning {
             kind: WarningKind::MatchesCritical,
             detail: format!("mutes the firing critical alert {}", critical.join(", ")),
@@ -187,6 +191,7 @@ mod tests {
             matchers,
             starts_at: start.to_string(),
             ends_at: end.to_string(),
+            acknowledges: false,
         }
     }
 
@@ -272,6 +277,17 @@ mod tests {
             let s = silence(matchers.clone(), days);
             assert_eq!(kinds(&s), expected, "{matchers:?} for {days}d");
         }
+    }
+
+    #[test]
+    fn an_acknowledgement_may_mute_its_critical_alert_but_not_for_too_long() {
+        let mut s = silence(vec![m("host", "=", "nas")], 8);
+        assert_eq!(
+            kinds(&s),
+            [WarningKind::MatchesCritical, WarningKind::TooLong]
+        );
+        s.acknowledges = true;
+        assert_eq!(kinds(&s), [WarningKind::TooLong]);
     }
 
     #[test]
