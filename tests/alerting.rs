@@ -233,6 +233,43 @@ fn silences_and_bad_input_are_handled_without_changing_anything() {
         .clone();
     assert_eq!(silence["status"]["state"], "active");
     assert_eq!(silence["createdBy"], "admin");
+    assert_eq!(silence["warnings"], json!([]), "{silence}");
+
+    // Silence hygiene: a silence longer than alerting.silence_max_days (7)
+    // is flagged in the list and counted on /metrics.
+    let (status, long) = obsbox.send(
+        "POST",
+        "/api/silences",
+        &json!({"matchers": {"host": "old-nas"}, "duration": "30d", "comment": "decommissioned"})
+            .to_string(),
+    );
+    assert_eq!(status, 201, "{long}");
+    let listed = obsbox.get("/api/silences");
+    let long = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == long["id"])
+        .unwrap();
+    let kinds: Vec<&Value> = long["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| &w["kind"])
+        .collect();
+    assert_eq!(kinds, [&json!("too_long")], "{long}");
+    let metrics = ureq::get(&obsbox.url("/metrics"))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    for line in [
+        r#"obsbox_alert_silences_risky{kind="too_long"} 1"#,
+        r#"obsbox_alert_silences_risky{kind="matches_critical"} 0"#,
+        r#"obsbox_alert_silences_risky{kind="matches_everything"} 0"#,
+    ] {
+        assert!(metrics.contains(line), "{line} in\n{metrics}");
+    }
     assert_eq!(
         obsbox.send("DELETE", &format!("/api/silences/{id}"), "").0,
         200

@@ -5,6 +5,7 @@
 
 pub mod history;
 mod matrix;
+pub mod silences;
 
 use crate::services::{
     receiver_secret, Services, ServicesError, ESCALATED_ALERT, TEST_ID_LABEL, TEST_RECEIVER_LABEL,
@@ -15,6 +16,7 @@ use crate::store::{Store, StoreError};
 pub use history::{AlertRecord, AlertStats, Notification, TEST_ALERT};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use silences::{silence_warnings, SilenceSpec, Warning, WarningKind};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -393,10 +395,74 @@ impl Alerts {
         Ok(())
     }
 
+    /// Alertmanager's silences, each with its `warnings`: the risks
+    /// `silences::silence_warnings` finds (none for an expired one).
     pub async fn silences(&self) -> Result<Value, AlertsError> {
+        let assessed = self.assessed_silences().await?;
+        Ok(Value::Array(
+            assessed
+                .into_iter()
+                .map(|(mut silence, warnings)| {
+                    silence["warnings"] = json!(warnings);
+                    silence
+                })
+                .collect(),
+        ))
+    }
+
+    /// How many active silences have each risk (every kind, zero included).
+    pub async fn risky_silences(&self) -> Result<BTreeMap<WarningKind, i64>, AlertsError> {
+        let mut counts: BTreeMap<WarningKind, i64> =
+            WarningKind::ALL.into_iter().map(|k| (k, 0)).collect();
+        for (silence, warnings) in self.assessed_silences().await? {
+            if silence["status"]["state"] == "active" {
+                for warning in warnings {
+                    *counts.entry(warning.kind).or_default() += 1;
+                }
+            }
+        }
+        Ok(counts)
+    }
+
+    /// Alertmanager's silences with their risks, judged against the alerts
+    /// firing now (Alertmanager lists the silenced ones too).
+    async fn assessed_silences(&self) -> Result<Vec<(Value, Vec<Warning>)>, AlertsError> {
         let settings = self.services.settings()?;
-        self.alertmanager(&settings, "GET", "/api/v2/silences", None)
-            .await
+        let listed = self
+            .alertmanager(&settings, "GET", "/api/v2/silences", None)
+            .await?;
+        let alerts = self
+            .alertmanager(&settings, "GET", "/api/v2/alerts", None)
+            .await?;
+        let firing: Vec<BTreeMap<String, String>> = alerts
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|alert| serde_json::from_value(alert["labels"].clone()).ok())
+            .collect();
+        let acknowledgements: std::collections::HashSet<String> =
+            history::silenced_by_ack(&self.store)?
+                .into_iter()
+                .flat_map(|(_, _, ids)| ids)
+                .collect();
+        let max_days = settings.alerting.silence_max_days;
+        Ok(listed
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|silence| {
+                let warnings = match serde_json::from_value::<SilenceSpec>(silence.clone()) {
+                    Ok(mut spec) if silence["status"]["state"] != "expired" => {
+                        spec.acknowledges = silence["id"]
+                            .as_str()
+                            .is_some_and(|id| acknowledgements.contains(id));
+                        silence_warnings(&spec, &firing, max_days)
+                    }
+                    _ => Vec::new(),
+                };
+                (silence.clone(), warnings)
+            })
+            .collect())
     }
 
     /// Creates a silence; returns its ID.

@@ -30,6 +30,10 @@ pub struct AlertingSettings {
     /// How long an acknowledgement holds: it silences the alert's repeats
     /// and its escalation for this long, or until the alert resolves.
     pub acknowledgement_expires: String,
+    /// A silence lasting longer than this many days (1 to 90) is flagged as
+    /// risky (`too_long`) in the silences list, on /metrics and by the
+    /// `SilenceRisky` alert.
+    pub silence_max_days: u32,
 }
 
 impl Default for AlertingSettings {
@@ -44,6 +48,7 @@ impl Default for AlertingSettings {
             escalation: None,
             heartbeat: None,
             acknowledgement_expires: "4h".into(),
+            silence_max_days: 7,
         }
     }
 }
@@ -285,6 +290,12 @@ impl AlertingSettings {
             bad(
                 "alerting.thresholds.log_error_spike_factor".into(),
                 "must be more than 1".into(),
+            );
+        }
+        if !(1..=90).contains(&self.silence_max_days) {
+            bad(
+                "alerting.silence_max_days".into(),
+                "must be from 1 to 90".into(),
             );
         }
         if let Some(url) = &self.external_url {
@@ -535,6 +546,7 @@ mod tests {
         ], "routes": [{"severity": "crit ical", "receiver": "nowhere"}, {"severity": "critcal", "receiver": "mail"}],
            "escalation": {"after": "0s", "receiver": "mail"},
            "heartbeat": {"url": "hc-ping.com/x", "every": "1h"}, "acknowledgement_expires": "0s",
+           "silence_max_days": 0,
            "thresholds": {"disk_warning_percent": 95, "cpu_warning_percent": 120}}));
         for field in [
             "alerting.receivers[0].to",
@@ -549,6 +561,7 @@ mod tests {
             "alerting.heartbeat.url",
             "alerting.heartbeat.every",
             "alerting.acknowledgement_expires",
+            "alerting.silence_max_days",
             "alerting.thresholds.disk_warning_percent",
             "alerting.thresholds.cpu_warning_percent",
         ] {

@@ -148,6 +148,23 @@ pub(super) async fn metrics(State(app): State<Arc<AppState>>, headers: HeaderMap
         register_backups(&mut registry, &backups);
     }
     register_alerts(&mut registry, &app.alerts);
+    // Absent while Alertmanager is off or unreachable: a zero would claim
+    // that no silence is risky.
+    if let Ok(risky) = app.alerts.risky_silences().await {
+        let family = Family::<KindLabel, Gauge>::default();
+        for (kind, n) in risky {
+            family
+                .get_or_create(&KindLabel {
+                    kind: kind.as_str().into(),
+                })
+                .set(n);
+        }
+        registry.register(
+            "obsbox_alert_silences_risky",
+            "Active silences with this risk: matches_critical, too_long, matches_everything",
+            family,
+        );
+    }
     register_log_shipping(&mut registry, &app.shipper.stats());
     registry.register(
         "obsbox_log_push_duration_seconds",
@@ -732,6 +749,11 @@ fn register_alerts(registry: &mut Registry, alerts: &crate::alerts::Alerts) {
             registry.register(name, help, gauge);
         }
     }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

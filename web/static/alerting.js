@@ -158,7 +158,9 @@ const showSilences = async () => {
       { label: 'Matchers', value: (s) => labelsText(Object.fromEntries(s.matchers.map((m) => [m.name, m.value]))).replaceAll('\n', ', ') },
       { label: 'State', value: (s) => badge(s.status.state) },
       { label: 'Ends', value: (s) => when(s.endsAt) },
-      { label: 'Comment', value: (s) => `${s.comment} (${s.createdBy})` },
+      { label: 'Made by', value: (s) => s.createdBy },
+      { label: 'Why', value: (s) => s.comment },
+      { label: 'Warnings', value: (s) => (s.warnings ?? []).map((w) => `${w.kind}: ${w.detail}`).join('; ') },
       {
         label: 'Actions',
         value: (s) => actions(action('Expire', `Expire silence ${s.id}`, async () => {

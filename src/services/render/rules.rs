@@ -281,6 +281,24 @@ impl<'a> Catalog<'a> {
             description: "{{ $value | printf \"%.0f\" }} {{ $labels.integration }} notifications failed in the last 10 minutes. The receivers list (GET /api/alerts/receivers) shows each receiver's last error.".into(),
         });
         alerts.push(Alert {
+            name: "SilenceMasksCritical",
+            expr: r#"obsbox_alert_silences_risky{kind="matches_critical"} > 0"#.into(),
+            wait: None,
+            severity: "warning",
+            service: "alerting",
+            summary: "A silence mutes a firing critical alert",
+            description: "{{ $value | printf \"%.0f\" }} active silences mute a critical alert that fires now. The silences list (GET /api/silences) names it, and who made each silence and why.".into(),
+        });
+        alerts.push(Alert {
+            name: "SilenceRisky",
+            expr: r#"obsbox_alert_silences_risky{kind=~"too_long|matches_everything"} > 0"#.into(),
+            wait: None,
+            severity: "warning",
+            service: "alerting",
+            summary: "A silence is risky ({{ $labels.kind }})",
+            description: "{{ $value | printf \"%.0f\" }} active silences are {{ $labels.kind }}: longer than alerting.silence_max_days, or limited by no matcher. The silences list (GET /api/silences) shows each one's warnings.".into(),
+        });
+        alerts.push(Alert {
             name: super::WATCHDOG_ALERT,
             expr: "vector(1)".into(),
             wait: None,
