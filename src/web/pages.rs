@@ -68,6 +68,14 @@ pub(super) fn asset_url(name: &str) -> String {
     }
 }
 
+/// `required` completed with the serde defaults of `T`, as JSON.
+fn complete<T: serde::de::DeserializeOwned + serde::Serialize>(
+    required: serde_json::Value,
+) -> Option<String> {
+    let item: T = serde_json::from_value(required).ok()?;
+    serde_json::to_string(&item).ok()
+}
+
 impl Layout {
     fn nav(&self) -> &'static [(&'static str, &'static str)] {
         &NAV
@@ -95,6 +103,22 @@ impl Layout {
 
     fn asset(&self, name: &str) -> String {
         asset_url(name)
+    }
+
+    /// A new item of a list editor's form (`job`, `receiver`) as JSON: what
+    /// the server makes of its required fields alone, so that a blank form
+    /// shows the real defaults. Empty for an item it does not know.
+    fn blank(&self, item: &str) -> String {
+        let completed = match item {
+            "job" => complete::<crate::settings::BackupJob>(
+                serde_json::json!({"name": "", "repository": ""}),
+            ),
+            "receiver" => complete::<crate::settings::Receiver>(serde_json::json!({
+                "name": "", "kind": "email", "to": "", "from": "", "smarthost": "",
+            })),
+            _ => None,
+        };
+        completed.unwrap_or_default()
     }
 
     fn version(&self) -> &'static str {
@@ -315,6 +339,26 @@ mod tests {
         ] {
             assert!(Assets::get(script).is_some(), "{script} is missing");
         }
+    }
+
+    #[test]
+    fn blank_items_carry_the_serde_defaults() {
+        let blank = |item| -> serde_json::Value {
+            serde_json::from_str(&layout(None).blank(item)).expect("json")
+        };
+        let job = blank("job");
+        assert_eq!(
+            job["retention"],
+            serde_json::json!({"keep_daily": 7, "keep_weekly": 4, "keep_monthly": 3})
+        );
+        assert_eq!(job["enabled"], true);
+        assert_eq!(job["schedule"], "daily");
+        assert_eq!(job["backend"], "pbs");
+        assert_eq!(job["options"]["one_file_system"], true);
+        let receiver = blank("receiver");
+        assert_eq!(receiver["require_tls"], true);
+        assert_eq!(receiver["send_resolved"], true);
+        assert_eq!(layout(None).blank("nothing"), "");
     }
 
     fn layout(user: Option<&str>) -> Layout {

@@ -301,6 +301,46 @@ test('the UPS form shows the fields of the chosen kind, problems next to them, a
   assert.doesNotMatch(await page.content(), /browser secret/);
 });
 
+test('a new receiver or backup job starts from the real defaults and shows only the fields of its kind', { timeout: MINUTE }, async () => {
+  await page.goto(`${BASE}/alerting`);
+  const tls = page.locator('#receiver-require_tls');
+  const resolved = page.locator('#receiver-send_resolved');
+  await eventually('STARTTLS ticked on a new email receiver', () => tls.isChecked());
+  assert.ok(await resolved.isChecked());
+  assert.equal(await page.locator('#receiver-kind').inputValue(), 'email');
+  await page.locator('#receiver-kind').selectOption('webhook');
+  assert.equal(await tls.isVisible(), false);
+  assert.ok(await page.locator('#receiver-authorize').isVisible());
+  assert.equal(await page.locator('#receiver-authorize').isChecked(), false);
+  // Cancel goes back to the blank state, defaults included.
+  await page.locator('#receiver-kind').selectOption('email');
+  await tls.uncheck();
+  await resolved.uncheck();
+  await page.locator('#receiver-form').getByRole('button', { name: 'Cancel' }).click();
+  await eventually('STARTTLS ticked again after Cancel', () => tls.isChecked());
+  assert.ok(await resolved.isChecked());
+
+  await page.goto(`${BASE}/backups`);
+  const field = (name) => page.locator(`#job-${name}`);
+  await eventually('the retention defaults', async () => (await field('keep_daily').inputValue()) === '7');
+  assert.equal(await field('keep_weekly').inputValue(), '4');
+  assert.equal(await field('keep_monthly').inputValue(), '3');
+  assert.equal(await field('keep_last').inputValue(), '');
+  assert.equal(await field('keep_yearly').inputValue(), '');
+  assert.equal(await field('schedule').inputValue(), 'daily');
+  assert.ok(await field('enabled').isChecked());
+  assert.ok(await field('one_file_system').isChecked());
+  const pbsOnly = ['namespace', 'fingerprint', 'encryption_key', 'encryption_password', 'create_namespace'];
+  assert.equal(await field('backend').inputValue(), 'pbs');
+  for (const name of pbsOnly) assert.ok(await field(name).isVisible(), `${name} shown for PBS`);
+  assert.equal(await field('init').isVisible(), false);
+  await field('backend').selectOption('restic');
+  for (const name of pbsOnly) assert.equal(await field(name).isVisible(), false, `${name} hidden for restic`);
+  for (const name of ['init', 'password', 'backup_id', 'repository']) assert.ok(await field(name).isVisible(), `${name} shown for restic`);
+  await page.locator('#job-form').getByRole('button', { name: 'Cancel' }).click();
+  await eventually('PBS again after Cancel', async () => (await field('backend').inputValue()) === 'pbs' && field('namespace').isVisible());
+});
+
 test('a firmware update uploads with its progress shown; a tampered one is refused with the reason', { timeout: 2 * MINUTE }, async () => {
   await page.goto(`${BASE}/system`);
   const firmware = page.locator('#firmware-status');

@@ -283,13 +283,14 @@ function clearProblems(form) {
 }
 
 /**
- * Shows only the parts of `form` (`[data-kind]`) for the kind its `kind`
- * select names, and disables the fields of the others, so fields of two
- * kinds may share a name. Follows the select, `fill` and reset.
+ * Shows only the parts of `form` (`[data-kind]`) for the kind its `select`
+ * (`kind`, `backend`) names, and disables the fields of the others, so fields
+ * of two kinds may share a name and a hidden field is never sent. Follows the
+ * select, `fill` and reset.
  */
-export function kindParts(form) {
+export function kindParts(form, select = 'kind') {
   const show = () => {
-    const kind = form.elements.kind.value;
+    const kind = form.elements[select].value;
     for (const part of form.querySelectorAll('[data-kind]')) {
       const off = !part.dataset.kind.split(' ').includes(kind);
       part.hidden = off;
@@ -300,6 +301,20 @@ export function kindParts(form) {
   form.addEventListener('reset', () => setTimeout(show));
   show();
   return show;
+}
+
+/**
+ * Makes `data` the form's blank state: what it shows at first and after a
+ * reset, so a new item starts from the real defaults.
+ */
+function blankState(form, data) {
+  fill(form, data);
+  for (const field of form.elements) {
+    if (!field.name || field.name === '_csrf' || field.tagName === 'BUTTON' || field.type === 'file') continue;
+    if (field.type === 'checkbox') field.defaultChecked = field.checked;
+    else if (field.tagName === 'SELECT') for (const option of field.options) option.defaultSelected = option.selected;
+    else field.defaultValue = field.value;
+  }
 }
 
 /**
@@ -357,7 +372,8 @@ export function onSubmit(form, handler) {
  * an item or edits the chosen one. `load()` gives the items; `save(item,
  * original, send)` stores one (`original` is the key of the item edited, or
  * null); `remove(item)` deletes one; `toForm`/`fromForm` convert between an
- * item and the form's values; `key(item, index)` names it.
+ * item and the form's values; `key(item, index)` names it. A new item starts
+ * from the form's `data-blank` (JSON: the server's defaults), through `toForm`.
  */
 export function listEditor({ form, container, columns, load, save, remove, toForm, fromForm, key, noun, extra }) {
   const legend = form.querySelector('legend');
@@ -406,6 +422,7 @@ export function listEditor({ form, container, columns, load, save, remove, toFor
       throw e;
     }
   };
+  if (form.dataset.blank) blankState(form, toForm(JSON.parse(form.dataset.blank)));
   form.addEventListener('reset', startAdding);
   onSubmit(form, async (formValues, send) => {
     const item = fromForm(formValues);

@@ -1,6 +1,8 @@
 // Backups: jobs with their schedule, retention and secrets; run, verify or
 // drill now with live progress; the history of runs.
-import { api, every, table, badge, bytes, duration, when, action, listEditor, lines, say, values, el, onSubmit } from './app.js';
+import {
+  api, every, table, badge, bytes, duration, when, action, listEditor, lines, say, values, el, onSubmit, kindParts,
+} from './app.js';
 
 const $ = (id) => document.getElementById(id);
 const KEEP = ['keep_last', 'keep_hourly', 'keep_daily', 'keep_weekly', 'keep_monthly', 'keep_yearly'];
@@ -56,6 +58,8 @@ function jobFromForm(v) {
   }
   return { job, secrets };
 }
+
+kindParts($('job-form'), 'backend');
 
 const jobs = listEditor({
   form: $('job-form'),
@@ -293,7 +297,3 @@ const poll = every(() => (running() ? 1000 : 10000), async () => {
   await history();
   restoring = await restores();
 });
-for (const box of ['enabled', 'one_file_system']) {
-  $('job-form').elements[box].checked = true;
-  $('job-form').elements[box].defaultChecked = true;
-}
