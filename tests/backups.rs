@@ -1061,15 +1061,11 @@ fn a_halt_and_sigterm_stop_obsbox_own_hashing_within_the_grace() {
 
 /// The text of `/metrics` lines that start with `name{backup_job="job"`.
 fn metric(obsbox: &Obsbox, name: &str, job: &str) -> Option<f64> {
-    let text = ureq::get(&obsbox.url("/metrics"))
-        .call()
-        .unwrap()
-        .into_string()
-        .unwrap();
     let prefix = format!("{name}{{backup_job=\"{job}\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .map(|v| v.parse().unwrap())
+    obsbox
+        .metric_lines(&prefix)
+        .first()
+        .map(|l| l[prefix.len()..].parse().unwrap())
 }
 
 #[test]

@@ -5,27 +5,13 @@
 
 mod common;
 
-use common::{services_only, wait_for, Obsbox, OBSBOX};
+use common::{run_cli, services_only, wait_for, Obsbox};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(30);
-
-/// Runs `obsbox` with `args`: (success, stdout + stderr).
-fn cli(args: &[&str], data: &Path) -> (bool, String) {
-    let out = Command::new(OBSBOX)
-        .args(args)
-        .arg("--data-dir")
-        .arg(data)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
-    )
-}
 
 /// Whether user `nobody` passes `test <flag> <path>`.
 fn nobody_can(flag: &str, path: &Path) -> bool {
@@ -57,7 +43,7 @@ fn an_empty_database_starts_recovery_not_setup_and_a_copy_brings_the_box_back() 
     // A copy follows the change (debounced), with the admin account in it.
     let data = obsbox.data.clone();
     wait_for("a copy of the changed settings", WAIT, || {
-        let (ok, text) = cli(&["db", "copies"], &data);
+        let (ok, text) = run_cli(&data, &["db", "copies"]);
         (ok && text.contains("host boxa")).then_some(())
     });
     let db = data.join("obsbox.db");
@@ -90,7 +76,7 @@ fn an_empty_database_starts_recovery_not_setup_and_a_copy_brings_the_box_back() 
     assert_eq!(status, 409);
 
     // The operator restores on the box, then asks obsbox to look again.
-    let (ok, text) = cli(&["db", "restore"], &data);
+    let (ok, text) = run_cli(&data, &["db", "restore"]);
     assert!(ok, "{text}");
     let (status, body) = anonymous(&obsbox, "POST", "/api/recovery/retry", "");
     assert_eq!(status, 200, "{body}");
@@ -117,17 +103,17 @@ fn an_empty_database_starts_recovery_not_setup_and_a_copy_brings_the_box_back() 
 fn read_only_commands_create_nothing() {
     let root = tempfile::tempdir().unwrap();
     let typo = root.path().join("dtaa");
-    let (ok, text) = cli(&["settings", "get"], &typo);
+    let (ok, text) = run_cli(&typo, &["settings", "get"]);
     assert!(!ok);
     assert!(
         text.contains(&format!("no obsbox data directory at {}", typo.display())),
         "{text}"
     );
-    let (ok, _) = cli(&["db", "copies"], &typo);
+    let (ok, _) = run_cli(&typo, &["db", "copies"]);
     assert!(!ok);
     assert!(!typo.exists());
     // A directory with no database: nothing is created in it either.
-    let (ok, text) = cli(&["settings", "get"], root.path());
+    let (ok, text) = run_cli(root.path(), &["settings", "get"]);
     assert!(!ok && text.contains("no obsbox database"), "{text}");
     assert!(!root.path().join("obsbox.db").exists());
 }

@@ -243,13 +243,14 @@ impl Client {
         if self.restic() {
             let mut args = vec!["backup".to_string(), "--json".into()];
             args.extend(self.restic_filter());
-            let mut options = self.job.options.backup_args(self.job.backend);
             // restic has one switch for all of a run's paths: a path that
             // includes its mount points turns it off for the others too.
-            if !self.job.include_mount_points.is_empty() {
-                options.retain(|arg| arg != "--one-file-system");
-            }
-            args.extend(options);
+            let options = super::JobOptions {
+                one_file_system: self.job.options.one_file_system
+                    && self.job.include_mount_points.is_empty(),
+                ..self.job.options.clone()
+            };
+            args.extend(options.backup_args(self.job.backend));
             args.extend(dirs);
             return args;
         }
