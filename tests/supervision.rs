@@ -1225,6 +1225,45 @@ fn the_next_start_kills_what_a_killed_obsbox_and_guardian_left() {
 }
 
 #[test]
+fn a_restart_waits_for_the_killed_obsboxs_guardian_before_setting_up_cgroups() {
+    let marker = format!("cg-wait-{}", std::process::id());
+    let mut obsbox = Obsbox::start(&[
+        ("services", services_only(&[])),
+        ("children", json!([stubborn_family(&marker)])),
+    ]);
+    cgroup_in_use(&obsbox);
+    family_up(&marker);
+    let lock = obsbox.data.join("run").join("cgroups.lock");
+    let mut releaser = None;
+    obsbox.kill_and_restart(|_| {
+        // An old guardian still clearing, played by the test: it holds the
+        // lock (once the real guardian let it go) for 3 s more.
+        let held = std::fs::File::options()
+            .read(true)
+            .write(true)
+            .open(&lock)
+            .unwrap();
+        let locked = nix::fcntl::Flock::lock(held, nix::fcntl::FlockArg::LockExclusive).unwrap();
+        releaser = Some(std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs(3));
+            drop(locked);
+        }));
+    });
+    releaser.unwrap().join().unwrap();
+    obsbox.wait_all_ready(READY);
+    family_up(&marker);
+    let log = obsbox.log();
+    let at = |text: &str| {
+        log.rfind(text)
+            .unwrap_or_else(|| panic!("no {text:?} in the log:\n{log}"))
+    };
+    let waited = at("waiting for the previous obsbox's cgroup guardian");
+    let done = at("the previous obsbox's cgroup guardian is done");
+    let started = at("started child=family");
+    assert!(waited < done && done < started, "{log}");
+}
+
+#[test]
 fn a_childs_cpu_time_shows_in_the_api_and_the_metrics() {
     let obsbox = Obsbox::start(&[
         ("services", services_only(&[])),

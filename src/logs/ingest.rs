@@ -4,7 +4,7 @@
 
 use super::intake::{self, BodyKind, IntakeError, TokenInfo, Tokens};
 use super::senders::{SenderView, Senders, Tally};
-use super::spool::{Spool, SpoolError, SpoolLimits, SYNC_EVERY};
+use super::spool::{Lines, Spool, SpoolError, SpoolLimits, SYNC_EVERY};
 use super::syslog::{self, Listening, Receiver, SyslogContext};
 use crate::settings::{Settings, SyslogSettings, SPOOL_SEGMENT_BYTES};
 use crate::store::{Store, StoreError};
@@ -184,7 +184,7 @@ impl Ingest {
         let records = intake::records(streams, &host);
         self.inner
             .intake
-            .append(&records)
+            .append(&Lines::from(&records[..]))
             .map_err(|e| IntakeError::BadBody(format!("the spool refused it: {e}")))?;
         let tally = Tally {
             lines: records.len() as u64,

@@ -2,9 +2,10 @@
 //! `push.proto` (snappy block compressed) or as JSON, and what Loki's answer
 //! means for the lines in it.
 
-use super::proto;
 use crate::http_client::{self, Body};
-use std::collections::BTreeMap;
+use prost::encoding::{encode_key, encode_varint, encoded_len_varint, key_len, WireType};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Labels of one stream, sorted by name.
@@ -17,19 +18,57 @@ pub(crate) struct Entry {
     pub line: String,
 }
 
-/// The lines of one push, by stream; within a stream in the order read.
-#[derive(Debug, Default, Clone, PartialEq)]
+/// The lines of one stream in a batch, in the order read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Stream {
+    pub labels: Arc<Labels>,
+    pub entries: Vec<Entry>,
+}
+
+/// The lines of one push, by stream in the order first seen.
+#[derive(Debug, Default, Clone)]
 pub(crate) struct Batch {
-    pub streams: BTreeMap<Labels, Vec<Entry>>,
+    streams: Vec<Stream>,
+    /// Where each stream is in `streams`.
+    index: HashMap<Arc<Labels>, usize>,
+}
+
+impl PartialEq for Batch {
+    fn eq(&self, other: &Batch) -> bool {
+        self.streams == other.streams
+    }
 }
 
 impl Batch {
-    pub(crate) fn add(&mut self, labels: Labels, entry: Entry) {
-        self.streams.entry(labels).or_default().push(entry);
+    /// Adds a line to its stream. Readers share one `Arc` among the lines of
+    /// a stream, and those lines mostly come together: the stream added to
+    /// last is recognised by pointer, without hashing its labels.
+    pub(crate) fn add(&mut self, labels: &Arc<Labels>, entry: Entry) {
+        if let Some(last) = self.streams.last_mut() {
+            if Arc::ptr_eq(&last.labels, labels) {
+                last.entries.push(entry);
+                return;
+            }
+        }
+        match self.index.get(labels) {
+            Some(&i) => self.streams[i].entries.push(entry),
+            None => {
+                self.index.insert(labels.clone(), self.streams.len());
+                self.streams.push(Stream {
+                    labels: labels.clone(),
+                    entries: vec![entry],
+                });
+            }
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn streams(&self) -> &[Stream] {
+        &self.streams
     }
 
     pub(crate) fn lines(&self) -> u64 {
-        self.streams.values().map(|e| e.len() as u64).sum()
+        self.streams.iter().map(|s| s.entries.len() as u64).sum()
     }
 }
 
@@ -73,29 +112,7 @@ fn quote(value: &str) -> String {
 pub(crate) fn encode(batch: &Batch, encoding: Encoding) -> (Vec<u8>, &'static str) {
     match encoding {
         Encoding::Protobuf => {
-            let request = proto::PushRequest {
-                streams: batch
-                    .streams
-                    .iter()
-                    .map(|(labels, entries)| proto::StreamAdapter {
-                        labels: labels_text(labels),
-                        entries: entries
-                            .iter()
-                            .map(|e| proto::EntryAdapter {
-                                timestamp: Some(proto::Timestamp {
-                                    seconds: e.ts.div_euclid(1_000_000_000),
-                                    nanos: e.ts.rem_euclid(1_000_000_000) as i32,
-                                }),
-                                line: e.line.clone(),
-                                structured_metadata: Vec::new(),
-                            })
-                            .collect(),
-                        // Optional in push.proto; Loki computes it when 0.
-                        hash: 0,
-                    })
-                    .collect(),
-            };
-            let raw = prost::Message::encode_to_vec(&request);
+            let raw = push_request(batch);
             let body = snap::raw::Encoder::new()
                 .compress_vec(&raw)
                 .expect("snappy takes any input below 4 GiB, and a batch is far smaller");
@@ -105,18 +122,106 @@ pub(crate) fn encode(batch: &Batch, encoding: Encoding) -> (Vec<u8>, &'static st
             let streams: Vec<serde_json::Value> = batch
                 .streams
                 .iter()
-                .map(|(labels, entries)| {
-                    let values: Vec<[String; 2]> = entries
+                .map(|s| {
+                    let values: Vec<[String; 2]> = s
+                        .entries
                         .iter()
                         .map(|e| [e.ts.to_string(), e.line.clone()])
                         .collect();
-                    serde_json::json!({"stream": labels, "values": values})
+                    serde_json::json!({"stream": *s.labels, "values": values})
                 })
                 .collect();
             let body = serde_json::json!({ "streams": streams }).to_string();
             (body.into_bytes(), "application/json")
         }
     }
+}
+
+/// `google.protobuf.Timestamp` of `ts`: (seconds, nanos).
+fn timestamp(ts: i64) -> (i64, i32) {
+    (
+        ts.div_euclid(1_000_000_000),
+        ts.rem_euclid(1_000_000_000) as i32,
+    )
+}
+
+/// The encoded length of a length-delimited field of `len` bytes.
+fn delimited_len(tag: u32, len: usize) -> usize {
+    key_len(tag) + encoded_len_varint(len as u64) + len
+}
+
+/// The encoded length of an `int64`/`int32` field (proto3 leaves out zeros).
+fn int_len(tag: u32, value: i64) -> usize {
+    if value == 0 {
+        0
+    } else {
+        key_len(tag) + encoded_len_varint(value as u64)
+    }
+}
+
+fn put_int(tag: u32, value: i64, out: &mut Vec<u8>) {
+    if value != 0 {
+        encode_key(tag, WireType::Varint, out);
+        encode_varint(value as u64, out);
+    }
+}
+
+fn put_delimited(tag: u32, bytes: &[u8], out: &mut Vec<u8>) {
+    encode_key(tag, WireType::LengthDelimited, out);
+    encode_varint(bytes.len() as u64, out);
+    out.extend_from_slice(bytes);
+}
+
+/// The `logproto.PushRequest` of `batch` (the messages in [`proto`]),
+/// written straight from the batch: building prost's owned messages first
+/// would copy every line once more.
+fn push_request(batch: &Batch) -> Vec<u8> {
+    let timestamp_len =
+        |(seconds, nanos): (i64, i32)| int_len(1, seconds) + int_len(2, nanos.into());
+    let entry_len = |e: &Entry| {
+        let line = if e.line.is_empty() {
+            0
+        } else {
+            delimited_len(2, e.line.len())
+        };
+        delimited_len(1, timestamp_len(timestamp(e.ts))) + line
+    };
+    let streams: Vec<(String, usize)> = batch
+        .streams
+        .iter()
+        .map(|s| {
+            let labels = labels_text(&s.labels);
+            let entries: usize = s
+                .entries
+                .iter()
+                .map(|e| delimited_len(2, entry_len(e)))
+                .sum();
+            let len = delimited_len(1, labels.len()) + entries;
+            (labels, len)
+        })
+        .collect();
+    let total: usize = streams.iter().map(|(_, len)| delimited_len(1, *len)).sum();
+    let mut out = Vec::with_capacity(total);
+    for (stream, (labels, len)) in batch.streams.iter().zip(&streams) {
+        encode_key(1, WireType::LengthDelimited, &mut out);
+        encode_varint(*len as u64, &mut out);
+        put_delimited(1, labels.as_bytes(), &mut out);
+        for e in &stream.entries {
+            encode_key(2, WireType::LengthDelimited, &mut out);
+            encode_varint(entry_len(e) as u64, &mut out);
+            let ts = timestamp(e.ts);
+            encode_key(1, WireType::LengthDelimited, &mut out);
+            encode_varint(timestamp_len(ts) as u64, &mut out);
+            put_int(1, ts.0, &mut out);
+            put_int(2, ts.1.into(), &mut out);
+            if !e.line.is_empty() {
+                put_delimited(2, e.line.as_bytes(), &mut out);
+            }
+        }
+        // `hash` (3) is optional in push.proto; Loki computes it when 0.
+    }
+    debug_assert_eq!(out.len(), total);
+    out
 }
 
 /// What Loki's answer means for a batch.
@@ -236,29 +341,95 @@ pub(crate) async fn push(
 
 #[cfg(test)]
 mod tests {
+    use super::super::proto;
     use super::*;
+
+    fn labels(pairs: &[(&str, &str)]) -> Arc<Labels> {
+        Arc::new(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
 
     fn batch() -> Batch {
         let mut b = Batch::default();
-        let labels: Labels = [("host", "box"), ("service", "a\"b")]
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let labels = labels(&[("host", "box"), ("service", "a\"b")]);
         b.add(
-            labels.clone(),
+            &labels,
             Entry {
                 ts: 1_700_000_000_123_456_789,
                 line: "one".into(),
             },
         );
         b.add(
-            labels,
+            &labels,
             Entry {
                 ts: 1_700_000_000_123_456_790,
                 line: "two".into(),
             },
         );
         b
+    }
+
+    /// The same request built from prost's own messages.
+    fn prost_request(batch: &Batch) -> Vec<u8> {
+        let request = proto::PushRequest {
+            streams: batch
+                .streams()
+                .iter()
+                .map(|s| proto::StreamAdapter {
+                    labels: labels_text(&s.labels),
+                    entries: s
+                        .entries
+                        .iter()
+                        .map(|e| {
+                            let (seconds, nanos) = timestamp(e.ts);
+                            proto::EntryAdapter {
+                                timestamp: Some(proto::Timestamp { seconds, nanos }),
+                                line: e.line.clone(),
+                                structured_metadata: Vec::new(),
+                            }
+                        })
+                        .collect(),
+                    hash: 0,
+                })
+                .collect(),
+        };
+        prost::Message::encode_to_vec(&request)
+    }
+
+    #[test]
+    fn requests_are_written_byte_for_byte_as_prost_writes_them() {
+        let mut b = batch();
+        let other = labels(&[("host", "h2")]);
+        for (ts, line) in [
+            (0, ""),
+            (-1_500_000_000, "before 1970"),
+            (5_000_000_000, "whole seconds"),
+            (7, &"long ".repeat(40)),
+        ] {
+            b.add(
+                &other,
+                Entry {
+                    ts,
+                    line: line.to_string(),
+                },
+            );
+        }
+        // A stream seen again after another, through a different Arc.
+        b.add(
+            &labels(&[("host", "box"), ("service", "a\"b")]),
+            Entry {
+                ts: 9,
+                line: "three".into(),
+            },
+        );
+        assert_eq!(b.streams().len(), 2);
+        assert_eq!(b.streams()[0].entries.len(), 3);
+        assert_eq!(push_request(&b), prost_request(&b));
+        assert_eq!(push_request(&Batch::default()), Vec::<u8>::new());
     }
 
     #[test]

@@ -13,7 +13,7 @@
 //! takes the repeat as duplicates and stores nothing twice.
 
 use super::capture::{CaptureReader, Cursor, Line};
-use super::level;
+use super::level::{self, Level};
 use super::push::{self, Batch, Encoded, Encoding, Entry, Labels, Outcome};
 use super::spool_reader::{self, SpoolCursor, SpoolItem, SpoolReader};
 use prometheus_client::metrics::histogram::Histogram;
@@ -185,11 +185,37 @@ struct Taken {
     malformed: u64,
 }
 
+/// The labels of a captured source's lines: one shared set per level seen.
+#[derive(Default)]
+struct CaptureLabels {
+    by_level: Vec<(Option<Level>, Arc<Labels>)>,
+}
+
+impl CaptureLabels {
+    fn get(&mut self, hostname: &str, service: &str, level: Option<Level>) -> &Arc<Labels> {
+        let i = match self.by_level.iter().position(|(l, _)| *l == level) {
+            Some(i) => i,
+            None => {
+                let mut labels = Labels::new();
+                labels.insert("host".into(), hostname.into());
+                labels.insert("service".into(), service.into());
+                if let Some(level) = level {
+                    labels.insert("level".into(), level.as_str().into());
+                }
+                self.by_level.push((level, Arc::new(labels)));
+                self.by_level.len() - 1
+            }
+        };
+        &self.by_level[i].1
+    }
+}
+
 enum Kind {
     Capture {
         reader: CaptureReader,
         position: Position<Cursor>,
         carry: VecDeque<Line>,
+        labels: CaptureLabels,
     },
     Spool {
         dir: PathBuf,
@@ -238,7 +264,10 @@ impl Source {
     fn take(&mut self, budget: usize, hostname: &str, batch: &mut Batch) -> Option<Taken> {
         match &mut self.kind {
             Kind::Capture {
-                position, carry, ..
+                position,
+                carry,
+                labels,
+                ..
             } => {
                 let (first_ts, limit) = match position.inflight {
                     // Rebuild the batch a crash interrupted, exactly.
@@ -258,12 +287,8 @@ impl Source {
                     }
                     let line = carry.pop_front().expect("front exists");
                     bytes += line.text.len() + 1;
-                    let mut labels = Labels::new();
-                    labels.insert("host".into(), hostname.into());
-                    labels.insert("service".into(), self.name.clone());
-                    if let Some(level) = level::detect(&line.text) {
-                        labels.insert("level".into(), level.as_str().into());
-                    }
+                    let level = level::detect(&line.text);
+                    let labels = labels.get(hostname, &self.name, level);
                     batch.add(
                         labels,
                         Entry {
@@ -311,7 +336,7 @@ impl Source {
                     match item {
                         SpoolItem::Record(r) => {
                             batch.add(
-                                r.labels,
+                                &r.labels,
                                 Entry {
                                     ts: r.ts,
                                     line: r.line,
@@ -413,6 +438,7 @@ impl Sources {
                 reader,
                 position,
                 carry: VecDeque::new(),
+                labels: CaptureLabels::default(),
             };
             self.by_name.insert(
                 child.clone(),
@@ -863,6 +889,7 @@ mod tests {
                 reader: CaptureReader::new(dir.to_path_buf(), Cursor::default()),
                 position: Position::default(),
                 carry: VecDeque::new(),
+                labels: CaptureLabels::default(),
             },
         }
     }
@@ -892,6 +919,7 @@ mod tests {
                 reader: CaptureReader::new(tmp.path().to_path_buf(), saved.cursor.clone()),
                 position: saved,
                 carry: VecDeque::new(),
+                labels: CaptureLabels::default(),
             },
             ..capture_source(tmp.path())
         };
@@ -902,18 +930,18 @@ mod tests {
         assert_eq!(again, second);
         let mut rest = Batch::default();
         restarted.take(1 << 20, "box", &mut rest).unwrap();
-        let entries: Vec<&Entry> = rest.streams.values().flatten().collect();
+        let entries: Vec<&Entry> = rest.streams().iter().flat_map(|s| &s.entries).collect();
         assert_eq!(entries.len(), 1);
         assert_eq!(entries[0].line, "four");
         let last_second = second
-            .streams
-            .values()
-            .flatten()
+            .streams()
+            .iter()
+            .flat_map(|s| &s.entries)
             .map(|e| e.ts)
             .max()
             .unwrap();
         assert!(entries[0].ts > last_second, "time only goes forward");
-        let labels: Vec<&Labels> = first.streams.keys().collect();
+        let labels: Vec<&Labels> = first.streams().iter().map(|s| &*s.labels).collect();
         assert_eq!(labels[0]["level"], "error");
         assert_eq!(labels[0]["service"], "app");
         assert_eq!(labels[0]["host"], "box");
@@ -938,9 +966,9 @@ mod tests {
 
     fn numbers(batch: &Batch) -> Vec<u64> {
         batch
-            .streams
-            .values()
-            .flatten()
+            .streams()
+            .iter()
+            .flat_map(|s| &s.entries)
             .map(|e| e.line.split(' ').next().unwrap().parse().unwrap())
             .collect()
     }

@@ -55,6 +55,78 @@ impl Record {
     }
 }
 
+/// Records encoded for a spool, to be appended as one write.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Lines {
+    bytes: Vec<u8>,
+    count: u64,
+}
+
+impl Lines {
+    /// Adds a record. `labels` go in the order given: sorted by name, as a
+    /// `BTreeMap` has them, a label set is always written the same way
+    /// (the shipper keeps one parsed copy per text).
+    pub fn push<'a>(
+        &mut self,
+        ts_nanos: i128,
+        labels: impl IntoIterator<Item = (&'a str, &'a str)>,
+        line: &str,
+    ) {
+        use std::io::Write as _;
+        let out = &mut self.bytes;
+        // Writing to a Vec cannot fail.
+        let _ = write!(out, "{{\"ts\":\"{ts_nanos}\",\"labels\":{{");
+        for (i, (name, value)) in labels.into_iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            json_string(out, name);
+            out.push(b':');
+            json_string(out, value);
+        }
+        out.extend_from_slice(b"},\"line\":");
+        json_string(out, line);
+        out.extend_from_slice(b"}\n");
+        self.count += 1;
+    }
+
+    pub fn push_record(&mut self, record: &Record) {
+        let ts = record.ts.parse().unwrap_or_default();
+        let labels = record.labels.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+        self.push(ts, labels, &record.line);
+    }
+
+    /// How many records.
+    pub fn len(&self) -> u64 {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.count = 0;
+    }
+}
+
+impl From<&[Record]> for Lines {
+    fn from(records: &[Record]) -> Lines {
+        let mut lines = Lines::default();
+        for record in records {
+            lines.push_record(record);
+        }
+        lines
+    }
+}
+
+/// `s` as a JSON string, with serde_json's escaping.
+fn json_string(out: &mut Vec<u8>, s: &str) {
+    // A string always serializes, and writing to a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
 /// The size bounds of one spool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SpoolLimits {
@@ -88,7 +160,6 @@ struct Writer {
     dirty: bool,
     /// Closed segments written since the last sync.
     closed: Vec<File>,
-    buffer: Vec<u8>,
 }
 
 /// The file name of segment `seq`.
@@ -170,7 +241,6 @@ impl Spool {
                 total,
                 dirty: false,
                 closed: Vec::new(),
-                buffer: Vec::with_capacity(64 << 10),
             }),
             dropped_lines: AtomicU64::new(0),
         })
@@ -191,9 +261,9 @@ impl Spool {
         self.writer.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Appends `records` as one write. A batch is never split across segments.
-    pub fn append(&self, records: &[Record]) -> Result<(), SpoolError> {
-        if records.is_empty() {
+    /// Appends `lines` as one write. A batch is never split across segments.
+    pub fn append(&self, lines: &Lines) -> Result<(), SpoolError> {
+        if lines.is_empty() {
             return Ok(());
         }
         let io = |source| SpoolError::Io {
@@ -202,21 +272,15 @@ impl Spool {
         };
         let mut w = self.lock();
         let w = &mut *w;
-        w.buffer.clear();
-        for record in records {
-            // A record of strings always serializes.
-            serde_json::to_writer(&mut w.buffer, record).expect("a record serializes");
-            w.buffer.push(b'\n');
-        }
+        let added = lines.bytes.len() as u64;
         let current = w.segments.back().expect("a current segment").bytes;
-        if current > 0 && current + w.buffer.len() as u64 > w.limits.segment_bytes {
+        if current > 0 && current + added > w.limits.segment_bytes {
             self.roll(w).map_err(io)?;
         }
-        w.file.write_all(&w.buffer).map_err(io)?;
-        let added = w.buffer.len() as u64;
+        w.file.write_all(&lines.bytes).map_err(io)?;
         let segment = w.segments.back_mut().expect("a current segment");
         segment.bytes += added;
-        segment.lines = segment.lines.map(|l| l + records.len() as u64);
+        segment.lines = segment.lines.map(|l| l + lines.len());
         w.total += added;
         w.dirty = true;
         self.trim(w).map_err(io)
@@ -344,7 +408,9 @@ mod tests {
     fn records_are_json_lines_in_a_numbered_segment() {
         let root = tempfile::tempdir().unwrap();
         let spool = Spool::open(root.path(), "syslog", ROOMY).unwrap();
-        spool.append(&[record(1), record(2)]).unwrap();
+        spool
+            .append(&Lines::from(&[record(1), record(2)][..]))
+            .unwrap();
         let dir = root.path().join("syslog");
         assert_eq!(files(&dir), ["00000000000000000001.ndjson"]);
         let text = std::fs::read_to_string(dir.join(segment_name(1))).unwrap();
@@ -356,13 +422,27 @@ mod tests {
     }
 
     #[test]
+    fn lines_are_the_json_a_record_serializes_to_escapes_included() {
+        let labels = BTreeMap::from([
+            ("a\"b".to_string(), "x\\y".to_string()),
+            ("host".to_string(), "h\u{e9}".to_string()),
+        ]);
+        let record = Record::new(-5, labels, "q\"\n\t\u{1}\u{2028}end".into());
+        let lines = Lines::from(&[record.clone()][..]);
+        let mut expected = serde_json::to_vec(&record).unwrap();
+        expected.push(b'\n');
+        assert_eq!(lines.bytes, expected);
+        assert_eq!(lines.len(), 1);
+    }
+
+    #[test]
     fn a_torn_last_line_is_cut_at_open_and_writing_goes_on_after_it() {
         let root = tempfile::tempdir().unwrap();
         let dir = root.path().join("intake");
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join(segment_name(7)), "{\"a\":1}\n{\"ts\":\"12").unwrap();
         let spool = Spool::open(root.path(), "intake", ROOMY).unwrap();
-        spool.append(&[record(3)]).unwrap();
+        spool.append(&Lines::from(&[record(3)][..])).unwrap();
         let text = std::fs::read_to_string(dir.join(segment_name(7))).unwrap();
         assert!(
             text.starts_with("{\"a\":1}\n{\"ts\":\"1700000000000000003\""),
@@ -381,7 +461,7 @@ mod tests {
         };
         let spool = Spool::open(root.path(), "s", limits).unwrap();
         for n in 0..40 {
-            spool.append(&[record(n % 10)]).unwrap();
+            spool.append(&Lines::from(&[record(n % 10)][..])).unwrap();
         }
         let dir = root.path().join("s");
         // 40 lines, 10 a segment: 4 segments; 25 lines fit, so the first
@@ -392,7 +472,7 @@ mod tests {
         // Reopened, the writer goes on in the newest segment.
         drop(spool);
         let spool = Spool::open(root.path(), "s", limits).unwrap();
-        spool.append(&[record(1)]).unwrap();
+        spool.append(&Lines::from(&[record(1)][..])).unwrap();
         assert_eq!(
             files(&dir),
             [segment_name(3), segment_name(4), segment_name(5)]
@@ -409,14 +489,14 @@ mod tests {
         };
         let spool = Spool::open(root.path(), "s", limits).unwrap();
         for n in 0..20 {
-            spool.append(&[record(n % 10)]).unwrap();
+            spool.append(&Lines::from(&[record(n % 10)][..])).unwrap();
         }
         let dir = root.path().join("s");
         // Loki has the first segment: the shipper deletes it.
         std::fs::remove_file(dir.join(segment_name(1))).unwrap();
         assert_eq!(spool.bytes(), one * 10);
         for n in 0..20 {
-            spool.append(&[record(n % 10)]).unwrap();
+            spool.append(&Lines::from(&[record(n % 10)][..])).unwrap();
         }
         // 30 lines on disk in segments 2 to 4 for room for 25: segment 2 goes,
         // its 10 lines dropped; segment 1's were shipped, not dropped.
@@ -437,7 +517,7 @@ mod tests {
             max_bytes: 50,
         };
         let spool = Spool::open(root.path(), "s", limits).unwrap();
-        spool.append(&[record(1)]).unwrap();
+        spool.append(&Lines::from(&[record(1)][..])).unwrap();
         assert_eq!(spool.dropped_lines(), 3);
         assert_eq!(files(&dir), [segment_name(2)]);
     }

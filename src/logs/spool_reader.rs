@@ -7,9 +7,13 @@
 
 use super::push::Labels;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use std::borrow::Cow;
+use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Where reading stopped: just after a record.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -20,19 +24,61 @@ pub(crate) struct SpoolCursor {
 }
 
 /// One record of a spool file.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Record {
-    /// Unix nanoseconds, as a decimal string.
-    #[serde(deserialize_with = "nanos")]
+    /// Unix nanoseconds.
     pub ts: i64,
-    pub labels: Labels,
+    /// Shared by every record of the same labels read lately.
+    pub labels: Arc<Labels>,
     pub line: String,
 }
 
-fn nanos<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
-    let text = String::deserialize(d)?;
-    text.parse().map_err(serde::de::Error::custom)
+/// A record as it is on disk, borrowed from the read buffer: the labels
+/// stay raw JSON, the key under which their parsed form is kept.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRecord<'a> {
+    #[serde(borrow)]
+    ts: Cow<'a, str>,
+    #[serde(borrow)]
+    labels: &'a RawValue,
+    #[serde(borrow)]
+    line: Cow<'a, str>,
+}
+
+/// The labels of the records read lately, by their JSON text: a source
+/// sends few distinct label sets, and parsing each record's labels anew
+/// was most of the cost of reading a spool.
+#[derive(Default)]
+struct LabelCache {
+    by_text: HashMap<Box<str>, Arc<Labels>>,
+}
+
+/// Distinct label sets kept before the cache starts again (a bound on its memory).
+const LABEL_CACHE_SIZE: usize = 4096;
+
+impl LabelCache {
+    fn get(&mut self, raw: &RawValue) -> Option<Arc<Labels>> {
+        if let Some(labels) = self.by_text.get(raw.get()) {
+            return Some(labels.clone());
+        }
+        let labels: Arc<Labels> = Arc::new(serde_json::from_str(raw.get()).ok()?);
+        if self.by_text.len() >= LABEL_CACHE_SIZE {
+            self.by_text.clear();
+        }
+        self.by_text.insert(raw.get().into(), labels.clone());
+        Some(labels)
+    }
+
+    /// The record in `line`, or none when it is not one.
+    fn record(&mut self, line: &[u8]) -> Option<Record> {
+        let raw: RawRecord = serde_json::from_slice(line).ok()?;
+        Some(Record {
+            ts: raw.ts.parse().ok()?,
+            labels: self.get(raw.labels)?,
+            line: raw.line.into_owned(),
+        })
+    }
 }
 
 /// What one line of a spool file held.
@@ -47,6 +93,7 @@ pub(crate) struct SpoolReader {
     dir: PathBuf,
     cursor: SpoolCursor,
     max_line: usize,
+    labels: LabelCache,
 }
 
 const SUFFIX: &str = ".ndjson";
@@ -93,6 +140,7 @@ impl SpoolReader {
             dir,
             cursor,
             max_line,
+            labels: LabelCache::default(),
         }
     }
 
@@ -128,7 +176,9 @@ impl SpoolReader {
                 let line = &data[consumed..consumed + nl];
                 consumed += nl + 1;
                 self.cursor.offset += nl as u64 + 1;
-                let read = serde_json::from_slice::<Record>(line)
+                let read = self
+                    .labels
+                    .record(line)
                     .map_or(SpoolItem::Malformed, SpoolItem::Record);
                 out.push((read, self.cursor));
                 bytes += nl + 1;
@@ -211,6 +261,35 @@ mod tests {
         assert_eq!(lines(&again.read(1 << 20).unwrap()), ["3:c"]);
         delete_shipped(dir, next[2].1).unwrap();
         assert_eq!(segments(dir).unwrap(), [8]);
+    }
+
+    #[test]
+    fn records_of_the_same_labels_share_them_and_bad_labels_are_malformed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        write(dir, 1, &record(1, "a"));
+        write(dir, 1, &record(2, "b\\u00e9\\n"));
+        write(
+            dir,
+            1,
+            "{\"ts\":\"3\",\"labels\":{\"host\":7},\"line\":\"c\"}\n",
+        );
+        write(dir, 1, "{\"ts\":\"x\",\"labels\":{},\"line\":\"d\"}\n");
+        write(
+            dir,
+            1,
+            "{\"ts\":\"5\",\"labels\":{},\"line\":\"e\",\"more\":1}\n",
+        );
+        let mut reader = SpoolReader::new(dir.to_path_buf(), SpoolCursor::default(), 1 << 16);
+        let read = reader.read(1 << 20).unwrap();
+        assert_eq!(
+            lines(&read),
+            ["1:a", "2:b\u{e9}\n", "malformed", "malformed", "malformed"]
+        );
+        let (SpoolItem::Record(a), SpoolItem::Record(b)) = (&read[0].0, &read[1].0) else {
+            panic!("records expected");
+        };
+        assert!(Arc::ptr_eq(&a.labels, &b.labels));
     }
 
     #[test]

@@ -13,10 +13,10 @@ pub mod framing;
 pub mod parse;
 
 use super::senders::{Senders, Tally, TokenBucket};
-use super::spool::{Record, Spool};
+use super::spool::{Lines, Spool};
 use crate::settings::SyslogSettings;
 use framing::{Frame, Framer};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -99,56 +99,98 @@ impl Shared {
     }
 
     /// Writes a batch to the spool and counts it for its sender.
-    fn flush(&self, peer: IpAddr, batch: &mut Vec<Record>, tally: &mut Tally) {
-        let host = batch
-            .last()
-            .and_then(|r| r.labels.get("host"))
-            .cloned()
-            .unwrap_or_default();
-        if let Err(e) = self.spool.append(batch) {
-            tracing::error!(error = %e, lines = batch.len(), "syslog: the spool refused lines");
+    fn flush(&self, peer: IpAddr, batch: &mut Batch) {
+        let Batch { lines, tally, host } = batch;
+        if let Err(e) = self.spool.append(lines) {
+            tracing::error!(error = %e, lines = lines.len(), "syslog: the spool refused lines");
         }
-        if batch.len() as u64 + tally.refused + tally.truncated + tally.malformed > 0 {
+        if lines.len() + tally.refused + tally.truncated + tally.malformed > 0 {
             self.senders.count(
                 SOURCE,
                 &peer.to_string(),
-                &host,
+                host,
                 Tally {
-                    lines: batch.len() as u64,
+                    lines: lines.len(),
                     ..*tally
                 },
                 Instant::now(),
             );
         }
-        batch.clear();
+        lines.clear();
         *tally = Tally::default();
     }
 }
 
-/// The labels and line of one message from `peer`.
-pub fn record(peer: IpAddr, frame: &Frame, received_nanos: i128) -> Record {
-    let message = parse::parse(&frame.message);
-    let mut labels = BTreeMap::new();
-    labels.insert(
-        "host".to_string(),
-        message.hostname.unwrap_or_else(|| peer.to_string()),
-    );
-    if let Some(app) = message.app {
-        labels.insert("app".into(), app);
+/// What a connection (or a round of datagrams from one sender) took in
+/// since it last wrote to the spool.
+#[derive(Default)]
+struct Batch {
+    lines: Lines,
+    tally: Tally,
+    /// The `host` label of the last message: the sender's name in the list of senders.
+    host: String,
+}
+
+impl Batch {
+    /// Adds one message from `peer` (`peer_text` its address as text).
+    fn add(&mut self, peer_text: &str, frame: &Frame, received_nanos: i128) {
+        let message = parse::parse(frame.message);
+        let labels = labels(peer_text, &message, frame.truncated);
+        self.host.clear();
+        self.host.push_str(labels.host);
+        self.lines
+            .push(received_nanos, labels.pairs(), &message.line);
+        if frame.truncated {
+            self.tally.truncated += 1;
+        }
+        if labels.malformed {
+            self.tally.malformed += 1;
+        }
     }
-    if let Some(severity) = message.severity {
-        labels.insert("severity".into(), parse::severity_name(severity).into());
+}
+
+/// The labels of one message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyslogLabels<'a> {
+    pub host: &'a str,
+    pub app: Option<&'a str>,
+    pub severity: Option<&'static str>,
+    pub facility: Option<&'static str>,
+    pub malformed: bool,
+    pub truncated: bool,
+}
+
+impl<'a> SyslogLabels<'a> {
+    /// The labels as name and value, sorted by name.
+    pub fn pairs(&self) -> impl Iterator<Item = (&'a str, &'a str)> {
+        [
+            ("app", self.app),
+            ("facility", self.facility),
+            ("host", Some(self.host)),
+            ("malformed", self.malformed.then_some("true")),
+            ("severity", self.severity),
+            ("truncated", self.truncated.then_some("true")),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| Some((name, value?)))
     }
-    if let Some(facility) = message.facility {
-        labels.insert("facility".into(), parse::facility_name(facility).into());
+}
+
+/// The labels of `message` from `peer_text` (the sender's address: the
+/// host when the message names none).
+pub fn labels<'a>(
+    peer_text: &'a str,
+    message: &parse::Message<'a>,
+    truncated: bool,
+) -> SyslogLabels<'a> {
+    SyslogLabels {
+        host: message.hostname.unwrap_or(peer_text),
+        app: message.app,
+        severity: message.severity.map(parse::severity_name),
+        facility: message.facility.map(parse::facility_name),
+        malformed: message.format == parse::Format::Malformed,
+        truncated,
     }
-    if message.format == parse::Format::Malformed {
-        labels.insert("malformed".into(), "true".into());
-    }
-    if frame.truncated {
-        labels.insert("truncated".into(), "true".into());
-    }
-    Record::new(received_nanos, labels, message.line)
 }
 
 /// Now as Unix nanoseconds: lines are stamped when they arrive, so a
@@ -157,15 +199,6 @@ pub fn now_nanos() -> i128 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as i128)
-}
-
-fn tally_frame(tally: &mut Tally, frame: &Frame, record: &Record) {
-    if frame.truncated {
-        tally.truncated += 1;
-    }
-    if record.labels.contains_key("malformed") {
-        tally.malformed += 1;
-    }
 }
 
 fn bind_error(what: &'static str, addr: &str) -> impl FnOnce(std::io::Error) -> SyslogError {
@@ -251,7 +284,8 @@ impl Receiver {
 async fn serve_udp(socket: UdpSocket, shared: Arc<Shared>) {
     // A datagram is one message; the largest UDP payload fits.
     let mut datagram = vec![0u8; 65_536];
-    let mut batches: HashMap<IpAddr, (Vec<Record>, Tally)> = HashMap::new();
+    // By sender: its address as text (its host label when its messages name none), its batch.
+    let mut batches: HashMap<IpAddr, (String, Batch)> = HashMap::new();
     loop {
         let first = tokio::select! {
             _ = shared.stop.cancelled() => break,
@@ -261,14 +295,14 @@ async fn serve_udp(socket: UdpSocket, shared: Arc<Shared>) {
         for _ in 0..UDP_BATCH {
             match got {
                 Ok((n, peer)) => {
-                    let (batch, tally) = batches.entry(peer.ip()).or_default();
+                    let (peer_text, batch) = batches
+                        .entry(peer.ip())
+                        .or_insert_with(|| (peer.ip().to_string(), Batch::default()));
                     if shared.admit(peer.ip()).is_err() {
-                        tally.refused += 1;
+                        batch.tally.refused += 1;
                     } else {
                         let frame = udp_frame(&datagram[..n], shared.max_message_bytes);
-                        let record = record(peer.ip(), &frame, now_nanos());
-                        tally_frame(tally, &frame, &record);
-                        batch.push(record);
+                        batch.add(peer_text, &frame, now_nanos());
                     }
                 }
                 Err(e) => tracing::debug!(error = %e, "syslog: UDP receive failed"),
@@ -278,8 +312,8 @@ async fn serve_udp(socket: UdpSocket, shared: Arc<Shared>) {
                 other => other,
             };
         }
-        for (peer, (batch, tally)) in batches.iter_mut() {
-            shared.flush(*peer, batch, tally);
+        for (peer, (_, batch)) in batches.iter_mut() {
+            shared.flush(*peer, batch);
         }
         batches.clear();
     }
@@ -287,10 +321,10 @@ async fn serve_udp(socket: UdpSocket, shared: Arc<Shared>) {
 
 /// A datagram as a message: a trailing newline is framing; longer than the
 /// limit, it is cut.
-fn udp_frame(datagram: &[u8], max: usize) -> Frame {
+fn udp_frame(datagram: &[u8], max: usize) -> Frame<'_> {
     let data = datagram.strip_suffix(b"\n").unwrap_or(datagram);
     Frame {
-        message: data[..data.len().min(max)].to_vec(),
+        message: &data[..data.len().min(max)],
         truncated: data.len() > max,
     }
 }
@@ -351,81 +385,117 @@ async fn read_stream(mut io: impl AsyncRead + Unpin, peer: IpAddr, shared: &Shar
     let mut framer = Framer::new(shared.max_message_bytes);
     let mut buf = Vec::with_capacity(READ_CHUNK);
     let mut chunk = vec![0u8; READ_CHUNK];
-    let mut batch = Vec::new();
-    let mut tally = Tally::default();
+    let peer_text = peer.to_string();
+    let mut batch = Batch::default();
     'reading: loop {
         let read = tokio::select! {
             _ = shared.stop.cancelled() => break,
             read = io.read(&mut chunk) => read,
         };
-        let frames = match read {
-            Ok(0) | Err(_) => framer.finish(&mut buf).into_iter().collect(),
+        let (frames, used) = match read {
+            Ok(0) | Err(_) => (framer.finish(&buf).into_iter().collect(), buf.len()),
             Ok(n) => {
                 buf.extend_from_slice(&chunk[..n]);
-                framer.frames(&mut buf)
+                framer.frames(&buf)
             }
         };
         let ended = !matches!(read, Ok(n) if n > 0);
         for frame in frames {
             while let Err(wait) = shared.admit(peer) {
-                shared.flush(peer, &mut batch, &mut tally);
+                shared.flush(peer, &mut batch);
                 tokio::select! {
                     _ = shared.stop.cancelled() => break 'reading,
                     _ = tokio::time::sleep(wait) => {}
                 }
             }
-            let record = record(peer, &frame, now_nanos());
-            tally_frame(&mut tally, &frame, &record);
-            batch.push(record);
+            batch.add(&peer_text, &frame, now_nanos());
         }
-        shared.flush(peer, &mut batch, &mut tally);
+        buf.drain(..used);
+        shared.flush(peer, &mut batch);
         if ended {
             break;
         }
     }
-    shared.flush(peer, &mut batch, &mut tally);
+    shared.flush(peer, &mut batch);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn frame(message: &[u8], truncated: bool) -> Frame {
-        Frame {
-            message: message.to_vec(),
-            truncated,
-        }
+    fn frame(message: &[u8], truncated: bool) -> Frame<'_> {
+        Frame { message, truncated }
+    }
+
+    fn pairs(message: &[u8], truncated: bool) -> Vec<(String, String)> {
+        let message = parse::parse(message);
+        labels("192.0.2.7", &message, truncated)
+            .pairs()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn owned(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
-    fn labels_come_from_the_message_or_the_sender() {
-        let peer: IpAddr = "192.0.2.7".parse().unwrap();
-        let r = record(
-            peer,
-            &frame(b"<11>Feb  5 17:32:18 nas smartd[1]: hot", false),
+    fn labels_come_from_the_message_or_the_sender_sorted_by_name() {
+        assert_eq!(
+            pairs(b"<11>Feb  5 17:32:18 nas smartd[1]: hot", false),
+            owned(&[
+                ("app", "smartd"),
+                ("facility", "user"),
+                ("host", "nas"),
+                ("severity", "err"),
+            ])
+        );
+        assert_eq!(
+            pairs(b"\x00garbage", true),
+            owned(&[
+                ("host", "192.0.2.7"),
+                ("malformed", "true"),
+                ("truncated", "true"),
+            ])
+        );
+    }
+
+    #[test]
+    fn a_batch_spools_each_message_as_a_record_and_tallies_it() {
+        let mut batch = Batch::default();
+        batch.add(
+            "192.0.2.7",
+            &frame(b"<11>Feb  5 17:32:18 nas smartd[1]: \"hot\"", false),
             5,
         );
-        assert_eq!(r.ts, "5");
-        assert_eq!(
-            r.labels,
-            BTreeMap::from([
-                ("host".into(), "nas".into()),
-                ("app".into(), "smartd".into()),
-                ("severity".into(), "err".into()),
-                ("facility".into(), "user".into()),
-            ])
+        batch.add("192.0.2.7", &frame(b"\x00garbage", true), 6);
+        assert_eq!(batch.lines.len(), 2);
+        assert_eq!((batch.tally.malformed, batch.tally.truncated), (1, 1));
+        assert_eq!(batch.host, "192.0.2.7");
+        let mut expected = Lines::default();
+        expected.push(
+            5,
+            [
+                ("app", "smartd"),
+                ("facility", "user"),
+                ("host", "nas"),
+                ("severity", "err"),
+            ],
+            "\"hot\"",
         );
-        assert_eq!(r.line, "hot");
-        let r = record(peer, &frame(b"\x00garbage", true), 5);
-        assert_eq!(
-            r.labels,
-            BTreeMap::from([
-                ("host".into(), "192.0.2.7".into()),
-                ("malformed".into(), "true".into()),
-                ("truncated".into(), "true".into()),
-            ])
+        expected.push(
+            6,
+            [
+                ("host", "192.0.2.7"),
+                ("malformed", "true"),
+                ("truncated", "true"),
+            ],
+            "\u{0}garbage",
         );
-        assert_eq!(r.line, "\u{0}garbage");
+        assert_eq!(batch.lines, expected);
     }
 
     #[test]

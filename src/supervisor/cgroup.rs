@@ -16,9 +16,16 @@
 //! `obsbox __cgroup-guard <dir>`) waits on a pipe only obsbox holds open, and
 //! kills every child's cgroup when it ends without obsbox having said goodbye.
 //! The next obsbox also kills whatever cgroups of its instance it finds.
+//!
+//! An obsbox killed and started again at once would otherwise race its old
+//! guardian: the guardian could remove the cgroups the new obsbox had just
+//! set up (every child then fails to start) or kill its new children. So
+//! `<run dir>/cgroups.lock` is taken by obsbox before it sets up its cgroups
+//! and inherited by its guardian, which holds it until it has cleared them:
+//! the next obsbox waits for it.
 
 use std::collections::HashSet;
-use std::fs;
+use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::OpenOptionsExt;
@@ -42,6 +49,11 @@ const EMPTY_WAIT: Duration = Duration::from_secs(5);
 const KILL_WAIT: Duration = Duration::from_millis(500);
 /// What obsbox writes to the guardian before an orderly end.
 const DISARM: u8 = b'd';
+/// In the run directory: held by an obsbox and its guardian (see the module's doc).
+const LOCK_FILE: &str = "cgroups.lock";
+/// How long an obsbox waits for an old guardian to clear its cgroups (each
+/// takes at most [`EMPTY_WAIT`]); then it goes on, and says so.
+const LOCK_WAIT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
@@ -83,6 +95,8 @@ pub struct Cgroups {
     /// `CLONE_INTO_CGROUP` (it compares the cgroup's kill count with the
     /// parent's), so they move themselves in instead.
     killed: Mutex<HashSet<String>>,
+    /// [`LOCK_FILE`], held while this obsbox lives (and handed to its guardian).
+    lock: Option<File>,
 }
 
 /// Where a child is to start: its cgroup, from [`Cgroups::prepare`].
@@ -106,6 +120,7 @@ impl Cgroups {
         let mountinfo =
             fs::read_to_string("/proc/self/mountinfo").map_err(at(Path::new("/proc")))?;
         let own = own_cgroup(&cgroup, &mountinfo)?;
+        let lock = take_lock(&instance.join(LOCK_FILE), LOCK_WAIT);
         let shared = own.join(CHILDREN);
         let dir = shared.join(instance_name(instance));
         // Writable at all? Only then is anything else worth trying.
@@ -125,6 +140,7 @@ impl Cgroups {
             controllers: read_controllers(&dir),
             dir,
             killed: Mutex::default(),
+            lock,
         };
         cgroups.clear();
         Ok(cgroups)
@@ -257,6 +273,59 @@ pub fn start(run_dir: &Path, reaper: &super::Reaper) -> (Option<Cgroups>, Option
         .inspect_err(|e| tracing::warn!(error = %e, "cannot start the cgroup guardian: a killed obsbox's children are cleared only at its next start"))
         .ok();
     (Some(cgroups), guard)
+}
+
+/// Takes the lock at `path`, waiting at most `wait` while another holds it
+/// (an old guardian still clearing); none when it cannot be had. The lock
+/// lasts until every descriptor of this open file is closed (a `flock`).
+fn take_lock(path: &Path, wait: Duration) -> Option<File> {
+    let opened = File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path);
+    let file = match opened {
+        Ok(file) => file,
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "cannot open the cgroups' lock: not waiting for an old guardian");
+            return None;
+        }
+    };
+    let deadline = Instant::now() + wait;
+    let mut waiting = false;
+    loop {
+        // SAFETY: flock on a descriptor this function owns; no memory is involved.
+        let locked = unsafe {
+            libc::flock(
+                std::os::fd::AsRawFd::as_raw_fd(&file),
+                libc::LOCK_EX | libc::LOCK_NB,
+            )
+        };
+        let error = io::Error::last_os_error();
+        match (locked, error.raw_os_error()) {
+            (0, _) => {
+                if waiting {
+                    tracing::info!("the previous obsbox's cgroup guardian is done");
+                }
+                return Some(file);
+            }
+            (_, Some(libc::EWOULDBLOCK)) if Instant::now() < deadline => {
+                if !waiting {
+                    tracing::info!(
+                        "waiting for the previous obsbox's cgroup guardian to clear its children"
+                    );
+                    waiting = true;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            _ => {
+                tracing::warn!(path = %path.display(), error = %error, "cannot take the cgroups' lock: going on without it");
+                return None;
+            }
+        }
+    }
 }
 
 /// Kills and removes every cgroup below `dir`, then `dir`. (Not its
@@ -498,11 +567,17 @@ impl Guard {
     /// Starts the guardian of `cgroups` (a child of obsbox that outlives it).
     pub fn start(cgroups: &Cgroups, reaper: &super::Reaper) -> io::Result<Guard> {
         let (read, write) = super::process::pipe()?;
+        // The guardian holds the lock through its stdout (it writes nothing
+        // there): the same open file, so the same lock.
+        let lock = match &cgroups.lock {
+            Some(lock) => Stdio::from(lock.try_clone()?),
+            None => Stdio::null(),
+        };
         let mut cmd = Command::new("/proc/self/exe");
         cmd.arg(GUARD_COMMAND)
             .arg(&cgroups.dir)
             .stdin(Stdio::from(read))
-            .stdout(Stdio::null())
+            .stdout(lock)
             // Its own group: a terminal's Ctrl-C is for obsbox, which then says goodbye.
             .process_group(0);
         let disarmed = Arc::new(AtomicBool::new(false));
@@ -624,6 +699,7 @@ mod tests {
             dir: tmp.path().to_path_buf(),
             controllers: vec!["cpu".into(), "memory".into()],
             killed: Mutex::default(),
+            lock: None,
         };
         let child = tmp.path().join("loki");
         fs::create_dir(&child).unwrap();
@@ -656,11 +732,38 @@ mod tests {
             dir: tmp.path().to_path_buf(),
             controllers: vec!["cpu".into()],
             killed: Mutex::default(),
+            lock: None,
         };
         fs::remove_file(child.join("memory.max")).unwrap();
         without.prepare("loki", Some(256 << 20)).unwrap();
         assert!(!child.join("memory.max").exists());
         assert_eq!(cgroups.usage("nothing"), None);
+    }
+
+    #[test]
+    fn the_lock_is_waited_for_while_held_and_shared_by_a_clone_of_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(LOCK_FILE);
+        let first = take_lock(&path, Duration::ZERO).expect("free");
+        // What a guardian inherits: the same open file, so the same lock.
+        let guardian = first.try_clone().unwrap();
+        assert!(
+            take_lock(&path, Duration::from_millis(50)).is_none(),
+            "held"
+        );
+        drop(first);
+        assert!(
+            take_lock(&path, Duration::from_millis(50)).is_none(),
+            "still held by the guardian"
+        );
+        let released = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            drop(guardian);
+        });
+        let started = Instant::now();
+        assert!(take_lock(&path, Duration::from_secs(10)).is_some());
+        assert!(started.elapsed() >= Duration::from_millis(150));
+        released.join().unwrap();
     }
 
     #[test]

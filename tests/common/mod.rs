@@ -359,15 +359,25 @@ impl Obsbox {
             .unwrap_or_else(|| panic!("no service {name}"))
     }
 
-    /// Waits until every child is ready; returns their statuses.
+    /// Waits until every child is ready; returns their statuses. On a
+    /// timeout the failure shows the children's states and obsbox's log.
     pub fn wait_all_ready(&self, timeout: Duration) -> Vec<Value> {
-        wait_for("every child to be ready", timeout, || {
+        let deadline = Instant::now() + timeout;
+        loop {
             let services = self.services();
-            services
-                .iter()
-                .all(|s| s["ready"] == true)
-                .then_some(services)
-        })
+            if services.iter().all(|s| s["ready"] == true) {
+                return services;
+            }
+            if Instant::now() >= deadline {
+                let log = self.log();
+                let tail = &log[log.len().saturating_sub(4000)..];
+                panic!(
+                    "timed out after {timeout:?} waiting for every child to be ready: {}\nobsbox's log ends:\n{tail}",
+                    serde_json::to_string_pretty(&services).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     pub fn settings(&self) -> Value {

@@ -3,10 +3,10 @@
 //! counted (`LEN SP MSG`, RFC 5425's form too); anything else ends at `\n`.
 //! Messages longer than the limit are cut to it and the rest skipped.
 
-/// One message taken off the stream.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Frame {
-    pub message: Vec<u8>,
+/// One message taken off the stream, borrowed from what was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Frame<'a> {
+    pub message: &'a [u8],
     /// The message was longer than the limit and was cut.
     pub truncated: bool,
 }
@@ -40,9 +40,10 @@ impl Framer {
         }
     }
 
-    /// Every whole message in `buf`, removing them (and any bytes skipped)
-    /// and leaving an incomplete one for the next read.
-    pub fn frames(&mut self, buf: &mut Vec<u8>) -> Vec<Frame> {
+    /// Every whole message at the front of `buf`, and the bytes they (and
+    /// any bytes skipped) take: the caller removes those once done with the
+    /// frames, leaving an incomplete message for the next read.
+    pub fn frames<'a>(&mut self, buf: &'a [u8]) -> (Vec<Frame<'a>>, usize) {
         let mut frames = Vec::new();
         let mut at = 0;
         loop {
@@ -53,13 +54,12 @@ impl Framer {
                 None => break,
             }
         }
-        buf.drain(..at);
-        frames
+        (frames, at)
     }
 
     /// The next message at the front of `buf`: the bytes used (taken or
     /// skipped) and the message, or `None` when more input is needed.
-    fn next(&mut self, buf: &[u8]) -> (usize, Option<Frame>) {
+    fn next<'a>(&mut self, buf: &'a [u8]) -> (usize, Option<Frame<'a>>) {
         let mut at = 0;
         loop {
             let rest = &buf[at..];
@@ -88,19 +88,15 @@ impl Framer {
         }
     }
 
-    fn frame(&mut self, buf: &[u8]) -> (usize, Option<Frame>) {
+    fn frame<'a>(&mut self, buf: &'a [u8]) -> (usize, Option<Frame<'a>>) {
         // Blank lines between messages are framing, not messages.
         let blank = buf
             .iter()
             .take_while(|&&b| b == b'\n' || b == b'\r')
             .count();
         let buf = &buf[blank..];
-        let done = |used: usize, message: &[u8], truncated: bool| {
-            let frame = Frame {
-                message: message.to_vec(),
-                truncated,
-            };
-            (blank + used, Some(frame))
+        let done = |used: usize, message: &'a [u8], truncated: bool| {
+            (blank + used, Some(Frame { message, truncated }))
         };
         if buf.is_empty() {
             return (blank, None);
@@ -143,15 +139,15 @@ impl Framer {
         }
     }
 
-    /// At the end of the stream: what is left is a last message without its `\n`.
-    pub fn finish(&mut self, buf: &mut Vec<u8>) -> Option<Frame> {
-        let rest = std::mem::take(buf);
+    /// At the end of the stream: what is left in `buf` is a last message
+    /// without its `\n`.
+    pub fn finish<'a>(&mut self, rest: &'a [u8]) -> Option<Frame<'a>> {
         if self.skip != Skip::Nothing || rest.iter().all(|b| b.is_ascii_whitespace()) {
             return None;
         }
         Some(Frame {
             truncated: rest.len() > self.max,
-            message: rest[..rest.len().min(self.max)].to_vec(),
+            message: &rest[..rest.len().min(self.max)],
         })
     }
 }
@@ -167,18 +163,14 @@ mod tests {
         let mut out = Vec::new();
         for piece in input.chunks(step) {
             buf.extend_from_slice(piece);
-            for f in framer.frames(&mut buf) {
-                out.push((
-                    String::from_utf8_lossy(&f.message).into_owned(),
-                    f.truncated,
-                ));
+            let (found, used) = framer.frames(&buf);
+            for f in found {
+                out.push((String::from_utf8_lossy(f.message).into_owned(), f.truncated));
             }
+            buf.drain(..used);
         }
-        if let Some(f) = framer.finish(&mut buf) {
-            out.push((
-                String::from_utf8_lossy(&f.message).into_owned(),
-                f.truncated,
-            ));
+        if let Some(f) = framer.finish(&buf) {
+            out.push((String::from_utf8_lossy(f.message).into_owned(), f.truncated));
         }
         out
     }
@@ -233,8 +225,9 @@ mod tests {
 
     #[test]
     fn binary_passes_through() {
-        let mut buf = b"<13>\x00\xff\x01\n".to_vec();
-        let frames = Framer::new(100).frames(&mut buf);
+        let buf = b"<13>\x00\xff\x01\n";
+        let (frames, used) = Framer::new(100).frames(buf);
         assert_eq!(frames[0].message, b"<13>\x00\xff\x01");
+        assert_eq!(used, buf.len());
     }
 }

@@ -2,19 +2,22 @@
 //! common variants, and anything else kept whole as a malformed raw line.
 //! Pure functions: bytes in, a [`Message`] out; nothing here can fail.
 
-/// What one syslog message carries that obsbox keeps.
+use std::borrow::Cow;
+
+/// What one syslog message carries that obsbox keeps, borrowed from its
+/// bytes where it can be (one message arrives per line, at high rates).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Message {
+pub struct Message<'a> {
     pub format: Format,
     pub facility: Option<u8>,
     pub severity: Option<u8>,
     /// HOSTNAME, when the message has one.
-    pub hostname: Option<String>,
+    pub hostname: Option<&'a str>,
     /// APP-NAME (5424) or the TAG (3164).
-    pub app: Option<String>,
+    pub app: Option<&'a str>,
     /// The line kept: MSG, after the structured data when there is any; the
     /// whole input for a malformed message.
-    pub line: String,
+    pub line: Cow<'a, str>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,7 +68,10 @@ pub fn severity_name(code: u8) -> &'static str {
 
 /// Text from bytes: valid UTF-8 as it is, each invalid byte as `\xNN`, so
 /// binary input survives readably instead of being replaced or refused.
-pub fn text(bytes: &[u8]) -> String {
+pub fn text(bytes: &[u8]) -> Cow<'_, str> {
+    if let Ok(valid) = std::str::from_utf8(bytes) {
+        return Cow::Borrowed(valid);
+    }
     let mut out = String::with_capacity(bytes.len());
     for chunk in bytes.utf8_chunks() {
         out.push_str(chunk.valid());
@@ -73,11 +79,11 @@ pub fn text(bytes: &[u8]) -> String {
             out.push_str(&format!("\\x{b:02x}"));
         }
     }
-    out
+    Cow::Owned(out)
 }
 
 /// Parses one message (its framing already removed).
-pub fn parse(input: &[u8]) -> Message {
+pub fn parse(input: &[u8]) -> Message<'_> {
     let input = input.strip_suffix(b"\n").unwrap_or(input);
     let input = input.strip_suffix(b"\r").unwrap_or(input);
     let Some((pri, rest)) = priority(input) else {
@@ -98,7 +104,7 @@ pub fn parse(input: &[u8]) -> Message {
     }
 }
 
-fn malformed(input: &[u8]) -> Message {
+fn malformed(input: &[u8]) -> Message<'_> {
     Message {
         format: Format::Malformed,
         facility: None,
@@ -135,16 +141,18 @@ fn field(input: &[u8]) -> Option<(&[u8], &[u8])> {
 }
 
 /// A header field as text: `-` is NILVALUE; printable ASCII only, at most `max`.
-fn header_value(value: &[u8], max: usize) -> Option<Option<String>> {
+fn header_value(value: &[u8], max: usize) -> Option<Option<&str>> {
     if value.len() > max || !value.iter().all(|b| (33..=126).contains(b)) {
         return None;
     }
-    Some((value != b"-").then(|| String::from_utf8_lossy(value).into_owned()))
+    // Printable ASCII, so always UTF-8.
+    let text = std::str::from_utf8(value).ok()?;
+    Some((text != "-").then_some(text))
 }
 
 /// `VERSION SP TIMESTAMP SP HOSTNAME SP APP-NAME SP PROCID SP MSGID SP SD [SP MSG]`,
 /// after `1 `.
-fn rfc5424(input: &[u8]) -> Option<Message> {
+fn rfc5424(input: &[u8]) -> Option<Message<'_>> {
     let (timestamp, rest) = field(input)?;
     if timestamp != b"-" {
         let text = std::str::from_utf8(timestamp).ok()?;
@@ -169,7 +177,7 @@ fn rfc5424(input: &[u8]) -> Option<Message> {
     let line = match sd {
         b"-" => text(msg),
         sd if msg.is_empty() => text(sd),
-        sd => format!("{} {}", text(sd), text(msg)),
+        sd => Cow::Owned(format!("{} {}", text(sd), text(msg))),
     };
     Some(Message {
         format: Format::Rfc5424,
@@ -211,7 +219,7 @@ fn structured_data(input: &[u8]) -> Option<usize> {
 /// same with a year, or RFC 3339), an optional HOSTNAME, a TAG ending in
 /// `:` or `[pid]:`, and the content. Whatever of it is missing is simply
 /// not labelled: any text after a valid PRI is a message.
-fn rfc3164(input: &[u8]) -> Message {
+fn rfc3164(input: &[u8]) -> Message<'_> {
     // Without a timestamp there is no HEADER, so no HOSTNAME either.
     let (hostname, rest) = match skip_timestamp(input) {
         None => (None, input),
@@ -290,7 +298,7 @@ fn is_tag(word: &[u8]) -> bool {
 }
 
 /// The TAG (up to 48 characters of letters, digits, `-_./`) and the content.
-fn tag(input: &[u8]) -> (Option<String>, &[u8]) {
+fn tag(input: &[u8]) -> (Option<&str>, &[u8]) {
     let end = input
         .iter()
         .take(49)
@@ -298,7 +306,10 @@ fn tag(input: &[u8]) -> (Option<String>, &[u8]) {
     let Some(end) = end.filter(|&e| e > 0) else {
         return (None, input);
     };
-    let name = String::from_utf8_lossy(&input[..end]).into_owned();
+    // ASCII, so always UTF-8.
+    let Ok(name) = std::str::from_utf8(&input[..end]) else {
+        return (None, input);
+    };
     let after = &input[end..];
     let after = match after.first() {
         Some(b'[') => match after.iter().position(|&b| b == b']') {
@@ -433,8 +444,8 @@ mod tests {
                 c.pri,
                 "facility, severity of {what}"
             );
-            assert_eq!(m.hostname.as_deref(), c.host, "host of {what}");
-            assert_eq!(m.app.as_deref(), c.app, "app of {what}");
+            assert_eq!(m.hostname, c.host, "host of {what}");
+            assert_eq!(m.app, c.app, "app of {what}");
             assert_eq!(m.line, c.line, "line of {what}");
         }
     }
