@@ -381,9 +381,11 @@ const ELSEWHERE: &[&str] = &[
     "/api/alerts/notify",
     "/api/alerts/relay/{receiver}",
     "/loki/api/v1/push",
-    // Served only by the recovery router of a damaged database (tests/store.rs).
+    // Served only by the recovery router of a damaged database or an
+    // unusable data directory (tests/store.rs).
     "/api/recovery",
     "/api/recovery/retry",
+    "/api/recovery/data",
     "/healthz",
     "/metrics",
     "/static/{*path}",
