@@ -238,6 +238,10 @@ pub async fn run(
         }
         Err(e) => return Err(e.into()),
     };
+    // Before anything reads the time: a Pi without a clock battery starts in 1970.
+    crate::clock::restore(&dir);
+    let clock_stop = CancellationToken::new();
+    let clock = tokio::spawn(crate::clock::keep(dir.clone(), clock_stop.clone()));
     let settings = store.settings()?;
     let mut kept = Sockets::default();
     let listener = listen("http", on.http, &mut inherited, &mut kept).await?;
@@ -478,6 +482,10 @@ pub async fn run(
     own_log.detach();
     drop(own_capture);
     copies_stop.cancel();
+    clock_stop.cancel();
+    if let Err(e) = clock.await {
+        tracing::error!(error = %e, "keeping the last known time failed");
+    }
     if let Err(e) = copies.await {
         tracing::error!(error = %e, "the database copier failed");
     }

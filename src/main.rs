@@ -5,6 +5,7 @@ mod alerts;
 mod app;
 mod backup;
 mod backup_cli;
+mod clock;
 mod data_boot;
 mod data_lock;
 mod diagnostics;

@@ -149,6 +149,7 @@ const READS: &[Case] = &[
     ),
     case("/api/silences", "GET", "/api/silences", None),
     case("/api/system/tls", "GET", "/api/system/tls", None),
+    case("/api/system/time", "GET", "/api/system/time", None),
     case(
         "/api/system/diagnostics",
         "GET",
