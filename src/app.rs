@@ -3,7 +3,8 @@
 
 use crate::alerts::Alerts;
 use crate::backup::{BackupContext, Backups};
-use crate::data_lock::DataLock;
+use crate::data_boot::DataProblem;
+use crate::data_lock::{DataLock, LockError};
 use crate::diagnostics::{Diagnostics, DiagnosticsContext};
 use crate::disks::{Disks, DisksContext};
 use crate::logs::{OwnLog, Shipper, ShipperContext, OWN_NAME};
@@ -103,6 +104,16 @@ pub struct RunWith<'a> {
     pub controls: &'a Controls,
     /// obsbox's own log, attached to `logs/obsbox/` for the run.
     pub own_log: &'a OwnLog,
+    /// The data device, for repairs in recovery; and, when init could not
+    /// mount it, why (obsbox then recovers without touching the data directory).
+    pub data: &'a DataBoot,
+}
+
+/// What init knows about the data partition.
+#[derive(Default)]
+pub struct DataBoot {
+    pub device: Option<PathBuf>,
+    pub problem: Option<String>,
 }
 
 /// How a run ended, and what the reboot that may follow needs.
@@ -112,8 +123,9 @@ pub struct Ended {
     pub sockets: Sockets,
     /// For the kernel's reboot call (a Raspberry Pi's `0 tryboot`).
     pub reboot_argument: Option<&'static str>,
-    /// Held through a factory reset's wipe; a re-execution lets it go at the exec.
-    pub lock: DataLock,
+    /// Held through a factory reset's wipe; a re-execution lets it go at the
+    /// exec. None when the data directory could not be used.
+    pub lock: Option<DataLock>,
 }
 
 /// Listens on `addr`, or on the socket of that name passed from the previous
@@ -186,22 +198,50 @@ pub async fn run(
         firmware,
         controls,
         own_log,
+        data,
     } = *with;
     let started = std::time::Instant::now();
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut others = OtherSignals::new()?;
-    let dir = data_dir(dir)?;
+    let data_problem = |reason: String| web::recovery::Problem::Data {
+        problem: DataProblem {
+            reason,
+            device: data.device.clone(),
+        },
+        code: crate::data_boot::new_code(),
+    };
+    if let Some(reason) = &data.problem {
+        return recover(data_problem(reason.clone()), on, inherited, None).await;
+    }
+    let dir = match data_dir(dir) {
+        Ok(dir) => dir,
+        Err(e) => return recover(data_problem(format!("{e:#}")), on, inherited, None).await,
+    };
     // Before anything else in it is touched: a second obsbox here would
     // clear the first one's children as leftovers.
-    let lock = DataLock::acquire(&dir)?;
-    let store = match Store::open(&dir) {
-        Ok(store) => store,
-        Err(StoreError::Damaged(damage)) => {
-            return recover(&dir, damage, on, inherited, lock).await
+    let lock = match DataLock::acquire(&dir) {
+        Ok(lock) => lock,
+        Err(e @ LockError::Io { .. }) => {
+            return recover(data_problem(e.to_string()), on, inherited, None).await
         }
         Err(e) => return Err(e.into()),
     };
+    let store = match Store::open(&dir) {
+        Ok(store) => store,
+        Err(StoreError::Damaged(damage)) => {
+            let problem = web::recovery::Problem::Database {
+                damage,
+                data_dir: dir.clone(),
+            };
+            return recover(problem, on, inherited, Some(lock)).await;
+        }
+        Err(e) => return Err(e.into()),
+    };
+    // Before anything reads the time: a Pi without a clock battery starts in 1970.
+    crate::clock::restore(&dir);
+    let clock_stop = CancellationToken::new();
+    let clock = tokio::spawn(crate::clock::keep(dir.clone(), clock_stop.clone()));
     let settings = store.settings()?;
     let mut kept = Sockets::default();
     let listener = listen("http", on.http, &mut inherited, &mut kept).await?;
@@ -442,6 +482,10 @@ pub async fn run(
     own_log.detach();
     drop(own_capture);
     copies_stop.cancel();
+    clock_stop.cancel();
+    if let Err(e) = clock.await {
+        tracing::error!(error = %e, "keeping the last known time failed");
+    }
     if let Err(e) = copies.await {
         tracing::error!(error = %e, "the database copier failed");
     }
@@ -476,7 +520,7 @@ pub async fn run(
             Ending::Reboot => ota.rebooting(),
             _ => None,
         },
-        lock,
+        lock: Some(lock),
     })
 }
 
@@ -547,21 +591,27 @@ impl OtherSignals {
     }
 }
 
-/// Serves the recovery page instead of the box when the settings database
-/// exists but cannot be used: no setup, no children, until SIGTERM or SIGINT,
-/// or a retry that finds the database restored (then a restart).
+/// Serves the recovery page instead of the box when the data directory or
+/// the settings database in it cannot be used: no setup, no children, until
+/// SIGTERM or SIGINT, or a retry or repair that worked (then a restart).
 async fn recover(
-    dir: &Path,
-    damage: crate::store::Damage,
+    problem: web::recovery::Problem,
     on: &Listen,
     mut inherited: Sockets,
-    lock: DataLock,
+    lock: Option<DataLock>,
 ) -> anyhow::Result<Ended> {
-    tracing::error!(
-        problem = %damage,
-        "obsbox starts in recovery: no setup and no services until a copy is restored \
-         (`obsbox db restore`) or the box is factory reset"
-    );
+    match &problem {
+        web::recovery::Problem::Database { .. } => tracing::error!(
+            %problem,
+            "obsbox starts in recovery: no setup and no services until a copy is restored \
+             (`obsbox db restore`) or the box is factory reset"
+        ),
+        web::recovery::Problem::Data { .. } => tracing::error!(
+            %problem,
+            "obsbox starts in recovery: no setup and no services until the data is repaired \
+             or reformatted"
+        ),
+    }
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut kept = Sockets::default();
@@ -571,18 +621,24 @@ async fn recover(
         kept.add("https", https);
     }
     let addr = listener.local_addr()?;
+    // stdout is the box's console: the repair code is shown there and
+    // nowhere else (not in the log, which the network can read later).
+    let code = match &problem {
+        web::recovery::Problem::Data { code, .. } if !code.is_empty() => {
+            format!("; the code for repairs from the web UI is {code}")
+        }
+        _ => String::new(),
+    };
     let _ = writeln!(
         std::io::stdout(),
-        "obsbox {} is in recovery: web UI on http://{addr}/ (data in {}): {damage}",
+        "obsbox {} is in recovery: web UI on http://{addr}/: {problem}{code}",
         env!("CARGO_PKG_VERSION"),
-        dir.display()
     );
     let lifecycle = Lifecycle::new();
-    let app = web::recovery::router(Arc::new(web::recovery::Recovery {
-        damage,
-        data_dir: dir.to_path_buf(),
-        lifecycle: lifecycle.clone(),
-    }));
+    let app = web::recovery::router(Arc::new(web::recovery::Recovery::new(
+        problem,
+        lifecycle.clone(),
+    )));
     let stopping = CancellationToken::new();
     let gate = web::serve::Gate::new(web::serve::Caps {
         per_address: web::serve::PER_ADDRESS,

@@ -5,6 +5,8 @@ mod alerts;
 mod app;
 mod backup;
 mod backup_cli;
+mod clock;
+mod data_boot;
 mod data_lock;
 mod diagnostics;
 mod disks;
@@ -75,6 +77,15 @@ enum Command {
         /// the open-file limit, keeping 512 descriptors for everything else].
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
         max_connections: Option<u32>,
+        /// The block device of the data file system, which the recovery page
+        /// can check or reformat when the data cannot be used.
+        #[arg(long, value_name = "PATH")]
+        data_device: Option<PathBuf>,
+        /// (Given by the image's init.) The data partition could not be
+        /// mounted, for this reason: start in recovery without touching the
+        /// data directory.
+        #[arg(long, value_name = "REASON")]
+        data_problem: Option<String>,
     },
     /// Validate the settings and every rendered child config; exit non-zero on a problem.
     Check {
@@ -107,10 +118,31 @@ enum Command {
         #[command(subcommand)]
         action: UpdateAction,
     },
+    /// (For the image's init.) Counts failed mounts of the data partition in
+    /// a file on the boot partition; `failed` prints what to do next:
+    /// `reboot` (the first failure) or `recover` (from the second on).
+    DataBoot {
+        #[command(subcommand)]
+        event: DataBootEvent,
+    },
     /// (Started by `obsbox run` itself.) Kills the children's cgroups below
     /// DIR when `obsbox run` dies without stopping them.
     #[command(name = supervisor::cgroup::GUARD_COMMAND, hide = true)]
     CgroupGuard { dir: PathBuf },
+}
+
+#[derive(Subcommand)]
+enum DataBootEvent {
+    /// The mount failed: count it and print `reboot` or `recover`.
+    Failed {
+        #[arg(long, value_name = "FILE")]
+        count_file: PathBuf,
+    },
+    /// The mount worked: clear the count.
+    Mounted {
+        #[arg(long, value_name = "FILE")]
+        count_file: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -343,6 +375,8 @@ fn run(command: Command, own_log: &logs::OwnLog) -> anyhow::Result<ExitCode> {
             reset_button_active_low,
             console,
             max_connections,
+            data_device,
+            data_problem,
         } => {
             // Before anything else runs: it edits the environment.
             let inherited = power::inherited();
@@ -361,10 +395,15 @@ fn run(command: Command, own_log: &logs::OwnLog) -> anyhow::Result<ExitCode> {
                 }),
                 console,
             };
+            let data_boot = app::DataBoot {
+                device: data_device,
+                problem: data_problem,
+            };
             let with = app::RunWith {
                 firmware: firmware.as_deref(),
                 controls: &controls,
                 own_log,
+                data: &data_boot,
             };
             let ended = runtime()?.block_on(app::run(&data.path(), &on, &with, inherited))?;
             // Held through a factory reset's wipe; the re-execution for a
@@ -404,6 +443,17 @@ fn run(command: Command, own_log: &logs::OwnLog) -> anyhow::Result<ExitCode> {
         Command::Backup { action } => backup_cli::command(action),
         Command::Bundle { action } => bundle_command(action),
         Command::Update { action } => update_command(action),
+        Command::DataBoot { event } => match event {
+            DataBootEvent::Failed { count_file } => {
+                println!("{}", data_boot::record_failure(&count_file).word());
+                Ok(ExitCode::SUCCESS)
+            }
+            DataBootEvent::Mounted { count_file } => {
+                data_boot::record_mount(&count_file)
+                    .with_context(|| format!("cannot clear {}", count_file.display()))?;
+                Ok(ExitCode::SUCCESS)
+            }
+        },
         Command::CgroupGuard { dir } => {
             supervisor::cgroup::guard(&dir);
             Ok(ExitCode::SUCCESS)

@@ -6,6 +6,7 @@ mod alerting;
 mod log_ingest;
 mod loki;
 mod power;
+mod time;
 pub mod users;
 
 pub use alerting::{
@@ -18,6 +19,7 @@ pub use power::{NutRole, NutServerSettings, NutUser, PowerSettings};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
+pub use time::TimeSettings;
 
 /// Every setting obsbox has. Stored section by section in the store.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -57,6 +59,8 @@ pub struct Settings {
     pub syslog: SyslogSettings,
     /// The Loki-compatible push endpoint for the LAN.
     pub log_intake: LogIntakeSettings,
+    /// The NTP servers of the box's clock.
+    pub time: TimeSettings,
 }
 
 impl Default for Settings {
@@ -79,6 +83,7 @@ impl Default for Settings {
             disks: DiskSettings::default(),
             syslog: SyslogSettings::default(),
             log_intake: LogIntakeSettings::default(),
+            time: TimeSettings::default(),
         }
     }
 }
@@ -780,6 +785,7 @@ pub const SECTIONS: &[&str] = &[
     "disks",
     "syslog",
     "log_intake",
+    "time",
 ];
 
 /// Names the built-in children take; extra children may not reuse them.
@@ -790,6 +796,7 @@ pub const BUILTIN_NAMES: &[&str] = &[
     "loki",
     "grafana",
     "blackbox",
+    "ntpd",
 ];
 
 /// What the running obsbox holds that settings must not clash with: the
@@ -1019,6 +1026,7 @@ impl Settings {
         self.disks.validate(&mut bad);
         self.syslog.validate(&mut bad);
         self.log_intake.validate(&mut bad);
+        self.time.validate(&mut bad);
         for (i, child) in self.children.iter().enumerate() {
             for dep in &child.depends_on {
                 if dep == &child.name || !names.contains(&dep.as_str()) {

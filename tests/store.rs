@@ -328,3 +328,200 @@ fn a_full_disk_answers_507_and_lost_log_bytes_are_counted() {
     obsbox.terminate();
     drop(mount);
 }
+
+/// `obsbox run` on a data directory it cannot use, its stdout (the box's
+/// console) read line by line; killed when dropped.
+struct Unusable {
+    process: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Unusable {
+    fn start(data: &Path, device: &Path, log: &Path) -> Unusable {
+        let log = std::fs::File::create(log).unwrap();
+        let mut process = Command::new(common::OBSBOX)
+            .args(["run", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data)
+            .arg("--data-device")
+            .arg(device)
+            .stdout(std::process::Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let (send, lines) = std::sync::mpsc::channel();
+        let stdout = process.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = send.send(line);
+            }
+        });
+        Unusable { process, lines }
+    }
+
+    /// The next console line saying obsbox is in recovery: (port, code).
+    fn in_recovery(&self) -> (u16, String) {
+        let line = self
+            .lines
+            .recv_timeout(WAIT)
+            .expect("a line on the console");
+        assert!(line.contains("is in recovery"), "{line}");
+        let port = line
+            .split("http://127.0.0.1:")
+            .nth(1)
+            .and_then(|rest| rest.split('/').next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {line:?}"));
+        let code = line.rsplit(' ').next().unwrap().to_string();
+        assert!(
+            code.len() == 6 && code.chars().all(|c| c.is_ascii_digit()),
+            "{line}"
+        );
+        (port, code)
+    }
+}
+
+impl Drop for Unusable {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+/// Any response: (status, body).
+fn call(port: u16, method: &str, path: &str, form: &[(&str, &str)]) -> (u16, String) {
+    let request = ureq::request(method, &format!("http://127.0.0.1:{port}{path}"));
+    let response = match if method == "POST" {
+        request.send_form(form)
+    } else {
+        request.call()
+    } {
+        Ok(r) | Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("{method} {path}: {e}"),
+    };
+    (
+        response.status(),
+        response.into_string().unwrap_or_default(),
+    )
+}
+
+#[test]
+fn an_unusable_data_directory_starts_recovery_and_the_console_code_reformats_the_device() {
+    let dir = tempfile::tempdir().unwrap();
+    // A file where the data directory should be: nothing can be created in it.
+    let data = dir.path().join("data");
+    std::fs::write(&data, "not a directory").unwrap();
+    // The data device: 8 MiB that are no file system.
+    let device = dir.path().join("data.img");
+    std::fs::write(&device, vec![0xa5u8; 8 << 20]).unwrap();
+    let log = dir.path().join("obsbox.log");
+    let obsbox = Unusable::start(&data, &device, &log);
+    let (port, code) = obsbox.in_recovery();
+
+    let (status, body) = call(port, "GET", "/api/recovery", &[]);
+    assert_eq!(status, 200, "{body}");
+    let recovery: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(recovery["problem"]["kind"], "data", "{recovery}");
+    assert!(
+        recovery["problem"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("cannot create the data directory"),
+        "{recovery}"
+    );
+    assert_eq!(recovery["repairs"], json!(["fsck", "reformat"]));
+    assert!(!body.contains(&code), "the code is on the console only");
+    let (status, page) = call(port, "GET", "/", &[]);
+    assert_eq!(status, 503);
+    assert!(page.contains("obsbox is in recovery") && page.contains("Reformat the data"));
+    assert!(page.contains(device.to_str().unwrap()) && !page.contains(&code));
+    let (status, body) = call(port, "GET", "/api/settings", &[]);
+    assert_eq!(status, 503);
+    assert!(serde_json::from_str::<Value>(&body).is_ok(), "{body}");
+    // This is not a damaged database: nothing to look at again.
+    assert_eq!(call(port, "POST", "/api/recovery/retry", &[]).0, 409);
+
+    // Without the console's code, nothing runs.
+    let wrong = if code == "000000" { "000001" } else { "000000" };
+    let (status, body) = call(
+        port,
+        "POST",
+        "/api/recovery/data",
+        &[("action", "fsck"), ("code", wrong)],
+    );
+    assert_eq!(status, 403, "{body}");
+    // A check cannot make a file system out of noise: no restart.
+    let (status, body) = call(
+        port,
+        "POST",
+        "/api/recovery/data",
+        &[("action", "fsck"), ("code", &code)],
+    );
+    assert_eq!(status, 409, "{body}");
+    let fsck: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(fsck["ok"], false, "{fsck}");
+    assert!(fsck["exit_code"].as_i64().unwrap() >= 4, "{fsck}");
+    // A reformat needs the typed confirmation.
+    let (status, body) = call(
+        port,
+        "POST",
+        "/api/recovery/data",
+        &[("action", "reformat"), ("code", &code), ("confirm", "yes")],
+    );
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("type REFORMAT"), "{body}");
+    let (status, body) = call(
+        port,
+        "POST",
+        "/api/recovery/data",
+        &[
+            ("action", "reformat"),
+            ("code", &code),
+            ("confirm", "REFORMAT"),
+        ],
+    );
+    assert_eq!(status, 200, "{body}");
+    // The device now holds a clean ext4 file system.
+    let checked = Command::new("e2fsck")
+        .args(["-n", "-f"])
+        .arg(&device)
+        .output()
+        .unwrap();
+    assert!(
+        checked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&checked.stdout)
+    );
+    // obsbox restarted itself (here a re-execution; on the box a reboot):
+    // the directory is still a file, so it is in recovery again, with a new
+    // code, on the same port.
+    let (again, _) = obsbox.in_recovery();
+    assert_eq!(again, port);
+    assert_eq!(call(port, "GET", "/api/recovery", &[]).0, 200);
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(log.contains("obsbox starts in recovery"), "{log}");
+    assert!(!log.contains(&code), "the code is in the log:\n{log}");
+}
+
+#[test]
+fn init_reboots_after_the_first_failed_mount_and_recovers_from_the_second() {
+    let dir = tempfile::tempdir().unwrap();
+    let count = dir.path().join("obsbox-data-failures");
+    let data_boot = |event: &str| {
+        let out = Command::new(common::OBSBOX)
+            .args(["data-boot", event, "--count-file"])
+            .arg(&count)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(data_boot("failed"), "reboot\n");
+    assert_eq!(data_boot("failed"), "recover\n");
+    assert_eq!(data_boot("mounted"), "");
+    assert!(!count.exists());
+    assert_eq!(data_boot("failed"), "reboot\n");
+}

@@ -411,3 +411,44 @@ fn the_diagnostics_bundle_explains_the_box_and_holds_no_secret() {
     }
     assert_eq!(obsbox.api_audit()[0], "system.diagnostics");
 }
+
+#[test]
+fn the_clock_state_comes_from_the_kernel_and_the_last_known_time_is_kept_on_data() {
+    let mut obsbox = Obsbox::start(&[("services", services_only(&[]))]);
+    let time = obsbox.get("/api/system/time");
+    let synchronised = time["synchronised"].as_bool().expect("a bool");
+    assert!(time["offset_seconds"].is_number(), "{time}");
+    // Kept from the start on, so a Pi's next boot has it.
+    let time = wait_for("the last known time kept", READY, || {
+        let time = obsbox.get("/api/system/time");
+        time["last_known"].is_string().then_some(time)
+    });
+    let kept = time["last_known"].as_str().unwrap();
+    assert_eq!(kept[..10], time["now"].as_str().unwrap()[..10], "{time}");
+    let metric = obsbox.metric_lines("obsbox_time_synchronised");
+    assert_eq!(
+        metric,
+        [format!(
+            "obsbox_time_synchronised {}",
+            u8::from(synchronised)
+        )],
+        "{metric:?}"
+    );
+    // A clock behind the kept time is set forward at start; here the kept
+    // time is in the past, so the clock is left alone and the file is
+    // written again at the stop.
+    let file = obsbox.data.join("clock-last-known");
+    obsbox.restart_after(|| std::fs::write(&file, "1000\n").unwrap());
+    wait_for("the last known time written again", READY, || {
+        let time = obsbox.get("/api/system/time");
+        (time["last_known"] != "1970-01-01T00:16:40Z").then_some(())
+    });
+    assert!(
+        std::fs::read_to_string(&file)
+            .unwrap()
+            .trim()
+            .parse::<i64>()
+            .unwrap()
+            > 1000
+    );
+}

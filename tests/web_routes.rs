@@ -149,6 +149,7 @@ const READS: &[Case] = &[
     ),
     case("/api/silences", "GET", "/api/silences", None),
     case("/api/system/tls", "GET", "/api/system/tls", None),
+    case("/api/system/time", "GET", "/api/system/time", None),
     case(
         "/api/system/diagnostics",
         "GET",
@@ -381,9 +382,11 @@ const ELSEWHERE: &[&str] = &[
     "/api/alerts/notify",
     "/api/alerts/relay/{receiver}",
     "/loki/api/v1/push",
-    // Served only by the recovery router of a damaged database (tests/store.rs).
+    // Served only by the recovery router of a damaged database or an
+    // unusable data directory (tests/store.rs).
     "/api/recovery",
     "/api/recovery/retry",
+    "/api/recovery/data",
     "/healthz",
     "/metrics",
     "/static/{*path}",

@@ -256,6 +256,11 @@ impl Services {
         }
     }
 
+    /// The data directory the children's files are in.
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.env.data_dir
+    }
+
     /// The stored settings.
     pub fn settings(&self) -> Result<Settings, ServicesError> {
         Ok(self.store.settings()?)

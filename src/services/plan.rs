@@ -4,7 +4,7 @@
 use super::render::{paths, proxied_url, SecretGrant};
 use super::Environment;
 use crate::settings::users::{self, ChildUser};
-use crate::settings::{ExtraChild, Readiness, RestartSettings, Service, Settings};
+use crate::settings::{ExtraChild, Readiness, RestartSettings, Service, Settings, TimeSettings};
 use crate::store::Store;
 use crate::supervisor::{ChildPlan, ChildSpec, Launch, Probe, Reload, RestartPolicy, RunAs};
 use nix::sys::signal::Signal;
@@ -107,12 +107,70 @@ fn is_executable(path: &Path) -> bool {
         .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
-/// Every child, in start order: the enabled built-ins, then the user's.
+/// Where udhcpc's hook leaves the NTP servers DHCP offered
+/// (`image/overlay/usr/lib/obsbox/udhcpc.script`).
+pub const DHCP_NTP_SERVERS: &str = "/run/ntp-servers";
+
+/// The name of the NTP daemon child.
+pub const NTPD: &str = "ntpd";
+
+/// busybox `ntpd`'s arguments: in the foreground, DHCP's servers first (when
+/// used), then the configured ones, each once.
+pub fn ntpd_args(time: &TimeSettings, dhcp: Option<&str>) -> Vec<String> {
+    let from_dhcp = dhcp
+        .filter(|_| time.use_dhcp_servers)
+        .unwrap_or("")
+        .split_whitespace();
+    let mut seen = BTreeSet::new();
+    let mut args = vec![NTPD.to_string(), "-n".into()];
+    for server in from_dhcp.chain(time.servers.iter().map(String::as_str)) {
+        if seen.insert(server.to_ascii_lowercase()) {
+            args.extend(["-p".to_string(), server.to_string()]);
+        }
+    }
+    args
+}
+
+/// The NTP daemon, when NTP is on and busybox is installed (no plan at all
+/// otherwise: it is optional). It runs as root: setting the clock needs it.
+fn ntpd_plan(settings: &Settings, env: &Environment, locator: &Locator) -> Option<ChildPlan> {
+    if !settings.time.enabled {
+        return None;
+    }
+    let program = locator.find(None, &["busybox"]).ok()?;
+    let dhcp = std::fs::read_to_string(DHCP_NTP_SERVERS).ok();
+    Some(ChildPlan {
+        name: NTPD.into(),
+        depends_on: Vec::new(),
+        launch: Launch::Run(Box::new(ChildSpec {
+            program,
+            args: ntpd_args(&settings.time, dhcp.as_deref()),
+            env: Vec::new(),
+            cwd: env.data_dir.join("children").join(NTPD),
+            user: None,
+            readiness: Probe::None,
+            // New servers take a restart.
+            reload: Reload::Restart,
+            stop_signal: Signal::SIGTERM,
+            stop_grace: Duration::from_secs(5),
+            restart: RestartPolicy::default(),
+            memory_max: None,
+        })),
+    })
+}
+
+/// Every child, in start order: the NTP daemon on the appliance, the
+/// enabled built-ins, then the user's.
 pub fn plans(settings: &Settings, env: &Environment, locator: &Locator) -> Vec<ChildPlan> {
     let s = &settings.services;
     let builtin_user = builtin_user(&settings.general.child_user, is_root());
     let abs = |rel: &str| env.data_dir.join(rel).display().to_string();
     let mut plans = Vec::new();
+    // Only as PID 1, i.e. on the appliance: obsbox never sets the clock of a
+    // machine it merely runs on (a developer's, a test's).
+    if std::process::id() == 1 {
+        plans.extend(ntpd_plan(settings, env, locator));
+    }
     let mut builtin = |name: &str,
                        service: &Service,
                        names: &[&str],
@@ -511,6 +569,49 @@ mod tests {
             search: vec![dir.path().to_path_buf()],
         };
         (dir, locator)
+    }
+
+    #[test]
+    fn ntpd_follows_dhcps_servers_then_the_configured_ones_and_needs_busybox() {
+        let mut time = TimeSettings {
+            servers: vec!["0.pool.ntp.org".into(), "192.0.2.1".into()],
+            ..TimeSettings::default()
+        };
+        assert_eq!(
+            ntpd_args(&time, Some("192.0.2.1 192.0.2.2\n")),
+            [
+                "ntpd",
+                "-n",
+                "-p",
+                "192.0.2.1",
+                "-p",
+                "192.0.2.2",
+                "-p",
+                "0.pool.ntp.org"
+            ]
+        );
+        time.use_dhcp_servers = false;
+        assert_eq!(
+            ntpd_args(&time, Some("192.0.2.9")),
+            ["ntpd", "-n", "-p", "0.pool.ntp.org", "-p", "192.0.2.1"]
+        );
+        let mut settings = Settings::default();
+        let (_none, without) = bin_dir(&[]);
+        assert!(ntpd_plan(&settings, &env(), &without).is_none());
+        let (_d, with) = bin_dir(&["busybox"]);
+        let plan = ntpd_plan(&settings, &env(), &with).unwrap();
+        let spec = match &plan.launch {
+            Launch::Run(spec) => spec,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(spec.user, None, "setting the clock needs root");
+        assert_eq!(spec.args[..2], ["ntpd", "-n"]);
+        settings.time.enabled = false;
+        assert!(ntpd_plan(&settings, &env(), &with).is_none());
+        // Not PID 1 here: never a plan, whatever is installed.
+        assert!(plans(&Settings::default(), &env(), &with)
+            .iter()
+            .all(|p| p.name != NTPD));
     }
 
     #[test]

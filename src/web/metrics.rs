@@ -178,6 +178,19 @@ pub(super) async fn metrics(State(app): State<Arc<AppState>>, headers: HeaderMap
 
     register_logs_in(&mut registry, &app.logs_in);
 
+    match crate::clock::kernel_sync() {
+        Ok(sync) => {
+            let synchronised = Gauge::<i64>::default();
+            synchronised.set(i64::from(sync.synchronised));
+            registry.register(
+                "obsbox_time_synchronised",
+                "1 when the kernel counts the clock as synchronised by NTP (no STA_UNSYNC), else 0",
+                synchronised,
+            );
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot read the clock's state"),
+    }
+
     let rss = Gauge::<i64>::default();
     rss.set(resident_bytes());
     registry.register(

@@ -104,6 +104,7 @@ mod tests {
         "ChildCrashLooping",
         "ChildMemoryNearLimit",
         "ChildLogsLost",
+        "ClockNotSynchronised",
         "ConfigReloadFailed",
         "LogErrorRateSpike",
         "LogLinesRefused",

@@ -1,4 +1,4 @@
-//! `/api/system`: reboot, factory reset and the diagnostics bundle.
+//! `/api/system`: reboot, factory reset, the diagnostics bundle and the clock.
 
 use super::auth::Actor;
 use super::{json_body, ApiError, ApiResult, AppState};
@@ -20,6 +20,24 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
         .route("/api/system/reboot", post(reboot))
         .route("/api/system/factory-reset", post(factory_reset))
         .route("/api/system/diagnostics", get(diagnostics))
+        .route("/api/system/time", get(time))
+}
+
+/// The clock: the kernel's sync state and the last known time kept on /data.
+async fn time(State(app): State<Arc<AppState>>, _actor: Actor) -> ApiResult {
+    let sync = crate::clock::kernel_sync()
+        .map_err(|e| ApiError::internal("cannot read the clock's state", e))?;
+    let last_known = crate::clock::last_known(app.services.data_dir());
+    Ok(Json(json!({
+        "now": jiff::Timestamp::now().to_string(),
+        "synchronised": sync.synchronised,
+        "offset_seconds": sync.offset_seconds,
+        "max_error_seconds": sync.max_error_seconds,
+        "last_known": last_known
+            .and_then(|t| jiff::Timestamp::from_second(t).ok())
+            .map(|t| t.to_string()),
+    }))
+    .into_response())
 }
 
 impl From<ResetError> for ApiError {

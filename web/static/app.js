@@ -175,7 +175,7 @@ export function when(time) {
 }
 
 const TONES = {
-  ok: ['ready', 'up', 'ok', 'resolved', 'active', 'keep', 'yes', 'good'],
+  ok: ['ready', 'up', 'ok', 'resolved', 'active', 'keep', 'yes', 'good', 'synchronised'],
   bad: ['crash-looping', 'down', 'unavailable', 'failed', 'firing', 'critical', 'not installed', 'remove', 'failing', 'monitoring error', 'bad'],
 };
 

@@ -13,6 +13,11 @@ const SECTIONS = [
     { path: 'timezone', label: 'Time zone', kind: 'zone', range: "an IANA zone; empty is the system's zone", hint: 'Backup schedules, retention periods and every time the UI shows are reckoned in it.' },
     { path: 'child_user', label: "Children's user", range: 'auto, "" (root) or a user in /etc/passwd', hint: 'The Unix user Prometheus, Loki and the others run as. auto: obsbox, else nobody.' },
   ] },
+  { section: 'time', title: 'Clock (NTP)', fields: [
+    { path: 'enabled', label: 'Keep the clock synchronised (NTP)', kind: 'checkbox' },
+    { path: 'servers', label: 'NTP servers', kind: 'list', range: 'host names or IP addresses separated by spaces, at most 8', hint: 'On the appliance busybox ntpd follows them; the System page shows whether the clock is synchronised.' },
+    { path: 'use_dhcp_servers', label: "Also use the servers DHCP offers", kind: 'checkbox' },
+  ] },
   { section: 'alerting', title: 'Links', fields: [
     { path: 'external_url', label: 'External URL', kind: 'url', range: 'http(s)://…, no ?, # or ;', hint: 'How people reach this box: the base of runbook links in alerts and of the links to Grafana and Prometheus. Empty: http://<host name>:<web port>.' },
   ] },
@@ -64,7 +69,7 @@ const set = (value, path, field) => {
   const last = keys.pop();
   keys.reduce((v, key) => v[key], value)[last] = field;
 };
-const shown = (v) => (v === '' ? '(empty)' : v === null || v === undefined ? '(unset)' : String(v));
+const shown = (v) => (v === '' ? '(empty)' : v === null || v === undefined ? '(unset)' : Array.isArray(v) ? v.join(' ') || '(none)' : String(v));
 const idOf = (section, path) => `${section}-${path.replace('.', '-')}`;
 
 function fieldOf(section, f, fallback) {
@@ -75,7 +80,7 @@ function fieldOf(section, f, fallback) {
   let control;
   if (f.kind === 'zone') control = el('select', { id, name, 'aria-describedby': described });
   else if (f.kind === 'checkbox') control = el('input', { id, name, type: 'checkbox', 'aria-describedby': described });
-  else control = el('input', { id, name, type: f.kind || 'text', min: f.min, max: f.max, 'aria-describedby': described, autocomplete: 'off' });
+  else control = el('input', { id, name, type: f.kind === 'list' ? 'text' : f.kind || 'text', min: f.min, max: f.max, 'aria-describedby': described, autocomplete: 'off' });
   return el('div', { class: f.kind === 'checkbox' ? 'field check' : 'field' },
     f.kind === 'checkbox' ? [control, el('label', { for: id }, f.label)] : [el('label', { for: id }, f.label), control],
     el('p', { class: 'hint', id: `${id}-hint` }, about),
@@ -86,12 +91,14 @@ function read(form, f) {
   const field = form.elements[f.path.replaceAll('.', '_')];
   if (f.kind === 'checkbox') return field.checked;
   if (f.kind === 'number') return field.value === '' ? null : Number(field.value);
+  if (f.kind === 'list') return field.value.split(/[\s,]+/).filter(Boolean);
   return field.value.trim();
 }
 
 function write(form, f, value) {
   const field = form.elements[f.path.replaceAll('.', '_')];
   if (f.kind === 'checkbox') field.checked = Boolean(value);
+  else if (f.kind === 'list') field.value = (value || []).join(' ');
   else field.value = value === null || value === undefined ? '' : String(value);
 }
 

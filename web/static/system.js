@@ -1,4 +1,4 @@
-// System: firmware updates, reboot, factory reset, diagnostics, the TLS certificate, the audit log.
+// System: firmware updates, reboot, factory reset, diagnostics, the clock, the TLS certificate, the audit log.
 import { api, ApiError, badge, bytes, table, when, onSubmit, say, el } from './app.js';
 
 const $ = (id) => document.getElementById(id);
@@ -13,6 +13,17 @@ onSubmit($('reset-form'), async ({ hostname }, send) => {
   await send('POST', '/api/system/factory-reset', { hostname });
   say('Erasing. The appliance restarts into first-boot setup.');
 });
+
+/** The clock: synchronised or not, as the kernel counts it (/api/system/time). */
+async function showTime() {
+  const t = await api('GET', '/api/system/time');
+  $('time-status').replaceChildren(
+    el('p', {}, [badge(t.synchronised ? 'synchronised' : 'not synchronised'), ` ${t.now}`]),
+    el('dl', { class: 'facts' }, [
+      el('dt', {}, 'offset'), el('dd', {}, `${(t.offset_seconds * 1000).toFixed(1)} ms`),
+      el('dt', {}, 'last known time on /data'), el('dd', {}, t.last_known ?? 'none yet'),
+    ]));
+}
 
 async function showTls() {
   const tls = await api('GET', '/api/system/tls');
@@ -197,3 +208,4 @@ onSubmit(auditForm, showAudit);
 showAudit().catch(() => {});
 showFirmware().catch(() => {});
 showTls().catch(() => {});
+showTime().catch(() => {});

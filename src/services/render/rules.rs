@@ -190,6 +190,15 @@ impl<'a> Catalog<'a> {
                 description: "{{ $labels.child }} has used {{ $value | printf \"%.1f\" }}% of its memory limit (memory_max_bytes) for 5 minutes. At the limit the kernel reclaims its memory, then kills it.".into(),
             },
             Alert {
+                name: "ClockNotSynchronised",
+                expr: "obsbox_time_synchronised == 0".into(),
+                wait: Some("30m"),
+                severity: "warning",
+                service: "appliance",
+                summary: "the box's clock is not synchronised",
+                description: "For 30 minutes the kernel has not counted the clock as synchronised by NTP: certificate checks, schedules, retention and log timestamps may be off. No NTP server answers, or no NTP daemon runs.".into(),
+            },
+            Alert {
                 name: "ChildLogsLost",
                 expr: "increase(obsbox_child_log_write_errors_bytes_total[5m]) > 0".into(),
                 wait: None,
