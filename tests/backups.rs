@@ -763,16 +763,19 @@ fn pbs_verification_reports_the_servers_verify_state() {
     let fx = fixture(3);
     // A datastore of 64 KiB: the backup fills it past 90%.
     std::fs::write(fx.root.join("store1/.size"), "65536").unwrap();
-    let obsbox = pbs::start(&fx, &[], &[]);
+    let mut obsbox = pbs::start(&fx, &[], &[]);
     create_job(&obsbox, job("photos", &fx.source));
     obsbox.send("POST", "/api/backups/jobs/photos/run", "");
     let backup = finished_run(&obsbox, "photos", "backup", 0);
     assert_eq!(backup["result"], "ok", "{backup}");
-    let storage = &obsbox.get("/api/backups")["jobs"][0]["storage"];
+    let storage = obsbox.get("/api/backups")["jobs"][0]["storage"].clone();
     assert_eq!(storage["size_bytes"], 65536, "{storage}");
     let used = storage["used_bytes"].as_u64().unwrap();
     assert!(used > 0, "{storage}");
     assert_eq!(storage["avail_bytes"], 65536 - used, "{storage}");
+    // Kept across a restart, before any run reads it again.
+    obsbox.restart();
+    assert_eq!(obsbox.get("/api/backups")["jobs"][0]["storage"], storage);
     assert_eq!(
         obsbox.metric_lines("obsbox_backup_repository_size_bytes{"),
         ["obsbox_backup_repository_size_bytes{backup_job=\"photos\"} 65536.0"]
