@@ -16,6 +16,7 @@ mod calendar;
 mod client;
 mod history;
 mod hooks;
+mod keys;
 mod manifest;
 mod objectives;
 mod options;

@@ -390,7 +390,7 @@ impl Client {
 
 /// Runs the client to its end, keeping all of stdout and stderr (up to
 /// 64 MiB each): listings can be long, and PBS prints its catalog on stderr.
-async fn capture(
+pub(super) async fn capture(
     client: &Client,
     reaper: &Reaper,
     args: &[String],
@@ -907,7 +907,7 @@ pub(crate) fn offline_client(
 }
 
 impl super::Backups {
-    fn client_of(&self, name: &str) -> Result<Client, BackupError> {
+    pub(super) fn client_of(&self, name: &str) -> Result<Client, BackupError> {
         let settings = self.services.settings()?;
         let job = settings
             .backups
