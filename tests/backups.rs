@@ -656,6 +656,26 @@ fn a_key_made_on_the_box_encrypts_the_jobs_backups_and_is_never_shown() {
     obsbox.send("POST", "/api/backups/jobs/photos/drill", "");
     let drill = finished_run(&obsbox, "photos", "drill", 0);
     assert_eq!(drill["result"], "ok", "{drill}");
+
+    // Exported only to whoever gives the password again.
+    let export = |password: &str| {
+        obsbox.send(
+            "POST",
+            "/api/backups/keys/photos/export",
+            &json!({ "password": password }).to_string(),
+        )
+    };
+    let (status, refused) = export("not the password");
+    assert_eq!(status, 403, "{refused}");
+    assert!(!refused.to_string().contains(data));
+    let (status, exported) = export(common::PASSWORD);
+    assert_eq!(status, 200, "{exported}");
+    assert_eq!(exported, key, "the export is the key file itself");
+    assert!(obsbox
+        .get("/api/audit")
+        .to_string()
+        .contains("backup.key_export"));
+    assert!(!obsbox.log().contains(data), "the log shows the key");
 }
 
 /// Two jobs into one datastore, each keeping one snapshot: each one's prune

@@ -111,12 +111,6 @@ const READS: &[Case] = &[
         None,
     ),
     case(
-        "/api/backups/keys/{name}",
-        "POST",
-        "/api/backups/keys/nope",
-        None,
-    ),
-    case(
         "/api/backups/restores",
         "GET",
         "/api/backups/restores",
@@ -202,6 +196,18 @@ const READ_STATUS: &[(&str, u16)] = &[
 
 /// Routes that change something, each with a bad request and the 4xx it earns.
 const CHANGES: &[Case] = &[
+    case(
+        "/api/backups/keys/{name}",
+        "POST",
+        "/api/backups/keys/nope",
+        Some(("", 404)),
+    ),
+    case(
+        "/api/backups/keys/{name}/export",
+        "POST",
+        "/api/backups/keys/nope/export",
+        Some(("{}", 422)),
+    ),
     case(
         "/api/services/{name}/{action}",
         "POST",

@@ -62,6 +62,16 @@ impl Backups {
         key_info(&json).map_err(BackupError::Client)
     }
 
+    /// `job`'s key file, for a copy kept off the box.
+    pub fn key_file(&self, job: &str) -> Result<Vec<u8>, BackupError> {
+        let client = self.client_of(job)?;
+        refuse_restic(&client)?;
+        let path = client.secrets.encryption_key.ok_or_else(|| {
+            BackupError::NotFound(format!("backup job '{job}' has no encryption key"))
+        })?;
+        std::fs::read(&path).map_err(|e| BackupError::Client(format!("{}: {e}", path.display())))
+    }
+
     /// Has the client create a new key for `job`, which has none yet (a key
     /// is never replaced here: snapshots made with it need it to restore).
     pub async fn create_key(&self, job: &str, actor: &str) -> Result<KeyInfo, BackupError> {
