@@ -159,6 +159,17 @@ impl Accounts {
         self.open_session(ADMIN)
     }
 
+    /// Checks a signed-in user's password again before something sensitive
+    /// (exporting an encryption key); failures count as failed logins do.
+    pub async fn reauthenticate(
+        &self,
+        peer: IpAddr,
+        user: &str,
+        password: &str,
+    ) -> Result<(), AccountsError> {
+        self.check_password(peer, user, password).await
+    }
+
     /// Every check of a password goes through here: failures count against
     /// `peer`, and while it is locked out even the right password is refused.
     async fn check_password(

@@ -255,6 +255,10 @@ const MIGRATIONS: &[&str] = &[
     "CREATE TABLE backup_halts (reason TEXT PRIMARY KEY, since INTEGER NOT NULL);
     CREATE TABLE backup_jobs (job TEXT PRIMARY KEY, created_at INTEGER NOT NULL);
     ALTER TABLE backup_files ADD COLUMN changed INTEGER NOT NULL DEFAULT 0;",
+    // Backups: each job's repository usage and the latest restores (each as
+    // the JSON the API shows), so neither is lost when obsbox restarts.
+    "CREATE TABLE backup_storage (job TEXT PRIMARY KEY, storage TEXT NOT NULL);
+    CREATE TABLE backup_restores (id INTEGER PRIMARY KEY, status TEXT NOT NULL);",
 ];
 
 /// A handle on the store; cheap to clone. Calls block briefly on SQLite.

@@ -119,7 +119,7 @@ fn refused(obsbox: &Obsbox, job: &str, request: Value) -> String {
 #[test]
 fn pbs_snapshots_are_listed_browsed_restored_and_downloaded() {
     let fx = fixture(3);
-    let obsbox = pbs::start(&fx, &[], &[]);
+    let mut obsbox = pbs::start(&fx, &[], &[]);
     create_job(&obsbox, job("photos", &fx.source));
     let run = backed_up(&obsbox, "photos");
 
@@ -182,6 +182,13 @@ fn pbs_snapshots_are_listed_browsed_restored_and_downloaded() {
     assert_eq!(done["state"], "ok", "{done}");
     assert_eq!(done["files"], 4, "{done}");
     assert_eq!(obsbox.get("/api/backups/restores")[0]["id"], done["id"]);
+    // The restores are still listed after a restart.
+    obsbox.restart();
+    assert_eq!(obsbox.get("/api/backups/restores")[0], done);
+    assert_eq!(
+        obsbox.get(&format!("/api/backups/restores/{}", done["id"])),
+        done
+    );
 
     // Never over the system, obsbox's data, anything there, or by `..`.
     for (target, why) in [

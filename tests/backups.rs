@@ -588,6 +588,96 @@ fn an_encrypted_job_can_be_edited_and_still_restores() {
     assert_eq!(drill["result"], "ok", "{drill}");
 }
 
+/// A key made on the box: the client creates it, it is kept 0600, only its
+/// metadata is shown, and the job's backups are encrypted with it.
+#[test]
+fn a_key_made_on_the_box_encrypts_the_jobs_backups_and_is_never_shown() {
+    let fx = fixture(3);
+    let obsbox = pbs::start(&fx, &[], &[]);
+    create_job(&obsbox, job("photos", &fx.source));
+    assert_eq!(obsbox.send("GET", "/api/backups/keys/photos", "").0, 404);
+    let (status, made) = obsbox.send("POST", "/api/backups/keys/photos", "");
+    assert_eq!(status, 201, "{made}");
+    assert_eq!(made["kdf"], "none", "{made}");
+    let fingerprint = made["fingerprint"].as_str().unwrap().to_string();
+    assert_eq!(fingerprint.split(':').count(), 32, "{made}");
+    // Stable, and never replaced: snapshots made with it need it.
+    assert_eq!(obsbox.get("/api/backups/keys/photos"), made);
+    assert_eq!(obsbox.send("POST", "/api/backups/keys/photos", "").0, 409);
+    assert_eq!(obsbox.get("/api/backups/keys/photos"), made);
+    assert_eq!(
+        obsbox.get("/api/backups")["jobs"][0]["encryption_key_set"],
+        true
+    );
+
+    let secret = obsbox.data.join("secrets/backup/photos/encryption-key");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        secret.metadata().unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let key: Value = serde_json::from_slice(&std::fs::read(&secret).unwrap()).unwrap();
+    assert_eq!(key["fingerprint"], fingerprint.as_str());
+    let data = key["data"].as_str().unwrap();
+    for path in ["/api/backups", "/api/backups/keys/photos", "/api/audit"] {
+        assert!(
+            !obsbox.get(path).to_string().contains(data),
+            "{path} shows the key"
+        );
+    }
+    assert!(!obsbox.log().contains(data), "the log shows the key");
+    assert!(
+        obsbox.get("/api/audit").to_string().contains(&fingerprint),
+        "the key's creation is audited by its fingerprint"
+    );
+
+    obsbox.send("POST", "/api/backups/jobs/photos/run", "");
+    let run = finished_run(&obsbox, "photos", "backup", 0);
+    assert_eq!(run["result"], "ok", "{run}");
+    let manifest = fx
+        .root
+        .join("store1")
+        .join(run["snapshot"].as_str().unwrap())
+        .join("index.json.blob");
+    let manifest: Value = serde_json::from_slice(&std::fs::read(manifest).unwrap()).unwrap();
+    assert_eq!(
+        manifest["unprotected"]["key-fingerprint"],
+        fingerprint.as_str()
+    );
+    assert!(
+        manifest["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["crypt-mode"] == "encrypt"),
+        "{manifest}"
+    );
+    // The drill restores with the same key.
+    obsbox.send("POST", "/api/backups/jobs/photos/drill", "");
+    let drill = finished_run(&obsbox, "photos", "drill", 0);
+    assert_eq!(drill["result"], "ok", "{drill}");
+
+    // Exported only to whoever gives the password again.
+    let export = |password: &str| {
+        obsbox.send(
+            "POST",
+            "/api/backups/keys/photos/export",
+            &json!({ "password": password }).to_string(),
+        )
+    };
+    let (status, refused) = export("not the password");
+    assert_eq!(status, 403, "{refused}");
+    assert!(!refused.to_string().contains(data));
+    let (status, exported) = export(common::PASSWORD);
+    assert_eq!(status, 200, "{exported}");
+    assert_eq!(exported, key, "the export is the key file itself");
+    assert!(obsbox
+        .get("/api/audit")
+        .to_string()
+        .contains("backup.key_export"));
+    assert!(!obsbox.log().contains(data), "the log shows the key");
+}
+
 /// Two jobs into one datastore, each keeping one snapshot: each one's prune
 /// keeps to its own group, so both snapshots stay.
 #[test]
@@ -763,16 +853,19 @@ fn pbs_verification_reports_the_servers_verify_state() {
     let fx = fixture(3);
     // A datastore of 64 KiB: the backup fills it past 90%.
     std::fs::write(fx.root.join("store1/.size"), "65536").unwrap();
-    let obsbox = pbs::start(&fx, &[], &[]);
+    let mut obsbox = pbs::start(&fx, &[], &[]);
     create_job(&obsbox, job("photos", &fx.source));
     obsbox.send("POST", "/api/backups/jobs/photos/run", "");
     let backup = finished_run(&obsbox, "photos", "backup", 0);
     assert_eq!(backup["result"], "ok", "{backup}");
-    let storage = &obsbox.get("/api/backups")["jobs"][0]["storage"];
+    let storage = obsbox.get("/api/backups")["jobs"][0]["storage"].clone();
     assert_eq!(storage["size_bytes"], 65536, "{storage}");
     let used = storage["used_bytes"].as_u64().unwrap();
     assert!(used > 0, "{storage}");
     assert_eq!(storage["avail_bytes"], 65536 - used, "{storage}");
+    // Kept across a restart, before any run reads it again.
+    obsbox.restart();
+    assert_eq!(obsbox.get("/api/backups")["jobs"][0]["storage"], storage);
     assert_eq!(
         obsbox.metric_lines("obsbox_backup_repository_size_bytes{"),
         ["obsbox_backup_repository_size_bytes{backup_job=\"photos\"} 65536.0"]

@@ -105,6 +105,12 @@ const READS: &[Case] = &[
         None,
     ),
     case(
+        "/api/backups/keys/{name}",
+        "GET",
+        "/api/backups/keys/nope",
+        None,
+    ),
+    case(
         "/api/backups/restores",
         "GET",
         "/api/backups/restores",
@@ -175,6 +181,7 @@ const READ_STATUS: &[(&str, u16)] = &[
     ("/api/backups/jobs/nope/files?path=/", 400),
     ("/api/backups/jobs/nope/download?snapshot=x&path=/", 404),
     ("/api/backups/restores/7", 404),
+    ("/api/backups/keys/nope", 404),
     ("/api/alerts?status=bogus", 422),
     // Without --https-listen there is no certificate to show.
     ("/api/system/tls", 409),
@@ -190,6 +197,18 @@ const READ_STATUS: &[(&str, u16)] = &[
 
 /// Routes that change something, each with a bad request and the 4xx it earns.
 const CHANGES: &[Case] = &[
+    case(
+        "/api/backups/keys/{name}",
+        "POST",
+        "/api/backups/keys/nope",
+        Some(("", 404)),
+    ),
+    case(
+        "/api/backups/keys/{name}/export",
+        "POST",
+        "/api/backups/keys/nope/export",
+        Some(("{}", 422)),
+    ),
     case(
         "/api/services/{name}/{action}",
         "POST",

@@ -326,12 +326,12 @@ pub fn job_created(store: &Store, job: &str) -> Result<i64, StoreError> {
     })
 }
 
-/// Forgets the schedule slots and creation time of every job not in `jobs`:
-/// a job made again later under an old name starts afresh.
+/// Forgets the schedule slots, creation time and repository usage of every
+/// job not in `jobs`: a job made again later under an old name starts afresh.
 pub fn forget_other_jobs(store: &Store, jobs: &[&str]) -> Result<(), StoreError> {
     let names = serde_json::to_string(jobs).unwrap_or_else(|_| "[]".into());
     store.with_conn(|c| {
-        for table in ["backup_slots", "backup_jobs"] {
+        for table in ["backup_slots", "backup_jobs", "backup_storage"] {
             c.execute(
                 &format!("DELETE FROM {table} WHERE job NOT IN (SELECT value FROM json_each(?1))"),
                 [&names],

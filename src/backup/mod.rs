@@ -16,6 +16,7 @@ mod calendar;
 mod client;
 mod history;
 mod hooks;
+mod keys;
 mod manifest;
 mod objectives;
 mod options;
@@ -392,7 +393,7 @@ impl Backups {
             store: ctx.store.clone(),
             services: ctx.services.clone(),
             ctx: ctx.clone(),
-            restores: Arc::default(),
+            restores: Arc::new(restore::Restores::open(ctx.store.clone())?),
         };
         let actor = Actor {
             ctx,
@@ -401,7 +402,6 @@ impl Backups {
             halts,
             job_halts: BTreeMap::new(),
             running: HashMap::new(),
-            storage: Arc::default(),
             pending: BTreeMap::new(),
             due: BTreeMap::new(),
             fired: BTreeMap::new(),
@@ -655,8 +655,6 @@ fn normalize(job: &mut BackupJob) {
 }
 
 /// Each job's repository usage, as last read.
-type StorageByJob = Arc<Mutex<HashMap<String, Storage>>>;
-
 struct Running {
     run_id: i64,
     kind: Kind,
@@ -683,7 +681,6 @@ struct Actor {
     /// Halt reasons of single jobs, by job.
     job_halts: BTreeMap<String, BTreeSet<String>>,
     running: HashMap<String, Running>,
-    storage: StorageByJob,
     /// Runs waiting for their job to be free or for the halts to end, with
     /// the schedule slot each runs for (none when asked for by hand).
     pending: BTreeMap<(String, Kind), Option<i64>>,
@@ -1054,7 +1051,6 @@ impl Actor {
             job,
             run_id,
             shared: running.shared.clone(),
-            storage: self.storage.clone(),
         };
         self.running.insert(name.clone(), running);
         let tx = self.tx.clone();
@@ -1121,7 +1117,7 @@ impl Actor {
                     password_set: secret_set("password"),
                     encryption_key_set: secret_set("encryption-key"),
                     counts: history::counts(store, &job.name, rto_ms).unwrap_or_default(),
-                    storage: lock(&self.storage).get(&job.name).cloned(),
+                    storage: storage::saved(store, &job.name).ok().flatten(),
                     rpo_seconds: objectives::rpo(job, &now).as_secs(),
                     rto_seconds: rto.as_secs(),
                     created_at: history::job_created(store, &job.name).ok(),
@@ -1232,7 +1228,6 @@ struct RunTask {
     job: BackupJob,
     run_id: i64,
     shared: Arc<RunShared>,
-    storage: StorageByJob,
 }
 
 /// Why a run did not succeed.
@@ -1291,7 +1286,9 @@ impl RunTask {
     async fn read_storage(&self, client: &Client) {
         match client.read_storage(&self.ctx.reaper).await {
             Ok(storage) => {
-                lock(&self.storage).insert(self.job.name.clone(), storage);
+                if let Err(e) = storage::save(&self.ctx.store, &self.job.name, &storage) {
+                    tracing::error!(job = %self.job.name, error = %e, "cannot store the repository's usage");
+                }
             }
             Err(e) => lock(&self.shared.progress)
                 .note(&format!("cannot read the repository's usage: {e}")),

@@ -10,8 +10,9 @@
 use super::client::{Client, Progress};
 use super::BackupError;
 use crate::settings::BackupBackend;
+use crate::store::{Store, StoreError};
 use crate::supervisor::{process, Exit, Reaper};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -389,7 +390,7 @@ impl Client {
 
 /// Runs the client to its end, keeping all of stdout and stderr (up to
 /// 64 MiB each): listings can be long, and PBS prints its catalog on stderr.
-async fn capture(
+pub(super) async fn capture(
     client: &Client,
     reaper: &Reaper,
     args: &[String],
@@ -460,16 +461,24 @@ pub async fn files(
     Ok(kids)
 }
 
+/// Where a restore stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RestoreState {
+    Running,
+    Ok,
+    Failed,
+}
+
 /// A restore under way or done.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RestoreStatus {
     pub id: u64,
     pub job: String,
     pub snapshot: String,
     pub paths: Vec<String>,
     pub target: String,
-    /// `running`, `ok` or `failed`.
-    pub state: &'static str,
+    pub state: RestoreState,
     pub reason: Option<String>,
     /// Client runs done and in all (PBS restores archive by archive).
     pub step: usize,
@@ -483,14 +492,15 @@ pub struct RestoreStatus {
     pub ended: Option<String>,
 }
 
-/// Restores started since obsbox started, the newest `KEPT` of them.
-#[derive(Default)]
+/// The newest `KEPT` restores, kept in SQLite so they outlive a restart; the
+/// ones under way are also held here, where their progress changes.
 pub struct Restores {
+    store: Store,
     next: AtomicU64,
-    all: Mutex<BTreeMap<u64, Arc<Mutex<RestoreStatus>>>>,
+    running: Mutex<BTreeMap<u64, Arc<Mutex<RestoreStatus>>>>,
 }
 
-const KEPT: usize = 50;
+const KEPT: i64 = 50;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -507,54 +517,115 @@ pub struct RestoreRequest {
     pub target: String,
 }
 
+fn record(store: &Store, status: &RestoreStatus) -> Result<(), StoreError> {
+    let json = serde_json::to_string(status).unwrap_or_default();
+    store.with_conn(|c| {
+        c.execute(
+            "INSERT OR REPLACE INTO backup_restores (id, status) VALUES (?1, ?2)",
+            rusqlite::params![status.id as i64, json],
+        )?;
+        c.execute(
+            "DELETE FROM backup_restores WHERE id <= (SELECT MAX(id) FROM backup_restores) - ?1",
+            [KEPT],
+        )
+        .map(|_| ())
+    })
+}
+
+fn recorded(store: &Store, id: Option<u64>) -> Result<Vec<RestoreStatus>, StoreError> {
+    store.with_conn(|c| {
+        let mut stmt = c.prepare(
+            "SELECT status FROM backup_restores WHERE ?1 IS NULL OR id = ?1 ORDER BY id DESC",
+        )?;
+        let rows = stmt.query_map([id.map(|i| i as i64)], |r| r.get::<_, String>(0))?;
+        Ok(rows
+            .flatten()
+            .filter_map(|json| serde_json::from_str(&json).ok())
+            .collect())
+    })
+}
+
 impl Restores {
-    pub fn list(&self) -> Vec<RestoreStatus> {
-        lock(&self.all)
-            .values()
-            .rev()
-            .map(|s| lock(s).clone())
-            .collect()
+    /// Opens the record; restores left running by an obsbox that stopped
+    /// are marked failed, as its runs are.
+    pub fn open(store: Store) -> Result<Restores, StoreError> {
+        let all = recorded(&store, None)?;
+        for mut s in all
+            .iter()
+            .filter(|s| s.state == RestoreState::Running)
+            .cloned()
+        {
+            s.state = RestoreState::Failed;
+            s.reason = Some("obsbox stopped during the restore".into());
+            s.ended = Some(jiff::Timestamp::now().to_string());
+            record(&store, &s)?;
+        }
+        Ok(Restores {
+            next: AtomicU64::new(all.first().map_or(0, |s| s.id)),
+            store,
+            running: Mutex::default(),
+        })
     }
 
-    pub fn get(&self, id: u64) -> Option<RestoreStatus> {
-        lock(&self.all).get(&id).map(|s| lock(s).clone())
+    /// Newest first; those under way as they are now.
+    pub fn list(&self) -> Result<Vec<RestoreStatus>, StoreError> {
+        let running = lock(&self.running);
+        Ok(recorded(&self.store, None)?
+            .into_iter()
+            .map(|s| running.get(&s.id).map_or(s, |r| lock(r).clone()))
+            .collect())
+    }
+
+    pub fn get(&self, id: u64) -> Result<Option<RestoreStatus>, StoreError> {
+        if let Some(s) = lock(&self.running).get(&id) {
+            return Ok(Some(lock(s).clone()));
+        }
+        Ok(recorded(&self.store, Some(id))?.pop())
+    }
+
+    /// A number no restore or download had, for a scratch directory.
+    pub fn next_id(&self) -> u64 {
+        self.next.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     /// Checks the request and starts the restore; it goes on in the background.
     pub async fn start(
-        &self,
+        self: &Arc<Self>,
         client: Client,
         reaper: Reaper,
         data_dir: &Path,
         request: RestoreRequest,
     ) -> Result<RestoreStatus, BackupError> {
         let plan = plan(&client, &reaper, data_dir, request).await?;
-        let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        let id = self.next_id();
         let (steps, target) = (plan.steps.clone(), plan.target.clone());
-        let status = Arc::new(Mutex::new(plan.status(id, &client)));
-        {
-            let mut all = lock(&self.all);
-            all.insert(id, status.clone());
-            while all.len() > KEPT {
-                all.pop_first();
-            }
-        }
-        let shown = lock(&status).clone();
+        let shown = plan.status(id, &client);
+        record(&self.store, &shown)?;
+        let status = Arc::new(Mutex::new(shown.clone()));
+        lock(&self.running).insert(id, status.clone());
+        let restores = self.clone();
         tokio::spawn(async move {
             let result = execute(&client, &reaper, &steps, &target, &status).await;
-            let mut s = lock(&status);
-            match result {
-                Ok((files, bytes)) => {
-                    s.state = "ok";
-                    (s.files, s.bytes) = (Some(files), Some(bytes));
+            let done = {
+                let mut s = lock(&status);
+                match result {
+                    Ok((files, bytes)) => {
+                        s.state = RestoreState::Ok;
+                        (s.files, s.bytes) = (Some(files), Some(bytes));
+                    }
+                    Err(why) => {
+                        s.state = RestoreState::Failed;
+                        s.reason = Some(why);
+                    }
                 }
-                Err(why) => {
-                    s.state = "failed";
-                    s.reason = Some(why);
-                }
+                s.ended = Some(jiff::Timestamp::now().to_string());
+                s.clone()
+            };
+            tracing::info!(job = %done.job, snapshot = %done.snapshot, target = %done.target, state = ?done.state, reason = ?done.reason, "restore ended");
+            if let Err(e) = record(&restores.store, &done) {
+                tracing::error!(job = %done.job, error = %e, "cannot record the end of a restore");
             }
-            s.ended = Some(jiff::Timestamp::now().to_string());
-            tracing::info!(job = %s.job, snapshot = %s.snapshot, target = %s.target, state = s.state, reason = ?s.reason, "restore ended");
+            lock(&restores.running).remove(&id);
         });
         Ok(shown)
     }
@@ -576,7 +647,7 @@ impl Plan {
             snapshot: self.snapshot.clone(),
             paths: self.paths.clone(),
             target: self.target.display().to_string(),
-            state: "running",
+            state: RestoreState::Running,
             reason: None,
             step: 0,
             steps: self.steps.len(),
@@ -655,7 +726,7 @@ pub async fn restore_now(
     let mut s = lock(&status).clone();
     match result {
         Ok((files, bytes)) => {
-            s.state = "ok";
+            s.state = RestoreState::Ok;
             (s.files, s.bytes) = (Some(files), Some(bytes));
         }
         Err(why) => return Err(BackupError::Client(why)),
@@ -836,7 +907,7 @@ pub(crate) fn offline_client(
 }
 
 impl super::Backups {
-    fn client_of(&self, name: &str) -> Result<Client, BackupError> {
+    pub(super) fn client_of(&self, name: &str) -> Result<Client, BackupError> {
         let settings = self.services.settings()?;
         let job = settings
             .backups
@@ -877,14 +948,14 @@ impl super::Backups {
             .await
     }
 
-    /// Restores since obsbox started, newest first.
-    pub fn restores(&self) -> Vec<RestoreStatus> {
-        self.restores.list()
+    /// The latest restores, newest first.
+    pub fn restores(&self) -> Result<Vec<RestoreStatus>, BackupError> {
+        Ok(self.restores.list()?)
     }
 
     pub fn restore_status(&self, id: u64) -> Result<RestoreStatus, BackupError> {
         self.restores
-            .get(id)
+            .get(id)?
             .ok_or_else(|| BackupError::NotFound(format!("no restore {id}")))
     }
 
@@ -896,7 +967,7 @@ impl super::Backups {
         path: &str,
     ) -> Result<TarStream, BackupError> {
         let client = self.client_of(job)?;
-        let n = self.restores.next.fetch_add(1, Ordering::Relaxed) + 1;
+        let n = self.restores.next_id();
         let scratch = self
             .ctx
             .data_dir
@@ -910,6 +981,57 @@ impl super::Backups {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn status(id: u64, state: RestoreState) -> RestoreStatus {
+        RestoreStatus {
+            id,
+            job: "photos".into(),
+            snapshot: "host/box/2026-12-07T02:00:00Z".into(),
+            paths: vec!["/".into()],
+            target: "/srv/restored".into(),
+            state,
+            reason: None,
+            step: 0,
+            steps: 1,
+            progress: String::new(),
+            files: None,
+            bytes: None,
+            started: "2026-12-07T03:00:00Z".into(),
+            ended: None,
+        }
+    }
+
+    #[test]
+    fn restores_outlive_a_restart_and_one_cut_short_is_failed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let restores = Restores::open(store.clone()).unwrap();
+        assert!(restores.list().unwrap().is_empty());
+        for id in 1..=KEPT as u64 + 2 {
+            assert_eq!(restores.next_id(), id);
+            record(&store, &status(id, RestoreState::Ok)).unwrap();
+        }
+        let cut = restores.next_id();
+        record(&store, &status(cut, RestoreState::Running)).unwrap();
+        drop((restores, store));
+
+        let restores = Restores::open(Store::open(dir.path()).unwrap()).unwrap();
+        let listed = restores.list().unwrap();
+        assert_eq!(listed.len(), KEPT as usize);
+        assert_eq!(listed[0].id, cut);
+        assert_eq!(listed[0].state, RestoreState::Failed);
+        assert_eq!(
+            listed[0].reason.as_deref(),
+            Some("obsbox stopped during the restore")
+        );
+        assert_eq!(listed[1].state, RestoreState::Ok);
+        assert_eq!(restores.get(cut).unwrap().unwrap().id, cut);
+        assert!(
+            restores.get(1).unwrap().is_none(),
+            "only the newest are kept"
+        );
+        assert_eq!(restores.next_id(), cut + 1);
+    }
 
     #[test]
     fn paths_are_absolute_and_plain() {

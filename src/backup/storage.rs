@@ -4,11 +4,13 @@
 //! (bytes backed up), with the free space of the filesystem a local restic
 //! repository lives on.
 
-use serde::Serialize;
+use crate::store::{Store, StoreError};
+use rusqlite::OptionalExtension;
+use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 /// A repository's usage, read after a backup or a verification.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Storage {
     /// Bytes used: the datastore's (PBS) or the repository's own data (restic).
     pub used_bytes: u64,
@@ -76,9 +78,51 @@ pub fn filesystem(path: &Path) -> Option<(u64, u64)> {
     ))
 }
 
+/// Keeps `job`'s latest usage, replacing the one before.
+pub fn save(store: &Store, job: &str, storage: &Storage) -> Result<(), StoreError> {
+    let json = serde_json::to_string(storage).unwrap_or_default();
+    store.with_conn(|c| {
+        c.execute(
+            "INSERT OR REPLACE INTO backup_storage (job, storage) VALUES (?1, ?2)",
+            [job, json.as_str()],
+        )
+        .map(|_| ())
+    })
+}
+
+/// `job`'s latest usage, if it was ever read (a row no longer readable is none).
+pub fn saved(store: &Store, job: &str) -> Result<Option<Storage>, StoreError> {
+    let json: Option<String> = store.with_conn(|c| {
+        c.query_row(
+            "SELECT storage FROM backup_storage WHERE job = ?1",
+            [job],
+            |r| r.get(0),
+        )
+        .optional()
+    })?;
+    Ok(json.and_then(|j| serde_json::from_str(&j).ok()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_latest_usage_is_kept_per_job() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(saved(&store, "nas").unwrap(), None);
+        let first = from_pbs_status(r#"{"total":1000,"used":900,"avail":100}"#).unwrap();
+        let second =
+            from_restic_stats(r#"{"total_size":5}"#, r#"{"total_size":10}"#, None).unwrap();
+        save(&store, "nas", &first).unwrap();
+        save(&store, "nas", &second).unwrap();
+        save(&store, "other", &first).unwrap();
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(saved(&store, "nas").unwrap(), Some(second));
+        assert_eq!(saved(&store, "other").unwrap(), Some(first));
+    }
 
     #[test]
     fn reads_the_pbs_datastore_status() {

@@ -115,7 +115,7 @@ struct Login {
 
 /// The client's address, for counting failed password checks. Requests
 /// that did not come through a socket (in-process tests) count as loopback.
-fn peer(connection: Option<&ConnectInfo<SocketAddr>>) -> IpAddr {
+pub(super) fn peer(connection: Option<&ConnectInfo<SocketAddr>>) -> IpAddr {
     connection.map_or(IpAddr::V4(Ipv4Addr::LOCALHOST), |info| info.0.ip())
 }
 

@@ -66,7 +66,7 @@ async fn restore(
 }
 
 async fn restores(State(app): State<Arc<AppState>>) -> ApiResult {
-    Ok(Json(app.backups.restores()).into_response())
+    Ok(Json(app.backups.restores()?).into_response())
 }
 
 async fn restore_status(State(app): State<Arc<AppState>>, Path(id): Path<String>) -> ApiResult {

@@ -8,6 +8,7 @@ mod account;
 mod alerts;
 mod attention;
 pub mod auth;
+mod backup_keys;
 mod backup_restore;
 mod backups;
 mod disks;
@@ -90,6 +91,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/audit", get(audit))
         .merge(attention::routes())
         .merge(backups::routes())
+        .merge(backup_keys::routes())
         .merge(backup_restore::routes())
         .merge(disks::routes())
         .merge(logs::routes())

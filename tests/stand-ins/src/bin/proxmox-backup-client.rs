@@ -830,6 +830,7 @@ fn spec(path: &str) -> Spec {
                 opt("hint", Str),
             ],
         ),
+        "key show" => (&["path"], vec![opt("path", Str), OUT]),
         "namespace create" => (&["ns"], vec![REPO, req("ns", Pat(is_ns))]),
         "help" => (
             &["command"],
@@ -4307,6 +4308,53 @@ fn cmd_key_create(params: &Params) -> Res<()> {
     Ok(())
 }
 
+/// `key show`: the real `KeyInfo` of a key file (path as Rust's `{:?}`, kdf,
+/// created and modified as epoch seconds, the full fingerprint, the hint),
+/// read without the passphrase; the key itself is never printed.
+fn cmd_key_show(params: &Params) -> Res<()> {
+    let format = output_format(params);
+    let path = match params.str("path") {
+        Some(p) => PathBuf::from(p),
+        None => default_config_dir()
+            .map(|d| d.join("encryption-key.json"))
+            .filter(|p| p.exists())
+            .ok_or_else(|| Fail::from("no encryption file provided and no default file found"))?,
+    };
+    let data = fs::read(&path).map_err(|e| Fail::Msg(format!("unable to read {path:?} - {e}")))?;
+    let cfg: Value = serde_json::from_slice(&data).map_err(|e| Fail::Msg(e.to_string()))?;
+    let epoch = |name: &str| {
+        cfg[name]
+            .as_str()
+            .and_then(|t| t.parse::<Timestamp>().ok())
+            .map(|t| t.as_second())
+    };
+    let kdf = match cfg["kdf"].as_object().and_then(|o| o.keys().next()) {
+        None => "none".to_string(),
+        Some(k) => k.to_lowercase(),
+    };
+    let mut info = json!({
+        "path": format!("{path:?}"),
+        "kdf": kdf,
+        "created": epoch("created"),
+        "modified": epoch("modified"),
+        "fingerprint": cfg["fingerprint"],
+    });
+    if let Some(h) = cfg["hint"].as_str() {
+        info["hint"] = json!(h);
+    }
+    if !print_json(&format, &info) {
+        for name in ["path", "kdf", "created", "modified", "fingerprint", "hint"] {
+            if !info[name].is_null() {
+                out(&format!(
+                    "{name}: {}",
+                    info[name].to_string().trim_matches('"')
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn cmd_namespace_create(params: &Params) -> Res<()> {
     let repo = extract_repo(params)?;
     let conn = connect(&repo)?;
@@ -4440,6 +4488,7 @@ fn run() -> Res<()> {
         "snapshot notes update" => cmd_snapshot_notes(&params, true),
         "catalog dump" => cmd_catalog_dump(&params),
         "key create" => cmd_key_create(&params),
+        "key show" => cmd_key_show(&params),
         "namespace create" => cmd_namespace_create(&params),
         "status" => cmd_status(&params),
         other => fail(format!(

@@ -1,0 +1,81 @@
+//! `/api/backups/keys/{job}`: a job's encryption key, made on the box; only
+//! its metadata is shown, and the key file is exported only to a user who
+//! gives their password again.
+
+use super::account::peer;
+use super::auth::Actor;
+use super::{json_body, ApiError, ApiResult, AppState};
+use crate::accounts::AccountsError;
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+pub(super) fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/api/backups/keys/{name}", get(show).post(create))
+        .route("/api/backups/keys/{name}/export", post(export))
+}
+
+async fn show(State(app): State<Arc<AppState>>, Path(name): Path<String>) -> ApiResult {
+    Ok(Json(app.backups.key(&name).await?).into_response())
+}
+
+async fn create(
+    State(app): State<Arc<AppState>>,
+    actor: Actor,
+    Path(name): Path<String>,
+) -> ApiResult {
+    let info = app.backups.create_key(&name, &actor.0).await?;
+    Ok((StatusCode::CREATED, Json(info)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Export {
+    /// The signed-in user's password, asked again.
+    password: String,
+}
+
+async fn export(
+    State(app): State<Arc<AppState>>,
+    actor: Actor,
+    connection: Option<Extension<ConnectInfo<SocketAddr>>>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    let asked: Export = json_body(&body)?;
+    let from = peer(connection.as_ref().map(|c| &c.0));
+    match app
+        .accounts
+        .reauthenticate(from, &actor.0, &asked.password)
+        .await
+    {
+        // Not 401: the session is still good, only this password is wrong.
+        Err(AccountsError::WrongPassword) => {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "the password is wrong".into(),
+            ))
+        }
+        other => other?,
+    }
+    let key = app.backups.key_file(&name)?;
+    app.store.audit(&actor.0, "backup.key_export", &name)?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/json".to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{name}-encryption-key.json\""),
+            ),
+        ],
+        key,
+    )
+        .into_response())
+}
