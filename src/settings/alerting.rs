@@ -69,6 +69,9 @@ pub struct Thresholds {
     pub log_error_floor_per_second: f64,
     /// How many times its last hour's error rate a log stream must reach.
     pub log_error_spike_factor: f64,
+    /// A probe that succeeds but takes longer than this many seconds on
+    /// average over 5 minutes is slow.
+    pub probe_slow_seconds: f64,
 }
 
 impl Default for Thresholds {
@@ -82,6 +85,7 @@ impl Default for Thresholds {
             cpu_for: "15m".into(),
             log_error_floor_per_second: 0.1,
             log_error_spike_factor: 3.0,
+            probe_slow_seconds: 2.0,
         }
     }
 }
@@ -290,6 +294,12 @@ impl AlertingSettings {
             bad(
                 "alerting.thresholds.log_error_spike_factor".into(),
                 "must be more than 1".into(),
+            );
+        }
+        if !(t.probe_slow_seconds > 0.0 && t.probe_slow_seconds.is_finite()) {
+            bad(
+                "alerting.thresholds.probe_slow_seconds".into(),
+                "must be more than 0".into(),
             );
         }
         if !(1..=90).contains(&self.silence_max_days) {
@@ -547,7 +557,7 @@ mod tests {
            "escalation": {"after": "0s", "receiver": "mail"},
            "heartbeat": {"url": "hc-ping.com/x", "every": "1h"}, "acknowledgement_expires": "0s",
            "silence_max_days": 0,
-           "thresholds": {"disk_warning_percent": 95, "cpu_warning_percent": 120}}));
+           "thresholds": {"disk_warning_percent": 95, "cpu_warning_percent": 120, "probe_slow_seconds": 0}}));
         for field in [
             "alerting.receivers[0].to",
             "alerting.receivers[0].smarthost",
@@ -564,6 +574,7 @@ mod tests {
             "alerting.silence_max_days",
             "alerting.thresholds.disk_warning_percent",
             "alerting.thresholds.cpu_warning_percent",
+            "alerting.thresholds.probe_slow_seconds",
         ] {
             assert!(found.contains(&field.to_string()), "{field} in {found:?}");
         }
