@@ -59,6 +59,7 @@ const KINDS = {
   email: (v) => ({ to: v.to, from: v.from, smarthost: v.smarthost, username: v.username || null, require_tls: v.require_tls }),
   slack: (v) => ({ channel: v.channel }),
   webhook: (v) => ({ url: v.url, authorize: v.authorize }),
+  pagerduty: (v) => ({ url: v.url || null }),
   matrix: (v) => ({ homeserver: v.homeserver, room_id: v.room_id }),
 };
 
