@@ -383,6 +383,26 @@ test('a PagerDuty receiver takes its Events API URL and routing key; the key is 
   await eventually('the receiver gone', async () => !(await (await page.request.get(`${BASE}/api/alerts/receivers`)).json()).some((r) => r.name === 'pager'));
 });
 
+test('ntfy, Gotify and Pushover receivers show their own fields', { timeout: MINUTE }, async () => {
+  await page.goto(`${BASE}/alerting`);
+  const field = (name) => page.locator(`#receiver-${name}`);
+  await eventually('the receiver form', () => field('kind').isVisible());
+  const shown = async () => {
+    const names = ['url', 'topic_url', 'user_key', 'authorize', 'to', 'channel', 'homeserver'];
+    const visible = await Promise.all(names.map((n) => field(n).isVisible()));
+    return names.filter((n, i) => visible[i]);
+  };
+  for (const [kind, fields] of [
+    ['ntfy', ['topic_url', 'authorize']],
+    ['gotify', ['url']],
+    ['pushover', ['url', 'user_key']],
+  ]) {
+    await field('kind').selectOption(kind);
+    assert.deepEqual((await shown()).sort(), fields.sort(), kind);
+  }
+  await page.locator('#receiver-form').getByRole('button', { name: 'Cancel' }).click();
+});
+
 test('a firmware update uploads with its progress shown; a tampered one is refused with the reason', { timeout: 2 * MINUTE }, async () => {
   await page.goto(`${BASE}/system`);
   const firmware = page.locator('#firmware-status');
