@@ -682,3 +682,105 @@ fn first_boot_setup_sets_the_heartbeat_url_and_refuses_a_bad_one() {
     assert_eq!(heartbeat["url"], "https://hc-ping.com/abc");
     assert_eq!(heartbeat["every"], "1m");
 }
+
+#[test]
+fn ntfy_gotify_and_pushover_get_their_own_formats_through_the_relay() {
+    let sink = HttpSink::start();
+    let base = format!("http://127.0.0.1:{}", sink.port);
+    let obsbox = Obsbox::start(&[
+        ("services", services_only(&["alertmanager"])),
+        ("alerting", json!({"external_url": "http://obsbox.test"})),
+    ]);
+    obsbox.wait_all_ready(READY);
+    for (receiver, secret) in [
+        (
+            json!({"name": "phone", "kind": "ntfy", "topic_url": format!("{base}/ntfy/box-alerts"), "authorize": true}),
+            "tk_ntfytoken123",
+        ),
+        (
+            json!({"name": "gotify", "kind": "gotify", "url": format!("{base}/gotify")}),
+            "AgotifyAppToken",
+        ),
+        (
+            json!({"name": "pushover", "kind": "pushover", "user_key": "uQiRzpo4DXghDmr9QzzfQu27cmVRsG", "url": format!("{base}/1/messages.json")}),
+            "azGDORePK8gMaC0QOYAMyEEuzJnyUi",
+        ),
+    ] {
+        let (status, body) = obsbox.send(
+            "POST",
+            "/api/alerts/receivers",
+            &json!({"receiver": receiver, "secret": secret}).to_string(),
+        );
+        assert_eq!(status, 201, "{body}");
+    }
+    for receiver in ["phone", "gotify", "pushover"] {
+        let (status, body) = obsbox.send(
+            "POST",
+            "/api/alerts/test",
+            &json!({"receiver": receiver}).to_string(),
+        );
+        assert_eq!(status, 202, "{body}");
+    }
+    let posted = |path: &'static str| {
+        wait_for(path, DELIVERY, || {
+            sink.requests().into_iter().find(|r| r.path == path)
+        })
+    };
+    let title = "[FIRING:1] ObsboxTestAlert on obsbox";
+    let runbook = "http://obsbox.test/runbooks/ObsboxTestAlert";
+
+    // ntfy: JSON publishing to the server's root, the topic in the body.
+    let ntfy = posted("/ntfy/");
+    assert_eq!(ntfy.method, "POST");
+    assert_eq!(ntfy.header("authorization"), Some("Bearer tk_ntfytoken123"));
+    let body: Value = serde_json::from_str(&ntfy.body).unwrap();
+    assert_eq!(body["topic"], "box-alerts");
+    assert_eq!(body["title"], title);
+    assert_eq!(body["priority"], 3);
+    assert_eq!(body["click"], runbook);
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.contains("FIRING ObsboxTestAlert (info) on obsbox: Test alert for receiver phone"),
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!("runbook: {runbook}")),
+        "{message}"
+    );
+
+    // Gotify: POST /message with the application token in X-Gotify-Key.
+    let gotify = posted("/gotify/message");
+    assert_eq!(gotify.header("x-gotify-key"), Some("AgotifyAppToken"));
+    let body: Value = serde_json::from_str(&gotify.body).unwrap();
+    assert_eq!(body["title"], title);
+    assert_eq!(body["priority"], 4);
+    assert_eq!(
+        body["extras"]["client::notification"]["click"]["url"],
+        runbook
+    );
+
+    // Pushover: token and user key in the body.
+    let pushover = posted("/1/messages.json");
+    let body: Value = serde_json::from_str(&pushover.body).unwrap();
+    assert_eq!(body["token"], "azGDORePK8gMaC0QOYAMyEEuzJnyUi");
+    assert_eq!(body["user"], "uQiRzpo4DXghDmr9QzzfQu27cmVRsG");
+    assert_eq!(body["title"], title);
+    assert_eq!(body["priority"], 0);
+    assert_eq!(body["url"], runbook);
+
+    // The tokens stay with obsbox: not in the settings, the receivers list
+    // or Alertmanager's config.
+    let shown = [
+        obsbox.settings().to_string(),
+        obsbox.get("/api/alerts/receivers").to_string(),
+        obsbox.get("/api/services/alertmanager/config").to_string(),
+    ]
+    .concat();
+    for secret in [
+        "tk_ntfytoken123",
+        "AgotifyAppToken",
+        "azGDORePK8gMaC0QOYAMyEEuzJnyUi",
+    ] {
+        assert!(!shown.contains(secret), "{secret} shown");
+    }
+}

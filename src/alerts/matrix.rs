@@ -1,65 +1,104 @@
 //! Relaying a notification to a Matrix room through the client-server API
 //! (`PUT /_matrix/client/v3/rooms/{roomId}/send/m.room.message/{txnId}`).
 
-use super::history::Notification;
+use super::history::{Notification, NotifiedAlert};
+use super::push::Outgoing;
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use std::time::Duration;
 
-/// The message for a notification: plain text and its HTML twin.
-pub fn message(notification: &Notification) -> serde_json::Value {
+/// `[FIRING:n]` or `[RESOLVED]`: how many alerts of the notification fire.
+pub fn status_title(notification: &Notification) -> String {
     let firing = notification
         .alerts
         .iter()
         .filter(|a| a.status == "firing")
         .count();
-    let title = if firing > 0 {
+    if firing > 0 {
         format!("[FIRING:{firing}]")
     } else {
         "[RESOLVED]".to_string()
-    };
-    let mut text = vec![title.clone()];
+    }
+}
+
+/// `FIRING HostDown (critical) on nas`: an alert's status, name, severity and host.
+fn head(alert: &NotifiedAlert) -> String {
+    let label = |name: &str| alert.labels.get(name).map_or("", String::as_str);
+    format!(
+        "{} {} ({}){}",
+        alert.status.to_uppercase(),
+        label("alertname"),
+        label("severity"),
+        match label("host") {
+            "" => String::new(),
+            host => format!(" on {host}"),
+        }
+    )
+}
+
+fn annotation<'a>(alert: &'a NotifiedAlert, name: &str) -> &'a str {
+    alert.annotations.get(name).map_or("", String::as_str)
+}
+
+/// Alertmanager's silence form for this notification's Alertmanager.
+fn silence_url(notification: &Notification) -> Option<String> {
+    (!notification.external_url.is_empty()).then(|| {
+        format!(
+            "{}/#/silences/new",
+            notification.external_url.trim_end_matches('/')
+        )
+    })
+}
+
+/// The plain text of a notification below its title: per alert its head,
+/// summary, description and runbook, then the silence link.
+pub fn plain_text(notification: &Notification) -> Vec<String> {
+    let mut text = Vec::new();
+    for alert in &notification.alerts {
+        text.push(format!(
+            "- {}: {}",
+            head(alert),
+            annotation(alert, "summary")
+        ));
+        if !annotation(alert, "description").is_empty() {
+            text.push(format!("  {}", annotation(alert, "description")));
+        }
+        if !annotation(alert, "runbook_url").is_empty() {
+            text.push(format!("  runbook: {}", annotation(alert, "runbook_url")));
+        }
+    }
+    if let Some(silence) = silence_url(notification) {
+        text.push(format!("silence: {silence}"));
+    }
+    text
+}
+
+/// The message for a notification: plain text and its HTML twin.
+pub fn message(notification: &Notification) -> serde_json::Value {
+    let title = status_title(notification);
+    let text = std::iter::once(title.clone())
+        .chain(plain_text(notification))
+        .collect::<Vec<_>>();
     let mut html = vec![format!("<strong>{}</strong><ul>", escape(&title))];
     for alert in &notification.alerts {
-        let label = |name: &str| alert.labels.get(name).map_or("", String::as_str);
-        let annotation = |name: &str| alert.annotations.get(name).map_or("", String::as_str);
-        let head = format!(
-            "{} {} ({}){}",
-            alert.status.to_uppercase(),
-            label("alertname"),
-            label("severity"),
-            match label("host") {
-                "" => String::new(),
-                host => format!(" on {host}"),
-            }
-        );
-        text.push(format!("- {head}: {}", annotation("summary")));
         let mut item = format!(
             "<li><strong>{}</strong>: {}",
-            escape(&head),
-            escape(annotation("summary"))
+            escape(&head(alert)),
+            escape(annotation(alert, "summary"))
         );
-        if !annotation("description").is_empty() {
-            text.push(format!("  {}", annotation("description")));
-            item.push_str(&format!("<br>{}", escape(annotation("description"))));
+        if !annotation(alert, "description").is_empty() {
+            item.push_str(&format!("<br>{}", escape(annotation(alert, "description"))));
         }
-        if !annotation("runbook_url").is_empty() {
-            text.push(format!("  runbook: {}", annotation("runbook_url")));
+        if !annotation(alert, "runbook_url").is_empty() {
             item.push_str(&format!(
                 " (<a href=\"{}\">runbook</a>)",
-                escape(annotation("runbook_url"))
+                escape(annotation(alert, "runbook_url"))
             ));
         }
         item.push_str("</li>");
         html.push(item);
     }
     html.push("</ul>".into());
-    if !notification.external_url.is_empty() {
-        let silence = format!(
-            "{}/#/silences/new",
-            notification.external_url.trim_end_matches('/')
-        );
-        text.push(format!("silence: {silence}"));
+    if let Some(silence) = silence_url(notification) {
         html.push(format!("<a href=\"{}\">silence</a>", escape(&silence)));
     }
     json!({
@@ -111,36 +150,23 @@ fn segment(text: &str) -> String {
         .collect()
 }
 
-/// Sends `content` to the room; blocking (run it off the async threads).
-pub fn send(
+/// The request that sends `content` to the room.
+pub fn request(
     homeserver: &str,
     room_id: &str,
     token: &str,
     txn: &str,
-    content: &serde_json::Value,
-) -> Result<(), String> {
-    let url = format!(
-        "{}/_matrix/client/v3/rooms/{}/send/m.room.message/{txn}",
-        homeserver.trim_end_matches('/'),
-        segment(room_id)
-    );
-    let agent = ureq::AgentBuilder::new()
-        .timeout(Duration::from_secs(15))
-        .build();
-    match agent
-        .put(&url)
-        .set("Authorization", &format!("Bearer {token}"))
-        .send_json(content)
-    {
-        Ok(_) => Ok(()),
-        Err(ureq::Error::Status(code, response)) => {
-            let body = response.into_string().unwrap_or_default();
-            Err(format!(
-                "the homeserver answered {code}: {}",
-                body.chars().take(300).collect::<String>()
-            ))
-        }
-        Err(e) => Err(format!("cannot reach the homeserver: {e}")),
+    content: serde_json::Value,
+) -> Outgoing {
+    Outgoing {
+        method: "PUT",
+        url: format!(
+            "{}/_matrix/client/v3/rooms/{}/send/m.room.message/{txn}",
+            homeserver.trim_end_matches('/'),
+            segment(room_id)
+        ),
+        headers: vec![("Authorization", format!("Bearer {token}"))],
+        body: content,
     }
 }
 

@@ -5,6 +5,7 @@
 
 pub mod history;
 mod matrix;
+mod push;
 pub mod silences;
 
 use crate::services::{
@@ -334,35 +335,45 @@ impl Alerts {
         Ok(settled)
     }
 
-    /// Posts a notification to the Matrix room of receiver `name`.
+    /// Posts a notification to receiver `name`, one obsbox relays to
+    /// (Matrix, ntfy, Gotify, Pushover).
     pub async fn relay(&self, name: &str, notification: Notification) -> Result<(), AlertsError> {
         let settings = self.services.settings()?;
         let receiver = find_receiver(&settings, name)?;
-        let ReceiverKind::Matrix {
-            homeserver,
-            room_id,
-        } = receiver.kind.clone()
-        else {
+        if !receiver.kind.relayed() {
             return Err(AlertsError::Invalid(format!(
-                "receiver '{name}' is not a Matrix receiver"
+                "receiver '{name}' is not one obsbox relays to"
             )));
+        }
+        let (secret_name, needed) = receiver.kind.secret();
+        let secret = self.secret(&receiver_secret(name, secret_name));
+        if needed && secret.is_none() {
+            return Err(AlertsError::Relay(format!(
+                "receiver '{name}' has no {secret_name} set"
+            )));
+        }
+        let outgoing = match &receiver.kind {
+            ReceiverKind::Matrix {
+                homeserver,
+                room_id,
+            } => matrix::request(
+                homeserver,
+                room_id,
+                secret.as_deref().unwrap_or_default(),
+                &matrix::transaction_id(&notification),
+                matrix::message(&notification),
+            ),
+            kind => push::request(kind, &notification, secret.as_deref()).ok_or_else(|| {
+                AlertsError::Invalid(format!("receiver '{name}' has no usable address"))
+            })?,
         };
-        let token = self
-            .secret(&receiver_secret(name, "access_token"))
-            .ok_or_else(|| {
-                AlertsError::Relay(format!("receiver '{name}' has no access_token set"))
-            })?;
-        let content = matrix::message(&notification);
-        let txn = matrix::transaction_id(&notification);
-        tokio::task::spawn_blocking(move || {
-            matrix::send(&homeserver, &room_id, &token, &txn, &content)
-        })
-        .await
-        .map_err(|e| AlertsError::Relay(e.to_string()))?
-        .map_err(|e| {
-            tracing::warn!(receiver = name, error = %e, "Matrix relay failed");
-            AlertsError::Relay(e)
-        })
+        tokio::task::spawn_blocking(move || push::deliver(&outgoing))
+            .await
+            .map_err(|e| AlertsError::Relay(e.to_string()))?
+            .map_err(|e| {
+                tracing::warn!(receiver = name, error = %e, "relay failed");
+                AlertsError::Relay(e)
+            })
     }
 
     /// Sends a real alert through Alertmanager to receiver `name` only.

@@ -69,6 +69,9 @@ pub struct Thresholds {
     pub log_error_floor_per_second: f64,
     /// How many times its last hour's error rate a log stream must reach.
     pub log_error_spike_factor: f64,
+    /// A probe that succeeds but takes longer than this many seconds on
+    /// average over 5 minutes is slow.
+    pub probe_slow_seconds: f64,
 }
 
 impl Default for Thresholds {
@@ -82,6 +85,7 @@ impl Default for Thresholds {
             cpu_for: "15m".into(),
             log_error_floor_per_second: 0.1,
             log_error_spike_factor: 3.0,
+            probe_slow_seconds: 2.0,
         }
     }
 }
@@ -139,6 +143,31 @@ pub enum ReceiverKind {
         /// `!opaque:server` room ID.
         room_id: String,
     },
+    /// An ntfy topic, through obsbox (JSON publishing to the server's root).
+    Ntfy {
+        /// The topic's URL, e.g. `https://ntfy.sh/my-alerts`.
+        topic_url: String,
+        /// Send the secret `access_token` as `Authorization: Bearer` (a
+        /// protected topic).
+        #[serde(default)]
+        authorize: bool,
+    },
+    /// A Gotify server, through obsbox, with the application's token as the
+    /// secret `app_token`.
+    Gotify {
+        /// The server's base URL, e.g. `https://gotify.example.org`.
+        url: String,
+    },
+    /// Pushover, through obsbox, with the application's API token as the
+    /// secret `app_token`.
+    Pushover {
+        /// The user or group key to notify.
+        user_key: String,
+        /// The messages API; unset: Pushover's
+        /// (`https://api.pushover.net/1/messages.json`).
+        #[serde(default)]
+        url: Option<String>,
+    },
 }
 
 impl ReceiverKind {
@@ -150,7 +179,21 @@ impl ReceiverKind {
             ReceiverKind::Webhook { authorize, .. } => ("bearer_token", *authorize),
             ReceiverKind::Pagerduty { .. } => ("routing_key", true),
             ReceiverKind::Matrix { .. } => ("access_token", true),
+            ReceiverKind::Ntfy { authorize, .. } => ("access_token", *authorize),
+            ReceiverKind::Gotify { .. } | ReceiverKind::Pushover { .. } => ("app_token", true),
         }
+    }
+
+    /// Whether obsbox posts this kind's notifications itself (Alertmanager
+    /// hands them to obsbox's relay, and never reads the secret).
+    pub fn relayed(&self) -> bool {
+        matches!(
+            self,
+            ReceiverKind::Matrix { .. }
+                | ReceiverKind::Ntfy { .. }
+                | ReceiverKind::Gotify { .. }
+                | ReceiverKind::Pushover { .. }
+        )
     }
 }
 
@@ -292,6 +335,12 @@ impl AlertingSettings {
                 "must be more than 1".into(),
             );
         }
+        if !(t.probe_slow_seconds > 0.0 && t.probe_slow_seconds.is_finite()) {
+            bad(
+                "alerting.thresholds.probe_slow_seconds".into(),
+                "must be more than 0".into(),
+            );
+        }
         if !(1..=90).contains(&self.silence_max_days) {
             bad(
                 "alerting.silence_max_days".into(),
@@ -375,6 +424,36 @@ impl AlertingSettings {
                             "room_id",
                             format!("'{room_id}' is not a room ID like !abc:example.org"),
                         );
+                    }
+                }
+                ReceiverKind::Ntfy { topic_url, .. } => {
+                    let topic = topic_url.trim_end_matches('/').rsplit_once('/');
+                    let has_topic = topic.is_some_and(|(base, topic)| {
+                        !topic.is_empty() && base.contains("://") && !base.ends_with('/')
+                    });
+                    if !is_plain_url(topic_url) || !has_topic {
+                        at(
+                            "topic_url",
+                            format!(
+                                "'{topic_url}' is not a topic URL like https://ntfy.sh/my-alerts"
+                            ),
+                        );
+                    }
+                }
+                ReceiverKind::Gotify { url } => {
+                    if !is_plain_url(url) {
+                        at("url", format!("'{url}' is not an http(s) URL"));
+                    }
+                }
+                ReceiverKind::Pushover { user_key, url } => {
+                    if user_key.is_empty() || !user_key.chars().all(|c| c.is_ascii_alphanumeric()) {
+                        at(
+                            "user_key",
+                            "needs the user or group key (letters and digits)".into(),
+                        );
+                    }
+                    if url.as_ref().is_some_and(|u| !is_plain_url(u)) {
+                        at("url", "is not an http(s) URL".into());
                     }
                 }
             }
@@ -530,7 +609,10 @@ mod tests {
             {"name": "chat", "kind": "slack", "channel": "#alerts"},
             {"name": "hook", "kind": "webhook", "url": "https://hooks.example.org/x"},
             {"name": "room", "kind": "matrix", "homeserver": "https://matrix.example.org", "room_id": "!abc:example.org"},
-            {"name": "pager", "kind": "pagerduty"}
+            {"name": "pager", "kind": "pagerduty"},
+            {"name": "phone", "kind": "ntfy", "topic_url": "https://ntfy.sh/box-alerts", "authorize": true},
+            {"name": "push", "kind": "gotify", "url": "https://gotify.example.org"},
+            {"name": "po", "kind": "pushover", "user_key": "uQiRzpo4DXghDmr9QzzfQu27cmVRsG"}
         ], "routes": [{"severity": "critical", "receiver": "room", "continue": true}, {"receiver": "mail"}],
            "escalation": {"after": "30m", "receiver": "hook"}, "default_receiver": "chat",
            "heartbeat": {"url": "https://hc-ping.com/5bf66975"}});
@@ -542,18 +624,25 @@ mod tests {
         let found = problems(json!({"receivers": [
             {"name": "mail", "kind": "email", "to": "nobody", "from": "box@example.org", "smarthost": "mail"},
             {"name": "room", "kind": "matrix", "homeserver": "matrix.example.org", "room_id": "abc"},
-            {"name": "obsbox", "kind": "webhook", "url": "http://127.0.0.1:1/"}
+            {"name": "obsbox", "kind": "webhook", "url": "http://127.0.0.1:1/"},
+            {"name": "phone", "kind": "ntfy", "topic_url": "https://ntfy.sh/"},
+            {"name": "push", "kind": "gotify", "url": "gotify.lan"},
+            {"name": "po", "kind": "pushover", "user_key": "", "url": "api.pushover.net"}
         ], "routes": [{"severity": "crit ical", "receiver": "nowhere"}, {"severity": "critcal", "receiver": "mail"}],
            "escalation": {"after": "0s", "receiver": "mail"},
            "heartbeat": {"url": "hc-ping.com/x", "every": "1h"}, "acknowledgement_expires": "0s",
            "silence_max_days": 0,
-           "thresholds": {"disk_warning_percent": 95, "cpu_warning_percent": 120}}));
+           "thresholds": {"disk_warning_percent": 95, "cpu_warning_percent": 120, "probe_slow_seconds": 0}}));
         for field in [
             "alerting.receivers[0].to",
             "alerting.receivers[0].smarthost",
             "alerting.receivers[1].homeserver",
             "alerting.receivers[1].room_id",
             "alerting.receivers[2].name",
+            "alerting.receivers[3].topic_url",
+            "alerting.receivers[4].url",
+            "alerting.receivers[5].user_key",
+            "alerting.receivers[5].url",
             "alerting.routes[0].receiver",
             "alerting.routes[0].severity",
             "alerting.routes[1].severity",
@@ -564,6 +653,7 @@ mod tests {
             "alerting.silence_max_days",
             "alerting.thresholds.disk_warning_percent",
             "alerting.thresholds.cpu_warning_percent",
+            "alerting.thresholds.probe_slow_seconds",
         ] {
             assert!(found.contains(&field.to_string()), "{field} in {found:?}");
         }

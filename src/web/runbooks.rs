@@ -123,6 +123,22 @@ mod tests {
         "SLOBurnRateFast",
         "SLOBurnRateSlow",
         "ObsboxTestAlert",
+        "DiskFillingUpIn24h",
+        "DiskFillingUpIn4h",
+        "DiskInodesLow",
+        "DiskInodesCritical",
+        "FilesystemReadOnly",
+        "ClockSkewDetected",
+        "NetworkReceiveErrors",
+        "NetworkTransmitErrors",
+        "RAIDDegraded",
+        "OOMKillDetected",
+        "HostRebooted",
+        "SystemdUnitFailed",
+        "ChildDown",
+        "PrometheusRuleFailures",
+        "PrometheusNotificationQueueFull",
+        "ProbeSlow",
     ];
 
     const SECTIONS: &[&str] = &[

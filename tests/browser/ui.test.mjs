@@ -341,6 +341,68 @@ test('a new receiver or backup job starts from the real defaults and shows only 
   await eventually('PBS again after Cancel', async () => (await field('backend').inputValue()) === 'pbs' && field('namespace').isVisible());
 });
 
+test('a PagerDuty receiver takes its Events API URL and routing key; the key is never shown back', { timeout: MINUTE }, async () => {
+  await page.goto(`${BASE}/alerting`);
+  const field = (name) => page.locator(`#receiver-${name}`);
+  await eventually('the receiver form', () => field('kind').isVisible());
+  await field('kind').selectOption('pagerduty');
+  assert.ok(await field('url').isVisible());
+  assert.equal(await field('authorize').isVisible(), false);
+  assert.equal(await field('to').isVisible(), false);
+  const key = 'pd-routing-key-0123456789abcdef';
+  await field('name').fill('pager');
+  // A local endpoint: nothing leaves the machine, even if something were routed there.
+  await field('url').fill('http://127.0.0.1:9/v2/enqueue');
+  await field('secret').fill(key);
+  await page.getByRole('button', { name: 'Save receiver' }).click();
+  await eventually('the save', async () => /Saved the receiver/.test(await status().textContent()));
+  const row = page.locator('#receivers tr', { hasText: 'pager' });
+  await eventually('the receiver listed with its key set', async () => /pagerduty/.test(await row.textContent()) && /set/.test(await row.textContent()));
+  const listed = (await (await page.request.get(`${BASE}/api/alerts/receivers`)).json()).find((r) => r.name === 'pager');
+  assert.deepEqual(
+    [listed.kind, listed.url, listed.secret, listed.secret_set],
+    ['pagerduty', 'http://127.0.0.1:9/v2/enqueue', 'routing_key', true],
+  );
+  // Editing shows the URL, never the key; saved with the secret left empty, the key is kept.
+  await page.getByRole('button', { name: 'Edit receiver pager' }).click();
+  await eventually('the form filled', async () => (await field('url').inputValue()) === 'http://127.0.0.1:9/v2/enqueue');
+  assert.equal(await field('kind').inputValue(), 'pagerduty');
+  assert.equal(await field('secret').inputValue(), '');
+  await field('url').fill('');
+  await page.getByRole('button', { name: 'Save receiver' }).click();
+  await eventually('the second save', async () => {
+    const again = (await (await page.request.get(`${BASE}/api/alerts/receivers`)).json()).find((r) => r.name === 'pager');
+    return again.url === null && again.secret_set;
+  });
+  assert.doesNotMatch(await page.content(), new RegExp(key));
+  const answered = new Promise((resolve) => {
+    page.once('dialog', async (dialog) => { await dialog.accept(); resolve(); });
+  });
+  await page.getByRole('button', { name: 'Remove receiver pager' }).click();
+  await answered;
+  await eventually('the receiver gone', async () => !(await (await page.request.get(`${BASE}/api/alerts/receivers`)).json()).some((r) => r.name === 'pager'));
+});
+
+test('ntfy, Gotify and Pushover receivers show their own fields', { timeout: MINUTE }, async () => {
+  await page.goto(`${BASE}/alerting`);
+  const field = (name) => page.locator(`#receiver-${name}`);
+  await eventually('the receiver form', () => field('kind').isVisible());
+  const shown = async () => {
+    const names = ['url', 'topic_url', 'user_key', 'authorize', 'to', 'channel', 'homeserver'];
+    const visible = await Promise.all(names.map((n) => field(n).isVisible()));
+    return names.filter((n, i) => visible[i]);
+  };
+  for (const [kind, fields] of [
+    ['ntfy', ['topic_url', 'authorize']],
+    ['gotify', ['url']],
+    ['pushover', ['url', 'user_key']],
+  ]) {
+    await field('kind').selectOption(kind);
+    assert.deepEqual((await shown()).sort(), fields.sort(), kind);
+  }
+  await page.locator('#receiver-form').getByRole('button', { name: 'Cancel' }).click();
+});
+
 test('a firmware update uploads with its progress shown; a tampered one is refused with the reason', { timeout: 2 * MINUTE }, async () => {
   await page.goto(`${BASE}/system`);
   const firmware = page.locator('#firmware-status');

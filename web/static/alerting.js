@@ -59,6 +59,10 @@ const KINDS = {
   email: (v) => ({ to: v.to, from: v.from, smarthost: v.smarthost, username: v.username || null, require_tls: v.require_tls }),
   slack: (v) => ({ channel: v.channel }),
   webhook: (v) => ({ url: v.url, authorize: v.authorize }),
+  pagerduty: (v) => ({ url: v.url || null }),
+  ntfy: (v) => ({ topic_url: v.topic_url, authorize: v.authorize }),
+  gotify: (v) => ({ url: v.url }),
+  pushover: (v) => ({ user_key: v.user_key, url: v.url || null }),
   matrix: (v) => ({ homeserver: v.homeserver, room_id: v.room_id }),
 };
 
@@ -70,7 +74,7 @@ const receivers = listEditor({
   columns: [
     { label: 'Name', value: (r) => r.name },
     { label: 'Kind', value: (r) => r.kind },
-    { label: 'To', value: (r) => r.to ?? r.channel ?? r.url ?? r.room_id ?? '' },
+    { label: 'To', value: (r) => r.to ?? r.channel ?? r.url ?? r.room_id ?? r.topic_url ?? r.user_key ?? '' },
     { label: 'Secret', value: (r) => (r.secret_set ? 'set' : r.secret_required ? badge('missing') : 'none') },
   ],
   load: async () => {

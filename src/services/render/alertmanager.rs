@@ -73,8 +73,8 @@ pub struct SecretGrant {
     pub path: PathBuf,
 }
 
-/// The secrets Alertmanager reads. Matrix tokens stay with obsbox, which
-/// posts to Matrix itself.
+/// The secrets Alertmanager reads. The secrets of relayed kinds (Matrix,
+/// ntfy, Gotify, Pushover) stay with obsbox, which posts to them itself.
 pub fn secret_grants(settings: &Settings) -> Vec<SecretGrant> {
     if !settings.services.alertmanager.enabled {
         return Vec::new();
@@ -87,7 +87,7 @@ pub fn secret_grants(settings: &Settings) -> Vec<SecretGrant> {
     let mut grants = vec![grant(WEBHOOK_TOKEN_SECRET.into(), "obsbox-webhook-token")];
     for r in &settings.alerting.receivers {
         let (secret, _) = r.kind.secret();
-        if !matches!(r.kind, ReceiverKind::Matrix { .. }) {
+        if !r.kind.relayed() {
             grants.push(grant(
                 receiver_secret(&r.name, secret),
                 &format!("{}-{secret}", r.name),
@@ -235,7 +235,10 @@ pub(super) fn alertmanager(settings: &Settings, env: &Environment) -> String {
                 }
                 ("webhook_configs", c)
             }
-            ReceiverKind::Matrix { .. } => (
+            ReceiverKind::Matrix { .. }
+            | ReceiverKind::Ntfy { .. }
+            | ReceiverKind::Gotify { .. }
+            | ReceiverKind::Pushover { .. } => (
                 "webhook_configs",
                 obsbox_hook(format!("{RELAY_PATH}/{}", r.name)),
             ),

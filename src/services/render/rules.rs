@@ -160,6 +160,11 @@ impl<'a> Catalog<'a> {
                 ),
             },
         ];
+        let alerts: Vec<Alert> = alerts
+            .into_iter()
+            .chain(filesystem_alerts(filesystems))
+            .chain(node_alerts())
+            .collect();
         self.file(
             "Host alert rules",
             json!({"name": "obsbox-hosts"}),
@@ -289,6 +294,7 @@ impl<'a> Catalog<'a> {
             summary: "Alertmanager cannot deliver {{ $labels.integration }} notifications",
             description: "{{ $value | printf \"%.0f\" }} {{ $labels.integration }} notifications failed in the last 10 minutes. The receivers list (GET /api/alerts/receivers) shows each receiver's last error.".into(),
         });
+        alerts.extend(monitoring_alerts());
         alerts.push(Alert {
             name: "SilenceMasksCritical",
             expr: r#"obsbox_alert_silences_risky{kind="matches_critical"} > 0"#.into(),
@@ -422,6 +428,22 @@ impl<'a> Catalog<'a> {
                 description:
                     "The {{ $labels.kind }} check of {{ $labels.instance }} has failed for 2 minutes."
                         .into(),
+            },
+            Alert {
+                name: "ProbeSlow",
+                // A failing probe is `ProbeFailed`, however long it took.
+                expr: format!(
+                    r#"avg_over_time(probe_duration_seconds{{job="probes"}}[5m]) > {slow} and probe_success{{job="probes"}} == 1"#,
+                    slow = self.settings.alerting.thresholds.probe_slow_seconds
+                ),
+                wait: Some("5m"),
+                severity: "warning",
+                service: "monitoring",
+                summary: "Probe {{ $labels.probe }} is slow",
+                description: format!(
+                    "The {{{{ $labels.kind }}}} check of {{{{ $labels.instance }}}} succeeds but has taken {{{{ $value | printf \"%.2f\" }}}} s on average over 5 minutes (threshold {} s).",
+                    self.settings.alerting.thresholds.probe_slow_seconds
+                ),
             },
             Alert {
                 name: "TLSCertificateExpiresSoon",
@@ -630,9 +652,7 @@ impl<'a> Catalog<'a> {
                 "record": "obsbox:monitoring_up:ratio",
                 // A child that is not installed, or stopped on purpose, is
                 // not an outage: its job leaves the ratio.
-                "expr": format!(
-                    r#"avg(up{{job=~"{MONITORING_JOBS}"}} unless on (job) label_replace(label_replace(obsbox_child_state{{state=~"{NOT_WANTED}"}} == 1, "job", "$1", "child", "(.+)"), "job", "node", "child", "node_exporter"))"#
-                ),
+                "expr": format!("avg({})", wanted_monitoring_up()),
             }));
         }
         for slo in slos {
@@ -777,6 +797,201 @@ const MONITORING_JOBS: &str = "obsbox|prometheus|alertmanager|node|loki|grafana|
 
 /// Child states that are no outage: never installed, or stopped by a user.
 const NOT_WANTED: &str = "not installed|stopping|stopped";
+
+/// `up` of the monitoring plane's jobs, less the children that are not
+/// installed or were stopped on purpose (their job leaves the series): a
+/// child that is stopped on purpose is not an outage.
+fn wanted_monitoring_up() -> String {
+    format!(
+        r#"up{{job=~"{MONITORING_JOBS}"}} unless on (job) label_replace(label_replace(obsbox_child_state{{state=~"{NOT_WANTED}"}} == 1, "job", "$1", "child", "(.+)"), "job", "node", "child", "node_exporter")"#
+    )
+}
+
+/// The filesystem types that are mounted writable unless something went
+/// wrong (a read-only squashfs or erofs is normal).
+const WRITABLE_FILESYSTEMS: &str = "ext[234]|xfs|btrfs|zfs|f2fs|vfat|exfat|ntfs|ntfs3|jfs|reiserfs";
+
+/// Filesystems predicted full, short of inodes, or turned read-only, over
+/// the filesystems `selector` keeps (the node-mixin's recipes).
+fn filesystem_alerts(selector: &str) -> Vec<Alert<'static>> {
+    let filling = |name, severity, free_below: u32, hours: u32, summary| {
+        Alert {
+        name,
+        // A read-only filesystem cannot fill; less than `free_below` % left
+        // keeps a large disk with a busy day from paging.
+        expr: format!(
+            "node_filesystem_avail_bytes{{{selector}}} / node_filesystem_size_bytes{{{selector}}} * 100 < {free_below} and predict_linear(node_filesystem_avail_bytes{{{selector}}}[6h], {hours} * 3600) < 0 and node_filesystem_readonly{{{selector}}} == 0"
+        ),
+        wait: Some("1h"),
+        severity,
+        service: "infrastructure",
+        summary,
+        description: format!(
+            "{{{{ $labels.mountpoint }}}} on {{{{ $labels.host }}}} has {{{{ $value | printf \"%.1f\" }}}}% free and, at the pace of the last 6 hours, will be full within {hours} hours."
+        ),
+    }
+    };
+    let inodes = |name, severity, free_below: u32, wait| {
+        Alert {
+        name,
+        expr: format!(
+            "node_filesystem_files_free{{{selector}}} / node_filesystem_files{{{selector}}} * 100 < {free_below} and node_filesystem_readonly{{{selector}}} == 0"
+        ),
+        wait: Some(wait),
+        severity,
+        service: "infrastructure",
+        summary: "{{ $labels.mountpoint }} on {{ $labels.host }} is running out of inodes",
+        description: format!(
+            "{{{{ $labels.mountpoint }}}} on {{{{ $labels.host }}}} has {{{{ $value | printf \"%.1f\" }}}}% of its inodes left (threshold {free_below}%): once none are left no file can be created, however much space is free."
+        ),
+    }
+    };
+    vec![
+        filling(
+            "DiskFillingUpIn24h",
+            "warning",
+            40,
+            24,
+            "{{ $labels.mountpoint }} on {{ $labels.host }} will be full within a day",
+        ),
+        filling(
+            "DiskFillingUpIn4h",
+            "critical",
+            20,
+            4,
+            "{{ $labels.mountpoint }} on {{ $labels.host }} will be full within 4 hours",
+        ),
+        inodes("DiskInodesLow", "warning", 5, "10m"),
+        inodes("DiskInodesCritical", "critical", 3, "5m"),
+        Alert {
+            name: "FilesystemReadOnly",
+            expr: format!(
+                r#"node_filesystem_readonly{{{selector},fstype=~"{WRITABLE_FILESYSTEMS}"}} == 1"#
+            ),
+            wait: Some("5m"),
+            severity: "critical",
+            service: "infrastructure",
+            summary: "{{ $labels.mountpoint }} on {{ $labels.host }} is read-only",
+            description: "{{ $labels.mountpoint }} ({{ $labels.fstype }} on {{ $labels.device }}) on {{ $labels.host }} is mounted read-only: the kernel usually does that after an I/O or filesystem error, and every write to it fails.".into(),
+        },
+    ]
+}
+
+/// Node exporter signs of a sick host beyond its resources: clock, network
+/// errors, RAID, OOM kills, reboots, failed systemd units.
+fn node_alerts() -> Vec<Alert<'static>> {
+    let network = |name, direction: &str, summary| {
+        Alert {
+        name,
+        expr: format!(
+            "rate(node_network_{direction}_errs_total[2m]) / rate(node_network_{direction}_packets_total[2m]) > 0.01"
+        ),
+        wait: Some("1h"),
+        severity: "warning",
+        service: "infrastructure",
+        summary,
+        description: format!(
+            "{{{{ $labels.device }}}} on {{{{ $labels.host }}}} has had {direction} errors on {{{{ $value | humanizePercentage }}}} of its packets for an hour (threshold 1%)."
+        ),
+    }
+    };
+    vec![
+        Alert {
+            name: "ClockSkewDetected",
+            // Off by more than 50 ms and not getting better (node-mixin).
+            expr: "(node_timex_offset_seconds > 0.05 and deriv(node_timex_offset_seconds[5m]) >= 0) or (node_timex_offset_seconds < -0.05 and deriv(node_timex_offset_seconds[5m]) <= 0)".into(),
+            wait: Some("10m"),
+            severity: "warning",
+            service: "infrastructure",
+            summary: "The clock of {{ $labels.host }} is off",
+            description: "The clock of {{ $labels.host }} is {{ $value | printf \"%.3f\" }} s off its time source and not getting closer. Certificates, logs and alerts of that host carry wrong times.".into(),
+        },
+        network(
+            "NetworkReceiveErrors",
+            "receive",
+            "{{ $labels.device }} on {{ $labels.host }} receives damaged packets",
+        ),
+        network(
+            "NetworkTransmitErrors",
+            "transmit",
+            "{{ $labels.device }} on {{ $labels.host }} fails to send packets",
+        ),
+        Alert {
+            name: "RAIDDegraded",
+            expr: r#"node_md_disks_required - ignoring (state) (node_md_disks{state="active"}) > 0"#.into(),
+            wait: Some("15m"),
+            severity: "critical",
+            service: "infrastructure",
+            summary: "RAID array {{ $labels.device }} on {{ $labels.host }} is degraded",
+            description: "{{ $labels.device }} on {{ $labels.host }} is missing {{ $value }} of its disks: one more failure can lose its data.".into(),
+        },
+        Alert {
+            name: "OOMKillDetected",
+            expr: "increase(node_vmstat_oom_kill[5m]) > 0".into(),
+            wait: None,
+            severity: "warning",
+            service: "infrastructure",
+            summary: "The kernel of {{ $labels.host }} killed a process for lack of memory",
+            description: "The kernel of {{ $labels.host }} ran out of memory and killed {{ $value | printf \"%.0f\" }} processes in the last 5 minutes.".into(),
+        },
+        Alert {
+            name: "HostRebooted",
+            // Its boot time moved on from the latest seen over the day before
+            // (the last 15 minutes left out, so it fires for 15 minutes);
+            // btime can jitter by a second.
+            expr: "node_boot_time_seconds - max_over_time(node_boot_time_seconds[1d] offset 15m) > 60".into(),
+            wait: None,
+            severity: "warning",
+            service: "infrastructure",
+            summary: "{{ $labels.host }} rebooted",
+            description: "{{ $labels.host }} booted again within the last 15 minutes. If nobody restarted it on purpose, it crashed, lost power or was reset by a watchdog.".into(),
+        },
+        Alert {
+            name: "SystemdUnitFailed",
+            expr: r#"node_systemd_unit_state{state="failed"} == 1"#.into(),
+            wait: Some("5m"),
+            severity: "warning",
+            service: "infrastructure",
+            summary: "{{ $labels.name }} failed on {{ $labels.host }}",
+            description: "The systemd unit {{ $labels.name }} on {{ $labels.host }} has been in the failed state for 5 minutes (only hosts whose node exporter runs with --collector.systemd report units).".into(),
+        },
+    ]
+}
+
+/// The monitoring plane watching itself: a built-in child that does not
+/// answer, and Prometheus failing at its own job (the prometheus-mixin's
+/// recipes). Alertmanager failing to send is `NotificationsFailing`.
+fn monitoring_alerts() -> Vec<Alert<'static>> {
+    vec![
+        Alert {
+            name: "ChildDown",
+            expr: format!("({}) == 0", wanted_monitoring_up()),
+            wait: Some("2m"),
+            severity: "critical",
+            service: "appliance",
+            summary: "{{ $labels.job }} on {{ $labels.host }} does not answer",
+            description: "Prometheus has not scraped {{ $labels.job }} ({{ $labels.instance }}) for 2 minutes, though it is enabled and installed and nobody stopped it. The Services page shows its state and log.".into(),
+        },
+        Alert {
+            name: "PrometheusRuleFailures",
+            expr: "increase(prometheus_rule_evaluation_failures_total[5m]) > 0".into(),
+            wait: Some("15m"),
+            severity: "critical",
+            service: "monitoring",
+            summary: "Prometheus fails to evaluate rules of {{ $labels.rule_group }}",
+            description: "{{ $value | printf \"%.0f\" }} rule evaluations of {{ $labels.rule_group }} failed in the last 5 minutes: the alerts of that group may not fire.".into(),
+        },
+        Alert {
+            name: "PrometheusNotificationQueueFull",
+            expr: "predict_linear(prometheus_notifications_queue_length[5m], 60 * 30) > min_over_time(prometheus_notifications_queue_capacity[5m])".into(),
+            wait: Some("15m"),
+            severity: "warning",
+            service: "monitoring",
+            summary: "Prometheus's queue of alerts for Alertmanager is filling up",
+            description: "At its pace of the last 5 minutes the queue of alerts Prometheus sends to Alertmanager is full within 30 minutes; then alerts are dropped.".into(),
+        },
+    ]
+}
 
 /// The short and long windows the burn-rate alerts compare.
 const BURN_WINDOWS: [&str; 7] = ["5m", "30m", "1h", "2h", "6h", "1d", "3d"];
