@@ -300,7 +300,7 @@ async function history() {
       { label: 'Snapshot', value: (r) => snapshotId(r.snapshot) },
       // Only a good run's size says what was backed up.
       { label: 'Size', value: (r) => (r.result === 'ok' ? bytes(r.bytes) : ''), sort: (r) => (r.result === 'ok' ? r.bytes : null) },
-      { label: 'Run', value: (r) => el('a', { href: `/backups/runs/${r.id}`, 'aria-label': `Run ${r.id} of ${r.job}: log and details` }, 'Details') },
+      { label: 'Run', sort: false, value: (r) => el('a', { href: `/backups/runs/${r.id}`, 'aria-label': `Run ${r.id} of ${r.job}: log and details` }, 'Details') },
     ],
   });
 }
