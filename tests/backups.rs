@@ -157,6 +157,85 @@ fn a_corrupted_restore_fails_the_drill_and_names_the_file() {
 }
 
 #[test]
+fn each_run_has_a_view_with_its_live_log_files_size_and_restore_time_against_the_rto() {
+    let fx = fixture(20);
+    let obsbox = pbs::start(&fx, &[], &[("PBS_STANDIN_SLOW_MS", "100")]);
+    let mut photos = job("photos", &fx.source);
+    photos["rto"] = json!("1h");
+    create_job(&obsbox, photos);
+    obsbox.send("POST", "/api/backups/jobs/photos/run", "");
+    pbs::backup_under_way(&obsbox);
+    let id = obsbox.get("/api/backups")["jobs"][0]["running"]["run_id"]
+        .as_i64()
+        .unwrap();
+    let view = |id: i64| obsbox.get(&format!("/api/backups/runs/{id}"));
+
+    // While it runs: its progress and the client's log so far, which the
+    // history has only once the run ended.
+    let live = view(id);
+    assert_eq!(live["result"], "running", "{live}");
+    assert_eq!(live["running"]["run_id"], id, "{live}");
+    assert!(!live["log"].as_str().unwrap().is_empty(), "{live}");
+    assert_eq!(live["files"], Value::Null);
+
+    let run = finished_run(&obsbox, "photos", "backup", 0);
+    let done = view(id);
+    assert_eq!(done["result"], "ok", "{done}");
+    assert_eq!(done["running"], Value::Null);
+    assert_eq!(done["log"], run["log"]);
+    assert_eq!(done["snapshot"], run["snapshot"]);
+    assert_eq!(done["bytes"], run["bytes"]);
+    // 20 pictures and the index.
+    assert_eq!(done["files"], 21, "{done}");
+    assert_eq!(done["rto_seconds"], Value::Null, "not a drill");
+
+    obsbox.send("POST", "/api/backups/jobs/photos/drill", "");
+    let drill = view(
+        finished_run(&obsbox, "photos", "drill", 0)["id"]
+            .as_i64()
+            .unwrap(),
+    );
+    assert_eq!(drill["result"], "ok", "{drill}");
+    assert!(drill["restore_ms"].as_i64().unwrap() > 0, "{drill}");
+    assert_eq!(drill["rto_seconds"], 3600);
+    assert_eq!(drill["within_rto"], true);
+    assert_eq!(drill["files"], Value::Null);
+
+    // A run that failed keeps its log and reason, and shows no size.
+    let mut locked = job("locked", &fx.source);
+    locked["retention"] = json!({});
+    let (status, answer) = obsbox.send(
+        "POST",
+        "/api/backups/jobs",
+        &json!({"job": locked, "secrets": {"password": "not the password"}}).to_string(),
+    );
+    assert_eq!(status, 201, "{answer}");
+    obsbox.send("POST", "/api/backups/jobs/locked/run", "");
+    let failed = view(
+        finished_run(&obsbox, "locked", "backup", 0)["id"]
+            .as_i64()
+            .unwrap(),
+    );
+    assert_eq!(failed["result"], "failed", "{failed}");
+    assert!(failed["reason"].as_str().is_some_and(|r| !r.is_empty()));
+    assert!(
+        failed["log"].as_str().unwrap().contains("Error"),
+        "{failed}"
+    );
+    assert_eq!(
+        (&failed["bytes"], &failed["files"]),
+        (&Value::Null, &Value::Null)
+    );
+
+    // No such run, or no number at all: 404 in JSON.
+    for path in ["/api/backups/runs/999999", "/api/backups/runs/latest"] {
+        let (status, answer) = obsbox.send("GET", path, "");
+        assert_eq!(status, 404, "{path}: {answer}");
+        assert!(answer["error"].as_str().is_some(), "{answer}");
+    }
+}
+
+#[test]
 fn a_halt_stops_a_running_backup_gracefully_and_resume_runs_it_again() {
     let fx = fixture(30);
     let obsbox = pbs::start(&fx, &[], &[("PBS_STANDIN_SLOW_MS", "150")]);

@@ -141,6 +141,95 @@ fn a_settings_write_against_a_stale_version_gets_409_with_the_current_value() {
     );
 }
 
+/// A backup job, a receiver or a NUT user: written through routes of its
+/// own, each kept in a settings section whose version it is written over.
+struct ItemRoutes {
+    section: &'static str,
+    create: (&'static str, &'static str),
+    /// The item's own path (replace and delete), after its name.
+    item: &'static str,
+    body: fn(&str) -> serde_json::Value,
+}
+
+#[test]
+fn jobs_receivers_and_nut_users_written_over_a_stale_version_get_409_with_the_section() {
+    use serde_json::json;
+    let obsbox = Obsbox::start(&[("services", services_only(&[]))]);
+    let version = |section: &str| {
+        let path = format!("/api/settings/{section}");
+        answer(obsbox.request("GET", &path), None, "etag")
+            .1
+            .expect("an ETag")
+    };
+    let send = |method: &str, path: &str, body: Option<String>, if_match: &str| {
+        let request = obsbox.request(method, path).set("If-Match", if_match);
+        let (status, _, text) = answer(request, body.as_deref(), "etag");
+        (status, serde_json::from_str(&text).unwrap_or(json!(null)))
+    };
+    let routes = [
+        ItemRoutes {
+            section: "backups",
+            create: ("POST", "/api/backups/jobs"),
+            item: "/api/backups/jobs/",
+            body: |name| {
+                json!({"job": {"name": name, "paths": ["/srv"],
+                    "repository": "backup@pbs@localhost:store1"}})
+            },
+        },
+        ItemRoutes {
+            section: "alerting",
+            create: ("POST", "/api/alerts/receivers"),
+            item: "/api/alerts/receivers/",
+            body: |name| {
+                json!({"receiver": {"name": name, "kind": "webhook",
+                    "url": "http://127.0.0.1:9/hook"}})
+            },
+        },
+        ItemRoutes {
+            section: "power",
+            create: ("PUT", "/api/power/nut-users/first"),
+            item: "/api/power/nut-users/",
+            body: |name| {
+                json!({"user": {"name": name, "role": "secondary"},
+                    "password": "nut-password-1"})
+            },
+        },
+    ];
+    for r in routes {
+        let read = version(r.section);
+        let (method, path) = r.create;
+        let (status, answer) = send(method, path, Some((r.body)("first").to_string()), &read);
+        assert!(status == 200 || status == 201, "{path}: {status} {answer}");
+
+        // Another writer, still holding the version read before that, changes nothing.
+        let before = obsbox.settings()[r.section].clone();
+        let item = format!("{}first", r.item);
+        let stale = [
+            (
+                method,
+                path.replace("first", "second"),
+                Some((r.body)("second")),
+            ),
+            ("PUT", item.clone(), Some((r.body)("first"))),
+            ("DELETE", item.clone(), None),
+        ];
+        for (method, path, body) in stale {
+            let (status, answer) = send(method, &path, body.map(|b| b.to_string()), &read);
+            assert_eq!(status, 409, "{method} {path}: {answer}");
+            assert!(answer["current"].is_object(), "{answer}");
+            assert_eq!(
+                format!("\"{}\"", answer["version"].as_str().unwrap()),
+                version(r.section)
+            );
+        }
+        assert_eq!(obsbox.settings()[r.section], before, "{}", r.section);
+
+        // Over the version now it goes through.
+        let (status, answer) = send("DELETE", &item, None, &version(r.section));
+        assert_eq!(status, 200, "{item}: {answer}");
+    }
+}
+
 #[test]
 fn an_unknown_page_is_an_html_page_for_a_browser_and_json_for_the_api() {
     let obsbox = Obsbox::start(&[("services", services_only(&[]))]);

@@ -80,6 +80,7 @@ const READS: &[Case] = &[
         "/api/backups/history?limit=x",
         None,
     ),
+    case("/api/backups/runs/{id}", "GET", "/api/backups/runs/7", None),
     case(
         "/api/backups/jobs/{name}/retention",
         "GET",
@@ -175,6 +176,7 @@ const READ_STATUS: &[(&str, u16)] = &[
     ("/api/services/nope/logs/stream", 404),
     ("/api/audit?limit=x", 400),
     ("/api/backups/history?limit=x", 400),
+    ("/api/backups/runs/7", 404),
     ("/api/backups/jobs/nope/retention", 404),
     ("/api/backups/jobs/nope/snapshots", 404),
     // No snapshot named.
@@ -533,6 +535,7 @@ fn every_route_needs_a_session_and_its_token_and_refuses_bad_input_changing_noth
         "/alerting",
         "/logs",
         "/backups",
+        "/backups/runs/7",
         "/power",
         "/disks",
         "/logs/sources",

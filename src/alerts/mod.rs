@@ -9,8 +9,8 @@ mod push;
 pub mod silences;
 
 use crate::services::{
-    receiver_secret, Services, ServicesError, ESCALATED_ALERT, TEST_ID_LABEL, TEST_RECEIVER_LABEL,
-    WEBHOOK_TOKEN_SECRET,
+    receiver_secret, Services, ServicesError, Writer, ESCALATED_ALERT, TEST_ID_LABEL,
+    TEST_RECEIVER_LABEL, WEBHOOK_TOKEN_SECRET,
 };
 use crate::settings::{parse_duration, Receiver, ReceiverKind, Settings};
 use crate::store::{Store, StoreError};
@@ -605,7 +605,7 @@ impl Alerts {
         receiver: Receiver,
         secret: Option<String>,
         replace: bool,
-        actor: &str,
+        writer: Writer<'_>,
     ) -> Result<(), AlertsError> {
         let mut alerting = self.services.settings()?.alerting;
         let name = receiver.name.clone();
@@ -618,7 +618,7 @@ impl Alerts {
             (Some(i), true) => alerting.receivers[i] = receiver.clone(),
             (None, false) => alerting.receivers.push(receiver.clone()),
         }
-        self.update(&alerting, actor).await?;
+        self.update(&alerting, writer).await?;
         if let Some(value) = secret {
             let (secret_name, _) = receiver.kind.secret();
             let stored = receiver_secret(&name, secret_name);
@@ -627,22 +627,25 @@ impl Alerts {
             } else {
                 self.store.put_secret(&stored, value.trim().as_bytes())?;
             }
-            self.store
-                .audit(actor, "receiver.secret", &format!("{name}: {secret_name}"))?;
+            self.store.audit(
+                writer.actor,
+                "receiver.secret",
+                &format!("{name}: {secret_name}"),
+            )?;
             self.services.refresh_secrets().await?;
         }
         Ok(())
     }
 
     /// Removes a receiver and its secret; refused while a route uses it.
-    pub async fn delete_receiver(&self, name: &str, actor: &str) -> Result<(), AlertsError> {
+    pub async fn delete_receiver(&self, name: &str, writer: Writer<'_>) -> Result<(), AlertsError> {
         let mut alerting = self.services.settings()?.alerting;
         let before = alerting.receivers.len();
         alerting.receivers.retain(|r| r.name != name);
         if alerting.receivers.len() == before {
             return Err(AlertsError::NotFound(format!("no receiver '{name}'")));
         }
-        self.update(&alerting, actor).await?;
+        self.update(&alerting, writer).await?;
         self.store
             .delete_secrets(&format!("alerting/receivers/{name}"))?;
         self.services.refresh_secrets().await?;
@@ -652,11 +655,11 @@ impl Alerts {
     async fn update(
         &self,
         alerting: &crate::settings::AlertingSettings,
-        actor: &str,
+        writer: Writer<'_>,
     ) -> Result<(), AlertsError> {
         let value =
             serde_json::to_value(alerting).map_err(|e| AlertsError::Invalid(e.to_string()))?;
-        self.services.update("alerting", value, actor).await?;
+        self.services.write("alerting", value, writer).await?;
         Ok(())
     }
 

@@ -171,6 +171,29 @@ pub fn list(store: &Store, job: Option<&str>, limit: u32) -> Result<Vec<Run>, St
     })
 }
 
+/// One run by its id.
+pub fn get(store: &Store, id: i64) -> Result<Option<Run>, StoreError> {
+    store.with_conn(|c| {
+        c.query_row(
+            &format!("SELECT {COLUMNS} FROM backup_runs WHERE id = ?1"),
+            [id],
+            run_from,
+        )
+        .optional()
+    })
+}
+
+/// How many files a backup run stored (the rows of its manifest).
+pub fn file_count(store: &Store, id: i64) -> Result<i64, StoreError> {
+    store.with_conn(|c| {
+        c.query_row(
+            "SELECT COUNT(*) FROM backup_files WHERE run_id = ?1",
+            [id],
+            |r| r.get(0),
+        )
+    })
+}
+
 /// The newest run of a job and kind with the given result.
 pub fn last(
     store: &Store,

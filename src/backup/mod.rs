@@ -34,7 +34,7 @@ pub(crate) use restore::{files, offline_client, restore_now, snapshots, RestoreR
 pub(crate) use retention::Retention;
 pub use storage::Storage;
 
-use crate::services::{Locator, Services, ServicesError};
+use crate::services::{Locator, Services, ServicesError, Writer};
 use crate::settings::{BackupBackend, BackupJob, Settings};
 use crate::store::{Store, StoreError};
 use crate::supervisor::{process, Reaper};
@@ -313,6 +313,23 @@ pub struct RunningStatus {
     pub transfer: Option<client::Transfer>,
 }
 
+/// One run as its own page shows it: the record (with the client's log so
+/// far while it runs), its progress, the files it stored, and for a drill
+/// the RTO its restore time is measured against.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunView {
+    #[serde(flatten)]
+    pub run: Run,
+    /// A backup that succeeded: how many files it stored.
+    pub files: Option<i64>,
+    /// While it runs: how far it is.
+    pub running: Option<RunningStatus>,
+    /// Drills: the job's RTO now.
+    pub rto_seconds: Option<u64>,
+    /// Drills that passed: whether the restore took no longer than the RTO.
+    pub within_rto: Option<bool>,
+}
+
 /// A handle on the backup service; cheap to clone.
 #[derive(Clone)]
 pub struct Backups {
@@ -370,6 +387,10 @@ enum Msg {
     },
     Status {
         done: oneshot::Sender<BackupStatus>,
+    },
+    Run {
+        id: i64,
+        done: oneshot::Sender<Result<RunView, BackupError>>,
     },
     Test {
         job: Box<BackupJob>,
@@ -555,6 +576,11 @@ impl Backups {
         self.ask(|done| Msg::Status { done }).await
     }
 
+    /// One run, with its live log and progress while it runs.
+    pub async fn run(&self, id: i64) -> Result<RunView, BackupError> {
+        self.ask(|done| Msg::Run { id, done }).await?
+    }
+
     pub fn history(&self, job: Option<&str>, limit: u32) -> Result<Vec<Run>, BackupError> {
         Ok(history::list(&self.store, job, limit)?)
     }
@@ -565,7 +591,7 @@ impl Backups {
         job: BackupJob,
         secrets: SecretsUpdate,
         replace: bool,
-        actor: &str,
+        writer: Writer<'_>,
     ) -> Result<Settings, BackupError> {
         let mut job = job;
         normalize(&mut job);
@@ -577,7 +603,7 @@ impl Backups {
             (Some(_), false) => return Err(BackupError::Exists(name)),
             (None, true) => return Err(BackupError::NoSuchJob(name)),
         }
-        let settings = self.update(&backups, actor).await?;
+        let settings = self.update(&backups, writer).await?;
         let values = [
             secrets.password,
             secrets.encryption_key,
@@ -599,7 +625,7 @@ impl Backups {
                 "set"
             };
             self.store.audit(
-                actor,
+                writer.actor,
                 "backup.secret",
                 &format!("{name}: {secret} {change}"),
             )?;
@@ -608,7 +634,11 @@ impl Backups {
     }
 
     /// Deletes a job and its secrets; its history stays.
-    pub async fn delete_job(&self, name: &str, actor: &str) -> Result<Settings, BackupError> {
+    pub async fn delete_job(
+        &self,
+        name: &str,
+        writer: Writer<'_>,
+    ) -> Result<Settings, BackupError> {
         let mut backups = self.services.settings()?.backups;
         let busy = self
             .status()
@@ -624,7 +654,7 @@ impl Backups {
         if backups.jobs.len() == before {
             return Err(BackupError::NoSuchJob(name.into()));
         }
-        let settings = self.update(&backups, actor).await?;
+        let settings = self.update(&backups, writer).await?;
         self.store.delete_secrets(&format!("backup/{name}"))?;
         Ok(settings)
     }
@@ -632,13 +662,13 @@ impl Backups {
     async fn update(
         &self,
         backups: &crate::settings::BackupSettings,
-        actor: &str,
+        writer: Writer<'_>,
     ) -> Result<Settings, BackupError> {
         let value = serde_json::to_value(backups).map_err(|e| StoreError::Malformed {
             section: "backups".into(),
             message: e.to_string(),
         })?;
-        Ok(self.services.update("backups", value, actor).await?)
+        Ok(self.services.write("backups", value, writer).await?)
     }
 }
 
@@ -659,6 +689,18 @@ struct Running {
     run_id: i64,
     kind: Kind,
     shared: Arc<RunShared>,
+}
+
+impl Running {
+    fn status(&self) -> RunningStatus {
+        let progress = lock(&self.shared.progress);
+        RunningStatus {
+            run_id: self.run_id,
+            kind: self.kind,
+            progress: progress.last_line.clone(),
+            transfer: progress.transfer.clone(),
+        }
+    }
 }
 
 /// What a run's task and the actor both see of it.
@@ -840,6 +882,9 @@ impl Actor {
             },
             Msg::Status { done } => {
                 let _ = done.send(self.status());
+            }
+            Msg::Run { id, done } => {
+                let _ = done.send(self.run_view(id));
             }
             Msg::Test {
                 job,
@@ -1101,15 +1146,7 @@ impl Actor {
                         .due
                         .get(&(job.name.clone(), Kind::Backup))
                         .map(|t| t.to_string()),
-                    running: self.running.get(&job.name).map(|r| {
-                        let progress = lock(&r.shared.progress);
-                        RunningStatus {
-                            run_id: r.run_id,
-                            kind: r.kind,
-                            progress: progress.last_line.clone(),
-                            transfer: progress.transfer.clone(),
-                        }
-                    }),
+                    running: self.running.get(&job.name).map(|r| r.status()),
                     last_backup: last(Kind::Backup, None),
                     last_success: last(Kind::Backup, Some(Outcome::Ok)),
                     last_verify: last(Kind::Verify, None),
@@ -1128,6 +1165,35 @@ impl Actor {
             halted: self.halts.iter().cloned().collect(),
             jobs,
         }
+    }
+
+    /// Run `id` as recorded; while it runs, with the client's log so far.
+    fn run_view(&self, id: i64) -> Result<RunView, BackupError> {
+        let store = &self.ctx.store;
+        let mut run = history::get(store, id)?
+            .ok_or_else(|| BackupError::NotFound(format!("no backup run {id}")))?;
+        let running = self
+            .running
+            .get(&run.job)
+            .filter(|r| r.run_id == id)
+            .map(|r| {
+                run.log = lock(&r.shared.progress).log.clone();
+                r.status()
+            });
+        let files = (run.kind == Kind::Backup && run.result == Outcome::Ok)
+            .then(|| history::file_count(store, id))
+            .transpose()?;
+        let rto = (run.kind == Kind::Drill)
+            .then(|| self.job(&run.job))
+            .flatten()
+            .map(|job| objectives::rto(job, &self.settings.backups));
+        Ok(RunView {
+            files,
+            running,
+            rto_seconds: rto.map(|d| d.as_secs()),
+            within_rto: objectives::within_rto(run.restore_ms, rto),
+            run,
+        })
     }
 }
 

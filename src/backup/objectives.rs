@@ -51,9 +51,26 @@ pub fn rto(job: &BackupJob, backups: &BackupSettings) -> Duration {
     parse_duration(job.rto.as_deref().unwrap_or(&backups.rto)).unwrap_or(Duration::from_secs(7_200))
 }
 
+/// Whether a drill's restore, which took `restore_ms`, kept to the RTO;
+/// `None` when either is unknown (a failed drill, a job since removed).
+pub fn within_rto(restore_ms: Option<i64>, rto: Option<Duration>) -> Option<bool> {
+    let (took, rto) = (restore_ms?, rto?);
+    Some(u128::try_from(took).unwrap_or(0) <= rto.as_millis())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_restore_is_within_the_rto_up_to_and_including_it() {
+        let rto = Some(Duration::from_secs(60));
+        assert_eq!(within_rto(Some(59_999), rto), Some(true));
+        assert_eq!(within_rto(Some(60_000), rto), Some(true));
+        assert_eq!(within_rto(Some(60_001), rto), Some(false));
+        assert_eq!(within_rto(None, rto), None);
+        assert_eq!(within_rto(Some(1), None), None);
+    }
 
     fn job(schedule: &str, rpo: Option<&str>) -> BackupJob {
         serde_json::from_value(serde_json::json!({

@@ -24,7 +24,7 @@ use super::ups::{
 };
 use crate::app::{Ending, Lifecycle};
 use crate::backup::Backups;
-use crate::services::{Services, ServicesError};
+use crate::services::{Services, ServicesError, Writer};
 use crate::settings::{NutUser, PowerSettings, Problem, Settings};
 use crate::store::{now_millis, Store, StoreError};
 use crate::supervisor::{Reaper, StopStep, Supervisor};
@@ -279,7 +279,7 @@ impl Power {
         &self,
         user: NutUser,
         password: Option<String>,
-        actor: &str,
+        writer: Writer<'_>,
     ) -> Result<Settings, PowerError> {
         let problem = password.as_deref().filter(|p| !p.is_empty()).and_then(|p| {
             let message = super::nut_server::password_problem(p)?;
@@ -300,7 +300,7 @@ impl Power {
             }
             None => users.push(user.clone()),
         }
-        let settings = self.update(&power, actor).await?;
+        let settings = self.write(&power, writer).await?;
         if let Some(password) = password.filter(|p| !p.is_empty()) {
             self.ctx.store.put_secret(
                 &super::nut_server::secret_name(&user.name),
@@ -310,14 +310,18 @@ impl Power {
         Ok(settings)
     }
 
-    pub async fn delete_nut_user(&self, name: &str, actor: &str) -> Result<Settings, PowerError> {
+    pub async fn delete_nut_user(
+        &self,
+        name: &str,
+        writer: Writer<'_>,
+    ) -> Result<Settings, PowerError> {
         let mut power = self.ctx.services.settings()?.power;
         let before = power.nut_server.users.len();
         power.nut_server.users.retain(|u| u.name != name);
         if power.nut_server.users.len() == before {
             return Err(PowerError::NoSuchUser(name.into()));
         }
-        let settings = self.update(&power, actor).await?;
+        let settings = self.write(&power, writer).await?;
         let _ = std::fs::remove_file(
             self.ctx
                 .store
@@ -394,9 +398,13 @@ impl Power {
             .put_secret(ups::NUT_PASSWORD_SECRET, password)
     }
 
-    async fn update(&self, power: &PowerSettings, actor: &str) -> Result<Settings, PowerError> {
+    async fn write(
+        &self,
+        power: &PowerSettings,
+        writer: Writer<'_>,
+    ) -> Result<Settings, PowerError> {
         let value = section_value(power)?;
-        Ok(self.ctx.services.update("power", value, actor).await?)
+        Ok(self.ctx.services.write("power", value, writer).await?)
     }
 
     /// The last steps of a power-off, once every child has stopped: sync,

@@ -63,6 +63,15 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> ServicesError + '_ {
 }
 
 /// Applies settings to the running system.
+/// Who changes a settings section, and over which version of it: with
+/// `if_match` (an HTTP `If-Match` value) the change is refused as stale if
+/// the section changed since that version was read.
+#[derive(Debug, Clone, Copy)]
+pub struct Writer<'a> {
+    pub actor: &'a str,
+    pub if_match: Option<&'a str>,
+}
+
 pub struct Services {
     store: Store,
     supervisor: Supervisor,
@@ -148,6 +157,17 @@ impl Services {
         actor: &str,
     ) -> Result<Settings, ServicesError> {
         self.update_if(section, value, actor, None).await
+    }
+
+    /// [`Services::update_if`] for `writer`.
+    pub async fn write(
+        &self,
+        section: &str,
+        value: serde_json::Value,
+        writer: Writer<'_>,
+    ) -> Result<Settings, ServicesError> {
+        self.update_if(section, value, writer.actor, writer.if_match)
+            .await
     }
 
     /// [`Services::update`] only if the section is still at a version

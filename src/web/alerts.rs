@@ -4,7 +4,7 @@
 //! instead of a login.
 
 use super::auth::Actor;
-use super::{json_body, same_name, ApiError, ApiQuery, ApiResult, AppState};
+use super::{json_body, same_name, writer, ApiError, ApiQuery, ApiResult, AppState};
 use crate::alerts::{AlertsError, Notification, SilenceRequest};
 use crate::settings::Receiver;
 use axum::body::Bytes;
@@ -144,11 +144,17 @@ struct ReceiverRequest {
     secret: Option<String>,
 }
 
-async fn create_receiver(State(app): State<Arc<AppState>>, actor: Actor, body: Bytes) -> ApiResult {
+async fn create_receiver(
+    State(app): State<Arc<AppState>>,
+    actor: Actor,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
     let request: ReceiverRequest = json_body(&body)?;
     let name = request.receiver.name.clone();
+    let writer = writer(&actor, &headers)?;
     app.alerts
-        .save_receiver(request.receiver, request.secret, false, &actor.0)
+        .save_receiver(request.receiver, request.secret, false, writer)
         .await?;
     Ok((StatusCode::CREATED, Json(json!({"created": name}))).into_response())
 }
@@ -157,12 +163,14 @@ async fn replace_receiver(
     State(app): State<Arc<AppState>>,
     actor: Actor,
     Path(name): Path<String>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult {
     let request: ReceiverRequest = json_body(&body)?;
     same_name("receiver", &request.receiver.name, &name)?;
+    let writer = writer(&actor, &headers)?;
     app.alerts
-        .save_receiver(request.receiver, request.secret, true, &actor.0)
+        .save_receiver(request.receiver, request.secret, true, writer)
         .await?;
     Ok(Json(json!({"replaced": name})).into_response())
 }
@@ -171,8 +179,11 @@ async fn delete_receiver(
     State(app): State<Arc<AppState>>,
     actor: Actor,
     Path(name): Path<String>,
+    headers: HeaderMap,
 ) -> ApiResult {
-    app.alerts.delete_receiver(&name, &actor.0).await?;
+    app.alerts
+        .delete_receiver(&name, writer(&actor, &headers)?)
+        .await?;
     Ok(Json(json!({"deleted": name})).into_response())
 }
 

@@ -1,12 +1,12 @@
 //! `/api/backups`: jobs, runs, halts and history.
 
 use super::auth::Actor;
-use super::{json_body, same_name, ApiError, ApiQuery, ApiResult, AppState};
+use super::{json_body, same_name, writer, ApiError, ApiQuery, ApiResult, AppState};
 use crate::backup::{BackupError, Kind, SecretsUpdate, TestOptions};
 use crate::settings::BackupJob;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
@@ -18,6 +18,7 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/api/backups", get(status))
         .route("/api/backups/history", get(history))
+        .route("/api/backups/runs/{id}", get(run_view))
         .route("/api/backups/jobs", post(create))
         .route("/api/backups/jobs/{name}", put(replace).delete(delete))
         .route("/api/backups/jobs/{name}/retention", get(retention))
@@ -101,11 +102,30 @@ async fn history(
     Ok(Json(runs).into_response())
 }
 
-async fn create(State(app): State<Arc<AppState>>, actor: Actor, body: Bytes) -> ApiResult {
+async fn run_view(State(app): State<Arc<AppState>>, Path(id): Path<String>) -> ApiResult {
+    // Any id that is no number names no run: the same 404 as one not found.
+    let view = match id.parse() {
+        Ok(id) => app.backups.run(id).await?,
+        Err(_) => return Err(BackupError::NotFound(format!("no backup run {id}")).into()),
+    };
+    Ok(Json(view).into_response())
+}
+
+async fn create(
+    State(app): State<Arc<AppState>>,
+    actor: Actor,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
     let request: JobRequest = json_body(&body)?;
     let settings = app
         .backups
-        .save_job(request.job, request.secrets, false, &actor.0)
+        .save_job(
+            request.job,
+            request.secrets,
+            false,
+            writer(&actor, &headers)?,
+        )
         .await?;
     Ok((StatusCode::CREATED, Json(settings.backups)).into_response())
 }
@@ -114,13 +134,19 @@ async fn replace(
     State(app): State<Arc<AppState>>,
     actor: Actor,
     Path(name): Path<String>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult {
     let request: JobRequest = json_body(&body)?;
     same_name("job", &request.job.name, &name)?;
     let settings = app
         .backups
-        .save_job(request.job, request.secrets, true, &actor.0)
+        .save_job(
+            request.job,
+            request.secrets,
+            true,
+            writer(&actor, &headers)?,
+        )
         .await?;
     Ok(Json(settings.backups).into_response())
 }
@@ -133,8 +159,12 @@ async fn delete(
     State(app): State<Arc<AppState>>,
     actor: Actor,
     Path(name): Path<String>,
+    headers: HeaderMap,
 ) -> ApiResult {
-    let settings = app.backups.delete_job(&name, &actor.0).await?;
+    let settings = app
+        .backups
+        .delete_job(&name, writer(&actor, &headers)?)
+        .await?;
     Ok(Json(settings.backups).into_response())
 }
 

@@ -547,6 +547,28 @@ async fn settings_section(
     Ok(with_etag(Json(&section.value), &section))
 }
 
+/// The change a request makes: by whom, and over which version of the
+/// section it read (its `If-Match`, if any).
+fn writer<'a>(
+    actor: &'a Actor,
+    headers: &'a axum::http::HeaderMap,
+) -> Result<crate::services::Writer<'a>, ApiError> {
+    let if_match = match headers.get(header::IF_MATCH).map(|v| v.to_str()) {
+        Some(Ok(v)) => Some(v),
+        Some(Err(_)) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "If-Match is not text".into(),
+            ))
+        }
+        None => None,
+    };
+    Ok(crate::services::Writer {
+        actor: &actor.0,
+        if_match,
+    })
+}
+
 /// Replaces a section. With `If-Match`, only if nobody changed it since
 /// (else `409` with the section as it is now); without, unconditionally.
 async fn update_settings(
@@ -562,19 +584,9 @@ async fn update_settings(
             format!("the body is not JSON: {e}"),
         )
     })?;
-    let if_match = match headers.get(header::IF_MATCH).map(|v| v.to_str()) {
-        Some(Ok(v)) => Some(v),
-        Some(Err(_)) => {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "If-Match is not text".into(),
-            ))
-        }
-        None => None,
-    };
     let settings = app
         .services
-        .update_if(&section, value, &actor.0, if_match)
+        .write(&section, value, writer(&actor, &headers)?)
         .await?;
     let now = crate::store::versioned(&settings, &section)?;
     Ok(with_etag(Json(settings), &now))

@@ -94,11 +94,22 @@ impl Layout {
         }
     }
 
-    /// Whether `href` heads the section this page is in (System for its sub-pages).
+    /// Whether `href` heads the section this page is in: System for its
+    /// sub-pages, and for a page of no navigation of its own the entry its
+    /// path lies under (Backups for a backup run).
     fn in_section(&self, href: &str) -> bool {
-        self.section_nav()
+        if self.path == href {
+            return false;
+        }
+        let heads_sub_pages = self
+            .section_nav()
             .first()
-            .is_some_and(|(head, _)| *head == href && self.path != href)
+            .is_some_and(|(head, _)| *head == href);
+        let listed = NAV
+            .iter()
+            .chain(&SYSTEM_PAGES)
+            .any(|(path, _)| *path == self.path);
+        heads_sub_pages || (!listed && href != "/" && self.path.starts_with(&format!("{href}/")))
     }
 
     fn asset(&self, name: &str) -> String {
@@ -174,6 +185,7 @@ pages! {
     Alerting: "/alerting", "alerting.html", "alerting.js", "Alerting";
     Logs: "/logs", "logs.html", "logs.js", "Logs";
     Backups: "/backups", "backups.html", "backups.js", "Backups";
+    BackupRun: "/backups/runs/{id}", "backup_run.html", "backup_run.js", "Backup run";
     Power: "/power", "power.html", "power.js", "Power";
     DisksPage: "/disks", "disks.html", "disks.js", "Disks";
     LogSources: "/logs/sources", "log_sources.html", "log_sources.js", "Log sources";
@@ -328,6 +340,7 @@ mod tests {
             Targets::SCRIPT,
             Alerting::SCRIPT,
             Backups::SCRIPT,
+            BackupRun::SCRIPT,
             System::SCRIPT,
             General::SCRIPT,
             Account::SCRIPT,
@@ -401,6 +414,19 @@ mod tests {
         assert!(html.contains(r#"<meta name="time-zone" content="Europe/Berlin">"#));
         let html = Targets::new(self::layout(Some("admin"))).render().unwrap();
         assert!(!html.contains("General settings"));
+    }
+
+    #[test]
+    fn a_backup_run_marks_backups_as_its_section() {
+        let mut layout = layout(Some("admin"));
+        layout.path = BackupRun::PATH;
+        let html = BackupRun::new(layout).render().unwrap();
+        assert!(html.contains(r#"<a href="/backups" class="in-section">Backups</a>"#));
+        // Log sources is a page of its own under /logs, not a part of Logs.
+        let mut layout = self::layout(Some("admin"));
+        layout.path = LogSources::PATH;
+        let html = LogSources::new(layout).render().unwrap();
+        assert!(html.contains(r#"<a href="/logs">Logs</a>"#));
     }
 
     #[test]

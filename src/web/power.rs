@@ -3,13 +3,13 @@
 //! users (passwords write-only).
 
 use super::auth::Actor;
-use super::{json_body, same_name, ApiError, ApiResult, AppState};
+use super::{json_body, same_name, writer, ApiError, ApiResult, AppState};
 use crate::power::ups::{Cable, BAUDS, UPS_KINDS};
 use crate::power::PowerError;
 use crate::settings::NutUser;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, put};
 use axum::{Json, Router};
@@ -91,12 +91,13 @@ async fn save_user(
     State(app): State<Arc<AppState>>,
     actor: Actor,
     Path(name): Path<String>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult {
     let request: UserRequest = json_body(&body)?;
     same_name("user", &request.user.name, &name)?;
     app.power
-        .save_nut_user(request.user, request.password, &actor.0)
+        .save_nut_user(request.user, request.password, writer(&actor, &headers)?)
         .await?;
     Ok(Json(json!({"saved": name})).into_response())
 }
@@ -105,7 +106,10 @@ async fn delete_user(
     State(app): State<Arc<AppState>>,
     actor: Actor,
     Path(name): Path<String>,
+    headers: HeaderMap,
 ) -> ApiResult {
-    app.power.delete_nut_user(&name, &actor.0).await?;
+    app.power
+        .delete_nut_user(&name, writer(&actor, &headers)?)
+        .await?;
     Ok(Json(json!({"deleted": name})).into_response())
 }

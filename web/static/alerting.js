@@ -2,7 +2,7 @@
 // routes, thresholds, silences.
 import {
   api, every, table, badge, when, duration, action, actions, options, onSubmit, fill,
-  listEditor, settingsList, labelsText, parseLabels, say, el, kindParts,
+  listEditor, settingsList, labelsText, parseLabels, say, el, kindParts, ApiError,
 } from './app.js';
 
 const $ = (id) => document.getElementById(id);
@@ -26,7 +26,7 @@ const showHistory = every(15000, async () => {
       { label: 'Severity', value: (a) => badge(a.severity) },
       { label: 'Status', value: (a) => badge(a.status) },
       { label: 'Summary', value: (a) => a.annotations.summary ?? '' },
-      { label: 'Started', value: (a) => when(a.starts_at) },
+      { label: 'Started', value: (a) => when(a.starts_at), sort: (a) => Date.parse(a.starts_at) },
       { label: 'Ended', value: (a) => when(a.ends_at) },
       {
         label: 'Acknowledged',
@@ -76,10 +76,16 @@ const receivers = listEditor({
     { label: 'Kind', value: (r) => r.kind },
     { label: 'To', value: (r) => r.to ?? r.channel ?? r.url ?? r.room_id ?? r.topic_url ?? r.user_key ?? '' },
     { label: 'Secret', value: (r) => (r.secret_set ? 'set' : r.secret_required ? badge('missing') : 'none') },
+    // Alertmanager's newest failure to deliver to it, as its log says.
+    { label: 'Last error', value: (r) => (r.last_error ? `${when(r.last_error.at)}: ${r.last_error.error}` : 'none'), long: true },
   ],
+  // Receivers, routes and thresholds share the alerting section and its
+  // version (If-Match): reloading the receivers reloads the routes and
+  // thresholds with it.
   load: async () => {
     const list = await api('GET', '/api/alerts/receivers');
     for (const [select, blank] of receiverSelects()) options(select, list.map((r) => r.name), blank);
+    await routes.refresh();
     return list;
   },
   toForm: (r) => ({ ...r, secret: '', remove_secret: false }),
@@ -88,9 +94,9 @@ const receivers = listEditor({
     secret: v.remove_secret ? '' : (v.secret || undefined),
   }),
   save: (item, original, send) => (original === null
-    ? send('POST', '/api/alerts/receivers', item)
-    : send('PUT', `/api/alerts/receivers/${encodeURIComponent(original)}`, item)),
-  remove: (r) => api('DELETE', `/api/alerts/receivers/${encodeURIComponent(r.name)}`),
+    ? send('POST', '/api/alerts/receivers', item, overVersion())
+    : send('PUT', `/api/alerts/receivers/${encodeURIComponent(original)}`, item, overVersion())),
+  remove: (r) => api('DELETE', `/api/alerts/receivers/${encodeURIComponent(r.name)}`, undefined, undefined, overVersion()),
 });
 
 onSubmit($('test-form'), async ({ receiver }, send) => {
@@ -102,8 +108,16 @@ onSubmit($('test-form'), async ({ receiver }, send) => {
 
 const routeKey = (r, n) => `#${n + 1}`;
 const alerting = settingsList('alerting', routeKey, (s) => s.alerting.routes, (routes, s) => ({ ...s.alerting, routes }));
+const overVersion = () => ({ 'If-Match': alerting.version() });
 const routes = listEditor({
   ...alerting,
+  // The thresholds form shows the section as the routes were loaded with it:
+  // both are written back with that version.
+  load: async () => {
+    const list = await alerting.load();
+    showThresholds(alerting.settings());
+    return list;
+  },
   form: $('route-form'),
   container: $('routes'),
   noun: 'route',
@@ -137,17 +151,27 @@ function showThresholds(settings) {
   });
 }
 
+// Written only over the version shown (If-Match): a change made meanwhile in
+// another tab or session is shown, not overwritten.
 onSubmit(thresholdsForm, async (v, send) => {
-  const current = (await api('GET', '/api/settings')).alerting;
+  const current = alerting.settings().alerting;
   const thresholds = Object.fromEntries(Object.keys(current.thresholds).map((k) => [k, v[k]]));
-  const saved = await send('PUT', '/api/settings/alerting', {
-    ...current,
-    thresholds,
-    default_receiver: v.default_receiver || null,
-    group_by: v.group_by.split(',').map((s) => s.trim()).filter(Boolean),
-    escalation: v.escalation_after ? { after: v.escalation_after, receiver: v.escalation_receiver } : null,
-  });
-  showThresholds(saved);
+  try {
+    await send('PUT', '/api/settings/alerting', {
+      ...current,
+      thresholds,
+      default_receiver: v.default_receiver || null,
+      group_by: v.group_by.split(',').map((s) => s.trim()).filter(Boolean),
+      escalation: v.escalation_after ? { after: v.escalation_after, receiver: v.escalation_receiver } : null,
+    }, { 'If-Match': alerting.version() });
+  } catch (e) {
+    if (e instanceof ApiError && e.status === 409) {
+      await routes.refresh();
+      say('Not saved: someone changed the alerting settings in another tab or session since this page loaded them. The form now shows their values; make your change again if it still applies.', { error: true });
+    }
+    throw e;
+  }
+  await routes.refresh();
   say('Saved the thresholds.');
 });
 
@@ -186,7 +210,5 @@ onSubmit($('silence-form'), async (v, send) => {
 
 // Receivers first: the route and threshold forms choose among them.
 receivers.refresh()
-  .then(() => routes.refresh())
-  .then(() => showThresholds(alerting.settings()))
   .then(showSilences)
   .catch(() => {});

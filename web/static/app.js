@@ -1,5 +1,6 @@
 // Shared by every page: the API client, the message region, forms, tables
 // and list editors. Pages import what they need; nothing here knows a page.
+import { tableTools } from './tables.js';
 
 const statusBox = document.getElementById('status');
 
@@ -166,6 +167,38 @@ try {
   boxClock = new Intl.DateTimeFormat('sv-SE', { timeZone: 'UTC', dateStyle: 'short', timeStyle: 'medium' });
 }
 
+let boxParts;
+try {
+  boxParts = new Intl.DateTimeFormat('en-US', {
+    timeZone: boxZone, hourCycle: 'h23', year: 'numeric', month: 'numeric', day: 'numeric', hour: 'numeric', minute: 'numeric', second: 'numeric',
+  });
+} catch {
+  boxParts = new Intl.DateTimeFormat('en-US', {
+    timeZone: 'UTC', hourCycle: 'h23', year: 'numeric', month: 'numeric', day: 'numeric', hour: 'numeric', minute: 'numeric', second: 'numeric',
+  });
+}
+
+/** How far the box's clock is ahead of UTC at the instant `ms`, in milliseconds. */
+function boxOffset(ms) {
+  const p = Object.fromEntries(boxParts.formatToParts(new Date(ms)).map((part) => [part.type, Number(part.value)]));
+  return Date.UTC(p.year, p.month - 1, p.day, p.hour, p.minute, p.second) - Math.floor(ms / 1000) * 1000;
+}
+
+/**
+ * The instant (Unix milliseconds) a wall-clock time typed into a
+ * `datetime-local` field (`2026-12-07T03:04:05`) names in the box's zone,
+ * whatever the browser's zone; NaN for anything else. In the hour a clock
+ * goes back the earlier of the two instants is taken.
+ */
+export function boxInstant(text) {
+  const m = /^(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d)(?::(\d\d))?/.exec(text || '');
+  if (!m) return NaN;
+  const wall = Date.UTC(+m[1], m[2] - 1, +m[3], +m[4], +m[5], +(m[6] || 0));
+  // The offset depends on the instant; a second look settles it across a change of offset.
+  const guess = wall - boxOffset(wall);
+  return wall - boxOffset(guess);
+}
+
 /** A time given as Unix milliseconds, RFC 3339 text or nothing, in the box's zone, with the zone named. */
 export function when(time) {
   if (time === null || time === undefined || time === '') return '';
@@ -175,14 +208,44 @@ export function when(time) {
 }
 
 const TONES = {
-  ok: ['ready', 'up', 'ok', 'resolved', 'active', 'keep', 'yes', 'good', 'synchronised'],
-  bad: ['crash-looping', 'down', 'unavailable', 'failed', 'firing', 'critical', 'not installed', 'remove', 'failing', 'monitoring error', 'bad'],
+  ok: ['ready', 'up', 'ok', 'resolved', 'active', 'keep', 'yes', 'good', 'synchronised', 'within the RTO'],
+  bad: ['crash-looping', 'down', 'unavailable', 'failed', 'firing', 'critical', 'not installed', 'remove', 'failing', 'monitoring error', 'bad', 'over the RTO'],
 };
 
 /** A word with its colour (and the word itself, so colour is never the only cue); a badge never wraps. */
 export function badge(text) {
   const tone = TONES.ok.includes(text) ? 'ok' : TONES.bad.includes(text) ? 'bad' : 'warn';
   return el('span', { class: `badge state-${tone}` }, text);
+}
+
+/** Copies `text` to the clipboard; without the Clipboard API (plain HTTP on the LAN) through a selected field. */
+async function copyText(text) {
+  if (navigator.clipboard && window.isSecureContext) {
+    await navigator.clipboard.writeText(text);
+    return;
+  }
+  const field = el('textarea', { readonly: true, class: 'offscreen', 'aria-hidden': 'true' }, text);
+  document.body.append(field);
+  field.select();
+  const copied = document.execCommand('copy');
+  field.remove();
+  if (!copied) throw new Error('The browser refused to copy; select the text instead.');
+}
+
+/**
+ * A snapshot id as tables show it: a restic id (64 hex digits) as its first
+ * 8, as restic itself shows them, with the whole id as its title and a
+ * button that copies it; a PBS snapshot (`host/<id>/<time>`) as it is.
+ */
+export function snapshotId(id) {
+  if (!id) return '';
+  const short = /^[0-9a-f]{64}$/.test(id) ? id.slice(0, 8) : id;
+  const copy = async () => {
+    await copyText(id);
+    say(`Copied snapshot ${short}.`);
+  };
+  return el('span', { class: 'snapshot' }, el('code', { title: id }, short), ' ',
+    action('Copy', `Copy snapshot id ${short}`, copy));
 }
 
 export function labelsText(labels) {
@@ -205,8 +268,10 @@ export const lines = (text) => (text || '').split('\n').map((l) => l.trim()).fil
 
 /**
  * Renders rows into `container` as a table. A column is `{label, value,
- * long}`, where `value(row)` gives text or a node and `long` marks free text
- * that may break inside a word (a detail, an error). Focus inside the table survives a
+ * long, sort}`, where `value(row)` gives text or a node, `long` marks free
+ * text that may break inside a word (a detail, an error) and `sort(row)` the
+ * raw value a column is sorted by where its text would mislead (a time, a
+ * size; `false`: a column of buttons, not sorted). A container marked `data-table-tools` gets search and sort (tables.js). Focus inside the table survives a
  * refresh (buttons are found again by their label).
  */
 export function table(container, { columns, rows, empty = 'Nothing here yet.' }) {
@@ -214,12 +279,15 @@ export function table(container, { columns, rows, empty = 'Nothing here yet.' })
     ? document.activeElement.getAttribute('aria-label') : null;
   if (!rows.length) {
     container.replaceChildren(el('p', { class: 'empty' }, empty));
+    if (container.dataset.tableTools) tableTools(container);
     return;
   }
-  const head = el('thead', {}, el('tr', {}, columns.map((c) => el('th', { scope: 'col' }, c.label))));
+  const head = el('thead', {}, el('tr', {}, columns.map((c) => el('th', { scope: 'col', 'data-unsorted': c.sort === false }, c.label))));
+  const key = (c, row) => (typeof c.sort === 'function' ? c.sort(row) : null);
   const body = el('tbody', {}, rows.map((row) => el('tr', {},
-    columns.map((c) => el('td', { 'data-label': c.label, class: c.long ? 'long' : null }, c.value(row) ?? '')))));
+    columns.map((c) => el('td', { 'data-label': c.label, class: c.long ? 'long' : null, 'data-sort': key(c, row) }, c.value(row) ?? '')))));
   container.replaceChildren(el('table', {}, head, body));
+  if (container.dataset.tableTools) tableTools(container);
   if (focused) {
     container.querySelector(`[aria-label="${CSS.escape(focused)}"]`)?.focus();
   }
@@ -389,6 +457,7 @@ export function listEditor({ form, container, columns, load, save, remove, toFor
     table(container, {
       columns: [...columns, {
         label: 'Actions',
+        sort: false,
         value: (item) => actions(
           ...(extra ? extra(item) : []),
           action('Edit', `Edit ${noun} ${name(item)}`, () => {
@@ -452,6 +521,7 @@ export function settingsList(section, key, path = (s) => s[section], wrap = (lis
   return {
     load,
     settings: () => settings,
+    version: () => version,
     save: (item, original, send, items) => {
       const list = [...items];
       const at = original === null ? -1 : list.findIndex((i, n) => key(i, n) === original);

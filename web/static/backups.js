@@ -1,12 +1,15 @@
 // Backups: jobs with their schedule, retention and secrets; run, verify or
 // drill now with live progress; the history of runs.
 import {
-  api, every, table, badge, bytes, duration, when, action, listEditor, lines, say, values, el, onSubmit, kindParts,
+  api, every, table, badge, bytes, duration, when, action, listEditor, lines, say, values, el, onSubmit, kindParts, snapshotId, loadSection,
 } from './app.js';
 
 const $ = (id) => document.getElementById(id);
 const KEEP = ['keep_last', 'keep_hourly', 'keep_daily', 'keep_weekly', 'keep_monthly', 'keep_yearly'];
 let status = { halted: [], jobs: [] };
+/** The version of the backups section the jobs were read at: saved over it only (If-Match). */
+let version = null;
+const overVersion = () => ({ 'If-Match': version });
 const statusOf = (name) => status.jobs.find((j) => j.name === name) ?? {};
 
 async function start(job, verb) {
@@ -31,7 +34,8 @@ async function preview(job) {
 }
 
 function jobFromForm(v) {
-  const retention = Object.fromEntries(KEEP.filter((k) => v[k] !== null).map((k) => [k, v[k]]));
+  // No keep option at all keeps everything; none typed means the default policy.
+  const retention = v.keep_everything ? {} : Object.fromEntries(KEEP.filter((k) => v[k] != null).map((k) => [k, v[k]]));
   const job = {
     name: v.name,
     backend: v.backend,
@@ -51,7 +55,7 @@ function jobFromForm(v) {
       drill_schedule: v.drill_schedule || null,
     },
   };
-  if (Object.keys(retention).length) job.retention = retention;
+  if (v.keep_everything || Object.keys(retention).length) job.retention = retention;
   const secrets = {};
   for (const name of ['password', 'encryption_key', 'encryption_password']) {
     if (v[name]) secrets[name] = v[name];
@@ -60,6 +64,13 @@ function jobFromForm(v) {
 }
 
 kindParts($('job-form'), 'backend');
+
+// "Keep every snapshot" and the keep counts exclude each other.
+const keepEverything = () => {
+  for (const name of KEEP) $(`job-${name}`).disabled = $('job-keep_everything').checked;
+};
+$('job-form').addEventListener('change', keepEverything);
+$('job-form').addEventListener('reset', () => setTimeout(keepEverything));
 
 const jobs = listEditor({
   form: $('job-form'),
@@ -120,15 +131,17 @@ const jobs = listEditor({
     action('Restore', `Restore from ${j.name}`, () => snapshots(j.name)),
   ],
   load: async () => {
-    const [settings, current] = await Promise.all([api('GET', '/api/settings'), api('GET', '/api/backups')]);
+    const [section, current] = await Promise.all([loadSection('backups'), api('GET', '/api/backups')]);
     status = current;
+    version = section.version;
     $('halted').hidden = !status.halted.length;
     $('halted').textContent = `Backups are halted: ${status.halted.join('; ')}.`;
-    return settings.backups.jobs;
+    return section.value.jobs;
   },
   toForm: (j) => ({
     ...j,
     ...j.retention,
+    keep_everything: KEEP.every((k) => !j.retention?.[k]),
     ...j.options,
     exclude: (j.options?.exclude ?? []).join('\n'),
     paths: j.paths.join('\n'),
@@ -138,9 +151,9 @@ const jobs = listEditor({
   }),
   fromForm: (v) => jobFromForm(v),
   save: (item, original, send) => (original === null
-    ? send('POST', '/api/backups/jobs', item)
-    : send('PUT', `/api/backups/jobs/${encodeURIComponent(original)}`, item)),
-  remove: (j) => api('DELETE', `/api/backups/jobs/${encodeURIComponent(j.name)}`),
+    ? send('POST', '/api/backups/jobs', item, overVersion())
+    : send('PUT', `/api/backups/jobs/${encodeURIComponent(original)}`, item, overVersion())),
+  remove: (j) => api('DELETE', `/api/backups/jobs/${encodeURIComponent(j.name)}`, undefined, undefined, overVersion()),
 });
 
 // Tests the repository as the form describes it, before saving.
@@ -192,7 +205,7 @@ async function snapshots(job) {
     empty: 'No snapshots yet.',
     columns: [
       { label: 'Time', value: (s) => when(s.time) },
-      { label: 'Snapshot', value: (s) => s.id },
+      { label: 'Snapshot', value: (s) => snapshotId(s.id) },
       { label: 'Size', value: (s) => (s.size == null ? '' : bytes(s.size)) },
       { label: 'Verified', value: (s) => (s.verification ? badge(s.verification) : '') },
       { label: 'Protected', value: (s) => (s.protected ? 'yes' : '') },
@@ -260,7 +273,7 @@ async function restores() {
     empty: 'No restore since obsbox started.',
     columns: [
       { label: 'Job', value: (r) => r.job },
-      { label: 'Snapshot', value: (r) => r.snapshot },
+      { label: 'Snapshot', value: (r) => snapshotId(r.snapshot) },
       { label: 'Into', value: (r) => r.target },
       { label: 'State', value: (r) => badge(r.state) },
       { label: 'Progress', value: (r) => (r.state === 'running' ? `${r.step}/${r.steps} ${r.progress}` : (r.reason ?? `${r.files ?? 0} files, ${bytes(r.bytes ?? 0)}`)) },
@@ -280,12 +293,14 @@ async function history() {
     columns: [
       { label: 'Job', value: (r) => r.job },
       { label: 'Kind', value: (r) => r.kind },
-      { label: 'Started', value: (r) => when(r.started_at) },
-      { label: 'Took', value: (r) => (r.ended_at ? duration((r.ended_at - r.started_at) / 1000) : '') },
+      { label: 'Started', value: (r) => when(r.started_at), sort: (r) => r.started_at },
+      { label: 'Took', value: (r) => (r.ended_at ? duration((r.ended_at - r.started_at) / 1000) : ''), sort: (r) => (r.ended_at ? r.ended_at - r.started_at : null) },
       { label: 'Result', value: (r) => badge(r.result) },
-      { label: 'Reason', value: (r) => r.reason ?? '' },
-      { label: 'Snapshot', value: (r) => r.snapshot ?? '' },
-      { label: 'Size', value: (r) => bytes(r.bytes) },
+      { label: 'Reason', value: (r) => r.reason ?? '', long: true },
+      { label: 'Snapshot', value: (r) => snapshotId(r.snapshot) },
+      // Only a good run's size says what was backed up.
+      { label: 'Size', value: (r) => (r.result === 'ok' ? bytes(r.bytes) : ''), sort: (r) => (r.result === 'ok' ? r.bytes : null) },
+      { label: 'Run', sort: false, value: (r) => el('a', { href: `/backups/runs/${r.id}`, 'aria-label': `Run ${r.id} of ${r.job}: log and details` }, 'Details') },
     ],
   });
 }

@@ -1,7 +1,9 @@
 // Log sources: the syslog receiver and the Loki push endpoint on or off,
 // push tokens (shown once, with snippets for common senders filled in),
 // and every sender seen; refreshes every 10 s.
-import { api, every, table, when, action, el, say } from './app.js';
+import {
+  api, every, table, when, action, el, say, loadSection, saveSection, ApiError,
+} from './app.js';
 
 const $ = (id) => document.getElementById(id);
 const box = location.hostname;
@@ -17,28 +19,37 @@ function snippets(host, token) {
   ].join('\n\n');
 }
 
-async function toggle(section, settings) {
-  await api('PUT', `/api/settings/${section}`, { ...settings, enabled: !settings.enabled });
-  say(`${section} ${settings.enabled ? 'turned off' : 'turned on'}.`);
+/** Turns a way in on or off, over the version of its section shown (If-Match): a change made meanwhile elsewhere is shown, not overwritten. */
+async function toggle(section, { value, version }) {
+  try {
+    await saveSection(section, { ...value, enabled: !value.enabled }, version);
+  } catch (e) {
+    if (!(e instanceof ApiError) || e.status !== 409) throw e;
+    await load();
+    say(`Not changed: someone changed ${section} in another tab or session since this page loaded it. The list now shows it as it is; try again if it still applies.`, { error: true });
+    return;
+  }
+  say(`${section} ${value.enabled ? 'turned off' : 'turned on'}.`);
   await load();
 }
 
 async function load() {
-  const [sources, tokens, senders] = await Promise.all([
+  const [syslog, intake, sources, tokens, senders] = await Promise.all([
+    loadSection('syslog'), loadSection('log_intake'),
     api('GET', '/api/logs/sources'), api('GET', '/api/logs/tokens'), api('GET', '/api/logs/senders'),
   ]);
   const listening = sources.syslog.listening;
   const ways = [
-    { name: 'syslog', settings: sources.syslog.settings,
+    { name: 'syslog', section: syslog,
       where: ['udp', 'tcp', 'tls'].filter((k) => listening[k]).map((k) => `${k} ${listening[k]}`).join(', ') },
-    { name: 'log_intake', settings: sources.log_intake.settings, where: sources.log_intake.path },
+    { name: 'log_intake', section: intake, where: sources.log_intake.path },
   ];
   table($('ways'), {
     columns: [
       { label: 'Way in', value: (w) => w.name },
-      { label: 'State', value: (w) => (w.settings.enabled ? 'on' : 'off') },
-      { label: 'Where', value: (w) => (w.settings.enabled ? w.where : '') },
-      { label: 'Actions', value: (w) => action(w.settings.enabled ? 'Turn off' : 'Turn on', `Turn ${w.name} ${w.settings.enabled ? 'off' : 'on'}`, () => toggle(w.name, w.settings)) },
+      { label: 'State', value: (w) => (w.section.value.enabled ? 'on' : 'off') },
+      { label: 'Where', value: (w) => (w.section.value.enabled ? w.where : '') },
+      { label: 'Actions', value: (w) => action(w.section.value.enabled ? 'Turn off' : 'Turn on', `Turn ${w.name} ${w.section.value.enabled ? 'off' : 'on'}`, () => toggle(w.name, w.section)) },
     ],
     rows: ways,
   });

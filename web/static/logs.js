@@ -1,6 +1,8 @@
 // Logs: search Loki with LogQL over a time range, browse labels, see when
 // lines matched, read them with the matching terms marked, follow live.
-import { api, el, say, clearMessage, when } from './app.js';
+import {
+  api, el, say, clearMessage, when, boxInstant,
+} from './app.js';
 
 const $ = (id) => document.getElementById(id);
 const form = $('query-form');
@@ -14,8 +16,14 @@ function range() {
   let end = Date.now();
   let start = end - Number(choice) * 1000;
   if (choice === 'custom') {
-    start = new Date(form.elements.from.value).getTime();
-    end = form.elements.to.value ? new Date(form.elements.to.value).getTime() : Date.now();
+    // Typed as the box's wall-clock time, as every time on the page is shown.
+    start = boxInstant(form.elements.from.value);
+    end = form.elements.to.value ? boxInstant(form.elements.to.value) : Date.now();
+    if (Number.isNaN(start) || Number.isNaN(end)) {
+      const problem = 'Give the start (and end) of the range as a date and time.';
+      say(problem, { error: true });
+      throw new Error(problem);
+    }
   }
   return { start: (BigInt(Math.round(start)) * NS_PER_MS).toString(), end: (BigInt(Math.round(end)) * NS_PER_MS).toString() };
 }

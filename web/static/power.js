@@ -2,7 +2,7 @@
 // NUT server's users, the shutdown sequence as it would run, and the history
 // of power events.
 import {
-  api, el, every, fill, onSubmit, say, table, listEditor, badge, when, lines, kindParts, options,
+  api, el, every, fill, onSubmit, say, table, listEditor, badge, when, lines, kindParts, options, loadSection, ApiError,
 } from './app.js';
 
 const $ = (id) => document.getElementById(id);
@@ -107,8 +107,13 @@ onSubmit(upsForm, async (v, send) => {
 
 const form = $('power-form');
 let current = null;
+/** The version of the power section shown: the policy and NUT users are saved over it only (If-Match). */
+let version = null;
+const overVersion = () => ({ 'If-Match': version });
 
 async function loadSettings() {
+  // The version first: a change in between makes a save stale, never lost.
+  version = (await loadSection('power')).version;
   const power = await api('GET', '/api/power');
   current = power.config;
   showUps(power);
@@ -123,7 +128,7 @@ async function loadSettings() {
 }
 
 onSubmit(form, async (v, send) => {
-  await send('PUT', '/api/settings/power', {
+  const body = {
     ups: upsSetting(current),
     poll: v.poll,
     lost_after: v.lost_after,
@@ -139,7 +144,16 @@ onSubmit(form, async (v, send) => {
       listen: v.nut_listen,
       users: current.nut_server.users.map(({ name, role }) => ({ name, role })),
     },
-  });
+  };
+  try {
+    await send('PUT', '/api/settings/power', body, overVersion());
+  } catch (e) {
+    if (e instanceof ApiError && e.status === 409) {
+      await refreshAll();
+      say('Not saved: someone changed the power settings in another tab or session since this page loaded them. The form now shows their values; make your change again if it still applies.', { error: true });
+    }
+    throw e;
+  }
   say('Saved the power policy.');
   await refreshAll();
 });
@@ -154,12 +168,13 @@ const users = listEditor({
     { label: 'Role', value: (u) => u.role },
     { label: 'Password', value: (u) => (u.password_set ? 'set' : 'not set') },
   ],
-  load: async () => (await api('GET', '/api/power')).config.nut_server.users,
+  // The users live in the power section: the policy form is shown again with them, at their version.
+  load: async () => (await loadSettings()).config.nut_server.users,
   save: (u, original, send) => send('PUT', `/api/power/nut-users/${encodeURIComponent(u.name)}`, {
     user: { name: u.name, role: u.role },
     password: u.password || null,
-  }),
-  remove: (u) => api('DELETE', `/api/power/nut-users/${encodeURIComponent(u.name)}`),
+  }, overVersion()),
+  remove: (u) => api('DELETE', `/api/power/nut-users/${encodeURIComponent(u.name)}`, undefined, undefined, overVersion()),
   toForm: (u) => ({ ...u, password: '' }),
   fromForm: (v) => v,
 });
@@ -176,7 +191,7 @@ async function refreshDryRun() {
 }
 
 async function refreshAll() {
-  const power = await loadSettings();
+  const power = await api('GET', '/api/power');
   renderLive(power.live);
   renderHistory(power.history);
   await users.refresh();

@@ -1,0 +1,98 @@
+// Search and sort for long lists, on any table that `table()` (app.js)
+// renders into a container marked `data-table-tools="<what it lists>"`:
+// each column head becomes a button that sorts by it (again: the other way),
+// and once the list is longer than a screen a search field above it hides
+// the rows that do not contain what is typed. The choice outlives the
+// page's own refreshes of the table.
+
+/** Rows beyond which a list no longer fits a screen and gets a search field. */
+const LONG = 10;
+
+const chosen = new WeakMap();
+
+/** A cell's sort key: its `data-sort` (a raw number or time) if set, else its text. */
+const keyOf = (row, column) => {
+  const cell = row.cells[column];
+  return cell ? (cell.dataset.sort ?? cell.textContent.trim()) : '';
+};
+
+/** Numbers as numbers, words as words ("run 9" before "run 10"); empty last either way. */
+function compare(a, b) {
+  if (a === '' || b === '') return (a === '') - (b === '');
+  const [x, y] = [Number(a), Number(b)];
+  if (Number.isFinite(x) && Number.isFinite(y)) return x - y;
+  return a.localeCompare(b, undefined, { numeric: true, sensitivity: 'base' });
+}
+
+function searchField(container, state) {
+  if (state.field) return state.field;
+  const id = `${container.id}-search`;
+  const input = document.createElement('input');
+  Object.assign(input, { type: 'search', id, autocomplete: 'off' });
+  input.setAttribute('aria-describedby', `${id}-count`);
+  const label = document.createElement('label');
+  label.htmlFor = id;
+  label.textContent = `Search ${container.dataset.tableTools}`;
+  const count = document.createElement('span');
+  count.id = `${id}-count`;
+  count.className = 'hint';
+  count.setAttribute('aria-live', 'polite');
+  const box = document.createElement('div');
+  box.className = 'table-search';
+  box.append(label, input, count);
+  container.before(box);
+  input.addEventListener('input', () => {
+    state.query = input.value.trim().toLowerCase();
+    arrange(container, state);
+  });
+  state.field = { box, count };
+  return state.field;
+}
+
+/** Puts the rows in the chosen order and hides those the search leaves out. */
+function arrange(container, state) {
+  const { box, count } = searchField(container, state);
+  const table = container.querySelector('table');
+  const rows = table ? [...table.tBodies[0].rows] : [];
+  box.hidden = rows.length <= LONG && !state.query;
+  if (!table) return;
+  if (state.column !== null) {
+    const sign = state.descending ? -1 : 1;
+    const sorted = rows
+      .map((row, at) => ({ row, at, key: keyOf(row, state.column) }))
+      .sort((a, b) => sign * compare(a.key, b.key) || a.at - b.at);
+    table.tBodies[0].append(...sorted.map((s) => s.row));
+  }
+  let shown = 0;
+  for (const row of rows) {
+    row.hidden = Boolean(state.query) && !row.textContent.toLowerCase().includes(state.query);
+    shown += row.hidden ? 0 : 1;
+  }
+  count.textContent = state.query ? `${shown} of ${rows.length} shown` : '';
+  [...table.tHead.rows[0].cells].forEach((th, column) => {
+    if (!th.querySelector('button.sort')) return;
+    const order = state.descending ? 'descending' : 'ascending';
+    th.setAttribute('aria-sort', state.column === column ? order : 'none');
+  });
+}
+
+/** Called by `table()` after each render of a container marked `data-table-tools`. */
+export function tableTools(container) {
+  const state = chosen.get(container) ?? { column: null, descending: false, query: '', field: null };
+  chosen.set(container, state);
+  const table = container.querySelector('table');
+  for (const [column, th] of [...(table?.tHead.rows[0].cells ?? [])].entries()) {
+    const label = th.textContent.trim();
+    if (!label || th.hasAttribute('data-unsorted')) continue; // a column of buttons
+    const button = document.createElement('button');
+    Object.assign(button, { type: 'button', className: 'sort', textContent: label });
+    button.setAttribute('aria-label', `Sort ${container.dataset.tableTools} by ${label}`);
+    button.addEventListener('click', () => {
+      state.descending = state.column === column ? !state.descending : false;
+      state.column = column;
+      arrange(container, state);
+    });
+    th.replaceChildren(button);
+  }
+  arrange(container, state);
+}
