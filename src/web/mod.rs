@@ -10,6 +10,7 @@ mod attention;
 pub mod auth;
 mod backup_restore;
 mod backups;
+mod charts;
 mod disks;
 mod docs;
 mod log_sources;
@@ -91,6 +92,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(attention::routes())
         .merge(backups::routes())
         .merge(backup_restore::routes())
+        .merge(charts::routes())
         .merge(disks::routes())
         .merge(logs::routes())
         .merge(log_sources::routes())
