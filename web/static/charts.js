@@ -24,6 +24,34 @@ const PALETTE = {
 };
 const dark = matchMedia('(prefers-color-scheme: dark)');
 
+/** Clock and date in the box's zone, ISO-like (`14:05`, `12-07`), whatever the browser's language. */
+function zoned(options) {
+  try {
+    return new Intl.DateTimeFormat('sv-SE', { timeZone: boxZone, ...options });
+  } catch {
+    return new Intl.DateTimeFormat('sv-SE', { timeZone: 'UTC', ...options });
+  }
+}
+const clock = zoned({ hour: '2-digit', minute: '2-digit' });
+const clockSeconds = zoned({ hour: '2-digit', minute: '2-digit', second: '2-digit' });
+const day = zoned({ year: 'numeric', month: '2-digit', day: '2-digit' });
+
+/** The time axis' labels: the clock (with seconds when ticks are closer than a minute), the date under the first and at midnight. */
+function timeTicks(u, ticks) {
+  const format = ticks.length > 1 && ticks[1] - ticks[0] < 60 ? clockSeconds : clock;
+  return ticks.map((t, i) => {
+    const date = new Date(t * 1000);
+    const time = format.format(date);
+    return i === 0 || time.startsWith('00:00') ? `${time}\n${day.format(date)}` : time;
+  });
+}
+
+/** A little room above and below the lines, and a flat line in the middle, not on an edge. */
+function padded(u, min, max) {
+  const pad = (max - min) * 0.1 || Math.abs(max) * 0.1 || 1;
+  return [min - pad, max + pad];
+}
+
 const number = (v) => (Math.abs(v) >= 100 ? v.toFixed(0) : String(Math.round(v * 100) / 100));
 const UNITS = {
   bytes: (v) => bytes(v),
@@ -90,7 +118,7 @@ function colours() {
 }
 
 /** Chart options shared by both kinds: the box's zone, the unit, the theme. */
-function options(kind, width, series, dashed, format) {
+function options(kind, width, series, dashed, format, range) {
   const { palette, text, grid } = colours();
   const sparkline = kind === 'sparklines';
   const axis = { stroke: text, grid: { stroke: grid, width: 1 }, ticks: { stroke: grid, width: 1 } };
@@ -100,9 +128,10 @@ function options(kind, width, series, dashed, format) {
     tzDate: (t) => uPlot.tzDate(new Date(t * 1e3), boxZone),
     legend: { show: !sparkline },
     cursor: { show: !sparkline, drag: { x: false, y: false } },
-    scales: { x: { time: true } },
+    // The whole range asked for, so "last 3 h" shows 3 h even where Prometheus has less.
+    scales: { x: { time: true, range: () => [range.start, range.end] }, y: { range: padded } },
     axes: sparkline ? [{ show: false }, { show: false }] : [
-      axis,
+      { ...axis, values: timeTicks },
       { ...axis, size: 72, values: (u, ticks) => ticks.map(format) },
     ],
     series: [
@@ -178,14 +207,14 @@ async function draw(figure) {
       const values = [...s.points.values()];
       const box = el('span', { class: 'sparkline' });
       list.append(el('li', {}, el('span', { class: 'sparkline-name' }, s.name), el('span', { class: 'sparkline-value' }, format(values[values.length - 1])), box));
-      const one = options(kind, Math.max(80, box.clientWidth || width / 2), [s], 0, format);
+      const one = options(kind, Math.max(80, box.clientWidth || width / 2), [s], 0, format, range);
       one.series[1].stroke = colours().palette[i % PALETTE.light.length];
       return new uPlot(one, columns([s]), box);
     });
     charts.set(figure, { plot: { destroy: () => lines.forEach((l) => l.destroy()) }, resize: () => lines.forEach((l) => l.setSize({ width: Math.max(80, l.root.parentElement.clientWidth), height: HEIGHT.sparklines })) });
     return;
   }
-  const chart = new uPlot(options(kind, width, series, dashed, format), columns(series), plot);
+  const chart = new uPlot(options(kind, width, series, dashed, format, range), columns(series), plot);
   charts.set(figure, { plot: chart, resize: () => chart.setSize({ width: Math.max(120, plot.clientWidth), height: HEIGHT.line }) });
 }
 
