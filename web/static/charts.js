@@ -52,6 +52,13 @@ function padded(u, min, max) {
   return [min - pad, max + pad];
 }
 
+/** Shares are drawn on their whole scale, 0 to 100 %, so a busy box looks busy. */
+const WHOLE = { ratio: 1, percent: 100 };
+function yRange(unit) {
+  const whole = WHOLE[unit];
+  return whole ? (u, min, max) => [Math.min(0, min), Math.max(whole, max)] : padded;
+}
+
 const number = (v) => (Math.abs(v) >= 100 ? v.toFixed(0) : String(Math.round(v * 100) / 100));
 const UNITS = {
   bytes: (v) => bytes(v),
@@ -118,7 +125,7 @@ function colours() {
 }
 
 /** Chart options shared by both kinds: the box's zone, the unit, the theme. */
-function options(kind, width, series, dashed, format, range) {
+function options(kind, width, series, dashed, format, range, unit) {
   const { palette, text, grid } = colours();
   const sparkline = kind === 'sparklines';
   const axis = { stroke: text, grid: { stroke: grid, width: 1 }, ticks: { stroke: grid, width: 1 } };
@@ -129,7 +136,7 @@ function options(kind, width, series, dashed, format, range) {
     legend: { show: !sparkline },
     cursor: { show: !sparkline, drag: { x: false, y: false } },
     // The whole range asked for, so "last 3 h" shows 3 h even where Prometheus has less.
-    scales: { x: { time: true, range: () => [range.start, range.end] }, y: { range: padded } },
+    scales: { x: { time: true, range: () => [range.start, range.end] }, y: { range: sparkline ? padded : yRange(unit) } },
     axes: sparkline ? [{ show: false }, { show: false }] : [
       { ...axis, values: timeTicks },
       { ...axis, size: 72, values: (u, ticks) => ticks.map(format) },
@@ -207,14 +214,14 @@ async function draw(figure) {
       const values = [...s.points.values()];
       const box = el('span', { class: 'sparkline' });
       list.append(el('li', {}, el('span', { class: 'sparkline-name' }, s.name), el('span', { class: 'sparkline-value' }, format(values[values.length - 1])), box));
-      const one = options(kind, Math.max(80, box.clientWidth || width / 2), [s], 0, format, range);
+      const one = options(kind, Math.max(80, box.clientWidth || width / 2), [s], 0, format, range, figure.dataset.unit);
       one.series[1].stroke = colours().palette[i % PALETTE.light.length];
       return new uPlot(one, columns([s]), box);
     });
     charts.set(figure, { plot: { destroy: () => lines.forEach((l) => l.destroy()) }, resize: () => lines.forEach((l) => l.setSize({ width: Math.max(80, l.root.parentElement.clientWidth), height: HEIGHT.sparklines })) });
     return;
   }
-  const chart = new uPlot(options(kind, width, series, dashed, format, range), columns(series), plot);
+  const chart = new uPlot(options(kind, width, series, dashed, format, range, figure.dataset.unit), columns(series), plot);
   charts.set(figure, { plot: chart, resize: () => chart.setSize({ width: Math.max(120, plot.clientWidth), height: HEIGHT.line }) });
 }
 
