@@ -14,6 +14,7 @@ mod http_client;
 mod logs;
 mod ota;
 mod power;
+mod prometheus_query;
 mod reset;
 mod scrape_status;
 mod services;

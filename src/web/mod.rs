@@ -11,6 +11,7 @@ pub mod auth;
 mod backup_keys;
 mod backup_restore;
 mod backups;
+mod charts;
 mod disks;
 mod docs;
 mod log_sources;
@@ -93,6 +94,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(backups::routes())
         .merge(backup_keys::routes())
         .merge(backup_restore::routes())
+        .merge(charts::routes())
         .merge(disks::routes())
         .merge(logs::routes())
         .merge(log_sources::routes())

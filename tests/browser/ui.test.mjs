@@ -516,6 +516,58 @@ test('times are shown in the box zone, named; the audit log reads as changes; un
   await page.waitForURL((url) => url.pathname === '/');
 });
 
+test('charts: drawn by the box from the real Prometheus through obsbox, in the box zone, at phone width too', { timeout: 3 * MINUTE }, async () => {
+  const chart = (title) => page.locator(`figure[data-title="${title}"]`);
+  const drawn = (title) => eventually(`the ${title} chart`, async () => (await chart(title).getAttribute('data-state')) === 'drawn', 2 * MINUTE);
+  // Charts are read through obsbox's session-bound route, never Prometheus itself.
+  const asked = [];
+  const record = (request) => { if (/\/api\/metrics\/|:\d+\/api\/v1\//.test(request.url())) asked.push(new URL(request.url()).pathname); };
+  page.on('request', record);
+  await page.goto(`${BASE}/`);
+  for (const title of ['CPU used', 'Memory used', 'Disk space used', 'Network']) await drawn(title);
+  assert.deepEqual([...new Set(asked)], ['/api/metrics/query_range']);
+  // Each chart names its latest values for a screen reader, in its unit.
+  assert.match(await chart('CPU used').locator('[role=img]').getAttribute('aria-label'), /^CPU used, last 3 h\. Latest: .*\d %$/);
+  assert.match(await chart('Memory used').locator('[role=img]').getAttribute('aria-label'), /Latest: .*\d+(\.\d)? (MiB|GiB)$/);
+  assert.match(await chart('Network').locator('[role=img]').getAttribute('aria-label'), /in: .*\/s; out: .*\/s/);
+  // A sparkline per target, up or down as Prometheus scraped it.
+  await drawn('Targets up (1) or down (0)');
+  const targets = chart('Targets up (1) or down (0)').locator('.sparklines li');
+  await eventually('a sparkline for each target', async () => (await targets.count()) >= 2);
+  assert.match(await targets.filter({ hasText: 'browser-test' }).locator('.sparkline-value').textContent(), /^1$/);
+  assert.match(await targets.filter({ hasText: 'gone' }).locator('.sparkline-value').textContent(), /^0$/);
+  await drawn('Probe time');
+  assert.match(await chart('Probe time').textContent(), /node-port\s*\d+(\.\d+)? ms/);
+  // The time under the cursor is the box's, named.
+  const cpu = chart('CPU used');
+  const over = await cpu.locator('.u-over').boundingBox();
+  await page.mouse.move(over.x + over.width * 0.9, over.y + over.height / 2);
+  await eventually('the time under the cursor', async () => new RegExp(`\\d{4}-\\d\\d-\\d\\d \\d\\d:\\d\\d:\\d\\d ${ZONE}`).test(await cpu.locator('.u-legend').textContent()));
+  for (const width of WIDTHS) {
+    await page.setViewportSize({ width, height: HEIGHT[width] });
+    await eventually(`the chart fitted to ${width} px`, async () => {
+      const [canvas, box] = await Promise.all([cpu.locator('canvas').boundingBox(), cpu.boundingBox()]);
+      return canvas.width <= box.width && canvas.width > box.width / 2;
+    });
+    await page.locator('section.charts').screenshot({ path: join(SCREENSHOTS, `charts-overview-${width}.png`) });
+  }
+  await page.setViewportSize({ width: 1280, height: 900 });
+
+  // Services: restarts of every child from obsbox's own metrics; memory
+  // only where the child's cgroup has a memory controller (not on every host).
+  await page.goto(`${BASE}/services`);
+  await drawn('Restarts of each child');
+  assert.match(await chart('Restarts of each child').locator('[role=img]').getAttribute('aria-label'), /prometheus: 0/);
+  await eventually('the memory chart answered', async () => ['drawn', 'empty'].includes(await chart('Memory of each child').getAttribute('data-state')));
+  // Pages whose metrics this box has none of yet say so, not fail.
+  for (const [p, title] of [['/power', 'Battery charge'], ['/disks', 'SMART attributes that rose'], ['/backups', 'Age of the last good backup']]) {
+    await page.goto(BASE + p);
+    await eventually(`${title} answered`, async () => (await chart(title).getAttribute('data-state')) === 'empty');
+    assert.equal(await chart(title).locator('.chart-note').textContent(), 'No data in this range yet.');
+  }
+  page.off('request', record);
+});
+
 test('every page keeps text readable (WCAG AA contrast) in the light and the dark scheme', { timeout: 2 * MINUTE }, async () => {
   for (const colorScheme of ['light', 'dark']) {
     await page.emulateMedia({ colorScheme });

@@ -57,7 +57,7 @@ export class ApiError extends Error {
  * token (`csrf`: a form's own field, else the page's); `headers` are added
  * (`If-Match`). A failure is shown in the live region and thrown.
  */
-async function call(method, path, body, csrf = pageToken(), extra = {}) {
+async function call(method, path, body, csrf = pageToken(), extra = {}, { quiet = false } = {}) {
   const headers = { Accept: 'application/json', ...extra };
   if (method !== 'GET' && csrf) headers['X-CSRF-Token'] = csrf;
   const init = { method, headers, credentials: 'same-origin' };
@@ -70,7 +70,7 @@ async function call(method, path, body, csrf = pageToken(), extra = {}) {
     response = await fetch(path, init);
   } catch (e) {
     const error = new ApiError(0, { error: `obsbox cannot be reached (${e.message}).` });
-    say(error.message, { error: true });
+    if (!quiet) say(error.message, { error: true });
     throw error;
   }
   if (response.status === 401 && !path.startsWith('/api/login')) {
@@ -85,7 +85,7 @@ async function call(method, path, body, csrf = pageToken(), extra = {}) {
   }
   if (!response.ok) {
     const error = new ApiError(response.status, data, response.headers.get('Retry-After'));
-    say(error.message, { error: true, problems: error.problems });
+    if (!quiet) say(error.message, { error: true, problems: error.problems });
     throw error;
   }
   return { data, response };
@@ -94,6 +94,11 @@ async function call(method, path, body, csrf = pageToken(), extra = {}) {
 /** Calls the JSON API (see `call`) and gives the answer's body. */
 export async function api(method, path, body, csrf = pageToken(), headers = {}) {
   return (await call(method, path, body, csrf, headers)).data;
+}
+
+/** GETs `path` like `api`, but a failure is only thrown, not announced: for a part of the page that shows its own error (a chart). */
+export async function read(path) {
+  return (await call('GET', path, undefined, '', {}, { quiet: true })).data;
 }
 
 /**

@@ -1,5 +1,6 @@
 // Backups: jobs with their schedule, retention and secrets; run, verify or
 // drill now with live progress; the history of runs.
+import './charts.js';
 import {
   api, every, table, badge, bytes, duration, when, action, listEditor, lines, say, values, el, onSubmit, kindParts, snapshotId, loadSection,
 } from './app.js';

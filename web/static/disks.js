@@ -1,5 +1,6 @@
 // Disks: SMART health of every disk, read now, self-tests, and the backup
 // jobs each disk holds; refreshes every 30 s.
+import './charts.js';
 import { api, ApiError, every, table, badge, duration, when, action, actions, el, say } from './app.js';
 
 const $ = (id) => document.getElementById(id);

@@ -1,4 +1,5 @@
 // Overview: the children, alerts, backups, disks and UPS at a glance, every 5 s.
+import './charts.js';
 import { api, every, table, badge, bytes, duration, when, el } from './app.js';
 
 const $ = (id) => document.getElementById(id);

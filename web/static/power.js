@@ -1,6 +1,7 @@
 // Power: the UPS now, the UPS and its NUT password, the power policy, the
 // NUT server's users, the shutdown sequence as it would run, and the history
 // of power events.
+import { showRange } from './charts.js';
 import {
   api, el, every, fill, onSubmit, say, table, listEditor, badge, when, lines, kindParts, options, loadSection, ApiError,
 } from './app.js';
@@ -42,7 +43,37 @@ function renderLive(live) {
     facts.map(([k, v]) => [el('dt', {}, k), el('dd', {}, v)])));
 }
 
+/**
+ * The last outage in the history (newest first): from going on battery to
+ * the next state after it, or now while it lasts; `null` if none is recorded.
+ */
+function lastOutage(history, now) {
+  const start = history.findIndex((e) => e.to === 'on_battery');
+  if (start < 0) return null;
+  const after = history.slice(0, start).reverse().find((e) => e.from === 'on_battery');
+  return { start: history[start].at, end: after ? after.at : now, ongoing: !after };
+}
+
+let shownOutage = null;
+
+/**
+ * Draws the power charts through the last outage, with a quarter of an hour
+ * either side; one still going on is redrawn each minute up to now.
+ */
+function chartOutage(history) {
+  const outage = lastOutage(history, Date.now());
+  const key = outage && `${outage.start}-${outage.ongoing ? Math.floor(Date.now() / 60_000) : outage.end}`;
+  if (!outage || key === shownOutage) return;
+  shownOutage = key;
+  const margin = 15 * 60;
+  const end = Math.min(Date.now() / 1000, outage.end / 1000 + margin);
+  const start = Math.max(outage.start / 1000 - margin, end - 30 * 86400);
+  $('power-charts-range').textContent = `On battery from ${when(outage.start)} to ${outage.ongoing ? 'now' : when(outage.end)}.`;
+  for (const figure of document.querySelectorAll('#h-power-charts ~ .chart-grid [data-chart]')) showRange(figure, start, end);
+}
+
 function renderHistory(history) {
+  chartOutage(history);
   table($('power-history'), {
     rows: history,
     empty: 'No power events yet.',

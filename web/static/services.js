@@ -1,5 +1,6 @@
 // Services: start, stop and restart each child; follow its log live with a
 // filter; read the configuration obsbox rendered for it.
+import './charts.js';
 import { api, every, table, badge, duration, bytes, action, actions, options, onSubmit, say, el } from './app.js';
 
 const $ = (id) => document.getElementById(id);
