@@ -10,6 +10,7 @@ mod attention;
 pub mod auth;
 mod backup_restore;
 mod backups;
+mod configuration;
 mod disks;
 mod docs;
 mod log_sources;
@@ -89,6 +90,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/api/audit", get(audit))
         .merge(attention::routes())
+        .merge(configuration::routes())
         .merge(backups::routes())
         .merge(backup_restore::routes())
         .merge(disks::routes())
