@@ -242,8 +242,16 @@ fn the_example_repository_passes_the_check_the_box_makes() {
     );
     assert!(ok, "{out}");
     // The children's own checkers ran on what the file renders.
-    assert!(out.contains("prometheus: accepted by promtool"), "{out}");
-    assert!(out.contains("alertmanager: accepted by amtool"), "{out}");
+    let accepted = |child: &str, tool: &str| {
+        out.lines()
+            .any(|l| l.starts_with(&format!("ok: {child}: accepted by")) && l.ends_with(tool))
+    };
+    assert!(accepted("prometheus", "promtool"), "{out}");
+    assert!(accepted("alertmanager", "amtool"), "{out}");
+    assert!(
+        accepted("blackbox", "prometheus-blackbox-exporter"),
+        "{out}"
+    );
 }
 
 fn b64(bytes: &[u8]) -> String {
