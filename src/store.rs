@@ -932,6 +932,32 @@ mod tests {
     }
 
     #[test]
+    fn sections_written_together_are_all_stored_or_none() {
+        let (_dir, store) = store();
+        let mut settings = Settings::default();
+        settings.general.hostname = "together".into();
+        settings.prometheus.retention = "30d".into();
+        // One bad name and the section before it is not stored either.
+        assert!(matches!(
+            store.write_sections(&settings, &["general", "nope"], "test"),
+            Err(StoreError::UnknownSection(_))
+        ));
+        assert_eq!(store.settings().unwrap(), Settings::default());
+        assert!(store.audit_log(10).unwrap().is_empty());
+        store
+            .write_sections(&settings, &["general", "prometheus"], "test")
+            .unwrap();
+        assert_eq!(store.settings().unwrap(), settings);
+        let actions: Vec<String> = store
+            .audit_log(10)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.detail.split(':').next().unwrap_or_default().to_string())
+            .collect();
+        assert_eq!(actions, ["prometheus", "general"]);
+    }
+
+    #[test]
     fn secrets_are_private_files() {
         use std::os::unix::fs::PermissionsExt;
         let (_dir, store) = store();
