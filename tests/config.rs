@@ -333,10 +333,30 @@ fn a_fresh_box_restores_from_a_file_at_first_boot_and_imports_with_a_dry_run() {
     assert_eq!(body["plan"]["sections"], json!(["prometheus"]));
     assert_eq!(fresh.settings()["prometheus"]["scrape_interval"], "1m");
     assert!(
+        fresh.api_audit().iter().any(|a| a == "settings.import"),
+        "{:?}",
+        fresh.api_audit()
+    );
+
+    // The box's secrets, sealed through the API, import back.
+    let response = fresh
+        .request("POST", "/api/settings/export/secrets")
+        .send_string(&json!({"passphrase": PASSPHRASE}).to_string())
+        .unwrap();
+    assert_eq!(response.content_type(), "application/octet-stream");
+    let mut sealed = Vec::new();
+    std::io::Read::read_to_end(&mut response.into_reader(), &mut sealed).unwrap();
+    assert!(!sealed.windows(8).any(|w| w == b"pa55word"));
+    let request = json!({"config": changed, "secrets": b64(&sealed),
+                         "passphrase": PASSPHRASE, "dry_run": true});
+    let (status, body) = fresh.send("POST", "/api/settings/import", &request.to_string());
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["plan"]["secrets_written"], json!([SECRET]), "{body}");
+    assert!(
         fresh
             .api_audit()
             .iter()
-            .any(|a| a.contains("settings.import")),
+            .any(|a| a == "settings.export_secrets"),
         "{:?}",
         fresh.api_audit()
     );
