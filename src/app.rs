@@ -12,7 +12,7 @@ use crate::ota::{Ota, TrialContext};
 use crate::power::{Power, PowerContext, Sockets};
 use crate::reset::{Controls, ControlsContext};
 use crate::services::{Environment, Locator, Services};
-use crate::settings::Reserved;
+use crate::settings::{Reserved, Settings};
 use crate::store::{Store, StoreError};
 use crate::supervisor::{LogCapture, LogPolicy, Reaper, Supervisor, SupervisorContext};
 use crate::tls::Tls;
@@ -696,30 +696,44 @@ async fn drained(
     }
 }
 
-/// `obsbox check`: validates the stored settings and every rendered config
-/// with the children's own checkers. Returns the report lines, or the problems.
-pub async fn check(dir: &Path) -> anyhow::Result<Result<Vec<String>, Vec<String>>> {
+/// `obsbox check`: validates the stored settings (or, with `file`, the
+/// text of a configuration file) and every rendered config with the
+/// children's own checkers. Returns the report lines, or the problems.
+pub async fn check(
+    dir: &Path,
+    file: Option<&str>,
+) -> anyhow::Result<Result<Vec<String>, Vec<String>>> {
     // Nothing is created: with no data directory or database yet, the
     // defaults are what a first start would use.
-    let (dir, stored) = match existing_data_dir(dir) {
-        Ok(dir) => {
-            let stored = match Store::open_existing(&dir) {
-                Ok(store) => store.settings().map(Some),
-                Err(StoreError::NoDatabase(_)) => Ok(None),
-                Err(e) => Err(e),
-            };
-            (dir, stored)
-        }
-        Err(_) => (std::path::absolute(dir)?, Ok(None)),
+    let (dir, found) = match existing_data_dir(dir) {
+        Ok(dir) => (dir, true),
+        Err(_) => (std::path::absolute(dir)?, false),
     };
-    let settings = match stored {
-        Ok(settings) => settings.unwrap_or_default(),
-        Err(e) => return Ok(Err(vec![e.to_string()])),
+    let settings = match file {
+        Some(text) => match crate::config::parse(text, &Reserved::default()) {
+            Ok(file) => file.settings,
+            Err(problems) => return Ok(Err(problems.iter().map(|p| p.to_string()).collect())),
+        },
+        None if !found => Settings::default(),
+        None => match Store::open_existing(&dir).and_then(|store| store.settings()) {
+            Ok(settings) => settings,
+            Err(StoreError::NoDatabase(_)) => Settings::default(),
+            Err(e) => return Ok(Err(vec![e.to_string()])),
+        },
     };
+    check_settings(&dir, &settings).await
+}
+
+/// Validates `settings` and runs every child's checker on its rendered
+/// config, as the box does when it applies settings.
+pub async fn check_settings(
+    dir: &Path,
+    settings: &Settings,
+) -> anyhow::Result<Result<Vec<String>, Vec<String>>> {
     let reaper = Reaper::start()?;
     let env = Environment {
-        data_dir: dir,
+        data_dir: dir.to_path_buf(),
         obsbox_address: "127.0.0.1:8080".into(),
     };
-    Ok(Services::check(&settings, &env, &Locator::from_env(), &reaper).await)
+    Ok(Services::check(settings, &env, &Locator::from_env(), &reaper).await)
 }

@@ -7,6 +7,7 @@ mod backup;
 mod backup_cli;
 mod clock;
 mod data_boot;
+mod config;
 mod data_lock;
 mod diagnostics;
 mod disks;
@@ -92,6 +93,10 @@ enum Command {
     Check {
         #[command(flatten)]
         data: DataDir,
+        /// Check this configuration file (from `settings export`) instead of
+        /// the stored settings; works offline, on any machine.
+        #[arg(long, value_name = "FILE")]
+        file: Option<PathBuf>,
     },
     /// Read or write settings in the store (for setup and scripts; a running
     /// obsbox takes changes through its API, or from the store on SIGHUP).
@@ -287,6 +292,60 @@ enum SettingsAction {
         #[command(flatten)]
         data: DataDir,
     },
+    /// Print the whole configuration as one YAML file; secrets are named, never included.
+    Export {
+        /// Also write the values of the secrets the file names to this
+        /// file, encrypted with a passphrase.
+        #[arg(long, value_name = "FILE")]
+        secrets: Option<PathBuf>,
+        #[command(flatten)]
+        passphrase: Passphrase,
+        #[command(flatten)]
+        data: DataDir,
+    },
+    /// Replace the whole configuration with a YAML file (from `settings
+    /// export`), after the checks `check --file` makes; sections the file
+    /// leaves out become their defaults.
+    Import {
+        file: PathBuf,
+        /// An encrypted secrets bundle (from `settings export --secrets`).
+        #[arg(long, value_name = "FILE")]
+        secrets: Option<PathBuf>,
+        #[command(flatten)]
+        passphrase: Passphrase,
+        /// Print what would change; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        data: DataDir,
+    },
+}
+
+/// The passphrase of a secrets bundle: never on the command line, where
+/// every user's `ps` shows it.
+#[derive(clap::Args)]
+struct Passphrase {
+    /// A file whose first line is the passphrase [default: the environment
+    /// variable OBSBOX_SECRETS_PASSPHRASE].
+    #[arg(long, value_name = "FILE")]
+    passphrase_file: Option<PathBuf>,
+}
+
+impl Passphrase {
+    fn read(&self) -> anyhow::Result<String> {
+        let passphrase = match &self.passphrase_file {
+            Some(path) => std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+            None => std::env::var("OBSBOX_SECRETS_PASSPHRASE").context(
+                "a secrets bundle needs a passphrase: --passphrase-file or OBSBOX_SECRETS_PASSPHRASE",
+            )?,
+        };
+        Ok(passphrase)
+    }
 }
 
 fn main() -> ExitCode {
@@ -425,20 +484,16 @@ fn run(command: Command, own_log: &logs::OwnLog) -> anyhow::Result<ExitCode> {
             }
             Err(power::reboot(ended.sockets, ended.reboot_argument)).context("cannot reboot")
         }
-        Command::Check { data } => match runtime()?.block_on(app::check(&data.path()))? {
-            Ok(report) => {
-                for line in report {
-                    println!("ok: {line}");
-                }
-                Ok(ExitCode::SUCCESS)
-            }
-            Err(problems) => {
-                for line in problems {
-                    eprintln!("problem: {line}");
-                }
-                Ok(ExitCode::FAILURE)
-            }
-        },
+        Command::Check { data, file } => {
+            let text = file
+                .map(|path| {
+                    std::fs::read_to_string(&path)
+                        .with_context(|| format!("cannot read {}", path.display()))
+                })
+                .transpose()?;
+            let checked = runtime()?.block_on(app::check(&data.path(), text.as_deref()))?;
+            Ok(report_check(checked))
+        }
         Command::Settings { action } => settings_command(action),
         Command::Db { action } => db_command(action),
         Command::Backup { action } => backup_cli::command(action),
@@ -458,6 +513,24 @@ fn run(command: Command, own_log: &logs::OwnLog) -> anyhow::Result<ExitCode> {
         Command::CgroupGuard { dir } => {
             supervisor::cgroup::guard(&dir);
             Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Prints a check's report (stdout) or its problems (stderr, non-zero exit).
+fn report_check(checked: Result<Vec<String>, Vec<String>>) -> ExitCode {
+    match checked {
+        Ok(report) => {
+            for line in report {
+                println!("ok: {line}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(problems) => {
+            for line in problems {
+                eprintln!("problem: {line}");
+            }
+            ExitCode::FAILURE
         }
     }
 }
@@ -490,6 +563,73 @@ fn settings_command(action: SettingsAction) -> anyhow::Result<ExitCode> {
             println!(
                 "{section} updated; a running obsbox applies it on SIGHUP or at its next start"
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        SettingsAction::Export {
+            secrets,
+            passphrase,
+            data,
+        } => {
+            let store = store::Store::open_existing(&app::existing_data_dir(&data.path())?)?;
+            let names = config::stored_secrets(&store)?;
+            if let Some(path) = secrets {
+                let values = config::read_secrets(&store, &names)?;
+                let sealed = config::bundle::seal(&values, &passphrase.read()?)?;
+                store::write_private(&path, &sealed, 0o600)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+                eprintln!("{} secrets sealed into {}", values.len(), path.display());
+            }
+            print!("{}", config::export(&store.settings()?, &names)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        SettingsAction::Import {
+            file,
+            secrets,
+            passphrase,
+            dry_run,
+            data,
+        } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            // A dry run creates nothing.
+            let dir = if dry_run {
+                app::existing_data_dir(&data.path())?
+            } else {
+                app::data_dir(&data.path())?
+            };
+            // The same checks as `obsbox check --file`, children's checkers included.
+            let checked = runtime()?.block_on(app::check(&dir, Some(&text)))?;
+            if checked.is_err() {
+                return Ok(report_check(checked));
+            }
+            let bundle = match secrets {
+                Some(path) => Some((
+                    std::fs::read(&path)
+                        .with_context(|| format!("cannot read {}", path.display()))?,
+                    passphrase.read()?,
+                )),
+                None => None,
+            };
+            let store = if dry_run {
+                store::Store::open_existing(&dir)?
+            } else {
+                store::Store::open(&dir)?
+            };
+            let import = config::Import {
+                text: &text,
+                bundle: bundle.as_ref().map(|(b, p)| (b.as_slice(), p.as_str())),
+                dry_run,
+                actor: "cli",
+            };
+            let plan = config::import_stored(&store, &import)?;
+            for line in plan.describe() {
+                println!("{line}");
+            }
+            if dry_run {
+                println!("dry run: nothing was changed");
+            } else {
+                println!("imported; a running obsbox applies it on SIGHUP or at its next start");
+            }
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -499,12 +499,7 @@ impl Store {
             }
         }
         let proposed = with_section(&current, section, value)?;
-        let reserved = self
-            .reserved
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        let problems = proposed.validate_with(&reserved);
+        let problems = proposed.validate_with(&self.reserved());
         if problems.is_empty() {
             Ok(proposed)
         } else {
@@ -520,32 +515,33 @@ impl Store {
         section: &str,
         actor: &str,
     ) -> Result<(), StoreError> {
-        let value = section_value(settings, section)?;
-        let text = value.to_string();
+        self.write_sections(settings, &[section], actor)
+    }
+
+    /// Stores `sections` of `settings` (already validated), each with its
+    /// audit entry, in one transaction: all of them or none.
+    pub fn write_sections(
+        &self,
+        settings: &Settings,
+        sections: &[&str],
+        actor: &str,
+    ) -> Result<(), StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        let old: Option<String> = tx
-            .query_row(
-                "SELECT value FROM settings WHERE section = ?1",
-                [section],
-                |r| r.get(0),
-            )
-            .optional()?;
-        tx.execute(
-            "INSERT INTO settings (section, value, updated_at) VALUES (?1, ?2, ?3)
-             ON CONFLICT(section) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-            params![section, text, now_millis()],
-        )?;
-        let detail = match old {
-            Some(old) => format!("{section}: {old} -> {text}"),
-            None => format!("{section}: (defaults) -> {text}"),
-        };
-        tx.execute(
-            "INSERT INTO audit (at, actor, action, detail) VALUES (?1, ?2, 'settings.update', ?3)",
-            params![now_millis(), actor, detail],
-        )?;
+        for section in sections {
+            write_one(&tx, settings, section, actor)?;
+        }
         tx.commit()?;
         Ok(())
+    }
+
+    /// What the running obsbox holds (its ports), for validating settings
+    /// written other ways than [`Store::propose`].
+    pub fn reserved(&self) -> Reserved {
+        self.reserved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Records something done that is not a settings write (a restart, a stop, ...).
@@ -642,6 +638,37 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Stores one section and its audit entry within the transaction `tx`.
+fn write_one(
+    tx: &rusqlite::Transaction<'_>,
+    settings: &Settings,
+    section: &str,
+    actor: &str,
+) -> Result<(), StoreError> {
+    let text = section_value(settings, section)?.to_string();
+    let old: Option<String> = tx
+        .query_row(
+            "SELECT value FROM settings WHERE section = ?1",
+            [section],
+            |r| r.get(0),
+        )
+        .optional()?;
+    tx.execute(
+        "INSERT INTO settings (section, value, updated_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT(section) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+        params![section, text, now_millis()],
+    )?;
+    let detail = match old {
+        Some(old) => format!("{section}: {old} -> {text}"),
+        None => format!("{section}: (defaults) -> {text}"),
+    };
+    tx.execute(
+        "INSERT INTO audit (at, actor, action, detail) VALUES (?1, ?2, 'settings.update', ?3)",
+        params![now_millis(), actor, detail],
+    )?;
+    Ok(())
+}
+
 fn section_value(settings: &Settings, section: &str) -> Result<serde_json::Value, StoreError> {
     if !SECTIONS.contains(&section) {
         return Err(StoreError::UnknownSection(section.into()));
@@ -689,7 +716,7 @@ pub fn version_matches(if_match: &str, version: &str) -> bool {
 }
 
 /// `settings` with one section replaced; refuses unknown sections and fields.
-fn with_section(
+pub(crate) fn with_section(
     settings: &Settings,
     section: &str,
     value: serde_json::Value,
@@ -906,6 +933,32 @@ mod tests {
         }
         assert_eq!(store.settings().unwrap(), Settings::default());
         assert!(store.audit_log(10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn sections_written_together_are_all_stored_or_none() {
+        let (_dir, store) = store();
+        let mut settings = Settings::default();
+        settings.general.hostname = "together".into();
+        settings.prometheus.retention = "30d".into();
+        // One bad name and the section before it is not stored either.
+        assert!(matches!(
+            store.write_sections(&settings, &["general", "nope"], "test"),
+            Err(StoreError::UnknownSection(_))
+        ));
+        assert_eq!(store.settings().unwrap(), Settings::default());
+        assert!(store.audit_log(10).unwrap().is_empty());
+        store
+            .write_sections(&settings, &["general", "prometheus"], "test")
+            .unwrap();
+        assert_eq!(store.settings().unwrap(), settings);
+        let actions: Vec<String> = store
+            .audit_log(10)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.detail.split(':').next().unwrap_or_default().to_string())
+            .collect();
+        assert_eq!(actions, ["prometheus", "general"]);
     }
 
     #[test]

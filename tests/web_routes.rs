@@ -68,6 +68,7 @@ const READS: &[Case] = &[
         "/api/settings-defaults",
         None,
     ),
+    case("/api/settings/export", "GET", "/api/settings/export", None),
     case("/api/attention", "GET", "/api/attention", None),
     case("/api/targets/status", "GET", "/api/targets/status", None),
     case("/api/audit", "GET", "/api/audit?limit=x", None),
@@ -245,6 +246,18 @@ const CHANGES: &[Case] = &[
         "PUT",
         "/api/settings/general",
         Some((r#"{"hostname": "not a host"}"#, 422)),
+    ),
+    case(
+        "/api/settings/export/secrets",
+        "POST",
+        "/api/settings/export/secrets",
+        Some((r#"{"passphrase": "short"}"#, 422)),
+    ),
+    case(
+        "/api/settings/import",
+        "POST",
+        "/api/settings/import",
+        Some((r#"{"config": "general:\n  hostname: -bad-\n"}"#, 422)),
     ),
     case(
         "/api/backups/jobs",

@@ -183,7 +183,20 @@ impl Services {
     ) -> Result<Settings, ServicesError> {
         let _guard = self.changing.lock().await;
         let proposed = self.store.propose_if(section, value, if_match)?;
-        self.put_in_force(proposed, Some((section, actor))).await
+        self.put_in_force(proposed, Some((&[section], actor))).await
+    }
+
+    /// Replaces every section `sections` names with that of `proposed` (a
+    /// whole configuration, validated by the caller against this box): as
+    /// [`Services::update`] does for one, all in one write.
+    pub async fn replace(
+        &self,
+        proposed: Settings,
+        sections: &[&str],
+        actor: &str,
+    ) -> Result<Settings, ServicesError> {
+        let _guard = self.changing.lock().await;
+        self.put_in_force(proposed, Some((sections, actor))).await
     }
 
     /// Applies the stored settings as they are now, e.g. after `obsbox
@@ -197,12 +210,12 @@ impl Services {
     }
 
     /// Renders and checks the files `proposed` changes; with `written`
-    /// (section, actor) stores that section once every check passed; then
+    /// (sections, actor) stores those sections once every check passed; then
     /// swaps the files in and reloads what changed. Call with `changing` held.
     async fn put_in_force(
         &self,
         proposed: Settings,
-        written: Option<(&str, &str)>,
+        written: Option<(&[&str], &str)>,
     ) -> Result<Settings, ServicesError> {
         let files = render::render(&proposed, &self.env);
         let mut staged = Vec::new();
@@ -214,15 +227,15 @@ impl Services {
             changed.insert(child.to_string());
             staged.push(self.stage(&proposed, &child_files).await?);
         }
-        if let Some((section, actor)) = written {
-            self.store.write_section(&proposed, section, actor)?;
+        if let Some((sections, actor)) = written {
+            self.store.write_sections(&proposed, sections, actor)?;
         }
         for s in staged {
             s.commit()?;
         }
         match written {
-            Some((section, actor)) => {
-                tracing::info!(section, actor, reload = ?changed, "settings changed")
+            Some((sections, actor)) => {
+                tracing::info!(?sections, actor, reload = ?changed, "settings changed")
             }
             None => tracing::info!(reload = ?changed, "stored settings applied"),
         }

@@ -1,6 +1,7 @@
 //! First-boot setup, login, logout and the admin's password.
 
 use super::auth::{self, Actor, PageContext, SessionToken};
+use super::configuration::ImportRequest;
 use super::{json_body, ApiError, ApiResult, AppState};
 use crate::accounts::{Accounts, AccountsError};
 use axum::body::Bytes;
@@ -45,12 +46,17 @@ impl From<AccountsError> for ApiError {
 struct Setup {
     password: String,
     confirm: String,
+    #[serde(default)]
     hostname: String,
     #[serde(default)]
     timezone: String,
     /// Where the watchdog's heartbeat goes (`alerting.heartbeat.url`); empty: nowhere yet.
     #[serde(default)]
     heartbeat_url: String,
+    /// Restore from a configuration file (and its secrets bundle) instead:
+    /// the host name, time zone and heartbeat come from the file.
+    #[serde(default)]
+    restore: Option<ImportRequest>,
 }
 
 /// Sets the admin password, the host name and the time zone, all checked
@@ -58,6 +64,9 @@ struct Setup {
 async fn setup(State(app): State<Arc<AppState>>, body: Bytes) -> ApiResult {
     let request: Setup = json_body(&body)?;
     let mut problems = Accounts::password_problems(&request.password, &request.confirm);
+    if let Some(restore) = &request.restore {
+        return restore_at_setup(&app, &request, restore, problems).await;
+    }
     let mut general = app.services.settings()?.general;
     general.hostname = request.hostname.trim().to_string();
     general.timezone = request.timezone.trim().to_string();
@@ -96,6 +105,46 @@ async fn setup(State(app): State<Arc<AppState>>, body: Bytes) -> ApiResult {
     app.store
         .audit("setup", "account.create", crate::accounts::ADMIN)?;
     Ok((StatusCode::CREATED, Json(json!({"next": "/login"}))).into_response())
+}
+
+/// First boot from a configuration file: the admin's password and the whole
+/// file are checked before anything is written (every problem together);
+/// then the account is made and the file imported as `obsbox settings
+/// import` would.
+async fn restore_at_setup(
+    app: &AppState,
+    request: &Setup,
+    restore: &ImportRequest,
+    mut problems: Vec<crate::settings::Problem>,
+) -> ApiResult {
+    if restore.dry_run {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "setup has no dry run; use POST /api/settings/import after setup".into(),
+        ));
+    }
+    if let Err(found) = crate::config::parse(&restore.config, &app.store.reserved()) {
+        problems.extend(found);
+    }
+    if !problems.is_empty() {
+        return Err(ApiError::refused("setup refused", problems));
+    }
+    // A wrong passphrase is refused before the account exists.
+    if let Some(bundle) = restore.bundle()? {
+        crate::config::bundle::open(&bundle, restore.passphrase.as_deref().unwrap_or_default())
+            .map_err(crate::config::ConfigError::from)?;
+    }
+    app.accounts
+        .create_admin(&request.password, &request.confirm)
+        .await?;
+    app.store
+        .audit("setup", "account.create", crate::accounts::ADMIN)?;
+    let plan = restore.run(app, "setup").await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"next": "/login", "plan": plan})),
+    )
+        .into_response())
 }
 
 async fn timezones() -> ApiResult {

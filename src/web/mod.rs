@@ -12,6 +12,7 @@ mod backup_keys;
 mod backup_restore;
 mod backups;
 mod charts;
+mod configuration;
 mod disks;
 mod docs;
 mod log_sources;
@@ -91,6 +92,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/api/audit", get(audit))
         .merge(attention::routes())
+        .merge(configuration::routes())
         .merge(backups::routes())
         .merge(backup_keys::routes())
         .merge(backup_restore::routes())

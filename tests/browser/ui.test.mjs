@@ -464,6 +464,27 @@ test('general settings: every section with defaults and ranges, saved, and a cha
   await eventually('the second save', async () => (await stored()) === '7d');
 });
 
+test('configuration: the exported file, changed, shows what it changes before it is imported', { timeout: 2 * MINUTE }, async () => {
+  await page.goto(`${BASE}/system`);
+  const exported = await (await page.request.get(`${BASE}/api/settings/export`)).text();
+  assert.match(exported, /^format: 1$/m);
+  const stored = async () => (await (await page.request.get(`${BASE}/api/settings`)).json()).prometheus.retention;
+  const before = await stored();
+  const changed = exported.replace(`retention: ${before}\n`, 'retention: 21d\n');
+  assert.notEqual(changed, exported);
+  await page.getByLabel('Configuration file to import').setInputFiles({ name: 'box.yaml', mimeType: 'application/yaml', buffer: Buffer.from(changed) });
+  await page.getByRole('button', { name: 'Show what changes' }).click();
+  const plan = page.locator('#config-plan');
+  await eventually('the dry run shown', async () => /prometheus\.retention/.test(await plan.textContent()));
+  assert.match(await plan.textContent(), /Would change: 1 settings in prometheus/);
+  assert.equal(await stored(), before);
+  await plan.scrollIntoViewIfNeeded();
+  await shoot('configuration-dry-run');
+  await page.getByRole('button', { name: 'Import', exact: true }).click();
+  await eventually('the import', async () => (await stored()) === '21d');
+  assert.match(await plan.textContent(), /Imported: 1 settings/);
+});
+
 test('targets: each target and probe shows what Prometheus makes of it; a host down fires an alert every header counts', { timeout: 4 * MINUTE }, async () => {
   await page.goto(`${BASE}/targets`);
   // A node exporter that is not there (nothing listens on port 1).

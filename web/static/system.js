@@ -209,3 +209,72 @@ showAudit().catch(() => {});
 showFirmware().catch(() => {});
 showTls().catch(() => {});
 showTime().catch(() => {});
+
+// Configuration: the secrets bundle (a download made by a POST), and imports.
+onSubmit($('config-secrets-form'), async ({ passphrase }) => {
+  const csrf = $('config-secrets-form').elements._csrf.value;
+  const response = await fetch('/api/settings/export/secrets', {
+    method: 'POST',
+    credentials: 'same-origin',
+    headers: { 'Content-Type': 'application/json', 'X-CSRF-Token': csrf },
+    body: JSON.stringify({ passphrase }),
+  });
+  if (!response.ok) {
+    const body = await response.json().catch(() => null);
+    throw new ApiError(response.status, body);
+  }
+  const name = /filename="([^"]+)"/.exec(response.headers.get('Content-Disposition') ?? '')?.[1] ?? 'obsbox.secrets';
+  const link = el('a', { href: URL.createObjectURL(await response.blob()), download: name });
+  link.click();
+  URL.revokeObjectURL(link.href);
+  $('config-secrets-form').reset();
+});
+
+/** A file's bytes as base64. */
+async function base64(file) {
+  const bytes = new Uint8Array(await file.arrayBuffer());
+  let text = '';
+  for (const b of bytes) text += String.fromCharCode(b);
+  return btoa(text);
+}
+
+function showPlan(plan, applied) {
+  const show = (v) => (v === null || v === undefined ? '(none)' : JSON.stringify(v));
+  const changes = el('div', { class: 'table-wrap' });
+  table(changes, {
+    columns: [
+      { label: 'Setting', value: (c) => c.path },
+      { label: 'Before', value: (c) => show(c.before), long: true },
+      { label: 'After', value: (c) => show(c.after), long: true },
+    ],
+    rows: plan.changes,
+    empty: 'No setting changes.',
+  });
+  const secrets = [
+    ['Secrets written', plan.secrets_written],
+    ['Secrets missing (set them on the box)', plan.secrets_missing],
+    ['In the bundle, not named by the file (left out)', plan.secrets_ignored],
+  ].filter(([, names]) => names.length);
+  $('config-plan').replaceChildren(
+    el('p', {}, `${applied ? 'Imported' : 'Would change'}: ${plan.changes.length} settings${plan.sections.length ? ` in ${plan.sections.join(', ')}` : ''}.`),
+    changes,
+    ...secrets.map(([what, names]) => el('p', {}, `${what}: ${names.join(', ')}`)),
+  );
+}
+
+// Which of the import form's two buttons sent it.
+let dryRun = false;
+for (const button of $('config-import-form').querySelectorAll('button[type=submit]')) {
+  button.addEventListener('click', () => { dryRun = button.name === 'dry_run'; });
+}
+
+onSubmit($('config-import-form'), async ({ config, secrets, passphrase }, send) => {
+  const request = { config: await config.text(), dry_run: dryRun };
+  if (secrets) {
+    request.secrets = await base64(secrets);
+    request.passphrase = passphrase;
+  }
+  const answer = await send('POST', '/api/settings/import', request);
+  showPlan(answer.plan, answer.applied);
+  if (answer.applied) say('Configuration imported.');
+});
