@@ -255,6 +255,31 @@ const MIGRATIONS: &[&str] = &[
     "CREATE TABLE backup_halts (reason TEXT PRIMARY KEY, since INTEGER NOT NULL);
     CREATE TABLE backup_jobs (job TEXT PRIMARY KEY, created_at INTEGER NOT NULL);
     ALTER TABLE backup_files ADD COLUMN changed INTEGER NOT NULL DEFAULT 0;",
+    // Several users with roles (the first one, made at setup, is an admin),
+    // TOTP as a second step at login (the secret is needed in the clear to
+    // compute codes; the database is private to obsbox), recovery codes and
+    // API tokens kept by their SHA-256 only.
+    "ALTER TABLE users ADD COLUMN role TEXT NOT NULL DEFAULT 'admin';
+    ALTER TABLE users ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE users ADD COLUMN totp_secret TEXT;
+    ALTER TABLE users ADD COLUMN totp_enabled INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE users ADD COLUMN totp_last_step INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE recovery_codes (
+        user TEXT NOT NULL REFERENCES users (name) ON DELETE CASCADE,
+        code_sha256 TEXT NOT NULL,
+        PRIMARY KEY (user, code_sha256)
+    );
+    CREATE TABLE api_tokens (
+        id INTEGER PRIMARY KEY,
+        user TEXT NOT NULL REFERENCES users (name) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        role TEXT NOT NULL,
+        token_sha256 TEXT NOT NULL UNIQUE,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER,
+        last_used_at INTEGER,
+        UNIQUE (user, name)
+    );",
 ];
 
 /// A handle on the store; cheap to clone. Calls block briefly on SQLite.
