@@ -259,6 +259,31 @@ const MIGRATIONS: &[&str] = &[
     // the JSON the API shows), so neither is lost when obsbox restarts.
     "CREATE TABLE backup_storage (job TEXT PRIMARY KEY, storage TEXT NOT NULL);
     CREATE TABLE backup_restores (id INTEGER PRIMARY KEY, status TEXT NOT NULL);",
+    // Several users with roles (the first one, made at setup, is an admin),
+    // TOTP as a second step at login (the secret is needed in the clear to
+    // compute codes; the database is private to obsbox), recovery codes and
+    // API tokens kept by their SHA-256 only.
+    "ALTER TABLE users ADD COLUMN role TEXT NOT NULL DEFAULT 'admin';
+    ALTER TABLE users ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE users ADD COLUMN totp_secret TEXT;
+    ALTER TABLE users ADD COLUMN totp_enabled INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE users ADD COLUMN totp_last_step INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE recovery_codes (
+        user TEXT NOT NULL REFERENCES users (name) ON DELETE CASCADE,
+        code_sha256 TEXT NOT NULL,
+        PRIMARY KEY (user, code_sha256)
+    );
+    CREATE TABLE api_tokens (
+        id INTEGER PRIMARY KEY,
+        user TEXT NOT NULL REFERENCES users (name) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        role TEXT NOT NULL,
+        token_sha256 TEXT NOT NULL UNIQUE,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER,
+        last_used_at INTEGER,
+        UNIQUE (user, name)
+    );",
 ];
 
 /// A handle on the store; cheap to clone. Calls block briefly on SQLite.

@@ -72,3 +72,35 @@ fn the_web_ui_works_in_a_browser() {
     );
     println!("{output}");
 }
+
+/// `tests/browser/users.test.mjs`: the Users page, API tokens and a login
+/// with a TOTP code in Chromium, on a set-up obsbox without children.
+#[test]
+fn users_tokens_and_two_step_sign_in_work_in_a_browser() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let browser_tests = root.join("tests/browser");
+    assert!(
+        browser_tests.join("node_modules/playwright-core").exists(),
+        "playwright-core is missing: run `npm ci --prefix tests/browser` first (scripts/test does)"
+    );
+    let obsbox = Obsbox::start(&[("services", services_only(&[]))]);
+    let out = Command::new("node")
+        .args(["--test", "--test-reporter=spec", "users.test.mjs"])
+        .current_dir(&browser_tests)
+        .env("OBSBOX_URL", obsbox.url(""))
+        .env("PASSWORD", PASSWORD)
+        .env("SCREENSHOTS", root.join("web/screenshots"))
+        .output()
+        .expect("node runs (scripts/install-deps test installs it)");
+    let output = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "the browser tests failed:\n{output}\n--- obsbox log ---\n{}",
+        obsbox.log()
+    );
+    println!("{output}");
+}

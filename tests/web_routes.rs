@@ -187,6 +187,9 @@ const READS: &[Case] = &[
     case("/runbooks/{name}", "GET", "/runbooks/HostDown", None),
     case("/docs", "GET", "/docs", None),
     case("/docs/{name}", "GET", "/docs/backups", None),
+    case("/api/users", "GET", "/api/users", None),
+    case("/api/account/tokens", "GET", "/api/account/tokens", None),
+    case("/api/account/totp", "GET", "/api/account/totp", None),
 ];
 
 /// What each read answers with a session: 200, or the 4xx its odd request earns.
@@ -426,6 +429,56 @@ const CHANGES: &[Case] = &[
         "/api/update/install-url",
         Some(("{}", 422)),
     ),
+    case("/api/users", "POST", "/api/users", Some(("{}", 422))),
+    case(
+        "/api/users/{name}",
+        "PUT",
+        "/api/users/nope",
+        Some((r#"{"role": "viewer"}"#, 404)),
+    ),
+    case(
+        "/api/users/{name}",
+        "DELETE",
+        "/api/users/nope",
+        Some(("", 404)),
+    ),
+    case(
+        "/api/users/{name}/password",
+        "POST",
+        "/api/users/nope/password",
+        Some(("{}", 422)),
+    ),
+    case(
+        "/api/users/{name}/totp",
+        "DELETE",
+        "/api/users/nope/totp",
+        Some(("", 404)),
+    ),
+    case(
+        "/api/account/tokens",
+        "POST",
+        "/api/account/tokens",
+        Some((r#"{"name": "", "role": "admin"}"#, 422)),
+    ),
+    case(
+        "/api/account/tokens/{id}",
+        "DELETE",
+        "/api/account/tokens/999",
+        Some(("", 404)),
+    ),
+    case("/api/account/totp", "POST", "/api/account/totp", None),
+    case(
+        "/api/account/totp",
+        "DELETE",
+        "/api/account/totp",
+        Some(("{}", 422)),
+    ),
+    case(
+        "/api/account/totp/confirm",
+        "POST",
+        "/api/account/totp/confirm",
+        Some((r#"{"code": "000000"}"#, 409)),
+    ),
 ];
 
 /// Routes with rules of their own, tested elsewhere: setup and login (open
@@ -577,7 +630,9 @@ fn every_route_needs_a_session_and_its_token_and_refuses_bad_input_changing_noth
         "/logs/sources",
         "/system",
         "/system/general",
+        "/system/users",
         "/account",
+        "/account/security",
         "/grafana/",
     ] {
         assert_eq!(without_session(&obsbox, "GET", page), 303, "{page}");
@@ -589,6 +644,45 @@ fn every_route_needs_a_session_and_its_token_and_refuses_bad_input_changing_noth
         .get("/api/session")
         .get("user")
         .is_some_and(|u| u == &json!("admin")));
+}
+
+#[test]
+fn a_viewer_is_refused_every_change_but_to_their_own_account_changing_nothing() {
+    let obsbox = Obsbox::start(&[("services", services_only(&[]))]);
+    let password = "viewer password";
+    let (status, body) = obsbox.send(
+        "POST",
+        "/api/users",
+        &json!({"name": "vic", "role": "viewer", "password": password, "confirm": password})
+            .to_string(),
+    );
+    assert_eq!(status, 201, "{body}");
+    let viewer = obsbox.log_in_as("vic", password, None).unwrap();
+    let settings = obsbox.settings();
+    let audit = obsbox.get("/api/audit");
+    for change in CHANGES {
+        let (method, path) = (change.method, change.path);
+        if path == "/api/logout" {
+            continue;
+        }
+        let own = path.starts_with("/api/account/");
+        let (status, answer) = obsbox.send_as(&viewer, method, path, "{}");
+        if own {
+            assert_ne!(status, 403, "{method} {path}: {answer}");
+        } else {
+            assert_eq!(status, 403, "{method} {path}: {answer}");
+            assert!(answer["error"].as_str().unwrap().contains("viewer"));
+        }
+    }
+    assert_eq!(obsbox.settings(), settings);
+    let now = obsbox.get("/api/audit");
+    let new: Vec<&Value> = now
+        .as_array()
+        .unwrap()
+        .iter()
+        .take_while(|e| !audit.as_array().unwrap().contains(e))
+        .collect();
+    assert!(new.is_empty(), "{new:?}");
 }
 
 /// Any response as (status, Content-Type, body), error statuses included.

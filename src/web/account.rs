@@ -1,9 +1,10 @@
-//! First-boot setup, login, logout and the admin's password.
+//! First-boot setup, login (with a TOTP code for a user who enrolled),
+//! logout and the user's own password.
 
 use super::auth::{self, Actor, PageContext, SessionToken};
 use super::configuration::ImportRequest;
 use super::{json_body, ApiError, ApiResult, AppState};
-use crate::accounts::{Accounts, AccountsError};
+use crate::accounts::{Accounts, AccountsError, Credentials};
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, StatusCode};
@@ -30,11 +31,29 @@ impl From<AccountsError> for ApiError {
         match e {
             AccountsError::AlreadySetUp => ApiError::new(StatusCode::CONFLICT, e.to_string()),
             AccountsError::WrongPassword => ApiError::new(StatusCode::UNAUTHORIZED, e.to_string()),
+            // The login form shows the code field on the first, and says
+            // what is wrong with it on the second.
+            AccountsError::CodeNeeded | AccountsError::WrongCode => ApiError {
+                problems: vec![crate::settings::Problem {
+                    field: "code".into(),
+                    message: e.to_string(),
+                }],
+                ..ApiError::new(StatusCode::UNAUTHORIZED, e.to_string())
+            },
+            AccountsError::NoSuchUser(_) | AccountsError::NoSuchToken(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, e.to_string())
+            }
+            AccountsError::UserExists(_) | AccountsError::LastAdmin(_) => {
+                ApiError::new(StatusCode::CONFLICT, e.to_string())
+            }
+            AccountsError::Refused(_) => ApiError::new(StatusCode::CONFLICT, e.to_string()),
             AccountsError::RateLimited(wait) => ApiError {
                 retry_after: Some(wait.as_secs().max(1)),
                 ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, e.to_string())
             },
-            AccountsError::Invalid(problems) => ApiError::refused("password refused", problems),
+            AccountsError::Invalid(problems) => {
+                ApiError::refused("refused; see what is wrong with each field", problems)
+            }
             AccountsError::Store(e) => e.into(),
             other => ApiError::internal("the account store failed", other),
         }
@@ -159,7 +178,18 @@ async fn timezones() -> ApiResult {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Login {
+    /// The first admin's name when none is given (scripts written for the
+    /// box of one user keep working).
+    #[serde(default = "first_admin")]
+    user: String,
     password: String,
+    /// The TOTP code or a recovery code, for a user who enrolled.
+    #[serde(default)]
+    code: Option<String>,
+}
+
+fn first_admin() -> String {
+    crate::accounts::ADMIN.to_string()
 }
 
 /// The client's address, for counting failed password checks. Requests
@@ -182,9 +212,17 @@ async fn login(State(app): State<Arc<AppState>>, req: Request) -> ApiResult {
                 format!("cannot read the body: {e}"),
             )
         })?;
-    let Login { password } = json_body(&body)?;
-    let new = match app.accounts.login(peer, &password).await {
+    let login: Login = json_body(&body)?;
+    let credentials = Credentials {
+        user: login.user.trim(),
+        password: &login.password,
+        code: login.code.as_deref(),
+        peer,
+    };
+    let new = match app.accounts.login(&credentials).await {
         Ok(new) => new,
+        // The first step of a login with TOTP, not a failure.
+        Err(e @ AccountsError::CodeNeeded) => return Err(e.into()),
         Err(e) => {
             app.store.audit_repeated(
                 &crate::store::Repeated {
@@ -201,7 +239,8 @@ async fn login(State(app): State<Arc<AppState>>, req: Request) -> ApiResult {
     app.store
         .audit(&new.session.user, "account.login", &format!("from {peer}"))?;
     let mut response =
-        Json(json!({"user": new.session.user, "csrf": new.session.csrf})).into_response();
+        Json(json!({"user": new.session.user, "role": new.session.role, "csrf": new.session.csrf}))
+            .into_response();
     auth::start_session(&mut response, &new.token, secure);
     Ok(response)
 }
@@ -224,7 +263,7 @@ async fn logout(
 }
 
 async fn session(page: PageContext) -> ApiResult {
-    Ok(Json(json!({"user": page.user, "csrf": page.csrf})).into_response())
+    Ok(Json(json!({"user": page.user, "role": page.role, "csrf": page.csrf})).into_response())
 }
 
 #[derive(Deserialize)]

@@ -2,11 +2,14 @@
 //! route. It sorts paths into open ones (probes, assets), Alertmanager's
 //! hooks (they check a bearer token themselves), the entry pages (setup and
 //! login, guarded by a pre-session CSRF cookie) and everything else, which
-//! needs a session and, for anything that changes state, its CSRF token.
+//! needs a session and, for anything that changes state, its CSRF token, or
+//! under `/api/` an API token (`Authorization: Bearer obx_...`, no cookie,
+//! so no CSRF token either). Then the user's (or token's) role must permit
+//! the route (`accounts::roles`, the one table of rules).
 
 use super::AppState;
-use crate::accounts::{Session, SESSION_LIFETIME};
-use axum::extract::{FromRequestParts, Request, State};
+use crate::accounts::{constant_time_eq as equal, roles, Bearer, Role, Session, SESSION_LIFETIME};
+use axum::extract::{FromRequestParts, MatchedPath, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
@@ -26,6 +29,14 @@ pub const CSRF_HEADER: &str = "x-csrf-token";
 #[derive(Debug, Clone)]
 pub struct Actor(pub String);
 
+/// Who is asking and with what role (a token's, for an API token): for
+/// handlers that act on the caller's own account.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub user: String,
+    pub role: Role,
+}
+
 /// The session cookie of the request, for logout and password changes.
 #[derive(Debug, Clone)]
 pub struct SessionToken(pub String);
@@ -35,6 +46,7 @@ pub struct SessionToken(pub String);
 #[derive(Debug, Clone, Default)]
 pub struct PageContext {
     pub user: Option<String>,
+    pub role: Option<Role>,
     pub csrf: String,
 }
 
@@ -82,6 +94,18 @@ pub async fn guard(State(app): State<Arc<AppState>>, req: Request, next: Next) -
         Ok(set_up) => set_up,
         Err(e) => return super::ApiError::from(e).into_response(),
     };
+    if access == Access::Session && is_api(&path) {
+        if let Some(token) = bearer_token(req.headers()) {
+            return match app.accounts.bearer(token) {
+                Ok(Some(bearer)) => with_token(bearer, req, next).await,
+                Ok(None) => refuse(
+                    StatusCode::UNAUTHORIZED,
+                    "the API token is wrong, revoked or expired",
+                ),
+                Err(e) => super::ApiError::from(e).into_response(),
+            };
+        }
+    }
     let session = match cookie(req.headers(), SESSION_COOKIE) {
         Some(token) => match app.accounts.session(token) {
             Ok(found) => found.map(|s| (token.to_string(), s)),
@@ -154,6 +178,7 @@ async fn entry(
     let secure = served_over_tls(&req);
     req.extensions_mut().insert(PageContext {
         user: None,
+        role: None,
         csrf: csrf.clone(),
     });
     let mut response = next.run(req).await;
@@ -191,14 +216,69 @@ async fn signed_in(
             }
         }
     }
+    if let Some(refused) = not_permitted(session.role, &req) {
+        return refused;
+    }
     let extensions = req.extensions_mut();
     extensions.insert(Actor(session.user.clone()));
+    extensions.insert(Caller {
+        user: session.user.clone(),
+        role: session.role,
+    });
     extensions.insert(SessionToken(token));
     extensions.insert(PageContext {
         user: Some(session.user),
+        role: Some(session.role),
         csrf: session.csrf,
     });
     next.run(req).await
+}
+
+/// An API request with a token: no cookie is involved, so there is nothing
+/// to forge and no CSRF token to check. Changes are audited as the user's,
+/// naming the token.
+async fn with_token(bearer: Bearer, mut req: Request, next: Next) -> Response {
+    if let Some(refused) = not_permitted(bearer.role, &req) {
+        return refused;
+    }
+    let extensions = req.extensions_mut();
+    extensions.insert(Actor(format!(
+        "{} (token {})",
+        bearer.user, bearer.token_name
+    )));
+    extensions.insert(Caller {
+        user: bearer.user.clone(),
+        role: bearer.role,
+    });
+    extensions.insert(PageContext {
+        user: Some(bearer.user),
+        role: Some(bearer.role),
+        csrf: String::new(),
+    });
+    next.run(req).await
+}
+
+/// The refusal for a role the rules do not permit this route, if so. A path
+/// that matched no route (a 404 page) is left to answer for itself.
+fn not_permitted(role: Role, req: &Request) -> Option<Response> {
+    let route = req.extensions().get::<MatchedPath>()?.as_str();
+    if roles::permits(role, req.method(), route) {
+        return None;
+    }
+    Some(refuse(
+        StatusCode::FORBIDDEN,
+        &format!(
+            "a user with the role {} may not do this; ask an admin",
+            role.as_str()
+        ),
+    ))
+}
+
+/// The token of an `Authorization: Bearer ...` header.
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
 /// No session: pages go to setup or login (and back afterwards), the API
@@ -320,15 +400,6 @@ pub fn end_session(response: &mut Response, secure: bool) {
     );
 }
 
-/// Constant-time comparison, so response times leak nothing about a token.
-fn equal(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
-}
-
 fn percent_encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
@@ -353,6 +424,14 @@ impl<S: Send + Sync> FromRequestParts<S> for Actor {
     type Rejection = super::ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Actor, super::ApiError> {
+        signed_in_only(parts)
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = super::ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Caller, super::ApiError> {
         signed_in_only(parts)
     }
 }
@@ -465,6 +544,19 @@ mod tests {
             (header::ORIGIN, "https://evil.example"),
             (header::REFERER, "http://box.lan:8080/grafana/"),
         ])));
+    }
+
+    #[test]
+    fn bearer_tokens_are_read_from_the_authorization_header() {
+        let with = |value: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::AUTHORIZATION, HeaderValue::from_static(value));
+            h
+        };
+        assert_eq!(bearer_token(&with("Bearer obx_1")), Some("obx_1"));
+        assert_eq!(bearer_token(&with("bearer  obx_2 ")), Some("obx_2"));
+        assert_eq!(bearer_token(&with("Basic abc")), None);
+        assert_eq!(bearer_token(&HeaderMap::new()), None);
     }
 
     #[test]

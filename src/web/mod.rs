@@ -29,6 +29,7 @@ pub mod serve;
 mod system;
 pub mod tls;
 mod update;
+mod users;
 
 use crate::services::{Services, ServicesError};
 use crate::store::{Store, StoreError};
@@ -108,7 +109,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(power::routes())
         .merge(pages::routes())
         .merge(system::routes())
-        .merge(tls::routes());
+        .merge(tls::routes())
+        .merge(users::routes());
     Router::new()
         // The proxy has its own timeouts, and the children's pages their own headers.
         .merge(with_security_headers(own.layer(

@@ -33,9 +33,16 @@ const NAV: [(&str, &str); 10] = [
 ];
 
 /// The pages under System, shown as a second row of navigation on each of them.
-const SYSTEM_PAGES: [(&str, &str); 2] = [
+const SYSTEM_PAGES: [(&str, &str); 3] = [
     ("/system", "Firmware and maintenance"),
     ("/system/general", "General settings"),
+    ("/system/users", "Users"),
+];
+
+/// The pages of the signed-in user's own account.
+const ACCOUNT_PAGES: [(&str, &str); 2] = [
+    ("/account", "Password"),
+    ("/account/security", "Two-step sign-in and API tokens"),
 ];
 
 /// The children's own UIs, behind obsbox's reverse proxy: (path, label).
@@ -52,6 +59,8 @@ struct Layout {
     /// the pages show every time in it.
     time_zone: String,
     user: Option<String>,
+    /// The signed-in user's role: the navigation leaves out what it does not permit.
+    role: Option<crate::accounts::Role>,
     csrf: String,
     /// The page's own path, marked as the current one in the navigation.
     path: &'static str,
@@ -85,13 +94,20 @@ impl Layout {
         &TOOLS
     }
 
-    /// The second row of navigation for the section this page is in.
-    fn section_nav(&self) -> &'static [(&'static str, &'static str)] {
-        if SYSTEM_PAGES.iter().any(|(path, _)| *path == self.path) {
-            &SYSTEM_PAGES
-        } else {
-            &[]
-        }
+    /// The second row of navigation for the section this page is in,
+    /// without the pages the user's role does not permit.
+    fn section_nav(&self) -> Vec<&'static (&'static str, &'static str)> {
+        let section: &'static [(&str, &str)] = [&SYSTEM_PAGES[..], &ACCOUNT_PAGES[..]]
+            .into_iter()
+            .find(|pages| pages.iter().any(|(path, _)| *path == self.path))
+            .unwrap_or(&[]);
+        let role = self.role.unwrap_or(crate::accounts::Role::Viewer);
+        section
+            .iter()
+            .filter(|(path, _)| {
+                crate::accounts::roles::permits(role, &axum::http::Method::GET, path)
+            })
+            .collect()
     }
 
     /// Whether `href` heads the section this page is in: System for its
@@ -192,6 +208,8 @@ pages! {
     System: "/system", "system.html", "system.js", "System";
     General: "/system/general", "general.html", "general.js", "General settings";
     Account: "/account", "account.html", "account.js", "Account";
+    AccountSecurity: "/account/security", "account_security.html", "account_security.js", "Two-step sign-in and API tokens";
+    Users: "/system/users", "users.html", "users.js", "Users";
     Setup: "/setup", "setup.html", "setup.js", "First-boot setup";
     Login: "/login", "login.html", "login.js", "Sign in";
 }
@@ -212,6 +230,7 @@ fn layout(
         hostname,
         time_zone: zone.iana_name().unwrap_or("UTC").to_string(),
         user: context.user,
+        role: context.role,
         csrf: context.csrf,
         path,
         title,
@@ -379,6 +398,7 @@ mod tests {
             hostname: "box<1>".into(),
             time_zone: "Europe/Berlin".into(),
             user: user.map(str::to_string),
+            role: None,
             csrf: "tok\"en".into(),
             path: Targets::PATH,
             title: Targets::TITLE,

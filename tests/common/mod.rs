@@ -546,3 +546,81 @@ impl Obsbox {
         self.session.clone().expect("signed in")
     }
 }
+
+/// A session other than the admin's the helper holds: (cookie value, CSRF token).
+pub type UserSession = (String, String);
+
+impl Obsbox {
+    /// Signs `user` in (with a TOTP `code` if given): the session, or the
+    /// refusal's status and body.
+    pub fn log_in_as(
+        &self,
+        user: &str,
+        password: &str,
+        code: Option<&str>,
+    ) -> Result<UserSession, (u16, Value)> {
+        let mut body = json!({"user": user, "password": password});
+        if let Some(code) = code {
+            body["code"] = json!(code);
+        }
+        let request = with_session(
+            ureq::AgentBuilder::new()
+                .redirects(0)
+                .build()
+                .post(&self.url("/api/login")),
+            None,
+        );
+        let response = match request.send_string(&body.to_string()) {
+            Ok(r) | Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => panic!("login of {user}: {e}"),
+        };
+        let status = response.status();
+        let cookie = session_set_by(&response);
+        let body: Value = response.into_json().unwrap_or(Value::Null);
+        match (status, cookie) {
+            (200, Some(cookie)) => Ok((cookie, body["csrf"].as_str().unwrap().to_string())),
+            _ => Err((status, body)),
+        }
+    }
+
+    /// A request with `session` (from `log_in_as`): (status, JSON body).
+    pub fn send_as(
+        &self,
+        session: &UserSession,
+        method: &str,
+        path: &str,
+        body: &str,
+    ) -> (u16, Value) {
+        let request = ureq::AgentBuilder::new()
+            .redirects(0)
+            .build()
+            .request(method, &self.url(path));
+        answer(with_session(request, Some(session)), body)
+    }
+
+    /// A request with `Authorization: Bearer token` and no cookie: (status, JSON body).
+    pub fn send_with_token(
+        &self,
+        token: &str,
+        method: &str,
+        path: &str,
+        body: &str,
+    ) -> (u16, Value) {
+        let request = ureq::AgentBuilder::new()
+            .redirects(0)
+            .build()
+            .request(method, &self.url(path))
+            .set("Authorization", &format!("Bearer {token}"));
+        answer(request, body)
+    }
+}
+
+/// Any response, error statuses included: (status, JSON body or null).
+fn answer(request: ureq::Request, body: &str) -> (u16, Value) {
+    let response = match request.send_string(body) {
+        Ok(r) | Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("{e}"),
+    };
+    let status = response.status();
+    (status, response.into_json().unwrap_or(Value::Null))
+}

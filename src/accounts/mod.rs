@@ -1,7 +1,18 @@
-//! The box's one admin account and its sessions: no default password (the
-//! first visitor sets one during setup), argon2 hashes, sessions kept in
+//! The box's users and their sessions: no default password (the first
+//! visitor makes the first admin during setup, and admins make the others),
+//! argon2 hashes, a role per user (`roles`), TOTP as an optional second step
+//! at login (`totp`), API tokens for scripts (`tokens`), sessions kept in
 //! SQLite by the SHA-256 of their cookie, each with its own CSRF token, and a
 //! limit on failed logins per client address.
+
+pub mod roles;
+mod tokens;
+mod totp;
+mod users;
+
+pub use roles::Role;
+pub use tokens::{Bearer, TokenRequest};
+pub use users::{NewUser, UserChange};
 
 use crate::settings::Problem;
 use crate::store::{now_millis, random_token, Store, StoreError};
@@ -14,7 +25,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// The account setup creates; the box has one administrator.
+/// The account setup creates, the first admin.
 pub const ADMIN: &str = "admin";
 
 /// A session ends after this long without a request...
@@ -32,11 +43,25 @@ const MAX_PASSWORD_BYTES: usize = 1024;
 pub enum AccountsError {
     #[error("obsbox is already set up; log in instead")]
     AlreadySetUp,
-    #[error("wrong password")]
+    #[error("wrong user name or password")]
     WrongPassword,
+    #[error("enter the code from your authenticator app (or a recovery code)")]
+    CodeNeeded,
+    #[error("wrong or already used code")]
+    WrongCode,
+    #[error("no user '{0}'")]
+    NoSuchUser(String),
+    #[error("there is already a user '{0}'")]
+    UserExists(String),
+    #[error("'{0}' is the last admin who can sign in; make another admin first")]
+    LastAdmin(String),
+    #[error("{0}")]
+    Refused(String),
+    #[error("no API token {0} of yours")]
+    NoSuchToken(i64),
     #[error("too many failed logins from this address; try again in {} s", .0.as_secs().max(1))]
     RateLimited(Duration),
-    #[error("password refused")]
+    #[error("refused")]
     Invalid(Vec<Problem>),
     #[error("hashing the password failed: {0}")]
     Hash(String),
@@ -50,6 +75,7 @@ pub enum AccountsError {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Session {
     pub user: String,
+    pub role: Role,
     pub csrf: String,
 }
 
@@ -71,6 +97,17 @@ pub struct PasswordChange<'a> {
     pub confirm: &'a str,
     /// The session making the change, which stays open.
     pub keep: &'a str,
+    /// Where the request came from, for the rate limit.
+    pub peer: IpAddr,
+}
+
+/// A login as asked for.
+#[derive(Clone, Copy)]
+pub struct Credentials<'a> {
+    pub user: &'a str,
+    pub password: &'a str,
+    /// The TOTP code or a recovery code, for a user who enrolled.
+    pub code: Option<&'a str>,
     /// Where the request came from, for the rate limit.
     pub peer: IpAddr,
 }
@@ -141,8 +178,8 @@ impl Accounts {
         let now = now_millis();
         let inserted = self.store.with_conn(|c| {
             c.execute(
-                "INSERT INTO users (name, password_hash, created_at, password_changed_at)
-                 SELECT ?1, ?2, ?3, ?3 WHERE NOT EXISTS (SELECT 1 FROM users)",
+                "INSERT INTO users (name, password_hash, created_at, password_changed_at, role)
+                 SELECT ?1, ?2, ?3, ?3, 'admin' WHERE NOT EXISTS (SELECT 1 FROM users)",
                 params![ADMIN, hash, now],
             )
         })?;
@@ -152,11 +189,23 @@ impl Accounts {
         Ok(())
     }
 
-    /// Checks the admin password and opens a session. Failures count against
-    /// `peer`; while it is locked out even the right password is refused.
-    pub async fn login(&self, peer: IpAddr, password: &str) -> Result<NewSession, AccountsError> {
-        self.check_password(peer, ADMIN, password).await?;
-        self.open_session(ADMIN)
+    /// Checks the password, then for a user who enrolled in TOTP the code
+    /// (or a recovery code), and opens a session. Failures of either count
+    /// against `peer`; while it is locked out even the right answers are
+    /// refused. A disabled user cannot sign in.
+    pub async fn login(&self, login: &Credentials<'_>) -> Result<NewSession, AccountsError> {
+        self.check_password(login.peer, login.user, login.password)
+            .await?;
+        if self.totp_enabled(login.user)? {
+            let Some(code) = login.code.map(str::trim).filter(|c| !c.is_empty()) else {
+                return Err(AccountsError::CodeNeeded);
+            };
+            if !self.second_factor(login.user, code)? {
+                self.failures().record(login.peer, Instant::now());
+                return Err(AccountsError::WrongCode);
+            }
+        }
+        self.open_session(login.user)
     }
 
     /// Checks a signed-in user's password again before something sensitive
@@ -195,12 +244,15 @@ impl Accounts {
         let now = now_millis();
         let found = self.store.with_conn(|c| {
             c.query_row(
-                "SELECT user, csrf, created_at, last_seen_at FROM sessions WHERE token_sha256 = ?1",
+                "SELECT s.user, s.csrf, s.created_at, s.last_seen_at, u.role
+                 FROM sessions s JOIN users u ON u.name = s.user
+                 WHERE s.token_sha256 = ?1 AND u.disabled = 0",
                 params![key],
                 |r| {
                     Ok((
                         Session {
                             user: r.get(0)?,
+                            role: stored_role(r.get_ref(4)?.as_str()?),
                             csrf: r.get(1)?,
                         },
                         r.get::<_, i64>(2)?,
@@ -283,8 +335,10 @@ impl Accounts {
 
     fn open_session(&self, user: &str) -> Result<NewSession, AccountsError> {
         let token = random_token()?;
+        let role = self.role_of(user)?;
         let session = Session {
             user: user.to_string(),
+            role,
             csrf: random_token()?,
         };
         let now = now_millis();
@@ -311,7 +365,7 @@ impl Accounts {
     async fn verify(&self, user: &str, password: &str) -> Result<bool, AccountsError> {
         let stored: Option<String> = self.store.with_conn(|c| {
             c.query_row(
-                "SELECT password_hash FROM users WHERE name = ?1",
+                "SELECT password_hash FROM users WHERE name = ?1 AND disabled = 0",
                 params![user],
                 |r| r.get(0),
             )
@@ -361,6 +415,21 @@ async fn hash(password: String) -> Result<String, AccountsError> {
     })
     .await
     .map_err(|e| AccountsError::Task(e.to_string()))?
+}
+
+/// A role as stored; the column only ever holds what `Role::as_str` wrote,
+/// and anything else grants the least.
+fn stored_role(text: &str) -> Role {
+    Role::parse(text).unwrap_or(Role::Viewer)
+}
+
+/// Constant-time comparison, so response times leak nothing about a secret.
+pub fn constant_time_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 fn token_key(token: &str) -> String {
@@ -442,13 +511,22 @@ impl LoginFailures {
 mod tests {
     use super::*;
 
-    fn accounts() -> (tempfile::TempDir, Accounts) {
+    pub(super) fn accounts() -> (tempfile::TempDir, Accounts) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         (dir, Accounts::new(store))
     }
 
-    const PEER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+    pub(super) const PEER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+    pub(super) fn login<'a>(user: &'a str, password: &'a str) -> Credentials<'a> {
+        Credentials {
+            user,
+            password,
+            code: None,
+            peer: PEER,
+        }
+    }
 
     #[tokio::test]
     async fn setup_happens_once_and_login_needs_the_password() {
@@ -464,11 +542,15 @@ mod tests {
             Err(AccountsError::AlreadySetUp)
         ));
         assert!(matches!(
-            accounts.login(PEER, "wrong horse").await,
+            accounts.login(&login(ADMIN, "wrong horse")).await,
             Err(AccountsError::WrongPassword)
         ));
-        let new = accounts.login(PEER, "correct horse").await.unwrap();
+        let new = accounts
+            .login(&login(ADMIN, "correct horse"))
+            .await
+            .unwrap();
         assert_eq!(new.session.user, ADMIN);
+        assert_eq!(new.session.role, Role::Admin);
         assert_eq!(
             accounts.session(&new.token).unwrap(),
             Some(new.session.clone())
@@ -499,8 +581,14 @@ mod tests {
             .create_admin("first password", "first password")
             .await
             .unwrap();
-        let mine = accounts.login(PEER, "first password").await.unwrap();
-        let other = accounts.login(PEER, "first password").await.unwrap();
+        let mine = accounts
+            .login(&login(ADMIN, "first password"))
+            .await
+            .unwrap();
+        let other = accounts
+            .login(&login(ADMIN, "first password"))
+            .await
+            .unwrap();
         let change = |current, keep| PasswordChange {
             user: ADMIN,
             current,
@@ -519,8 +607,14 @@ mod tests {
             .unwrap();
         assert!(accounts.session(&mine.token).unwrap().is_some());
         assert!(accounts.session(&other.token).unwrap().is_none());
-        assert!(accounts.login(PEER, "first password").await.is_err());
-        assert!(accounts.login(PEER, "second password").await.is_ok());
+        assert!(accounts
+            .login(&login(ADMIN, "first password"))
+            .await
+            .is_err());
+        assert!(accounts
+            .login(&login(ADMIN, "second password"))
+            .await
+            .is_ok());
     }
 
     #[tokio::test]
@@ -532,16 +626,22 @@ mod tests {
             .unwrap();
         for _ in 0..FREE_ATTEMPTS {
             assert!(matches!(
-                accounts.login(PEER, "wrong").await,
+                accounts.login(&login(ADMIN, "wrong")).await,
                 Err(AccountsError::WrongPassword)
             ));
         }
         assert!(matches!(
-            accounts.login(PEER, "right password").await,
+            accounts.login(&login(ADMIN, "right password")).await,
             Err(AccountsError::RateLimited(wait)) if wait <= FIRST_LOCKOUT
         ));
         let elsewhere: IpAddr = "192.0.2.7".parse().unwrap();
-        assert!(accounts.login(elsewhere, "right password").await.is_ok());
+        assert!(accounts
+            .login(&Credentials {
+                peer: elsewhere,
+                ..login(ADMIN, "right password")
+            })
+            .await
+            .is_ok());
     }
 
     #[tokio::test]
@@ -551,7 +651,10 @@ mod tests {
             .create_admin("right password", "right password")
             .await
             .unwrap();
-        let session = accounts.login(PEER, "right password").await.unwrap();
+        let session = accounts
+            .login(&login(ADMIN, "right password"))
+            .await
+            .unwrap();
         let change = |current| PasswordChange {
             user: ADMIN,
             current,
@@ -572,7 +675,7 @@ mod tests {
         ));
         // Guesses through the password change count for logins as well.
         assert!(matches!(
-            accounts.login(PEER, "right password").await,
+            accounts.login(&login(ADMIN, "right password")).await,
             Err(AccountsError::RateLimited(_))
         ));
         assert!(accounts.session(&session.token).unwrap().is_some());

@@ -1,0 +1,321 @@
+//! Several users over HTTP: roles enforced for sessions and API tokens, API
+//! tokens (bearer, no CSRF, scoped, revocable, expiring), and TOTP at login
+//! with codes computed here as an authenticator app would.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+
+fn services() -> Vec<(&'static str, Value)> {
+    vec![("services", services_only(&[]))]
+}
+
+fn add_user(obsbox: &Obsbox, name: &str, role: &str) -> UserSession {
+    let password = format!("{name}'s password");
+    let (status, body) = obsbox.send(
+        "POST",
+        "/api/users",
+        &json!({"name": name, "role": role, "password": password, "confirm": password}).to_string(),
+    );
+    assert_eq!(status, 201, "{body}");
+    obsbox.log_in_as(name, &password, None).unwrap()
+}
+
+fn refused(answer: &(u16, Value), status: u16) {
+    assert_eq!(answer.0, status, "{}", answer.1);
+    assert!(
+        answer.1["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{}",
+        answer.1
+    );
+}
+
+#[test]
+fn each_role_does_what_it_may_and_no_more() {
+    let obsbox = Obsbox::start(&services());
+    let viewer = add_user(&obsbox, "vic", "viewer");
+    let operator = add_user(&obsbox, "olga", "operator");
+    let general = obsbox.get("/api/settings/general").to_string();
+
+    // Reading is for everyone.
+    for session in [&viewer, &operator] {
+        assert_eq!(obsbox.send_as(session, "GET", "/api/overview", "").0, 200);
+        let (_, me) = obsbox.send_as(session, "GET", "/api/session", "");
+        assert!(me["role"] == "viewer" || me["role"] == "operator", "{me}");
+    }
+    // Settings, users and the data in backups are not.
+    for session in [&viewer, &operator] {
+        refused(
+            &obsbox.send_as(session, "PUT", "/api/settings/general", &general),
+            403,
+        );
+        refused(&obsbox.send_as(session, "GET", "/api/users", ""), 403);
+        refused(
+            &obsbox.send_as(session, "POST", "/api/users", r#"{"name": "x"}"#),
+            403,
+        );
+        refused(
+            &obsbox.send_as(session, "GET", "/api/system/diagnostics", ""),
+            403,
+        );
+    }
+    // Running things now is for operators: past the guard, the job is unknown.
+    refused(
+        &obsbox.send_as(&viewer, "POST", "/api/backups/jobs/nope/run", ""),
+        403,
+    );
+    refused(
+        &obsbox.send_as(&operator, "POST", "/api/backups/jobs/nope/run", ""),
+        404,
+    );
+    refused(&obsbox.send_as(&viewer, "POST", "/api/silences", "{}"), 403);
+    refused(
+        &obsbox.send_as(&operator, "POST", "/api/silences", "{}"),
+        422,
+    );
+    // Everyone changes their own password.
+    let (status, body) = obsbox.send_as(
+        &viewer,
+        "POST",
+        "/api/account/password",
+        &json!({"current": "vic's password", "password": "vic's new password",
+                "confirm": "vic's new password"})
+        .to_string(),
+    );
+    assert_eq!(status, 204, "{body}");
+
+    // The admin changes a role: it applies to the open session at once.
+    let (status, _) = obsbox.send("PUT", "/api/users/vic", r#"{"role": "operator"}"#);
+    assert_eq!(status, 204);
+    refused(
+        &obsbox.send_as(&viewer, "POST", "/api/backups/jobs/nope/run", ""),
+        404,
+    );
+    // Disabling ends the session and refuses the login.
+    let (status, _) = obsbox.send("PUT", "/api/users/vic", r#"{"disabled": true}"#);
+    assert_eq!(status, 204);
+    refused(&obsbox.send_as(&viewer, "GET", "/api/overview", ""), 401);
+    assert_eq!(
+        obsbox
+            .log_in_as("vic", "vic's new password", None)
+            .unwrap_err()
+            .0,
+        401
+    );
+    // The last admin stays.
+    refused(&obsbox.send("DELETE", "/api/users/admin", ""), 409);
+    refused(
+        &obsbox.send("PUT", "/api/users/admin", r#"{"role": "viewer"}"#),
+        409,
+    );
+    let (status, _) = obsbox.send("DELETE", "/api/users/olga", "");
+    assert_eq!(status, 204);
+    refused(&obsbox.send_as(&operator, "GET", "/api/overview", ""), 401);
+
+    let users = obsbox.get("/api/users");
+    let names: Vec<&str> = users
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["admin", "vic"]);
+    let audit = obsbox.get("/api/audit");
+    let actions: Vec<&str> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["actor"] == "admin")
+        .map(|a| a["action"].as_str().unwrap())
+        .collect();
+    for action in ["user.create", "user.role", "user.disable", "user.delete"] {
+        assert!(actions.contains(&action), "{action} not in {actions:?}");
+    }
+}
+
+fn make_token(obsbox: &Obsbox, name: &str, role: &str) -> (i64, String) {
+    let (status, body) = obsbox.send(
+        "POST",
+        "/api/account/tokens",
+        &json!({"name": name, "role": role}).to_string(),
+    );
+    assert_eq!(status, 201, "{body}");
+    (
+        body["id"].as_i64().unwrap(),
+        body["token"].as_str().unwrap().to_string(),
+    )
+}
+
+#[test]
+fn api_tokens_work_on_the_api_within_their_role_until_revoked_or_expired() {
+    let obsbox = Obsbox::start(&services());
+    let (viewer_id, viewer) = make_token(&obsbox, "dashboard", "viewer");
+    let (_, operator) = make_token(&obsbox, "backup script", "operator");
+    let general = obsbox.get("/api/settings/general").to_string();
+
+    assert_eq!(
+        obsbox
+            .send_with_token(&viewer, "GET", "/api/overview", "")
+            .0,
+        200
+    );
+    refused(
+        &obsbox.send_with_token(&viewer, "PUT", "/api/settings/general", &general),
+        403,
+    );
+    refused(
+        &obsbox.send_with_token(&operator, "PUT", "/api/settings/general", &general),
+        403,
+    );
+    // No CSRF token needed: no cookie is involved.
+    refused(
+        &obsbox.send_with_token(&operator, "POST", "/api/backups/jobs/nope/run", ""),
+        404,
+    );
+    // Only on the API: a page with a token is sent to login.
+    assert_eq!(
+        obsbox.send_with_token(&viewer, "GET", "/backups", "").0,
+        303
+    );
+    // A token cannot make a stronger one.
+    refused(
+        &obsbox.send_with_token(
+            &viewer,
+            "POST",
+            "/api/account/tokens",
+            r#"{"name": "more", "role": "admin"}"#,
+        ),
+        422,
+    );
+    // Shown once, listed without the secret, with when it was last used.
+    let listed = obsbox.get("/api/account/tokens");
+    assert!(!listed.to_string().contains(&viewer[4..]), "{listed}");
+    let dashboard = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "dashboard")
+        .unwrap();
+    assert!(dashboard["last_used_at"].is_i64(), "{dashboard}");
+
+    // Wrong, revoked, expired: 401 with a JSON error.
+    refused(
+        &obsbox.send_with_token("obx_0000", "GET", "/api/overview", ""),
+        401,
+    );
+    let (status, _) = obsbox.send("DELETE", &format!("/api/account/tokens/{viewer_id}"), "");
+    assert_eq!(status, 204);
+    refused(
+        &obsbox.send_with_token(&viewer, "GET", "/api/overview", ""),
+        401,
+    );
+    let (status, body) = obsbox.send(
+        "POST",
+        "/api/account/tokens",
+        r#"{"name": "short", "role": "viewer", "expires_days": 1}"#,
+    );
+    assert_eq!(status, 201, "{body}");
+    let short = body["token"].as_str().unwrap();
+    assert_eq!(
+        obsbox.send_with_token(short, "GET", "/api/overview", "").0,
+        200
+    );
+    let db = rusqlite::Connection::open(obsbox.data.join("obsbox.db")).unwrap();
+    db.execute(
+        "UPDATE api_tokens SET expires_at = 1 WHERE name = 'short'",
+        [],
+    )
+    .unwrap();
+    refused(
+        &obsbox.send_with_token(short, "GET", "/api/overview", ""),
+        401,
+    );
+
+    // Changes through a token are audited as its user's, naming it.
+    let audit = obsbox.get("/api/audit");
+    assert!(
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["actor"] == "admin" && a["action"] == "token.revoke"),
+        "{audit}"
+    );
+}
+
+/// The code an authenticator app shows for `secret` (base32) at `unix` seconds.
+fn app_code(secret: &str, unix: u64) -> String {
+    let bytes = totp_rs::Secret::Encoded(secret.into()).to_bytes().unwrap();
+    totp_rs::TOTP::new(totp_rs::Algorithm::SHA1, 6, 1, 30, bytes, None, "x".into())
+        .unwrap()
+        .generate(unix)
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[test]
+fn a_user_with_totp_signs_in_with_a_fresh_code_or_a_recovery_code() {
+    let obsbox = Obsbox::start(&services());
+    let (status, enrolment) = obsbox.send("POST", "/api/account/totp", "");
+    assert_eq!(status, 200, "{enrolment}");
+    let secret = enrolment["secret"].as_str().unwrap();
+    assert!(enrolment["uri"]
+        .as_str()
+        .unwrap()
+        .starts_with("otpauth://totp/obsbox:admin%40obsbox?secret="));
+    assert!(enrolment["qr_svg"].as_str().unwrap().contains("<svg"));
+    // A wrong code does not turn it on.
+    refused(
+        &obsbox.send("POST", "/api/account/totp/confirm", r#"{"code": "000000"}"#),
+        422,
+    );
+    assert_eq!(obsbox.get("/api/account/totp")["enabled"], false);
+    let start = now();
+    let (status, body) = obsbox.send(
+        "POST",
+        "/api/account/totp/confirm",
+        &json!({"code": app_code(secret, start)}).to_string(),
+    );
+    assert_eq!(status, 200, "{body}");
+    let recovery: Vec<String> = serde_json::from_value(body["recovery_codes"].clone()).unwrap();
+    assert_eq!(recovery.len(), 10);
+    assert_eq!(obsbox.get("/api/account/totp")["enabled"], true);
+
+    // The password alone asks for the code; a wrong one is refused.
+    let (status, body) = obsbox.log_in_as("admin", PASSWORD, None).unwrap_err();
+    assert_eq!(status, 401);
+    assert_eq!(body["problems"][0]["field"], "code", "{body}");
+    assert_eq!(
+        obsbox
+            .log_in_as("admin", PASSWORD, Some("123456"))
+            .unwrap_err()
+            .0,
+        401
+    );
+    // The next step's code works once; the one used to confirm never again.
+    assert!(obsbox
+        .log_in_as("admin", PASSWORD, Some(&app_code(secret, start)))
+        .is_err());
+    let next = app_code(secret, start + 30);
+    let session = obsbox.log_in_as("admin", PASSWORD, Some(&next)).unwrap();
+    assert_eq!(obsbox.send_as(&session, "GET", "/api/overview", "").0, 200);
+    assert!(obsbox.log_in_as("admin", PASSWORD, Some(&next)).is_err());
+    // A recovery code works once.
+    assert!(obsbox
+        .log_in_as("admin", PASSWORD, Some(&recovery[0]))
+        .is_ok());
+    assert!(obsbox
+        .log_in_as("admin", PASSWORD, Some(&recovery[0]))
+        .is_err());
+
+    // An admin removes a user's lost second factor; then the password is enough.
+    let (status, _) = obsbox.send("DELETE", "/api/users/admin/totp", "");
+    assert_eq!(status, 204);
+    assert!(obsbox.log_in_as("admin", PASSWORD, None).is_ok());
+}
