@@ -19,6 +19,7 @@ mod settings;
 mod store;
 mod supervisor;
 mod tls;
+mod upstream;
 mod web;
 
 use anyhow::Context;

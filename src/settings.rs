@@ -6,6 +6,7 @@ mod alerting;
 mod log_ingest;
 mod loki;
 mod power;
+mod upstream;
 pub mod users;
 
 pub use alerting::{
@@ -18,6 +19,7 @@ pub use power::{NutRole, NutServerSettings, NutUser, PowerSettings};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
+pub use upstream::{http_url, Auth, CentralAlertmanager, Peer, RelabelAction, RemoteWrite};
 
 /// Every setting obsbox has. Stored section by section in the store.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -57,6 +59,8 @@ pub struct Settings {
     pub syslog: SyslogSettings,
     /// The Loki-compatible push endpoint for the LAN.
     pub log_intake: LogIntakeSettings,
+    /// Other boxes shown on the Fleet page, read through their own API.
+    pub peers: Vec<Peer>,
 }
 
 impl Default for Settings {
@@ -79,6 +83,7 @@ impl Default for Settings {
             disks: DiskSettings::default(),
             syslog: SyslogSettings::default(),
             log_intake: LogIntakeSettings::default(),
+            peers: Vec::new(),
         }
     }
 }
@@ -524,8 +529,13 @@ pub struct PrometheusSettings {
     pub evaluation_interval: String,
     /// How long samples are kept.
     pub retention: String,
-    /// Labels added to every series and alert leaving this Prometheus.
+    /// Labels added to every series and alert leaving this Prometheus, such
+    /// as `site` (the box's own name is always there as `obsbox_host`).
     pub external_labels: BTreeMap<String, String>,
+    /// Remote storages every sample is also sent to.
+    pub remote_write: Vec<RemoteWrite>,
+    /// Alertmanagers every alert is also sent to, beside the box's own.
+    pub alertmanagers: Vec<CentralAlertmanager>,
 }
 
 impl Default for PrometheusSettings {
@@ -535,6 +545,8 @@ impl Default for PrometheusSettings {
             evaluation_interval: "15s".into(),
             retention: "15d".into(),
             external_labels: BTreeMap::new(),
+            remote_write: Vec::new(),
+            alertmanagers: Vec::new(),
         }
     }
 }
@@ -780,6 +792,7 @@ pub const SECTIONS: &[&str] = &[
     "disks",
     "syslog",
     "log_intake",
+    "peers",
 ];
 
 /// Names the built-in children take; extra children may not reuse them.
@@ -1019,6 +1032,9 @@ impl Settings {
         self.disks.validate(&mut bad);
         self.syslog.validate(&mut bad);
         self.log_intake.validate(&mut bad);
+        upstream::validate_remote_write(&self.prometheus.remote_write, &mut bad);
+        upstream::validate_alertmanagers(&self.prometheus.alertmanagers, &mut bad);
+        upstream::validate_peers(&self.peers, &mut bad);
         for (i, child) in self.children.iter().enumerate() {
             for dep in &child.depends_on {
                 if dep == &child.name || !names.contains(&dep.as_str()) {

@@ -70,6 +70,7 @@ const READS: &[Case] = &[
     ),
     case("/api/attention", "GET", "/api/attention", None),
     case("/api/targets/status", "GET", "/api/targets/status", None),
+    case("/api/upstream", "GET", "/api/upstream", None),
     case("/api/audit", "GET", "/api/audit?limit=x", None),
     case("/api/backups", "GET", "/api/backups", None),
     case("/api/power", "GET", "/api/power", None),
@@ -309,6 +310,12 @@ const CHANGES: &[Case] = &[
         "PUT",
         "/api/alerts/receivers/x",
         Some(("nonsense", 422)),
+    ),
+    case(
+        "/api/upstream/{kind}/{name}/secret",
+        "PUT",
+        "/api/upstream/remote_write/nope/secret",
+        Some((r#"{"secret": "s"}"#, 404)),
     ),
     case(
         "/api/alerts/receivers/{name}",

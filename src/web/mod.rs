@@ -26,6 +26,7 @@ pub mod serve;
 mod system;
 pub mod tls;
 mod update;
+mod upstream;
 
 use crate::services::{Services, ServicesError};
 use crate::store::{Store, StoreError};
@@ -102,7 +103,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(power::routes())
         .merge(pages::routes())
         .merge(system::routes())
-        .merge(tls::routes());
+        .merge(tls::routes())
+        .merge(upstream::routes());
     Router::new()
         // The proxy has its own timeouts, and the children's pages their own headers.
         .merge(with_security_headers(own.layer(
