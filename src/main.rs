@@ -8,6 +8,7 @@ mod backup_cli;
 mod data_lock;
 mod diagnostics;
 mod disks;
+mod fleet;
 mod http_client;
 mod logs;
 mod ota;

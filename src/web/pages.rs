@@ -19,7 +19,7 @@ use std::sync::Arc;
 struct Assets;
 
 /// The pages of the main navigation, in order: (path, label).
-const NAV: [(&str, &str); 10] = [
+const NAV: [(&str, &str); 11] = [
     ("/", "Overview"),
     ("/services", "Services"),
     ("/targets", "Targets"),
@@ -29,6 +29,7 @@ const NAV: [(&str, &str); 10] = [
     ("/backups", "Backups"),
     ("/power", "Power"),
     ("/disks", "Disks"),
+    ("/fleet", "Fleet"),
     ("/system", "System"),
 ];
 
@@ -176,6 +177,7 @@ pages! {
     Backups: "/backups", "backups.html", "backups.js", "Backups";
     Power: "/power", "power.html", "power.js", "Power";
     DisksPage: "/disks", "disks.html", "disks.js", "Disks";
+    Fleet: "/fleet", "fleet.html", "fleet.js", "Fleet";
     LogSources: "/logs/sources", "log_sources.html", "log_sources.js", "Log sources";
     System: "/system", "system.html", "system.js", "System";
     General: "/system/general", "general.html", "general.js", "General settings";

@@ -1,7 +1,8 @@
 //! `/api/upstream`: the remote-write queues and central Alertmanagers as
 //! Prometheus reports them, and the secrets of every endpoint the box signs
 //! in to (remote write, central Alertmanagers, peers), which are written
-//! here and never shown back.
+//! here and never shown back; `/api/fleet`: the other boxes, read through
+//! their own API.
 
 use super::auth::Actor;
 use super::{json_body, ApiError, ApiResult, AppState};
@@ -20,6 +21,7 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/api/upstream", get(status))
         .route("/api/upstream/{kind}/{name}/secret", put(set_secret))
+        .route("/api/fleet", get(fleet))
 }
 
 impl From<UpstreamError> for ApiError {
@@ -63,4 +65,9 @@ async fn set_secret(
     )
     .await?;
     Ok(Json(json!({"secret_set": !request.secret.trim().is_empty()})).into_response())
+}
+
+async fn fleet(State(app): State<Arc<AppState>>) -> ApiResult {
+    let settings = app.services.with_current(Clone::clone);
+    Ok(Json(crate::fleet::status(&settings, &app.store).await).into_response())
 }
