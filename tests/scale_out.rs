@@ -380,3 +380,78 @@ fn secrets_are_handed_to_prometheus_and_never_shown_back() {
     );
     assert_eq!(status, 404);
 }
+
+#[test]
+fn the_fleet_page_reads_each_peer_through_its_own_api_and_names_the_ones_it_cannot() {
+    let rack2 = Obsbox::start(&[
+        ("general", json!({"hostname": "rack2"})),
+        ("services", services_only(&[])),
+    ]);
+    let rack3 = Obsbox::start(&[
+        ("general", json!({"hostname": "rack3"})),
+        ("services", services_only(&[])),
+    ]);
+    // Accepts connections and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let gone = free_port();
+    let peer =
+        |name: &str, port: u16| json!({"name": name, "url": format!("http://127.0.0.1:{port}")});
+    let central = Obsbox::start(&[
+        ("general", json!({"hostname": "central"})),
+        ("services", services_only(&[])),
+        (
+            "peers",
+            json!([
+                peer("rack2", rack2.port),
+                peer("rack3", rack3.port),
+                peer("silent", silent.local_addr().unwrap().port()),
+                peer("gone", gone),
+            ]),
+        ),
+    ]);
+    // rack2's token is one of its sessions (until boxes have API tokens);
+    // rack3 is given a wrong one.
+    let token = rack2
+        .session_cookie()
+        .split_once('=')
+        .unwrap()
+        .1
+        .to_string();
+    for (name, secret) in [("rack2", token.as_str()), ("rack3", "wrong")] {
+        let (status, body) = central.send(
+            "PUT",
+            &format!("/api/upstream/peers/{name}/secret"),
+            &json!({ "secret": secret }).to_string(),
+        );
+        assert_eq!(status, 200, "{body}");
+    }
+    let audit_before = rack2.api_audit();
+    let asked = Instant::now();
+    let fleet = central.get("/api/fleet");
+    let took = asked.elapsed();
+    let by_name = |name: &str| {
+        fleet
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} in {fleet}"))
+    };
+    let ok = by_name("rack2");
+    assert_eq!(ok["state"], "ok", "{ok}");
+    assert_eq!(ok["hostname"], "rack2");
+    assert_eq!(ok["version"], rack2.get("/api/overview")["version"]);
+    assert_eq!(ok["alerts_firing"], json!([]));
+    assert_eq!(by_name("rack3")["state"], "refused");
+    let silent_peer = by_name("silent");
+    assert_eq!(silent_peer["state"], "unreachable");
+    assert_eq!(silent_peer["error"], "no answer within 5 s");
+    assert_eq!(by_name("gone")["state"], "unreachable");
+    // The peers are asked at once: the silent one costs its timeout, once.
+    assert!(took < Duration::from_secs(9), "{took:?}");
+    // Read-only: the peer's own record shows nothing changed there.
+    assert_eq!(rack2.api_audit(), audit_before);
+    // The token is never shown back.
+    assert!(!central.get("/api/settings").to_string().contains(&token));
+}
