@@ -211,9 +211,9 @@ fn remote_write_sends_labelled_series_and_loses_nothing_while_the_receiver_is_aw
         (counter(samples) > 0.0).then_some(())
     });
     let (s0, b0, t0) = (counter(samples), counter(bytes), Instant::now());
-    let series = prom_query(central.port, r#"count({obsbox_host="box1"})"#).unwrap();
     std::thread::sleep(Duration::from_secs(60));
     let elapsed = t0.elapsed().as_secs_f64();
+    let series = prom_query(central.port, r#"count({obsbox_host="box1"})"#).unwrap();
     let (samples_per_s, bytes_per_s) = (
         (counter(samples) - s0) / elapsed,
         (counter(bytes) - b0) / elapsed,
