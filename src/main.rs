@@ -11,6 +11,7 @@ mod config;
 mod data_lock;
 mod diagnostics;
 mod disks;
+mod fleet;
 mod http_client;
 mod logs;
 mod ota;
@@ -23,6 +24,7 @@ mod settings;
 mod store;
 mod supervisor;
 mod tls;
+mod upstream;
 mod web;
 
 use anyhow::Context;

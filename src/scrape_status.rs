@@ -83,7 +83,8 @@ pub async fn status(settings: &Settings) -> ScrapeStatus {
     combine(settings, &answers)
 }
 
-async fn get(port: u16, path: &str) -> Result<Value, String> {
+/// Asks the local Prometheus's HTTP API; the error says why in words for the UI.
+pub(crate) async fn get(port: u16, path: &str) -> Result<Value, String> {
     let response = crate::http_client::request("GET", port, path, TIMEOUT)
         .await
         .map_err(|e| format!("Prometheus cannot be asked: {e}"))?;

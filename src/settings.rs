@@ -7,6 +7,7 @@ mod log_ingest;
 mod loki;
 mod power;
 mod time;
+mod upstream;
 pub mod users;
 
 pub use alerting::{
@@ -20,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
 pub use time::TimeSettings;
+pub use upstream::{http_url, Auth, CentralAlertmanager, Peer, RelabelAction, RemoteWrite};
 
 /// Every setting obsbox has. Stored section by section in the store.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -61,6 +63,8 @@ pub struct Settings {
     pub log_intake: LogIntakeSettings,
     /// The NTP servers of the box's clock.
     pub time: TimeSettings,
+    /// Other boxes shown on the Fleet page, read through their own API.
+    pub peers: Vec<Peer>,
 }
 
 impl Default for Settings {
@@ -84,6 +88,7 @@ impl Default for Settings {
             syslog: SyslogSettings::default(),
             log_intake: LogIntakeSettings::default(),
             time: TimeSettings::default(),
+            peers: Vec::new(),
         }
     }
 }
@@ -529,8 +534,13 @@ pub struct PrometheusSettings {
     pub evaluation_interval: String,
     /// How long samples are kept.
     pub retention: String,
-    /// Labels added to every series and alert leaving this Prometheus.
+    /// Labels added to every series and alert leaving this Prometheus, such
+    /// as `site` (the box's own name is always there as `obsbox_host`).
     pub external_labels: BTreeMap<String, String>,
+    /// Remote storages every sample is also sent to.
+    pub remote_write: Vec<RemoteWrite>,
+    /// Alertmanagers every alert is also sent to, beside the box's own.
+    pub alertmanagers: Vec<CentralAlertmanager>,
 }
 
 impl Default for PrometheusSettings {
@@ -540,6 +550,8 @@ impl Default for PrometheusSettings {
             evaluation_interval: "15s".into(),
             retention: "15d".into(),
             external_labels: BTreeMap::new(),
+            remote_write: Vec::new(),
+            alertmanagers: Vec::new(),
         }
     }
 }
@@ -786,6 +798,7 @@ pub const SECTIONS: &[&str] = &[
     "syslog",
     "log_intake",
     "time",
+    "peers",
 ];
 
 /// Names the built-in children take; extra children may not reuse them.
@@ -1027,6 +1040,9 @@ impl Settings {
         self.syslog.validate(&mut bad);
         self.log_intake.validate(&mut bad);
         self.time.validate(&mut bad);
+        upstream::validate_remote_write(&self.prometheus.remote_write, &mut bad);
+        upstream::validate_alertmanagers(&self.prometheus.alertmanagers, &mut bad);
+        upstream::validate_peers(&self.peers, &mut bad);
         for (i, child) in self.children.iter().enumerate() {
             for dep in &child.depends_on {
                 if dep == &child.name || !names.contains(&dep.as_str()) {

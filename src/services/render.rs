@@ -3,10 +3,11 @@
 
 pub mod alertmanager;
 mod rules;
+pub mod upstream;
 
 use super::Environment;
 use crate::settings::Settings;
-pub use alertmanager::{secret_grants, SecretGrant};
+pub use alertmanager::SecretGrant;
 use alertmanager::{ESCALATED_ALERT, WATCHDOG_ALERT};
 pub use rules::runbook_url;
 use serde_json::{json, Value};
@@ -99,6 +100,9 @@ pub fn render(settings: &Settings, env: &Environment) -> Vec<ConfigFile> {
         for (path, contents) in rule_files {
             add("prometheus", path, contents);
         }
+        for (path, contents) in upstream::ca_files(settings) {
+            add("prometheus", &path, contents);
+        }
     }
     if s.alertmanager.enabled {
         add(
@@ -150,6 +154,13 @@ pub fn render(settings: &Settings, env: &Environment) -> Vec<ConfigFile> {
         add("blackbox", paths::BLACKBOX_CONFIG, blackbox());
     }
     files
+}
+
+/// The stored secrets each child reads from a file of its own.
+pub fn secret_grants(settings: &Settings) -> Vec<SecretGrant> {
+    let mut grants = alertmanager::secret_grants(settings);
+    grants.extend(upstream::secret_grants(settings));
+    grants
 }
 
 /// The address users reach obsbox at, without a trailing slash:
@@ -222,8 +233,18 @@ fn prometheus(settings: &Settings, env: &Environment) -> String {
     });
     // Relative to the config file's directory.
     doc["rule_files"] = json!(["rules/*.yml"]);
+    let mut alertmanagers = Vec::new();
     if s.alertmanager.enabled {
-        doc["alerting"] = json!({"alertmanagers": [{"static_configs": [{"targets": [loopback(s.alertmanager.port)]}]}]});
+        alertmanagers
+            .push(json!({"static_configs": [{"targets": [loopback(s.alertmanager.port)]}]}));
+    }
+    alertmanagers.extend(upstream::alertmanagers(settings, env));
+    if !alertmanagers.is_empty() {
+        doc["alerting"] = json!({ "alertmanagers": alertmanagers });
+    }
+    let remote_write = upstream::remote_write(settings, env);
+    if !remote_write.is_empty() {
+        doc["remote_write"] = Value::Array(remote_write);
     }
     if s.blackbox.enabled {
         // Every probe is scraped from the exporter, which probes `__param_target`.

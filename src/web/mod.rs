@@ -30,6 +30,7 @@ mod system;
 pub mod tls;
 mod update;
 mod users;
+mod upstream;
 
 use crate::services::{Services, ServicesError};
 use crate::store::{Store, StoreError};
@@ -110,7 +111,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(pages::routes())
         .merge(system::routes())
         .merge(tls::routes())
-        .merge(users::routes());
+        .merge(users::routes())
+        .merge(upstream::routes());
     Router::new()
         // The proxy has its own timeouts, and the children's pages their own headers.
         .merge(with_security_headers(own.layer(

@@ -19,7 +19,7 @@ use std::sync::Arc;
 struct Assets;
 
 /// The pages of the main navigation, in order: (path, label).
-const NAV: [(&str, &str); 10] = [
+const NAV: [(&str, &str); 11] = [
     ("/", "Overview"),
     ("/services", "Services"),
     ("/targets", "Targets"),
@@ -29,6 +29,7 @@ const NAV: [(&str, &str); 10] = [
     ("/backups", "Backups"),
     ("/power", "Power"),
     ("/disks", "Disks"),
+    ("/fleet", "Fleet"),
     ("/system", "System"),
 ];
 
@@ -204,6 +205,7 @@ pages! {
     BackupRun: "/backups/runs/{id}", "backup_run.html", "backup_run.js", "Backup run";
     Power: "/power", "power.html", "power.js", "Power";
     DisksPage: "/disks", "disks.html", "disks.js", "Disks";
+    Fleet: "/fleet", "fleet.html", "fleet.js", "Fleet";
     LogSources: "/logs/sources", "log_sources.html", "log_sources.js", "Log sources";
     System: "/system", "system.html", "system.js", "System";
     General: "/system/general", "general.html", "general.js", "General settings";

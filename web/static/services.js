@@ -82,3 +82,38 @@ onSubmit(form, async ({ service, filter }) => {
   follow(service, filter);
   await showConfig(service);
 });
+
+/** A figure Prometheus has not reported yet shows as blank, not as zero. */
+const figure = (n) => (n === null || n === undefined ? '' : Math.round(n).toLocaleString());
+const secretState = (s) => (s === null ? 'none needed' : badge(s ? 'set' : 'missing'));
+
+every(15000, async () => {
+  const up = await api('GET', '/api/upstream');
+  $('upstream-state').textContent = up.prometheus_error ? `The figures below are unknown: ${up.prometheus_error}.` : '';
+  table($('remote-write'), {
+    rows: up.remote_write,
+    empty: 'No remote write: metrics stay on this box.',
+    columns: [
+      { label: 'Remote write', value: (q) => q.name },
+      { label: 'URL', value: (q) => q.url, long: true },
+      { label: 'Secret', value: (q) => secretState(q.secret_set) },
+      { label: 'Behind', value: (q) => (q.lag_seconds === null ? '' : duration(q.lag_seconds)) },
+      { label: 'Pending samples', value: (q) => figure(q.samples_pending) },
+      { label: 'Sent', value: (q) => figure(q.samples_sent_total) },
+      { label: 'Retried', value: (q) => figure(q.samples_retried_total) },
+      { label: 'Failed', value: (q) => figure(q.samples_failed_total) },
+      { label: 'Bytes sent', value: (q) => (q.bytes_sent_total === null ? '' : bytes(q.bytes_sent_total)) },
+    ],
+  });
+  table($('central-alertmanagers'), {
+    rows: up.alertmanagers,
+    empty: 'No central Alertmanager: alerts go to this box\'s own only.',
+    columns: [
+      { label: 'Central Alertmanager', value: (a) => a.name },
+      { label: 'URL', value: (a) => a.url, long: true },
+      { label: 'Secret', value: (a) => secretState(a.secret_set) },
+      { label: 'Alerts sent', value: (a) => figure(a.alerts_sent_total) },
+      { label: 'Failed sends', value: (a) => figure(a.errors_total) },
+    ],
+  });
+});

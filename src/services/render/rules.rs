@@ -284,6 +284,18 @@ impl<'a> Catalog<'a> {
                 summary: "Logs are not reaching Loki",
                 description: "Log lines have waited more than 10 minutes with no push accepted by Loki; they are kept in their files until the kept segments run out.".into(),
             },
+            Alert {
+                name: "RemoteWriteBehind",
+                // The newest sample in the WAL against the newest one this
+                // queue had accepted; both kept over 5m so a restart's gap
+                // does not fire it.
+                expr: "max_over_time(prometheus_remote_storage_highest_timestamp_in_seconds[5m]) - ignoring(remote_name, url) group_right max_over_time(prometheus_remote_storage_queue_highest_sent_timestamp_seconds[5m]) > 120".into(),
+                wait: Some("10m"),
+                severity: "warning",
+                service: "monitoring",
+                summary: "Metrics are not reaching {{ $labels.remote_name }}",
+                description: "Prometheus' remote write to {{ $labels.remote_name }} ({{ $labels.url }}) is {{ $value | humanizeDuration }} behind. Samples wait in Prometheus' write-ahead log and are sent when the receiver answers again; an outage longer than the WAL keeps them (about 2 to 3 hours) loses the oldest.".into(),
+            },
         ];
         alerts.push(Alert {
             name: "NotificationsFailing",
