@@ -113,11 +113,6 @@ fn fetch(peer: &Peer, token: Option<&str>) -> Result<(Value, Value), FetchError>
         let mut request = agent.get(&format!("{base}{path}"));
         if let Some(token) = token.map(str::trim) {
             request = request.set("Authorization", &format!("Bearer {token}"));
-            // Until boxes take API tokens, a peer's session token also works.
-            request = request.set(
-                "Cookie",
-                &format!("{}={token}", crate::web::auth::SESSION_COOKIE),
-            );
         }
         match request.call() {
             Ok(response) => response

@@ -409,14 +409,14 @@ fn the_fleet_page_reads_each_peer_through_its_own_api_and_names_the_ones_it_cann
             ]),
         ),
     ]);
-    // rack2's token is one of its sessions (until boxes have API tokens);
-    // rack3 is given a wrong one.
-    let token = rack2
-        .session_cookie()
-        .split_once('=')
-        .unwrap()
-        .1
-        .to_string();
+    // rack2's token is a viewer's API token made on it; rack3 is given a wrong one.
+    let (status, made) = rack2.send(
+        "POST",
+        "/api/account/tokens",
+        &json!({"name": "central", "role": "viewer"}).to_string(),
+    );
+    assert_eq!(status, 201, "{made}");
+    let token = made["token"].as_str().unwrap().to_string();
     for (name, secret) in [("rack2", token.as_str()), ("rack3", "wrong")] {
         let (status, body) = central.send(
             "PUT",

@@ -29,8 +29,8 @@ pub mod serve;
 mod system;
 pub mod tls;
 mod update;
-mod users;
 mod upstream;
+mod users;
 
 use crate::services::{Services, ServicesError};
 use crate::store::{Store, StoreError};
