@@ -7,18 +7,11 @@
 mod common;
 
 use common::*;
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 #[test]
 fn the_web_ui_works_in_a_browser() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let browser_tests = root.join("tests/browser");
-    assert!(
-        browser_tests.join("node_modules/playwright-core").exists(),
-        "playwright-core is missing: run `npm ci --prefix tests/browser` first (scripts/test does)"
-    );
+    browser_tests();
     let mut services = services_only(&["prometheus", "alertmanager", "node_exporter", "blackbox"]);
     // One child whose program is missing, as on a box without Grafana.
     services["grafana"]["enabled"] = serde_json::json!(true);
@@ -49,58 +42,26 @@ fn the_web_ui_works_in_a_browser() {
         prom_query(prometheus_port, "vector(1)")
     });
 
-    let out = Command::new("node")
-        .args(["--test", "--test-reporter=spec", "ui.test.mjs"])
-        .current_dir(&browser_tests)
-        .env("OBSBOX_URL", obsbox.url(""))
-        .env("PROMETHEUS_PORT", &prometheus)
-        .env("NODE_EXPORTER_PORT", &node_exporter)
-        .env("SCREENSHOTS", root.join("web/screenshots"))
-        .env("BUNDLE", &bundle)
-        .env("TAMPERED_BUNDLE", board.path("tampered.obb"))
-        .output()
-        .expect("node runs (scripts/install-deps test installs it)");
-    let output = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    run_browser_tests(
+        &obsbox,
+        "ui.test.mjs",
+        &[
+            ("PROMETHEUS_PORT", prometheus),
+            ("NODE_EXPORTER_PORT", node_exporter),
+            ("BUNDLE", bundle.display().to_string()),
+            (
+                "TAMPERED_BUNDLE",
+                board.path("tampered.obb").display().to_string(),
+            ),
+        ],
     );
-    assert!(
-        out.status.success(),
-        "the browser tests failed:\n{output}\n--- obsbox log ---\n{}",
-        obsbox.log()
-    );
-    println!("{output}");
 }
 
 /// `tests/browser/users.test.mjs`: the Users page, API tokens and a login
 /// with a TOTP code in Chromium, on a set-up obsbox without children.
 #[test]
 fn users_tokens_and_two_step_sign_in_work_in_a_browser() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let browser_tests = root.join("tests/browser");
-    assert!(
-        browser_tests.join("node_modules/playwright-core").exists(),
-        "playwright-core is missing: run `npm ci --prefix tests/browser` first (scripts/test does)"
-    );
+    browser_tests();
     let obsbox = Obsbox::start(&[("services", services_only(&[]))]);
-    let out = Command::new("node")
-        .args(["--test", "--test-reporter=spec", "users.test.mjs"])
-        .current_dir(&browser_tests)
-        .env("OBSBOX_URL", obsbox.url(""))
-        .env("PASSWORD", PASSWORD)
-        .env("SCREENSHOTS", root.join("web/screenshots"))
-        .output()
-        .expect("node runs (scripts/install-deps test installs it)");
-    let output = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success(),
-        "the browser tests failed:\n{output}\n--- obsbox log ---\n{}",
-        obsbox.log()
-    );
-    println!("{output}");
+    run_browser_tests(&obsbox, "users.test.mjs", &[("PASSWORD", PASSWORD.into())]);
 }

@@ -46,12 +46,7 @@ fn restic_job(name: &str, repo: &Path, source: &Path) -> serde_json::Value {
 
 #[test]
 fn backup_runs_alerting_sections_and_long_tables_work_in_a_browser() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let browser_tests = root.join("tests/browser");
-    assert!(
-        browser_tests.join("node_modules/playwright-core").exists(),
-        "playwright-core is missing: run `npm ci --prefix tests/browser` first (scripts/test does)"
-    );
+    browser_tests();
     let dir = tempfile::tempdir().unwrap();
     let repo = dir.path().join("repo");
     let out = Command::new("restic")
@@ -134,27 +129,15 @@ fn backup_runs_alerting_sections_and_long_tables_work_in_a_browser() {
         assert_eq!(failed["result"], "failed", "{failed}");
     }
 
-    let out = Command::new("node")
-        .args(["--test", "--test-reporter=spec", "views.test.mjs"])
-        .current_dir(&browser_tests)
-        .env("OBSBOX_URL", obsbox.url(""))
-        .env("SESSION_COOKIE", obsbox.session_cookie())
-        .env("SCREENSHOTS", root.join("web/screenshots"))
-        .env("BACKUP_RUN", backup["id"].to_string())
-        .env("DRILL_RUN", drill["id"].to_string())
-        .env("FAILED_RUN", failed["id"].to_string())
-        .env("SNAPSHOT", backup["snapshot"].as_str().unwrap())
-        .output()
-        .expect("node runs (scripts/install-deps test installs it)");
-    let output = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    run_browser_tests(
+        &obsbox,
+        "views.test.mjs",
+        &[
+            ("SESSION_COOKIE", obsbox.session_cookie()),
+            ("BACKUP_RUN", backup["id"].to_string()),
+            ("DRILL_RUN", drill["id"].to_string()),
+            ("FAILED_RUN", failed["id"].to_string()),
+            ("SNAPSHOT", backup["snapshot"].as_str().unwrap().to_string()),
+        ],
     );
-    assert!(
-        out.status.success(),
-        "the browser tests failed:\n{output}\n--- obsbox log ---\n{}",
-        obsbox.log()
-    );
-    println!("{output}");
 }

@@ -4,7 +4,9 @@
 
 mod common;
 
-use common::{run_cli, services_only, stand_in, wait_for, Obsbox};
+use common::{
+    browser_tests, run_browser_tests, run_cli, services_only, stand_in, wait_for, Obsbox,
+};
 use serde_json::{json, Value};
 use std::io::BufRead;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -362,11 +364,7 @@ fn the_loki_stand_in_refuses_what_loki_refuses_in_the_new_keys() {
 #[test]
 fn the_logs_page_works_in_a_browser() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let browser_tests = root.join("tests/browser");
-    assert!(
-        browser_tests.join("node_modules/playwright-core").exists(),
-        "playwright-core is missing: run `npm ci --prefix tests/browser` first (scripts/test does)"
-    );
+    browser_tests();
     let (obsbox, loki) = start();
     let t0 = now_ns() - 60_000_000_000;
     push(
@@ -385,20 +383,13 @@ fn the_logs_page_works_in_a_browser() {
     );
     let artifacts = root.join("target/artifacts/screenshots");
     std::fs::create_dir_all(&artifacts).unwrap();
-    let out = std::process::Command::new("node")
-        .args(["--test", "--test-reporter=spec", "logs.test.mjs"])
-        .current_dir(&browser_tests)
-        .env("OBSBOX_URL", obsbox.url(""))
-        .env("SESSION_COOKIE", obsbox.session_cookie())
-        .env("LOKI_PORT", loki.to_string())
-        .env("ARTIFACTS", &artifacts)
-        .output()
-        .expect("node runs (scripts/install-deps test installs it)");
-    assert!(
-        out.status.success(),
-        "the browser test failed:\n{}{}\n--- obsbox log ---\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        obsbox.log()
+    run_browser_tests(
+        &obsbox,
+        "logs.test.mjs",
+        &[
+            ("SESSION_COOKIE", obsbox.session_cookie()),
+            ("LOKI_PORT", loki.to_string()),
+            ("ARTIFACTS", artifacts.display().to_string()),
+        ],
     );
 }

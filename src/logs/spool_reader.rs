@@ -94,7 +94,13 @@ pub(crate) struct SpoolReader {
     cursor: SpoolCursor,
     max_line: usize,
     labels: LabelCache,
+    /// Kept between reads: a fresh buffer of a batch's size for every read
+    /// cost more in page faults than the reading itself.
+    buffer: Vec<u8>,
 }
+
+/// A read buffer larger than this is not kept between reads.
+const KEEP_BUFFER: usize = 8 << 20;
 
 const SUFFIX: &str = ".ndjson";
 
@@ -141,12 +147,26 @@ impl SpoolReader {
             cursor,
             max_line,
             labels: LabelCache::default(),
+            buffer: Vec::new(),
         }
     }
 
     /// The complete records written after the cursor, up to about `max_bytes`,
     /// each with the cursor just after it.
     pub(crate) fn read(&mut self, max_bytes: usize) -> io::Result<Vec<(SpoolItem, SpoolCursor)>> {
+        let mut data = std::mem::take(&mut self.buffer);
+        let read = self.read_into(max_bytes, &mut data);
+        if data.capacity() <= KEEP_BUFFER {
+            self.buffer = data;
+        }
+        read
+    }
+
+    fn read_into(
+        &mut self,
+        max_bytes: usize,
+        data: &mut Vec<u8>,
+    ) -> io::Result<Vec<(SpoolItem, SpoolCursor)>> {
         let mut out = Vec::new();
         let mut bytes = 0;
         loop {
@@ -168,9 +188,9 @@ impl SpoolReader {
             let finished = all.iter().any(|&s| s > seq);
             let mut file = File::open(segment_path(&self.dir, seq))?;
             file.seek(SeekFrom::Start(self.cursor.offset))?;
-            let mut data = Vec::new();
+            data.clear();
             file.take((max_bytes.saturating_sub(bytes) + self.max_line) as u64)
-                .read_to_end(&mut data)?;
+                .read_to_end(data)?;
             let mut consumed = 0;
             while let Some(nl) = data[consumed..].iter().position(|&b| b == b'\n') {
                 let line = &data[consumed..consumed + nl];

@@ -131,13 +131,23 @@ pub fn ntpd_args(time: &TimeSettings, dhcp: Option<&str>) -> Vec<String> {
     args
 }
 
-/// The NTP daemon, when NTP is on and busybox is installed (no plan at all
-/// otherwise: it is optional). It runs as root: setting the clock needs it.
+/// The busybox that provides `ntpd`: an `ntpd` on the path that is a link to
+/// busybox (as busybox installs its applets). A busybox built without the
+/// applet (Debian's) has none, and another `ntpd` (ntpsec's) takes other
+/// arguments.
+fn busybox_ntpd(locator: &Locator) -> Option<PathBuf> {
+    let ntpd = locator.find(None, &[NTPD]).ok()?;
+    let target = std::fs::canonicalize(ntpd).ok()?;
+    (target.file_name()? == "busybox").then_some(target)
+}
+
+/// The NTP daemon, when NTP is on and busybox provides `ntpd` (no plan at
+/// all otherwise: it is optional). It runs as root: setting the clock needs it.
 fn ntpd_plan(settings: &Settings, env: &Environment, locator: &Locator) -> Option<ChildPlan> {
     if !settings.time.enabled {
         return None;
     }
-    let program = locator.find(None, &["busybox"]).ok()?;
+    let program = busybox_ntpd(locator)?;
     let dhcp = std::fs::read_to_string(DHCP_NTP_SERVERS).ok();
     Some(ChildPlan {
         name: NTPD.into(),
@@ -572,7 +582,7 @@ mod tests {
     }
 
     #[test]
-    fn ntpd_follows_dhcps_servers_then_the_configured_ones_and_needs_busybox() {
+    fn ntpd_follows_dhcps_servers_then_the_configured_ones_and_needs_busyboxs_applet() {
         let mut time = TimeSettings {
             servers: vec!["0.pool.ntp.org".into(), "192.0.2.1".into()],
             ..TimeSettings::default()
@@ -598,13 +608,20 @@ mod tests {
         let mut settings = Settings::default();
         let (_none, without) = bin_dir(&[]);
         assert!(ntpd_plan(&settings, &env(), &without).is_none());
-        let (_d, with) = bin_dir(&["busybox"]);
+        // A busybox without the applet (as on a Debian image), and another ntpd.
+        let (_b, busybox_only) = bin_dir(&["busybox"]);
+        assert!(ntpd_plan(&settings, &env(), &busybox_only).is_none());
+        let (_o, other_ntpd) = bin_dir(&["ntpd"]);
+        assert!(ntpd_plan(&settings, &env(), &other_ntpd).is_none());
+        let (d, with) = bin_dir(&["busybox"]);
+        std::os::unix::fs::symlink("busybox", d.path().join("ntpd")).unwrap();
         let plan = ntpd_plan(&settings, &env(), &with).unwrap();
         let spec = match &plan.launch {
             Launch::Run(spec) => spec,
             other => panic!("{other:?}"),
         };
         assert_eq!(spec.user, None, "setting the clock needs root");
+        assert_eq!(spec.program.file_name().unwrap(), "busybox");
         assert_eq!(spec.args[..2], ["ntpd", "-n"]);
         settings.time.enabled = false;
         assert!(ntpd_plan(&settings, &env(), &with).is_none());

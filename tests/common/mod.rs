@@ -624,3 +624,40 @@ fn answer(request: ureq::Request, body: &str) -> (u16, Value) {
     let status = response.status();
     (status, response.into_json().unwrap_or(Value::Null))
 }
+
+/// The browser tests' folder, `tests/browser`; fails the test at once when
+/// playwright-core is not installed there.
+pub fn browser_tests() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    assert!(
+        dir.join("node_modules/playwright-core").exists(),
+        "playwright-core is missing: run `npm ci --prefix tests/browser` first (scripts/test does)"
+    );
+    dir
+}
+
+/// Runs `tests/browser/<file>` in node against `obsbox`, with `OBSBOX_URL`,
+/// `SCREENSHOTS` (`web/screenshots`) and `env` in its environment; fails the
+/// test with node's output and obsbox's log unless every test in it passed.
+pub fn run_browser_tests(obsbox: &Obsbox, file: &str, env: &[(&str, String)]) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new("node")
+        .args(["--test", "--test-reporter=spec", file])
+        .current_dir(browser_tests())
+        .env("OBSBOX_URL", obsbox.url(""))
+        .env("SCREENSHOTS", root.join("web/screenshots"))
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .expect("node runs (scripts/install-deps test installs it)");
+    let output = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "the browser tests in {file} failed:\n{output}\n--- obsbox log ---\n{}",
+        obsbox.log()
+    );
+    println!("{output}");
+}
