@@ -199,21 +199,13 @@ impl Accounts {
     /// Turns TOTP off and forgets the secret and recovery codes (also what
     /// an admin does for a user who lost their phone).
     pub fn reset_totp(&self, user: &str) -> Result<(), AccountsError> {
-        let found = self.store.with_conn(|c| {
-            let tx = c.transaction()?;
-            let found = tx.execute(
-                "UPDATE users SET totp_enabled = 0, totp_secret = NULL, totp_last_step = 0
-                 WHERE name = ?1",
-                params![user],
-            )?;
-            tx.execute("DELETE FROM recovery_codes WHERE user = ?1", params![user])?;
-            tx.commit()?;
-            Ok(found)
-        })?;
-        if found == 0 {
-            return Err(AccountsError::NoSuchUser(user.to_string()));
-        }
-        Ok(())
+        self.update_and_clear(
+            user,
+            "UPDATE users SET totp_enabled = 0, totp_secret = NULL, totp_last_step = 0
+             WHERE name = ?1",
+            params![user],
+            "DELETE FROM recovery_codes WHERE user = ?1",
+        )
     }
 
     /// Whether `code` is the user's current TOTP code (not used before) or

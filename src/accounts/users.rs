@@ -195,13 +195,28 @@ impl Accounts {
             return Err(AccountsError::Invalid(problems));
         }
         let hash = hash(password.to_string()).await?;
+        self.update_and_clear(
+            user,
+            "UPDATE users SET password_hash = ?2, password_changed_at = ?3 WHERE name = ?1",
+            params![user, hash, now_millis()],
+            "DELETE FROM sessions WHERE user = ?1",
+        )
+    }
+
+    /// Updates `user`'s row (`update` with `values`, the name first) and
+    /// deletes what the change voids (`clear`, the name as `?1`), in one
+    /// transaction; a user that does not exist is an error.
+    pub(super) fn update_and_clear(
+        &self,
+        user: &str,
+        update: &str,
+        values: &[&dyn rusqlite::ToSql],
+        clear: &str,
+    ) -> Result<(), AccountsError> {
         let found = self.store.with_conn(|c| {
             let tx = c.transaction()?;
-            let found = tx.execute(
-                "UPDATE users SET password_hash = ?2, password_changed_at = ?3 WHERE name = ?1",
-                params![user, hash, now_millis()],
-            )?;
-            tx.execute("DELETE FROM sessions WHERE user = ?1", params![user])?;
+            let found = tx.execute(update, values)?;
+            tx.execute(clear, params![user])?;
             tx.commit()?;
             Ok(found)
         })?;
