@@ -7,7 +7,9 @@ use crate::data_boot::DataProblem;
 use crate::data_lock::{DataLock, LockError};
 use crate::diagnostics::{Diagnostics, DiagnosticsContext};
 use crate::disks::{Disks, DisksContext};
-use crate::logs::{OwnLog, Shipper, ShipperContext, OWN_NAME};
+use crate::logs::{
+    Destination, ForwardContext, Forwarders, OwnLog, Shipper, ShipperContext, SpoolHolds, OWN_NAME,
+};
 use crate::ota::{Ota, TrialContext};
 use crate::power::{Power, PowerContext, Sockets};
 use crate::reset::{Controls, ControlsContext};
@@ -286,13 +288,21 @@ pub async fn run(
         log_policy,
     });
     let shipping_stop = CancellationToken::new();
-    let (shipper, shipping) = if settings.services.loki.enabled {
+    // The spools' holds are known before any shipper deletes a segment.
+    let holds = SpoolHolds::default();
+    let local_loki = settings.services.loki.enabled;
+    holds.set(&dir, local_loki, &settings.logs.forward);
+    let batch_wait = std::time::Duration::from_millis(settings.logs.batch_wait_ms.into());
+    let (shipper, shipping) = if local_loki {
         let (shipper, task) = Shipper::start(ShipperContext {
             data_dir: dir.clone(),
             hostname: settings.general.hostname.clone(),
-            loki_port: settings.services.loki.port,
+            destination: Destination::Local {
+                port: settings.services.loki.port,
+            },
+            holds: holds.clone(),
             batch_bytes: settings.logs.batch_bytes as usize,
-            batch_wait: std::time::Duration::from_millis(settings.logs.batch_wait_ms.into()),
+            batch_wait,
             stop: shipping_stop.clone(),
         });
         (shipper, Some(task))
@@ -390,6 +400,15 @@ pub async fn run(
         config.alpn_protocols.clear();
         Arc::new(config)
     });
+    let (forwarders, forwarding) = Forwarders::start(ForwardContext {
+        data_dir: dir.clone(),
+        store: store.clone(),
+        settings: services.subscribe(),
+        holds,
+        local: local_loki,
+        batch_wait,
+        stop: shipping_stop.clone(),
+    });
     let logs_in = crate::logs::Ingest::start(crate::logs::IngestContext {
         spool_dir: dir.join("spool"),
         store: store.clone(),
@@ -422,6 +441,7 @@ pub async fn run(
         tls: https.as_ref().map(|(_, tls)| tls.clone()),
         ota: ota.clone(),
         shipper,
+        forwarders,
         logs_in: logs_in.clone(),
     }));
     // The web UI answers until every child has stopped (a second reboot
@@ -473,11 +493,13 @@ pub async fn run(
     );
     logs_in.stop().await;
     shipping_stop.cancel();
-    if let Some(task) = shipping {
-        // A push in flight is dropped at once; file work finishes within moments.
-        if tokio::time::timeout(DRAIN, task).await.is_err() {
-            tracing::warn!("log shipping did not stop within {DRAIN:?}");
-        }
+    // A push in flight is dropped at once; file work finishes within moments.
+    let tasks = shipping.into_iter().chain(std::iter::once(forwarding));
+    if tokio::time::timeout(DRAIN, futures_util::future::join_all(tasks))
+        .await
+        .is_err()
+    {
+        tracing::warn!("log shipping did not stop within {DRAIN:?}");
     }
     own_log.detach();
     drop(own_capture);

@@ -105,7 +105,8 @@ pub async fn status(settings: &Settings, store: &Store) -> Vec<PeerStatus> {
 fn fetch(peer: &Peer, token: Option<&str>) -> Result<(Value, Value), FetchError> {
     let mut agent = ureq::AgentBuilder::new().timeout(PEER_TIMEOUT).redirects(0);
     if let Some(pem) = &peer.tls_ca {
-        agent = agent.tls_config(Arc::new(client_config(pem)));
+        let config = crate::tls::client_trusting(pem).map_err(FetchError::Unreachable)?;
+        agent = agent.tls_config(Arc::new(config));
     }
     let agent = agent.build();
     let base = peer.url.trim_end_matches('/');
@@ -128,20 +129,6 @@ fn fetch(peer: &Peer, token: Option<&str>) -> Result<(Value, Value), FetchError>
         }
     };
     Ok((get("/api/overview")?, get("/api/attention")?))
-}
-
-/// A TLS client that trusts only the certificates in `pem` (validated as
-/// settings, so none is skipped here but for a file changed since).
-fn client_config(pem: &str) -> tokio_rustls::rustls::ClientConfig {
-    use tokio_rustls::rustls;
-    use tokio_rustls::rustls::pki_types::{pem::PemObject, CertificateDer};
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(pem.as_bytes()).flatten() {
-        let _ = roots.add(cert);
-    }
-    rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth()
 }
 
 /// One peer's status from its answers (`/api/overview`, `/api/attention`).

@@ -21,7 +21,9 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
 pub use time::TimeSettings;
-pub use upstream::{http_url, Auth, CentralAlertmanager, Peer, RelabelAction, RemoteWrite};
+pub use upstream::{
+    http_url, Auth, CentralAlertmanager, LogForward, Peer, RelabelAction, RemoteWrite,
+};
 
 /// Every setting obsbox has. Stored section by section in the store.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -609,6 +611,8 @@ pub struct LogSettings {
     pub batch_bytes: u32,
     /// ...or once its first line has waited this many milliseconds (100 to 60000).
     pub batch_wait_ms: u32,
+    /// Central Lokis the same lines are forwarded to, each at its own pace.
+    pub forward: Vec<LogForward>,
 }
 
 impl Default for LogSettings {
@@ -619,6 +623,7 @@ impl Default for LogSettings {
             ring_bytes: 64 << 10,
             batch_bytes: 1 << 20,
             batch_wait_ms: 1000,
+            forward: Vec::new(),
         }
     }
 }
@@ -1043,6 +1048,7 @@ impl Settings {
         upstream::validate_remote_write(&self.prometheus.remote_write, &mut bad);
         upstream::validate_alertmanagers(&self.prometheus.alertmanagers, &mut bad);
         upstream::validate_peers(&self.peers, &mut bad);
+        upstream::validate_log_forwards(&self.logs.forward, &mut bad);
         for (i, child) in self.children.iter().enumerate() {
             for dep in &child.depends_on {
                 if dep == &child.name || !names.contains(&dep.as_str()) {

@@ -183,6 +183,24 @@ pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(ring::default_provider())
 }
 
+/// A TLS client that trusts only the certificates in `pem` (a private CA or
+/// a self-signed server), for the central services the box signs in to.
+pub(crate) fn client_trusting(pem: &str) -> Result<rustls::ClientConfig, String> {
+    use tokio_rustls::rustls;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+        let cert = cert.map_err(|e| format!("a CA certificate cannot be read: {e}"))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("a CA certificate is refused: {e}"))?;
+    }
+    Ok(rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
 /// The stored pair, checked; `None` if there is none.
 fn load(dir: &Path) -> Result<Option<Pair>, TlsError> {
     let read = |name: &str| {

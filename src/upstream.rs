@@ -1,15 +1,19 @@
 //! The central services this box sends to: the remote-write queues to
 //! central storages and the central Alertmanagers, read from Prometheus' own
-//! metrics, and the secrets (passwords, tokens) of every endpoint the box
+//! metrics, the central Lokis logs are forwarded to, from their shippers'
+//! counters, and the secrets (passwords, tokens) of every endpoint the box
 //! signs in to, peers included. Secrets are written here and never read back
 //! out through the API.
 
+use crate::logs::forward::{self, LOG_FORWARD};
+use crate::logs::ShipStats;
 use crate::services::render::upstream::{upstream_secret, ALERTMANAGERS, REMOTE_WRITE};
 use crate::services::{Services, ServicesError};
 use crate::settings::Settings;
 use crate::store::{Store, StoreError};
 use serde::Serialize;
 use serde_json::Value;
+use std::collections::BTreeMap;
 
 /// The kind of endpoint a peer is, in `/api/upstream/{kind}/...`.
 pub const PEERS: &str = "peers";
@@ -46,6 +50,12 @@ pub fn secret_name(settings: &Settings, kind: &str, name: &str) -> Result<String
             .iter()
             .find(|a| a.name == name)
             .map(|a| &a.auth),
+        LOG_FORWARD => {
+            let forward = settings.logs.forward.iter().find(|f| f.name == name);
+            let secret = forward.ok_or_else(not_found)?.auth.secret();
+            let secret = secret.ok_or_else(|| UpstreamError::NoSecret { name: name.into() })?;
+            return Ok(forward::secret_name(name, secret));
+        }
         PEERS => {
             return settings
                 .peers
@@ -123,20 +133,43 @@ pub struct AlertmanagerStatus {
     pub errors_total: Option<f64>,
 }
 
+/// One central Loki logs are forwarded to, from its shipper's counters.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ForwardStatus {
+    pub name: String,
+    pub url: String,
+    pub secret_set: Option<bool>,
+    /// Lines the central Loki took since obsbox started.
+    pub lines_forwarded_total: u64,
+    /// Lines it refused, or that were malformed.
+    pub lines_refused_total: u64,
+    /// Lines rotated out of their files before they were forwarded.
+    pub lines_lost_total: u64,
+    /// Pushes that failed and were retried.
+    pub failed_pushes_total: u64,
+    /// Since when lines have waited with no push taken (Unix seconds).
+    pub waiting_since: Option<f64>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct UpstreamStatus {
     /// Why Prometheus could not be asked, when it could not.
     pub prometheus_error: Option<String>,
     pub remote_write: Vec<QueueStatus>,
     pub alertmanagers: Vec<AlertmanagerStatus>,
+    pub log_forward: Vec<ForwardStatus>,
 }
 
 /// The Prometheus series the status is made of.
 const QUERY: &str = r#"{job="prometheus",__name__=~"prometheus_remote_storage_(samples_pending|samples_total|samples_failed_total|samples_retried_total|bytes_total|highest_timestamp_in_seconds|queue_highest_sent_timestamp_seconds)|prometheus_notifications_(sent_total|errors_total)"}"#;
 
 /// Asks the local Prometheus about every remote-write queue and central
-/// Alertmanager in `settings`.
-pub async fn status(settings: &Settings, store: &Store) -> UpstreamStatus {
+/// Alertmanager in `settings`; `forwarded` are the log forwarders' counters.
+pub async fn status(
+    settings: &Settings,
+    store: &Store,
+    forwarded: &BTreeMap<String, ShipStats>,
+) -> UpstreamStatus {
     let secret_set = |kind: &str, name: &str| {
         secret_name(settings, kind, name)
             .ok()
@@ -162,6 +195,24 @@ pub async fn status(settings: &Settings, store: &Store) -> UpstreamStatus {
     for a in &mut status.alertmanagers {
         a.secret_set = secret_set(ALERTMANAGERS, &a.name);
     }
+    status.log_forward = settings
+        .logs
+        .forward
+        .iter()
+        .map(|f| {
+            let stats = forwarded.get(&f.name).cloned().unwrap_or_default();
+            ForwardStatus {
+                name: f.name.clone(),
+                url: f.url.clone(),
+                secret_set: secret_set(LOG_FORWARD, &f.name),
+                lines_forwarded_total: stats.shipped.values().sum(),
+                lines_refused_total: stats.refused.values().sum(),
+                lines_lost_total: stats.lost.values().sum(),
+                failed_pushes_total: stats.failed_pushes,
+                waiting_since: stats.waiting_since_unix,
+            }
+        })
+        .collect();
     status
 }
 
@@ -254,6 +305,7 @@ pub(crate) fn combine(settings: &Settings, answer: &Result<Value, String>) -> Up
         prometheus_error: answer.as_ref().err().cloned(),
         remote_write,
         alertmanagers,
+        log_forward: Vec::new(),
     }
 }
 

@@ -1,12 +1,16 @@
 //! Log shipping end to end: children's output and obsbox's own log reach the
 //! Loki stand-in with their labels; Loki stopped, or obsbox killed, loses and
-//! repeats nothing; a line Loki refuses is counted and holds up nothing.
+//! repeats nothing; a line Loki refuses is counted and holds up nothing; the
+//! same lines are forwarded to a central Loki with its credentials, tenant
+//! and labels, waiting while it is away.
 
 mod common;
 
 use common::*;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 const READY: Duration = Duration::from_secs(60);
@@ -23,7 +27,16 @@ type Stream = (BTreeMap<String, String>, Vec<(i128, String)>);
 
 /// What the stand-in stored, per stream.
 fn stored(port: u16) -> Vec<Stream> {
-    let Ok(response) = ureq::get(&format!("http://127.0.0.1:{port}/standin/entries")).call() else {
+    stored_as(port, None)
+}
+
+/// What the stand-in stored for `tenant` (a Loki with `auth_enabled`).
+fn stored_as(port: u16, tenant: Option<&str>) -> Vec<Stream> {
+    let mut request = ureq::get(&format!("http://127.0.0.1:{port}/standin/entries"));
+    if let Some(tenant) = tenant {
+        request = request.set("X-Scope-OrgID", tenant);
+    }
+    let Ok(response) = request.call() else {
         return Vec::new();
     };
     let doc: Value = response.into_json().unwrap();
@@ -51,7 +64,11 @@ fn stored(port: u16) -> Vec<Stream> {
 
 /// Every line of `service`, in timestamp order across its streams (levels split them).
 fn lines_of(port: u16, service: &str) -> Vec<(i128, String)> {
-    let mut all: Vec<(i128, String)> = stored(port)
+    lines_as(stored(port), service)
+}
+
+fn lines_as(stored: Vec<Stream>, service: &str) -> Vec<(i128, String)> {
+    let mut all: Vec<(i128, String)> = stored
         .into_iter()
         .filter(|(labels, _)| labels.get("service").map(String::as_str) == Some(service))
         .flat_map(|(_, entries)| entries)
@@ -146,8 +163,12 @@ const COUNTER: &str = "i=0; while :; do i=$((i+1)); echo \"run $$ line $i\"; \
 
 /// The lines of each run, as numbers in timestamp order.
 fn runs(loki: u16) -> BTreeMap<String, Vec<u64>> {
+    runs_in(stored(loki))
+}
+
+fn runs_in(stored: Vec<Stream>) -> BTreeMap<String, Vec<u64>> {
     let mut runs: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    for (_, line) in lines_of(loki, "counter") {
+    for (_, line) in lines_as(stored, "counter") {
         let mut words = line.split(' ');
         let (Some("run"), Some(run), Some("line"), Some(n)) =
             (words.next(), words.next(), words.next(), words.next())
@@ -200,12 +221,16 @@ fn written(obsbox: &Obsbox) -> BTreeMap<String, u64> {
 }
 
 fn counting_obsbox() -> Obsbox {
+    counting_obsbox_forwarding(json!([]))
+}
+
+fn counting_obsbox_forwarding(forward: Value) -> Obsbox {
     Obsbox::start(&[
         ("services", services_only(&["loki"])),
         // Small segments: rotations and compressions happen while shipping.
         (
             "logs",
-            json!({"batch_wait_ms": 200, "segment_bytes": 65536, "batch_bytes": 16384}),
+            json!({"batch_wait_ms": 200, "segment_bytes": 65536, "batch_bytes": 16384, "forward": forward}),
         ),
         ("children", json!([child("counter", COUNTER)])),
     ])
@@ -293,29 +318,39 @@ fn a_loki_that_refuses_protobuf_gets_json() {
 }
 
 /// The stand-in's push refusals, as the shipper meets them from real Loki.
-#[test]
-fn the_loki_stand_in_refuses_what_loki_refuses() {
-    let dir = tempfile::tempdir().unwrap();
+/// A Loki stand-in of its own (not obsbox's child), with `config` added to
+/// its configuration: the child and its HTTP port.
+fn own_loki(dir: &std::path::Path, config: &str) -> (std::process::Child, u16) {
     let (port, grpc) = (free_port(), free_port());
-    let config = dir.path().join("loki.yaml");
+    let file = dir.join("loki.yaml");
     std::fs::write(
-        &config,
+        &file,
         format!(
-            "auth_enabled: false\n\
-             server: {{http_listen_address: 127.0.0.1, http_listen_port: {port}, grpc_listen_address: 127.0.0.1, grpc_listen_port: {grpc}}}\n\
+            "server: {{http_listen_address: 127.0.0.1, http_listen_port: {port}, grpc_listen_address: 127.0.0.1, grpc_listen_port: {grpc}}}\n\
              common: {{path_prefix: {}, replication_factor: 1, ring: {{kvstore: {{store: inmemory}}}}}}\n\
              schema_config: {{configs: [{{from: \"2024-01-01\", store: tsdb, object_store: filesystem, schema: v13, index: {{prefix: index_, period: 24h}}}}]}}\n\
-             limits_config: {{ingestion_rate_mb: 0.01, ingestion_burst_size_mb: 0.01, max_line_size: 100B}}\n\
-             ingester: {{max_chunk_age: 2m}}\n",
-            dir.path().display()
+             {config}",
+            dir.display()
         ),
     )
     .unwrap();
-    let mut loki = std::process::Command::new(stand_in("loki"))
-        .arg(format!("-config.file={}", config.display()))
+    let loki = std::process::Command::new(stand_in("loki"))
+        .arg(format!("-config.file={}", file.display()))
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
+    (loki, port)
+}
+
+#[test]
+fn the_loki_stand_in_refuses_what_loki_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut loki, port) = own_loki(
+        dir.path(),
+        "auth_enabled: false\n\
+         limits_config: {ingestion_rate_mb: 0.01, ingestion_burst_size_mb: 0.01, max_line_size: 100B}\n\
+         ingester: {max_chunk_age: 2m}\n",
+    );
     let push = |values: Value| {
         let body = json!({"streams": [{"stream": {"service": "t"}, "values": values}]});
         match ureq::post(&format!("http://127.0.0.1:{port}/loki/api/v1/push")).send_json(body) {
@@ -475,4 +510,178 @@ fn obsbox_killed_while_shipping_a_syslog_flood_loses_and_repeats_nothing() {
         .find_map(|l| l.strip_prefix("obsbox_log_push_duration_seconds_count "))
         .unwrap_or_else(|| panic!("no push durations in {metrics}"));
     assert!(pushes.parse::<f64>().unwrap() > 0.0, "{pushes}");
+}
+
+/// An authenticating proxy in front of a central Loki, as real ones are
+/// (Loki itself does not check credentials): it takes requests with
+/// `Authorization: Bearer <token>` only, and answers 503 while `away`.
+fn auth_proxy(upstream: u16, token: &'static str) -> (u16, Arc<AtomicBool>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let away = Arc::new(AtomicBool::new(false));
+    let shared = away.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let away = shared.clone();
+            std::thread::spawn(move || proxy_connection(stream, upstream, token, &away));
+        }
+    });
+    (port, away)
+}
+
+/// Serves one connection's requests (clients keep connections open).
+fn proxy_connection(stream: std::net::TcpStream, upstream: u16, token: &str, away: &AtomicBool) {
+    use std::io::{BufRead, Read, Write};
+    let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    loop {
+        let mut request_line = String::new();
+        if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut headers = BTreeMap::new();
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = line.split_once(':') {
+                headers.insert(name.trim().to_ascii_lowercase(), value.trim().to_string());
+            }
+        }
+        let length: usize = headers
+            .get("content-length")
+            .and_then(|l| l.parse().ok())
+            .unwrap_or(0);
+        let mut body = vec![0; length];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        let header = |name: &str| headers.get(name).cloned().unwrap_or_default();
+        let path = request_line.split(' ').nth(1).unwrap_or("/").to_string();
+        let (status, answer) = if away.load(Ordering::SeqCst) {
+            (503, b"away\n".to_vec())
+        } else if header("authorization") != format!("Bearer {token}") {
+            (401, b"unauthorized\n".to_vec())
+        } else {
+            let forwarded = ureq::post(&format!("http://127.0.0.1:{upstream}{path}"))
+                .set("Content-Type", &header("content-type"))
+                .set("X-Scope-OrgID", &header("x-scope-orgid"))
+                .send_bytes(&body);
+            match forwarded {
+                Ok(r) => (r.status(), r.into_string().unwrap_or_default().into_bytes()),
+                Err(ureq::Error::Status(code, r)) => {
+                    (code, r.into_string().unwrap_or_default().into_bytes())
+                }
+                Err(e) => (502, e.to_string().into_bytes()),
+            }
+        };
+        let head = format!(
+            "HTTP/1.1 {status} X\r\nContent-Length: {}\r\n\r\n",
+            answer.len()
+        );
+        if writer.write_all(head.as_bytes()).is_err() || writer.write_all(&answer).is_err() {
+            return;
+        }
+    }
+}
+
+#[test]
+fn logs_are_forwarded_to_a_central_loki_and_wait_while_it_is_away() {
+    const TOKEN: &str = "s3cret-forward-token";
+    let dir = tempfile::tempdir().unwrap();
+    let (mut central, central_port) = own_loki(dir.path(), "auth_enabled: true\n");
+    let (proxy, away) = auth_proxy(central_port, TOKEN);
+    let obsbox = counting_obsbox_forwarding(json!([{
+        "name": "central",
+        "url": format!("http://127.0.0.1:{proxy}/loki/api/v1/push"),
+        "auth": {"kind": "bearer"},
+        "tenant": "rack1",
+        "sources": ["counter"],
+        "labels": {"site": "attic"},
+    }]));
+    obsbox.wait_all_ready(READY);
+    let loki = loki_port(&obsbox);
+    let central_runs = || runs_in(stored_as(central_port, Some("rack1")));
+    // No token stored yet: the central Loki's proxy refuses, the lines wait,
+    // the box's own Loki is not held up.
+    wait_for("lines in the box's own Loki", ARRIVE, || {
+        (runs(loki).values().flatten().count() > 100).then_some(())
+    });
+    let forward = wait_for("refused pushes to the central Loki", ARRIVE, || {
+        let up = obsbox.get("/api/upstream");
+        let f = up["log_forward"][0].clone();
+        (f["failed_pushes_total"].as_u64() > Some(0)).then_some(f)
+    });
+    assert_eq!(forward["secret_set"], json!(false), "{forward}");
+    assert!(forward["waiting_since"].as_f64().is_some(), "{forward}");
+    assert!(central_runs().is_empty());
+    let (status, answer) = obsbox.send(
+        "PUT",
+        "/api/upstream/log_forward/central/secret",
+        &json!({"secret": TOKEN}).to_string(),
+    );
+    assert_eq!(status, 200, "{answer}");
+    wait_for("lines in the central Loki", ARRIVE, || {
+        (central_runs().values().flatten().count() > 300).then_some(())
+    });
+    // Only the chosen source, with the box's labels and the forward's.
+    let streams = stored_as(central_port, Some("rack1"));
+    for (labels, _) in &streams {
+        assert_eq!(
+            labels.get("service").map(String::as_str),
+            Some("counter"),
+            "{labels:?}"
+        );
+        assert_eq!(
+            labels.get("site").map(String::as_str),
+            Some("attic"),
+            "{labels:?}"
+        );
+        assert_eq!(labels.get("obsbox_host"), labels.get("host"), "{labels:?}");
+    }
+    // The central Loki goes away for a while: its lines wait on disk.
+    away.store(true, Ordering::SeqCst);
+    std::thread::sleep(Duration::from_secs(10));
+    let during = written(&obsbox);
+    away.store(false, Ordering::SeqCst);
+    let every_line = |runs: &BTreeMap<String, Vec<u64>>| {
+        during
+            .iter()
+            .all(|(run, &n)| runs.get(run).is_some_and(|r| r.len() as u64 >= n))
+    };
+    let forwarded = wait_for(
+        "every line written while it was away, forwarded",
+        ARRIVE,
+        || {
+            let runs = central_runs();
+            every_line(&runs).then_some(runs)
+        },
+    );
+    assert_whole(&forwarded);
+    let local = wait_for("every line in the box's own Loki", ARRIVE, || {
+        let runs = runs(loki);
+        every_line(&runs).then_some(runs)
+    });
+    assert_whole(&local);
+    let metrics = obsbox.metric_lines("obsbox_log_forward_lines_total");
+    assert!(
+        metrics
+            .iter()
+            .any(|l| l.contains(r#"forward="central""#) && l.contains(r#"source="counter""#)),
+        "{metrics:?}"
+    );
+    // The token is nowhere it could be read back.
+    let up = obsbox.get("/api/upstream").to_string();
+    assert!(
+        !up.contains(TOKEN) && up.contains(r#""secret_set":true"#),
+        "{up}"
+    );
+    assert!(!obsbox.log().contains(TOKEN));
+    central.kill().unwrap();
+    central.wait().unwrap();
 }

@@ -8,6 +8,7 @@
 //! Loki's query API behind the Logs page.
 
 mod capture;
+pub mod forward;
 pub mod ingest;
 pub mod intake;
 mod level;
@@ -28,4 +29,5 @@ pub use own::OwnLog;
 /// The name obsbox's own log is kept and shipped under (`logs/obsbox/`,
 /// `service="obsbox"`); no child may take it.
 pub const OWN_NAME: &str = "obsbox";
-pub use ship::{ShipStats, Shipper, ShipperContext};
+pub use forward::{ForwardContext, Forwarders};
+pub use ship::{Destination, ShipStats, Shipper, ShipperContext, SpoolHolds};

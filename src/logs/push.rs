@@ -70,6 +70,112 @@ impl Batch {
     pub(crate) fn lines(&self) -> u64 {
         self.streams.iter().map(|s| s.entries.len() as u64).sum()
     }
+
+    /// Gives every stream the labels of `extra` it does not have (its own
+    /// values win, as Prometheus' external labels do). Done on a finished
+    /// batch, just before it is encoded.
+    pub(crate) fn add_missing_labels(&mut self, extra: &Labels) {
+        if extra.is_empty() {
+            return;
+        }
+        for stream in &mut self.streams {
+            let mut labels = (*stream.labels).clone();
+            for (name, value) in extra {
+                labels.entry(name.clone()).or_insert_with(|| value.clone());
+            }
+            stream.labels = Arc::new(labels);
+        }
+        self.index = self
+            .streams
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.labels.clone(), i))
+            .collect();
+    }
+}
+
+/// The Loki a push goes to.
+pub(crate) enum Target {
+    /// The box's own, on this port of 127.0.0.1.
+    Local(u16),
+    /// A central one, over HTTP(S) with its credentials.
+    Remote {
+        url: String,
+        headers: Vec<(&'static str, String)>,
+        agent: ureq::Agent,
+    },
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Local(port) => write!(f, "127.0.0.1:{port}"),
+            Target::Remote { url, .. } => f.write_str(url),
+        }
+    }
+}
+
+impl Target {
+    /// A central Loki's target: its URL, credentials, tenant and CA.
+    pub(crate) fn remote(forward: &super::ship::Forward) -> Result<Target, String> {
+        let mut agent = ureq::AgentBuilder::new().redirects(0);
+        if let Some(pem) = &forward.tls_ca {
+            agent = agent.tls_config(Arc::new(crate::tls::client_trusting(pem)?));
+        }
+        let headers = forward
+            .authorization
+            .iter()
+            .map(|v| ("Authorization", v.clone()))
+            .chain(forward.tenant.iter().map(|t| ("X-Scope-OrgID", t.clone())))
+            .collect();
+        Ok(Target::Remote {
+            url: forward.url.clone(),
+            headers,
+            agent: agent.build(),
+        })
+    }
+
+    /// Posts one body; the answer's status and body, or why there is none.
+    async fn post(&self, body: Body<'_>, timeout: Duration) -> Result<(u16, Vec<u8>), String> {
+        match self {
+            Target::Local(port) => {
+                http_client::send("POST", *port, "/loki/api/v1/push", Some(body), timeout)
+                    .await
+                    .map(|r| (r.status, r.body))
+                    .map_err(|e| e.to_string())
+            }
+            Target::Remote {
+                url,
+                headers,
+                agent,
+            } => {
+                let mut request = agent
+                    .post(url)
+                    .timeout(timeout)
+                    .set("Content-Type", body.content_type);
+                for (name, value) in headers {
+                    request = request.set(name, value);
+                }
+                let bytes = body.bytes.to_vec();
+                let answer = tokio::task::spawn_blocking(move || request.send_bytes(&bytes))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let (status, response) = match answer {
+                    Ok(response) => (response.status(), response),
+                    Err(ureq::Error::Status(code, response)) => (code, response),
+                    Err(e) => return Err(e.to_string()),
+                };
+                let mut body = Vec::new();
+                // Loki's answers are short; a longer one is cut, not read whole.
+                std::io::Read::read_to_end(
+                    &mut std::io::Read::take(response.into_reader(), 64 << 10),
+                    &mut body,
+                )
+                .map_err(|e| e.to_string())?;
+                Ok((status, body))
+            }
+        }
+    }
 }
 
 /// How the batch is put on the wire.
@@ -302,7 +408,7 @@ impl Encoded {
 /// off the runtime by the caller); falls back to JSON for good when Loki
 /// refuses protobuf.
 pub(crate) async fn push(
-    port: u16,
+    target: &Target,
     encoding: &mut Encoding,
     batch: &Batch,
     encoded: &Encoded,
@@ -319,11 +425,9 @@ pub(crate) async fn push(
             content_type: body.content_type,
             bytes: &body.bytes,
         };
-        let answer =
-            http_client::send("POST", port, "/loki/api/v1/push", Some(body), timeout).await;
-        let result = match answer {
-            Ok(response) => outcome(response.status, &response.body),
-            Err(e) => Outcome::Retry(e.to_string()),
+        let result = match target.post(body, timeout).await {
+            Ok((status, body)) => outcome(status, &body),
+            Err(e) => Outcome::Retry(e),
         };
         match (result, *encoding) {
             (Outcome::UnsupportedEncoding, Encoding::Protobuf) => {

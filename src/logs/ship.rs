@@ -11,10 +11,16 @@
 //! in flight: spool records keep their timestamps, and a captured source's
 //! batch is rebuilt with the timestamps recorded before it was sent, so Loki
 //! takes the repeat as duplicates and stores nothing twice.
+//!
+//! The same code forwards to a central Loki ([`Destination::Forward`]): each
+//! destination is its own shipper with its own positions, so one that is
+//! away holds its lines in their files without slowing the others, and a
+//! spool segment goes only once every destination that reads it has passed
+//! it ([`SpoolHolds`]).
 
 use super::capture::{CaptureReader, Cursor, Line};
 use super::level::{self, Level};
-use super::push::{self, Batch, Encoded, Encoding, Entry, Labels, Outcome};
+use super::push::{self, Batch, Encoded, Encoding, Entry, Labels, Outcome, Target};
 use super::spool_reader::{self, SpoolCursor, SpoolItem, SpoolReader};
 use prometheus_client::metrics::histogram::Histogram;
 use serde::de::DeserializeOwned;
@@ -41,13 +47,127 @@ const PUSH_TIMEOUT: Duration = Duration::from_secs(10);
 /// A spool record longer than this is not a record.
 const MAX_RECORD: usize = 1 << 20;
 
+/// Where a shipper sends.
+pub enum Destination {
+    /// The box's own Loki, on this port of 127.0.0.1.
+    Local { port: u16 },
+    /// A central Loki.
+    Forward(Forward),
+}
+
+/// A central Loki and what goes to it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Forward {
+    /// The name in the settings: its positions' directory and its metrics' label.
+    pub name: String,
+    pub url: String,
+    /// The `Authorization` header's value, if it signs in.
+    pub authorization: Option<String>,
+    /// Sent as `X-Scope-OrgID`.
+    pub tenant: Option<String>,
+    /// CA certificate(s), PEM, the server's certificate must lead to.
+    pub tls_ca: Option<String>,
+    /// The sources forwarded; empty: all.
+    pub sources: Vec<String>,
+    /// Added to every stream that does not have the label already.
+    pub labels: Labels,
+}
+
+impl Destination {
+    /// Where this destination's positions are kept.
+    fn positions(&self, data_dir: &Path) -> PathBuf {
+        match self {
+            Destination::Local { .. } => data_dir.join("ship"),
+            Destination::Forward(f) => forward_positions(data_dir, &f.name),
+        }
+    }
+
+    fn sources(&self) -> &[String] {
+        match self {
+            Destination::Local { .. } => &[],
+            Destination::Forward(f) => &f.sources,
+        }
+    }
+}
+
+/// Where the positions of forward `name` are kept.
+pub(crate) fn forward_positions(data_dir: &Path, name: &str) -> PathBuf {
+    data_dir.join("ship-forward").join(name)
+}
+
+/// Whether a destination reading `selected` (empty: all) reads `source`.
+fn selects(selected: &[String], source: &str) -> bool {
+    selected.is_empty() || selected.iter().any(|s| s == source)
+}
+
+/// Every destination that reads the spools: where its positions are and
+/// what it reads. A spool segment may be deleted once every one of them
+/// has saved a position past it; one that has saved none yet holds all.
+#[derive(Clone, Default)]
+pub struct SpoolHolds(Arc<Mutex<Vec<Hold>>>);
+
+#[derive(Debug, Clone, PartialEq)]
+struct Hold {
+    positions: PathBuf,
+    sources: Vec<String>,
+}
+
+impl SpoolHolds {
+    /// The holds of the local Loki (when it runs) and of each forward.
+    pub fn set(&self, data_dir: &Path, local: bool, forwards: &[crate::settings::LogForward]) {
+        let local = local.then(|| Hold {
+            positions: data_dir.join("ship"),
+            sources: Vec::new(),
+        });
+        let holds = local
+            .into_iter()
+            .chain(forwards.iter().map(|f| Hold {
+                positions: forward_positions(data_dir, &f.name),
+                sources: f.sources.clone(),
+            }))
+            .collect();
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = holds;
+    }
+
+    /// How far spool `source` (`spool/<name>`, positions in `file`) may be
+    /// deleted, given that the destination saving to `own` has passed `cursor`.
+    fn passed_by_all(
+        &self,
+        source: &str,
+        file: &Path,
+        own: &Path,
+        cursor: SpoolCursor,
+    ) -> SpoolCursor {
+        let holds = self.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let Some(file_name) = file.file_name() else {
+            return SpoolCursor::default();
+        };
+        holds
+            .iter()
+            .filter(|h| h.positions != own && selects(&h.sources, source))
+            .map(|h| {
+                // An unreadable position holds everything, as a missing one does.
+                load::<Position<SpoolCursor>>(&h.positions.join(file_name))
+                    .map_or(SpoolCursor::default(), |p| p.cursor)
+            })
+            .fold(cursor, |a, b| {
+                if (b.segment, b.offset) < (a.segment, a.offset) {
+                    b
+                } else {
+                    a
+                }
+            })
+    }
+}
+
 /// What the shipper needs.
 pub struct ShipperContext {
     pub data_dir: PathBuf,
     /// The `host` label of the box's own lines.
     pub hostname: String,
-    /// Loki's HTTP port on 127.0.0.1.
-    pub loki_port: u16,
+    pub destination: Destination,
+    /// Every destination's hold on the spools.
+    pub holds: SpoolHolds,
     /// A batch is sent once it holds this many bytes of lines...
     pub batch_bytes: usize,
     /// ...or once its first line has waited this long.
@@ -379,6 +499,9 @@ impl Source {
 struct Sources {
     data_dir: PathBuf,
     positions: PathBuf,
+    /// The sources read; empty: all.
+    selected: Vec<String>,
+    holds: SpoolHolds,
     by_name: BTreeMap<String, Source>,
     /// Where the next round of reading starts, so no source starves the others.
     turn: usize,
@@ -409,12 +532,14 @@ fn subdirectories(dir: &Path) -> Vec<String> {
 }
 
 impl Sources {
-    fn new(data_dir: &Path) -> io::Result<Sources> {
-        let positions = data_dir.join("ship");
+    fn new(data_dir: &Path, destination: &Destination, holds: SpoolHolds) -> io::Result<Sources> {
+        let positions = destination.positions(data_dir);
         std::fs::create_dir_all(&positions)?;
         Ok(Sources {
             data_dir: data_dir.to_path_buf(),
             positions,
+            selected: destination.sources().to_vec(),
+            holds,
             by_name: BTreeMap::new(),
             turn: 0,
             unsaved: BTreeMap::new(),
@@ -425,7 +550,7 @@ impl Sources {
     /// Picks up directories that appeared since the last look.
     fn discover(&mut self) -> io::Result<()> {
         for child in subdirectories(&self.data_dir.join("logs")) {
-            if self.by_name.contains_key(&child) {
+            if self.by_name.contains_key(&child) || !selects(&self.selected, &child) {
                 continue;
             }
             let position_file = self.positions.join(format!("logs-{child}.json"));
@@ -451,7 +576,7 @@ impl Sources {
         }
         for spool in subdirectories(&self.data_dir.join("spool")) {
             let name = format!("spool/{spool}");
-            if self.by_name.contains_key(&name) {
+            if self.by_name.contains_key(&name) || !selects(&self.selected, &name) {
                 continue;
             }
             let position_file = self.positions.join(format!("spool-{spool}.json"));
@@ -554,6 +679,9 @@ impl Sources {
             };
             save_bytes(&source.position_file, &bytes)?;
             if let Some(cursor) = cursor {
+                let cursor =
+                    self.holds
+                        .passed_by_all(&name, &source.position_file, &self.positions, cursor);
                 source.delete_shipped(cursor)?;
             }
         }
@@ -645,6 +773,8 @@ struct Plan {
     batch_bytes: usize,
     batch_wait: Duration,
     hostname: String,
+    /// Added to every stream without them (a forward's labels).
+    extra_labels: Arc<Labels>,
     encoding: Encoding,
     /// Sources in the batch in flight.
     busy: BTreeSet<String>,
@@ -671,7 +801,8 @@ fn prepare(s: &mut Sources, plan: Plan) -> io::Result<Prepared> {
     match due(carried, age, plan.batch_bytes, plan.batch_wait) {
         Due::After(wait) => prepared.wait = wait,
         Due::Now => {
-            let assembled = assemble(s, plan.batch_bytes, &plan.hostname, &plan.busy);
+            let mut assembled = assemble(s, plan.batch_bytes, &plan.hostname, &plan.busy);
+            assembled.batch.add_missing_labels(&plan.extra_labels);
             if !assembled.taken.is_empty() {
                 s.save_before(&assembled.taken)?;
                 let encoded = Encoded::new(&assembled.batch, plan.encoding);
@@ -715,7 +846,14 @@ fn count(stats: &Mutex<ShipStats>, outcome: &Outcome, taken: &[(String, Taken)])
 
 async fn run(ctx: ShipperContext, shipper: &Shipper) -> io::Result<()> {
     let stats = &shipper.stats;
-    let mut sources = Sources::new(&ctx.data_dir)?;
+    let mut sources = Sources::new(&ctx.data_dir, &ctx.destination, ctx.holds.clone())?;
+    let (target, extra_labels) = match &ctx.destination {
+        Destination::Local { port } => (Target::Local(*port), Arc::default()),
+        Destination::Forward(f) => (
+            Target::remote(f).map_err(io::Error::other)?,
+            Arc::new(f.labels.clone()),
+        ),
+    };
     let mut encoding = Encoding::Protobuf;
     let mut first_read: Option<Instant> = None;
     let mut ready: Option<(Assembled, Encoded)> = None;
@@ -723,6 +861,7 @@ async fn run(ctx: ShipperContext, shipper: &Shipper) -> io::Result<()> {
         batch_bytes: ctx.batch_bytes,
         batch_wait: ctx.batch_wait,
         hostname: ctx.hostname.clone(),
+        extra_labels: extra_labels.clone(),
         encoding,
         busy,
         first_read,
@@ -775,7 +914,13 @@ async fn run(ctx: ShipperContext, shipper: &Shipper) -> io::Result<()> {
         // Push this batch while the next one is read, assembled and encoded.
         let busy: BTreeSet<String> = assembled.taken.iter().map(|(n, _)| n.clone()).collect();
         let p = plan(encoding, busy, first_read);
-        let push = push_until_done(&ctx, &mut encoding, &assembled.batch, &encoded, shipper);
+        let push = push_until_done(
+            &ctx,
+            &target,
+            &mut encoding,
+            (&assembled.batch, &encoded),
+            shipper,
+        );
         let next = blocking(sources, move |s| prepare(s, p));
         let (outcome, next) = tokio::join!(push, next);
         let (s, next) = next?;
@@ -813,9 +958,9 @@ async fn sleep_or_stop(stop: &CancellationToken, delay: Duration) -> bool {
 /// Pushes until Loki took or refused the batch; None when stopped first.
 async fn push_until_done(
     ctx: &ShipperContext,
+    target: &Target,
     encoding: &mut Encoding,
-    batch: &Batch,
-    encoded: &Encoded,
+    (batch, encoded): (&Batch, &Encoded),
     shipper: &Shipper,
 ) -> Option<Outcome> {
     if batch.lines() == 0 {
@@ -827,7 +972,7 @@ async fn push_until_done(
         let started = Instant::now();
         let outcome = tokio::select! {
             () = ctx.stop.cancelled() => return None,
-            outcome = push::push(ctx.loki_port, encoding, batch, encoded, PUSH_TIMEOUT) => outcome,
+            outcome = push::push(target, encoding, batch, encoded, PUSH_TIMEOUT) => outcome,
         };
         shipper
             .push_seconds
@@ -837,7 +982,7 @@ async fn push_until_done(
                 shipper.lock().failed_pushes += 1;
                 // Once, not at every retry: this log is shipped too.
                 if failures == 0 {
-                    tracing::warn!(reason = %why, "pushing logs to Loki failed; retrying until it takes them");
+                    tracing::warn!(to = %target, reason = %why, "pushing logs to Loki failed; retrying until it takes them");
                 }
                 failures += 1;
                 if sleep_or_stop(&ctx.stop, delay).await {
@@ -847,7 +992,7 @@ async fn push_until_done(
             }
             done => {
                 if failures > 0 {
-                    tracing::info!(failures, "Loki takes logs again");
+                    tracing::info!(to = %target, failures, "Loki takes logs again");
                 }
                 return Some(done);
             }
@@ -858,6 +1003,63 @@ async fn push_until_done(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const LOCAL: Destination = Destination::Local { port: 1 };
+
+    #[test]
+    fn a_spool_segment_goes_only_once_every_destination_reading_it_has_passed_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let forward = |name: &str, sources: &[&str]| -> crate::settings::LogForward {
+            serde_json::from_value(serde_json::json!({
+                "name": name, "url": "http://127.0.0.1:1/loki/api/v1/push", "sources": sources
+            }))
+            .unwrap()
+        };
+        let holds = SpoolHolds::default();
+        holds.set(
+            tmp.path(),
+            true,
+            &[forward("central", &[]), forward("apps", &["obsbox"])],
+        );
+        let local = tmp.path().join("ship");
+        std::fs::create_dir_all(&local).unwrap();
+        let file = local.join("spool-syslog.json");
+        let at = |segment| SpoolCursor { segment, offset: 7 };
+        // The central forward has saved nothing yet: it holds everything.
+        assert_eq!(
+            holds.passed_by_all("spool/syslog", &file, &local, at(5)),
+            SpoolCursor::default()
+        );
+        let central = forward_positions(tmp.path(), "central");
+        std::fs::create_dir_all(&central).unwrap();
+        let saved = |cursor| Position {
+            cursor,
+            ..Position::default()
+        };
+        save(&central.join("spool-syslog.json"), &saved(at(3))).unwrap();
+        assert_eq!(
+            holds.passed_by_all("spool/syslog", &file, &local, at(5)),
+            at(3)
+        );
+        // Seen from the forward, the local position (saved past it) holds nothing back.
+        save(&file, &saved(at(5))).unwrap();
+        assert_eq!(
+            holds.passed_by_all("spool/syslog", &file, &central, at(3)),
+            at(3)
+        );
+        // `apps` reads only obsbox's own log: it holds no spool.
+        save(&central.join("spool-syslog.json"), &saved(at(9))).unwrap();
+        assert_eq!(
+            holds.passed_by_all("spool/syslog", &file, &local, at(5)),
+            at(5)
+        );
+        // Without forwards the local shipper deletes what it passed.
+        holds.set(tmp.path(), true, &[]);
+        assert_eq!(
+            holds.passed_by_all("spool/syslog", &file, &local, at(5)),
+            at(5)
+        );
+    }
 
     #[test]
     fn positions_are_replaced_whole() {
@@ -982,7 +1184,7 @@ mod tests {
     fn only_acknowledged_positions_are_saved_and_only_their_segments_go() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = spool_dir(tmp.path(), 3, 3, "l");
-        let mut sources = Sources::new(tmp.path()).unwrap();
+        let mut sources = Sources::new(tmp.path(), &LOCAL, SpoolHolds::default()).unwrap();
         sources.discover().unwrap();
         sources.fill(1 << 20);
         let none = BTreeSet::new();
@@ -994,7 +1196,7 @@ mod tests {
         // Loki took the first; the second fails, and obsbox dies before it is retried.
         sources.acknowledged(first.taken);
         sources.save_acknowledged().unwrap();
-        let mut restarted = Sources::new(tmp.path()).unwrap();
+        let mut restarted = Sources::new(tmp.path(), &LOCAL, SpoolHolds::default()).unwrap();
         restarted.discover().unwrap();
         restarted.fill(1 << 20);
         let again = assemble(&mut restarted, 1 << 20, "box", &none);
@@ -1017,7 +1219,7 @@ mod tests {
         std::fs::create_dir_all(&logs).unwrap();
         std::fs::write(logs.join("current"), "one\ntwo\n").unwrap();
         spool_dir(tmp.path(), 1, 2, "s");
-        let mut sources = Sources::new(tmp.path()).unwrap();
+        let mut sources = Sources::new(tmp.path(), &LOCAL, SpoolHolds::default()).unwrap();
         sources.discover().unwrap();
         sources.fill(1 << 20);
         let busy: BTreeSet<String> = ["app".to_string(), "spool/s".to_string()].into();
@@ -1033,7 +1235,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         // Each record's line is about a third of its bytes in the file.
         spool_dir(tmp.path(), 1, 200, "x");
-        let mut sources = Sources::new(tmp.path()).unwrap();
+        let mut sources = Sources::new(tmp.path(), &LOCAL, SpoolHolds::default()).unwrap();
         sources.discover().unwrap();
         sources.fill(1000);
         assert!(

@@ -1,10 +1,11 @@
 //! Where this box sends beyond itself: remote storages Prometheus writes every
 //! sample to (`prometheus.remote_write`), central Alertmanagers it alerts
-//! beside the local one (`prometheus.alertmanagers`), and the other boxes
-//! whose state it shows (`peers`). Secrets (passwords, tokens) are stored
-//! apart and never appear here.
+//! beside the local one (`prometheus.alertmanagers`), central Lokis its logs
+//! are forwarded to (`logs.forward`), and the other boxes whose state it
+//! shows (`peers`). Secrets (passwords, tokens) are stored apart and never
+//! appear here.
 
-use super::{duration_in, is_label_name, name_problem, secs};
+use super::{duration_in, is_child_name, is_label_name, label_problems, name_problem, secs};
 use serde::{Deserialize, Serialize};
 
 /// A remote storage that takes Prometheus' remote-write protocol (Mimir,
@@ -126,6 +127,36 @@ pub struct CentralAlertmanager {
     /// CA certificate(s), PEM (unset: the system's CAs).
     #[serde(default)]
     pub tls_ca: Option<String>,
+}
+
+/// A central Loki every log line (or a chosen part) is forwarded to, beside
+/// the box's own Loki.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogForward {
+    /// Unique name (the name of its secret and of its metrics' `forward` label).
+    pub name: String,
+    /// Loki's push endpoint, e.g. `https://loki.example/loki/api/v1/push`.
+    pub url: String,
+    /// How to sign in; the password or token is a secret stored apart.
+    #[serde(default)]
+    pub auth: Auth,
+    /// CA certificate(s), PEM (unset: the system's CAs).
+    #[serde(default)]
+    pub tls_ca: Option<String>,
+    /// The tenant, sent as `X-Scope-OrgID` (unset: none, for a Loki
+    /// without multi-tenancy).
+    #[serde(default)]
+    pub tenant: Option<String>,
+    /// The sources forwarded, by the names `/metrics` counts them under: a
+    /// child (`prometheus`), `obsbox`, a spool (`spool/syslog`); empty
+    /// forwards every source.
+    #[serde(default)]
+    pub sources: Vec<String>,
+    /// Labels added to every forwarded stream, after `obsbox_host` and the
+    /// box's `prometheus.external_labels`.
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// Another obsbox whose state this one shows on its Fleet page.
@@ -289,6 +320,42 @@ pub(super) fn validate_alertmanagers(
             at("name", problem);
         }
         check_endpoint(&mut at, &am.url, &am.auth, am.tls_ca.as_ref());
+    }
+}
+
+pub(super) fn validate_log_forwards(list: &[LogForward], bad: &mut dyn FnMut(String, String)) {
+    let mut names = Vec::new();
+    for (i, forward) in list.iter().enumerate() {
+        let mut at =
+            |field: &str, message: String| bad(format!("logs.forward[{i}].{field}"), message);
+        if let Some(problem) = name_problem(&forward.name, &mut names) {
+            at("name", problem);
+        }
+        check_endpoint(
+            &mut at,
+            &forward.url,
+            &forward.auth,
+            forward.tls_ca.as_ref(),
+        );
+        if let Some(tenant) = &forward.tenant {
+            // Loki's tenant ids: at most 150 bytes of these characters.
+            let allowed = |c: char| c.is_ascii_alphanumeric() || "!-_.*'()".contains(c);
+            if tenant.is_empty() || tenant.len() > 150 || !tenant.chars().all(allowed) {
+                at(
+                    "tenant",
+                    "must be 1-150 letters, digits or !-_.*'() (Loki's tenant ids)".into(),
+                );
+            }
+        }
+        for source in &forward.sources {
+            let name = source.strip_prefix("spool/").unwrap_or(source);
+            if !is_child_name(name) {
+                at("sources", format!("'{source}' is not a source name"));
+            }
+        }
+        for problem in label_problems(&forward.labels, &["obsbox_host"]) {
+            at("labels", problem);
+        }
     }
 }
 

@@ -171,6 +171,7 @@ pub(super) async fn metrics(State(app): State<Arc<AppState>>, headers: HeaderMap
         "How long each push of a batch to Loki took until Loki answered or it failed",
         app.shipper.push_durations(),
     );
+    register_log_forwarding(&mut registry, &app.forwarders.stats());
     register_power(&mut registry, &app.power.summary());
     if let Ok(disks) = app.disks.status().await {
         register_disks(&mut registry, &disks);
@@ -593,6 +594,78 @@ fn register_log_shipping(registry: &mut Registry, stats: &crate::logs::ShipStats
     registry.register(
         "obsbox_log_waiting_since_timestamp_seconds",
         "Since when log lines have been waiting to be shipped (0 when none wait)",
+        waiting,
+    );
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ForwardLabels {
+    forward: String,
+    /// A source for line counts, a reason for refusals, "" for the rest.
+    source: String,
+}
+
+/// The log forwards' counters, one series per forward (and source): the
+/// local shipper's names with `forward` in them.
+fn register_log_forwarding(
+    registry: &mut Registry,
+    forwards: &std::collections::BTreeMap<String, crate::logs::ShipStats>,
+) {
+    if forwards.is_empty() {
+        return;
+    }
+    type F64 = Gauge<f64, AtomicU64>;
+    let (shipped, lost, refused, failed) = (
+        Family::<ForwardLabels, Counter>::default(),
+        Family::<ForwardLabels, Counter>::default(),
+        Family::<ForwardLabels, Counter>::default(),
+        Family::<ForwardLabels, Counter>::default(),
+    );
+    let waiting = Family::<ForwardLabels, F64>::default();
+    for (forward, stats) in forwards {
+        let labels = |source: &str| ForwardLabels {
+            forward: forward.clone(),
+            source: source.into(),
+        };
+        for (family, counts) in [
+            (&shipped, &stats.shipped),
+            (&lost, &stats.lost),
+            (&refused, &stats.refused),
+        ] {
+            for (source, n) in counts {
+                family.get_or_create(&labels(source)).inc_by(*n);
+            }
+        }
+        failed
+            .get_or_create(&labels(""))
+            .inc_by(stats.failed_pushes);
+        waiting
+            .get_or_create(&labels(""))
+            .set(stats.waiting_since_unix.unwrap_or(0.0));
+    }
+    registry.register(
+        "obsbox_log_forward_lines",
+        "Log lines the central Loki of `forward` acknowledged, by source",
+        shipped,
+    );
+    registry.register(
+        "obsbox_log_forward_lines_lost",
+        "Log lines deleted from their files before they were forwarded, by source",
+        lost,
+    );
+    registry.register(
+        "obsbox_log_forward_lines_refused",
+        "Log lines the central Loki refused (the reason is in `source`) or that were malformed",
+        refused,
+    );
+    registry.register(
+        "obsbox_log_forward_push_failures",
+        "Pushes to the central Loki that failed and were retried",
+        failed,
+    );
+    registry.register(
+        "obsbox_log_forward_waiting_since_timestamp_seconds",
+        "Since when log lines have been waiting to be forwarded (0 when none wait)",
         waiting,
     );
 }

@@ -73,6 +73,8 @@ pub struct AppState {
     pub ota: crate::ota::Ota,
     /// Log shipping to Loki, for its counters.
     pub shipper: crate::logs::Shipper,
+    /// Log forwarding to central Lokis, for their counters.
+    pub forwarders: crate::logs::Forwarders,
     /// Logs coming in from the LAN (syslog, Loki push).
     pub logs_in: crate::logs::Ingest,
 }

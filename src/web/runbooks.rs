@@ -110,6 +110,7 @@ mod tests {
         "LogLinesRefused",
         "LogLinesLost",
         "LogShippingStalled",
+        "LogForwardingStalled",
         "TargetDown",
         "TargetCoverageLow",
         "ProbeFailed",

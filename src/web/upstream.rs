@@ -1,6 +1,7 @@
 //! `/api/upstream`: the remote-write queues and central Alertmanagers as
-//! Prometheus reports them, and the secrets of every endpoint the box signs
-//! in to (remote write, central Alertmanagers, peers), which are written
+//! Prometheus reports them, the log forwards, and the secrets of every
+//! endpoint the box signs in to (remote write, central Alertmanagers, log
+//! forwards, peers), which are written
 //! here and never shown back; `/api/fleet`: the other boxes, read through
 //! their own API.
 
@@ -39,7 +40,8 @@ impl From<UpstreamError> for ApiError {
 
 async fn status(State(app): State<Arc<AppState>>) -> ApiResult {
     let settings = app.services.with_current(Clone::clone);
-    Ok(Json(crate::upstream::status(&settings, &app.store).await).into_response())
+    let forwarded = app.forwarders.stats();
+    Ok(Json(crate::upstream::status(&settings, &app.store, &forwarded).await).into_response())
 }
 
 #[derive(Deserialize)]

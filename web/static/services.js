@@ -1,7 +1,7 @@
 // Services: start, stop and restart each child; follow its log live with a
 // filter; read the configuration obsbox rendered for it.
 import './charts.js';
-import { api, every, table, badge, duration, bytes, action, actions, options, onSubmit, say, el } from './app.js';
+import { api, every, table, badge, duration, bytes, when, action, actions, options, onSubmit, say, el } from './app.js';
 
 const $ = (id) => document.getElementById(id);
 const form = $('inspect-form');
@@ -114,6 +114,20 @@ every(15000, async () => {
       { label: 'Secret', value: (a) => secretState(a.secret_set) },
       { label: 'Alerts sent', value: (a) => figure(a.alerts_sent_total) },
       { label: 'Failed sends', value: (a) => figure(a.errors_total) },
+    ],
+  });
+  table($('log-forward'), {
+    rows: up.log_forward,
+    empty: 'No log forwarding: logs stay on this box.',
+    columns: [
+      { label: 'Logs forwarded to', value: (f) => f.name },
+      { label: 'URL', value: (f) => f.url, long: true },
+      { label: 'Secret', value: (f) => secretState(f.secret_set) },
+      { label: 'Waiting since', value: (f) => (f.waiting_since === null ? '' : when(f.waiting_since * 1000)) },
+      { label: 'Lines forwarded', value: (f) => figure(f.lines_forwarded_total) },
+      { label: 'Refused', value: (f) => figure(f.lines_refused_total) },
+      { label: 'Lost', value: (f) => figure(f.lines_lost_total) },
+      { label: 'Failed pushes', value: (f) => figure(f.failed_pushes_total) },
     ],
   });
 });

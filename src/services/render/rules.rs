@@ -285,6 +285,15 @@ impl<'a> Catalog<'a> {
                 description: "Log lines have waited more than 10 minutes with no push accepted by Loki; they are kept in their files until the kept segments run out.".into(),
             },
             Alert {
+                name: "LogForwardingStalled",
+                expr: "obsbox_log_forward_waiting_since_timestamp_seconds > 0 and time() - obsbox_log_forward_waiting_since_timestamp_seconds > 600".into(),
+                wait: None,
+                severity: "warning",
+                service: "logs",
+                summary: "Logs are not reaching the central Loki {{ $labels.forward }}",
+                description: "Log lines have waited more than 10 minutes with no push accepted by the central Loki {{ $labels.forward }}. They wait in their files (the box's own Loki still gets them) and are sent when it answers again, unless the kept segments run out first.".into(),
+            },
+            Alert {
                 name: "RemoteWriteBehind",
                 // The newest sample in the WAL against the newest one this
                 // queue had accepted; both kept over 5m so a restart's gap
