@@ -18,6 +18,7 @@ mod ota;
 mod power;
 mod prometheus_query;
 mod reset;
+mod responder;
 mod scrape_status;
 mod services;
 mod settings;

@@ -4,6 +4,7 @@
 mod common;
 
 use common::*;
+use serde_json::json;
 
 /// (status, Content-Type, body) of a GET, error statuses included.
 fn fetch(obsbox: &Obsbox, path: &str) -> (u16, String, String) {
@@ -95,4 +96,97 @@ fn the_manual_is_served_with_links_between_its_pages() {
     for path in ["/docs/nosuch", "/docs/..%2FCargo", "/docs/backups.md"] {
         assert_eq!(fetch(&obsbox, path).0, 404, "{path}");
     }
+}
+
+/// The responder's documents are made from the running configuration: the
+/// alert catalog from the rules Prometheus loads, the dashboards Grafana
+/// shows, the backup jobs, and a change shows at the next look.
+#[test]
+fn the_responders_documents_are_made_from_the_running_configuration() {
+    let source = tempfile::tempdir().unwrap();
+    let mut obsbox = Obsbox::start(&[
+        ("services", services_only(&["prometheus", "grafana"])),
+        (
+            "backups",
+            json!({"jobs": [{
+                "name": "nightly", "backend": "restic", "repository": "/srv/restic-repo",
+                "paths": [source.path().display().to_string()], "schedule": "daily", "enabled": false
+            }]}),
+        ),
+        (
+            "targets",
+            json!([{"name": "nas", "address": "127.0.0.1:9", "labels": {"owner": "alice"}}]),
+        ),
+    ]);
+    obsbox.wait_all_ready(std::time::Duration::from_secs(60));
+    let (status, _, index) = fetch(&obsbox, "/responder");
+    assert_eq!(status, 200);
+    for name in ["architecture", "dashboards", "alerts", "backups", "slos"] {
+        assert!(
+            index.contains(&format!("href=\"/responder/{name}\"")),
+            "{index}"
+        );
+    }
+    let (_, _, alerts) = fetch(&obsbox, "/responder/alerts");
+    assert!(
+        alerts.contains("<td>HostDown</td>") && alerts.contains("/runbooks/HostDown"),
+        "{alerts}"
+    );
+    assert!(alerts.contains("<td>TargetDown</td>"), "{alerts}");
+    let (_, _, dashboards) = fetch(&obsbox, "/responder/dashboards");
+    assert!(dashboards.contains("alice"), "{dashboards}");
+    assert!(dashboards.contains("<td>saturation</td>"), "{dashboards}");
+    let (_, _, backups) = fetch(&obsbox, "/responder/backups");
+    assert!(
+        backups.contains("restic restore latest --tag job=nightly"),
+        "{backups}"
+    );
+    assert!(
+        backups.contains("keeps 7 daily, 4 weekly, 3 monthly"),
+        "{backups}"
+    );
+    let (_, _, slos) = fetch(&obsbox, "/responder/slos");
+    assert!(slos.contains("When the budget is spent"), "{slos}");
+    let (status, content_type, svg) = fetch(&obsbox, "/responder/architecture.svg");
+    assert_eq!((status, content_type.as_str()), (200, "image/svg+xml"));
+    assert!(
+        svg.contains("nas (node)") && !svg.contains("router"),
+        "{svg}"
+    );
+    assert_eq!(fetch(&obsbox, "/responder/nosuch").0, 404);
+    // A change shows at once.
+    let targets = json!([
+        {"name": "nas", "address": "127.0.0.1:9"},
+        {"name": "router", "address": "127.0.0.1:10", "exporter": "snmp"}
+    ]);
+    let (status, answer) = obsbox.send("PUT", "/api/settings/targets", &targets.to_string());
+    assert_eq!(status, 200, "{answer}");
+    assert!(fetch(&obsbox, "/responder/architecture.svg")
+        .2
+        .contains("router (snmp)"));
+    // The bundle holds every document and the picture.
+    let response = obsbox
+        .request("GET", "/api/responder/bundle")
+        .call()
+        .unwrap();
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut response.into_reader(), &mut bytes).unwrap();
+    let mut names: Vec<String> = tar::Archive::new(bytes.as_slice())
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "responder/alerts.md",
+            "responder/architecture.md",
+            "responder/architecture.svg",
+            "responder/backups.md",
+            "responder/dashboards.md",
+            "responder/slos.md"
+        ]
+    );
+    obsbox.terminate();
 }

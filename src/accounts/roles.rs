@@ -59,6 +59,7 @@ const API_RULES: &[(&[&str], &str, Role)] = &[
     (&["GET"], "/api/upstream", Viewer),
     (&["PUT"], "/api/upstream/{kind}/{name}/secret", Admin),
     (&["GET"], "/api/fleet", Viewer),
+    (&["GET"], "/api/responder/bundle", Viewer),
     (&["GET"], "/api/attention", Viewer),
     (&["GET"], "/api/targets/status", Viewer),
     (&["GET"], "/api/audit", Viewer),

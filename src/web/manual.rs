@@ -83,12 +83,16 @@ impl Shelf {
                 ),
             );
         };
-        let markdown = String::from_utf8_lossy(&markdown);
-        let title = title(&markdown).unwrap_or_else(|| self.title.into());
+        self.page_of(&String::from_utf8_lossy(&markdown))
+    }
+
+    /// A page of this shelf made of `markdown`, however it was come by.
+    pub fn page_of(&self, markdown: &str) -> Response {
+        let title = title(markdown).unwrap_or_else(|| self.title.into());
         let body = format!(
             "{}\n{}",
             self.back(),
-            to_html_linked(&markdown, self.ui_page)
+            to_html_linked(markdown, self.ui_page)
         );
         self.document(StatusCode::OK, &title, &body)
     }

@@ -24,6 +24,7 @@ mod pages;
 mod power;
 mod proxy;
 pub mod recovery;
+mod responder;
 mod runbooks;
 pub mod serve;
 mod system;
@@ -107,6 +108,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(alerts::routes())
         .merge(runbooks::routes())
         .merge(docs::routes())
+        .merge(responder::routes())
         .merge(account::routes())
         .merge(overview::routes())
         .merge(power::routes())

@@ -36,7 +36,7 @@ const SHELF: Shelf = Shelf {
 
 /// The UI page that does what an API call (`GET /api/backups`) does; the
 /// first prefix that matches wins.
-fn ui_page(code: &str) -> Option<(&'static str, &'static str)> {
+pub(super) fn ui_page(code: &str) -> Option<(&'static str, &'static str)> {
     const PAGES: &[(&str, &str, &str)] = &[
         ("/api/settings/targets", "/targets", "Targets"),
         ("/api/settings/probes", "/targets", "Targets"),

@@ -1,0 +1,149 @@
+//! `/responder`: the responder's documents (architecture, dashboard
+//! inventory, alert catalog, backup validation runbook, SLO policy), made
+//! from the running configuration at each request, as pages and as one
+//! download (`/api/responder/bundle`, a tar of their Markdown and the SVG).
+
+use super::manual::Shelf;
+use super::{ApiError, ApiResult, AppState};
+use crate::responder::{self, Document, Inputs, NAMES};
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use std::borrow::Cow;
+use std::sync::Arc;
+
+pub(super) fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/responder", get(index))
+        .route("/responder/{name}", get(page))
+        .route("/api/responder/bundle", get(bundle))
+}
+
+const SHELF: Shelf = Shelf {
+    path: "/responder",
+    title: "Responder's documents",
+    intro: "",
+    file: |_| None::<Cow<'static, [u8]>>,
+    files: Vec::new,
+    valid_name: |name| NAMES.contains(&name),
+    ui_page: super::runbooks::ui_page,
+};
+
+/// Everything the documents are made of, read now.
+async fn inputs(app: &AppState) -> Inputs {
+    let settings = app.services.with_current(Clone::clone);
+    let rendered = |child| app.services.rendered(child);
+    let rule_files = rendered("prometheus")
+        .into_iter()
+        .chain(rendered("loki"))
+        .filter(|(path, _)| path.contains("rules"))
+        .map(|(_, text)| text)
+        .collect();
+    let dashboards = rendered("grafana")
+        .into_iter()
+        .filter(|(path, _)| path.ends_with(".json"))
+        .collect();
+    let budget_left = if settings.services.prometheus.enabled {
+        let query = "/api/v1/query?query=obsbox%3Aslo_error_budget_remaining%3Aratio";
+        let answer = crate::scrape_status::get(settings.services.prometheus.port, query).await;
+        answer
+            .ok()
+            .and_then(|v| v["data"]["result"].as_array().cloned())
+            .into_iter()
+            .flatten()
+            .filter_map(|s| {
+                let slo = s["metric"]["slo"].as_str()?.to_string();
+                Some((slo, s["value"][1].as_str()?.parse().ok()?))
+            })
+            .collect()
+    } else {
+        Default::default()
+    };
+    Inputs {
+        backups: app.backups.status().await.ok(),
+        made_at: jiff::Zoned::now().strftime("%Y-%m-%d %H:%M %Z").to_string(),
+        settings,
+        rule_files,
+        dashboards,
+        budget_left,
+    }
+}
+
+async fn index() -> Response {
+    let items: String = NAMES
+        .iter()
+        .map(|name| format!("- [{}](/responder/{name})\n", title_of(name)))
+        .collect();
+    SHELF.page_of(&format!(
+        "# Responder's documents\n\nMade from this box's running configuration each time \
+         they are opened, so they are never out of date:\n\n{items}\n\
+         Download them all (Markdown and the SVG) for a wiki or a printout: \
+         [responder-documents.tar](/api/responder/bundle).\n"
+    ))
+}
+
+fn title_of(name: &str) -> &'static str {
+    match name {
+        "architecture" => "Architecture: the box's data flow",
+        "dashboards" => "Dashboard inventory",
+        "alerts" => "Alert catalog",
+        "backups" => "Backup validation runbook",
+        _ => "SLO and error-budget policy",
+    }
+}
+
+async fn page(State(app): State<Arc<AppState>>, Path(name): Path<String>) -> Response {
+    let inputs = inputs(&app).await;
+    if name == "architecture.svg" {
+        return svg(responder::architecture_svg(&inputs.settings));
+    }
+    match responder::documents(&inputs)
+        .into_iter()
+        .find(|d| d.name == name)
+    {
+        Some(doc) => SHELF.page_of(&doc.markdown),
+        None => SHELF.page(None),
+    }
+}
+
+fn svg(text: String) -> Response {
+    ([(header::CONTENT_TYPE, "image/svg+xml")], text).into_response()
+}
+
+async fn bundle(State(app): State<Arc<AppState>>) -> ApiResult {
+    let inputs = inputs(&app).await;
+    let files = responder::documents(&inputs)
+        .into_iter()
+        .map(|Document { name, markdown }| (format!("{name}.md"), markdown))
+        .chain(std::iter::once((
+            "architecture.svg".to_string(),
+            responder::architecture_svg(&inputs.settings),
+        )));
+    let mut tar = tar::Builder::new(Vec::new());
+    for (name, text) in files {
+        // Links between the pages point at the files beside them.
+        let text = text.replace("(/responder/architecture.svg)", "(architecture.svg)");
+        let mut head = tar::Header::new_gnu();
+        head.set_size(text.len() as u64);
+        head.set_mode(0o644);
+        head.set_mtime(jiff::Timestamp::now().as_second().max(0) as u64);
+        tar.append_data(&mut head, format!("responder/{name}"), text.as_bytes())
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    }
+    let bytes = tar
+        .into_inner()
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/x-tar"),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"responder-documents.tar\"",
+            ),
+        ],
+        bytes,
+    )
+        .into_response())
+}
