@@ -17,6 +17,7 @@ mod logs;
 mod ota;
 mod power;
 mod prometheus_query;
+mod report;
 mod reset;
 mod responder;
 mod scrape_status;

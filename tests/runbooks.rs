@@ -154,6 +154,33 @@ fn the_responders_documents_are_made_from_the_running_configuration() {
         "{svg}"
     );
     assert_eq!(fetch(&obsbox, "/responder/nosuch").0, 404);
+    // The monthly report: this month has its backups job and no run yet.
+    let now = jiff::Zoned::now();
+    let month = format!("{:04}-{:02}", now.year(), now.month());
+    let (status, _, report) = fetch(&obsbox, &format!("/responder/report?month={month}"));
+    assert_eq!(status, 200, "{report}");
+    for section in [
+        "SLOs and error budgets",
+        "Backups",
+        "Alerts",
+        "Updates",
+        "Power events",
+    ] {
+        assert!(
+            report.contains(&format!(">{section}</h2>")),
+            "{section}: {report}"
+        );
+    }
+    assert!(
+        report.contains("<td>nightly</td><td>0 / 0 / 0</td>"),
+        "{report}"
+    );
+    let (status, content_type, bad) = fetch(&obsbox, "/responder/report?month=2026-13");
+    assert_eq!(
+        (status, content_type.as_str()),
+        (400, "application/json"),
+        "{bad}"
+    );
     // A change shows at once.
     let targets = json!([
         {"name": "nas", "address": "127.0.0.1:9"},

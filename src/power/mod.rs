@@ -20,7 +20,7 @@ pub mod policy;
 mod stale;
 pub mod ups;
 
-pub use monitor::{Power, PowerContext, PowerError, PowerSummary};
+pub use monitor::{Power, PowerContext, PowerError, PowerEvent, PowerSummary};
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};

@@ -1,12 +1,13 @@
 //! `/responder`: the responder's documents (architecture, dashboard
 //! inventory, alert catalog, backup validation runbook, SLO policy), made
 //! from the running configuration at each request, as pages and as one
-//! download (`/api/responder/bundle`, a tar of their Markdown and the SVG).
+//! download (`/api/responder/bundle`, a tar of their Markdown and the SVG);
+//! and the monthly reliability report (`/responder/report?month=YYYY-MM`).
 
 use super::manual::Shelf;
 use super::{ApiError, ApiResult, AppState};
 use crate::responder::{self, Document, Inputs, NAMES};
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -27,7 +28,7 @@ const SHELF: Shelf = Shelf {
     intro: "",
     file: |_| None::<Cow<'static, [u8]>>,
     files: Vec::new,
-    valid_name: |name| NAMES.contains(&name),
+    valid_name: |name| NAMES.contains(&name) || name == "report",
     ui_page: super::runbooks::ui_page,
 };
 
@@ -45,22 +46,7 @@ async fn inputs(app: &AppState) -> Inputs {
         .into_iter()
         .filter(|(path, _)| path.ends_with(".json"))
         .collect();
-    let budget_left = if settings.services.prometheus.enabled {
-        let query = "/api/v1/query?query=obsbox%3Aslo_error_budget_remaining%3Aratio";
-        let answer = crate::scrape_status::get(settings.services.prometheus.port, query).await;
-        answer
-            .ok()
-            .and_then(|v| v["data"]["result"].as_array().cloned())
-            .into_iter()
-            .flatten()
-            .filter_map(|s| {
-                let slo = s["metric"]["slo"].as_str()?.to_string();
-                Some((slo, s["value"][1].as_str()?.parse().ok()?))
-            })
-            .collect()
-    } else {
-        Default::default()
-    };
+    let budget_left = budget_left(&settings, None).await;
     Inputs {
         backups: app.backups.status().await.ok(),
         made_at: jiff::Zoned::now().strftime("%Y-%m-%d %H:%M %Z").to_string(),
@@ -71,10 +57,39 @@ async fn inputs(app: &AppState) -> Inputs {
     }
 }
 
+/// The error budget left per SLO, now or at Unix second `at`; empty where
+/// Prometheus is off or does not answer.
+async fn budget_left(
+    settings: &crate::settings::Settings,
+    at: Option<i64>,
+) -> std::collections::BTreeMap<String, f64> {
+    if !settings.services.prometheus.enabled {
+        return Default::default();
+    }
+    let time = at.map(|t| format!("&time={t}")).unwrap_or_default();
+    let path = format!("/api/v1/query?query=obsbox%3Aslo_error_budget_remaining%3Aratio{time}");
+    crate::scrape_status::get(settings.services.prometheus.port, &path)
+        .await
+        .ok()
+        .and_then(|v| v["data"]["result"].as_array().cloned())
+        .into_iter()
+        .flatten()
+        .filter_map(|s| {
+            let slo = s["metric"]["slo"].as_str()?.to_string();
+            Some((slo, s["value"][1].as_str()?.parse().ok()?))
+        })
+        .collect()
+}
+
 async fn index() -> Response {
     let items: String = NAMES
         .iter()
         .map(|name| format!("- [{}](/responder/{name})\n", title_of(name)))
+        .chain(std::iter::once(
+            "- [Monthly reliability report](/responder/report): last month; \
+             `?month=YYYY-MM` for another\n"
+                .to_string(),
+        ))
         .collect();
     SHELF.page_of(&format!(
         "# Responder's documents\n\nMade from this box's running configuration each time \
@@ -94,7 +109,22 @@ fn title_of(name: &str) -> &'static str {
     }
 }
 
-async fn page(State(app): State<Arc<AppState>>, Path(name): Path<String>) -> Response {
+#[derive(serde::Deserialize)]
+struct ReportQuery {
+    month: Option<String>,
+}
+
+async fn page(
+    State(app): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    Query(query): Query<ReportQuery>,
+) -> Response {
+    if name == "report" {
+        return match monthly_report(&app, query.month.as_deref()).await {
+            Ok(markdown) => SHELF.page_of(&markdown),
+            Err(e) => e.into_response(),
+        };
+    }
     let inputs = inputs(&app).await;
     if name == "architecture.svg" {
         return svg(responder::architecture_svg(&inputs.settings));
@@ -146,4 +176,54 @@ async fn bundle(State(app): State<Arc<AppState>>) -> ApiResult {
         bytes,
     )
         .into_response())
+}
+
+/// Records reach this far back: enough for a month of a busy box.
+const REPORT_RECORDS: u32 = 10_000;
+
+/// The report of `month` (`YYYY-MM`; the last whole month when none).
+async fn monthly_report(app: &AppState, month: Option<&str>) -> Result<String, ApiError> {
+    use crate::report::{JobObjectives, Month, ReportInputs};
+    let zone = jiff::tz::TimeZone::system();
+    let month = match month {
+        None => Month::before(&jiff::Zoned::now()),
+        Some(text) => Month::parse(text).ok_or_else(|| {
+            ApiError::new(StatusCode::BAD_REQUEST, "month must be YYYY-MM".to_string())
+        })?,
+    };
+    let (start, end) = month
+        .bounds(&zone)
+        .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "no such month here".to_string()))?;
+    let settings = app.services.with_current(Clone::clone);
+    let status = app.backups.status().await.ok();
+    let jobs = status
+        .iter()
+        .flat_map(|s| &s.jobs)
+        .map(|j| JobObjectives {
+            name: j.name.clone(),
+            rpo_seconds: j.rpo_seconds,
+            rto_seconds: j.rto_seconds,
+            created_at: j.created_at,
+        })
+        .collect();
+    // The error budget as Prometheus had it at the month's end, if it still holds it.
+    let at = end.min(jiff::Timestamp::now().as_millisecond()) / 1000;
+    let budget_left = budget_left(&settings, Some(at)).await;
+    let inputs = ReportInputs {
+        month,
+        start,
+        end,
+        jobs,
+        runs: app
+            .backups
+            .history(None, REPORT_RECORDS)
+            .unwrap_or_default(),
+        alerts: crate::alerts::history::list(&app.store, None, REPORT_RECORDS).unwrap_or_default(),
+        audit: app.store.audit_log(REPORT_RECORDS).unwrap_or_default(),
+        power: app.power.history(REPORT_RECORDS).unwrap_or_default(),
+        budget_left,
+        slos: settings.slos.clone(),
+        zone,
+    };
+    Ok(crate::report::report(&inputs))
 }
