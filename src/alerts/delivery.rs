@@ -1,20 +1,21 @@
 //! Whether notifications reach their receivers. Relayed receivers (Matrix,
 //! ntfy, Gotify, Pushover) are posted by obsbox, which records each
 //! outcome. Alertmanager delivers the others and logs only failures (naming
-//! the receiver), so their deliveries are told from its counters
-//! `alertmanager_notifications_total` and
-//! `alertmanager_notifications_failed_total`, which count per integration
-//! (email, slack, webhook, pagerduty), not per receiver.
+//! the receiver), so their deliveries are told from its counters of
+//! attempts, `alertmanager_notification_requests_total` and
+//! `alertmanager_notification_requests_failed_total`, both counted when an
+//! attempt ends, per integration (email, slack, webhook, pagerduty), not
+//! per receiver. (`alertmanager_notifications_total` counts a notification
+//! when it starts, so it cannot tell a delivery from one still retrying.)
 
 use std::collections::BTreeMap;
 
 /// Alertmanager's notification counters of one integration.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub(crate) struct Counts {
-    /// Notifications Alertmanager set out to deliver (each counted once,
-    /// whatever its retries).
+    /// Attempts to deliver that ended.
     pub total: f64,
-    /// Those it gave up on.
+    /// Those that failed (each retry is one).
     pub failed: f64,
     /// Those obsbox's own receiver took (the webhook that keeps the
     /// history, which every alert goes to): not a delivery to a user's
@@ -37,14 +38,15 @@ impl Counts {
 pub(crate) fn parse_counts(metrics: &str, own: f64) -> BTreeMap<String, Counts> {
     let mut found: BTreeMap<String, Counts> = BTreeMap::new();
     for line in metrics.lines() {
-        let (failed, rest) =
-            if let Some(rest) = line.strip_prefix("alertmanager_notifications_failed_total{") {
-                (true, rest)
-            } else if let Some(rest) = line.strip_prefix("alertmanager_notifications_total{") {
-                (false, rest)
-            } else {
-                continue;
-            };
+        let (failed, rest) = if let Some(rest) =
+            line.strip_prefix("alertmanager_notification_requests_failed_total{")
+        {
+            (true, rest)
+        } else if let Some(rest) = line.strip_prefix("alertmanager_notification_requests_total{") {
+            (false, rest)
+        } else {
+            continue;
+        };
         let Some((labels, value)) = rest.rsplit_once("} ") else {
             continue;
         };
@@ -177,13 +179,15 @@ impl Deliveries {
 mod tests {
     use super::*;
 
-    const METRICS: &str = r#"# HELP alertmanager_notifications_failed_total The total number of failed notifications.
-# TYPE alertmanager_notifications_failed_total counter
-alertmanager_notifications_failed_total{integration="email"} 0
-alertmanager_notifications_failed_total{integration="webhook"} 2
-# TYPE alertmanager_notifications_total counter
-alertmanager_notifications_total{integration="email"} 3
-alertmanager_notifications_total{integration="webhook"} 9
+    const METRICS: &str = r#"# HELP alertmanager_notification_requests_failed_total The total number of failed notification requests.
+# TYPE alertmanager_notification_requests_failed_total counter
+alertmanager_notification_requests_failed_total{integration="email"} 0
+alertmanager_notification_requests_failed_total{integration="webhook"} 2
+# TYPE alertmanager_notification_requests_total counter
+alertmanager_notification_requests_total{integration="email"} 3
+alertmanager_notification_requests_total{integration="webhook"} 9
+alertmanager_notifications_total{integration="webhook"} 40
+alertmanager_notifications_failed_total{integration="webhook"} 1
 alertmanager_notification_latency_seconds_bucket{integration="webhook",le="1"} 3
 "#;
 
