@@ -11,6 +11,7 @@ mod data_boot;
 mod data_lock;
 mod diagnostics;
 mod disks;
+mod events;
 mod fleet;
 mod http_client;
 mod logs;

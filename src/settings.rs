@@ -110,6 +110,11 @@ pub struct ProbeCheck {
     /// How an https probe treats the server's certificate chain.
     #[serde(default)]
     pub tls: ProbeTls,
+    /// CA certificate(s), PEM, of a private CA the server's certificate must
+    /// lead to, trusted by this probe alone (unset: the system's CAs). An
+    /// http probe of an https:// URL, or a tcp probe, which then speaks TLS.
+    #[serde(default)]
+    pub tls_ca: Option<String>,
 }
 
 /// Certificate checking of an https probe.
@@ -126,11 +131,15 @@ pub enum ProbeTls {
 }
 
 impl ProbeCheck {
-    /// The blackbox exporter module this probe uses.
-    pub fn module(&self) -> &'static str {
-        match (self.kind, self.tls) {
-            (ProbeKind::Http, ProbeTls::ExpiryOnly) => "http_2xx_expiry_only",
-            (kind, _) => kind.module(),
+    /// The blackbox exporter module this probe uses: a probe trusting a CA
+    /// of its own has a module of its own (`http_2xx_ca_<name>`,
+    /// `tcp_tls_ca_<name>`), since the CA file is part of the module.
+    pub fn module(&self) -> String {
+        match (self.kind, self.tls, &self.tls_ca) {
+            (ProbeKind::Http, _, Some(_)) => format!("http_2xx_ca_{}", self.name),
+            (ProbeKind::Tcp, _, Some(_)) => format!("tcp_tls_ca_{}", self.name),
+            (ProbeKind::Http, ProbeTls::ExpiryOnly, _) => "http_2xx_expiry_only".into(),
+            (kind, ..) => kind.module().into(),
         }
     }
 }
@@ -1256,6 +1265,25 @@ fn validate_probes(probes: &[ProbeCheck], bad: &mut dyn FnMut(String, String)) {
         for problem in label_problems(&p.labels, &["probe", "kind", "instance", "job"]) {
             at("labels", problem);
         }
+        if let Some(pem) = &p.tls_ca {
+            if let Some(problem) = probe_ca_problem(p, pem) {
+                at("tls_ca", problem);
+            }
+        }
+    }
+}
+
+/// What is wrong with a probe trusting the CA `pem`.
+fn probe_ca_problem(p: &ProbeCheck, pem: &str) -> Option<String> {
+    match (p.kind, p.tls) {
+        (ProbeKind::Icmp, _) => Some("is only used by http and tcp probes".into()),
+        (ProbeKind::Http, _) if !p.target.starts_with("https://") => {
+            Some("is only used with an https:// target".into())
+        }
+        (_, ProbeTls::ExpiryOnly) => {
+            Some("trust a CA or check the expiry only (tls: expiry_only), not both".into())
+        }
+        _ => upstream::tls_ca_problem(pem),
     }
 }
 
@@ -1715,5 +1743,35 @@ mod tests {
         s.services.grafana.port = 3100;
         s.loki.grpc_port = 9090;
         assert_eq!(s.validate(), vec![]);
+    }
+
+    #[test]
+    fn a_probe_ca_is_checked_with_its_probe() {
+        const CA: &str =
+            "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUQ0Ee\n-----END CERTIFICATE-----\n";
+        let probes: Vec<ProbeCheck> = serde_json::from_value(serde_json::json!([
+            {"name": "nas", "kind": "http", "target": "https://nas.lan/", "tls_ca": CA},
+            {"name": "imap", "kind": "tcp", "target": "mail.lan:993", "tls_ca": CA},
+            {"name": "junk", "kind": "http", "target": "https://nas.lan/", "tls_ca": "not a certificate"},
+            {"name": "plain", "kind": "http", "target": "http://nas.lan/", "tls_ca": CA},
+            {"name": "both", "kind": "http", "target": "https://nas.lan/", "tls": "expiry_only", "tls_ca": CA},
+            {"name": "ping", "kind": "icmp", "target": "nas.lan", "tls_ca": CA},
+        ]))
+        .unwrap();
+        let mut problems = Vec::new();
+        validate_probes(&probes, &mut |field, message| {
+            problems.push(format!("{field}: {message}"))
+        });
+        assert_eq!(
+            problems,
+            [
+                "probes[2].tls_ca: is not one or more PEM certificates",
+                "probes[3].tls_ca: is only used with an https:// target",
+                "probes[4].tls_ca: trust a CA or check the expiry only (tls: expiry_only), not both",
+                "probes[5].tls_ca: is only used by http and tcp probes",
+            ]
+        );
+        let modules: Vec<String> = probes.iter().map(ProbeCheck::module).collect();
+        assert_eq!(modules[..2], ["http_2xx_ca_nas", "tcp_tls_ca_imap"]);
     }
 }

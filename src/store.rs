@@ -582,6 +582,15 @@ impl Store {
         Ok(())
     }
 
+    /// The time (Unix ms) of the newest audit entry of each (actor, action).
+    pub fn audit_latest(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
+        let conn = self.lock();
+        let mut stmt =
+            conn.prepare("SELECT actor, action, MAX(at) FROM audit GROUP BY actor, action")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// The newest `limit` audit entries, newest first.
     pub fn audit_log(&self, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
         let conn = self.lock();

@@ -630,6 +630,9 @@ fn a_broken_receiver_shows_its_last_error_and_a_working_one_none() {
         ),
     ]);
     obsbox.wait_all_ready(READY);
+    // The test alert answers whether it arrived: Alertmanager gives up on
+    // the dead one after the test route's group_interval (30 s).
+    let mut answers = Vec::new();
     for receiver in ["dead", "hook"] {
         let (status, body) = obsbox.send(
             "POST",
@@ -637,12 +640,26 @@ fn a_broken_receiver_shows_its_last_error_and_a_working_one_none() {
             &json!({"receiver": receiver}).to_string(),
         );
         assert_eq!(status, 202, "{body}");
+        answers.push(body["delivery"].clone());
     }
-    let receivers = wait_for("the dead receiver's error", Duration::from_secs(90), || {
-        let list = obsbox.get("/api/alerts/receivers");
-        let dead = list.as_array()?.iter().find(|r| r["name"] == "dead")?;
-        dead["last_error"].is_object().then_some(list)
-    });
+    assert_eq!(answers[0]["state"], "failed", "{answers:?}");
+    let error = answers[0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("connection refused") && !error.contains("/gone"),
+        "{error}"
+    );
+    assert_eq!(answers[1], json!({"state": "delivered"}));
+    // The webhook integration's last delivery, sampled from Alertmanager's
+    // counters (every 10 s).
+    let receivers = wait_for(
+        "the webhook's last delivery",
+        Duration::from_secs(30),
+        || {
+            let list = obsbox.get("/api/alerts/receivers");
+            let hook = list.as_array()?.iter().find(|r| r["name"] == "hook")?;
+            hook["last_delivered"].is_object().then_some(list)
+        },
+    );
     let by_name = |name: &str| {
         receivers
             .as_array()
@@ -660,6 +677,12 @@ fn a_broken_receiver_shows_its_last_error_and_a_working_one_none() {
     assert!(!error.contains("/gone"), "the URL is hidden: {error}");
     assert!(hook.requests().iter().any(|r| r.path == "/hook"));
     assert!(by_name("hook")["last_error"].is_null());
+    let delivered = by_name("hook")["last_delivered"].clone();
+    assert_eq!(
+        (&delivered["per"], &delivered["integration"]),
+        (&json!("integration"), &json!("webhook")),
+        "{delivered}"
+    );
 }
 
 #[test]
@@ -713,14 +736,49 @@ fn ntfy_gotify_and_pushover_get_their_own_formats_through_the_relay() {
         );
         assert_eq!(status, 201, "{body}");
     }
-    for receiver in ["phone", "gotify", "pushover"] {
+    let gone = json!({"name": "gone", "kind": "ntfy", "topic_url": format!("http://127.0.0.1:{}/t", free_port())});
+    let (status, body) = obsbox.send(
+        "POST",
+        "/api/alerts/receivers",
+        &json!({"receiver": gone}).to_string(),
+    );
+    assert_eq!(status, 201, "{body}");
+    for receiver in ["phone", "gotify", "pushover", "gone"] {
         let (status, body) = obsbox.send(
             "POST",
             "/api/alerts/test",
             &json!({"receiver": receiver}).to_string(),
         );
         assert_eq!(status, 202, "{body}");
+        // obsbox posts these itself: it knows what became of each.
+        let state = if receiver == "gone" {
+            "failed"
+        } else {
+            "delivered"
+        };
+        assert_eq!(body["delivery"]["state"], state, "{receiver}: {body}");
     }
+    let receivers = obsbox.get("/api/alerts/receivers");
+    let of = |name: &str| {
+        receivers
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(of("phone")["last_delivered"]["per"], "receiver");
+    assert!(of("phone")["last_error"].is_null());
+    assert!(of("gone")["last_delivered"].is_null());
+    let error = of("gone")["last_error"]["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        error.contains("cannot reach the receiver") && !error.contains("http://"),
+        "the URL is hidden: {error}"
+    );
     let posted = |path: &'static str| {
         wait_for(path, DELIVERY, || {
             sink.requests().into_iter().find(|r| r.path == path)

@@ -94,6 +94,17 @@ fn dashboards_are_provisioned_and_every_query_is_valid_promql() {
     let sources = provisioned_sources(&obsbox.data);
     let mut promql = Vec::new();
     for d in &all {
+        let title = d["title"].as_str().unwrap();
+        let annotations = d["annotations"]["list"].as_array().unwrap();
+        assert!(!annotations.is_empty(), "{title} has no annotation");
+        for a in annotations {
+            let uid = a["datasource"]["uid"].as_str().unwrap();
+            assert!(sources.contains(uid), "{title}: annotation source {uid}");
+            promql.push((
+                format!("{title} / annotation {}", a["name"]),
+                a["expr"].as_str().unwrap().to_string(),
+            ));
+        }
         for panel in d["panels"].as_array().unwrap() {
             let title = format!(
                 "{} / {}",
@@ -161,4 +172,62 @@ fn dashboards_are_provisioned_and_every_query_is_valid_promql() {
         .map(|d| d["uid"].as_str().unwrap())
         .collect();
     assert_eq!(loaded, uids);
+}
+
+/// The expression of the dashboards' "obsbox changes" annotation.
+fn changes_annotation(data: &Path) -> String {
+    let all = dashboards(data);
+    let exprs: BTreeSet<&str> = all
+        .iter()
+        .flat_map(|d| d["annotations"]["list"].as_array().unwrap())
+        .filter(|a| a["name"] == "obsbox changes")
+        .map(|a| a["expr"].as_str().unwrap())
+        .collect();
+    assert_eq!(exprs.len(), 1, "{exprs:?}");
+    substituted(exprs.first().unwrap())
+}
+
+#[test]
+fn a_settings_change_and_a_child_restart_become_annotations() {
+    let obsbox = Obsbox::start(&[
+        (
+            "services",
+            services_only(&["prometheus", "grafana", "node_exporter"]),
+        ),
+        (
+            "prometheus",
+            serde_json::json!({"scrape_interval": "1s", "evaluation_interval": "1s"}),
+        ),
+    ]);
+    obsbox.wait_all_ready(Duration::from_secs(60));
+    let port = port_of(&obsbox.settings(), "prometheus");
+    let annotation = changes_annotation(&obsbox.data);
+    let marked = |kind: &str| -> bool {
+        query(port, &annotation)
+            .unwrap()
+            .iter()
+            .any(|s| s["metric"]["kind"] == kind)
+    };
+    // Prometheus has the series from before the changes.
+    wait_for("the events series", Duration::from_secs(30), || {
+        let found = query(port, r#"obsbox_last_event_timestamp_seconds{kind="child"}"#).ok()?;
+        (!found.is_empty()).then_some(())
+    });
+    assert!(!marked("child"), "no child restarted yet");
+
+    let (status, body) = obsbox.send(
+        "PUT",
+        "/api/settings/targets",
+        r#"[{"name": "nas", "address": "127.0.0.1:9"}]"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = obsbox.send("POST", "/api/services/node_exporter/restart", "");
+    assert_eq!(status, 200, "{body}");
+    for kind in ["settings", "child"] {
+        wait_for(
+            &format!("an annotation for the {kind} change"),
+            Duration::from_secs(30),
+            || marked(kind).then_some(()),
+        );
+    }
 }

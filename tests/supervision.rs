@@ -1043,6 +1043,79 @@ fn an_expiry_only_probe_reads_a_self_signed_certificate_the_verifying_one_refuse
     assert!(left > 86_400.0, "{left}");
 }
 
+#[test]
+fn a_probe_trusting_a_private_ca_succeeds_and_sees_its_certificate_expire() {
+    let obsbox = Obsbox::start_with(
+        &[
+            ("services", services_only(&["prometheus", "blackbox"])),
+            (
+                "prometheus",
+                json!({"scrape_interval": "1s", "evaluation_interval": "1s"}),
+            ),
+        ],
+        &[],
+        &["--https-listen", "127.0.0.1:0"],
+    );
+    obsbox.wait_all_ready(READY);
+    // obsbox's HTTPS listener serves a certificate from a private CA that
+    // ends in 3 days, under TLSCertificateExpiresSoon's 7.
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "Homelab CA");
+    let ca = ca.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".into()]).unwrap();
+    let ends = jiff::Zoned::now().date() + jiff::Span::new().days(3);
+    leaf.not_after = rcgen::date_time_ymd(ends.year().into(), ends.month() as u8, ends.day() as u8);
+    let leaf = leaf.signed_by(&key, &ca, &ca_key).unwrap();
+    let (status, body) = obsbox.send(
+        "PUT",
+        "/api/system/tls",
+        &json!({"certificate": leaf.pem(), "key": key.serialize_pem()}).to_string(),
+    );
+    assert_eq!(status, 200, "{body}");
+
+    let prom = port_of(&obsbox.settings(), "prometheus");
+    let https = obsbox.https_port.unwrap();
+    let target = format!("https://127.0.0.1:{https}/healthz");
+    let probes = json!([
+        {"name": "system-cas", "kind": "http", "target": target},
+        {"name": "private", "kind": "http", "target": target, "tls_ca": ca.pem()},
+        {"name": "private-tcp", "kind": "tcp", "target": format!("127.0.0.1:{https}"), "tls_ca": ca.pem()},
+    ]);
+    let (status, answer) = obsbox.send("PUT", "/api/settings/probes", &probes.to_string());
+    assert_eq!(status, 200, "{answer}");
+    for (probe, success) in [("system-cas", 0.0), ("private", 1.0), ("private-tcp", 1.0)] {
+        wait_for(&format!("probe {probe}"), Duration::from_secs(60), || {
+            (prom_query(prom, &format!(r#"probe_success{{probe="{probe}"}}"#)) == Some(success))
+                .then_some(())
+        });
+    }
+    let left = prom_query(
+        prom,
+        r#"probe_ssl_earliest_cert_expiry{probe="private"} - time()"#,
+    )
+    .unwrap();
+    assert!((86_400.0..4.0 * 86_400.0).contains(&left), "{left}");
+    wait_for("TLSCertificateExpiresSoon", Duration::from_secs(60), || {
+        prom_query(
+            prom,
+            r#"ALERTS{alertname="TLSCertificateExpiresSoon",probe="private",alertstate="firing"}"#,
+        )
+    });
+
+    // A CA that is no certificate is refused with the probe it belongs to.
+    let (status, answer) = obsbox.send(
+        "PUT",
+        "/api/settings/probes",
+        &json!([{"name": "x", "kind": "http", "target": target, "tls_ca": "junk"}]).to_string(),
+    );
+    assert_eq!(status, 422, "{answer}");
+    assert!(answer.to_string().contains("probes[0].tls_ca"), "{answer}");
+}
+
 /// An extra child that ignores SIGTERM and starts a grandchild that leaves
 /// its process group (`setsid`) and ignores SIGTERM too. Both shells carry
 /// `marker` in their command lines.

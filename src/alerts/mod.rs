@@ -3,6 +3,7 @@
 //! silences, and receivers with their secrets. Alertmanager does the routing;
 //! this module talks to its v2 API.
 
+mod delivery;
 pub mod history;
 mod matrix;
 mod push;
@@ -14,6 +15,8 @@ use crate::services::{
 };
 use crate::settings::{parse_duration, Receiver, ReceiverKind, Settings};
 use crate::store::{Store, StoreError};
+use delivery::Deliveries;
+pub use delivery::Outcome;
 pub use history::{AlertRecord, AlertStats, Notification, TEST_ALERT};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -51,8 +54,24 @@ pub struct ReceiverView {
     pub secret: &'static str,
     pub secret_required: bool,
     pub secret_set: bool,
-    /// Alertmanager's last failure to notify this receiver, from its log.
+    /// Its last failed notification: from Alertmanager's log, or for a
+    /// relayed receiver from obsbox's own post when that is newer.
     pub last_error: Option<DeliveryError>,
+    /// Its last delivered notification seen since obsbox started.
+    pub last_delivered: Option<Delivered>,
+}
+
+/// When a receiver was last delivered to, and how precisely that is known.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Delivered {
+    /// RFC 3339.
+    pub at: String,
+    /// `receiver`: obsbox posted it (relayed kinds). `integration`: a
+    /// notification of this receiver's integration was delivered, maybe to
+    /// another receiver of the same kind (Alertmanager counts per integration).
+    pub per: &'static str,
+    /// Alertmanager's integration: email, slack, webhook or pagerduty.
+    pub integration: &'static str,
 }
 
 /// A notification Alertmanager could not deliver.
@@ -191,7 +210,16 @@ pub struct Alerts {
     webhook_token: String,
     firing_notifications: AtomicU64,
     resolved_notifications: AtomicU64,
+    deliveries: std::sync::Mutex<Deliveries>,
 }
+
+/// How long a test alert waits to learn whether it was delivered: past
+/// Alertmanager's giving up on a dead receiver (the test route's
+/// `group_interval`, 30 s), within the web server's request timeout.
+const TEST_DELIVERY_TIMEOUT: Duration = Duration::from_secs(45);
+
+/// How often a test alert's delivery is looked at.
+const TEST_DELIVERY_POLL: Duration = Duration::from_millis(250);
 
 impl Alerts {
     pub fn new(store: Store, services: Arc<Services>, webhook_token: String) -> Alerts {
@@ -201,6 +229,7 @@ impl Alerts {
             webhook_token,
             firing_notifications: AtomicU64::new(0),
             resolved_notifications: AtomicU64::new(0),
+            deliveries: std::sync::Mutex::new(Deliveries::default()),
         }
     }
 
@@ -367,20 +396,76 @@ impl Alerts {
                 AlertsError::Invalid(format!("receiver '{name}' has no usable address"))
             })?,
         };
-        tokio::task::spawn_blocking(move || push::deliver(&outgoing))
+        let test_id = notification
+            .alerts
+            .iter()
+            .find_map(|a| a.labels.get(TEST_ID_LABEL).cloned());
+        let result = tokio::task::spawn_blocking(move || push::deliver(&outgoing))
             .await
-            .map_err(|e| AlertsError::Relay(e.to_string()))?
-            .map_err(|e| {
-                tracing::warn!(receiver = name, error = %e, "relay failed");
-                AlertsError::Relay(e)
-            })
+            .map_err(|e| AlertsError::Relay(e.to_string()))?;
+        self.deliveries().relayed(
+            name,
+            test_id.as_deref(),
+            result.clone(),
+            &jiff::Timestamp::now().to_string(),
+        );
+        result.map_err(|e| {
+            tracing::warn!(receiver = name, error = %e, "relay failed");
+            AlertsError::Relay(e)
+        })
     }
 
-    /// Sends a real alert through Alertmanager to receiver `name` only.
-    pub async fn send_test(&self, name: &str, actor: &str) -> Result<(), AlertsError> {
+    fn deliveries(&self) -> std::sync::MutexGuard<'_, Deliveries> {
+        self.deliveries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Alertmanager's notification counters now.
+    async fn notification_counts(
+        &self,
+        settings: &Settings,
+    ) -> Result<BTreeMap<String, delivery::Counts>, AlertsError> {
+        let port = settings.services.alertmanager.port;
+        let response =
+            crate::http_client::send_json("GET", port, "/metrics", "", ALERTMANAGER_TIMEOUT)
+                .await
+                .map_err(|e| AlertsError::Alertmanager(format!("Alertmanager: {e}")))?;
+        let (firing, resolved) = self.notifications();
+        Ok(delivery::parse_counts(
+            &String::from_utf8_lossy(&response.body),
+            (firing + resolved) as f64,
+        ))
+    }
+
+    /// Samples Alertmanager's notification counters, so that each
+    /// integration's last delivery and failure are known.
+    pub async fn sample_deliveries(&self) -> Result<(), AlertsError> {
         let settings = self.services.settings()?;
-        find_receiver(&settings, name)?;
+        if !settings.services.alertmanager.enabled {
+            return Ok(());
+        }
+        let counts = self.notification_counts(&settings).await?;
+        self.deliveries()
+            .sample(&counts, &jiff::Timestamp::now().to_string());
+        Ok(())
+    }
+
+    /// Sends a real alert through Alertmanager to receiver `name` only, and
+    /// waits (up to [`TEST_DELIVERY_TIMEOUT`]) to learn whether it was
+    /// delivered: from obsbox's own post for a relayed receiver, else from
+    /// Alertmanager's counters of the receiver's integration.
+    pub async fn send_test(&self, name: &str, actor: &str) -> Result<Outcome, AlertsError> {
+        let settings = self.services.settings()?;
+        let kind = find_receiver(&settings, name)?.kind.clone();
+        let integration = kind.integration();
+        let before = if kind.relayed() || !settings.services.alertmanager.enabled {
+            None
+        } else {
+            self.notification_counts(&settings)
+                .await?
+                .remove(integration)
+        };
         let now = jiff::Timestamp::now();
+        let test_id = now.as_millisecond().to_string();
         let alert = json!([{
             "labels": {
                 "alertname": TEST_ALERT,
@@ -390,7 +475,7 @@ impl Alerts {
                 TEST_RECEIVER_LABEL: name,
                 // Each test alert is a new alert in a group of its own, so a
                 // second one is sent at once, not after `group_interval`.
-                TEST_ID_LABEL: now.as_millisecond().to_string(),
+                TEST_ID_LABEL: test_id,
             },
             "annotations": {
                 "summary": format!("Test alert for receiver {name}"),
@@ -403,7 +488,49 @@ impl Alerts {
         self.alertmanager(&settings, "POST", "/api/v2/alerts", Some(alert))
             .await?;
         self.store.audit(actor, "alert.test", name)?;
-        Ok(())
+        let deadline = tokio::time::Instant::now() + TEST_DELIVERY_TIMEOUT;
+        loop {
+            let outcome = if kind.relayed() {
+                self.deliveries()
+                    .relayed_tests
+                    .remove(&test_id)
+                    .unwrap_or(Outcome::Pending)
+            } else {
+                // Alertmanager's log names the receiver it gave up on.
+                let failure = self
+                    .logged_errors()
+                    .await?
+                    .remove(name)
+                    .filter(|e| e.at.parse::<jiff::Timestamp>().is_ok_and(|at| at >= now));
+                let counts = self.notification_counts(&settings).await?;
+                match failure {
+                    Some(e) => Outcome::Failed {
+                        error: Some(e.error),
+                    },
+                    None if delivery::counted_delivery(
+                        before,
+                        counts.get(integration).copied(),
+                    ) =>
+                    {
+                        Outcome::Delivered
+                    }
+                    None => Outcome::Pending,
+                }
+            };
+            if outcome != Outcome::Pending || tokio::time::Instant::now() >= deadline {
+                return Ok(outcome);
+            }
+            tokio::time::sleep(TEST_DELIVERY_POLL).await;
+        }
+    }
+
+    /// The newest delivery failure of each receiver in Alertmanager's log.
+    async fn logged_errors(&self) -> Result<BTreeMap<String, DeliveryError>, AlertsError> {
+        let log = self
+            .services
+            .child_output("alertmanager", DELIVERY_LOG_LINES)
+            .await?;
+        Ok(delivery_errors(&log))
     }
 
     /// Alertmanager's silences, each with its `warnings`: the risks
@@ -573,11 +700,8 @@ impl Alerts {
 
     pub async fn receivers(&self) -> Result<Vec<ReceiverView>, AlertsError> {
         let settings = self.services.settings()?;
-        let log = self
-            .services
-            .child_output("alertmanager", DELIVERY_LOG_LINES)
-            .await?;
-        let mut errors = delivery_errors(&log);
+        let mut errors = self.logged_errors().await?;
+        let deliveries = self.deliveries();
         Ok(settings
             .alerting
             .receivers
@@ -587,8 +711,43 @@ impl Alerts {
                 let secret_set = self
                     .secret(&receiver_secret(&receiver.name, secret))
                     .is_some();
+                let integration = receiver.kind.integration();
+                let relayed = receiver
+                    .kind
+                    .relayed()
+                    .then(|| deliveries.relayed.get(&receiver.name))
+                    .flatten();
+                let last_delivered = if receiver.kind.relayed() {
+                    relayed
+                        .and_then(|s| s.delivered_at.clone())
+                        .map(|at| (at, "receiver"))
+                } else {
+                    deliveries
+                        .integrations
+                        .get(integration)
+                        .map(|at| (at.clone(), "integration"))
+                }
+                .map(|(at, per)| Delivered {
+                    at,
+                    per,
+                    integration,
+                });
+                // Alertmanager's log names the receiver; obsbox's own posts
+                // add the relayed receivers' errors.
+                let own_error =
+                    relayed
+                        .and_then(|s| s.failed.clone())
+                        .map(|(at, error)| DeliveryError {
+                            at,
+                            error: redact_urls(&error),
+                        });
+                let last_error = [errors.remove(&receiver.name), own_error]
+                    .into_iter()
+                    .flatten()
+                    .max_by(|a, b| a.at.cmp(&b.at));
                 ReceiverView {
-                    last_error: errors.remove(&receiver.name),
+                    last_error,
+                    last_delivered,
                     receiver,
                     secret,
                     secret_required,
@@ -704,7 +863,8 @@ impl Alerts {
 const SETTLE_EVERY: Duration = Duration::from_secs(10);
 
 /// Settles acknowledged alerts that resolved (see `settle_acknowledged`)
-/// until `stop`.
+/// and samples Alertmanager's notification counters (see
+/// `sample_deliveries`) until `stop`.
 pub async fn keep_settling(alerts: Arc<Alerts>, stop: tokio_util::sync::CancellationToken) {
     loop {
         tokio::select! {
@@ -713,6 +873,9 @@ pub async fn keep_settling(alerts: Arc<Alerts>, stop: tokio_util::sync::Cancella
         }
         if let Err(e) = alerts.settle_acknowledged().await {
             tracing::warn!(error = %e, "cannot settle acknowledged alerts");
+        }
+        if let Err(e) = alerts.sample_deliveries().await {
+            tracing::debug!(error = %e, "cannot sample Alertmanager's notification counters");
         }
     }
 }

@@ -285,11 +285,31 @@ impl Dashboard {
                 "type": "dashboards", "tags": ["obsbox"], "asDropdown": true,
                 "title": "obsbox dashboards",
             }],
-            "annotations": {"list": []},
+            "annotations": {"list": [changes_annotation()]},
             "templating": {"list": []},
             "panels": layout(self.panels),
         })
     }
+}
+
+/// The PromQL of the "obsbox changes" annotation: a point at each step in
+/// which obsbox made a change of some kind (see `crate::events`).
+const CHANGES_ANNOTATION: &str =
+    r#"changes(obsbox_last_event_timestamp_seconds{job="obsbox"}[$__interval]) > 0"#;
+
+/// Every dashboard marks the changes obsbox made (settings applied, an
+/// update, a backup run, a power event, a child restarted), titled by kind.
+fn changes_annotation() -> Value {
+    json!({
+        "name": "obsbox changes",
+        "datasource": Kind::TimeSeries.source(),
+        "enable": true,
+        "iconColor": "rgba(255, 152, 48, 1)",
+        "expr": CHANGES_ANNOTATION,
+        "titleFormat": "obsbox: {{kind}}",
+        "tagKeys": "kind",
+        "useValueForTime": false,
+    })
 }
 
 /// Places panels left to right, starting a new row when one does not fit.
@@ -1095,6 +1115,16 @@ mod tests {
             ids.sort();
             ids.dedup();
             assert_eq!(ids.len(), panels(&d).len(), "{stem}: panel ids");
+        }
+    }
+
+    #[test]
+    fn every_dashboard_marks_the_changes_obsbox_made() {
+        for (stem, d) in parsed(&Settings::default()) {
+            let list = d["annotations"]["list"].as_array().unwrap();
+            assert_eq!(list.len(), 1, "{stem}");
+            assert_eq!(list[0]["expr"], CHANGES_ANNOTATION, "{stem}");
+            assert_eq!(list[0]["datasource"]["type"], "prometheus", "{stem}");
         }
     }
 

@@ -6,7 +6,7 @@ mod rules;
 pub mod upstream;
 
 use super::Environment;
-use crate::settings::Settings;
+use crate::settings::{ProbeCheck, ProbeKind, Settings};
 pub use alertmanager::SecretGrant;
 use alertmanager::{ESCALATED_ALERT, WATCHDOG_ALERT};
 pub use rules::runbook_url;
@@ -43,6 +43,8 @@ pub mod paths {
     pub const PROMETHEUS_SLO_RULES: &str = "children/prometheus/rules/slos.yml";
     pub const PROMETHEUS_DISK_RULES: &str = "children/prometheus/rules/disks.yml";
     pub const BLACKBOX_CONFIG: &str = "children/blackbox/blackbox.yml";
+    /// The CA certificates probes trust, one `<probe>.pem` each.
+    pub const BLACKBOX_CA: &str = "children/blackbox/ca";
     pub const ALERTMANAGER_CONFIG: &str = "children/alertmanager/alertmanager.yml";
     pub const ALERTMANAGER_DATA: &str = "children/alertmanager/data";
     pub const ALERTMANAGER_TEMPLATES: &str = "children/alertmanager/obsbox.tmpl";
@@ -151,7 +153,12 @@ pub fn render(settings: &Settings, env: &Environment) -> Vec<ConfigFile> {
         }
     }
     if s.blackbox.enabled {
-        add("blackbox", paths::BLACKBOX_CONFIG, blackbox());
+        add("blackbox", paths::BLACKBOX_CONFIG, blackbox(settings, env));
+        for p in &settings.probes {
+            if let Some(pem) = &p.tls_ca {
+                add("blackbox", &probe_ca_file(p), pem.clone());
+            }
+        }
     }
     files
 }
@@ -322,15 +329,36 @@ fn file_sd_probes(settings: &Settings) -> String {
     serde_json::to_string_pretty(&groups).unwrap_or_else(|_| "[]".into()) + "\n"
 }
 
-/// The blackbox exporter's modules, one per probe kind.
-fn blackbox() -> String {
-    let doc = json!({"modules": {
+/// Where the CA a probe trusts is kept, relative to the data directory.
+fn probe_ca_file(probe: &ProbeCheck) -> String {
+    format!("{}/{}.pem", paths::BLACKBOX_CA, probe.name)
+}
+
+/// The blackbox exporter's modules: one per probe kind, and one per probe
+/// that trusts a CA of its own (the module names that CA's file).
+fn blackbox(settings: &Settings, env: &Environment) -> String {
+    let mut modules = json!({
         "http_2xx": {"prober": "http", "timeout": "10s", "http": {"preferred_ip_protocol": "ip4", "ip_protocol_fallback": true}},
         "http_2xx_expiry_only": {"prober": "http", "timeout": "10s", "http": {"preferred_ip_protocol": "ip4", "ip_protocol_fallback": true, "tls_config": {"insecure_skip_verify": true}}},
         "tcp_connect": {"prober": "tcp", "timeout": "10s", "tcp": {"preferred_ip_protocol": "ip4", "ip_protocol_fallback": true}},
         "icmp": {"prober": "icmp", "timeout": "5s", "icmp": {"preferred_ip_protocol": "ip4", "ip_protocol_fallback": true}},
-    }});
-    yaml("Blackbox exporter configuration", &doc)
+    });
+    for p in settings.probes.iter().filter(|p| p.tls_ca.is_some()) {
+        let ca_file = env.data_dir.join(probe_ca_file(p)).display().to_string();
+        let mut prober = json!({"preferred_ip_protocol": "ip4", "ip_protocol_fallback": true, "tls_config": {"ca_file": ca_file}});
+        let (kind, prober) = match p.kind {
+            ProbeKind::Tcp => {
+                prober["tls"] = json!(true);
+                ("tcp", prober)
+            }
+            _ => ("http", prober),
+        };
+        modules[p.module()] = json!({"prober": kind, "timeout": "10s", kind: prober});
+    }
+    yaml(
+        "Blackbox exporter configuration",
+        &json!({"modules": modules}),
+    )
 }
 
 fn loki(settings: &Settings, env: &Environment) -> String {
@@ -496,6 +524,39 @@ mod tests {
 
     fn parse(text: &str) -> Value {
         serde_yaml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn a_probe_trusting_a_ca_gets_a_module_and_a_ca_file_of_its_own() {
+        const CA: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        let settings: Settings = serde_json::from_value(json!({"probes": [
+            {"name": "nas", "kind": "http", "target": "https://nas.lan/", "tls_ca": CA},
+            {"name": "imap", "kind": "tcp", "target": "mail.lan:993", "tls_ca": CA},
+            {"name": "web", "kind": "http", "target": "https://web.lan/"},
+        ]}))
+        .unwrap();
+        let files = render(&settings, &env());
+        let modules = &parse(file(&files, paths::BLACKBOX_CONFIG))["modules"];
+        assert_eq!(
+            modules["http_2xx_ca_nas"]["http"]["tls_config"]["ca_file"],
+            "/data/obsbox/children/blackbox/ca/nas.pem"
+        );
+        assert_eq!(modules["tcp_tls_ca_imap"]["prober"], "tcp");
+        assert_eq!(modules["tcp_tls_ca_imap"]["tcp"]["tls"], true);
+        assert_eq!(
+            modules["tcp_tls_ca_imap"]["tcp"]["tls_config"]["ca_file"],
+            "/data/obsbox/children/blackbox/ca/imap.pem"
+        );
+        assert_eq!(file(&files, "children/blackbox/ca/nas.pem"), CA);
+        assert!(!files.iter().any(|f| f.path.ends_with("web.pem")));
+        let probes: Value = serde_json::from_str(file(&files, paths::PROMETHEUS_PROBES)).unwrap();
+        let used: Vec<&str> = probes
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g["labels"]["__param_module"].as_str().unwrap())
+            .collect();
+        assert_eq!(used, ["http_2xx_ca_nas", "tcp_tls_ca_imap", "http_2xx"]);
     }
 
     #[test]

@@ -184,6 +184,18 @@ impl ReceiverKind {
         }
     }
 
+    /// The Alertmanager integration that carries this kind's notifications
+    /// (the `integration` label of its notification counters): relayed
+    /// kinds go through the webhook to obsbox.
+    pub fn integration(&self) -> &'static str {
+        match self {
+            ReceiverKind::Email { .. } => "email",
+            ReceiverKind::Slack { .. } => "slack",
+            ReceiverKind::Pagerduty { .. } => "pagerduty",
+            _ => "webhook",
+        }
+    }
+
     /// Whether obsbox posts this kind's notifications itself (Alertmanager
     /// hands them to obsbox's relay, and never reads the secret).
     pub fn relayed(&self) -> bool {

@@ -211,7 +211,7 @@ pub fn http_url(url: &str) -> Option<HttpUrl<'_>> {
     })
 }
 
-fn tls_ca_problem(pem: &str) -> Option<String> {
+pub(super) fn tls_ca_problem(pem: &str) -> Option<String> {
     use tokio_rustls::rustls::pki_types::{pem::PemObject, CertificateDer};
     let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(pem.as_bytes()).collect();
     match certs {

@@ -111,10 +111,14 @@ struct TestRequest {
 
 async fn test(State(app): State<Arc<AppState>>, actor: Actor, body: Bytes) -> ApiResult {
     let request: TestRequest = json_body(&body)?;
-    app.alerts.send_test(&request.receiver, &actor.0).await?;
+    let delivery = app.alerts.send_test(&request.receiver, &actor.0).await?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({"sent": crate::alerts::TEST_ALERT, "receiver": request.receiver})),
+        Json(json!({
+            "sent": crate::alerts::TEST_ALERT,
+            "receiver": request.receiver,
+            "delivery": delivery,
+        })),
     )
         .into_response())
 }

@@ -178,6 +178,22 @@ pub(super) async fn metrics(State(app): State<Arc<AppState>>, headers: HeaderMap
     }
 
     register_logs_in(&mut registry, &app.logs_in);
+    match crate::events::last_events(&app.store) {
+        Ok(events) => {
+            let family = Family::<KindLabel, Gauge<f64, AtomicU64>>::default();
+            for (kind, at) in events {
+                family
+                    .get_or_create(&KindLabel { kind: kind.into() })
+                    .set(at);
+            }
+            registry.register(
+                "obsbox_last_event_timestamp_seconds",
+                "When obsbox last made a change of this kind (settings, update, backup, power, child, system), 0 if never; the dashboards annotate its changes",
+                family,
+            );
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot read the audit log's events"),
+    }
 
     match crate::clock::kernel_sync() {
         Ok(sync) => {

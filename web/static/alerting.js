@@ -76,6 +76,14 @@ const receivers = listEditor({
     { label: 'Kind', value: (r) => r.kind },
     { label: 'To', value: (r) => r.to ?? r.channel ?? r.url ?? r.room_id ?? r.topic_url ?? r.user_key ?? '' },
     { label: 'Secret', value: (r) => (r.secret_set ? 'set' : r.secret_required ? badge('missing') : 'none') },
+    // Since obsbox started: per receiver when obsbox relays to it, else per
+    // Alertmanager integration (its counters do not name receivers).
+    {
+      label: 'Last delivered',
+      value: (r) => (r.last_delivered
+        ? `${when(r.last_delivered.at)}${r.last_delivered.per === 'integration' ? ` (some ${r.last_delivered.integration} receiver)` : ''}`
+        : 'not seen'),
+    },
     // Alertmanager's newest failure to deliver to it, as its log says.
     { label: 'Last error', value: (r) => (r.last_error ? `${when(r.last_error.at)}: ${r.last_error.error}` : 'none'), long: true },
   ],
@@ -100,8 +108,12 @@ const receivers = listEditor({
 });
 
 onSubmit($('test-form'), async ({ receiver }, send) => {
-  await send('POST', '/api/alerts/test', { receiver });
-  say(`A test alert is on its way to ${receiver}.`);
+  say(`Sending a test alert to ${receiver} and waiting to learn whether it arrives…`);
+  const { delivery } = await send('POST', '/api/alerts/test', { receiver });
+  if (delivery.state === 'delivered') say(`The test alert was delivered to ${receiver}.`);
+  else if (delivery.state === 'failed') say(`The test alert could not be delivered to ${receiver}: ${delivery.error ?? 'see the receiver\'s last error'}.`, { error: true });
+  else say(`The test alert to ${receiver} is still on its way: check the receiver's last delivery and error in a minute.`);
+  await receivers.refresh();
 });
 
 // ---- routes and thresholds: both live in the alerting section

@@ -17,7 +17,7 @@ const scrapeColumns = (section) => [
 ];
 
 /** One editor for a settings section of named, labelled items. */
-const labelledSection = (section, noun, columns) =>
+const labelledSection = (section, noun, columns, form = { toForm: (i) => i, fromForm: (v) => v }) =>
   listEditor({
     ...settingsList(section, byName),
     form: document.getElementById(`${noun}-form`),
@@ -30,8 +30,8 @@ const labelledSection = (section, noun, columns) =>
       { label: 'Labels', value: (i) => labelsText(i.labels).replaceAll('\n', ', '), long: true },
       ...scrapeColumns(section),
     ],
-    toForm: (i) => ({ ...i, labels: labelsText(i.labels) }),
-    fromForm: (v) => ({ ...v, labels: parseLabels(v.labels) }),
+    toForm: (i) => form.toForm({ ...i, labels: labelsText(i.labels) }),
+    fromForm: (v) => form.fromForm({ ...v, labels: parseLabels(v.labels) }),
   });
 
 const targets = labelledSection('targets', 'target', [
@@ -39,9 +39,15 @@ const targets = labelledSection('targets', 'target', [
   { label: 'Exporter', value: (t) => t.exporter },
   { label: 'Path', value: (t) => `${t.scheme}://…${t.metrics_path}` },
 ]);
+/** A probe's form: the CA is one PEM text, and none is no CA. */
+const probeForm = {
+  toForm: (p) => ({ tls: 'verify', ...p, tls_ca: p.tls_ca ?? '' }),
+  fromForm: (v) => ({ ...v, tls_ca: v.tls_ca.trim() ? v.tls_ca : null }),
+};
 const probes = labelledSection('probes', 'probe', [
   { label: 'Kind', value: (p) => p.kind },
   { label: 'Target', value: (p) => p.target },
+  { label: 'Certificate', value: (p) => (p.tls_ca ? 'private CA' : p.tls === 'expiry_only' ? 'expiry only' : '') },
   {
     label: 'Last probe',
     value: (p) => {
@@ -50,7 +56,7 @@ const probes = labelledSection('probes', 'probe', [
       return [badge(s.success ? 'ok' : 'failed'), ` in ${ms(s.duration_seconds)}`];
     },
   },
-]);
+], probeForm);
 
 const notice = document.getElementById('scrape-state');
 every(15000, async () => {
