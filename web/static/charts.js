@@ -13,7 +13,10 @@
 //   data-range      seconds back from now (default 10800, 3 h); or
 //   data-start, data-end  a fixed range in Unix seconds (`showRange`)
 // Times on the axis are the box's time zone's, like every time in the UI.
-import { read, bytes, duration, when, boxZone, el } from './app.js';
+// A range picker above the page's first charts (1 h, 6 h, 24 h, 7 d, or a
+// custom from–to typed in the box's zone) overrides every chart's range; the
+// choice is kept per page in localStorage.
+import { read, bytes, duration, when, boxZone, boxInstant, el, say, clearMessage } from './app.js';
 
 const REFRESH_MS = 60_000;
 const HEIGHT = { line: 200, sparklines: 36 };
@@ -82,11 +85,32 @@ function rangeText(seconds) {
   return duration(seconds);
 }
 
-/** The time range a chart shows now: its fixed one, or the last `data-range` seconds. */
+/** The ranges offered besides each chart's own, in seconds back from now. */
+const PICKS = [[3600, 'Last 1 h'], [21600, 'Last 6 h'], [86400, 'Last 24 h'], [604800, 'Last 7 d']];
+/** The longest range `/api/metrics/query_range` takes. */
+const LONGEST = 31 * 86400;
+const PICKED_KEY = `obsbox.chart-range:${location.pathname}`;
+
+/** The page's kept choice: `{range}` (seconds back from now), `{start, end}` (Unix seconds) or null (each chart's own). */
+function keptChoice() {
+  try {
+    const kept = JSON.parse(localStorage.getItem(PICKED_KEY));
+    if (PICKS.some(([seconds]) => seconds === kept?.range)) return { range: kept.range };
+    if (kept?.start < kept?.end && kept.end - kept.start <= LONGEST) return { start: kept.start, end: kept.end };
+  } catch {
+    // Nothing kept, or storage unavailable: each chart's own range.
+  }
+  return null;
+}
+let picked = keptChoice();
+
+/** The time range a chart shows now: the page's choice, else its fixed one, else the last `data-range` seconds. */
 function rangeOf(figure) {
+  const now = Math.floor(Date.now() / 1000);
+  if (picked?.range) return { start: now - picked.range, end: now, fixed: false };
+  if (picked?.end) return { start: picked.start, end: picked.end, fixed: true };
   const { start, end, range } = figure.dataset;
   if (start && end) return { start: Number(start), end: Number(end), fixed: true };
-  const now = Math.floor(Date.now() / 1000);
   return { start: now - Number(range || 10800), end: now, fixed: false };
 }
 
@@ -236,11 +260,72 @@ export function showRange(figure, start, end) {
   return draw(figure);
 }
 
+/** `2026-12-07T03:04:05`: a time as a `datetime-local` field shows it, in the box's zone. */
+const wallClock = zoned({ year: 'numeric', month: '2-digit', day: '2-digit', hour: '2-digit', minute: '2-digit', second: '2-digit' });
+const typed = (unix) => wallClock.format(new Date(unix * 1000)).replace(' ', 'T');
+
+/** The range picker, put before the page's first chart grid; `redraw` draws every chart again. */
+function rangePicker(first, redraw) {
+  const choice = el('select', { id: 'chart-range' },
+    el('option', { value: '' }, "Each chart's own range"),
+    PICKS.map(([seconds, label]) => el('option', { value: String(seconds) }, label)),
+    el('option', { value: 'custom' }, 'From–to'));
+  const field = (id, label) => [
+    el('label', { for: id }, `${label} (${boxZone})`),
+    el('input', { id, type: 'datetime-local', step: '1', required: true }),
+  ];
+  const custom = el('div', { class: 'chart-range-custom' },
+    el('div', { class: 'field' }, field('chart-from', 'From')),
+    el('div', { class: 'field' }, field('chart-to', 'To')),
+    el('button', { type: 'submit' }, 'Show this range'));
+  const form = el('form', { class: 'chart-range', 'aria-label': 'Range of the charts' },
+    el('div', { class: 'field' }, el('label', { for: 'chart-range' }, 'Charts show'), choice), custom);
+  const [from, to] = [custom.querySelector('#chart-from'), custom.querySelector('#chart-to')];
+  const choose = (next) => {
+    picked = next;
+    if (next) localStorage.setItem(PICKED_KEY, JSON.stringify(next));
+    else localStorage.removeItem(PICKED_KEY);
+    return redraw();
+  };
+  const showCustom = (on) => {
+    custom.hidden = !on;
+    if (!on) return;
+    const range = rangeOf(first);
+    from.value = typed(range.start);
+    to.value = typed(range.end);
+  };
+  choice.value = picked?.range ? String(picked.range) : picked ? 'custom' : '';
+  showCustom(choice.value === 'custom');
+  choice.addEventListener('change', () => {
+    showCustom(choice.value === 'custom');
+    if (choice.value === 'custom') from.focus();
+    else choose(choice.value ? { range: Number(choice.value) } : null);
+  });
+  form.addEventListener('submit', (event) => {
+    event.preventDefault();
+    const [start, end] = [boxInstant(from.value), boxInstant(to.value)].map((ms) => Math.floor(ms / 1000));
+    if (!(start < end)) {
+      say('The charts need a From before their To.', { error: true });
+      return;
+    }
+    if (end - start > LONGEST) {
+      say('The charts show at most 31 days; choose a shorter range.', { error: true });
+      return;
+    }
+    clearMessage();
+    choose({ start, end });
+  });
+  const grid = first.closest('.chart-grid') ?? first;
+  grid.before(form);
+}
+
 /** Draws every chart on the page now, then keeps them current. */
 export function drawAll() {
   const figures = [...document.querySelectorAll('[data-chart]')];
+  if (!figures.length) return Promise.resolve([]);
   for (const figure of figures) resized.observe(figure);
-  const refresh = () => Promise.all(figures.filter((f) => !document.hidden && !f.dataset.end).map(draw));
+  rangePicker(figures[0], () => Promise.all(figures.map(draw)));
+  const refresh = () => Promise.all(figures.filter((f) => !document.hidden && !rangeOf(f).fixed).map(draw));
   setInterval(refresh, REFRESH_MS);
   dark.addEventListener('change', () => figures.forEach(draw));
   return Promise.all(figures.map(draw));
