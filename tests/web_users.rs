@@ -449,6 +449,10 @@ fn an_invite_link_makes_one_account_of_its_role_and_is_refused_once_used_or_revo
     let (status, mismatch, _) = entry(&obsbox, "/api/invite/accept", &accept);
     assert_eq!(status, 422, "{mismatch}");
     assert_eq!(mismatch["problems"][0]["field"], "confirm", "{mismatch}");
+    // A name taken already leaves the link usable.
+    let taken = json!({"token": token, "name": "admin", "password": password, "confirm": password});
+    let (status, body, _) = entry(&obsbox, "/api/invite/accept", &taken);
+    assert_eq!(status, 409, "{body}");
     let accept = json!({"token": token, "name": "olga", "password": password, "confirm": password});
     let (status, signed_in, cookie) = entry(&obsbox, "/api/invite/accept", &accept);
     assert_eq!(status, 201, "{signed_in}");

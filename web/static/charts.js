@@ -19,7 +19,9 @@
 import { read, bytes, duration, when, boxZone, boxInstant, el, say, clearMessage } from './app.js';
 
 const REFRESH_MS = 60_000;
-const HEIGHT = { line: 200, sparklines: 36 };
+const HEIGHT = { line: 200, sparklines: 36, expanded: 420 };
+/** A line chart's height: taller while expanded. */
+const lineHeight = (figure) => (figure.classList.contains('expanded') ? HEIGHT.expanded : HEIGHT.line);
 // Two palettes chosen for contrast against the light and the dark panel.
 const PALETTE = {
   light: ['#0b5394', '#b35c00', '#1a6b2f', '#8e2c8e', '#b00020', '#00707a', '#5b5b00', '#4a4f55'],
@@ -189,6 +191,20 @@ function summary(series, format) {
 
 const charts = new Map();
 
+/** The button that widens a line chart to the whole row and makes it taller, and back. */
+function expandButton(figure, title) {
+  const button = el('button', { type: 'button', class: 'small secondary chart-expand', 'aria-expanded': 'false' }, 'Expand');
+  button.setAttribute('aria-label', `Expand ${title}`);
+  button.addEventListener('click', () => {
+    const expanded = figure.classList.toggle('expanded');
+    button.setAttribute('aria-expanded', String(expanded));
+    button.textContent = expanded ? 'Shrink' : 'Expand';
+    button.setAttribute('aria-label', `${expanded ? 'Shrink' : 'Expand'} ${title}`);
+    charts.get(figure)?.resize?.();
+  });
+  return button;
+}
+
 /** Draws (or redraws) one figure from Prometheus' answer. */
 async function draw(figure) {
   const kind = figure.dataset.chart;
@@ -200,6 +216,7 @@ async function draw(figure) {
   caption.textContent = range.fixed
     ? `${title}, ${when(range.start * 1000)} to ${when(range.end * 1000)}`
     : `${title}, last ${rangeText(range.end - range.start)}`;
+  if (kind === 'line' && !figure.querySelector('.chart-expand')) caption.after(expandButton(figure, title));
   const plot = figure.querySelector('.chart-plot') ?? figure.appendChild(el('div', { class: 'chart-plot', role: 'img' }));
   const note = figure.querySelector('.chart-note') ?? figure.appendChild(el('p', { class: 'chart-note empty' }));
   let series;
@@ -245,8 +262,8 @@ async function draw(figure) {
     charts.set(figure, { plot: { destroy: () => lines.forEach((l) => l.destroy()) }, resize: () => lines.forEach((l) => l.setSize({ width: Math.max(80, l.root.parentElement.clientWidth), height: HEIGHT.sparklines })) });
     return;
   }
-  const chart = new uPlot(options(kind, width, series, dashed, format, range, figure.dataset.unit), columns(series), plot);
-  charts.set(figure, { plot: chart, resize: () => chart.setSize({ width: Math.max(120, plot.clientWidth), height: HEIGHT.line }) });
+  const chart = new uPlot({ ...options(kind, width, series, dashed, format, range, figure.dataset.unit), height: lineHeight(figure) }, columns(series), plot);
+  charts.set(figure, { plot: chart, resize: () => chart.setSize({ width: Math.max(120, plot.clientWidth), height: lineHeight(figure) }) });
 }
 
 const resized = new ResizeObserver((entries) => {

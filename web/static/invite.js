@@ -2,7 +2,7 @@
 // offers or why it cannot be used, then makes the invitee's account, signs
 // it in and offers two-step sign-in. The token is in the fragment, which
 // browsers never send, so it reaches obsbox only in these requests' bodies.
-import { api, onSubmit, when } from './app.js';
+import { api, onSubmit, when, clearMessage } from './app.js';
 
 const $ = (id) => document.getElementById(id);
 const token = decodeURIComponent(location.hash.slice(1));
@@ -39,6 +39,7 @@ onSubmit(form, async ({ name, password, confirm }, send) => {
   }
   // The link is used up: keep it out of the history.
   history.replaceState(null, '', '/invite');
+  clearMessage();
   form.hidden = true;
   $('invite-user').textContent = made.user;
   $('invite-role').textContent = made.role;
