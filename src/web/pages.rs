@@ -483,10 +483,15 @@ mod tests {
     }
 
     #[test]
-    fn setup_and_login_show_no_navigation() {
+    fn setup_login_and_invites_show_no_navigation() {
         let mut layout = layout(None);
         layout.path = Login::PATH;
         let html = Login::new(layout).render().unwrap();
+        assert!(!html.contains(r#"href="/services""#));
+        assert!(html.contains(r#"name="_csrf""#));
+        let mut layout = self::layout(None);
+        layout.path = Invite::PATH;
+        let html = Invite::new(layout).render().unwrap();
         assert!(!html.contains(r#"href="/services""#));
         assert!(html.contains(r#"name="_csrf""#));
     }
