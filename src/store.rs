@@ -284,6 +284,17 @@ const MIGRATIONS: &[&str] = &[
         last_used_at INTEGER,
         UNIQUE (user, name)
     );",
+    // Invite links: only the SHA-256 of the link's token is kept.
+    "CREATE TABLE invites (
+        id INTEGER PRIMARY KEY,
+        token_sha256 TEXT NOT NULL UNIQUE,
+        role TEXT NOT NULL,
+        created_by TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        used_by TEXT,
+        used_at INTEGER
+    );",
 ];
 
 /// A handle on the store; cheap to clone. Calls block briefly on SQLite.

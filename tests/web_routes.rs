@@ -198,6 +198,7 @@ const READS: &[Case] = &[
         None,
     ),
     case("/api/users", "GET", "/api/users", None),
+    case("/api/invites", "GET", "/api/invites", None),
     case("/api/account/tokens", "GET", "/api/account/tokens", None),
     case("/api/account/totp", "GET", "/api/account/totp", None),
 ];
@@ -447,6 +448,18 @@ const CHANGES: &[Case] = &[
     ),
     case("/api/users", "POST", "/api/users", Some(("{}", 422))),
     case(
+        "/api/invites",
+        "POST",
+        "/api/invites",
+        Some((r#"{"role": "viewer", "expires_hours": 0}"#, 422)),
+    ),
+    case(
+        "/api/invites/{id}",
+        "DELETE",
+        "/api/invites/7",
+        Some(("", 404)),
+    ),
+    case(
         "/api/users/{name}",
         "PUT",
         "/api/users/nope",
@@ -504,6 +517,9 @@ const CHANGES: &[Case] = &[
 const ELSEWHERE: &[&str] = &[
     "/api/setup",
     "/api/login",
+    // Invite links are taken before a session (`web_users.rs`).
+    "/api/invite/check",
+    "/api/invite/accept",
     "/api/timezones",
     "/api/alerts/notify",
     "/api/alerts/relay/{receiver}",

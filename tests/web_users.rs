@@ -319,3 +319,207 @@ fn a_user_with_totp_signs_in_with_a_fresh_code_or_a_recovery_code() {
     assert_eq!(status, 204);
     assert!(obsbox.log_in_as("admin", PASSWORD, None).is_ok());
 }
+
+/// `path` asked for with `session` and `accept`: (status, content type, CSP, body).
+fn fetch_as(
+    obsbox: &Obsbox,
+    session: &UserSession,
+    path: &str,
+    accept: &str,
+) -> (u16, String, Option<String>, String) {
+    let request = ureq::AgentBuilder::new()
+        .redirects(0)
+        .build()
+        .get(&obsbox.url(path))
+        .set("Accept", accept);
+    let response = match with_session(request, Some(session)).call() {
+        Ok(r) | Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("{e}"),
+    };
+    let header = |name| response.header(name).map(str::to_string);
+    let (content_type, csp) = (
+        header("content-type").unwrap_or_default(),
+        header("content-security-policy"),
+    );
+    (
+        response.status(),
+        content_type,
+        csp,
+        response.into_string().unwrap(),
+    )
+}
+
+#[test]
+fn a_page_refused_to_a_role_is_an_html_page_and_the_api_stays_json() {
+    let obsbox = Obsbox::start(&services());
+    let viewer = add_user(&obsbox, "vic", "viewer");
+    let browser = "text/html,application/xhtml+xml,*/*;q=0.8";
+
+    let (status, content_type, csp, body) = fetch_as(&obsbox, &viewer, "/system/users", browser);
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        content_type.starts_with("text/html"),
+        "{content_type}: {body}"
+    );
+    assert!(
+        csp.is_some_and(|csp| csp.contains("frame-ancestors 'none'")),
+        "the page has the UI's headers"
+    );
+    assert!(body.contains("<h1>Not for your role</h1>"), "{body}");
+    assert!(
+        body.contains("Your role <strong>viewer</strong> cannot open <code>/system/users</code>")
+            && body.contains("ask an admin"),
+        "{body}"
+    );
+    assert!(
+        body.contains(r#"href="/services""#),
+        "the navigation is there: {body}"
+    );
+
+    // The API, and a client not asking for HTML, get JSON.
+    for (path, accept) in [
+        ("/api/users", browser),
+        ("/system/users", "application/json"),
+    ] {
+        let (status, content_type, _, body) = fetch_as(&obsbox, &viewer, path, accept);
+        assert_eq!(status, 403, "{path}: {body}");
+        assert!(
+            content_type.starts_with("application/json"),
+            "{path}: {body}"
+        );
+        let error: Value = serde_json::from_str(&body).unwrap();
+        assert!(
+            error["error"].as_str().unwrap().contains("role viewer"),
+            "{body}"
+        );
+    }
+    // A page the role may open is the page itself.
+    let (status, _, _, body) = fetch_as(&obsbox, &viewer, "/system", browser);
+    assert_eq!(status, 200, "{body}");
+}
+
+/// A request before any session, with the pre-session CSRF cookie and token
+/// (as the invite page sends it): (status, JSON body, the session cookie set).
+fn entry(obsbox: &Obsbox, path: &str, body: &Value) -> (u16, Value, Option<String>) {
+    let request = ureq::AgentBuilder::new()
+        .redirects(0)
+        .build()
+        .post(&obsbox.url(path));
+    let response = match with_session(request, None).send_string(&body.to_string()) {
+        Ok(r) | Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("{path}: {e}"),
+    };
+    let cookie = session_set_by(&response);
+    (
+        response.status(),
+        response.into_json().unwrap_or(Value::Null),
+        cookie,
+    )
+}
+
+#[test]
+fn an_invite_link_makes_one_account_of_its_role_and_is_refused_once_used_or_revoked() {
+    let obsbox = Obsbox::start(&services());
+    let (status, made) = obsbox.send(
+        "POST",
+        "/api/invites",
+        r#"{"role": "operator", "expires_hours": 48}"#,
+    );
+    assert_eq!(status, 201, "{made}");
+    let link = made["link"].as_str().unwrap();
+    let token = link
+        .strip_prefix("/invite#")
+        .expect("the token is in the fragment");
+    assert_eq!(token.len(), 64, "{link}");
+    let hours =
+        (made["expires_at"].as_i64().unwrap() - made["created_at"].as_i64().unwrap()) / 3_600_000;
+    assert_eq!(hours, 48);
+    // The list never shows the token again.
+    let listed = obsbox.get("/api/invites");
+    assert!(!listed.to_string().contains(token), "{listed}");
+    assert_eq!(listed[0]["role"], "operator");
+    assert_eq!(listed[0]["created_by"], "admin");
+
+    // The invitee sees what it offers, then takes it.
+    let (status, offer, _) = entry(&obsbox, "/api/invite/check", &json!({"token": token}));
+    assert_eq!(status, 200, "{offer}");
+    assert_eq!(offer["role"], "operator");
+    let password = "olga's own password";
+    let accept = json!({"token": token, "name": "olga", "password": password, "confirm": "typo"});
+    let (status, mismatch, _) = entry(&obsbox, "/api/invite/accept", &accept);
+    assert_eq!(status, 422, "{mismatch}");
+    assert_eq!(mismatch["problems"][0]["field"], "confirm", "{mismatch}");
+    // A name taken already leaves the link usable.
+    let taken = json!({"token": token, "name": "admin", "password": password, "confirm": password});
+    let (status, body, _) = entry(&obsbox, "/api/invite/accept", &taken);
+    assert_eq!(status, 409, "{body}");
+    let accept = json!({"token": token, "name": "olga", "password": password, "confirm": password});
+    let (status, signed_in, cookie) = entry(&obsbox, "/api/invite/accept", &accept);
+    assert_eq!(status, 201, "{signed_in}");
+    assert_eq!(signed_in["role"], "operator");
+    // Signed in at once, with the invite's role.
+    let session = (
+        cookie.expect("a session cookie"),
+        signed_in["csrf"].as_str().unwrap().to_string(),
+    );
+    let (_, me) = obsbox.send_as(&session, "GET", "/api/session", "");
+    assert_eq!(me["user"], "olga", "{me}");
+    assert_eq!(me["role"], "operator", "{me}");
+    assert!(obsbox.log_in_as("olga", password, None).is_ok());
+
+    // One use only.
+    let again = json!({"token": token, "name": "olga2", "password": password, "confirm": password});
+    for (path, body) in [
+        ("/api/invite/check", json!({"token": token})),
+        ("/api/invite/accept", again),
+    ] {
+        let (status, body, cookie) = entry(&obsbox, path, &body);
+        assert_eq!(status, 410, "{path}: {body}");
+        assert!(
+            body["error"].as_str().unwrap().contains("used already"),
+            "{body}"
+        );
+        assert!(cookie.is_none());
+    }
+    let listed = obsbox.get("/api/invites");
+    assert_eq!(listed[0]["used_by"], "olga", "{listed}");
+
+    // A revoked link is refused as unknown.
+    let (_, second) = obsbox.send(
+        "POST",
+        "/api/invites",
+        r#"{"role": "admin", "expires_hours": 1}"#,
+    );
+    let token = second["link"]
+        .as_str()
+        .unwrap()
+        .strip_prefix("/invite#")
+        .unwrap();
+    let (status, _) = obsbox.send("DELETE", &format!("/api/invites/{}", second["id"]), "");
+    assert_eq!(status, 204);
+    let (status, body, _) = entry(&obsbox, "/api/invite/check", &json!({"token": token}));
+    assert_eq!(status, 410, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("not known"),
+        "{body}"
+    );
+    // Only admins make invites.
+    refused(
+        &obsbox.send_as(
+            &session,
+            "POST",
+            "/api/invites",
+            r#"{"role": "admin", "expires_hours": 1}"#,
+        ),
+        403,
+    );
+    refused(&obsbox.send_as(&session, "GET", "/api/invites", ""), 403);
+
+    // Kept only hashed; every step audited.
+    let database = std::fs::read(obsbox.data.join("obsbox.db")).unwrap();
+    assert!(!String::from_utf8_lossy(&database).contains(token));
+    let audit = obsbox.get("/api/audit").to_string();
+    for action in ["invite.create", "invite.accept", "invite.revoke"] {
+        assert!(audit.contains(action), "{action} not in {audit}");
+    }
+}

@@ -5,11 +5,13 @@
 //! SQLite by the SHA-256 of their cookie, each with its own CSRF token, and a
 //! limit on failed logins per client address.
 
+mod invites;
 pub mod roles;
 mod tokens;
 mod totp;
 mod users;
 
+pub use invites::Acceptance;
 pub use roles::Role;
 pub use tokens::{Bearer, TokenRequest};
 pub use users::{NewUser, UserChange};
@@ -59,6 +61,11 @@ pub enum AccountsError {
     Refused(String),
     #[error("no API token {0} of yours")]
     NoSuchToken(i64),
+    #[error("no invite {0}")]
+    NoSuchInvite(i64),
+    /// An invite link that can no longer be taken, and why.
+    #[error("{0}")]
+    InviteClosed(&'static str),
     #[error("too many failed logins from this address; try again in {} s", .0.as_secs().max(1))]
     RateLimited(Duration),
     #[error("refused")]

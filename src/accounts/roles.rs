@@ -131,6 +131,8 @@ const API_RULES: &[(&[&str], &str, Role)] = &[
     (&["PUT", "DELETE"], "/api/users/{name}", Admin),
     (&["POST"], "/api/users/{name}/password", Admin),
     (&["DELETE"], "/api/users/{name}/totp", Admin),
+    (&["GET", "POST"], "/api/invites", Admin),
+    (&["DELETE"], "/api/invites/{id}", Admin),
 ];
 
 /// Pages only an admin is shown (the API behind them is guarded anyway;

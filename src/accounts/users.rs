@@ -41,7 +41,7 @@ const MAX_NAME_CHARS: usize = 32;
 
 /// What is wrong with a user name: 1 to 32 of `a-z 0-9 . _ -`, starting
 /// with a letter or digit (names show in the audit log and in Grafana).
-fn name_problems(name: &str) -> Vec<Problem> {
+pub(super) fn name_problems(name: &str) -> Vec<Problem> {
     let fine = !name.is_empty()
         && name.len() <= MAX_NAME_CHARS
         && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())

@@ -24,6 +24,8 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
         .route("/api/logout", post(logout))
         .route("/api/session", get(session))
         .route("/api/account/password", post(change_password))
+        .route("/api/invite/check", post(check_invite))
+        .route("/api/invite/accept", post(accept_invite))
 }
 
 impl From<AccountsError> for ApiError {
@@ -40,9 +42,10 @@ impl From<AccountsError> for ApiError {
                 }],
                 ..ApiError::new(StatusCode::UNAUTHORIZED, e.to_string())
             },
-            AccountsError::NoSuchUser(_) | AccountsError::NoSuchToken(_) => {
-                ApiError::new(StatusCode::NOT_FOUND, e.to_string())
-            }
+            AccountsError::InviteClosed(_) => ApiError::new(StatusCode::GONE, e.to_string()),
+            AccountsError::NoSuchUser(_)
+            | AccountsError::NoSuchToken(_)
+            | AccountsError::NoSuchInvite(_) => ApiError::new(StatusCode::NOT_FOUND, e.to_string()),
             AccountsError::UserExists(_) | AccountsError::LastAdmin(_) => {
                 ApiError::new(StatusCode::CONFLICT, e.to_string())
             }
@@ -294,4 +297,62 @@ async fn change_password(
         .await?;
     app.store.audit(&actor.0, "account.password", "")?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InviteLink {
+    token: String,
+}
+
+/// What an invite link offers (its role, until when), or why it is closed
+/// (`410`), before the invitee types anything.
+async fn check_invite(State(app): State<Arc<AppState>>, body: Bytes) -> ApiResult {
+    let InviteLink { token } = json_body(&body)?;
+    let invite = app.accounts.open_invite(token.trim())?;
+    Ok(Json(json!({"role": invite.role, "expires_at": invite.expires_at})).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AcceptInvite {
+    token: String,
+    name: String,
+    password: String,
+    confirm: String,
+}
+
+/// Makes the invitee's account and signs it in, as a login does.
+async fn accept_invite(State(app): State<Arc<AppState>>, req: Request) -> ApiResult {
+    let secure = auth::served_over_tls(&req);
+    let body = axum::body::to_bytes(req.into_body(), 64 << 10)
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("cannot read the body: {e}"),
+            )
+        })?;
+    let request: AcceptInvite = json_body(&body)?;
+    let (invite, new) = app
+        .accounts
+        .accept_invite(&crate::accounts::Acceptance {
+            token: request.token.trim(),
+            name: request.name.trim(),
+            password: &request.password,
+            confirm: &request.confirm,
+        })
+        .await?;
+    app.store.audit(
+        &new.session.user,
+        "invite.accept",
+        &format!("invite {} ({})", invite.id, invite.role.as_str()),
+    )?;
+    let mut response = (
+        StatusCode::CREATED,
+        Json(json!({"user": new.session.user, "role": new.session.role, "csrf": new.session.csrf})),
+    )
+        .into_response();
+    auth::start_session(&mut response, &new.token, secure);
+    Ok(response)
 }

@@ -70,6 +70,8 @@ fn access(path: &str) -> Access {
         // Log senders authenticate with their push token.
         "/loki/api/v1/push" => Access::Hook,
         "/setup" | "/api/setup" | "/login" | "/api/login" => Access::Entry,
+        // Whoever holds an invite link has no account yet.
+        "/invite" | "/api/invite/check" | "/api/invite/accept" => Access::Entry,
         p if p.starts_with("/static/") => Access::Open,
         p if p.starts_with("/api/alerts/relay/") => Access::Hook,
         _ => Access::Session,
@@ -119,7 +121,7 @@ pub async fn guard(State(app): State<Arc<AppState>>, req: Request, next: Next) -
     match access {
         Access::Entry => entry(set_up, session.is_some(), &path, req, next).await,
         _ => match session {
-            Some((token, session)) => signed_in(token, session, &path, req, next).await,
+            Some((token, session)) => signed_in(&app, token, session, req, next).await,
             None => {
                 let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
                 turned_away(set_up, &path, req.method(), target)
@@ -194,17 +196,18 @@ async fn entry(
 /// will do instead: the session cookie is `SameSite=Strict`, and a
 /// cross-site page cannot forge either header.
 async fn signed_in(
+    app: &AppState,
     token: String,
     session: Session,
-    path: &str,
     mut req: Request,
     next: Next,
 ) -> Response {
+    let path = req.uri().path().to_string();
     if changes_state(req.method()) {
         let sent = req.headers().get(CSRF_HEADER).and_then(|v| v.to_str().ok());
         let has_token = sent.is_some_and(|got| equal(&session.csrf, got));
         if !has_token {
-            if !super::proxy::is_proxied(path) {
+            if !super::proxy::is_proxied(&path) {
                 return csrf_refused();
             }
             if !named_this_site(req.headers()) {
@@ -216,7 +219,17 @@ async fn signed_in(
             }
         }
     }
+    let context = PageContext {
+        user: Some(session.user.clone()),
+        role: Some(session.role),
+        csrf: session.csrf,
+    };
     if let Some(refused) = not_permitted(session.role, &req) {
+        // A page a browser asked for: refused in words, in the UI's layout.
+        let page = !changes_state(req.method()) && !super::proxy::is_proxied(&path);
+        if page && super::pages::wants_page(&path, req.headers()) {
+            return super::pages::forbidden(app, context, &path);
+        }
         return refused;
     }
     let extensions = req.extensions_mut();
@@ -226,11 +239,7 @@ async fn signed_in(
         role: session.role,
     });
     extensions.insert(SessionToken(token));
-    extensions.insert(PageContext {
-        user: Some(session.user),
-        role: Some(session.role),
-        csrf: session.csrf,
-    });
+    extensions.insert(context);
     next.run(req).await
 }
 

@@ -187,22 +187,43 @@ const PROXIED_CSP: &str = "default-src 'self'; \
     worker-src 'self' blob:; object-src 'none'; base-uri 'self'; form-action 'self'; \
     frame-ancestors 'self'";
 
-/// Headers for obsbox's own pages and API.
+/// Headers for obsbox's own pages and API: a strict policy (no inline
+/// scripts, no framing, no caching of what is behind the session).
+const OWN_HEADERS: [(header::HeaderName, &str); 5] = [
+    (
+        header::CONTENT_SECURITY_POLICY,
+        "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; \
+         form-action 'self'; frame-ancestors 'none'",
+    ),
+    (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+    (header::X_FRAME_OPTIONS, "DENY"),
+    (header::REFERRER_POLICY, "same-origin"),
+    (header::CACHE_CONTROL, "no-store"),
+];
+
+/// [`OWN_HEADERS`] (and JSON errors) on every response of `routes`.
 fn with_security_headers(routes: Router<Arc<AppState>>) -> Router<Arc<AppState>> {
-    let header = |name, value: &'static str| {
-        SetResponseHeaderLayer::if_not_present(name, HeaderValue::from_static(value))
-    };
-    routes
-        .layer(middleware::map_response(json_errors))
-        .layer(header(
-            header::CONTENT_SECURITY_POLICY,
-            "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; \
-             form-action 'self'; frame-ancestors 'none'",
-        ))
-        .layer(header(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
-        .layer(header(header::X_FRAME_OPTIONS, "DENY"))
-        .layer(header(header::REFERRER_POLICY, "same-origin"))
-        .layer(header(header::CACHE_CONTROL, "no-store"))
+    OWN_HEADERS.into_iter().fold(
+        routes.layer(middleware::map_response(json_errors)),
+        |routes, (name, value)| {
+            routes.layer(SetResponseHeaderLayer::if_not_present(
+                name,
+                HeaderValue::from_static(value),
+            ))
+        },
+    )
+}
+
+/// [`OWN_HEADERS`] on a page the guard answers itself, before any route's
+/// layers (a page refused to the user's role).
+fn add_own_headers(mut response: Response) -> Response {
+    for (name, value) in OWN_HEADERS {
+        response
+            .headers_mut()
+            .entry(name)
+            .or_insert(HeaderValue::from_static(value));
+    }
+    response
 }
 
 /// Errors axum or tower answer by themselves (a body too large, a timeout)

@@ -153,9 +153,9 @@ impl Layout {
         env!("CARGO_PKG_VERSION")
     }
 
-    /// Setup and login are shown before anyone has signed in: no navigation.
+    /// Setup, login and invites are shown before anyone has signed in: no navigation.
     fn public(&self) -> bool {
-        self.path == Setup::PATH || self.path == Login::PATH
+        [Setup::PATH, Login::PATH, Invite::PATH].contains(&self.path)
     }
 }
 
@@ -214,6 +214,7 @@ pages! {
     Users: "/system/users", "users.html", "users.js", "Users";
     Setup: "/setup", "setup.html", "setup.js", "First-boot setup";
     Login: "/login", "login.html", "login.js", "Sign in";
+    Invite: "/invite", "invite.html", "invite.js", "You are invited";
 }
 
 /// The layout of a page at `path`, for the signed-in user (if any).
@@ -269,19 +270,25 @@ struct NotFound {
     asked: String,
 }
 
-/// What an unknown path gets: an HTML page for a browser finding its way
-/// (`Accept: text/html`, not under `/api/`), JSON for everything else.
+/// Whether a request for `path` is a browser finding its way to a page
+/// (`Accept: text/html`, not under `/api/`): it gets an HTML answer with the
+/// navigation, everything else JSON.
+pub(super) fn wants_page(path: &str, headers: &HeaderMap) -> bool {
+    let wants_html = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/html"));
+    wants_html && !path.starts_with("/api/")
+}
+
+/// What an unknown path gets: an HTML page for a browser, JSON for everything else.
 pub(super) async fn not_found(
     State(app): State<Arc<AppState>>,
     context: PageContext,
     uri: axum::http::Uri,
     headers: HeaderMap,
 ) -> Response {
-    let wants_html = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|accept| accept.contains("text/html"));
-    if !wants_html || uri.path().starts_with("/api/") {
+    if !wants_page(uri.path(), &headers) {
         return ApiError::new(StatusCode::NOT_FOUND, "no such page".into()).into_response();
     }
     let layout = layout(&app, context, ("", "Page not found", "app.js"));
@@ -290,6 +297,30 @@ pub(super) async fn not_found(
         asked: uri.path().to_string(),
     };
     html(StatusCode::NOT_FOUND, page.render())
+}
+
+/// The page a role may not open: it says whose role it is and what to do.
+#[derive(Template)]
+#[template(path = "forbidden.html")]
+struct Forbidden {
+    layout: Layout,
+    asked: String,
+    role: &'static str,
+}
+
+/// What a browser gets for a page the user's role does not permit (the
+/// caller has checked [`wants_page`]): an HTML page in the layout, status 403.
+pub(super) fn forbidden(app: &AppState, context: PageContext, asked: &str) -> Response {
+    let role = context
+        .role
+        .unwrap_or(crate::accounts::Role::Viewer)
+        .as_str();
+    let page = Forbidden {
+        layout: layout(app, context, ("", "Not for your role", "app.js")),
+        asked: asked.to_string(),
+        role,
+    };
+    super::add_own_headers(html(StatusCode::FORBIDDEN, page.render()))
 }
 
 /// The first 8 bytes of the file's SHA-256, in hex: its version and ETag.
@@ -452,10 +483,15 @@ mod tests {
     }
 
     #[test]
-    fn setup_and_login_show_no_navigation() {
+    fn setup_login_and_invites_show_no_navigation() {
         let mut layout = layout(None);
         layout.path = Login::PATH;
         let html = Login::new(layout).render().unwrap();
+        assert!(!html.contains(r#"href="/services""#));
+        assert!(html.contains(r#"name="_csrf""#));
+        let mut layout = self::layout(None);
+        layout.path = Invite::PATH;
+        let html = Invite::new(layout).render().unwrap();
         assert!(!html.contains(r#"href="/services""#));
         assert!(html.contains(r#"name="_csrf""#));
     }

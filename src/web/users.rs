@@ -23,6 +23,8 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
         .route("/api/users/{name}", put(change).delete(remove))
         .route("/api/users/{name}/password", post(reset_password))
         .route("/api/users/{name}/totp", delete(reset_totp))
+        .route("/api/invites", get(invites).post(create_invite))
+        .route("/api/invites/{id}", delete(revoke_invite))
         .route("/api/account/tokens", get(tokens).post(create_token))
         .route("/api/account/tokens/{id}", delete(revoke_token))
         .route(
@@ -136,6 +138,55 @@ async fn reset_totp(
 ) -> ApiResult {
     app.accounts.reset_totp(&name)?;
     app.store.audit(&actor.0, "user.totp_reset", &name)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn invites(State(app): State<Arc<AppState>>) -> ApiResult {
+    Ok(Json(app.accounts.invites()?).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewInvite {
+    role: Role,
+    /// How long the link stays valid.
+    expires_hours: u32,
+}
+
+/// Answers the invite's link, this once, with what is kept of it.
+async fn create_invite(
+    State(app): State<Arc<AppState>>,
+    actor: Actor,
+    caller: Caller,
+    body: Bytes,
+) -> ApiResult {
+    let request: NewInvite = json_body(&body)?;
+    let new = app
+        .accounts
+        .create_invite(&caller.user, request.role, request.expires_hours)?;
+    app.store.audit(
+        &actor.0,
+        "invite.create",
+        &format!("invite {} ({})", new.info.id, new.info.role.as_str()),
+    )?;
+    let mut body = json!(new.info);
+    // A fragment never reaches a server's logs, nor a proxy's.
+    body["link"] = json!(format!("/invite#{}", new.token));
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+async fn revoke_invite(
+    State(app): State<Arc<AppState>>,
+    actor: Actor,
+    Path(id): Path<String>,
+) -> ApiResult {
+    // An id that is not a number names no invite either.
+    let revoked = app.accounts.revoke_invite(id.parse().unwrap_or(-1))?;
+    app.store.audit(
+        &actor.0,
+        "invite.revoke",
+        &format!("invite {} ({})", revoked.id, revoked.role.as_str()),
+    )?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -559,6 +559,11 @@ test('charts: drawn by the box from the real Prometheus through obsbox, in the b
   assert.match(await targets.filter({ hasText: 'gone' }).locator('.sparkline-value').textContent(), /^0$/);
   await drawn('Probe time');
   assert.match(await chart('Probe time').textContent(), /node-port\s*\d+(\.\d+)? ms/);
+  // Each node target's own CPU and memory, from its node_exporter.
+  for (const title of ['CPU used by each node target', 'Memory used by each node target']) {
+    await drawn(title);
+    assert.match(await chart(title).locator('.sparklines').textContent(), /browser-test\s*\d+(\.\d+)? %/);
+  }
   // The time under the cursor is the box's, named.
   const cpu = chart('CPU used');
   const over = await cpu.locator('.u-over').boundingBox();
@@ -572,6 +577,34 @@ test('charts: drawn by the box from the real Prometheus through obsbox, in the b
     });
     await page.locator('section.charts').screenshot({ path: join(SCREENSHOTS, `charts-overview-${width}.png`) });
   }
+  await page.setViewportSize({ width: 1280, height: 900 });
+
+  // Targets: each node target's CPU, memory and fullest file system, a
+  // line per target; a chart expands to the whole row, taller.
+  await page.goto(`${BASE}/targets`);
+  for (const title of ['CPU used by each node target', 'Memory used by each node target', 'Fullest file system of each node target']) {
+    await drawn(title);
+    assert.match(await chart(title).locator('[role=img]').getAttribute('aria-label'), /browser-test: \d+(\.\d+)? %/);
+  }
+  const memory = chart('Memory used by each node target');
+  const narrow = await memory.boundingBox();
+  await page.getByRole('button', { name: 'Expand Memory used by each node target' }).click();
+  await eventually('the chart expanded', async () => {
+    const [canvas, box] = await Promise.all([memory.locator('canvas').boundingBox(), memory.boundingBox()]);
+    return box.width > narrow.width * 1.5 && canvas.height > 300 && canvas.width <= box.width;
+  });
+  assert.equal(await page.getByRole('button', { name: 'Shrink Memory used by each node target' }).getAttribute('aria-expanded'), 'true');
+  await memory.scrollIntoViewIfNeeded();
+  await page.screenshot({ path: join(SCREENSHOTS, 'charts-targets-expanded-1280.png') });
+  await page.getByRole('button', { name: 'Shrink Memory used by each node target' }).click();
+  await eventually('the chart back in its column', async () => (await memory.boundingBox()).width < narrow.width * 1.2);
+  await page.setViewportSize({ width: 390, height: HEIGHT[390] });
+  await eventually('the node charts fitted to 390 px', async () => {
+    const [canvas, box] = await Promise.all([memory.locator('canvas').boundingBox(), memory.boundingBox()]);
+    return canvas.width <= box.width;
+  });
+  await page.locator('#h-node-charts').scrollIntoViewIfNeeded();
+  await page.screenshot({ path: join(SCREENSHOTS, 'charts-targets-390.png') });
   await page.setViewportSize({ width: 1280, height: 900 });
 
   // Services: restarts of every child from obsbox's own metrics; memory

@@ -224,7 +224,7 @@ export function badge(text) {
 }
 
 /** Copies `text` to the clipboard; without the Clipboard API (plain HTTP on the LAN) through a selected field. */
-async function copyText(text) {
+export async function copyText(text) {
   if (navigator.clipboard && window.isSecureContext) {
     await navigator.clipboard.writeText(text);
     return;

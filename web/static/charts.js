@@ -13,10 +13,15 @@
 //   data-range      seconds back from now (default 10800, 3 h); or
 //   data-start, data-end  a fixed range in Unix seconds (`showRange`)
 // Times on the axis are the box's time zone's, like every time in the UI.
-import { read, bytes, duration, when, boxZone, el } from './app.js';
+// A range picker above the page's first charts (1 h, 6 h, 24 h, 7 d, or a
+// custom from–to typed in the box's zone) overrides every chart's range; the
+// choice is kept per page in localStorage.
+import { read, bytes, duration, when, boxZone, boxInstant, el, say, clearMessage } from './app.js';
 
 const REFRESH_MS = 60_000;
-const HEIGHT = { line: 200, sparklines: 36 };
+const HEIGHT = { line: 200, sparklines: 36, expanded: 420 };
+/** A line chart's height: taller while expanded. */
+const lineHeight = (figure) => (figure.classList.contains('expanded') ? HEIGHT.expanded : HEIGHT.line);
 // Two palettes chosen for contrast against the light and the dark panel.
 const PALETTE = {
   light: ['#0b5394', '#b35c00', '#1a6b2f', '#8e2c8e', '#b00020', '#00707a', '#5b5b00', '#4a4f55'],
@@ -82,11 +87,32 @@ function rangeText(seconds) {
   return duration(seconds);
 }
 
-/** The time range a chart shows now: its fixed one, or the last `data-range` seconds. */
+/** The ranges offered besides each chart's own, in seconds back from now. */
+const PICKS = [[3600, 'Last 1 h'], [21600, 'Last 6 h'], [86400, 'Last 24 h'], [604800, 'Last 7 d']];
+/** The longest range `/api/metrics/query_range` takes. */
+const LONGEST = 31 * 86400;
+const PICKED_KEY = `obsbox.chart-range:${location.pathname}`;
+
+/** The page's kept choice: `{range}` (seconds back from now), `{start, end}` (Unix seconds) or null (each chart's own). */
+function keptChoice() {
+  try {
+    const kept = JSON.parse(localStorage.getItem(PICKED_KEY));
+    if (PICKS.some(([seconds]) => seconds === kept?.range)) return { range: kept.range };
+    if (kept?.start < kept?.end && kept.end - kept.start <= LONGEST) return { start: kept.start, end: kept.end };
+  } catch {
+    // Nothing kept, or storage unavailable: each chart's own range.
+  }
+  return null;
+}
+let picked = keptChoice();
+
+/** The time range a chart shows now: the page's choice, else its fixed one, else the last `data-range` seconds. */
 function rangeOf(figure) {
+  const now = Math.floor(Date.now() / 1000);
+  if (picked?.range) return { start: now - picked.range, end: now, fixed: false };
+  if (picked?.end) return { start: picked.start, end: picked.end, fixed: true };
   const { start, end, range } = figure.dataset;
   if (start && end) return { start: Number(start), end: Number(end), fixed: true };
-  const now = Math.floor(Date.now() / 1000);
   return { start: now - Number(range || 10800), end: now, fixed: false };
 }
 
@@ -165,6 +191,20 @@ function summary(series, format) {
 
 const charts = new Map();
 
+/** The button that widens a line chart to the whole row and makes it taller, and back. */
+function expandButton(figure, title) {
+  const button = el('button', { type: 'button', class: 'small secondary chart-expand', 'aria-expanded': 'false' }, 'Expand');
+  button.setAttribute('aria-label', `Expand ${title}`);
+  button.addEventListener('click', () => {
+    const expanded = figure.classList.toggle('expanded');
+    button.setAttribute('aria-expanded', String(expanded));
+    button.textContent = expanded ? 'Shrink' : 'Expand';
+    button.setAttribute('aria-label', `${expanded ? 'Shrink' : 'Expand'} ${title}`);
+    charts.get(figure)?.resize?.();
+  });
+  return button;
+}
+
 /** Draws (or redraws) one figure from Prometheus' answer. */
 async function draw(figure) {
   const kind = figure.dataset.chart;
@@ -176,6 +216,7 @@ async function draw(figure) {
   caption.textContent = range.fixed
     ? `${title}, ${when(range.start * 1000)} to ${when(range.end * 1000)}`
     : `${title}, last ${rangeText(range.end - range.start)}`;
+  if (kind === 'line' && !figure.querySelector('.chart-expand')) caption.after(expandButton(figure, title));
   const plot = figure.querySelector('.chart-plot') ?? figure.appendChild(el('div', { class: 'chart-plot', role: 'img' }));
   const note = figure.querySelector('.chart-note') ?? figure.appendChild(el('p', { class: 'chart-note empty' }));
   let series;
@@ -221,8 +262,8 @@ async function draw(figure) {
     charts.set(figure, { plot: { destroy: () => lines.forEach((l) => l.destroy()) }, resize: () => lines.forEach((l) => l.setSize({ width: Math.max(80, l.root.parentElement.clientWidth), height: HEIGHT.sparklines })) });
     return;
   }
-  const chart = new uPlot(options(kind, width, series, dashed, format, range, figure.dataset.unit), columns(series), plot);
-  charts.set(figure, { plot: chart, resize: () => chart.setSize({ width: Math.max(120, plot.clientWidth), height: HEIGHT.line }) });
+  const chart = new uPlot({ ...options(kind, width, series, dashed, format, range, figure.dataset.unit), height: lineHeight(figure) }, columns(series), plot);
+  charts.set(figure, { plot: chart, resize: () => chart.setSize({ width: Math.max(120, plot.clientWidth), height: lineHeight(figure) }) });
 }
 
 const resized = new ResizeObserver((entries) => {
@@ -236,11 +277,72 @@ export function showRange(figure, start, end) {
   return draw(figure);
 }
 
+/** `2026-12-07T03:04:05`: a time as a `datetime-local` field shows it, in the box's zone. */
+const wallClock = zoned({ year: 'numeric', month: '2-digit', day: '2-digit', hour: '2-digit', minute: '2-digit', second: '2-digit' });
+const typed = (unix) => wallClock.format(new Date(unix * 1000)).replace(' ', 'T');
+
+/** The range picker, put before the page's first chart grid; `redraw` draws every chart again. */
+function rangePicker(first, redraw) {
+  const choice = el('select', { id: 'chart-range' },
+    el('option', { value: '' }, "Each chart's own range"),
+    PICKS.map(([seconds, label]) => el('option', { value: String(seconds) }, label)),
+    el('option', { value: 'custom' }, 'From–to'));
+  const field = (id, label) => [
+    el('label', { for: id }, `${label} (${boxZone})`),
+    el('input', { id, type: 'datetime-local', step: '1', required: true }),
+  ];
+  const custom = el('div', { class: 'chart-range-custom' },
+    el('div', { class: 'field' }, field('chart-from', 'From')),
+    el('div', { class: 'field' }, field('chart-to', 'To')),
+    el('button', { type: 'submit' }, 'Show this range'));
+  const form = el('form', { class: 'chart-range', 'aria-label': 'Range of the charts' },
+    el('div', { class: 'field' }, el('label', { for: 'chart-range' }, 'Charts show'), choice), custom);
+  const [from, to] = [custom.querySelector('#chart-from'), custom.querySelector('#chart-to')];
+  const choose = (next) => {
+    picked = next;
+    if (next) localStorage.setItem(PICKED_KEY, JSON.stringify(next));
+    else localStorage.removeItem(PICKED_KEY);
+    return redraw();
+  };
+  const showCustom = (on) => {
+    custom.hidden = !on;
+    if (!on) return;
+    const range = rangeOf(first);
+    from.value = typed(range.start);
+    to.value = typed(range.end);
+  };
+  choice.value = picked?.range ? String(picked.range) : picked ? 'custom' : '';
+  showCustom(choice.value === 'custom');
+  choice.addEventListener('change', () => {
+    showCustom(choice.value === 'custom');
+    if (choice.value === 'custom') from.focus();
+    else choose(choice.value ? { range: Number(choice.value) } : null);
+  });
+  form.addEventListener('submit', (event) => {
+    event.preventDefault();
+    const [start, end] = [boxInstant(from.value), boxInstant(to.value)].map((ms) => Math.floor(ms / 1000));
+    if (!(start < end)) {
+      say('The charts need a From before their To.', { error: true });
+      return;
+    }
+    if (end - start > LONGEST) {
+      say('The charts show at most 31 days; choose a shorter range.', { error: true });
+      return;
+    }
+    clearMessage();
+    choose({ start, end });
+  });
+  const grid = first.closest('.chart-grid') ?? first;
+  grid.before(form);
+}
+
 /** Draws every chart on the page now, then keeps them current. */
 export function drawAll() {
   const figures = [...document.querySelectorAll('[data-chart]')];
+  if (!figures.length) return Promise.resolve([]);
   for (const figure of figures) resized.observe(figure);
-  const refresh = () => Promise.all(figures.filter((f) => !document.hidden && !f.dataset.end).map(draw));
+  rangePicker(figures[0], () => Promise.all(figures.map(draw)));
+  const refresh = () => Promise.all(figures.filter((f) => !document.hidden && !rangeOf(f).fixed).map(draw));
   setInterval(refresh, REFRESH_MS);
   dark.addEventListener('change', () => figures.forEach(draw));
   return Promise.all(figures.map(draw));

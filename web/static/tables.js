@@ -2,8 +2,10 @@
 // renders into a container marked `data-table-tools="<what it lists>"`:
 // each column head becomes a button that sorts by it (again: the other way),
 // and once the list is longer than a screen a search field above it hides
-// the rows that do not contain what is typed. The choice outlives the
-// page's own refreshes of the table.
+// the rows that do not contain what is typed. At phone width, where rows
+// are cards and the heads are hidden, a "Sort by" select above the table
+// does what the heads do. The choice outlives the page's own refreshes of
+// the table.
 
 /** Rows beyond which a list no longer fits a screen and gets a search field. */
 const LONG = 10;
@@ -49,9 +51,49 @@ function searchField(container, state) {
   return state.field;
 }
 
+/** The select naming the sort (column and order), for phone width where the heads are hidden. */
+function sortField(container, state) {
+  if (state.sortSelect) return state.sortSelect;
+  const id = `${container.id}-sort`;
+  const select = document.createElement('select');
+  select.id = id;
+  const label = document.createElement('label');
+  label.htmlFor = id;
+  label.textContent = `Sort ${container.dataset.tableTools} by`;
+  const box = document.createElement('div');
+  box.className = 'table-sort';
+  box.append(label, select);
+  container.before(box);
+  select.addEventListener('change', () => {
+    const [column, order] = select.value.split(':');
+    state.column = Number(column);
+    state.descending = order === 'descending';
+    arrange(container, state);
+  });
+  state.sortSelect = select;
+  return select;
+}
+
+/** Offers each sortable column (a head with a sort button) both ways. */
+function sortChoices(container, state, heads) {
+  const select = sortField(container, state);
+  select.closest('.table-sort').hidden = !heads.length;
+  const choices = [['', 'As listed']];
+  for (const [column, label] of heads) {
+    choices.push([`${column}:ascending`, `${label}, ascending`], [`${column}:descending`, `${label}, descending`]);
+  }
+  select.replaceChildren(...choices.map(([value, text]) => Object.assign(document.createElement('option'), { value, text })));
+  // "As listed" only until a sort is chosen: the order before it is gone then.
+  select.options[0].disabled = true;
+}
+
 /** Puts the rows in the chosen order and hides those the search leaves out. */
 function arrange(container, state) {
   const { box, count } = searchField(container, state);
+  if (state.sortSelect) {
+    const order = state.descending ? 'descending' : 'ascending';
+    state.sortSelect.value = state.column === null ? '' : `${state.column}:${order}`;
+  }
   const table = container.querySelector('table');
   const rows = table ? [...table.tBodies[0].rows] : [];
   box.hidden = rows.length <= LONG && !state.query;
@@ -78,12 +120,14 @@ function arrange(container, state) {
 
 /** Called by `table()` after each render of a container marked `data-table-tools`. */
 export function tableTools(container) {
-  const state = chosen.get(container) ?? { column: null, descending: false, query: '', field: null };
+  const state = chosen.get(container) ?? { column: null, descending: false, query: '', field: null, sortSelect: null };
   chosen.set(container, state);
   const table = container.querySelector('table');
+  const heads = [];
   for (const [column, th] of [...(table?.tHead.rows[0].cells ?? [])].entries()) {
     const label = th.textContent.trim();
     if (!label || th.hasAttribute('data-unsorted')) continue; // a column of buttons
+    heads.push([column, label]);
     const button = document.createElement('button');
     Object.assign(button, { type: 'button', className: 'sort', textContent: label });
     button.setAttribute('aria-label', `Sort ${container.dataset.tableTools} by ${label}`);
@@ -94,5 +138,6 @@ export function tableTools(container) {
     });
     th.replaceChildren(button);
   }
+  sortChoices(container, state, heads);
   arrange(container, state);
 }

@@ -1,5 +1,7 @@
-// Targets: the scrape targets and probes, each kept as a whole settings section.
+// Targets: the scrape targets and probes, each kept as a whole settings
+// section, and charts of the node targets' CPU, memory and disk.
 import { api, badge, every, listEditor, settingsList, labelsText, parseLabels, when } from './app.js';
+import './charts.js';
 
 const byName = (item) => item.name;
 

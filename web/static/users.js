@@ -1,13 +1,17 @@
 // Users (admins only): the list with role, state and second factor; change
 // a role, disable or enable, reset a password or a lost second factor,
-// delete (asked first), and add a user with an initial password.
-import { api, table, when, action, actions, el, say, onSubmit, options } from './app.js';
+// delete (asked first), and add a user with an initial password; invite
+// links (a role, how long valid, one use), the new link shown once, revoked
+// by deleting.
+import { api, table, when, action, actions, el, say, onSubmit, options, badge, copyText } from './app.js';
 
 const $ = (id) => document.getElementById(id);
 const ROLES = ['viewer', 'operator', 'admin'];
 const userForm = $('user-form');
 const resetForm = $('reset-form');
+const inviteForm = $('invite-form');
 options(userForm.elements.role, ROLES);
+options(inviteForm.elements.role, ROLES);
 
 async function change(user, body, done) {
   await api('PUT', `/api/users/${encodeURIComponent(user.name)}`, body);
@@ -82,4 +86,50 @@ onSubmit(resetForm, async (v, send) => {
 });
 $('reset-cancel').addEventListener('click', () => { resetForm.hidden = true; });
 
+function inviteState(invite) {
+  if (invite.used_by) return badge(`used by ${invite.used_by}`);
+  return badge(invite.expires_at <= Date.now() ? 'expired' : 'open');
+}
+
+async function loadInvites() {
+  const invites = await api('GET', '/api/invites');
+  table($('invites'), {
+    columns: [
+      { label: 'Invite', value: (i) => `invite ${i.id}` },
+      { label: 'Role', value: (i) => i.role },
+      { label: 'Made', value: (i) => `${when(i.created_at)} by ${i.created_by}` },
+      { label: 'Expires', value: (i) => when(i.expires_at) },
+      { label: 'State', value: inviteState },
+      { label: 'Actions', value: (i) => actions(
+        action(i.used_by ? 'Delete' : 'Revoke', `${i.used_by ? 'Delete' : 'Revoke'} invite ${i.id}`, async () => {
+          if (!i.used_by && !window.confirm(`Revoke invite ${i.id}? Its link stops working.`)) return;
+          await api('DELETE', `/api/invites/${i.id}`);
+          say(i.used_by ? `Invite ${i.id} is deleted.` : `Invite ${i.id} is revoked; its link no longer works.`);
+          await loadInvites();
+        }, 'small danger'),
+      ) },
+    ],
+    rows: invites,
+    empty: 'No invite links.',
+  });
+}
+
+onSubmit(inviteForm, async (v, send) => {
+  const made = await send('POST', '/api/invites', { role: v.role, expires_hours: Number(v.expires_hours) });
+  $('invite-link').value = new URL(made.link, location.origin).href;
+  $('new-invite').hidden = false;
+  $('invite-link').select();
+  say(`Invite ${made.id} (${made.role}) is made; its link is shown once, below the form.`);
+  await loadInvites();
+});
+$('invite-copy').addEventListener('click', async () => {
+  try {
+    await copyText($('invite-link').value);
+    say('Copied the invite link.');
+  } catch (e) {
+    say(e.message, { error: true });
+  }
+});
+
 load();
+loadInvites();
