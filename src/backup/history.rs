@@ -243,7 +243,7 @@ pub fn counts(store: &Store, job: &str, rto_ms: i64) -> Result<RunCounts, StoreE
             .map_or((0, 0), |&(_, _, n, within)| (n, within))
     };
     let mut counts = RunCounts::default();
-    for kind in [Kind::Backup, Kind::Verify, Kind::Drill] {
+    for kind in Kind::ALL {
         for result in [Outcome::Ok, Outcome::Failed, Outcome::Halted] {
             counts.runs.push((kind, result, find(kind, result).0));
         }

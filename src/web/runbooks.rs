@@ -119,6 +119,7 @@ mod tests {
         "BackupSlowerThanUsual",
         "BackupDrillFailed",
         "BackupRTOExceeded",
+        "BackupCopyStale",
         "AlertEscalated",
         "SLOBurnRateFast",
         "SLOBurnRateSlow",
