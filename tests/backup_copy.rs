@@ -10,7 +10,6 @@ use common::pbs::{create_job, finished_run, fixture, job, Fixture, PASSWORD};
 use common::*;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 /// The second repository's own password.
 const COPY_PASSWORD: &str = "another horse, off-site";

@@ -30,7 +30,7 @@ pub struct CopySettings {
     /// the job's `copy_password` secret.
     pub repository: String,
     /// When the copy runs: "" (the default) after each successful backup,
-    /// else a calendar event of its own (`daily 04:00`).
+    /// else a calendar event of its own (`*-*-* 04:00`).
     #[serde(default)]
     pub schedule: String,
     /// The copy's recovery point objective (60s to 366d): alert when its
@@ -149,7 +149,7 @@ mod tests {
         assert!(problems(&good).is_empty());
         let scheduled = job(
             "restic",
-            serde_json::json!({"repository": "sftp:nas:/r", "schedule": "daily 04:00", "rpo": "2d"}),
+            serde_json::json!({"repository": "sftp:nas:/r", "schedule": "*-*-* 04:00", "rpo": "2d"}),
         );
         assert!(problems(&scheduled).is_empty());
         let same = job("restic", serde_json::json!({"repository": "/srv/repo/"}));

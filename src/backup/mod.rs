@@ -1737,8 +1737,11 @@ impl RunTask {
             .store
             .secret_path(&format!("backup/{}/copy-password", self.job.name));
         let target = copy::target(client, settings, password.exists().then_some(password));
-        self.client_run(&target, &target.copy_args()).await?;
-        self.client_run(&target, &target.prune_args()).await?;
+        // What was copied and forgotten (restic says so on stdout), for the run's log.
+        for args in [target.copy_args(), target.prune_args()] {
+            let report = self.client_run(&target, &args).await?;
+            lock(&self.shared.progress).note(&report);
+        }
         finish.snapshot = self
             .listed(&target)
             .await?
