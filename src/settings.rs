@@ -294,6 +294,10 @@ pub struct BackupJob {
     /// directory on another file system is left out, and the run says so.
     #[serde(default)]
     pub include_mount_points: Vec<String>,
+    /// A second, off-site destination (restic only): the job's snapshots
+    /// copied there with `restic copy`, after each backup or on a schedule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy: Option<crate::backup::CopySettings>,
 }
 
 impl BackupJob {
@@ -1171,6 +1175,9 @@ impl BackupSettings {
                 if let Some(value) = value {
                     duration_in(field, value, range, &mut |f, m| at(&f, m));
                 }
+            }
+            for (field, problem) in job.copy.iter().flat_map(|c| c.validate(job)) {
+                at(&field, problem);
             }
             for path in &job.include_mount_points {
                 if !job.paths.contains(path) {

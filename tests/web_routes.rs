@@ -297,6 +297,13 @@ const CHANGES: &[Case] = &[
         "/api/backups/jobs/nope/run",
         Some(("", 404)),
     ),
+    // The off-site copy: one more action of the same route.
+    case(
+        "/api/backups/jobs/{name}/{action}",
+        "POST",
+        "/api/backups/jobs/nope/copy",
+        Some(("", 404)),
+    ),
     case(
         "/api/backups/repositories/test",
         "POST",

@@ -68,6 +68,7 @@ const API_RULES: &[(&[&str], &str, Role)] = &[
     (&["POST"], "/api/backups/jobs", Admin),
     (&["PUT", "DELETE"], "/api/backups/jobs/{name}", Admin),
     (&["GET"], "/api/backups/jobs/{name}/retention", Viewer),
+    // run, verify, drill and copy (to the off-site repository) now.
     (&["POST"], "/api/backups/jobs/{name}/{action}", Operator),
     (&["POST"], "/api/backups/repositories/test", Admin),
     (&["POST"], "/api/backups/halt", Operator),

@@ -28,6 +28,8 @@ pub struct Client {
     pub secrets: JobSecrets,
     /// restic's local cache of repository metadata.
     pub cache_dir: PathBuf,
+    /// The repository `restic copy` reads from (this one is written to).
+    pub copy_from: Option<super::copy::CopySource>,
 }
 
 /// Variables either client would read; obsbox sets the ones a job needs.
@@ -48,6 +50,12 @@ const INHERITED_SECRETS: &[&str] = &[
     "RESTIC_PASSWORD_FILE",
     "RESTIC_PASSWORD_COMMAND",
     "RESTIC_KEY_HINT",
+    "RESTIC_FROM_REPOSITORY",
+    "RESTIC_FROM_REPOSITORY_FILE",
+    "RESTIC_FROM_PASSWORD",
+    "RESTIC_FROM_PASSWORD_FILE",
+    "RESTIC_FROM_PASSWORD_COMMAND",
+    "RESTIC_FROM_KEY_HINT",
 ];
 
 /// Output of a client run so far: the log (bounded) and its last line.
@@ -179,6 +187,13 @@ impl Client {
             if let Some(path) = &self.secrets.password {
                 cmd.env("RESTIC_PASSWORD_FILE", path);
             }
+            // Through restic's variables: a location may hold credentials.
+            if let Some(from) = &self.copy_from {
+                cmd.env("RESTIC_FROM_REPOSITORY", &from.repository);
+                if let Some(path) = &from.password {
+                    cmd.env("RESTIC_FROM_PASSWORD_FILE", path);
+                }
+            }
             cmd.args(args);
             cmd.args(["--cache-dir".into(), self.cache_dir.display().to_string()]);
             cmd.args(self.job.options.restic_limits());
@@ -285,6 +300,14 @@ impl Client {
             vec!["prune".to_string(), self.group()]
         };
         args.extend(self.job.retention.prune_args());
+        args
+    }
+
+    /// Copies the job's snapshots (its host and tags) from `copy_from` into
+    /// this repository; restic skips those copied before.
+    pub fn copy_args(&self) -> Vec<String> {
+        let mut args = vec!["copy".to_string()];
+        args.extend(self.restic_filter());
         args
     }
 

@@ -243,7 +243,7 @@ pub fn counts(store: &Store, job: &str, rto_ms: i64) -> Result<RunCounts, StoreE
             .map_or((0, 0), |&(_, _, n, within)| (n, within))
     };
     let mut counts = RunCounts::default();
-    for kind in [Kind::Backup, Kind::Verify, Kind::Drill] {
+    for kind in Kind::ALL {
         for result in [Outcome::Ok, Outcome::Failed, Outcome::Halted] {
             counts.runs.push((kind, result, find(kind, result).0));
         }
@@ -385,8 +385,10 @@ mod tests {
         run(Kind::Drill, Outcome::Ok, Some(1_000));
         run(Kind::Drill, Outcome::Ok, Some(9_000));
         run(Kind::Drill, Outcome::Failed, None);
+        run(Kind::Copy, Outcome::Failed, None);
         let c = counts(&store, "nas", 5_000).unwrap();
-        assert_eq!(c.runs.len(), 9);
+        assert_eq!(c.runs.len(), 12);
+        assert!(c.runs.contains(&(Kind::Copy, Outcome::Failed, 1)));
         assert!(c.runs.contains(&(Kind::Backup, Outcome::Failed, 1)));
         assert!(c.runs.contains(&(Kind::Verify, Outcome::Ok, 0)));
         assert_eq!(

@@ -14,6 +14,7 @@
 mod appliance;
 mod calendar;
 mod client;
+mod copy;
 mod history;
 mod hooks;
 mod keys;
@@ -27,6 +28,7 @@ mod storage;
 mod verify;
 
 pub(crate) use calendar::CalendarEvent;
+pub use copy::CopySettings;
 pub use history::{Outcome, Run};
 pub(crate) use options::JobOptions;
 pub use repository::{TestOptions, TestReport};
@@ -59,21 +61,24 @@ pub enum Kind {
     Verify,
     /// Restore the newest snapshot and compare every file's checksum.
     Drill,
+    /// Copy the job's snapshots to its second repository, then prune there.
+    Copy,
 }
 
 impl Kind {
+    pub const ALL: [Kind; 4] = [Kind::Backup, Kind::Verify, Kind::Drill, Kind::Copy];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Backup => "backup",
             Kind::Verify => "verify",
             Kind::Drill => "drill",
+            Kind::Copy => "copy",
         }
     }
 
     pub fn parse(text: &str) -> Option<Kind> {
-        [Kind::Backup, Kind::Verify, Kind::Drill]
-            .into_iter()
-            .find(|k| k.as_str() == text)
+        Kind::ALL.into_iter().find(|k| k.as_str() == text)
     }
 }
 
@@ -227,9 +232,18 @@ pub struct SecretsUpdate {
     pub password: Option<String>,
     pub encryption_key: Option<String>,
     pub encryption_password: Option<String>,
+    /// The password of the copy's second repository (`copy`).
+    pub copy_password: Option<String>,
 }
 
-const SECRET_NAMES: [&str; 3] = ["password", "encryption-key", "encryption-password"];
+/// The job's secrets, as files under `secrets/backup/<job>/`; the first
+/// three are the repository's (what a repository test uses).
+const SECRET_NAMES: [&str; 4] = [
+    "password",
+    "encryption-key",
+    "encryption-password",
+    "copy-password",
+];
 
 /// What the backup service needs from its surroundings.
 pub struct BackupContext {
@@ -277,6 +291,23 @@ pub struct JobStatus {
     /// When obsbox first saw the job (Unix milliseconds): its RPO counts
     /// from here until a backup succeeds.
     pub created_at: Option<i64>,
+    /// Its off-site copy, if it has one.
+    pub copy: Option<CopyStatus>,
+}
+
+/// A job's copy to its second repository.
+#[derive(Debug, Clone, Serialize)]
+pub struct CopyStatus {
+    pub repository: String,
+    /// "" when it runs after each successful backup, else its calendar event.
+    pub schedule: String,
+    /// Its next scheduled run, RFC 3339 (none when it follows the backups).
+    pub next_copy: Option<String>,
+    pub last_copy: Option<Run>,
+    pub last_success: Option<Run>,
+    pub password_set: bool,
+    /// Its recovery point objective, own or from its timing.
+    pub rpo_seconds: u64,
 }
 
 /// What became of a request to run now.
@@ -542,6 +573,7 @@ impl Backups {
             secrets.encryption_password,
         ];
         let mut given = Vec::new();
+        // The copy's password is not this repository's: not tested here.
         for (name, value) in SECRET_NAMES.iter().zip(values) {
             given.push(match value.filter(|v| !v.is_empty()) {
                 Some(value) => {
@@ -608,6 +640,7 @@ impl Backups {
             secrets.password,
             secrets.encryption_key,
             secrets.encryption_password,
+            secrets.copy_password,
         ];
         for (secret, value) in SECRET_NAMES.iter().zip(values) {
             let path = format!("backup/{name}/{secret}");
@@ -770,20 +803,25 @@ impl Actor {
     fn handle(&mut self, msg: Msg) {
         match msg {
             Msg::RunNow { job, kind, done } => {
-                let result = if self.job(&job).is_some() {
-                    let mut waiting_for: Vec<String> = self.halts.iter().cloned().collect();
-                    waiting_for.extend(self.job_halts.get(&job).into_iter().flatten().cloned());
-                    if self.running.contains_key(&job) {
-                        waiting_for.push("running".into());
-                    }
-                    self.start_or_defer(job, kind, None);
-                    Ok(RunRequest {
-                        started: waiting_for.is_empty(),
-                        waiting_for,
-                    })
-                } else {
-                    Err(BackupError::NoSuchJob(job))
-                };
+                let result =
+                    if kind == Kind::Copy && self.job(&job).is_some_and(|j| j.copy.is_none()) {
+                        Err(BackupError::Refused(format!(
+                            "backup job '{job}' has no copy: give it a second repository (copy)"
+                        )))
+                    } else if self.job(&job).is_some() {
+                        let mut waiting_for: Vec<String> = self.halts.iter().cloned().collect();
+                        waiting_for.extend(self.job_halts.get(&job).into_iter().flatten().cloned());
+                        if self.running.contains_key(&job) {
+                            waiting_for.push("running".into());
+                        }
+                        self.start_or_defer(job, kind, None);
+                        Ok(RunRequest {
+                            started: waiting_for.is_empty(),
+                            waiting_for,
+                        })
+                    } else {
+                        Err(BackupError::NoSuchJob(job))
+                    };
                 let _ = done.send(result);
             }
             Msg::Halt {
@@ -856,14 +894,23 @@ impl Actor {
                 slot,
             } => {
                 self.running.remove(&job);
+                let copy_follows = kind == Kind::Backup
+                    && outcome == Outcome::Ok
+                    && self
+                        .job(&job)
+                        .and_then(|j| j.copy.as_ref())
+                        .is_some_and(|c| c.after_backup());
                 match (outcome, slot) {
-                    (Outcome::Halted, _) => self.defer(job, kind, slot),
+                    (Outcome::Halted, _) => self.defer(job.clone(), kind, slot),
                     (Outcome::Ok, Some(slot)) => {
                         if let Err(e) = history::set_slot(&self.ctx.store, &job, kind, slot) {
                             tracing::error!(%job, error = %e, "cannot record the backup schedule");
                         }
                     }
                     _ => {}
+                }
+                if copy_follows {
+                    self.defer(job, Kind::Copy, None);
                 }
                 self.answer_stopping();
                 self.start_pending();
@@ -990,24 +1037,34 @@ impl Actor {
             }
         }
         for job in b.jobs.iter().filter(|j| j.enabled) {
+            let copy_schedule = job
+                .copy
+                .as_ref()
+                .filter(|c| !c.after_backup())
+                .map(|c| &c.schedule);
             for (kind, event) in [
-                (Kind::Backup, &job.schedule),
+                (Kind::Backup, Some(&job.schedule)),
                 (
                     Kind::Verify,
-                    job.options
-                        .verify_schedule
-                        .as_ref()
-                        .unwrap_or(&b.verify_schedule),
+                    Some(
+                        job.options
+                            .verify_schedule
+                            .as_ref()
+                            .unwrap_or(&b.verify_schedule),
+                    ),
                 ),
                 (
                     Kind::Drill,
-                    job.options
-                        .drill_schedule
-                        .as_ref()
-                        .unwrap_or(&b.drill_schedule),
+                    Some(
+                        job.options
+                            .drill_schedule
+                            .as_ref()
+                            .unwrap_or(&b.drill_schedule),
+                    ),
                 ),
+                (Kind::Copy, copy_schedule),
             ] {
-                let Ok(event) = CalendarEvent::parse(event) else {
+                let Some(Ok(event)) = event.map(|e| CalendarEvent::parse(e)) else {
                     continue;
                 };
                 let fired = self.fired.get(&(job.name.clone(), kind)).copied();
@@ -1158,6 +1215,18 @@ impl Actor {
                     rpo_seconds: objectives::rpo(job, &now).as_secs(),
                     rto_seconds: rto.as_secs(),
                     created_at: history::job_created(store, &job.name).ok(),
+                    copy: job.copy.as_ref().map(|copy| CopyStatus {
+                        repository: copy.repository.clone(),
+                        schedule: copy.schedule.clone(),
+                        next_copy: self
+                            .due
+                            .get(&(job.name.clone(), Kind::Copy))
+                            .map(|t| t.to_string()),
+                        last_copy: last(Kind::Copy, None),
+                        last_success: last(Kind::Copy, Some(Outcome::Ok)),
+                        password_set: secret_set("copy-password"),
+                        rpo_seconds: copy::rpo(job, copy, &now).as_secs(),
+                    }),
                 }
             })
             .collect();
@@ -1234,6 +1303,7 @@ pub(crate) fn job_client(
             encryption_password: secret("encryption-password"),
         },
         cache_dir: data_dir.join("cache").join(name),
+        copy_from: None,
     })
 }
 
@@ -1313,9 +1383,11 @@ impl RunTask {
                 Kind::Backup => self.backup(client, &mut finish, &mut files).await,
                 Kind::Verify => self.verify(client, &mut finish).await,
                 Kind::Drill => self.drill(client, &mut finish).await,
+                Kind::Copy => self.copy(client, &mut finish).await,
             },
         };
-        if let (Ok(()), Ok(client), false) = (&result, &self.client, kind == Kind::Drill) {
+        let reads_storage = matches!(kind, Kind::Backup | Kind::Verify);
+        if let (Ok(()), Ok(client), true) = (&result, &self.client, reads_storage) {
             self.read_storage(client).await;
         }
         // A halt that arrived mid-run wins over whatever error the signal caused.
@@ -1648,6 +1720,34 @@ impl RunTask {
                 .map_err(Stop::Failed)?;
             lock(&self.shared.progress).note(&verdict);
         }
+        Ok(())
+    }
+
+    /// Copies the job's snapshots to its second repository and applies the
+    /// job's retention there; the snapshot is the newest one there.
+    async fn copy(&self, client: &Client, finish: &mut Finish) -> Result<(), Stop> {
+        let Some(settings) = &self.job.copy else {
+            return Err(Stop::Failed(format!(
+                "backup job '{}' has no copy",
+                self.job.name
+            )));
+        };
+        let password = self
+            .ctx
+            .store
+            .secret_path(&format!("backup/{}/copy-password", self.job.name));
+        let target = copy::target(client, settings, password.exists().then_some(password));
+        // What was copied and forgotten (restic says so on stdout), for the run's log.
+        for args in [target.copy_args(), target.prune_args()] {
+            let report = self.client_run(&target, &args).await?;
+            lock(&self.shared.progress).note(&report);
+        }
+        finish.snapshot = self
+            .listed(&target)
+            .await?
+            .into_iter()
+            .last()
+            .map(|s| s.name);
         Ok(())
     }
 

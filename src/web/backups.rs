@@ -177,10 +177,11 @@ async fn run(
         "run" => Kind::Backup,
         "verify" => Kind::Verify,
         "drill" => Kind::Drill,
+        "copy" => Kind::Copy,
         _ => {
             return Err(ApiError::new(
                 StatusCode::NOT_FOUND,
-                format!("no action '{action}'; use run, verify or drill"),
+                format!("no action '{action}'; use run, verify, drill or copy"),
             ))
         }
     };

@@ -433,7 +433,7 @@ fn register_backups(registry: &mut Registry, status: &crate::backup::BackupStatu
     }
     registry.register(
         "obsbox_backup_runs",
-        "Finished runs by kind (backup, verify, drill) and result",
+        "Finished runs by kind (backup, verify, drill, copy) and result",
         runs,
     );
     registry.register(
@@ -463,6 +463,40 @@ fn register_backups(registry: &mut Registry, status: &crate::backup::BackupStatu
         halted,
     );
     register_backup_repositories(registry, status);
+    register_backup_copies(registry, status);
+}
+
+/// The off-site copies of enabled jobs: when the last good copy ended (or
+/// the job was created, before its first) against the copy's own RPO.
+fn register_backup_copies(registry: &mut Registry, status: &crate::backup::BackupStatus) {
+    let last_success = Family::<JobLabel, Gauge<f64, AtomicU64>>::default();
+    let rpo = Family::<JobLabel, Gauge>::default();
+    for job in status.jobs.iter().filter(|j| j.enabled) {
+        let Some(copy) = &job.copy else {
+            continue;
+        };
+        let label = JobLabel {
+            backup_job: job.name.clone(),
+        };
+        let good_since = match &copy.last_success {
+            Some(run) => Some(run.ended_at.unwrap_or(run.started_at)),
+            None => job.created_at,
+        };
+        if let Some(ms) = good_since {
+            last_success.get_or_create(&label).set(ms as f64 / 1000.0);
+            rpo.get_or_create(&label).set(copy.rpo_seconds as i64);
+        }
+    }
+    registry.register(
+        "obsbox_backup_copy_last_success_timestamp_seconds",
+        "When the enabled job's last good copy to its second repository ended, or it was created if none did",
+        last_success,
+    );
+    registry.register(
+        "obsbox_backup_copy_rpo_seconds",
+        "The recovery point objective of the enabled job's copy",
+        rpo,
+    );
 }
 
 /// Each job's last verification and its repository's usage.

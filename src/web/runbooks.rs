@@ -120,6 +120,7 @@ mod tests {
         "BackupSlowerThanUsual",
         "BackupDrillFailed",
         "BackupRTOExceeded",
+        "BackupCopyStale",
         "AlertEscalated",
         "SLOBurnRateFast",
         "SLOBurnRateSlow",

@@ -1,4 +1,4 @@
-// One backup, verification or drill run: what it did, its progress while it
+// One backup, verification, drill or off-site copy run: what it did, its progress while it
 // runs (polled every second), the restore time against the RTO for a drill,
 // and the client's log.
 import {
@@ -7,7 +7,7 @@ import {
 
 const $ = (id) => document.getElementById(id);
 const id = location.pathname.split('/').pop();
-const KINDS = { backup: 'Backup', verify: 'Verification', drill: 'Restore drill' };
+const KINDS = { backup: 'Backup', verify: 'Verification', drill: 'Restore drill', copy: 'Off-site copy' };
 
 function restoreTime(run) {
   if (run.restore_ms == null) return null;

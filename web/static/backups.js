@@ -1,5 +1,5 @@
 // Backups: jobs with their schedule, retention and secrets; run, verify or
-// drill now with live progress; the history of runs.
+// drill or copy off-site now with live progress; the history of runs.
 import './charts.js';
 import {
   api, every, table, badge, bytes, duration, when, action, listEditor, lines, say, values, el, onSubmit, kindParts, snapshotId, loadSection,
@@ -57,8 +57,11 @@ function jobFromForm(v) {
     },
   };
   if (v.keep_everything || Object.keys(retention).length) job.retention = retention;
+  if (v.backend === 'restic' && v.copy_repository) {
+    job.copy = { repository: v.copy_repository, schedule: v.copy_schedule || '', rpo: v.copy_rpo || null };
+  }
   const secrets = {};
-  for (const name of ['password', 'encryption_key', 'encryption_password']) {
+  for (const name of ['password', 'encryption_key', 'encryption_password', 'copy_password']) {
     if (v[name]) secrets[name] = v[name];
   }
   return { job, secrets };
@@ -99,6 +102,17 @@ const jobs = listEditor({
       },
     },
     {
+      label: 'Off-site copy',
+      value: (j) => {
+        const copy = statusOf(j.name).copy;
+        if (!copy) return 'none';
+        const last = copy.last_copy;
+        const next = copy.next_copy ? ` next ${when(copy.next_copy)}` : '';
+        // Why it failed (the client's line), e.g. the second repository is unreachable.
+        return last ? [badge(last.result), ` ${when(last.started_at)}`, last.reason ? ` ${last.reason}` : '', next] : `never${next}`;
+      },
+    },
+    {
       label: 'Repository',
       value: (j) => {
         const s = statusOf(j.name).storage;
@@ -128,6 +142,7 @@ const jobs = listEditor({
     action('Run now', `Run backup ${j.name} now`, () => start(j, 'run')),
     action('Verify', `Verify backup ${j.name}`, () => start(j, 'verify')),
     action('Drill', `Restore drill of ${j.name}`, () => start(j, 'drill')),
+    ...(j.copy ? [action('Copy now', `Copy backup ${j.name} to its second repository now`, () => start(j, 'copy'))] : []),
     action('Retention', `Retention preview of ${j.name}`, () => preview(j)),
     action('Restore', `Restore from ${j.name}`, () => snapshots(j.name)),
   ],
@@ -149,6 +164,10 @@ const jobs = listEditor({
     password: '',
     encryption_key: '',
     encryption_password: '',
+    copy_repository: j.copy?.repository ?? '',
+    copy_schedule: j.copy?.schedule ?? '',
+    copy_rpo: j.copy?.rpo ?? '',
+    copy_password: '',
   }),
   fromForm: (v) => jobFromForm(v),
   save: (item, original, send) => (original === null

@@ -546,6 +546,13 @@ impl<'a> Catalog<'a> {
                 "The repository of backup job {{ $labels.backup_job }} is over 90% full",
                 "Only {{ $value | humanize1024 }}B are free where {{ $labels.backup_job }} backs up to; backups fail once it is full.".into(),
             ),
+            backup(
+                "BackupCopyStale",
+                "time() - obsbox_backup_copy_last_success_timestamp_seconds > on (backup_job) obsbox_backup_copy_rpo_seconds".into(),
+                "critical",
+                "The off-site copy of backup job {{ $labels.backup_job }} is older than its RPO",
+                "The newest good copy of {{ $labels.backup_job }} to its second repository (or the job itself, if no copy ever succeeded) is {{ $value | humanizeDuration }} old, older than the copy's RPO.".into(),
+            ),
         ];
         self.file(
             "Backup alert rules",
