@@ -1,11 +1,16 @@
 //! Encryption keys made on the box. For PBS the client itself creates the key
-//! file (`key create --kdf none`: the file is the key, protected by being
-//! readable by root only, as PBS's own unattended setups keep it), kept as the
-//! job's `encryption-key` secret, so every later backup, drill and restore
-//! uses it; its metadata comes back from `key show`, never the key. restic
-//! has no key apart from the repository's password.
+//! file, kept as the job's `encryption-key` secret, so every later backup,
+//! drill and restore uses it; its metadata comes back from `key show`, never
+//! the key. Without a passphrase (`key create --kdf none`) the file is the
+//! key, protected by being readable by root only, as PBS's own unattended
+//! setups keep it; with one (`--kdf scrypt`, typed at the terminal the client
+//! insists on) the file is useless without the passphrase, which is kept as
+//! the job's `encryption-password` secret and reaches the client as
+//! `PBS_ENCRYPTION_PASSWORD_FILE`. restic has no key apart from the
+//! repository's password.
 
 use super::restore::capture;
+use super::terminal::{check_passphrase, run_typing, typed_twice};
 use super::{BackupError, Backups};
 use serde::Serialize;
 
@@ -73,8 +78,17 @@ impl Backups {
     }
 
     /// Has the client create a new key for `job`, which has none yet (a key
-    /// is never replaced here: snapshots made with it need it to restore).
-    pub async fn create_key(&self, job: &str, actor: &str) -> Result<KeyInfo, BackupError> {
+    /// is never replaced here: snapshots made with it need it to restore),
+    /// protected by `passphrase` when one is given.
+    pub async fn create_key(
+        &self,
+        job: &str,
+        actor: &str,
+        passphrase: Option<&str>,
+    ) -> Result<KeyInfo, BackupError> {
+        if let Some(passphrase) = passphrase {
+            check_passphrase(passphrase).map_err(BackupError::Refused)?;
+        }
         let client = self.client_of(job)?;
         refuse_restic(&client)?;
         if client.secrets.encryption_key.is_some() {
@@ -101,11 +115,28 @@ impl Backups {
             "create".into(),
             fresh.display().to_string(),
             "--kdf".into(),
-            "none".into(),
+            if passphrase.is_some() {
+                "scrypt"
+            } else {
+                "none"
+            }
+            .into(),
         ];
-        let made = capture(&client, &self.ctx.reaper, &args).await;
+        let reaper = &self.ctx.reaper;
+        let made = match passphrase {
+            Some(passphrase) => run_typing(&client, reaper, &args, &typed_twice(passphrase))
+                .await
+                .map(drop),
+            None => capture(&client, reaper, &args).await.map(drop),
+        };
+        let password_name = format!("backup/{job}/encryption-password");
         let stored = made.and_then(|_| {
             let key = std::fs::read(&fresh).map_err(|e| BackupError::Client(e.to_string()))?;
+            match passphrase {
+                Some(passphrase) => store.put_secret(&password_name, passphrase.as_bytes())?,
+                // A passphrase left from an uploaded key would be tried on this one.
+                None => remove_secret(store, &password_name)?,
+            }
             Ok(store.put_secret(&name, &key)?)
         });
         let _ = std::fs::remove_file(&fresh);
@@ -114,9 +145,21 @@ impl Backups {
         store.audit(
             actor,
             "backup.secret",
-            &format!("{job}: encryption key created ({})", info.fingerprint),
+            &format!(
+                "{job}: encryption key created ({}, kdf {})",
+                info.fingerprint, info.kdf
+            ),
         )?;
         Ok(info)
+    }
+}
+
+fn remove_secret(store: &crate::store::Store, name: &str) -> Result<(), BackupError> {
+    match std::fs::remove_file(store.secret_path(name)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(BackupError::Client(format!("{name}: {e}")))
+        }
+        _ => Ok(()),
     }
 }
 

@@ -26,12 +26,28 @@ async fn show(State(app): State<Arc<AppState>>, Path(name): Path<String>) -> Api
     Ok(Json(app.backups.key(&name).await?).into_response())
 }
 
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Create {
+    /// Protects the key file (`--kdf scrypt`); none: the file is the key.
+    passphrase: Option<String>,
+}
+
 async fn create(
     State(app): State<Arc<AppState>>,
     actor: Actor,
     Path(name): Path<String>,
+    body: Bytes,
 ) -> ApiResult {
-    let info = app.backups.create_key(&name, &actor.0).await?;
+    let asked: Create = match body.is_empty() {
+        true => Create::default(),
+        false => json_body(&body)?,
+    };
+    let passphrase = asked.passphrase.filter(|p| !p.is_empty());
+    let info = app
+        .backups
+        .create_key(&name, &actor.0, passphrase.as_deref())
+        .await?;
     Ok((StatusCode::CREATED, Json(info)).into_response())
 }
 
