@@ -182,3 +182,151 @@ fn a_key_with_a_passphrase_is_typed_at_a_terminal_and_the_passphrase_never_shows
     assert!(ok, "{err}");
     assert_eq!(tree(&target), tree(&fx.source));
 }
+
+fn restic_key_ids(keys: &Value) -> Vec<(String, bool)> {
+    keys.as_array()
+        .unwrap()
+        .iter()
+        .map(|k| (k["id"].as_str().unwrap().to_string(), k["current"] == true))
+        .collect()
+}
+
+/// restic with a password given in a file, as someone with only that password runs it.
+fn restic_with(repo: &Path, password: &str, args: &[&str]) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("password");
+    std::fs::write(&file, password).unwrap();
+    Command::new("restic")
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("RESTIC_REPOSITORY", repo)
+        .env("RESTIC_PASSWORD_FILE", &file)
+        .args(["--cache-dir"])
+        .arg(dir.path().join("cache"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn restic_passwords_are_listed_added_removed_and_changed_and_never_shown() {
+    let fx = fixture(2);
+    let repo = pbs::restic_repository(&fx);
+    let obsbox = Obsbox::start(&[("services", services_only(&[]))]);
+    create_job(&obsbox, pbs::restic_job("photos", &fx, &repo));
+    obsbox.send("POST", "/api/backups/jobs/photos/run", "");
+    let run = finished_run(&obsbox, "photos", "backup", 0);
+    assert_eq!(run["result"], "ok", "{run}");
+
+    let keys = obsbox.get("/api/backups/restic-keys/photos");
+    let own = restic_key_ids(&keys);
+    assert_eq!(own.len(), 1, "{keys}");
+    assert!(own[0].1, "the job's own key is the current one: {keys}");
+
+    // A recovery password, kept off the box, opens the repository by itself.
+    const RECOVERY: &str = "ember-falcon-recovery-19";
+    for bad in ["", "two\nlines"] {
+        let (status, _) = obsbox.send(
+            "POST",
+            "/api/backups/restic-keys/photos",
+            &json!({ "password": bad }).to_string(),
+        );
+        assert_eq!(status, 422, "{bad:?}");
+    }
+    let (status, keys) = obsbox.send(
+        "POST",
+        "/api/backups/restic-keys/photos",
+        &json!({ "password": RECOVERY }).to_string(),
+    );
+    assert_eq!(status, 201, "{keys}");
+    let ids = restic_key_ids(&keys);
+    assert_eq!(ids.len(), 2, "{keys}");
+    let recovery = ids.iter().find(|(_, current)| !current).unwrap().0.clone();
+    let seen = restic_with(&repo, RECOVERY, &["snapshots", "--json"]);
+    assert!(
+        seen.status.success(),
+        "{}",
+        String::from_utf8_lossy(&seen.stderr)
+    );
+    let snapshots: Value = serde_json::from_slice(&seen.stdout).unwrap();
+    assert_eq!(snapshots[0]["short_id"].as_str().map(|s| s.len()), Some(8));
+    let target = tempfile::tempdir().unwrap();
+    let restored = restic_with(
+        &repo,
+        RECOVERY,
+        &[
+            "restore",
+            "latest",
+            "--target",
+            target.path().to_str().unwrap(),
+        ],
+    );
+    assert!(restored.status.success());
+    let source_in_target = target.path().join(fx.source.strip_prefix("/").unwrap());
+    assert_eq!(tree(&source_in_target), tree(&fx.source));
+
+    // The job's own key cannot be removed; the recovery one can.
+    let own_id = &own[0].0;
+    let (status, refused) = obsbox.send(
+        "DELETE",
+        &format!("/api/backups/restic-keys/photos/{own_id}"),
+        "",
+    );
+    assert_eq!(status, 422, "{refused}");
+    let (status, _) = obsbox.send("DELETE", "/api/backups/restic-keys/photos/ffffffff", "");
+    assert_eq!(status, 404);
+    let (status, keys) = obsbox.send(
+        "DELETE",
+        &format!("/api/backups/restic-keys/photos/{recovery}"),
+        "",
+    );
+    assert_eq!(status, 200, "{keys}");
+    assert_eq!(restic_key_ids(&keys).len(), 1);
+    assert!(!restic_with(&repo, RECOVERY, &["snapshots"])
+        .status
+        .success());
+
+    // A new password for the job: the old one stops working, the job goes on.
+    const NEW: &str = "new-job-password-quasar-8";
+    let (status, keys) = obsbox.send(
+        "PUT",
+        "/api/backups/restic-keys/photos/password",
+        &json!({ "password": NEW }).to_string(),
+    );
+    assert_eq!(status, 200, "{keys}");
+    assert!(!restic_with(&repo, PASSWORD, &["snapshots"])
+        .status
+        .success());
+    assert!(restic_with(&repo, NEW, &["snapshots"]).status.success());
+    obsbox.send("POST", "/api/backups/jobs/photos/run", "");
+    let run = finished_run(&obsbox, "photos", "backup", run["id"].as_i64().unwrap());
+    assert_eq!(run["result"], "ok", "{run}");
+
+    for path in [
+        "/api/backups",
+        "/api/backups/restic-keys/photos",
+        "/api/audit",
+        "/api/backups/history",
+    ] {
+        let shown = obsbox.get(path).to_string();
+        for secret in [RECOVERY, NEW] {
+            assert!(!shown.contains(secret), "{path} shows a password");
+        }
+    }
+    assert!(!obsbox.log().contains(RECOVERY) && !obsbox.log().contains(NEW));
+    let audit = obsbox.get("/api/audit").to_string();
+    assert!(
+        audit.contains(&format!("restic key {recovery} removed")),
+        "{audit}"
+    );
+    assert!(audit.contains("photos: password changed"), "{audit}");
+    let leftovers: Vec<_> = std::fs::read_dir(obsbox.data.join("secrets/backup/photos"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        leftovers,
+        ["password"],
+        "no scratch password is left behind"
+    );
+}

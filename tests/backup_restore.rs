@@ -4,11 +4,11 @@
 
 mod common;
 
-use common::pbs::{self, create_job, finished_run, fixture, job, Fixture, PASSWORD};
+use common::pbs::{self, create_job, finished_run, fixture, job, restic_repository};
 use common::*;
 use serde_json::{json, Value};
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 fn backed_up(obsbox: &Obsbox, name: &str) -> Value {
@@ -249,18 +249,6 @@ fn pbs_snapshots_are_listed_browsed_restored_and_downloaded() {
 }
 
 /// A restic repository made by restic itself, with `PASSWORD`.
-fn restic_repository(fx: &Fixture) -> PathBuf {
-    let repo = fx.root.parent().unwrap().join("restic-repo");
-    let out = std::process::Command::new("restic")
-        .args(["init", "--repo"])
-        .arg(&repo)
-        .env("RESTIC_PASSWORD", PASSWORD)
-        .output()
-        .expect("restic (Debian package) is installed by scripts/install-deps");
-    assert!(out.status.success());
-    repo
-}
-
 #[test]
 fn restic_snapshots_are_listed_browsed_restored_and_downloaded_by_api_and_cli() {
     let fx = fixture(2);
