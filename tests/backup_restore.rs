@@ -4,11 +4,11 @@
 
 mod common;
 
-use common::pbs::{self, create_job, finished_run, fixture, job, Fixture, PASSWORD};
+use common::pbs::{self, create_job, finished_run, fixture, job, restic_repository};
 use common::*;
 use serde_json::{json, Value};
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 fn backed_up(obsbox: &Obsbox, name: &str) -> Value {
@@ -249,18 +249,6 @@ fn pbs_snapshots_are_listed_browsed_restored_and_downloaded() {
 }
 
 /// A restic repository made by restic itself, with `PASSWORD`.
-fn restic_repository(fx: &Fixture) -> PathBuf {
-    let repo = fx.root.parent().unwrap().join("restic-repo");
-    let out = std::process::Command::new("restic")
-        .args(["init", "--repo"])
-        .arg(&repo)
-        .env("RESTIC_PASSWORD", PASSWORD)
-        .output()
-        .expect("restic (Debian package) is installed by scripts/install-deps");
-    assert!(out.status.success());
-    repo
-}
-
 #[test]
 fn restic_snapshots_are_listed_browsed_restored_and_downloaded_by_api_and_cli() {
     let fx = fixture(2);
@@ -479,4 +467,122 @@ fn hooks_run_unprivileged_around_a_backup_and_a_failing_pre_hook_fails_it() {
     );
     assert_eq!(status, 422, "{body}");
     assert!(body.to_string().contains("options.pre_hook"), "{body}");
+}
+
+/// Every file under `dir` with its bytes, by relative path.
+fn file_tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out: Vec<(String, Vec<u8>)> = tree(dir)
+        .into_iter()
+        .filter(|p| dir.join(p).is_file())
+        .map(|p| {
+            let bytes = std::fs::read(dir.join(&p)).unwrap();
+            (p, bytes)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Finds the one file named `name` below `dir`.
+fn find(dir: &Path, name: &str) -> std::path::PathBuf {
+    let found: Vec<String> = tree(dir)
+        .into_iter()
+        .filter(|p| p.ends_with(&format!("/{name}")) || p == name)
+        .collect();
+    assert_eq!(found.len(), 1, "{name} in {found:?}");
+    dir.join(&found[0])
+}
+
+/// obsbox's own state backed up with the real restic, restored onto a fresh
+/// data directory as web/docs/backups.md says: settings, secrets and history
+/// are back; the backup's own password is not in it and is given again.
+#[test]
+fn the_boxs_own_state_restores_onto_a_fresh_data_directory() {
+    let fx = fixture(1);
+    let repo = restic_repository(&fx);
+    let obsbox = Obsbox::start(&[("services", services_only(&[]))]);
+    let mut state = pbs::restic_job("box", &fx, &repo);
+    state["appliance_state"] = json!(true);
+    state["schedule"] = json!("mon..fri 03:30");
+    create_job(&obsbox, state);
+    // Two runs: the copy a run takes holds that run as still under way.
+    obsbox.send("POST", "/api/backups/jobs/box/run", "");
+    let run = finished_run(&obsbox, "box", "backup", 0);
+    assert_eq!(run["result"], "ok", "{run}");
+    obsbox.send("POST", "/api/backups/jobs/box/run", "");
+    let second = finished_run(&obsbox, "box", "backup", run["id"].as_i64().unwrap());
+    assert_eq!(second["result"], "ok", "{second}");
+    let secrets = obsbox.data.join("secrets");
+    let kept: Vec<(String, Vec<u8>)> = file_tree(&secrets)
+        .into_iter()
+        .filter(|(p, _)| !p.starts_with("backup/"))
+        .collect();
+    assert!(!kept.is_empty(), "the box keeps secrets of its own");
+
+    // On another box: restic alone, with the password kept off the box.
+    let restored = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new("restic")
+        .args(["restore", "latest", "--target"])
+        .arg(restored.path())
+        .env("RESTIC_REPOSITORY", &repo)
+        .env("RESTIC_PASSWORD", pbs::PASSWORD)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let db = find(restored.path(), "obsbox.db");
+    let restored_secrets = db.parent().unwrap().parent().unwrap().join("secrets");
+    assert_eq!(
+        file_tree(&restored_secrets),
+        kept,
+        "the secrets, without the backup's own credentials"
+    );
+
+    let mut fresh = Obsbox::start_fresh(&[], &[]);
+    let data = fresh.data.clone();
+    fresh.restart_after(|| {
+        for leftover in ["obsbox.db", "obsbox.db-wal", "obsbox.db-shm", "secrets"] {
+            let _ = std::fs::remove_file(data.join(leftover));
+            let _ = std::fs::remove_dir_all(data.join(leftover));
+        }
+        std::fs::copy(&db, data.join("obsbox.db")).unwrap();
+        let out = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(&restored_secrets)
+            .arg(data.join("secrets"))
+            .status()
+            .unwrap();
+        assert!(out.success());
+    });
+    assert_eq!(fresh.log_in(common::PASSWORD), 200, "the accounts are back");
+    let status = fresh.get("/api/backups");
+    let job = &status["jobs"][0];
+    assert_eq!(job["schedule"], "mon..fri 03:30", "{status}");
+    assert_eq!(job["password_set"], false, "{job}");
+    let history = fresh.get("/api/backups/history?job=box");
+    let first = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == run["id"])
+        .unwrap_or_else(|| panic!("{history}"));
+    assert_eq!(
+        (&first["result"], &first["snapshot"]),
+        (&json!("ok"), &run["snapshot"])
+    );
+    assert_eq!(file_tree(&fresh.data.join("secrets")), kept);
+
+    // The password, given again, and the restored box backs up.
+    let (status, answer) = fresh.send(
+        "PUT",
+        "/api/backups/jobs/box",
+        &json!({"job": obsbox.get("/api/settings/backups")["jobs"][0], "secrets": {"password": pbs::PASSWORD}}).to_string(),
+    );
+    assert_eq!(status, 200, "{answer}");
+    fresh.send("POST", "/api/backups/jobs/box/run", "");
+    let again = finished_run(&fresh, "box", "backup", second["id"].as_i64().unwrap());
+    assert_eq!(again["result"], "ok", "{again}");
 }

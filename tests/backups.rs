@@ -4,7 +4,9 @@
 
 mod common;
 
-use common::pbs::{self, create_job, finished_run, fixture, job, Fixture, PASSWORD};
+use common::pbs::{
+    self, create_job, finished_run, fixture, job, restic_job, restic_repository, Fixture, PASSWORD,
+};
 use common::*;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -484,29 +486,6 @@ fn the_appliance_state_is_backed_up_consistently_and_restores_whole() {
 }
 
 /// A restic repository made by restic itself, with `PASSWORD`.
-fn restic_repository(fx: &Fixture) -> PathBuf {
-    let repo = fx.root.parent().unwrap().join("restic-repo");
-    let out = std::process::Command::new("restic")
-        .args(["init", "--repo"])
-        .arg(&repo)
-        .env("RESTIC_PASSWORD", PASSWORD)
-        .output()
-        .expect("restic (Debian package) is installed by scripts/install-deps");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    repo
-}
-
-fn restic_job(name: &str, fx: &Fixture, repo: &Path) -> Value {
-    let mut j = job(name, &fx.source);
-    j["backend"] = json!("restic");
-    j["repository"] = json!(repo.display().to_string());
-    j
-}
-
 fn restic_snapshots(repo: &Path) -> Vec<Value> {
     json_array(
         std::process::Command::new("restic")

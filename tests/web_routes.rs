@@ -115,6 +115,12 @@ const READS: &[Case] = &[
         None,
     ),
     case(
+        "/api/backups/restic-keys/{name}",
+        "GET",
+        "/api/backups/restic-keys/nope",
+        None,
+    ),
+    case(
         "/api/backups/restores",
         "GET",
         "/api/backups/restores",
@@ -217,6 +223,7 @@ const READ_STATUS: &[(&str, u16)] = &[
     ("/api/backups/jobs/nope/download?snapshot=x&path=/", 404),
     ("/api/backups/restores/7", 404),
     ("/api/backups/keys/nope", 404),
+    ("/api/backups/restic-keys/nope", 404),
     ("/api/alerts?status=bogus", 422),
     // Without --https-listen there is no certificate to show.
     ("/api/system/tls", 409),
@@ -247,6 +254,24 @@ const CHANGES: &[Case] = &[
         "/api/backups/keys/{name}/export",
         "POST",
         "/api/backups/keys/nope/export",
+        Some(("{}", 422)),
+    ),
+    case(
+        "/api/backups/restic-keys/{name}",
+        "POST",
+        "/api/backups/restic-keys/nope",
+        Some(("{}", 422)),
+    ),
+    case(
+        "/api/backups/restic-keys/{name}/{id}",
+        "DELETE",
+        "/api/backups/restic-keys/nope/0a1b2c3d",
+        Some(("", 404)),
+    ),
+    case(
+        "/api/backups/restic-keys/{name}/password",
+        "PUT",
+        "/api/backups/restic-keys/nope/password",
         Some(("{}", 422)),
     ),
     case(

@@ -83,6 +83,10 @@ const API_RULES: &[(&[&str], &str, Role)] = &[
     (&["POST"], "/api/backups/keys/{name}", Admin),
     // The key file itself: whoever has it can read the backups.
     (&["POST"], "/api/backups/keys/{name}/export", Admin),
+    // restic's passwords are its keys: admin only, even to list them.
+    (&["GET", "POST"], "/api/backups/restic-keys/{name}", Admin),
+    (&["DELETE"], "/api/backups/restic-keys/{name}/{id}", Admin),
+    (&["PUT"], "/api/backups/restic-keys/{name}/password", Admin),
     (&["GET"], "/api/backups/restores", Viewer),
     (&["GET"], "/api/backups/restores/{id}", Viewer),
     (&["GET"], "/api/power", Viewer),

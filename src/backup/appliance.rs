@@ -1,7 +1,11 @@
 //! obsbox's own state, taken consistently for a backup: the settings database
 //! and Grafana's through SQLite's online backup, Prometheus through a TSDB
 //! snapshot (hard links, made by Prometheus itself), Loki's data directory as
-//! it is (its chunks are written once and never changed).
+//! it is (its chunks are written once and never changed), and the secrets
+//! obsbox keeps beside its database (TLS key, upstream tokens, ...), but not
+//! the backup jobs' own credentials (`secrets/backup/`): a backup that holds
+//! the password or key it is encrypted with protects nothing, and whoever
+//! restores it needs them first anyway.
 
 use crate::services::render::paths;
 use crate::settings::Settings;
@@ -37,6 +41,20 @@ pub async fn take(
     })
     .await?;
     state.archives.push(("obsbox".into(), settings_copy));
+
+    let secrets = data_dir.join("secrets");
+    if secrets.is_dir() {
+        let copy = staging.join("secrets");
+        let from = secrets.clone();
+        super::blocking(move || {
+            copy_private(&from, &copy, &[Path::new("backup")])
+                .map_err(|e| format!("cannot copy the secrets: {e}"))
+        })
+        .await?;
+        state
+            .archives
+            .push(("secrets".into(), staging.join("secrets")));
+    }
 
     let services = &settings.services;
     if services.prometheus.enabled {
@@ -100,10 +118,62 @@ async fn tsdb_snapshot(port: u16) -> Result<String, String> {
     }
 }
 
+/// Copies the tree `from` to `to` (0700 directories, 0600 files), leaving
+/// out the entries at the relative paths in `skip`.
+fn copy_private(from: &Path, to: &Path, skip: &[&Path]) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let name = PathBuf::from(entry.file_name());
+        if skip.contains(&name.as_path()) {
+            continue;
+        }
+        let inner: Vec<&Path> = skip
+            .iter()
+            .filter_map(|s| s.strip_prefix(&name).ok())
+            .filter(|s| !s.as_os_str().is_empty())
+            .collect();
+        let (source, target) = (entry.path(), to.join(&name));
+        if entry.file_type()?.is_dir() {
+            copy_private(&source, &target, &inner)?;
+        } else if entry.file_type()?.is_file() {
+            crate::store::write_private(&target, &std::fs::read(&source)?, 0o600)?;
+        }
+    }
+    Ok(())
+}
+
 fn sqlite_copy(from: &Path, to: &Path) -> rusqlite::Result<()> {
     let source =
         rusqlite::Connection::open_with_flags(from, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
     let mut target = rusqlite::Connection::open(to)?;
     let backup = rusqlite::backup::Backup::new(&source, &mut target)?;
     backup.run_to_completion(256, Duration::ZERO, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_copied_privately_without_the_backup_credentials() {
+        let dir = tempfile::tempdir().unwrap();
+        let from = dir.path().join("secrets");
+        crate::store::write_private(&from.join("tls/key.pem"), b"tls", 0o600).unwrap();
+        crate::store::write_private(&from.join("backup/box/password"), b"pw", 0o600).unwrap();
+        crate::store::write_private(&from.join("smtp"), b"smtp", 0o600).unwrap();
+        let to = dir.path().join("copy");
+        copy_private(&from, &to, &[Path::new("backup")]).unwrap();
+        assert_eq!(std::fs::read(to.join("tls/key.pem")).unwrap(), b"tls");
+        assert_eq!(std::fs::read(to.join("smtp")).unwrap(), b"smtp");
+        assert!(!to.join("backup").exists());
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| p.metadata().unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&to.join("smtp")), 0o600);
+        assert_eq!(mode(&to.join("tls")), 0o700);
+    }
 }

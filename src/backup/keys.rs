@@ -1,11 +1,21 @@
 //! Encryption keys made on the box. For PBS the client itself creates the key
-//! file (`key create --kdf none`: the file is the key, protected by being
-//! readable by root only, as PBS's own unattended setups keep it), kept as the
-//! job's `encryption-key` secret, so every later backup, drill and restore
-//! uses it; its metadata comes back from `key show`, never the key. restic
-//! has no key apart from the repository's password.
+//! file, kept as the job's `encryption-key` secret, so every later backup,
+//! drill and restore uses it; its metadata comes back from `key show`, never
+//! the key. Without a passphrase (`key create --kdf none`) the file is the
+//! key, protected by being readable by root only, as PBS's own unattended
+//! setups keep it; with one (`--kdf scrypt`, typed at the terminal the client
+//! insists on) the file is useless without the passphrase, which is kept as
+//! the job's `encryption-password` secret and reaches the client as
+//! `PBS_ENCRYPTION_PASSWORD_FILE`.
+//!
+//! restic has no key apart from the repository's passwords: each password
+//! opens a key of its own in the repository (`restic key list`), so a second
+//! one (a recovery password kept off the box) can be added and removed, and
+//! the job's own one changed (`key passwd`), always through a private file
+//! (`--new-password-file`), never shown back.
 
 use super::restore::capture;
+use super::terminal::{check_passphrase, run_typing, typed_twice};
 use super::{BackupError, Backups};
 use serde::Serialize;
 
@@ -73,8 +83,17 @@ impl Backups {
     }
 
     /// Has the client create a new key for `job`, which has none yet (a key
-    /// is never replaced here: snapshots made with it need it to restore).
-    pub async fn create_key(&self, job: &str, actor: &str) -> Result<KeyInfo, BackupError> {
+    /// is never replaced here: snapshots made with it need it to restore),
+    /// protected by `passphrase` when one is given.
+    pub async fn create_key(
+        &self,
+        job: &str,
+        actor: &str,
+        passphrase: Option<&str>,
+    ) -> Result<KeyInfo, BackupError> {
+        if let Some(passphrase) = passphrase {
+            check_passphrase(passphrase).map_err(BackupError::Refused)?;
+        }
         let client = self.client_of(job)?;
         refuse_restic(&client)?;
         if client.secrets.encryption_key.is_some() {
@@ -101,11 +120,28 @@ impl Backups {
             "create".into(),
             fresh.display().to_string(),
             "--kdf".into(),
-            "none".into(),
+            if passphrase.is_some() {
+                "scrypt"
+            } else {
+                "none"
+            }
+            .into(),
         ];
-        let made = capture(&client, &self.ctx.reaper, &args).await;
+        let reaper = &self.ctx.reaper;
+        let made = match passphrase {
+            Some(passphrase) => run_typing(&client, reaper, &args, &typed_twice(passphrase))
+                .await
+                .map(drop),
+            None => capture(&client, reaper, &args).await.map(drop),
+        };
+        let password_name = format!("backup/{job}/encryption-password");
         let stored = made.and_then(|_| {
             let key = std::fs::read(&fresh).map_err(|e| BackupError::Client(e.to_string()))?;
+            match passphrase {
+                Some(passphrase) => store.put_secret(&password_name, passphrase.as_bytes())?,
+                // A passphrase left from an uploaded key would be tried on this one.
+                None => remove_secret(store, &password_name)?,
+            }
             Ok(store.put_secret(&name, &key)?)
         });
         let _ = std::fs::remove_file(&fresh);
@@ -114,9 +150,191 @@ impl Backups {
         store.audit(
             actor,
             "backup.secret",
-            &format!("{job}: encryption key created ({})", info.fingerprint),
+            &format!(
+                "{job}: encryption key created ({}, kdf {})",
+                info.fingerprint, info.kdf
+            ),
         )?;
         Ok(info)
+    }
+}
+
+/// One of a restic repository's keys, from `restic key list --json`.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct ResticKey {
+    /// Its short id, as `key remove` takes it.
+    pub id: String,
+    /// Whether the job's own password opens it.
+    pub current: bool,
+    #[serde(rename(deserialize = "userName"))]
+    pub user: String,
+    #[serde(rename(deserialize = "hostName"))]
+    pub host: String,
+    /// `YYYY-MM-DD HH:MM:SS`, as restic prints it.
+    pub created: String,
+}
+
+/// Reads `restic key list --json`.
+pub fn restic_keys(json: &str) -> Result<Vec<ResticKey>, String> {
+    serde_json::from_str(json)
+        .map_err(|e| format!("restic's key list is not what it should be: {e}"))
+}
+
+/// A new restic password: restic reads the first line of the file.
+pub fn check_restic_password(password: &str) -> Result<(), String> {
+    let mut problems = Vec::new();
+    if password.is_empty() {
+        problems.push("the password must not be empty");
+    }
+    if password.len() > 4096 {
+        problems.push("the password must be at most 4096 bytes long");
+    }
+    if password.contains(['\n', '\r']) {
+        problems.push("the password must be one line");
+    }
+    match problems.is_empty() {
+        true => Ok(()),
+        false => Err(problems.join("; ")),
+    }
+}
+
+/// A restic key id as `key list` shows it (hex), so it is never taken for an option.
+fn check_key_id(id: &str) -> Result<(), BackupError> {
+    match !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        true => Ok(()),
+        false => Err(BackupError::NotFound(format!("no restic key '{id}'"))),
+    }
+}
+
+impl Backups {
+    fn restic_client(&self, job: &str) -> Result<super::client::Client, BackupError> {
+        let client = self.client_of(job)?;
+        if client.job.backend != crate::settings::BackupBackend::Restic {
+            return Err(BackupError::Refused(
+                "only a restic repository has passwords of its own; a PBS job has an encryption key".into(),
+            ));
+        }
+        Ok(client)
+    }
+
+    /// The keys of `job`'s restic repository.
+    pub async fn restic_keys(&self, job: &str) -> Result<Vec<ResticKey>, BackupError> {
+        let client = self.restic_client(job)?;
+        let args = ["key", "list", "--json"].map(String::from);
+        let (json, _) = capture(&client, &self.ctx.reaper, &args).await?;
+        restic_keys(&json).map_err(BackupError::Client)
+    }
+
+    /// Runs `restic key <command> --new-password-file` with `password` in a
+    /// private scratch file, removed afterwards whatever happened.
+    async fn with_new_password(
+        &self,
+        client: &super::client::Client,
+        command: &str,
+        password: &str,
+    ) -> Result<(), BackupError> {
+        check_restic_password(password).map_err(BackupError::Refused)?;
+        let store = &self.ctx.store;
+        let mut nonce = [0u8; 8];
+        getrandom::getrandom(&mut nonce).map_err(|e| BackupError::Client(e.to_string()))?;
+        let scratch = format!(
+            "backup/{}/.new-password-{}",
+            client.job.name,
+            hex::encode(nonce)
+        );
+        store.put_secret(&scratch, password.as_bytes())?;
+        let args = [
+            "key".to_string(),
+            command.into(),
+            "--new-password-file".into(),
+            store.secret_path(&scratch).display().to_string(),
+        ];
+        let done = capture(client, &self.ctx.reaper, &args).await;
+        remove_secret(store, &scratch)?;
+        done.map(drop)
+    }
+
+    /// Adds a password to `job`'s restic repository (e.g. a recovery password
+    /// kept off the box); the job goes on using its own.
+    pub async fn add_restic_key(
+        &self,
+        job: &str,
+        actor: &str,
+        password: &str,
+    ) -> Result<Vec<ResticKey>, BackupError> {
+        let client = self.restic_client(job)?;
+        let before = self.restic_keys(job).await?;
+        self.with_new_password(&client, "add", password).await?;
+        let after = self.restic_keys(job).await?;
+        let added: Vec<&str> = after
+            .iter()
+            .filter(|k| !before.iter().any(|b| b.id == k.id))
+            .map(|k| k.id.as_str())
+            .collect();
+        self.ctx.store.audit(
+            actor,
+            "backup.secret",
+            &format!("{job}: restic key {} added", added.join(", ")),
+        )?;
+        Ok(after)
+    }
+
+    /// Removes a key from `job`'s restic repository; restic refuses to remove
+    /// the one the job's password opens.
+    pub async fn remove_restic_key(
+        &self,
+        job: &str,
+        actor: &str,
+        id: &str,
+    ) -> Result<Vec<ResticKey>, BackupError> {
+        check_key_id(id)?;
+        let client = self.restic_client(job)?;
+        let keys = self.restic_keys(job).await?;
+        let key = keys
+            .iter()
+            .find(|k| k.id == id)
+            .ok_or_else(|| BackupError::NotFound(format!("no restic key '{id}'")))?;
+        if key.current {
+            return Err(BackupError::Refused(
+                "this key is the one the job's password opens: change the password instead".into(),
+            ));
+        }
+        let args = ["key", "remove", id].map(String::from);
+        capture(&client, &self.ctx.reaper, &args).await?;
+        self.ctx.store.audit(
+            actor,
+            "backup.secret",
+            &format!("{job}: restic key {id} removed"),
+        )?;
+        self.restic_keys(job).await
+    }
+
+    /// Changes the job's own password (`restic key passwd`: a new key, the
+    /// old one removed), then keeps the new password as the job's secret.
+    pub async fn change_restic_password(
+        &self,
+        job: &str,
+        actor: &str,
+        password: &str,
+    ) -> Result<Vec<ResticKey>, BackupError> {
+        let client = self.restic_client(job)?;
+        self.with_new_password(&client, "passwd", password).await?;
+        self.ctx
+            .store
+            .put_secret(&format!("backup/{job}/password"), password.as_bytes())?;
+        self.ctx
+            .store
+            .audit(actor, "backup.secret", &format!("{job}: password changed"))?;
+        self.restic_keys(job).await
+    }
+}
+
+fn remove_secret(store: &crate::store::Store, name: &str) -> Result<(), BackupError> {
+    match std::fs::remove_file(store.secret_path(name)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(BackupError::Client(format!("{name}: {e}")))
+        }
+        _ => Ok(()),
     }
 }
 
@@ -144,5 +362,36 @@ mod tests {
         assert_eq!(info.created, Some(1_796_600_000));
         assert!(key_info(r#"{"kdf":"none"}"#).is_err());
         assert!(key_info("Error: no key").is_err());
+    }
+
+    #[test]
+    fn restic_keys_are_read_from_its_json() {
+        let keys = restic_keys(
+            r#"[{"current":false,"id":"562296f6","userName":"root","hostName":"vm","created":"2026-12-07 09:55:30"},
+                {"current":true,"id":"312a7b5f","userName":"root","hostName":"vm","created":"2026-12-07 09:55:27"}]"#,
+        )
+        .unwrap();
+        assert_eq!(keys.len(), 2);
+        assert_eq!(keys[1].id, "312a7b5f");
+        assert!(keys[1].current && !keys[0].current);
+        assert_eq!(
+            (keys[0].user.as_str(), keys[0].host.as_str()),
+            ("root", "vm")
+        );
+        let shown = serde_json::to_value(&keys[0]).unwrap();
+        assert_eq!(shown["user"], "root");
+        assert!(restic_keys("Fatal: wrong password").is_err());
+    }
+
+    #[test]
+    fn a_new_restic_password_is_one_line_and_not_empty() {
+        assert!(check_restic_password("recovery words here").is_ok());
+        assert!(check_restic_password("").is_err());
+        assert!(check_restic_password("two\nlines").is_err());
+        assert!(check_restic_password(&"x".repeat(4097)).is_err());
+        assert!(check_key_id("562296f6").is_ok());
+        for bad in ["", "--help", "../x", &"a".repeat(65)] {
+            assert!(check_key_id(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -25,6 +25,7 @@ mod repository;
 mod restore;
 mod retention;
 mod storage;
+mod terminal;
 mod verify;
 
 pub(crate) use calendar::CalendarEvent;

@@ -20,18 +20,94 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/api/backups/keys/{name}", get(show).post(create))
         .route("/api/backups/keys/{name}/export", post(export))
+        .route(
+            "/api/backups/restic-keys/{name}",
+            get(restic_keys).post(add_restic_key),
+        )
+        .route(
+            "/api/backups/restic-keys/{name}/{id}",
+            axum::routing::delete(remove_restic_key),
+        )
+        .route(
+            "/api/backups/restic-keys/{name}/password",
+            axum::routing::put(change_restic_password),
+        )
+}
+
+async fn restic_keys(State(app): State<Arc<AppState>>, Path(name): Path<String>) -> ApiResult {
+    Ok(Json(app.backups.restic_keys(&name).await?).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewPassword {
+    /// The new restic password; never shown back.
+    password: String,
+}
+
+async fn add_restic_key(
+    State(app): State<Arc<AppState>>,
+    actor: Actor,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    let asked: NewPassword = json_body(&body)?;
+    let keys = app
+        .backups
+        .add_restic_key(&name, &actor.0, &asked.password)
+        .await?;
+    Ok((StatusCode::CREATED, Json(keys)).into_response())
+}
+
+async fn remove_restic_key(
+    State(app): State<Arc<AppState>>,
+    actor: Actor,
+    Path((name, id)): Path<(String, String)>,
+) -> ApiResult {
+    let keys = app.backups.remove_restic_key(&name, &actor.0, &id).await?;
+    Ok(Json(keys).into_response())
+}
+
+async fn change_restic_password(
+    State(app): State<Arc<AppState>>,
+    actor: Actor,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    let asked: NewPassword = json_body(&body)?;
+    let keys = app
+        .backups
+        .change_restic_password(&name, &actor.0, &asked.password)
+        .await?;
+    Ok(Json(keys).into_response())
 }
 
 async fn show(State(app): State<Arc<AppState>>, Path(name): Path<String>) -> ApiResult {
     Ok(Json(app.backups.key(&name).await?).into_response())
 }
 
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Create {
+    /// Protects the key file (`--kdf scrypt`); none: the file is the key.
+    passphrase: Option<String>,
+}
+
 async fn create(
     State(app): State<Arc<AppState>>,
     actor: Actor,
     Path(name): Path<String>,
+    body: Bytes,
 ) -> ApiResult {
-    let info = app.backups.create_key(&name, &actor.0).await?;
+    let asked: Create = match body.is_empty() {
+        true => Create::default(),
+        false => json_body(&body)?,
+    };
+    let passphrase = asked.passphrase.filter(|p| !p.is_empty());
+    let info = app
+        .backups
+        .create_key(&name, &actor.0, passphrase.as_deref())
+        .await?;
     Ok((StatusCode::CREATED, Json(info)).into_response())
 }
 

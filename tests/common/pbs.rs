@@ -109,3 +109,29 @@ pub fn backup_under_way(obsbox: &Obsbox) {
         },
     );
 }
+
+/// A fresh restic repository (the real restic, a Debian package) beside the
+/// fixture, with `PASSWORD`.
+pub fn restic_repository(fx: &Fixture) -> PathBuf {
+    let repo = fx.root.parent().unwrap().join("restic-repo");
+    let out = std::process::Command::new("restic")
+        .args(["init", "--repo"])
+        .arg(&repo)
+        .env("RESTIC_PASSWORD", PASSWORD)
+        .output()
+        .expect("restic (Debian package) is installed by scripts/install-deps");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    repo
+}
+
+/// A restic job backing up the fixture's tree into `repo`.
+pub fn restic_job(name: &str, fx: &Fixture, repo: &Path) -> Value {
+    let mut j = job(name, &fx.source);
+    j["backend"] = json!("restic");
+    j["repository"] = json!(repo.display().to_string());
+    j
+}

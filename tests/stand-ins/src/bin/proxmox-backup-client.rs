@@ -4264,13 +4264,9 @@ fn cmd_key_create(params: &Params) -> Res<()> {
         cfg.insert("modified".into(), json!(stamp));
         cfg.insert("data".into(), json!(base64_encode(&key)));
     } else {
-        // The real client reads the passphrase from the tty only; the stand-in
-        // takes it from PBS_ENCRYPTION_PASSWORD* when there is no tty.
-        let password =
-            encryption_password().map_err(|_| Fail::from("unable to read passphrase - no tty"))?;
-        if password.len() < 5 {
-            return fail("Passphrase is too short!");
-        }
+        // As the real client: the passphrase only from a terminal on stdin,
+        // typed twice; no environment variable stands in for it here.
+        let password = read_and_verify_password("Encryption Key Password: ")?;
         let salt = random_bytes(32);
         let iv = random_bytes(16);
         let pad = kdf_pad(&salt, &iv, &password);
@@ -4306,6 +4302,92 @@ fn cmd_key_create(params: &Params) -> Res<()> {
     f.write_all(text.as_bytes())
         .map_err(|e| Fail::Msg(format!("Unable to store key file {path:?} - {e}")))?;
     Ok(())
+}
+
+/// The real client's `tty::read_password`: stdin must be a terminal; the
+/// prompt and an asterisk per byte go to stdout when it is a terminal, else
+/// to `/dev/tty`; the terminal is put in raw mode; Enter (CR or LF) or ^D
+/// ends, ^C cancels, Backspace (0x7F) removes a byte, Tab stops the asterisks.
+fn read_tty_password(prompt: &str) -> Res<Vec<u8>> {
+    // SAFETY: isatty only looks at the descriptor.
+    let stdout_tty = unsafe { libc::isatty(1) } == 1;
+    let mut out: Box<dyn Write> = if stdout_tty {
+        Box::new(io::stdout())
+    } else {
+        match fs::OpenOptions::new().write(true).open("/dev/tty") {
+            Ok(f) => Box::new(f),
+            Err(_) => return fail("cannot read password without a controlling tty"),
+        }
+    };
+    let _ = out.write_all(prompt.as_bytes());
+    let _ = out.flush();
+    // SAFETY: a zeroed termios is a valid out-parameter for tcgetattr on fd 0.
+    let mut saved: libc::termios = unsafe { std::mem::zeroed() };
+    if unsafe { libc::tcgetattr(0, &mut saved) } != 0 {
+        return fail("tcgetattr() failed");
+    }
+    let mut raw = saved;
+    // SAFETY: cfmakeraw and tcsetattr on a termios we own, fd 0 a terminal.
+    unsafe { libc::cfmakeraw(&mut raw) };
+    if unsafe { libc::tcsetattr(0, libc::TCSANOW, &raw) } != 0 {
+        return fail("tcsetattr() failed");
+    }
+    let mut password = Vec::new();
+    let mut stars = true;
+    let mut result = Ok(());
+    for byte in io::stdin().lock().bytes() {
+        match byte {
+            Err(e) => {
+                result = fail(e.to_string());
+                break;
+            }
+            Ok(3) => {
+                result = fail("cancelled");
+                break;
+            }
+            Ok(4) => break,
+            Ok(9) => stars = false,
+            Ok(b'\r' | b'\n') => {
+                let _ = out.write_all(b"\r\n");
+                break;
+            }
+            Ok(0x7f) => {
+                if password.pop().is_some() && stars {
+                    let _ = out.write_all(b"\x08 \x08");
+                }
+            }
+            Ok(b) => {
+                password.push(b);
+                if stars {
+                    let _ = out.write_all(b"*");
+                }
+            }
+        }
+        let _ = out.flush();
+    }
+    // SAFETY: restores the modes read above on the same descriptor.
+    if unsafe { libc::tcsetattr(0, libc::TCSANOW, &saved) } != 0 {
+        eprintln!("failed to reset terminal attributes!");
+    }
+    result.map(|_| password)
+}
+
+/// The real client's `tty::read_and_verify_password`, refused without a
+/// terminal on stdin as `key create` refuses it.
+fn read_and_verify_password(prompt: &str) -> Res<Vec<u8>> {
+    // SAFETY: isatty only looks at the descriptor.
+    if unsafe { libc::isatty(0) } != 1 {
+        return fail("unable to read passphrase - no tty");
+    }
+    let first = read_tty_password(prompt)?;
+    let again = read_tty_password("Verify Password: ")?;
+    if first != again {
+        return fail("Passwords do not match!");
+    }
+    if first.len() < 5 {
+        return fail("Password too short!");
+    }
+    Ok(first)
 }
 
 /// `key show`: the real `KeyInfo` of a key file (path as Rust's `{:?}`, kdf,

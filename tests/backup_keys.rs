@@ -1,0 +1,332 @@
+//! Encryption keys and passwords made and kept on the box: a PBS key with a
+//! passphrase (typed by obsbox at the terminal the client insists on), a
+//! restore with nothing but the exported key file, and restic's keys.
+
+mod common;
+
+use common::pbs::{self, create_job, finished_run, fixture, job, Fixture, PASSWORD};
+use common::*;
+use serde_json::{json, Value};
+use std::path::Path;
+use std::process::Command;
+
+const PASSPHRASE: &str = "tulip-anvil-72-quartz";
+
+/// Every file under `dir`, relative, with its bytes, sorted.
+fn tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, Vec<u8>)>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(root, &path, out);
+            } else {
+                let name = path.strip_prefix(root).unwrap().display().to_string();
+                out.push((name, std::fs::read(&path).unwrap()));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+/// `proxmox-backup-client restore SNAPSHOT photos.pxar TARGET --keyfile KEY`
+/// as someone restoring on another machine runs it: a fresh home and config
+/// directory, nothing of the box but the key file, and the passphrase (if
+/// any) in `PBS_ENCRYPTION_PASSWORD`.
+fn restore_elsewhere(
+    fx: &Fixture,
+    snapshot: &str,
+    key: &Path,
+    passphrase: Option<&str>,
+) -> (bool, String, std::path::PathBuf) {
+    let elsewhere = tempfile::tempdir().unwrap().keep();
+    let target = elsewhere.join("restored");
+    let mut cmd = Command::new(stand_in("proxmox-backup-client"));
+    cmd.env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("HOME", &elsewhere)
+        .env("XDG_CONFIG_HOME", elsewhere.join("config"))
+        .env("PBS_STANDIN_ROOT", &fx.root)
+        .env("PBS_REPOSITORY", "backup@pbs@localhost:store1")
+        .env("PBS_PASSWORD", PASSWORD)
+        .args(["restore", snapshot, "photos.pxar"])
+        .arg(&target)
+        .arg("--keyfile")
+        .arg(key)
+        .stdin(std::process::Stdio::null());
+    if let Some(p) = passphrase {
+        cmd.env("PBS_ENCRYPTION_PASSWORD", p);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        target,
+    )
+}
+
+fn export(obsbox: &Obsbox, job: &str) -> Value {
+    let (status, key) = obsbox.send(
+        "POST",
+        &format!("/api/backups/keys/{job}/export"),
+        &json!({ "password": common::PASSWORD }).to_string(),
+    );
+    assert_eq!(status, 200, "{key}");
+    key
+}
+
+/// Backs `photos` up and returns its snapshot.
+fn back_up(obsbox: &Obsbox) -> String {
+    obsbox.send("POST", "/api/backups/jobs/photos/run", "");
+    let run = finished_run(obsbox, "photos", "backup", 0);
+    assert_eq!(run["result"], "ok", "{run}");
+    run["snapshot"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn the_exported_key_file_alone_restores_a_backup_on_another_machine() {
+    let fx = fixture(3);
+    let obsbox = pbs::start(&fx, &[], &[]);
+    create_job(&obsbox, job("photos", &fx.source));
+    let (status, made) = obsbox.send("POST", "/api/backups/keys/photos", "");
+    assert_eq!(status, 201, "{made}");
+    let snapshot = back_up(&obsbox);
+    let key = export(&obsbox, "photos");
+    let copy = tempfile::tempdir().unwrap();
+    let key_file = copy.path().join("photos-encryption-key.json");
+    std::fs::write(&key_file, key.to_string()).unwrap();
+
+    let (ok, err, target) = restore_elsewhere(&fx, &snapshot, &key_file, None);
+    assert!(ok, "{err}");
+    assert_eq!(tree(&target), tree(&fx.source));
+
+    // The archive really is encrypted: another key does not read it.
+    let other = copy.path().join("other.json");
+    let made = Command::new(stand_in("proxmox-backup-client"))
+        .args(["key", "create"])
+        .arg(&other)
+        .args(["--kdf", "none"])
+        .output()
+        .unwrap();
+    assert!(made.status.success());
+    let (ok, err, _) = restore_elsewhere(&fx, &snapshot, &other, None);
+    assert!(!ok, "another key restored it: {err}");
+}
+
+#[test]
+fn a_key_with_a_passphrase_is_typed_at_a_terminal_and_the_passphrase_never_shows() {
+    let fx = fixture(3);
+    let obsbox = pbs::start(&fx, &[], &[]);
+    create_job(&obsbox, job("photos", &fx.source));
+    // The client's own rule, and what a terminal could not carry, refused first.
+    for bad in ["abcd", "line\nbreak"] {
+        let (status, refused) = obsbox.send(
+            "POST",
+            "/api/backups/keys/photos",
+            &json!({ "passphrase": bad }).to_string(),
+        );
+        assert_eq!(status, 422, "{refused}");
+    }
+    let (status, made) = obsbox.send(
+        "POST",
+        "/api/backups/keys/photos",
+        &json!({ "passphrase": PASSPHRASE }).to_string(),
+    );
+    assert_eq!(status, 201, "{made}");
+    assert_eq!(made["kdf"], "scrypt", "{made}");
+    let secret = obsbox
+        .data
+        .join("secrets/backup/photos/encryption-password");
+    assert_eq!(std::fs::read_to_string(&secret).unwrap(), PASSPHRASE);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        secret.metadata().unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    // Every backup and drill unlocks the key with it.
+    let snapshot = back_up(&obsbox);
+    obsbox.send("POST", "/api/backups/jobs/photos/drill", "");
+    let drill = finished_run(&obsbox, "photos", "drill", 0);
+    assert_eq!(drill["result"], "ok", "{drill}");
+
+    let key = export(&obsbox, "photos");
+    assert!(key["kdf"]["Scrypt"].is_object(), "{key}");
+    for path in [
+        "/api/backups",
+        "/api/backups/keys/photos",
+        "/api/audit",
+        "/api/backups/history",
+    ] {
+        let shown = obsbox.get(path).to_string();
+        assert!(!shown.contains(PASSPHRASE), "{path} shows the passphrase");
+    }
+    assert!(!key.to_string().contains(PASSPHRASE));
+    assert!(
+        !obsbox.log().contains(PASSPHRASE),
+        "the log shows the passphrase"
+    );
+    assert!(obsbox.get("/api/audit").to_string().contains("kdf scrypt"));
+
+    // Elsewhere: the key file needs its passphrase.
+    let copy = tempfile::tempdir().unwrap();
+    let key_file = copy.path().join("key.json");
+    std::fs::write(&key_file, key.to_string()).unwrap();
+    let (ok, err, _) = restore_elsewhere(&fx, &snapshot, &key_file, None);
+    assert!(!ok, "restored without the passphrase: {err}");
+    let (ok, err, _) = restore_elsewhere(&fx, &snapshot, &key_file, Some("not-the-passphrase"));
+    assert!(!ok && err.contains("Unable to decrypt key"), "{err}");
+    let (ok, err, target) = restore_elsewhere(&fx, &snapshot, &key_file, Some(PASSPHRASE));
+    assert!(ok, "{err}");
+    assert_eq!(tree(&target), tree(&fx.source));
+}
+
+fn restic_key_ids(keys: &Value) -> Vec<(String, bool)> {
+    keys.as_array()
+        .unwrap()
+        .iter()
+        .map(|k| (k["id"].as_str().unwrap().to_string(), k["current"] == true))
+        .collect()
+}
+
+/// restic with a password given in a file, as someone with only that password runs it.
+fn restic_with(repo: &Path, password: &str, args: &[&str]) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("password");
+    std::fs::write(&file, password).unwrap();
+    Command::new("restic")
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("RESTIC_REPOSITORY", repo)
+        .env("RESTIC_PASSWORD_FILE", &file)
+        .args(["--cache-dir"])
+        .arg(dir.path().join("cache"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn restic_passwords_are_listed_added_removed_and_changed_and_never_shown() {
+    let fx = fixture(2);
+    let repo = pbs::restic_repository(&fx);
+    let obsbox = Obsbox::start(&[("services", services_only(&[]))]);
+    create_job(&obsbox, pbs::restic_job("photos", &fx, &repo));
+    obsbox.send("POST", "/api/backups/jobs/photos/run", "");
+    let run = finished_run(&obsbox, "photos", "backup", 0);
+    assert_eq!(run["result"], "ok", "{run}");
+
+    let keys = obsbox.get("/api/backups/restic-keys/photos");
+    let own = restic_key_ids(&keys);
+    assert_eq!(own.len(), 1, "{keys}");
+    assert!(own[0].1, "the job's own key is the current one: {keys}");
+
+    // A recovery password, kept off the box, opens the repository by itself.
+    const RECOVERY: &str = "ember-falcon-recovery-19";
+    for bad in ["", "two\nlines"] {
+        let (status, _) = obsbox.send(
+            "POST",
+            "/api/backups/restic-keys/photos",
+            &json!({ "password": bad }).to_string(),
+        );
+        assert_eq!(status, 422, "{bad:?}");
+    }
+    let (status, keys) = obsbox.send(
+        "POST",
+        "/api/backups/restic-keys/photos",
+        &json!({ "password": RECOVERY }).to_string(),
+    );
+    assert_eq!(status, 201, "{keys}");
+    let ids = restic_key_ids(&keys);
+    assert_eq!(ids.len(), 2, "{keys}");
+    let recovery = ids.iter().find(|(_, current)| !current).unwrap().0.clone();
+    let seen = restic_with(&repo, RECOVERY, &["snapshots", "--json"]);
+    assert!(
+        seen.status.success(),
+        "{}",
+        String::from_utf8_lossy(&seen.stderr)
+    );
+    let snapshots: Value = serde_json::from_slice(&seen.stdout).unwrap();
+    assert_eq!(snapshots[0]["short_id"].as_str().map(|s| s.len()), Some(8));
+    let target = tempfile::tempdir().unwrap();
+    let restored = restic_with(
+        &repo,
+        RECOVERY,
+        &[
+            "restore",
+            "latest",
+            "--target",
+            target.path().to_str().unwrap(),
+        ],
+    );
+    assert!(restored.status.success());
+    let source_in_target = target.path().join(fx.source.strip_prefix("/").unwrap());
+    assert_eq!(tree(&source_in_target), tree(&fx.source));
+
+    // The job's own key cannot be removed; the recovery one can.
+    let own_id = &own[0].0;
+    let (status, refused) = obsbox.send(
+        "DELETE",
+        &format!("/api/backups/restic-keys/photos/{own_id}"),
+        "",
+    );
+    assert_eq!(status, 422, "{refused}");
+    let (status, _) = obsbox.send("DELETE", "/api/backups/restic-keys/photos/ffffffff", "");
+    assert_eq!(status, 404);
+    let (status, keys) = obsbox.send(
+        "DELETE",
+        &format!("/api/backups/restic-keys/photos/{recovery}"),
+        "",
+    );
+    assert_eq!(status, 200, "{keys}");
+    assert_eq!(restic_key_ids(&keys).len(), 1);
+    assert!(!restic_with(&repo, RECOVERY, &["snapshots"])
+        .status
+        .success());
+
+    // A new password for the job: the old one stops working, the job goes on.
+    const NEW: &str = "new-job-password-quasar-8";
+    let (status, keys) = obsbox.send(
+        "PUT",
+        "/api/backups/restic-keys/photos/password",
+        &json!({ "password": NEW }).to_string(),
+    );
+    assert_eq!(status, 200, "{keys}");
+    assert!(!restic_with(&repo, PASSWORD, &["snapshots"])
+        .status
+        .success());
+    assert!(restic_with(&repo, NEW, &["snapshots"]).status.success());
+    obsbox.send("POST", "/api/backups/jobs/photos/run", "");
+    let run = finished_run(&obsbox, "photos", "backup", run["id"].as_i64().unwrap());
+    assert_eq!(run["result"], "ok", "{run}");
+
+    for path in [
+        "/api/backups",
+        "/api/backups/restic-keys/photos",
+        "/api/audit",
+        "/api/backups/history",
+    ] {
+        let shown = obsbox.get(path).to_string();
+        for secret in [RECOVERY, NEW] {
+            assert!(!shown.contains(secret), "{path} shows a password");
+        }
+    }
+    assert!(!obsbox.log().contains(RECOVERY) && !obsbox.log().contains(NEW));
+    let audit = obsbox.get("/api/audit").to_string();
+    assert!(
+        audit.contains(&format!("restic key {recovery} removed")),
+        "{audit}"
+    );
+    assert!(audit.contains("photos: password changed"), "{audit}");
+    let leftovers: Vec<_> = std::fs::read_dir(obsbox.data.join("secrets/backup/photos"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        leftovers,
+        ["password"],
+        "no scratch password is left behind"
+    );
+}
