@@ -3,6 +3,9 @@
 //! first boot and setup, a refused bundle, an update committed, an update
 //! that fails its health check and rolls back by itself, and power cuts
 //! during an install and around a commit. See README, "QEMU boot test".
+//! A second box boots with its data partition broken (recovery, a reformat
+//! from the web) and its clock six years off (NTP from this machine, the
+//! last known time kept for the next boot).
 //!
 //! Skipped, saying so, only when QEMU, OVMF or the image tools are missing.
 //! `OBSBOX_QEMU_SEED` repeats a run's random choices (printed at its start).
@@ -12,6 +15,7 @@ mod firmware;
 
 use firmware::guest::Guest;
 use firmware::image::{self, Build};
+use firmware::ntp::NtpServer;
 use firmware::qemu::{self, Machine, Mark};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -61,9 +65,9 @@ impl Appliance {
     }
 
     /// Waits for the boot that follows `mark` (begun at `since`) up to the
-    /// web UI answering, and signs in; returns the slot, where the boot's
-    /// console starts, and when its init ran.
-    fn boot(&mut self, mark: Mark, since: Instant, why: &str) -> (String, Mark, Instant) {
+    /// web UI answering; returns the slot, where the boot's console starts,
+    /// and when its init ran.
+    fn up(&mut self, mark: Mark, since: Instant, why: &str) -> (String, Mark, Instant) {
         let (slot, init, at) = self.wait_init(mark, since, why);
         if self.guest.wait_answering(BOOT).is_none() {
             panic!(
@@ -72,8 +76,14 @@ impl Appliance {
             );
         }
         self.record(why, &slot, init, since.elapsed());
-        self.guest.log_in(common::PASSWORD);
         (slot, at, since + init)
+    }
+
+    /// [`Appliance::up`], then signs in.
+    fn boot(&mut self, mark: Mark, since: Instant, why: &str) -> (String, Mark, Instant) {
+        let booted = self.up(mark, since, why);
+        self.guest.log_in(common::PASSWORD);
+        booted
     }
 
     fn record(&mut self, why: &str, slot: &str, init: Duration, web: Duration) {
@@ -284,8 +294,9 @@ fn build_firmware(dir: &Path, rng: &mut fastrand::Rng) -> Firmware {
     }
 }
 
-#[test]
-fn firmware_updates_roll_back_and_survive_power_cuts_under_qemu() {
+/// A work directory for a QEMU test, or `None` when the tools are missing
+/// here (and this is not CI).
+fn work_dir() -> Option<tempfile::TempDir> {
     if let Some(why) = qemu::missing_tools() {
         // CI installs every tool (scripts/install-deps test): a skip there
         // would hide a broken install step behind a green run.
@@ -294,46 +305,42 @@ fn firmware_updates_roll_back_and_survive_power_cuts_under_qemu() {
             "firmware_qemu cannot run in CI: {why}"
         );
         println!("SKIPPED firmware_qemu: {why}");
-        return;
+        return None;
     }
-    let start = Instant::now();
-    let seed = std::env::var("OBSBOX_QEMU_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| fastrand::u64(..));
-    println!("seed {seed} (OBSBOX_QEMU_SEED={seed} repeats this run)");
-    let mut rng = fastrand::Rng::with_seed(seed);
-    let work = tempfile::Builder::new()
-        .prefix("qemu-test-")
-        .tempdir_in(image::repo().join("target"))
-        .unwrap();
-    let firmware = build_firmware(work.path(), &mut rng);
-    println!(
-        "firmware ready after {:.1} s",
-        start.elapsed().as_secs_f64()
-    );
+    Some(
+        tempfile::Builder::new()
+            .prefix("qemu-test-")
+            .tempdir_in(image::repo().join("target"))
+            .unwrap(),
+    )
+}
 
-    let vm = work.path().join("vm");
+/// A box booting `disk` (which it takes), its clock at `rtc_base` if given.
+fn appliance(work: &Path, disk: &Path, rtc_base: Option<&str>) -> Appliance {
+    let vm = work.join("vm");
     std::fs::create_dir(&vm).unwrap();
-    let machine = Machine::new(&vm, &firmware.factory_disk, GROW);
+    let machine = Machine::new(&vm, disk, GROW, rtc_base);
     let guest = Guest::new(machine.http_port(), machine.https_port());
-    std::fs::remove_file(&firmware.factory_disk).unwrap();
-    let mut the_box = Appliance {
+    std::fs::remove_file(disk).unwrap();
+    Appliance {
         machine,
         guest,
         boots: Vec::new(),
-    };
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        scenario(&mut the_box, &firmware, &mut rng)
-    }));
-    // The console of every boot, for CI's artifacts whatever happened.
+    }
+}
+
+/// Runs `scenario` on the box, then keeps its console as CI's artifact
+/// `console` and prints its boots, whatever happened.
+fn run_scenario(
+    the_box: &mut Appliance,
+    start: Instant,
+    console: &str,
+    scenario: impl FnOnce(&mut Appliance),
+) {
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| scenario(&mut *the_box)));
     let artifacts = image::repo().join("target/artifacts");
     std::fs::create_dir_all(&artifacts).unwrap();
-    std::fs::write(
-        artifacts.join("qemu-console.log"),
-        the_box.machine.console(),
-    )
-    .unwrap();
+    std::fs::write(artifacts.join(console), the_box.machine.console()).unwrap();
     let boots: Vec<String> = the_box
         .boots
         .iter()
@@ -348,13 +355,34 @@ fn firmware_updates_roll_back_and_survive_power_cuts_under_qemu() {
         })
         .collect();
     println!(
-        "boots (why (slot): init/web UI):\n  {}\nwhole test {:.1} s; console in target/artifacts/qemu-console.log",
+        "boots (why (slot): init/web UI):\n  {}\nwhole test {:.1} s; console in target/artifacts/{console}",
         boots.join("\n  "),
         start.elapsed().as_secs_f64()
     );
     if let Err(panic) = result {
         std::panic::resume_unwind(panic);
     }
+}
+
+#[test]
+fn firmware_updates_roll_back_and_survive_power_cuts_under_qemu() {
+    let Some(work) = work_dir() else { return };
+    let start = Instant::now();
+    let seed = std::env::var("OBSBOX_QEMU_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| fastrand::u64(..));
+    println!("seed {seed} (OBSBOX_QEMU_SEED={seed} repeats this run)");
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let firmware = build_firmware(work.path(), &mut rng);
+    println!(
+        "firmware ready after {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
+    let mut the_box = appliance(work.path(), &firmware.factory_disk, None);
+    run_scenario(&mut the_box, start, "qemu-console.log", |the_box| {
+        scenario(the_box, &firmware, &mut rng)
+    });
 }
 
 fn scenario(the_box: &mut Appliance, firmware: &Firmware, rng: &mut fastrand::Rng) {
@@ -571,4 +599,231 @@ fn after_cut(
     the_box.wait_committed(expected.0, expected.1);
     println!("{why}: committed {} ({})", expected.0, expected.1);
     (expected.0.to_string(), expected.1.to_string())
+}
+
+/// The clock the second box's hardware starts at, every power-on: years
+/// behind, as a Raspberry Pi without a clock battery or a flat CMOS cell.
+const RTC_BASE: &str = "2020-01-01";
+
+/// The data partition broken and the clock wrong, on the factory image: the
+/// first failed mount reboots, the second starts obsbox in recovery, whose
+/// reformat (with the code from the serial console) brings the box back to
+/// setup; NTP then sets the clock, and the last known time kept on /data
+/// puts it right on the next boot even with no NTP server answering.
+#[test]
+fn data_recovery_and_time_sync_under_qemu() {
+    let Some(work) = work_dir() else { return };
+    let start = Instant::now();
+    let output = work.path().join("1.0.0");
+    let took = image::build_image(
+        &Build {
+            obsbox: &image::static_obsbox(),
+            version: "1.0.0",
+            public_key: None,
+            overlay: None,
+            rootfs_only: false,
+        },
+        &output,
+    );
+    println!("image 1.0.0 built in {took:.1} s");
+    let disk = output.join("disk.img");
+    image::break_data_superblock(&disk);
+    let mut the_box = appliance(work.path(), &disk, Some(RTC_BASE));
+    run_scenario(
+        &mut the_box,
+        start,
+        "qemu-recovery-console.log",
+        recovery_and_clock,
+    );
+}
+
+/// Now on this machine, in Unix seconds.
+fn host_now() -> i64 {
+    jiff::Timestamp::now().as_second()
+}
+
+/// A time from the box's API, in Unix seconds.
+fn seconds(value: &Value) -> i64 {
+    value
+        .as_str()
+        .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+        .unwrap_or_else(|| panic!("not a time: {value}"))
+        .as_second()
+}
+
+fn recovery_and_clock(the_box: &mut Appliance) {
+    // First boot: the mount fails, init reboots to try again.
+    let since = Instant::now();
+    let mark = the_box.machine.power_on();
+    let (slot, init, at) = the_box.wait_init(mark, since, "first boot, /data broken");
+    let failed = the_box
+        .machine
+        .wait_console(at, "init: cannot mount the data partition", BOOT);
+    the_box
+        .machine
+        .wait_console(failed, "init: rebooting in 30 s to try again", BOOT);
+    the_box.record("first boot, /data broken", &slot, init, since.elapsed());
+    let reset = the_box.machine.wait_console(failed, "===== reset", BOOT);
+
+    // Second failure in a row: obsbox in recovery, its code on the console.
+    let since = Instant::now();
+    let (slot, init, at) = the_box.wait_init(reset, since, "second boot, /data broken");
+    let console = the_box.machine.console_since(at);
+    assert!(
+        console.contains("init: cannot mount the data partition /dev/vda4"),
+        "{console}"
+    );
+    let recovery = the_box
+        .machine
+        .wait_console(at, "init: starting obsbox in recovery", BOOT);
+    let code_at =
+        the_box
+            .machine
+            .wait_console(recovery, "the code for repairs from the web UI is ", BOOT);
+    the_box
+        .machine
+        .wait_console(code_at, "\n", Duration::from_secs(10));
+    let code: String = the_box
+        .machine
+        .console_since(code_at)
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    assert_eq!(code.len(), 6, "the console code: {code:?}");
+    the_box.record("recovery", &slot, init, since.elapsed());
+    let (status, body) = the_box.guest.plain("GET", "/api/recovery", "").unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["state"], "recovery", "{body:#}");
+    assert_eq!(body["problem"]["kind"], "data", "{body:#}");
+    assert_eq!(body["problem"]["device"], "/dev/vda4", "{body:#}");
+    assert!(
+        body["problem"]["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("cannot mount the data partition /dev/vda4"),
+        "{body:#}"
+    );
+    assert_eq!(body["repairs"], json!(["fsck", "reformat"]), "{body:#}");
+    // Neither services nor setup: the rest of the API says why.
+    let (status, _) = the_box.guest.plain("GET", "/healthz", "").unwrap();
+    assert_eq!(status, 503);
+    println!("in recovery: {}", body["problem"]["message"]);
+
+    // A reformat from the network without the console's code is refused.
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    let (status, body) = the_box
+        .guest
+        .plain(
+            "POST",
+            "/api/recovery/data",
+            &format!("action=reformat&code={wrong}&confirm=REFORMAT"),
+        )
+        .unwrap();
+    assert_eq!(status, 403, "{body}");
+    // With it: an empty file system, and the box restarts into setup.
+    let mark = the_box.machine.mark();
+    let since = Instant::now();
+    let (status, body) = the_box
+        .guest
+        .plain(
+            "POST",
+            "/api/recovery/data",
+            &format!("action=reformat&code={code}&confirm=REFORMAT"),
+        )
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["repaired"]["ok"], true, "{body:#}");
+    println!("reformatted in {:.1} s", since.elapsed().as_secs_f64());
+    let reset = the_box.machine.wait_console(mark, "===== reset", BOOT);
+    let (_, at, _) = the_box.up(reset, since, "after the reformat");
+    let console = the_box.machine.console_since(at);
+    assert!(
+        console.contains("init: /data has ") && !console.contains("cannot mount"),
+        "{console}"
+    );
+    the_box.guest.set_up(common::PASSWORD);
+
+    // The clock: six years behind, and no NTP server answers yet (the
+    // default ones are names, and DNS does not leave this machine).
+    let time = the_box.guest.get("/api/system/time");
+    assert_eq!(time["synchronised"], false, "{time:#}");
+    let behind = host_now() - seconds(&time["now"]);
+    assert!(behind > 3 * 365 * 86_400, "{time:#}");
+    let ntp = NtpServer::start();
+    let mut settings = the_box.guest.get("/api/settings")["time"].clone();
+    settings["servers"] = json!(["10.0.2.2"]);
+    settings["use_dhcp_servers"] = json!(false);
+    the_box
+        .guest
+        .expect("PUT", "/api/settings/time", &settings.to_string(), 200);
+    let asked = Instant::now();
+    let deadline = asked + Duration::from_secs(240);
+    let synced = loop {
+        // The session was made six years ago once the clock steps.
+        let time = match the_box.guest.send("GET", "/api/system/time", "") {
+            Ok((401, _)) => {
+                the_box.guest.log_in(common::PASSWORD);
+                continue;
+            }
+            Ok((200, time)) => time,
+            other => panic!("GET /api/system/time: {other:?}"),
+        };
+        let off = (host_now() - seconds(&time["now"])).abs();
+        if time["synchronised"] == true && off <= 3 {
+            break time;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not synchronised to 10.0.2.2 ({} requests answered): {time:#}\n{:?}\n{}",
+            ntp.answered(),
+            the_box.guest.services(),
+            the_box.machine.console_tail(40)
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    println!(
+        "synchronised {:.1} s after the servers were set ({} NTP requests answered): {synced}",
+        asked.elapsed().as_secs_f64(),
+        ntp.answered()
+    );
+    let ntpd = the_box
+        .guest
+        .services()
+        .into_iter()
+        .find(|s| s["name"] == "ntpd");
+    assert!(
+        ntpd.as_ref().is_some_and(|s| s["ready"] == true),
+        "the NTP daemon runs as a child: {ntpd:?}"
+    );
+
+    // No NTP from here on: the next boot starts in 2020 again, and the time
+    // obsbox kept on /data (`clock-last-known`) when it stopped sets the
+    // clock forward; the API reads that file back.
+    drop(ntp);
+    let (mark, since) = the_box.reboot();
+    let rebooted = host_now();
+    the_box.boot(mark, since, "clock from the last known time");
+    let time = the_box.guest.get("/api/system/time");
+    let now = seconds(&time["now"]);
+    let kept = seconds(&time["last_known"]);
+    assert_eq!(time["synchronised"], false, "{time:#}");
+    assert!(
+        kept >= rebooted - 5 && kept <= host_now(),
+        "the last known time was kept at the reboot ({rebooted}): {time:#}"
+    );
+    assert!(
+        now >= kept && host_now() - now < BOOT.as_secs() as i64,
+        "the clock was set forward to the last known time: {time:#}"
+    );
+    println!(
+        "booted with the clock {} s behind instead of {behind} s",
+        host_now() - now
+    );
+
+    // On the disk: no failed mount counted any more.
+    the_box.machine.power_cut();
+    assert_eq!(
+        image::esp_file(the_box.machine.disk(), image::DATA_FAILURES),
+        None
+    );
 }

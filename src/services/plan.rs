@@ -111,50 +111,109 @@ fn is_executable(path: &Path) -> bool {
 /// (`image/overlay/usr/lib/obsbox/udhcpc.script`).
 pub const DHCP_NTP_SERVERS: &str = "/run/ntp-servers";
 
-/// The name of the NTP daemon child.
+/// The name of the NTP daemon child, whichever daemon it runs.
 pub const NTPD: &str = "ntpd";
 
-/// busybox `ntpd`'s arguments: in the foreground, DHCP's servers first (when
-/// used), then the configured ones, each once.
-pub fn ntpd_args(time: &TimeSettings, dhcp: Option<&str>) -> Vec<String> {
+/// chrony's daemon.
+const CHRONYD: &str = "chronyd";
+
+/// The servers the NTP daemon follows: DHCP's first (when used), then the
+/// configured ones, each once.
+fn ntp_servers<'a>(time: &'a TimeSettings, dhcp: Option<&'a str>) -> Vec<&'a str> {
     let from_dhcp = dhcp
         .filter(|_| time.use_dhcp_servers)
         .unwrap_or("")
         .split_whitespace();
     let mut seen = BTreeSet::new();
+    from_dhcp
+        .chain(time.servers.iter().map(String::as_str))
+        .filter(|server| seen.insert(server.to_ascii_lowercase()))
+        .collect()
+}
+
+/// busybox `ntpd`'s arguments: in the foreground, with [`ntp_servers`].
+pub fn ntpd_args(time: &TimeSettings, dhcp: Option<&str>) -> Vec<String> {
     let mut args = vec![NTPD.to_string(), "-n".into()];
-    for server in from_dhcp.chain(time.servers.iter().map(String::as_str)) {
-        if seen.insert(server.to_ascii_lowercase()) {
-            args.extend(["-p".to_string(), server.to_string()]);
-        }
+    for server in ntp_servers(time, dhcp) {
+        args.extend(["-p".to_string(), server.to_string()]);
     }
     args
 }
 
-/// The busybox that provides `ntpd`: an `ntpd` on the path that is a link to
-/// busybox (as busybox installs its applets). A busybox built without the
-/// applet (Debian's) has none, and another `ntpd` (ntpsec's) takes other
-/// arguments.
-fn busybox_ntpd(locator: &Locator) -> Option<PathBuf> {
-    let ntpd = locator.find(None, &[NTPD]).ok()?;
-    let target = std::fs::canonicalize(ntpd).ok()?;
-    (target.file_name()? == "busybox").then_some(target)
+/// `chronyd`'s arguments: in the foreground logging to stderr, its whole
+/// configuration as directives on the command line (then it reads no file):
+/// [`ntp_servers`], the clock stepped when it is more than a second off in
+/// the first three updates (a box that booted with a wrong clock) and slewed
+/// after, the kernel told to keep the RTC in step, and no command port on
+/// the network. chronyd drops root to its own user once set up.
+pub fn chronyd_args(time: &TimeSettings, dhcp: Option<&str>) -> Vec<String> {
+    let mut args = vec!["-d".to_string()];
+    args.extend(
+        ntp_servers(time, dhcp)
+            .into_iter()
+            .map(|server| format!("server {server} iburst")),
+    );
+    args.extend(
+        [
+            "makestep 1 3",
+            "rtcsync",
+            "cmdport 0",
+            "pidfile /run/chronyd.pid",
+        ]
+        .map(String::from),
+    );
+    args
 }
 
-/// The NTP daemon, when NTP is on and busybox provides `ntpd` (no plan at
-/// all otherwise: it is optional). It runs as root: setting the clock needs it.
+/// The NTP daemon the image has, and its arguments.
+#[derive(Debug, Clone, PartialEq)]
+enum NtpDaemon {
+    /// busybox's `ntpd` applet (buildroot images).
+    Busybox(PathBuf),
+    /// chrony (the Debian-based x86_64 image, whose busybox has no `ntpd`).
+    Chrony(PathBuf),
+}
+
+impl NtpDaemon {
+    /// busybox's `ntpd` when there is an `ntpd` on the path that links to
+    /// busybox (as busybox installs its applets), else `chronyd`. A busybox
+    /// built without the applet (Debian's) has no such link, and another
+    /// `ntpd` (ntpsec's) takes other arguments.
+    fn find(locator: &Locator) -> Option<NtpDaemon> {
+        let busybox = locator
+            .find(None, &[NTPD])
+            .ok()
+            .and_then(|ntpd| std::fs::canonicalize(ntpd).ok())
+            .filter(|target| target.file_name().is_some_and(|name| name == "busybox"));
+        match busybox {
+            Some(busybox) => Some(NtpDaemon::Busybox(busybox)),
+            None => locator.find(None, &[CHRONYD]).ok().map(NtpDaemon::Chrony),
+        }
+    }
+
+    fn program_and_args(self, time: &TimeSettings, dhcp: Option<&str>) -> (PathBuf, Vec<String>) {
+        match self {
+            NtpDaemon::Busybox(program) => (program, ntpd_args(time, dhcp)),
+            NtpDaemon::Chrony(program) => (program, chronyd_args(time, dhcp)),
+        }
+    }
+}
+
+/// The NTP daemon, when NTP is on and the image has one (no plan at all
+/// otherwise: it is optional). It runs as root: setting the clock needs it.
 fn ntpd_plan(settings: &Settings, env: &Environment, locator: &Locator) -> Option<ChildPlan> {
     if !settings.time.enabled {
         return None;
     }
-    let program = busybox_ntpd(locator)?;
+    let daemon = NtpDaemon::find(locator)?;
     let dhcp = std::fs::read_to_string(DHCP_NTP_SERVERS).ok();
+    let (program, args) = daemon.program_and_args(&settings.time, dhcp.as_deref());
     Some(ChildPlan {
         name: NTPD.into(),
         depends_on: Vec::new(),
         launch: Launch::Run(Box::new(ChildSpec {
             program,
-            args: ntpd_args(&settings.time, dhcp.as_deref()),
+            args,
             env: Vec::new(),
             cwd: env.data_dir.join("children").join(NTPD),
             user: None,
@@ -623,12 +682,57 @@ mod tests {
         assert_eq!(spec.user, None, "setting the clock needs root");
         assert_eq!(spec.program.file_name().unwrap(), "busybox");
         assert_eq!(spec.args[..2], ["ntpd", "-n"]);
+        // busybox's applet wins over chrony.
+        std::fs::copy(d.path().join("busybox"), d.path().join(CHRONYD)).unwrap();
+        let plan = ntpd_plan(&settings, &env(), &with).unwrap();
+        assert!(
+            matches!(&plan.launch, Launch::Run(spec) if spec.program.ends_with("busybox")),
+            "{plan:?}"
+        );
         settings.time.enabled = false;
         assert!(ntpd_plan(&settings, &env(), &with).is_none());
         // Not PID 1 here: never a plan, whatever is installed.
         assert!(plans(&Settings::default(), &env(), &with)
             .iter()
             .all(|p| p.name != NTPD));
+    }
+
+    #[test]
+    fn chrony_runs_where_busybox_has_no_ntpd_with_its_whole_configuration_as_arguments() {
+        let time = TimeSettings {
+            servers: vec!["0.pool.ntp.org".into(), "192.0.2.1".into()],
+            ..TimeSettings::default()
+        };
+        assert_eq!(
+            chronyd_args(&time, Some("192.0.2.1 192.0.2.2\n")),
+            [
+                "-d",
+                "server 192.0.2.1 iburst",
+                "server 192.0.2.2 iburst",
+                "server 0.pool.ntp.org iburst",
+                "makestep 1 3",
+                "rtcsync",
+                "cmdport 0",
+                "pidfile /run/chronyd.pid",
+            ]
+        );
+        // The Debian image: busybox without the applet, chrony installed;
+        // also where another ntpd (ntpsec's) is on the path.
+        let settings = Settings::default();
+        for names in [&["busybox", CHRONYD][..], &[NTPD, CHRONYD]] {
+            let (_d, locator) = bin_dir(names);
+            let plan = ntpd_plan(&settings, &env(), &locator).unwrap();
+            assert_eq!(plan.name, NTPD);
+            let Launch::Run(spec) = &plan.launch else {
+                panic!("{plan:?}")
+            };
+            assert_eq!(spec.program.file_name().unwrap(), CHRONYD, "{names:?}");
+            assert_eq!(spec.user, None, "chronyd drops root itself once set up");
+            assert_eq!(spec.args[0], "-d");
+            assert!(spec
+                .args
+                .contains(&"server 0.pool.ntp.org iburst".to_string()));
+        }
     }
 
     #[test]

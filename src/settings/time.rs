@@ -1,5 +1,5 @@
 //! The `time` section: the NTP servers the box's clock follows. On the
-//! appliance obsbox runs busybox `ntpd` with them (see `services::plan`);
+//! appliance obsbox runs busybox `ntpd` or `chronyd` with them (see `services::plan`);
 //! whether the clock is synchronised comes from the kernel (`crate::clock`).
 
 use serde::{Deserialize, Serialize};

@@ -104,6 +104,23 @@ impl Guest {
         Self::answer(result).map(Self::json)
     }
 
+    /// A request over plain HTTP, with a form body (or none for an empty
+    /// `form`): a box in recovery serves only that, to anyone, and no JSON.
+    pub fn plain(&self, method: &str, path: &str, form: &str) -> Answer {
+        let request = self
+            .agent
+            .request(method, &format!("{}{path}", self.http))
+            .timeout(Duration::from_secs(300));
+        let result = if form.is_empty() {
+            request.call()
+        } else {
+            request
+                .set("Content-Type", "application/x-www-form-urlencoded")
+                .send_string(form)
+        };
+        Self::answer(result).map(Self::json)
+    }
+
     /// Whether the web UI answers at all.
     pub fn answers(&self) -> bool {
         self.agent

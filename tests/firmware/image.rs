@@ -107,12 +107,51 @@ fn esp(disk: &Path) -> String {
 
 const GRUBENV: &str = "::/EFI/obsbox/grubenv";
 
-/// GRUB's environment on a powered-off disk, as `name=value` lines.
-pub fn grubenv(disk: &Path) -> String {
-    let raw = run(Command::new("mcopy")
+/// Where init counts the failed mounts of /data in a row (on the ESP).
+pub const DATA_FAILURES: &str = "::/obsbox-data-failures";
+
+/// A file on the ESP of a powered-off disk (mtools' `::/path`), if it is there.
+pub fn esp_file(disk: &Path, path: &str) -> Option<String> {
+    let output = Command::new("mcopy")
         .args(["-n", "-i"])
         .arg(esp(disk))
-        .args([GRUBENV, "-"]));
+        .args([path, "-"])
+        .output()
+        .unwrap_or_else(|e| panic!("mcopy: {e}"));
+    output
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// The byte offset of the data partition (the last one, genimage.cfg).
+fn data_partition(disk: &Path) -> u64 {
+    let table: serde_json::Value =
+        serde_json::from_str(&run(Command::new("sfdisk").arg("--json").arg(disk))).unwrap();
+    let table = &table["partitiontable"];
+    let sector = table["sectorsize"].as_u64().unwrap_or(512);
+    let start = table["partitions"]
+        .as_array()
+        .and_then(|parts| parts.last())
+        .and_then(|last| last["start"].as_u64())
+        .unwrap_or_else(|| panic!("no partitions on {}: {table}", disk.display()));
+    start * sector
+}
+
+/// Zeroes the data file system's superblock: ext4 then neither mounts nor
+/// checks (a 64 MiB image has one block group, so no backup superblock).
+pub fn break_data_superblock(disk: &Path) {
+    use std::io::{Seek, SeekFrom, Write};
+    let mut file = std::fs::OpenOptions::new().write(true).open(disk).unwrap();
+    file.seek(SeekFrom::Start(data_partition(disk) + 1024))
+        .unwrap();
+    file.write_all(&[0u8; 1024]).unwrap();
+    file.sync_all().unwrap();
+}
+
+/// GRUB's environment on a powered-off disk, as `name=value` lines.
+pub fn grubenv(disk: &Path) -> String {
+    let raw = esp_file(disk, GRUBENV).expect("the ESP holds grubenv");
     raw.lines()
         .filter(|l| !l.starts_with('#') && l.contains('='))
         .collect::<Vec<_>>()

@@ -1,4 +1,5 @@
 //! Helpers of the QEMU firmware test (`tests/firmware_qemu.rs`).
 pub mod guest;
 pub mod image;
+pub mod ntp;
 pub mod qemu;

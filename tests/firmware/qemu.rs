@@ -8,6 +8,12 @@
 //! of the firmware. Under TCG, OVMF now and then spins forever after a warm
 //! reset (seen twice in a dozen reboots, never after a cold start); the box
 //! decides which slot boots either way, from GRUB's environment on its disk.
+//!
+//! The user network reaches this machine's loopback only: QEMU runs in a
+//! mount namespace of its own whose `/etc/resolv.conf` names 127.0.0.1, so
+//! the guest's DNS queries (the box's default NTP servers are pool names)
+//! never leave the machine, and IPv6 is off. The guest reaches 127.0.0.1 as
+//! 10.0.2.2.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -64,12 +70,23 @@ struct Hardware {
     serial: PathBuf,
     http_port: u16,
     https_port: u16,
+    /// The guest's real-time clock at power-on (`-rtc base=`), or now.
+    rtc_base: Option<String>,
 }
 
 impl Hardware {
     fn start(&self) -> Child {
-        Command::new("qemu-system-x86_64")
-            .args(["-accel", "tcg", "-machine", "q35", "-m", "512", "-smp", "1"])
+        let resolv = self.dir.join("resolv.conf");
+        std::fs::write(&resolv, "nameserver 127.0.0.1\n").unwrap();
+        let mut qemu = Command::new("unshare");
+        qemu.args(["--mount", "sh", "-c"])
+            .arg(r#"mount --bind "$0" /etc/resolv.conf && exec "$@""#)
+            .arg(&resolv)
+            .arg("qemu-system-x86_64");
+        if let Some(base) = &self.rtc_base {
+            qemu.arg("-rtc").arg(format!("base={base}"));
+        }
+        qemu.args(["-accel", "tcg", "-machine", "q35", "-m", "512", "-smp", "1"])
             .args([
                 "-nodefaults",
                 "-no-user-config",
@@ -93,7 +110,7 @@ impl Hardware {
             .args(["-device", "virtio-blk-pci,drive=disk,bootindex=0"])
             .arg("-netdev")
             .arg(format!(
-                "user,id=net0,hostfwd=tcp:127.0.0.1:{}-:80,hostfwd=tcp:127.0.0.1:{}-:443",
+                "user,id=net0,ipv6=off,hostfwd=tcp:127.0.0.1:{}-:80,hostfwd=tcp:127.0.0.1:{}-:443",
                 self.http_port, self.https_port
             ))
             // romfile=: no iPXE in the firmware's boot options.
@@ -146,8 +163,9 @@ pub struct Machine {
 
 impl Machine {
     /// A machine in `dir` whose disk is `image` grown by `grow_bytes`, as
-    /// when an image is written to a larger disk.
-    pub fn new(dir: &Path, image: &Path, grow_bytes: u64) -> Machine {
+    /// when an image is written to a larger disk; its clock starts at
+    /// `rtc_base` (QEMU's `-rtc base=` syntax) at every power-on, or now.
+    pub fn new(dir: &Path, image: &Path, grow_bytes: u64, rtc_base: Option<&str>) -> Machine {
         let disk = dir.join("disk.img");
         let copied = Command::new("cp")
             .arg("--sparse=always")
@@ -166,6 +184,7 @@ impl Machine {
             serial: dir.join("serial.log"),
             http_port: crate::common::free_port(),
             https_port: crate::common::free_port(),
+            rtc_base: rtc_base.map(String::from),
         });
         let power = Arc::new(Mutex::new(Power { process: None }));
         let quit = Arc::new(AtomicBool::new(false));

@@ -15,7 +15,7 @@ const SECTIONS = [
   ] },
   { section: 'time', title: 'Clock (NTP)', fields: [
     { path: 'enabled', label: 'Keep the clock synchronised (NTP)', kind: 'checkbox' },
-    { path: 'servers', label: 'NTP servers', kind: 'list', range: 'host names or IP addresses separated by spaces, at most 8', hint: 'On the appliance busybox ntpd follows them; the System page shows whether the clock is synchronised.' },
+    { path: 'servers', label: 'NTP servers', kind: 'list', range: 'host names or IP addresses separated by spaces, at most 8', hint: 'On the appliance the NTP daemon (busybox ntpd or chrony) follows them; the System page shows whether the clock is synchronised.' },
     { path: 'use_dhcp_servers', label: "Also use the servers DHCP offers", kind: 'checkbox' },
   ] },
   { section: 'alerting', title: 'Links', fields: [
