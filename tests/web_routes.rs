@@ -391,6 +391,19 @@ const CHANGES: &[Case] = &[
         "/api/alerts/12345/ack",
         Some(("", 404)),
     ),
+    case(
+        "/api/alerts/{id}/mark",
+        "POST",
+        "/api/alerts/12345/mark",
+        Some((r#"{"mark": "noise"}"#, 404)),
+    ),
+    case("/api/alerting/drills", "GET", "/api/alerting/drills", None),
+    case(
+        "/api/alerting/drills",
+        "POST",
+        "/api/alerting/drills",
+        Some((r#"{"route": "nope"}"#, 404)),
+    ),
     case("/api/silences", "POST", "/api/silences", Some(("{}", 422))),
     case(
         "/api/silences/{id}",
