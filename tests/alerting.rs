@@ -850,7 +850,11 @@ fn an_escalation_drill_reaches_each_receiver_of_the_chain_and_a_dead_one_fails_i
     let labels = &payload["alerts"][0]["labels"];
     assert_eq!(
         (&labels["alertname"], &labels["drill"], &labels["severity"]),
-        (&json!("EscalationDrill"), &json!("true"), &json!("critical"))
+        (
+            &json!("EscalationDrill"),
+            &json!("true"),
+            &json!("critical")
+        )
     );
     assert!(payload["alerts"][0]["annotations"]["summary"]
         .as_str()
@@ -918,7 +922,9 @@ fn an_escalation_drill_reaches_each_receiver_of_the_chain_and_a_dead_one_fails_i
         has(r#"obsbox_escalation_drill_last_result{route="critical:*:first"} 1"#),
         "{metrics:?}"
     );
-    assert!(has(r#"obsbox_escalation_drill_last_result{route="warning:*:dead"} 0"#));
+    assert!(has(
+        r#"obsbox_escalation_drill_last_result{route="warning:*:dead"} 0"#
+    ));
     assert!(has(
         r#"obsbox_escalation_drill_last_success_timestamp_seconds{route="critical:*:first"} "#
     ));

@@ -228,7 +228,8 @@ pub fn integration(kind: &ReceiverKind) -> &'static str {
 pub fn delivered_notifications(metrics: &str) -> BTreeMap<String, f64> {
     let mut totals: BTreeMap<String, f64> = BTreeMap::new();
     for line in metrics.lines() {
-        let (sign, rest) = if let Some(rest) = line.strip_prefix("alertmanager_notifications_total{")
+        let (sign, rest) = if let Some(rest) =
+            line.strip_prefix("alertmanager_notifications_total{")
         {
             (1.0, rest)
         } else if let Some(rest) = line.strip_prefix("alertmanager_notifications_failed_total{") {
@@ -326,7 +327,12 @@ fn save(store: &Store, drill: &DrillRecord) -> Result<(), StoreError> {
     })
 }
 
-fn start(store: &Store, chain: &Chain, settings: &Settings, actor: &str) -> Result<DrillRecord, StoreError> {
+fn start(
+    store: &Store,
+    chain: &Chain,
+    settings: &Settings,
+    actor: &str,
+) -> Result<DrillRecord, StoreError> {
     let steps: Vec<Step> = chain
         .receivers
         .iter()
@@ -455,7 +461,10 @@ pub struct Drills {
 
 impl Drills {
     /// The drills and the task that runs them, until `stop`.
-    pub fn start(alerts: Arc<Alerts>, stop: CancellationToken) -> (Arc<Drills>, tokio::task::JoinHandle<()>) {
+    pub fn start(
+        alerts: Arc<Alerts>,
+        stop: CancellationToken,
+    ) -> (Arc<Drills>, tokio::task::JoinHandle<()>) {
         let (queue, asked) = mpsc::channel(16);
         let drills = Arc::new(Drills {
             alerts: alerts.clone(),
@@ -481,14 +490,15 @@ impl Drills {
         self.queue
             .try_send((route.to_string(), actor.to_string()))
             .map_err(|_| AlertsError::Conflict("too many drills queued".into()))?;
-        self.alerts
-            .store
-            .audit(actor, "alert.drill", route)?;
+        self.alerts.store.audit(actor, "alert.drill", route)?;
         Ok(())
     }
 
     /// The routes' schedules and the newest drills.
-    pub fn overview(&self, limit: u32) -> Result<(Vec<RouteDrills>, Vec<DrillRecord>), AlertsError> {
+    pub fn overview(
+        &self,
+        limit: u32,
+    ) -> Result<(Vec<RouteDrills>, Vec<DrillRecord>), AlertsError> {
         let settings = self.alerts.services.settings()?;
         Ok((
             routes(&self.alerts.store, &settings)?,
@@ -577,8 +587,7 @@ async fn run(alerts: &Alerts, route: &str, actor: &str) -> Result<DrillRecord, A
             let step = &drill.steps[i];
             let count = counts.get(&step.integration).copied().unwrap_or(0.0);
             let escalation_due = now >= drill.started_at + escalate_after;
-            let acked_in_time =
-                acked_at.is_some_and(|a| a < drill.started_at + escalate_after);
+            let acked_in_time = acked_at.is_some_and(|a| a < drill.started_at + escalate_after);
             let next = match step.state {
                 StepState::Waiting if step.escalation && acked_in_time => Step {
                     state: StepState::HeldBack,
@@ -640,7 +649,13 @@ async fn run(alerts: &Alerts, route: &str, actor: &str) -> Result<DrillRecord, A
 /// the test alerts' labels that send it to that receiver only, in a group of
 /// its own, at once. It ends by itself after the drill's deadline should
 /// obsbox stop meanwhile.
-fn drill_alert(alerts: &Alerts, settings: &Settings, chain: &Chain, drill: &DrillRecord, i: usize) -> Value {
+fn drill_alert(
+    alerts: &Alerts,
+    settings: &Settings,
+    chain: &Chain,
+    drill: &DrillRecord,
+    i: usize,
+) -> Value {
     let step = &drill.steps[i];
     let now = jiff::Timestamp::now();
     let lasts = parse_duration(&settings.alerting.drills.answer_within).unwrap_or_default()
@@ -672,18 +687,21 @@ fn drill_alert(alerts: &Alerts, settings: &Settings, chain: &Chain, drill: &Dril
 }
 
 /// Alertmanager's delivered notifications per integration.
-async fn delivered_counts(
-    settings: &Settings,
-) -> Result<BTreeMap<String, f64>, AlertsError> {
+async fn delivered_counts(settings: &Settings) -> Result<BTreeMap<String, f64>, AlertsError> {
     let port = settings.services.alertmanager.port;
-    let response = crate::http_client::send_json("GET", port, "/metrics", "", Duration::from_secs(10))
-        .await
-        .map_err(|e| AlertsError::Alertmanager(format!("Alertmanager: {e}")))?;
-    Ok(delivered_notifications(&String::from_utf8_lossy(&response.body)))
+    let response =
+        crate::http_client::send_json("GET", port, "/metrics", "", Duration::from_secs(10))
+            .await
+            .map_err(|e| AlertsError::Alertmanager(format!("Alertmanager: {e}")))?;
+    Ok(delivered_notifications(&String::from_utf8_lossy(
+        &response.body,
+    )))
 }
 
 /// Each receiver's newest delivery failure in Alertmanager's log: when and why.
-async fn receiver_failures(alerts: &Alerts) -> Result<BTreeMap<String, (i64, String)>, AlertsError> {
+async fn receiver_failures(
+    alerts: &Alerts,
+) -> Result<BTreeMap<String, (i64, String)>, AlertsError> {
     let log = alerts
         .services
         .child_output("alertmanager", DELIVERY_LOG_LINES)
@@ -788,7 +806,10 @@ mod tests {
         // A failure of this receiver since it was sent wins over a count
         // another notification raised; an older failure does not count.
         let old = Some((9_000, "refused".to_string()));
-        assert_eq!(judge(&counted, &seen(20_000, 4.0, old)).state, StepState::Sent);
+        assert_eq!(
+            judge(&counted, &seen(20_000, 4.0, old)).state,
+            StepState::Sent
+        );
         let failed = judge(
             &counted,
             &seen(20_000, 4.0, Some((19_000, "connection refused".into()))),

@@ -387,7 +387,10 @@ mod tests {
         drill["labels"][DRILL_ID_LABEL] = json!("7");
         record(
             &store,
-            &notification("firing", json!([alert("HostDown", "firing", &now, ""), drill])),
+            &notification(
+                "firing",
+                json!([alert("HostDown", "firing", &now, ""), drill]),
+            ),
         )
         .unwrap();
         let rows = list(&store, None, 10).unwrap();
@@ -399,7 +402,9 @@ mod tests {
         assert_eq!(drill_acknowledgement(&store, 8).unwrap(), (None, None));
         assert_eq!(stats(&store).unwrap().acknowledged, 0);
 
-        let marked = mark(&store, id_of("HostDown"), "noise", "admin").unwrap().unwrap();
+        let marked = mark(&store, id_of("HostDown"), "noise", "admin")
+            .unwrap()
+            .unwrap();
         assert_eq!(
             (marked.mark.as_deref(), marked.marked_by.as_deref()),
             (Some("noise"), Some("admin"))
@@ -407,7 +412,11 @@ mod tests {
         let found = occurrences(&store).unwrap();
         assert_eq!(found.len(), 1);
         assert_eq!(
-            (found[0].alertname.as_str(), found[0].host.as_str(), found[0].mark),
+            (
+                found[0].alertname.as_str(),
+                found[0].host.as_str(),
+                found[0].mark
+            ),
             ("HostDown", "nas", Some(Mark::Noise))
         );
     }

@@ -75,9 +75,7 @@ pub fn precision(occurrences: &[Occurrence]) -> Vec<RulePrecision> {
                 actionable,
                 noise,
                 ratio,
-                hint: (ratio < TARGET)
-                    .then(|| hint(name, occurrences))
-                    .flatten(),
+                hint: (ratio < TARGET).then(|| hint(name, occurrences)).flatten(),
             }
         })
         .collect();
@@ -100,7 +98,10 @@ pub fn hint(rule: &str, occurrences: &[Occurrence]) -> Option<String> {
     let half = noisy.len().div_ceil(2);
     let short = noisy
         .iter()
-        .filter(|o| o.ends_at.is_some_and(|end| end - o.starts_at < SHORT_FIRE_MS))
+        .filter(|o| {
+            o.ends_at
+                .is_some_and(|end| end - o.starts_at < SHORT_FIRE_MS)
+        })
         .count();
     let mut together: BTreeMap<&str, usize> = BTreeMap::new();
     for o in &noisy {
@@ -143,7 +144,13 @@ mod tests {
 
     const MIN: i64 = 60_000;
 
-    fn fire(name: &str, host: &str, start: i64, minutes: Option<i64>, mark: Option<Mark>) -> Occurrence {
+    fn fire(
+        name: &str,
+        host: &str,
+        start: i64,
+        minutes: Option<i64>,
+        mark: Option<Mark>,
+    ) -> Occurrence {
         Occurrence {
             alertname: name.into(),
             host: host.into(),

@@ -154,11 +154,7 @@ struct DrillRequest {
 async fn drill(State(app): State<Arc<AppState>>, actor: Actor, body: Bytes) -> ApiResult {
     let request: DrillRequest = json_body(&body)?;
     app.drills.run_now(&request.route, &actor.0).await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({"queued": request.route})),
-    )
-        .into_response())
+    Ok((StatusCode::ACCEPTED, Json(json!({"queued": request.route}))).into_response())
 }
 
 #[derive(Deserialize)]
