@@ -169,6 +169,7 @@ const READS: &[Case] = &[
     case("/api/logs/tokens", "GET", "/api/logs/tokens", None),
     case("/api/logs/sources", "GET", "/api/logs/sources", None),
     case("/api/alerts", "GET", "/api/alerts?status=bogus", None),
+    case("/api/alerting/drills", "GET", "/api/alerting/drills", None),
     case(
         "/api/alerts/receivers",
         "GET",
@@ -397,7 +398,6 @@ const CHANGES: &[Case] = &[
         "/api/alerts/12345/mark",
         Some((r#"{"mark": "noise"}"#, 404)),
     ),
-    case("/api/alerting/drills", "GET", "/api/alerting/drills", None),
     case(
         "/api/alerting/drills",
         "POST",
