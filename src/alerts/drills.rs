@@ -583,7 +583,8 @@ async fn run(alerts: &Alerts, route: &str, actor: &str) -> Result<DrillRecord, A
         drill.acked_by = acked_by;
         let counts = delivered_counts(&settings).await?;
         let failures = receiver_failures(alerts).await?;
-        for i in 0..drill.steps.len() {
+        // One baseline per step, in order.
+        for (i, baseline) in baselines.iter_mut().enumerate() {
             let step = &drill.steps[i];
             let count = counts.get(&step.integration).copied().unwrap_or(0.0);
             let escalation_due = now >= drill.started_at + escalate_after;
@@ -599,7 +600,7 @@ async fn run(alerts: &Alerts, route: &str, actor: &str) -> Result<DrillRecord, A
                         .alertmanager(&settings, "POST", "/api/v2/alerts", Some(json!([alert])))
                         .await?;
                     posted.push(alert);
-                    baselines[i] = count;
+                    *baseline = count;
                     Step {
                         state: StepState::Sent,
                         sent_at: Some(now),
@@ -611,7 +612,7 @@ async fn run(alerts: &Alerts, route: &str, actor: &str) -> Result<DrillRecord, A
                     &Observation {
                         now,
                         delivered: count,
-                        baseline: baselines[i],
+                        baseline: *baseline,
                         failure: failures.get(&step.receiver).cloned(),
                     },
                 ),
@@ -841,9 +842,12 @@ mod tests {
             Some(Outcome::Success)
         );
         // Delivered but nobody acknowledged yet: wait, then fail at the deadline.
-        assert_eq!(outcome(&[delivered.clone()], false, 5, 100), None);
         assert_eq!(
-            outcome(&[delivered.clone()], false, 100, 100),
+            outcome(std::slice::from_ref(&delivered), false, 5, 100),
+            None
+        );
+        assert_eq!(
+            outcome(std::slice::from_ref(&delivered), false, 100, 100),
             Some(Outcome::Failed("nobody acknowledged it".into()))
         );
         // A failed receiver ends it once every step has a verdict, even
