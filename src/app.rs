@@ -334,6 +334,8 @@ pub async fn run(
         alerts.clone(),
         copies_stop.clone(),
     ));
+    let (drills, drilling) =
+        crate::alerts::drills::Drills::start(alerts.clone(), copies_stop.clone());
     let diagnostics = Diagnostics::new(DiagnosticsContext {
         services: services.clone(),
         supervisor: supervisor.clone(),
@@ -429,6 +431,7 @@ pub async fn run(
     let app = web::router(Arc::new(AppState {
         accounts,
         alerts,
+        drills,
         services: services.clone(),
         supervisor: supervisor.clone(),
         store,
@@ -513,6 +516,9 @@ pub async fn run(
     }
     if let Err(e) = settle.await {
         tracing::error!(error = %e, "settling acknowledged alerts failed");
+    }
+    if let Err(e) = drilling.await {
+        tracing::error!(error = %e, "escalation drills failed");
     }
     // A stop asked for while rebooting (the host going down, an operator)
     // would be lost in the new process: it wins.

@@ -295,6 +295,27 @@ const MIGRATIONS: &[&str] = &[
         used_by TEXT,
         used_at INTEGER
     );",
+    // Escalation drills (steps: JSON, one per receiver of the chain) and
+    // when obsbox first saw each route (a new route's first drill is due a
+    // period later). Times in Unix milliseconds.
+    "CREATE TABLE drills (
+        id INTEGER PRIMARY KEY,
+        route TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        started_at INTEGER NOT NULL,
+        finished_at INTEGER,
+        result TEXT NOT NULL,
+        detail TEXT NOT NULL,
+        steps TEXT NOT NULL,
+        acked_at INTEGER,
+        acked_by TEXT
+    );
+    CREATE INDEX drills_route ON drills (route, started_at);
+    CREATE TABLE drill_routes (route TEXT PRIMARY KEY, since INTEGER NOT NULL);",
+    // Whether an alert was worth it (`actionable` or `noise`), said on
+    // acknowledgement or resolution: the input of alert precision.
+    "ALTER TABLE alerts ADD COLUMN mark TEXT;
+    ALTER TABLE alerts ADD COLUMN marked_by TEXT;",
 ];
 
 /// A handle on the store; cheap to clone. Calls block briefly on SQLite.

@@ -842,3 +842,151 @@ fn ntfy_gotify_and_pushover_get_their_own_formats_through_the_relay() {
         assert!(!shown.contains(secret), "{secret} shown");
     }
 }
+
+/// A drill of `route` as `GET /api/alerting/drills` lists it, once `done`.
+fn drill_of(obsbox: &Obsbox, route: &str, done: impl Fn(&Value) -> bool) -> Option<Value> {
+    obsbox.get("/api/alerting/drills")["drills"]
+        .as_array()?
+        .iter()
+        .find(|d| d["route"] == route && done(d))
+        .cloned()
+}
+
+#[test]
+fn an_escalation_drill_reaches_each_receiver_of_the_chain_and_a_dead_one_fails_it() {
+    let first = HttpSink::start();
+    let oncall = HttpSink::start();
+    let obsbox = Obsbox::start(&[
+        ("services", services_only(&["alertmanager"])),
+        ("alertmanager", json!({"group_wait": "1s"})),
+        (
+            "alerting",
+            json!({
+                "receivers": [
+                    {"name": "first", "kind": "webhook", "url": format!("http://127.0.0.1:{}/first", first.port)},
+                    {"name": "oncall", "kind": "webhook", "url": format!("http://127.0.0.1:{}/oncall", oncall.port)},
+                    {"name": "dead", "kind": "webhook", "url": format!("http://127.0.0.1:{}/gone", free_port())},
+                ],
+                "routes": [
+                    {"severity": "critical", "receiver": "first"},
+                    {"severity": "warning", "receiver": "dead"},
+                ],
+                "escalation": {"after": "30m", "receiver": "oncall"},
+                "drills": {"escalate_after": "10s", "answer_within": "5m"},
+            }),
+        ),
+    ]);
+    obsbox.wait_all_ready(READY);
+    let listed = obsbox.get("/api/alerting/drills");
+    let routes: Vec<(&str, Value)> = listed["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["route"].as_str().unwrap(), r["receivers"].clone()))
+        .collect();
+    assert_eq!(
+        routes,
+        [
+            ("critical:*:first", json!(["first", "oncall"])),
+            ("warning:*:dead", json!(["dead"]))
+        ]
+    );
+
+    let route = "critical:*:first";
+    let (status, body) = obsbox.send(
+        "POST",
+        "/api/alerting/drills",
+        &json!({"route": route}).to_string(),
+    );
+    assert_eq!(status, 202, "{body}");
+    // The first receiver gets the drill at once, labelled as one; nobody
+    // acknowledges it, so the escalation receiver gets it after 10s.
+    let delivered = wait_for("the drill at the first receiver", DELIVERY, || {
+        first.requests().into_iter().find(|r| r.path == "/first")
+    });
+    let payload: Value = serde_json::from_str(&delivered.body).unwrap();
+    let labels = &payload["alerts"][0]["labels"];
+    assert_eq!(
+        (&labels["alertname"], &labels["drill"], &labels["severity"]),
+        (
+            &json!("EscalationDrill"),
+            &json!("true"),
+            &json!("critical")
+        )
+    );
+    assert!(payload["alerts"][0]["annotations"]["summary"]
+        .as_str()
+        .unwrap()
+        .starts_with("DRILL:"));
+    wait_for("the drill at the escalation receiver", DELIVERY, || {
+        oncall.requests().into_iter().find(|r| r.path == "/oncall")
+    });
+    // Both deliveries confirmed (no failure within the settle time).
+    let reached = Duration::from_secs(120);
+    wait_for("both deliveries confirmed", reached, || {
+        drill_of(&obsbox, route, |d| {
+            d["steps"]
+                .as_array()
+                .is_some_and(|s| s.iter().all(|s| s["state"] == "delivered"))
+        })
+    });
+    // Acknowledged like any alert: the drill succeeds, and resolves its alerts.
+    let id = wait_for("the drill in the history", DELIVERY, || {
+        obsbox.get("/api/alerts")["alerts"]
+            .as_array()?
+            .iter()
+            .find(|a| a["alertname"] == "EscalationDrill")?["id"]
+            .as_i64()
+    });
+    let (status, acked) = obsbox.send("POST", &format!("/api/alerts/{id}/ack"), "");
+    assert_eq!(status, 200, "{acked}");
+    let drill = wait_for("the drill's success", DELIVERY, || {
+        drill_of(&obsbox, route, |d| d["result"] != "running")
+    });
+    assert_eq!(drill["result"], "success", "{drill}");
+    assert_eq!(drill["acked_by"], "admin");
+    let am = alertmanager_port(&obsbox);
+    wait_for("the drill alerts resolved", DELIVERY, || {
+        alertmanager_alerts(am)
+            .iter()
+            .all(|a| a["labels"]["alertname"] != "EscalationDrill")
+            .then_some(())
+    });
+    // Drills stay out of MTTA.
+    assert_eq!(obsbox.get("/api/alerts")["stats"]["acknowledged"], 0);
+
+    // A dead receiver fails its route's drill, with Alertmanager's error.
+    let dead = "warning:*:dead";
+    let (status, _) = obsbox.send(
+        "POST",
+        "/api/alerting/drills",
+        &json!({"route": dead}).to_string(),
+    );
+    assert_eq!(status, 202);
+    let failed = wait_for("the failed drill", Duration::from_secs(120), || {
+        drill_of(&obsbox, dead, |d| d["result"] != "running")
+    });
+    assert_eq!(failed["result"], "failed", "{failed}");
+    let detail = failed["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with("dead: ") && detail.contains("connection refused"),
+        "{detail}"
+    );
+
+    // The metrics EscalationDrillFailed and EscalationDrillOverdue read.
+    let metrics = obsbox.metric_lines("obsbox_escalation_drill_");
+    let has = |line: &str| metrics.iter().any(|l| l.starts_with(line));
+    assert!(
+        has(r#"obsbox_escalation_drill_last_result{route="critical:*:first"} 1"#),
+        "{metrics:?}"
+    );
+    assert!(has(
+        r#"obsbox_escalation_drill_last_result{route="warning:*:dead"} 0"#
+    ));
+    assert!(has(
+        r#"obsbox_escalation_drill_last_success_timestamp_seconds{route="critical:*:first"} "#
+    ));
+    assert!(!has(
+        r#"obsbox_escalation_drill_last_success_timestamp_seconds{route="warning:*:dead"}"#
+    ));
+}

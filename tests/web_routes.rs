@@ -175,6 +175,7 @@ const READS: &[Case] = &[
     case("/api/logs/tokens", "GET", "/api/logs/tokens", None),
     case("/api/logs/sources", "GET", "/api/logs/sources", None),
     case("/api/alerts", "GET", "/api/alerts?status=bogus", None),
+    case("/api/alerting/drills", "GET", "/api/alerting/drills", None),
     case(
         "/api/alerts/receivers",
         "GET",
@@ -431,6 +432,18 @@ const CHANGES: &[Case] = &[
         "POST",
         "/api/alerts/12345/ack",
         Some(("", 404)),
+    ),
+    case(
+        "/api/alerts/{id}/mark",
+        "POST",
+        "/api/alerts/12345/mark",
+        Some((r#"{"mark": "noise"}"#, 404)),
+    ),
+    case(
+        "/api/alerting/drills",
+        "POST",
+        "/api/alerting/drills",
+        Some((r#"{"route": "nope"}"#, 404)),
     ),
     case("/api/silences", "POST", "/api/silences", Some(("{}", 422))),
     case(

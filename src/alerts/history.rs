@@ -2,6 +2,8 @@
 //! folded into one row per alert occurrence, acknowledgements, and the mean
 //! times to acknowledge and to resolve.
 
+use super::drills::{DRILL_ALERT, DRILL_ID_LABEL};
+use super::precision::{Mark, Occurrence};
 use crate::store::{now_millis, Store, StoreError};
 use rusqlite::{params, OptionalExtension, Row};
 use serde::{Deserialize, Serialize};
@@ -49,6 +51,9 @@ pub struct AlertRecord {
     pub acked_at: Option<i64>,
     pub acked_by: Option<String>,
     pub notifications: i64,
+    /// `actionable` or `noise`, once someone said so.
+    pub mark: Option<String>,
+    pub marked_by: Option<String>,
 }
 
 /// Keeps the silences an acknowledgement made, to expire them when the alert resolves.
@@ -108,7 +113,8 @@ pub struct AlertStats {
     pub mttr_seconds: Option<f64>,
 }
 
-/// The alert name test alerts carry; they stay out of the figures.
+/// The alert name test alerts carry; they stay out of the figures, as
+/// drills do.
 pub const TEST_ALERT: &str = "ObsboxTestAlert";
 
 const STATS_WINDOW_MS: i64 = 30 * 86_400_000;
@@ -164,7 +170,7 @@ pub fn record(store: &Store, notification: &Notification) -> Result<usize, Store
 }
 
 const COLUMNS: &str = "id, fingerprint, alertname, severity, status, labels, annotations,
-    starts_at, ends_at, acked_at, acked_by, notifications";
+    starts_at, ends_at, acked_at, acked_by, notifications, mark, marked_by";
 
 fn from_row(row: &Row) -> rusqlite::Result<AlertRecord> {
     let map = |text: String| serde_json::from_str(&text).unwrap_or_default();
@@ -181,6 +187,8 @@ fn from_row(row: &Row) -> rusqlite::Result<AlertRecord> {
         acked_at: row.get(9)?,
         acked_by: row.get(10)?,
         notifications: row.get(11)?,
+        mark: row.get(12)?,
+        marked_by: row.get(13)?,
     })
 }
 
@@ -225,23 +233,84 @@ pub fn acknowledge(store: &Store, id: i64, actor: &str) -> Result<Option<AlertRe
     get(store, id)
 }
 
+/// Marks an alert `actionable` or `noise` by `actor` (a later mark
+/// replaces it). `None` when there is no such alert.
+pub fn mark(
+    store: &Store,
+    id: i64,
+    mark: &str,
+    actor: &str,
+) -> Result<Option<AlertRecord>, StoreError> {
+    store.with_conn(|conn| {
+        conn.execute(
+            "UPDATE alerts SET mark = ?2, marked_by = ?3 WHERE id = ?1",
+            params![id, mark, actor],
+        )?;
+        Ok(())
+    })?;
+    get(store, id)
+}
+
+/// The occurrences of the last 30 days (test alerts and drills left out),
+/// as precision reads them.
+pub fn occurrences(store: &Store) -> Result<Vec<Occurrence>, StoreError> {
+    let since = now_millis() - STATS_WINDOW_MS;
+    store.with_conn(|conn| {
+        let mut stmt = conn.prepare(
+            "SELECT alertname, COALESCE(json_extract(labels, '$.host'), ''), starts_at, ends_at, mark
+             FROM alerts WHERE starts_at >= ?1 AND alertname NOT IN (?2, ?3)",
+        )?;
+        let rows = stmt.query_map(params![since, TEST_ALERT, DRILL_ALERT], |r| {
+            let mark: Option<String> = r.get(4)?;
+            Ok(Occurrence {
+                alertname: r.get(0)?,
+                host: r.get(1)?,
+                starts_at: r.get(2)?,
+                ends_at: r.get(3)?,
+                mark: mark.as_deref().and_then(Mark::parse),
+            })
+        })?;
+        rows.collect()
+    })
+}
+
+/// The first acknowledgement of any alert of drill `drill`: when and by whom.
+pub fn drill_acknowledgement(
+    store: &Store,
+    drill: i64,
+) -> Result<(Option<i64>, Option<String>), StoreError> {
+    store.with_conn(|conn| {
+        Ok(conn
+            .query_row(
+                "SELECT acked_at, acked_by FROM alerts
+                 WHERE json_extract(labels, '$.' || ?1) = ?2 AND acked_at IS NOT NULL
+                 ORDER BY acked_at LIMIT 1",
+                params![DRILL_ID_LABEL, drill.to_string()],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?
+            .unwrap_or_default())
+    })
+}
+
 pub fn stats(store: &Store) -> Result<AlertStats, StoreError> {
     let since = now_millis() - STATS_WINDOW_MS;
     store.with_conn(|conn| {
         let mut stats = AlertStats::default();
         let mut stmt = conn.prepare(
-            "SELECT severity, COUNT(*) FROM alerts WHERE status = 'firing' AND alertname != ?1
+            "SELECT severity, COUNT(*) FROM alerts
+             WHERE status = 'firing' AND alertname NOT IN (?1, ?2)
              GROUP BY severity",
         )?;
-        for row in stmt.query_map([TEST_ALERT], |r| Ok((r.get(0)?, r.get(1)?)))? {
+        for row in stmt.query_map([TEST_ALERT, DRILL_ALERT], |r| Ok((r.get(0)?, r.get(1)?)))? {
             let (severity, count): (String, i64) = row?;
             stats.firing.insert(severity, count);
         }
         let (acknowledged, resolved, mtta, mttr) = conn.query_row(
             "SELECT COUNT(acked_at), COUNT(ends_at),
                     AVG(acked_at - starts_at) / 1000.0, AVG(ends_at - starts_at) / 1000.0
-             FROM alerts WHERE starts_at >= ?1 AND alertname != ?2",
-            params![since, TEST_ALERT],
+             FROM alerts WHERE starts_at >= ?1 AND alertname NOT IN (?2, ?3)",
+            params![since, TEST_ALERT, DRILL_ALERT],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
         )?;
         stats.acknowledged = acknowledged;
@@ -307,6 +376,49 @@ mod tests {
         assert!((1790.0..1900.0).contains(&mtta), "{mtta}");
         assert_eq!(list(&store, Some("resolved"), 10).unwrap().len(), 1);
         assert!(list(&store, Some("firing"), 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn marks_feed_the_occurrences_and_drills_stay_out_of_them_and_of_mtta() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let now = jiff::Timestamp::now().to_string();
+        let mut drill = alert(DRILL_ALERT, "firing", &now, "");
+        drill["labels"][DRILL_ID_LABEL] = json!("7");
+        record(
+            &store,
+            &notification(
+                "firing",
+                json!([alert("HostDown", "firing", &now, ""), drill]),
+            ),
+        )
+        .unwrap();
+        let rows = list(&store, None, 10).unwrap();
+        let id_of = |name: &str| rows.iter().find(|r| r.alertname == name).unwrap().id;
+        acknowledge(&store, id_of(DRILL_ALERT), "oncall").unwrap();
+        let (at, by) = drill_acknowledgement(&store, 7).unwrap();
+        assert!(at.is_some());
+        assert_eq!(by.as_deref(), Some("oncall"));
+        assert_eq!(drill_acknowledgement(&store, 8).unwrap(), (None, None));
+        assert_eq!(stats(&store).unwrap().acknowledged, 0);
+
+        let marked = mark(&store, id_of("HostDown"), "noise", "admin")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (marked.mark.as_deref(), marked.marked_by.as_deref()),
+            (Some("noise"), Some("admin"))
+        );
+        let found = occurrences(&store).unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(
+            (
+                found[0].alertname.as_str(),
+                found[0].host.as_str(),
+                found[0].mark
+            ),
+            ("HostDown", "nas", Some(Mark::Noise))
+        );
     }
 
     #[test]

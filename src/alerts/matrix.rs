@@ -6,17 +6,27 @@ use super::push::Outgoing;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-/// `[FIRING:n]` or `[RESOLVED]`: how many alerts of the notification fire.
+/// `[FIRING:n]` or `[RESOLVED]`: how many alerts of the notification fire;
+/// `[DRILL] ` first for an escalation drill, so nobody takes it for a real one.
 pub fn status_title(notification: &Notification) -> String {
     let firing = notification
         .alerts
         .iter()
         .filter(|a| a.status == "firing")
         .count();
-    if firing > 0 {
+    let drill = notification
+        .alerts
+        .iter()
+        .any(|a| a.labels.get("drill").is_some_and(|v| v == "true"));
+    let status = if firing > 0 {
         format!("[FIRING:{firing}]")
     } else {
         "[RESOLVED]".to_string()
+    };
+    if drill {
+        format!("[DRILL] {status}")
+    } else {
+        status
     }
 }
 
@@ -192,6 +202,21 @@ mod tests {
         assert!(html.contains("Host &lt;nas&gt; is down"), "{html}");
         assert!(html.contains("<a href=\"http://obsbox:8080/runbooks/HostDown\">"));
         assert_eq!(segment("!abc:example.org"), "%21abc%3Aexample.org");
+    }
+
+    #[test]
+    fn a_drill_says_so_first_in_its_title() {
+        let notification = |labels: serde_json::Value| -> Notification {
+            serde_json::from_value(json!({
+                "receiver": "room", "status": "firing",
+                "alerts": [{"status": "firing", "labels": labels, "startsAt": "2026-01-01T00:00:00Z", "fingerprint": "f"}]
+            }))
+            .unwrap()
+        };
+        let drill = notification(json!({"alertname": "EscalationDrill", "drill": "true"}));
+        assert_eq!(status_title(&drill), "[DRILL] [FIRING:1]");
+        let real = notification(json!({"alertname": "HostDown", "drill": "false"}));
+        assert_eq!(status_title(&real), "[FIRING:1]");
     }
 
     #[test]

@@ -4,8 +4,10 @@
 //! this module talks to its v2 API.
 
 mod delivery;
+pub mod drills;
 pub mod history;
 mod matrix;
+pub mod precision;
 mod push;
 pub mod silences;
 
@@ -282,6 +284,35 @@ impl Alerts {
 
     pub fn stats(&self) -> Result<AlertStats, AlertsError> {
         Ok(history::stats(&self.store)?)
+    }
+
+    /// Marks an alert `actionable` or `noise`: once acknowledged or resolved.
+    pub fn mark(&self, id: i64, mark: &str, actor: &str) -> Result<AlertRecord, AlertsError> {
+        if precision::Mark::parse(mark).is_none() {
+            return Err(AlertsError::Invalid(
+                "mark is 'actionable' or 'noise'".into(),
+            ));
+        }
+        let record = history::get(&self.store, id)?
+            .ok_or_else(|| AlertsError::NotFound(format!("no alert {id}")))?;
+        if record.acked_at.is_none() && record.status != "resolved" {
+            return Err(AlertsError::Conflict(
+                "mark an alert once it is acknowledged or resolved".into(),
+            ));
+        }
+        let record = history::mark(&self.store, id, mark, actor)?
+            .ok_or_else(|| AlertsError::NotFound(format!("no alert {id}")))?;
+        self.store.audit(
+            actor,
+            "alert.mark",
+            &format!("{} ({id}): {mark}", record.alertname),
+        )?;
+        Ok(record)
+    }
+
+    /// Each rule's precision over the last 30 days, the least precise first.
+    pub fn precision(&self) -> Result<Vec<precision::RulePrecision>, AlertsError> {
+        Ok(precision::precision(&history::occurrences(&self.store)?))
     }
 
     /// Acknowledges an alert. While it fires, Alertmanager silences it (no

@@ -34,6 +34,9 @@ pub struct AlertingSettings {
     /// risky (`too_long`) in the silences list, on /metrics and by the
     /// `SilenceRisky` alert.
     pub silence_max_days: u32,
+    /// Escalation drills: a drill alert sent through each route's escalation
+    /// chain on a schedule, to prove that it still reaches people.
+    pub drills: DrillSettings,
 }
 
 impl Default for AlertingSettings {
@@ -49,6 +52,33 @@ impl Default for AlertingSettings {
             heartbeat: None,
             acknowledgement_expires: "4h".into(),
             silence_max_days: 7,
+            drills: DrillSettings::default(),
+        }
+    }
+}
+
+/// When escalation drills run and how fast they escalate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DrillSettings {
+    /// How often each route is drilled (1d to 365d), counted from its last
+    /// drill, or from when obsbox first saw the route; a drill missed while
+    /// the box was off runs at the next start.
+    pub every: String,
+    /// How long a drill waits for an acknowledgement before it escalates
+    /// (10s to 1h): the drill's short stand-in for `escalation.after`.
+    pub escalate_after: String,
+    /// How long a drill waits for deliveries and an acknowledgement before
+    /// it counts as failed (1m to 1d).
+    pub answer_within: String,
+}
+
+impl Default for DrillSettings {
+    fn default() -> Self {
+        DrillSettings {
+            every: "30d".into(),
+            escalate_after: "1m".into(),
+            answer_within: "15m".into(),
         }
     }
 }
@@ -531,6 +561,24 @@ impl AlertingSettings {
             );
         }
         duration_in(
+            "alerting.drills.every",
+            &self.drills.every,
+            secs(86_400)..=secs(365 * 86_400),
+            bad,
+        );
+        duration_in(
+            "alerting.drills.escalate_after",
+            &self.drills.escalate_after,
+            secs(10)..=secs(3_600),
+            bad,
+        );
+        duration_in(
+            "alerting.drills.answer_within",
+            &self.drills.answer_within,
+            secs(60)..=secs(86_400),
+            bad,
+        );
+        duration_in(
             "alerting.acknowledgement_expires",
             &self.acknowledgement_expires,
             secs(60)..=secs(7 * 86_400),
@@ -644,6 +692,7 @@ mod tests {
            "escalation": {"after": "0s", "receiver": "mail"},
            "heartbeat": {"url": "hc-ping.com/x", "every": "1h"}, "acknowledgement_expires": "0s",
            "silence_max_days": 0,
+           "drills": {"every": "1h", "escalate_after": "1s", "answer_within": "2d"},
            "thresholds": {"disk_warning_percent": 95, "cpu_warning_percent": 120, "probe_slow_seconds": 0}}));
         for field in [
             "alerting.receivers[0].to",
@@ -663,6 +712,9 @@ mod tests {
             "alerting.heartbeat.every",
             "alerting.acknowledgement_expires",
             "alerting.silence_max_days",
+            "alerting.drills.every",
+            "alerting.drills.escalate_after",
+            "alerting.drills.answer_within",
             "alerting.thresholds.disk_warning_percent",
             "alerting.thresholds.cpu_warning_percent",
             "alerting.thresholds.probe_slow_seconds",

@@ -32,6 +32,8 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
             put(replace_receiver).delete(delete_receiver),
         )
         .route("/api/alerts/{id}/ack", post(acknowledge))
+        .route("/api/alerts/{id}/mark", post(mark))
+        .route("/api/alerting/drills", get(drills).post(drill))
         .route("/api/silences", get(silences).post(silence))
         .route("/api/silences/{id}", delete(expire))
 }
@@ -67,7 +69,11 @@ async fn history(
         .alerts
         .history(q.status.as_deref(), q.limit.unwrap_or(100))?;
     let stats = app.alerts.stats()?;
-    Ok(Json(json!({"stats": stats, "alerts": alerts})).into_response())
+    let precision = json!({
+        "target": crate::alerts::precision::TARGET,
+        "rules": app.alerts.precision()?,
+    });
+    Ok(Json(json!({"stats": stats, "alerts": alerts, "precision": precision})).into_response())
 }
 
 fn from_alertmanager(app: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
@@ -132,6 +138,47 @@ async fn acknowledge(
         .parse()
         .map_err(|_| ApiError::new(StatusCode::NOT_FOUND, format!("no alert '{id}'")))?;
     Ok(Json(app.alerts.acknowledge(id, &actor.0).await?).into_response())
+}
+
+async fn drills(
+    State(app): State<Arc<AppState>>,
+    ApiQuery(q): ApiQuery<HistoryQuery>,
+) -> ApiResult {
+    let (routes, drills) = app.drills.overview(q.limit.unwrap_or(50))?;
+    Ok(Json(json!({"routes": routes, "drills": drills})).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DrillRequest {
+    /// `<severity>:<service>:<receiver>`, as `GET` lists the routes.
+    route: String,
+}
+
+async fn drill(State(app): State<Arc<AppState>>, actor: Actor, body: Bytes) -> ApiResult {
+    let request: DrillRequest = json_body(&body)?;
+    app.drills.run_now(&request.route, &actor.0).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({"queued": request.route}))).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MarkRequest {
+    /// `actionable` or `noise`.
+    mark: String,
+}
+
+async fn mark(
+    State(app): State<Arc<AppState>>,
+    actor: Actor,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    let id: i64 = id
+        .parse()
+        .map_err(|_| ApiError::new(StatusCode::NOT_FOUND, format!("no alert '{id}'")))?;
+    let request: MarkRequest = json_body(&body)?;
+    Ok(Json(app.alerts.mark(id, &request.mark, &actor.0)?).into_response())
 }
 
 async fn receivers(State(app): State<Arc<AppState>>) -> ApiResult {

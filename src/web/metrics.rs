@@ -148,6 +148,24 @@ pub(super) async fn metrics(State(app): State<Arc<AppState>>, headers: HeaderMap
         register_backups(&mut registry, &backups);
     }
     register_alerts(&mut registry, &app.alerts);
+    if let Ok(rules) = app.alerts.precision() {
+        let ratio = Family::<AlertnameLabel, Gauge<f64, AtomicU64>>::default();
+        for rule in rules {
+            ratio
+                .get_or_create(&AlertnameLabel {
+                    alertname: rule.alertname,
+                })
+                .set(rule.ratio);
+        }
+        registry.register(
+            "obsbox_alert_precision_ratio",
+            "Of the rule's alerts of the last 30 days marked actionable or noise, the share actionable (rules with marks only)",
+            ratio,
+        );
+    }
+    if let Ok((routes, _)) = app.drills.overview(1) {
+        register_drills(&mut registry, &routes);
+    }
     // Absent while Alertmanager is off or unreachable: a zero would claim
     // that no silence is risky.
     if let Ok(risky) = app.alerts.risky_silences().await {
@@ -885,6 +903,46 @@ fn register_alerts(registry: &mut Registry, alerts: &crate::alerts::Alerts) {
             registry.register(name, help, gauge);
         }
     }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AlertnameLabel {
+    alertname: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabel {
+    route: String,
+}
+
+/// Per route of the settings: its last drill's result and last success
+/// (absent until there is one).
+fn register_drills(registry: &mut Registry, routes: &[crate::alerts::drills::RouteDrills]) {
+    let result = Family::<RouteLabel, Gauge>::default();
+    let success = Family::<RouteLabel, Gauge>::default();
+    for route in routes {
+        let label = RouteLabel {
+            route: route.chain.route.clone(),
+        };
+        if let Some(last) = &route.last_result {
+            result
+                .get_or_create(&label)
+                .set(i64::from(last == "success"));
+        }
+        if let Some(at) = route.last_success_at {
+            success.get_or_create(&label).set(at / 1000);
+        }
+    }
+    registry.register(
+        "obsbox_escalation_drill_last_result",
+        "1 when the route's last escalation drill succeeded, 0 when it failed",
+        result,
+    );
+    registry.register(
+        "obsbox_escalation_drill_last_success_timestamp_seconds",
+        "When the route's last successful escalation drill ended",
+        success,
+    );
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

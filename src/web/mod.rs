@@ -57,6 +57,7 @@ use tower_http::trace::TraceLayer;
 pub struct AppState {
     pub accounts: crate::accounts::Accounts,
     pub alerts: Arc<crate::alerts::Alerts>,
+    pub drills: Arc<crate::alerts::drills::Drills>,
     pub backups: crate::backup::Backups,
     pub power: crate::power::Power,
     pub disks: crate::disks::Disks,

@@ -204,7 +204,10 @@ test('the backup history and the audit log are searched and sorted, and keep it 
 test("the Alerting page links to its sections, and a receiver shows its last delivery error", { timeout: 2 * MINUTE }, async () => {
   await page.goto(`${BASE}/alerting`);
   const sections = page.getByRole('navigation', { name: 'Alerting sections' });
-  assert.deepEqual(await sections.getByRole('link').allTextContents(), ['Alerts', 'Receivers', 'Routes', 'Thresholds', 'Silences']);
+  assert.deepEqual(await sections.getByRole('link').allTextContents(), ['Alerts', 'Receivers', 'Routes', 'Thresholds', 'Silences', 'Drills']);
+  // No route yet: nothing to drill, and no alert marked.
+  await page.locator('#drill-routes', { hasText: 'No routes to drill.' }).waitFor();
+  await page.locator('#precision', { hasText: 'No alert marked yet.' }).waitFor();
   await sections.getByRole('link', { name: 'Silences' }).click();
   await page.waitForURL((url) => url.hash === '#h-silences');
   assert.ok(await page.locator('#h-silences').isVisible());

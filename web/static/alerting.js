@@ -1,5 +1,5 @@
 // Alerting: alert history with acknowledgements, receivers and test alerts,
-// routes, thresholds, silences.
+// routes, thresholds, silences, escalation drills.
 import {
   api, every, table, badge, when, duration, action, actions, options, onSubmit, fill,
   listEditor, settingsList, labelsText, parseLabels, say, el, kindParts, ApiError,
@@ -14,7 +14,7 @@ const historyForm = $('history-form');
 const showHistory = every(15000, async () => {
   const status = historyForm.elements.status.value;
   const query = status === 'all' ? '' : `&status=${status}`;
-  const { stats, alerts } = await api('GET', `/api/alerts?limit=100${query}`);
+  const { stats, alerts, precision } = await api('GET', `/api/alerts?limit=100${query}`);
   const firing = Object.entries(stats.firing).map(([s, n]) => `${n} ${s}`).join(', ') || 'none';
   $('alert-stats').textContent = `Firing: ${firing}. Last 30 days: ${stats.acknowledged} acknowledged, `
     + `${stats.resolved} resolved, MTTA ${duration(stats.mtta_seconds) || 'n/a'}, MTTR ${duration(stats.mttr_seconds) || 'n/a'}.`;
@@ -38,6 +38,34 @@ const showHistory = every(15000, async () => {
             await showHistory();
           })),
       },
+      {
+        // Said once acknowledged or resolved: the input of precision.
+        label: 'Worth it',
+        value: (a) => {
+          if (a.mark) return `${a.mark} (${a.marked_by})`;
+          if (!a.acked_at && a.status !== 'resolved') return '';
+          const mark = (m) => action(m === 'noise' ? 'Noise' : 'Actionable', `Mark ${a.alertname} ${a.id} ${m}`, async () => {
+            await api('POST', `/api/alerts/${a.id}/mark`, { mark: m });
+            say(`Marked ${a.alertname} ${m}.`);
+            await showHistory();
+          });
+          return actions(mark('actionable'), mark('noise'));
+        },
+      },
+    ],
+  });
+  const target = Math.round(precision.target * 100);
+  $('precision-summary').textContent = `Actionable share of each rule's marked alerts over the last 30 days; target ${target}%. The least precise first.`;
+  table($('precision'), {
+    rows: precision.rules,
+    empty: 'No alert marked yet.',
+    columns: [
+      { label: 'Rule', value: (r) => r.alertname },
+      { label: 'Precision', value: (r) => `${Math.round(r.ratio * 100)}%`, sort: (r) => r.ratio },
+      { label: 'Actionable', value: (r) => String(r.actionable) },
+      { label: 'Noise', value: (r) => String(r.noise) },
+      { label: 'Below target', value: (r) => (r.ratio < precision.target ? badge('below') : '') },
+      { label: 'Tuning hint', value: (r) => r.hint ?? '', long: true },
     ],
   });
 });
@@ -220,7 +248,50 @@ onSubmit($('silence-form'), async (v, send) => {
   await showSilences();
 });
 
+// ---- drills
+
+const stepText = (s) => {
+  const at = s.delivered_at ? ` ${when(s.delivered_at)}` : '';
+  return `${s.receiver}${s.escalation ? ' (escalation)' : ''}: ${s.state.replace('_', ' ')}${at}${s.error ? ` (${s.error})` : ''}`;
+};
+
+const showDrills = every(10000, async () => {
+  const { routes, drills } = await api('GET', '/api/alerting/drills?limit=20');
+  table($('drill-routes'), {
+    rows: routes,
+    empty: 'No routes to drill.',
+    columns: [
+      { label: 'Route', value: (r) => r.route },
+      { label: 'Chain', value: (r) => r.receivers.join(' then ') },
+      { label: 'Last result', value: (r) => (r.last_result ? badge(r.last_result) : 'never drilled') },
+      { label: 'Last success', value: (r) => when(r.last_success_at) },
+      { label: 'Next', value: (r) => when(r.next_due) },
+      {
+        label: 'Actions',
+        value: (r) => actions(action('Run drill', `Run a drill of route ${r.route}`, async () => {
+          await api('POST', '/api/alerting/drills', { route: r.route });
+          say(`A drill of ${r.route} is on its way: acknowledge it in the alert list.`);
+          await showDrills();
+        })),
+      },
+    ],
+  });
+  table($('drills'), {
+    rows: drills,
+    empty: 'No drills yet.',
+    columns: [
+      { label: 'Route', value: (d) => d.route },
+      { label: 'Started', value: (d) => when(d.started_at) },
+      { label: 'Result', value: (d) => badge(d.result) },
+      { label: 'Receivers', value: (d) => d.steps.map(stepText).join('; '), long: true },
+      { label: 'Acknowledged', value: (d) => (d.acked_at ? `${d.acked_by}, ${when(d.acked_at)}` : '') },
+      { label: 'Why', value: (d) => d.detail, long: true },
+    ],
+  });
+});
+
 // Receivers first: the route and threshold forms choose among them.
 receivers.refresh()
   .then(showSilences)
+  .then(showDrills)
   .catch(() => {});

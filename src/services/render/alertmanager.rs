@@ -30,15 +30,15 @@ const TEXT: &str = r#"{{ template "obsbox.text" . }}"#;
 const SILENCE: &str = r#"{{ template "obsbox.silence" . }}"#;
 
 /// The templates every receiver kind shares: the title (status, count,
-/// alert and host), each alert's summary, description and runbook, a link
+/// alert and host; `[DRILL]` first for an escalation drill), each alert's summary, description and runbook, a link
 /// that opens a silence for the group in Alertmanager's UI, and the box.
 pub(super) fn templates(settings: &Settings, env: &Environment) -> String {
     let box_url = super::external_url(settings, env);
     format!(
         r#"{{{{/* Notification templates. Rendered by obsbox from its settings; edits here are overwritten. */}}}}
-{{{{ define "obsbox.title" }}}}[{{{{ .Status | toUpper }}}}{{{{ if eq .Status "firing" }}}}:{{{{ .Alerts.Firing | len }}}}{{{{ end }}}}] {{{{ .CommonLabels.alertname }}}}{{{{ if .CommonLabels.host }}}} on {{{{ .CommonLabels.host }}}}{{{{ end }}}}{{{{ end }}}}
+{{{{ define "obsbox.title" }}}}{{{{ if eq .CommonLabels.drill "true" }}}}[DRILL] {{{{ end }}}}[{{{{ .Status | toUpper }}}}{{{{ if eq .Status "firing" }}}}:{{{{ .Alerts.Firing | len }}}}{{{{ end }}}}] {{{{ .CommonLabels.alertname }}}}{{{{ if .CommonLabels.host }}}} on {{{{ .CommonLabels.host }}}}{{{{ end }}}}{{{{ end }}}}
 {{{{ define "obsbox.silence" }}}}{{{{ .ExternalURL }}}}/#/silences/new?filter=%7B{{{{ range $i, $p := .GroupLabels.SortedPairs }}}}{{{{ if $i }}}}%2C{{{{ end }}}}{{{{ $p.Name }}}}%3D%22{{{{ $p.Value | urlquery }}}}%22{{{{ end }}}}%7D{{{{ end }}}}
-{{{{ define "obsbox.text" }}}}{{{{ range .Alerts }}}}{{{{ .Status | toUpper }}}} {{{{ .Labels.alertname }}}} ({{{{ .Labels.severity }}}}): {{{{ .Annotations.summary }}}}
+{{{{ define "obsbox.text" }}}}{{{{ range .Alerts }}}}{{{{ if eq .Labels.drill "true" }}}}DRILL, not a real alert: {{{{ end }}}}{{{{ .Status | toUpper }}}} {{{{ .Labels.alertname }}}} ({{{{ .Labels.severity }}}}): {{{{ .Annotations.summary }}}}
 {{{{ .Annotations.description }}}}
 Runbook: {{{{ .Annotations.runbook_url }}}}
 {{{{ end }}}}Silence: {{{{ template "obsbox.silence" . }}}}

@@ -335,6 +335,33 @@ impl<'a> Catalog<'a> {
             description: "{{ $value | printf \"%.0f\" }} active silences are {{ $labels.kind }}: longer than alerting.silence_max_days, or limited by no matcher. The silences list (GET /api/silences) shows each one's warnings.".into(),
         });
         alerts.push(Alert {
+            name: "EscalationDrillFailed",
+            expr: "obsbox_escalation_drill_last_result == 0".into(),
+            wait: None,
+            severity: "warning",
+            service: "alerting",
+            summary: "The escalation drill of route {{ $labels.route }} failed",
+            description: "The last escalation drill of route {{ $labels.route }} did not reach every receiver of its chain, or nobody acknowledged it in time: a real alert of this route may not reach anyone. The Drills section of the Alerting page (GET /api/alerting/drills) says which receiver failed and why.".into(),
+        });
+        let drills = &self.settings.alerting.drills;
+        // A day of grace past the period: the drill itself takes minutes.
+        let overdue = crate::settings::parse_duration(&drills.every)
+            .map_or(31 * 86_400, |d| d.as_secs() + 86_400);
+        alerts.push(Alert {
+            name: "EscalationDrillOverdue",
+            expr: format!(
+                "time() - obsbox_escalation_drill_last_success_timestamp_seconds > {overdue}"
+            ),
+            wait: None,
+            severity: "warning",
+            service: "alerting",
+            summary: "Route {{ $labels.route }} has had no successful escalation drill for too long",
+            description: format!(
+                "The last successful escalation drill of route {{{{ $labels.route }}}} was {{{{ $value | humanizeDuration }}}} ago; drills are due every {} (alerting.drills.every).",
+                drills.every
+            ),
+        });
+        alerts.push(Alert {
             name: super::WATCHDOG_ALERT,
             expr: "vector(1)".into(),
             wait: None,
