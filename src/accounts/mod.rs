@@ -11,7 +11,7 @@ mod totp;
 mod users;
 
 pub use roles::Role;
-pub use tokens::{Bearer, TokenRequest};
+pub use tokens::{Bearer, TokenRequest, TOKEN_PREFIX};
 pub use users::{NewUser, UserChange};
 
 use crate::settings::Problem;

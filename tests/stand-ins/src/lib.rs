@@ -1332,7 +1332,12 @@ pub fn http_call(
     body: &[u8],
     timeout: Duration,
 ) -> io::Result<ClientResponse> {
-    let unsupported = || io::Error::new(io::ErrorKind::InvalidInput, format!("unsupported protocol scheme in {url:?}"));
+    let unsupported = || {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("unsupported protocol scheme in {url:?}"),
+        )
+    };
     let rest = url.strip_prefix("http://").ok_or_else(unsupported)?;
     let (authority, target) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
@@ -1345,7 +1350,9 @@ pub fn http_call(
     };
     let addr = std::net::ToSocketAddrs::to_socket_addrs(&address)?
         .next()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no such host {authority}")))?;
+        .ok_or_else(|| {
+            io::Error::new(io::ErrorKind::NotFound, format!("no such host {authority}"))
+        })?;
     let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
@@ -1364,7 +1371,11 @@ pub fn http_call(
         .nth(1)
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "malformed HTTP response"))?;
-    let mut response = ClientResponse { status, headers: Vec::new(), body: Vec::new() };
+    let mut response = ClientResponse {
+        status,
+        headers: Vec::new(),
+        body: Vec::new(),
+    };
     loop {
         line.clear();
         if reader.read_line(&mut line)? == 0 {
@@ -1375,7 +1386,9 @@ pub fn http_call(
             break;
         }
         if let Some((k, v)) = l.split_once(':') {
-            response.headers.push((k.trim().to_string(), v.trim().to_string()));
+            response
+                .headers
+                .push((k.trim().to_string(), v.trim().to_string()));
         }
     }
     let header = |name: &str| {
@@ -1386,9 +1399,11 @@ pub fn http_call(
             .map(|(_, v)| v.to_ascii_lowercase())
     };
     if header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
-        response.body = read_chunked(&mut reader)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "malformed chunked encoding"))?;
-    } else if let Some(len) = header("content-length").and_then(|v| v.trim().parse::<usize>().ok()) {
+        response.body = read_chunked(&mut reader).map_err(|_| {
+            io::Error::new(io::ErrorKind::InvalidData, "malformed chunked encoding")
+        })?;
+    } else if let Some(len) = header("content-length").and_then(|v| v.trim().parse::<usize>().ok())
+    {
         let mut body = vec![0u8; len.min(MAX_BODY_BYTES)];
         reader.read_exact(&mut body)?;
         response.body = body;
@@ -1403,7 +1418,9 @@ pub fn form_encode(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
             _ => out.push_str(&format!("%{b:02X}")),
         }
     }

@@ -835,12 +835,23 @@ fn provision_datasources(dir: &Path) -> Result<Vec<Datasource>, String> {
 
     // Every string value goes through Grafana's expanders (`values.go`:
     // `$__env{}`, `$__file{}`, `${NAME}`).
-    for ds in configs.iter_mut().flat_map(|c| c.datasources.iter_mut().flatten()) {
+    for ds in configs
+        .iter_mut()
+        .flat_map(|c| c.datasources.iter_mut().flatten())
+    {
         let fail = |e: String| format!("failed to interpolate value: {e}");
-        for field in [&mut ds.url, &mut ds.user, &mut ds.database, &mut ds.basic_auth_user] {
+        for field in [
+            &mut ds.url,
+            &mut ds.user,
+            &mut ds.database,
+            &mut ds.basic_auth_user,
+        ] {
             *field = expand_value(field).map_err(fail)?;
         }
-        for data in [&mut ds.json_data, &mut ds.secure_json_data].into_iter().flatten() {
+        for data in [&mut ds.json_data, &mut ds.secure_json_data]
+            .into_iter()
+            .flatten()
+        {
             expand_yaml(data).map_err(fail)?;
         }
     }
@@ -1174,8 +1185,11 @@ struct State {
     auth_proxy: Option<AuthProxy>,
     /// `[users] auto_assign_org_role`: the role a signed-up user gets in org 1.
     org_role: String,
+    /// Whether the built-in admin was made (`[security]
+    /// disable_initial_admin_creation` off); it is then user 1.
+    admin_created: bool,
     /// The users that exist, (login, org role in org 1); a user's id is its
-    /// position + 1 (admin is 1).
+    /// position + 1.
     users: Mutex<Vec<(String, String)>>,
     /// Dashboards saved through `POST /api/dashboards/db` (not provisioned).
     saved: Mutex<Vec<Dashboard>>,
@@ -1269,7 +1283,11 @@ fn signed_in(state: &State, req: &si::Request) -> Result<Option<User>, si::Respo
         }
     }
     if let Some((u, p)) = basic_credentials(req) {
-        if state.basic_enabled && u == state.admin_user && p == state.admin_password {
+        if state.basic_enabled
+            && state.admin_created
+            && u == state.admin_user
+            && p == state.admin_password
+        {
             return Ok(Some(User {
                 id: 1,
                 login: u,
@@ -1349,7 +1367,7 @@ fn proxy_user(
     Ok(User {
         id,
         login: login.to_string(),
-        external: id != 1,
+        external: !(state.admin_created && id == 1),
         role: users[id - 1].1.clone(),
     })
 }
@@ -1409,7 +1427,7 @@ fn user_json(state: &State, user: &User) -> Json {
         "login": user.login,
         "theme": "",
         "orgId": 1,
-        "isGrafanaAdmin": user.id == 1,
+        "isGrafanaAdmin": !user.external,
         "isDisabled": false,
         "isExternal": user.external,
         "authLabels": if user.external { json!(["Auth Proxy"]) } else { json!([]) },
@@ -1688,9 +1706,18 @@ fn save_dashboard(state: &State, req: &si::Request) -> si::Response {
     let Some(object) = dashboard.as_object_mut() else {
         return api_error(400, "bad request data", "dashboards.badRequest");
     };
-    let title = object.get("title").and_then(Json::as_str).unwrap_or("").trim().to_string();
+    let title = object
+        .get("title")
+        .and_then(Json::as_str)
+        .unwrap_or("")
+        .trim()
+        .to_string();
     if title.is_empty() {
-        return api_error(400, "Dashboard title cannot be empty", "dashboards.titleEmpty");
+        return api_error(
+            400,
+            "Dashboard title cannot be empty",
+            "dashboards.titleEmpty",
+        );
     }
     let uid = object
         .get("uid")
@@ -1698,7 +1725,11 @@ fn save_dashboard(state: &State, req: &si::Request) -> si::Response {
         .filter(|u| !u.is_empty())
         .map_or_else(|| si::random_id(14), str::to_string);
     if state.dashboards.iter().any(|d| d.uid == uid) {
-        return api_error(400, "Cannot save provisioned dashboard", "dashboards.provisioned");
+        return api_error(
+            400,
+            "Cannot save provisioned dashboard",
+            "dashboards.provisioned",
+        );
     }
     let mut saved = state.saved.lock().unwrap_or_else(|e| e.into_inner());
     let overwrite = body["overwrite"].as_bool().unwrap_or(false);
@@ -1778,7 +1809,10 @@ fn datasource_headers(d: &Datasource) -> Vec<(String, String)> {
         let password = secure("basicAuthPassword").unwrap_or_default();
         headers.push((
             "Authorization".into(),
-            format!("Basic {}", base64_encode(format!("{}:{password}", c.basic_auth_user).as_bytes())),
+            format!(
+                "Basic {}",
+                base64_encode(format!("{}:{password}", c.basic_auth_user).as_bytes())
+            ),
         ));
     }
     for n in 1.. {
@@ -1790,7 +1824,10 @@ fn datasource_headers(d: &Datasource) -> Vec<(String, String)> {
         else {
             break;
         };
-        headers.push((name.to_string(), secure(&format!("httpHeaderValue{n}")).unwrap_or_default()));
+        headers.push((
+            name.to_string(),
+            secure(&format!("httpHeaderValue{n}")).unwrap_or_default(),
+        ));
     }
     headers
 }
@@ -1799,7 +1836,10 @@ fn base64_encode(bytes: &[u8]) -> String {
     const ABC: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for chunk in bytes.chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
         for i in 0..4 {
             if i <= chunk.len() {
                 out.push(ABC[(n >> (18 - 6 * i) & 63) as usize] as char);
@@ -1832,8 +1872,15 @@ fn query_data(state: &State, req: &si::Request) -> si::Response {
     let mut failed = false;
     for q in queries {
         let ref_id = q["refId"].as_str().unwrap_or("A").to_string();
-        let uid = q["datasource"]["uid"].as_str().or_else(|| q["datasource"].as_str()).unwrap_or("");
-        let Some(d) = state.datasources.iter().find(|d| d.cfg.uid == uid || d.cfg.name == uid) else {
+        let uid = q["datasource"]["uid"]
+            .as_str()
+            .or_else(|| q["datasource"].as_str())
+            .unwrap_or("");
+        let Some(d) = state
+            .datasources
+            .iter()
+            .find(|d| d.cfg.uid == uid || d.cfg.name == uid)
+        else {
             return api_error(404, "Data source not found", "datasources.notFound");
         };
         let result = match run_query(d, q, from, to) {
@@ -1864,11 +1911,24 @@ fn run_query(d: &Datasource, q: &Json, from: i64, to: i64) -> Result<Vec<Json>, 
                 from / 1000,
                 to / 1000
             );
-            let get = d.cfg.json_data.as_ref().and_then(|v| v.get("httpMethod")).and_then(Yaml::as_str) == Some("GET");
+            let get = d
+                .cfg
+                .json_data
+                .as_ref()
+                .and_then(|v| v.get("httpMethod"))
+                .and_then(Yaml::as_str)
+                == Some("GET");
             if get {
-                ("GET", format!("{base}/api/v1/query_range?{params}"), String::new())
+                (
+                    "GET",
+                    format!("{base}/api/v1/query_range?{params}"),
+                    String::new(),
+                )
             } else {
-                headers.push(("Content-Type".into(), "application/x-www-form-urlencoded".into()));
+                headers.push((
+                    "Content-Type".into(),
+                    "application/x-www-form-urlencoded".into(),
+                ));
                 ("POST", format!("{base}/api/v1/query_range"), params)
             }
         }
@@ -1880,17 +1940,40 @@ fn run_query(d: &Datasource, q: &Json, from: i64, to: i64) -> Result<Vec<Json>, 
                 to * 1_000_000,
                 q["maxLines"].as_i64().unwrap_or(1000)
             );
-            ("GET", format!("{base}/loki/api/v1/query_range?{params}"), String::new())
+            (
+                "GET",
+                format!("{base}/loki/api/v1/query_range?{params}"),
+                String::new(),
+            )
         }
-        other => return Err((400, format!("stand-in: queries to {other} data sources are not implemented"))),
+        other => {
+            return Err((
+                400,
+                format!("stand-in: queries to {other} data sources are not implemented"),
+            ))
+        }
     };
-    let answer = si::http_call(method, &url, &headers, body.as_bytes(), Duration::from_secs(30))
-        .map_err(|e| (500, format!("Post \"{url}\": {e}")))?;
+    let answer = si::http_call(
+        method,
+        &url,
+        &headers,
+        body.as_bytes(),
+        Duration::from_secs(30),
+    )
+    .map_err(|e| (500, format!("Post \"{url}\": {e}")))?;
     let text = String::from_utf8_lossy(&answer.body).to_string();
     if !(200..300).contains(&answer.status) {
-        return Err((answer.status, format!("client_error: client error: {}: {}", answer.status, text.trim())));
+        return Err((
+            answer.status,
+            format!(
+                "client_error: client error: {}: {}",
+                answer.status,
+                text.trim()
+            ),
+        ));
     }
-    let parsed: Json = serde_json::from_str(&text).map_err(|e| (500, format!("failed to read the answer: {e}")))?;
+    let parsed: Json = serde_json::from_str(&text)
+        .map_err(|e| (500, format!("failed to read the answer: {e}")))?;
     let ref_id = q["refId"].as_str().unwrap_or("A");
     let data = &parsed["data"];
     let frames = data["result"]
@@ -1901,7 +1984,17 @@ fn run_query(d: &Datasource, q: &Json, from: i64, to: i64) -> Result<Vec<Json>, 
                 .map(|s| match data["resultType"].as_str() {
                     Some("streams") => {
                         let values = s["values"].as_array().cloned().unwrap_or_default();
-                        let times: Vec<Json> = values.iter().map(|v| json!(v[0].as_str().and_then(|t| t.parse::<i64>().ok()).unwrap_or(0) / 1_000_000)).collect();
+                        let times: Vec<Json> = values
+                            .iter()
+                            .map(|v| {
+                                json!(
+                                    v[0].as_str()
+                                        .and_then(|t| t.parse::<i64>().ok())
+                                        .unwrap_or(0)
+                                        / 1_000_000
+                                )
+                            })
+                            .collect();
                         let lines: Vec<Json> = values.iter().map(|v| v[1].clone()).collect();
                         json!({"schema": {"refId": ref_id, "fields": [
                             {"name": "Time", "type": "time"},
@@ -1910,8 +2003,14 @@ fn run_query(d: &Datasource, q: &Json, from: i64, to: i64) -> Result<Vec<Json>, 
                     }
                     _ => {
                         let values = s["values"].as_array().cloned().unwrap_or_default();
-                        let times: Vec<Json> = values.iter().map(|v| json!((v[0].as_f64().unwrap_or(0.0) * 1000.0) as i64)).collect();
-                        let numbers: Vec<Json> = values.iter().map(|v| json!(v[1].as_str().and_then(|n| n.parse::<f64>().ok()))).collect();
+                        let times: Vec<Json> = values
+                            .iter()
+                            .map(|v| json!((v[0].as_f64().unwrap_or(0.0) * 1000.0) as i64))
+                            .collect();
+                        let numbers: Vec<Json> = values
+                            .iter()
+                            .map(|v| json!(v[1].as_str().and_then(|n| n.parse::<f64>().ok())))
+                            .collect();
                         json!({"schema": {"refId": ref_id, "fields": [
                             {"name": "Time", "type": "time"},
                             {"name": "Value", "type": "number", "labels": s["metric"]}]},
@@ -2406,7 +2505,14 @@ fn server(flags: &si::ParsedFlags) -> i32 {
             headers: parse_proxy_headers(&cfg.get("auth.proxy", "headers")),
         }),
         org_role: org_role(&cfg.get("users", "auto_assign_org_role")),
-        users: Mutex::new(vec![(cfg.get("security", "admin_user"), "Admin".into())]),
+        admin_created: !cfg.get_bool("security", "disable_initial_admin_creation"),
+        users: Mutex::new(
+            if cfg.get_bool("security", "disable_initial_admin_creation") {
+                Vec::new()
+            } else {
+                vec![(cfg.get("security", "admin_user"), "Admin".into())]
+            },
+        ),
         saved: Mutex::new(Vec::new()),
     });
     let crash_after = std::env::var("GRAFANA_STANDIN_CRASH_AFTER_MS")
