@@ -716,19 +716,23 @@ mod tests {
 
     #[test]
     fn each_peer_is_a_prometheus_and_a_loki_data_source_with_its_token_from_a_file() {
-        let mut settings = Settings::default();
-        settings.peers = vec![
-            Peer {
-                name: "rack2".into(),
-                url: "https://rack2.lan:8443/".into(),
-                tls_ca: Some("-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n".into()),
-            },
-            Peer {
-                name: "rack3".into(),
-                url: "http://10.0.0.3:8080".into(),
-                tls_ca: None,
-            },
-        ];
+        let mut settings = Settings {
+            peers: vec![
+                Peer {
+                    name: "rack2".into(),
+                    url: "https://rack2.lan:8443/".into(),
+                    tls_ca: Some(
+                        "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n".into(),
+                    ),
+                },
+                Peer {
+                    name: "rack3".into(),
+                    url: "http://10.0.0.3:8080".into(),
+                    tls_ca: None,
+                },
+            ],
+            ..Settings::default()
+        };
         let files = render(&settings, &env());
         let doc = parse(file(&files, paths::GRAFANA_DATASOURCES));
         let sources = doc["datasources"].as_array().unwrap();
