@@ -151,6 +151,114 @@ fn grafana_signs_in_the_obsbox_user_whatever_the_client_claims() {
     assert_eq!(fetch(ureq::get(&direct), &default_admin).0, 401);
 }
 
+/// A request with `session` and extra headers: (status, JSON body).
+fn send_with(
+    obsbox: &Obsbox,
+    session: &UserSession,
+    path: &str,
+    body: &Value,
+    headers: &[(&str, &str)],
+) -> (u16, Value) {
+    let mut request = with_session(ureq::post(&obsbox.url(path)), Some(session));
+    for (name, value) in headers {
+        request = request.set(name, value);
+    }
+    match request.send_string(&body.to_string()) {
+        Ok(r) | Err(ureq::Error::Status(_, r)) => {
+            (r.status(), r.into_json().unwrap_or(Value::Null))
+        }
+        Err(e) => panic!("{path}: {e}"),
+    }
+}
+
+#[test]
+fn grafana_gets_each_users_role_and_enforces_it_itself() {
+    let obsbox = Obsbox::start(&[
+        ("services", services_only(&["prometheus", "grafana"])),
+        (
+            "prometheus",
+            json!({"scrape_interval": "1s", "evaluation_interval": "1s"}),
+        ),
+    ]);
+    obsbox.wait_all_ready(READY);
+    let password = "a long enough password";
+    let mut sessions = Vec::new();
+    for (name, role) in [("vic", "viewer"), ("olga", "operator")] {
+        let (status, body) = obsbox.send(
+            "POST",
+            "/api/users",
+            &json!({"name": name, "role": role, "password": password, "confirm": password})
+                .to_string(),
+        );
+        assert_eq!(status, 201, "{body}");
+        sessions.push(obsbox.log_in_as(name, password, None).unwrap());
+    }
+    let (viewer, operator) = (&sessions[0], &sessions[1]);
+
+    // A viewer's panel gets its data: Grafana queries Prometheus by POST.
+    let panel = json!({
+        "queries": [{"refId": "A", "datasource": {"uid": "prometheus"}, "expr": "up{job=\"prometheus\"}"}],
+        "from": "now-5m", "to": "now",
+    });
+    let frames = wait_for("the viewer's panel data", Duration::from_secs(30), || {
+        let (status, body) = send_with(&obsbox, viewer, "/grafana/api/ds/query", &panel, &[]);
+        let frames = body["results"]["A"]["frames"].as_array()?.clone();
+        (status == 200 && !frames.is_empty()).then_some(frames)
+    });
+    assert_eq!(frames[0]["data"]["values"][1][0], 1.0, "{frames:?}");
+
+    // Saving a dashboard is Grafana's to refuse a viewer, and forged
+    // headers make them nobody else.
+    let dashboard = json!({"dashboard": {"title": "Mine", "panels": []}});
+    let forged = [
+        ("X-WEBAUTH-ROLE", "Admin"),
+        ("X-WEBAUTH-USER", "admin"),
+        ("x-webauth-role", "Editor"),
+    ];
+    for headers in [&[][..], &forged[..]] {
+        let (status, body) = send_with(
+            &obsbox,
+            viewer,
+            "/grafana/api/dashboards/db",
+            &dashboard,
+            headers,
+        );
+        assert_eq!(status, 403, "{body}");
+        assert_eq!(body["title"], "Access denied", "{body}");
+    }
+    let who = |session: &UserSession| {
+        let request = with_session(
+            ureq::get(&obsbox.url("/grafana/api/user/orgs")),
+            Some(session),
+        )
+        .set("X-WEBAUTH-ROLE", "Admin");
+        let orgs: Value = request.call().unwrap().into_json().unwrap();
+        orgs[0]["role"].as_str().unwrap().to_string()
+    };
+    assert_eq!(who(viewer), "Viewer");
+    assert_eq!(who(operator), "Editor");
+    assert_eq!(obsbox.get("/grafana/api/user/orgs")[0]["role"], "Admin");
+
+    // An operator edits dashboards.
+    let (status, body) = send_with(
+        &obsbox,
+        operator,
+        "/grafana/api/dashboards/db",
+        &dashboard,
+        &[],
+    );
+    assert_eq!(
+        (status, &body["status"]),
+        (200, &json!("success")),
+        "{body}"
+    );
+
+    // A changed role holds at the next request.
+    let (status, body) = obsbox.send("PUT", "/api/users/vic", r#"{"role": "operator"}"#);
+    assert_eq!(status, 204, "{body}");
+    assert_eq!(who(viewer), "Editor");
+}
+
 /// A child stand-in speaking plain HTTP: `/echo` answers with the request it
 /// got, `/big` with `BIG` bytes, `/slow` with one chunk, then a second once
 /// the test says so.

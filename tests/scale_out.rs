@@ -455,3 +455,104 @@ fn the_fleet_page_reads_each_peer_through_its_own_api_and_names_the_ones_it_cann
     // The token is never shown back.
     assert!(!central.get("/api/settings").to_string().contains(&token));
 }
+
+/// A panel query through the Grafana of `central`, as its admin: (status, body).
+fn grafana_query(central: &Obsbox, uid: &str, expr: &str) -> (u16, Value) {
+    let panel = json!({
+        "queries": [{"refId": "A", "datasource": {"uid": uid}, "expr": expr}],
+        "from": "now-5m", "to": "now",
+    });
+    central.send("POST", "/grafana/api/ds/query", &panel.to_string())
+}
+
+#[test]
+fn one_box_is_the_central_grafana_querying_each_peer_through_its_proxy_with_its_token() {
+    let rack2 = Obsbox::start(&[
+        ("general", json!({"hostname": "rack2"})),
+        ("services", services_only(&["prometheus", "loki"])),
+        (
+            "prometheus",
+            json!({"scrape_interval": "1s", "evaluation_interval": "1s"}),
+        ),
+    ]);
+    let peer =
+        |name: &str| json!({"name": name, "url": format!("http://127.0.0.1:{}", rack2.port)});
+    let central = Obsbox::start(&[
+        ("general", json!({"hostname": "central"})),
+        ("services", services_only(&["grafana"])),
+        ("peers", json!([peer("rack2"), peer("forged")])),
+    ]);
+    rack2.wait_all_ready(Duration::from_secs(60));
+    let (status, made) = rack2.send(
+        "POST",
+        "/api/account/tokens",
+        &json!({"name": "central", "role": "viewer"}).to_string(),
+    );
+    assert_eq!(status, 201, "{made}");
+    let token = made["token"].as_str().unwrap().to_string();
+
+    // Before its token is set, the peer refuses Grafana (which started anyway).
+    central.wait_all_ready(Duration::from_secs(60));
+    let (status, body) = grafana_query(&central, "peer-rack2-prometheus", "up");
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["results"]["A"]["status"], 401, "{body}");
+
+    for (name, secret) in [("rack2", token.as_str()), ("forged", "obx_forged")] {
+        let (status, body) = central.send(
+            "PUT",
+            &format!("/api/upstream/peers/{name}/secret"),
+            &json!({ "secret": secret }).to_string(),
+        );
+        assert_eq!(status, 200, "{body}");
+    }
+    // Grafana restarts with the token and reads rack2's Prometheus through
+    // rack2's proxy.
+    let frames = wait_for(
+        "rack2's series in the central Grafana",
+        Duration::from_secs(60),
+        || {
+            let (status, body) =
+                grafana_query(&central, "peer-rack2-prometheus", "up{job=\"prometheus\"}");
+            let frames = body["results"]["A"]["frames"].as_array()?.clone();
+            (status == 200 && !frames.is_empty()).then_some(frames)
+        },
+    );
+    let labels = &frames[0]["schema"]["fields"][1]["labels"];
+    assert_eq!(labels["job"], "prometheus", "{frames:?}");
+    assert_eq!(frames[0]["data"]["values"][1][0], 1.0, "{frames:?}");
+    // Its Loki too (a log query that finds nothing is still an answer).
+    let (status, body) = grafana_query(&central, "peer-rack2-loki", "{job=\"none\"}");
+    assert_eq!(
+        (status, &body["results"]["A"]["status"]),
+        (200, &json!(200)),
+        "{body}"
+    );
+    // A wrong token is refused by the peer.
+    let (status, body) = grafana_query(&central, "peer-forged-prometheus", "up");
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["results"]["A"]["status"], 401, "{body}");
+
+    // On the peer, the viewer token reads and changes nothing.
+    let (status, body) =
+        rack2.send_with_token(&token, "GET", "/prometheus/api/v1/query?query=up", "");
+    assert_eq!(
+        (status, &body["status"]),
+        (200, &json!("success")),
+        "{body}"
+    );
+    let (status, body) = rack2.send_with_token(&token, "POST", "/prometheus/-/reload", "");
+    assert_eq!(status, 403, "{body}");
+    // Grafana takes sessions only: the token is sent to the login page.
+    let (status, body) = rack2.send_with_token(&token, "GET", "/grafana/api/health", "");
+    assert_eq!(status, 303, "{body}");
+    // Grafana shows that the token is set, never the token.
+    let sources = central.get("/grafana/api/datasources");
+    assert!(!sources.to_string().contains(&token));
+    let rack2_source = sources
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["uid"] == "peer-rack2-prometheus")
+        .unwrap();
+    assert_eq!(rack2_source["secureJsonFields"]["httpHeaderValue1"], true);
+}

@@ -553,6 +553,38 @@ const CHANGES: &[Case] = &[
         "/api/account/totp/confirm",
         Some((r#"{"code": "000000"}"#, 409)),
     ),
+    // Prometheus' queries sent by POST (as Grafana sends them); 404 while
+    // Prometheus is off.
+    case(
+        "/prometheus/api/v1/query",
+        "POST",
+        "/prometheus/api/v1/query",
+        Some(("", 404)),
+    ),
+    case(
+        "/prometheus/api/v1/query_range",
+        "POST",
+        "/prometheus/api/v1/query_range",
+        Some(("", 404)),
+    ),
+    case(
+        "/prometheus/api/v1/query_exemplars",
+        "POST",
+        "/prometheus/api/v1/query_exemplars",
+        Some(("", 404)),
+    ),
+    case(
+        "/prometheus/api/v1/series",
+        "POST",
+        "/prometheus/api/v1/series",
+        Some(("", 404)),
+    ),
+    case(
+        "/prometheus/api/v1/labels",
+        "POST",
+        "/prometheus/api/v1/labels",
+        Some(("", 404)),
+    ),
 ];
 
 /// Routes with rules of their own, tested elsewhere: setup and login (open
@@ -743,7 +775,8 @@ fn a_viewer_is_refused_every_change_but_to_their_own_account_changing_nothing() 
         if path == "/api/logout" {
             continue;
         }
-        let own = path.starts_with("/api/account/");
+        // Their own account, and queries that only read.
+        let own = path.starts_with("/api/account/") || path.starts_with("/prometheus/api/v1/");
         let (status, answer) = obsbox.send_as(&viewer, method, path, "{}");
         if own {
             assert_ne!(status, 403, "{method} {path}: {answer}");

@@ -13,7 +13,7 @@ mod users;
 
 pub use invites::Acceptance;
 pub use roles::Role;
-pub use tokens::{Bearer, TokenRequest};
+pub use tokens::{Bearer, TokenRequest, TOKEN_PREFIX};
 pub use users::{NewUser, UserChange};
 
 use crate::settings::Problem;

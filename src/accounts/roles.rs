@@ -182,9 +182,21 @@ pub fn permits(role: Role, method: &Method, route: &str) -> bool {
     role == Admin || required(method, route).is_some_and(|need| role >= need)
 }
 
-/// The children's UIs behind the proxy: reading is open to every user;
-/// changing something in Alertmanager (silences) needs an operator, in
-/// Grafana and Prometheus an admin.
+/// Prometheus' read-only API calls that Grafana sends by POST (the routes
+/// `web::proxy` declares for them).
+const PROMETHEUS_QUERIES: &[&str] = &[
+    "/prometheus/api/v1/query",
+    "/prometheus/api/v1/query_range",
+    "/prometheus/api/v1/query_exemplars",
+    "/prometheus/api/v1/series",
+    "/prometheus/api/v1/labels",
+];
+
+/// The children's UIs behind the proxy: reading is open to every user, and
+/// so are Prometheus' queries sent by POST. In Grafana every user may send
+/// anything: obsbox signs them in with their role and Grafana enforces it.
+/// Changing something in Alertmanager (silences) needs an operator, in
+/// Prometheus and Loki an admin.
 fn proxied(read: bool, route: &str) -> Option<Role> {
     let rest = route.strip_prefix('/')?;
     // `/grafana` (no slash) only redirects to `/grafana/`.
@@ -192,11 +204,12 @@ fn proxied(read: bool, route: &str) -> Option<Role> {
         Some((child, _)) => (child, false),
         None => (rest, true),
     };
-    if !["grafana", "prometheus", "alertmanager"].contains(&child) {
+    if !["grafana", "prometheus", "alertmanager", "loki"].contains(&child) {
         return None;
     }
-    Some(match (redirect || read, child) {
-        (true, _) => Viewer,
+    let query = PROMETHEUS_QUERIES.contains(&route);
+    Some(match (redirect || read || query, child) {
+        (true, _) | (false, "grafana") => Viewer,
         (false, "alertmanager") => Operator,
         _ => Admin,
     })
@@ -261,7 +274,8 @@ mod tests {
         for (route, method) in listed_routes() {
             let method = Method::from_bytes(method.as_bytes()).unwrap();
             if method != Method::GET && permits(Viewer, &method, &route) {
-                assert!(own.contains(&route.as_str()), "{method} {route}");
+                let query = PROMETHEUS_QUERIES.contains(&route.as_str());
+                assert!(own.contains(&route.as_str()) || query, "{method} {route}");
             }
         }
     }
@@ -306,10 +320,15 @@ mod tests {
         let post = Method::POST;
         assert!(permits(Viewer, &Method::GET, "/grafana/{*rest}"));
         assert!(permits(Viewer, &post, "/grafana"));
+        // Grafana enforces the role obsbox signs the user in with.
+        assert!(permits(Viewer, &post, "/grafana/{*rest}"));
+        assert!(permits(Viewer, &Method::DELETE, "/grafana/"));
         assert!(!permits(Viewer, &post, "/alertmanager/{*rest}"));
         assert!(permits(Operator, &post, "/alertmanager/{*rest}"));
         assert!(!permits(Operator, &post, "/prometheus/{*rest}"));
-        assert!(!permits(Operator, &Method::DELETE, "/grafana/"));
+        assert!(permits(Viewer, &post, "/prometheus/api/v1/query_range"));
+        assert!(permits(Viewer, &Method::GET, "/loki/{*rest}"));
+        assert!(!permits(Operator, &post, "/loki/{*rest}"));
         assert_eq!(required(&Method::GET, "/grafanax/"), Some(Viewer));
     }
 

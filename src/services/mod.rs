@@ -345,20 +345,28 @@ impl Services {
             .unwrap_or_default())
     }
 
-    /// Gives the children the secrets they read again, after a secret changed.
+    /// Gives the children the secrets they read again, after a secret
+    /// changed, and reloads those whose secrets changed (a child that reads
+    /// them only at start, Grafana, restarts).
     pub async fn refresh_secrets(&self) -> Result<(), ServicesError> {
         let _guard = self.changing.lock().await;
         let settings = self.store.settings()?;
         let mut plans = plans(&settings, &self.env, &self.locator);
-        self.prepare(&settings, &mut plans)
+        let changed = self.prepare(&settings, &mut plans)?;
+        if !changed.is_empty() {
+            let reload = changed.into_iter().map(String::from).collect();
+            self.supervisor.apply(plans, reload).await?;
+        }
+        Ok(())
     }
 
-    /// The children's working directories and the secrets they read.
+    /// The children's working directories and the secrets they read;
+    /// returns the children whose secrets changed.
     fn prepare(
         &self,
         settings: &Settings,
         plans: &mut [crate::supervisor::ChildPlan],
-    ) -> Result<(), ServicesError> {
+    ) -> Result<BTreeSet<&'static str>, ServicesError> {
         let data = &self.env.data_dir;
         prepare_dirs(plans).map_err(io_error(data))?;
         let grants = render::secret_grants(settings);

@@ -556,20 +556,22 @@ fn blocked_at(dir: &Path, user: RunAs) -> std::io::Result<Option<String>> {
 
 /// Copies the stored secrets each child reads into files of its own, owned by
 /// the child's user and readable by it alone, and removes granted files no
-/// longer wanted (a deleted receiver's password).
+/// longer wanted (a deleted receiver's password). Returns the children whose
+/// granted files changed.
 pub fn grant_secrets(
     plans: &[ChildPlan],
     grants: &[SecretGrant],
     store: &Store,
     data_dir: &Path,
-) -> std::io::Result<()> {
+) -> std::io::Result<BTreeSet<&'static str>> {
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let mut changed = BTreeSet::new();
     let mut kept = BTreeSet::new();
     let mut dirs = BTreeSet::new();
     for grant in grants {
         let dest = data_dir.join(&grant.path);
         if let Some(dir) = dest.parent() {
-            dirs.insert(dir.to_path_buf());
+            dirs.insert((dir.to_path_buf(), grant.child));
         }
         let spec = plans.iter().find_map(|p| match &p.launch {
             Launch::Run(spec) if p.name == grant.child => Some(spec),
@@ -580,9 +582,13 @@ pub fn grant_secrets(
         };
         let value = match std::fs::read(store.secret_path(&grant.secret)) {
             Ok(value) => value,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && grant.placeholder => Vec::new(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => return Err(e),
         };
+        if std::fs::read(&dest).ok().as_ref() != Some(&value) {
+            changed.insert(grant.child);
+        }
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -602,17 +608,18 @@ pub fn grant_secrets(
         std::fs::rename(&staged, &dest)?;
         kept.insert(dest);
     }
-    for dir in dirs {
+    for (dir, child) in dirs {
         let Ok(entries) = std::fs::read_dir(&dir) else {
             continue;
         };
         for entry in entries.flatten() {
             if !kept.contains(&entry.path()) {
                 std::fs::remove_file(entry.path())?;
+                changed.insert(child);
             }
         }
     }
-    Ok(())
+    Ok(changed)
 }
 
 #[cfg(test)]
@@ -638,6 +645,42 @@ mod tests {
             search: vec![dir.path().to_path_buf()],
         };
         (dir, locator)
+    }
+
+    #[test]
+    fn granted_secrets_name_the_children_they_changed_and_placeholders_stand_in_for_unset_ones() {
+        let (_bin, locator) = bin_dir(&["grafana"]);
+        let data = tempfile::tempdir().unwrap();
+        let store = Store::open(data.path()).unwrap();
+        let plans = plans(&Settings::default(), &env(), &locator);
+        let grant = |secret: &str, file: &str, placeholder| SecretGrant {
+            child: "grafana",
+            secret: secret.into(),
+            path: PathBuf::from("children/grafana/secrets").join(file),
+            placeholder,
+        };
+        let grants = [
+            grant("peers/a/token", "a", true),
+            grant("peers/b/token", "b", false),
+        ];
+        let changed = grant_secrets(&plans, &grants, &store, data.path()).unwrap();
+        // Neither is stored: the placeholder is an empty file, the other absent.
+        let dir = data.path().join("children/grafana/secrets");
+        assert_eq!(std::fs::read(dir.join("a")).unwrap(), b"");
+        assert!(!dir.join("b").exists());
+        assert_eq!(changed.into_iter().collect::<Vec<_>>(), ["grafana"]);
+        // Nothing new: nothing changed.
+        assert!(grant_secrets(&plans, &grants, &store, data.path())
+            .unwrap()
+            .is_empty());
+        store.put_secret("peers/a/token", b"obx_1").unwrap();
+        let changed = grant_secrets(&plans, &grants, &store, data.path()).unwrap();
+        assert_eq!(std::fs::read(dir.join("a")).unwrap(), b"obx_1");
+        assert_eq!(changed.into_iter().collect::<Vec<_>>(), ["grafana"]);
+        // A grant no longer wanted is removed, and that is a change too.
+        let changed = grant_secrets(&plans, &grants[1..], &store, data.path()).unwrap();
+        assert!(!dir.join("a").exists());
+        assert_eq!(changed.into_iter().collect::<Vec<_>>(), ["grafana"]);
     }
 
     #[test]

@@ -6,7 +6,8 @@ mod rules;
 pub mod upstream;
 
 use super::Environment;
-use crate::settings::{ProbeCheck, ProbeKind, Settings};
+use crate::accounts::Role;
+use crate::settings::{Peer, ProbeCheck, ProbeKind, Settings};
 pub use alertmanager::SecretGrant;
 use alertmanager::{ESCALATED_ALERT, WATCHDOG_ALERT};
 pub use rules::runbook_url;
@@ -16,6 +17,20 @@ use std::path::PathBuf;
 /// The header obsbox's proxy names the signed-in user in, and Grafana's
 /// auth proxy reads.
 pub const GRAFANA_USER_HEADER: &str = "X-WEBAUTH-USER";
+/// The header obsbox's proxy gives the user's Grafana org role in
+/// (`[auth.proxy] headers = Role:...`).
+pub const GRAFANA_ROLE_HEADER: &str = "X-WEBAUTH-ROLE";
+
+/// The Grafana org role of an obsbox role: an admin administers Grafana too;
+/// an operator edits dashboards and uses Explore (Editor) but changes no
+/// data sources, users or plugins; a viewer views.
+pub fn grafana_org_role(role: Role) -> &'static str {
+    match role {
+        Role::Admin => "Admin",
+        Role::Operator => "Editor",
+        Role::Viewer => "Viewer",
+    }
+}
 
 /// The uid of the Loki data source obsbox provisions in Grafana (links to
 /// Explore name it).
@@ -60,6 +75,8 @@ pub mod paths {
     pub const GRAFANA_DASHBOARD_PROVIDER: &str =
         "children/grafana/provisioning/dashboards/obsbox.yaml";
     pub const GRAFANA_DASHBOARDS: &str = "children/grafana/dashboards";
+    /// The peers' API tokens, one file each, read by Grafana's data sources.
+    pub const GRAFANA_SECRETS: &str = "children/grafana/secrets";
 }
 
 /// Every config file of every enabled built-in child.
@@ -127,7 +144,7 @@ pub fn render(settings: &Settings, env: &Environment) -> Vec<ConfigFile> {
         add(
             "grafana",
             paths::GRAFANA_DATASOURCES,
-            grafana_datasources(settings),
+            grafana_datasources(settings, env),
         );
         // obsbox rewrites these files, so an edit made in the UI would be lost: refuse it.
         let provider = json!({"apiVersion": 1, "providers": [{
@@ -167,7 +184,21 @@ pub fn render(settings: &Settings, env: &Environment) -> Vec<ConfigFile> {
 pub fn secret_grants(settings: &Settings) -> Vec<SecretGrant> {
     let mut grants = alertmanager::secret_grants(settings);
     grants.extend(upstream::secret_grants(settings));
+    if settings.services.grafana.enabled {
+        grants.extend(settings.peers.iter().map(|peer| SecretGrant {
+            child: "grafana",
+            secret: crate::upstream::peer_token_secret(&peer.name),
+            path: peer_token_file(peer),
+            // Grafana will not start when a file its provisioning names is missing.
+            placeholder: true,
+        }));
+    }
     grants
+}
+
+/// Where Grafana reads the API token of `peer` (relative to the data directory).
+fn peer_token_file(peer: &Peer) -> PathBuf {
+    PathBuf::from(paths::GRAFANA_SECRETS).join(format!("peer-{}-token", peer.name))
 }
 
 /// The address users reach obsbox at, without a trailing slash:
@@ -457,8 +488,11 @@ fn loki_limits(loki: &crate::settings::LokiSettings) -> Value {
 
 /// Grafana on loopback behind obsbox's proxy: users open `<base>/grafana/`,
 /// obsbox strips the prefix (so no `serve_from_sub_path`) and signs them in
-/// with the auth proxy header, which Grafana takes only from loopback. The
-/// box has one admin, so whoever obsbox lets in administers Grafana too.
+/// with the auth proxy headers, which Grafana takes only from loopback: the
+/// user's name and their org role ([`grafana_org_role`]), synced at every
+/// request (`sync_ttl = 0`) so a changed role holds at once. Grafana then
+/// enforces the role itself. No built-in admin is made: an obsbox user who
+/// happens to be called `admin` must not become Grafana's server admin.
 fn grafana_ini(settings: &Settings, env: &Environment) -> String {
     let base = env.data_dir.join("children/grafana");
     let at = |sub: &str| base.join(sub).display().to_string();
@@ -467,14 +501,16 @@ fn grafana_ini(settings: &Settings, env: &Environment) -> String {
          [server]\nhttp_addr = 127.0.0.1\nhttp_port = {port}\nroot_url = {root_url}\nserve_from_sub_path = false\n\n\
          [auth]\ndisable_login_form = true\n\n\
          [auth.basic]\nenabled = false\n\n\
-         [auth.proxy]\nenabled = true\nheader_name = {header}\nheader_property = username\nauto_sign_up = true\nwhitelist = 127.0.0.1, ::1\n\n\
-         [users]\nauto_assign_org_role = Admin\n\n\
+         [auth.proxy]\nenabled = true\nheader_name = {header}\nheader_property = username\nauto_sign_up = true\nsync_ttl = 0\nwhitelist = 127.0.0.1, ::1\nheaders = Role:{role_header}\n\n\
+         [users]\nauto_assign_org_role = Viewer\n\n\
+         [security]\ndisable_initial_admin_creation = true\n\n\
          [paths]\ndata = {data}\nlogs = {logs}\nplugins = {plugins}\nprovisioning = {provisioning}\n\n\
          [analytics]\nreporting_enabled = false\ncheck_for_updates = false\ncheck_for_plugin_updates = false\n\n\
          [log]\nmode = console\n",
         port = settings.services.grafana.port,
         root_url = proxied_url(settings, env, "grafana"),
         header = GRAFANA_USER_HEADER,
+        role_header = GRAFANA_ROLE_HEADER,
         data = at("data"),
         logs = at("logs"),
         plugins = at("plugins"),
@@ -482,7 +518,11 @@ fn grafana_ini(settings: &Settings, env: &Environment) -> String {
     )
 }
 
-fn grafana_datasources(settings: &Settings) -> String {
+/// The box's own Prometheus and Loki, and each peer's through the peer's
+/// proxy (`<url>/prometheus/`, `<url>/loki/`) with its API token as a
+/// bearer token: Grafana reads the token from its file (`$__file{}`), so it
+/// is in no rendered file and never shown back (`secureJsonData`).
+fn grafana_datasources(settings: &Settings, env: &Environment) -> String {
     let s = &settings.services;
     let mut sources = Vec::new();
     if s.prometheus.enabled {
@@ -496,6 +536,24 @@ fn grafana_datasources(settings: &Settings) -> String {
             "name": "Loki", "uid": LOKI_DATASOURCE_UID, "type": "loki", "access": "proxy",
             "url": format!("http://{}", loopback(s.loki.port)), "isDefault": false, "editable": false,
         }));
+    }
+    for peer in &settings.peers {
+        let token = env.data_dir.join(peer_token_file(peer));
+        let base = peer.url.trim_end_matches('/');
+        for (kind, title) in [("prometheus", "Prometheus"), ("loki", "Loki")] {
+            let mut json_data = json!({"httpHeaderName1": "Authorization"});
+            let mut secure =
+                json!({"httpHeaderValue1": format!("Bearer $__file{{{}}}", token.display())});
+            if let Some(pem) = &peer.tls_ca {
+                json_data["tlsAuthWithCACert"] = json!(true);
+                secure["tlsCACert"] = json!(pem);
+            }
+            sources.push(json!({
+                "name": format!("{title} ({})", peer.name), "uid": format!("peer-{}-{kind}", peer.name),
+                "type": kind, "access": "proxy", "url": format!("{base}/{kind}/"), "isDefault": false,
+                "editable": false, "jsonData": json_data, "secureJsonData": secure,
+            }));
+        }
     }
     yaml(
         "Grafana data sources",
@@ -684,7 +742,7 @@ mod tests {
     }
 
     #[test]
-    fn grafana_sits_behind_obsbox_on_loopback_and_trusts_its_user_header() {
+    fn grafana_sits_behind_obsbox_on_loopback_and_trusts_its_user_and_role_headers() {
         let ini = grafana_ini(&Settings::default(), &env());
         for line in [
             "http_addr = 127.0.0.1",
@@ -692,8 +750,11 @@ mod tests {
             "serve_from_sub_path = false",
             "disable_login_form = true",
             "[auth.basic]\nenabled = false\n",
-            "[auth.proxy]\nenabled = true\nheader_name = X-WEBAUTH-USER\nheader_property = username\nauto_sign_up = true\nwhitelist = 127.0.0.1, ::1\n",
-            "auto_assign_org_role = Admin",
+            "[auth.proxy]\nenabled = true\nheader_name = X-WEBAUTH-USER\nheader_property = username\nauto_sign_up = true\nsync_ttl = 0\nwhitelist = 127.0.0.1, ::1\nheaders = Role:X-WEBAUTH-ROLE\n",
+            // A user without a role header gets the least role, and no
+            // built-in admin exists for an obsbox user named `admin` to become.
+            "auto_assign_org_role = Viewer",
+            "[security]\ndisable_initial_admin_creation = true\n",
         ] {
             assert!(ini.contains(line), "{line} in\n{ini}");
         }
@@ -705,6 +766,75 @@ mod tests {
             runbook_url(&settings, &env(), "HostDown"),
             "https://box.example.org/runbooks/HostDown"
         );
+    }
+
+    #[test]
+    fn obsbox_roles_map_to_grafana_org_roles() {
+        assert_eq!(grafana_org_role(Role::Admin), "Admin");
+        assert_eq!(grafana_org_role(Role::Operator), "Editor");
+        assert_eq!(grafana_org_role(Role::Viewer), "Viewer");
+    }
+
+    #[test]
+    fn each_peer_is_a_prometheus_and_a_loki_data_source_with_its_token_from_a_file() {
+        let mut settings = Settings {
+            peers: vec![
+                Peer {
+                    name: "rack2".into(),
+                    url: "https://rack2.lan:8443/".into(),
+                    tls_ca: Some(
+                        "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n".into(),
+                    ),
+                },
+                Peer {
+                    name: "rack3".into(),
+                    url: "http://10.0.0.3:8080".into(),
+                    tls_ca: None,
+                },
+            ],
+            ..Settings::default()
+        };
+        let files = render(&settings, &env());
+        let doc = parse(file(&files, paths::GRAFANA_DATASOURCES));
+        let sources = doc["datasources"].as_array().unwrap();
+        assert_eq!(sources.len(), 6);
+        assert_eq!(sources.iter().filter(|s| s["isDefault"] == true).count(), 1);
+        let by_uid = |uid: &str| sources.iter().find(|s| s["uid"] == uid).unwrap();
+        let prometheus = by_uid("peer-rack2-prometheus");
+        assert_eq!(prometheus["type"], "prometheus");
+        assert_eq!(prometheus["url"], "https://rack2.lan:8443/prometheus/");
+        assert_eq!(prometheus["jsonData"]["httpHeaderName1"], "Authorization");
+        assert_eq!(
+            prometheus["secureJsonData"]["httpHeaderValue1"],
+            "Bearer $__file{/data/obsbox/children/grafana/secrets/peer-rack2-token}"
+        );
+        assert_eq!(prometheus["jsonData"]["tlsAuthWithCACert"], true);
+        assert!(prometheus["secureJsonData"]["tlsCACert"]
+            .as_str()
+            .unwrap()
+            .starts_with("-----BEGIN CERTIFICATE-----"));
+        let loki = by_uid("peer-rack3-loki");
+        assert_eq!(loki["type"], "loki");
+        assert_eq!(loki["url"], "http://10.0.0.3:8080/loki/");
+        assert!(loki["jsonData"].get("tlsAuthWithCACert").is_none());
+
+        // Grafana reads each token from a file of its own, empty until the
+        // token is set (it would not start over a missing one).
+        let grants: Vec<SecretGrant> = secret_grants(&settings)
+            .into_iter()
+            .filter(|g| g.child == "grafana")
+            .collect();
+        assert_eq!(grants.len(), 2);
+        assert_eq!(grants[0].secret, "peers/rack2/token");
+        assert_eq!(
+            grants[0].path,
+            PathBuf::from("children/grafana/secrets/peer-rack2-token")
+        );
+        assert!(grants.iter().all(|g| g.placeholder));
+        settings.services.grafana.enabled = false;
+        assert!(secret_grants(&settings)
+            .iter()
+            .all(|g| g.child != "grafana"));
     }
 
     #[test]

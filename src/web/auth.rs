@@ -3,8 +3,8 @@
 //! hooks (they check a bearer token themselves), the entry pages (setup and
 //! login, guarded by a pre-session CSRF cookie) and everything else, which
 //! needs a session and, for anything that changes state, its CSRF token, or
-//! under `/api/` an API token (`Authorization: Bearer obx_...`, no cookie,
-//! so no CSRF token either). Then the user's (or token's) role must permit
+//! under `/api/`, `/prometheus/` and `/loki/` an API token (`Authorization:
+//! Bearer obx_...`, no cookie, so no CSRF token either). Then the user's (or token's) role must permit
 //! the route (`accounts::roles`, the one table of rules).
 
 use super::AppState;
@@ -96,7 +96,7 @@ pub async fn guard(State(app): State<Arc<AppState>>, req: Request, next: Next) -
         Ok(set_up) => set_up,
         Err(e) => return super::ApiError::from(e).into_response(),
     };
-    if access == Access::Session && is_api(&path) {
+    if access == Access::Session && (is_api(&path) || super::proxy::takes_tokens(&path)) {
         if let Some(token) = bearer_token(req.headers()) {
             return match app.accounts.bearer(token) {
                 Ok(Some(bearer)) => with_token(bearer, req, next).await,

@@ -3,21 +3,26 @@
 //! child on loopback with the prefix stripped; bodies stream both ways and are
 //! never buffered. Hop-by-hop headers and obsbox's own cookies stay behind.
 //! The child learns where the request came from in `X-Forwarded-*`, and who
-//! made it in the auth proxy header Grafana signs users in with.
+//! made it, with their role, in the auth proxy headers Grafana signs users in
+//! with (whatever the client sent under those names is dropped).
+//!
+//! Prometheus and Loki are also reachable with an API token (a box acting as
+//! the central Grafana for others queries them so); the token stays here.
 //!
 //! The children render links under these prefixes (`render::proxied_url`);
 //! obsbox itself still reaches them at `/` on loopback.
 
-use super::auth::{Actor, CSRF_COOKIE, SESSION_COOKIE};
+use super::auth::{Caller, CSRF_COOKIE, SESSION_COOKIE};
 use super::{ApiError, AppState};
-use crate::services::render::GRAFANA_USER_HEADER;
+use crate::accounts::TOKEN_PREFIX;
+use crate::services::render::{grafana_org_role, GRAFANA_ROLE_HEADER, GRAFANA_USER_HEADER};
 use crate::settings::Settings;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::header::{COOKIE, EXPECT, HOST};
+use axum::http::header::{AUTHORIZATION, COOKIE, EXPECT, HOST};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, Version};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::any;
+use axum::routing::{any, MethodRouter};
 use axum::Router;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -26,7 +31,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// The children served under `/<name>/`.
-const PROXIED: [&str; 3] = ["grafana", "prometheus", "alertmanager"];
+const PROXIED: [&str; 4] = ["grafana", "prometheus", "alertmanager", "loki"];
+/// Those that also take an API token instead of a session.
+const TAKE_TOKENS: [&str; 2] = ["prometheus", "loki"];
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a child may take to start its answer. Prometheus gives up on a
 /// query after 2 minutes (its default `--query.timeout`); wait a little longer.
@@ -42,33 +49,53 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
         .pool_idle_timeout(Duration::from_secs(30))
         .pool_timer(TokioTimer::new())
         .build(connector);
-    PROXIED.into_iter().fold(Router::new(), |router, child| {
+    let forward = |child: &'static str| -> MethodRouter<Arc<AppState>> {
         let upstream = Upstream {
             client: client.clone(),
             child,
         };
-        let forward = any(
-            move |State(app): State<Arc<AppState>>, actor: Actor, request: Request| {
-                upstream.clone().forward(app, actor, request)
+        any(
+            move |State(app): State<Arc<AppState>>, caller: Caller, request: Request| {
+                upstream.clone().forward(app, caller, request)
             },
-        );
-        router
-            .route(
-                &format!("/{child}"),
-                any(move |uri: Uri| async move { with_slash(child, &uri) }),
-            )
-            .route(&format!("/{child}/"), forward.clone())
-            .route(&format!("/{child}/{{*rest}}"), forward)
-    })
+        )
+    };
+    let prometheus = forward("prometheus");
+    PROXIED
+        .into_iter()
+        .fold(Router::new(), |router, child| {
+            router
+                .route(
+                    &format!("/{child}"),
+                    any(move |uri: Uri| async move { with_slash(child, &uri) }),
+                )
+                .route(&format!("/{child}/"), forward(child))
+                .route(&format!("/{child}/{{*rest}}"), forward(child))
+        })
+        // Prometheus' read-only calls that Grafana sends by POST (its
+        // default), routes of their own so that their rule can let a viewer
+        // send them (`accounts::roles`).
+        .route("/prometheus/api/v1/query", prometheus.clone())
+        .route("/prometheus/api/v1/query_range", prometheus.clone())
+        .route("/prometheus/api/v1/query_exemplars", prometheus.clone())
+        .route("/prometheus/api/v1/series", prometheus.clone())
+        .route("/prometheus/api/v1/labels", prometheus)
+}
+
+/// Whether `path` goes to a child that takes an API token as well as a session.
+pub(super) fn takes_tokens(path: &str) -> bool {
+    TAKE_TOKENS.iter().any(|child| is_under(child, path))
+}
+
+fn is_under(child: &str, path: &str) -> bool {
+    path.strip_prefix('/')
+        .and_then(|p| p.strip_prefix(child))
+        .is_some_and(|rest| rest.starts_with('/'))
 }
 
 /// Whether `path` goes to a child through the proxy.
 pub(super) fn is_proxied(path: &str) -> bool {
-    PROXIED.iter().any(|child| {
-        path.strip_prefix('/')
-            .and_then(|p| p.strip_prefix(child))
-            .is_some_and(|rest| rest.starts_with('/'))
-    })
+    PROXIED.iter().any(|child| is_under(child, path))
 }
 
 /// Parts of a child that no page may reach through obsbox: Prometheus's
@@ -130,7 +157,7 @@ impl Upstream {
     async fn forward(
         self,
         app: Arc<AppState>,
-        actor: Actor,
+        caller: Caller,
         request: Request,
     ) -> Result<Response, ApiError> {
         let child = self.child;
@@ -140,7 +167,7 @@ impl Upstream {
             .ok_or_else(|| {
                 ApiError::new(StatusCode::NOT_FOUND, format!("{child} is not enabled"))
             })?;
-        let user = HeaderValue::from_str(&actor.0).map_err(|e| {
+        let user = HeaderValue::from_str(&caller.user).map_err(|e| {
             ApiError::internal(&format!("the user's name cannot be passed to {child}"), e)
         })?;
         let (mut parts, body) = request.into_parts();
@@ -160,6 +187,7 @@ impl Upstream {
                 "http"
             },
             user,
+            role: HeaderValue::from_static(grafana_org_role(caller.role)),
         };
         let mut upstream = Request::new(body);
         *upstream.method_mut() = parts.method;
@@ -225,11 +253,14 @@ struct Forwarded<'a> {
     client: Option<IpAddr>,
     proto: &'a str,
     user: HeaderValue,
+    /// The user's Grafana org role.
+    role: HeaderValue,
 }
 
 /// Turns the headers a client sent into those its child gets. obsbox is the
-/// box's front door, so `X-Forwarded-*` and the user header a client sent are
-/// replaced, never trusted.
+/// box's front door, so `X-Forwarded-*` and the user and role headers a
+/// client sent are replaced, never trusted. An obsbox API token is for
+/// obsbox: it is not passed on.
 fn forward_headers(headers: &mut HeaderMap, forwarded: &Forwarded) {
     let host = headers.get(HOST).cloned();
     remove_hop_by_hop(headers);
@@ -253,9 +284,26 @@ fn forward_headers(headers: &mut HeaderMap, forwarded: &Forwarded) {
         HeaderValue::from_str(forwarded.proto).ok(),
     );
     set(headers, "x-forwarded-host", host);
-    if let Ok(name) = HeaderName::try_from(GRAFANA_USER_HEADER) {
-        // Replaces every value the client sent.
-        headers.insert(name, forwarded.user.clone());
+    for (name, value) in [
+        (GRAFANA_USER_HEADER, &forwarded.user),
+        (GRAFANA_ROLE_HEADER, &forwarded.role),
+    ] {
+        if let Ok(name) = HeaderName::try_from(name) {
+            // Replaces every value the client sent.
+            headers.insert(name, value.clone());
+        }
+    }
+    let obsbox_token = |value: &HeaderValue| {
+        value
+            .to_str()
+            .ok()
+            .and_then(|v| v.split_once(' '))
+            .is_some_and(|(scheme, token)| {
+                scheme.eq_ignore_ascii_case("bearer") && token.trim().starts_with(TOKEN_PREFIX)
+            })
+    };
+    if headers.get_all(AUTHORIZATION).iter().any(obsbox_token) {
+        headers.remove(AUTHORIZATION);
     }
 }
 
@@ -326,6 +374,7 @@ mod tests {
             client: Some("192.0.2.7".parse().unwrap()),
             proto: "http",
             user: HeaderValue::from_static("ann"),
+            role: HeaderValue::from_static("Viewer"),
         }
     }
 
@@ -362,6 +411,7 @@ mod tests {
             ("X-Forwarded-Host", "evil"),
             ("X-WEBAUTH-USER", "admin"),
             ("x-webauth-user", "root"),
+            ("X-WEBAUTH-ROLE", "Admin"),
             ("Expect", "100-continue"),
         ]);
         forward_headers(&mut map, &forwarded());
@@ -371,6 +421,8 @@ mod tests {
         assert_eq!(map["x-forwarded-proto"], "http");
         let users: Vec<_> = map.get_all("x-webauth-user").iter().collect();
         assert_eq!(users, ["ann"]);
+        let roles: Vec<_> = map.get_all("x-webauth-role").iter().collect();
+        assert_eq!(roles, ["Viewer"]);
         assert!(map.get("expect").is_none());
 
         // Without a known peer, no client address is made up either.
@@ -403,6 +455,30 @@ mod tests {
         let mut map = headers(&[("Cookie", "obsbox_session=s3cret; obsbox_csrf=t")]);
         forward_headers(&mut map, &forwarded());
         assert!(map.get(COOKIE).is_none());
+    }
+
+    #[test]
+    fn an_obsbox_token_stays_here_and_other_credentials_pass() {
+        let mut map = headers(&[("Authorization", "Bearer obx_0123")]);
+        forward_headers(&mut map, &forwarded());
+        assert!(map.get(AUTHORIZATION).is_none());
+        let mut map = headers(&[("Authorization", "bearer  obx_0123")]);
+        forward_headers(&mut map, &forwarded());
+        assert!(map.get(AUTHORIZATION).is_none());
+        // Grafana's own service account tokens are Grafana's business.
+        let mut map = headers(&[("Authorization", "Bearer glsa_abc")]);
+        forward_headers(&mut map, &forwarded());
+        assert_eq!(map[AUTHORIZATION], "Bearer glsa_abc");
+    }
+
+    #[test]
+    fn only_prometheus_and_loki_take_tokens() {
+        assert!(takes_tokens("/prometheus/api/v1/query"));
+        assert!(takes_tokens("/loki/api/v1/query_range"));
+        assert!(!takes_tokens("/grafana/api/ds/query"));
+        assert!(!takes_tokens("/alertmanager/api/v2/silences"));
+        assert!(!takes_tokens("/prometheusx/"));
+        assert!(!takes_tokens("/prometheus"));
     }
 
     #[test]

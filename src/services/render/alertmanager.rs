@@ -71,6 +71,9 @@ pub struct SecretGrant {
     pub secret: String,
     /// Relative to the data directory.
     pub path: PathBuf,
+    /// Write an empty file while the secret is not stored, for a child that
+    /// refuses to start when a file it names is missing (Grafana's `$__file{}`).
+    pub placeholder: bool,
 }
 
 /// The secrets Alertmanager reads. The secrets of relayed kinds (Matrix,
@@ -83,6 +86,7 @@ pub fn secret_grants(settings: &Settings) -> Vec<SecretGrant> {
         child: "alertmanager",
         secret,
         path: PathBuf::from(paths::ALERTMANAGER_SECRETS).join(file),
+        placeholder: false,
     };
     let mut grants = vec![grant(WEBHOOK_TOKEN_SECRET.into(), "obsbox-webhook-token")];
     for r in &settings.alerting.receivers {

@@ -69,6 +69,7 @@ pub fn secret_grants(settings: &Settings) -> Vec<SecretGrant> {
                 child: "prometheus",
                 secret: upstream_secret(e.kind, e.name, secret),
                 path: secret_file(e, secret),
+                placeholder: false,
             })
         })
         .collect()

@@ -1308,3 +1308,121 @@ mod tests {
         assert_eq!(base64_decode("YWRtaW46c2VjcmV0").unwrap(), b"admin:secret");
     }
 }
+
+// ---------------------------------------------------------------------------
+// A small HTTP/1.1 client (plain `http://` only), for a stand-in that asks
+// another server as the real program would (Grafana querying a data source).
+// ---------------------------------------------------------------------------
+
+/// An answer from [`http_call`].
+#[derive(Debug, Clone)]
+pub struct ClientResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// Sends one request to `url` (`http://host:port/path?query`) with
+/// `Connection: close` and reads the whole answer (Content-Length, chunked or
+/// until close). Errors read like Go's `net/http` client errors.
+pub fn http_call(
+    method: &str,
+    url: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+    timeout: Duration,
+) -> io::Result<ClientResponse> {
+    let unsupported = || {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("unsupported protocol scheme in {url:?}"),
+        )
+    };
+    let rest = url.strip_prefix("http://").ok_or_else(unsupported)?;
+    let (authority, target) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let address = if authority.contains(':') && !authority.ends_with(']') {
+        authority.to_string()
+    } else {
+        format!("{authority}:80")
+    };
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(&address)?
+        .next()
+        .ok_or_else(|| {
+            io::Error::new(io::ErrorKind::NotFound, format!("no such host {authority}"))
+        })?;
+    let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    let mut head = format!("{method} {target} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(body)?;
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let status: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "malformed HTTP response"))?;
+    let mut response = ClientResponse {
+        status,
+        headers: Vec::new(),
+        body: Vec::new(),
+    };
+    loop {
+        line.clear();
+        if reader.read_line(&mut line)? == 0 {
+            break;
+        }
+        let l = line.trim_end_matches(['\r', '\n']);
+        if l.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = l.split_once(':') {
+            response
+                .headers
+                .push((k.trim().to_string(), v.trim().to_string()));
+        }
+    }
+    let header = |name: &str| {
+        response
+            .headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.to_ascii_lowercase())
+    };
+    if header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+        response.body = read_chunked(&mut reader).map_err(|_| {
+            io::Error::new(io::ErrorKind::InvalidData, "malformed chunked encoding")
+        })?;
+    } else if let Some(len) = header("content-length").and_then(|v| v.trim().parse::<usize>().ok())
+    {
+        let mut body = vec![0u8; len.min(MAX_BODY_BYTES)];
+        reader.read_exact(&mut body)?;
+        response.body = body;
+    } else {
+        reader.read_to_end(&mut response.body)?;
+    }
+    Ok(response)
+}
+
+/// `application/x-www-form-urlencoded` / query-string encoding of one value.
+pub fn form_encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}

@@ -833,6 +833,29 @@ fn provision_datasources(dir: &Path) -> Result<Vec<Datasource>, String> {
         }
     }
 
+    // Every string value goes through Grafana's expanders (`values.go`:
+    // `$__env{}`, `$__file{}`, `${NAME}`).
+    for ds in configs
+        .iter_mut()
+        .flat_map(|c| c.datasources.iter_mut().flatten())
+    {
+        let fail = |e: String| format!("failed to interpolate value: {e}");
+        for field in [
+            &mut ds.url,
+            &mut ds.user,
+            &mut ds.database,
+            &mut ds.basic_auth_user,
+        ] {
+            *field = expand_value(field).map_err(fail)?;
+        }
+        for data in [&mut ds.json_data, &mut ds.secure_json_data]
+            .into_iter()
+            .flatten()
+        {
+            expand_yaml(data).map_err(fail)?;
+        }
+    }
+
     let mut out: Vec<Datasource> = Vec::new();
     let mut next_id = 1;
     for cfg in configs {
@@ -881,6 +904,16 @@ fn provision_datasources(dir: &Path) -> Result<Vec<Datasource>, String> {
         }
     }
     Ok(out)
+}
+
+fn expand_yaml(value: &mut Yaml) -> Result<(), String> {
+    match value {
+        Yaml::String(s) => *s = expand_value(s)?,
+        Yaml::Sequence(items) => items.iter_mut().try_for_each(expand_yaml)?,
+        Yaml::Mapping(map) => map.iter_mut().try_for_each(|(_, v)| expand_yaml(v))?,
+        _ => {}
+    }
+    Ok(())
 }
 
 /// Reads `<provisioning>/dashboards` providers and loads their JSON files.
@@ -1152,8 +1185,14 @@ struct State {
     auth_proxy: Option<AuthProxy>,
     /// `[users] auto_assign_org_role`: the role a signed-up user gets in org 1.
     org_role: String,
-    /// Logins of the users that exist; a user's id is its position + 1 (admin is 1).
-    users: Mutex<Vec<String>>,
+    /// Whether the built-in admin was made (`[security]
+    /// disable_initial_admin_creation` off); it is then user 1.
+    admin_created: bool,
+    /// The users that exist, (login, org role in org 1); a user's id is its
+    /// position + 1.
+    users: Mutex<Vec<(String, String)>>,
+    /// Dashboards saved through `POST /api/dashboards/db` (not provisioned).
+    saved: Mutex<Vec<Dashboard>>,
 }
 
 /// Grafana's auth proxy settings (docs: "Configure auth proxy authentication").
@@ -1162,6 +1201,32 @@ struct AuthProxy {
     header_property: String,
     auto_sign_up: bool,
     whitelist: String,
+    /// `headers`: more user attributes from headers, (field, header), e.g.
+    /// `Role:X-WEBAUTH-ROLE`.
+    headers: Vec<(String, String)>,
+}
+
+impl AuthProxy {
+    /// The header that carries `field` (`Role`, `Name`, `Email`, `Groups`).
+    fn header_for(&self, field: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(f, _)| f == field)
+            .map(|(_, h)| h.as_str())
+    }
+}
+
+/// `[auth.proxy] headers` as Grafana's `util.SplitString` reads it: entries
+/// separated by commas or spaces, each `Field:Header`.
+fn parse_proxy_headers(value: &str) -> Vec<(String, String)> {
+    value
+        .split([',', ' '])
+        .filter_map(|entry| {
+            let (field, header) = entry.trim().split_once(':')?;
+            Some((field.trim().to_string(), header.trim().to_string()))
+        })
+        .filter(|(f, h)| !f.is_empty() && !h.is_empty())
+        .collect()
 }
 
 /// A signed-in user as `/api/user` shows it.
@@ -1170,6 +1235,8 @@ struct User {
     login: String,
     /// Signed in through the auth proxy (an external user).
     external: bool,
+    /// The org role in org 1: `Viewer`, `Editor`, `Admin` (or `None`).
+    role: String,
 }
 
 fn slugify(title: &str) -> String {
@@ -1216,11 +1283,16 @@ fn signed_in(state: &State, req: &si::Request) -> Result<Option<User>, si::Respo
         }
     }
     if let Some((u, p)) = basic_credentials(req) {
-        if state.basic_enabled && u == state.admin_user && p == state.admin_password {
+        if state.basic_enabled
+            && state.admin_created
+            && u == state.admin_user
+            && p == state.admin_password
+        {
             return Ok(Some(User {
                 id: 1,
                 login: u,
                 external: false,
+                role: "Admin".into(),
             }));
         }
         return Err(api_error(
@@ -1273,19 +1345,30 @@ fn proxy_user(
     if proxy.header_property != "username" && proxy.header_property != "email" {
         return Err(refuse("auth proxy header property invalid"));
     }
+    // A `Role` header with a valid org role sets the user's role in the
+    // org at every login (the stand-in keeps no cache: `sync_ttl = 0`).
+    let synced = proxy
+        .header_for("Role")
+        .and_then(|h| req.header(h))
+        .filter(|r| matches!(*r, "Viewer" | "Editor" | "Admin"))
+        .map(str::to_string);
     let mut users = state.users.lock().unwrap_or_else(|e| e.into_inner());
-    let id = match users.iter().position(|u| u == login) {
+    let id = match users.iter().position(|(u, _)| u == login) {
         Some(i) => i + 1,
         None if proxy.auto_sign_up => {
-            users.push(login.to_string());
+            users.push((login.to_string(), state.org_role.clone()));
             users.len()
         }
         None => return Err(refuse("user not found")),
     };
+    if let Some(role) = synced {
+        users[id - 1].1 = role;
+    }
     Ok(User {
         id,
         login: login.to_string(),
-        external: id != 1,
+        external: !(state.admin_created && id == 1),
+        role: users[id - 1].1.clone(),
     })
 }
 
@@ -1344,7 +1427,7 @@ fn user_json(state: &State, user: &User) -> Json {
         "login": user.login,
         "theme": "",
         "orgId": 1,
-        "isGrafanaAdmin": user.id == 1,
+        "isGrafanaAdmin": !user.external,
         "isDisabled": false,
         "isExternal": user.external,
         "authLabels": if user.external { json!(["Auth Proxy"]) } else { json!([]) },
@@ -1534,7 +1617,9 @@ fn handle(state: &State, req: &si::Request) -> si::Response {
                 return r;
             }
             let uid = si::percent_decode(&p["/api/dashboards/uid/".len()..]);
-            match state.dashboards.iter().find(|d| d.uid == uid) {
+            let saved = state.saved.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let provisioned = state.dashboards.iter().any(|d| d.uid == uid);
+            match state.dashboards.iter().chain(saved.iter()).find(|d| d.uid == uid) {
                 Some(d) => {
                     let mut dash = d.json.clone();
                     if let Some(o) = dash.as_object_mut() {
@@ -1546,7 +1631,7 @@ fn handle(state: &State, req: &si::Request) -> si::Response {
                         200,
                         &json!({"dashboard": dash, "meta": {
                             "type": "db", "slug": slug, "url": format!("/d/{}/{}", d.uid, slug),
-                            "provisioned": true, "canSave": false, "canEdit": true,
+                            "provisioned": provisioned, "canSave": !provisioned, "canEdit": true,
                             "folderUid": d.folder.as_ref().map(|f| f.1.clone()).unwrap_or_default(),
                             "folderTitle": d.folder.as_ref().map(|f| f.2.clone()).unwrap_or_else(|| "General".into()),
                         }}),
@@ -1559,11 +1644,20 @@ fn handle(state: &State, req: &si::Request) -> si::Response {
             Err(r) => r,
             Ok(None) => api_error(401, "Unauthorized", "auth.unauthorized"),
             Ok(Some(user)) if path == "/api/user" => si::Response::json(200, &user_json(state, &user)),
-            Ok(Some(user)) => {
-                // The admin has Admin in org 1; a signed-up user gets auto_assign_org_role.
-                let role = if user.id == 1 { "Admin" } else { state.org_role.as_str() };
-                si::Response::json(200, &json!([{"orgId": 1, "name": "Main Org.", "role": role}]))
-            }
+            Ok(Some(user)) => si::Response::json(
+                200,
+                &json!([{"orgId": 1, "name": "Main Org.", "role": user.role}]),
+            ),
+        },
+        "/api/ds/query" if req.method == "POST" => match caller_role(state, req) {
+            Err(r) => r,
+            // Every org role may query (`datasources:query`), as in Grafana.
+            Ok(_) => query_data(state, req),
+        },
+        "/api/dashboards/db" if req.method == "POST" => match caller_role(state, req) {
+            Err(r) => r,
+            Ok(role) if role == "Editor" || role == "Admin" => save_dashboard(state, req),
+            Ok(_) => access_denied("any of dashboards:create, dashboards:write"),
         },
         p if p.starts_with("/api/") => api_error(404, "Not found", "api.notFound"),
         "/" | "/login" if get_like => si::Response::new(
@@ -1573,6 +1667,360 @@ fn handle(state: &State, req: &si::Request) -> si::Response {
         ),
         _ => si::Response::new(404, "text/html; charset=UTF-8", "<!doctype html><html><body>Page not found</body></html>\n"),
     }
+}
+
+/// The org role of whoever asks: the signed-in user's; anonymous access
+/// gets `Viewer` (`[auth.anonymous] org_role`'s default); the stand-in's own
+/// allowance for a Grafana without an explicit admin password acts as the
+/// admin. Nobody at all → 401.
+fn caller_role(state: &State, req: &si::Request) -> Result<String, si::Response> {
+    match signed_in(state, req)? {
+        Some(user) => Ok(user.role),
+        None if state.anonymous => Ok("Viewer".into()),
+        None if !state.password_required => Ok("Admin".into()),
+        None => Err(api_error(401, "Unauthorized", "auth.unauthorized")),
+    }
+}
+
+/// Grafana's RBAC refusal (`accesscontrol.Middleware`: 403 with the
+/// permissions that were needed).
+fn access_denied(needed: &str) -> si::Response {
+    si::Response::json(
+        403,
+        &json!({
+            "accessErrorId": "ACE0000000000",
+            "message": format!("You'll need additional permissions to perform this action. Permissions needed: {needed}"),
+            "title": "Access denied",
+        }),
+    )
+}
+
+/// `POST /api/dashboards/db`: `{"dashboard": {...}, "folderUid", "overwrite"}`.
+/// A provisioned dashboard cannot be saved; a new one gets an id (and a uid
+/// when it has none); one with a known uid needs `overwrite` or the same version.
+fn save_dashboard(state: &State, req: &si::Request) -> si::Response {
+    let Ok(body) = serde_json::from_slice::<Json>(&req.body) else {
+        return api_error(400, "bad request data", "dashboards.badRequest");
+    };
+    let mut dashboard = body["dashboard"].clone();
+    let Some(object) = dashboard.as_object_mut() else {
+        return api_error(400, "bad request data", "dashboards.badRequest");
+    };
+    let title = object
+        .get("title")
+        .and_then(Json::as_str)
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    if title.is_empty() {
+        return api_error(
+            400,
+            "Dashboard title cannot be empty",
+            "dashboards.titleEmpty",
+        );
+    }
+    let uid = object
+        .get("uid")
+        .and_then(Json::as_str)
+        .filter(|u| !u.is_empty())
+        .map_or_else(|| si::random_id(14), str::to_string);
+    if state.dashboards.iter().any(|d| d.uid == uid) {
+        return api_error(
+            400,
+            "Cannot save provisioned dashboard",
+            "dashboards.provisioned",
+        );
+    }
+    let mut saved = state.saved.lock().unwrap_or_else(|e| e.into_inner());
+    let overwrite = body["overwrite"].as_bool().unwrap_or(false);
+    let existing = saved.iter().position(|d| d.uid == uid);
+    let version = match existing {
+        Some(i) => {
+            let stored = saved[i].json["version"].as_i64().unwrap_or(1);
+            let sent = object.get("version").and_then(Json::as_i64).unwrap_or(0);
+            if !overwrite && sent != stored {
+                return si::Response::json(
+                    412,
+                    &json!({"message": "The dashboard has been changed by someone else", "status": "version-mismatch"}),
+                );
+            }
+            stored + 1
+        }
+        None => 1,
+    };
+    let id = existing.map_or_else(
+        || (state.dashboards.len() + saved.len() + state.folders.len() + 1) as i64,
+        |i| saved[i].id,
+    );
+    object.insert("uid".into(), json!(uid));
+    object.insert("id".into(), json!(id));
+    object.insert("version".into(), json!(version));
+    let entry = Dashboard {
+        id,
+        uid: uid.clone(),
+        title: title.clone(),
+        tags: Vec::new(),
+        folder: None,
+        json: dashboard,
+    };
+    match existing {
+        Some(i) => saved[i] = entry,
+        None => saved.push(entry),
+    }
+    let slug = slugify(&title);
+    si::Response::json(
+        200,
+        &json!({"id": id, "uid": uid, "slug": slug, "status": "success", "version": version,
+                "url": format!("{}/d/{}/{}", state.sub_path, uid, slug)}),
+    )
+}
+
+/// A time of `/api/ds/query`'s `from`/`to`: `now`, `now-<duration>` or
+/// epoch milliseconds (as a string or a number); in milliseconds.
+fn query_time(value: &Json, now_ms: i64) -> Option<i64> {
+    if let Some(ms) = value.as_i64() {
+        return Some(ms);
+    }
+    let text = value.as_str()?.trim();
+    if let Ok(ms) = text.parse::<i64>() {
+        return Some(ms);
+    }
+    let rest = text.strip_prefix("now")?;
+    if rest.is_empty() {
+        return Some(now_ms);
+    }
+    let ago = si::parse_prom_duration(rest.strip_prefix('-')?).ok()?;
+    Some(now_ms - ago as i64)
+}
+
+/// The headers Grafana adds to a data source request: basic auth, and the
+/// custom `jsonData.httpHeaderName<N>` / `secureJsonData.httpHeaderValue<N>` pairs.
+fn datasource_headers(d: &Datasource) -> Vec<(String, String)> {
+    let c = &d.cfg;
+    let secure = |key: &str| {
+        c.secure_json_data
+            .as_ref()
+            .and_then(|v| v.get(key))
+            .and_then(Yaml::as_str)
+            .map(str::to_string)
+    };
+    let mut headers = Vec::new();
+    if c.basic_auth {
+        let password = secure("basicAuthPassword").unwrap_or_default();
+        headers.push((
+            "Authorization".into(),
+            format!(
+                "Basic {}",
+                base64_encode(format!("{}:{password}", c.basic_auth_user).as_bytes())
+            ),
+        ));
+    }
+    for n in 1.. {
+        let Some(name) = c
+            .json_data
+            .as_ref()
+            .and_then(|v| v.get(format!("httpHeaderName{n}").as_str()))
+            .and_then(Yaml::as_str)
+        else {
+            break;
+        };
+        headers.push((
+            name.to_string(),
+            secure(&format!("httpHeaderValue{n}")).unwrap_or_default(),
+        ));
+    }
+    headers
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    const ABC: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ABC[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// `POST /api/ds/query`, as Grafana's query service answers it: each query
+/// goes to its data source (by `datasource.uid`) through the Grafana server
+/// (`access: proxy`), and comes back as data frames under its `refId`.
+/// Prometheus and Loki only. Any failed query makes the answer 400, with the
+/// others' results kept (Grafana without the `datasourceQueryMultiStatus` toggle).
+fn query_data(state: &State, req: &si::Request) -> si::Response {
+    let Ok(body) = serde_json::from_slice::<Json>(&req.body) else {
+        return api_error(400, "bad request data", "query.badRequest");
+    };
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let from = query_time(&body["from"], now_ms).unwrap_or(now_ms - 3_600_000);
+    let to = query_time(&body["to"], now_ms).unwrap_or(now_ms);
+    let Some(queries) = body["queries"].as_array().filter(|q| !q.is_empty()) else {
+        return api_error(400, "No queries found", "query.noQueries");
+    };
+    let mut results = serde_json::Map::new();
+    let mut failed = false;
+    for q in queries {
+        let ref_id = q["refId"].as_str().unwrap_or("A").to_string();
+        let uid = q["datasource"]["uid"]
+            .as_str()
+            .or_else(|| q["datasource"].as_str())
+            .unwrap_or("");
+        let Some(d) = state
+            .datasources
+            .iter()
+            .find(|d| d.cfg.uid == uid || d.cfg.name == uid)
+        else {
+            return api_error(404, "Data source not found", "datasources.notFound");
+        };
+        let result = match run_query(d, q, from, to) {
+            Ok(frames) => json!({"status": 200, "frames": frames}),
+            Err((status, error)) => {
+                failed = true;
+                json!({"status": status, "error": error, "errorSource": "downstream", "frames": []})
+            }
+        };
+        results.insert(ref_id, result);
+    }
+    si::Response::json(if failed { 400 } else { 200 }, &json!({"results": results}))
+}
+
+/// One query against its data source: the frames, or (status, error).
+fn run_query(d: &Datasource, q: &Json, from: i64, to: i64) -> Result<Vec<Json>, (u16, String)> {
+    let expr = q["expr"].as_str().unwrap_or("");
+    let base = d.cfg.url.trim_end_matches('/');
+    let step_s = (q["intervalMs"].as_i64().unwrap_or(15_000) / 1000)
+        .max((to - from) / 1000 / q["maxDataPoints"].as_i64().unwrap_or(1000).max(1))
+        .max(1);
+    let mut headers = datasource_headers(d);
+    let (method, url, body) = match d.cfg.ds_type.as_str() {
+        "prometheus" => {
+            let params = format!(
+                "query={}&start={}&end={}&step={step_s}",
+                si::form_encode(expr),
+                from / 1000,
+                to / 1000
+            );
+            let get = d
+                .cfg
+                .json_data
+                .as_ref()
+                .and_then(|v| v.get("httpMethod"))
+                .and_then(Yaml::as_str)
+                == Some("GET");
+            if get {
+                (
+                    "GET",
+                    format!("{base}/api/v1/query_range?{params}"),
+                    String::new(),
+                )
+            } else {
+                headers.push((
+                    "Content-Type".into(),
+                    "application/x-www-form-urlencoded".into(),
+                ));
+                ("POST", format!("{base}/api/v1/query_range"), params)
+            }
+        }
+        "loki" => {
+            let params = format!(
+                "query={}&start={}&end={}&step={step_s}&limit={}&direction=backward",
+                si::form_encode(expr),
+                from * 1_000_000,
+                to * 1_000_000,
+                q["maxLines"].as_i64().unwrap_or(1000)
+            );
+            (
+                "GET",
+                format!("{base}/loki/api/v1/query_range?{params}"),
+                String::new(),
+            )
+        }
+        other => {
+            return Err((
+                400,
+                format!("stand-in: queries to {other} data sources are not implemented"),
+            ))
+        }
+    };
+    let answer = si::http_call(
+        method,
+        &url,
+        &headers,
+        body.as_bytes(),
+        Duration::from_secs(30),
+    )
+    .map_err(|e| (500, format!("Post \"{url}\": {e}")))?;
+    let text = String::from_utf8_lossy(&answer.body).to_string();
+    if !(200..300).contains(&answer.status) {
+        return Err((
+            answer.status,
+            format!(
+                "client_error: client error: {}: {}",
+                answer.status,
+                text.trim()
+            ),
+        ));
+    }
+    let parsed: Json = serde_json::from_str(&text)
+        .map_err(|e| (500, format!("failed to read the answer: {e}")))?;
+    let ref_id = q["refId"].as_str().unwrap_or("A");
+    let data = &parsed["data"];
+    let frames = data["result"]
+        .as_array()
+        .map(|series| {
+            series
+                .iter()
+                .map(|s| match data["resultType"].as_str() {
+                    Some("streams") => {
+                        let values = s["values"].as_array().cloned().unwrap_or_default();
+                        let times: Vec<Json> = values
+                            .iter()
+                            .map(|v| {
+                                json!(
+                                    v[0].as_str()
+                                        .and_then(|t| t.parse::<i64>().ok())
+                                        .unwrap_or(0)
+                                        / 1_000_000
+                                )
+                            })
+                            .collect();
+                        let lines: Vec<Json> = values.iter().map(|v| v[1].clone()).collect();
+                        json!({"schema": {"refId": ref_id, "fields": [
+                            {"name": "Time", "type": "time"},
+                            {"name": "Line", "type": "string", "labels": s["stream"]}]},
+                            "data": {"values": [times, lines]}})
+                    }
+                    _ => {
+                        let values = s["values"].as_array().cloned().unwrap_or_default();
+                        let times: Vec<Json> = values
+                            .iter()
+                            .map(|v| json!((v[0].as_f64().unwrap_or(0.0) * 1000.0) as i64))
+                            .collect();
+                        let numbers: Vec<Json> = values
+                            .iter()
+                            .map(|v| json!(v[1].as_str().and_then(|n| n.parse::<f64>().ok())))
+                            .collect();
+                        json!({"schema": {"refId": ref_id, "fields": [
+                            {"name": "Time", "type": "time"},
+                            {"name": "Value", "type": "number", "labels": s["metric"]}]},
+                            "data": {"values": [times, numbers]}})
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(frames)
 }
 
 fn metrics_text(state: &State) -> String {
@@ -2054,9 +2502,18 @@ fn server(flags: &si::ParsedFlags) -> i32 {
             header_property: cfg.get("auth.proxy", "header_property"),
             auto_sign_up: cfg.get_bool("auth.proxy", "auto_sign_up"),
             whitelist: cfg.get("auth.proxy", "whitelist"),
+            headers: parse_proxy_headers(&cfg.get("auth.proxy", "headers")),
         }),
         org_role: org_role(&cfg.get("users", "auto_assign_org_role")),
-        users: Mutex::new(vec![cfg.get("security", "admin_user")]),
+        admin_created: !cfg.get_bool("security", "disable_initial_admin_creation"),
+        users: Mutex::new(
+            if cfg.get_bool("security", "disable_initial_admin_creation") {
+                Vec::new()
+            } else {
+                vec![(cfg.get("security", "admin_user"), "Admin".into())]
+            },
+        ),
+        saved: Mutex::new(Vec::new()),
     });
     let crash_after = std::env::var("GRAFANA_STANDIN_CRASH_AFTER_MS")
         .ok()
