@@ -564,10 +564,10 @@ pub fn architecture_svg(settings: &Settings) -> String {
         );
         for (i, item) in items.iter().enumerate() {
             let y = 40 + 34 * i as u32;
-            let _ = write!(
+            let _ = writeln!(
                 out,
                 "<rect x=\"{x}\" y=\"{y}\" width=\"220\" height=\"26\" rx=\"4\"/>\
-                 <text x=\"{}\" y=\"{}\">{}</text>\n",
+                 <text x=\"{}\" y=\"{}\">{}</text>",
                 x + 8,
                 y + 17,
                 xml(&shorten(item, 30))

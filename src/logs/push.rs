@@ -157,22 +157,23 @@ impl Target {
                     request = request.set(name, value);
                 }
                 let bytes = body.bytes.to_vec();
-                let answer = tokio::task::spawn_blocking(move || request.send_bytes(&bytes))
-                    .await
+                tokio::task::spawn_blocking(move || {
+                    let (status, response) = match request.send_bytes(&bytes) {
+                        Ok(response) => (response.status(), response),
+                        Err(ureq::Error::Status(code, response)) => (code, response),
+                        Err(e) => return Err(e.to_string()),
+                    };
+                    let mut body = Vec::new();
+                    // Loki's answers are short; a longer one is cut, not read whole.
+                    std::io::Read::read_to_end(
+                        &mut std::io::Read::take(response.into_reader(), 64 << 10),
+                        &mut body,
+                    )
                     .map_err(|e| e.to_string())?;
-                let (status, response) = match answer {
-                    Ok(response) => (response.status(), response),
-                    Err(ureq::Error::Status(code, response)) => (code, response),
-                    Err(e) => return Err(e.to_string()),
-                };
-                let mut body = Vec::new();
-                // Loki's answers are short; a longer one is cut, not read whole.
-                std::io::Read::read_to_end(
-                    &mut std::io::Read::take(response.into_reader(), 64 << 10),
-                    &mut body,
-                )
-                .map_err(|e| e.to_string())?;
-                Ok((status, body))
+                    Ok((status, body))
+                })
+                .await
+                .map_err(|e| e.to_string())?
             }
         }
     }
