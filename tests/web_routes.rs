@@ -84,6 +84,7 @@ const READS: &[Case] = &[
         None,
     ),
     case("/api/backups/runs/{id}", "GET", "/api/backups/runs/7", None),
+    case("/api/backups/servers", "GET", "/api/backups/servers", None),
     case(
         "/api/backups/jobs/{name}/retention",
         "GET",
@@ -286,6 +287,12 @@ const CHANGES: &[Case] = &[
         "/api/backups/jobs/{name}/{action}",
         "POST",
         "/api/backups/jobs/nope/run",
+        Some(("", 404)),
+    ),
+    case(
+        "/api/backups/jobs/{name}/verify-on-server",
+        "POST",
+        "/api/backups/jobs/nope/verify-on-server",
         Some(("", 404)),
     ),
     case(
