@@ -268,3 +268,22 @@ fn a_verification_on_the_server_reads_the_jobs_group_and_is_followed_to_its_end(
     assert_eq!(status, 502, "{answer}");
     assert!(answer.to_string().contains("403"), "{answer}");
 }
+
+/// `tests/browser/pbs.test.mjs`: the datastore's card on the Backups page and
+/// its "Verify on server" button, in Chromium.
+#[test]
+fn the_backups_page_shows_the_datastore_and_verifies_on_the_server() {
+    browser_tests();
+    let fx = pbs::fixture(1);
+    let server = PbsServer::start(&state(now()));
+    let obsbox = start(&server, &fx);
+    server_health(&obsbox, "a first check", |s| !s["checked_at"].is_null());
+    run_browser_tests(
+        &obsbox,
+        "pbs.test.mjs",
+        &[
+            ("SESSION_COOKIE", obsbox.session_cookie()),
+            ("REPOSITORY", format!("127.0.0.1:{}:store1", server.port)),
+        ],
+    );
+}

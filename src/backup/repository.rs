@@ -245,7 +245,8 @@ mod tests {
     #[tokio::test]
     async fn reads_the_fingerprint_a_server_presents() {
         let dir = tempfile::tempdir().unwrap();
-        let tls = Arc::new(crate::tls::Tls::load_or_create(dir.path(), "pbs.test").unwrap());
+        let tls =
+            std::sync::Arc::new(crate::tls::Tls::load_or_create(dir.path(), "pbs.test").unwrap());
         let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
