@@ -50,7 +50,7 @@ test('a card per PBS datastore, and a verification on the server followed to its
   assert.match(await text(), /Garbage collection\s+failed/);
   assert.match(await text(), /unable to read chunk store/);
   assert.match(await text(), /host\/box-photos\/2025-11-24T16:00:00Z/);
-  await page.screenshot({ path: join(process.env.SCREENSHOTS, 'backups-pbs-datastore-1280.png') });
+  await card.screenshot({ path: join(process.env.SCREENSHOTS, 'backups-pbs-datastore.png') });
 
   await page.getByRole('button', { name: 'Verify the snapshots of photos on its PBS server' }).click();
   await page.waitForFunction(
