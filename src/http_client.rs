@@ -1,9 +1,10 @@
 //! A minimal HTTP/1.1 client for talking to children on loopback (readiness
 //! probes, `POST /-/reload`, pushing logs to Loki). Children answer on 127.0.0.1 only, so there is no
-//! TLS, no redirects and no connection reuse: one request per connection.
+//! TLS, no redirects and no connection reuse: one request per connection. [`exchange_over`] sends
+//! the same requests over a stream the caller opened (the PBS API over TLS).
 
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 #[derive(Debug, thiserror::Error)]
@@ -76,27 +77,68 @@ async fn exchange(
     path: &str,
     body: Option<Body<'_>>,
 ) -> Result<Response, HttpError> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))
+    let stream = TcpStream::connect(("127.0.0.1", port))
         .await
         .map_err(|source| HttpError::Connect { port, source })?;
-    let io = |source| HttpError::Io { port, source };
-    let (content_type, bytes) = match body {
+    let request = Request {
+        method,
+        host: &format!("127.0.0.1:{port}"),
+        path,
+        headers: &[],
+        body,
+    };
+    match exchange_over(stream, &request).await {
+        Ok(Some(response)) => Ok(response),
+        Ok(None) => Err(HttpError::Garbled { port }),
+        Err(source) => Err(HttpError::Io { port, source }),
+    }
+}
+
+/// One request, for [`exchange_over`].
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    pub method: &'a str,
+    /// The `Host` header: `name:port`.
+    pub host: &'a str,
+    pub path: &'a str,
+    /// More headers, as (name, value).
+    pub headers: &'a [(&'a str, &'a str)],
+    pub body: Option<Body<'a>>,
+}
+
+/// Sends `request` on `stream` and reads the whole response (at most 1 MiB);
+/// `None` when what came back is not an HTTP response.
+pub async fn exchange_over<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    request: &Request<'_>,
+) -> std::io::Result<Option<Response>> {
+    let (content_type, bytes) = match request.body {
         Some(b) => (format!("Content-Type: {}\r\n", b.content_type), b.bytes),
         None => (String::new(), &[][..]),
     };
+    let headers: String = request
+        .headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: obsbox\r\n{content_type}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        "{} {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: obsbox\r\n{headers}{content_type}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        request.method,
+        request.path,
+        request.host,
         bytes.len()
     );
-    stream.write_all(head.as_bytes()).await.map_err(io)?;
-    stream.write_all(bytes).await.map_err(io)?;
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(bytes).await?;
+    stream.flush().await?;
     let mut raw = Vec::new();
-    stream
-        .take(1 << 20)
-        .read_to_end(&mut raw)
-        .await
-        .map_err(io)?;
-    parse(&raw).ok_or(HttpError::Garbled { port })
+    // A TLS peer that closes without close_notify still sent a whole response.
+    match (&mut stream).take(1 << 20).read_to_end(&mut raw).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !raw.is_empty() => {}
+        Err(e) => return Err(e),
+    }
+    Ok(parse(&raw))
 }
 
 fn parse(raw: &[u8]) -> Option<Response> {

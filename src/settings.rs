@@ -220,6 +220,9 @@ pub struct BackupSettings {
     /// Recovery time objective of jobs that set none: alert when a drill's
     /// restore took longer.
     pub rto: String,
+    /// How often the PBS servers of jobs with an API token are asked for
+    /// their datastore's health and their own jobs (1s to 1d).
+    pub server_interval: String,
     pub jobs: Vec<BackupJob>,
 }
 
@@ -233,6 +236,7 @@ impl Default for BackupSettings {
             halt_grace: "30s".into(),
             former_rpo: None,
             rto: "2h".into(),
+            server_interval: "5m".into(),
             jobs: Vec::new(),
         }
     }
@@ -1089,6 +1093,11 @@ impl BackupSettings {
         for (field, value, range) in [
             ("backups.halt_grace", &self.halt_grace, secs(1)..=secs(600)),
             ("backups.rto", &self.rto, secs(60)..=secs(7 * 86_400)),
+            (
+                "backups.server_interval",
+                &self.server_interval,
+                secs(1)..=secs(86_400),
+            ),
         ] {
             duration_in(field, value, range, bad);
         }

@@ -84,6 +84,7 @@ const READS: &[Case] = &[
         None,
     ),
     case("/api/backups/runs/{id}", "GET", "/api/backups/runs/7", None),
+    case("/api/backups/servers", "GET", "/api/backups/servers", None),
     case(
         "/api/backups/jobs/{name}/retention",
         "GET",
@@ -328,6 +329,12 @@ const CHANGES: &[Case] = &[
         "/api/backups/jobs/{name}/{action}",
         "POST",
         "/api/backups/jobs/nope/copy",
+        Some(("", 404)),
+    ),
+    case(
+        "/api/backups/jobs/{name}/verify-on-server",
+        "POST",
+        "/api/backups/jobs/nope/verify-on-server",
         Some(("", 404)),
     ),
     case(

@@ -68,6 +68,12 @@ const API_RULES: &[(&[&str], &str, Role)] = &[
     (&["POST"], "/api/backups/jobs", Admin),
     (&["PUT", "DELETE"], "/api/backups/jobs/{name}", Admin),
     (&["GET"], "/api/backups/jobs/{name}/retention", Viewer),
+    (&["GET"], "/api/backups/servers", Viewer),
+    (
+        &["POST"],
+        "/api/backups/jobs/{name}/verify-on-server",
+        Operator,
+    ),
     // run, verify, drill and copy (to the off-site repository) now.
     (&["POST"], "/api/backups/jobs/{name}/{action}", Operator),
     (&["POST"], "/api/backups/repositories/test", Admin),
@@ -290,6 +296,16 @@ mod tests {
             Operator,
             &post,
             "/api/backups/jobs/{name}/{action}"
+        ));
+        assert!(permits(
+            Operator,
+            &post,
+            "/api/backups/jobs/{name}/verify-on-server"
+        ));
+        assert!(!permits(
+            Viewer,
+            &post,
+            "/api/backups/jobs/{name}/verify-on-server"
         ));
         assert!(permits(Operator, &post, "/api/services/{name}/{action}"));
         for (method, route) in [

@@ -21,6 +21,8 @@ mod keys;
 mod manifest;
 mod objectives;
 mod options;
+mod pbs_api;
+mod pbs_health;
 mod repository;
 mod restore;
 mod retention;
@@ -32,6 +34,7 @@ pub(crate) use calendar::CalendarEvent;
 pub use copy::CopySettings;
 pub use history::{Outcome, Run};
 pub(crate) use options::JobOptions;
+pub use pbs_health::{ServerHealth, ServerVerification};
 pub use repository::{TestOptions, TestReport};
 pub(crate) use restore::{files, offline_client, restore_now, snapshots, RestoreRequest};
 pub(crate) use retention::Retention;
@@ -235,15 +238,33 @@ pub struct SecretsUpdate {
     pub encryption_password: Option<String>,
     /// The password of the copy's second repository (`copy`).
     pub copy_password: Option<String>,
+    /// PBS only: a read-only API token, `user@realm!name:secret`, with
+    /// which obsbox reads the server's datastore health and starts
+    /// verifications on it.
+    pub api_token: Option<String>,
+}
+
+impl SecretsUpdate {
+    /// The values in the order of [`SECRET_NAMES`].
+    fn values(self) -> [Option<String>; 5] {
+        [
+            self.password,
+            self.encryption_key,
+            self.encryption_password,
+            self.copy_password,
+            self.api_token,
+        ]
+    }
 }
 
 /// The job's secrets, as files under `secrets/backup/<job>/`; the first
 /// three are the repository's (what a repository test uses).
-const SECRET_NAMES: [&str; 4] = [
+const SECRET_NAMES: [&str; 5] = [
     "password",
     "encryption-key",
     "encryption-password",
     "copy-password",
+    pbs_health::API_TOKEN_SECRET,
 ];
 
 /// What the backup service needs from its surroundings.
@@ -261,6 +282,10 @@ pub struct BackupStatus {
     /// Active halt reasons; nothing starts while there is one.
     pub halted: Vec<String>,
     pub jobs: Vec<JobStatus>,
+    /// Each PBS datastore read through a job's API token.
+    pub servers: Vec<ServerHealth>,
+    /// The latest verification started on the server per job.
+    pub server_verifications: Vec<ServerVerification>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -280,6 +305,7 @@ pub struct JobStatus {
     pub last_drill: Option<Run>,
     pub password_set: bool,
     pub encryption_key_set: bool,
+    pub api_token_set: bool,
     /// Finished runs so far, for the success and restore-time SLOs.
     pub counts: history::RunCounts,
     /// The repository's usage, as read after the last backup or
@@ -370,6 +396,7 @@ pub struct Backups {
     services: Arc<Services>,
     ctx: Arc<BackupContext>,
     restores: Arc<restore::Restores>,
+    servers: Arc<pbs_health::Servers>,
 }
 
 enum Msg {
@@ -447,7 +474,13 @@ impl Backups {
             services: ctx.services.clone(),
             ctx: ctx.clone(),
             restores: Arc::new(restore::Restores::open(ctx.store.clone())?),
+            servers: Arc::default(),
         };
+        tokio::spawn(pbs_health::watch(
+            handle.servers.clone(),
+            ctx.store.clone(),
+            settings.clone(),
+        ));
         let actor = Actor {
             ctx,
             tx,
@@ -568,14 +601,10 @@ impl Backups {
         let mut nonce = [0u8; 8];
         getrandom::getrandom(&mut nonce).map_err(|e| BackupError::Client(e.to_string()))?;
         let scratch = format!("backup/.test-{}", hex::encode(nonce));
-        let values = [
-            secrets.password,
-            secrets.encryption_key,
-            secrets.encryption_password,
-        ];
         let mut given = Vec::new();
-        // The copy's password is not this repository's: not tested here.
-        for (name, value) in SECRET_NAMES.iter().zip(values) {
+        // The client's secrets for this repository; the copy's password
+        // and the API token are not the client's.
+        for (name, value) in SECRET_NAMES.iter().zip(secrets.values()).take(3) {
             given.push(match value.filter(|v| !v.is_empty()) {
                 Some(value) => {
                     let path = format!("{scratch}/{name}");
@@ -606,7 +635,24 @@ impl Backups {
     }
 
     pub async fn status(&self) -> Result<BackupStatus, BackupError> {
-        self.ask(|done| Msg::Status { done }).await
+        let mut status = self.ask(|done| Msg::Status { done }).await?;
+        status.servers = self.servers.health();
+        status.server_verifications = self.servers.verifications();
+        // PBS's client does not report the deduplication factor; the server's GC status does.
+        for job in &mut status.jobs {
+            let server = status.servers.iter().find(|s| s.jobs.contains(&job.name));
+            if let (Some(storage), Some(server)) = (&mut job.storage, server) {
+                storage.dedup_factor = storage.dedup_factor.or(server.dedup_factor);
+            }
+        }
+        Ok(status)
+    }
+
+    /// Starts a verification of the job's snapshots on its PBS server, with
+    /// its API token, and follows the task (see `BackupStatus::server_verifications`).
+    pub async fn verify_on_server(&self, job: &str) -> Result<ServerVerification, BackupError> {
+        let settings = self.services.settings()?;
+        pbs_health::verify_now(self.servers.clone(), &self.store, &settings, job).await
     }
 
     /// One run, with its live log and progress while it runs.
@@ -636,14 +682,12 @@ impl Backups {
             (Some(_), false) => return Err(BackupError::Exists(name)),
             (None, true) => return Err(BackupError::NoSuchJob(name)),
         }
+        if let Some(token) = secrets.api_token.as_deref().filter(|t| !t.is_empty()) {
+            pbs_api::ApiToken::parse(token)
+                .map_err(|e| BackupError::Refused(format!("secrets.api_token: {e}")))?;
+        }
         let settings = self.update(&backups, writer).await?;
-        let values = [
-            secrets.password,
-            secrets.encryption_key,
-            secrets.encryption_password,
-            secrets.copy_password,
-        ];
-        for (secret, value) in SECRET_NAMES.iter().zip(values) {
+        for (secret, value) in SECRET_NAMES.iter().zip(secrets.values()) {
             let path = format!("backup/{name}/{secret}");
             match value.as_deref() {
                 None => continue,
@@ -1211,6 +1255,7 @@ impl Actor {
                     last_drill: last(Kind::Drill, None),
                     password_set: secret_set("password"),
                     encryption_key_set: secret_set("encryption-key"),
+                    api_token_set: secret_set(pbs_health::API_TOKEN_SECRET),
                     counts: history::counts(store, &job.name, rto_ms).unwrap_or_default(),
                     storage: storage::saved(store, &job.name).ok().flatten(),
                     rpo_seconds: objectives::rpo(job, &now).as_secs(),
@@ -1234,6 +1279,8 @@ impl Actor {
         BackupStatus {
             halted: self.halts.iter().cloned().collect(),
             jobs,
+            servers: Vec::new(),
+            server_verifications: Vec::new(),
         }
     }
 

@@ -8,9 +8,7 @@ use super::storage::Storage;
 use crate::settings::BackupBackend;
 use crate::supervisor::Reaper;
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
 use std::time::Duration;
-use tokio_rustls::rustls;
 
 /// How long fetching a server's certificate may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -31,79 +29,13 @@ pub fn normalize_fingerprint(text: &str) -> Option<String> {
     Some(pairs.join(":"))
 }
 
-/// Accepts any certificate: it is only read, to be shown and confirmed.
-#[derive(Debug)]
-struct ReadOnly(Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for ReadOnly {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &rustls::pki_types::CertificateDer<'_>,
-        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
-        _server_name: &rustls::pki_types::ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
 /// The SHA-256 fingerprint of the certificate the server at `host:port`
 /// presents (its leaf), in the PBS client's form.
 pub async fn server_fingerprint(host: &str, port: u16) -> Result<String, String> {
-    let provider = crate::tls::provider();
-    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(ReadOnly(provider)))
-        .with_no_client_auth();
-    let name = rustls::pki_types::ServerName::try_from(host.to_string())
-        .map_err(|e| format!("'{host}' is not a server name: {e}"))?;
-    let handshake = async {
-        let tcp = tokio::net::TcpStream::connect((host, port))
-            .await
-            .map_err(|e| format!("cannot connect to {host}:{port}: {e}"))?;
-        tokio_rustls::TlsConnector::from(Arc::new(config))
-            .connect(name, tcp)
-            .await
-            .map_err(|e| format!("no TLS handshake with {host}:{port}: {e}"))
-    };
-    let tls = tokio::time::timeout(CONNECT_TIMEOUT, handshake)
+    let tls = tokio::time::timeout(CONNECT_TIMEOUT, super::pbs_api::connect(host, port, None))
         .await
-        .map_err(|_| format!("{host}:{port} did not answer within {CONNECT_TIMEOUT:?}"))??;
+        .map_err(|_| format!("{host}:{port} did not answer within {CONNECT_TIMEOUT:?}"))?
+        .map_err(|e| e.to_string())?;
     let leaf = tls
         .get_ref()
         .1
@@ -313,7 +245,8 @@ mod tests {
     #[tokio::test]
     async fn reads_the_fingerprint_a_server_presents() {
         let dir = tempfile::tempdir().unwrap();
-        let tls = Arc::new(crate::tls::Tls::load_or_create(dir.path(), "pbs.test").unwrap());
+        let tls =
+            std::sync::Arc::new(crate::tls::Tls::load_or_create(dir.path(), "pbs.test").unwrap());
         let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();

@@ -20,7 +20,8 @@ pub struct Storage {
     /// Bytes still free there.
     pub avail_bytes: Option<u64>,
     /// Bytes backed up (every snapshot in full) per byte stored, with
-    /// restic's compression; PBS's client does not report it.
+    /// restic's compression; PBS's client does not report it, so for PBS
+    /// it is the datastore's, from its server's API (see `pbs_health`).
     pub dedup_factor: Option<f64>,
     /// When it was read, RFC 3339.
     pub checked_at: String,

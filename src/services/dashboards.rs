@@ -839,6 +839,47 @@ fn backups() -> Dashboard {
                 )],
             )
             .width(6),
+            panel(
+                "PBS datastore usage",
+                Kind::BarGauge,
+                "percentunit",
+                vec![q("obsbox_pbs_datastore_usage_ratio", "{{repository}}")],
+            )
+            .describe("From the PBS server's API; the alerts warn over 80% and are critical over 90%.")
+            .range(0.0, 1.0)
+            .thresholds("green", &[(0.8, "orange"), (0.9, "red")]),
+            panel(
+                "PBS datastore full in",
+                Kind::Stat,
+                "s",
+                vec![q(
+                    "obsbox_pbs_datastore_estimated_full_timestamp_seconds - time() > 0",
+                    "{{repository}}",
+                )],
+            )
+            .describe("The server's estimate from the last month's usage; none while usage does not grow. Red within 14 days.")
+            .thresholds("red", &[(14.0 * 86400.0, "green")]),
+            panel(
+                "PBS deduplication factor",
+                Kind::Stat,
+                "none",
+                vec![q("obsbox_pbs_datastore_dedup_factor", "{{repository}}")],
+            )
+            .describe("Bytes the snapshots refer to per byte on disk, from the last garbage collection."),
+            panel(
+                "PBS server jobs: newest finished task",
+                Kind::Stat,
+                "none",
+                vec![q("obsbox_pbs_task_last_failed", "{{repository}} {{task}}")],
+            )
+            .mappings(&[(0, "ok", "green"), (1, "failed", "red")]),
+            panel(
+                "PBS snapshots that failed verification",
+                Kind::Stat,
+                "none",
+                vec![q("obsbox_pbs_failed_verification_snapshots", "{{repository}}")],
+            )
+            .thresholds("green", &[(1.0, "red")]),
         ],
     }
 }

@@ -22,6 +22,11 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
         .route("/api/backups/jobs", post(create))
         .route("/api/backups/jobs/{name}", put(replace).delete(delete))
         .route("/api/backups/jobs/{name}/retention", get(retention))
+        .route(
+            "/api/backups/jobs/{name}/verify-on-server",
+            post(verify_on_server),
+        )
+        .route("/api/backups/servers", get(servers))
         .route("/api/backups/jobs/{name}/{action}", post(run))
         .route("/api/backups/repositories/test", post(test_repository))
         .route("/api/backups/halt", post(halt))
@@ -84,6 +89,30 @@ async fn test_repository(State(app): State<Arc<AppState>>, actor: Actor, body: B
 
 async fn status(State(app): State<Arc<AppState>>) -> ApiResult {
     Ok(Json(app.backups.status().await?).into_response())
+}
+
+/// The PBS datastores' health and the verifications started on the servers.
+async fn servers(State(app): State<Arc<AppState>>) -> ApiResult {
+    let status = app.backups.status().await?;
+    Ok(Json(json!({
+        "servers": status.servers,
+        "verifications": status.server_verifications,
+    }))
+    .into_response())
+}
+
+async fn verify_on_server(
+    State(app): State<Arc<AppState>>,
+    actor: Actor,
+    Path(name): Path<String>,
+) -> ApiResult {
+    let started = app.backups.verify_on_server(&name).await?;
+    app.store.audit(
+        &actor.0,
+        "backup.verify-on-server",
+        &format!("{name}: {}", started.upid),
+    )?;
+    Ok((StatusCode::ACCEPTED, Json(started)).into_response())
 }
 
 #[derive(Deserialize)]

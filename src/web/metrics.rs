@@ -482,6 +482,7 @@ fn register_backups(registry: &mut Registry, status: &crate::backup::BackupStatu
     );
     register_backup_repositories(registry, status);
     register_backup_copies(registry, status);
+    register_pbs_servers(registry, &status.servers);
 }
 
 /// The off-site copies of enabled jobs: when the last good copy ended (or
@@ -514,6 +515,104 @@ fn register_backup_copies(registry: &mut Registry, status: &crate::backup::Backu
         "obsbox_backup_copy_rpo_seconds",
         "The recovery point objective of the enabled job's copy",
         rpo,
+    );
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RepositoryLabel {
+    repository: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RepositoryTaskLabels {
+    repository: String,
+    task: String,
+}
+
+/// Each PBS datastore's health, as its server's API reports it.
+fn register_pbs_servers(registry: &mut Registry, servers: &[crate::backup::ServerHealth]) {
+    type F64 = Gauge<f64, AtomicU64>;
+    let up = Family::<RepositoryLabel, Gauge>::default();
+    let gauges: [(&str, &str, Family<RepositoryLabel, F64>); 6] = [
+        ("obsbox_pbs_datastore_size_bytes", "Size of the PBS datastore", Family::default()),
+        ("obsbox_pbs_datastore_used_bytes", "Bytes used in the PBS datastore", Family::default()),
+        ("obsbox_pbs_datastore_usage_ratio", "Used over size of the PBS datastore", Family::default()),
+        (
+            "obsbox_pbs_datastore_estimated_full_timestamp_seconds",
+            "When the PBS server estimates its datastore full, from the last month's usage (in the past when usage is not growing)",
+            Family::default(),
+        ),
+        (
+            "obsbox_pbs_datastore_dedup_factor",
+            "Bytes the snapshots refer to per byte on disk, from the datastore's last garbage collection",
+            Family::default(),
+        ),
+        (
+            "obsbox_pbs_failed_verification_snapshots",
+            "Snapshots whose last verification on the server failed",
+            Family::default(),
+        ),
+    ];
+    let last_success = Family::<RepositoryTaskLabels, Gauge>::default();
+    let last_failure = Family::<RepositoryTaskLabels, Gauge>::default();
+    let last_failed = Family::<RepositoryTaskLabels, Gauge>::default();
+    for server in servers {
+        let label = RepositoryLabel {
+            repository: server.repository.clone(),
+        };
+        up.get_or_create(&label)
+            .set(i64::from(server.error.is_none()));
+        let values = [
+            server.total_bytes.map(|v| v as f64),
+            server.used_bytes.map(|v| v as f64),
+            server.usage_ratio,
+            server.estimated_full.map(|v| v as f64),
+            server.dedup_factor,
+            Some(server.failed_verifications.len() as f64),
+        ];
+        for ((_, _, family), value) in gauges.iter().zip(values) {
+            if let Some(value) = value {
+                family.get_or_create(&label).set(value);
+            }
+        }
+        for (task, summary) in &server.tasks {
+            let labels = RepositoryTaskLabels {
+                repository: server.repository.clone(),
+                task: task.clone(),
+            };
+            if let Some(t) = summary.last_success {
+                last_success.get_or_create(&labels).set(t);
+            }
+            if let Some(t) = summary.last_failure {
+                last_failure.get_or_create(&labels).set(t);
+            }
+            last_failed
+                .get_or_create(&labels)
+                .set(i64::from(summary.last_failed));
+        }
+    }
+    registry.register(
+        "obsbox_pbs_up",
+        "1 when the PBS server's API answered every question of the last check",
+        up,
+    );
+    for (name, help, family) in gauges {
+        registry.register(name, help, family);
+    }
+    registry.register(
+        "obsbox_pbs_task_last_success_timestamp_seconds",
+        "When the server's newest successful task of this kind (gc, prune, verify, sync) ended",
+        last_success,
+    );
+    registry.register(
+        "obsbox_pbs_task_last_failure_timestamp_seconds",
+        "When the server's newest failed task of this kind ended",
+        last_failure,
+    );
+    registry.register(
+        "obsbox_pbs_task_last_failed",
+        "1 when the server's newest finished task of this kind failed",
+        last_failed,
     );
 }
 
@@ -571,7 +670,7 @@ fn register_backup_repositories(registry: &mut Registry, status: &crate::backup:
     );
     registry.register(
         "obsbox_backup_repository_dedup_factor",
-        "Bytes backed up per byte stored in the job's repository (restic)",
+        "Bytes backed up per byte stored in the job's repository (restic; PBS from its server's API)",
         dedup,
     );
 }

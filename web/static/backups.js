@@ -61,7 +61,7 @@ function jobFromForm(v) {
     job.copy = { repository: v.copy_repository, schedule: v.copy_schedule || '', rpo: v.copy_rpo || null };
   }
   const secrets = {};
-  for (const name of ['password', 'encryption_key', 'encryption_password', 'copy_password']) {
+  for (const name of ['password', 'encryption_key', 'encryption_password', 'copy_password', 'api_token']) {
     if (v[name]) secrets[name] = v[name];
   }
   return { job, secrets };
@@ -143,6 +143,8 @@ const jobs = listEditor({
     action('Verify', `Verify backup ${j.name}`, () => start(j, 'verify')),
     action('Drill', `Restore drill of ${j.name}`, () => start(j, 'drill')),
     ...(j.copy ? [action('Copy now', `Copy backup ${j.name} to its second repository now`, () => start(j, 'copy'))] : []),
+    statusOf(j.name).api_token_set
+      && action('Verify on server', `Verify the snapshots of ${j.name} on its PBS server`, () => start(j, 'verify-on-server')),
     action('Retention', `Retention preview of ${j.name}`, () => preview(j)),
     action('Restore', `Restore from ${j.name}`, () => snapshots(j.name)),
   ],
@@ -150,6 +152,7 @@ const jobs = listEditor({
     const [section, current] = await Promise.all([loadSection('backups'), api('GET', '/api/backups')]);
     status = current;
     version = section.version;
+    servers();
     $('halted').hidden = !status.halted.length;
     $('halted').textContent = `Backups are halted: ${status.halted.join('; ')}.`;
     return section.value.jobs;
@@ -168,6 +171,7 @@ const jobs = listEditor({
     copy_schedule: j.copy?.schedule ?? '',
     copy_rpo: j.copy?.rpo ?? '',
     copy_password: '',
+    api_token: '',
   }),
   fromForm: (v) => jobFromForm(v),
   save: (item, original, send) => (original === null
@@ -323,6 +327,39 @@ async function history() {
       { label: 'Run', sort: false, value: (r) => el('a', { href: `/backups/runs/${r.id}`, 'aria-label': `Run ${r.id} of ${r.job}: log and details` }, 'Details') },
     ],
   });
+}
+
+const TASKS = { gc: 'Garbage collection', prune: 'Prune', verify: 'Verify', sync: 'Sync' };
+const epoch = (seconds) => (seconds == null ? null : seconds * 1000);
+
+/** A card per PBS datastore, and the verifications started on the servers. */
+function servers() {
+  const list = status.servers ?? [];
+  $('servers-section').hidden = !list.length;
+  $('servers').replaceChildren(...list.map((s) => {
+    const facts = [
+      ['Usage', s.usage_ratio == null ? 'unknown'
+        : `${Math.round(s.usage_ratio * 100)}%: ${bytes(s.used_bytes)} of ${bytes(s.total_bytes)}`],
+      ['Full by', s.estimated_full == null ? 'unknown'
+        : (s.estimated_full * 1000 < Date.now() ? 'not growing' : when(epoch(s.estimated_full)))],
+      ['Deduplication', s.dedup_factor == null ? 'after the first garbage collection' : `${s.dedup_factor.toFixed(1)}×`],
+      ...Object.entries(TASKS).map(([kind, label]) => {
+        const t = s.tasks?.[kind];
+        if (!t || (t.last_success == null && t.last_failure == null)) return [label, 'no task seen'];
+        return [label, [badge(t.last_failed ? 'failed' : 'ok'),
+          t.last_success != null ? ` last success ${when(epoch(t.last_success))}` : '',
+          t.last_failure != null ? `; last failure ${when(epoch(t.last_failure))}: ${t.last_failure_status}` : '']];
+      }),
+      ['Failed verification', s.failed_verifications.length ? s.failed_verifications.join(', ') : 'none'],
+      ...(status.server_verifications ?? []).filter((v) => s.jobs.includes(v.job)).map((v) => [
+        `Verify of ${v.job} on the server`, [badge(v.state), ` ${when(v.started_at)}`, v.exitstatus ? ` ${v.exitstatus}` : '']]),
+    ];
+    return el('section', { class: 'card', 'aria-label': `PBS datastore ${s.repository}` },
+      el('h3', {}, s.repository),
+      s.error ? el('p', { class: 'banner' }, `Not all could be read: ${s.error}`) : null,
+      el('dl', { class: 'facts' }, facts.map(([term, value]) => [el('dt', {}, term), el('dd', {}, value)])),
+      el('p', { class: 'hint' }, `Jobs: ${s.jobs.join(', ')}; read ${when(s.checked_at)} with the token of ${s.read_with}.`));
+  }));
 }
 
 // Every second while something runs (live progress), else every 10 s.

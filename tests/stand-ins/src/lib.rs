@@ -986,7 +986,7 @@ enum ReadError {
     Bad(u16, &'static str),
 }
 
-fn read_request(reader: &mut BufReader<TcpStream>) -> Result<Request, ReadError> {
+fn read_request(reader: &mut impl BufRead) -> Result<Request, ReadError> {
     let mut head_bytes = 0usize;
     let mut line = String::new();
     // Request line (skip leading empty lines, as Go does).
@@ -1065,7 +1065,7 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> Result<Request, ReadError>
     Ok(req)
 }
 
-fn read_chunked(reader: &mut BufReader<TcpStream>) -> Result<Vec<u8>, ReadError> {
+fn read_chunked(reader: &mut impl BufRead) -> Result<Vec<u8>, ReadError> {
     let mut body = Vec::new();
     let mut line = String::new();
     loop {
@@ -1102,7 +1102,7 @@ fn read_chunked(reader: &mut BufReader<TcpStream>) -> Result<Vec<u8>, ReadError>
     }
 }
 
-fn write_response(stream: &mut TcpStream, resp: &Response, head_only: bool) -> io::Result<()> {
+fn write_response(stream: &mut impl Write, resp: &Response, head_only: bool) -> io::Result<()> {
     let mut out = format!(
         "HTTP/1.1 {} {}\r\n",
         resp.status,
@@ -1185,6 +1185,21 @@ fn handle_connection(stream: TcpStream, handler: Arc<Handler>) {
         Err(ReadError::Closed) => {}
     }
     let _ = stream.shutdown(std::net::Shutdown::Both);
+}
+
+/// Answers one request read from `stream` (a TLS session, say), then
+/// returns; no upgrades.
+pub fn answer_once<S: Read + Write>(stream: S, handler: &dyn Fn(&Request) -> Response) {
+    let mut reader = BufReader::new(stream);
+    let resp = match read_request(&mut reader) {
+        Ok(req) => {
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(&req)));
+            result.unwrap_or_else(|_| Response::text(500, "internal error in stand-in\n"))
+        }
+        Err(ReadError::Bad(status, msg)) => Response::text(status, format!("{}\n", msg)),
+        Err(ReadError::Closed) => return,
+    };
+    let _ = write_response(reader.get_mut(), &resp, false);
 }
 
 /// Decodes standard base64 (used for HTTP basic auth). Returns None on bad input.
