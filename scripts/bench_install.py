@@ -2,7 +2,8 @@
 slot, beside a plain `dd` of the same image to the same target.
 
 The image is a 1 GiB ext4 file system holding /usr/bin (about half full, as
-a root file system is); the bundle is made from it with `obsbox bundle
+a root file system is) and the firmware stamp (`/etc/obsbox/firmware.json`)
+that `bundle create` checks; the bundle is made from it with `obsbox bundle
 create`. The target is a file on the same disk, written over in place by
 both. Before each run the page cache is dropped (root), so reads come from
 the disk. obsbox's install does more than dd: it checks a SHA-256 per 4 KiB
@@ -48,7 +49,15 @@ def run(samples):
     image, slot_a, slot_b = (os.path.join(work, n) for n in ("rootfs.img", "rootfs-a", "rootfs-b"))
     with open(image, "wb") as f:
         f.truncate(IMAGE_BYTES)
-    sh("mkfs.ext4", "-q", "-F", "-d", "/usr/bin", image)
+    # The root file system: /usr/bin, and the firmware stamp `bundle create`
+    # checks against the bundle's version and board.
+    tree = os.path.join(work, "tree")
+    os.makedirs(os.path.join(tree, "etc", "obsbox"))
+    sh("cp", "-a", "/usr/bin", os.path.join(tree, "bin"))
+    json.dump({"board": "x86_64", "version": "1.1.0"},
+              open(os.path.join(tree, "etc", "obsbox", "firmware.json"), "w"))
+    sh("mkfs.ext4", "-q", "-F", "-d", tree, image)
+    sh("rm", "-rf", tree)
     for slot in (slot_a, slot_b):
         sh("dd", "if=/dev/zero", f"of={slot}", "bs=4M", f"count={IMAGE_BYTES >> 22}", "conv=fsync")
     key, pub, bundle = (os.path.join(work, n) for n in ("key", "key.pub", "update.obb"))

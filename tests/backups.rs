@@ -512,6 +512,14 @@ fn restic_backs_up_prunes_checks_and_drills_for_real() {
         );
         assert_eq!(last["result"], "ok", "{last}");
         assert_eq!(last["reason"], Value::Null, "prune failed: {last}");
+        // A good run's log says what it did: restic's summary, read from its JSON.
+        // (restic 0.14 names the snapshot by its short id there.)
+        let snapshot = &last["snapshot"].as_str().unwrap()[..8];
+        let log = last["log"].as_str().unwrap();
+        assert!(
+            log.contains("Files: ") && log.contains(&format!("snapshot {snapshot} saved")),
+            "{last}"
+        );
     }
     // keep_last 2, applied by `restic forget --prune`.
     let snapshots = restic_snapshots(&repo);

@@ -87,6 +87,9 @@ enum JsonLine {
     Status(Transfer),
     /// An error restic went on after (a file it could not read): for the log.
     Error(String),
+    /// The backup's summary, as a line for the log (a good run prints
+    /// nothing else a person would read).
+    Summary(String),
     Other,
 }
 
@@ -116,6 +119,18 @@ fn restic_json_line(line: &str) -> JsonLine {
             v["error"]["message"]
                 .as_str()
                 .unwrap_or(&v["error"].to_string()),
+        )),
+        Some("summary") if v["files_new"].is_u64() => JsonLine::Summary(format!(
+            "Files: {} new, {} changed, {} unmodified; {} bytes added to the repository; \
+             {} files, {} bytes processed in {:.1} s; snapshot {} saved",
+            n("files_new").unwrap_or(0),
+            n("files_changed").unwrap_or(0),
+            n("files_unmodified").unwrap_or(0),
+            n("data_added").unwrap_or(0),
+            n("total_files_processed").unwrap_or(0),
+            n("total_bytes_processed").unwrap_or(0),
+            v["total_duration"].as_f64().unwrap_or(0.0),
+            v["snapshot_id"].as_str().unwrap_or("(none)"),
         )),
         _ => JsonLine::Other,
     }
@@ -503,8 +518,9 @@ impl Client {
                         sink.lock().unwrap_or_else(|e| e.into_inner()).transfer = Some(transfer);
                         continue;
                     }
-                    JsonLine::Error(error) => {
-                        sink.lock().unwrap_or_else(|e| e.into_inner()).push(&error)
+                    // Kept in the results too: the summary names the snapshot.
+                    JsonLine::Error(line) | JsonLine::Summary(line) => {
+                        sink.lock().unwrap_or_else(|e| e.into_inner()).push(&line)
                     }
                     JsonLine::Other => {}
                 }
@@ -693,6 +709,16 @@ mod tests {
             restic_json_line(r#"{"message_type":"summary"}"#),
             JsonLine::Other
         ));
+        // restic 0.14's backup summary, as it prints it.
+        let summary = r#"{"message_type":"summary","files_new":3,"files_changed":1,"files_unmodified":40,"dirs_new":0,"dirs_changed":1,"dirs_unmodified":5,"data_blobs":4,"tree_blobs":2,"data_added":5120,"total_files_processed":44,"total_bytes_processed":1048576,"total_duration":1.5,"snapshot_id":"4f1c2a9e"}"#;
+        let JsonLine::Summary(line) = restic_json_line(summary) else {
+            panic!("a summary line")
+        };
+        assert_eq!(
+            line,
+            "Files: 3 new, 1 changed, 40 unmodified; 5120 bytes added to the repository; \
+             44 files, 1048576 bytes processed in 1.5 s; snapshot 4f1c2a9e saved"
+        );
         assert!(matches!(restic_json_line("not json"), JsonLine::Other));
     }
 

@@ -255,9 +255,14 @@ test('thresholds, a backup job and the power policy are saved only over the vers
   await page.getByRole('button', { name: 'Edit job docs' }).click();
   await page.getByLabel('Keep every snapshot (never prune)').check();
   assert.ok(await page.locator('#job-keep_daily').isDisabled());
+  // The job's RTO, set through the API, is in the form and kept; a hook is added.
+  assert.equal(await page.locator('#job-rto').inputValue(), '1h');
+  await page.locator('#job-pre_hook').fill('/bin/true');
   await page.getByRole('button', { name: 'Save job' }).click();
   await eventually('the save', async () => /Saved the job/.test(await status().textContent()));
   assert.deepEqual((await stored()).retention, {});
+  assert.equal((await stored()).rto, '1h');
+  assert.deepEqual((await stored()).options.pre_hook, { command: ['/bin/true'], timeout: '5m' });
   await page.getByRole('button', { name: 'Edit job docs' }).click();
   assert.ok(await page.getByLabel('Keep every snapshot (never prune)').isChecked());
   await page.locator('#job-form').getByRole('button', { name: 'Cancel' }).click();

@@ -34,6 +34,12 @@ async function preview(job) {
   $('h-retention').scrollIntoView();
 }
 
+/** A hook from its form fields (one argument per line); none without a command. */
+function hookFromForm(command, timeout) {
+  const args = lines(command);
+  return args.length ? { command: args, timeout: timeout || '5m' } : null;
+}
+
 function jobFromForm(v) {
   // No keep option at all keeps everything; none typed means the default policy.
   const retention = v.keep_everything ? {} : Object.fromEntries(KEEP.filter((k) => v[k] != null).map((k) => [k, v[k]]));
@@ -54,7 +60,12 @@ function jobFromForm(v) {
       limit_kib: v.limit_kib || 0,
       verify_schedule: v.verify_schedule || null,
       drill_schedule: v.drill_schedule || null,
+      pre_hook: hookFromForm(v.pre_hook, v.pre_hook_timeout),
+      post_hook: hookFromForm(v.post_hook, v.post_hook_timeout),
     },
+    rpo: v.rpo || null,
+    rto: v.rto || null,
+    include_mount_points: lines(v.include_mount_points),
   };
   if (v.keep_everything || Object.keys(retention).length) job.retention = retention;
   if (v.backend === 'restic' && v.copy_repository) {
@@ -163,6 +174,13 @@ const jobs = listEditor({
     keep_everything: KEEP.every((k) => !j.retention?.[k]),
     ...j.options,
     exclude: (j.options?.exclude ?? []).join('\n'),
+    rpo: j.rpo ?? '',
+    rto: j.rto ?? '',
+    include_mount_points: (j.include_mount_points ?? []).join('\n'),
+    pre_hook: (j.options?.pre_hook?.command ?? []).join('\n'),
+    pre_hook_timeout: j.options?.pre_hook?.timeout ?? '',
+    post_hook: (j.options?.post_hook?.command ?? []).join('\n'),
+    post_hook_timeout: j.options?.post_hook?.timeout ?? '',
     paths: j.paths.join('\n'),
     password: '',
     encryption_key: '',

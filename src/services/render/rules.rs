@@ -603,17 +603,17 @@ impl<'a> Catalog<'a> {
             ),
             backup(
                 "PBSTaskFailed",
-                r#"obsbox_pbs_task_last_failed{task=~"gc|prune|verify"} == 1"#.into(),
+                r#"obsbox_pbs_task_last_failed{task=~"gc|prune|verify|sync"} == 1"#.into(),
                 "critical",
                 "The {{ $labels.task }} job of PBS datastore {{ $labels.repository }} failed",
                 "The server's newest {{ $labels.task }} task on the datastore failed; its task log on the PBS server says why.".into(),
             ),
             backup(
                 "PBSTaskOverdue",
-                r#"time() - obsbox_pbs_task_last_success_timestamp_seconds{task=~"gc|prune"} > 2 * 86400 or time() - obsbox_pbs_task_last_success_timestamp_seconds{task="verify"} > 8 * 86400"#.into(),
+                r#"time() - obsbox_pbs_task_last_success_timestamp_seconds{task=~"gc|prune"} > 2 * 86400 or time() - obsbox_pbs_task_last_success_timestamp_seconds{task=~"verify|sync"} > 8 * 86400"#.into(),
                 "warning",
                 "No {{ $labels.task }} of PBS datastore {{ $labels.repository }} succeeded lately",
-                "The server's last successful {{ $labels.task }} task on the datastore ended {{ $value | humanizeDuration }} ago (expected: gc and prune daily, verify weekly).".into(),
+                "The server's last successful {{ $labels.task }} task on the datastore ended {{ $value | humanizeDuration }} ago (expected: gc and prune daily, verify and sync weekly at least).".into(),
             ),
             backup(
                 "PBSSnapshotVerificationFailed",
