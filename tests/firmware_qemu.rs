@@ -670,11 +670,10 @@ fn recovery_and_clock(the_box: &mut Appliance) {
     let (slot, init, at) = the_box.wait_init(reset, since, "second boot, /data broken");
     // init prints the failure after e2fsck has had its go: waited for, not
     // looked for at once.
-    let failed = the_box.machine.wait_console(
-        at,
-        "init: cannot mount the data partition /dev/vda4",
-        BOOT,
-    );
+    let failed =
+        the_box
+            .machine
+            .wait_console(at, "init: cannot mount the data partition /dev/vda4", BOOT);
     let recovery = the_box
         .machine
         .wait_console(failed, "init: starting obsbox in recovery", BOOT);
