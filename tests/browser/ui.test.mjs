@@ -663,6 +663,8 @@ test('every page works at 1280 and 390 px, has labels for its fields, and is sav
     }
   }
   await page.setViewportSize({ width: 1280, height: 900 });
+  // The responder's pages are documents, without the UI's header.
+  await page.goto(`${BASE}/`);
   await page.getByRole('button', { name: 'Sign out' }).click();
   await page.waitForURL((url) => url.pathname === '/login');
   assert.deepEqual(cspViolations, []);
