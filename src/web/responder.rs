@@ -5,9 +5,9 @@
 //! and the monthly reliability report (`/responder/report?month=YYYY-MM`).
 
 use super::manual::Shelf;
-use super::{ApiError, ApiResult, AppState};
+use super::{ApiError, ApiQuery, ApiResult, AppState};
 use crate::responder::{self, Document, Inputs, NAMES};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -117,7 +117,7 @@ struct ReportQuery {
 async fn page(
     State(app): State<Arc<AppState>>,
     Path(name): Path<String>,
-    Query(query): Query<ReportQuery>,
+    ApiQuery(query): ApiQuery<ReportQuery>,
 ) -> Response {
     if name == "report" {
         return match monthly_report(&app, query.month.as_deref()).await {
@@ -160,11 +160,11 @@ async fn bundle(State(app): State<Arc<AppState>>) -> ApiResult {
         head.set_mode(0o644);
         head.set_mtime(jiff::Timestamp::now().as_second().max(0) as u64);
         tar.append_data(&mut head, format!("responder/{name}"), text.as_bytes())
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+            .map_err(|e| ApiError::internal("the documents could not be packed", e))?;
     }
     let bytes = tar
         .into_inner()
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        .map_err(|e| ApiError::internal("the documents could not be packed", e))?;
     Ok((
         [
             (header::CONTENT_TYPE, "application/x-tar"),
