@@ -6,30 +6,13 @@
 
 mod common;
 
-use common::pbs::{create_job, finished_run, fixture, job, Fixture, PASSWORD};
+use common::pbs::{create_job, finished_run, fixture, job, restic_init, PASSWORD};
 use common::*;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 
 /// The second repository's own password.
 const COPY_PASSWORD: &str = "another horse, off-site";
-
-/// A restic repository made by restic itself in the fixture's directory.
-fn restic_init(fx: &Fixture, name: &str, password: &str) -> PathBuf {
-    let repo = fx.root.parent().unwrap().join(name);
-    let out = std::process::Command::new("restic")
-        .args(["init", "--repo"])
-        .arg(&repo)
-        .env("RESTIC_PASSWORD", password)
-        .output()
-        .expect("restic (Debian package) is installed by scripts/install-deps");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    repo
-}
 
 fn restic(repo: &Path, password: &str, args: &[&str]) -> std::process::Output {
     std::process::Command::new("restic")

@@ -113,11 +113,16 @@ pub fn backup_under_way(obsbox: &Obsbox) {
 /// A fresh restic repository (the real restic, a Debian package) beside the
 /// fixture, with `PASSWORD`.
 pub fn restic_repository(fx: &Fixture) -> PathBuf {
-    let repo = fx.root.parent().unwrap().join("restic-repo");
+    restic_init(fx, "restic-repo", PASSWORD)
+}
+
+/// A restic repository `name` made by restic itself beside the fixture.
+pub fn restic_init(fx: &Fixture, name: &str, password: &str) -> PathBuf {
+    let repo = fx.root.parent().unwrap().join(name);
     let out = std::process::Command::new("restic")
         .args(["init", "--repo"])
         .arg(&repo)
-        .env("RESTIC_PASSWORD", PASSWORD)
+        .env("RESTIC_PASSWORD", password)
         .output()
         .expect("restic (Debian package) is installed by scripts/install-deps");
     assert!(
