@@ -14,6 +14,7 @@ mod disks;
 mod events;
 mod fleet;
 mod http_client;
+mod lifecycle;
 mod logs;
 mod ota;
 mod power;
@@ -475,12 +476,12 @@ fn run(command: Command, own_log: &logs::OwnLog) -> anyhow::Result<ExitCode> {
             // reboot lets it go at the exec (close-on-exec) and takes it again.
             let _data_lock = ended.lock;
             match ended.ending {
-                app::Ending::Stop | app::Ending::PowerOff => {
+                lifecycle::Ending::Stop | lifecycle::Ending::PowerOff => {
                     tracing::info!("bye");
                     return Ok(ExitCode::SUCCESS);
                 }
-                app::Ending::Reboot => {}
-                app::Ending::FactoryReset => {
+                lifecycle::Ending::Reboot => {}
+                lifecycle::Ending::FactoryReset => {
                     // Come back either way: a box that stays down helps nobody.
                     if let Err(e) = reset::wipe(&app::data_dir(&data.path())?) {
                         tracing::error!(error = %e, "the factory reset did not finish; rebooting anyway");

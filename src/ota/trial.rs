@@ -3,7 +3,7 @@
 //! records why and reboots into the old slot.
 
 use super::Updatable;
-use crate::app::{Ending, Lifecycle};
+use crate::lifecycle::{Ending, Lifecycle};
 use crate::supervisor::Supervisor;
 use std::sync::Arc;
 use std::time::Duration;

@@ -22,8 +22,8 @@ use super::stale::{StaleCancel, StaleShutdown};
 use super::ups::{
     self, UpsCommands, UpsConfig, UpsContext, UpsError, UpsEvent, UpsEventKind, UpsStats, UpsStatus,
 };
-use crate::app::{Ending, Lifecycle};
 use crate::backup::Backups;
+use crate::lifecycle::{Ending, Lifecycle};
 use crate::services::{Services, ServicesError, Writer};
 use crate::settings::{NutUser, PowerSettings, Problem, Settings};
 use crate::store::{now_millis, Store, StoreError};

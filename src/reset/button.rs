@@ -459,7 +459,7 @@ impl LedLine for ChardevLed {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::app::{Ending, Lifecycle};
+    use crate::lifecycle::{Ending, Lifecycle};
     use crate::store::Store;
     use std::collections::VecDeque;
     use std::sync::{Arc, Mutex};

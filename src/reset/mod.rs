@@ -13,7 +13,7 @@ mod console;
 pub use button::ButtonLines;
 
 use crate::accounts::Accounts;
-use crate::app::{Ending, Lifecycle};
+use crate::lifecycle::{Ending, Lifecycle};
 use crate::store::Store;
 use crate::supervisor::Supervisor;
 use std::io;

@@ -68,7 +68,7 @@ pub struct AppState {
     pub started: std::time::Instant,
     pub diagnostics: crate::diagnostics::Diagnostics,
     /// Where handlers ask for a reboot or a factory reset.
-    pub lifecycle: crate::app::Lifecycle,
+    pub lifecycle: crate::lifecycle::Lifecycle,
     /// The HTTPS certificate; `None` when obsbox serves plain HTTP only.
     pub tls: Option<Arc<crate::tls::Tls>>,
     /// Firmware updates (off on a machine that is not an obsbox image).

@@ -12,8 +12,8 @@
 //!   then restarts the box.
 
 use super::ApiError;
-use crate::app::{Ending, Lifecycle};
 use crate::data_boot::{self, CodeCheck, DataProblem, Repair};
+use crate::lifecycle::{Ending, Lifecycle};
 use crate::store::copies::{self, Copy};
 use crate::store::{Damage, Store, StoreError};
 use axum::extract::State;

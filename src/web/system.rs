@@ -2,8 +2,8 @@
 
 use super::auth::Actor;
 use super::{json_body, ApiError, ApiResult, AppState};
-use crate::app::Ending;
 use crate::diagnostics::DiagnosticsError;
+use crate::lifecycle::Ending;
 use crate::reset::ResetError;
 use axum::body::Bytes;
 use axum::extract::State;
