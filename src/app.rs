@@ -368,10 +368,20 @@ pub async fn run(
             .chain(https_addr.map(|a| ("https", a)))
             .collect(),
     });
+    let (reports, mailing) = crate::report::monthly::Reports::start(
+        crate::report::gather::Sources {
+            backups: backups.clone(),
+            store: store.clone(),
+            power: power.clone(),
+            services: services.clone(),
+        },
+        copies_stop.clone(),
+    );
     let app = web::router(Arc::new(AppState {
         accounts,
         alerts,
         drills,
+        reports,
         services: services.clone(),
         supervisor: supervisor.clone(),
         store,
@@ -459,6 +469,9 @@ pub async fn run(
     }
     if let Err(e) = drilling.await {
         tracing::error!(error = %e, "escalation drills failed");
+    }
+    if let Err(e) = mailing.await {
+        tracing::error!(error = %e, "mailing the monthly report failed");
     }
     // A stop asked for while rebooting (the host going down, an operator)
     // would be lost in the new process: it wins.

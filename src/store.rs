@@ -316,6 +316,17 @@ const MIGRATIONS: &[&str] = &[
     // acknowledgement or resolution: the input of alert precision.
     "ALTER TABLE alerts ADD COLUMN mark TEXT;
     ALTER TABLE alerts ADD COLUMN marked_by TEXT;",
+    // Each attempt to mail a month's report (error NULL: the server took
+    // it), and since when mailing it is set up (a single row).
+    "CREATE TABLE report_mails (
+        id INTEGER PRIMARY KEY,
+        month TEXT NOT NULL,
+        at INTEGER NOT NULL,
+        receiver TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        error TEXT
+    );
+    CREATE TABLE report_mail_since (id INTEGER PRIMARY KEY CHECK (id = 1), at INTEGER NOT NULL);",
 ];
 
 /// A handle on the store; cheap to clone. Calls block briefly on SQLite.

@@ -217,3 +217,78 @@ fn the_responders_documents_are_made_from_the_running_configuration() {
     );
     obsbox.terminate();
 }
+
+#[test]
+fn the_monthly_report_is_mailed_through_an_email_receiver_and_each_attempt_is_kept() {
+    let smtp = common::sinks::SmtpSink::start();
+    let mail = |port: u16| {
+        json!({"name": "mail", "kind": "email", "to": "ops@example.org",
+            "from": "obsbox@example.org", "smarthost": format!("127.0.0.1:{port}"),
+            "require_tls": false})
+    };
+    let obsbox = Obsbox::start(&[
+        ("services", services_only(&[])),
+        (
+            "alerting",
+            json!({"receivers": [mail(smtp.port), {"name": "hook", "kind": "webhook",
+                "url": "http://127.0.0.1:9/"}], "report_receiver": "mail"}),
+        ),
+    ]);
+    let status = obsbox.get("/api/responder/report/mail");
+    assert_eq!(status["receiver"], "mail");
+    assert_eq!(status["attempts"], json!([]));
+
+    let (code, answer) = obsbox.send(
+        "POST",
+        "/api/responder/report/mail",
+        r#"{"month": "2026-11"}"#,
+    );
+    assert_eq!(code, 200, "{answer}");
+    assert_eq!(answer, json!({"month": "2026-11", "sent_to": "mail"}));
+    let mails = smtp.mails();
+    assert_eq!(mails.len(), 1);
+    let sent = &mails[0];
+    assert_eq!(sent.to, ["<ops@example.org>"]);
+    assert!(sent.from.contains("obsbox@example.org"), "{}", sent.from);
+    assert!(
+        sent.data.contains("reliability report for 2026-11"),
+        "{}",
+        sent.data
+    );
+    for part in ["Content-Type: text/plain", "Content-Type: text/html"] {
+        assert!(sent.data.contains(part), "{part}: {}", sent.data);
+    }
+
+    // A server that does not answer: a JSON 502 naming it, and the attempt kept.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_port = dead.local_addr().unwrap().port();
+    drop(dead);
+    let alerting = json!({"receivers": [mail(dead_port)], "report_receiver": "mail"});
+    let (code, answer) = obsbox.send("PUT", "/api/settings/alerting", &alerting.to_string());
+    assert_eq!(code, 200, "{answer}");
+    let (code, answer) = obsbox.send("POST", "/api/responder/report/mail", "");
+    assert_eq!(code, 502, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("127.0.0.1:{dead_port}")),
+        "{answer}"
+    );
+    let attempts = obsbox.get("/api/responder/report/mail")["attempts"].clone();
+    assert_eq!(attempts.as_array().unwrap().len(), 2, "{attempts}");
+    assert!(attempts[0]["error"].is_string(), "{attempts}");
+    assert_eq!(attempts[1]["error"], serde_json::Value::Null);
+    assert_eq!(attempts[1]["month"], "2026-11");
+    assert_eq!(smtp.mails().len(), 1);
+
+    // The report goes by mail only: a webhook receiver is refused.
+    let alerting = json!({"receivers": [{"name": "hook", "kind": "webhook",
+        "url": "http://127.0.0.1:9/"}], "report_receiver": "hook"});
+    let (code, answer) = obsbox.send("PUT", "/api/settings/alerting", &alerting.to_string());
+    assert_eq!(code, 422, "{answer}");
+    assert!(
+        answer.to_string().contains("alerting.report_receiver"),
+        "{answer}"
+    );
+}

@@ -205,6 +205,12 @@ const READS: &[Case] = &[
         "/api/responder/bundle",
         None,
     ),
+    case(
+        "/api/responder/report/mail",
+        "GET",
+        "/api/responder/report/mail",
+        None,
+    ),
     case("/api/users", "GET", "/api/users", None),
     case("/api/invites", "GET", "/api/invites", None),
     case("/api/account/tokens", "GET", "/api/account/tokens", None),
@@ -451,6 +457,12 @@ const CHANGES: &[Case] = &[
         "POST",
         "/api/alerting/drills",
         Some((r#"{"route": "nope"}"#, 404)),
+    ),
+    case(
+        "/api/responder/report/mail",
+        "POST",
+        "/api/responder/report/mail",
+        Some((r#"{"month": "2026-13"}"#, 400)),
     ),
     case("/api/silences", "POST", "/api/silences", Some(("{}", 422))),
     case(

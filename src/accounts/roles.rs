@@ -60,6 +60,9 @@ const API_RULES: &[(&[&str], &str, Role)] = &[
     (&["PUT"], "/api/upstream/{kind}/{name}/secret", Admin),
     (&["GET"], "/api/fleet", Viewer),
     (&["GET"], "/api/responder/bundle", Viewer),
+    (&["GET"], "/api/responder/report/mail", Viewer),
+    // Mails only to the receiver the settings name.
+    (&["POST"], "/api/responder/report/mail", Operator),
     (&["GET"], "/api/attention", Viewer),
     (&["GET"], "/api/targets/status", Viewer),
     (&["GET"], "/api/audit", Viewer),

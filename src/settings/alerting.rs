@@ -37,6 +37,10 @@ pub struct AlertingSettings {
     /// Escalation drills: a drill alert sent through each route's escalation
     /// chain on a schedule, to prove that it still reaches people.
     pub drills: DrillSettings,
+    /// The email receiver that gets the monthly reliability report on the
+    /// 1st of each month (last month's, from 06:00 in the box's zone);
+    /// unset: not mailed (the report is still at `/responder/report`).
+    pub report_receiver: Option<String>,
 }
 
 impl Default for AlertingSettings {
@@ -53,6 +57,7 @@ impl Default for AlertingSettings {
             acknowledgement_expires: "4h".into(),
             silence_max_days: 7,
             drills: DrillSettings::default(),
+            report_receiver: None,
         }
     }
 }
@@ -514,6 +519,19 @@ impl AlertingSettings {
         if let Some(escalation) = &self.escalation {
             known("alerting.escalation.receiver".into(), &escalation.receiver);
         }
+        if let Some(name) = &self.report_receiver {
+            match self.receivers.iter().find(|r| &r.name == name) {
+                None => bad(
+                    "alerting.report_receiver".into(),
+                    format!("'{name}' is not a receiver"),
+                ),
+                Some(r) if !matches!(r.kind, ReceiverKind::Email { .. }) => bad(
+                    "alerting.report_receiver".into(),
+                    format!("'{name}' is not an email receiver: the report goes by mail"),
+                ),
+                Some(_) => {}
+            }
+        }
         for (i, route) in self.routes.iter().enumerate() {
             let labels = [("severity", &route.severity), ("service", &route.service)];
             for (field, value) in labels {
@@ -675,7 +693,7 @@ mod tests {
             {"name": "po", "kind": "pushover", "user_key": "uQiRzpo4DXghDmr9QzzfQu27cmVRsG"}
         ], "routes": [{"severity": "critical", "receiver": "room", "continue": true}, {"receiver": "mail"}],
            "escalation": {"after": "30m", "receiver": "hook"}, "default_receiver": "chat",
-           "heartbeat": {"url": "https://hc-ping.com/5bf66975"}});
+           "heartbeat": {"url": "https://hc-ping.com/5bf66975"}, "report_receiver": "mail"});
         assert_eq!(problems(receivers), Vec::<String>::new());
     }
 
@@ -691,7 +709,7 @@ mod tests {
         ], "routes": [{"severity": "crit ical", "receiver": "nowhere"}, {"severity": "critcal", "receiver": "mail"}],
            "escalation": {"after": "0s", "receiver": "mail"},
            "heartbeat": {"url": "hc-ping.com/x", "every": "1h"}, "acknowledgement_expires": "0s",
-           "silence_max_days": 0,
+           "silence_max_days": 0, "report_receiver": "room",
            "drills": {"every": "1h", "escalate_after": "1s", "answer_within": "2d"},
            "thresholds": {"disk_warning_percent": 95, "cpu_warning_percent": 120, "probe_slow_seconds": 0}}));
         for field in [
@@ -708,6 +726,7 @@ mod tests {
             "alerting.routes[0].severity",
             "alerting.routes[1].severity",
             "alerting.escalation.after",
+            "alerting.report_receiver",
             "alerting.heartbeat.url",
             "alerting.heartbeat.every",
             "alerting.acknowledgement_expires",

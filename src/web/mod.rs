@@ -58,6 +58,8 @@ pub struct AppState {
     pub accounts: crate::accounts::Accounts,
     pub alerts: Arc<crate::alerts::Alerts>,
     pub drills: Arc<crate::alerts::drills::Drills>,
+    /// The monthly reliability report, and its mailing.
+    pub reports: Arc<crate::report::monthly::Reports>,
     pub backups: crate::backup::Backups,
     pub power: crate::power::Power,
     pub disks: crate::disks::Disks,

@@ -4,14 +4,19 @@
 //! download (`/api/responder/bundle`, a tar of their Markdown and the SVG);
 //! and the monthly reliability report (`/responder/report?month=YYYY-MM`).
 
+use super::auth::Actor;
 use super::manual::Shelf;
-use super::{ApiError, ApiQuery, ApiResult, AppState};
+use super::{json_body, ApiError, ApiQuery, ApiResult, AppState};
+use crate::report::monthly::MailError;
 use crate::responder::{self, Document, Inputs, NAMES};
+use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::Json;
 use axum::Router;
+use serde_json::json;
 use std::borrow::Cow;
 use std::sync::Arc;
 
@@ -20,6 +25,10 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
         .route("/responder", get(index))
         .route("/responder/{name}", get(page))
         .route("/api/responder/bundle", get(bundle))
+        .route(
+            "/api/responder/report/mail",
+            get(mail_status).post(mail_now),
+        )
 }
 
 const SHELF: Shelf = Shelf {
@@ -46,7 +55,7 @@ async fn inputs(app: &AppState) -> Inputs {
         .into_iter()
         .filter(|(path, _)| path.ends_with(".json"))
         .collect();
-    let budget_left = budget_left(&settings, None).await;
+    let budget_left = crate::report::gather::budget_left(&settings, None).await;
     Inputs {
         backups: app.backups.status().await.ok(),
         made_at: jiff::Zoned::now().strftime("%Y-%m-%d %H:%M %Z").to_string(),
@@ -55,30 +64,6 @@ async fn inputs(app: &AppState) -> Inputs {
         dashboards,
         budget_left,
     }
-}
-
-/// The error budget left per SLO, now or at Unix second `at`; empty where
-/// Prometheus is off or does not answer.
-async fn budget_left(
-    settings: &crate::settings::Settings,
-    at: Option<i64>,
-) -> std::collections::BTreeMap<String, f64> {
-    if !settings.services.prometheus.enabled {
-        return Default::default();
-    }
-    let time = at.map(|t| format!("&time={t}")).unwrap_or_default();
-    let path = format!("/api/v1/query?query=obsbox%3Aslo_error_budget_remaining%3Aratio{time}");
-    crate::scrape_status::get(settings.services.prometheus.port, &path)
-        .await
-        .ok()
-        .and_then(|v| v["data"]["result"].as_array().cloned())
-        .into_iter()
-        .flatten()
-        .filter_map(|s| {
-            let slo = s["metric"]["slo"].as_str()?.to_string();
-            Some((slo, s["value"][1].as_str()?.parse().ok()?))
-        })
-        .collect()
 }
 
 async fn index() -> Response {
@@ -178,52 +163,63 @@ async fn bundle(State(app): State<Arc<AppState>>) -> ApiResult {
         .into_response())
 }
 
-/// Records reach this far back: enough for a month of a busy box.
-const REPORT_RECORDS: u32 = 10_000;
+/// `?month=YYYY-MM`, or the last whole month.
+fn month_of(query: Option<&str>) -> Result<crate::report::Month, ApiError> {
+    crate::report::gather::month_or_last(query)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))
+}
 
 /// The report of `month` (`YYYY-MM`; the last whole month when none).
 async fn monthly_report(app: &AppState, month: Option<&str>) -> Result<String, ApiError> {
-    use crate::report::{JobObjectives, Month, ReportInputs};
-    let zone = jiff::tz::TimeZone::system();
-    let month = match month {
-        None => Month::before(&jiff::Zoned::now()),
-        Some(text) => Month::parse(text).ok_or_else(|| {
-            ApiError::new(StatusCode::BAD_REQUEST, "month must be YYYY-MM".to_string())
-        })?,
+    app.reports
+        .markdown(month_of(month)?)
+        .await
+        .map_err(mail_error)
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MailRequest {
+    /// `YYYY-MM`; the last whole month when none.
+    month: Option<String>,
+}
+
+/// `POST /api/responder/report/mail`: mails a month's report now to the
+/// report receiver.
+async fn mail_now(State(app): State<Arc<AppState>>, actor: Actor, body: Bytes) -> ApiResult {
+    // An empty body asks for last month.
+    let request: MailRequest = if body.is_empty() {
+        MailRequest { month: None }
+    } else {
+        json_body(&body)?
     };
-    let (start, end) = month
-        .bounds(&zone)
-        .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "no such month here".to_string()))?;
-    let settings = app.services.with_current(Clone::clone);
-    let status = app.backups.status().await.ok();
-    let jobs = status
-        .iter()
-        .flat_map(|s| &s.jobs)
-        .map(|j| JobObjectives {
-            name: j.name.clone(),
-            rpo_seconds: j.rpo_seconds,
-            rto_seconds: j.rto_seconds,
-            created_at: j.created_at,
-        })
-        .collect();
-    // The error budget as Prometheus had it at the month's end, if it still holds it.
-    let at = end.min(jiff::Timestamp::now().as_millisecond()) / 1000;
-    let budget_left = budget_left(&settings, Some(at)).await;
-    let inputs = ReportInputs {
-        month,
-        start,
-        end,
-        jobs,
-        runs: app
-            .backups
-            .history(None, REPORT_RECORDS)
-            .unwrap_or_default(),
-        alerts: crate::alerts::history::list(&app.store, None, REPORT_RECORDS).unwrap_or_default(),
-        audit: app.store.audit_log(REPORT_RECORDS).unwrap_or_default(),
-        power: app.power.history(REPORT_RECORDS).unwrap_or_default(),
-        budget_left,
-        slos: settings.slos.clone(),
-        zone,
+    let month = month_of(request.month.as_deref())?;
+    let to = app
+        .reports
+        .send(month, &actor.0)
+        .await
+        .map_err(mail_error)?;
+    Ok(Json(json!({"month": month.label(), "sent_to": to})).into_response())
+}
+
+/// `GET /api/responder/report/mail`: the report receiver and the newest
+/// attempts to mail reports.
+async fn mail_status(State(app): State<Arc<AppState>>) -> ApiResult {
+    let receiver = app
+        .services
+        .with_current(|s| s.alerting.report_receiver.clone());
+    let attempts = app.reports.attempts(24).map_err(mail_error)?;
+    Ok(Json(json!({"receiver": receiver, "attempts": attempts})).into_response())
+}
+
+fn mail_error(e: MailError) -> ApiError {
+    let status = match &e {
+        MailError::NoReceiver | MailError::NotEmail(_) | MailError::NoPassword(_) => {
+            StatusCode::CONFLICT
+        }
+        MailError::Month(_) => StatusCode::BAD_REQUEST,
+        MailError::Smtp { .. } => StatusCode::BAD_GATEWAY,
+        MailError::Message(_) | MailError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
     };
-    Ok(crate::report::report(&inputs))
+    ApiError::new(status, e.to_string())
 }

@@ -121,6 +121,8 @@ const receivers = listEditor({
   load: async () => {
     const list = await api('GET', '/api/alerts/receivers');
     for (const [select, blank] of receiverSelects()) options(select, list.map((r) => r.name), blank);
+    // The report goes by mail: only email receivers can take it.
+    options($('thresholds-report_receiver'), list.filter((r) => r.kind === 'email').map((r) => r.name), '(not mailed)');
     await routes.refresh();
     return list;
   },
@@ -188,6 +190,7 @@ function showThresholds(settings) {
     group_by: a.group_by.join(', '),
     escalation_after: a.escalation?.after ?? '',
     escalation_receiver: a.escalation?.receiver ?? '',
+    report_receiver: a.report_receiver ?? '',
   });
 }
 
@@ -203,6 +206,7 @@ onSubmit(thresholdsForm, async (v, send) => {
       default_receiver: v.default_receiver || null,
       group_by: v.group_by.split(',').map((s) => s.trim()).filter(Boolean),
       escalation: v.escalation_after ? { after: v.escalation_after, receiver: v.escalation_receiver } : null,
+      report_receiver: v.report_receiver || null,
     }, { 'If-Match': alerting.version() });
   } catch (e) {
     if (e instanceof ApiError && e.status === 409) {

@@ -10,8 +10,11 @@ use crate::store::AuditEntry;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-/// A calendar month.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub mod gather;
+pub mod monthly;
+
+/// A calendar month; ordered by time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Month {
     pub year: i16,
     pub month: i8,
