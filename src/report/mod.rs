@@ -104,6 +104,7 @@ pub fn longest_gap(successes: &[i64], start: i64, end: i64, since: Option<i64>) 
 
 /// The report, as Markdown.
 pub fn report(r: &ReportInputs) -> String {
+    let met = |ok: bool| if ok { "met" } else { "missed" };
     let within = |t: i64| t >= r.start && t < r.end;
     let time = |ms: i64| {
         jiff::Timestamp::from_millisecond(ms)
@@ -161,7 +162,6 @@ pub fn report(r: &ReportInputs) -> String {
             .filter(|run| run.kind.as_str() == "drill")
             .filter_map(|run| run.restore_ms)
             .max();
-        let met = |ok: bool| if ok { "met" } else { "missed" };
         let _ = writeln!(
             md,
             "| {} | {} / {} / {} | {} | {} ({}) | {} / {} | {} / {} | {} | {} ({}) |",
@@ -214,16 +214,36 @@ pub fn report(r: &ReportInputs) -> String {
         fired.iter().filter(|a| a.acked_at.is_some()).count(),
         fired.iter().filter(|a| a.ends_at.is_some()).count(),
     );
-    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-    for a in &fired {
-        *counts.entry(a.alertname.as_str()).or_default() += 1;
+    let marked = |a: &AlertRecord, mark: &str| a.mark.as_deref() == Some(mark);
+    let actionable = fired.iter().filter(|a| marked(a, "actionable")).count();
+    let noise = fired.iter().filter(|a| marked(a, "noise")).count();
+    if actionable + noise > 0 {
+        let _ = writeln!(
+            md,
+            "Precision: {:.0}% of the {} fires marked were actionable (objective 95%: {}).\n",
+            100.0 * actionable as f64 / (actionable + noise) as f64,
+            actionable + noise,
+            met(actionable as f64 >= 0.95 * (actionable + noise) as f64),
+        );
+    } else {
+        md.push_str("Precision: no fire was marked actionable or noise.\n\n");
     }
-    let mut noisiest: Vec<(&str, usize)> = counts.into_iter().collect();
-    noisiest.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    // Per rule: how often it fired, and how its fires were marked.
+    let mut counts: BTreeMap<&str, (usize, usize, usize)> = BTreeMap::new();
+    for a in &fired {
+        let entry = counts.entry(a.alertname.as_str()).or_default();
+        entry.0 += 1;
+        entry.1 += usize::from(marked(a, "actionable"));
+        entry.2 += usize::from(marked(a, "noise"));
+    }
+    let mut noisiest: Vec<(&str, (usize, usize, usize))> = counts.into_iter().collect();
+    noisiest.sort_by(|a, b| b.1 .0.cmp(&a.1 .0).then(a.0.cmp(b.0)));
     if !noisiest.is_empty() {
-        md.push_str("| alert | times fired |\n|---|---|\n");
-        for (name, n) in noisiest.iter().take(10) {
-            let _ = writeln!(md, "| [{name}](/runbooks/{name}) | {n} |");
+        md.push_str(
+            "| alert | times fired | marked actionable | marked noise |\n|---|---|---|---|\n",
+        );
+        for (name, (n, yes, no)) in noisiest.iter().take(10) {
+            let _ = writeln!(md, "| [{name}](/runbooks/{name}) | {n} | {yes} | {no} |");
         }
     }
 
@@ -311,5 +331,62 @@ mod tests {
         // Never a success: the whole month, or from the job's creation.
         assert_eq!(longest_gap(&[], start, end, None), 100 * H);
         assert_eq!(longest_gap(&[], start, end, Some(150 * H)), 50 * H);
+    }
+
+    fn fired(id: i64, alertname: &str, at: i64, mark: Option<&str>) -> AlertRecord {
+        AlertRecord {
+            id,
+            fingerprint: format!("f{id}"),
+            alertname: alertname.into(),
+            severity: "warning".into(),
+            status: "resolved".into(),
+            labels: BTreeMap::new(),
+            annotations: BTreeMap::new(),
+            starts_at: at,
+            ends_at: Some(at + H),
+            acked_at: None,
+            acked_by: None,
+            notifications: 1,
+            mark: mark.map(Into::into),
+            marked_by: mark.map(|_| "alice".into()),
+        }
+    }
+
+    #[test]
+    fn the_report_counts_precision_from_the_marked_fires_of_the_month() {
+        let month = Month::parse("2026-11").unwrap();
+        let zone = jiff::tz::TimeZone::UTC;
+        let (start, end) = month.bounds(&zone).unwrap();
+        let inputs = ReportInputs {
+            month,
+            start,
+            end,
+            jobs: Vec::new(),
+            runs: Vec::new(),
+            alerts: vec![
+                fired(1, "DiskUsageHigh", start + H, Some("actionable")),
+                fired(2, "CPUUsageHigh", start + 2 * H, Some("noise")),
+                fired(3, "CPUUsageHigh", start + 3 * H, Some("actionable")),
+                fired(4, "CPUUsageHigh", start + 4 * H, None),
+                // Before the month: not counted.
+                fired(5, "CPUUsageHigh", start - H, Some("noise")),
+            ],
+            audit: Vec::new(),
+            power: Vec::new(),
+            budget_left: BTreeMap::new(),
+            slos: Vec::new(),
+            zone,
+        };
+        let md = report(&inputs);
+        assert!(
+            md.contains(
+                "Precision: 67% of the 3 fires marked were actionable (objective 95%: missed)."
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains("| [CPUUsageHigh](/runbooks/CPUUsageHigh) | 3 | 1 | 1 |"),
+            "{md}"
+        );
     }
 }
