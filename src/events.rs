@@ -1,6 +1,10 @@
 //! What obsbox changed and when, for the dashboards' annotations. The audit
-//! log already records every change obsbox makes, so this reads the kinds of
-//! change from it (one place) instead of each caller reporting them again;
+//! log already records every change a user asks for, so this reads the kinds
+//! of change from it (one place) instead of each caller reporting them again.
+//! Changes nobody asked for leave no audit entry; they come from where they
+//! are recorded anyway: each backup run's end (scheduled runs included) from
+//! the backup history, and, given by the caller, a boot-loader rollback
+//! (the update records) and a child's crash restart (the supervisor).
 //! `/metrics` exports the result as `obsbox_last_event_timestamp_seconds`.
 
 use crate::store::{Store, StoreError};
@@ -26,24 +30,36 @@ pub fn kind(actor: &str, action: &str) -> Option<&'static str> {
 }
 
 /// When each kind of change last happened, in Unix seconds, every kind of
-/// [`KINDS`] listed (0: never, as far as the audit log remembers), so a
-/// dashboard's `changes()` sees the first one too.
-pub fn last_events(store: &Store) -> Result<Vec<(&'static str, f64)>, StoreError> {
-    Ok(latest(&store.audit_latest()?))
+/// [`KINDS`] listed (0: never, as far as the records remember), so a
+/// dashboard's `changes()` sees the first one too. `unaudited` are changes
+/// the caller knows of that left no audit entry: (kind, Unix ms).
+pub fn last_events(
+    store: &Store,
+    unaudited: &[(&'static str, i64)],
+) -> Result<Vec<(&'static str, f64)>, StoreError> {
+    let mut others = unaudited.to_vec();
+    others.extend(crate::backup::last_ended(store)?.map(|at| ("backup", at)));
+    Ok(latest(&store.audit_latest()?, &others))
 }
 
 /// The newest time of each kind, from the newest entry (Unix ms) of each
-/// (actor, action).
-fn latest(entries: &[(String, String, i64)]) -> Vec<(&'static str, f64)> {
+/// (actor, action) and the unaudited changes.
+fn latest(
+    entries: &[(String, String, i64)],
+    unaudited: &[(&'static str, i64)],
+) -> Vec<(&'static str, f64)> {
     KINDS
         .iter()
         .map(|&k| {
-            let newest = entries
+            let audited = entries
                 .iter()
                 .filter(|(actor, action, _)| kind(actor, action) == Some(k))
-                .map(|(_, _, at)| *at)
-                .max()
-                .unwrap_or(0);
+                .map(|(_, _, at)| *at);
+            let others = unaudited
+                .iter()
+                .filter(|(kind, _)| *kind == k)
+                .map(|(_, at)| *at);
+            let newest = audited.chain(others).max().unwrap_or(0);
             (k, newest as f64 / 1000.0)
         })
         .collect()
@@ -83,13 +99,35 @@ mod tests {
             ("admin".into(), "account.login".into(), 99_000),
         ];
         assert_eq!(
-            latest(&entries),
+            latest(&entries, &[]),
             [
                 ("settings", 9.0),
                 ("update", 0.0),
                 ("backup", 0.0),
                 ("power", 2.5),
                 ("child", 0.0),
+                ("system", 0.0),
+            ]
+        );
+    }
+
+    #[test]
+    fn unaudited_changes_count_when_newer_than_the_audited_ones() {
+        let entries = [
+            ("admin".to_string(), "backup.run".to_string(), 5_000),
+            ("admin".into(), "service.restart".into(), 9_000),
+        ];
+        // A scheduled backup ended, a rollback, a crash restart older than
+        // the user's restart.
+        let unaudited = [("backup", 7_000), ("update", 3_000), ("child", 4_000)];
+        assert_eq!(
+            latest(&entries, &unaudited),
+            [
+                ("settings", 0.0),
+                ("update", 3.0),
+                ("backup", 7.0),
+                ("power", 0.0),
+                ("child", 9.0),
                 ("system", 0.0),
             ]
         );

@@ -327,6 +327,18 @@ const MIGRATIONS: &[&str] = &[
         error TEXT
     );
     CREATE TABLE report_mail_since (id INTEGER PRIMARY KEY CHECK (id = 1), at INTEGER NOT NULL);",
+    // The furthest past its threshold an alert's value was seen in its
+    // notifications (the `value` annotation of rules with a numeric
+    // threshold, which is in `annotations`): precision's threshold hint.
+    "ALTER TABLE alerts ADD COLUMN value REAL;",
+    // Each receiver's last delivery and last failure (RFC 3339 times), from
+    // Alertmanager's log or obsbox's own relay posts, kept across restarts.
+    "CREATE TABLE receiver_deliveries (
+        receiver TEXT PRIMARY KEY,
+        delivered_at TEXT,
+        failed_at TEXT,
+        error TEXT
+    );",
 ];
 
 /// A handle on the store; cheap to clone. Calls block briefly on SQLite.

@@ -231,3 +231,74 @@ fn a_settings_change_and_a_child_restart_become_annotations() {
         );
     }
 }
+
+#[test]
+fn a_scheduled_backup_run_and_a_crash_restart_become_annotations() {
+    // Neither leaves an audit entry: nobody asked for them.
+    let fx = common::pbs::fixture(1);
+    let obsbox = common::pbs::start(
+        &fx,
+        &[
+            (
+                "services",
+                services_only(&["prometheus", "grafana", "node_exporter"]),
+            ),
+            (
+                "prometheus",
+                serde_json::json!({"scrape_interval": "1s", "evaluation_interval": "1s"}),
+            ),
+        ],
+        &[],
+    );
+    obsbox.wait_all_ready(Duration::from_secs(60));
+    let port = port_of(&obsbox.settings(), "prometheus");
+    let annotation = changes_annotation(&obsbox.data);
+    let marked = |kind: &str| -> bool {
+        query(port, &annotation)
+            .unwrap()
+            .iter()
+            .any(|s| s["metric"]["kind"] == kind)
+    };
+    wait_for("the events series", Duration::from_secs(30), || {
+        let found = query(
+            port,
+            r#"obsbox_last_event_timestamp_seconds{kind="backup"}"#,
+        )
+        .ok()?;
+        (!found.is_empty()).then_some(())
+    });
+    assert!(!marked("backup") && !marked("child"));
+
+    // A job whose schedule starts a run every 2 seconds.
+    let mut often = common::pbs::job("photos", &fx.source);
+    often["schedule"] = serde_json::json!("*:*:0/2");
+    common::pbs::create_job(&obsbox, often);
+    let run = common::pbs::finished_run(&obsbox, "photos", "backup", 0);
+    assert_eq!(run["result"], "ok", "{run}");
+    wait_for(
+        "an annotation for the scheduled backup run",
+        Duration::from_secs(30),
+        || marked("backup").then_some(()),
+    );
+
+    // A child killed behind obsbox's back is restarted by the supervisor.
+    let pid = obsbox.service("node_exporter")["pid"].as_u64().unwrap() as i32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    wait_for(
+        "an annotation for the crash restart",
+        Duration::from_secs(30),
+        || marked("child").then_some(()),
+    );
+    let audit = obsbox.get("/api/audit");
+    assert!(
+        !audit.as_array().unwrap().iter().any(|a| {
+            let action = a["action"].as_str().unwrap();
+            action.starts_with("backup.run") || action.starts_with("service.")
+        }),
+        "{audit}"
+    );
+}

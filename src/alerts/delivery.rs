@@ -1,76 +1,13 @@
 //! Whether notifications reach their receivers. Relayed receivers (Matrix,
 //! ntfy, Gotify, Pushover) are posted by obsbox, which records each
-//! outcome. Alertmanager delivers the others and logs only failures (naming
-//! the receiver), so their deliveries are told from its counters of
-//! attempts, `alertmanager_notification_requests_total` and
-//! `alertmanager_notification_requests_failed_total`, both counted when an
-//! attempt ends, per integration (email, slack, webhook, pagerduty), not
-//! per receiver. (`alertmanager_notifications_total` counts a notification
-//! when it starts, so it cannot tell a delivery from one still retrying.)
+//! outcome. Alertmanager delivers the others; obsbox runs it at debug level,
+//! where it logs each delivery and each failure with the receiver's name,
+//! and remembers each receiver's newest of both in SQLite.
 
+use super::{logfmt_value, redact_urls};
+use crate::store::{Store, StoreError};
+use rusqlite::params;
 use std::collections::BTreeMap;
-
-/// Alertmanager's notification counters of one integration.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub(crate) struct Counts {
-    /// Attempts to deliver that ended.
-    pub total: f64,
-    /// Those that failed (each retry is one).
-    pub failed: f64,
-    /// Those obsbox's own receiver took (the webhook that keeps the
-    /// history, which every alert goes to): not a delivery to a user's
-    /// receiver.
-    pub own: f64,
-}
-
-impl Counts {
-    /// Delivered to a user's receiver. obsbox counts what its own receiver
-    /// took before answering, Alertmanager after: in between this is one
-    /// low for a moment, never high.
-    fn delivered(self) -> f64 {
-        self.total - self.failed - self.own
-    }
-}
-
-/// The counters of each integration in Alertmanager's `/metrics` text,
-/// summed over any other label, with `own` (the notifications obsbox's own
-/// receiver took) set on the webhook's.
-pub(crate) fn parse_counts(metrics: &str, own: f64) -> BTreeMap<String, Counts> {
-    let mut found: BTreeMap<String, Counts> = BTreeMap::new();
-    for line in metrics.lines() {
-        let (failed, rest) = if let Some(rest) =
-            line.strip_prefix("alertmanager_notification_requests_failed_total{")
-        {
-            (true, rest)
-        } else if let Some(rest) = line.strip_prefix("alertmanager_notification_requests_total{") {
-            (false, rest)
-        } else {
-            continue;
-        };
-        let Some((labels, value)) = rest.rsplit_once("} ") else {
-            continue;
-        };
-        let Some(integration) = labels
-            .split(',')
-            .find_map(|l| l.strip_prefix("integration=\"")?.strip_suffix('"'))
-        else {
-            continue;
-        };
-        let Ok(value) = value.trim().parse::<f64>() else {
-            continue;
-        };
-        let counts = found.entry(integration.to_string()).or_default();
-        if failed {
-            counts.failed += value;
-        } else {
-            counts.total += value;
-        }
-    }
-    if let Some(webhook) = found.get_mut("webhook") {
-        webhook.own = own;
-    }
-    found
-}
 
 /// What became of a notification.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -85,175 +22,273 @@ pub enum Outcome {
     },
 }
 
-/// Whether a notification sent through an integration was delivered, from
-/// its counters before it was sent and now. Another notification of the
-/// same integration delivered meanwhile is taken for this one: the counters
-/// cannot tell receivers apart. (Failures come from Alertmanager's log,
-/// which names the receiver.)
-pub(crate) fn counted_delivery(before: Option<Counts>, now: Option<Counts>) -> bool {
-    let before = before.unwrap_or_default().delivered();
-    now.is_some_and(|now| now.delivered() > before)
-}
-
-/// The last delivery and failure seen for a receiver or an integration.
+/// A receiver's last delivery and last failure, kept in SQLite so they
+/// outlive a restart of obsbox (and Alertmanager's log rotating past them).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct Seen {
     /// RFC 3339.
     pub delivered_at: Option<String>,
-    /// RFC 3339 and the error.
+    /// RFC 3339 and the error (URLs replaced by `<url>`).
     pub failed: Option<(String, String)>,
 }
 
-/// The counters an integration's next sample is compared with.
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct Base {
-    /// Alertmanager's own count, to see it restart (its counters start again).
-    total: f64,
-    /// The most delivered seen: a count that dips for a moment and comes
-    /// back is no new delivery.
-    delivered: f64,
+/// Whether RFC 3339 time `a` is after `b` (an unparsable one is never).
+fn after(a: &str, b: &str) -> bool {
+    match (a.parse::<jiff::Timestamp>(), b.parse::<jiff::Timestamp>()) {
+        (Ok(a), Ok(b)) => a > b,
+        (Ok(_), Err(_)) => true,
+        _ => false,
+    }
 }
 
-/// What obsbox has seen of deliveries since it started.
+impl Seen {
+    /// Takes the newer delivery and the newer failure of the two.
+    pub fn merge(&mut self, other: &Seen) {
+        if let Some(at) = &other.delivered_at {
+            if self
+                .delivered_at
+                .as_deref()
+                .is_none_or(|mine| after(at, mine))
+            {
+                self.delivered_at = Some(at.clone());
+            }
+        }
+        if let Some((at, error)) = &other.failed {
+            if self.failed.as_ref().is_none_or(|(mine, _)| after(at, mine)) {
+                self.failed = Some((at.clone(), error.clone()));
+            }
+        }
+    }
+}
+
+/// Each receiver's newest delivery and failure in Alertmanager's log
+/// (logfmt). Run at debug level, Alertmanager 0.25 logs every successful
+/// delivery with its receiver (`msg="Notify success" receiver=<name>
+/// integration=<kind>[i]`; at info level only those that needed a retry),
+/// and every notification it gave up on (`msg="Notify for alerts failed"
+/// err="<receiver>/<kind>[i]: ..."`).
+pub(crate) fn logged(lines: &[String]) -> BTreeMap<String, Seen> {
+    let mut found: BTreeMap<String, Seen> = BTreeMap::new();
+    for line in lines {
+        let success = line.contains(r#"msg="Notify success""#);
+        if !success && !line.contains(r#"msg="Notify for alerts failed""#) {
+            continue;
+        }
+        let Some(at) = logfmt_value(line, "ts") else {
+            continue;
+        };
+        let (receiver, seen) = if success {
+            let Some(receiver) = logfmt_value(line, "receiver") else {
+                continue;
+            };
+            let seen = Seen {
+                delivered_at: Some(at),
+                failed: None,
+            };
+            (receiver, seen)
+        } else {
+            let Some(error) = logfmt_value(line, "err") else {
+                continue;
+            };
+            let Some((receiver, _)) = error.split_once('/') else {
+                continue;
+            };
+            let seen = Seen {
+                delivered_at: None,
+                failed: Some((at, redact_urls(&error))),
+            };
+            (receiver.to_string(), seen)
+        };
+        found.entry(receiver).or_default().merge(&seen);
+    }
+    found
+}
+
+/// What became of a notification to a receiver sent at `since`, from what
+/// was seen of the receiver: a failure since then, a delivery since then,
+/// or not known yet. (Another notification of the same receiver ending in
+/// that time is taken for it.)
+pub(crate) fn outcome_since(seen: Option<&Seen>, since: jiff::Timestamp) -> Outcome {
+    let since_then = |at: &str| at.parse::<jiff::Timestamp>().is_ok_and(|at| at >= since);
+    let Some(seen) = seen else {
+        return Outcome::Pending;
+    };
+    match &seen.failed {
+        Some((at, error)) if since_then(at) => Outcome::Failed {
+            error: Some(error.clone()),
+        },
+        _ if seen.delivered_at.as_deref().is_some_and(since_then) => Outcome::Delivered,
+        _ => Outcome::Pending,
+    }
+}
+
+/// Each receiver's delivery and failure as last remembered.
+pub(crate) fn remembered(store: &Store) -> Result<BTreeMap<String, Seen>, StoreError> {
+    store.with_conn(|conn| {
+        let mut stmt = conn
+            .prepare("SELECT receiver, delivered_at, failed_at, error FROM receiver_deliveries")?;
+        let rows = stmt.query_map([], |r| {
+            let failed_at: Option<String> = r.get(2)?;
+            let error: Option<String> = r.get(3)?;
+            Ok((
+                r.get::<_, String>(0)?,
+                Seen {
+                    delivered_at: r.get(1)?,
+                    failed: failed_at.zip(error),
+                },
+            ))
+        })?;
+        rows.collect()
+    })
+}
+
+/// Remembers what was seen of each receiver, keeping the newer of what
+/// was remembered and what is new.
+pub(crate) fn remember(store: &Store, seen: &BTreeMap<String, Seen>) -> Result<(), StoreError> {
+    let mut known = remembered(store)?;
+    store.with_conn(|conn| {
+        let tx = conn.transaction()?;
+        for (receiver, new) in seen {
+            let entry = known.entry(receiver.clone()).or_default();
+            let before = entry.clone();
+            entry.merge(new);
+            if *entry == before {
+                continue;
+            }
+            let (failed_at, error) = entry.failed.clone().unzip();
+            tx.execute(
+                "INSERT INTO receiver_deliveries (receiver, delivered_at, failed_at, error)
+                 VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (receiver) DO UPDATE SET delivered_at = excluded.delivered_at,
+                     failed_at = excluded.failed_at, error = excluded.error",
+                params![receiver, entry.delivered_at, failed_at, error],
+            )?;
+        }
+        tx.commit()
+    })
+}
+
+/// The outcome of each test alert obsbox relayed, by its test id, until
+/// the test that sent it takes it.
 #[derive(Debug, Default)]
 pub(crate) struct Deliveries {
-    /// Per relayed receiver, from obsbox's own posts.
-    pub relayed: BTreeMap<String, Seen>,
-    /// Per integration, from Alertmanager's counters: when it last delivered.
-    pub integrations: BTreeMap<String, String>,
-    base: BTreeMap<String, Base>,
-    /// The outcome of each test alert relayed by obsbox, by its test id.
     pub relayed_tests: BTreeMap<String, Outcome>,
-}
-
-impl Deliveries {
-    /// Takes a new sample of Alertmanager's counters, taken at `at`: an
-    /// integration whose delivered count grew past the most seen delivered
-    /// since the last sample. The first sample (and the first after
-    /// Alertmanager restarted) only sets the base.
-    pub fn sample(&mut self, counts: &BTreeMap<String, Counts>, at: &str) {
-        for (integration, now) in counts {
-            let fresh = Base {
-                total: now.total,
-                delivered: now.delivered(),
-            };
-            let base = self.base.entry(integration.clone()).or_insert(fresh);
-            if now.total < base.total {
-                *base = fresh;
-            } else if now.delivered() > base.delivered {
-                self.integrations
-                    .insert(integration.clone(), at.to_string());
-                *base = fresh;
-            } else {
-                base.total = now.total;
-            }
-        }
-    }
-
-    /// Records the outcome of obsbox posting to a relayed receiver.
-    pub fn relayed(
-        &mut self,
-        receiver: &str,
-        test_id: Option<&str>,
-        result: Result<(), String>,
-        at: &str,
-    ) {
-        let seen = self.relayed.entry(receiver.to_string()).or_default();
-        let outcome = match result {
-            Ok(()) => {
-                seen.delivered_at = Some(at.to_string());
-                Outcome::Delivered
-            }
-            Err(e) => {
-                seen.failed = Some((at.to_string(), e.clone()));
-                Outcome::Failed { error: Some(e) }
-            }
-        };
-        if let Some(id) = test_id {
-            self.relayed_tests.insert(id.to_string(), outcome);
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const METRICS: &str = r#"# HELP alertmanager_notification_requests_failed_total The total number of failed notification requests.
-# TYPE alertmanager_notification_requests_failed_total counter
-alertmanager_notification_requests_failed_total{integration="email"} 0
-alertmanager_notification_requests_failed_total{integration="webhook"} 2
-# TYPE alertmanager_notification_requests_total counter
-alertmanager_notification_requests_total{integration="email"} 3
-alertmanager_notification_requests_total{integration="webhook"} 9
-alertmanager_notifications_total{integration="webhook"} 40
-alertmanager_notifications_failed_total{integration="webhook"} 1
-alertmanager_notification_latency_seconds_bucket{integration="webhook",le="1"} 3
-"#;
-
-    fn counts(total: f64, failed: f64, own: f64) -> Counts {
-        Counts { total, failed, own }
+    fn lines(text: &str) -> Vec<String> {
+        text.lines().map(str::to_string).collect()
     }
 
     #[test]
-    fn the_counters_are_read_per_integration_without_obsbox_own_receiver() {
-        let found = parse_counts(METRICS, 4.0);
-        assert_eq!(found.len(), 2);
-        assert_eq!(found["email"], counts(3.0, 0.0, 0.0));
-        assert_eq!(found["webhook"], counts(9.0, 2.0, 4.0));
-        assert_eq!(found["webhook"].delivered(), 3.0);
-    }
-
-    #[test]
-    fn a_counted_delivery_needs_the_delivered_count_to_grow() {
-        let before = Some(counts(5.0, 2.0, 1.0));
-        assert!(!counted_delivery(before, Some(counts(5.0, 2.0, 1.0))));
-        assert!(counted_delivery(before, Some(counts(6.0, 2.0, 1.0))));
-        // A failure, or obsbox's own receiver taking the alert, is none.
-        assert!(!counted_delivery(before, Some(counts(6.0, 3.0, 1.0))));
-        assert!(!counted_delivery(before, Some(counts(6.0, 2.0, 2.0))));
-        // An integration Alertmanager never used may have no counter yet.
-        assert!(!counted_delivery(None, None));
-        assert!(counted_delivery(None, Some(counts(1.0, 0.0, 0.0))));
-    }
-
-    #[test]
-    fn samples_mark_the_integrations_whose_deliveries_grew() {
-        let mut d = Deliveries::default();
-        d.sample(&parse_counts(METRICS, 4.0), "t0");
-        assert!(d.integrations.is_empty(), "the first sample is the base");
-        // obsbox's receiver took one that Alertmanager has not counted yet:
-        // a dip, then back, is no delivery.
-        d.sample(&parse_counts(METRICS, 5.0), "t1");
-        let mut back = parse_counts(METRICS, 5.0);
-        back.insert("webhook".into(), counts(10.0, 2.0, 5.0));
-        d.sample(&back, "t2");
-        assert!(d.integrations.is_empty(), "{:?}", d.integrations);
-        let mut later = back.clone();
-        later.insert("email".into(), counts(4.0, 0.0, 0.0));
-        later.insert("webhook".into(), counts(12.0, 3.0, 5.0));
-        d.sample(&later, "t3");
-        assert_eq!(d.integrations["email"], "t3");
-        assert_eq!(d.integrations["webhook"], "t3");
-        // Alertmanager restarted: its counters start again, nothing delivered.
-        let mut restarted = later.clone();
-        restarted.insert("email".into(), counts(0.0, 0.0, 0.0));
-        d.sample(&restarted, "t4");
-        restarted.insert("email".into(), counts(1.0, 0.0, 0.0));
-        d.sample(&restarted, "t5");
-        assert_eq!(d.integrations["email"], "t5");
-    }
-
-    #[test]
-    fn relayed_posts_are_recorded_with_their_test() {
-        let mut d = Deliveries::default();
-        d.relayed("phone", Some("42"), Ok(()), "t0");
-        d.relayed("phone", None, Err("refused".into()), "t1");
-        assert_eq!(d.relayed["phone"].delivered_at.as_deref(), Some("t0"));
+    fn each_receiver_gets_its_newest_delivery_and_failure_from_the_log() {
+        let found = logged(&lines(
+            r#"ts=2026-12-07T03:00:00.000Z caller=notify.go:743 level=debug component=dispatcher receiver=hook integration=webhook[0] msg="Notify success" attempts=1
+ts=2026-12-07T03:00:01.000Z caller=dispatch.go:352 level=error component=dispatcher msg="Notify for alerts failed" num_alerts=1 err="dead/webhook[0]: notify retry canceled after 2 attempts: Post \"http://127.0.0.1:9/gone\": dial tcp 127.0.0.1:9: connect: connection refused"
+ts=2026-12-07T03:00:02.000Z caller=dispatch.go:163 level=debug component=dispatcher msg="Received alert" alert=X[abc]
+ts=2026-12-07T03:05:00.000Z caller=notify.go:743 level=info component=dispatcher receiver="on call" integration=email[0] msg="Notify success" attempts=3
+ts=2026-12-07T03:06:00.000Z caller=notify.go:743 level=debug component=dispatcher receiver=hook integration=webhook[0] msg="Notify success" attempts=1
+ts=2026-12-07T03:07:00.000Z caller=notify.go:743 level=debug component=dispatcher integration=webhook[0] msg="Notify success" attempts=1"#,
+        ));
+        assert_eq!(found.len(), 3, "{found:?}");
         assert_eq!(
-            d.relayed["phone"].failed,
-            Some(("t1".into(), "refused".into()))
+            found["hook"],
+            Seen {
+                delivered_at: Some("2026-12-07T03:06:00.000Z".into()),
+                failed: None
+            }
         );
-        assert_eq!(d.relayed_tests["42"], Outcome::Delivered);
+        assert_eq!(
+            found["on call"].delivered_at.as_deref(),
+            Some("2026-12-07T03:05:00.000Z")
+        );
+        let (at, error) = found["dead"].failed.clone().unwrap();
+        assert_eq!(at, "2026-12-07T03:00:01.000Z");
+        assert!(
+            error.contains("connection refused") && !error.contains("/gone"),
+            "{error}"
+        );
+        assert_eq!(found["dead"].delivered_at, None);
+    }
+
+    #[test]
+    fn a_test_notification_takes_what_was_seen_after_it_was_sent() {
+        let sent: jiff::Timestamp = "2026-12-07T03:00:00Z".parse().unwrap();
+        let seen = |delivered: Option<&str>, failed: Option<&str>| Seen {
+            delivered_at: delivered.map(str::to_string),
+            failed: failed.map(|at| (at.to_string(), "refused".to_string())),
+        };
+        let early = "2026-12-07T02:59:59.999Z";
+        let late = "2026-12-07T03:00:01.250Z";
+        assert_eq!(outcome_since(None, sent), Outcome::Pending);
+        assert_eq!(
+            outcome_since(Some(&seen(Some(early), Some(early))), sent),
+            Outcome::Pending
+        );
+        assert_eq!(
+            outcome_since(Some(&seen(Some(late), Some(early))), sent),
+            Outcome::Delivered
+        );
+        assert_eq!(
+            outcome_since(Some(&seen(Some(early), Some(late))), sent),
+            Outcome::Failed {
+                error: Some("refused".into())
+            }
+        );
+    }
+
+    #[test]
+    fn merging_keeps_the_newer_of_each() {
+        let mut seen = Seen {
+            delivered_at: Some("2026-12-07T03:00:00.5Z".into()),
+            failed: Some(("2026-12-07T03:00:00Z".into(), "old".into())),
+        };
+        seen.merge(&Seen {
+            delivered_at: Some("2026-12-07T03:00:00.100Z".into()),
+            failed: Some(("2026-12-07T04:00:00Z".into(), "new".into())),
+        });
+        assert_eq!(seen.delivered_at.as_deref(), Some("2026-12-07T03:00:00.5Z"));
+        assert_eq!(seen.failed.as_ref().unwrap().1, "new");
+        seen.merge(&Seen::default());
+        assert_eq!(seen.failed.as_ref().unwrap().1, "new");
+    }
+
+    #[test]
+    fn what_was_seen_is_remembered_across_a_reopening_of_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let delivered = |at: &str| Seen {
+            delivered_at: Some(at.into()),
+            failed: None,
+        };
+        remember(
+            &store,
+            &BTreeMap::from([("hook".to_string(), delivered("2026-12-07T03:00:00Z"))]),
+        )
+        .unwrap();
+        // An older sighting (a log line read again) changes nothing.
+        remember(
+            &store,
+            &BTreeMap::from([(
+                "hook".to_string(),
+                Seen {
+                    delivered_at: Some("2026-12-07T02:00:00Z".into()),
+                    failed: Some(("2026-12-07T02:30:00Z".into(), "refused".into())),
+                },
+            )]),
+        )
+        .unwrap();
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(
+            remembered(&store).unwrap()["hook"],
+            Seen {
+                delivered_at: Some("2026-12-07T03:00:00Z".into()),
+                failed: Some(("2026-12-07T02:30:00Z".into(), "refused".into())),
+            }
+        );
     }
 }

@@ -3,7 +3,7 @@
 //! times to acknowledge and to resolve.
 
 use super::drills::{DRILL_ALERT, DRILL_ID_LABEL};
-use super::precision::{Mark, Occurrence};
+use super::precision::{Mark, Occurrence, Threshold};
 use crate::store::{now_millis, Store, StoreError};
 use rusqlite::{params, OptionalExtension, Row};
 use serde::{Deserialize, Serialize};
@@ -51,6 +51,9 @@ pub struct AlertRecord {
     pub acked_at: Option<i64>,
     pub acked_by: Option<String>,
     pub notifications: i64,
+    /// For a rule with a numeric threshold (its `threshold` annotation): the
+    /// furthest past it its value was seen in the notifications.
+    pub value: Option<f64>,
     /// `actionable` or `noise`, once someone said so.
     pub mark: Option<String>,
     pub marked_by: Option<String>,
@@ -142,15 +145,23 @@ pub fn record(store: &Store, notification: &Notification) -> Result<usize, Store
                 None
             };
             let label = |name: &str| alert.labels.get(name).cloned().unwrap_or_default();
+            let value = alert_value(&alert.annotations);
+            // The value kept is the furthest past the threshold seen: above
+            // it the highest, below it the lowest.
             tx.execute(
                 "INSERT INTO alerts (fingerprint, starts_at, alertname, severity, labels,
-                     annotations, status, ends_at, last_notified_at, notifications)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 1)
+                     annotations, status, ends_at, last_notified_at, notifications, value)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 1, ?10)
                  ON CONFLICT (fingerprint, starts_at) DO UPDATE SET
                      status = excluded.status, ends_at = excluded.ends_at,
                      labels = excluded.labels, annotations = excluded.annotations,
                      last_notified_at = excluded.last_notified_at,
-                     notifications = notifications + 1",
+                     notifications = notifications + 1,
+                     value = CASE
+                         WHEN excluded.value IS NULL THEN value
+                         WHEN value IS NULL THEN excluded.value
+                         WHEN ?11 THEN MAX(value, excluded.value)
+                         ELSE MIN(value, excluded.value) END",
                 params![
                     alert.fingerprint,
                     starts_at,
@@ -161,6 +172,8 @@ pub fn record(store: &Store, notification: &Notification) -> Result<usize, Store
                     if resolved { "resolved" } else { "firing" },
                     ends_at,
                     now,
+                    value.map(|(v, _)| v),
+                    value.is_none_or(|(_, t)| t.above),
                 ],
             )?;
         }
@@ -169,8 +182,16 @@ pub fn record(store: &Store, notification: &Notification) -> Result<usize, Store
     })
 }
 
+/// The value and threshold an alert's annotations carry (rules with a
+/// numeric threshold), when both parse.
+fn alert_value(annotations: &BTreeMap<String, String>) -> Option<(f64, Threshold)> {
+    let value: f64 = annotations.get("value")?.trim().parse().ok()?;
+    let threshold = Threshold::parse(annotations.get("threshold")?)?;
+    value.is_finite().then_some((value, threshold))
+}
+
 const COLUMNS: &str = "id, fingerprint, alertname, severity, status, labels, annotations,
-    starts_at, ends_at, acked_at, acked_by, notifications, mark, marked_by";
+    starts_at, ends_at, acked_at, acked_by, notifications, mark, marked_by, value";
 
 fn from_row(row: &Row) -> rusqlite::Result<AlertRecord> {
     let map = |text: String| serde_json::from_str(&text).unwrap_or_default();
@@ -189,6 +210,7 @@ fn from_row(row: &Row) -> rusqlite::Result<AlertRecord> {
         notifications: row.get(11)?,
         mark: row.get(12)?,
         marked_by: row.get(13)?,
+        value: row.get(14)?,
     })
 }
 
@@ -257,17 +279,21 @@ pub fn occurrences(store: &Store) -> Result<Vec<Occurrence>, StoreError> {
     let since = now_millis() - STATS_WINDOW_MS;
     store.with_conn(|conn| {
         let mut stmt = conn.prepare(
-            "SELECT alertname, COALESCE(json_extract(labels, '$.host'), ''), starts_at, ends_at, mark
+            "SELECT alertname, COALESCE(json_extract(labels, '$.host'), ''), starts_at, ends_at, mark,
+                    value, json_extract(annotations, '$.threshold')
              FROM alerts WHERE starts_at >= ?1 AND alertname NOT IN (?2, ?3)",
         )?;
         let rows = stmt.query_map(params![since, TEST_ALERT, DRILL_ALERT], |r| {
             let mark: Option<String> = r.get(4)?;
+            let threshold: Option<String> = r.get(6)?;
             Ok(Occurrence {
                 alertname: r.get(0)?,
                 host: r.get(1)?,
                 starts_at: r.get(2)?,
                 ends_at: r.get(3)?,
                 mark: mark.as_deref().and_then(Mark::parse),
+                value: r.get(5)?,
+                threshold: threshold.as_deref().and_then(Threshold::parse),
             })
         })?;
         rows.collect()
@@ -419,6 +445,47 @@ mod tests {
             ),
             ("HostDown", "nas", Some(Mark::Noise))
         );
+    }
+
+    #[test]
+    fn the_furthest_value_past_the_threshold_is_kept_with_the_occurrence() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let now = jiff::Timestamp::now().to_string();
+        let valued = |name: &str, threshold: &str, value: &str| {
+            let mut a = alert(name, "firing", &now, "");
+            a["annotations"]["threshold"] = json!(threshold);
+            a["annotations"]["value"] = json!(value);
+            a
+        };
+        for (disk, inodes) in [("83.5", "4.2"), ("86.25", "3.1"), ("81", "4.9")] {
+            record(
+                &store,
+                &notification(
+                    "firing",
+                    json!([
+                        valued("DiskUsageHigh", "> 80", disk),
+                        valued("DiskInodesLow", "< 5", inodes),
+                        valued("Garbled", "> 80", "NaN"),
+                        alert("HostDown", "firing", &now, ""),
+                    ]),
+                ),
+            )
+            .unwrap();
+        }
+        let rows = list(&store, None, 10).unwrap();
+        let value_of = |name: &str| rows.iter().find(|r| r.alertname == name).unwrap().value;
+        assert_eq!(value_of("DiskUsageHigh"), Some(86.25));
+        assert_eq!(value_of("DiskInodesLow"), Some(3.1));
+        assert_eq!(value_of("Garbled"), None);
+        assert_eq!(value_of("HostDown"), None);
+        let found = occurrences(&store).unwrap();
+        let disk = found
+            .iter()
+            .find(|o| o.alertname == "DiskUsageHigh")
+            .unwrap();
+        assert_eq!(disk.value, Some(86.25));
+        assert_eq!(disk.threshold, Threshold::parse("> 80"));
     }
 
     #[test]

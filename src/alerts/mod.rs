@@ -57,22 +57,19 @@ pub struct ReceiverView {
     pub secret_required: bool,
     pub secret_set: bool,
     /// Its last failed notification: from Alertmanager's log, or for a
-    /// relayed receiver from obsbox's own post when that is newer.
+    /// relayed receiver from obsbox's own post. Kept across restarts.
     pub last_error: Option<DeliveryError>,
-    /// Its last delivered notification seen since obsbox started.
+    /// Its last delivered notification, from the same. Kept across restarts.
     pub last_delivered: Option<Delivered>,
 }
 
-/// When a receiver was last delivered to, and how precisely that is known.
+/// When a receiver was last delivered to.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Delivered {
     /// RFC 3339.
     pub at: String,
-    /// `receiver`: obsbox posted it (relayed kinds). `integration`: a
-    /// notification of this receiver's integration was delivered, maybe to
-    /// another receiver of the same kind (Alertmanager counts per integration).
-    pub per: &'static str,
-    /// Alertmanager's integration: email, slack, webhook or pagerduty.
+    /// Alertmanager's integration: email, slack, webhook or pagerduty
+    /// (webhook for the kinds obsbox relays).
     pub integration: &'static str,
 }
 
@@ -89,29 +86,15 @@ pub struct DeliveryError {
 /// The lines of Alertmanager's output searched for delivery failures.
 const DELIVERY_LOG_LINES: usize = 2000;
 
-/// The newest delivery failure of each receiver in Alertmanager's log lines
-/// (logfmt: `ts=... msg="Notify for alerts failed" ... err="<receiver>/<integration>[i]: ..."`).
+/// The newest delivery failure of each receiver in Alertmanager's log lines.
 fn delivery_errors(lines: &[String]) -> BTreeMap<String, DeliveryError> {
-    let mut found = BTreeMap::new();
-    for line in lines {
-        if !line.contains(r#"msg="Notify for alerts failed""#) {
-            continue;
-        }
-        let (Some(at), Some(error)) = (logfmt_value(line, "ts"), logfmt_value(line, "err")) else {
-            continue;
-        };
-        let Some((receiver, _)) = error.split_once('/') else {
-            continue;
-        };
-        found.insert(
-            receiver.to_string(),
-            DeliveryError {
-                at,
-                error: redact_urls(&error),
-            },
-        );
-    }
-    found
+    delivery::logged(lines)
+        .into_iter()
+        .filter_map(|(receiver, seen)| {
+            let (at, error) = seen.failed?;
+            Some((receiver, DeliveryError { at, error }))
+        })
+        .collect()
 }
 
 /// The value of `key` in a logfmt line, quoted or not.
@@ -434,12 +417,29 @@ impl Alerts {
         let result = tokio::task::spawn_blocking(move || push::deliver(&outgoing))
             .await
             .map_err(|e| AlertsError::Relay(e.to_string()))?;
-        self.deliveries().relayed(
-            name,
-            test_id.as_deref(),
-            result.clone(),
-            &jiff::Timestamp::now().to_string(),
-        );
+        let at = jiff::Timestamp::now().to_string();
+        let (seen, outcome) = match &result {
+            Ok(()) => (
+                delivery::Seen {
+                    delivered_at: Some(at),
+                    failed: None,
+                },
+                Outcome::Delivered,
+            ),
+            Err(e) => (
+                delivery::Seen {
+                    delivered_at: None,
+                    failed: Some((at, redact_urls(e))),
+                },
+                Outcome::Failed {
+                    error: Some(e.clone()),
+                },
+            ),
+        };
+        delivery::remember(&self.store, &BTreeMap::from([(name.to_string(), seen)]))?;
+        if let Some(id) = test_id {
+            self.deliveries().relayed_tests.insert(id, outcome);
+        }
         result.map_err(|e| {
             tracing::warn!(receiver = name, error = %e, "relay failed");
             AlertsError::Relay(e)
@@ -450,51 +450,24 @@ impl Alerts {
         self.deliveries.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Alertmanager's notification counters now.
-    async fn notification_counts(
-        &self,
-        settings: &Settings,
-    ) -> Result<BTreeMap<String, delivery::Counts>, AlertsError> {
-        let port = settings.services.alertmanager.port;
-        let response =
-            crate::http_client::send_json("GET", port, "/metrics", "", ALERTMANAGER_TIMEOUT)
-                .await
-                .map_err(|e| AlertsError::Alertmanager(format!("Alertmanager: {e}")))?;
-        let (firing, resolved) = self.notifications();
-        Ok(delivery::parse_counts(
-            &String::from_utf8_lossy(&response.body),
-            (firing + resolved) as f64,
-        ))
-    }
-
-    /// Samples Alertmanager's notification counters, so that each
-    /// integration's last delivery and failure are known.
+    /// Reads Alertmanager's log for each receiver's newest delivery and
+    /// failure and remembers them (the log is only read back so far).
     pub async fn sample_deliveries(&self) -> Result<(), AlertsError> {
         let settings = self.services.settings()?;
         if !settings.services.alertmanager.enabled {
             return Ok(());
         }
-        let counts = self.notification_counts(&settings).await?;
-        self.deliveries()
-            .sample(&counts, &jiff::Timestamp::now().to_string());
+        self.logged_deliveries().await?;
         Ok(())
     }
 
     /// Sends a real alert through Alertmanager to receiver `name` only, and
     /// waits (up to [`TEST_DELIVERY_TIMEOUT`]) to learn whether it was
     /// delivered: from obsbox's own post for a relayed receiver, else from
-    /// Alertmanager's counters of the receiver's integration.
+    /// what Alertmanager logs of that receiver after it was sent.
     pub async fn send_test(&self, name: &str, actor: &str) -> Result<Outcome, AlertsError> {
         let settings = self.services.settings()?;
         let kind = find_receiver(&settings, name)?.kind.clone();
-        let integration = kind.integration();
-        let before = if kind.relayed() || !settings.services.alertmanager.enabled {
-            None
-        } else {
-            self.notification_counts(&settings)
-                .await?
-                .remove(integration)
-        };
         let now = jiff::Timestamp::now();
         let test_id = now.as_millisecond().to_string();
         let alert = json!([{
@@ -527,26 +500,7 @@ impl Alerts {
                     .remove(&test_id)
                     .unwrap_or(Outcome::Pending)
             } else {
-                // Alertmanager's log names the receiver it gave up on.
-                let failure = self
-                    .logged_errors()
-                    .await?
-                    .remove(name)
-                    .filter(|e| e.at.parse::<jiff::Timestamp>().is_ok_and(|at| at >= now));
-                let counts = self.notification_counts(&settings).await?;
-                match failure {
-                    Some(e) => Outcome::Failed {
-                        error: Some(e.error),
-                    },
-                    None if delivery::counted_delivery(
-                        before,
-                        counts.get(integration).copied(),
-                    ) =>
-                    {
-                        Outcome::Delivered
-                    }
-                    None => Outcome::Pending,
-                }
+                delivery::outcome_since(self.logged_deliveries().await?.get(name), now)
             };
             if outcome != Outcome::Pending || tokio::time::Instant::now() >= deadline {
                 return Ok(outcome);
@@ -555,13 +509,16 @@ impl Alerts {
         }
     }
 
-    /// The newest delivery failure of each receiver in Alertmanager's log.
-    async fn logged_errors(&self) -> Result<BTreeMap<String, DeliveryError>, AlertsError> {
+    /// Each receiver's newest delivery and failure in Alertmanager's log,
+    /// remembered in the store on the way.
+    async fn logged_deliveries(&self) -> Result<BTreeMap<String, delivery::Seen>, AlertsError> {
         let log = self
             .services
             .child_output("alertmanager", DELIVERY_LOG_LINES)
             .await?;
-        Ok(delivery_errors(&log))
+        let seen = delivery::logged(&log);
+        delivery::remember(&self.store, &seen)?;
+        Ok(seen)
     }
 
     /// Alertmanager's silences, each with its `warnings`: the risks
@@ -731,8 +688,10 @@ impl Alerts {
 
     pub async fn receivers(&self) -> Result<Vec<ReceiverView>, AlertsError> {
         let settings = self.services.settings()?;
-        let mut errors = self.logged_errors().await?;
-        let deliveries = self.deliveries();
+        // What Alertmanager logged since the last sample, then all that
+        // is remembered.
+        self.logged_deliveries().await?;
+        let mut seen = delivery::remembered(&self.store)?;
         Ok(settings
             .alerting
             .receivers
@@ -742,40 +701,12 @@ impl Alerts {
                 let secret_set = self
                     .secret(&receiver_secret(&receiver.name, secret))
                     .is_some();
-                let integration = receiver.kind.integration();
-                let relayed = receiver
-                    .kind
-                    .relayed()
-                    .then(|| deliveries.relayed.get(&receiver.name))
-                    .flatten();
-                let last_delivered = if receiver.kind.relayed() {
-                    relayed
-                        .and_then(|s| s.delivered_at.clone())
-                        .map(|at| (at, "receiver"))
-                } else {
-                    deliveries
-                        .integrations
-                        .get(integration)
-                        .map(|at| (at.clone(), "integration"))
-                }
-                .map(|(at, per)| Delivered {
+                let seen = seen.remove(&receiver.name).unwrap_or_default();
+                let last_delivered = seen.delivered_at.map(|at| Delivered {
                     at,
-                    per,
-                    integration,
+                    integration: receiver.kind.integration(),
                 });
-                // Alertmanager's log names the receiver; obsbox's own posts
-                // add the relayed receivers' errors.
-                let own_error =
-                    relayed
-                        .and_then(|s| s.failed.clone())
-                        .map(|(at, error)| DeliveryError {
-                            at,
-                            error: redact_urls(&error),
-                        });
-                let last_error = [errors.remove(&receiver.name), own_error]
-                    .into_iter()
-                    .flatten()
-                    .max_by(|a, b| a.at.cmp(&b.at));
+                let last_error = seen.failed.map(|(at, error)| DeliveryError { at, error });
                 ReceiverView {
                     last_error,
                     last_delivered,

@@ -103,6 +103,12 @@ fn run_from(row: &Row) -> rusqlite::Result<Run> {
 const COLUMNS: &str =
     "id, job, kind, started_at, ended_at, result, reason, snapshot, bytes, restore_ms, log";
 
+/// When the last run of any job and kind ended (Unix ms), scheduled or
+/// asked for: the dashboards annotate it.
+pub fn last_ended(store: &Store) -> Result<Option<i64>, StoreError> {
+    store.with_conn(|c| c.query_row("SELECT MAX(ended_at) FROM backup_runs", [], |r| r.get(0)))
+}
+
 pub fn begin(store: &Store, job: &str, kind: Kind) -> Result<i64, StoreError> {
     store.with_conn(|c| {
         c.execute(

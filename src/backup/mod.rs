@@ -32,7 +32,7 @@ mod verify;
 
 pub(crate) use calendar::CalendarEvent;
 pub use copy::CopySettings;
-pub use history::{Outcome, Run};
+pub use history::{last_ended, Outcome, Run};
 pub(crate) use options::JobOptions;
 pub use pbs_health::{ServerHealth, ServerVerification};
 pub use repository::{TestOptions, TestReport};

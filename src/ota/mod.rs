@@ -491,6 +491,15 @@ impl Ota {
         result
     }
 
+    /// When the boot loader last rolled a trial back (Unix ms), as the
+    /// records say: the dashboards annotate it.
+    pub fn last_rollback_millis(&self) -> Option<i64> {
+        let ota = self.0.as_ref().ok()?;
+        let records = ota.records.lock().expect("records lock");
+        let at: jiff::Timestamp = records.last_rollback.as_ref()?.at.parse().ok()?;
+        Some(at.as_millisecond())
+    }
+
     /// Both slots, the running and committed one, the trial, the last
     /// rollback, and the install under way.
     pub fn status(&self) -> serde_json::Value {

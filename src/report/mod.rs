@@ -349,6 +349,7 @@ mod tests {
             notifications: 1,
             mark: mark.map(Into::into),
             marked_by: mark.map(|_| "alice".into()),
+            value: None,
         }
     }
 

@@ -311,6 +311,10 @@ pub fn plans(settings: &Settings, env: &Environment, locator: &Locator) -> Vec<C
                 "--web.route-prefix=/".into(),
                 // A single box: no gossip port.
                 "--cluster.listen-address=".into(),
+                // Only at debug level does Alertmanager log each delivery
+                // with its receiver ("Notify success"): obsbox reads each
+                // receiver's last delivery from it.
+                "--log.level=debug".into(),
             ],
             ready_path: "/-/ready",
             reload: Reload::HttpPost {

@@ -122,6 +122,9 @@ pub struct ChildStatus {
     pub uptime_seconds: Option<f64>,
     /// Automatic restarts after unexpected exits.
     pub restarts: u64,
+    /// When the last of them happened (Unix milliseconds): the dashboards
+    /// annotate it.
+    pub last_restart_unix_ms: Option<u64>,
     pub last_exit: Option<LastExit>,
     /// Why it is not running, when that is known.
     pub detail: Option<String>,
@@ -345,6 +348,7 @@ struct Child {
     state: State,
     tracker: RestartTracker,
     restarts: u64,
+    last_restart_unix_ms: Option<u64>,
     last_exit: Option<LastExit>,
     detail: Option<String>,
     log: Option<LogCapture>,
@@ -361,6 +365,7 @@ impl Child {
             state: State::Stopped,
             tracker: RestartTracker::default(),
             restarts: 0,
+            last_restart_unix_ms: None,
             last_exit: None,
             detail: None,
             log: None,
@@ -464,6 +469,7 @@ impl Child {
             pid,
             uptime_seconds: uptime,
             restarts: self.restarts,
+            last_restart_unix_ms: self.last_restart_unix_ms,
             last_exit: self.last_exit.clone(),
             detail: self.detail.clone(),
             log_bytes: stats.map_or(0, |s| s.bytes.load(Ordering::Relaxed)),
@@ -753,6 +759,7 @@ impl Actor {
                 let policy = child.spec().map(|s| s.restart).unwrap_or_default();
                 let at = child.tracker.on_exit(&policy, started, now);
                 child.restarts += 1;
+                child.last_restart_unix_ms = Some(at_unix_ms);
                 tracing::warn!(child = %name, pid, %exit, restart_in = ?at - now, "child exited");
                 if at <= now {
                     self.launch(i, now);

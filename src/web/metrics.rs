@@ -196,7 +196,14 @@ pub(super) async fn metrics(State(app): State<Arc<AppState>>, headers: HeaderMap
     }
 
     register_logs_in(&mut registry, &app.logs_in);
-    match crate::events::last_events(&app.store) {
+    // Changes without an audit entry: a crash restart, a rollback.
+    let unaudited: Vec<(&'static str, i64)> = statuses
+        .iter()
+        .filter_map(|s| s.last_restart_unix_ms)
+        .map(|at| ("child", at as i64))
+        .chain(app.ota.last_rollback_millis().map(|at| ("update", at)))
+        .collect();
+    match crate::events::last_events(&app.store, &unaudited) {
         Ok(events) => {
             let family = Family::<KindLabel, Gauge<f64, AtomicU64>>::default();
             for (kind, at) in events {
@@ -206,7 +213,7 @@ pub(super) async fn metrics(State(app): State<Arc<AppState>>, headers: HeaderMap
             }
             registry.register(
                 "obsbox_last_event_timestamp_seconds",
-                "When obsbox last made a change of this kind (settings, update, backup, power, child, system), 0 if never; the dashboards annotate its changes",
+                "When obsbox last made a change of this kind (settings, update or rollback, backup run, power, child restart or crash restart, system), 0 if never; the dashboards annotate its changes",
                 family,
             );
         }

@@ -104,12 +104,12 @@ const receivers = listEditor({
     { label: 'Kind', value: (r) => r.kind },
     { label: 'To', value: (r) => r.to ?? r.channel ?? r.url ?? r.room_id ?? r.topic_url ?? r.user_key ?? '' },
     { label: 'Secret', value: (r) => (r.secret_set ? 'set' : r.secret_required ? badge('missing') : 'none') },
-    // Since obsbox started: per receiver when obsbox relays to it, else per
-    // Alertmanager integration (its counters do not name receivers).
+    // Per receiver, kept across restarts: Alertmanager's debug log names
+    // the receiver of each delivery; obsbox records its own relay posts.
     {
       label: 'Last delivered',
       value: (r) => (r.last_delivered
-        ? `${when(r.last_delivered.at)}${r.last_delivered.per === 'integration' ? ` (some ${r.last_delivered.integration} receiver)` : ''}`
+        ? when(r.last_delivered.at)
         : 'not seen'),
     },
     // Alertmanager's newest failure to deliver to it, as its log says.

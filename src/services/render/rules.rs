@@ -19,9 +19,31 @@ struct Alert<'a> {
     /// How long the condition must hold first; `None` fires at once.
     wait: Option<&'a str>,
     severity: &'a str,
+    /// The number its value is compared with, for rules that have one: the
+    /// alert then carries its value and the threshold as annotations, which
+    /// the history keeps for precision's "raise the threshold" hint.
+    threshold: Option<Threshold>,
     service: &'a str,
     summary: &'a str,
     description: String,
+}
+
+/// A rule fires while its value is above (`>`) or below (`<`) this number.
+#[derive(Debug, Clone, Copy)]
+struct Threshold {
+    above: bool,
+    value: f64,
+}
+
+fn above(value: f64) -> Option<Threshold> {
+    Some(Threshold { above: true, value })
+}
+
+fn below(value: f64) -> Option<Threshold> {
+    Some(Threshold {
+        above: false,
+        value,
+    })
 }
 
 /// Where the runbook of `alert` is served, as notifications link it.
@@ -52,14 +74,18 @@ impl<'a> Catalog<'a> {
             "labels".into(),
             json!({"severity": alert.severity, "service": alert.service}),
         );
-        rule.insert(
-            "annotations".into(),
-            json!({
-                "summary": alert.summary,
-                "description": alert.description,
-                "runbook_url": format!("{}/{}", self.runbooks, alert.name),
-            }),
-        );
+        let mut annotations = json!({
+            "summary": alert.summary,
+            "description": alert.description,
+            "runbook_url": format!("{}/{}", self.runbooks, alert.name),
+        });
+        if let Some(t) = alert.threshold {
+            // Read back by `crate::alerts::precision::Threshold::parse`.
+            annotations["value"] = json!("{{ $value }}");
+            annotations["threshold"] =
+                json!(format!("{} {}", if t.above { ">" } else { "<" }, t.value));
+        }
+        rule.insert("annotations".into(), annotations);
         Value::Object(rule)
     }
 
@@ -87,6 +113,7 @@ impl<'a> Catalog<'a> {
             expr: format!("{disk_used} > {percent}"),
             wait: Some(wait),
             severity,
+            threshold: above(percent),
             service: "infrastructure",
             summary: "{{ $labels.mountpoint }} on {{ $labels.host }} is filling up",
             description: format!(
@@ -108,6 +135,7 @@ impl<'a> Catalog<'a> {
                 ),
                 wait: Some(&t.host_down_for),
                 severity: "critical",
+                threshold: None,
                 service: "infrastructure",
                 summary: "Host {{ $labels.host }} is down or unreachable",
                 description: format!(
@@ -120,6 +148,7 @@ impl<'a> Catalog<'a> {
                 expr: format!("{EXPORTER_DOWN} unless on (host) ({HOST_PROBE_FAILED})"),
                 wait: Some(&t.host_down_for),
                 severity: "warning",
+                threshold: None,
                 service: "infrastructure",
                 summary: "The node exporter of {{ $labels.host }} does not answer",
                 description: format!(
@@ -137,6 +166,7 @@ impl<'a> Catalog<'a> {
                 ),
                 wait: Some("5m"),
                 severity: "critical",
+                threshold: above(t.memory_critical_percent),
                 service: "infrastructure",
                 summary: "Memory on {{ $labels.host }} is nearly exhausted",
                 description: format!(
@@ -152,6 +182,7 @@ impl<'a> Catalog<'a> {
                 ),
                 wait: Some(&cpu_wait),
                 severity: "warning",
+                threshold: above(t.cpu_warning_percent),
                 service: "infrastructure",
                 summary: "CPU on {{ $labels.host }} is busy",
                 description: format!(
@@ -181,6 +212,7 @@ impl<'a> Catalog<'a> {
                 expr: r#"obsbox_child_state{state="crash-looping"} == 1"#.into(),
                 wait: None,
                 severity: "critical",
+                threshold: None,
                 service: "appliance",
                 summary: "{{ $labels.child }} keeps crashing",
                 description: "{{ $labels.child }} exited 5 times within a minute, or 5 times in a row soon after starting; obsbox retries it after a delay that doubles up to a minute, until a run lasts longer than a minute. Its log says why.".into(),
@@ -190,6 +222,7 @@ impl<'a> Catalog<'a> {
                 expr: "100 * obsbox_child_memory_bytes / obsbox_child_memory_max_bytes > 90".into(),
                 wait: Some("5m"),
                 severity: "warning",
+                threshold: above(90.0),
                 service: "appliance",
                 summary: "{{ $labels.child }} is close to its memory limit",
                 description: "{{ $labels.child }} has used {{ $value | printf \"%.1f\" }}% of its memory limit (memory_max_bytes) for 5 minutes. At the limit the kernel reclaims its memory, then kills it.".into(),
@@ -199,6 +232,7 @@ impl<'a> Catalog<'a> {
                 expr: "obsbox_time_synchronised == 0".into(),
                 wait: Some("30m"),
                 severity: "warning",
+                threshold: None,
                 service: "appliance",
                 summary: "the box's clock is not synchronised",
                 description: "For 30 minutes the kernel has not counted the clock as synchronised by NTP: certificate checks, schedules, retention and log timestamps may be off. No NTP server answers, or no NTP daemon runs.".into(),
@@ -208,6 +242,7 @@ impl<'a> Catalog<'a> {
                 expr: "increase(obsbox_child_log_write_errors_bytes_total[5m]) > 0".into(),
                 wait: None,
                 severity: "warning",
+                threshold: None,
                 service: "appliance",
                 summary: "{{ $labels.child }}'s output is being lost",
                 description: "obsbox could not write {{ $value | humanize1024 }}B of {{ $labels.child }}'s output to disk in the last 5 minutes: the data partition is probably full. Settings changes fail too until space is freed.".into(),
@@ -217,6 +252,7 @@ impl<'a> Catalog<'a> {
                 expr: "prometheus_config_last_reload_successful == 0 or alertmanager_config_last_reload_successful == 0".into(),
                 wait: None,
                 severity: "warning",
+                threshold: None,
                 service: "monitoring",
                 summary: "{{ $labels.job }} refused its new configuration",
                 description: "The last config reload of {{ $labels.job }} ({{ $labels.instance }}) failed; it runs on its previous configuration.".into(),
@@ -226,6 +262,7 @@ impl<'a> Catalog<'a> {
                 expr: "obsbox_ups_on_battery == 1".into(),
                 wait: Some("30s"),
                 severity: "warning",
+                threshold: None,
                 service: "power",
                 summary: "The UPS runs on battery",
                 description: "Mains power failed: the UPS has fed the box from its battery for more than 30 s. Backups are halted; obsbox shuts down cleanly when the battery runs low.".into(),
@@ -235,6 +272,7 @@ impl<'a> Catalog<'a> {
                 expr: "obsbox_ups_low_battery == 1".into(),
                 wait: None,
                 severity: "critical",
+                threshold: None,
                 service: "power",
                 summary: "The UPS battery is low",
                 description: "The UPS flags a low battery. On battery this starts obsbox's shutdown; on mains the battery is still recharging.".into(),
@@ -244,6 +282,7 @@ impl<'a> Catalog<'a> {
                 expr: "obsbox_ups_lost == 1".into(),
                 wait: Some("1m"),
                 severity: "warning",
+                threshold: None,
                 service: "power",
                 summary: "obsbox cannot read the UPS",
                 description: "The UPS has not answered validly for more than power.lost_after. Should mains fail now, obsbox would not know; if it was on battery, obsbox has shut down.".into(),
@@ -253,6 +292,7 @@ impl<'a> Catalog<'a> {
                 expr: "obsbox_ups_replace_battery == 1".into(),
                 wait: Some("10m"),
                 severity: "warning",
+                threshold: None,
                 service: "power",
                 summary: "The UPS asks for a new battery",
                 description: "The UPS reports that its battery needs replacing: it may not carry the load through the next outage.".into(),
@@ -262,6 +302,7 @@ impl<'a> Catalog<'a> {
                 expr: "increase(obsbox_log_lines_refused_total[15m]) > 0".into(),
                 wait: None,
                 severity: "warning",
+                threshold: None,
                 service: "logs",
                 summary: "Log lines were refused ({{ $labels.reason }})",
                 description: "In the last 15 minutes {{ $value | printf \"%.0f\" }} log lines were not stored: Loki refused them as {{ $labels.reason }}. They are dropped; the other lines were shipped.".into(),
@@ -271,6 +312,7 @@ impl<'a> Catalog<'a> {
                 expr: "increase(obsbox_log_lines_lost_total[1h]) > 0".into(),
                 wait: None,
                 severity: "warning",
+                threshold: None,
                 service: "logs",
                 summary: "Log lines of {{ $labels.source }} were deleted before they were shipped",
                 description: "In the last hour {{ $value | printf \"%.0f\" }} lines of {{ $labels.source }} were rotated out of the kept log segments before Loki took them.".into(),
@@ -280,6 +322,7 @@ impl<'a> Catalog<'a> {
                 expr: "obsbox_log_waiting_since_timestamp_seconds > 0 and time() - obsbox_log_waiting_since_timestamp_seconds > 600".into(),
                 wait: None,
                 severity: "warning",
+                threshold: None,
                 service: "logs",
                 summary: "Logs are not reaching Loki",
                 description: "Log lines have waited more than 10 minutes with no push accepted by Loki; they are kept in their files until the kept segments run out.".into(),
@@ -289,6 +332,7 @@ impl<'a> Catalog<'a> {
                 expr: "obsbox_log_forward_waiting_since_timestamp_seconds > 0 and time() - obsbox_log_forward_waiting_since_timestamp_seconds > 600".into(),
                 wait: None,
                 severity: "warning",
+                threshold: None,
                 service: "logs",
                 summary: "Logs are not reaching the central Loki {{ $labels.forward }}",
                 description: "Log lines have waited more than 10 minutes with no push accepted by the central Loki {{ $labels.forward }}. They wait in their files (the box's own Loki still gets them) and are sent when it answers again, unless the kept segments run out first.".into(),
@@ -301,6 +345,7 @@ impl<'a> Catalog<'a> {
                 expr: "max_over_time(prometheus_remote_storage_highest_timestamp_in_seconds[5m]) - ignoring(remote_name, url) group_right max_over_time(prometheus_remote_storage_queue_highest_sent_timestamp_seconds[5m]) > 120".into(),
                 wait: Some("10m"),
                 severity: "warning",
+                threshold: above(120.0),
                 service: "monitoring",
                 summary: "Metrics are not reaching {{ $labels.remote_name }}",
                 description: "Prometheus' remote write to {{ $labels.remote_name }} ({{ $labels.url }}) is {{ $value | humanizeDuration }} behind. Samples wait in Prometheus' write-ahead log and are sent when the receiver answers again; an outage longer than the WAL keeps them (about 2 to 3 hours) loses the oldest.".into(),
@@ -311,6 +356,7 @@ impl<'a> Catalog<'a> {
             expr: "increase(alertmanager_notifications_failed_total[10m]) > 0".into(),
             wait: None,
             severity: "warning",
+            threshold: None,
             service: "alerting",
             summary: "Alertmanager cannot deliver {{ $labels.integration }} notifications",
             description: "{{ $value | printf \"%.0f\" }} {{ $labels.integration }} notifications failed in the last 10 minutes. The receivers list (GET /api/alerts/receivers) shows each receiver's last error.".into(),
@@ -321,6 +367,7 @@ impl<'a> Catalog<'a> {
             expr: r#"obsbox_alert_silences_risky{kind="matches_critical"} > 0"#.into(),
             wait: None,
             severity: "warning",
+            threshold: None,
             service: "alerting",
             summary: "A silence mutes a firing critical alert",
             description: "{{ $value | printf \"%.0f\" }} active silences mute a critical alert that fires now. The silences list (GET /api/silences) names it, and who made each silence and why.".into(),
@@ -330,6 +377,7 @@ impl<'a> Catalog<'a> {
             expr: r#"obsbox_alert_silences_risky{kind=~"too_long|matches_everything"} > 0"#.into(),
             wait: None,
             severity: "warning",
+            threshold: None,
             service: "alerting",
             summary: "A silence is risky ({{ $labels.kind }})",
             description: "{{ $value | printf \"%.0f\" }} active silences are {{ $labels.kind }}: longer than alerting.silence_max_days, or limited by no matcher. The silences list (GET /api/silences) shows each one's warnings.".into(),
@@ -339,6 +387,7 @@ impl<'a> Catalog<'a> {
             expr: "obsbox_escalation_drill_last_result == 0".into(),
             wait: None,
             severity: "warning",
+            threshold: None,
             service: "alerting",
             summary: "The escalation drill of route {{ $labels.route }} failed",
             description: "The last escalation drill of route {{ $labels.route }} did not reach every receiver of its chain, or nobody acknowledged it in time: a real alert of this route may not reach anyone. The Drills section of the Alerting page (GET /api/alerting/drills) says which receiver failed and why.".into(),
@@ -354,6 +403,7 @@ impl<'a> Catalog<'a> {
             ),
             wait: None,
             severity: "warning",
+            threshold: None,
             service: "alerting",
             summary: "Route {{ $labels.route }} has had no successful escalation drill for too long",
             description: format!(
@@ -366,6 +416,7 @@ impl<'a> Catalog<'a> {
             expr: "vector(1)".into(),
             wait: None,
             severity: "none",
+            threshold: None,
             service: "alerting",
             summary: "The alerting pipeline of this box works",
             description: "Always firing: its notifications are the heartbeat another system watches. When they stop, this box, its Prometheus or its Alertmanager is down.".into(),
@@ -381,6 +432,7 @@ impl<'a> Catalog<'a> {
                 expr: r#"max without (alertstate) (label_replace(ALERTS{alertstate="firing",severity="critical",alertname!~"AlertEscalated|Watchdog|ObsboxTestAlert"}, "escalated_alert", "$1", "alertname", "(.+)"))"#.into(),
                 wait: Some(&escalation.after),
                 severity: "critical",
+                threshold: None,
                 service: "alerting",
                 summary: "{{ $labels.escalated_alert }} is still firing",
                 description: format!(
@@ -422,6 +474,7 @@ impl<'a> Catalog<'a> {
             expr: parts.join(" or "),
             wait: None,
             severity: "warning",
+            threshold: None,
             service: "logs",
             summary: "{{ $labels.sender }} stopped sending logs",
             description: "{{ $labels.sender }} last sent a line over {{ $labels.source }} {{ $value | humanizeDuration }} ago.".into(),
@@ -441,6 +494,7 @@ impl<'a> Catalog<'a> {
                 expr: r#"up{job="targets",exporter!="node"} == 0"#.into(),
                 wait: Some("3m"),
                 severity: "warning",
+                threshold: None,
                 service: "monitoring",
                 summary: "Target {{ $labels.target }} does not answer",
                 description: "Prometheus cannot scrape {{ $labels.target }} ({{ $labels.instance }}, {{ $labels.exporter }} exporter).".into(),
@@ -450,6 +504,7 @@ impl<'a> Catalog<'a> {
                 expr: "obsbox:target_coverage:ratio < 0.95".into(),
                 wait: Some("5m"),
                 severity: "warning",
+                threshold: below(0.95),
                 service: "monitoring",
                 summary: "Fewer than 95% of the targets answer",
                 description: "Only {{ $value | humanizePercentage }} of the registered targets can be scraped.".into(),
@@ -471,6 +526,7 @@ impl<'a> Catalog<'a> {
                 expr: r#"probe_success{job="probes"} == 0"#.into(),
                 wait: Some("2m"),
                 severity: "warning",
+                threshold: None,
                 service: "monitoring",
                 summary: "Probe {{ $labels.probe }} fails",
                 description:
@@ -486,6 +542,7 @@ impl<'a> Catalog<'a> {
                 ),
                 wait: Some("5m"),
                 severity: "warning",
+                threshold: above(self.settings.alerting.thresholds.probe_slow_seconds),
                 service: "monitoring",
                 summary: "Probe {{ $labels.probe }} is slow",
                 description: format!(
@@ -495,10 +552,12 @@ impl<'a> Catalog<'a> {
             },
             Alert {
                 name: "TLSCertificateExpiresSoon",
-                expr: r#"probe_ssl_earliest_cert_expiry{job="probes"} - time() < 7 * 86400"#
-                    .into(),
+                expr: format!(
+                    r#"probe_ssl_earliest_cert_expiry{{job="probes"}} - time() < {TLS_EXPIRY_SECONDS}"#
+                ),
                 wait: None,
                 severity: "critical",
+                threshold: below(TLS_EXPIRY_SECONDS),
                 service: "monitoring",
                 summary: "The certificate of {{ $labels.instance }} expires in less than 7 days",
                 description: "It expires in {{ $value | humanizeDuration }}.".into(),
@@ -519,6 +578,7 @@ impl<'a> Catalog<'a> {
             expr,
             wait: None,
             severity,
+            threshold: None,
             service: "backup",
             summary,
             description,
@@ -627,6 +687,7 @@ impl<'a> Catalog<'a> {
                 expr: "obsbox_pbs_up == 0".into(),
                 wait: Some("15m"),
                 severity: "warning",
+                threshold: None,
                 service: "backup",
                 summary: "obsbox cannot read PBS datastore {{ $labels.repository }} from its server",
                 description: "The PBS API has not answered every question for 15 minutes; the datastore's figures are from before. The Backups page shows the error.".into(),
@@ -649,6 +710,7 @@ impl<'a> Catalog<'a> {
             expr,
             wait,
             severity,
+            threshold: None,
             service: "disks",
             summary,
             description,
@@ -802,6 +864,7 @@ impl<'a> Catalog<'a> {
                 expr: burning([(14.4, "1h", "5m"), (6.0, "6h", "30m")]),
                 wait: Some("2m"),
                 severity: "critical",
+                threshold: None,
                 service: "slo",
                 summary: "SLO {{ $labels.slo }} is burning its error budget fast",
                 description: "{{ $labels.slo }} burns its error budget at over 14.4 times (last hour) or 6 times (last 6 hours) the sustainable rate: at this pace the budget is gone within days.".into(),
@@ -811,6 +874,7 @@ impl<'a> Catalog<'a> {
                 expr: burning([(3.0, "1d", "2h"), (1.0, "3d", "6h")]),
                 wait: Some("15m"),
                 severity: "warning",
+                threshold: None,
                 service: "slo",
                 summary: "SLO {{ $labels.slo }} is using up its error budget",
                 description: "{{ $labels.slo }} burns its error budget at over 3 times (last day) or once (last 3 days) the sustainable rate: it runs out before its window ends.".into(),
@@ -844,6 +908,7 @@ impl<'a> Catalog<'a> {
             ),
             wait: Some("5m"),
             severity: "warning",
+            threshold: None,
             service: "logs",
             summary: "{{ $labels.service }}{{ $labels.app }} on {{ $labels.host }} logs many more errors than usual",
             description: format!(
@@ -898,6 +963,9 @@ fn spike(errors: impl Fn(&str) -> String, floor: f64, factor: f64) -> String {
     )
 }
 
+/// A certificate expiring within this many seconds (7 days) is alerted on.
+const TLS_EXPIRY_SECONDS: f64 = 7.0 * 86_400.0;
+
 /// The scrape jobs of the monitoring plane itself.
 const MONITORING_JOBS: &str = "obsbox|prometheus|alertmanager|node|loki|grafana|blackbox";
 
@@ -930,6 +998,7 @@ fn filesystem_alerts(selector: &str) -> Vec<Alert<'static>> {
         ),
         wait: Some("1h"),
         severity,
+        threshold: None,
         service: "infrastructure",
         summary,
         description: format!(
@@ -945,6 +1014,7 @@ fn filesystem_alerts(selector: &str) -> Vec<Alert<'static>> {
         ),
         wait: Some(wait),
         severity,
+        threshold: below(free_below.into()),
         service: "infrastructure",
         summary: "{{ $labels.mountpoint }} on {{ $labels.host }} is running out of inodes",
         description: format!(
@@ -976,6 +1046,7 @@ fn filesystem_alerts(selector: &str) -> Vec<Alert<'static>> {
             ),
             wait: Some("5m"),
             severity: "critical",
+            threshold: None,
             service: "infrastructure",
             summary: "{{ $labels.mountpoint }} on {{ $labels.host }} is read-only",
             description: "{{ $labels.mountpoint }} ({{ $labels.fstype }} on {{ $labels.device }}) on {{ $labels.host }} is mounted read-only: the kernel usually does that after an I/O or filesystem error, and every write to it fails.".into(),
@@ -994,6 +1065,7 @@ fn node_alerts() -> Vec<Alert<'static>> {
         ),
         wait: Some("1h"),
         severity: "warning",
+        threshold: above(0.01),
         service: "infrastructure",
         summary,
         description: format!(
@@ -1008,6 +1080,7 @@ fn node_alerts() -> Vec<Alert<'static>> {
             expr: "(node_timex_offset_seconds > 0.05 and deriv(node_timex_offset_seconds[5m]) >= 0) or (node_timex_offset_seconds < -0.05 and deriv(node_timex_offset_seconds[5m]) <= 0)".into(),
             wait: Some("10m"),
             severity: "warning",
+            threshold: None,
             service: "infrastructure",
             summary: "The clock of {{ $labels.host }} is off",
             description: "The clock of {{ $labels.host }} is {{ $value | printf \"%.3f\" }} s off its time source and not getting closer. Certificates, logs and alerts of that host carry wrong times.".into(),
@@ -1027,6 +1100,7 @@ fn node_alerts() -> Vec<Alert<'static>> {
             expr: r#"node_md_disks_required - ignoring (state) (node_md_disks{state="active"}) > 0"#.into(),
             wait: Some("15m"),
             severity: "critical",
+            threshold: None,
             service: "infrastructure",
             summary: "RAID array {{ $labels.device }} on {{ $labels.host }} is degraded",
             description: "{{ $labels.device }} on {{ $labels.host }} is missing {{ $value }} of its disks: one more failure can lose its data.".into(),
@@ -1036,6 +1110,7 @@ fn node_alerts() -> Vec<Alert<'static>> {
             expr: "increase(node_vmstat_oom_kill[5m]) > 0".into(),
             wait: None,
             severity: "warning",
+            threshold: None,
             service: "infrastructure",
             summary: "The kernel of {{ $labels.host }} killed a process for lack of memory",
             description: "The kernel of {{ $labels.host }} ran out of memory and killed {{ $value | printf \"%.0f\" }} processes in the last 5 minutes.".into(),
@@ -1048,6 +1123,7 @@ fn node_alerts() -> Vec<Alert<'static>> {
             expr: "node_boot_time_seconds - max_over_time(node_boot_time_seconds[1d] offset 15m) > 60".into(),
             wait: None,
             severity: "warning",
+            threshold: None,
             service: "infrastructure",
             summary: "{{ $labels.host }} rebooted",
             description: "{{ $labels.host }} booted again within the last 15 minutes. If nobody restarted it on purpose, it crashed, lost power or was reset by a watchdog.".into(),
@@ -1057,6 +1133,7 @@ fn node_alerts() -> Vec<Alert<'static>> {
             expr: r#"node_systemd_unit_state{state="failed"} == 1"#.into(),
             wait: Some("5m"),
             severity: "warning",
+            threshold: None,
             service: "infrastructure",
             summary: "{{ $labels.name }} failed on {{ $labels.host }}",
             description: "The systemd unit {{ $labels.name }} on {{ $labels.host }} has been in the failed state for 5 minutes (only hosts whose node exporter runs with --collector.systemd report units).".into(),
@@ -1074,6 +1151,7 @@ fn monitoring_alerts() -> Vec<Alert<'static>> {
             expr: format!("({}) == 0", wanted_monitoring_up()),
             wait: Some("2m"),
             severity: "critical",
+            threshold: None,
             service: "appliance",
             summary: "{{ $labels.job }} on {{ $labels.host }} does not answer",
             description: "Prometheus has not scraped {{ $labels.job }} ({{ $labels.instance }}) for 2 minutes, though it is enabled and installed and nobody stopped it. The Services page shows its state and log.".into(),
@@ -1083,6 +1161,7 @@ fn monitoring_alerts() -> Vec<Alert<'static>> {
             expr: "increase(prometheus_rule_evaluation_failures_total[5m]) > 0".into(),
             wait: Some("15m"),
             severity: "critical",
+            threshold: None,
             service: "monitoring",
             summary: "Prometheus fails to evaluate rules of {{ $labels.rule_group }}",
             description: "{{ $value | printf \"%.0f\" }} rule evaluations of {{ $labels.rule_group }} failed in the last 5 minutes: the alerts of that group may not fire.".into(),
@@ -1092,6 +1171,7 @@ fn monitoring_alerts() -> Vec<Alert<'static>> {
             expr: "predict_linear(prometheus_notifications_queue_length[5m], 60 * 30) > min_over_time(prometheus_notifications_queue_capacity[5m])".into(),
             wait: Some("15m"),
             severity: "warning",
+            threshold: None,
             service: "monitoring",
             summary: "Prometheus's queue of alerts for Alertmanager is filling up",
             description: "At its pace of the last 5 minutes the queue of alerts Prometheus sends to Alertmanager is full within 30 minutes; then alerts are dropped.".into(),
@@ -1187,6 +1267,7 @@ mod tests {
             ),
             wait: Some("5m"),
             severity: "warning",
+            threshold: None,
             service: "logs",
             summary: "spike",
             description: String::new(),
