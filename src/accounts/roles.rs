@@ -62,6 +62,7 @@ const API_RULES: &[(&[&str], &str, Role)] = &[
     (&["GET"], "/api/responder/bundle", Viewer),
     (&["GET"], "/api/attention", Viewer),
     (&["GET"], "/api/targets/status", Viewer),
+    (&["POST"], "/api/targets/exporters", Admin),
     (&["GET"], "/api/audit", Viewer),
     (&["GET"], "/api/backups", Viewer),
     (&["GET"], "/api/backups/history", Viewer),
