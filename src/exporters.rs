@@ -2,7 +2,8 @@
 //! child (unprivileged, listening on loopback), for a PostgreSQL, Redis or
 //! SNMP device elsewhere (or here), plus the target that scrapes it. The
 //! exporters are Debian's packages (`prometheus-postgres-exporter`,
-//! `prometheus-redis-exporter`, `prometheus-snmp-exporter`); Proxmox's
+//! `prometheus-redis-exporter`, `prometheus-snmp-exporter`, with an `snmp.yml`
+//! obsbox renders: Debian's is empty); Proxmox's
 //! `pve_exporter` is not packaged, so for `pve` the user names the program
 //! they installed, and obsbox renders its `pve.yml` with the API token.
 //!
@@ -42,9 +43,14 @@ pub struct OneClick {
     /// snmp: the device polled.
     #[serde(default)]
     pub device: Option<String>,
-    /// snmp: module and auth, as for a target.
+    /// snmp: the module; obsbox renders `if_mib` only (the default).
     #[serde(default)]
     pub module: Option<String>,
+    /// snmp: the SNMP v2c community (default `public`), stored as a secret
+    /// inside the exporter's rendered `snmp.yml`.
+    #[serde(default)]
+    pub community: Option<String>,
+    /// snmp: the auth handed to the exporter, as for a target.
     #[serde(default)]
     pub auth: Option<String>,
     /// pve: the Proxmox VE hosts asked.
@@ -95,8 +101,8 @@ pub fn packaged_program(kind: TargetKind) -> Option<&'static str> {
     }
 }
 
-/// Debian's snmp_exporter config, generated with the usual MIBs (`if_mib`, ...).
-pub const SNMP_CONFIG: &str = "/etc/prometheus/snmp.yml";
+/// The one module of the `snmp.yml` obsbox renders.
+const SNMP_MODULE: &str = "if_mib";
 
 /// Where a one-click child's secret is stored.
 pub fn secret_name(target: &str, what: &str) -> String {
@@ -140,6 +146,7 @@ pub fn plan(
     let mut command = vec![program, format!("--web.listen-address={listen}")];
     let mut secret_env = BTreeMap::new();
     let mut secrets = Vec::new();
+    let mut secret_files = BTreeMap::new();
     let password = request.password.as_deref().filter(|p| !p.is_empty());
     let server_host = |default: &str| {
         let server = request.server.as_deref().unwrap_or(default).trim();
@@ -168,7 +175,16 @@ pub fn plan(
             target.labels.insert("host".into(), server_host(server));
         }
         TargetKind::Snmp => {
-            command.push(format!("--config.file={SNMP_CONFIG}"));
+            if request.module.as_deref().is_some_and(|m| m != SNMP_MODULE) {
+                return invalid("the snmp.yml obsbox renders has the module if_mib only");
+            }
+            let community = request.community.as_deref().unwrap_or("public");
+            let stored = secret_name(&request.name, SNMP_CONFIG_FILE);
+            secrets.push((stored.clone(), snmp_yml(community)));
+            secret_files.insert(SNMP_CONFIG_FILE.to_string(), stored);
+            command.push(format!(
+                "--config.file={SECRET_FILES_DIR}/{SNMP_CONFIG_FILE}"
+            ));
             target.device = request.device.clone();
             target.module = request.module.clone();
             target.auth = request.auth.clone();
@@ -180,8 +196,9 @@ pub fn plan(
             let Some(secret) = password else {
                 return invalid("give the API token's secret");
             };
-            let stored = secret_name(&request.name, "pve.yml");
+            let stored = secret_name(&request.name, PVE_CONFIG_FILE);
             secrets.push((stored.clone(), pve_yml(token, secret, request.verify_tls)));
+            secret_files.insert(PVE_CONFIG_FILE.to_string(), stored);
             // The exporter reads its config from a file: given in its own
             // directory by the secret-file grant (see `services::render`).
             command.push(format!(
@@ -196,14 +213,7 @@ pub fn plan(
         command,
         env: BTreeMap::new(),
         secret_env,
-        secret_files: if kind == TargetKind::Pve {
-            BTreeMap::from([(
-                PVE_CONFIG_FILE.to_string(),
-                secret_name(&request.name, "pve.yml"),
-            )])
-        } else {
-            BTreeMap::new()
-        },
+        secret_files,
         depends_on: Vec::new(),
         readiness: Readiness::Tcp { port },
         user: child_user(&settings.general.child_user, users::lookup),
@@ -224,6 +234,37 @@ pub const PVE_CONFIG_FILE: &str = "pve.yml";
 
 /// Where a child's secret files are, under its working directory.
 pub const SECRET_FILES_DIR: &str = "secrets";
+
+/// The file a one-click snmp_exporter reads, in its working directory.
+pub const SNMP_CONFIG_FILE: &str = "snmp.yml";
+
+/// snmp_exporter's config (the 0.21 format Debian bookworm ships, whose own
+/// `snmp.yml` is empty for the MIBs' licences): the module `if_mib` from
+/// IF-MIB's numeric OIDs (RFC 2863), so no MIB files are needed, with the
+/// community. Interface state, traffic and errors, by `ifIndex` and `ifDescr`.
+fn snmp_yml(community: &str) -> String {
+    let by_interface = |name: &str, oid: &str, kind: &str, help: &str| {
+        serde_json::json!({
+            "name": name, "oid": oid, "type": kind, "help": help,
+            "indexes": [{"labelname": "ifIndex", "type": "gauge"}],
+            "lookups": [{"labels": ["ifIndex"], "labelname": "ifDescr", "oid": "1.3.6.1.2.1.2.2.1.2", "type": "DisplayString"}],
+        })
+    };
+    let config = serde_json::json!({SNMP_MODULE: {
+        "walk": ["1.3.6.1.2.1.2", "1.3.6.1.2.1.31.1.1.1"],
+        "metrics": [
+            {"name": "ifNumber", "oid": "1.3.6.1.2.1.2.1", "type": "gauge", "help": "The number of network interfaces."},
+            by_interface("ifOperStatus", "1.3.6.1.2.1.2.2.1.8", "gauge", "The interface's state: 1 up, 2 down, 3 testing, 5 dormant, 7 lower layer down."),
+            by_interface("ifInErrors", "1.3.6.1.2.1.2.2.1.14", "counter", "Inbound packets with errors."),
+            by_interface("ifOutErrors", "1.3.6.1.2.1.2.2.1.20", "counter", "Outbound packets that could not be sent for errors."),
+            by_interface("ifHCInOctets", "1.3.6.1.2.1.31.1.1.1.6", "counter", "Octets received (64-bit)."),
+            by_interface("ifHCOutOctets", "1.3.6.1.2.1.31.1.1.1.10", "counter", "Octets sent (64-bit)."),
+        ],
+        "version": 2,
+        "auth": {"community": community},
+    }});
+    serde_yaml::to_string(&config).unwrap_or_default()
+}
 
 /// `user@realm!tokenid` split into the user and the token's name.
 fn parse_token_id(id: &str) -> Option<(&str, &str)> {
@@ -405,9 +446,20 @@ mod tests {
         assert!(snmp
             .child
             .command
-            .contains(&format!("--config.file={SNMP_CONFIG}")));
+            .contains(&"--config.file=secrets/snmp.yml".to_string()));
         assert_eq!(snmp.target.device.as_deref(), Some("switch.lan"));
-        assert!(snmp.secrets.is_empty());
+        // The community is a secret, inside the rendered config.
+        let (stored, yml) = &snmp.secrets[0];
+        assert_eq!(stored, "targets/sw/snmp.yml");
+        let parsed: serde_yaml::Value = serde_yaml::from_str(yml).unwrap();
+        assert_eq!(parsed["if_mib"]["auth"]["community"], "public");
+        assert_eq!(parsed["if_mib"]["version"], 2);
+        let other = plan(
+            &request(json!({"kind": "snmp", "name": "sw", "device": "s", "module": "apcups"})),
+            &Settings::default(),
+            &|_| true,
+        );
+        assert!(other.is_err());
 
         let pve = json!({"kind": "pve", "name": "lab", "pve_hosts": ["pve1"],
             "token_id": "monitor@pve!obsbox", "password": "uuid-\"secret"});

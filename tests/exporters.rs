@@ -192,7 +192,7 @@ fn a_one_click_snmp_exporter_polls_a_real_snmpd() {
         json!({"kind": "snmp", "name": "sw", "device": format!("127.0.0.1:{port}"), "module": "if_mib"}),
     );
     let prom = prometheus_port(&obsbox);
-    // Debian's if_mib module walks the interfaces; loopback is one.
+    // The if_mib module obsbox renders walks the interfaces; loopback is one.
     wait_for("ifNumber from snmpd through the exporter", SCRAPED, || {
         prom_query(prom, r#"ifNumber{exporter="snmp",target="sw"}"#).filter(|v| *v >= 1.0)
     });

@@ -693,7 +693,7 @@ mod tests {
         let store = Store::open(data.path()).unwrap();
         let plans = plans(&Settings::default(), &env(), &locator);
         let grant = |secret: &str, file: &str, placeholder| SecretGrant {
-            child: "grafana",
+            child: "grafana".into(),
             secret: secret.into(),
             path: PathBuf::from("children/grafana/secrets").join(file),
             placeholder,
@@ -720,6 +720,37 @@ mod tests {
         let changed = grant_secrets(&plans, &grants[1..], &store, data.path()).unwrap();
         assert!(!dir.join("a").exists());
         assert_eq!(changed.into_iter().collect::<Vec<_>>(), ["grafana"]);
+    }
+
+    #[test]
+    fn a_child_reading_a_secret_from_its_environment_gets_it_or_does_not_start() {
+        let (_bin, locator) = bin_dir(&["exporter"]);
+        let data = tempfile::tempdir().unwrap();
+        let store = Store::open(data.path()).unwrap();
+        let mut settings = Settings::default();
+        settings.children.push(
+            serde_json::from_value(serde_json::json!({
+                "name": "x", "command": ["exporter"],
+                "secret_env": {"PASSWORD": "targets/x/password"}
+            }))
+            .unwrap(),
+        );
+        let planned = || {
+            let mut all = plans(&settings, &env(), &locator);
+            give_secret_env(&mut all, &settings, &store).unwrap();
+            all.into_iter().find(|p| p.name == "x").unwrap().launch
+        };
+        match planned() {
+            Launch::Broken(why) => assert!(why.contains("targets/x/password"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        store.put_secret("targets/x/password", b"pw").unwrap();
+        match planned() {
+            Launch::Run(spec) => {
+                assert!(spec.env.contains(&("PASSWORD".to_string(), "pw".to_string())))
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -82,7 +82,7 @@ const targetForm2Target = (v) => ({
 /** A one-click request (`POST /api/targets/exporters`), from the form. */
 const oneClick = (v) => {
   const request = { kind: v.exporter, name: v.name, pve_hosts: words(v.pve_hosts) };
-  for (const field of ['server', 'database', 'user', 'sslmode', 'password', 'device', 'module', 'auth', 'token_id', 'program']) {
+  for (const field of ['server', 'database', 'user', 'sslmode', 'password', 'device', 'module', 'auth', 'community', 'token_id', 'program']) {
     if (v[field]) request[field] = v[field];
   }
   return request;
