@@ -434,7 +434,7 @@ mod tests {
     }
 
     #[test]
-    fn snmp_uses_debians_config_and_pve_needs_the_installed_program_and_a_token() {
+    fn snmp_gets_a_rendered_config_and_pve_needs_the_installed_program_and_a_token() {
         let snmp = plan(
             &request(
                 json!({"kind": "snmp", "name": "sw", "device": "switch.lan", "module": "if_mib"}),

@@ -21,7 +21,7 @@ pub use power::{NutRole, NutServerSettings, NutUser, PowerSettings};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
-pub use targets::{ScrapeTarget, TargetKind, TARGET_KINDS};
+pub use targets::{ScrapeTarget, TargetKind};
 pub use time::TimeSettings;
 pub use upstream::{
     http_url, Auth, CentralAlertmanager, LogForward, Peer, RelabelAction, RemoteWrite,
