@@ -206,7 +206,7 @@ pub fn plan(
             ));
             target.pve_hosts = request.pve_hosts.clone();
         }
-        _ => unreachable!("kinds without an exporter were refused above"),
+        _ => return invalid("only postgres, redis, snmp and pve exporters run on this box"),
     }
     let child = ExtraChild {
         name: child_name,

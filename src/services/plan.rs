@@ -747,7 +747,9 @@ mod tests {
         store.put_secret("targets/x/password", b"pw").unwrap();
         match planned() {
             Launch::Run(spec) => {
-                assert!(spec.env.contains(&("PASSWORD".to_string(), "pw".to_string())))
+                assert!(spec
+                    .env
+                    .contains(&("PASSWORD".to_string(), "pw".to_string())))
             }
             other => panic!("{other:?}"),
         }
