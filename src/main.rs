@@ -12,6 +12,7 @@ mod data_lock;
 mod diagnostics;
 mod disks;
 mod events;
+mod exporters;
 mod fleet;
 mod http_client;
 mod lifecycle;

@@ -511,7 +511,7 @@ pub fn architecture_svg(settings: &Settings) -> String {
         settings
             .targets
             .iter()
-            .map(|t| format!("{} ({})", t.name, t.exporter)),
+            .map(|t| format!("{} ({})", t.name, t.exporter.as_str())),
     );
     if s.blackbox.enabled {
         sources.extend(settings.probes.iter().map(|p| format!("probe {}", p.name)));

@@ -6,6 +6,7 @@ mod alerting;
 mod log_ingest;
 mod loki;
 mod power;
+mod targets;
 mod time;
 mod upstream;
 pub mod users;
@@ -20,6 +21,7 @@ pub use power::{NutRole, NutServerSettings, NutUser, PowerSettings};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
+pub use targets::{ScrapeTarget, TargetKind};
 pub use time::TimeSettings;
 pub use upstream::{
     http_url, Auth, CentralAlertmanager, LogForward, Peer, RelabelAction, RemoteWrite,
@@ -164,40 +166,6 @@ impl ProbeKind {
             ProbeKind::Icmp => "icmp",
         }
     }
-}
-
-/// A host or service to scrape, given to Prometheus through file-based
-/// service discovery (so adding one needs no restart).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ScrapeTarget {
-    /// Unique name, shown as the `target` label.
-    pub name: String,
-    /// `host:port` of the exporter.
-    pub address: String,
-    /// What answers there (`node`, `windows`, `cadvisor`, ...), the `exporter` label.
-    #[serde(default = "default_exporter")]
-    pub exporter: String,
-    #[serde(default = "default_metrics_path")]
-    pub metrics_path: String,
-    /// `http` or `https`.
-    #[serde(default = "default_scheme")]
-    pub scheme: String,
-    /// Extra labels, e.g. `owner` and `service`.
-    #[serde(default)]
-    pub labels: BTreeMap<String, String>,
-}
-
-fn default_exporter() -> String {
-    "node".into()
-}
-
-fn default_metrics_path() -> String {
-    "/metrics".into()
-}
-
-fn default_scheme() -> String {
-    "http".into()
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -656,6 +624,17 @@ pub struct ExtraChild {
     /// Extra environment variables.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Environment variables whose values are stored secrets (variable →
+    /// the secret's name in the store): read when the child starts, never
+    /// kept in the settings, shown or logged. A missing secret keeps the
+    /// child from starting.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secret_env: BTreeMap<String, String>,
+    /// Stored secrets given to the child as files (file name → the
+    /// secret's name), in `secrets/` under its working directory, 0600 and
+    /// owned by its user.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secret_files: BTreeMap<String, String>,
     /// Children that must be ready before this one starts.
     #[serde(default)]
     pub depends_on: Vec<String>,
@@ -1022,11 +1001,35 @@ impl Settings {
                 bad(at("memory_max_bytes"), problem);
             }
             child.restart.validate(&at, &mut bad);
-            for key in child.env.keys() {
-                if key.is_empty() || key.contains('=') || key.contains('\0') {
+            for (field, keys) in [("env", &child.env), ("secret_env", &child.secret_env)] {
+                for key in keys.keys() {
+                    if key.is_empty() || key.contains('=') || key.contains('\0') {
+                        bad(
+                            at(field),
+                            format!("'{key}' is not an environment variable name"),
+                        );
+                    }
+                }
+            }
+            for (var, secret) in &child.secret_env {
+                if child.env.contains_key(var) {
+                    bad(at("secret_env"), format!("'{var}' is also in env"));
+                }
+                if !is_secret_name(secret) {
+                    bad(at("secret_env"), format!("'{secret}' is not a secret name"));
+                }
+            }
+            for (file, secret) in &child.secret_files {
+                if !is_child_name(file.replace('.', "_").as_str()) {
                     bad(
-                        at("env"),
-                        format!("'{key}' is not an environment variable name"),
+                        at("secret_files"),
+                        format!("'{file}' is not a file name (letters, digits, '.', '-', '_')"),
+                    );
+                }
+                if !is_secret_name(secret) {
+                    bad(
+                        at("secret_files"),
+                        format!("'{secret}' is not a secret name"),
                     );
                 }
             }
@@ -1053,7 +1056,7 @@ impl Settings {
         self.loki.validate(&mut bad);
         self.backups.validate(&mut bad);
         validate_backup_groups(&self.backups.jobs, &self.general.hostname, &mut bad);
-        validate_targets(&self.targets, &mut bad);
+        targets::validate_targets(&self.targets, self.services.blackbox.enabled, &mut bad);
         validate_probes(&self.probes, &mut bad);
         self.alerting.validate(&mut bad);
         alerting::validate_slos(&self.slos, &mut bad);
@@ -1230,31 +1233,6 @@ fn validate_backup_groups(jobs: &[BackupJob], hostname: &str, bad: &mut dyn FnMu
     }
 }
 
-fn validate_targets(targets: &[ScrapeTarget], bad: &mut dyn FnMut(String, String)) {
-    let mut names = Vec::new();
-    for (i, t) in targets.iter().enumerate() {
-        let mut at = |field: &str, message: String| bad(format!("targets[{i}].{field}"), message);
-        if let Some(problem) = name_problem(&t.name, &mut names) {
-            at("name", problem);
-        }
-        if !is_host_port(&t.address) || t.address.contains(['/', ' ', '"']) {
-            at("address", format!("'{}' is not host:port", t.address));
-        }
-        if !is_child_name(&t.exporter) {
-            at("exporter", "must be letters, digits, '-' or '_'".into());
-        }
-        if !t.metrics_path.starts_with('/') || t.metrics_path.contains(char::is_whitespace) {
-            at("metrics_path", "must be a path starting with '/'".into());
-        }
-        if t.scheme != "http" && t.scheme != "https" {
-            at("scheme", "must be http or https".into());
-        }
-        for problem in label_problems(&t.labels, &["target", "exporter", "instance", "job"]) {
-            at("labels", problem);
-        }
-    }
-}
-
 fn validate_probes(probes: &[ProbeCheck], bad: &mut dyn FnMut(String, String)) {
     let mut names = Vec::new();
     for (i, p) in probes.iter().enumerate() {
@@ -1262,21 +1240,8 @@ fn validate_probes(probes: &[ProbeCheck], bad: &mut dyn FnMut(String, String)) {
         if let Some(problem) = name_problem(&p.name, &mut names) {
             at("name", problem);
         }
-        let t = &p.target;
-        let plain = !t.is_empty() && !t.contains(char::is_whitespace) && !t.contains('"');
-        let ok = plain
-            && match p.kind {
-                ProbeKind::Http => t.starts_with("http://") || t.starts_with("https://"),
-                ProbeKind::Tcp => is_host_port(t),
-                ProbeKind::Icmp => !t.contains(['/', ':']) || t.parse::<std::net::IpAddr>().is_ok(),
-            };
-        if !ok {
-            let wanted = match p.kind {
-                ProbeKind::Http => "an http:// or https:// URL",
-                ProbeKind::Tcp => "host:port",
-                ProbeKind::Icmp => "a host name or address",
-            };
-            at("target", format!("'{t}' is not {wanted}"));
+        if let Some(problem) = probe_target_problem(p.kind, &p.target) {
+            at("target", problem);
         }
         for problem in label_problems(&p.labels, &["probe", "kind", "instance", "job"]) {
             at("labels", problem);
@@ -1287,6 +1252,23 @@ fn validate_probes(probes: &[ProbeCheck], bad: &mut dyn FnMut(String, String)) {
             }
         }
     }
+}
+
+/// What is wrong with `t` as what a probe of `kind` checks.
+fn probe_target_problem(kind: ProbeKind, t: &str) -> Option<String> {
+    let plain = !t.is_empty() && !t.contains(char::is_whitespace) && !t.contains('"');
+    let ok = plain
+        && match kind {
+            ProbeKind::Http => t.starts_with("http://") || t.starts_with("https://"),
+            ProbeKind::Tcp => is_host_port(t),
+            ProbeKind::Icmp => !t.contains(['/', ':']) || t.parse::<std::net::IpAddr>().is_ok(),
+        };
+    let wanted = match kind {
+        ProbeKind::Http => "an http:// or https:// URL",
+        ProbeKind::Tcp => "host:port",
+        ProbeKind::Icmp => "a host name or address",
+    };
+    (!ok).then(|| format!("'{t}' is not {wanted}"))
 }
 
 /// What is wrong with a probe trusting the CA `pem`.
@@ -1346,6 +1328,20 @@ pub(crate) fn is_label_name(s: &str) -> bool {
     matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
         && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
         && !s.starts_with("__")
+}
+
+/// A stored secret's name: a relative path of names (no `..`, no `/` at
+/// either end).
+fn is_secret_name(s: &str) -> bool {
+    s.len() <= 200
+        && s.split('/').all(|part| {
+            !part.is_empty()
+                && part != ".."
+                && part != "."
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        })
 }
 
 fn is_child_name(s: &str) -> bool {
@@ -1503,6 +1499,8 @@ mod tests {
             name: "prometheus".into(),
             command: vec![],
             env: BTreeMap::new(),
+            secret_env: BTreeMap::new(),
+            secret_files: BTreeMap::new(),
             depends_on: vec!["nothing".into()],
             readiness: Readiness::None,
             user: None,
@@ -1554,6 +1552,8 @@ mod tests {
             name: "obsbox".into(),
             command: vec!["true".into()],
             env: BTreeMap::new(),
+            secret_env: BTreeMap::new(),
+            secret_files: BTreeMap::new(),
             depends_on: vec![],
             readiness: Readiness::None,
             user: None,
@@ -1690,6 +1690,8 @@ mod tests {
             name: "exporter".into(),
             command: vec!["x".into()],
             env: BTreeMap::new(),
+            secret_env: BTreeMap::new(),
+            secret_files: BTreeMap::new(),
             depends_on: vec![],
             readiness: Readiness::Tcp { port: 8443 },
             user: None,
@@ -1727,6 +1729,8 @@ mod tests {
             name: "exporter".into(),
             command: vec!["x".into()],
             env: BTreeMap::new(),
+            secret_env: BTreeMap::new(),
+            secret_files: BTreeMap::new(),
             depends_on: vec![],
             readiness: Readiness::None,
             user: Some("ghost-user".into()),

@@ -184,7 +184,7 @@ fn the_responders_documents_are_made_from_the_running_configuration() {
     // A change shows at once.
     let targets = json!([
         {"name": "nas", "address": "127.0.0.1:9"},
-        {"name": "router", "address": "127.0.0.1:10", "exporter": "snmp"}
+        {"name": "router", "address": "127.0.0.1:10", "exporter": "snmp", "device": "router.lan"}
     ]);
     let (status, answer) = obsbox.send("PUT", "/api/settings/targets", &targets.to_string());
     assert_eq!(status, 200, "{answer}");

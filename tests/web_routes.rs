@@ -253,6 +253,12 @@ const READ_STATUS: &[(&str, u16)] = &[
 /// Routes that change something, each with a bad request and the 4xx it earns.
 const CHANGES: &[Case] = &[
     case(
+        "/api/targets/exporters",
+        "POST",
+        "/api/targets/exporters",
+        Some((r#"{"kind": "node", "name": "n"}"#, 422)),
+    ),
+    case(
         "/api/backups/keys/{name}",
         "POST",
         "/api/backups/keys/nope",

@@ -65,6 +65,7 @@ const API_RULES: &[(&[&str], &str, Role)] = &[
     (&["POST"], "/api/responder/report/mail", Operator),
     (&["GET"], "/api/attention", Viewer),
     (&["GET"], "/api/targets/status", Viewer),
+    (&["POST"], "/api/targets/exporters", Admin),
     (&["GET"], "/api/audit", Viewer),
     (&["GET"], "/api/backups", Viewer),
     (&["GET"], "/api/backups/history", Viewer),

@@ -353,10 +353,11 @@ impl Services {
         let settings = self.store.settings()?;
         let mut plans = plans(&settings, &self.env, &self.locator);
         let changed = self.prepare(&settings, &mut plans)?;
-        if !changed.is_empty() {
-            let reload = changed.into_iter().map(String::from).collect();
-            self.supervisor.apply(plans, reload).await?;
-        }
+        // Always applied: a child given a secret in its environment has a new
+        // plan, and restarts with it.
+        self.supervisor
+            .apply(plans, changed.into_iter().collect())
+            .await?;
         Ok(())
     }
 
@@ -366,9 +367,10 @@ impl Services {
         &self,
         settings: &Settings,
         plans: &mut [crate::supervisor::ChildPlan],
-    ) -> Result<BTreeSet<&'static str>, ServicesError> {
+    ) -> Result<BTreeSet<String>, ServicesError> {
         let data = &self.env.data_dir;
         prepare_dirs(plans).map_err(io_error(data))?;
+        plan::give_secret_env(plans, settings, &self.store).map_err(io_error(data))?;
         let grants = render::secret_grants(settings);
         plan::grant_secrets(plans, &grants, &self.store, data).map_err(io_error(data))
     }

@@ -558,6 +558,45 @@ fn blocked_at(dir: &Path, user: RunAs) -> std::io::Result<Option<String>> {
     Ok(None)
 }
 
+/// Puts the stored secrets each extra child reads from its environment
+/// (`secret_env`) into its plan. A child whose secret is not stored does not
+/// start and says which one is missing (never its value).
+pub fn give_secret_env(
+    plans: &mut [ChildPlan],
+    settings: &Settings,
+    store: &Store,
+) -> std::io::Result<()> {
+    for child in settings
+        .children
+        .iter()
+        .filter(|c| !c.secret_env.is_empty())
+    {
+        let Some(plan) = plans.iter_mut().find(|p| p.name == child.name) else {
+            continue;
+        };
+        let Launch::Run(spec) = &mut plan.launch else {
+            continue;
+        };
+        let mut missing = Vec::new();
+        for (var, secret) in &child.secret_env {
+            match std::fs::read(store.secret_path(secret)) {
+                Ok(value) => spec
+                    .env
+                    .push((var.clone(), String::from_utf8_lossy(&value).into_owned())),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => missing.push(secret.as_str()),
+                Err(e) => return Err(e),
+            }
+        }
+        if !missing.is_empty() {
+            plan.launch = Launch::Broken(format!(
+                "the secret(s) {} it reads are not stored",
+                missing.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Copies the stored secrets each child reads into files of its own, owned by
 /// the child's user and readable by it alone, and removes granted files no
 /// longer wanted (a deleted receiver's password). Returns the children whose
@@ -567,7 +606,7 @@ pub fn grant_secrets(
     grants: &[SecretGrant],
     store: &Store,
     data_dir: &Path,
-) -> std::io::Result<BTreeSet<&'static str>> {
+) -> std::io::Result<BTreeSet<String>> {
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     let mut changed = BTreeSet::new();
     let mut kept = BTreeSet::new();
@@ -575,7 +614,7 @@ pub fn grant_secrets(
     for grant in grants {
         let dest = data_dir.join(&grant.path);
         if let Some(dir) = dest.parent() {
-            dirs.insert((dir.to_path_buf(), grant.child));
+            dirs.insert((dir.to_path_buf(), grant.child.as_str()));
         }
         let spec = plans.iter().find_map(|p| match &p.launch {
             Launch::Run(spec) if p.name == grant.child => Some(spec),
@@ -591,7 +630,7 @@ pub fn grant_secrets(
             Err(e) => return Err(e),
         };
         if std::fs::read(&dest).ok().as_ref() != Some(&value) {
-            changed.insert(grant.child);
+            changed.insert(grant.child.clone());
         }
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -619,7 +658,7 @@ pub fn grant_secrets(
         for entry in entries.flatten() {
             if !kept.contains(&entry.path()) {
                 std::fs::remove_file(entry.path())?;
-                changed.insert(child);
+                changed.insert(child.to_string());
             }
         }
     }
@@ -658,7 +697,7 @@ mod tests {
         let store = Store::open(data.path()).unwrap();
         let plans = plans(&Settings::default(), &env(), &locator);
         let grant = |secret: &str, file: &str, placeholder| SecretGrant {
-            child: "grafana",
+            child: "grafana".into(),
             secret: secret.into(),
             path: PathBuf::from("children/grafana/secrets").join(file),
             placeholder,
@@ -685,6 +724,39 @@ mod tests {
         let changed = grant_secrets(&plans, &grants[1..], &store, data.path()).unwrap();
         assert!(!dir.join("a").exists());
         assert_eq!(changed.into_iter().collect::<Vec<_>>(), ["grafana"]);
+    }
+
+    #[test]
+    fn a_child_reading_a_secret_from_its_environment_gets_it_or_does_not_start() {
+        let (_bin, locator) = bin_dir(&["exporter"]);
+        let data = tempfile::tempdir().unwrap();
+        let store = Store::open(data.path()).unwrap();
+        let mut settings = Settings::default();
+        settings.children.push(
+            serde_json::from_value(serde_json::json!({
+                "name": "x", "command": ["exporter"],
+                "secret_env": {"PASSWORD": "targets/x/password"}
+            }))
+            .unwrap(),
+        );
+        let planned = || {
+            let mut all = plans(&settings, &env(), &locator);
+            give_secret_env(&mut all, &settings, &store).unwrap();
+            all.into_iter().find(|p| p.name == "x").unwrap().launch
+        };
+        match planned() {
+            Launch::Broken(why) => assert!(why.contains("targets/x/password"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        store.put_secret("targets/x/password", b"pw").unwrap();
+        match planned() {
+            Launch::Run(spec) => {
+                assert!(spec
+                    .env
+                    .contains(&("PASSWORD".to_string(), "pw".to_string())))
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@ pub mod upstream;
 
 use super::Environment;
 use crate::accounts::Role;
-use crate::settings::{Peer, ProbeCheck, ProbeKind, Settings};
+use crate::settings::{Peer, ProbeCheck, ProbeKind, ScrapeTarget, Settings, TargetKind};
 pub use alertmanager::SecretGrant;
 use alertmanager::{ESCALATED_ALERT, WATCHDOG_ALERT};
 pub use rules::runbook_url;
@@ -186,14 +186,31 @@ pub fn secret_grants(settings: &Settings) -> Vec<SecretGrant> {
     grants.extend(upstream::secret_grants(settings));
     if settings.services.grafana.enabled {
         grants.extend(settings.peers.iter().map(|peer| SecretGrant {
-            child: "grafana",
+            child: "grafana".into(),
             secret: crate::upstream::peer_token_secret(&peer.name),
             path: peer_token_file(peer),
             // Grafana will not start when a file its provisioning names is missing.
             placeholder: true,
         }));
     }
+    grants.extend(extra_child_grants(settings));
     grants
+}
+
+/// The secret files of the extra children, in `secrets/` under each one's
+/// working directory.
+fn extra_child_grants(settings: &Settings) -> impl Iterator<Item = SecretGrant> + '_ {
+    settings.children.iter().flat_map(|child| {
+        child.secret_files.iter().map(|(file, secret)| SecretGrant {
+            child: child.name.clone(),
+            secret: secret.clone(),
+            path: PathBuf::from("children")
+                .join(&child.name)
+                .join(crate::exporters::SECRET_FILES_DIR)
+                .join(file),
+            placeholder: false,
+        })
+    })
 }
 
 /// Where Grafana reads the API token of `peer` (relative to the data directory).
@@ -302,25 +319,78 @@ fn prometheus(settings: &Settings, env: &Environment) -> String {
     yaml("Prometheus configuration", &doc)
 }
 
-/// The user's scrape targets in Prometheus' file service discovery format.
+/// The user's scrape targets in Prometheus' file service discovery format:
+/// one group per target, or per host a multi-target exporter is asked for.
+/// Every group carries `target`, `exporter` (the kind) and `host`; a group
+/// scraped through a multi-target exporter sets `instance` to the host asked
+/// for, not the exporter, and hands it over as `?target=`.
 fn file_sd_targets(settings: &Settings) -> String {
     let groups: Vec<Value> = settings
         .targets
         .iter()
-        .map(|t| {
-            let mut labels = serde_json::Map::new();
-            labels.insert("target".into(), json!(t.name));
-            labels.insert("exporter".into(), json!(t.exporter));
-            labels.insert("host".into(), json!(host_of(&t.address)));
-            labels.insert("__metrics_path__".into(), json!(t.metrics_path));
-            labels.insert("__scheme__".into(), json!(t.scheme));
-            for (k, v) in &t.labels {
-                labels.insert(k.clone(), json!(v));
-            }
-            json!({"targets": [t.address], "labels": labels})
-        })
+        .flat_map(|t| target_groups(t, settings.services.blackbox.port))
         .collect();
     serde_json::to_string_pretty(&groups).unwrap_or_else(|_| "[]".into()) + "\n"
+}
+
+/// The file_sd groups of one target.
+fn target_groups(t: &ScrapeTarget, blackbox_port: u16) -> Vec<Value> {
+    let group = |address: String, host: &str, params: &[(&str, String)]| {
+        let mut labels = serde_json::Map::new();
+        labels.insert("target".into(), json!(t.name));
+        labels.insert("exporter".into(), json!(t.exporter.as_str()));
+        labels.insert("host".into(), json!(host_of(host)));
+        labels.insert("__metrics_path__".into(), json!(t.metrics_path()));
+        labels.insert("__scheme__".into(), json!(t.scheme));
+        if !params.is_empty() {
+            labels.insert("instance".into(), json!(host));
+        }
+        for (name, value) in params {
+            labels.insert(format!("__param_{name}"), json!(value));
+        }
+        for (k, v) in &t.labels {
+            labels.insert(k.clone(), json!(v));
+        }
+        json!({"targets": [address], "labels": labels})
+    };
+    match t.exporter {
+        // prometheus-pve-exporter's own advice: the cluster-wide collectors
+        // from one node only, or every VM would be counted once per node.
+        TargetKind::Pve => t
+            .pve_hosts
+            .iter()
+            .enumerate()
+            .map(|(i, host)| {
+                let params = [
+                    ("target", host.clone()),
+                    ("module", "default".into()),
+                    ("cluster", if i == 0 { "1" } else { "0" }.into()),
+                    ("node", "1".into()),
+                ];
+                group(t.exporter_address(), host, &params)
+            })
+            .collect(),
+        TargetKind::Snmp => {
+            let device = t.device.clone().unwrap_or_default();
+            let params = [
+                ("target", device.clone()),
+                ("module", t.snmp_module().into()),
+                ("auth", t.snmp_auth().into()),
+            ];
+            vec![group(t.exporter_address(), &device, &params)]
+        }
+        TargetKind::Blackbox => {
+            let params = [
+                ("target", t.address.clone()),
+                ("module", t.probe_kind().module().into()),
+            ];
+            vec![group(loopback(blackbox_port), &t.address, &params)]
+        }
+        _ => {
+            let address = t.exporter_address();
+            vec![group(address.clone(), &address, &[])]
+        }
+    }
 }
 
 /// The host part of `host:port`, `[v6]:port`, a URL or a bare host, so that
@@ -868,7 +938,7 @@ mod tests {
         let settings = Settings {
             targets: serde_json::from_value(serde_json::json!([
             {"name": "nas", "address": "192.0.2.10:9100", "labels": {"owner": "ann"}},
-            {"name": "web", "address": "web.lan:9115", "exporter": "blackbox", "metrics_path": "/probe", "scheme": "https"}
+            {"name": "web", "address": "web.lan:9115", "exporter": "cadvisor", "metrics_path": "/probe", "scheme": "https"}
         ]))
         .unwrap(),
             ..Settings::default()
@@ -879,6 +949,7 @@ mod tests {
         assert_eq!(groups[0]["labels"]["owner"], "ann");
         assert_eq!(groups[0]["labels"]["exporter"], "node");
         assert_eq!(groups[1]["labels"]["__metrics_path__"], "/probe");
+        assert_eq!(groups[1]["labels"]["exporter"], "custom");
         assert_eq!(groups[1]["labels"]["__scheme__"], "https");
         let prom = parse(file(&files, paths::PROMETHEUS_CONFIG));
         let jobs = prom["scrape_configs"].as_array().unwrap();
@@ -893,6 +964,77 @@ mod tests {
                 paths::PROMETHEUS_TARGETS
             ),
             "[]\n"
+        );
+    }
+
+    #[test]
+    fn multi_target_kinds_ask_their_exporter_for_each_host_and_name_it_as_instance() {
+        let settings = Settings {
+            targets: serde_json::from_value(serde_json::json!([
+                {"name": "lab", "exporter": "pve", "pve_hosts": ["pve1.lan", "pve2.lan:8006"], "labels": {"owner": "ann"}},
+                {"name": "sw", "exporter": "snmp", "address": "10.0.0.5", "device": "switch.lan"},
+                {"name": "printer", "exporter": "blackbox", "address": "printer.lan:631", "probe": "tcp"},
+                {"name": "db", "exporter": "postgres", "address": "2001:db8::7"},
+            ]))
+            .unwrap(),
+            ..Settings::default()
+        };
+        let files = render(&settings, &env());
+        let groups: Value = serde_json::from_str(file(&files, paths::PROMETHEUS_TARGETS)).unwrap();
+        let groups = groups.as_array().unwrap();
+        assert_eq!(groups.len(), 5);
+        let labels = |i: usize| groups[i]["labels"].clone();
+        // Proxmox: the exporter on this box, asked for each host; the cluster from the first only.
+        for (i, host, instance, cluster) in [
+            (0, "pve1.lan", "pve1.lan", "1"),
+            (1, "pve2.lan", "pve2.lan:8006", "0"),
+        ] {
+            assert_eq!(groups[i]["targets"][0], "127.0.0.1:9221");
+            let l = labels(i);
+            assert_eq!(l["target"], "lab");
+            assert_eq!(l["exporter"], "pve");
+            assert_eq!(l["host"], host);
+            assert_eq!(l["instance"], instance);
+            assert_eq!(l["owner"], "ann");
+            assert_eq!(l["__metrics_path__"], "/pve");
+            assert_eq!(l["__param_target"], instance);
+            assert_eq!(l["__param_module"], "default");
+            assert_eq!(l["__param_cluster"], cluster);
+            assert_eq!(l["__param_node"], "1");
+        }
+        // SNMP: the exporter at the given address with its default port.
+        assert_eq!(groups[2]["targets"][0], "10.0.0.5:9116");
+        let l = labels(2);
+        assert_eq!(
+            (&l["exporter"], &l["host"], &l["instance"]),
+            (&json!("snmp"), &json!("switch.lan"), &json!("switch.lan"))
+        );
+        assert_eq!(l["__metrics_path__"], "/snmp");
+        assert_eq!(l["__param_target"], "switch.lan");
+        assert_eq!(l["__param_module"], "if_mib");
+        assert_eq!(l["__param_auth"], "public_v2");
+        // Blackbox: the built-in exporter probes the host.
+        let blackbox = format!("127.0.0.1:{}", settings.services.blackbox.port);
+        assert_eq!(groups[3]["targets"][0], blackbox.as_str());
+        let l = labels(3);
+        assert_eq!(l["exporter"], "blackbox");
+        assert_eq!(l["host"], "printer.lan");
+        assert_eq!(l["instance"], "printer.lan:631");
+        assert_eq!(l["__param_module"], "tcp_connect");
+        assert_eq!(l["__metrics_path__"], "/probe");
+        // A scraped exporter: its own address, no instance or params of its own.
+        assert_eq!(groups[4]["targets"][0], "[2001:db8::7]:9187");
+        let l = labels(4);
+        assert_eq!(l["host"], "2001:db8::7");
+        assert!(l.get("instance").is_none() && l.get("__param_target").is_none());
+        // All of them through the one `targets` job.
+        let prom = parse(file(&files, paths::PROMETHEUS_CONFIG));
+        let jobs = prom["scrape_configs"].as_array().unwrap();
+        assert_eq!(
+            jobs.iter()
+                .filter(|j| j["file_sd_configs"][0]["files"][0] == "targets/*.json")
+                .count(),
+            1
         );
     }
 

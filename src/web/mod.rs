@@ -15,6 +15,7 @@ mod charts;
 mod configuration;
 mod disks;
 mod docs;
+mod exporters;
 mod log_sources;
 mod logs;
 mod manual;
@@ -111,6 +112,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(alerts::routes())
         .merge(runbooks::routes())
         .merge(docs::routes())
+        .merge(exporters::routes())
         .merge(responder::routes())
         .merge(account::routes())
         .merge(overview::routes())

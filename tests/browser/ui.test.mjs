@@ -162,16 +162,17 @@ test('keyboard only: skip link, main navigation, and a scrape target added that 
   await page.keyboard.press('Tab');
   await page.keyboard.press('Enter'); // the skip link: focus moves to the content
   assert.equal(await page.evaluate(() => document.activeElement.id), 'main');
-  const fields = ['Name', 'Address', 'Exporter', 'Metrics path', 'Scheme', 'Labels', 'Save target', 'Cancel'];
+  // The kind first; a node target needs no more than its address.
+  const fields = ['Kind', 'Name', 'Address', 'Metrics path', 'Scheme', 'Labels', 'Save target', 'Cancel'];
   assert.deepEqual(await tabThrough(fields.length), fields);
 
-  // Fill the form by keyboard alone, from its first field.
+  // Fill the form by keyboard alone, from its name.
   await page.keyboard.press('Shift+Tab'); // Save target
-  for (let i = 0; i < 6; i += 1) await page.keyboard.press('Shift+Tab');
+  for (let i = 0; i < 5; i += 1) await page.keyboard.press('Shift+Tab');
   await page.keyboard.type('browser-test');
   await page.keyboard.press('Tab');
   await page.keyboard.type(NODE_EXPORTER);
-  for (let i = 0; i < 4; i += 1) await page.keyboard.press('Tab');
+  for (let i = 0; i < 3; i += 1) await page.keyboard.press('Tab');
   await page.keyboard.type('owner=browser');
   await page.keyboard.press('Tab');
   await page.keyboard.press('Enter');
@@ -183,6 +184,20 @@ test('keyboard only: skip link, main navigation, and a scrape target added that 
     const answer = await (await fetch(`${PROMETHEUS}/api/v1/query?query=${query}`)).json();
     return answer.data.result[0]?.value[1] === '1';
   }, 2 * MINUTE);
+});
+
+test('the target form shows only the chosen kind\'s fields, and running the exporter here for redis', { timeout: MINUTE }, async () => {
+  await page.goto(`${BASE}/targets`);
+  const visible = (id) => page.locator(`#target-${id}`).isVisible();
+  assert.equal(await visible('run_here'), false);
+  await page.locator('#target-exporter').selectOption('snmp');
+  assert.deepEqual([await visible('device'), await visible('module'), await visible('pve_hosts')], [true, true, false]);
+  await page.locator('#target-exporter').selectOption('redis');
+  assert.deepEqual([await visible('run_here'), await visible('address'), await visible('server')], [true, true, false]);
+  await page.locator('#target-run_here').check();
+  assert.deepEqual([await visible('address'), await visible('server'), await visible('password'), await visible('database')], [false, true, true, false]);
+  await page.locator('#target-form button[type="reset"]').click();
+  await eventually('the form back to a node target', async () => !(await visible('run_here')) && await visible('address'));
 });
 
 test('a form posted without its CSRF token is refused and the error shown', { timeout: MINUTE }, async () => {

@@ -66,7 +66,7 @@ pub fn receiver_secret(receiver: &str, secret: &str) -> String {
 /// secrets are root's; children run unprivileged).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SecretGrant {
-    pub child: &'static str,
+    pub child: String,
     /// Name in the store.
     pub secret: String,
     /// Relative to the data directory.
@@ -83,7 +83,7 @@ pub fn secret_grants(settings: &Settings) -> Vec<SecretGrant> {
         return Vec::new();
     }
     let grant = |secret: String, file: &str| SecretGrant {
-        child: "alertmanager",
+        child: "alertmanager".into(),
         secret,
         path: PathBuf::from(paths::ALERTMANAGER_SECRETS).join(file),
         placeholder: false,

@@ -66,7 +66,7 @@ pub fn secret_grants(settings: &Settings) -> Vec<SecretGrant> {
         .filter_map(|e| {
             let secret = e.auth.secret()?;
             Some(SecretGrant {
-                child: "prometheus",
+                child: "prometheus".into(),
                 secret: upstream_secret(e.kind, e.name, secret),
                 path: secret_file(e, secret),
                 placeholder: false,
