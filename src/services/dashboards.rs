@@ -1,5 +1,6 @@
 //! The Grafana dashboards obsbox provisions: the hosts (USE), the services
-//! (RED), alerting, backups, the appliance itself and the SLOs. Pure: settings
+//! (RED), alerting, backups, the appliance itself, the SLOs and the homelab's
+//! services by target kind. Pure: settings
 //! in, dashboard JSON out; `render` places the files.
 //!
 //! PromQL here uses no dashboard variables, only Grafana's `$__rate_interval`,
@@ -29,6 +30,7 @@ pub fn dashboards(settings: &Settings) -> Vec<(&'static str, String)> {
         backups(),
         appliance(settings),
         slos(),
+        homelab(),
     ]
     .into_iter()
     .map(|d| {
@@ -48,6 +50,8 @@ enum Kind {
     BarGauge,
     Table,
     Logs,
+    /// A full-width heading that groups the panels after it.
+    Row,
 }
 
 impl Kind {
@@ -59,6 +63,7 @@ impl Kind {
             Kind::BarGauge => "bargauge",
             Kind::Table => "table",
             Kind::Logs => "logs",
+            Kind::Row => "row",
         }
     }
 
@@ -66,13 +71,14 @@ impl Kind {
         match self {
             Kind::Stat | Kind::Gauge => 6,
             Kind::TimeSeries | Kind::BarGauge | Kind::Table => 12,
-            Kind::Logs => GRID_COLUMNS,
+            Kind::Logs | Kind::Row => GRID_COLUMNS,
         }
     }
 
     fn height(self) -> u32 {
         match self {
             Kind::Logs => 12,
+            Kind::Row => 1,
             _ => 8,
         }
     }
@@ -93,6 +99,7 @@ impl Kind {
             Kind::Stat | Kind::Gauge | Kind::BarGauge => json!({"range": false, "instant": true}),
             Kind::Table => json!({"range": false, "instant": true, "format": "table"}),
             Kind::Logs => json!({"queryType": "range"}),
+            Kind::Row => json!({}),
         }
     }
 
@@ -119,6 +126,7 @@ impl Kind {
                 "showTime": true, "wrapLogMessage": true, "sortOrder": "Descending",
                 "enableLogDetails": true, "dedupStrategy": "none",
             }),
+            Kind::Row => json!({}),
         }
     }
 
@@ -146,6 +154,11 @@ struct Panel {
     description: Option<&'static str>,
     /// Field settings beyond the unit: range, thresholds, value mappings.
     fields: Map<String, Value>,
+}
+
+/// A heading for the panels that follow it, on a line of its own.
+fn row(title: &str) -> Panel {
+    panel(title, Kind::Row, "", Vec::new())
 }
 
 fn panel(title: impl Into<String>, kind: Kind, unit: &'static str, queries: Vec<Query>) -> Panel {
@@ -213,6 +226,12 @@ impl Panel {
     }
 
     fn json(self, id: usize, grid: Value) -> Value {
+        if self.kind == Kind::Row {
+            return json!({
+                "id": id, "type": "row", "title": self.title, "gridPos": grid,
+                "collapsed": false, "panels": [],
+            });
+        }
         let source = self.kind.source();
         let targets: Vec<Value> = self
             .queries
@@ -1070,6 +1089,257 @@ fn slos() -> Dashboard {
     }
 }
 
+/// A PVE guest, VM or container.
+const PVE_GUEST: &str = r#"id=~"(qemu|lxc)/.+""#;
+const PVE_STORAGE: &str = r#"id=~"storage/.+""#;
+/// Windows volumes with a drive letter.
+const WINDOWS_VOLUMES: &str = r#"volume!~"HarddiskVolume.+""#;
+
+/// A panel showing whether each target of `kind` answers.
+fn targets_up(title: &str, expr: &str) -> Panel {
+    panel(title, Kind::Stat, "none", vec![q(expr, "{{target}}")])
+        .mappings(&[(0, "down", "red"), (1, "up", "green")])
+}
+
+/// A row per target kind beyond `node` (whose hosts are on the
+/// infrastructure dashboard): Proxmox VE, PostgreSQL, Redis, Windows and
+/// SNMP devices, with the series their alerts watch.
+fn homelab() -> Dashboard {
+    let rate = |counter: &str| format!("rate({counter}[$__rate_interval])");
+    let guest_name =
+        |expr: String| format!("{expr} * on (id, instance) group_left (name) pve_guest_info");
+    let panels = vec![
+        row("Proxmox VE"),
+        panel(
+            "Guests",
+            Kind::Table,
+            "none",
+            vec![q(guest_name(format!("pve_up{{{PVE_GUEST}}}")), "{{name}}")],
+        )
+        .describe("Each VM and container: 1 running, 0 stopped.")
+        .mappings(&[(0, "stopped", "red"), (1, "running", "green")]),
+        panel(
+            "Storage used",
+            Kind::BarGauge,
+            "percentunit",
+            vec![q(
+                format!(
+                    "pve_disk_usage_bytes{{{PVE_STORAGE}}} / pve_disk_size_bytes{{{PVE_STORAGE}}}"
+                ),
+                "{{id}}",
+            )],
+        )
+        .range(0.0, 1.0)
+        .thresholds("green", &[(0.8, "orange"), (0.9, "red")]),
+        panel(
+            "Node CPU",
+            Kind::TimeSeries,
+            "percentunit",
+            vec![q(r#"pve_cpu_usage_ratio{id=~"node/.+"}"#, "{{id}}")],
+        )
+        .range(0.0, 1.0),
+        panel(
+            "Guest memory used",
+            Kind::BarGauge,
+            "percentunit",
+            vec![q(
+                guest_name(format!(
+                    "(pve_memory_usage_bytes{{{PVE_GUEST}}} / pve_memory_size_bytes{{{PVE_GUEST}}})"
+                )),
+                "{{name}}",
+            )],
+        )
+        .range(0.0, 1.0)
+        .thresholds("green", &[(0.95, "red")]),
+        row("PostgreSQL"),
+        targets_up("PostgreSQL up", "pg_up"),
+        panel(
+            "Connections used",
+            Kind::TimeSeries,
+            "percentunit",
+            vec![q(
+                "sum without (datname, state) (pg_stat_activity_count) \
+                 / (pg_settings_max_connections - pg_settings_superuser_reserved_connections)",
+                "{{target}}",
+            )],
+        )
+        .describe("Of max_connections, less the superuser reserve.")
+        .range(0.0, 1.0),
+        panel(
+            "Transactions",
+            Kind::TimeSeries,
+            "ops",
+            vec![
+                q(
+                    format!("sum by (target) ({})", rate("pg_stat_database_xact_commit")),
+                    "{{target}} commits",
+                ),
+                q(
+                    format!(
+                        "sum by (target) ({})",
+                        rate("pg_stat_database_xact_rollback")
+                    ),
+                    "{{target}} rollbacks",
+                ),
+            ],
+        )
+        .width(6),
+        panel(
+            "Replication lag",
+            Kind::TimeSeries,
+            "bytes",
+            vec![q(
+                "pg_stat_replication_pg_wal_lsn_diff",
+                "{{target}} {{application_name}}",
+            )],
+        )
+        .describe("WAL each standby has yet to replay, seen from its primary.")
+        .width(6),
+        panel(
+            "Deadlocks",
+            Kind::TimeSeries,
+            "short",
+            vec![q(
+                "sum by (target) (increase(pg_stat_database_deadlocks[$__rate_interval]))",
+                "{{target}}",
+            )],
+        )
+        .width(6),
+        row("Redis"),
+        targets_up("Redis up", "redis_up"),
+        panel(
+            "Memory used of maxmemory",
+            Kind::BarGauge,
+            "percentunit",
+            vec![q(
+                "redis_memory_used_bytes / (redis_memory_max_bytes > 0)",
+                "{{target}}",
+            )],
+        )
+        .describe("Only instances with a maxmemory.")
+        .range(0.0, 1.0)
+        .thresholds("green", &[(0.9, "red")]),
+        panel(
+            "Clients",
+            Kind::TimeSeries,
+            "short",
+            vec![
+                q("redis_connected_clients", "{{target}} connected"),
+                q("redis_config_maxclients", "{{target}} maxclients"),
+            ],
+        )
+        .width(6),
+        panel(
+            "Evictions and refused connections",
+            Kind::TimeSeries,
+            "short",
+            vec![
+                q(rate("redis_evicted_keys_total"), "{{target}} evicted keys"),
+                q(
+                    rate("redis_rejected_connections_total"),
+                    "{{target}} refused connections",
+                ),
+            ],
+        )
+        .width(12),
+        row("Windows"),
+        panel(
+            "CPU utilisation",
+            Kind::TimeSeries,
+            "percentunit",
+            vec![q(
+                format!(
+                    "1 - avg without (core, mode) ({})",
+                    rate(r#"windows_cpu_time_total{mode="idle"}"#)
+                ),
+                "{{target}}",
+            )],
+        )
+        .range(0.0, 1.0)
+        .width(6),
+        panel(
+            "Memory utilisation",
+            Kind::TimeSeries,
+            "percentunit",
+            vec![q(
+                "1 - windows_memory_available_bytes \
+                 / (windows_memory_physical_total_bytes or windows_cs_physical_memory_bytes)",
+                "{{target}}",
+            )],
+        )
+        .range(0.0, 1.0)
+        .width(6),
+        panel(
+            "Volumes used",
+            Kind::BarGauge,
+            "percentunit",
+            vec![q(
+                format!(
+                    "1 - windows_logical_disk_free_bytes{{{WINDOWS_VOLUMES}}} \
+                     / windows_logical_disk_size_bytes{{{WINDOWS_VOLUMES}}}"
+                ),
+                "{{target}} {{volume}}",
+            )],
+        )
+        .range(0.0, 1.0)
+        .thresholds("green", &[(0.8, "orange"), (0.9, "red")]),
+        panel(
+            "Automatic services not running",
+            Kind::Table,
+            "none",
+            vec![q(
+                r#"windows_service_state{state="running"} == 0 and on (instance, name) windows_service_start_mode{start_mode="auto"} == 1"#,
+                "{{target}} {{name}}",
+            )],
+        ),
+        row("SNMP devices"),
+        targets_up("Devices answering", r#"up{job="targets",exporter="snmp"}"#),
+        panel(
+            "Interfaces down",
+            Kind::Table,
+            "none",
+            vec![q(
+                "ifOperStatus == 2 and ifAdminStatus == 1",
+                "{{target}} {{ifName}}",
+            )],
+        )
+        .describe("Enabled interfaces without a link, ports never used included."),
+        panel(
+            "Interface errors",
+            Kind::TimeSeries,
+            "pps",
+            vec![
+                q(rate("ifInErrors"), "{{target}} {{ifName}} in"),
+                q(rate("ifOutErrors"), "{{target}} {{ifName}} out"),
+            ],
+        )
+        .width(6),
+        panel(
+            "Interface traffic",
+            Kind::TimeSeries,
+            "bps",
+            vec![
+                q(
+                    format!("8 * {}", rate("ifHCInOctets")),
+                    "{{target}} {{ifName}} in",
+                ),
+                q(
+                    format!("8 * {}", rate("ifHCOutOctets")),
+                    "{{target}} {{ifName}} out",
+                ),
+            ],
+        )
+        .width(GRID_COLUMNS),
+    ];
+    Dashboard {
+        stem: "homelab",
+        title: "Homelab services",
+        description: "A row per kind of target: Proxmox VE hosts and their guests and \
+                      storage, PostgreSQL, Redis, Windows hosts and SNMP devices.",
+        panels,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1085,16 +1355,18 @@ mod tests {
         dashboard["panels"].as_array().unwrap()
     }
 
+    /// The panels that show data: all but the rows.
+    fn queried(dashboard: &Value) -> impl Iterator<Item = &Value> {
+        panels(dashboard).iter().filter(|p| p["type"] != "row")
+    }
+
     fn targets(dashboard: &Value) -> impl Iterator<Item = &Value> {
-        panels(dashboard)
-            .iter()
-            .flat_map(|p| p["targets"].as_array().unwrap())
+        queried(dashboard).flat_map(|p| p["targets"].as_array().unwrap())
     }
 
     /// Every data source uid a dashboard names, in panels and in targets.
     fn source_uids(dashboard: &Value) -> Vec<&str> {
-        panels(dashboard)
-            .iter()
+        queried(dashboard)
             .map(|p| &p["datasource"])
             .chain(targets(dashboard).map(|t| &t["datasource"]))
             .map(|d| d["uid"].as_str().unwrap())
@@ -1102,9 +1374,9 @@ mod tests {
     }
 
     #[test]
-    fn six_dashboards_with_unique_uids_and_titles() {
+    fn seven_dashboards_with_unique_uids_and_titles() {
         let all = parsed(&Settings::default());
-        assert_eq!(all.len(), 6);
+        assert_eq!(all.len(), 7);
         let mut uids: Vec<&str> = all
             .iter()
             .map(|(_, d)| d["uid"].as_str().unwrap())
@@ -1117,7 +1389,7 @@ mod tests {
         uids.dedup();
         titles.sort();
         titles.dedup();
-        assert_eq!((uids.len(), titles.len()), (6, 6));
+        assert_eq!((uids.len(), titles.len()), (7, 7));
         for (stem, d) in &all {
             assert_eq!(d["uid"], format!("obsbox-{stem}"));
             assert!(
@@ -1160,6 +1432,56 @@ mod tests {
     }
 
     #[test]
+    fn the_homelab_dashboard_has_a_row_per_target_kind_each_with_panels() {
+        let all = parsed(&Settings::default());
+        let (_, homelab) = all.iter().find(|(stem, _)| *stem == "homelab").unwrap();
+        let panels = panels(homelab);
+        let rows: Vec<(usize, &str)> = panels
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p["type"] == "row")
+            .map(|(i, p)| (i, p["title"].as_str().unwrap()))
+            .collect();
+        let titles: Vec<&str> = rows.iter().map(|(_, t)| *t).collect();
+        assert_eq!(
+            titles,
+            [
+                "Proxmox VE",
+                "PostgreSQL",
+                "Redis",
+                "Windows",
+                "SNMP devices"
+            ]
+        );
+        for (n, (i, title)) in rows.iter().enumerate() {
+            let next = rows.get(n + 1).map_or(panels.len(), |(j, _)| *j);
+            assert!(next - i > 2, "{title} has too few panels");
+            // A row spans the grid on a line of its own, above its panels.
+            let grid = &panels[*i]["gridPos"];
+            assert_eq!(
+                (grid["x"].as_u64(), grid["w"].as_u64()),
+                (Some(0), Some(24))
+            );
+            for p in &panels[i + 1..next] {
+                assert!(p["gridPos"]["y"].as_u64() > grid["y"].as_u64(), "{title}");
+            }
+        }
+        // The dashboard's series are the ones the kinds' alerts watch.
+        let exprs: Vec<&str> = targets(homelab)
+            .map(|t| t["expr"].as_str().unwrap())
+            .collect();
+        for metric in [
+            "pve_up",
+            "pg_stat_activity_count",
+            "redis_memory_max_bytes",
+            "windows_logical_disk_free_bytes",
+            "ifOperStatus",
+        ] {
+            assert!(exprs.iter().any(|e| e.contains(metric)), "{metric}");
+        }
+    }
+
+    #[test]
     fn every_dashboard_marks_the_changes_obsbox_made() {
         for (stem, d) in parsed(&Settings::default()) {
             let list = d["annotations"]["list"].as_array().unwrap();
@@ -1172,7 +1494,7 @@ mod tests {
     #[test]
     fn every_panel_has_a_type_a_unit_and_queries_of_its_own_source() {
         for (stem, d) in parsed(&Settings::default()) {
-            for p in panels(&d) {
+            for p in queried(&d) {
                 let title = p["title"].as_str().unwrap();
                 assert!(p["type"].is_string() && !title.is_empty(), "{stem}");
                 assert!(p["fieldConfig"]["defaults"]["unit"].is_string(), "{title}");
