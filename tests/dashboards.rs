@@ -86,10 +86,10 @@ fn dashboards_are_provisioned_and_every_query_is_valid_promql() {
     let settings = obsbox.settings();
 
     let all = dashboards(&obsbox.data);
-    assert_eq!(all.len(), 7);
+    assert_eq!(all.len(), 6);
     let uids: BTreeSet<&str> = all.iter().map(|d| d["uid"].as_str().unwrap()).collect();
     let titles: BTreeSet<&str> = all.iter().map(|d| d["title"].as_str().unwrap()).collect();
-    assert_eq!((uids.len(), titles.len()), (7, 7), "{uids:?} {titles:?}");
+    assert_eq!((uids.len(), titles.len()), (6, 6), "{uids:?} {titles:?}");
 
     let sources = provisioned_sources(&obsbox.data);
     let mut promql = Vec::new();

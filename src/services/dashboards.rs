@@ -1,6 +1,6 @@
 //! The Grafana dashboards obsbox provisions: the hosts (USE), the services
-//! (RED), alerting, backups, the appliance itself, the SLOs and the homelab's
-//! services by target kind. Pure: settings
+//! (RED), alerting, backups, the appliance itself and the SLOs; the first
+//! two have a row per target kind beyond `node`. Pure: settings
 //! in, dashboard JSON out; `render` places the files.
 //!
 //! PromQL here uses no dashboard variables, only Grafana's `$__rate_interval`,
@@ -30,7 +30,6 @@ pub fn dashboards(settings: &Settings) -> Vec<(&'static str, String)> {
         backups(),
         appliance(settings),
         slos(),
-        homelab(),
     ]
     .into_iter()
     .map(|d| {
@@ -390,7 +389,8 @@ fn infrastructure() -> Dashboard {
         stem: "infrastructure",
         title: "Infrastructure overview",
         description: "Utilisation, saturation and errors of every host: the box itself and the \
-                      node exporters among the targets.",
+                      node exporters among the targets; then a row each for Proxmox VE, Windows \
+                      hosts and SNMP devices.",
         panels: vec![
             panel(
                 "CPU utilisation",
@@ -513,7 +513,10 @@ fn infrastructure() -> Dashboard {
                 )],
             )
             .width(12),
-        ],
+        ]
+        .into_iter()
+        .chain(infrastructure_rows())
+        .collect(),
     }
 }
 
@@ -598,7 +601,7 @@ fn service_health(settings: &Settings) -> Dashboard {
         stem: "service-health",
         title: "Service health",
         description: "Rate, errors and duration: the synthetic probes, the built-in services \
-                      and the scrape targets.",
+                      and the scrape targets; then a row each for PostgreSQL and Redis.",
         panels: vec![
             panel(
                 "Probe success",
@@ -679,7 +682,10 @@ fn service_health(settings: &Settings) -> Dashboard {
                      its requests with one.",
             ),
             panel("Request duration p95", Kind::TimeSeries, "s", latency),
-        ],
+        ]
+        .into_iter()
+        .chain(service_rows())
+        .collect(),
     }
 }
 
@@ -1101,14 +1107,14 @@ fn targets_up(title: &str, expr: &str) -> Panel {
         .mappings(&[(0, "down", "red"), (1, "up", "green")])
 }
 
-/// A row per target kind beyond `node` (whose hosts are on the
-/// infrastructure dashboard): Proxmox VE, PostgreSQL, Redis, Windows and
-/// SNMP devices, with the series their alerts watch.
-fn homelab() -> Dashboard {
+/// Rows for the hosts and devices among the target kinds: Proxmox VE (its
+/// guests and storage), Windows hosts and SNMP devices, on the series their
+/// alerts watch (`node` hosts are the panels above them).
+fn infrastructure_rows() -> Vec<Panel> {
     let rate = |counter: &str| format!("rate({counter}[$__rate_interval])");
     let guest_name =
         |expr: String| format!("{expr} * on (id, instance) group_left (name) pve_guest_info");
-    let panels = vec![
+    vec![
         row("Proxmox VE"),
         panel(
             "Guests",
@@ -1151,6 +1157,101 @@ fn homelab() -> Dashboard {
         )
         .range(0.0, 1.0)
         .thresholds("green", &[(0.95, "red")]),
+        row("Windows"),
+        panel(
+            "Windows CPU utilisation",
+            Kind::TimeSeries,
+            "percentunit",
+            vec![q(
+                format!(
+                    "1 - avg without (core, mode) ({})",
+                    rate(r#"windows_cpu_time_total{mode="idle"}"#)
+                ),
+                "{{target}}",
+            )],
+        )
+        .range(0.0, 1.0)
+        .width(6),
+        panel(
+            "Windows memory utilisation",
+            Kind::TimeSeries,
+            "percentunit",
+            vec![q(
+                "1 - windows_memory_available_bytes \
+                 / (windows_memory_physical_total_bytes or windows_cs_physical_memory_bytes)",
+                "{{target}}",
+            )],
+        )
+        .range(0.0, 1.0)
+        .width(6),
+        panel(
+            "Volumes used",
+            Kind::BarGauge,
+            "percentunit",
+            vec![q(
+                format!(
+                    "1 - windows_logical_disk_free_bytes{{{WINDOWS_VOLUMES}}} \
+                     / windows_logical_disk_size_bytes{{{WINDOWS_VOLUMES}}}"
+                ),
+                "{{target}} {{volume}}",
+            )],
+        )
+        .range(0.0, 1.0)
+        .thresholds("green", &[(0.8, "orange"), (0.9, "red")]),
+        panel(
+            "Automatic services not running",
+            Kind::Table,
+            "none",
+            vec![q(
+                r#"windows_service_state{state="running"} == 0 and on (instance, name) windows_service_start_mode{start_mode="auto"} == 1"#,
+                "{{target}} {{name}}",
+            )],
+        ),
+        row("SNMP devices"),
+        targets_up("Devices answering", r#"up{job="targets",exporter="snmp"}"#),
+        panel(
+            "Interfaces down",
+            Kind::Table,
+            "none",
+            vec![q(
+                "ifOperStatus == 2 and ifAdminStatus == 1",
+                "{{target}} {{ifName}}",
+            )],
+        )
+        .describe("Enabled interfaces without a link, ports never used included."),
+        panel(
+            "Interface errors",
+            Kind::TimeSeries,
+            "pps",
+            vec![
+                q(rate("ifInErrors"), "{{target}} {{ifName}} in"),
+                q(rate("ifOutErrors"), "{{target}} {{ifName}} out"),
+            ],
+        )
+        .width(6),
+        panel(
+            "Interface traffic",
+            Kind::TimeSeries,
+            "bps",
+            vec![
+                q(
+                    format!("8 * {}", rate("ifHCInOctets")),
+                    "{{target}} {{ifName}} in",
+                ),
+                q(
+                    format!("8 * {}", rate("ifHCOutOctets")),
+                    "{{target}} {{ifName}} out",
+                ),
+            ],
+        )
+        .width(GRID_COLUMNS),
+    ]
+}
+
+/// Rows for the databases among the target kinds: PostgreSQL and Redis.
+fn service_rows() -> Vec<Panel> {
+    let rate = |counter: &str| format!("rate({counter}[$__rate_interval])");
+    vec![
         row("PostgreSQL"),
         targets_up("PostgreSQL up", "pg_up"),
         panel(
@@ -1242,102 +1343,7 @@ fn homelab() -> Dashboard {
             ],
         )
         .width(12),
-        row("Windows"),
-        panel(
-            "CPU utilisation",
-            Kind::TimeSeries,
-            "percentunit",
-            vec![q(
-                format!(
-                    "1 - avg without (core, mode) ({})",
-                    rate(r#"windows_cpu_time_total{mode="idle"}"#)
-                ),
-                "{{target}}",
-            )],
-        )
-        .range(0.0, 1.0)
-        .width(6),
-        panel(
-            "Memory utilisation",
-            Kind::TimeSeries,
-            "percentunit",
-            vec![q(
-                "1 - windows_memory_available_bytes \
-                 / (windows_memory_physical_total_bytes or windows_cs_physical_memory_bytes)",
-                "{{target}}",
-            )],
-        )
-        .range(0.0, 1.0)
-        .width(6),
-        panel(
-            "Volumes used",
-            Kind::BarGauge,
-            "percentunit",
-            vec![q(
-                format!(
-                    "1 - windows_logical_disk_free_bytes{{{WINDOWS_VOLUMES}}} \
-                     / windows_logical_disk_size_bytes{{{WINDOWS_VOLUMES}}}"
-                ),
-                "{{target}} {{volume}}",
-            )],
-        )
-        .range(0.0, 1.0)
-        .thresholds("green", &[(0.8, "orange"), (0.9, "red")]),
-        panel(
-            "Automatic services not running",
-            Kind::Table,
-            "none",
-            vec![q(
-                r#"windows_service_state{state="running"} == 0 and on (instance, name) windows_service_start_mode{start_mode="auto"} == 1"#,
-                "{{target}} {{name}}",
-            )],
-        ),
-        row("SNMP devices"),
-        targets_up("Devices answering", r#"up{job="targets",exporter="snmp"}"#),
-        panel(
-            "Interfaces down",
-            Kind::Table,
-            "none",
-            vec![q(
-                "ifOperStatus == 2 and ifAdminStatus == 1",
-                "{{target}} {{ifName}}",
-            )],
-        )
-        .describe("Enabled interfaces without a link, ports never used included."),
-        panel(
-            "Interface errors",
-            Kind::TimeSeries,
-            "pps",
-            vec![
-                q(rate("ifInErrors"), "{{target}} {{ifName}} in"),
-                q(rate("ifOutErrors"), "{{target}} {{ifName}} out"),
-            ],
-        )
-        .width(6),
-        panel(
-            "Interface traffic",
-            Kind::TimeSeries,
-            "bps",
-            vec![
-                q(
-                    format!("8 * {}", rate("ifHCInOctets")),
-                    "{{target}} {{ifName}} in",
-                ),
-                q(
-                    format!("8 * {}", rate("ifHCOutOctets")),
-                    "{{target}} {{ifName}} out",
-                ),
-            ],
-        )
-        .width(GRID_COLUMNS),
-    ];
-    Dashboard {
-        stem: "homelab",
-        title: "Homelab services",
-        description: "A row per kind of target: Proxmox VE hosts and their guests and \
-                      storage, PostgreSQL, Redis, Windows hosts and SNMP devices.",
-        panels,
-    }
+    ]
 }
 
 #[cfg(test)]
@@ -1374,9 +1380,9 @@ mod tests {
     }
 
     #[test]
-    fn seven_dashboards_with_unique_uids_and_titles() {
+    fn six_dashboards_with_unique_uids_and_titles() {
         let all = parsed(&Settings::default());
-        assert_eq!(all.len(), 7);
+        assert_eq!(all.len(), 6);
         let mut uids: Vec<&str> = all
             .iter()
             .map(|(_, d)| d["uid"].as_str().unwrap())
@@ -1389,7 +1395,7 @@ mod tests {
         uids.dedup();
         titles.sort();
         titles.dedup();
-        assert_eq!((uids.len(), titles.len()), (7, 7));
+        assert_eq!((uids.len(), titles.len()), (6, 6));
         for (stem, d) in &all {
             assert_eq!(d["uid"], format!("obsbox-{stem}"));
             assert!(
@@ -1432,52 +1438,56 @@ mod tests {
     }
 
     #[test]
-    fn the_homelab_dashboard_has_a_row_per_target_kind_each_with_panels() {
+    fn each_target_kind_has_a_row_of_panels_after_the_dashboards_own() {
         let all = parsed(&Settings::default());
-        let (_, homelab) = all.iter().find(|(stem, _)| *stem == "homelab").unwrap();
-        let panels = panels(homelab);
-        let rows: Vec<(usize, &str)> = panels
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| p["type"] == "row")
-            .map(|(i, p)| (i, p["title"].as_str().unwrap()))
-            .collect();
-        let titles: Vec<&str> = rows.iter().map(|(_, t)| *t).collect();
-        assert_eq!(
-            titles,
-            [
-                "Proxmox VE",
-                "PostgreSQL",
-                "Redis",
-                "Windows",
-                "SNMP devices"
-            ]
-        );
-        for (n, (i, title)) in rows.iter().enumerate() {
-            let next = rows.get(n + 1).map_or(panels.len(), |(j, _)| *j);
-            assert!(next - i > 2, "{title} has too few panels");
-            // A row spans the grid on a line of its own, above its panels.
-            let grid = &panels[*i]["gridPos"];
-            assert_eq!(
-                (grid["x"].as_u64(), grid["w"].as_u64()),
-                (Some(0), Some(24))
-            );
-            for p in &panels[i + 1..next] {
-                assert!(p["gridPos"]["y"].as_u64() > grid["y"].as_u64(), "{title}");
-            }
-        }
-        // The dashboard's series are the ones the kinds' alerts watch.
-        let exprs: Vec<&str> = targets(homelab)
-            .map(|t| t["expr"].as_str().unwrap())
-            .collect();
-        for metric in [
-            "pve_up",
-            "pg_stat_activity_count",
-            "redis_memory_max_bytes",
-            "windows_logical_disk_free_bytes",
-            "ifOperStatus",
+        for (stem, kinds, metrics) in [
+            (
+                "infrastructure",
+                &["Proxmox VE", "Windows", "SNMP devices"][..],
+                &["pve_up", "windows_logical_disk_free_bytes", "ifOperStatus"][..],
+            ),
+            (
+                "service-health",
+                &["PostgreSQL", "Redis"][..],
+                &["pg_stat_activity_count", "redis_memory_max_bytes"][..],
+            ),
         ] {
-            assert!(exprs.iter().any(|e| e.contains(metric)), "{metric}");
+            let (_, d) = all.iter().find(|(s, _)| *s == stem).unwrap();
+            let panels = panels(d);
+            let rows: Vec<(usize, &str)> = panels
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p["type"] == "row")
+                .map(|(i, p)| (i, p["title"].as_str().unwrap()))
+                .collect();
+            let titles: Vec<&str> = rows.iter().map(|(_, t)| *t).collect();
+            assert_eq!(titles, kinds, "{stem}");
+            for (n, (i, title)) in rows.iter().enumerate() {
+                let next = rows.get(n + 1).map_or(panels.len(), |(j, _)| *j);
+                assert!(next - i > 2, "{title} has too few panels");
+                // A row spans the grid on a line of its own, above its panels.
+                let grid = &panels[*i]["gridPos"];
+                assert_eq!(
+                    (grid["x"].as_u64(), grid["w"].as_u64()),
+                    (Some(0), Some(24))
+                );
+                for p in &panels[i + 1..next] {
+                    assert!(p["gridPos"]["y"].as_u64() > grid["y"].as_u64(), "{title}");
+                }
+            }
+            // The rows' series are the ones the kinds' alerts watch.
+            let exprs: Vec<&str> = targets(d).map(|t| t["expr"].as_str().unwrap()).collect();
+            for metric in metrics {
+                assert!(exprs.iter().any(|e| e.contains(metric)), "{metric}");
+            }
+            let mut names: Vec<&str> = panels
+                .iter()
+                .map(|p| p["title"].as_str().unwrap())
+                .collect();
+            names.sort();
+            let count = names.len();
+            names.dedup();
+            assert_eq!(names.len(), count, "{stem}: two panels share a title");
         }
     }
 
