@@ -1,5 +1,6 @@
 //! The Grafana dashboards obsbox provisions: the hosts (USE), the services
-//! (RED), alerting, backups, the appliance itself and the SLOs. Pure: settings
+//! (RED), alerting, backups, the appliance itself and the SLOs; the first
+//! two have a row per target kind beyond `node`. Pure: settings
 //! in, dashboard JSON out; `render` places the files.
 //!
 //! PromQL here uses no dashboard variables, only Grafana's `$__rate_interval`,
@@ -48,6 +49,8 @@ enum Kind {
     BarGauge,
     Table,
     Logs,
+    /// A full-width heading that groups the panels after it.
+    Row,
 }
 
 impl Kind {
@@ -59,6 +62,7 @@ impl Kind {
             Kind::BarGauge => "bargauge",
             Kind::Table => "table",
             Kind::Logs => "logs",
+            Kind::Row => "row",
         }
     }
 
@@ -66,13 +70,14 @@ impl Kind {
         match self {
             Kind::Stat | Kind::Gauge => 6,
             Kind::TimeSeries | Kind::BarGauge | Kind::Table => 12,
-            Kind::Logs => GRID_COLUMNS,
+            Kind::Logs | Kind::Row => GRID_COLUMNS,
         }
     }
 
     fn height(self) -> u32 {
         match self {
             Kind::Logs => 12,
+            Kind::Row => 1,
             _ => 8,
         }
     }
@@ -93,6 +98,7 @@ impl Kind {
             Kind::Stat | Kind::Gauge | Kind::BarGauge => json!({"range": false, "instant": true}),
             Kind::Table => json!({"range": false, "instant": true, "format": "table"}),
             Kind::Logs => json!({"queryType": "range"}),
+            Kind::Row => json!({}),
         }
     }
 
@@ -119,6 +125,7 @@ impl Kind {
                 "showTime": true, "wrapLogMessage": true, "sortOrder": "Descending",
                 "enableLogDetails": true, "dedupStrategy": "none",
             }),
+            Kind::Row => json!({}),
         }
     }
 
@@ -146,6 +153,11 @@ struct Panel {
     description: Option<&'static str>,
     /// Field settings beyond the unit: range, thresholds, value mappings.
     fields: Map<String, Value>,
+}
+
+/// A heading for the panels that follow it, on a line of its own.
+fn row(title: &str) -> Panel {
+    panel(title, Kind::Row, "", Vec::new())
 }
 
 fn panel(title: impl Into<String>, kind: Kind, unit: &'static str, queries: Vec<Query>) -> Panel {
@@ -213,6 +225,12 @@ impl Panel {
     }
 
     fn json(self, id: usize, grid: Value) -> Value {
+        if self.kind == Kind::Row {
+            return json!({
+                "id": id, "type": "row", "title": self.title, "gridPos": grid,
+                "collapsed": false, "panels": [],
+            });
+        }
         let source = self.kind.source();
         let targets: Vec<Value> = self
             .queries
@@ -371,7 +389,8 @@ fn infrastructure() -> Dashboard {
         stem: "infrastructure",
         title: "Infrastructure overview",
         description: "Utilisation, saturation and errors of every host: the box itself and the \
-                      node exporters among the targets.",
+                      node exporters among the targets; then a row each for Proxmox VE, Windows \
+                      hosts and SNMP devices.",
         panels: vec![
             panel(
                 "CPU utilisation",
@@ -494,7 +513,10 @@ fn infrastructure() -> Dashboard {
                 )],
             )
             .width(12),
-        ],
+        ]
+        .into_iter()
+        .chain(infrastructure_rows())
+        .collect(),
     }
 }
 
@@ -579,7 +601,7 @@ fn service_health(settings: &Settings) -> Dashboard {
         stem: "service-health",
         title: "Service health",
         description: "Rate, errors and duration: the synthetic probes, the built-in services \
-                      and the scrape targets.",
+                      and the scrape targets; then a row each for PostgreSQL and Redis.",
         panels: vec![
             panel(
                 "Probe success",
@@ -660,7 +682,10 @@ fn service_health(settings: &Settings) -> Dashboard {
                      its requests with one.",
             ),
             panel("Request duration p95", Kind::TimeSeries, "s", latency),
-        ],
+        ]
+        .into_iter()
+        .chain(service_rows())
+        .collect(),
     }
 }
 
@@ -1070,6 +1095,257 @@ fn slos() -> Dashboard {
     }
 }
 
+/// A PVE guest, VM or container.
+const PVE_GUEST: &str = r#"id=~"(qemu|lxc)/.+""#;
+const PVE_STORAGE: &str = r#"id=~"storage/.+""#;
+/// Windows volumes with a drive letter.
+const WINDOWS_VOLUMES: &str = r#"volume!~"HarddiskVolume.+""#;
+
+/// A panel showing whether each target of `kind` answers.
+fn targets_up(title: &str, expr: &str) -> Panel {
+    panel(title, Kind::Stat, "none", vec![q(expr, "{{target}}")])
+        .mappings(&[(0, "down", "red"), (1, "up", "green")])
+}
+
+/// Rows for the hosts and devices among the target kinds: Proxmox VE (its
+/// guests and storage), Windows hosts and SNMP devices, on the series their
+/// alerts watch (`node` hosts are the panels above them).
+fn infrastructure_rows() -> Vec<Panel> {
+    let rate = |counter: &str| format!("rate({counter}[$__rate_interval])");
+    let guest_name =
+        |expr: String| format!("{expr} * on (id, instance) group_left (name) pve_guest_info");
+    vec![
+        row("Proxmox VE"),
+        panel(
+            "Guests",
+            Kind::Table,
+            "none",
+            vec![q(guest_name(format!("pve_up{{{PVE_GUEST}}}")), "{{name}}")],
+        )
+        .describe("Each VM and container: 1 running, 0 stopped.")
+        .mappings(&[(0, "stopped", "red"), (1, "running", "green")]),
+        panel(
+            "Storage used",
+            Kind::BarGauge,
+            "percentunit",
+            vec![q(
+                format!(
+                    "pve_disk_usage_bytes{{{PVE_STORAGE}}} / pve_disk_size_bytes{{{PVE_STORAGE}}}"
+                ),
+                "{{id}}",
+            )],
+        )
+        .range(0.0, 1.0)
+        .thresholds("green", &[(0.8, "orange"), (0.9, "red")]),
+        panel(
+            "Node CPU",
+            Kind::TimeSeries,
+            "percentunit",
+            vec![q(r#"pve_cpu_usage_ratio{id=~"node/.+"}"#, "{{id}}")],
+        )
+        .range(0.0, 1.0),
+        panel(
+            "Guest memory used",
+            Kind::BarGauge,
+            "percentunit",
+            vec![q(
+                guest_name(format!(
+                    "(pve_memory_usage_bytes{{{PVE_GUEST}}} / pve_memory_size_bytes{{{PVE_GUEST}}})"
+                )),
+                "{{name}}",
+            )],
+        )
+        .range(0.0, 1.0)
+        .thresholds("green", &[(0.95, "red")]),
+        row("Windows"),
+        panel(
+            "Windows CPU utilisation",
+            Kind::TimeSeries,
+            "percentunit",
+            vec![q(
+                format!(
+                    "1 - avg without (core, mode) ({})",
+                    rate(r#"windows_cpu_time_total{mode="idle"}"#)
+                ),
+                "{{target}}",
+            )],
+        )
+        .range(0.0, 1.0)
+        .width(6),
+        panel(
+            "Windows memory utilisation",
+            Kind::TimeSeries,
+            "percentunit",
+            vec![q(
+                "1 - windows_memory_available_bytes \
+                 / (windows_memory_physical_total_bytes or windows_cs_physical_memory_bytes)",
+                "{{target}}",
+            )],
+        )
+        .range(0.0, 1.0)
+        .width(6),
+        panel(
+            "Volumes used",
+            Kind::BarGauge,
+            "percentunit",
+            vec![q(
+                format!(
+                    "1 - windows_logical_disk_free_bytes{{{WINDOWS_VOLUMES}}} \
+                     / windows_logical_disk_size_bytes{{{WINDOWS_VOLUMES}}}"
+                ),
+                "{{target}} {{volume}}",
+            )],
+        )
+        .range(0.0, 1.0)
+        .thresholds("green", &[(0.8, "orange"), (0.9, "red")]),
+        panel(
+            "Automatic services not running",
+            Kind::Table,
+            "none",
+            vec![q(
+                r#"windows_service_state{state="running"} == 0 and on (instance, name) windows_service_start_mode{start_mode="auto"} == 1"#,
+                "{{target}} {{name}}",
+            )],
+        ),
+        row("SNMP devices"),
+        targets_up("Devices answering", r#"up{job="targets",exporter="snmp"}"#),
+        panel(
+            "Interfaces down",
+            Kind::Table,
+            "none",
+            vec![q(
+                "ifOperStatus == 2 and ifAdminStatus == 1",
+                "{{target}} {{ifName}}",
+            )],
+        )
+        .describe("Enabled interfaces without a link, ports never used included."),
+        panel(
+            "Interface errors",
+            Kind::TimeSeries,
+            "pps",
+            vec![
+                q(rate("ifInErrors"), "{{target}} {{ifName}} in"),
+                q(rate("ifOutErrors"), "{{target}} {{ifName}} out"),
+            ],
+        )
+        .width(6),
+        panel(
+            "Interface traffic",
+            Kind::TimeSeries,
+            "bps",
+            vec![
+                q(
+                    format!("8 * {}", rate("ifHCInOctets")),
+                    "{{target}} {{ifName}} in",
+                ),
+                q(
+                    format!("8 * {}", rate("ifHCOutOctets")),
+                    "{{target}} {{ifName}} out",
+                ),
+            ],
+        )
+        .width(GRID_COLUMNS),
+    ]
+}
+
+/// Rows for the databases among the target kinds: PostgreSQL and Redis.
+fn service_rows() -> Vec<Panel> {
+    let rate = |counter: &str| format!("rate({counter}[$__rate_interval])");
+    vec![
+        row("PostgreSQL"),
+        targets_up("PostgreSQL up", "pg_up"),
+        panel(
+            "Connections used",
+            Kind::TimeSeries,
+            "percentunit",
+            vec![q(
+                "sum without (datname, state) (pg_stat_activity_count) \
+                 / (pg_settings_max_connections - pg_settings_superuser_reserved_connections)",
+                "{{target}}",
+            )],
+        )
+        .describe("Of max_connections, less the superuser reserve.")
+        .range(0.0, 1.0),
+        panel(
+            "Transactions",
+            Kind::TimeSeries,
+            "ops",
+            vec![
+                q(
+                    format!("sum by (target) ({})", rate("pg_stat_database_xact_commit")),
+                    "{{target}} commits",
+                ),
+                q(
+                    format!(
+                        "sum by (target) ({})",
+                        rate("pg_stat_database_xact_rollback")
+                    ),
+                    "{{target}} rollbacks",
+                ),
+            ],
+        )
+        .width(6),
+        panel(
+            "Replication lag",
+            Kind::TimeSeries,
+            "bytes",
+            vec![q(
+                "pg_stat_replication_pg_wal_lsn_diff",
+                "{{target}} {{application_name}}",
+            )],
+        )
+        .describe("WAL each standby has yet to replay, seen from its primary.")
+        .width(6),
+        panel(
+            "Deadlocks",
+            Kind::TimeSeries,
+            "short",
+            vec![q(
+                "sum by (target) (increase(pg_stat_database_deadlocks[$__rate_interval]))",
+                "{{target}}",
+            )],
+        )
+        .width(6),
+        row("Redis"),
+        targets_up("Redis up", "redis_up"),
+        panel(
+            "Memory used of maxmemory",
+            Kind::BarGauge,
+            "percentunit",
+            vec![q(
+                "redis_memory_used_bytes / (redis_memory_max_bytes > 0)",
+                "{{target}}",
+            )],
+        )
+        .describe("Only instances with a maxmemory.")
+        .range(0.0, 1.0)
+        .thresholds("green", &[(0.9, "red")]),
+        panel(
+            "Clients",
+            Kind::TimeSeries,
+            "short",
+            vec![
+                q("redis_connected_clients", "{{target}} connected"),
+                q("redis_config_maxclients", "{{target}} maxclients"),
+            ],
+        )
+        .width(6),
+        panel(
+            "Evictions and refused connections",
+            Kind::TimeSeries,
+            "short",
+            vec![
+                q(rate("redis_evicted_keys_total"), "{{target}} evicted keys"),
+                q(
+                    rate("redis_rejected_connections_total"),
+                    "{{target}} refused connections",
+                ),
+            ],
+        )
+        .width(12),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1085,16 +1361,18 @@ mod tests {
         dashboard["panels"].as_array().unwrap()
     }
 
+    /// The panels that show data: all but the rows.
+    fn queried(dashboard: &Value) -> impl Iterator<Item = &Value> {
+        panels(dashboard).iter().filter(|p| p["type"] != "row")
+    }
+
     fn targets(dashboard: &Value) -> impl Iterator<Item = &Value> {
-        panels(dashboard)
-            .iter()
-            .flat_map(|p| p["targets"].as_array().unwrap())
+        queried(dashboard).flat_map(|p| p["targets"].as_array().unwrap())
     }
 
     /// Every data source uid a dashboard names, in panels and in targets.
     fn source_uids(dashboard: &Value) -> Vec<&str> {
-        panels(dashboard)
-            .iter()
+        queried(dashboard)
             .map(|p| &p["datasource"])
             .chain(targets(dashboard).map(|t| &t["datasource"]))
             .map(|d| d["uid"].as_str().unwrap())
@@ -1160,6 +1438,60 @@ mod tests {
     }
 
     #[test]
+    fn each_target_kind_has_a_row_of_panels_after_the_dashboards_own() {
+        let all = parsed(&Settings::default());
+        for (stem, kinds, metrics) in [
+            (
+                "infrastructure",
+                &["Proxmox VE", "Windows", "SNMP devices"][..],
+                &["pve_up", "windows_logical_disk_free_bytes", "ifOperStatus"][..],
+            ),
+            (
+                "service-health",
+                &["PostgreSQL", "Redis"][..],
+                &["pg_stat_activity_count", "redis_memory_max_bytes"][..],
+            ),
+        ] {
+            let (_, d) = all.iter().find(|(s, _)| *s == stem).unwrap();
+            let panels = panels(d);
+            let rows: Vec<(usize, &str)> = panels
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p["type"] == "row")
+                .map(|(i, p)| (i, p["title"].as_str().unwrap()))
+                .collect();
+            let titles: Vec<&str> = rows.iter().map(|(_, t)| *t).collect();
+            assert_eq!(titles, kinds, "{stem}");
+            for (n, (i, title)) in rows.iter().enumerate() {
+                let next = rows.get(n + 1).map_or(panels.len(), |(j, _)| *j);
+                assert!(next - i > 2, "{title} has too few panels");
+                // A row spans the grid on a line of its own, above its panels.
+                let grid = &panels[*i]["gridPos"];
+                assert_eq!(
+                    (grid["x"].as_u64(), grid["w"].as_u64()),
+                    (Some(0), Some(24))
+                );
+                for p in &panels[i + 1..next] {
+                    assert!(p["gridPos"]["y"].as_u64() > grid["y"].as_u64(), "{title}");
+                }
+            }
+            // The rows' series are the ones the kinds' alerts watch.
+            let exprs: Vec<&str> = targets(d).map(|t| t["expr"].as_str().unwrap()).collect();
+            for metric in metrics {
+                assert!(exprs.iter().any(|e| e.contains(metric)), "{metric}");
+            }
+            let mut names: Vec<&str> = panels
+                .iter()
+                .map(|p| p["title"].as_str().unwrap())
+                .collect();
+            names.sort();
+            let count = names.len();
+            names.dedup();
+            assert_eq!(names.len(), count, "{stem}: two panels share a title");
+        }
+    }
+
+    #[test]
     fn every_dashboard_marks_the_changes_obsbox_made() {
         for (stem, d) in parsed(&Settings::default()) {
             let list = d["annotations"]["list"].as_array().unwrap();
@@ -1172,7 +1504,7 @@ mod tests {
     #[test]
     fn every_panel_has_a_type_a_unit_and_queries_of_its_own_source() {
         for (stem, d) in parsed(&Settings::default()) {
-            for p in panels(&d) {
+            for p in queried(&d) {
                 let title = p["title"].as_str().unwrap();
                 assert!(p["type"].is_string() && !title.is_empty(), "{stem}");
                 assert!(p["fieldConfig"]["defaults"]["unit"].is_string(), "{title}");

@@ -107,6 +107,15 @@ pub struct Thresholds {
     /// A probe that succeeds but takes longer than this many seconds on
     /// average over 5 minutes is slow.
     pub probe_slow_seconds: f64,
+    /// PostgreSQL connections in use, as a share of `max_connections` less
+    /// the superuser reserve, above which `PostgresConnectionsNearLimit` warns.
+    pub postgres_connections_percent: f64,
+    /// Redis memory in use, as a share of its `maxmemory`, above which
+    /// `RedisMemoryNearLimit` warns.
+    pub redis_memory_percent: f64,
+    /// Redis clients connected, as a share of its `maxclients`, above which
+    /// `RedisClientsNearLimit` warns.
+    pub redis_clients_percent: f64,
 }
 
 impl Default for Thresholds {
@@ -121,6 +130,9 @@ impl Default for Thresholds {
             log_error_floor_per_second: 0.1,
             log_error_spike_factor: 3.0,
             probe_slow_seconds: 2.0,
+            postgres_connections_percent: 80.0,
+            redis_memory_percent: 90.0,
+            redis_clients_percent: 90.0,
         }
     }
 }
@@ -356,6 +368,12 @@ impl AlertingSettings {
             ("disk_critical_percent", t.disk_critical_percent),
             ("memory_critical_percent", t.memory_critical_percent),
             ("cpu_warning_percent", t.cpu_warning_percent),
+            (
+                "postgres_connections_percent",
+                t.postgres_connections_percent,
+            ),
+            ("redis_memory_percent", t.redis_memory_percent),
+            ("redis_clients_percent", t.redis_clients_percent),
         ] {
             if !(value > 0.0 && value < 100.0) {
                 bad(
@@ -711,7 +729,8 @@ mod tests {
            "heartbeat": {"url": "hc-ping.com/x", "every": "1h"}, "acknowledgement_expires": "0s",
            "silence_max_days": 0, "report_receiver": "room",
            "drills": {"every": "1h", "escalate_after": "1s", "answer_within": "2d"},
-           "thresholds": {"disk_warning_percent": 95, "cpu_warning_percent": 120, "probe_slow_seconds": 0}}));
+           "thresholds": {"disk_warning_percent": 95, "cpu_warning_percent": 120, "probe_slow_seconds": 0,
+                          "postgres_connections_percent": 0, "redis_memory_percent": 100, "redis_clients_percent": -5}}));
         for field in [
             "alerting.receivers[0].to",
             "alerting.receivers[0].smarthost",
@@ -737,6 +756,9 @@ mod tests {
             "alerting.thresholds.disk_warning_percent",
             "alerting.thresholds.cpu_warning_percent",
             "alerting.thresholds.probe_slow_seconds",
+            "alerting.thresholds.postgres_connections_percent",
+            "alerting.thresholds.redis_memory_percent",
+            "alerting.thresholds.redis_clients_percent",
         ] {
             assert!(found.contains(&field.to_string()), "{field} in {found:?}");
         }

@@ -285,6 +285,16 @@ fn inhibit_rules() -> Value {
             &["instance", "mountpoint"]
         ),
         inhibit(
+            "alertname=\"WindowsDiskUsageCritical\"",
+            "alertname=\"WindowsDiskUsageHigh\"",
+            &["instance", "volume"]
+        ),
+        inhibit(
+            "alertname=\"PVEStorageUsageCritical\"",
+            "alertname=\"PVEStorageUsageHigh\"",
+            &["instance", "id"]
+        ),
+        inhibit(
             "alertname=\"SLOBurnRateFast\"",
             "alertname=\"SLOBurnRateSlow\"",
             &["slo"]
@@ -301,4 +311,26 @@ fn inhibit_rules() -> Value {
             "equal": ["host"],
         }),
     ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_critical_usage_alert_holds_back_its_warning_on_the_same_disk() {
+        let rules = inhibit_rules();
+        for (critical, warning, disk) in [
+            ("DiskUsageCritical", "DiskUsageHigh", "mountpoint"),
+            ("WindowsDiskUsageCritical", "WindowsDiskUsageHigh", "volume"),
+            ("PVEStorageUsageCritical", "PVEStorageUsageHigh", "id"),
+        ] {
+            let found = rules.as_array().unwrap().iter().any(|r| {
+                r["source_matchers"] == json!([format!("alertname=\"{critical}\"")])
+                    && r["target_matchers"] == json!([format!("alertname=\"{warning}\"")])
+                    && r["equal"] == json!(["instance", disk])
+            });
+            assert!(found, "{critical} does not inhibit {warning}");
+        }
+    }
 }

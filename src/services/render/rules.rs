@@ -2,6 +2,8 @@
 //! threshold from the settings, every alert with `severity` and `service`
 //! labels, a summary, a description and a link to the runbook obsbox serves.
 
+mod kinds;
+
 use super::{external_url, yaml, Environment};
 use crate::settings::{Indicator, Settings, Slo};
 use serde_json::{json, Value};
@@ -89,15 +91,23 @@ impl<'a> Catalog<'a> {
         Value::Object(rule)
     }
 
-    /// A rule file holding one group: recording rules first, then alerts.
-    fn file(&self, header: &str, group: Value, records: Vec<Value>, alerts: &[Alert]) -> String {
+    /// A rule group: recording rules first, then alerts.
+    fn group(&self, group: Value, records: Vec<Value>, alerts: &[Alert]) -> Value {
         let mut group = group;
         let rules: Vec<Value> = records
             .into_iter()
             .chain(alerts.iter().map(|a| self.rule(a)))
             .collect();
         group["rules"] = json!(rules);
-        yaml(header, &json!({"groups": [group]}))
+        group
+    }
+
+    /// A rule file holding one group.
+    fn file(&self, header: &str, group: Value, records: Vec<Value>, alerts: &[Alert]) -> String {
+        yaml(
+            header,
+            &json!({"groups": [self.group(group, records, alerts)]}),
+        )
     }
 
     /// Hosts: down or unreachable, disks filling, memory and CPU.
@@ -125,13 +135,15 @@ impl<'a> Catalog<'a> {
         let alerts = [
             Alert {
                 name: "HostDown",
-                // Host-level evidence only: its node exporter and a probe of
-                // the host (ICMP or TCP) both fail, or the ICMP probe of a
-                // host without a node exporter. An exporter dying alone is
+                // Host-level evidence only: its node (or Windows) exporter
+                // and a probe of the host (ICMP or TCP) both fail, or the
+                // ICMP probe of a host without such an exporter. An exporter dying alone is
                 // `NodeExporterDown`: HostDown silences every other alert of
                 // the host, so it must not fire on a running host.
                 expr: format!(
-                    "({EXPORTER_DOWN}) and on (host) ({HOST_PROBE_FAILED}) or ({ICMP_FAILED}) unless on (host) {EXPORTERS}"
+                    "({}) and on (host) ({HOST_PROBE_FAILED}) or ({ICMP_FAILED}) unless on (host) {}",
+                    exporter_down(HOST_EXPORTERS),
+                    exporters(HOST_EXPORTERS)
                 ),
                 wait: Some(&t.host_down_for),
                 severity: "critical",
@@ -139,13 +151,16 @@ impl<'a> Catalog<'a> {
                 service: "infrastructure",
                 summary: "Host {{ $labels.host }} is down or unreachable",
                 description: format!(
-                    "{{{{ $labels.host }}}} ({{{{ $labels.instance }}}}) has not answered for {}: neither its node exporter nor a probe of the host reaches it.",
+                    "{{{{ $labels.host }}}} ({{{{ $labels.instance }}}}) has not answered for {}: neither its exporter nor a probe of the host reaches it.",
                     t.host_down_for
                 ),
             },
             Alert {
                 name: "NodeExporterDown",
-                expr: format!("{EXPORTER_DOWN} unless on (host) ({HOST_PROBE_FAILED})"),
+                expr: format!(
+                    "{} unless on (host) ({HOST_PROBE_FAILED})",
+                    exporter_down("node")
+                ),
                 wait: Some(&t.host_down_for),
                 severity: "warning",
                 threshold: None,
@@ -481,8 +496,10 @@ impl<'a> Catalog<'a> {
         })
     }
 
-    /// Coverage of the user's targets (the share answering) and their alerts.
+    /// Coverage of the user's targets (the share answering), a target that
+    /// does not answer, and each target kind's alerts in a group of its own.
     pub(super) fn target_rules(&self) -> String {
+        let t = &self.settings.alerting.thresholds;
         let coverage = json!({
             "record": "obsbox:target_coverage:ratio",
             "expr": r#"sum(up{job="targets"}) / count(up{job="targets"})"#,
@@ -490,8 +507,13 @@ impl<'a> Catalog<'a> {
         let alerts = [
             Alert {
                 name: "TargetDown",
-                // A node exporter's own target is `NodeExporterDown` (or `HostDown`).
-                expr: r#"up{job="targets",exporter!="node"} == 0"#.into(),
+                // Kinds whose `up == 0` has an alert of its own (`HostDown`,
+                // `NodeExporterDown`, `SNMPDeviceUnreachable`, ...) are left
+                // out: each failing scrape alerts once.
+                expr: format!(
+                    r#"up{{job="targets",exporter!~"{}"}} == 0"#,
+                    kinds::OWN_DOWN_ALERT
+                ),
                 wait: Some("3m"),
                 severity: "warning",
                 threshold: None,
@@ -510,12 +532,18 @@ impl<'a> Catalog<'a> {
                 description: "Only {{ $value | humanizePercentage }} of the registered targets can be scraped.".into(),
             },
         ];
-        self.file(
-            "Scrape target alert rules",
-            json!({"name": "obsbox-targets"}),
-            vec![coverage],
-            &alerts,
-        )
+        let cpu_wait = cpu_wait(&t.cpu_for);
+        let groups: Vec<Value> =
+            std::iter::once(self.group(json!({"name": "obsbox-targets"}), vec![coverage], &alerts))
+                .chain(
+                    kinds::groups(self.settings, &cpu_wait)
+                        .into_iter()
+                        .map(|(name, alerts)| {
+                            self.group(json!({ "name": name }), Vec::new(), &alerts)
+                        }),
+                )
+                .collect();
+        yaml("Scrape target alert rules", &json!({ "groups": groups }))
     }
 
     /// A failing probe, and a TLS certificate (seen by an https probe) near its end.
@@ -925,10 +953,19 @@ impl<'a> Catalog<'a> {
     }
 }
 
-/// A node exporter target that does not answer.
-const EXPORTER_DOWN: &str = r#"up{job="targets",exporter="node"} == 0"#;
-/// Every node exporter target.
-const EXPORTERS: &str = r#"up{job="targets",exporter="node"}"#;
+/// The kinds of target that export a whole host's health: their exporter
+/// failing with a probe of the host is `HostDown`.
+const HOST_EXPORTERS: &str = "node|windows";
+
+/// Every target of the `kinds` (a regular expression).
+fn exporters(kinds: &str) -> String {
+    format!(r#"up{{job="targets",exporter=~"{kinds}"}}"#)
+}
+
+/// A target of the `kinds` that does not answer.
+fn exporter_down(kinds: &str) -> String {
+    format!("{} == 0", exporters(kinds))
+}
 /// A probe of the host itself (not of a service on it) that fails.
 const HOST_PROBE_FAILED: &str = r#"probe_success{job="probes",kind=~"icmp|tcp"} == 0"#;
 /// A failing ping.
