@@ -245,6 +245,21 @@ impl Accounts {
         Ok(())
     }
 
+    /// For another secret checked before anyone signs in (a backup
+    /// repository's password at first-boot setup): refused while `peer` is
+    /// locked out by failed checks, as a login is.
+    pub fn not_locked_out(&self, peer: IpAddr) -> Result<(), AccountsError> {
+        match self.failures().locked_out(peer, Instant::now()) {
+            Some(wait) => Err(AccountsError::RateLimited(wait)),
+            None => Ok(()),
+        }
+    }
+
+    /// Counts a wrong secret of that kind against `peer`, as a wrong password.
+    pub fn failed_check(&self, peer: IpAddr) {
+        self.failures().record(peer, Instant::now());
+    }
+
     /// The session behind a cookie, if it is still valid.
     pub fn session(&self, token: &str) -> Result<Option<Session>, AccountsError> {
         let key = token_key(token);

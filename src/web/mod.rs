@@ -27,6 +27,7 @@ pub mod recovery;
 mod responder;
 mod runbooks;
 pub mod serve;
+mod setup_restore;
 mod system;
 pub mod tls;
 mod update;
@@ -111,6 +112,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(docs::routes())
         .merge(responder::routes())
         .merge(account::routes())
+        .merge(setup_restore::routes())
         .merge(overview::routes())
         .merge(power::routes())
         .merge(pages::routes())
