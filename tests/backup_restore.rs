@@ -853,3 +853,29 @@ fn a_fresh_box_restores_its_own_state_at_setup_with_pbs() {
     restore_at_setup(&b, &source, &snapshots[0]["id"]);
     is_restored(&mut b, &old);
 }
+
+/// The setup page's restore from a backup in headless Chromium, with the
+/// real restic (tests/browser/setup_restore.test.mjs).
+#[test]
+fn the_setup_page_restores_a_box_from_its_restic_backup() {
+    common::browser_tests();
+    let fx = fixture(1);
+    let repo = restic_repository(&fx);
+    let a = Obsbox::start(&[("services", services_only(&[]))]);
+    let mut job = pbs::restic_job("box", &fx, &repo);
+    job["appliance_state"] = json!(true);
+    create_job(&a, job);
+    backed_up(&a, "box");
+    let b = Obsbox::start_fresh(&[("services", services_only(&[]))], &[]);
+    common::run_browser_tests(
+        &b,
+        "setup_restore.test.mjs",
+        &[
+            ("REPOSITORY", repo.display().to_string()),
+            ("REPOSITORY_PASSWORD", pbs::PASSWORD.into()),
+            ("PASSWORD", common::PASSWORD.into()),
+        ],
+    );
+    let (status, _) = b.send("GET", "/api/session", "");
+    assert_eq!(status, 401, "set up as the old box");
+}
