@@ -798,13 +798,25 @@ fn a_fresh_box_restores_its_own_state_at_setup_with_restic() {
     let broken = crafted_state(&crafted, &damaged);
     let crafted_source =
         json!({"backend": "restic", "repository": crafted, "password": pbs::PASSWORD});
-    let (status, body) = restore_refused(&b, &crafted_source, &json!(from_the_future));
+    // restic's summary gives the short id; the listing the whole one.
+    let listed = own_state_snapshots(&b, &crafted_source);
+    let whole = |short: &str| {
+        listed["snapshots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"].as_str().unwrap().starts_with(short))
+            .unwrap_or_else(|| panic!("{short} in {listed}"))["id"]
+            .clone()
+    };
+    let (from_the_future, broken) = (whole(&from_the_future), whole(&broken));
+    let (status, body) = restore_refused(&b, &crafted_source, &from_the_future);
     assert_eq!(status, 422, "{body}");
     assert!(
         body["error"].as_str().unwrap().contains("newer obsbox"),
         "{body}"
     );
-    let (status, body) = restore_refused(&b, &crafted_source, &json!(broken));
+    let (status, body) = restore_refused(&b, &crafted_source, &broken);
     assert_eq!(status, 422, "{body}");
     assert!(
         body["error"].as_str().unwrap().contains("cannot be used"),
