@@ -661,7 +661,16 @@ fn old_box(obsbox: Obsbox, job: Value) -> OldBox {
     create_job(&obsbox, job);
     let first_run = backed_up(&obsbox, "box");
     // The copy a run takes holds that run as still under way: a second
-    // run, so the first is in the copy as it ended.
+    // run, so the first is in the copy as it ended. PBS refuses two
+    // snapshots of a group within one second.
+    let first_second = first_run["started_at"].as_i64().unwrap() / 1000;
+    wait_for("the next second", Duration::from_secs(5), || {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        (now > first_second + 1).then_some(())
+    });
     obsbox.send("POST", "/api/backups/jobs/box/run", "");
     let second = finished_run(&obsbox, "box", "backup", first_run["id"].as_i64().unwrap());
     assert_eq!(second["result"], "ok", "{second}");
