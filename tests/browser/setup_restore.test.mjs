@@ -64,6 +64,7 @@ test('setup restores the old box from its restic backup and leads to its login',
   await form.getByRole('button', { name: 'List snapshots' }).click();
   const restore = page.getByRole('button', { name: /^Restore snapshot / });
   await restore.first().waitFor();
+  assert.equal((await page.locator('#status').textContent()).trim(), '', 'the refusal is gone');
   assert.equal(await restore.count(), 1, 'the one snapshot holding the box');
   assert.match(await page.locator('#backup-snapshots').textContent(), /obsbox-box/);
   await page.screenshot({ path: join(SCREENSHOTS, 'setup-restore-1280.png'), fullPage: true });

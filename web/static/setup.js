@@ -1,7 +1,7 @@
 // First-boot setup: the administrator's password, the host name, the time
 // zone; or a restore from a configuration file (and its secrets bundle).
 import {
-  action, api, bytes, kindParts, onSubmit, options, say, snapshotId, table, when,
+  action, api, bytes, clearMessage, kindParts, onSubmit, options, say, snapshotId, table, when,
 } from './app.js';
 
 const form = document.getElementById('setup-form');
@@ -77,6 +77,8 @@ async function afterRestart() {
 onSubmit(backup, async (v, send) => {
   const source = await sourceOf(v);
   const listing = await send('POST', '/api/setup/backup/snapshots', source);
+  clearMessage();
+  document.getElementById('backup-snapshots-title').hidden = false;
   fingerprint.hidden = !(listing.server_fingerprint || listing.fingerprint_error);
   fingerprint.textContent = listing.server_fingerprint
     ? `The server presents the certificate fingerprint ${listing.server_fingerprint}.`
