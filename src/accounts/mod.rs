@@ -667,6 +667,21 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn wrong_repository_passwords_at_setup_lock_out_like_wrong_logins() {
+        let (_dir, accounts) = accounts();
+        for _ in 0..FREE_ATTEMPTS {
+            assert!(accounts.not_locked_out(PEER).is_ok());
+            accounts.failed_check(PEER);
+        }
+        assert!(matches!(
+            accounts.not_locked_out(PEER),
+            Err(AccountsError::RateLimited(wait)) if wait <= FIRST_LOCKOUT
+        ));
+        let elsewhere: IpAddr = "192.0.2.7".parse().unwrap();
+        assert!(accounts.not_locked_out(elsewhere).is_ok());
+    }
+
+    #[tokio::test]
     async fn the_current_password_of_a_change_is_rate_limited_too() {
         let (_dir, accounts) = accounts();
         accounts
