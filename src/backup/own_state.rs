@@ -293,6 +293,12 @@ pub fn apply_pending(data_dir: &Path) -> std::io::Result<bool> {
             }
         }
         replace(&database, &data_dir.join(DATABASE))?;
+        // Copies of the fresh database: `obsbox db restore` must never
+        // bring that back instead of the restored one.
+        match std::fs::remove_dir_all(data_dir.join(crate::store::copies::DIR)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
     }
     std::fs::File::open(data_dir)?.sync_all()?;
     std::fs::remove_dir_all(&staged)?;
@@ -625,6 +631,7 @@ mod tests {
         let d = data.path();
         std::fs::write(d.join(DATABASE), b"fresh").unwrap();
         std::fs::write(d.join("obsbox.db-wal"), b"fresh journal").unwrap();
+        crate::store::write_private(&d.join("db-backups/obsbox-1.db"), b"fresh", 0o600).unwrap();
         crate::store::write_private(&d.join("secrets/webhook"), b"fresh", 0o600).unwrap();
         let staged = d.join(PENDING);
         crate::store::write_private(&staged.join(DATABASE), b"restored", 0o600).unwrap();
