@@ -169,6 +169,13 @@ pub async fn run(
         }
         Err(e) => return Err(e.into()),
     };
+    // A restore from a backup chosen at first-boot setup, staged and
+    // checked before the restart that brought us here.
+    match crate::backup::apply_pending_state(&dir) {
+        Ok(true) => tracing::info!("restored obsbox's own state from a backup"),
+        Ok(false) => {}
+        Err(e) => tracing::error!(error = %e, "cannot apply the restore from a backup"),
+    }
     let store = match Store::open(&dir) {
         Ok(store) => store,
         Err(StoreError::Damaged(damage)) => {

@@ -687,6 +687,34 @@ pub fn write_private(path: &Path, value: &[u8], mode: u32) -> std::io::Result<()
     std::fs::rename(&partial, path)
 }
 
+/// Checks a database file nobody has open (a copy, a restored backup)
+/// before it is used: readable, whole (`PRAGMA quick_check`), an obsbox
+/// database, and not from a newer obsbox; returns its schema version.
+pub fn check_file(path: &Path) -> Result<i64, StoreError> {
+    let damaged = |kind, detail: String| {
+        StoreError::Damaged(Damage {
+            kind,
+            path: path.to_path_buf(),
+            detail,
+        })
+    };
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(|e| damaged(DamageKind::Unreadable, e.to_string()))?;
+    check_integrity(&conn).map_err(|(kind, detail)| damaged(kind, detail))?;
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(|e| damaged(DamageKind::Unreadable, e.to_string()))?;
+    let known = MIGRATIONS.len() as i64;
+    match version {
+        0 => Err(damaged(
+            DamageKind::Unreadable,
+            "it is not an obsbox database".into(),
+        )),
+        found if found > known => Err(StoreError::TooNew { found, known }),
+        found => Ok(found),
+    }
+}
+
 /// Sets `path` to 0600: the database holds the admin's password hash.
 fn make_private(path: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;

@@ -586,3 +586,317 @@ fn the_boxs_own_state_restores_onto_a_fresh_data_directory() {
     let again = finished_run(&fresh, "box", "backup", second["id"].as_i64().unwrap());
     assert_eq!(again["result"], "ok", "{again}");
 }
+
+/// Lists the snapshots holding a box's state through setup's API.
+fn own_state_snapshots(fresh: &Obsbox, source: &Value) -> Value {
+    let (status, listing) = fresh.send("POST", "/api/setup/backup/snapshots", &source.to_string());
+    assert_eq!(status, 200, "{listing}");
+    listing
+}
+
+/// A restore at setup that is refused: its status and message; the box
+/// is left fresh (still at setup, nothing staged).
+fn restore_refused(fresh: &Obsbox, source: &Value, snapshot: &Value) -> (u16, Value) {
+    let (status, body) = fresh.send(
+        "POST",
+        "/api/setup/backup/restore",
+        &json!({"source": source, "snapshot": snapshot}).to_string(),
+    );
+    assert_ne!(status, 202, "{body}");
+    assert!(!fresh.data.join("restore-pending").exists());
+    let (still, _) = fresh.send("GET", "/api/session", "");
+    assert_eq!(still, 403, "still at setup");
+    (status, body)
+}
+
+/// Restores `snapshot` at setup and waits for obsbox to come back as the
+/// restored box (set up, asking for a sign-in).
+fn restore_at_setup(fresh: &Obsbox, source: &Value, snapshot: &Value) -> Value {
+    let (status, answer) = fresh.send(
+        "POST",
+        "/api/setup/backup/restore",
+        &json!({"source": source, "snapshot": snapshot}).to_string(),
+    );
+    assert_eq!(status, 202, "{answer}");
+    wait_for(
+        "obsbox to come back as the restored box",
+        Duration::from_secs(60),
+        || {
+            let (status, _) = fresh.try_send("GET", "/api/session", "")?;
+            (status == 401).then_some(())
+        },
+    );
+    answer
+}
+
+/// What box A holds that a restore must bring back: a second user, a
+/// receiver with a secret, and a backup job of its own state with history.
+struct OldBox {
+    obsbox: Obsbox,
+    first_run: Value,
+    secrets: Vec<(String, Vec<u8>)>,
+}
+
+const OLGA: &str = "olga's long password";
+
+fn old_box(obsbox: Obsbox, job: Value) -> OldBox {
+    let (status, body) = obsbox.send(
+        "POST",
+        "/api/users",
+        &json!({"name": "olga", "role": "operator", "password": OLGA, "confirm": OLGA}).to_string(),
+    );
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = obsbox.send(
+        "POST",
+        "/api/alerts/receivers",
+        &json!({"receiver": {"name": "hook", "kind": "webhook",
+            "url": "http://127.0.0.1:9/hook", "authorize": true},
+            "secret": "hook-token-123"})
+        .to_string(),
+    );
+    assert_eq!(status, 201, "{body}");
+    let mut job = job;
+    job["appliance_state"] = json!(true);
+    job["schedule"] = json!("mon..fri 03:30");
+    create_job(&obsbox, job);
+    let first_run = backed_up(&obsbox, "box");
+    // The copy a run takes holds that run as still under way: a second
+    // run, so the first is in the copy as it ended. PBS refuses two
+    // snapshots of a group within one second.
+    let first_second = first_run["started_at"].as_i64().unwrap() / 1000;
+    wait_for("the next second", Duration::from_secs(5), || {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        (now > first_second + 1).then_some(())
+    });
+    obsbox.send("POST", "/api/backups/jobs/box/run", "");
+    let second = finished_run(&obsbox, "box", "backup", first_run["id"].as_i64().unwrap());
+    assert_eq!(second["result"], "ok", "{second}");
+    let secrets = file_tree(&obsbox.data.join("secrets"))
+        .into_iter()
+        .filter(|(p, _)| !p.starts_with("backup/"))
+        .collect();
+    OldBox {
+        obsbox,
+        first_run,
+        secrets,
+    }
+}
+
+/// The restored box is the old one: its accounts (old passwords), settings,
+/// secrets and history; the job has the repository's password again and
+/// backs up.
+fn is_restored(fresh: &mut Obsbox, old: &OldBox) {
+    assert_eq!(
+        fresh.log_in(common::PASSWORD),
+        200,
+        "the old admin password"
+    );
+    assert!(fresh.log_in_as("olga", OLGA, None).is_ok(), "the old user");
+    assert_eq!(fresh.get("/api/settings"), old.obsbox.get("/api/settings"));
+    assert_eq!(
+        fresh.get("/api/alerts/receivers"),
+        old.obsbox.get("/api/alerts/receivers")
+    );
+    let restored: Vec<(String, Vec<u8>)> = file_tree(&fresh.data.join("secrets"))
+        .into_iter()
+        .filter(|(p, _)| !p.starts_with("backup/"))
+        .collect();
+    assert_eq!(restored, old.secrets);
+    let history = fresh.get("/api/backups/history?job=box");
+    let first = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == old.first_run["id"])
+        .unwrap_or_else(|| panic!("{history}"));
+    assert_eq!(first, &old.first_run, "the history");
+    let job = &fresh.get("/api/backups")["jobs"][0];
+    assert_eq!(job["password_set"], true, "{job}");
+    let last = history.as_array().unwrap()[0]["id"].as_i64().unwrap();
+    fresh.send("POST", "/api/backups/jobs/box/run", "");
+    let again = finished_run(fresh, "box", "backup", last);
+    assert_eq!(again["result"], "ok", "{again}");
+    // Set up now: setup's restore is closed.
+    let (status, body) = fresh.send("POST", "/api/setup/backup/snapshots", "{}");
+    assert_eq!(status, 409, "{body}");
+}
+
+/// A snapshot in `repo` that looks like a box's state (the paths and tags
+/// obsbox gives them) but holds `database` as the settings database.
+fn crafted_state(repo: &Path, database: &Path) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("data/backup-staging/box/appliance/obsbox");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::copy(database, state.join("obsbox.db")).unwrap();
+    let out = std::process::Command::new("restic")
+        .args([
+            "backup",
+            "--json",
+            "--host",
+            "obsbox-box",
+            "--tag",
+            "obsbox,job=box",
+        ])
+        .arg(&state)
+        .env("RESTIC_REPOSITORY", repo)
+        .env("RESTIC_PASSWORD", pbs::PASSWORD)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["message_type"] == "summary")
+        .and_then(|v| v["snapshot_id"].as_str().map(String::from))
+        .unwrap()
+}
+
+/// Box A backs up its own state with the real restic; box B, freshly
+/// flashed, restores it from setup's API. Refused before that, each
+/// leaving B fresh: a wrong password, no repository, a snapshot from a
+/// newer obsbox and one whose database is damaged.
+#[test]
+fn a_fresh_box_restores_its_own_state_at_setup_with_restic() {
+    let fx = fixture(1);
+    let repo = restic_repository(&fx);
+    let a = Obsbox::start(&[("services", services_only(&[]))]);
+    let job = pbs::restic_job("box", &fx, &repo);
+    let old = old_box(a, job);
+
+    let mut b = Obsbox::start_fresh(&[("services", services_only(&[]))], &[]);
+    let source = json!({"backend": "restic", "repository": repo, "password": pbs::PASSWORD});
+    let listing = own_state_snapshots(&b, &source);
+    let snapshots = listing["snapshots"].as_array().unwrap();
+    assert_eq!(snapshots.len(), 2, "{listing}");
+    let newest = &snapshots[0];
+    assert_eq!(
+        (&newest["host"], &newest["job"]),
+        (&json!("obsbox-box"), &json!("box"))
+    );
+
+    let wrong = json!({"backend": "restic", "repository": repo, "password": "wrong"});
+    let (status, body) = b.send("POST", "/api/setup/backup/snapshots", &wrong.to_string());
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["problems"][0]["field"], "password", "{body}");
+    let (status, body) = restore_refused(&b, &wrong, &newest["id"]);
+    assert_eq!(status, 422, "{body}");
+    let nowhere =
+        json!({"backend": "restic", "repository": fx.root.join("nothing"), "password": "x"});
+    let (status, body) = b.send("POST", "/api/setup/backup/snapshots", &nowhere.to_string());
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["problems"][0]["field"], "repository", "{body}");
+
+    // Snapshots obsbox cannot take: from a newer obsbox, and damaged.
+    let crafted = pbs::restic_init(&fx, "crafted", pbs::PASSWORD);
+    let scratch = tempfile::tempdir().unwrap();
+    let newer = scratch.path().join("newer.db");
+    let conn = rusqlite::Connection::open(&newer).unwrap();
+    conn.execute_batch("CREATE TABLE settings (section TEXT); PRAGMA user_version = 999;")
+        .unwrap();
+    drop(conn);
+    let damaged = scratch.path().join("damaged.db");
+    std::fs::write(&damaged, "SQLite format 3\0".repeat(300)).unwrap();
+    let from_the_future = crafted_state(&crafted, &newer);
+    let broken = crafted_state(&crafted, &damaged);
+    let crafted_source =
+        json!({"backend": "restic", "repository": crafted, "password": pbs::PASSWORD});
+    // restic's summary gives the short id; the listing the whole one.
+    let listed = own_state_snapshots(&b, &crafted_source);
+    let whole = |short: &str| {
+        listed["snapshots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"].as_str().unwrap().starts_with(short))
+            .unwrap_or_else(|| panic!("{short} in {listed}"))["id"]
+            .clone()
+    };
+    let (from_the_future, broken) = (whole(&from_the_future), whole(&broken));
+    let (status, body) = restore_refused(&b, &crafted_source, &from_the_future);
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("newer obsbox"),
+        "{body}"
+    );
+    let (status, body) = restore_refused(&b, &crafted_source, &broken);
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("cannot be used"),
+        "{body}"
+    );
+
+    restore_at_setup(&b, &source, &newest["id"]);
+    is_restored(&mut b, &old);
+    let log = b.log();
+    assert!(!log.contains(pbs::PASSWORD), "the password is not logged");
+}
+
+/// The same through the PBS client stand-in: the archives `obsbox` and
+/// `secrets` of the snapshot, restored from setup's API.
+#[test]
+fn a_fresh_box_restores_its_own_state_at_setup_with_pbs() {
+    let fx = fixture(1);
+    let a = pbs::start(&fx, &[], &[]);
+    let old = old_box(a, job("box", &fx.source));
+
+    let root = fx.root.display().to_string();
+    let client = stand_in("proxmox-backup-client").display().to_string();
+    let mut b = Obsbox::start_fresh(
+        &[
+            ("services", services_only(&[])),
+            ("backups", json!({"client": client})),
+        ],
+        &[("PBS_STANDIN_ROOT", root.as_str())],
+    );
+    let source = json!({"backend": "pbs", "repository": "backup@pbs@localhost:store1",
+        "password": pbs::PASSWORD});
+    let listing = own_state_snapshots(&b, &source);
+    let snapshots = listing["snapshots"].as_array().unwrap();
+    assert_eq!(snapshots.len(), 2, "{listing}");
+    assert_eq!(snapshots[0]["host"], "obsbox-box", "{listing}");
+    assert!(
+        listing["fingerprint_error"].is_string(),
+        "nothing answers TLS on localhost:8007 here: {listing}"
+    );
+    let wrong = json!({"backend": "pbs", "repository": "backup@pbs@localhost:store1",
+        "password": "wrong"});
+    let (status, body) = restore_refused(&b, &wrong, &snapshots[0]["id"]);
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["problems"][0]["field"], "password", "{body}");
+
+    restore_at_setup(&b, &source, &snapshots[0]["id"]);
+    is_restored(&mut b, &old);
+}
+
+/// The setup page's restore from a backup in headless Chromium, with the
+/// real restic (tests/browser/setup_restore.test.mjs).
+#[test]
+fn the_setup_page_restores_a_box_from_its_restic_backup() {
+    common::browser_tests();
+    let fx = fixture(1);
+    let repo = restic_repository(&fx);
+    let a = Obsbox::start(&[("services", services_only(&[]))]);
+    let mut job = pbs::restic_job("box", &fx, &repo);
+    job["appliance_state"] = json!(true);
+    create_job(&a, job);
+    backed_up(&a, "box");
+    let b = Obsbox::start_fresh(&[("services", services_only(&[]))], &[]);
+    common::run_browser_tests(
+        &b,
+        "setup_restore.test.mjs",
+        &[
+            ("REPOSITORY", repo.display().to_string()),
+            ("REPOSITORY_PASSWORD", pbs::PASSWORD.into()),
+            ("PASSWORD", common::PASSWORD.into()),
+        ],
+    );
+    let (status, _) = b.send("GET", "/api/session", "");
+    assert_eq!(status, 401, "set up as the old box");
+}

@@ -618,6 +618,10 @@ const CHANGES: &[Case] = &[
 /// probes, the pages and static files (`browser.rs`).
 const ELSEWHERE: &[&str] = &[
     "/api/setup",
+    // Setup's restore from a backup, before any account exists; 409 once
+    // set up (`backup_restore.rs`).
+    "/api/setup/backup/snapshots",
+    "/api/setup/backup/restore",
     "/api/login",
     // Invite links are taken before a session (`web_users.rs`).
     "/api/invite/check",

@@ -245,6 +245,21 @@ impl Accounts {
         Ok(())
     }
 
+    /// For another secret checked before anyone signs in (a backup
+    /// repository's password at first-boot setup): refused while `peer` is
+    /// locked out by failed checks, as a login is.
+    pub fn not_locked_out(&self, peer: IpAddr) -> Result<(), AccountsError> {
+        match self.failures().locked_out(peer, Instant::now()) {
+            Some(wait) => Err(AccountsError::RateLimited(wait)),
+            None => Ok(()),
+        }
+    }
+
+    /// Counts a wrong secret of that kind against `peer`, as a wrong password.
+    pub fn failed_check(&self, peer: IpAddr) {
+        self.failures().record(peer, Instant::now());
+    }
+
     /// The session behind a cookie, if it is still valid.
     pub fn session(&self, token: &str) -> Result<Option<Session>, AccountsError> {
         let key = token_key(token);
@@ -649,6 +664,21 @@ mod tests {
             })
             .await
             .is_ok());
+    }
+
+    #[tokio::test]
+    async fn wrong_repository_passwords_at_setup_lock_out_like_wrong_logins() {
+        let (_dir, accounts) = accounts();
+        for _ in 0..FREE_ATTEMPTS {
+            assert!(accounts.not_locked_out(PEER).is_ok());
+            accounts.failed_check(PEER);
+        }
+        assert!(matches!(
+            accounts.not_locked_out(PEER),
+            Err(AccountsError::RateLimited(wait)) if wait <= FIRST_LOCKOUT
+        ));
+        let elsewhere: IpAddr = "192.0.2.7".parse().unwrap();
+        assert!(accounts.not_locked_out(elsewhere).is_ok());
     }
 
     #[tokio::test]

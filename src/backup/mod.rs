@@ -21,6 +21,7 @@ mod keys;
 mod manifest;
 mod objectives;
 mod options;
+mod own_state;
 mod pbs_api;
 mod pbs_health;
 mod repository;
@@ -34,6 +35,7 @@ pub(crate) use calendar::CalendarEvent;
 pub use copy::CopySettings;
 pub use history::{last_ended, Outcome, Run};
 pub(crate) use options::JobOptions;
+pub use own_state::{apply_pending as apply_pending_state, OwnStateError, Source};
 pub use pbs_health::{ServerHealth, ServerVerification};
 pub use repository::{TestOptions, TestReport};
 pub(crate) use restore::{files, offline_client, restore_now, snapshots, RestoreRequest};
@@ -598,29 +600,9 @@ impl Backups {
         options: TestOptions,
     ) -> Result<TestReport, BackupError> {
         normalize(&mut job);
-        let mut nonce = [0u8; 8];
-        getrandom::getrandom(&mut nonce).map_err(|e| BackupError::Client(e.to_string()))?;
-        let scratch = format!("backup/.test-{}", hex::encode(nonce));
-        let mut given = Vec::new();
-        // The client's secrets for this repository; the copy's password
-        // and the API token are not the client's.
-        for (name, value) in SECRET_NAMES.iter().zip(secrets.values()).take(3) {
-            given.push(match value.filter(|v| !v.is_empty()) {
-                Some(value) => {
-                    let path = format!("{scratch}/{name}");
-                    self.store.put_secret(&path, value.as_bytes())?;
-                    Some(self.store.secret_path(&path))
-                }
-                None => None,
-            });
-        }
-        let [password, encryption_key, encryption_password] =
-            <[Option<PathBuf>; 3]>::try_from(given).unwrap_or_default();
-        let secrets = JobSecrets {
-            password,
-            encryption_key,
-            encryption_password,
-        };
+        let [password, encryption_key, encryption_password, _, _] = secrets.values();
+        let (scratch, secrets) =
+            self.scratch_secrets("test", [password, encryption_key, encryption_password])?;
         let job = Box::new(job);
         let report = self
             .ask(|done| Msg::Test {
@@ -632,6 +614,41 @@ impl Backups {
             .await;
         self.store.delete_secrets(&scratch)?;
         report?
+    }
+
+    /// Writes a repository's secrets given for one call (password, key, key
+    /// passphrase; empty ones left out) as private files under
+    /// `secrets/backup/.<purpose>-<random>/`; returns that prefix, for
+    /// `Store::delete_secrets` once the call is done.
+    fn scratch_secrets(
+        &self,
+        purpose: &str,
+        values: [Option<String>; 3],
+    ) -> Result<(String, JobSecrets), BackupError> {
+        let mut nonce = [0u8; 8];
+        getrandom::getrandom(&mut nonce).map_err(|e| BackupError::Client(e.to_string()))?;
+        let scratch = format!("backup/.{purpose}-{}", hex::encode(nonce));
+        let mut given = Vec::new();
+        for (name, value) in SECRET_NAMES.iter().zip(values) {
+            given.push(match value.filter(|v| !v.is_empty()) {
+                Some(value) => {
+                    let path = format!("{scratch}/{name}");
+                    self.store.put_secret(&path, value.as_bytes())?;
+                    Some(self.store.secret_path(&path))
+                }
+                None => None,
+            });
+        }
+        let [password, encryption_key, encryption_password] =
+            <[Option<PathBuf>; 3]>::try_from(given).unwrap_or_default();
+        Ok((
+            scratch,
+            JobSecrets {
+                password,
+                encryption_key,
+                encryption_password,
+            },
+        ))
     }
 
     pub async fn status(&self) -> Result<BackupStatus, BackupError> {

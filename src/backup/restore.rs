@@ -36,6 +36,11 @@ pub struct SnapshotSummary {
     pub notes: Option<String>,
     /// What it holds: archive names (PBS) or backed-up paths (restic).
     pub contents: Vec<String>,
+    /// The box it came from: restic's host, PBS's backup id (obsbox makes
+    /// both `<host name>-<job>` unless the job names its own).
+    pub host: String,
+    /// The obsbox job that made it (restic's `job=` tag; PBS does not say).
+    pub job: Option<String>,
 }
 
 /// One entry of a snapshot's directory.
@@ -105,6 +110,10 @@ pub fn summaries(backend: BackupBackend, json: &str) -> Result<Vec<SnapshotSumma
                     protected: false,
                     notes: None,
                     contents: strings(&item["paths"]),
+                    host: item["hostname"].as_str().unwrap_or_default().into(),
+                    job: strings(&item["tags"])
+                        .iter()
+                        .find_map(|t| t.strip_prefix("job=").map(String::from)),
                 }
             }
             BackupBackend::Pbs => {
@@ -131,6 +140,8 @@ pub fn summaries(backend: BackupBackend, json: &str) -> Result<Vec<SnapshotSumma
                         .filter_map(|f| f.strip_suffix(".pxar.didx"))
                         .map(String::from)
                         .collect(),
+                    host: id.into(),
+                    job: None,
                 }
             }
         };
@@ -419,13 +430,16 @@ pub(super) async fn capture(
     Ok((stdout, stderr))
 }
 
+/// The client's line that says what failed (restic's `Fatal:` line comes
+/// before the repository's location), not merely its last.
 fn failed(client: &Client, args: &[String], exit: Exit, stderr: &str) -> BackupError {
-    let last = stderr.lines().rev().find(|l| !l.trim().is_empty());
+    let mut progress = Progress::default();
+    progress.note(stderr);
     BackupError::Client(format!(
         "{} {} failed ({exit}): {}",
         client.program.display(),
         args.first().map_or("", String::as_str),
-        last.unwrap_or("")
+        progress.failure_line()
     ))
 }
 

@@ -4,7 +4,7 @@
 //! damaged. Restoring is done on the box (`obsbox db restore`): proving
 //! presence there is what the broken database can no longer check.
 
-use super::{check_integrity, now_millis, Store, StoreError, DATABASE};
+use super::{now_millis, Store, StoreError, DATABASE};
 use rusqlite::{Connection, OpenFlags};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -233,16 +233,11 @@ pub fn restore(data_dir: &Path, name: Option<&str>) -> Result<Restored, StoreErr
 
 /// Whether the copy at `path` is a whole, readable obsbox database.
 fn verify(path: &Path) -> Result<(), String> {
-    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .map_err(|e| e.to_string())?;
-    check_integrity(&conn).map_err(|(_, detail)| detail)?;
-    let version: i64 = conn
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .map_err(|e| e.to_string())?;
-    if version == 0 {
-        return Err("it is not an obsbox database".into());
+    match super::check_file(path) {
+        Ok(_) => Ok(()),
+        Err(StoreError::Damaged(damage)) => Err(damage.detail),
+        Err(e) => Err(e.to_string()),
     }
-    Ok(())
 }
 
 /// Keeps copies while obsbox runs: one at start unless the newest is less

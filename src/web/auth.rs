@@ -70,6 +70,8 @@ fn access(path: &str) -> Access {
         // Log senders authenticate with their push token.
         "/loki/api/v1/push" => Access::Hook,
         "/setup" | "/api/setup" | "/login" | "/api/login" => Access::Entry,
+        // First-boot setup's restore from a backup.
+        "/api/setup/backup/snapshots" | "/api/setup/backup/restore" => Access::Entry,
         // Whoever holds an invite link has no account yet.
         "/invite" | "/api/invite/check" | "/api/invite/accept" => Access::Entry,
         p if p.starts_with("/static/") => Access::Open,
@@ -139,7 +141,7 @@ async fn entry(
     mut req: Request,
     next: Next,
 ) -> Response {
-    let setup_path = path.ends_with("setup");
+    let setup_path = path == "/setup" || path == "/api/setup" || path.starts_with("/api/setup/");
     if setup_path && set_up {
         return if is_api(path) {
             refuse(
@@ -481,6 +483,7 @@ mod tests {
             ("/loki/api/v1/push", Access::Hook),
             ("/setup", Access::Entry),
             ("/api/login", Access::Entry),
+            ("/api/setup/backup/restore", Access::Entry),
             ("/", Access::Session),
             ("/api/alerts", Access::Session),
             ("/api/alerts/relay", Access::Session),

@@ -28,6 +28,7 @@ pub mod recovery;
 mod responder;
 mod runbooks;
 pub mod serve;
+mod setup_restore;
 mod system;
 pub mod tls;
 mod update;
@@ -115,6 +116,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(exporters::routes())
         .merge(responder::routes())
         .merge(account::routes())
+        .merge(setup_restore::routes())
         .merge(overview::routes())
         .merge(power::routes())
         .merge(pages::routes())
