@@ -21,6 +21,7 @@ mod keys;
 mod manifest;
 mod objectives;
 mod options;
+mod paper;
 mod pbs_api;
 mod pbs_health;
 mod repository;
@@ -32,6 +33,8 @@ mod verify;
 
 pub(crate) use calendar::CalendarEvent;
 pub use copy::CopySettings;
+pub(crate) use keys::{KeyInfo, KeyJob};
+pub use paper::{PaperKey, WARNING as KEY_WARNING};
 pub use history::{Outcome, Run};
 pub(crate) use options::JobOptions;
 pub use pbs_health::{ServerHealth, ServerVerification};
