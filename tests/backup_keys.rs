@@ -222,6 +222,18 @@ fn restic_passwords_are_listed_added_removed_and_changed_and_never_shown() {
     let own = restic_key_ids(&keys);
     assert_eq!(own.len(), 1, "{keys}");
     assert!(own[0].1, "the job's own key is the current one: {keys}");
+    // The command line lists the same keys, the job's own marked.
+    let (ok, out) = run_cli(&obsbox.data, &["backup", "key", "list", "photos"]);
+    assert!(ok && out.contains(&format!("* {}", own[0].0)), "{out}");
+
+    // The key a restic user must keep is the password: on paper, re-authenticated.
+    let (status, _, _, refused) = paper_key(&obsbox, "photos", "not-my-password");
+    assert_eq!(status, 403, "{refused}");
+    let (status, content_type, cache, page) = paper_key(&obsbox, "photos", common::PASSWORD);
+    assert_eq!(status, 200, "{page}");
+    assert!(content_type.starts_with("text/html") && cache == "no-store");
+    assert_eq!(typed_back(&page), format!("{PASSWORD}\n"));
+    assert!(page.contains("restic repository password") && page.contains("<svg"));
 
     // A recovery password, kept off the box, opens the repository by itself.
     const RECOVERY: &str = "ember-falcon-recovery-19";
@@ -402,8 +414,14 @@ fn the_paper_key_is_a_printable_page_whose_text_alone_restores_a_backup() {
         "the warning: {page}"
     );
     let text = typed_back(&page);
-    assert!(text.starts_with("-----BEGIN PROXMOX BACKUP KEY-----\n{"), "{text}");
-    assert!(text.ends_with("}\n-----END PROXMOX BACKUP KEY-----\n"), "{text}");
+    assert!(
+        text.starts_with("-----BEGIN PROXMOX BACKUP KEY-----\n{"),
+        "{text}"
+    );
+    assert!(
+        text.ends_with("}\n-----END PROXMOX BACKUP KEY-----\n"),
+        "{text}"
+    );
     let audit = obsbox.get("/api/audit").to_string();
     assert!(audit.contains("backup.key_paperkey"), "{audit}");
 
@@ -467,7 +485,10 @@ fn the_command_line_creates_shows_exports_and_prints_a_key() {
     assert!(out.contains(&format!("fingerprint {fingerprint}")), "{out}");
     assert!(!out.contains(PASSPHRASE) && !err.contains(PASSPHRASE));
     let (ok, _, err) = cli(&fx, &data, &["backup", "key", "create", "photos"]);
-    assert!(!ok && err.contains("already"), "a key is never replaced: {err}");
+    assert!(
+        !ok && err.contains("already"),
+        "a key is never replaced: {err}"
+    );
 
     let (ok, out, _) = cli(&fx, &data, &["backup", "key", "show", "photos", "--json"]);
     assert!(ok, "{out}");
@@ -476,14 +497,18 @@ fn the_command_line_creates_shows_exports_and_prints_a_key() {
 
     let (ok, exported, _) = cli(&fx, &data, &["backup", "key", "export", "photos"]);
     assert!(ok);
-    let stored = std::fs::read_to_string(data.join("secrets/backup/photos/encryption-key")).unwrap();
+    let stored =
+        std::fs::read_to_string(data.join("secrets/backup/photos/encryption-key")).unwrap();
     assert_eq!(exported, stored);
 
     let (ok, paper, _) = cli(&fx, &data, &["backup", "key", "paperkey", "photos"]);
     assert!(ok, "{paper}");
     assert!(paper.starts_with("Subject: backup job photos"), "{paper}");
     assert!(paper.contains("-----BEGIN PROXMOX BACKUP KEY-----") && paper.contains(fingerprint));
-    assert!(paper.contains('▀') || paper.contains('▄'), "a QR code: {paper}");
+    assert!(
+        paper.contains('▀') || paper.contains('▄'),
+        "a QR code: {paper}"
+    );
     let (ok, html, _) = cli(
         &fx,
         &data,
@@ -496,13 +521,37 @@ fn the_command_line_creates_shows_exports_and_prints_a_key() {
             "html",
         ],
     );
-    assert!(ok && html.contains("<svg") && html.contains(fingerprint), "{html}");
+    assert!(
+        ok && html.contains("<svg") && html.contains(fingerprint),
+        "{html}"
+    );
     let (ok, _, err) = cli(&fx, &data, &["backup", "key", "list", "photos"]);
-    assert!(!ok && err.contains("PBS job has an encryption key"), "{err}");
+    assert!(
+        !ok && err.contains("PBS job has an encryption key"),
+        "{err}"
+    );
 
     let audit = obsbox.get("/api/audit").to_string();
     for action in ["backup.key_export", "backup.key_paperkey", "kdf scrypt"] {
         assert!(audit.contains(action), "{action} not in {audit}");
     }
     assert!(audit.contains("command line"), "{audit}");
+}
+
+/// `tests/browser/keys.test.mjs`: the Keys section of the Backups page in
+/// Chromium (make a key, see its fingerprint, open its paper key, export it).
+#[test]
+fn the_backups_page_makes_a_key_and_opens_its_paper_key() {
+    browser_tests();
+    let fx = fixture(1);
+    let obsbox = pbs::start(&fx, &[], &[]);
+    create_job(&obsbox, job("photos", &fx.source));
+    run_browser_tests(
+        &obsbox,
+        "keys.test.mjs",
+        &[
+            ("SESSION_COOKIE", obsbox.session_cookie()),
+            ("PASSWORD", common::PASSWORD.into()),
+        ],
+    );
 }

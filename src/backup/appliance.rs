@@ -191,7 +191,10 @@ mod tests {
         backups.state_includes_credentials = true;
         let to = dir.path().join("with-credentials");
         copy_private(&from, &to, &secrets_left_out(&backups)).unwrap();
-        assert_eq!(std::fs::read(to.join("backup/box/password")).unwrap(), b"pw");
+        assert_eq!(
+            std::fs::read(to.join("backup/box/password")).unwrap(),
+            b"pw"
+        );
         assert_eq!(mode(&to.join("backup/box/password")), 0o600);
         assert_eq!(mode(&to.join("backup")), 0o700);
     }

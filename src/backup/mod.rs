@@ -33,10 +33,10 @@ mod verify;
 
 pub(crate) use calendar::CalendarEvent;
 pub use copy::CopySettings;
-pub(crate) use keys::{KeyInfo, KeyJob};
-pub use paper::{PaperKey, WARNING as KEY_WARNING};
 pub use history::{Outcome, Run};
+pub(crate) use keys::{KeyInfo, KeyJob};
 pub(crate) use options::JobOptions;
+pub use paper::{PaperKey, WARNING as KEY_WARNING};
 pub use pbs_health::{ServerHealth, ServerVerification};
 pub use repository::{TestOptions, TestReport};
 pub(crate) use restore::{files, offline_client, restore_now, snapshots, RestoreRequest};

@@ -44,7 +44,19 @@ impl PaperKey {
         if !key.get("data").is_some_and(serde_json::Value::is_string) {
             return Err("the key file has no key data".into());
         }
-        let json = serde_json::to_string_pretty(&key).map_err(|e| e.to_string())?;
+        // The client writes its key files pretty-printed in its own field
+        // order, which its paper key keeps: so does this one. A key file
+        // uploaded on one line is spread over lines to be typeable.
+        let text = String::from_utf8_lossy(key_file);
+        let json = match text.trim().contains('\n') {
+            true => text
+                .trim()
+                .lines()
+                .map(str::trim_end)
+                .collect::<Vec<_>>()
+                .join("\n"),
+            false => serde_json::to_string_pretty(&key).map_err(|e| e.to_string())?,
+        };
         let lines = std::iter::once(BEGIN.to_string())
             .chain(json.lines().map(str::to_string))
             .chain(std::iter::once(END.to_string()))
@@ -118,7 +130,10 @@ impl PaperKey {
 mod tests {
     use super::*;
 
-    const KEY: &str = r#"{"kdf":null,"created":"2026-12-07T10:00:00+00:00","modified":"2026-12-07T10:00:00+00:00","data":"c2VjcmV0","fingerprint":"ab:cd"}"#;
+    /// As the client writes a key file: pretty, in its field order.
+    const KEY: &str = "{\n  \"kdf\": null,\n  \"created\": \"2026-12-07T10:00:00+00:00\",\n  \
+        \"modified\": \"2026-12-07T10:00:00+00:00\",\n  \"data\": \"c2VjcmV0\",\n  \
+        \"fingerprint\": \"ab:cd\"\n}";
 
     #[test]
     fn a_pbs_key_is_printed_as_the_client_prints_it() {
@@ -130,7 +145,10 @@ mod tests {
         assert_eq!(inner[0], "{");
         assert_eq!(inner[1], r#"  "kdf": null,"#);
         let typed_back: serde_json::Value = serde_json::from_str(&inner.join("\n")).unwrap();
-        assert_eq!(typed_back, serde_json::from_str::<serde_json::Value>(KEY).unwrap());
+        assert_eq!(
+            typed_back,
+            serde_json::from_str::<serde_json::Value>(KEY).unwrap()
+        );
         // The QR code holds the same JSON lines, without the markers.
         assert_eq!(paper.payload, inner.join("\n"));
         let svg = paper.qr_svg().unwrap();
@@ -138,6 +156,12 @@ mod tests {
         let text = paper.text().unwrap();
         assert!(text.starts_with("Subject: photos\n\n-----BEGIN"));
         assert!(text.contains('█') && text.contains(WARNING));
+        // One line (uploaded so): spread over lines, the same JSON.
+        let one_line: serde_json::Value = serde_json::from_str(KEY).unwrap();
+        let spread = PaperKey::pbs("x".into(), one_line.to_string().as_bytes()).unwrap();
+        assert!(spread.lines.len() > 5, "{:?}", spread.lines);
+        let typed_back: serde_json::Value = serde_json::from_str(&spread.payload).unwrap();
+        assert_eq!(typed_back, one_line);
         assert!(PaperKey::pbs("x".into(), b"not json").is_err());
         assert!(PaperKey::pbs("x".into(), br#"{"kdf":null}"#).is_err());
     }
@@ -150,5 +174,4 @@ mod tests {
         assert!(PaperKey::restic("box".into(), b"").is_err());
         assert!(PaperKey::restic("box".into(), b"\nsecond").is_err());
     }
-
 }
