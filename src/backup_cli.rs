@@ -115,15 +115,9 @@ pub(crate) fn command(action: BackupAction) -> anyhow::Result<ExitCode> {
     let rt = crate::runtime()?;
     rt.block_on(async move {
         let reaper = Reaper::start().context("cannot watch child processes")?;
-        let open = |data: &crate::DataDir, job: &str| -> anyhow::Result<_> {
-            let dir = crate::app::existing_data_dir(&data.path())?;
-            let store = crate::store::Store::open_existing(&dir)?;
-            let client = backup::offline_client(&store, &dir, job)?;
-            Ok((client, dir))
-        };
         match action {
             BackupAction::Snapshots { job, json, data } => {
-                let (client, _) = open(&data, &job)?;
+                let (_, client, _) = open(&data, &job)?;
                 let list = backup::snapshots(&client, &reaper).await?;
                 if json {
                     println!("{}", serde_json::to_string_pretty(&list)?);
@@ -153,7 +147,7 @@ pub(crate) fn command(action: BackupAction) -> anyhow::Result<ExitCode> {
                 json,
                 data,
             } => {
-                let (client, _) = open(&data, &job)?;
+                let (_, client, _) = open(&data, &job)?;
                 let entries = backup::files(&client, &reaper, &snapshot, &path).await?;
                 if json {
                     println!("{}", serde_json::to_string_pretty(&entries)?);
@@ -170,7 +164,7 @@ pub(crate) fn command(action: BackupAction) -> anyhow::Result<ExitCode> {
                 target,
                 data,
             } => {
-                let (client, dir) = open(&data, &job)?;
+                let (_, client, dir) = open(&data, &job)?;
                 let request = RestoreRequest {
                     snapshot,
                     paths,
@@ -190,16 +184,26 @@ pub(crate) fn command(action: BackupAction) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// The store of the data directory, `job`'s client, and the directory.
+fn open(
+    data: &crate::DataDir,
+    job: &str,
+) -> anyhow::Result<(crate::store::Store, backup::Client, PathBuf)> {
+    let dir = crate::app::existing_data_dir(&data.path())?;
+    let store = crate::store::Store::open_existing(&dir)?;
+    let client = backup::offline_client(&store, &dir, job)?;
+    Ok((store, client, dir))
+}
+
 async fn key(action: KeyAction, reaper: &Reaper) -> anyhow::Result<()> {
     let (KeyAction::Create { job, data, .. }
     | KeyAction::Show { job, data, .. }
     | KeyAction::Export { job, data }
     | KeyAction::Paperkey { job, data, .. }
     | KeyAction::List { job, data, .. }) = &action;
-    let dir = crate::app::existing_data_dir(&data.path())?;
-    let store = crate::store::Store::open_existing(&dir)?;
+    let (store, client, _) = open(data, job)?;
     let key = backup::KeyJob {
-        client: backup::offline_client(&store, &dir, job)?,
+        client,
         reaper,
         store: &store,
     };
