@@ -191,6 +191,12 @@ pub struct BackupSettings {
     /// How often the PBS servers of jobs with an API token are asked for
     /// their datastore's health and their own jobs (1s to 1d).
     pub server_interval: String,
+    /// Whether the own-state backup (a job's `appliance_state`) also holds
+    /// the backup jobs' own credentials (`secrets/backup/`: passwords, key
+    /// files, key passphrases, API tokens). Off: they must be kept off the
+    /// box by the user. On: whoever can read that backup can read every
+    /// repository.
+    pub state_includes_credentials: bool,
     pub jobs: Vec<BackupJob>,
 }
 
@@ -205,6 +211,7 @@ impl Default for BackupSettings {
             former_rpo: None,
             rto: "2h".into(),
             server_interval: "5m".into(),
+            state_includes_credentials: false,
             jobs: Vec::new(),
         }
     }

@@ -222,6 +222,18 @@ fn restic_passwords_are_listed_added_removed_and_changed_and_never_shown() {
     let own = restic_key_ids(&keys);
     assert_eq!(own.len(), 1, "{keys}");
     assert!(own[0].1, "the job's own key is the current one: {keys}");
+    // The command line lists the same keys, the job's own marked.
+    let (ok, out) = run_cli(&obsbox.data, &["backup", "key", "list", "photos"]);
+    assert!(ok && out.contains(&format!("* {}", own[0].0)), "{out}");
+
+    // The key a restic user must keep is the password: on paper, re-authenticated.
+    let (status, _, _, refused) = paper_key(&obsbox, "photos", "not-my-password");
+    assert_eq!(status, 403, "{refused}");
+    let (status, content_type, cache, page) = paper_key(&obsbox, "photos", common::PASSWORD);
+    assert_eq!(status, 200, "{page}");
+    assert!(content_type.starts_with("text/html") && cache == "no-store");
+    assert_eq!(typed_back(&page), format!("{PASSWORD}\n"));
+    assert!(page.contains("restic repository password") && page.contains("<svg"));
 
     // A recovery password, kept off the box, opens the repository by itself.
     const RECOVERY: &str = "ember-falcon-recovery-19";
@@ -328,5 +340,218 @@ fn restic_passwords_are_listed_added_removed_and_changed_and_never_shown() {
         leftovers,
         ["password"],
         "no scratch password is left behind"
+    );
+}
+
+/// The raw answer to a POST: status, headers that matter here, body text.
+fn post_raw(obsbox: &Obsbox, path: &str, body: &str) -> (u16, String, String, String) {
+    let response = match obsbox.request("POST", path).send_string(body) {
+        Ok(r) | Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("POST {path}: {e}"),
+    };
+    let header = |name: &str| response.header(name).unwrap_or_default().to_string();
+    let (content_type, cache) = (header("content-type"), header("cache-control"));
+    (
+        response.status(),
+        content_type,
+        cache,
+        response.into_string().unwrap(),
+    )
+}
+
+/// The text of the paper key page's `<pre id="key">`, as a user types it back.
+fn typed_back(page: &str) -> String {
+    let start = page.find(r#"<pre id="key">"#).expect("the key's text") + 14;
+    let end = start + page[start..].find("</pre>").unwrap();
+    page[start..end]
+        .replace("&#34;", "\"")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
+
+fn paper_key(obsbox: &Obsbox, job: &str, password: &str) -> (u16, String, String, String) {
+    post_raw(
+        obsbox,
+        &format!("/api/backups/keys/{job}/paperkey"),
+        &json!({ "password": password }).to_string(),
+    )
+}
+
+#[test]
+fn the_paper_key_is_a_printable_page_whose_text_alone_restores_a_backup() {
+    let fx = fixture(3);
+    let obsbox = pbs::start(&fx, &[], &[]);
+    create_job(&obsbox, job("photos", &fx.source));
+    let (status, _, _, refused) = paper_key(&obsbox, "photos", common::PASSWORD);
+    assert_eq!(status, 404, "no key yet: {refused}");
+    let (status, made) = obsbox.send("POST", "/api/backups/keys/photos", "");
+    assert_eq!(status, 201, "{made}");
+    let snapshot = back_up(&obsbox);
+
+    // The user's password again, or nothing.
+    let (status, _, _, body) = paper_key(&obsbox, "photos", "not-my-password");
+    assert_eq!(status, 403, "{body}");
+    let (status, _, _, body) = post_raw(&obsbox, "/api/backups/keys/photos/paperkey", "{}");
+    assert_eq!(status, 422, "{body}");
+    assert!(!obsbox
+        .get("/api/audit")
+        .to_string()
+        .contains("backup.key_paperkey"));
+
+    let (status, content_type, cache, page) = paper_key(&obsbox, "photos", common::PASSWORD);
+    assert_eq!(status, 200, "{page}");
+    assert!(content_type.starts_with("text/html"), "{content_type}");
+    assert_eq!(cache, "no-store");
+    let fingerprint = made["fingerprint"].as_str().unwrap();
+    assert!(page.contains(fingerprint), "{page}");
+    assert!(page.contains("<svg") && page.contains("<path"), "a QR code");
+    assert!(
+        page.contains("not in the box&#39;s own state backup")
+            || page.contains("not in the box's own state backup"),
+        "the warning: {page}"
+    );
+    let text = typed_back(&page);
+    assert!(
+        text.starts_with("-----BEGIN PROXMOX BACKUP KEY-----\n{"),
+        "{text}"
+    );
+    assert!(
+        text.ends_with("}\n-----END PROXMOX BACKUP KEY-----\n"),
+        "{text}"
+    );
+    let audit = obsbox.get("/api/audit").to_string();
+    assert!(audit.contains("backup.key_paperkey"), "{audit}");
+
+    // Typed back between its marker lines, it is the key: it restores.
+    let json: Vec<&str> = text.lines().filter(|l| !l.starts_with("-----")).collect();
+    let copy = tempfile::tempdir().unwrap();
+    let key_file = copy.path().join("typed.json");
+    std::fs::write(&key_file, json.join("\n")).unwrap();
+    let (ok, err, target) = restore_elsewhere(&fx, &snapshot, &key_file, None);
+    assert!(ok, "{err}");
+    assert_eq!(tree(&target), tree(&fx.source));
+}
+
+/// `obsbox ARGS --data-dir DATA` with the stand-in's repository: whether it
+/// succeeded, its stdout, its stderr.
+fn cli(fx: &Fixture, data: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(OBSBOX)
+        .args(args)
+        .arg("--data-dir")
+        .arg(data)
+        .env("PBS_STANDIN_ROOT", &fx.root)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_command_line_creates_shows_exports_and_prints_a_key() {
+    let fx = fixture(1);
+    let obsbox = pbs::start(&fx, &[], &[]);
+    create_job(&obsbox, job("photos", &fx.source));
+    let data = obsbox.data.clone();
+    let (ok, _, err) = cli(&fx, &data, &["backup", "key", "show", "photos"]);
+    assert!(!ok && err.contains("no encryption key"), "{err}");
+
+    let words = tempfile::tempdir().unwrap();
+    let passphrase_file = words.path().join("passphrase");
+    std::fs::write(&passphrase_file, format!("{PASSPHRASE}\n")).unwrap();
+    let (ok, out, err) = cli(
+        &fx,
+        &data,
+        &[
+            "backup",
+            "key",
+            "create",
+            "photos",
+            "--passphrase-file",
+            passphrase_file.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{out}{err}");
+    assert!(err.contains("lives only on the box"), "the warning: {err}");
+    // The running box sees the same key, as the API made it.
+    let info = obsbox.get("/api/backups/keys/photos");
+    assert_eq!(info["kdf"], "scrypt", "{info}");
+    let fingerprint = info["fingerprint"].as_str().unwrap();
+    assert!(out.contains(&format!("fingerprint {fingerprint}")), "{out}");
+    assert!(!out.contains(PASSPHRASE) && !err.contains(PASSPHRASE));
+    let (ok, _, err) = cli(&fx, &data, &["backup", "key", "create", "photos"]);
+    assert!(
+        !ok && err.contains("already"),
+        "a key is never replaced: {err}"
+    );
+
+    let (ok, out, _) = cli(&fx, &data, &["backup", "key", "show", "photos", "--json"]);
+    assert!(ok, "{out}");
+    let shown: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(shown, info);
+
+    let (ok, exported, _) = cli(&fx, &data, &["backup", "key", "export", "photos"]);
+    assert!(ok);
+    let stored =
+        std::fs::read_to_string(data.join("secrets/backup/photos/encryption-key")).unwrap();
+    assert_eq!(exported, stored);
+
+    let (ok, paper, _) = cli(&fx, &data, &["backup", "key", "paperkey", "photos"]);
+    assert!(ok, "{paper}");
+    assert!(paper.starts_with("Subject: backup job photos"), "{paper}");
+    assert!(paper.contains("-----BEGIN PROXMOX BACKUP KEY-----") && paper.contains(fingerprint));
+    assert!(
+        paper.contains('▀') || paper.contains('▄'),
+        "a QR code: {paper}"
+    );
+    let (ok, html, _) = cli(
+        &fx,
+        &data,
+        &[
+            "backup",
+            "key",
+            "paperkey",
+            "photos",
+            "--output-format",
+            "html",
+        ],
+    );
+    assert!(
+        ok && html.contains("<svg") && html.contains(fingerprint),
+        "{html}"
+    );
+    let (ok, _, err) = cli(&fx, &data, &["backup", "key", "list", "photos"]);
+    assert!(
+        !ok && err.contains("PBS job has an encryption key"),
+        "{err}"
+    );
+
+    let audit = obsbox.get("/api/audit").to_string();
+    for action in ["backup.key_export", "backup.key_paperkey", "kdf scrypt"] {
+        assert!(audit.contains(action), "{action} not in {audit}");
+    }
+    assert!(audit.contains("command line"), "{audit}");
+}
+
+/// `tests/browser/keys.test.mjs`: the Keys section of the Backups page in
+/// Chromium (make a key, see its fingerprint, open its paper key, export it).
+#[test]
+fn the_backups_page_makes_a_key_and_opens_its_paper_key() {
+    browser_tests();
+    let fx = fixture(1);
+    let obsbox = pbs::start(&fx, &[], &[]);
+    create_job(&obsbox, job("photos", &fx.source));
+    run_browser_tests(
+        &obsbox,
+        "keys.test.mjs",
+        &[
+            ("SESSION_COOKIE", obsbox.session_cookie()),
+            ("PASSWORD", common::PASSWORD.into()),
+        ],
     );
 }

@@ -900,3 +900,51 @@ fn the_setup_page_restores_a_box_from_its_restic_backup() {
     let (status, _) = b.send("GET", "/api/session", "");
     assert_eq!(status, 401, "set up as the old box");
 }
+
+/// With `backups.state_includes_credentials` on, the own-state backup (real
+/// restic) holds the backup jobs' credentials too, privately: restored, the
+/// box has its job's password again. (Off, the default, they are left out:
+/// `the_boxs_own_state_restores_onto_a_fresh_data_directory`.)
+#[test]
+fn the_own_state_backup_holds_the_backup_credentials_only_when_asked() {
+    let fx = fixture(1);
+    let repo = restic_repository(&fx);
+    let obsbox = Obsbox::start(&[
+        ("services", services_only(&[])),
+        ("backups", json!({"state_includes_credentials": true})),
+    ]);
+    let mut state = pbs::restic_job("box", &fx, &repo);
+    state["appliance_state"] = json!(true);
+    create_job(&obsbox, state);
+    obsbox.send("POST", "/api/backups/jobs/box/run", "");
+    let run = finished_run(&obsbox, "box", "backup", 0);
+    assert_eq!(run["result"], "ok", "{run}");
+
+    let restored = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new("restic")
+        .args(["restore", "latest", "--target"])
+        .arg(restored.path())
+        .env("RESTIC_REPOSITORY", &repo)
+        .env("RESTIC_PASSWORD", pbs::PASSWORD)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let db = find(restored.path(), "obsbox.db");
+    let restored_secrets = db.parent().unwrap().parent().unwrap().join("secrets");
+    assert_eq!(
+        file_tree(&restored_secrets),
+        file_tree(&obsbox.data.join("secrets")),
+        "every secret, the backup's own credentials too"
+    );
+    let password = restored_secrets.join("backup/box/password");
+    assert_eq!(std::fs::read_to_string(&password).unwrap(), pbs::PASSWORD);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        password.metadata().unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+}

@@ -271,6 +271,12 @@ const CHANGES: &[Case] = &[
         Some(("{}", 422)),
     ),
     case(
+        "/api/backups/keys/{name}/paperkey",
+        "POST",
+        "/api/backups/keys/nope/paperkey",
+        Some(("{}", 422)),
+    ),
+    case(
         "/api/backups/restic-keys/{name}",
         "POST",
         "/api/backups/restic-keys/nope",

@@ -93,6 +93,8 @@ const API_RULES: &[(&[&str], &str, Role)] = &[
     (&["POST"], "/api/backups/keys/{name}", Admin),
     // The key file itself: whoever has it can read the backups.
     (&["POST"], "/api/backups/keys/{name}/export", Admin),
+    // The key on paper (PBS's key file, or restic's password): the same.
+    (&["POST"], "/api/backups/keys/{name}/paperkey", Admin),
     // restic's passwords are its keys: admin only, even to list them.
     (&["GET", "POST"], "/api/backups/restic-keys/{name}", Admin),
     (&["DELETE"], "/api/backups/restic-keys/{name}/{id}", Admin),

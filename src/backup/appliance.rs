@@ -3,9 +3,10 @@
 //! snapshot (hard links, made by Prometheus itself), Loki's data directory as
 //! it is (its chunks are written once and never changed), and the secrets
 //! obsbox keeps beside its database (TLS key, upstream tokens, ...), but not
-//! the backup jobs' own credentials (`secrets/backup/`): a backup that holds
-//! the password or key it is encrypted with protects nothing, and whoever
-//! restores it needs them first anyway.
+//! the backup jobs' own credentials (`secrets/backup/`) unless
+//! `backups.state_includes_credentials` says so: whoever can read a backup
+//! that holds them can read every repository, so by default the user keeps
+//! them off the box instead.
 
 use crate::services::render::paths;
 use crate::settings::Settings;
@@ -44,10 +45,11 @@ pub async fn take(
 
     let secrets = data_dir.join("secrets");
     if secrets.is_dir() {
+        let left_out = secrets_left_out(&settings.backups);
         let copy = staging.join("secrets");
         let from = secrets.clone();
         super::blocking(move || {
-            copy_private(&from, &copy, &[Path::new("backup")])
+            copy_private(&from, &copy, &left_out)
                 .map_err(|e| format!("cannot copy the secrets: {e}"))
         })
         .await?;
@@ -96,6 +98,14 @@ pub async fn take(
         }
     }
     Ok(state)
+}
+
+/// The parts of `secrets/` the state backup leaves out.
+fn secrets_left_out(backups: &crate::settings::BackupSettings) -> Vec<&'static Path> {
+    match backups.state_includes_credentials {
+        true => Vec::new(),
+        false => vec![Path::new("backup")],
+    }
 }
 
 /// Asks Prometheus for a TSDB snapshot; returns its directory name.
@@ -160,14 +170,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn secrets_are_copied_privately_without_the_backup_credentials() {
+    fn secrets_are_copied_privately_and_the_backup_credentials_only_when_asked() {
         let dir = tempfile::tempdir().unwrap();
         let from = dir.path().join("secrets");
         crate::store::write_private(&from.join("tls/key.pem"), b"tls", 0o600).unwrap();
         crate::store::write_private(&from.join("backup/box/password"), b"pw", 0o600).unwrap();
         crate::store::write_private(&from.join("smtp"), b"smtp", 0o600).unwrap();
         let to = dir.path().join("copy");
-        copy_private(&from, &to, &[Path::new("backup")]).unwrap();
+        let mut backups = crate::settings::BackupSettings::default();
+        copy_private(&from, &to, &secrets_left_out(&backups)).unwrap();
         assert_eq!(std::fs::read(to.join("tls/key.pem")).unwrap(), b"tls");
         assert_eq!(std::fs::read(to.join("smtp")).unwrap(), b"smtp");
         assert!(!to.join("backup").exists());
@@ -175,5 +186,16 @@ mod tests {
         let mode = |p: &Path| p.metadata().unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&to.join("smtp")), 0o600);
         assert_eq!(mode(&to.join("tls")), 0o700);
+
+        // Asked for: the credentials too, still private.
+        backups.state_includes_credentials = true;
+        let to = dir.path().join("with-credentials");
+        copy_private(&from, &to, &secrets_left_out(&backups)).unwrap();
+        assert_eq!(
+            std::fs::read(to.join("backup/box/password")).unwrap(),
+            b"pw"
+        );
+        assert_eq!(mode(&to.join("backup/box/password")), 0o600);
+        assert_eq!(mode(&to.join("backup")), 0o700);
     }
 }

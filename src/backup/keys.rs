@@ -14,9 +14,14 @@
 //! the job's own one changed (`key passwd`), always through a private file
 //! (`--new-password-file`), never shown back.
 
+use super::client::Client;
+use super::paper::PaperKey;
 use super::restore::capture;
 use super::terminal::{check_passphrase, run_typing, typed_twice};
 use super::{BackupError, Backups};
+use crate::settings::BackupBackend;
+use crate::store::Store;
+use crate::supervisor::Reaper;
 use serde::Serialize;
 
 /// What `key show --output-format json` says of a key file: no key material.
@@ -60,48 +65,103 @@ fn key_show_args(path: &std::path::Path) -> Vec<String> {
     ]
 }
 
+/// What the key operations of one job need: its client, the reaper its
+/// client runs under, and the store its secrets and audit log are in. The
+/// API builds it from the running service, `obsbox backup key` from the
+/// stored settings.
+pub(crate) struct KeyJob<'a> {
+    pub client: Client,
+    pub reaper: &'a Reaper,
+    pub store: &'a Store,
+}
+
 impl Backups {
-    /// The metadata of `job`'s encryption key.
-    pub async fn key(&self, job: &str) -> Result<KeyInfo, BackupError> {
-        let client = self.client_of(job)?;
-        refuse_restic(&client)?;
-        let path = client.secrets.encryption_key.clone().ok_or_else(|| {
-            BackupError::NotFound(format!("backup job '{job}' has no encryption key"))
-        })?;
-        let (json, _) = capture(&client, &self.ctx.reaper, &key_show_args(&path)).await?;
+    /// `job`'s key operations.
+    pub(crate) fn keys(&self, job: &str) -> Result<KeyJob<'_>, BackupError> {
+        Ok(KeyJob {
+            client: self.client_of(job)?,
+            reaper: &self.ctx.reaper,
+            store: &self.ctx.store,
+        })
+    }
+}
+
+impl KeyJob<'_> {
+    fn job(&self) -> &str {
+        &self.client.job.name
+    }
+
+    fn key_path(&self) -> Result<&std::path::Path, BackupError> {
+        refuse_restic(&self.client)?;
+        self.client
+            .secrets
+            .encryption_key
+            .as_deref()
+            .ok_or_else(|| {
+                BackupError::NotFound(format!("backup job '{}' has no encryption key", self.job()))
+            })
+    }
+
+    /// The metadata of the job's encryption key.
+    pub async fn info(&self) -> Result<KeyInfo, BackupError> {
+        let path = self.key_path()?;
+        let (json, _) = capture(&self.client, self.reaper, &key_show_args(path)).await?;
         key_info(&json).map_err(BackupError::Client)
     }
 
-    /// `job`'s key file, for a copy kept off the box.
-    pub fn key_file(&self, job: &str) -> Result<Vec<u8>, BackupError> {
-        let client = self.client_of(job)?;
-        refuse_restic(&client)?;
-        let path = client.secrets.encryption_key.ok_or_else(|| {
-            BackupError::NotFound(format!("backup job '{job}' has no encryption key"))
-        })?;
-        std::fs::read(&path).map_err(|e| BackupError::Client(format!("{}: {e}", path.display())))
+    fn file(&self) -> Result<Vec<u8>, BackupError> {
+        let path = self.key_path()?;
+        std::fs::read(path).map_err(|e| BackupError::Client(format!("{}: {e}", path.display())))
     }
 
-    /// Has the client create a new key for `job`, which has none yet (a key
-    /// is never replaced here: snapshots made with it need it to restore),
-    /// protected by `passphrase` when one is given.
-    pub async fn create_key(
+    /// The job's key file, for a copy kept off the box, handed to `actor`
+    /// (audited).
+    pub fn export(&self, actor: &str) -> Result<Vec<u8>, BackupError> {
+        let key = self.file()?;
+        self.store.audit(actor, "backup.key_export", self.job())?;
+        Ok(key)
+    }
+
+    /// The job's key on paper, handed to `actor` (audited): PBS's key file,
+    /// or restic's password (the key a restic user must keep).
+    pub fn paper(&self, actor: &str) -> Result<PaperKey, BackupError> {
+        let job = &self.client.job;
+        let subject = format!("backup job {} ({})", job.name, job.repository);
+        let made = match job.backend {
+            BackupBackend::Restic => {
+                let path = self.client.secrets.password.as_deref().ok_or_else(|| {
+                    BackupError::NotFound(format!("backup job '{}' has no password", job.name))
+                })?;
+                let password = std::fs::read(path)
+                    .map_err(|e| BackupError::Client(format!("{}: {e}", path.display())))?;
+                PaperKey::restic(subject, &password)
+            }
+            BackupBackend::Pbs => PaperKey::pbs(subject, &self.file()?),
+        };
+        let paper = made.map_err(BackupError::Client)?;
+        self.store.audit(actor, "backup.key_paperkey", &job.name)?;
+        Ok(paper)
+    }
+
+    /// Has the client create a new key for the job, which has none yet (a
+    /// key is never replaced here: snapshots made with it need it to
+    /// restore), protected by `passphrase` when one is given.
+    pub async fn create(
         &self,
-        job: &str,
         actor: &str,
         passphrase: Option<&str>,
     ) -> Result<KeyInfo, BackupError> {
         if let Some(passphrase) = passphrase {
             check_passphrase(passphrase).map_err(BackupError::Refused)?;
         }
-        let client = self.client_of(job)?;
-        refuse_restic(&client)?;
+        let (client, job) = (&self.client, self.job());
+        refuse_restic(client)?;
         if client.secrets.encryption_key.is_some() {
             return Err(BackupError::Exists(format!(
                 "the encryption key of '{job}'"
             )));
         }
-        let store = &self.ctx.store;
+        let store = self.store;
         let name = format!("backup/{job}/encryption-key");
         // The client refuses to write over a file: it makes a new one beside
         // the secret, which is then stored as the secret (0600) in one rename.
@@ -127,12 +187,12 @@ impl Backups {
             }
             .into(),
         ];
-        let reaper = &self.ctx.reaper;
+        let reaper = self.reaper;
         let made = match passphrase {
-            Some(passphrase) => run_typing(&client, reaper, &args, &typed_twice(passphrase))
+            Some(passphrase) => run_typing(client, reaper, &args, &typed_twice(passphrase))
                 .await
                 .map(drop),
-            None => capture(&client, reaper, &args).await.map(drop),
+            None => capture(client, reaper, &args).await.map(drop),
         };
         let password_name = format!("backup/{job}/encryption-password");
         let stored = made.and_then(|_| {
@@ -146,7 +206,8 @@ impl Backups {
         });
         let _ = std::fs::remove_file(&fresh);
         stored?;
-        let info = self.key(job).await?;
+        let (json, _) = capture(client, reaper, &key_show_args(&store.secret_path(&name))).await?;
+        let info = key_info(&json).map_err(BackupError::Client)?;
         store.audit(
             actor,
             "backup.secret",
@@ -206,42 +267,33 @@ fn check_key_id(id: &str) -> Result<(), BackupError> {
     }
 }
 
-impl Backups {
-    fn restic_client(&self, job: &str) -> Result<super::client::Client, BackupError> {
-        let client = self.client_of(job)?;
-        if client.job.backend != crate::settings::BackupBackend::Restic {
+impl KeyJob<'_> {
+    fn refuse_pbs(&self) -> Result<(), BackupError> {
+        if self.client.job.backend != BackupBackend::Restic {
             return Err(BackupError::Refused(
                 "only a restic repository has passwords of its own; a PBS job has an encryption key".into(),
             ));
         }
-        Ok(client)
+        Ok(())
     }
 
-    /// The keys of `job`'s restic repository.
-    pub async fn restic_keys(&self, job: &str) -> Result<Vec<ResticKey>, BackupError> {
-        let client = self.restic_client(job)?;
+    /// The keys of the job's restic repository.
+    pub async fn restic_keys(&self) -> Result<Vec<ResticKey>, BackupError> {
+        self.refuse_pbs()?;
         let args = ["key", "list", "--json"].map(String::from);
-        let (json, _) = capture(&client, &self.ctx.reaper, &args).await?;
+        let (json, _) = capture(&self.client, self.reaper, &args).await?;
         restic_keys(&json).map_err(BackupError::Client)
     }
 
     /// Runs `restic key <command> --new-password-file` with `password` in a
     /// private scratch file, removed afterwards whatever happened.
-    async fn with_new_password(
-        &self,
-        client: &super::client::Client,
-        command: &str,
-        password: &str,
-    ) -> Result<(), BackupError> {
+    async fn with_new_password(&self, command: &str, password: &str) -> Result<(), BackupError> {
+        self.refuse_pbs()?;
         check_restic_password(password).map_err(BackupError::Refused)?;
-        let store = &self.ctx.store;
+        let store = self.store;
         let mut nonce = [0u8; 8];
         getrandom::getrandom(&mut nonce).map_err(|e| BackupError::Client(e.to_string()))?;
-        let scratch = format!(
-            "backup/{}/.new-password-{}",
-            client.job.name,
-            hex::encode(nonce)
-        );
+        let scratch = format!("backup/{}/.new-password-{}", self.job(), hex::encode(nonce));
         store.put_secret(&scratch, password.as_bytes())?;
         let args = [
             "key".to_string(),
@@ -249,47 +301,43 @@ impl Backups {
             "--new-password-file".into(),
             store.secret_path(&scratch).display().to_string(),
         ];
-        let done = capture(client, &self.ctx.reaper, &args).await;
+        let done = capture(&self.client, self.reaper, &args).await;
         remove_secret(store, &scratch)?;
         done.map(drop)
     }
 
-    /// Adds a password to `job`'s restic repository (e.g. a recovery password
-    /// kept off the box); the job goes on using its own.
+    /// Adds a password to the job's restic repository (e.g. a recovery
+    /// password kept off the box); the job goes on using its own.
     pub async fn add_restic_key(
         &self,
-        job: &str,
         actor: &str,
         password: &str,
     ) -> Result<Vec<ResticKey>, BackupError> {
-        let client = self.restic_client(job)?;
-        let before = self.restic_keys(job).await?;
-        self.with_new_password(&client, "add", password).await?;
-        let after = self.restic_keys(job).await?;
+        let before = self.restic_keys().await?;
+        self.with_new_password("add", password).await?;
+        let after = self.restic_keys().await?;
         let added: Vec<&str> = after
             .iter()
             .filter(|k| !before.iter().any(|b| b.id == k.id))
             .map(|k| k.id.as_str())
             .collect();
-        self.ctx.store.audit(
+        self.store.audit(
             actor,
             "backup.secret",
-            &format!("{job}: restic key {} added", added.join(", ")),
+            &format!("{}: restic key {} added", self.job(), added.join(", ")),
         )?;
         Ok(after)
     }
 
-    /// Removes a key from `job`'s restic repository; restic refuses to remove
-    /// the one the job's password opens.
+    /// Removes a key from the job's restic repository; restic refuses to
+    /// remove the one the job's password opens.
     pub async fn remove_restic_key(
         &self,
-        job: &str,
         actor: &str,
         id: &str,
     ) -> Result<Vec<ResticKey>, BackupError> {
         check_key_id(id)?;
-        let client = self.restic_client(job)?;
-        let keys = self.restic_keys(job).await?;
+        let keys = self.restic_keys().await?;
         let key = keys
             .iter()
             .find(|k| k.id == id)
@@ -300,32 +348,29 @@ impl Backups {
             ));
         }
         let args = ["key", "remove", id].map(String::from);
-        capture(&client, &self.ctx.reaper, &args).await?;
-        self.ctx.store.audit(
+        capture(&self.client, self.reaper, &args).await?;
+        self.store.audit(
             actor,
             "backup.secret",
-            &format!("{job}: restic key {id} removed"),
+            &format!("{}: restic key {id} removed", self.job()),
         )?;
-        self.restic_keys(job).await
+        self.restic_keys().await
     }
 
     /// Changes the job's own password (`restic key passwd`: a new key, the
     /// old one removed), then keeps the new password as the job's secret.
     pub async fn change_restic_password(
         &self,
-        job: &str,
         actor: &str,
         password: &str,
     ) -> Result<Vec<ResticKey>, BackupError> {
-        let client = self.restic_client(job)?;
-        self.with_new_password(&client, "passwd", password).await?;
-        self.ctx
-            .store
+        self.with_new_password("passwd", password).await?;
+        let job = self.job();
+        self.store
             .put_secret(&format!("backup/{job}/password"), password.as_bytes())?;
-        self.ctx
-            .store
+        self.store
             .audit(actor, "backup.secret", &format!("{job}: password changed"))?;
-        self.restic_keys(job).await
+        self.restic_keys().await
     }
 }
 
@@ -338,8 +383,8 @@ fn remove_secret(store: &crate::store::Store, name: &str) -> Result<(), BackupEr
     }
 }
 
-fn refuse_restic(client: &super::client::Client) -> Result<(), BackupError> {
-    if client.job.backend == crate::settings::BackupBackend::Restic {
+fn refuse_restic(client: &Client) -> Result<(), BackupError> {
+    if client.job.backend == BackupBackend::Restic {
         return Err(BackupError::Refused(
             "restic encrypts with the job's password: it has no other key".into(),
         ));

@@ -1,6 +1,8 @@
 //! `/api/backups/keys/{job}`: a job's encryption key, made on the box; only
-//! its metadata is shown, and the key file is exported only to a user who
-//! gives their password again.
+//! its metadata is shown, and the key file (or its paper key, or a restic
+//! job's password on paper) is handed out only to a user who gives their
+//! password again. `/api/backups/restic-keys/{job}`: a restic repository's
+//! keys.
 
 use super::account::peer;
 use super::auth::Actor;
@@ -20,6 +22,7 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/api/backups/keys/{name}", get(show).post(create))
         .route("/api/backups/keys/{name}/export", post(export))
+        .route("/api/backups/keys/{name}/paperkey", post(paper_key))
         .route(
             "/api/backups/restic-keys/{name}",
             get(restic_keys).post(add_restic_key),
@@ -35,7 +38,7 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
 }
 
 async fn restic_keys(State(app): State<Arc<AppState>>, Path(name): Path<String>) -> ApiResult {
-    Ok(Json(app.backups.restic_keys(&name).await?).into_response())
+    Ok(Json(app.backups.keys(&name)?.restic_keys().await?).into_response())
 }
 
 #[derive(Deserialize)]
@@ -54,7 +57,8 @@ async fn add_restic_key(
     let asked: NewPassword = json_body(&body)?;
     let keys = app
         .backups
-        .add_restic_key(&name, &actor.0, &asked.password)
+        .keys(&name)?
+        .add_restic_key(&actor.0, &asked.password)
         .await?;
     Ok((StatusCode::CREATED, Json(keys)).into_response())
 }
@@ -64,7 +68,11 @@ async fn remove_restic_key(
     actor: Actor,
     Path((name, id)): Path<(String, String)>,
 ) -> ApiResult {
-    let keys = app.backups.remove_restic_key(&name, &actor.0, &id).await?;
+    let keys = app
+        .backups
+        .keys(&name)?
+        .remove_restic_key(&actor.0, &id)
+        .await?;
     Ok(Json(keys).into_response())
 }
 
@@ -77,13 +85,14 @@ async fn change_restic_password(
     let asked: NewPassword = json_body(&body)?;
     let keys = app
         .backups
-        .change_restic_password(&name, &actor.0, &asked.password)
+        .keys(&name)?
+        .change_restic_password(&actor.0, &asked.password)
         .await?;
     Ok(Json(keys).into_response())
 }
 
 async fn show(State(app): State<Arc<AppState>>, Path(name): Path<String>) -> ApiResult {
-    Ok(Json(app.backups.key(&name).await?).into_response())
+    Ok(Json(app.backups.keys(&name)?.info().await?).into_response())
 }
 
 #[derive(Deserialize, Default)]
@@ -106,26 +115,28 @@ async fn create(
     let passphrase = asked.passphrase.filter(|p| !p.is_empty());
     let info = app
         .backups
-        .create_key(&name, &actor.0, passphrase.as_deref())
+        .keys(&name)?
+        .create(&actor.0, passphrase.as_deref())
         .await?;
     Ok((StatusCode::CREATED, Json(info)).into_response())
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Export {
+struct Reauthentication {
     /// The signed-in user's password, asked again.
     password: String,
 }
 
-async fn export(
-    State(app): State<Arc<AppState>>,
-    actor: Actor,
+/// Key material goes only to a user who gives their password again (wrong
+/// ones count as failed logins).
+async fn reauthenticate(
+    app: &AppState,
+    actor: &Actor,
     connection: Option<Extension<ConnectInfo<SocketAddr>>>,
-    Path(name): Path<String>,
-    body: Bytes,
-) -> ApiResult {
-    let asked: Export = json_body(&body)?;
+    body: &Bytes,
+) -> Result<(), ApiError> {
+    let asked: Reauthentication = json_body(body)?;
     let from = peer(connection.as_ref().map(|c| &c.0));
     match app
         .accounts
@@ -141,8 +152,18 @@ async fn export(
         }
         other => other?,
     }
-    let key = app.backups.key_file(&name)?;
-    app.store.audit(&actor.0, "backup.key_export", &name)?;
+    Ok(())
+}
+
+async fn export(
+    State(app): State<Arc<AppState>>,
+    actor: Actor,
+    connection: Option<Extension<ConnectInfo<SocketAddr>>>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    reauthenticate(&app, &actor, connection, &body).await?;
+    let key = app.backups.keys(&name)?.export(&actor.0)?;
     Ok((
         [
             (header::CONTENT_TYPE, "application/json".to_string()),
@@ -150,8 +171,50 @@ async fn export(
                 header::CONTENT_DISPOSITION,
                 format!("attachment; filename=\"{name}-encryption-key.json\""),
             ),
+            (header::CACHE_CONTROL, "no-store".to_string()),
         ],
         key,
+    )
+        .into_response())
+}
+
+/// The printable page of a paper key.
+#[derive(askama::Template)]
+#[template(path = "paperkey.html")]
+struct PaperKeyPage<'a> {
+    paper: &'a crate::backup::PaperKey,
+    qr_svg: String,
+    warning: &'static str,
+}
+
+/// The printable page of `paper`, as served and as `obsbox backup key
+/// paperkey --output-format html` prints it.
+pub fn paper_key_page(paper: &crate::backup::PaperKey) -> Result<String, String> {
+    let page = PaperKeyPage {
+        qr_svg: paper.qr_svg()?,
+        paper,
+        warning: crate::backup::KEY_WARNING,
+    };
+    askama::Template::render(&page).map_err(|e| e.to_string())
+}
+
+async fn paper_key(
+    State(app): State<Arc<AppState>>,
+    actor: Actor,
+    connection: Option<Extension<ConnectInfo<SocketAddr>>>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    reauthenticate(&app, &actor, connection, &body).await?;
+    let paper = app.backups.keys(&name)?.paper(&actor.0)?;
+    let html =
+        paper_key_page(&paper).map_err(|e| ApiError::internal("cannot draw the paper key", e))?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        html,
     )
         .into_response())
 }

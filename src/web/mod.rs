@@ -9,6 +9,7 @@ mod alerts;
 mod attention;
 pub mod auth;
 mod backup_keys;
+pub(crate) use backup_keys::paper_key_page;
 mod backup_restore;
 mod backups;
 mod charts;

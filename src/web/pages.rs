@@ -157,6 +157,14 @@ impl Layout {
     fn public(&self) -> bool {
         [Setup::PATH, Login::PATH, Invite::PATH].contains(&self.path)
     }
+
+    /// Whether the user's role permits a POST to `route` (as the router
+    /// names it): the page leaves out the controls it does not.
+    fn may_post(&self, route: &str) -> bool {
+        self.role.is_some_and(|role| {
+            crate::accounts::roles::permits(role, &axum::http::Method::POST, route)
+        })
+    }
 }
 
 /// A page: its template, where it is served and what it is called.

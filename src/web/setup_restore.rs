@@ -103,7 +103,7 @@ async fn restore(
     )
     .await?;
     tracing::info!("obsbox's own state from a backup is staged: restarting into it");
-    app.lifecycle.request(crate::app::Ending::Reboot);
+    app.lifecycle.request(crate::lifecycle::Ending::Reboot);
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({"next": "/login", "restarting": true, "secrets_kept_for": kept})),

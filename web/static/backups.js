@@ -2,7 +2,8 @@
 // drill or copy off-site now with live progress; the history of runs.
 import './charts.js';
 import {
-  api, every, table, badge, bytes, duration, when, action, listEditor, lines, say, values, el, onSubmit, kindParts, snapshotId, loadSection,
+  api, read, every, table, badge, bytes, duration, when, action, listEditor, lines, say, values, el, onSubmit, kindParts, snapshotId, loadSection,
+  saveSection, ApiError,
 } from './app.js';
 
 const $ = (id) => document.getElementById(id);
@@ -158,6 +159,7 @@ const jobs = listEditor({
       && action('Verify on server', `Verify the snapshots of ${j.name} on its PBS server`, () => start(j, 'verify-on-server')),
     action('Retention', `Retention preview of ${j.name}`, () => preview(j)),
     action('Restore', `Restore from ${j.name}`, () => snapshots(j.name)),
+    $('keys') && action('Keys', `Keys of ${j.name}`, () => keys(j)),
   ],
   load: async () => {
     const [section, current] = await Promise.all([loadSection('backups'), api('GET', '/api/backups')]);
@@ -387,3 +389,135 @@ const poll = every(() => (running() ? 1000 : 10000), async () => {
   await history();
   restoring = await restores();
 });
+
+// ---- keys (admins only: the section is not on the page for other roles)
+
+const keysSection = $('keys');
+const keyed = { job: null };
+const keyPath = (job) => `/api/backups/keys/${encodeURIComponent(job)}`;
+const resticKeyPath = (job) => `/api/backups/restic-keys/${encodeURIComponent(job)}`;
+const seconds = (t) => (t == null ? '' : when(t * 1000));
+
+/** The restic repository's keys, with a Remove button for all but the job's own. */
+function resticKeyTable(list) {
+  table($('key-facts'), {
+    rows: list,
+    empty: 'No keys.',
+    columns: [
+      { label: 'Key', value: (k) => k.id },
+      { label: 'Opened by', value: (k) => (k.current ? "the job's password" : 'another password') },
+      { label: 'Made by', value: (k) => `${k.user}@${k.host}` },
+      { label: 'Created', value: (k) => k.created },
+      {
+        label: '',
+        value: (k) => (k.current ? '' : action('Remove', `Remove restic key ${k.id}`, async () => {
+          if (!window.confirm(`Remove key ${k.id}? Its password will no longer open the repository.`)) return;
+          resticKeyTable(await api('DELETE', `${resticKeyPath(keyed.job.name)}/${encodeURIComponent(k.id)}`));
+          say(`Removed key ${k.id}.`);
+        }, 'small secondary')),
+      },
+    ],
+  });
+}
+
+/** Shows the keys of `job`: PBS's key (or the form to make one), restic's key list. */
+async function keys(job) {
+  keyed.job = job;
+  keysSection.hidden = false;
+  $('h-keys').textContent = `Keys: ${job.name}`;
+  $('paper-link').hidden = true;
+  for (const part of keysSection.querySelectorAll('[data-backend]')) part.hidden = part.dataset.backend !== job.backend;
+  $('key-create-form').hidden = true;
+  $('key-facts').replaceChildren();
+  $('h-keys').scrollIntoView();
+  if (job.backend === 'restic') {
+    $('key-paper').hidden = false;
+    resticKeyTable(await api('GET', resticKeyPath(job.name)));
+    return;
+  }
+  let info = null;
+  try {
+    info = await read(keyPath(job.name));
+  } catch (e) {
+    if (e.status !== 404) throw e;
+  }
+  $('key-create-form').hidden = info !== null;
+  $('key-export').hidden = info === null;
+  $('key-paper').hidden = info === null;
+  if (info === null) {
+    $('key-facts').replaceChildren(el('p', { class: 'empty' }, 'This job has no encryption key: its backups are not encrypted.'));
+    return;
+  }
+  $('key-facts').replaceChildren(el('dl', { class: 'facts', 'aria-label': `Encryption key of ${job.name}` },
+    el('dt', {}, 'Fingerprint'), el('dd', {}, info.fingerprint),
+    el('dt', {}, 'Protection'), el('dd', {}, info.kdf === 'none' ? 'none: the file is the key' : `passphrase (${info.kdf})`),
+    el('dt', {}, 'Created'), el('dd', {}, seconds(info.created)),
+    el('dt', {}, 'Modified'), el('dd', {}, seconds(info.modified))));
+}
+
+if (keysSection) {
+  onSubmit($('key-create-form'), async (v, send) => {
+    const made = await send('POST', keyPath(keyed.job.name), v.passphrase ? { passphrase: v.passphrase } : {});
+    $('key-create-form').reset();
+    say(`Created the encryption key of ${keyed.job.name} (${made.fingerprint}). Export it or print its paper key now.`);
+    await keys(keyed.job);
+  });
+  onSubmit($('restic-add-form'), async (v, send) => {
+    resticKeyTable(await send('POST', resticKeyPath(keyed.job.name), { password: v.password }));
+    $('restic-add-form').reset();
+    say(`Added a recovery password to ${keyed.job.name}.`);
+  });
+  onSubmit($('restic-passwd-form'), async (v, send) => {
+    resticKeyTable(await send('PUT', `${resticKeyPath(keyed.job.name)}/password`, { password: v.password }));
+    $('restic-passwd-form').reset();
+    say(`Changed the password of ${keyed.job.name}.`);
+  });
+
+  /** POSTs the user's password to a hand-out route; gives the answer as a Blob URL. */
+  const handOut = async (what, type) => {
+    const form = $('key-handout-form');
+    const password = form.elements.password.value;
+    if (!password) throw new Error('Give your password first.');
+    const answer = await api('POST', `${keyPath(keyed.job.name)}/${what}`, { password });
+    form.reset();
+    const text = typeof answer === 'string' ? answer : JSON.stringify(answer, null, 2);
+    return URL.createObjectURL(new Blob([text], { type }));
+  };
+  /** A click handler whose failure is said in the live region (an API error already is). */
+  const guarded = (handler) => async () => {
+    try {
+      await handler();
+    } catch (e) {
+      if (!(e instanceof ApiError)) say(String(e.message || e), { error: true });
+    }
+  };
+  $('key-export').addEventListener('click', guarded(async () => {
+    const url = await handOut('export', 'application/json');
+    el('a', { href: url, download: `${keyed.job.name}-encryption-key.json` }).click();
+    say(`Exported the key of ${keyed.job.name}. Keep the file away from the box.`);
+  }));
+  // A link the user follows (no pop-up to block): the page is only in this tab's memory.
+  $('key-paper').addEventListener('click', guarded(async () => {
+    const url = await handOut('paperkey', 'text/html');
+    const link = $('paper-link');
+    link.replaceChildren(el('a', { href: url, target: '_blank', rel: 'noopener' }, `Open the paper key of ${keyed.job.name} to print it`));
+    link.hidden = false;
+  }));
+
+  // The own-state backup's choice about credentials, in the backups section.
+  const stateForm = $('state-form');
+  const showState = (on) => {
+    stateForm.elements.state_includes_credentials.checked = on;
+    $('credentials-in-state').hidden = !on;
+  };
+  loadSection('backups').then((s) => showState(Boolean(s.value.state_includes_credentials)));
+  onSubmit(stateForm, async (v) => {
+    const section = await loadSection('backups');
+    const saved = await saveSection('backups', { ...section.value, state_includes_credentials: v.state_includes_credentials }, section.version);
+    version = saved.version;
+    showState(Boolean(saved.value.state_includes_credentials));
+    say(saved.value.state_includes_credentials
+      ? "Saved: the own-state backup now includes the backup jobs' credentials."
+      : "Saved: the own-state backup leaves the backup jobs' credentials out.");
+  });
+}

@@ -1,0 +1,111 @@
+// The Keys section of the Backups page in headless Chromium: an admin makes
+// a PBS job's encryption key, sees its fingerprint, opens its paper key
+// (after giving their password again), exports the key file, and chooses
+// to put the backup credentials in the own-state backup. tests/backup_keys.rs
+// starts obsbox (signed in) with a PBS job on the client stand-in and runs
+// this file with OBSBOX_URL, SESSION_COOKIE, PASSWORD and SCREENSHOTS.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+
+const BASE = process.env.OBSBOX_URL;
+const MINUTE = 60_000;
+
+let browser;
+let profile;
+let page;
+const problems = [];
+const watch = (p) => {
+  p.on('pageerror', (error) => problems.push(`script error: ${error.message}`));
+  // A policy that blocked part of a page shows as a console error.
+  p.on('console', (m) => {
+    if (m.type() === 'error' && /Content Security Policy/.test(m.text())) problems.push(m.text());
+  });
+};
+
+before(async () => {
+  assert.ok(BASE && process.env.SESSION_COOKIE && process.env.PASSWORD, 'run through tests/backup_keys.rs');
+  profile = mkdtempSync(join(tmpdir(), 'obsbox-chromium-'));
+  browser = await chromium.launchPersistentContext(profile, {
+    executablePath: '/usr/bin/chromium',
+    headless: true,
+    acceptDownloads: true,
+    viewport: { width: 1280, height: 900 },
+    args: [
+      '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync',
+    ],
+  });
+  const [name, value] = process.env.SESSION_COOKIE.split('=');
+  await browser.addCookies([{ name, value, url: BASE }]);
+  page = browser.pages()[0] ?? await browser.newPage();
+  watch(page);
+});
+
+after(async () => {
+  await browser?.close();
+  if (profile) rmSync(profile, { recursive: true, force: true });
+});
+
+test('a key is made, its fingerprint shown, its paper key opened and the file exported', async () => {
+  await page.goto(`${BASE}/backups`);
+  await page.getByRole('button', { name: 'Keys of photos' }).click();
+  const section = page.getByRole('region', { name: 'Keys: photos' });
+  await section.getByText('This job has no encryption key').waitFor({ timeout: MINUTE });
+  await section.getByRole('button', { name: 'Create key' }).click();
+
+  const facts = section.getByLabel('Encryption key of photos');
+  await facts.waitFor({ timeout: MINUTE });
+  const stored = await (await page.request.get(`${BASE}/api/backups/keys/photos`)).json();
+  assert.match(stored.fingerprint, /^([0-9a-f]{2}:){31}[0-9a-f]{2}$/);
+  assert.match(await facts.innerText(), new RegExp(`Fingerprint\\s+${stored.fingerprint}`));
+  assert.match(await facts.innerText(), /Protection\s+none: the file is the key/);
+  assert.match(await section.innerText(), /lives only on the box/);
+
+  // The paper key: the password again, then a page of its own to print.
+  await section.getByRole('button', { name: 'Paper key' }).click();
+  await page.getByText('Give your password first.').waitFor({ timeout: MINUTE });
+  await section.getByLabel('Your password').fill(process.env.PASSWORD);
+  await section.getByRole('button', { name: 'Paper key' }).click();
+  const link = section.getByRole('link', { name: 'Open the paper key of photos to print it' });
+  await link.waitFor({ timeout: MINUTE });
+  const [paper] = await Promise.all([browser.waitForEvent('page'), link.click()]);
+  watch(paper);
+  await paper.waitForLoadState();
+  const text = await paper.locator('body').innerText();
+  assert.match(text, /PBS encryption key/);
+  assert.match(text, /-----BEGIN PROXMOX BACKUP KEY-----/);
+  assert.ok(text.includes(stored.fingerprint), text);
+  assert.match(text, /not in the box's own state backup/);
+  const qr = await paper.locator('svg').boundingBox();
+  assert.ok(qr && qr.width >= 300 && qr.height >= 300, `the QR code is drawn: ${JSON.stringify(qr)}`);
+  await paper.screenshot({ path: join(process.env.SCREENSHOTS, 'backup-paperkey.png'), fullPage: true });
+  await paper.close();
+
+  // The key file, as a download.
+  await section.getByLabel('Your password').fill(process.env.PASSWORD);
+  const [download] = await Promise.all([
+    page.waitForEvent('download'),
+    section.getByRole('button', { name: 'Export key file' }).click(),
+  ]);
+  assert.equal(download.suggestedFilename(), 'photos-encryption-key.json');
+  const key = JSON.parse(readFileSync(await download.path(), 'utf8'));
+  assert.equal(key.fingerprint, stored.fingerprint);
+  await section.screenshot({ path: join(process.env.SCREENSHOTS, 'backup-keys.png') });
+  assert.deepEqual(problems, []);
+});
+
+test('the backup credentials go into the own-state backup only when chosen', async () => {
+  const banner = page.getByText("The own-state backup includes the backup jobs' credentials");
+  assert.equal(await banner.isVisible(), false);
+  await page.getByLabel("Include the backup jobs' credentials").check();
+  await page.locator('#state-form').getByRole('button', { name: 'Save' }).click();
+  await banner.waitFor({ timeout: MINUTE });
+  const settings = await (await page.request.get(`${BASE}/api/settings/backups`)).json();
+  assert.equal(settings.state_includes_credentials, true);
+  assert.equal(settings.jobs.length, 1, 'the jobs are left as they were');
+  assert.deepEqual(problems, []);
+});
