@@ -268,7 +268,9 @@ fn charts_with_data_an_off_site_copy_and_on_call_pieces_work_in_a_browser() {
     );
 
     // Backups: one, then another with one more file, and a restore drill.
+    // Enabled: only a job run by schedule has an RPO (and its metrics).
     let mut job = restic_job("docs", &repo, &fx.source);
+    job["enabled"] = json!(true);
     job["rpo"] = json!("1h");
     job["rto"] = json!("30m");
     create_job(&obsbox, job);
