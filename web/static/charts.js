@@ -177,7 +177,8 @@ function options(kind, width, series, dashed, format, range, unit) {
     // The whole range asked for, so "last 3 h" shows 3 h even where Prometheus has less.
     scales: { x: { time: true, range: () => [range.start, range.end] }, y: { range: sparkline ? padded : yRange(unit) } },
     axes: sparkline ? [{ show: false }, { show: false }] : [
-      { ...axis, values: timeTicks },
+      // At least a clock's width between two times, so they never run together at phone width.
+      { ...axis, space: 64, values: timeTicks },
       { ...axis, size: axisSize, values: (u, ticks) => ticks.map(format) },
     ],
     series: [
