@@ -136,9 +136,15 @@ impl Question {
                 MAX_RANGE_SECONDS / 86_400.0
             )));
         }
-        let step = match params.step {
-            Some(step) => step,
-            None => (span / DEFAULT_POINTS).ceil().max(1.0),
+        let (start, step) = match params.step {
+            Some(step) => (start, step),
+            None => {
+                // Prometheus evaluates at start, start + step, ... up to the
+                // end: starting up to a step earlier puts the last point on
+                // the end, so a chart shows the newest data.
+                let step = (span / DEFAULT_POINTS).ceil().max(1.0);
+                (end - step * (span / step).ceil(), step)
+            }
         };
         if !step.is_finite() || step < 1.0 {
             return Err(QueryError::Invalid("the step must be at least 1 s".into()));
@@ -298,6 +304,37 @@ mod tests {
         // A short range still steps a whole second at least.
         let q = Question::range(&range(Some(NOW - 10.0), None, None), NOW).unwrap();
         assert!(matches!(q, Question::Range { step, .. } if step == 1.0));
+    }
+
+    #[test]
+    fn the_points_of_a_default_step_end_at_the_end() {
+        // Prometheus evaluates at start, start + step, ... up to the end: a
+        // day in steps of 346 s would stop 246 s before it, and a week in
+        // steps of 2420 s 37 minutes before it, leaving the newest data out.
+        for (span, step) in [(86_400.0, 346.0), (604_800.0, 2420.0), (10.0, 1.0)] {
+            let q = Question::range(&range(Some(NOW - span), None, None), NOW).unwrap();
+            let Question::Range {
+                start,
+                end,
+                step: s,
+                ..
+            } = q
+            else {
+                panic!("{q:?}")
+            };
+            assert_eq!((s, end), (step, NOW), "{span}");
+            let points = (end - start) / step;
+            assert_eq!(points, points.round(), "{span}: the last point is the end");
+            assert!(
+                start <= NOW - span && start > NOW - span - step,
+                "{span}: {start}"
+            );
+        }
+        // A step asked for is kept, with the range as asked.
+        let q = Question::range(&range(Some(NOW - 100.0), None, Some(7.0)), NOW).unwrap();
+        assert!(
+            matches!(q, Question::Range { start, step, .. } if start == NOW - 100.0 && step == 7.0)
+        );
     }
 
     #[test]

@@ -1774,15 +1774,22 @@ mod tests {
 
     #[test]
     fn a_probe_ca_is_checked_with_its_probe() {
-        const CA: &str =
+        let ca = rcgen::generate_simple_self_signed(vec!["nas.lan".into()])
+            .unwrap()
+            .cert
+            .pem();
+        // Base64 in a certificate's frame that is no certificate.
+        let framed_junk =
             "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUQ0Ee\n-----END CERTIFICATE-----\n";
         let probes: Vec<ProbeCheck> = serde_json::from_value(serde_json::json!([
-            {"name": "nas", "kind": "http", "target": "https://nas.lan/", "tls_ca": CA},
-            {"name": "imap", "kind": "tcp", "target": "mail.lan:993", "tls_ca": CA},
+            {"name": "nas", "kind": "http", "target": "https://nas.lan/", "tls_ca": ca},
+            {"name": "imap", "kind": "tcp", "target": "mail.lan:993", "tls_ca": ca},
             {"name": "junk", "kind": "http", "target": "https://nas.lan/", "tls_ca": "not a certificate"},
-            {"name": "plain", "kind": "http", "target": "http://nas.lan/", "tls_ca": CA},
-            {"name": "both", "kind": "http", "target": "https://nas.lan/", "tls": "expiry_only", "tls_ca": CA},
-            {"name": "ping", "kind": "icmp", "target": "nas.lan", "tls_ca": CA},
+            {"name": "plain", "kind": "http", "target": "http://nas.lan/", "tls_ca": ca},
+            {"name": "both", "kind": "http", "target": "https://nas.lan/", "tls": "expiry_only", "tls_ca": ca},
+            {"name": "ping", "kind": "icmp", "target": "nas.lan", "tls_ca": ca},
+            {"name": "framed", "kind": "http", "target": "https://nas.lan/", "tls_ca": framed_junk},
+            {"name": "one-bad", "kind": "http", "target": "https://nas.lan/", "tls_ca": format!("{ca}{framed_junk}")},
         ]))
         .unwrap();
         let mut problems = Vec::new();
@@ -1796,6 +1803,8 @@ mod tests {
                 "probes[3].tls_ca: is only used with an https:// target",
                 "probes[4].tls_ca: trust a CA or check the expiry only (tls: expiry_only), not both",
                 "probes[5].tls_ca: is only used by http and tcp probes",
+                "probes[6].tls_ca: is not one or more PEM certificates",
+                "probes[7].tls_ca: is not one or more PEM certificates",
             ]
         );
         let modules: Vec<String> = probes.iter().map(ProbeCheck::module).collect();

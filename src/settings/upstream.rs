@@ -215,7 +215,16 @@ pub(super) fn tls_ca_problem(pem: &str) -> Option<String> {
     use tokio_rustls::rustls::pki_types::{pem::PemObject, CertificateDer};
     let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(pem.as_bytes()).collect();
     match certs {
-        Ok(certs) if !certs.is_empty() => None,
+        // A PEM frame holds any bytes: each must be an X.509 certificate,
+        // or the child (blackbox, Prometheus) refuses its whole config.
+        Ok(certs)
+            if !certs.is_empty()
+                && certs
+                    .iter()
+                    .all(|der| x509_parser::parse_x509_certificate(der).is_ok()) =>
+        {
+            None
+        }
         _ => Some("is not one or more PEM certificates".into()),
     }
 }

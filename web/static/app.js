@@ -213,7 +213,7 @@ export function when(time) {
 }
 
 const TONES = {
-  ok: ['ready', 'up', 'ok', 'resolved', 'active', 'keep', 'yes', 'good', 'synchronised', 'within the RTO'],
+  ok: ['ready', 'up', 'ok', 'success', 'resolved', 'active', 'keep', 'yes', 'good', 'synchronised', 'within the RTO'],
   bad: ['crash-looping', 'down', 'unavailable', 'failed', 'firing', 'critical', 'not installed', 'remove', 'failing', 'monitoring error', 'bad', 'over the RTO'],
 };
 

@@ -13,6 +13,8 @@
 //   data-range      seconds back from now (default 10800, 3 h); or
 //   data-start, data-end  a fixed range in Unix seconds (`showRange`)
 // Times on the axis are the box's time zone's, like every time in the UI.
+// A drawn figure keeps its uPlot instances in `figure.uplots` (none while
+// empty or failed), so the browser tests read what was plotted, not pixels.
 // A range picker above the page's first charts (1 h, 6 h, 24 h, 7 d, or a
 // custom from–to typed in the box's zone) overrides every chart's range; the
 // choice is kept per page in localStorage.
@@ -62,6 +64,17 @@ const WHOLE = { ratio: 1, percent: 100 };
 function yRange(unit) {
   const whole = WHOLE[unit];
   return whole ? (u, min, max) => [Math.min(0, min), Math.max(whole, max)] : padded;
+}
+
+/** The axes' font, set on them and used to measure their labels. */
+const AXIS_FONT = '12px system-ui, -apple-system, "Segoe UI", Roboto, "Noto Sans", sans-serif';
+const measure = document.createElement('canvas').getContext('2d');
+
+/** The value axis' width: its longest label ("26 min 40 s") and the ticks' room. */
+function axisSize(u, values) {
+  measure.font = AXIS_FONT;
+  const widest = Math.max(0, ...(values ?? []).map((v) => measure.measureText(v).width));
+  return Math.max(48, Math.ceil(widest) + 24);
 }
 
 const number = (v) => (Math.abs(v) >= 100 ? v.toFixed(0) : String(Math.round(v * 100) / 100));
@@ -154,7 +167,7 @@ function colours() {
 function options(kind, width, series, dashed, format, range, unit) {
   const { palette, text, grid } = colours();
   const sparkline = kind === 'sparklines';
-  const axis = { stroke: text, grid: { stroke: grid, width: 1 }, ticks: { stroke: grid, width: 1 } };
+  const axis = { stroke: text, font: AXIS_FONT, grid: { stroke: grid, width: 1 }, ticks: { stroke: grid, width: 1 } };
   return {
     width,
     height: HEIGHT[kind] ?? HEIGHT.line,
@@ -164,8 +177,9 @@ function options(kind, width, series, dashed, format, range, unit) {
     // The whole range asked for, so "last 3 h" shows 3 h even where Prometheus has less.
     scales: { x: { time: true, range: () => [range.start, range.end] }, y: { range: sparkline ? padded : yRange(unit) } },
     axes: sparkline ? [{ show: false }, { show: false }] : [
-      { ...axis, values: timeTicks },
-      { ...axis, size: 72, values: (u, ticks) => ticks.map(format) },
+      // At least a clock's width between two times, so they never run together at phone width.
+      { ...axis, space: 64, values: timeTicks },
+      { ...axis, size: axisSize, values: (u, ticks) => ticks.map(format) },
     ],
     series: [
       { value: (u, t) => (t === null ? '' : when(t * 1000)) },
@@ -232,12 +246,14 @@ async function draw(figure) {
   } catch (e) {
     charts.get(figure)?.plot?.destroy();
     plot.replaceChildren();
+    figure.uplots = [];
     figure.dataset.state = 'error';
     note.textContent = `No chart: ${e.message}`;
     return;
   }
   charts.get(figure)?.plot?.destroy();
   plot.replaceChildren();
+  figure.uplots = [];
   if (!series.length) {
     figure.dataset.state = 'empty';
     plot.removeAttribute('aria-label');
@@ -260,10 +276,12 @@ async function draw(figure) {
       return new uPlot(one, columns([s]), box);
     });
     charts.set(figure, { plot: { destroy: () => lines.forEach((l) => l.destroy()) }, resize: () => lines.forEach((l) => l.setSize({ width: Math.max(80, l.root.parentElement.clientWidth), height: HEIGHT.sparklines })) });
+    figure.uplots = lines;
     return;
   }
   const chart = new uPlot({ ...options(kind, width, series, dashed, format, range, figure.dataset.unit), height: lineHeight(figure) }, columns(series), plot);
   charts.set(figure, { plot: chart, resize: () => chart.setSize({ width: Math.max(120, plot.clientWidth), height: lineHeight(figure) }) });
+  figure.uplots = [chart];
 }
 
 const resized = new ResizeObserver((entries) => {
