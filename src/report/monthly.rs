@@ -355,7 +355,7 @@ fn attempts(store: &Store, limit: u32) -> Result<Vec<Attempt>, StoreError> {
                 error: row.get(4)?,
             })
         })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        rows.collect()
     })
 }
 
