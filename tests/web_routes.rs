@@ -135,6 +135,12 @@ const READS: &[Case] = &[
     ),
     case("/api/disks", "GET", "/api/disks", None),
     case(
+        "/api/dashboards/imported",
+        "GET",
+        "/api/dashboards/imported",
+        None,
+    ),
+    case(
         "/api/metrics/query",
         "GET",
         "/api/metrics/query?query=up",
@@ -246,6 +252,19 @@ const READ_STATUS: &[(&str, u16)] = &[
 
 /// Routes that change something, each with a bad request and the 4xx it earns.
 const CHANGES: &[Case] = &[
+    // Not a multipart form.
+    case(
+        "/api/dashboards/import",
+        "POST",
+        "/api/dashboards/import",
+        Some(("{}", 400)),
+    ),
+    case(
+        "/api/dashboards/imported/{uid}",
+        "DELETE",
+        "/api/dashboards/imported/nope",
+        Some(("", 404)),
+    ),
     case(
         "/api/backups/keys/{name}",
         "POST",
