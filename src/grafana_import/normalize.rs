@@ -238,10 +238,9 @@ impl Inputs {
         }
     }
 
-    /// The plugin id of the input `text` names (`${DS_X}` or `$DS_X`).
-    fn source(&self, text: &str) -> Option<Option<&str>> {
-        let name = variable_name(text)?;
-        Some(self.sources.get(name).map(String::as_str))
+    /// The plugin id of the data source input `name`, if the export has one.
+    fn source(&self, name: &str) -> Option<&str> {
+        self.sources.get(name).map(String::as_str)
     }
 }
 
@@ -445,13 +444,8 @@ impl Resolver<'_> {
             return Target::Builtin;
         }
         if let Some(name) = variable_name(text) {
-            if let Some(found) = self.inputs.source(text) {
-                return match found {
-                    Some(plugin) => self.typed(plugin, &format!("input {text}")),
-                    None => Target::Unmapped(format!(
-                        "data source {text} is not one of the export's __inputs"
-                    )),
-                };
+            if let Some(plugin) = self.inputs.source(name) {
+                return self.typed(plugin, &format!("input {text}"));
             }
             return match self.variables.get(name).map(|p| Language::of_type(p)) {
                 Some(Some(language)) if self.offers(language) => Target::Variable(language),
@@ -669,6 +663,8 @@ fn rewrite_panel_source(
     };
     let reference = match (source, languages.len()) {
         (Target::Builtin | Target::Variable(_), _) => return,
+        // A panel that queries nothing (text, news) needs no source.
+        (Target::Default, 0) if !object.contains_key("datasource") => return,
         (_, 2) => json!({"type": "datasource", "uid": "-- Mixed --"}),
         (_, 1) => languages
             .iter()
@@ -679,11 +675,11 @@ fn rewrite_panel_source(
         (_, _) => match resolver.settle(source, None, false) {
             Settled::Rewrite(language) => language.reference(),
             Settled::Keep(_) => return,
+            // Said once, for its queries, when they had it.
             Settled::Unmapped(why) => {
-                if object.get("targets").is_none() && matches!(source, Target::Default) {
-                    return;
+                if !notes.unmapped_panels.contains(title) {
+                    notes.panel_unmapped(title, format!("panel \"{title}\": {why}"));
                 }
-                notes.panel_unmapped(title, format!("panel \"{title}\": {why}"));
                 return;
             }
         },
@@ -873,5 +869,341 @@ fn tag(dashboard: &mut Map<String, Value>) {
         if !list.iter().any(|t| t == IMPORTED_TAG) {
             list.push(json!(IMPORTED_TAG));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    macro_rules! fixture {
+        ($name:literal) => {
+            serde_json::from_str::<Value>(include_str!(concat!(
+                "../../tests/fixtures/grafana-exports/",
+                $name
+            )))
+            .unwrap()
+        };
+    }
+
+    fn builtin() -> BTreeSet<String> {
+        ["obsbox-infrastructure", "obsbox-appliance"]
+            .map(String::from)
+            .into()
+    }
+
+    fn run(exported: Value) -> Normalized {
+        run_with(exported, true)
+    }
+
+    fn run_with(exported: Value, loki: bool) -> Normalized {
+        let taken = builtin();
+        normalize(
+            exported,
+            &Context {
+                loki,
+                taken: &taken,
+            },
+        )
+        .unwrap()
+    }
+
+    /// Every panel, those inside rows included, by title.
+    fn panel<'a>(dashboard: &'a Value, title: &str) -> &'a Value {
+        fn find<'a>(panels: &'a Value, title: &str) -> Option<&'a Value> {
+            panels.as_array()?.iter().find_map(|p| {
+                if p["title"] == title {
+                    Some(p)
+                } else {
+                    find(&p["panels"], title)
+                }
+            })
+        }
+        find(&dashboard["panels"], title).unwrap_or_else(|| panic!("no panel {title}"))
+    }
+
+    fn prometheus() -> Value {
+        json!({"type": "prometheus", "uid": "prometheus"})
+    }
+
+    fn loki() -> Value {
+        json!({"type": "loki", "uid": "loki"})
+    }
+
+    fn export_keys_gone(d: &Value) {
+        for key in ["__inputs", "__requires", "__elements", "id", "rows"] {
+            assert!(d.get(key).is_none(), "{key} is still there");
+        }
+    }
+
+    #[test]
+    fn a_schema_14_rows_layout_becomes_panels_on_the_grid() {
+        let n = run(fixture!("grafana4-rows.json"));
+        let d = &n.dashboard;
+        export_keys_gone(d);
+        assert_eq!(d["schemaVersion"], 16);
+        let top: Vec<(&str, &Value)> = d["panels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| (p["title"].as_str().unwrap(), &p["gridPos"]))
+            .collect();
+        assert_eq!(
+            top,
+            [
+                ("CPU", &json!({"x": 0, "y": 0, "w": 24, "h": 1})),
+                // 250 px in rows of 38 px.
+                ("CPU busy", &json!({"x": 0, "y": 1, "w": 12, "h": 7})),
+                ("Load", &json!({"x": 12, "y": 1, "w": 12, "h": 7})),
+                // A row that hid its title gets no row panel.
+                (
+                    "Memory available",
+                    &json!({"x": 0, "y": 8, "w": 24, "h": 8})
+                ),
+                ("Disks", &json!({"x": 0, "y": 16, "w": 24, "h": 1})),
+            ]
+        );
+        let disks = panel(d, "Disks");
+        assert_eq!(
+            (disks["type"].as_str(), disks["collapsed"].as_bool()),
+            (Some("row"), Some(true))
+        );
+        let inside: Vec<&Value> = disks["panels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| &p["gridPos"])
+            .collect();
+        assert_eq!(
+            inside,
+            [
+                &json!({"x": 0, "y": 17, "w": 8, "h": 6}),
+                &json!({"x": 8, "y": 17, "w": 16, "h": 6}),
+            ]
+        );
+        let ids: BTreeSet<u64> = [panel(d, "CPU"), disks]
+            .iter()
+            .map(|p| p["id"].as_u64().unwrap())
+            .collect();
+        assert_eq!(
+            ids,
+            BTreeSet::from([6, 7]),
+            "row panels get ids after the panels'"
+        );
+        assert!(panel(d, "CPU busy").get("span").is_none());
+        // null and "Prometheus" both become the provisioned Prometheus.
+        for title in ["CPU busy", "Load", "Memory available", "Disk reads"] {
+            let p = panel(d, title);
+            assert_eq!(p["datasource"], prometheus(), "{title}");
+            assert_eq!(p["targets"][0]["datasource"], prometheus(), "{title}");
+        }
+        assert_eq!(d["templating"]["list"][0]["datasource"], prometheus());
+        assert_eq!((n.panels, n.queries.len()), (5, 5));
+        assert!(n.unmapped.is_empty(), "{:?}", n.unmapped);
+        assert!(
+            n.changes[0].contains("schema version 14"),
+            "{:?}",
+            n.changes
+        );
+        assert_eq!(n.uid, "legacy-node-overview", "no uid: one from the title");
+        assert_eq!(d["tags"], json!(["node", "imported"]));
+    }
+
+    #[test]
+    fn inputs_of_an_external_export_map_and_go() {
+        let n = run(fixture!("grafana6-inputs.json"));
+        let d = &n.dashboard;
+        export_keys_gone(d);
+        assert_eq!(n.uid, "node-overview-7");
+        let scrape = panel(d, "Scrape health");
+        assert_eq!(scrape["datasource"], prometheus());
+        assert_eq!(scrape["targets"][0]["datasource"], prometheus());
+        // The constant input is filled in.
+        assert_eq!(
+            scrape["targets"][0]["expr"],
+            "up{job=\"node\", instance=~\"$instance\"}"
+        );
+        assert_eq!(d["templating"]["list"][0]["datasource"], prometheus());
+        // Grafana's own annotation stays Grafana's.
+        assert_eq!(d["annotations"]["list"][0]["datasource"], "-- Grafana --");
+        assert_eq!(n.queries.len(), 2);
+        assert!(n.queries.iter().all(|q| q.language == Language::Prometheus));
+        assert!(n.unmapped.is_empty(), "{:?}", n.unmapped);
+        assert!(!serde_json::to_string(d).unwrap().contains("DS_PROMETHEUS"));
+    }
+
+    #[test]
+    fn datasource_objects_library_panels_loki_and_mixed_panels() {
+        let n = run(fixture!("grafana9-elements.json"));
+        let d = &n.dashboard;
+        export_keys_gone(d);
+        let uptime = panel(d, "Uptime");
+        assert_eq!(uptime["type"], "stat");
+        assert_eq!(uptime["gridPos"], json!({"h": 4, "w": 6, "x": 12, "y": 0}));
+        assert_eq!(uptime["id"], 2);
+        assert!(uptime.get("libraryPanel").is_none());
+        assert_eq!(uptime["targets"][0]["datasource"], prometheus());
+        assert!(n
+            .changes
+            .iter()
+            .any(|c| c.contains("\"Uptime stat\" was inlined")));
+        let errors = panel(d, "Errors");
+        assert_eq!(errors["datasource"], loki());
+        assert_eq!(errors["targets"][0]["datasource"], loki());
+        let mixed = panel(d, "Samples and log lines");
+        assert_eq!(mixed["datasource"]["uid"], "-- Mixed --");
+        assert_eq!(mixed["targets"][0]["datasource"], prometheus());
+        assert_eq!(mixed["targets"][1]["datasource"], loki());
+        assert_eq!(panel(d, "Targets up")["datasource"], prometheus());
+        assert_eq!(n.panels, 5);
+        let languages: Vec<(&str, Language)> = n
+            .queries
+            .iter()
+            .map(|q| (q.ref_id.as_str(), q.language))
+            .collect();
+        assert_eq!(
+            languages,
+            [
+                ("A", Language::Prometheus),
+                ("A", Language::Prometheus),
+                ("A", Language::Loki),
+                ("A", Language::Prometheus),
+                ("B", Language::Loki),
+                ("A", Language::Prometheus),
+            ]
+        );
+        assert!(n.unmapped.is_empty(), "{:?}", n.unmapped);
+    }
+
+    #[test]
+    fn without_loki_its_references_are_reported() {
+        let n = run_with(fixture!("grafana9-elements.json"), false);
+        assert!(n.queries.iter().all(|q| q.language == Language::Prometheus));
+        assert_eq!(
+            n.unmapped_panels,
+            BTreeSet::from(["Errors".to_string(), "Samples and log lines".to_string()])
+        );
+        assert!(
+            n.unmapped[0].contains("Loki is turned off"),
+            "{:?}",
+            n.unmapped
+        );
+    }
+
+    #[test]
+    fn what_cannot_map_is_reported_and_a_taken_uid_renamed() {
+        let n = run(fixture!("grafana10-uids.json"));
+        let d = &n.dashboard;
+        export_keys_gone(d);
+        assert_eq!(n.uid, "obsbox-infrastructure-2");
+        assert_eq!(d["uid"], "obsbox-infrastructure-2");
+        assert!(n
+            .changes
+            .iter()
+            .any(|c| c.contains("\"obsbox-infrastructure\" is taken")));
+        // The old instance's uid is the provisioned Prometheus here.
+        assert_eq!(panel(d, "Scrape durations")["datasource"], prometheus());
+        // InfluxDB is left as it was, and said.
+        let influx = panel(d, "Room temperature");
+        assert_eq!(influx["datasource"]["type"], "influxdb");
+        assert_eq!(
+            n.unmapped,
+            [
+                "panel \"Room temperature\" query A: data source \"influx-home\" is of type influxdb, which this box does not run",
+                "library panel \"UPS load\" (uid lib-ups) is not in the export: Grafana shows it only if it has a library panel of that uid",
+            ]
+        );
+        assert_eq!(
+            n.unmapped_panels,
+            BTreeSet::from(["Room temperature".to_string(), "UPS load".to_string()])
+        );
+        assert_eq!((n.panels, n.queries.len()), (3, 1));
+    }
+
+    #[test]
+    fn sources_by_name_by_default_and_by_variable() {
+        let n = run(fixture!("grafana8-names.json"));
+        let d = &n.dashboard;
+        assert_eq!(
+            panel(d, "Memory by job")["targets"][0]["datasource"],
+            prometheus()
+        );
+        assert_eq!(panel(d, "Memory by job")["datasource"], prometheus());
+        assert_eq!(panel(d, "Log lines")["targets"][0]["datasource"], loki());
+        assert_eq!(panel(d, "Targets")["datasource"], prometheus());
+        // The variable picks the provisioned Prometheus by default: kept.
+        assert_eq!(panel(d, "Picked source")["datasource"], "$datasource");
+        assert_eq!(d["annotations"]["list"][0]["datasource"], prometheus());
+        let languages: Vec<Language> = n.queries.iter().map(|q| q.language).collect();
+        assert_eq!(
+            languages,
+            [
+                Language::Prometheus,
+                Language::Loki,
+                Language::Prometheus,
+                Language::Prometheus
+            ]
+        );
+        assert!(n.unmapped.is_empty(), "{:?}", n.unmapped);
+    }
+
+    #[test]
+    fn an_untyped_name_goes_by_its_query() {
+        let exported = json!({"title": "t", "panels": [
+            {"title": "promql", "datasource": "Home", "targets": [{"refId": "A", "expr": "up"}]},
+            {"title": "logql", "datasource": "Home logs", "targets": [{"refId": "A", "expr": "{app=\"x\"} |= \"y\""}]},
+            {"title": "graphite", "datasource": "Carbon", "targets": [{"refId": "A", "target": "a.b.c"}]},
+            {"title": "text", "type": "text"},
+        ]});
+        let n = run(exported);
+        assert_eq!(panel(&n.dashboard, "promql")["datasource"], prometheus());
+        assert_eq!(panel(&n.dashboard, "logql")["datasource"], loki());
+        assert_eq!(
+            n.unmapped,
+            ["panel \"graphite\" query A: data source \"Carbon\" is of a type the export does not say and its queries do not show"]
+        );
+        // A panel without queries (a text panel) needs no source.
+        assert!(panel(&n.dashboard, "text").get("datasource").is_none());
+    }
+
+    #[test]
+    fn the_http_apis_wrapping_is_taken_off_and_non_dashboards_refused() {
+        let wrapped = json!({"meta": {"slug": "x"}, "dashboard": {"title": "Wrapped", "uid": "w", "panels": []}});
+        assert_eq!(run(wrapped).uid, "w");
+        let taken = BTreeSet::new();
+        let context = Context {
+            loki: true,
+            taken: &taken,
+        };
+        assert_eq!(
+            normalize(json!([1]), &context),
+            Err(NormalizeError::NotADashboard)
+        );
+        assert_eq!(
+            normalize(json!({"apiVersion": 1, "datasources": []}), &context),
+            Err(NormalizeError::NotADashboard)
+        );
+        assert_eq!(
+            normalize(json!({"title": " ", "panels": []}), &context),
+            Err(NormalizeError::NoTitle)
+        );
+    }
+
+    #[test]
+    fn uids_grafana_refuses_are_replaced() {
+        let n = run(json!({"title": "Über Dashboard!", "uid": "has space", "panels": []}));
+        assert_eq!(n.uid, "ber-dashboard");
+        let long = "x".repeat(45);
+        let taken = BTreeSet::from(["x".repeat(40)]);
+        let n = normalize(
+            json!({"title": long, "panels": []}),
+            &Context {
+                loki: true,
+                taken: &taken,
+            },
+        )
+        .unwrap();
+        assert_eq!(n.uid, format!("{}-2", "x".repeat(38)));
+        assert!(is_uid(&n.uid));
     }
 }
