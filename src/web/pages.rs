@@ -19,7 +19,7 @@ use std::sync::Arc;
 struct Assets;
 
 /// The pages of the main navigation, in order: (path, label).
-const NAV: [(&str, &str); 11] = [
+const NAV: [(&str, &str); 12] = [
     ("/", "Overview"),
     ("/services", "Services"),
     ("/targets", "Targets"),
@@ -30,6 +30,7 @@ const NAV: [(&str, &str); 11] = [
     ("/power", "Power"),
     ("/disks", "Disks"),
     ("/fleet", "Fleet"),
+    ("/dashboards", "Dashboards"),
     ("/system", "System"),
 ];
 
@@ -206,6 +207,7 @@ pages! {
     Power: "/power", "power.html", "power.js", "Power";
     DisksPage: "/disks", "disks.html", "disks.js", "Disks";
     Fleet: "/fleet", "fleet.html", "fleet.js", "Fleet";
+    Dashboards: "/dashboards", "dashboards.html", "dashboards.js", "Imported dashboards";
     LogSources: "/logs/sources", "log_sources.html", "log_sources.js", "Log sources";
     System: "/system", "system.html", "system.js", "System";
     General: "/system/general", "general.html", "general.js", "General settings";
