@@ -337,3 +337,19 @@ fn an_upload_that_is_not_a_form_or_holds_nothing_is_refused_in_json() {
         .unwrap()
         .starts_with("x.zip is not a zip file"));
 }
+
+/// `tests/browser/dashboards.test.mjs`: the Dashboards page in Chromium.
+#[test]
+fn the_dashboards_page_uploads_reports_and_removes() {
+    browser_tests();
+    let obsbox = Obsbox::start(&[("services", services_only(&["prometheus", "grafana"]))]);
+    obsbox.wait_all_ready(Duration::from_secs(60));
+    run_browser_tests(
+        &obsbox,
+        "dashboards.test.mjs",
+        &[
+            ("SESSION_COOKIE", obsbox.session_cookie()),
+            ("FIXTURES", fixture_path("").to_str().unwrap().to_string()),
+        ],
+    );
+}

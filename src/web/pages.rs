@@ -207,7 +207,7 @@ pages! {
     Power: "/power", "power.html", "power.js", "Power";
     DisksPage: "/disks", "disks.html", "disks.js", "Disks";
     Fleet: "/fleet", "fleet.html", "fleet.js", "Fleet";
-    Dashboards: "/dashboards", "dashboards.html", "dashboards.js", "Imported dashboards";
+    Dashboards: "/dashboards", "dashboards.html", "dashboards.js", "Dashboards";
     LogSources: "/logs/sources", "log_sources.html", "log_sources.js", "Log sources";
     System: "/system", "system.html", "system.js", "System";
     General: "/system/general", "general.html", "general.js", "General settings";
