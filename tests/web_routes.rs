@@ -763,7 +763,7 @@ fn every_route_needs_a_session_and_its_token_and_refuses_bad_input_changing_noth
         "/power",
         "/disks",
         "/fleet",
-        "/dashboards",
+        "/system/dashboards",
         "/logs/sources",
         "/system",
         "/system/general",

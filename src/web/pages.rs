@@ -19,7 +19,7 @@ use std::sync::Arc;
 struct Assets;
 
 /// The pages of the main navigation, in order: (path, label).
-const NAV: [(&str, &str); 12] = [
+const NAV: [(&str, &str); 11] = [
     ("/", "Overview"),
     ("/services", "Services"),
     ("/targets", "Targets"),
@@ -30,15 +30,15 @@ const NAV: [(&str, &str); 12] = [
     ("/power", "Power"),
     ("/disks", "Disks"),
     ("/fleet", "Fleet"),
-    ("/dashboards", "Dashboards"),
     ("/system", "System"),
 ];
 
 /// The pages under System, shown as a second row of navigation on each of them.
-const SYSTEM_PAGES: [(&str, &str); 3] = [
+const SYSTEM_PAGES: [(&str, &str); 4] = [
     ("/system", "Firmware and maintenance"),
     ("/system/general", "General settings"),
     ("/system/users", "Users"),
+    ("/system/dashboards", "Imported dashboards"),
 ];
 
 /// The pages of the signed-in user's own account.
@@ -207,7 +207,7 @@ pages! {
     Power: "/power", "power.html", "power.js", "Power";
     DisksPage: "/disks", "disks.html", "disks.js", "Disks";
     Fleet: "/fleet", "fleet.html", "fleet.js", "Fleet";
-    Dashboards: "/dashboards", "dashboards.html", "dashboards.js", "Dashboards";
+    Dashboards: "/system/dashboards", "dashboards.html", "dashboards.js", "Imported dashboards";
     LogSources: "/logs/sources", "log_sources.html", "log_sources.js", "Log sources";
     System: "/system", "system.html", "system.js", "System";
     General: "/system/general", "general.html", "general.js", "General settings";

@@ -42,7 +42,7 @@ after(async () => {
 });
 
 test('exports are uploaded, reported on, listed and removed', async () => {
-  await page.goto(`${BASE}/dashboards`);
+  await page.goto(`${BASE}/system/dashboards`);
   await page.getByText('No dashboard imported yet.').waitFor({ timeout: MINUTE });
   await page.getByLabel('Files').setInputFiles([
     join(process.env.FIXTURES, 'grafana6-inputs.json'),
