@@ -403,6 +403,7 @@ pub async fn run(
         shipper,
         forwarders,
         logs_in: logs_in.clone(),
+        dashboard_imports: crate::grafana_import::Imports::new(services.data_dir()),
     }));
     // The web UI answers until every child has stopped (a second reboot
     // asked for meanwhile gets its 409), then open requests may finish.

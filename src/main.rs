@@ -7,6 +7,7 @@ mod backup;
 mod backup_cli;
 mod clock;
 mod config;
+mod dashboards_cli;
 mod data_boot;
 mod data_lock;
 mod diagnostics;
@@ -14,6 +15,7 @@ mod disks;
 mod events;
 mod exporters;
 mod fleet;
+mod grafana_import;
 mod http_client;
 mod lifecycle;
 mod logs;
@@ -115,6 +117,11 @@ enum Command {
     Backup {
         #[command(subcommand)]
         action: backup_cli::BackupAction,
+    },
+    /// Legacy Grafana dashboards imported into the "Imported" folder.
+    Dashboards {
+        #[command(subcommand)]
+        action: dashboards_cli::DashboardsAction,
     },
     /// The settings database's copies, and restoring one when it is damaged.
     Db {
@@ -503,6 +510,7 @@ fn run(command: Command, own_log: &logs::OwnLog) -> anyhow::Result<ExitCode> {
         }
         Command::Settings { action } => settings_command(action),
         Command::Db { action } => db_command(action),
+        Command::Dashboards { action } => dashboards_cli::command(action),
         Command::Backup { action } => backup_cli::command(action),
         Command::Bundle { action } => bundle_command(action),
         Command::Update { action } => update_command(action),

@@ -135,6 +135,12 @@ const READS: &[Case] = &[
     ),
     case("/api/disks", "GET", "/api/disks", None),
     case(
+        "/api/dashboards/imported",
+        "GET",
+        "/api/dashboards/imported",
+        None,
+    ),
+    case(
         "/api/metrics/query",
         "GET",
         "/api/metrics/query?query=up",
@@ -252,6 +258,19 @@ const READ_STATUS: &[(&str, u16)] = &[
 
 /// Routes that change something, each with a bad request and the 4xx it earns.
 const CHANGES: &[Case] = &[
+    // Not a multipart form.
+    case(
+        "/api/dashboards/import",
+        "POST",
+        "/api/dashboards/import",
+        Some(("{}", 400)),
+    ),
+    case(
+        "/api/dashboards/imported/{uid}",
+        "DELETE",
+        "/api/dashboards/imported/nope",
+        Some(("", 404)),
+    ),
     case(
         "/api/targets/exporters",
         "POST",
@@ -772,6 +791,7 @@ fn every_route_needs_a_session_and_its_token_and_refuses_bad_input_changing_noth
         "/power",
         "/disks",
         "/fleet",
+        "/system/dashboards",
         "/logs/sources",
         "/system",
         "/system/general",

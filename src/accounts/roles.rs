@@ -54,6 +54,10 @@ const API_RULES: &[(&[&str], &str, Role)] = &[
     (&["GET"], "/api/settings/export", Viewer),
     (&["POST"], "/api/settings/export/secrets", Admin),
     (&["POST"], "/api/settings/import", Admin),
+    // Like a Grafana Editor, an operator may add and remove dashboards.
+    (&["POST"], "/api/dashboards/import", Operator),
+    (&["GET"], "/api/dashboards/imported", Viewer),
+    (&["DELETE"], "/api/dashboards/imported/{uid}", Operator),
     (&["GET"], "/api/metrics/query", Viewer),
     (&["GET"], "/api/metrics/query_range", Viewer),
     (&["GET"], "/api/upstream", Viewer),

@@ -177,6 +177,23 @@ impl Loki {
         })
     }
 
+    /// Runs `query` (a log or a metric query) over the five minutes before
+    /// `now` (Unix nanoseconds) for one line, to learn whether Loki accepts it.
+    pub async fn check(&self, query: &str, now: i64) -> Result<(), QueryError> {
+        self.get(
+            "/loki/api/v1/query_range",
+            &[
+                ("query", query),
+                ("start", &(now - 300 * NS).to_string()),
+                ("end", &now.to_string()),
+                ("limit", "1"),
+                ("step", "60"),
+            ],
+        )
+        .await
+        .map(|_| ())
+    }
+
     /// Matching lines per step over `range`, about [`BUCKETS`] buckets.
     pub async fn histogram(&self, query: &str, range: Range) -> Result<Histogram, QueryError> {
         let step = step_seconds(range);

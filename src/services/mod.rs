@@ -22,6 +22,17 @@ pub use render::alertmanager::{
     receiver_secret, ESCALATED_ALERT, TEST_ID_LABEL, TEST_RECEIVER_LABEL, WEBHOOK_TOKEN_SECRET,
 };
 
+/// The uids of the dashboards obsbox provisions with `settings`.
+pub fn dashboard_uids(settings: &Settings) -> Vec<String> {
+    dashboards::dashboards(settings)
+        .into_iter()
+        .filter_map(|(_, text)| {
+            let json: serde_json::Value = serde_json::from_str(&text).ok()?;
+            json["uid"].as_str().map(String::from)
+        })
+        .collect()
+}
+
 /// Facts about where obsbox runs that rendering needs.
 #[derive(Debug, Clone)]
 pub struct Environment {

@@ -36,6 +36,9 @@ pub fn grafana_org_role(role: Role) -> &'static str {
 /// Explore name it).
 pub const LOKI_DATASOURCE_UID: &str = "loki";
 
+/// How often Grafana looks for new, changed and removed imported dashboards.
+pub const IMPORTED_RESCAN_SECONDS: u64 = 5;
+
 /// One rendered file, its path relative to the data directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigFile {
@@ -75,6 +78,9 @@ pub mod paths {
     pub const GRAFANA_DASHBOARD_PROVIDER: &str =
         "children/grafana/provisioning/dashboards/obsbox.yaml";
     pub const GRAFANA_DASHBOARDS: &str = "children/grafana/dashboards";
+    /// Dashboards imported from other Grafanas (see `crate::grafana_import`),
+    /// one `<uid>.json` each, in Grafana's "Imported" folder.
+    pub const GRAFANA_IMPORTED: &str = "children/grafana/imported";
     /// The peers' API tokens, one file each, read by Grafana's data sources.
     pub const GRAFANA_SECRETS: &str = "children/grafana/secrets";
 }
@@ -156,6 +162,21 @@ pub fn render(settings: &Settings, env: &Environment) -> Vec<ConfigFile> {
             "allowUiUpdates": false,
             "options": {
                 "path": env.data_dir.join(paths::GRAFANA_DASHBOARDS).display().to_string(),
+                "foldersFromFilesStructure": false,
+            },
+        }, {
+            // Imports come and go while Grafana runs: it looks at the folder
+            // every few seconds, and drops a dashboard whose file was removed.
+            "name": "imported",
+            "orgId": 1,
+            "folder": "Imported",
+            "folderUid": "obsbox-imported",
+            "type": "file",
+            "disableDeletion": false,
+            "allowUiUpdates": false,
+            "updateIntervalSeconds": IMPORTED_RESCAN_SECONDS,
+            "options": {
+                "path": env.data_dir.join(paths::GRAFANA_IMPORTED).display().to_string(),
                 "foldersFromFilesStructure": false,
             },
         }]});
@@ -916,6 +937,14 @@ mod tests {
         assert_eq!(
             provider["options"]["path"],
             "/data/obsbox/children/grafana/dashboards"
+        );
+        let imported = &doc["providers"][1];
+        assert_eq!(imported["folder"], "Imported");
+        assert_eq!(imported["disableDeletion"], false);
+        assert_eq!(imported["updateIntervalSeconds"], IMPORTED_RESCAN_SECONDS);
+        assert_eq!(
+            imported["options"]["path"],
+            "/data/obsbox/children/grafana/imported"
         );
         let dashboards: Vec<&ConfigFile> = files
             .iter()

@@ -14,6 +14,7 @@ mod backup_restore;
 mod backups;
 mod charts;
 mod configuration;
+mod dashboard_imports;
 mod disks;
 mod docs;
 mod exporters;
@@ -84,6 +85,8 @@ pub struct AppState {
     pub forwarders: crate::logs::Forwarders,
     /// Logs coming in from the LAN (syslog, Loki push).
     pub logs_in: crate::logs::Ingest,
+    /// Dashboards imported from other Grafanas.
+    pub dashboard_imports: crate::grafana_import::Imports,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -104,6 +107,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/audit", get(audit))
         .merge(attention::routes())
         .merge(configuration::routes())
+        .merge(dashboard_imports::routes())
         .merge(backups::routes())
         .merge(backup_keys::routes())
         .merge(backup_restore::routes())

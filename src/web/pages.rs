@@ -34,10 +34,11 @@ const NAV: [(&str, &str); 11] = [
 ];
 
 /// The pages under System, shown as a second row of navigation on each of them.
-const SYSTEM_PAGES: [(&str, &str); 3] = [
+const SYSTEM_PAGES: [(&str, &str); 4] = [
     ("/system", "Firmware and maintenance"),
     ("/system/general", "General settings"),
     ("/system/users", "Users"),
+    ("/system/dashboards", "Imported dashboards"),
 ];
 
 /// The pages of the signed-in user's own account.
@@ -214,6 +215,7 @@ pages! {
     Power: "/power", "power.html", "power.js", "Power";
     DisksPage: "/disks", "disks.html", "disks.js", "Disks";
     Fleet: "/fleet", "fleet.html", "fleet.js", "Fleet";
+    Dashboards: "/system/dashboards", "dashboards.html", "dashboards.js", "Imported dashboards";
     LogSources: "/logs/sources", "log_sources.html", "log_sources.js", "Log sources";
     System: "/system", "system.html", "system.js", "System";
     General: "/system/general", "general.html", "general.js", "General settings";

@@ -18,7 +18,7 @@ const WIDTHS = [1280, 390];
 const ZONE = 'Europe/Berlin';
 const PASSWORD = 'correct horse battery';
 const HOSTNAME = 'browser-box';
-const PAGES = ['/', '/services', '/targets', '/alerting', '/logs', '/logs/sources', '/backups', '/power', '/disks', '/fleet', '/system', '/system/general', '/account', '/responder', '/responder/alerts', '/responder/architecture', '/responder/report'];
+const PAGES = ['/', '/services', '/targets', '/alerting', '/logs', '/logs/sources', '/backups', '/power', '/disks', '/fleet', '/system', '/system/dashboards', '/system/general', '/account', '/responder', '/responder/alerts', '/responder/architecture', '/responder/report'];
 const MINUTE = 60_000;
 
 let browser;

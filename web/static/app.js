@@ -61,7 +61,10 @@ async function call(method, path, body, csrf = pageToken(), extra = {}, { quiet 
   const headers = { Accept: 'application/json', ...extra };
   if (method !== 'GET' && csrf) headers['X-CSRF-Token'] = csrf;
   const init = { method, headers, credentials: 'same-origin' };
-  if (body !== undefined) {
+  if (body instanceof FormData) {
+    // The browser writes the multipart Content-Type with its boundary.
+    init.body = body;
+  } else if (body !== undefined) {
     headers['Content-Type'] = 'application/json';
     init.body = JSON.stringify(body);
   }

@@ -705,7 +705,42 @@ struct ProviderCfg {
     folder: String,
     #[serde(rename = "folderUid", alias = "folder_uid")]
     folder_uid: String,
+    /// How often the provider looks at its files again (Grafana's default: 10 s).
+    #[serde(rename = "updateIntervalSeconds", alias = "update_interval_seconds")]
+    update_interval_seconds: Option<u64>,
     options: Option<Yaml>,
+}
+
+/// What the dashboard providers loaded, and where and how often to look again.
+#[derive(Debug, Clone, Default)]
+struct Provisioned {
+    dashboards: Vec<Dashboard>,
+    folders: Vec<Folder>,
+    /// Each provider's path.
+    paths: Vec<PathBuf>,
+    /// The shortest `updateIntervalSeconds` of the providers.
+    interval: Option<Duration>,
+}
+
+impl Provisioned {
+    /// The JSON files under the providers' paths with their size and
+    /// modification time: when this changes, the files are loaded again.
+    fn fingerprint(paths: &[PathBuf]) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
+        let mut files = Vec::new();
+        for path in paths {
+            collect_json(path, &mut files, 0);
+        }
+        files.sort();
+        files
+            .into_iter()
+            .map(|f| {
+                let meta = std::fs::metadata(&f).ok();
+                let len = meta.as_ref().map_or(0, |m| m.len());
+                let modified = meta.and_then(|m| m.modified().ok());
+                (f, len, modified)
+            })
+            .collect()
+    }
 }
 
 /// A dashboard folder: (id, uid, title).
@@ -918,7 +953,9 @@ fn expand_yaml(value: &mut Yaml) -> Result<(), String> {
 
 /// Reads `<provisioning>/dashboards` providers and loads their JSON files.
 /// Errors here are start-up failures ("Failed to create provisioner: ...").
-fn provision_dashboards(dir: &Path) -> Result<(Vec<Dashboard>, Vec<Folder>), String> {
+/// `known` folders keep their uid (a provider without `folderUid` gets a
+/// random one only the first time), as Grafana keeps them in its database.
+fn provision_dashboards(dir: &Path, known: &[Folder]) -> Result<Provisioned, String> {
     const L: &str = "provisioning.dashboard";
     let files = match yaml_files(dir) {
         Ok(f) => f,
@@ -935,7 +972,7 @@ fn provision_dashboards(dir: &Path) -> Result<(Vec<Dashboard>, Vec<Folder>), Str
                     ),
                 ],
             );
-            return Ok((Vec::new(), Vec::new()));
+            return Ok(Provisioned::default());
         }
     };
     let mut providers: Vec<ProviderCfg> = Vec::new();
@@ -960,6 +997,7 @@ fn provision_dashboards(dir: &Path) -> Result<(Vec<Dashboard>, Vec<Folder>), Str
     let mut folders: Vec<Folder> = Vec::new();
     let mut next_id = 1;
     let mut readers: Vec<(ProviderCfg, String)> = Vec::new();
+    let mut interval: Option<Duration> = None;
     for mut p in providers {
         if p.org_id == 0 {
             p.org_id = 1;
@@ -997,8 +1035,15 @@ fn provision_dashboards(dir: &Path) -> Result<(Vec<Dashboard>, Vec<Folder>), Str
                 }
             },
         };
+        // Grafana's default interval is 10 s.
+        let every = Duration::from_secs(p.update_interval_seconds.unwrap_or(10).max(1));
+        interval = Some(interval.map_or(every, |i| i.min(every)));
         readers.push((p, path));
     }
+    let paths: Vec<PathBuf> = readers
+        .iter()
+        .map(|(_, path)| PathBuf::from(path))
+        .collect();
     log(L, Level::Info, "starting to provision dashboards", &[]);
     for (p, path) in readers {
         let folder = if p.folder.is_empty() {
@@ -1006,7 +1051,10 @@ fn provision_dashboards(dir: &Path) -> Result<(Vec<Dashboard>, Vec<Folder>), Str
         } else {
             let existing = folders.iter().find(|f| f.2 == p.folder).cloned();
             Some(existing.unwrap_or_else(|| {
-                let uid = if p.folder_uid.is_empty() {
+                let remembered = known.iter().find(|f| f.2 == p.folder).map(|f| f.1.clone());
+                let uid = if let Some(uid) = remembered.filter(|_| p.folder_uid.is_empty()) {
+                    uid
+                } else if p.folder_uid.is_empty() {
                     si::random_id(14)
                 } else {
                     p.folder_uid.clone()
@@ -1137,7 +1185,12 @@ fn provision_dashboards(dir: &Path) -> Result<(Vec<Dashboard>, Vec<Folder>), Str
         }
     }
     log(L, Level::Info, "finished to provision dashboards", &[]);
-    Ok((dashboards, folders))
+    Ok(Provisioned {
+        dashboards,
+        folders,
+        paths,
+        interval,
+    })
 }
 
 fn collect_json(dir: &Path, out: &mut Vec<PathBuf>, depth: usize) {
@@ -1170,8 +1223,8 @@ fn collect_json(dir: &Path, out: &mut Vec<PathBuf>, depth: usize) {
 struct State {
     start_wall: SystemTime,
     datasources: Vec<Datasource>,
-    dashboards: Vec<Dashboard>,
-    folders: Vec<Folder>,
+    /// The file-provisioned dashboards, loaded again when their files change.
+    provisioned: std::sync::RwLock<Provisioned>,
     admin_user: String,
     admin_password: String,
     password_required: bool,
@@ -1513,6 +1566,12 @@ fn search_item(d: &Dashboard) -> Json {
     item
 }
 
+impl State {
+    fn provisioned(&self) -> std::sync::RwLockReadGuard<'_, Provisioned> {
+        self.provisioned.read().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 fn handle(state: &State, req: &si::Request) -> si::Response {
     let mut path = req.path.as_str();
     if !state.sub_path.is_empty() {
@@ -1588,8 +1647,9 @@ fn handle(state: &State, req: &si::Request) -> si::Response {
                 .unwrap_or(1000);
             let want = |t: &str| types.is_empty() || types.iter().any(|x| x == t);
             let mut items: Vec<(String, Json)> = Vec::new();
+            let provisioned = state.provisioned();
             if want("dash-folder") {
-                for (id, uid, title) in &state.folders {
+                for (id, uid, title) in &provisioned.folders {
                     if query.is_empty() || title.to_lowercase().contains(&query) {
                         let slug = slugify(title);
                         items.push((
@@ -1602,7 +1662,7 @@ fn handle(state: &State, req: &si::Request) -> si::Response {
                 }
             }
             if want("dash-db") {
-                for d in &state.dashboards {
+                for d in &provisioned.dashboards {
                     if query.is_empty() || d.title.to_lowercase().contains(&query) {
                         items.push((d.title.to_lowercase(), search_item(d)));
                     }
@@ -1618,8 +1678,9 @@ fn handle(state: &State, req: &si::Request) -> si::Response {
             }
             let uid = si::percent_decode(&p["/api/dashboards/uid/".len()..]);
             let saved = state.saved.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            let provisioned = state.dashboards.iter().any(|d| d.uid == uid);
-            match state.dashboards.iter().chain(saved.iter()).find(|d| d.uid == uid) {
+            let loaded = state.provisioned();
+            let provisioned = loaded.dashboards.iter().any(|d| d.uid == uid);
+            match loaded.dashboards.iter().chain(saved.iter()).find(|d| d.uid == uid) {
                 Some(d) => {
                     let mut dash = d.json.clone();
                     if let Some(o) = dash.as_object_mut() {
@@ -1724,7 +1785,8 @@ fn save_dashboard(state: &State, req: &si::Request) -> si::Response {
         .and_then(Json::as_str)
         .filter(|u| !u.is_empty())
         .map_or_else(|| si::random_id(14), str::to_string);
-    if state.dashboards.iter().any(|d| d.uid == uid) {
+    let provisioned = state.provisioned();
+    if provisioned.dashboards.iter().any(|d| d.uid == uid) {
         return api_error(
             400,
             "Cannot save provisioned dashboard",
@@ -1749,7 +1811,7 @@ fn save_dashboard(state: &State, req: &si::Request) -> si::Response {
         None => 1,
     };
     let id = existing.map_or_else(
-        || (state.dashboards.len() + saved.len() + state.folders.len() + 1) as i64,
+        || (provisioned.dashboards.len() + saved.len() + provisioned.folders.len() + 1) as i64,
         |i| saved[i].id,
     );
     object.insert("uid".into(), json!(uid));
@@ -2033,7 +2095,7 @@ fn metrics_text(state: &State) -> String {
     s.push_str("# HELP grafana_stat_totals_dashboard total amount of dashboards\n# TYPE grafana_stat_totals_dashboard gauge\n");
     s.push_str(&format!(
         "grafana_stat_totals_dashboard {}\n",
-        state.dashboards.len()
+        state.provisioned().dashboards.len()
     ));
     s.push_str("# HELP grafana_stat_totals_datasource total number of defined datasources, labeled by pluginId\n# TYPE grafana_stat_totals_datasource gauge\n");
     let mut by_type: BTreeMap<&str, usize> = BTreeMap::new();
@@ -2410,7 +2472,7 @@ fn server(flags: &si::ParsedFlags) -> i32 {
             return startup_failure(&err);
         }
     };
-    let (dashboards, folders) = match provision_dashboards(&prov_dir.join("dashboards")) {
+    let provisioned = match provision_dashboards(&prov_dir.join("dashboards"), &[]) {
         Ok(d) => d,
         Err(e) => {
             log(
@@ -2486,8 +2548,7 @@ fn server(flags: &si::ParsedFlags) -> i32 {
     let state = Arc::new(State {
         start_wall: SystemTime::now(),
         datasources,
-        dashboards,
-        folders,
+        provisioned: std::sync::RwLock::new(provisioned),
         admin_user: cfg.get("security", "admin_user"),
         admin_password: cfg.get("security", "admin_password"),
         password_required,
@@ -2521,9 +2582,39 @@ fn server(flags: &si::ParsedFlags) -> i32 {
         .map(Duration::from_millis);
     let handler_state = Arc::clone(&state);
     let handler: Arc<si::Handler> = Arc::new(move |req: &si::Request| handle(&handler_state, req));
+    let dashboards_dir = prov_dir.join("dashboards");
+    let (mut scanned, mut seen) = {
+        let loaded = state.provisioned();
+        (Instant::now(), Provisioned::fingerprint(&loaded.paths))
+    };
     si::serve(listener, handler, move || {
         if let Some(code) = check_signals() {
             return Some(code);
+        }
+        let (interval, paths) = {
+            let loaded = state.provisioned();
+            (loaded.interval, loaded.paths.clone())
+        };
+        // Like Grafana's file reader: every `updateIntervalSeconds`, files
+        // that were added, changed or removed are provisioned again.
+        if interval.is_some_and(|every| scanned.elapsed() >= every) {
+            scanned = Instant::now();
+            let now = Provisioned::fingerprint(&paths);
+            if now != seen {
+                seen = now;
+                let known = state.provisioned().folders.clone();
+                match provision_dashboards(&dashboards_dir, &known) {
+                    Ok(fresh) => {
+                        *state.provisioned.write().unwrap_or_else(|e| e.into_inner()) = fresh
+                    }
+                    Err(e) => log(
+                        "provisioning.dashboard",
+                        Level::Error,
+                        "failed to provision dashboards again",
+                        &[("error", &e)],
+                    ),
+                }
+            }
         }
         if let Some(after) = crash_after {
             if started.elapsed() >= after {
