@@ -200,6 +200,9 @@ enum Msg {
         name: String,
         generation: u64,
         exit: Exit,
+        /// When it was reaped ([`process::monotonic_ns`]), for the restart
+        /// path's timings.
+        reaped_ns: u64,
     },
     Probed {
         name: String,
@@ -529,7 +532,12 @@ impl Actor {
                 name,
                 generation,
                 exit,
-            } => self.on_exit(&name, generation, exit, now),
+                reaped_ns,
+            } => {
+                let handled_ns = process::monotonic_ns();
+                tracing::debug!(child = %name, reaped_ns, handled_ns, "exit reaped");
+                self.on_exit(&name, generation, exit, now);
+            }
             Msg::Probed {
                 name,
                 generation,
@@ -734,7 +742,7 @@ impl Actor {
         if let Some(probe) = child.probe.take() {
             probe.abort();
         }
-        let _ = std::fs::remove_file(self.ctx.run_dir.join(format!("{name}.pid")));
+        let pid_file = self.ctx.run_dir.join(format!("{name}.pid"));
         let at_unix_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
@@ -748,19 +756,25 @@ impl Actor {
                 cgroup::kill_child(self.cgroups.as_ref(), name, pid);
                 if shutting_down || !child.wanted {
                     child.state = State::Stopped;
+                    let _ = std::fs::remove_file(&pid_file);
                     return;
                 }
                 let policy = child.spec().map(|s| s.restart).unwrap_or_default();
                 let at = child.tracker.on_exit(&policy, started, now);
                 child.restarts += 1;
-                tracing::warn!(child = %name, pid, %exit, restart_in = ?at - now, "child exited");
                 if at <= now {
-                    self.launch(i, now);
+                    // The new process first: the log line (a write, and a
+                    // wake-up of the thread capturing obsbox's own log) waits
+                    // until it is started, and the new pid replaces the pid file.
+                    self.launch(i, now, Some(Ended { pid, exit }));
                 } else {
+                    tracing::warn!(child = %name, pid, %exit, restart_in = ?at - now, "child exited");
                     child.state = State::Backoff { until: at };
+                    let _ = std::fs::remove_file(&pid_file);
                 }
             }
             State::Stopping { pid, then, .. } => {
+                let _ = std::fs::remove_file(&pid_file);
                 cgroup::kill_child(self.cgroups.as_ref(), name, pid);
                 tracing::info!(child = %name, %exit, "stopped");
                 match then {
@@ -776,7 +790,9 @@ impl Actor {
                     _ => child.state = State::Stopped,
                 }
             }
-            _ => {}
+            _ => {
+                let _ = std::fs::remove_file(&pid_file);
+            }
         }
     }
 
@@ -831,7 +847,7 @@ impl Actor {
                 _ => false,
             };
             if startable {
-                self.launch(i, now);
+                self.launch(i, now, None);
             }
         }
     }
@@ -866,7 +882,9 @@ impl Actor {
         })
     }
 
-    fn launch(&mut self, i: usize, now: Instant) {
+    /// Starts child `i`; `ended` is its previous process, when this is its
+    /// immediate restart (logged here, once the new one is started).
+    fn launch(&mut self, i: usize, now: Instant, ended: Option<Ended>) {
         let tx = self.tx.clone();
         let ctx = &self.ctx;
         let cgroups = self.cgroups.as_ref();
@@ -907,11 +925,15 @@ impl Actor {
                     name: exited_name,
                     generation,
                     exit,
+                    reaped_ns: process::monotonic_ns(),
                 });
             })?;
             child.generation = generation;
             Ok(pid)
         })();
+        if let Some(Ended { pid, exit }) = ended {
+            tracing::warn!(child = %name, pid, %exit, restart_in = ?Duration::ZERO, "child exited");
+        }
         match result {
             Ok(pid) => {
                 tracing::info!(child = %name, pid, "started");
@@ -941,6 +963,12 @@ impl Actor {
             }
         }
     }
+}
+
+/// A child's process that just ended.
+struct Ended {
+    pid: u32,
+    exit: Exit,
 }
 
 /// Probes a child until it is ready, then keeps watching it more slowly.
