@@ -534,9 +534,11 @@ impl Actor {
                 exit,
                 reaped_ns,
             } => {
-                let handled_ns = process::monotonic_ns();
-                tracing::debug!(child = %name, reaped_ns, handled_ns, "exit reaped");
-                self.on_exit(&name, generation, exit, now);
+                let reaped = Reaped {
+                    reaped_ns,
+                    handled_ns: process::monotonic_ns(),
+                };
+                self.on_exit(&name, generation, (exit, reaped), now);
             }
             Msg::Probed {
                 name,
@@ -732,7 +734,8 @@ impl Actor {
         }
     }
 
-    fn on_exit(&mut self, name: &str, generation: u64, exit: Exit, now: Instant) {
+    fn on_exit(&mut self, name: &str, generation: u64, ended: (Exit, Reaped), now: Instant) {
+        let (exit, reaped) = ended;
         let shutting_down = !self.shutdown.is_empty();
         let Some(i) = self.index(name) else { return };
         let child = &mut self.children[i];
@@ -766,7 +769,7 @@ impl Actor {
                     // The new process first: the log line (a write, and a
                     // wake-up of the thread capturing obsbox's own log) waits
                     // until it is started, and the new pid replaces the pid file.
-                    self.launch(i, now, Some(Ended { pid, exit }));
+                    self.launch(i, now, Some(Ended { pid, exit, reaped }));
                 } else {
                     tracing::warn!(child = %name, pid, %exit, restart_in = ?at - now, "child exited");
                     child.state = State::Backoff { until: at };
@@ -931,7 +934,8 @@ impl Actor {
             child.generation = generation;
             Ok(pid)
         })();
-        if let Some(Ended { pid, exit }) = ended {
+        if let Some(Ended { pid, exit, reaped }) = ended {
+            tracing::debug!(child = %name, reaped_ns = reaped.reaped_ns, handled_ns = reaped.handled_ns, "exit reaped");
             tracing::warn!(child = %name, pid, %exit, restart_in = ?Duration::ZERO, "child exited");
         }
         match result {
@@ -969,6 +973,16 @@ impl Actor {
 struct Ended {
     pid: u32,
     exit: Exit,
+    reaped: Reaped,
+}
+
+/// When an exit was reaped and when the supervisor took it up
+/// ([`process::monotonic_ns`]), logged at debug level once the restart is
+/// done, not before it.
+#[derive(Clone, Copy)]
+struct Reaped {
+    reaped_ns: u64,
+    handled_ns: u64,
 }
 
 /// Probes a child until it is ready, then keeps watching it more slowly.

@@ -722,11 +722,13 @@ mod tests {
             cgroup: None,
         };
         let reaper = reaper();
-        let missing = Exec::new(spec(&tmp.path().join("missing"))).unwrap();
+        let missing = tmp.path().join("missing");
+        let missing = Exec::new(spec(&missing)).unwrap();
         let e = reaper.launch(&missing, |_| {}).unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::ENOENT), "{e}");
+        let nowhere = tmp.path().join("nowhere");
         let not_a_dir = Exec::new(ExecSpec {
-            cwd: &tmp.path().join("nowhere"),
+            cwd: &nowhere,
             ..spec(Path::new("/bin/true"))
         })
         .unwrap();
