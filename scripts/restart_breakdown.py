@@ -12,7 +12,7 @@ timestamp. Prints each step's distribution and the 5 slowest restarts.
 import json, os, re, subprocess, sys, tempfile, time, signal, statistics
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from perf_common import stamp_binary
-ob = sys.argv[1]; n = int(sys.argv[2]); pause = float(sys.argv[3]) if len(sys.argv) > 3 else 1.2
+ob = os.path.abspath(sys.argv[1]); n = int(sys.argv[2]); pause = float(sys.argv[3]) if len(sys.argv) > 3 else 1.2
 STAMP = stamp_binary()
 d = tempfile.mkdtemp(prefix="perf-restart-")
 NO = {k: {"enabled": False, "port": 42000 + i} for i, k in enumerate(("prometheus","alertmanager","node_exporter","loki","grafana","blackbox"))}

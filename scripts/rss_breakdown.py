@@ -12,7 +12,7 @@ permission set from /proc/<pid>/smaps. KEEP=1 leaves obsbox running.
 import json, os, subprocess, sys, tempfile, time, signal, collections
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from perf_common import stamp_binary
-ob = sys.argv[1]; wait = float(sys.argv[2]) if len(sys.argv) > 2 else 10
+ob = os.path.abspath(sys.argv[1]); wait = float(sys.argv[2]) if len(sys.argv) > 2 else 10
 STAMP = stamp_binary()
 d = tempfile.mkdtemp(prefix="perf-idle-")
 NO = {n: {"enabled": False, "port": 41000 + i} for i, n in enumerate(("prometheus","alertmanager","node_exporter","loki","grafana","blackbox"))}
