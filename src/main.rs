@@ -24,6 +24,7 @@ mod power;
 mod prometheus_query;
 mod report;
 mod reset;
+mod resident;
 mod responder;
 mod scrape_status;
 mod services;
@@ -145,10 +146,6 @@ enum Command {
         #[command(subcommand)]
         event: DataBootEvent,
     },
-    /// (Started by `obsbox run` itself.) Kills the children's cgroups below
-    /// DIR when `obsbox run` dies without stopping them.
-    #[command(name = supervisor::cgroup::GUARD_COMMAND, hide = true)]
-    CgroupGuard { dir: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -363,6 +360,13 @@ impl Passphrase {
 }
 
 fn main() -> ExitCode {
+    // The cgroup guardian first, before anything else runs: it lives as long
+    // as obsbox and needs nothing of its start-up (argument parser, logging,
+    // allocator settings), whose pages would stay resident in it for nothing.
+    if let Some(dir) = supervisor::cgroup::guard_dir(std::env::args_os()) {
+        supervisor::cgroup::guard(&dir, init_logging);
+        return ExitCode::SUCCESS;
+    }
     // A fixed threshold: blocks of 128 KiB and more (a login's 7 MiB of
     // password hashing, log read buffers) get mappings of their own and go
     // back to the system when freed. glibc's default raises the threshold
@@ -370,6 +374,18 @@ fn main() -> ExitCode {
     // SAFETY: called before any other thread exists.
     unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024) };
     let cli = Cli::parse();
+    let own_log = init_logging();
+    match run(cli.command, &own_log) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("obsbox: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs to stderr, and to the returned log once `run` attaches it to a file.
+fn init_logging() -> logs::OwnLog {
     // `target=level` directives, as RUST_LOG writes them; the simpler
     // `Targets` filter needs no regex engine, which a small box would carry
     // in memory for nothing.
@@ -397,13 +413,7 @@ fn main() -> ExitCode {
         )
         .with(filter)
         .init();
-    match run(cli.command, &own_log) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("obsbox: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    own_log
 }
 
 /// Raises the soft open-file limit to the hard one (a web client, a child's
@@ -525,10 +535,6 @@ fn run(command: Command, own_log: &logs::OwnLog) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
         },
-        Command::CgroupGuard { dir } => {
-            supervisor::cgroup::guard(&dir);
-            Ok(ExitCode::SUCCESS)
-        }
     }
 }
 

@@ -604,9 +604,18 @@ impl Guard {
     }
 }
 
+/// The directory `args` (a program's arguments, its name first) give the
+/// guardian, when they are `obsbox __cgroup-guard <dir>`.
+pub fn guard_dir(mut args: impl Iterator<Item = std::ffi::OsString>) -> Option<PathBuf> {
+    let (_program, command, dir) = (args.next()?, args.next()?, args.next()?);
+    (command == GUARD_COMMAND && args.next().is_none()).then(|| PathBuf::from(dir))
+}
+
 /// `obsbox __cgroup-guard <dir>`: waits for obsbox to end (end of stdin),
-/// then, unless obsbox disarmed it, kills every cgroup below `dir`.
-pub fn guard(dir: &Path) {
+/// then, unless obsbox disarmed it, starts logging (only then: at rest the
+/// guardian keeps as little as it can resident) and kills every cgroup
+/// below `dir`.
+pub fn guard<L>(dir: &Path, start_logging: impl FnOnce() -> L) {
     let mut byte = [0u8];
     let disarmed = loop {
         match io::stdin().lock().read(&mut byte) {
@@ -617,6 +626,7 @@ pub fn guard(dir: &Path) {
         }
     };
     if !disarmed {
+        let _log = start_logging();
         close_dir(dir);
     }
 }
@@ -764,6 +774,35 @@ mod tests {
         assert!(take_lock(&path, Duration::from_secs(10)).is_some());
         assert!(started.elapsed() >= Duration::from_millis(150));
         released.join().unwrap();
+    }
+
+    #[test]
+    fn the_guardian_is_recognised_by_its_exact_arguments() {
+        let args = |list: &[&str]| {
+            list.iter()
+                .map(std::ffi::OsString::from)
+                .collect::<Vec<_>>()
+        };
+        let cases: &[(&[&str], Option<&str>)] = &[
+            (
+                &["obsbox", GUARD_COMMAND, "/sys/fs/cgroup/x"],
+                Some("/sys/fs/cgroup/x"),
+            ),
+            (&["/proc/self/exe", GUARD_COMMAND, "/a b"], Some("/a b")),
+            (&["obsbox", GUARD_COMMAND], None),
+            (&["obsbox", GUARD_COMMAND, "/x", "extra"], None),
+            (&["obsbox", "run", GUARD_COMMAND], None),
+            (&["obsbox", "run", "--data-dir", "/d"], None),
+            (&["obsbox"], None),
+            (&[], None),
+        ];
+        for (list, expected) in cases {
+            assert_eq!(
+                guard_dir(args(list).into_iter()).as_deref(),
+                expected.map(Path::new),
+                "{list:?}"
+            );
+        }
     }
 
     #[test]

@@ -203,6 +203,9 @@ enum Msg {
         name: String,
         generation: u64,
         exit: Exit,
+        /// When it was reaped ([`process::monotonic_ns`]), for the restart
+        /// path's timings.
+        reaped_ns: u64,
     },
     Probed {
         name: String,
@@ -535,7 +538,14 @@ impl Actor {
                 name,
                 generation,
                 exit,
-            } => self.on_exit(&name, generation, exit, now),
+                reaped_ns,
+            } => {
+                let reaped = Reaped {
+                    reaped_ns,
+                    handled_ns: process::monotonic_ns(),
+                };
+                self.on_exit(&name, generation, (exit, reaped), now);
+            }
             Msg::Probed {
                 name,
                 generation,
@@ -730,7 +740,8 @@ impl Actor {
         }
     }
 
-    fn on_exit(&mut self, name: &str, generation: u64, exit: Exit, now: Instant) {
+    fn on_exit(&mut self, name: &str, generation: u64, ended: (Exit, Reaped), now: Instant) {
+        let (exit, reaped) = ended;
         let shutting_down = !self.shutdown.is_empty();
         let Some(i) = self.index(name) else { return };
         let child = &mut self.children[i];
@@ -740,7 +751,7 @@ impl Actor {
         if let Some(probe) = child.probe.take() {
             probe.abort();
         }
-        let _ = std::fs::remove_file(self.ctx.run_dir.join(format!("{name}.pid")));
+        let pid_file = self.ctx.run_dir.join(format!("{name}.pid"));
         let at_unix_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
@@ -754,20 +765,26 @@ impl Actor {
                 cgroup::kill_child(self.cgroups.as_ref(), name, pid);
                 if shutting_down || !child.wanted {
                     child.state = State::Stopped;
+                    let _ = std::fs::remove_file(&pid_file);
                     return;
                 }
                 let policy = child.spec().map(|s| s.restart).unwrap_or_default();
                 let at = child.tracker.on_exit(&policy, started, now);
                 child.restarts += 1;
                 child.last_restart_unix_ms = Some(at_unix_ms);
-                tracing::warn!(child = %name, pid, %exit, restart_in = ?at - now, "child exited");
                 if at <= now {
-                    self.launch(i, now);
+                    // The new process first: the log line (a write, and a
+                    // wake-up of the thread capturing obsbox's own log) waits
+                    // until it is started, and the new pid replaces the pid file.
+                    self.launch(i, now, Some(Ended { pid, exit, reaped }));
                 } else {
+                    tracing::warn!(child = %name, pid, %exit, restart_in = ?at - now, "child exited");
                     child.state = State::Backoff { until: at };
+                    let _ = std::fs::remove_file(&pid_file);
                 }
             }
             State::Stopping { pid, then, .. } => {
+                let _ = std::fs::remove_file(&pid_file);
                 cgroup::kill_child(self.cgroups.as_ref(), name, pid);
                 tracing::info!(child = %name, %exit, "stopped");
                 match then {
@@ -783,7 +800,9 @@ impl Actor {
                     _ => child.state = State::Stopped,
                 }
             }
-            _ => {}
+            _ => {
+                let _ = std::fs::remove_file(&pid_file);
+            }
         }
     }
 
@@ -838,7 +857,7 @@ impl Actor {
                 _ => false,
             };
             if startable {
-                self.launch(i, now);
+                self.launch(i, now, None);
             }
         }
     }
@@ -873,7 +892,9 @@ impl Actor {
         })
     }
 
-    fn launch(&mut self, i: usize, now: Instant) {
+    /// Starts child `i`; `ended` is its previous process, when this is its
+    /// immediate restart (logged here, once the new one is started).
+    fn launch(&mut self, i: usize, now: Instant, ended: Option<Ended>) {
         let tx = self.tx.clone();
         let ctx = &self.ctx;
         let cgroups = self.cgroups.as_ref();
@@ -914,11 +935,16 @@ impl Actor {
                     name: exited_name,
                     generation,
                     exit,
+                    reaped_ns: process::monotonic_ns(),
                 });
             })?;
             child.generation = generation;
             Ok(pid)
         })();
+        if let Some(Ended { pid, exit, reaped }) = ended {
+            tracing::debug!(child = %name, reaped_ns = reaped.reaped_ns, handled_ns = reaped.handled_ns, "exit reaped");
+            tracing::warn!(child = %name, pid, %exit, restart_in = ?Duration::ZERO, "child exited");
+        }
         match result {
             Ok(pid) => {
                 tracing::info!(child = %name, pid, "started");
@@ -948,6 +974,22 @@ impl Actor {
             }
         }
     }
+}
+
+/// A child's process that just ended.
+struct Ended {
+    pid: u32,
+    exit: Exit,
+    reaped: Reaped,
+}
+
+/// When an exit was reaped and when the supervisor took it up
+/// ([`process::monotonic_ns`]), logged at debug level once the restart is
+/// done, not before it.
+#[derive(Clone, Copy)]
+struct Reaped {
+    reaped_ns: u64,
+    handled_ns: u64,
 }
 
 /// Probes a child until it is ready, then keeps watching it more slowly.
