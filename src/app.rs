@@ -431,9 +431,6 @@ pub async fn run(
             web::serve::serve(listener, gate, stopping.clone()).await;
         }
     };
-    // Start-up is over: the pages of the program only it used need not stay mapped.
-    let released_kb = crate::resident::release_start_up_pages();
-    tracing::debug!(released_kb, "unmapped the program's start-up pages");
     // Signals other than the ending ones are handled until the ending starts:
     // a SIGHUP must not restart children that are being stopped.
     let quitting = CancellationToken::new();

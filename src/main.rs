@@ -24,7 +24,6 @@ mod power;
 mod prometheus_query;
 mod report;
 mod reset;
-mod resident;
 mod responder;
 mod scrape_status;
 mod services;
