@@ -629,6 +629,19 @@ fn restore_at_setup(fresh: &Obsbox, source: &Value, snapshot: &Value) -> Value {
     answer
 }
 
+/// Waits until the second after `run` started has passed: PBS refuses a
+/// snapshot of a group that is not newer than its last one, to the second.
+fn past_the_second_of(run: &Value) {
+    let second = run["started_at"].as_i64().unwrap() / 1000;
+    wait_for("the next second", Duration::from_secs(5), || {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        (now > second + 1).then_some(())
+    });
+}
+
 /// What box A holds that a restore must bring back: a second user, a
 /// receiver with a secret, and a backup job of its own state with history.
 struct OldBox {
@@ -661,16 +674,8 @@ fn old_box(obsbox: Obsbox, job: Value) -> OldBox {
     create_job(&obsbox, job);
     let first_run = backed_up(&obsbox, "box");
     // The copy a run takes holds that run as still under way: a second
-    // run, so the first is in the copy as it ended. PBS refuses two
-    // snapshots of a group within one second.
-    let first_second = first_run["started_at"].as_i64().unwrap() / 1000;
-    wait_for("the next second", Duration::from_secs(5), || {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs() as i64;
-        (now > first_second + 1).then_some(())
-    });
+    // run, so the first is in the copy as it ended.
+    past_the_second_of(&first_run);
     obsbox.send("POST", "/api/backups/jobs/box/run", "");
     let second = finished_run(&obsbox, "box", "backup", first_run["id"].as_i64().unwrap());
     assert_eq!(second["result"], "ok", "{second}");
@@ -715,7 +720,10 @@ fn is_restored(fresh: &mut Obsbox, old: &OldBox) {
     assert_eq!(first, &old.first_run, "the history");
     let job = &fresh.get("/api/backups")["jobs"][0];
     assert_eq!(job["password_set"], true, "{job}");
-    let last = history.as_array().unwrap()[0]["id"].as_i64().unwrap();
+    let newest = &history.as_array().unwrap()[0];
+    let last = newest["id"].as_i64().unwrap();
+    // The old box's last backup may be within this very second.
+    past_the_second_of(newest);
     fresh.send("POST", "/api/backups/jobs/box/run", "");
     let again = finished_run(fresh, "box", "backup", last);
     assert_eq!(again["result"], "ok", "{again}");

@@ -4,41 +4,23 @@
 // OBSBOX_URL, SESSION_COOKIE, FIXTURES and SCREENSHOTS.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { chromium } from 'playwright-core';
+import { MINUTE, shoot, signedIn } from './helpers.mjs';
 
 const BASE = process.env.OBSBOX_URL;
-const MINUTE = 60_000;
 
-let browser;
-let profile;
+let session;
 let page;
-const problems = [];
 
 before(async () => {
   assert.ok(BASE && process.env.SESSION_COOKIE && process.env.FIXTURES, 'run through tests/dashboard_import.rs');
-  profile = mkdtempSync(join(tmpdir(), 'obsbox-chromium-'));
-  browser = await chromium.launchPersistentContext(profile, {
-    executablePath: '/usr/bin/chromium',
-    headless: true,
-    viewport: { width: 1280, height: 900 },
-    args: [
-      '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync',
-    ],
-  });
-  const [name, value] = process.env.SESSION_COOKIE.split('=');
-  await browser.addCookies([{ name, value, url: BASE }]);
-  page = browser.pages()[0] ?? await browser.newPage();
-  page.on('pageerror', (error) => problems.push(`script error: ${error.message}`));
+  session = await signedIn(BASE, process.env.SESSION_COOKIE);
+  page = session.page;
   page.on('dialog', (dialog) => dialog.accept());
 });
 
 after(async () => {
-  await browser?.close();
-  if (profile) rmSync(profile, { recursive: true, force: true });
+  await session?.close();
 });
 
 test('exports are uploaded, reported on, listed and removed', async () => {
@@ -57,10 +39,10 @@ test('exports are uploaded, reported on, listed and removed', async () => {
   const imported = page.locator('#imported');
   await imported.getByRole('link', { name: 'Node overview (7.x)' }).waitFor({ timeout: MINUTE });
   assert.match(await imported.innerText(), /1 of 2/);
-  await page.screenshot({ path: join(process.env.SCREENSHOTS, 'dashboards-import.png'), fullPage: true });
+  await shoot(page, process.env.SCREENSHOTS, 'dashboards-import');
 
   await page.getByRole('button', { name: 'Remove Node overview (7.x)' }).click();
   await imported.getByRole('link', { name: 'Node overview (7.x)' }).waitFor({ state: 'detached', timeout: MINUTE });
   assert.match(await imported.innerText(), /Infrastructure \(old box\)/);
-  assert.deepEqual(problems, []);
+  assert.deepEqual(session.problems, []);
 });

@@ -252,12 +252,12 @@ test('alerting: an acknowledged alert is marked noise and counts in precision; a
   assert.match(await rule.locator('td[data-label="Tuning hint"]').textContent(), /^add an inhibition: 1 of 1 noisy fires started with BackupRPOExceeded on the same host/);
   await shoot(page, SCREENSHOTS, 'alerting-marks', { at: page.locator('#h-history') });
 
-  // The webhook got the alert through Alertmanager: its last delivery, sampled
-  // from Alertmanager's counters, and no error.
+  // The webhook got the alert through Alertmanager: its own last delivery
+  // (from Alertmanager's log line naming the receiver), and no error.
   const hook = page.locator('#receivers tr', { hasText: 'hook' });
   await eventually('the last delivery', async () => {
     await page.reload();
-    return /^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \S+ \(some webhook receiver\)$/.test(await hook.locator('td[data-label="Last delivered"]').textContent());
+    return /^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \S+$/.test(await hook.locator('td[data-label="Last delivered"]').textContent());
   }, MINUTE);
   assert.equal(await hook.locator('td[data-label="Last error"]').textContent(), 'none');
 });

@@ -12,33 +12,44 @@ export const WIDTHS = [1280, 390];
 export const HEIGHT = { 1280: 900, 390: 844 };
 
 /**
- * Chromium with a fresh profile, signed in to `base` with `cookie`
- * (`name=value`); its page collects script errors and CSP refusals in `problems`.
+ * Chromium with a fresh profile (downloads accepted); its page collects
+ * script errors and CSP refusals in `problems`, and `watch` does the same for
+ * a page opened later (a link's new tab).
  */
-export async function signedIn(base, cookie) {
+export async function launch() {
   const profile = mkdtempSync(join(tmpdir(), 'obsbox-chromium-'));
   const browser = await chromium.launchPersistentContext(profile, {
     executablePath: '/usr/bin/chromium',
     headless: true,
+    acceptDownloads: true,
     viewport: { width: 1280, height: HEIGHT[1280] },
     args: [
       '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
       '--disable-background-networking', '--disable-component-update', '--disable-sync',
     ],
   });
-  const [name, value] = cookie.split('=');
-  await browser.addCookies([{ name, value, url: base }]);
   const page = browser.pages()[0] ?? await browser.newPage();
   const problems = [];
-  page.on('console', (message) => {
-    if (/Content Security Policy/i.test(message.text())) problems.push(message.text());
-  });
-  page.on('pageerror', (error) => problems.push(`script error: ${error.message}`));
+  const watch = (p) => {
+    p.on('console', (message) => {
+      if (/Content Security Policy/i.test(message.text())) problems.push(message.text());
+    });
+    p.on('pageerror', (error) => problems.push(`script error: ${error.message}`));
+  };
+  watch(page);
   const close = async () => {
     await browser.close();
     rmSync(profile, { recursive: true, force: true });
   };
-  return { page, problems, close };
+  return { browser, page, problems, watch, close };
+}
+
+/** [`launch`], signed in to `base` with `cookie` (`name=value`). */
+export async function signedIn(base, cookie) {
+  const launched = await launch();
+  const [name, value] = cookie.split('=');
+  await launched.browser.addCookies([{ name, value, url: base }]);
+  return launched;
 }
 
 /** Polls `check` until it returns a truthy value, which it returns. */

@@ -6,48 +6,23 @@
 // this file with OBSBOX_URL, SESSION_COOKIE, PASSWORD and SCREENSHOTS.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { chromium } from 'playwright-core';
+import { MINUTE, shoot, signedIn } from './helpers.mjs';
 
 const BASE = process.env.OBSBOX_URL;
-const MINUTE = 60_000;
 
-let browser;
-let profile;
+let session;
 let page;
-const problems = [];
-const watch = (p) => {
-  p.on('pageerror', (error) => problems.push(`script error: ${error.message}`));
-  // A policy that blocked part of a page shows as a console error.
-  p.on('console', (m) => {
-    if (m.type() === 'error' && /Content Security Policy/.test(m.text())) problems.push(m.text());
-  });
-};
 
 before(async () => {
   assert.ok(BASE && process.env.SESSION_COOKIE && process.env.PASSWORD, 'run through tests/backup_keys.rs');
-  profile = mkdtempSync(join(tmpdir(), 'obsbox-chromium-'));
-  browser = await chromium.launchPersistentContext(profile, {
-    executablePath: '/usr/bin/chromium',
-    headless: true,
-    acceptDownloads: true,
-    viewport: { width: 1280, height: 900 },
-    args: [
-      '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync',
-    ],
-  });
-  const [name, value] = process.env.SESSION_COOKIE.split('=');
-  await browser.addCookies([{ name, value, url: BASE }]);
-  page = browser.pages()[0] ?? await browser.newPage();
-  watch(page);
+  session = await signedIn(BASE, process.env.SESSION_COOKIE);
+  page = session.page;
 });
 
 after(async () => {
-  await browser?.close();
-  if (profile) rmSync(profile, { recursive: true, force: true });
+  await session?.close();
 });
 
 test('a key is made, its fingerprint shown, its paper key opened and the file exported', async () => {
@@ -72,8 +47,8 @@ test('a key is made, its fingerprint shown, its paper key opened and the file ex
   await section.getByRole('button', { name: 'Paper key' }).click();
   const link = section.getByRole('link', { name: 'Open the paper key of photos to print it' });
   await link.waitFor({ timeout: MINUTE });
-  const [paper] = await Promise.all([browser.waitForEvent('page'), link.click()]);
-  watch(paper);
+  const [paper] = await Promise.all([session.browser.waitForEvent('page'), link.click()]);
+  session.watch(paper);
   await paper.waitForLoadState();
   const text = await paper.locator('body').innerText();
   assert.match(text, /PBS encryption key/);
@@ -82,7 +57,8 @@ test('a key is made, its fingerprint shown, its paper key opened and the file ex
   assert.match(text, /not in the box's own state backup/);
   const qr = await paper.locator('svg').boundingBox();
   assert.ok(qr && qr.width >= 300 && qr.height >= 300, `the QR code is drawn: ${JSON.stringify(qr)}`);
-  await paper.screenshot({ path: join(process.env.SCREENSHOTS, 'backup-paperkey.png'), fullPage: true });
+  // A page to print: shot at the desktop width only.
+  await paper.screenshot({ path: join(process.env.SCREENSHOTS, 'backup-paperkey-1280.png'), fullPage: true });
   await paper.close();
 
   // The key file, as a download.
@@ -94,8 +70,8 @@ test('a key is made, its fingerprint shown, its paper key opened and the file ex
   assert.equal(download.suggestedFilename(), 'photos-encryption-key.json');
   const key = JSON.parse(readFileSync(await download.path(), 'utf8'));
   assert.equal(key.fingerprint, stored.fingerprint);
-  await section.screenshot({ path: join(process.env.SCREENSHOTS, 'backup-keys.png') });
-  assert.deepEqual(problems, []);
+  await shoot(page, process.env.SCREENSHOTS, 'backup-keys', { target: section });
+  assert.deepEqual(session.problems, []);
 });
 
 test('the backup credentials go into the own-state backup only when chosen', async () => {
@@ -107,5 +83,5 @@ test('the backup credentials go into the own-state backup only when chosen', asy
   const settings = await (await page.request.get(`${BASE}/api/settings/backups`)).json();
   assert.equal(settings.state_includes_credentials, true);
   assert.equal(settings.jobs.length, 1, 'the jobs are left as they were');
-  assert.deepEqual(problems, []);
+  assert.deepEqual(session.problems, []);
 });

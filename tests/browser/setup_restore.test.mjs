@@ -7,42 +7,22 @@
 // PASSWORD (the old box's admin's) and SCREENSHOTS.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { chromium } from 'playwright-core';
+import { launch, MINUTE, shoot } from './helpers.mjs';
 
 const BASE = process.env.OBSBOX_URL;
 const { REPOSITORY, REPOSITORY_PASSWORD, PASSWORD, SCREENSHOTS } = process.env;
-const MINUTE = 60_000;
 
-let browser;
-let profile;
+let session;
 let page;
-const problems = [];
 
 before(async () => {
   assert.ok(BASE && REPOSITORY && REPOSITORY_PASSWORD && PASSWORD && SCREENSHOTS, 'run through tests/backup_restore.rs');
-  profile = mkdtempSync(join(tmpdir(), 'obsbox-chromium-'));
-  browser = await chromium.launchPersistentContext(profile, {
-    executablePath: '/usr/bin/chromium',
-    headless: true,
-    viewport: { width: 1280, height: 900 },
-    args: [
-      '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync',
-    ],
-  });
-  page = browser.pages()[0] ?? await browser.newPage();
-  page.on('console', (message) => {
-    if (/Content Security Policy/i.test(message.text())) problems.push(message.text());
-  });
-  page.on('pageerror', (error) => problems.push(`script error: ${error.message}`));
+  session = await launch();
+  page = session.page;
 });
 
 after(async () => {
-  await browser?.close();
-  if (profile) rmSync(profile, { recursive: true, force: true });
+  await session?.close();
 });
 
 const path = () => new URL(page.url()).pathname;
@@ -67,12 +47,12 @@ test('setup restores the old box from its restic backup and leads to its login',
   assert.equal((await page.locator('#status').textContent()).trim(), '', 'the refusal is gone');
   assert.equal(await restore.count(), 1, 'the one snapshot holding the box');
   assert.match(await page.locator('#backup-snapshots').textContent(), /obsbox-box/);
-  await page.screenshot({ path: join(SCREENSHOTS, 'setup-restore-1280.png'), fullPage: true });
+  await shoot(page, SCREENSHOTS, 'setup-restore');
 
   await restore.first().click();
   await page.waitForURL((url) => url.pathname === '/login', { timeout: 2 * MINUTE });
   await page.getByLabel('Password').fill(PASSWORD);
   await page.getByRole('button', { name: 'Sign in' }).click();
   await page.waitForURL((url) => url.pathname === '/');
-  assert.deepEqual(problems, []);
+  assert.deepEqual(session.problems, []);
 });
