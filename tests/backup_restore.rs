@@ -483,6 +483,27 @@ fn file_tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
     out
 }
 
+/// Restores `repo`'s newest snapshot into `target` with restic alone (as on
+/// another machine) and answers where the box's settings database and
+/// secrets landed in it.
+fn restore_state(repo: &Path, target: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let out = std::process::Command::new("restic")
+        .args(["restore", "latest", "--target"])
+        .arg(target)
+        .env("RESTIC_REPOSITORY", repo)
+        .env("RESTIC_PASSWORD", pbs::PASSWORD)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let db = find(target, "obsbox.db");
+    let secrets = db.parent().unwrap().parent().unwrap().join("secrets");
+    (db, secrets)
+}
+
 /// Finds the one file named `name` below `dir`.
 fn find(dir: &Path, name: &str) -> std::path::PathBuf {
     let found: Vec<String> = tree(dir)
@@ -521,20 +542,7 @@ fn the_boxs_own_state_restores_onto_a_fresh_data_directory() {
 
     // On another box: restic alone, with the password kept off the box.
     let restored = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new("restic")
-        .args(["restore", "latest", "--target"])
-        .arg(restored.path())
-        .env("RESTIC_REPOSITORY", &repo)
-        .env("RESTIC_PASSWORD", pbs::PASSWORD)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let db = find(restored.path(), "obsbox.db");
-    let restored_secrets = db.parent().unwrap().parent().unwrap().join("secrets");
+    let (db, restored_secrets) = restore_state(&repo, restored.path());
     assert_eq!(
         file_tree(&restored_secrets),
         kept,
@@ -929,20 +937,7 @@ fn the_own_state_backup_holds_the_backup_credentials_only_when_asked() {
     assert_eq!(run["result"], "ok", "{run}");
 
     let restored = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new("restic")
-        .args(["restore", "latest", "--target"])
-        .arg(restored.path())
-        .env("RESTIC_REPOSITORY", &repo)
-        .env("RESTIC_PASSWORD", pbs::PASSWORD)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let db = find(restored.path(), "obsbox.db");
-    let restored_secrets = db.parent().unwrap().parent().unwrap().join("secrets");
+    let (_, restored_secrets) = restore_state(&repo, restored.path());
     assert_eq!(
         file_tree(&restored_secrets),
         file_tree(&obsbox.data.join("secrets")),
