@@ -820,7 +820,7 @@ fn ntfy_gotify_and_pushover_get_their_own_formats_through_the_relay() {
             .clone()
     };
     assert_eq!(of("phone")["last_delivered"]["integration"], "webhook");
-    assert!(of("phone")["last_error"].is_null());
+    assert!(of("phone")["last_error"].is_null(), "{}", of("phone"));
     assert!(of("gone")["last_delivered"].is_null());
     let error = of("gone")["last_error"]["error"]
         .as_str()

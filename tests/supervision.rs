@@ -926,10 +926,13 @@ fn targets_added_in_the_settings_are_scraped_without_a_restart() {
     let pid = obsbox.service("prometheus")["pid"].clone();
     let targets = json!([
         {"name": "this-box", "address": format!("127.0.0.1:{node}"), "labels": {"owner": "ann", "service": "homelab"}},
-        {"name": "ghost", "address": format!("127.0.0.1:{}", free_port())},
+        // Port 1 (tcpmux) is never served here; a port that was free a
+        // moment ago may be a parallel test's child by the time it is scraped.
+        {"name": "ghost", "address": "127.0.0.1:1"},
     ]);
     let (status, answer) = obsbox.send("PUT", "/api/settings/targets", &targets.to_string());
     assert_eq!(status, 200, "{answer}");
+    let mut seen = None;
     let health = wait_for("both targets scraped", Duration::from_secs(60), || {
         let active = get_json(prom, "/api/v1/targets")?;
         let mut health: Vec<(String, String)> = active["data"]["activeTargets"]
@@ -944,6 +947,11 @@ fn targets_added_in_the_settings_are_scraped_without_a_restart() {
             })
             .collect();
         health.sort();
+        // Shown if the test fails: what Prometheus said, as it changed.
+        if seen.as_ref() != Some(&health) {
+            eprintln!("targets job health: {health:?}");
+            seen = Some(health.clone());
+        }
         (health.len() == 2).then_some(health)
     });
     assert_eq!(
@@ -960,10 +968,18 @@ fn targets_added_in_the_settings_are_scraped_without_a_restart() {
         ),
         Some(1.0)
     );
-    wait_for("the coverage figure", Duration::from_secs(30), || {
-        (prom_query(prom, "obsbox:target_coverage:ratio") == Some(0.5)).then_some(())
+    // Recorded every evaluation_interval (15 s), after the rule file reload.
+    let mut seen_coverage = None;
+    wait_for("the coverage figure", Duration::from_secs(60), || {
+        let coverage = prom_query(prom, "obsbox:target_coverage:ratio");
+        if coverage != seen_coverage {
+            eprintln!("coverage: {coverage:?}");
+            seen_coverage = coverage;
+        }
+        (coverage == Some(0.5)).then_some(())
     });
-    assert_eq!(obsbox.service("prometheus")["pid"], pid, "no restart");
+    let service = obsbox.service("prometheus");
+    assert_eq!(service["pid"], pid, "no restart: {service}");
     let (status, answer) = obsbox.send(
         "PUT",
         "/api/settings/targets",

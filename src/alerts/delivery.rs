@@ -93,6 +93,9 @@ pub(crate) fn logged(lines: &[String]) -> BTreeMap<String, Seen> {
             let Some((receiver, _)) = error.split_once('/') else {
                 continue;
             };
+            if interrupted_by_alertmanager(&error) {
+                continue;
+            }
             let seen = Seen {
                 delivered_at: None,
                 failed: Some((at, redact_urls(&error))),
@@ -102,6 +105,15 @@ pub(crate) fn logged(lines: &[String]) -> BTreeMap<String, Seen> {
         found.entry(receiver).or_default().merge(&seen);
     }
     found
+}
+
+/// Whether a failed notification was cut off by Alertmanager itself: a
+/// reload or shutdown cancels the dispatcher's context, and the new
+/// dispatcher sends the alerts again (nothing was logged as sent). The
+/// receiver did nothing wrong, so it is not its failure; a timeout ends in
+/// "context deadline exceeded" instead and still counts.
+fn interrupted_by_alertmanager(error: &str) -> bool {
+    error.ends_with("context canceled")
 }
 
 /// What became of a notification to a receiver sent at `since`, from what
@@ -188,12 +200,17 @@ mod tests {
         let found = logged(&lines(
             r#"ts=2026-12-07T03:00:00.000Z caller=notify.go:743 level=debug component=dispatcher receiver=hook integration=webhook[0] msg="Notify success" attempts=1
 ts=2026-12-07T03:00:01.000Z caller=dispatch.go:352 level=error component=dispatcher msg="Notify for alerts failed" num_alerts=1 err="dead/webhook[0]: notify retry canceled after 2 attempts: Post \"http://127.0.0.1:9/gone\": dial tcp 127.0.0.1:9: connect: connection refused"
+ts=2026-12-07T03:00:01.500Z caller=dispatch.go:352 level=error component=dispatcher msg="Notify for alerts failed" num_alerts=1 err="hook/webhook[0]: notify retry canceled after 2 attempts: Post \"<url>\": context canceled"
+ts=2026-12-07T03:00:01.700Z caller=dispatch.go:352 level=error component=dispatcher msg="Notify for alerts failed" num_alerts=1 err="slow/webhook[0]: notify retry canceled after 3 attempts: Post \"http://10.0.0.9/\": context deadline exceeded"
 ts=2026-12-07T03:00:02.000Z caller=dispatch.go:163 level=debug component=dispatcher msg="Received alert" alert=X[abc]
 ts=2026-12-07T03:05:00.000Z caller=notify.go:743 level=info component=dispatcher receiver="on call" integration=email[0] msg="Notify success" attempts=3
 ts=2026-12-07T03:06:00.000Z caller=notify.go:743 level=debug component=dispatcher receiver=hook integration=webhook[0] msg="Notify success" attempts=1
 ts=2026-12-07T03:07:00.000Z caller=notify.go:743 level=debug component=dispatcher integration=webhook[0] msg="Notify success" attempts=1"#,
         ));
-        assert_eq!(found.len(), 3, "{found:?}");
+        // A notification cut off by a reload of Alertmanager is not the
+        // receiver's failure; a timeout is.
+        assert_eq!(found.len(), 4, "{found:?}");
+        assert!(found["slow"].failed.is_some());
         assert_eq!(
             found["hook"],
             Seen {
