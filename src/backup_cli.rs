@@ -251,7 +251,8 @@ async fn key(action: KeyAction, reaper: &Reaper) -> anyhow::Result<()> {
                 PaperFormat::Text => print!("{}", paper.text().map_err(anyhow::Error::msg)?),
                 PaperFormat::Html => print!(
                     "{}",
-                    crate::web::paper_key_page(&paper).map_err(anyhow::Error::msg)?
+                    crate::web::paper_key_page(&paper, crate::web::PaperKeyStyle::Inline)
+                        .map_err(anyhow::Error::msg)?
                 ),
             }
         }

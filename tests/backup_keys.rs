@@ -525,6 +525,12 @@ fn the_command_line_creates_shows_exports_and_prints_a_key() {
         ok && html.contains("<svg") && html.contains(fingerprint),
         "{html}"
     );
+    // A file opened away from the box carries its own stylesheet (the key's
+    // lines wrap to the paper's width).
+    assert!(
+        html.contains("<style>") && html.contains("pre-wrap") && !html.contains("<link"),
+        "{html}"
+    );
     let (ok, _, err) = cli(&fx, &data, &["backup", "key", "list", "photos"]);
     assert!(
         !ok && err.contains("PBS job has an encryption key"),

@@ -185,15 +185,32 @@ struct PaperKeyPage<'a> {
     paper: &'a crate::backup::PaperKey,
     qr_svg: String,
     warning: &'static str,
+    /// The stylesheet written into the page, or `None` to link the box's.
+    inline_css: Option<&'static str>,
 }
 
-/// The printable page of `paper`, as served and as `obsbox backup key
-/// paperkey --output-format html` prints it.
-pub fn paper_key_page(paper: &crate::backup::PaperKey) -> Result<String, String> {
+/// How the paper key page gets its stylesheet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PaperKeyStyle {
+    /// Linked from the box: the web UI opens the page under the box's
+    /// content security policy, which refuses inline styles.
+    Linked,
+    /// Written into the page: a file opened away from the box.
+    Inline,
+}
+
+/// The printable page of `paper`, as served (`Linked`) and as `obsbox
+/// backup key paperkey --output-format html` prints it (`Inline`).
+pub fn paper_key_page(
+    paper: &crate::backup::PaperKey,
+    style: PaperKeyStyle,
+) -> Result<String, String> {
     let page = PaperKeyPage {
         qr_svg: paper.qr_svg()?,
         paper,
         warning: crate::backup::KEY_WARNING,
+        inline_css: (style == PaperKeyStyle::Inline)
+            .then_some(include_str!("../../web/static/paperkey.css")),
     };
     askama::Template::render(&page).map_err(|e| e.to_string())
 }
@@ -207,8 +224,8 @@ async fn paper_key(
 ) -> ApiResult {
     reauthenticate(&app, &actor, connection, &body).await?;
     let paper = app.backups.keys(&name)?.paper(&actor.0)?;
-    let html =
-        paper_key_page(&paper).map_err(|e| ApiError::internal("cannot draw the paper key", e))?;
+    let html = paper_key_page(&paper, PaperKeyStyle::Linked)
+        .map_err(|e| ApiError::internal("cannot draw the paper key", e))?;
     Ok((
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),

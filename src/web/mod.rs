@@ -9,7 +9,7 @@ mod alerts;
 mod attention;
 pub mod auth;
 mod backup_keys;
-pub(crate) use backup_keys::paper_key_page;
+pub(crate) use backup_keys::{paper_key_page, PaperKeyStyle};
 mod backup_restore;
 mod backups;
 mod charts;

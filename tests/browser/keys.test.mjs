@@ -7,7 +7,6 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { MINUTE, shoot, signedIn } from './helpers.mjs';
 
 const BASE = process.env.OBSBOX_URL;
@@ -57,8 +56,8 @@ test('a key is made, its fingerprint shown, its paper key opened and the file ex
   assert.match(text, /not in the box's own state backup/);
   const qr = await paper.locator('svg').boundingBox();
   assert.ok(qr && qr.width >= 300 && qr.height >= 300, `the QR code is drawn: ${JSON.stringify(qr)}`);
-  // A page to print: shot at the desktop width only.
-  await paper.screenshot({ path: join(process.env.SCREENSHOTS, 'backup-paperkey-1280.png'), fullPage: true });
+  // Read on a phone too: the key's lines wrap, the QR code shrinks.
+  await shoot(paper, process.env.SCREENSHOTS, 'backup-paperkey');
   await paper.close();
 
   // The key file, as a download.

@@ -474,14 +474,20 @@ if (keysSection) {
   });
 
   /** POSTs the user's password to a hand-out route; gives the answer as a Blob URL. */
-  const handOut = async (what, type) => {
+  const handOut = async (what, type, edit = (text) => text) => {
     const form = $('key-handout-form');
     const password = form.elements.password.value;
     if (!password) throw new Error('Give your password first.');
     const answer = await api('POST', `${keyPath(keyed.job.name)}/${what}`, { password });
     form.reset();
     const text = typeof answer === 'string' ? answer : JSON.stringify(answer, null, 2);
-    return URL.createObjectURL(new Blob([text], { type }));
+    return URL.createObjectURL(new Blob([edit(text)], { type }));
+  };
+  /** A page opened from a blob: URL resolves no relative link, so its stylesheet gets this box's origin. */
+  const absoluteLinks = (html) => {
+    const page = new DOMParser().parseFromString(html, 'text/html');
+    for (const link of page.querySelectorAll('link[href]')) link.href = new URL(link.getAttribute('href'), location.href).href;
+    return `<!doctype html>\n${page.documentElement.outerHTML}`;
   };
   /** A click handler whose failure is said in the live region (an API error already is). */
   const guarded = (handler) => async () => {
@@ -498,7 +504,7 @@ if (keysSection) {
   }));
   // A link the user follows (no pop-up to block): the page is only in this tab's memory.
   $('key-paper').addEventListener('click', guarded(async () => {
-    const url = await handOut('paperkey', 'text/html');
+    const url = await handOut('paperkey', 'text/html', absoluteLinks);
     const link = $('paper-link');
     link.replaceChildren(el('a', { href: url, target: '_blank', rel: 'noopener' }, `Open the paper key of ${keyed.job.name} to print it`));
     link.hidden = false;
