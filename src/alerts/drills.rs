@@ -7,9 +7,9 @@
 //! (when a drill is due, whether a step was delivered, how a drill ends)
 //! are pure functions; `Drills::run` does the I/O.
 
-use super::{delivery_errors, Alerts, AlertsError, DELIVERY_LOG_LINES};
+use super::{Alerts, AlertsError};
 use crate::services::{TEST_ID_LABEL, TEST_RECEIVER_LABEL};
-use crate::settings::{parse_duration, AlertingSettings, ReceiverKind, Settings};
+use crate::settings::{parse_duration, AlertingSettings, Settings};
 use crate::store::{now_millis, Store, StoreError};
 use rusqlite::{params, OptionalExtension, Row};
 use serde::{Deserialize, Serialize};
@@ -110,31 +110,28 @@ pub struct Step {
     pub state: StepState,
     /// Unix milliseconds.
     pub sent_at: Option<i64>,
-    /// When Alertmanager's count of delivered notifications of the
-    /// integration first rose after sending.
+    /// When Alertmanager first logged a delivery to the receiver after
+    /// sending.
     pub delivered_at: Option<i64>,
     /// Alertmanager's error when it gave up.
     pub error: Option<String>,
 }
 
-/// What obsbox sees of a sent step's receiver now.
-#[derive(Debug, Clone, PartialEq)]
+/// What obsbox sees of a sent step's receiver now, in Alertmanager's log.
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Observation {
     pub now: i64,
-    /// Notifications of the step's integration Alertmanager delivered
-    /// (`alertmanager_notifications_total` less `..._failed_total`).
-    pub delivered: f64,
-    /// Delivered before the step was sent.
-    pub baseline: f64,
-    /// Alertmanager's newest failure for the receiver: when (ms) and why.
+    /// The receiver's newest delivery (ms).
+    pub delivered: Option<i64>,
+    /// The receiver's newest failure: when (ms) and why.
     pub failure: Option<(i64, String)>,
 }
 
 /// The step after looking: failed when Alertmanager logged a failure for
-/// its receiver since it was sent; delivered when the integration's count
-/// of delivered notifications rose and no failure came within `SETTLE_MS`
-/// (another alert's notification of the same integration can raise the
-/// count; a failure of this receiver is always seen, by its name).
+/// its receiver since it was sent; delivered when it logged a delivery to
+/// the receiver since it was sent and no failure came within `SETTLE_MS`
+/// (the drill alert is in a group of its own for that receiver; another
+/// notification to the same receiver ending in that time is taken for it).
 pub fn judge(step: &Step, seen: &Observation) -> Step {
     let mut step = step.clone();
     let Some(sent_at) = step.sent_at.filter(|_| step.state == StepState::Sent) else {
@@ -146,8 +143,8 @@ pub fn judge(step: &Step, seen: &Observation) -> Step {
         step.delivered_at = None;
         return step;
     }
-    if seen.delivered > seen.baseline && step.delivered_at.is_none() {
-        step.delivered_at = Some(seen.now);
+    if step.delivered_at.is_none() {
+        step.delivered_at = seen.delivered.filter(|at| *at >= sent_at);
     }
     if step.delivered_at.is_some() && seen.now >= sent_at + SETTLE_MS {
         step.state = StepState::Delivered;
@@ -206,52 +203,6 @@ pub fn outcome(steps: &[Step], acknowledged: bool, now: i64, deadline: i64) -> O
         problems.push("nobody acknowledged it".into());
     }
     Some(Outcome::Failed(problems.join("; ")))
-}
-
-/// Alertmanager's integration for a receiver kind (obsbox's relays are
-/// webhooks to Alertmanager).
-pub fn integration(kind: &ReceiverKind) -> &'static str {
-    match kind {
-        ReceiverKind::Email { .. } => "email",
-        ReceiverKind::Slack { .. } => "slack",
-        ReceiverKind::Pagerduty { .. } => "pagerduty",
-        ReceiverKind::Webhook { .. }
-        | ReceiverKind::Matrix { .. }
-        | ReceiverKind::Ntfy { .. }
-        | ReceiverKind::Gotify { .. }
-        | ReceiverKind::Pushover { .. } => "webhook",
-    }
-}
-
-/// Delivered notifications per integration, from Alertmanager's metrics
-/// (`alertmanager_notifications_total` less `..._failed_total`).
-pub fn delivered_notifications(metrics: &str) -> BTreeMap<String, f64> {
-    let mut totals: BTreeMap<String, f64> = BTreeMap::new();
-    for line in metrics.lines() {
-        let (sign, rest) = if let Some(rest) =
-            line.strip_prefix("alertmanager_notifications_total{")
-        {
-            (1.0, rest)
-        } else if let Some(rest) = line.strip_prefix("alertmanager_notifications_failed_total{") {
-            (-1.0, rest)
-        } else {
-            continue;
-        };
-        let Some((labels, value)) = rest.split_once("} ") else {
-            continue;
-        };
-        let Some(name) = labels
-            .split(',')
-            .find_map(|l| l.strip_prefix("integration=\""))
-            .and_then(|v| v.strip_suffix('"'))
-        else {
-            continue;
-        };
-        if let Ok(value) = value.trim().parse::<f64>() {
-            *totals.entry(name.to_string()).or_default() += sign * value;
-        }
-    }
-    totals
 }
 
 fn show_millis(ms: i64) -> String {
@@ -344,7 +295,7 @@ fn start(
                 .receivers
                 .iter()
                 .find(|r| &r.name == name)
-                .map_or("webhook", |r| integration(&r.kind))
+                .map_or("webhook", |r| r.kind.integration())
                 .to_string(),
             escalation: i > 0,
             state: StepState::Waiting,
@@ -507,9 +458,8 @@ impl Drills {
     }
 }
 
-/// Runs the drills asked for and those the schedule says are due, one at a
-/// time (a drill reads Alertmanager's counts per integration, which a
-/// second drill would disturb).
+/// Runs the drills asked for and those the schedule says are due, one after
+/// the other.
 async fn keep_drilling(
     alerts: Arc<Alerts>,
     mut asked: mpsc::Receiver<(String, String)>,
@@ -574,19 +524,15 @@ async fn run(alerts: &Alerts, route: &str, actor: &str) -> Result<DrillRecord, A
     let answer_within = duration_ms(&drills.answer_within)?;
     let mut drill = start(&alerts.store, &chain, &settings, actor)?;
     let deadline = drill.started_at + answer_within;
-    let mut baselines: Vec<f64> = vec![0.0; drill.steps.len()];
     let mut posted: Vec<Value> = Vec::new();
     let result = loop {
         let now = now_millis();
         let (acked_at, acked_by) = super::history::drill_acknowledgement(&alerts.store, drill.id)?;
         drill.acked_at = acked_at;
         drill.acked_by = acked_by;
-        let counts = delivered_counts(&settings).await?;
-        let failures = receiver_failures(alerts).await?;
-        // One baseline per step, in order.
-        for (i, baseline) in baselines.iter_mut().enumerate() {
+        let logged = logged_by_receiver(alerts).await?;
+        for i in 0..drill.steps.len() {
             let step = &drill.steps[i];
-            let count = counts.get(&step.integration).copied().unwrap_or(0.0);
             let escalation_due = now >= drill.started_at + escalate_after;
             let acked_in_time = acked_at.is_some_and(|a| a < drill.started_at + escalate_after);
             let next = match step.state {
@@ -600,7 +546,6 @@ async fn run(alerts: &Alerts, route: &str, actor: &str) -> Result<DrillRecord, A
                         .alertmanager(&settings, "POST", "/api/v2/alerts", Some(json!([alert])))
                         .await?;
                     posted.push(alert);
-                    *baseline = count;
                     Step {
                         state: StepState::Sent,
                         sent_at: Some(now),
@@ -611,9 +556,7 @@ async fn run(alerts: &Alerts, route: &str, actor: &str) -> Result<DrillRecord, A
                     step,
                     &Observation {
                         now,
-                        delivered: count,
-                        baseline: *baseline,
-                        failure: failures.get(&step.receiver).cloned(),
+                        ..logged.get(&step.receiver).cloned().unwrap_or_default()
                     },
                 ),
                 _ => step.clone(),
@@ -687,31 +630,26 @@ fn drill_alert(
     })
 }
 
-/// Alertmanager's delivered notifications per integration.
-async fn delivered_counts(settings: &Settings) -> Result<BTreeMap<String, f64>, AlertsError> {
-    let port = settings.services.alertmanager.port;
-    let response =
-        crate::http_client::send_json("GET", port, "/metrics", "", Duration::from_secs(10))
-            .await
-            .map_err(|e| AlertsError::Alertmanager(format!("Alertmanager: {e}")))?;
-    Ok(delivered_notifications(&String::from_utf8_lossy(
-        &response.body,
-    )))
-}
-
-/// Each receiver's newest delivery failure in Alertmanager's log: when and why.
-async fn receiver_failures(
-    alerts: &Alerts,
-) -> Result<BTreeMap<String, (i64, String)>, AlertsError> {
-    let log = alerts
-        .services
-        .child_output("alertmanager", DELIVERY_LOG_LINES)
-        .await?;
-    Ok(delivery_errors(&log)
+/// Each receiver's newest delivery and failure in Alertmanager's log (ms).
+async fn logged_by_receiver(alerts: &Alerts) -> Result<BTreeMap<String, Observation>, AlertsError> {
+    let millis = |at: &str| {
+        at.parse::<jiff::Timestamp>()
+            .ok()
+            .map(|t| t.as_millisecond())
+    };
+    Ok(alerts
+        .logged_deliveries()
+        .await?
         .into_iter()
-        .filter_map(|(receiver, e)| {
-            let at: jiff::Timestamp = e.at.parse().ok()?;
-            Some((receiver, (at.as_millisecond(), e.error)))
+        .map(|(receiver, seen)| {
+            let observation = Observation {
+                now: 0,
+                delivered: seen.delivered_at.as_deref().and_then(millis),
+                failure: seen
+                    .failed
+                    .and_then(|(at, error)| Some((millis(&at)?, error))),
+            };
+            (receiver, observation)
         })
         .collect())
 }
@@ -783,43 +721,47 @@ mod tests {
     }
 
     #[test]
-    fn a_step_is_delivered_when_the_count_rises_and_no_failure_comes_within_the_settle_time() {
+    fn a_step_is_delivered_when_its_receiver_got_it_and_no_failure_comes_within_the_settle_time() {
         let sent = step(StepState::Sent, Some(10_000));
-        let seen = |now: i64, delivered: f64, failure: Option<(i64, String)>| Observation {
+        let seen = |now: i64, delivered: Option<i64>, failure: Option<(i64, String)>| Observation {
             now,
             delivered,
-            baseline: 3.0,
             failure,
         };
-        // Not yet counted.
-        assert_eq!(judge(&sent, &seen(12_000, 3.0, None)), sent);
-        // Counted: delivered at that moment, confirmed after the settle time.
-        let counted = judge(&sent, &seen(13_000, 4.0, None));
+        // Nothing logged for the receiver, or only a delivery from before.
+        assert_eq!(judge(&sent, &seen(12_000, None, None)), sent);
+        assert_eq!(judge(&sent, &seen(12_000, Some(9_000), None)), sent);
+        // Delivered: at the logged time, confirmed after the settle time.
+        let logged = judge(&sent, &seen(14_000, Some(13_000), None));
         assert_eq!(
-            (counted.state, counted.delivered_at),
+            (logged.state, logged.delivered_at),
             (StepState::Sent, Some(13_000))
         );
-        let confirmed = judge(&counted, &seen(10_000 + SETTLE_MS, 5.0, None));
+        let confirmed = judge(&logged, &seen(10_000 + SETTLE_MS, Some(13_000), None));
         assert_eq!(
             (confirmed.state, confirmed.delivered_at),
             (StepState::Delivered, Some(13_000))
         );
-        // A failure of this receiver since it was sent wins over a count
-        // another notification raised; an older failure does not count.
+        // A failure of this receiver since it was sent wins; an older
+        // failure does not count.
         let old = Some((9_000, "refused".to_string()));
         assert_eq!(
-            judge(&counted, &seen(20_000, 4.0, old)).state,
+            judge(&logged, &seen(20_000, Some(13_000), old)).state,
             StepState::Sent
         );
         let failed = judge(
-            &counted,
-            &seen(20_000, 4.0, Some((19_000, "connection refused".into()))),
+            &logged,
+            &seen(
+                20_000,
+                Some(13_000),
+                Some((19_000, "connection refused".into())),
+            ),
         );
         assert_eq!(failed.state, StepState::Failed);
         assert!(failed.error.unwrap().starts_with("connection refused"));
         // A step not sent is left alone.
         let waiting = step(StepState::Waiting, None);
-        assert_eq!(judge(&waiting, &seen(99_000, 9.0, None)), waiting);
+        assert_eq!(judge(&waiting, &seen(99_000, Some(98_000), None)), waiting);
     }
 
     #[test]
@@ -862,20 +804,5 @@ mod tests {
             outcome(&[sent], true, 100, 100),
             Some(Outcome::Failed("first: no delivery seen".into()))
         );
-    }
-
-    #[test]
-    fn delivered_notifications_are_the_total_less_the_failed_per_integration() {
-        let metrics = "# HELP alertmanager_notifications_total The total number of attempted notifications.\n\
-            # TYPE alertmanager_notifications_total counter\n\
-            alertmanager_notifications_total{integration=\"email\"} 0\n\
-            alertmanager_notifications_total{integration=\"webhook\"} 7\n\
-            alertmanager_notifications_failed_total{integration=\"webhook\"} 2\n\
-            alertmanager_notifications_failed_total{integration=\"email\"} 0\n\
-            alertmanager_notification_latency_seconds_bucket{integration=\"webhook\",le=\"1\"} 5\n";
-        let found = delivered_notifications(metrics);
-        assert_eq!(found.get("webhook"), Some(&5.0));
-        assert_eq!(found.get("email"), Some(&0.0));
-        assert_eq!(found.len(), 2);
     }
 }

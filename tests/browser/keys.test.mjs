@@ -6,7 +6,10 @@
 // this file with OBSBOX_URL, SESSION_COOKIE, PASSWORD and SCREENSHOTS.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { MINUTE, shoot, signedIn } from './helpers.mjs';
 
 const BASE = process.env.OBSBOX_URL;
@@ -56,6 +59,13 @@ test('a key is made, its fingerprint shown, its paper key opened and the file ex
   assert.match(text, /not in the box's own state backup/);
   const qr = await paper.locator('svg').boundingBox();
   assert.ok(qr && qr.width >= 300 && qr.height >= 300, `the QR code is drawn: ${JSON.stringify(qr)}`);
+  // A scanner (zbarimg) reads the QR code as drawn on the page: the key's
+  // lines between the markers, as printed above it.
+  const drawn = join(mkdtempSync(join(tmpdir(), 'paperkey-')), 'qr.png');
+  await paper.locator('svg').screenshot({ path: drawn });
+  const scanned = execFileSync('zbarimg', ['--raw', '--quiet', drawn], { encoding: 'utf8' });
+  const printed = text.split('-----BEGIN PROXMOX BACKUP KEY-----\n')[1].split('\n-----END PROXMOX BACKUP KEY-----')[0];
+  assert.equal(scanned.replace(/\n$/, ''), printed);
   // Read on a phone too: the key's lines wrap, the QR code shrinks.
   await shoot(paper, process.env.SCREENSHOTS, 'backup-paperkey');
   await paper.close();
