@@ -8,6 +8,7 @@
 //! `/metrics` exports the result as `obsbox_last_event_timestamp_seconds`.
 
 use crate::store::{Store, StoreError};
+use rusqlite::params;
 
 /// The kinds of change dashboards mark, each a `kind` label.
 pub const KINDS: [&str; 6] = ["settings", "update", "backup", "power", "child", "system"];
@@ -37,9 +38,39 @@ pub fn last_events(
     store: &Store,
     unaudited: &[(&'static str, i64)],
 ) -> Result<Vec<(&'static str, f64)>, StoreError> {
-    let mut others = unaudited.to_vec();
+    let mut others = remember_unaudited(store, unaudited)?;
     others.extend(crate::backup::last_ended(store)?.map(|at| ("backup", at)));
     Ok(latest(&store.audit_latest()?, &others))
+}
+
+/// Keeps the newest of each kind of `unaudited` change, and answers all
+/// that are kept: a crash restart is known only to the supervisor while
+/// obsbox runs, and would otherwise be forgotten by the next start (the
+/// dashboards' mark of it going back to an older change).
+fn remember_unaudited(
+    store: &Store,
+    unaudited: &[(&'static str, i64)],
+) -> Result<Vec<(&'static str, i64)>, StoreError> {
+    store.with_conn(|conn| {
+        let tx = conn.transaction()?;
+        for (kind, at) in unaudited {
+            tx.execute(
+                "INSERT INTO unaudited_events (kind, at) VALUES (?1, ?2)
+                 ON CONFLICT (kind) DO UPDATE SET at = max(at, excluded.at)",
+                params![kind, at],
+            )?;
+        }
+        let kept = tx
+            .prepare("SELECT kind, at FROM unaudited_events")?
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        tx.commit()?;
+        // Kinds no longer known are left out.
+        Ok(kept
+            .into_iter()
+            .filter_map(|(kind, at)| Some((*KINDS.iter().find(|k| **k == kind)?, at)))
+            .collect())
+    })
 }
 
 /// The newest time of each kind, from the newest entry (Unix ms) of each
@@ -108,6 +139,30 @@ mod tests {
                 ("child", 0.0),
                 ("system", 0.0),
             ]
+        );
+    }
+
+    #[test]
+    fn an_unaudited_change_is_remembered_after_the_caller_forgot_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let child = |events: Vec<(&'static str, f64)>| {
+            events.into_iter().find(|(k, _)| *k == "child").unwrap().1
+        };
+        assert_eq!(
+            child(last_events(&store, &[("child", 4_000)]).unwrap()),
+            4.0
+        );
+        // obsbox restarted: the supervisor knows of no crash restart, or of
+        // an older one only.
+        assert_eq!(child(last_events(&store, &[]).unwrap()), 4.0);
+        assert_eq!(
+            child(last_events(&store, &[("child", 2_000)]).unwrap()),
+            4.0
+        );
+        assert_eq!(
+            child(last_events(&store, &[("child", 6_000)]).unwrap()),
+            6.0
         );
     }
 

@@ -339,6 +339,10 @@ const MIGRATIONS: &[&str] = &[
         failed_at TEXT,
         error TEXT
     );",
+    // The newest change of each kind that left no audit entry (a child's
+    // crash restart, a rollback; Unix ms), so the dashboards still mark it
+    // after obsbox restarts.
+    "CREATE TABLE unaudited_events (kind TEXT PRIMARY KEY, at INTEGER NOT NULL);",
 ];
 
 /// A handle on the store; cheap to clone. Calls block briefly on SQLite.

@@ -183,6 +183,17 @@ fn a_trial_that_never_gets_healthy_goes_back_with_its_reason() {
     let reason = rollback["reason"].as_str().unwrap();
     assert!(reason.contains("not ready: node_exporter"), "{reason}");
     assert_eq!(status["slots"]["b"]["condition"], "bad");
+    // The rollback left no audit entry (nobody asked for it), yet the
+    // dashboards mark it: the newest "update" change is the rollback, not
+    // the install before it.
+    let rolled_back_at: jiff::Timestamp = rollback["at"].as_str().unwrap().parse().unwrap();
+    let marked = obsbox.metric_lines(r#"obsbox_last_event_timestamp_seconds{kind="update"}"#);
+    let marked: f64 = marked[0].rsplit(' ').next().unwrap().parse().unwrap();
+    assert_eq!(
+        (marked * 1000.0).round() as i64,
+        rolled_back_at.as_millisecond(),
+        "{marked}"
+    );
     let text = obsbox_status(&board, &obsbox);
     assert!(text.contains("last rollback: slot b (1.1.0)"), "{text}");
 }
