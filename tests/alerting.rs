@@ -670,7 +670,7 @@ fn a_broken_receiver_shows_its_last_error_and_a_working_one_none() {
         (
             "alerting",
             json!({"receivers": [
-                {"name": "dead", "kind": "webhook", "url": format!("http://127.0.0.1:{}/gone", free_port())},
+                {"name": "dead", "kind": "webhook", "url": format!("http://127.0.0.1:{DEAD_PORT}/gone")},
                 {"name": "hook", "kind": "webhook", "url": format!("http://127.0.0.1:{}/hook", hook.port)},
             ]}),
         ),
@@ -787,7 +787,7 @@ fn ntfy_gotify_and_pushover_get_their_own_formats_through_the_relay() {
         );
         assert_eq!(status, 201, "{body}");
     }
-    let gone = json!({"name": "gone", "kind": "ntfy", "topic_url": format!("http://127.0.0.1:{}/t", free_port())});
+    let gone = json!({"name": "gone", "kind": "ntfy", "topic_url": format!("http://127.0.0.1:{DEAD_PORT}/t")});
     let (status, body) = obsbox.send(
         "POST",
         "/api/alerts/receivers",
@@ -916,7 +916,7 @@ fn an_escalation_drill_reaches_each_receiver_of_the_chain_and_a_dead_one_fails_i
                 "receivers": [
                     {"name": "first", "kind": "webhook", "url": format!("http://127.0.0.1:{}/first", first.port)},
                     {"name": "oncall", "kind": "webhook", "url": format!("http://127.0.0.1:{}/oncall", oncall.port)},
-                    {"name": "dead", "kind": "webhook", "url": format!("http://127.0.0.1:{}/gone", free_port())},
+                    {"name": "dead", "kind": "webhook", "url": format!("http://127.0.0.1:{DEAD_PORT}/gone")},
                 ],
                 "routes": [
                     {"severity": "critical", "receiver": "first"},

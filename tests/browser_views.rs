@@ -76,7 +76,7 @@ fn backup_runs_alerting_sections_and_long_tables_work_in_a_browser() {
         noise(&media.join(format!("clip{i}.bin")), 1 << 20, i + 7);
     }
 
-    let dead_hook = format!("http://127.0.0.1:{}/gone", free_port());
+    let dead_hook = format!("http://127.0.0.1:{DEAD_PORT}/gone");
     let obsbox = Obsbox::start(&[
         ("services", services_only(&["alertmanager"])),
         ("general", json!({"hostname": "views-box"})),

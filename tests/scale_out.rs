@@ -393,7 +393,7 @@ fn the_fleet_page_reads_each_peer_through_its_own_api_and_names_the_ones_it_cann
     ]);
     // Accepts connections and never answers.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let gone = free_port();
+    let gone = DEAD_PORT;
     let peer =
         |name: &str, port: u16| json!({"name": name, "url": format!("http://127.0.0.1:{port}")});
     let central = Obsbox::start(&[

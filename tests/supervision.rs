@@ -926,9 +926,7 @@ fn targets_added_in_the_settings_are_scraped_without_a_restart() {
     let pid = obsbox.service("prometheus")["pid"].clone();
     let targets = json!([
         {"name": "this-box", "address": format!("127.0.0.1:{node}"), "labels": {"owner": "ann", "service": "homelab"}},
-        // Port 1 (tcpmux) is never served here; a port that was free a
-        // moment ago may be a parallel test's child by the time it is scraped.
-        {"name": "ghost", "address": "127.0.0.1:1"},
+        {"name": "ghost", "address": format!("127.0.0.1:{DEAD_PORT}")},
     ]);
     let (status, answer) = obsbox.send("PUT", "/api/settings/targets", &targets.to_string());
     assert_eq!(status, 200, "{answer}");
@@ -1003,7 +1001,7 @@ fn probes_run_through_the_real_blackbox_exporter() {
     let prom = port_of(&obsbox.settings(), "prometheus");
     let probes = json!([
         {"name": "obsbox-ui", "kind": "http", "target": obsbox.url("/healthz"), "labels": {"service": "obsbox"}},
-        {"name": "nothing-here", "kind": "tcp", "target": format!("127.0.0.1:{}", free_port())},
+        {"name": "nothing-here", "kind": "tcp", "target": format!("127.0.0.1:{DEAD_PORT}")},
     ]);
     let (status, answer) = obsbox.send("PUT", "/api/settings/probes", &probes.to_string());
     assert_eq!(status, 200, "{answer}");

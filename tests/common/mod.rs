@@ -49,6 +49,11 @@ pub fn stand_in(name: &str) -> PathBuf {
     path
 }
 
+/// A loopback port nothing listens on, for a receiver or target that must
+/// fail: port 1 (tcpmux) is never served here, while a port that was free a
+/// moment ago may be a parallel test's child by the time it is reached.
+pub const DEAD_PORT: u16 = 1;
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
