@@ -1,0 +1,218 @@
+//! The homelab target kinds end to end: a `pve` target through the REAL
+//! prometheus-pve-exporter (PyPI, installed by `scripts/install-deps test`)
+//! run by obsbox as a one-click child against the `pve-api` stand-in of the
+//! Proxmox VE API, and a `windows` target scraping the `windows-exporter`
+//! stand-in; the real Prometheus scrapes both with obsbox's configuration and
+//! evaluates obsbox's rules. Alerts wait minutes (`for:`), so these tests
+//! check they are pending: the expressions match the real series.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::time::Duration;
+
+const READY: Duration = Duration::from_secs(60);
+const SCRAPED: Duration = Duration::from_secs(90);
+
+/// The real prometheus-pve-exporter: `$OBSBOX_PVE_EXPORTER`, else where
+/// `scripts/install-deps test` puts it.
+fn pve_exporter() -> PathBuf {
+    let path = std::env::var_os("OBSBOX_PVE_EXPORTER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "/opt/obsbox-test/pve-exporter/bin/pve_exporter".into());
+    assert!(
+        path.exists(),
+        "{} is missing: run `scripts/install-deps test`",
+        path.display()
+    );
+    path
+}
+
+fn prometheus_port(obsbox: &Obsbox) -> u16 {
+    obsbox.settings()["services"]["prometheus"]["port"]
+        .as_u64()
+        .unwrap() as u16
+}
+
+/// An instant query's whole result (every series), or None if it failed.
+fn query_all(port: u16, expr: &str) -> Option<Vec<Value>> {
+    let body: Value = ureq::get(&format!("http://127.0.0.1:{port}/api/v1/query"))
+        .query("query", expr)
+        .timeout(Duration::from_secs(10))
+        .call()
+        .ok()?
+        .into_json()
+        .ok()?;
+    body["data"]["result"].as_array().cloned()
+}
+
+/// Prometheus' active alerts named `name` (pending or firing).
+fn active_alerts(port: u16, name: &str) -> Vec<Value> {
+    get_json(port, "/api/v1/alerts")
+        .and_then(|v| v["data"]["alerts"].as_array().cloned())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|a| a["labels"]["alertname"] == name)
+        .collect()
+}
+
+/// Waits until alert `name` is active (pending or firing) with `labels`; returns it.
+fn wait_alert(port: u16, name: &str, labels: &[(&str, &str)]) -> Value {
+    wait_for(&format!("{name} {labels:?} active"), SCRAPED, || {
+        active_alerts(port, name)
+            .into_iter()
+            .find(|a| labels.iter().all(|(k, v)| a["labels"][*k] == *v))
+    })
+}
+
+/// obsbox with Prometheus (scraping and evaluating every second) and
+/// Grafana (for the rendered dashboards), and `more` settings.
+fn obsbox(more: &[(&str, Value)]) -> Obsbox {
+    let mut settings = vec![
+        ("services", services_only(&["prometheus", "grafana"])),
+        (
+            "prometheus",
+            json!({"scrape_interval": "1s", "evaluation_interval": "1s"}),
+        ),
+    ];
+    settings.extend_from_slice(more);
+    let obsbox = Obsbox::start(&settings);
+    obsbox.wait_all_ready(READY);
+    obsbox
+}
+
+/// The PromQL of every panel of the rendered dashboard `stem` under the row `row`.
+fn row_queries(obsbox: &Obsbox, stem: &str, row: &str) -> Vec<String> {
+    let path = obsbox
+        .data
+        .join(format!("children/grafana/dashboards/{stem}.json"));
+    let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let panels = dashboard["panels"].as_array().unwrap();
+    panels
+        .iter()
+        .skip_while(|p| !(p["type"] == "row" && p["title"] == row))
+        .skip(1)
+        .take_while(|p| p["type"] != "row")
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .map(|t| {
+            t["expr"]
+                .as_str()
+                .unwrap()
+                .replace("$__rate_interval", "1m")
+        })
+        .collect()
+}
+
+const TOKEN_ID: &str = "monitor@pve!obsbox";
+const TOKEN_SECRET: &str = "6f1c0e1e-pve-token-secret";
+
+/// A standalone PVE node `pve1`: `web` (a VM started at boot), `spare` (a VM
+/// kept stopped, not started at boot), `db` (a container started at boot),
+/// and the storage `local-lvm` `used` out of 1000 bytes.
+fn pve_state(web_status: &str, used: u64, token_secret: &str) -> Value {
+    json!({
+        "node": "pve1",
+        "tokens": {TOKEN_ID: token_secret},
+        "guests": [
+            {"vmid": 100, "type": "qemu", "name": "web", "status": web_status, "onboot": 1, "tags": "prod"},
+            {"vmid": 101, "type": "qemu", "name": "spare", "status": "stopped"},
+            {"vmid": 200, "type": "lxc", "name": "db", "status": "running", "onboot": 1,
+             "disk": 1_000_000_000u64, "maxdisk": 8_000_000_000u64},
+        ],
+        "storages": [
+            {"storage": "local-lvm", "plugintype": "lvmthin", "content": "rootdir,images", "total": 1000, "used": used},
+            {"storage": "local", "plugintype": "dir", "content": "iso,vztmpl,backup", "total": 1000, "used": 100},
+        ],
+    })
+}
+
+#[test]
+fn a_pve_host_through_the_real_exporter_shows_its_guests_and_raises_obsboxs_alerts() {
+    let api = StateServer::start("pve-api", &pve_state("running", 500, TOKEN_SECRET));
+    let obsbox = obsbox(&[]);
+    let host = format!("127.0.0.1:{}", api.port);
+    let (status, answer) = obsbox.send(
+        "POST",
+        "/api/targets/exporters",
+        &json!({"kind": "pve", "name": "lab", "program": pve_exporter(),
+                "token_id": TOKEN_ID, "password": TOKEN_SECRET, "pve_hosts": [host]})
+        .to_string(),
+    );
+    assert_eq!(status, 201, "{answer}");
+    let prom = prometheus_port(&obsbox);
+
+    // Scraped through obsbox's config (the `/pve` path, `?target=`, its labels).
+    wait_for("the pve target up", SCRAPED, || {
+        prom_query(
+            prom,
+            &format!(r#"up{{job="targets",exporter="pve",target="lab",instance="{host}"}}"#),
+        )
+        .filter(|v| *v == 1.0)
+    });
+    let guests = wait_for("the three guests", SCRAPED, || {
+        query_all(prom, r#"pve_guest_info{target="lab",host="127.0.0.1"}"#).filter(|r| r.len() == 3)
+    });
+    let mut names: Vec<&str> = guests
+        .iter()
+        .map(|g| g["metric"]["name"].as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["db", "spare", "web"]);
+    // Every row of the Proxmox VE dashboard row has data.
+    let queries = row_queries(&obsbox, "infrastructure", "Proxmox VE");
+    assert_eq!(queries.len(), 4, "{queries:?}");
+    for q in &queries {
+        let result = query_all(prom, q).unwrap_or_default();
+        assert!(!result.is_empty(), "no data for the panel query {q}");
+    }
+    // The guest names on the Guests panel come from pve_guest_info.
+    let panel = query_all(prom, &queries[0]).unwrap();
+    assert!(
+        panel.iter().any(|s| s["metric"]["name"] == "web"),
+        "{panel:?}"
+    );
+    assert!(active_alerts(prom, "PVEGuestDown").is_empty());
+
+    // The VM started at boot stops, the storage fills past 90%.
+    api.set_state(&pve_state("stopped", 950, TOKEN_SECRET));
+    let down = wait_alert(
+        prom,
+        "PVEGuestDown",
+        &[("id", "qemu/100"), ("name", "web"), ("node", "pve1")],
+    );
+    assert_eq!(down["labels"]["target"], "lab", "{down}");
+    let full = wait_alert(
+        prom,
+        "PVEStorageUsageCritical",
+        &[("storage", "local-lvm"), ("id", "storage/pve1/local-lvm")],
+    );
+    assert_eq!(
+        full["value"].as_str().map(str::parse::<f64>),
+        Some(Ok(95.0))
+    );
+    // The spare VM, stopped but not started at boot, is no outage; the
+    // other storage is fine.
+    let down_ids: Vec<Value> = active_alerts(prom, "PVEGuestDown")
+        .iter()
+        .map(|a| a["labels"]["id"].clone())
+        .collect();
+    assert_eq!(down_ids, [json!("qemu/100")]);
+    assert!(active_alerts(prom, "PVEStorageUsageCritical")
+        .iter()
+        .all(|a| a["labels"]["storage"] == "local-lvm"));
+
+    // The token is revoked (regenerated on the PVE side): the exporter gets
+    // 401, answers 500, and the host is unreachable, with no TargetDown.
+    api.set_state(&pve_state("stopped", 950, "regenerated-secret"));
+    wait_alert(
+        prom,
+        "PVEHostUnreachable",
+        &[("target", "lab"), ("instance", &host)],
+    );
+    assert!(active_alerts(prom, "TargetDown").is_empty());
+    // The token's secret is in no setting and no log line.
+    assert!(!obsbox.settings().to_string().contains(TOKEN_SECRET));
+    assert!(!obsbox.log().contains(TOKEN_SECRET));
+}
