@@ -216,3 +216,65 @@ fn a_pve_host_through_the_real_exporter_shows_its_guests_and_raises_obsboxs_aler
     assert!(!obsbox.settings().to_string().contains(TOKEN_SECRET));
     assert!(!obsbox.log().contains(TOKEN_SECRET));
 }
+
+/// Node `local`'s view of the two-node cluster `homelab`: `web` (started at
+/// boot) runs on pve2, `db` on pve1, each node with its own `local-lvm`.
+fn cluster_state(local: &str, web_status: &str) -> Value {
+    let mut state = pve_state(web_status, 500, TOKEN_SECRET);
+    state["node"] = json!(local);
+    state["cluster"] = json!("homelab");
+    state["nodes"] = json!(["pve1", "pve2"]);
+    for (i, node) in [(0, "pve2"), (1, "pve1"), (2, "pve1")] {
+        state["guests"][i]["node"] = json!(node);
+    }
+    state["storages"] = json!([
+        {"storage": "local-lvm", "node": "pve1", "total": 1000, "used": 100},
+        {"storage": "local-lvm", "node": "pve2", "total": 1000, "used": 100},
+    ]);
+    state
+}
+
+#[test]
+fn a_guest_on_the_second_node_of_a_cluster_that_stops_is_pveguestdown() {
+    // One exporter asked for both nodes: the cluster-wide series from the
+    // first, each node's guest configuration (onboot) from that node.
+    let nodes =
+        ["pve1", "pve2"].map(|n| StateServer::start("pve-api", &cluster_state(n, "running")));
+    let hosts: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("127.0.0.1:{}", n.port))
+        .collect();
+    let obsbox = obsbox(&[]);
+    let (status, answer) = obsbox.send(
+        "POST",
+        "/api/targets/exporters",
+        &json!({"kind": "pve", "name": "homelab", "program": pve_exporter(),
+                "token_id": TOKEN_ID, "password": TOKEN_SECRET, "pve_hosts": hosts})
+        .to_string(),
+    );
+    assert_eq!(status, 201, "{answer}");
+    let prom = prometheus_port(&obsbox);
+    wait_for("web's onboot from pve2's own scrape", SCRAPED, || {
+        prom_query(
+            prom,
+            &format!(
+                r#"pve_onboot_status{{id="qemu/100",node="pve2",instance="{}"}}"#,
+                hosts[1]
+            ),
+        )
+    });
+    // Each guest once, not once per node asked.
+    let guests = wait_for("the guests", SCRAPED, || {
+        query_all(prom, r#"pve_guest_info{target="homelab"}"#).filter(|g| !g.is_empty())
+    });
+    assert_eq!(guests.len(), 3, "{guests:?}");
+
+    for (server, node) in nodes.iter().zip(["pve1", "pve2"]) {
+        server.set_state(&cluster_state(node, "stopped"));
+    }
+    wait_alert(
+        prom,
+        "PVEGuestDown",
+        &[("id", "qemu/100"), ("name", "web"), ("node", "pve2")],
+    );
+}

@@ -25,6 +25,13 @@
 //!
 //! A guest without `onboot` has none in its config (PVE leaves unset options
 //! out); `backed_up: false` lists it under `not-backed-up`.
+//!
+//! A cluster: `"cluster": "homelab", "nodes": ["pve1", "pve2"]`, and a
+//! `node` on each guest and storage (default: the state's `node`, the one
+//! this server is, `local` in `/cluster/status`). Run one server per node,
+//! each with its own `node`: every one answers the cluster-wide paths alike
+//! and lists its own guests under `/nodes/{node}` (a real node forwards
+//! requests about other nodes; this one answers them from the same state).
 
 use obsbox_stand_ins::{https_stand_in_start, percent_decode, serve_tls, Request, Response};
 use serde_json::{json, Value};
@@ -87,10 +94,8 @@ impl Server {
             ["version"] => {
                 data(json!({"version": "8.2.4", "release": "8.2", "repoid": "faa83925c9641325"}))
             }
-            ["cluster", "status"] => data(json!([{
-                "type": "node", "id": format!("node/{node}"), "name": node, "nodeid": 0,
-                "online": 1, "local": 1, "ip": "127.0.0.1", "level": "",
-            }])),
+            ["cluster", "status"] => data(Value::from(cluster_status(&state, node))),
+            ["cluster", "config", "qdevice"] => data(json!({})),
             ["cluster", "resources"] => data(Value::from(resources(
                 &state,
                 node,
@@ -103,14 +108,14 @@ impl Server {
                     .map(|g| json!({"type": guest_type(g), "vmid": g["vmid"], "name": g["name"]}))
                     .collect::<Vec<_>>(),
             )),
-            ["nodes", n, ..] if *n != node => Response::json(
+            ["nodes", n, ..] if !nodes(&state, node).contains(n) => Response::json(
                 500,
                 &json!({"data": null, "message": format!("hostname lookup '{n}' failed - failed to get address info for: {n}: Name or service not known\n")}),
             ),
-            ["nodes", _, kind @ ("qemu" | "lxc")] => data(Value::from(
+            ["nodes", n, kind @ ("qemu" | "lxc")] => data(Value::from(
                 guests
                     .iter()
-                    .filter(|g| guest_type(g) == *kind)
+                    .filter(|g| guest_type(g) == *kind && node_of(g, node) == *n)
                     .map(|g| {
                         let mut item = guest_usage(g);
                         item["vmid"] = g["vmid"].clone();
@@ -132,6 +137,39 @@ impl Server {
             _ => error(501),
         }
     }
+}
+
+/// The cluster's nodes: the state's `nodes`, or this one alone.
+fn nodes<'a>(state: &'a Value, node: &'a str) -> Vec<&'a str> {
+    match state["nodes"].as_array() {
+        Some(list) => list.iter().filter_map(Value::as_str).collect(),
+        None => vec![node],
+    }
+}
+
+/// The node a guest or storage is on (default: this one).
+fn node_of<'a>(item: &'a Value, local: &'a str) -> &'a str {
+    item["node"].as_str().unwrap_or(local)
+}
+
+/// `/cluster/status`: a cluster entry when the state names one, and every
+/// node, this one `local`. A standalone node has only its own entry.
+fn cluster_status(state: &Value, node: &str) -> Vec<Value> {
+    let nodes = nodes(state, node);
+    let mut list = Vec::new();
+    if let Some(cluster) = state["cluster"].as_str() {
+        list.push(json!({"type": "cluster", "id": "cluster", "name": cluster,
+            "nodes": nodes.len(), "quorate": 1, "version": 3}));
+    }
+    let clustered = state["cluster"].is_string();
+    for (i, n) in nodes.iter().enumerate() {
+        list.push(json!({
+            "type": "node", "id": format!("node/{n}"), "name": n,
+            "nodeid": if clustered { i + 1 } else { 0 },
+            "online": 1, "local": u8::from(*n == node), "ip": format!("127.0.0.{}", i + 1), "level": "",
+        }));
+    }
+    list
 }
 
 fn guest_type(g: &Value) -> &str {
@@ -196,11 +234,13 @@ fn guest_config(g: &Value) -> Value {
 fn resources(state: &Value, node: &str, kind: Option<&str>) -> Vec<Value> {
     let mut list = Vec::new();
     if kind.is_none_or(|k| k == "node") {
-        list.push(json!({
-            "id": format!("node/{node}"), "type": "node", "node": node, "status": "online",
-            "level": "", "cpu": 0.04, "maxcpu": 8, "mem": 6 * GIB, "maxmem": 32 * GIB,
-            "disk": 5 * GIB, "maxdisk": 64 * GIB, "uptime": 86400,
-        }));
+        for n in nodes(state, node) {
+            list.push(json!({
+                "id": format!("node/{n}"), "type": "node", "node": n, "status": "online",
+                "level": "", "cpu": 0.04, "maxcpu": 8, "mem": 6 * GIB, "maxmem": 32 * GIB,
+                "disk": 5 * GIB, "maxdisk": 64 * GIB, "uptime": 86400,
+            }));
+        }
     }
     if kind.is_none_or(|k| k == "vm") {
         for g in state["guests"].as_array().into_iter().flatten() {
@@ -210,7 +250,7 @@ fn resources(state: &Value, node: &str, kind: Option<&str>) -> Vec<Value> {
             item["type"] = json!(kind);
             item["vmid"] = g["vmid"].clone();
             item["name"] = g["name"].clone();
-            item["node"] = json!(node);
+            item["node"] = json!(node_of(g, node));
             item["template"] = json!(0);
             if let Some(tags) = g.get("tags") {
                 item["tags"] = tags.clone();
@@ -221,6 +261,7 @@ fn resources(state: &Value, node: &str, kind: Option<&str>) -> Vec<Value> {
     if kind.is_none_or(|k| k == "storage") {
         for s in state["storages"].as_array().into_iter().flatten() {
             let name = s["storage"].as_str().unwrap_or("local");
+            let node = node_of(s, node);
             list.push(json!({
                 "id": format!("storage/{node}/{name}"), "type": "storage", "storage": name,
                 "node": node, "status": s["status"].as_str().unwrap_or("available"),
