@@ -278,3 +278,87 @@ fn a_guest_on_the_second_node_of_a_cluster_that_stops_is_pveguestdown() {
         &[("id", "qemu/100"), ("name", "web"), ("node", "pve2")],
     );
 }
+
+/// A busy Windows server (CPU 99% used, memory 97%): C: `c_used_percent`
+/// full, a hidden system volume nearly full (never alerted on), the print
+/// spooler (starts automatically) `spooler`, Windows Update (manual) stopped.
+fn windows_state(c_used_percent: u64, spooler: &str) -> Value {
+    let gb = 1_000_000_000u64;
+    json!({
+        "hostname": "WIN-01", "cores": 2, "busy": 0.99,
+        "memory": {"total": 16 * gb, "available": gb / 2},
+        "volumes": {
+            "C:": {"size": 100 * gb, "free": (100 - c_used_percent) * gb},
+            "HarddiskVolume1": {"size": gb / 2, "free": gb / 100},
+        },
+        "services": {
+            "Spooler": {"state": spooler, "start_mode": "auto", "display_name": "Print Spooler"},
+            "wuauserv": {"state": "stopped", "start_mode": "manual", "display_name": "Windows Update"},
+        },
+    })
+}
+
+#[test]
+fn a_windows_target_is_scraped_and_its_disk_and_service_alerts_match_the_documented_series() {
+    let windows = StateServer::start("windows-exporter", &windows_state(40, "running"));
+    let address = format!("127.0.0.1:{}", windows.port);
+    let obsbox = obsbox(&[(
+        "targets",
+        json!([{"name": "win1", "exporter": "windows", "address": address}]),
+    )]);
+    let prom = prometheus_port(&obsbox);
+    wait_for("the windows target up", SCRAPED, || {
+        prom_query(
+            prom,
+            r#"up{job="targets",exporter="windows",target="win1",host="127.0.0.1"}"#,
+        )
+        .filter(|v| *v == 1.0)
+    });
+
+    wait_alert(prom, "WindowsCPUUsageHigh", &[("target", "win1")]);
+    wait_alert(prom, "WindowsMemoryUsageCritical", &[("target", "win1")]);
+    assert!(active_alerts(prom, "WindowsDiskUsageHigh").is_empty());
+    assert!(active_alerts(prom, "WindowsServiceNotRunning").is_empty());
+
+    windows.set_state(&windows_state(95, "stopped"));
+    // Every panel of the Windows dashboard row has data now, the stopped
+    // services' one too (CPU needs two scrapes for a rate).
+    let queries = row_queries(&obsbox, "infrastructure", "Windows");
+    assert!(!queries.is_empty());
+    for q in &queries {
+        wait_for(&format!("data for the panel query {q}"), SCRAPED, || {
+            query_all(prom, q).filter(|r| !r.is_empty())
+        });
+    }
+    let disk = wait_alert(
+        prom,
+        "WindowsDiskUsageCritical",
+        &[("volume", "C:"), ("target", "win1")],
+    );
+    assert_eq!(
+        disk["value"].as_str().map(str::parse::<f64>),
+        Some(Ok(95.0))
+    );
+    wait_alert(
+        prom,
+        "WindowsServiceNotRunning",
+        &[("name", "Spooler"), ("target", "win1")],
+    );
+    // Hidden volumes and services not started with Windows stay quiet.
+    for (alert, label) in [
+        ("WindowsDiskUsageCritical", "volume"),
+        ("WindowsDiskUsageHigh", "volume"),
+        ("WindowsServiceNotRunning", "name"),
+    ] {
+        for a in active_alerts(prom, alert) {
+            let value = a["labels"][label].as_str().unwrap();
+            assert!(["C:", "Spooler"].contains(&value), "{a}");
+        }
+    }
+
+    // The exporter stops answering (its host has no probe): its own alert,
+    // not TargetDown.
+    drop(windows);
+    wait_alert(prom, "WindowsExporterDown", &[("target", "win1")]);
+    assert!(active_alerts(prom, "TargetDown").is_empty());
+}

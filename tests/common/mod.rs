@@ -519,13 +519,13 @@ pub fn prom_query(port: u16, query: &str) -> Option<f64> {
     v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
 }
 
-/// An HTTPS API stand-in (`pbs-server`, `pve-api`) on a loopback port,
+/// A stand-in server (`pbs-server`, `pve-api`, `windows-exporter`) on a loopback port,
 /// answering from a JSON state file the test rewrites; killed when dropped.
 pub struct StateServer {
     process: Child,
     dir: tempfile::TempDir,
     pub port: u16,
-    /// Its certificate's SHA-256 fingerprint, lower case with colons.
+    /// Its certificate's SHA-256 fingerprint, lower case with colons (empty for plain HTTP).
     pub fingerprint: String,
 }
 
@@ -545,12 +545,12 @@ impl StateServer {
         BufReader::new(process.stdout.take().unwrap())
             .read_line(&mut line)
             .unwrap();
-        // listening 127.0.0.1:PORT fingerprint AA:BB:...
+        // listening 127.0.0.1:PORT [fingerprint AA:BB:...] (HTTPS ones)
         let words: Vec<&str> = line.split_whitespace().collect();
         assert_eq!(words.first(), Some(&"listening"), "{line}");
         StateServer {
             port: words[1].rsplit(':').next().unwrap().parse().unwrap(),
-            fingerprint: words[3].to_lowercase(),
+            fingerprint: words.get(3).unwrap_or(&"").to_lowercase(),
             process,
             dir,
         }

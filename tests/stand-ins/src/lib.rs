@@ -1476,11 +1476,11 @@ pub fn self_signed_tls() -> Result<(Arc<rustls::ServerConfig>, String), String> 
     Ok((Arc::new(config), fingerprint))
 }
 
-/// The usual start of an HTTPS API stand-in: `--listen HOST:PORT --state
-/// FILE` from the command line, a self-signed certificate, the socket bound,
-/// and `listening ADDR fingerprint AA:BB:..` printed on stdout for the test.
-/// Exits 2 on a bad command line, 1 when it cannot listen.
-pub fn https_stand_in_start(name: &str) -> (TcpListener, Arc<rustls::ServerConfig>, String) {
+/// The start of a stand-in a test feeds through a state file: `--listen
+/// HOST:PORT --state FILE` from the command line and the socket bound.
+/// Returns the listener, its address and the state file. Exits 2 on a bad
+/// command line, 1 when it cannot listen.
+pub fn state_stand_in_start(name: &str) -> (TcpListener, String, String) {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let value = |flag: &str| {
         args.iter()
@@ -1492,10 +1492,6 @@ pub fn https_stand_in_start(name: &str) -> (TcpListener, Arc<rustls::ServerConfi
         eprintln!("usage: {name} --listen HOST:PORT --state FILE");
         std::process::exit(2);
     };
-    let (config, fingerprint) = self_signed_tls().unwrap_or_else(|e| {
-        eprintln!("{name}: no certificate: {e}");
-        std::process::exit(1);
-    });
     let listener = TcpListener::bind(&listen).unwrap_or_else(|e| {
         eprintln!("{name}: cannot listen on {listen}: {e}");
         std::process::exit(1);
@@ -1504,6 +1500,18 @@ pub fn https_stand_in_start(name: &str) -> (TcpListener, Arc<rustls::ServerConfi
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or(listen);
+    (listener, addr, state)
+}
+
+/// The usual start of an HTTPS API stand-in: [`state_stand_in_start`], a
+/// self-signed certificate, and `listening ADDR fingerprint AA:BB:..`
+/// printed on stdout for the test.
+pub fn https_stand_in_start(name: &str) -> (TcpListener, Arc<rustls::ServerConfig>, String) {
+    let (listener, addr, state) = state_stand_in_start(name);
+    let (config, fingerprint) = self_signed_tls().unwrap_or_else(|e| {
+        eprintln!("{name}: no certificate: {e}");
+        std::process::exit(1);
+    });
     println!("listening {addr} fingerprint {fingerprint}");
     (listener, config, state)
 }
