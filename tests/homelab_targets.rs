@@ -137,7 +137,7 @@ fn a_pve_host_through_the_real_exporter_shows_its_guests_and_raises_obsboxs_aler
         "POST",
         "/api/targets/exporters",
         &json!({"kind": "pve", "name": "lab", "program": pve_exporter(),
-                "token_id": TOKEN_ID, "password": TOKEN_SECRET, "pve_hosts": [host]})
+                "token_id": TOKEN_ID, "password": TOKEN_SECRET, "port": free_port(), "pve_hosts": [host]})
         .to_string(),
     );
     assert_eq!(status, 201, "{answer}");
@@ -249,7 +249,7 @@ fn a_guest_on_the_second_node_of_a_cluster_that_stops_is_pveguestdown() {
         "POST",
         "/api/targets/exporters",
         &json!({"kind": "pve", "name": "homelab", "program": pve_exporter(),
-                "token_id": TOKEN_ID, "password": TOKEN_SECRET, "pve_hosts": hosts})
+                "token_id": TOKEN_ID, "password": TOKEN_SECRET, "port": free_port(), "pve_hosts": hosts})
         .to_string(),
     );
     assert_eq!(status, 201, "{answer}");
