@@ -235,7 +235,8 @@ fn cluster_state(local: &str, web_status: &str) -> Value {
 }
 
 #[test]
-fn a_guest_on_the_second_node_of_a_cluster_that_stops_is_pveguestdown() {
+fn in_a_cluster_a_guest_on_the_second_node_that_stops_is_pveguestdown_and_a_node_that_dies_pvenodedown(
+) {
     // One exporter asked for both nodes: the cluster-wide series from the
     // first, each node's guest configuration (onboot) from that node.
     let nodes =
@@ -277,6 +278,26 @@ fn a_guest_on_the_second_node_of_a_cluster_that_stops_is_pveguestdown() {
         "PVEGuestDown",
         &[("id", "qemu/100"), ("name", "web"), ("node", "pve2")],
     );
+
+    // pve2 goes down: pve1 counts it offline, and its own API is gone.
+    let [pve1, pve2] = nodes;
+    drop(pve2);
+    let mut state = cluster_state("pve1", "stopped");
+    state["offline"] = json!(["pve2"]);
+    pve1.set_state(&state);
+    wait_alert(
+        prom,
+        "PVENodeDown",
+        &[("node", "pve2"), ("target", "homelab")],
+    );
+    wait_alert(
+        prom,
+        "PVEHostUnreachable",
+        &[("instance", &hosts[1]), ("target", "homelab")],
+    );
+    assert!(active_alerts(prom, "PVENodeDown")
+        .iter()
+        .all(|a| a["labels"]["node"] == "pve2"));
 }
 
 /// A busy Windows server (CPU 99% used, memory 97%): C: `c_used_percent`

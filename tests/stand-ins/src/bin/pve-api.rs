@@ -26,7 +26,8 @@
 //! A guest without `onboot` has none in its config (PVE leaves unset options
 //! out); `backed_up: false` lists it under `not-backed-up`.
 //!
-//! A cluster: `"cluster": "homelab", "nodes": ["pve1", "pve2"]`, and a
+//! A cluster: `"cluster": "homelab", "nodes": ["pve1", "pve2"]` (those in
+//! `"offline"` counted offline, as the others see a node that is down), and a
 //! `node` on each guest and storage (default: the state's `node`, the one
 //! this server is, `local` in `/cluster/status`). Run one server per node,
 //! each with its own `node`: every one answers the cluster-wide paths alike
@@ -147,6 +148,13 @@ fn nodes<'a>(state: &'a Value, node: &'a str) -> Vec<&'a str> {
     }
 }
 
+/// Whether the state counts node `n` offline (`"offline": ["pve2"]`).
+fn offline(state: &Value, n: &str) -> bool {
+    state["offline"]
+        .as_array()
+        .is_some_and(|list| list.iter().any(|o| o == n))
+}
+
 /// The node a guest or storage is on (default: this one).
 fn node_of<'a>(item: &'a Value, local: &'a str) -> &'a str {
     item["node"].as_str().unwrap_or(local)
@@ -166,7 +174,8 @@ fn cluster_status(state: &Value, node: &str) -> Vec<Value> {
         list.push(json!({
             "type": "node", "id": format!("node/{n}"), "name": n,
             "nodeid": if clustered { i + 1 } else { 0 },
-            "online": 1, "local": u8::from(*n == node), "ip": format!("127.0.0.{}", i + 1), "level": "",
+            "online": u8::from(!offline(state, n)), "local": u8::from(*n == node),
+            "ip": format!("127.0.0.{}", i + 1), "level": "",
         }));
     }
     list
@@ -235,8 +244,13 @@ fn resources(state: &Value, node: &str, kind: Option<&str>) -> Vec<Value> {
     let mut list = Vec::new();
     if kind.is_none_or(|k| k == "node") {
         for n in nodes(state, node) {
+            let status = if offline(state, n) {
+                "offline"
+            } else {
+                "online"
+            };
             list.push(json!({
-                "id": format!("node/{n}"), "type": "node", "node": n, "status": "online",
+                "id": format!("node/{n}"), "type": "node", "node": n, "status": status,
                 "level": "", "cpu": 0.04, "maxcpu": 8, "mem": 6 * GIB, "maxmem": 32 * GIB,
                 "disk": 5 * GIB, "maxdisk": 64 * GIB, "uptime": 86400,
             }));
