@@ -110,16 +110,23 @@ const TOKEN_SECRET: &str = "6f1c0e1e-pve-token-secret";
 
 /// A standalone PVE node `pve1`: `web` (a VM started at boot), `spare` (a VM
 /// kept stopped, not started at boot), `db` (a container started at boot),
-/// and the storage `local-lvm` `used` out of 1000 bytes.
-fn pve_state(web_status: &str, used: u64, token_secret: &str) -> Value {
+/// and the storages `local-lvm` and `local`. In `trouble`, web is stopped,
+/// local-lvm 95% full, and db's root disk 95% full and its memory 97% used.
+fn pve_state(trouble: bool, token_secret: &str) -> Value {
+    let (web, used, db_percent) = match trouble {
+        false => ("running", 500, (50, 50)),
+        true => ("stopped", 950, (95, 97)),
+    };
+    let gb = 1_000_000_000u64;
     json!({
         "node": "pve1",
         "tokens": {TOKEN_ID: token_secret},
         "guests": [
-            {"vmid": 100, "type": "qemu", "name": "web", "status": web_status, "onboot": 1, "tags": "prod"},
+            {"vmid": 100, "type": "qemu", "name": "web", "status": web, "onboot": 1, "tags": "prod"},
             {"vmid": 101, "type": "qemu", "name": "spare", "status": "stopped"},
             {"vmid": 200, "type": "lxc", "name": "db", "status": "running", "onboot": 1,
-             "disk": 1_000_000_000u64, "maxdisk": 8_000_000_000u64},
+             "disk": db_percent.0 * gb / 10, "maxdisk": 10 * gb,
+             "mem": db_percent.1 * gb / 100, "maxmem": gb},
         ],
         "storages": [
             {"storage": "local-lvm", "plugintype": "lvmthin", "content": "rootdir,images", "total": 1000, "used": used},
@@ -130,7 +137,7 @@ fn pve_state(web_status: &str, used: u64, token_secret: &str) -> Value {
 
 #[test]
 fn a_pve_host_through_the_real_exporter_shows_its_guests_and_raises_obsboxs_alerts() {
-    let api = StateServer::start("pve-api", &pve_state("running", 500, TOKEN_SECRET));
+    let api = StateServer::start("pve-api", &pve_state(false, TOKEN_SECRET));
     let obsbox = obsbox(&[]);
     let host = format!("127.0.0.1:{}", api.port);
     let (status, answer) = obsbox.send(
@@ -175,8 +182,9 @@ fn a_pve_host_through_the_real_exporter_shows_its_guests_and_raises_obsboxs_aler
     );
     assert!(active_alerts(prom, "PVEGuestDown").is_empty());
 
-    // The VM started at boot stops, the storage fills past 90%.
-    api.set_state(&pve_state("stopped", 950, TOKEN_SECRET));
+    // The VM started at boot stops, the storage fills past 90%, the
+    // container's disk and memory too.
+    api.set_state(&pve_state(true, TOKEN_SECRET));
     let down = wait_alert(
         prom,
         "PVEGuestDown",
@@ -192,6 +200,13 @@ fn a_pve_host_through_the_real_exporter_shows_its_guests_and_raises_obsboxs_aler
         full["value"].as_str().map(str::parse::<f64>),
         Some(Ok(95.0))
     );
+    for alert in ["PVEGuestDiskUsageHigh", "PVEGuestMemoryUsageHigh"] {
+        wait_alert(prom, alert, &[("id", "lxc/200"), ("name", "db")]);
+    }
+    // A VM's disk use, which PVE reports as 0, never alerts.
+    assert!(active_alerts(prom, "PVEGuestDiskUsageHigh")
+        .iter()
+        .all(|a| a["labels"]["id"] == "lxc/200"));
     // The spare VM, stopped but not started at boot, is no outage; the
     // other storage is fine.
     let down_ids: Vec<Value> = active_alerts(prom, "PVEGuestDown")
@@ -205,7 +220,7 @@ fn a_pve_host_through_the_real_exporter_shows_its_guests_and_raises_obsboxs_aler
 
     // The token is revoked (regenerated on the PVE side): the exporter gets
     // 401, answers 500, and the host is unreachable, with no TargetDown.
-    api.set_state(&pve_state("stopped", 950, "regenerated-secret"));
+    api.set_state(&pve_state(true, "regenerated-secret"));
     wait_alert(
         prom,
         "PVEHostUnreachable",
@@ -220,7 +235,8 @@ fn a_pve_host_through_the_real_exporter_shows_its_guests_and_raises_obsboxs_aler
 /// Node `local`'s view of the two-node cluster `homelab`: `web` (started at
 /// boot) runs on pve2, `db` on pve1, each node with its own `local-lvm`.
 fn cluster_state(local: &str, web_status: &str) -> Value {
-    let mut state = pve_state(web_status, 500, TOKEN_SECRET);
+    let mut state = pve_state(false, TOKEN_SECRET);
+    state["guests"][0]["status"] = json!(web_status);
     state["node"] = json!(local);
     state["cluster"] = json!("homelab");
     state["nodes"] = json!(["pve1", "pve2"]);
