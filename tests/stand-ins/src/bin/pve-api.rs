@@ -88,7 +88,10 @@ impl Server {
         let guest = |kind: &str, vmid: &str| {
             guests
                 .iter()
-                .find(|g| guest_type(g) == kind && g["vmid"].to_string() == vmid)
+                .find(|g| {
+                    guest_type(g) == kind
+                        && g["vmid"].as_u64().is_some_and(|v| vmid.parse() == Ok(v))
+                })
                 .cloned()
         };
         match parts.as_slice() {
