@@ -167,7 +167,7 @@ fn a_pve_host_through_the_real_exporter_shows_its_guests_and_raises_obsboxs_aler
         .collect();
     names.sort();
     assert_eq!(names, ["db", "spare", "web"]);
-    // Every row of the Proxmox VE dashboard row has data.
+    // Every panel of the Proxmox VE dashboard row has data.
     let queries = row_queries(&obsbox, "infrastructure", "Proxmox VE");
     assert_eq!(queries.len(), 4, "{queries:?}");
     for q in &queries {
