@@ -524,6 +524,62 @@ pub fn prom_query(port: u16, query: &str) -> Option<f64> {
     v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
 }
 
+/// A stand-in server (`pbs-server`, `pve-api`, `windows-exporter`) on a loopback port,
+/// answering from a JSON state file the test rewrites; killed when dropped.
+pub struct StateServer {
+    process: Child,
+    dir: tempfile::TempDir,
+    pub port: u16,
+    /// Its certificate's SHA-256 fingerprint, lower case with colons (empty for plain HTTP).
+    pub fingerprint: String,
+}
+
+impl StateServer {
+    /// Starts stand-in `program` with `state`; returns once it listens.
+    pub fn start(program: &str, state: &Value) -> StateServer {
+        let dir = tempfile::tempdir().unwrap();
+        let state_file = dir.path().join("state.json");
+        std::fs::write(&state_file, state.to_string()).unwrap();
+        let mut process = Command::new(stand_in(program))
+            .args(["--listen", "127.0.0.1:0", "--state"])
+            .arg(&state_file)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(process.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        // listening 127.0.0.1:PORT [fingerprint AA:BB:...] (HTTPS ones)
+        let words: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(words.first(), Some(&"listening"), "{line}");
+        StateServer {
+            port: words[1].rsplit(':').next().unwrap().parse().unwrap(),
+            fingerprint: words.get(3).unwrap_or(&"").to_lowercase(),
+            process,
+            dir,
+        }
+    }
+
+    pub fn state_file(&self) -> PathBuf {
+        self.dir.path().join("state.json")
+    }
+
+    /// Replaces what the server knows (atomically: it reads the file per request).
+    pub fn set_state(&self, state: &Value) {
+        let tmp = self.dir.path().join("state.json.new");
+        std::fs::write(&tmp, state.to_string()).unwrap();
+        std::fs::rename(tmp, self.state_file()).unwrap();
+    }
+}
+
+impl Drop for StateServer {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
 /// An HTTPS client that trusts only `trusted` (PEM certificates).
 pub fn https_agent(trusted: &str) -> ureq::Agent {
     use tokio_rustls::rustls;

@@ -143,61 +143,26 @@ pub fn restic_job(name: &str, fx: &Fixture, repo: &Path) -> Value {
 
 /// The PBS API stand-in (`pbs-server`): HTTPS on a loopback port, answering
 /// from a state file the test rewrites; killed when dropped.
-pub struct PbsServer {
-    process: std::process::Child,
-    dir: tempfile::TempDir,
-    pub port: u16,
-    /// Its certificate's SHA-256 fingerprint, as the job names it.
-    pub fingerprint: String,
+pub struct PbsServer(StateServer);
+
+impl std::ops::Deref for PbsServer {
+    type Target = StateServer;
+    fn deref(&self) -> &StateServer {
+        &self.0
+    }
 }
 
 impl PbsServer {
     pub fn start(state: &Value) -> PbsServer {
-        use std::io::BufRead;
-        let dir = tempfile::tempdir().unwrap();
-        let state_file = dir.path().join("state.json");
-        std::fs::write(&state_file, state.to_string()).unwrap();
-        let mut process = std::process::Command::new(stand_in("pbs-server"))
-            .args(["--listen", "127.0.0.1:0", "--state"])
-            .arg(&state_file)
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        std::io::BufReader::new(process.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        // listening 127.0.0.1:PORT fingerprint AA:BB:...
-        let words: Vec<&str> = line.split_whitespace().collect();
-        assert_eq!(words.first(), Some(&"listening"), "{line}");
-        PbsServer {
-            port: words[1].rsplit(':').next().unwrap().parse().unwrap(),
-            fingerprint: words[3].to_lowercase(),
-            process,
-            dir,
-        }
-    }
-
-    /// Replaces what the server knows (atomically: it reads the file per request).
-    pub fn set_state(&self, state: &Value) {
-        let tmp = self.dir.path().join("state.json.new");
-        std::fs::write(&tmp, state.to_string()).unwrap();
-        std::fs::rename(tmp, self.dir.path().join("state.json")).unwrap();
+        PbsServer(StateServer::start("pbs-server", state))
     }
 
     /// The `verify` calls it got: `{"token", "store", "params"}`.
     pub fn verify_requests(&self) -> Vec<Value> {
-        std::fs::read_to_string(self.dir.path().join("state.json.verify-requests"))
+        std::fs::read_to_string(self.state_file().with_extension("json.verify-requests"))
             .unwrap_or_default()
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect()
-    }
-}
-
-impl Drop for PbsServer {
-    fn drop(&mut self) {
-        let _ = self.process.kill();
-        let _ = self.process.wait();
     }
 }

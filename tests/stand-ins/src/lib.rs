@@ -1,4 +1,5 @@
-//! Shared helpers for the obsbox test stand-ins (`loki`, `grafana`).
+//! Shared helpers for the obsbox test stand-ins (`loki`, `grafana`, the
+//! Proxmox API servers).
 //!
 //! Everything here is deliberately small and dependency-free: a tiny
 //! HTTP/1.1 server (one thread per connection, `Connection: close`), signal
@@ -1440,4 +1441,99 @@ pub fn form_encode(s: &str) -> String {
         }
     }
     out
+}
+
+// ---------------------------------------------------------------------------
+// HTTPS with a self-signed certificate (the PBS and PVE API stand-ins)
+// ---------------------------------------------------------------------------
+
+/// A fresh self-signed certificate for `localhost` and `127.0.0.1` as a
+/// rustls server config, and its SHA-256 fingerprint in the `AA:BB:..`
+/// form Proxmox products show. Proxmox VE and PBS make such a certificate
+/// at install time.
+pub fn self_signed_tls() -> Result<(Arc<rustls::ServerConfig>, String), String> {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
+        .map_err(|e| e.to_string())?;
+    let der = cert.cert.der().clone();
+    let fingerprint = {
+        use sha2::Digest;
+        sha2::Sha256::digest(&der)
+            .iter()
+            .map(|b| format!("{b:02X}"))
+            .collect::<Vec<_>>()
+            .join(":")
+    };
+    let key = rustls::pki_types::PrivateKeyDer::try_from(cert.key_pair.serialize_der())
+        .map_err(|e| e.to_string())?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_no_client_auth()
+    .with_single_cert(vec![der], key)
+    .map_err(|e| e.to_string())?;
+    Ok((Arc::new(config), fingerprint))
+}
+
+/// The start of a stand-in a test feeds through a state file: `--listen
+/// HOST:PORT --state FILE` from the command line and the socket bound.
+/// Returns the listener, its address and the state file. Exits 2 on a bad
+/// command line, 1 when it cannot listen.
+pub fn state_stand_in_start(name: &str) -> (TcpListener, String, String) {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let (Some(listen), Some(state)) = (value("--listen"), value("--state")) else {
+        eprintln!("usage: {name} --listen HOST:PORT --state FILE");
+        std::process::exit(2);
+    };
+    let listener = TcpListener::bind(&listen).unwrap_or_else(|e| {
+        eprintln!("{name}: cannot listen on {listen}: {e}");
+        std::process::exit(1);
+    });
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or(listen);
+    (listener, addr, state)
+}
+
+/// The usual start of an HTTPS API stand-in: [`state_stand_in_start`], a
+/// self-signed certificate, and `listening ADDR fingerprint AA:BB:..`
+/// printed on stdout for the test.
+pub fn https_stand_in_start(name: &str) -> (TcpListener, Arc<rustls::ServerConfig>, String) {
+    let (listener, addr, state) = state_stand_in_start(name);
+    let (config, fingerprint) = self_signed_tls().unwrap_or_else(|e| {
+        eprintln!("{name}: no certificate: {e}");
+        std::process::exit(1);
+    });
+    println!("listening {addr} fingerprint {fingerprint}");
+    (listener, config, state)
+}
+
+/// Serves HTTPS on `listener` until the process is killed: a thread per
+/// connection, one request each (`answer_once`), then a TLS close.
+pub fn serve_tls(
+    listener: TcpListener,
+    config: Arc<rustls::ServerConfig>,
+    handler: Arc<dyn Fn(&Request) -> Response + Send + Sync>,
+) {
+    for stream in listener.incoming().flatten() {
+        let (handler, config) = (handler.clone(), config.clone());
+        thread::spawn(move || {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+            let Ok(session) = rustls::ServerConnection::new(config) else {
+                return;
+            };
+            let mut tls = rustls::StreamOwned::new(session, stream);
+            answer_once(&mut tls, &*handler);
+            tls.conn.send_close_notify();
+            let _ = tls.conn.complete_io(&mut tls.sock);
+        });
+    }
 }

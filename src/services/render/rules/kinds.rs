@@ -90,9 +90,12 @@ fn pve(settings: &Settings) -> Vec<Alert<'static>> {
         Alert {
             name: "PVEGuestDown",
             // Only guests that start at boot: a guest kept stopped on purpose
-            // (a template, a spare) is no outage.
+            // (a template, a spare) is no outage. `pve_up` comes from the
+            // cluster-wide scrape of the target's first host, `onboot` from
+            // the scrape of the guest's own node: matched by target, not
+            // instance, or a cluster's guests on other nodes never alert.
             expr: with_guest_name(&format!(
-                "pve_up{{{GUEST}}} == 0 and on (id, instance) pve_onboot_status == 1"
+                "pve_up{{{GUEST}}} == 0 and on (id, target) pve_onboot_status == 1"
             )),
             wait: Some("5m"),
             severity: "warning",

@@ -27,10 +27,9 @@
 //! the group's snapshots (`ok` or `failed`). Each call's parameters and
 //! token id are appended to `FILE.verify-requests` (JSON lines).
 
-use obsbox_stand_ins::{answer_once, percent_decode, Request, Response};
+use obsbox_stand_ins::{https_stand_in_start, percent_decode, serve_tls, Request, Response};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -383,77 +382,15 @@ fn parameters(req: &Request) -> Value {
     json!(map)
 }
 
-fn tls_config() -> Result<(Arc<rustls::ServerConfig>, String), String> {
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
-        .map_err(|e| e.to_string())?;
-    let der = cert.cert.der().clone();
-    let fingerprint = {
-        use sha2::Digest;
-        sha2::Sha256::digest(&der)
-            .iter()
-            .map(|b| format!("{b:02X}"))
-            .collect::<Vec<_>>()
-            .join(":")
-    };
-    let key = rustls::pki_types::PrivateKeyDer::try_from(cert.key_pair.serialize_der())
-        .map_err(|e| e.to_string())?;
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| e.to_string())?
-    .with_no_client_auth()
-    .with_single_cert(vec![der], key)
-    .map_err(|e| e.to_string())?;
-    Ok((Arc::new(config), fingerprint))
-}
-
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let value = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
-    let (Some(listen), Some(state)) = (value("--listen"), value("--state")) else {
-        eprintln!("usage: pbs-server --listen HOST:PORT --state FILE");
-        std::process::exit(2);
-    };
-    let (config, fingerprint) = match tls_config() {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("pbs-server: no certificate: {e}");
-            std::process::exit(1);
-        }
-    };
-    let listener = match TcpListener::bind(&listen) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("pbs-server: cannot listen on {listen}: {e}");
-            std::process::exit(1);
-        }
-    };
-    let addr = listener
-        .local_addr()
-        .map(|a| a.to_string())
-        .unwrap_or(listen);
-    println!("listening {addr} fingerprint {fingerprint}");
+    let (listener, config, state) = https_stand_in_start("pbs-server");
     let server = Arc::new(Server {
         state_file: PathBuf::from(state),
         started: Mutex::new(Vec::new()),
     });
-    for stream in listener.incoming().flatten() {
-        let (server, config) = (server.clone(), config.clone());
-        std::thread::spawn(move || {
-            let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-            let Ok(session) = rustls::ServerConnection::new(config) else {
-                return;
-            };
-            let mut tls = rustls::StreamOwned::new(session, stream);
-            answer_once(&mut tls, &|req: &Request| server.handle(req));
-            tls.conn.send_close_notify();
-            let _ = tls.conn.complete_io(&mut tls.sock);
-        });
-    }
+    serve_tls(
+        listener,
+        config,
+        Arc::new(move |req: &Request| server.handle(req)),
+    );
 }
