@@ -339,6 +339,23 @@ const MIGRATIONS: &[&str] = &[
         failed_at TEXT,
         error TEXT
     );",
+    // Restores are runs of kind `restore` in the backup history: who asked,
+    // where to (a directory, or `download`), which paths (a JSON array) and
+    // how many files. The restores kept until now as JSON move there.
+    "ALTER TABLE backup_runs ADD COLUMN actor TEXT;
+    ALTER TABLE backup_runs ADD COLUMN target TEXT;
+    ALTER TABLE backup_runs ADD COLUMN paths TEXT;
+    ALTER TABLE backup_runs ADD COLUMN files INTEGER;
+    INSERT INTO backup_runs (job, kind, started_at, ended_at, result, reason, snapshot, bytes, log, target, paths, files)
+    SELECT json_extract(status, '$.job'), 'restore',
+        CAST((julianday(json_extract(status, '$.started')) - 2440587.5) * 86400000 AS INTEGER),
+        CAST((julianday(json_extract(status, '$.ended')) - 2440587.5) * 86400000 AS INTEGER),
+        json_extract(status, '$.state'), json_extract(status, '$.reason'),
+        json_extract(status, '$.snapshot'), json_extract(status, '$.bytes'),
+        COALESCE(json_extract(status, '$.progress'), ''), json_extract(status, '$.target'),
+        json_extract(status, '$.paths'), json_extract(status, '$.files')
+    FROM backup_restores ORDER BY id;
+    DROP TABLE backup_restores;",
 ];
 
 /// A handle on the store; cheap to clone. Calls block briefly on SQLite.

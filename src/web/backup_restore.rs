@@ -51,7 +51,7 @@ async fn restore(
     body: Bytes,
 ) -> ApiResult {
     let request: RestoreRequest = json_body(&body)?;
-    let status = app.backups.restore(&name, request).await?;
+    let status = app.backups.restore(&name, request, &actor.0).await?;
     app.store.audit(
         &actor.0,
         "backup.restore",
