@@ -99,7 +99,8 @@ fn is_a_restore_run(obsbox: &Obsbox, job: &str, done: &Value, backup: &Value) ->
     run
 }
 
-/// The files of a tar: (path, contents).
+/// The files of a downloaded tar: (path, contents); checks that the
+/// download is a `restore` run with the target `download` and the tar's size.
 fn tar_files(obsbox: &Obsbox, job: &str, snapshot: &str, path: &str) -> Vec<(String, Vec<u8>)> {
     let response = obsbox
         .request(
@@ -113,7 +114,19 @@ fn tar_files(obsbox: &Obsbox, job: &str, snapshot: &str, path: &str) -> Vec<(Str
         .call()
         .unwrap();
     assert_eq!(response.content_type(), "application/x-tar");
-    let mut archive = tar::Archive::new(response.into_reader());
+    let mut body = Vec::new();
+    response.into_reader().read_to_end(&mut body).unwrap();
+    let run = wait_for("the download's run to end", Duration::from_secs(30), || {
+        let history = obsbox.get(&format!("/api/backups/history?job={job}"));
+        let newest = history[0].clone();
+        (newest["target"] == "download" && newest["result"] != "running").then_some(newest)
+    });
+    assert_eq!(run["kind"], "restore", "{run}");
+    assert_eq!(run["result"], "ok", "{run}");
+    assert_eq!(run["actor"], "admin", "{run}");
+    assert_eq!(run["paths"], json!([path]), "{run}");
+    assert_eq!(run["bytes"].as_u64(), Some(body.len() as u64), "{run}");
+    let mut archive = tar::Archive::new(&body[..]);
     let mut out = Vec::new();
     for entry in archive.entries().unwrap() {
         let mut entry = entry.unwrap();
@@ -353,6 +366,31 @@ fn restic_snapshots_are_listed_browsed_restored_and_downloaded_by_api_and_cli() 
     let run_failed = is_a_restore_run(&obsbox, "photos", &failed, &run);
     let reason = run_failed["reason"].as_str().unwrap();
     assert!(reason.contains("no matching ID"), "{run_failed}");
+    // So does a download of a path the snapshot does not hold.
+    let mut body = Vec::new();
+    let response = obsbox
+        .request(
+            "GET",
+            &format!(
+                "/api/backups/jobs/photos/download?snapshot={id}&path={}",
+                encode(&format!("{source}/nope"))
+            ),
+        )
+        .call()
+        .unwrap();
+    response.into_reader().read_to_end(&mut body).unwrap();
+    let gone = wait_for("the failed download's run", Duration::from_secs(30), || {
+        let newest = obsbox.get("/api/backups/history?job=photos")[0].clone();
+        (newest["target"] == "download" && newest["result"] != "running").then_some(newest)
+    });
+    assert_eq!(gone["result"], "failed", "{gone}");
+    assert!(
+        gone["reason"]
+            .as_str()
+            .unwrap()
+            .contains("restic dump failed"),
+        "{gone}"
+    );
 
     let tar = tar_files(&obsbox, "photos", &id, &summer);
     let paths: Vec<&str> = tar.iter().map(|(p, _)| p.as_str()).collect();

@@ -561,6 +561,9 @@ pub struct Restores {
     running: Mutex<BTreeMap<u64, Arc<Live>>>,
 }
 
+/// A restore run's target when it is a download.
+const DOWNLOAD: &str = "download";
+
 /// How many restores the restores list shows.
 const KEPT: u32 = 50;
 
@@ -851,13 +854,42 @@ fn tally(dir: &Path) -> (u64, u64) {
 
 /// A tar being streamed: its read end, and what ends with it.
 pub struct TarStream {
-    pub reader: std::fs::File,
+    reader: std::fs::File,
     /// Kills the client (restic's dump) if the download ends early.
     pid: Option<u32>,
+    /// Bytes read so far, and whether the tar's end was.
+    sent: u64,
+    whole: bool,
+    /// Told, when the stream is dropped, `sent` and `whole`.
+    ended: Option<tokio::sync::oneshot::Sender<(u64, bool)>>,
+}
+
+impl TarStream {
+    fn new(reader: std::fs::File, pid: Option<u32>) -> TarStream {
+        TarStream {
+            reader,
+            pid,
+            sent: 0,
+            whole: false,
+            ended: None,
+        }
+    }
+}
+
+impl Read for TarStream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.reader.read(buf)?;
+        self.sent += n as u64;
+        self.whole |= n == 0 && !buf.is_empty();
+        Ok(n)
+    }
 }
 
 impl Drop for TarStream {
     fn drop(&mut self) {
+        if let Some(ended) = self.ended.take() {
+            let _ = ended.send((self.sent, self.whole));
+        }
         if let Some(pid) = self.pid {
             // Gone already when it finished; the group is its own.
             process::signal_group(pid, nix::sys::signal::Signal::SIGKILL);
@@ -865,52 +897,68 @@ impl Drop for TarStream {
     }
 }
 
+/// How the making of a download's tar ended: the client's (restic's dump)
+/// or the tarring's error.
+type Made = tokio::sync::oneshot::Receiver<Result<(), String>>;
+
 /// `path` of `snapshot` as a tar: restic's own `dump --archive tar`; for PBS
-/// a restore into a scratch directory (removed once sent), then tarred.
-pub async fn download(
+/// a restore into a scratch directory (removed once sent), then tarred. The
+/// client's output goes to `progress`.
+async fn download(
     client: &Client,
     reaper: &Reaper,
     scratch: &Path,
     snapshot: &str,
     path: &str,
-) -> Result<TarStream, BackupError> {
-    let path = clean_path(path).map_err(BackupError::Refused)?;
-    check_snapshot(snapshot)?;
+    progress: &Arc<Mutex<Progress>>,
+) -> Result<(TarStream, Made), BackupError> {
+    let (made, made_rx) = tokio::sync::oneshot::channel();
     if client.is_restic() {
-        let mut cmd = client.command(&client.dump_args(snapshot, &path));
+        let args = client.dump_args(snapshot, path);
+        let mut cmd = client.command(&args);
         process::tie_to_parent(&mut cmd);
         let piped = reaper.spawn_piped(cmd).map_err(|e| {
             BackupError::Client(format!("cannot run {}: {e}", client.program.display()))
         })?;
-        // Its errors are for the log; the download just ends.
         let stderr = piped.stderr;
-        let job = client.job.name.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut text = String::new();
-            let _ = stderr.take(1 << 20).read_to_string(&mut text);
-            if !text.trim().is_empty() {
-                tracing::warn!(%job, output = %text.trim(), "restic dump said");
-            }
+        let (client, progress) = (client.clone(), progress.clone());
+        tokio::spawn(async move {
+            let text = tokio::task::spawn_blocking(move || {
+                let mut text = String::new();
+                let _ = stderr.take(1 << 20).read_to_string(&mut text);
+                text
+            })
+            .await
+            .unwrap_or_default();
+            let exited = piped.exited.await;
+            let mut progress = lock(&progress);
+            progress.note(&text);
+            let result = match exited {
+                Ok(exit) if exit.success() => Ok(()),
+                Ok(exit) => Err(failure(&client, &args, exit, &progress)),
+                Err(_) => Err("the reaper went away".into()),
+            };
+            let _ = made.send(result);
         });
-        return Ok(TarStream {
-            reader: piped.stdout,
-            pid: Some(piped.pid),
-        });
+        return Ok((TarStream::new(piped.stdout, Some(piped.pid)), made_rx));
     }
     let _ = std::fs::remove_dir_all(scratch);
     std::fs::create_dir_all(scratch)
         .map_err(|e| BackupError::Client(format!("{}: {e}", scratch.display())))?;
-    let paths = selection(client, reaper, snapshot, std::slice::from_ref(&path)).await?;
+    let paths = selection(client, reaper, snapshot, &[path.to_string()]).await?;
     for args in client.restore_args(snapshot, &paths, scratch) {
-        let progress = Arc::default();
         let (exit, _) = client
-            .run(reaper, &args, &progress, |_| {})
+            .run(reaper, &args, progress, |_| {})
             .await
             .map_err(BackupError::Client)?;
         if !exit.success() {
             let _ = std::fs::remove_dir_all(scratch);
-            let last = lock(&progress).last_line.clone();
-            return Err(failed(client, &args, exit, &last));
+            return Err(BackupError::Client(failure(
+                client,
+                &args,
+                exit,
+                &lock(progress),
+            )));
         }
     }
     let (read, write) = process::pipe().map_err(|e| BackupError::Client(e.to_string()))?;
@@ -929,15 +977,10 @@ pub async fn download(
             tar.append_path_with_name(&source, &inside)
         };
         let result = result.and_then(|_| tar.finish());
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "a backup download ended early");
-        }
         let _ = std::fs::remove_dir_all(&scratch);
+        let _ = made.send(result.map_err(|e| format!("making the tar: {e}")));
     });
-    Ok(TarStream {
-        reader: std::fs::File::from(read),
-        pid: None,
-    })
+    Ok((TarStream::new(std::fs::File::from(read), None), made_rx))
 }
 
 /// A job's client from the stored settings, for the command line (no
@@ -1018,14 +1061,19 @@ impl super::Backups {
             .ok_or_else(|| BackupError::NotFound(format!("no restore {id}")))
     }
 
-    /// A file or directory of one of the job's snapshots, as a tar stream.
+    /// A file or directory of one of the job's snapshots, as a tar stream;
+    /// a run of kind `restore` with the target `download`, which ends when
+    /// the stream does (its bytes: the tar's, as sent).
     pub async fn download(
         &self,
         job: &str,
         snapshot: &str,
         path: &str,
+        actor: &str,
     ) -> Result<TarStream, BackupError> {
         let client = self.client_of(job)?;
+        let path = clean_path(path).map_err(BackupError::Refused)?;
+        check_snapshot(snapshot)?;
         let n = self.restores.next_download();
         let scratch = self
             .ctx
@@ -1033,7 +1081,67 @@ impl super::Backups {
             .join("backup-staging")
             .join(job)
             .join(format!("download-{n}"));
-        download(&client, &self.ctx.reaper, &scratch, snapshot, path).await
+        let store = self.ctx.store.clone();
+        let id = history::begin_restore(
+            &store,
+            &history::RestoreStart {
+                job,
+                actor,
+                snapshot,
+                target: DOWNLOAD,
+                paths: std::slice::from_ref(&path),
+            },
+        )?;
+        let progress = Arc::default();
+        let end = move |result: Result<u64, String>, progress: &Arc<Mutex<Progress>>| {
+            let log = lock(progress).log.clone();
+            let (outcome, finish) = match result {
+                Ok(bytes) => (
+                    Outcome::Ok,
+                    Finish {
+                        bytes: Some(bytes as i64),
+                        log,
+                        ..Finish::default()
+                    },
+                ),
+                Err(why) => (
+                    Outcome::Failed,
+                    Finish {
+                        reason: Some(why),
+                        log,
+                        ..Finish::default()
+                    },
+                ),
+            };
+            if let Err(e) = history::finish(&store, id, outcome, &finish, &[]) {
+                tracing::error!(error = %e, "cannot record the end of a download");
+            }
+        };
+        let reaper = &self.ctx.reaper;
+        let (mut stream, made) =
+            match download(&client, reaper, &scratch, snapshot, &path, &progress).await {
+                Ok(started) => started,
+                Err(e) => {
+                    end(Err(e.to_string()), &progress);
+                    return Err(e);
+                }
+            };
+        let (ended, ended_rx) = tokio::sync::oneshot::channel();
+        stream.ended = Some(ended);
+        tokio::spawn(async move {
+            let (sent, whole) = ended_rx.await.unwrap_or((0, false));
+            let made = made
+                .await
+                .unwrap_or_else(|_| Err("the tar's making stopped".into()));
+            // A stream cut short kills the client: its error is not the cause.
+            let result = match (made, whole) {
+                (_, false) => Err(format!("the download was cut short after {sent} bytes")),
+                (Err(why), true) => Err(why),
+                (Ok(()), true) => Ok(sent),
+            };
+            end(result, &progress);
+        });
+        Ok(stream)
     }
 }
 
