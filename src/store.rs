@@ -343,6 +343,23 @@ const MIGRATIONS: &[&str] = &[
     // crash restart, a rollback; Unix ms), so the dashboards still mark it
     // after obsbox restarts.
     "CREATE TABLE unaudited_events (kind TEXT PRIMARY KEY, at INTEGER NOT NULL);",
+    // Restores are runs of kind `restore` in the backup history: who asked,
+    // where to (a directory, or `download`), which paths (a JSON array) and
+    // how many files. The restores kept until now as JSON move there.
+    "ALTER TABLE backup_runs ADD COLUMN actor TEXT;
+    ALTER TABLE backup_runs ADD COLUMN target TEXT;
+    ALTER TABLE backup_runs ADD COLUMN paths TEXT;
+    ALTER TABLE backup_runs ADD COLUMN files INTEGER;
+    INSERT INTO backup_runs (job, kind, started_at, ended_at, result, reason, snapshot, bytes, log, target, paths, files)
+    SELECT json_extract(status, '$.job'), 'restore',
+        CAST(ROUND((julianday(json_extract(status, '$.started')) - 2440587.5) * 86400000) AS INTEGER),
+        CAST(ROUND((julianday(json_extract(status, '$.ended')) - 2440587.5) * 86400000) AS INTEGER),
+        json_extract(status, '$.state'), json_extract(status, '$.reason'),
+        json_extract(status, '$.snapshot'), json_extract(status, '$.bytes'),
+        COALESCE(json_extract(status, '$.progress'), ''), json_extract(status, '$.target'),
+        json_extract(status, '$.paths'), json_extract(status, '$.files')
+    FROM backup_restores ORDER BY id;
+    DROP TABLE backup_restores;",
 ];
 
 /// A handle on the store; cheap to clone. Calls block briefly on SQLite.
@@ -1105,6 +1122,90 @@ mod tests {
         store.delete_secrets("backup/job1").unwrap();
         assert!(!path.exists());
         store.delete_secrets("backup/never-there").unwrap();
+    }
+
+    #[test]
+    fn restores_kept_as_json_become_restore_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let conn = Connection::open(dir.path().join(DATABASE)).unwrap();
+            let before = MIGRATIONS.len() - 1;
+            for sql in &MIGRATIONS[..before] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.execute_batch(&format!("PRAGMA user_version = {before}"))
+                .unwrap();
+            let status = r#"{"id":7,"job":"photos","snapshot":"c7a0","paths":["/srv/photos"],
+                "target":"/srv/back","state":"ok","reason":null,"step":1,"steps":1,
+                "progress":"Summary: Restored 2 files","files":2,"bytes":7,
+                "started":"2026-12-07T03:00:00.25Z","ended":"2026-12-07T03:00:10Z"}"#;
+            conn.execute(
+                "INSERT INTO backup_restores (id, status) VALUES (7, ?1)",
+                [status],
+            )
+            .unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        type Row = (
+            String,
+            String,
+            String,
+            i64,
+            i64,
+            i64,
+            i64,
+            String,
+            String,
+            String,
+        );
+        let run: Row = store
+            .with_conn(|c| {
+                c.query_row(
+                    "SELECT kind, result, job || ' ' || snapshot, started_at, ended_at, files, bytes,
+                     target, paths, log FROM backup_runs",
+                    [],
+                    |r| {
+                        Ok((
+                            r.get(0)?,
+                            r.get(1)?,
+                            r.get(2)?,
+                            r.get(3)?,
+                            r.get(4)?,
+                            r.get(5)?,
+                            r.get(6)?,
+                            r.get(7)?,
+                            r.get(8)?,
+                            r.get(9)?,
+                        ))
+                    },
+                )
+            })
+            .unwrap();
+        assert_eq!(
+            run,
+            (
+                "restore".into(),
+                "ok".into(),
+                "photos c7a0".into(),
+                1_796_612_400_250,
+                1_796_612_410_000,
+                2,
+                7,
+                "/srv/back".into(),
+                r#"["/srv/photos"]"#.into(),
+                "Summary: Restored 2 files".into()
+            )
+        );
+        let left: i64 = store
+            .with_conn(|c| {
+                c.query_row(
+                    "SELECT COUNT(*) FROM sqlite_master WHERE name = 'backup_restores'",
+                    [],
+                    |r| r.get(0),
+                )
+            })
+            .unwrap();
+        assert_eq!(left, 0, "one copy of the restores");
     }
 
     #[test]

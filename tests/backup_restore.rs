@@ -60,7 +60,47 @@ fn restore(obsbox: &Obsbox, job: &str, request: Value) -> Value {
     })
 }
 
-/// The files of a tar: (path, contents).
+/// The job's restore `done` is a run of kind `restore` in its history, with
+/// its page and the client's log; the job's last backup and last success
+/// (its RPO) are still `backup`'s.
+fn is_a_restore_run(obsbox: &Obsbox, job: &str, done: &Value, backup: &Value) -> Value {
+    let history = obsbox.get(&format!("/api/backups/history?job={job}"));
+    let run = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == done["id"])
+        .unwrap_or_else(|| panic!("no run {} in {history}", done["id"]))
+        .clone();
+    assert_eq!(run["kind"], "restore", "{run}");
+    assert_eq!(run["result"], done["state"], "{run}");
+    assert_eq!(run["actor"], "admin", "{run}");
+    assert_eq!(run["snapshot"], done["snapshot"], "{run}");
+    assert_eq!(run["target"], done["target"], "{run}");
+    assert_eq!(run["paths"], done["paths"], "{run}");
+    assert_eq!(run["files"], done["files"], "{run}");
+    assert_eq!(run["bytes"], done["bytes"], "{run}");
+    assert!(
+        run["ended_at"].as_i64() >= run["started_at"].as_i64(),
+        "{run}"
+    );
+    let page = obsbox.get(&format!("/api/backups/runs/{}", done["id"]));
+    assert_eq!(page["kind"], "restore", "{page}");
+    assert_eq!(page["log"], run["log"], "{page}");
+    let status = obsbox.get("/api/backups");
+    let status = status["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["name"] == job)
+        .unwrap();
+    assert_eq!(status["last_backup"]["id"], backup["id"], "{status}");
+    assert_eq!(status["last_success"]["id"], backup["id"], "{status}");
+    run
+}
+
+/// The files of a downloaded tar: (path, contents); checks that the
+/// download is a `restore` run with the target `download` and the tar's size.
 fn tar_files(obsbox: &Obsbox, job: &str, snapshot: &str, path: &str) -> Vec<(String, Vec<u8>)> {
     let response = obsbox
         .request(
@@ -74,7 +114,19 @@ fn tar_files(obsbox: &Obsbox, job: &str, snapshot: &str, path: &str) -> Vec<(Str
         .call()
         .unwrap();
     assert_eq!(response.content_type(), "application/x-tar");
-    let mut archive = tar::Archive::new(response.into_reader());
+    let mut body = Vec::new();
+    response.into_reader().read_to_end(&mut body).unwrap();
+    let run = wait_for("the download's run to end", Duration::from_secs(30), || {
+        let history = obsbox.get(&format!("/api/backups/history?job={job}"));
+        let newest = history[0].clone();
+        (newest["target"] == "download" && newest["result"] != "running").then_some(newest)
+    });
+    assert_eq!(run["kind"], "restore", "{run}");
+    assert_eq!(run["result"], "ok", "{run}");
+    assert_eq!(run["actor"], "admin", "{run}");
+    assert_eq!(run["paths"], json!([path]), "{run}");
+    assert_eq!(run["bytes"].as_u64(), Some(body.len() as u64), "{run}");
+    let mut archive = tar::Archive::new(&body[..]);
     let mut out = Vec::new();
     for entry in archive.entries().unwrap() {
         let mut entry = entry.unwrap();
@@ -181,6 +233,8 @@ fn pbs_snapshots_are_listed_browsed_restored_and_downloaded() {
     );
     assert_eq!(done["state"], "ok", "{done}");
     assert_eq!(done["files"], 4, "{done}");
+    assert!(done["bytes"].as_u64().unwrap() > 0, "{done}");
+    is_a_restore_run(&obsbox, "photos", &done, &run);
     assert_eq!(obsbox.get("/api/backups/restores")[0]["id"], done["id"]);
     // The restores are still listed after a restart.
     obsbox.restart();
@@ -288,6 +342,55 @@ fn restic_snapshots_are_listed_browsed_restored_and_downloaded_by_api_and_cli() 
     assert_eq!(done["state"], "ok", "{done}");
     let inside = summer.trim_start_matches('/');
     assert_eq!(tree(&target), [format!("{inside}/img001.raw")]);
+    let size = std::fs::metadata(fx.source.join("2026/summer/img001.raw"))
+        .unwrap()
+        .len();
+    assert_eq!(
+        (done["files"].as_u64(), done["bytes"].as_u64()),
+        (Some(1), Some(size))
+    );
+    let restored = is_a_restore_run(&obsbox, "photos", &done, &run);
+    // restic says what it restored on stdout: the run's log keeps it.
+    assert!(
+        restored["log"].as_str().unwrap().contains("restoring"),
+        "{restored}"
+    );
+    // A restore that fails says why in restic's own words.
+    let failed = restore(
+        &obsbox,
+        "photos",
+        json!({"snapshot": "0123abcd", "target": fx.root.parent().unwrap().join("none"),
+               "paths": ["/"]}),
+    );
+    assert_eq!(failed["state"], "failed", "{failed}");
+    let run_failed = is_a_restore_run(&obsbox, "photos", &failed, &run);
+    let reason = run_failed["reason"].as_str().unwrap();
+    assert!(reason.contains("no matching ID"), "{run_failed}");
+    // So does a download of a path the snapshot does not hold.
+    let mut body = Vec::new();
+    let response = obsbox
+        .request(
+            "GET",
+            &format!(
+                "/api/backups/jobs/photos/download?snapshot={id}&path={}",
+                encode(&format!("{source}/nope"))
+            ),
+        )
+        .call()
+        .unwrap();
+    response.into_reader().read_to_end(&mut body).unwrap();
+    let gone = wait_for("the failed download's run", Duration::from_secs(30), || {
+        let newest = obsbox.get("/api/backups/history?job=photos")[0].clone();
+        (newest["target"] == "download" && newest["result"] != "running").then_some(newest)
+    });
+    assert_eq!(gone["result"], "failed", "{gone}");
+    assert!(
+        gone["reason"]
+            .as_str()
+            .unwrap()
+            .contains("restic dump failed"),
+        "{gone}"
+    );
 
     let tar = tar_files(&obsbox, "photos", &id, &summer);
     let paths: Vec<&str> = tar.iter().map(|(p, _)| p.as_str()).collect();

@@ -1,5 +1,6 @@
-//! The record of every backup, verification and drill run, the schedule slots
-//! already handled, and the manifest (sha256 per file) of each backup.
+//! The record of every backup, verification, drill, copy and restore run, the
+//! schedule slots already handled, and the manifest (sha256 per file) of each
+//! backup.
 
 use super::Kind;
 use crate::store::{now_millis, Store, StoreError};
@@ -54,6 +55,15 @@ pub struct Run {
     pub bytes: Option<i64>,
     /// Drills: how long the restore took (the RTO measured).
     pub restore_ms: Option<i64>,
+    /// Files stored (a backup that succeeded, on its run page) or restored
+    /// (a restore to a directory).
+    pub files: Option<i64>,
+    /// Restores: who asked for it (the runs obsbox starts itself have none).
+    pub actor: Option<String>,
+    /// Restores: the directory restored into, or `download`.
+    pub target: Option<String>,
+    /// Restores: the files and directories asked for.
+    pub paths: Option<Vec<String>>,
     pub log: String,
 }
 
@@ -79,7 +89,20 @@ pub struct Finish {
     pub snapshot: Option<String>,
     pub bytes: Option<i64>,
     pub restore_ms: Option<i64>,
+    /// Restores: files restored.
+    pub files: Option<i64>,
     pub log: String,
+}
+
+/// What a restore run records when it starts.
+#[derive(Debug)]
+pub struct RestoreStart<'a> {
+    pub job: &'a str,
+    pub actor: &'a str,
+    pub snapshot: &'a str,
+    /// A directory, or `download`.
+    pub target: &'a str,
+    pub paths: &'a [String],
 }
 
 fn run_from(row: &Row) -> rusqlite::Result<Run> {
@@ -97,11 +120,18 @@ fn run_from(row: &Row) -> rusqlite::Result<Run> {
         bytes: row.get(8)?,
         restore_ms: row.get(9)?,
         log: row.get(10)?,
+        files: row.get(11)?,
+        actor: row.get(12)?,
+        target: row.get(13)?,
+        paths: row
+            .get::<_, Option<String>>(14)?
+            .and_then(|json| serde_json::from_str(&json).ok()),
     })
 }
 
 const COLUMNS: &str =
-    "id, job, kind, started_at, ended_at, result, reason, snapshot, bytes, restore_ms, log";
+    "id, job, kind, started_at, ended_at, result, reason, snapshot, bytes, restore_ms, log,
+     files, actor, target, paths";
 
 /// When the last run of any job and kind ended (Unix ms), scheduled or
 /// asked for: the dashboards annotate it.
@@ -119,6 +149,26 @@ pub fn begin(store: &Store, job: &str, kind: Kind) -> Result<i64, StoreError> {
     })
 }
 
+/// Starts a restore's run, `running` until [`finish`]ed.
+pub fn begin_restore(store: &Store, start: &RestoreStart) -> Result<i64, StoreError> {
+    let paths = serde_json::to_string(start.paths).unwrap_or_else(|_| "[]".into());
+    store.with_conn(|c| {
+        c.execute(
+            "INSERT INTO backup_runs (job, kind, started_at, result, actor, snapshot, target, paths)
+             VALUES (?1, 'restore', ?2, 'running', ?3, ?4, ?5, ?6)",
+            params![
+                start.job,
+                now_millis(),
+                start.actor,
+                start.snapshot,
+                start.target,
+                paths
+            ],
+        )?;
+        Ok(c.last_insert_rowid())
+    })
+}
+
 /// Ends a run; a backup's manifest is stored with it in the same transaction.
 pub fn finish(
     store: &Store,
@@ -130,8 +180,9 @@ pub fn finish(
     store.with_conn(|c| {
         let tx = c.transaction()?;
         tx.execute(
-            "UPDATE backup_runs SET ended_at = ?2, result = ?3, reason = ?4, snapshot = ?5, bytes = ?6,
-             restore_ms = ?7, log = ?8 WHERE id = ?1",
+            "UPDATE backup_runs SET ended_at = ?2, result = ?3, reason = ?4,
+             snapshot = COALESCE(?5, snapshot), bytes = ?6, restore_ms = ?7, log = ?8, files = ?9
+             WHERE id = ?1",
             params![
                 id,
                 now_millis(),
@@ -140,7 +191,8 @@ pub fn finish(
                 finish.snapshot,
                 finish.bytes,
                 finish.restore_ms,
-                finish.log
+                finish.log,
+                finish.files
             ],
         )?;
         {
@@ -166,13 +218,19 @@ pub fn close_interrupted(store: &Store) -> Result<(), StoreError> {
     })
 }
 
-/// Newest first; `job` narrows it to one job.
-pub fn list(store: &Store, job: Option<&str>, limit: u32) -> Result<Vec<Run>, StoreError> {
+/// Newest first; `job` and `kind` narrow it.
+pub fn list(
+    store: &Store,
+    job: Option<&str>,
+    kind: Option<Kind>,
+    limit: u32,
+) -> Result<Vec<Run>, StoreError> {
     store.with_conn(|c| {
         let mut stmt = c.prepare(&format!(
-            "SELECT {COLUMNS} FROM backup_runs WHERE (?1 IS NULL OR job = ?1) ORDER BY id DESC LIMIT ?2"
+            "SELECT {COLUMNS} FROM backup_runs WHERE (?1 IS NULL OR job = ?1) AND (?2 IS NULL OR kind = ?2)
+             ORDER BY id DESC LIMIT ?3"
         ))?;
-        let runs = stmt.query_map(params![job, limit], run_from)?;
+        let runs = stmt.query_map(params![job, kind.map(Kind::as_str), limit], run_from)?;
         runs.collect()
     })
 }
@@ -375,6 +433,70 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_restore_is_a_run_of_its_own_that_no_backup_figure_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let backup = begin(&store, "nas", Kind::Backup).unwrap();
+        let made = Finish {
+            snapshot: Some("host/box-nas/2026-12-07T02:00:00Z".into()),
+            bytes: Some(10),
+            ..Finish::default()
+        };
+        finish(&store, backup, Outcome::Ok, &made, &[]).unwrap();
+        let paths = ["/srv/photos".to_string()];
+        let start = RestoreStart {
+            job: "nas",
+            actor: "ann",
+            snapshot: "host/box-nas/2026-12-07T02:00:00Z",
+            target: "/srv/restored",
+            paths: &paths,
+        };
+        let restore = begin_restore(&store, &start).unwrap();
+        let restored = Finish {
+            bytes: Some(99),
+            files: Some(3),
+            log: "restored\n".into(),
+            ..Finish::default()
+        };
+        finish(&store, restore, Outcome::Ok, &restored, &[]).unwrap();
+        let failed = begin_restore(&store, &start).unwrap();
+        finish(&store, failed, Outcome::Failed, &Finish::default(), &[]).unwrap();
+
+        // Last backup, last success (RPO, duration, size) and the manifest stay the backup's.
+        for result in [None, Some(Outcome::Ok)] {
+            let last = last(&store, "nas", Kind::Backup, result).unwrap().unwrap();
+            assert_eq!((last.id, last.bytes), (backup, Some(10)));
+        }
+        assert!(manifest(&store, "nas", "host/box-nas/2026-12-07T02:00:00Z")
+            .unwrap()
+            .is_some());
+        let c = counts(&store, "nas", 5_000).unwrap();
+        assert!(c.runs.contains(&(Kind::Backup, Outcome::Ok, 1)));
+        assert!(c.runs.contains(&(Kind::Backup, Outcome::Failed, 0)));
+        assert!(c.runs.contains(&(Kind::Restore, Outcome::Ok, 1)));
+        assert!(c.runs.contains(&(Kind::Restore, Outcome::Failed, 1)));
+        assert_eq!(
+            (c.drills_within_rto, c.drills_over_rto, c.drills_failed),
+            (0, 0, 0)
+        );
+
+        // The run keeps what was asked and what came of it, snapshot included.
+        let run = get(&store, restore).unwrap().unwrap();
+        assert_eq!(run.kind, Kind::Restore);
+        assert_eq!(run.snapshot.as_deref(), Some(start.snapshot));
+        assert_eq!(run.actor.as_deref(), Some("ann"));
+        assert_eq!(run.target.as_deref(), Some("/srv/restored"));
+        assert_eq!(run.paths.as_deref(), Some(&paths[..]));
+        assert_eq!((run.files, run.bytes), (Some(3), Some(99)));
+        let restores = list(&store, Some("nas"), Some(Kind::Restore), 10).unwrap();
+        assert_eq!(
+            restores.iter().map(|r| r.id).collect::<Vec<_>>(),
+            [failed, restore]
+        );
+        assert_eq!(list(&store, None, None, 10).unwrap().len(), 3);
+    }
+
+    #[test]
     fn counts_cover_every_kind_and_result_and_split_drills_by_the_rto() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
@@ -393,7 +515,7 @@ mod tests {
         run(Kind::Drill, Outcome::Failed, None);
         run(Kind::Copy, Outcome::Failed, None);
         let c = counts(&store, "nas", 5_000).unwrap();
-        assert_eq!(c.runs.len(), 12);
+        assert_eq!(c.runs.len(), 15);
         assert!(c.runs.contains(&(Kind::Copy, Outcome::Failed, 1)));
         assert!(c.runs.contains(&(Kind::Backup, Outcome::Failed, 1)));
         assert!(c.runs.contains(&(Kind::Verify, Outcome::Ok, 0)));

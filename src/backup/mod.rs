@@ -73,10 +73,20 @@ pub enum Kind {
     Drill,
     /// Copy the job's snapshots to its second repository, then prune there.
     Copy,
+    /// Files restored onto the box or downloaded, as a user asked: no
+    /// backup, so no figure of the backups (last success, RPO, duration,
+    /// size, drills) counts it.
+    Restore,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 4] = [Kind::Backup, Kind::Verify, Kind::Drill, Kind::Copy];
+    pub const ALL: [Kind; 5] = [
+        Kind::Backup,
+        Kind::Verify,
+        Kind::Drill,
+        Kind::Copy,
+        Kind::Restore,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -84,6 +94,7 @@ impl Kind {
             Kind::Verify => "verify",
             Kind::Drill => "drill",
             Kind::Copy => "copy",
+            Kind::Restore => "restore",
         }
     }
 
@@ -384,8 +395,6 @@ pub struct RunningStatus {
 pub struct RunView {
     #[serde(flatten)]
     pub run: Run,
-    /// A backup that succeeded: how many files it stored.
-    pub files: Option<i64>,
     /// While it runs: how far it is.
     pub running: Option<RunningStatus>,
     /// Drills: the job's RTO now.
@@ -479,7 +488,7 @@ impl Backups {
             store: ctx.store.clone(),
             services: ctx.services.clone(),
             ctx: ctx.clone(),
-            restores: Arc::new(restore::Restores::open(ctx.store.clone())?),
+            restores: Arc::new(restore::Restores::new(ctx.store.clone())),
             servers: Arc::default(),
         };
         tokio::spawn(pbs_health::watch(
@@ -678,11 +687,22 @@ impl Backups {
 
     /// One run, with its live log and progress while it runs.
     pub async fn run(&self, id: i64) -> Result<RunView, BackupError> {
-        self.ask(|done| Msg::Run { id, done }).await?
+        let mut view = self.ask(|done| Msg::Run { id, done }).await??;
+        // Restores run apart from the job's runs: their progress is theirs.
+        if let Some((log, progress)) = self.restores.live(id) {
+            view.run.log = log;
+            view.running = Some(RunningStatus {
+                run_id: id,
+                kind: Kind::Restore,
+                progress,
+                transfer: None,
+            });
+        }
+        Ok(view)
     }
 
     pub fn history(&self, job: Option<&str>, limit: u32) -> Result<Vec<Run>, BackupError> {
-        Ok(history::list(&self.store, job, limit)?)
+        Ok(history::list(&self.store, job, None, limit)?)
     }
 
     /// Creates (`replace` = false) or replaces a job, then its secrets.
@@ -1318,15 +1338,14 @@ impl Actor {
                 run.log = lock(&r.shared.progress).log.clone();
                 r.status()
             });
-        let files = (run.kind == Kind::Backup && run.result == Outcome::Ok)
-            .then(|| history::file_count(store, id))
-            .transpose()?;
+        if run.kind == Kind::Backup && run.result == Outcome::Ok {
+            run.files = Some(history::file_count(store, id)?);
+        }
         let rto = (run.kind == Kind::Drill)
             .then(|| self.job(&run.job))
             .flatten()
             .map(|job| objectives::rto(job, &self.settings.backups));
         Ok(RunView {
-            files,
             running,
             rto_seconds: rto.map(|d| d.as_secs()),
             within_rto: objectives::within_rto(run.restore_ms, rto),
@@ -1453,6 +1472,8 @@ impl RunTask {
                 Kind::Verify => self.verify(client, &mut finish).await,
                 Kind::Drill => self.drill(client, &mut finish).await,
                 Kind::Copy => self.copy(client, &mut finish).await,
+                // Restores run apart (`restore::Restores`), never from here.
+                Kind::Restore => Err(Stop::Failed("a restore is not a job's run".into())),
             },
         };
         let reads_storage = matches!(kind, Kind::Backup | Kind::Verify);

@@ -8,7 +8,8 @@
 //! `P` without its leading `/` in a downloaded tar.
 
 use super::client::{Client, Progress};
-use super::BackupError;
+use super::history::{self, Finish, Outcome, Run};
+use super::{BackupError, Kind};
 use crate::settings::BackupBackend;
 use crate::store::{Store, StoreError};
 use crate::supervisor::{process, Exit, Reaper};
@@ -435,12 +436,16 @@ pub(super) async fn capture(
 fn failed(client: &Client, args: &[String], exit: Exit, stderr: &str) -> BackupError {
     let mut progress = Progress::default();
     progress.note(stderr);
-    BackupError::Client(format!(
+    BackupError::Client(failure(client, args, exit, &progress))
+}
+
+fn failure(client: &Client, args: &[String], exit: Exit, progress: &Progress) -> String {
+    format!(
         "{} {} failed ({exit}): {}",
         client.program.display(),
         args.first().map_or("", String::as_str),
         progress.failure_line()
-    ))
+    )
 }
 
 /// The job's snapshots, newest first.
@@ -484,9 +489,11 @@ pub enum RestoreState {
     Failed,
 }
 
-/// A restore under way or done.
+/// A restore under way or done: its run of kind `restore`, as the restores
+/// list shows it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RestoreStatus {
+    /// The id of its run in the job's history.
     pub id: u64,
     pub job: String,
     pub snapshot: String,
@@ -494,7 +501,7 @@ pub struct RestoreStatus {
     pub target: String,
     pub state: RestoreState,
     pub reason: Option<String>,
-    /// Client runs done and in all (PBS restores archive by archive).
+    /// While it runs: client runs done and in all (PBS restores archive by archive).
     pub step: usize,
     pub steps: usize,
     /// The client's latest line.
@@ -506,15 +513,59 @@ pub struct RestoreStatus {
     pub ended: Option<String>,
 }
 
-/// The newest `KEPT` restores, kept in SQLite so they outlive a restart; the
-/// ones under way are also held here, where their progress changes.
-pub struct Restores {
-    store: Store,
-    next: AtomicU64,
-    running: Mutex<BTreeMap<u64, Arc<Mutex<RestoreStatus>>>>,
+fn rfc3339(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms).map_or_else(|_| ms.to_string(), |t| t.to_string())
 }
 
-const KEPT: i64 = 50;
+impl RestoreStatus {
+    /// A restore as its run recorded it.
+    fn from_run(run: Run) -> RestoreStatus {
+        let count = |n: Option<i64>| n.and_then(|n| u64::try_from(n).ok());
+        RestoreStatus {
+            id: run.id as u64,
+            state: match run.result {
+                Outcome::Running => RestoreState::Running,
+                Outcome::Ok => RestoreState::Ok,
+                Outcome::Failed | Outcome::Halted => RestoreState::Failed,
+            },
+            progress: run.log.lines().last().unwrap_or_default().to_string(),
+            job: run.job,
+            snapshot: run.snapshot.unwrap_or_default(),
+            paths: run.paths.unwrap_or_default(),
+            target: run.target.unwrap_or_default(),
+            reason: run.reason,
+            step: 0,
+            steps: 0,
+            files: count(run.files),
+            bytes: count(run.bytes),
+            started: rfc3339(run.started_at),
+            ended: run.ended_at.map(rfc3339),
+        }
+    }
+}
+
+/// A restore under way: its status and the client's output so far.
+struct Live {
+    status: Mutex<RestoreStatus>,
+    progress: Arc<Mutex<Progress>>,
+}
+
+/// Restores are runs of kind `restore` in the backup history (so they
+/// outlive a restart, and one cut short by a stop is closed as failed with
+/// the other runs); the ones under way are also held here, where their
+/// progress changes.
+pub struct Restores {
+    store: Store,
+    /// Numbers downloads' scratch directories.
+    downloads: AtomicU64,
+    running: Mutex<BTreeMap<u64, Arc<Live>>>,
+}
+
+/// A restore run's target when it is a download.
+const DOWNLOAD: &str = "download";
+
+/// How many restores the restores list shows.
+const KEPT: u32 = 50;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -531,115 +582,105 @@ pub struct RestoreRequest {
     pub target: String,
 }
 
-fn record(store: &Store, status: &RestoreStatus) -> Result<(), StoreError> {
-    let json = serde_json::to_string(status).unwrap_or_default();
-    store.with_conn(|c| {
-        c.execute(
-            "INSERT OR REPLACE INTO backup_restores (id, status) VALUES (?1, ?2)",
-            rusqlite::params![status.id as i64, json],
-        )?;
-        c.execute(
-            "DELETE FROM backup_restores WHERE id <= (SELECT MAX(id) FROM backup_restores) - ?1",
-            [KEPT],
-        )
-        .map(|_| ())
-    })
-}
-
-fn recorded(store: &Store, id: Option<u64>) -> Result<Vec<RestoreStatus>, StoreError> {
-    store.with_conn(|c| {
-        let mut stmt = c.prepare(
-            "SELECT status FROM backup_restores WHERE ?1 IS NULL OR id = ?1 ORDER BY id DESC",
-        )?;
-        let rows = stmt.query_map([id.map(|i| i as i64)], |r| r.get::<_, String>(0))?;
-        Ok(rows
-            .flatten()
-            .filter_map(|json| serde_json::from_str(&json).ok())
-            .collect())
-    })
-}
-
 impl Restores {
-    /// Opens the record; restores left running by an obsbox that stopped
-    /// are marked failed, as its runs are.
-    pub fn open(store: Store) -> Result<Restores, StoreError> {
-        let all = recorded(&store, None)?;
-        for mut s in all
-            .iter()
-            .filter(|s| s.state == RestoreState::Running)
-            .cloned()
-        {
-            s.state = RestoreState::Failed;
-            s.reason = Some("obsbox stopped during the restore".into());
-            s.ended = Some(jiff::Timestamp::now().to_string());
-            record(&store, &s)?;
-        }
-        Ok(Restores {
-            next: AtomicU64::new(all.first().map_or(0, |s| s.id)),
+    pub fn new(store: Store) -> Restores {
+        Restores {
             store,
+            downloads: AtomicU64::new(0),
             running: Mutex::default(),
-        })
+        }
     }
 
-    /// Newest first; those under way as they are now.
+    /// The newest restores, newest first; those under way as they are now.
     pub fn list(&self) -> Result<Vec<RestoreStatus>, StoreError> {
         let running = lock(&self.running);
-        Ok(recorded(&self.store, None)?
+        Ok(history::list(&self.store, None, Some(Kind::Restore), KEPT)?
             .into_iter()
-            .map(|s| running.get(&s.id).map_or(s, |r| lock(r).clone()))
+            .map(|run| match running.get(&(run.id as u64)) {
+                Some(live) => lock(&live.status).clone(),
+                None => RestoreStatus::from_run(run),
+            })
             .collect())
     }
 
     pub fn get(&self, id: u64) -> Result<Option<RestoreStatus>, StoreError> {
-        if let Some(s) = lock(&self.running).get(&id) {
-            return Ok(Some(lock(s).clone()));
+        if let Some(live) = lock(&self.running).get(&id) {
+            return Ok(Some(lock(&live.status).clone()));
         }
-        Ok(recorded(&self.store, Some(id))?.pop())
+        let run = history::get(&self.store, id as i64)?;
+        Ok(run
+            .filter(|r| r.kind == Kind::Restore)
+            .map(RestoreStatus::from_run))
     }
 
-    /// A number no restore or download had, for a scratch directory.
-    pub fn next_id(&self) -> u64 {
-        self.next.fetch_add(1, Ordering::Relaxed) + 1
+    /// A restore under way: its client's output so far and latest line.
+    pub(super) fn live(&self, id: i64) -> Option<(String, String)> {
+        let live = lock(&self.running).get(&(id as u64))?.clone();
+        let progress = lock(&live.progress);
+        Some((progress.log.clone(), progress.last_line.clone()))
     }
 
-    /// Checks the request and starts the restore; it goes on in the background.
+    /// A number no download had, for a scratch directory.
+    pub fn next_download(&self) -> u64 {
+        self.downloads.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Checks the request and starts the restore as a run of the job's
+    /// history; it goes on in the background.
     pub async fn start(
         self: &Arc<Self>,
         client: Client,
         reaper: Reaper,
         data_dir: &Path,
         request: RestoreRequest,
+        actor: &str,
     ) -> Result<RestoreStatus, BackupError> {
         let plan = plan(&client, &reaper, data_dir, request).await?;
-        let id = self.next_id();
-        let (steps, target) = (plan.steps.clone(), plan.target.clone());
-        let shown = plan.status(id, &client);
-        record(&self.store, &shown)?;
-        let status = Arc::new(Mutex::new(shown.clone()));
-        lock(&self.running).insert(id, status.clone());
+        let target = plan.target.display().to_string();
+        let id = history::begin_restore(
+            &self.store,
+            &history::RestoreStart {
+                job: &client.job.name,
+                actor,
+                snapshot: &plan.snapshot,
+                target: &target,
+                paths: &plan.paths,
+            },
+        )?;
+        let shown = plan.status(id as u64, &client);
+        let live = Arc::new(Live {
+            status: Mutex::new(shown.clone()),
+            progress: Arc::default(),
+        });
+        lock(&self.running).insert(id as u64, live.clone());
         let restores = self.clone();
         tokio::spawn(async move {
-            let result = execute(&client, &reaper, &steps, &target, &status).await;
-            let done = {
-                let mut s = lock(&status);
-                match result {
-                    Ok((files, bytes)) => {
-                        s.state = RestoreState::Ok;
-                        (s.files, s.bytes) = (Some(files), Some(bytes));
-                    }
-                    Err(why) => {
-                        s.state = RestoreState::Failed;
-                        s.reason = Some(why);
-                    }
-                }
-                s.ended = Some(jiff::Timestamp::now().to_string());
-                s.clone()
+            let result = execute(&client, &reaper, &plan.steps, &plan.target, &live).await;
+            let log = lock(&live.progress).log.clone();
+            let (outcome, finish) = match result {
+                Ok((files, bytes)) => (
+                    Outcome::Ok,
+                    Finish {
+                        files: Some(files as i64),
+                        bytes: Some(bytes as i64),
+                        log,
+                        ..Finish::default()
+                    },
+                ),
+                Err(why) => (
+                    Outcome::Failed,
+                    Finish {
+                        reason: Some(why),
+                        log,
+                        ..Finish::default()
+                    },
+                ),
             };
-            tracing::info!(job = %done.job, snapshot = %done.snapshot, target = %done.target, state = ?done.state, reason = ?done.reason, "restore ended");
-            if let Err(e) = record(&restores.store, &done) {
-                tracing::error!(job = %done.job, error = %e, "cannot record the end of a restore");
+            tracing::info!(job = %client.job.name, snapshot = %plan.snapshot, target = %plan.target.display(), result = outcome.as_str(), reason = ?finish.reason, "restore ended");
+            if let Err(e) = history::finish(&restores.store, id, outcome, &finish, &[]) {
+                tracing::error!(job = %client.job.name, error = %e, "cannot record the end of a restore");
             }
-            lock(&restores.running).remove(&id);
+            lock(&restores.running).remove(&(id as u64));
         });
         Ok(shown)
     }
@@ -735,9 +776,12 @@ pub async fn restore_now(
     request: RestoreRequest,
 ) -> Result<RestoreStatus, BackupError> {
     let plan = plan(client, reaper, data_dir, request).await?;
-    let status = Arc::new(Mutex::new(plan.status(0, client)));
-    let result = execute(client, reaper, &plan.steps, &plan.target, &status).await;
-    let mut s = lock(&status).clone();
+    let live = Arc::new(Live {
+        status: Mutex::new(plan.status(0, client)),
+        progress: Arc::default(),
+    });
+    let result = execute(client, reaper, &plan.steps, &plan.target, &live).await;
+    let mut s = lock(&live.status).clone();
     match result {
         Ok((files, bytes)) => {
             s.state = RestoreState::Ok;
@@ -754,33 +798,30 @@ async fn execute(
     reaper: &Reaper,
     steps: &[Vec<String>],
     target: &Path,
-    status: &Arc<Mutex<RestoreStatus>>,
+    live: &Arc<Live>,
 ) -> Result<(u64, u64), String> {
     std::fs::create_dir_all(target).map_err(|e| format!("{}: {e}", target.display()))?;
     for (i, args) in steps.iter().enumerate() {
-        let progress: Arc<Mutex<Progress>> = Arc::default();
-        let watched = progress.clone();
-        let shown = status.clone();
+        let shown = live.clone();
         // The client's latest line, for whoever asks meanwhile.
         let follow = tokio::spawn(async move {
             loop {
                 tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-                lock(&shown).progress = lock(&watched).last_line.clone();
+                let last = lock(&shown.progress).last_line.clone();
+                lock(&shown.status).progress = last;
             }
         });
-        let result = client.run(reaper, args, &progress, |_| {}).await;
+        let result = client.run(reaper, args, &live.progress, |_| {}).await;
         follow.abort();
-        let last = lock(&progress).last_line.clone();
-        lock(status).progress = last.clone();
-        let (exit, _) = result?;
+        let (exit, stdout) = result?;
+        let mut progress = lock(&live.progress);
+        // restic says what it restored on stdout: for the log.
+        progress.note(&stdout);
+        lock(&live.status).progress = progress.last_line.clone();
         if !exit.success() {
-            return Err(format!(
-                "{} {} failed ({exit}): {last}",
-                client.program.display(),
-                args[0]
-            ));
+            return Err(failure(client, args, exit, &progress));
         }
-        lock(status).step = i + 1;
+        lock(&live.status).step = i + 1;
     }
     let target = target.to_path_buf();
     tokio::task::spawn_blocking(move || tally(&target))
@@ -813,13 +854,42 @@ fn tally(dir: &Path) -> (u64, u64) {
 
 /// A tar being streamed: its read end, and what ends with it.
 pub struct TarStream {
-    pub reader: std::fs::File,
+    reader: std::fs::File,
     /// Kills the client (restic's dump) if the download ends early.
     pid: Option<u32>,
+    /// Bytes read so far, and whether the tar's end was.
+    sent: u64,
+    whole: bool,
+    /// Told, when the stream is dropped, `sent` and `whole`.
+    ended: Option<tokio::sync::oneshot::Sender<(u64, bool)>>,
+}
+
+impl TarStream {
+    fn new(reader: std::fs::File, pid: Option<u32>) -> TarStream {
+        TarStream {
+            reader,
+            pid,
+            sent: 0,
+            whole: false,
+            ended: None,
+        }
+    }
+}
+
+impl Read for TarStream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.reader.read(buf)?;
+        self.sent += n as u64;
+        self.whole |= n == 0 && !buf.is_empty();
+        Ok(n)
+    }
 }
 
 impl Drop for TarStream {
     fn drop(&mut self) {
+        if let Some(ended) = self.ended.take() {
+            let _ = ended.send((self.sent, self.whole));
+        }
         if let Some(pid) = self.pid {
             // Gone already when it finished; the group is its own.
             process::signal_group(pid, nix::sys::signal::Signal::SIGKILL);
@@ -827,52 +897,68 @@ impl Drop for TarStream {
     }
 }
 
+/// How the making of a download's tar ended: the client's (restic's dump)
+/// or the tarring's error.
+type Made = tokio::sync::oneshot::Receiver<Result<(), String>>;
+
 /// `path` of `snapshot` as a tar: restic's own `dump --archive tar`; for PBS
-/// a restore into a scratch directory (removed once sent), then tarred.
-pub async fn download(
+/// a restore into a scratch directory (removed once sent), then tarred. The
+/// client's output goes to `progress`.
+async fn download(
     client: &Client,
     reaper: &Reaper,
     scratch: &Path,
     snapshot: &str,
     path: &str,
-) -> Result<TarStream, BackupError> {
-    let path = clean_path(path).map_err(BackupError::Refused)?;
-    check_snapshot(snapshot)?;
+    progress: &Arc<Mutex<Progress>>,
+) -> Result<(TarStream, Made), BackupError> {
+    let (made, made_rx) = tokio::sync::oneshot::channel();
     if client.is_restic() {
-        let mut cmd = client.command(&client.dump_args(snapshot, &path));
+        let args = client.dump_args(snapshot, path);
+        let mut cmd = client.command(&args);
         process::tie_to_parent(&mut cmd);
         let piped = reaper.spawn_piped(cmd).map_err(|e| {
             BackupError::Client(format!("cannot run {}: {e}", client.program.display()))
         })?;
-        // Its errors are for the log; the download just ends.
         let stderr = piped.stderr;
-        let job = client.job.name.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut text = String::new();
-            let _ = stderr.take(1 << 20).read_to_string(&mut text);
-            if !text.trim().is_empty() {
-                tracing::warn!(%job, output = %text.trim(), "restic dump said");
-            }
+        let (client, progress) = (client.clone(), progress.clone());
+        tokio::spawn(async move {
+            let text = tokio::task::spawn_blocking(move || {
+                let mut text = String::new();
+                let _ = stderr.take(1 << 20).read_to_string(&mut text);
+                text
+            })
+            .await
+            .unwrap_or_default();
+            let exited = piped.exited.await;
+            let mut progress = lock(&progress);
+            progress.note(&text);
+            let result = match exited {
+                Ok(exit) if exit.success() => Ok(()),
+                Ok(exit) => Err(failure(&client, &args, exit, &progress)),
+                Err(_) => Err("the reaper went away".into()),
+            };
+            let _ = made.send(result);
         });
-        return Ok(TarStream {
-            reader: piped.stdout,
-            pid: Some(piped.pid),
-        });
+        return Ok((TarStream::new(piped.stdout, Some(piped.pid)), made_rx));
     }
     let _ = std::fs::remove_dir_all(scratch);
     std::fs::create_dir_all(scratch)
         .map_err(|e| BackupError::Client(format!("{}: {e}", scratch.display())))?;
-    let paths = selection(client, reaper, snapshot, std::slice::from_ref(&path)).await?;
+    let paths = selection(client, reaper, snapshot, &[path.to_string()]).await?;
     for args in client.restore_args(snapshot, &paths, scratch) {
-        let progress = Arc::default();
         let (exit, _) = client
-            .run(reaper, &args, &progress, |_| {})
+            .run(reaper, &args, progress, |_| {})
             .await
             .map_err(BackupError::Client)?;
         if !exit.success() {
             let _ = std::fs::remove_dir_all(scratch);
-            let last = lock(&progress).last_line.clone();
-            return Err(failed(client, &args, exit, &last));
+            return Err(BackupError::Client(failure(
+                client,
+                &args,
+                exit,
+                &lock(progress),
+            )));
         }
     }
     let (read, write) = process::pipe().map_err(|e| BackupError::Client(e.to_string()))?;
@@ -891,15 +977,10 @@ pub async fn download(
             tar.append_path_with_name(&source, &inside)
         };
         let result = result.and_then(|_| tar.finish());
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "a backup download ended early");
-        }
         let _ = std::fs::remove_dir_all(&scratch);
+        let _ = made.send(result.map_err(|e| format!("making the tar: {e}")));
     });
-    Ok(TarStream {
-        reader: std::fs::File::from(read),
-        pid: None,
-    })
+    Ok((TarStream::new(std::fs::File::from(read), None), made_rx))
 }
 
 /// A job's client from the stored settings, for the command line (no
@@ -955,10 +1036,17 @@ impl super::Backups {
         &self,
         job: &str,
         request: RestoreRequest,
+        actor: &str,
     ) -> Result<RestoreStatus, BackupError> {
         let client = self.client_of(job)?;
         self.restores
-            .start(client, self.ctx.reaper.clone(), &self.ctx.data_dir, request)
+            .start(
+                client,
+                self.ctx.reaper.clone(),
+                &self.ctx.data_dir,
+                request,
+                actor,
+            )
             .await
     }
 
@@ -973,22 +1061,87 @@ impl super::Backups {
             .ok_or_else(|| BackupError::NotFound(format!("no restore {id}")))
     }
 
-    /// A file or directory of one of the job's snapshots, as a tar stream.
+    /// A file or directory of one of the job's snapshots, as a tar stream;
+    /// a run of kind `restore` with the target `download`, which ends when
+    /// the stream does (its bytes: the tar's, as sent).
     pub async fn download(
         &self,
         job: &str,
         snapshot: &str,
         path: &str,
+        actor: &str,
     ) -> Result<TarStream, BackupError> {
         let client = self.client_of(job)?;
-        let n = self.restores.next_id();
+        let path = clean_path(path).map_err(BackupError::Refused)?;
+        check_snapshot(snapshot)?;
+        let n = self.restores.next_download();
         let scratch = self
             .ctx
             .data_dir
             .join("backup-staging")
             .join(job)
             .join(format!("download-{n}"));
-        download(&client, &self.ctx.reaper, &scratch, snapshot, path).await
+        let store = self.ctx.store.clone();
+        let id = history::begin_restore(
+            &store,
+            &history::RestoreStart {
+                job,
+                actor,
+                snapshot,
+                target: DOWNLOAD,
+                paths: std::slice::from_ref(&path),
+            },
+        )?;
+        let progress = Arc::default();
+        let end = move |result: Result<u64, String>, progress: &Arc<Mutex<Progress>>| {
+            let log = lock(progress).log.clone();
+            let (outcome, finish) = match result {
+                Ok(bytes) => (
+                    Outcome::Ok,
+                    Finish {
+                        bytes: Some(bytes as i64),
+                        log,
+                        ..Finish::default()
+                    },
+                ),
+                Err(why) => (
+                    Outcome::Failed,
+                    Finish {
+                        reason: Some(why),
+                        log,
+                        ..Finish::default()
+                    },
+                ),
+            };
+            if let Err(e) = history::finish(&store, id, outcome, &finish, &[]) {
+                tracing::error!(error = %e, "cannot record the end of a download");
+            }
+        };
+        let reaper = &self.ctx.reaper;
+        let (mut stream, made) =
+            match download(&client, reaper, &scratch, snapshot, &path, &progress).await {
+                Ok(started) => started,
+                Err(e) => {
+                    end(Err(e.to_string()), &progress);
+                    return Err(e);
+                }
+            };
+        let (ended, ended_rx) = tokio::sync::oneshot::channel();
+        stream.ended = Some(ended);
+        tokio::spawn(async move {
+            let (sent, whole) = ended_rx.await.unwrap_or((0, false));
+            let made = made
+                .await
+                .unwrap_or_else(|_| Err("the tar's making stopped".into()));
+            // A stream cut short kills the client: its error is not the cause.
+            let result = match (made, whole) {
+                (_, false) => Err(format!("the download was cut short after {sent} bytes")),
+                (Err(why), true) => Err(why),
+                (Ok(()), true) => Ok(sent),
+            };
+            end(result, &progress);
+        });
+        Ok(stream)
     }
 }
 
@@ -996,55 +1149,58 @@ impl super::Backups {
 mod tests {
     use super::*;
 
-    fn status(id: u64, state: RestoreState) -> RestoreStatus {
-        RestoreStatus {
-            id,
-            job: "photos".into(),
-            snapshot: "host/box/2026-12-07T02:00:00Z".into(),
-            paths: vec!["/".into()],
-            target: "/srv/restored".into(),
-            state,
-            reason: None,
-            step: 0,
-            steps: 1,
-            progress: String::new(),
-            files: None,
-            bytes: None,
-            started: "2026-12-07T03:00:00Z".into(),
-            ended: None,
-        }
-    }
-
     #[test]
-    fn restores_outlive_a_restart_and_one_cut_short_is_failed() {
+    fn restores_are_their_runs_and_one_cut_short_by_a_stop_is_failed() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let restores = Restores::open(store.clone()).unwrap();
+        let restores = Restores::new(store.clone());
         assert!(restores.list().unwrap().is_empty());
-        for id in 1..=KEPT as u64 + 2 {
-            assert_eq!(restores.next_id(), id);
-            record(&store, &status(id, RestoreState::Ok)).unwrap();
-        }
-        let cut = restores.next_id();
-        record(&store, &status(cut, RestoreState::Running)).unwrap();
+        let paths = ["/".to_string()];
+        let start = history::RestoreStart {
+            job: "photos",
+            actor: "ann",
+            snapshot: "host/box/2026-12-07T02:00:00Z",
+            target: "/srv/restored",
+            paths: &paths,
+        };
+        let done = history::begin_restore(&store, &start).unwrap();
+        let finish = Finish {
+            files: Some(2),
+            bytes: Some(7),
+            log: "restoring\nSummary: Restored 2 files\n".into(),
+            ..Finish::default()
+        };
+        history::finish(&store, done, Outcome::Ok, &finish, &[]).unwrap();
+        let backup = history::begin(&store, "photos", Kind::Backup).unwrap();
+        let cut = history::begin_restore(&store, &start).unwrap();
         drop((restores, store));
 
-        let restores = Restores::open(Store::open(dir.path()).unwrap()).unwrap();
+        // What `Backups` does when obsbox starts again.
+        let store = Store::open(dir.path()).unwrap();
+        history::close_interrupted(&store).unwrap();
+        let restores = Restores::new(store);
         let listed = restores.list().unwrap();
-        assert_eq!(listed.len(), KEPT as usize);
-        assert_eq!(listed[0].id, cut);
+        assert_eq!(
+            listed.iter().map(|r| r.id as i64).collect::<Vec<_>>(),
+            [cut, done],
+            "the backup run is no restore"
+        );
         assert_eq!(listed[0].state, RestoreState::Failed);
         assert_eq!(
             listed[0].reason.as_deref(),
-            Some("obsbox stopped during the restore")
+            Some("obsbox stopped during the run")
         );
-        assert_eq!(listed[1].state, RestoreState::Ok);
-        assert_eq!(restores.get(cut).unwrap().unwrap().id, cut);
-        assert!(
-            restores.get(1).unwrap().is_none(),
-            "only the newest are kept"
+        let ok = &listed[1];
+        assert_eq!(ok.state, RestoreState::Ok);
+        assert_eq!((ok.files, ok.bytes), (Some(2), Some(7)));
+        assert_eq!(ok.progress, "Summary: Restored 2 files");
+        assert_eq!(
+            (ok.target.as_str(), &ok.paths[..]),
+            ("/srv/restored", &paths[..])
         );
-        assert_eq!(restores.next_id(), cut + 1);
+        assert!(ok.ended.is_some());
+        assert_eq!(restores.get(done as u64).unwrap().unwrap().id, done as u64);
+        assert!(restores.get(backup as u64).unwrap().is_none());
     }
 
     #[test]

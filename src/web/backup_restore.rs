@@ -51,7 +51,7 @@ async fn restore(
     body: Bytes,
 ) -> ApiResult {
     let request: RestoreRequest = json_body(&body)?;
-    let status = app.backups.restore(&name, request).await?;
+    let status = app.backups.restore(&name, request, &actor.0).await?;
     app.store.audit(
         &actor.0,
         "backup.restore",
@@ -89,7 +89,10 @@ async fn download(
     Path(name): Path<String>,
     ApiQuery(q): ApiQuery<DownloadQuery>,
 ) -> ApiResult {
-    let stream = app.backups.download(&name, &q.snapshot, &q.path).await?;
+    let stream = app
+        .backups
+        .download(&name, &q.snapshot, &q.path, &actor.0)
+        .await?;
     app.store.audit(
         &actor.0,
         "backup.download",
@@ -100,7 +103,7 @@ async fn download(
         let mut stream = stream;
         loop {
             let mut chunk = vec![0; 64 << 10];
-            match stream.reader.read(&mut chunk) {
+            match stream.read(&mut chunk) {
                 Ok(0) => return,
                 Ok(n) => {
                     chunk.truncate(n);

@@ -458,7 +458,7 @@ fn register_backups(registry: &mut Registry, status: &crate::backup::BackupStatu
     }
     registry.register(
         "obsbox_backup_runs",
-        "Finished runs by kind (backup, verify, drill, copy) and result",
+        "Finished runs by kind (backup, verify, drill, copy, restore) and result",
         runs,
     );
     registry.register(

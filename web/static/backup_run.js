@@ -1,4 +1,4 @@
-// One backup, verification, drill or off-site copy run: what it did, its progress while it
+// One backup, verification, drill, off-site copy or restore run: what it did, its progress while it
 // runs (polled every second), the restore time against the RTO for a drill,
 // and the client's log.
 import {
@@ -7,7 +7,7 @@ import {
 
 const $ = (id) => document.getElementById(id);
 const id = location.pathname.split('/').pop();
-const KINDS = { backup: 'Backup', verify: 'Verification', drill: 'Restore drill', copy: 'Off-site copy' };
+const KINDS = { backup: 'Backup', verify: 'Verification', drill: 'Restore drill', copy: 'Off-site copy', restore: 'Restore' };
 
 function restoreTime(run) {
   if (run.restore_ms == null) return null;
@@ -28,6 +28,10 @@ function facts(run) {
     ['Ended', when(run.ended_at)],
     ['Took', run.ended_at ? duration((run.ended_at - run.started_at) / 1000) : null],
     ['Snapshot', run.snapshot ? snapshotId(run.snapshot) : null],
+    // Restores: who asked, what and where to.
+    ['Asked by', run.actor],
+    ['Paths', run.paths?.join(', ')],
+    ['Restored into', run.target],
     ['Files', ok && run.files != null ? String(run.files) : null],
     ['Size', ok && run.bytes != null ? bytes(run.bytes) : null],
     ['Restore time', restoreTime(run)],

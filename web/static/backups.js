@@ -314,7 +314,7 @@ async function restores() {
   if (list.length) $('restore').hidden = false;
   table($('restores'), {
     rows: list,
-    empty: 'No restore since obsbox started.',
+    empty: 'No restore yet.',
     columns: [
       { label: 'Job', value: (r) => r.job },
       { label: 'Snapshot', value: (r) => snapshotId(r.snapshot) },
