@@ -657,25 +657,10 @@ impl Restores {
         tokio::spawn(async move {
             let result = execute(&client, &reaper, &plan.steps, &plan.target, &live).await;
             let log = lock(&live.progress).log.clone();
-            let (outcome, finish) = match result {
-                Ok((files, bytes)) => (
-                    Outcome::Ok,
-                    Finish {
-                        files: Some(files as i64),
-                        bytes: Some(bytes as i64),
-                        log,
-                        ..Finish::default()
-                    },
-                ),
-                Err(why) => (
-                    Outcome::Failed,
-                    Finish {
-                        reason: Some(why),
-                        log,
-                        ..Finish::default()
-                    },
-                ),
-            };
+            let (outcome, finish) = run_end(
+                result.map(|(files, bytes)| (Some(files as i64), bytes)),
+                log,
+            );
             tracing::info!(job = %client.job.name, snapshot = %plan.snapshot, target = %plan.target.display(), result = outcome.as_str(), reason = ?finish.reason, "restore ended");
             if let Err(e) = history::finish(&restores.store, id, outcome, &finish, &[]) {
                 tracing::error!(job = %client.job.name, error = %e, "cannot record the end of a restore");
@@ -1095,24 +1080,7 @@ impl super::Backups {
         let progress = Arc::default();
         let end = move |result: Result<u64, String>, progress: &Arc<Mutex<Progress>>| {
             let log = lock(progress).log.clone();
-            let (outcome, finish) = match result {
-                Ok(bytes) => (
-                    Outcome::Ok,
-                    Finish {
-                        bytes: Some(bytes as i64),
-                        log,
-                        ..Finish::default()
-                    },
-                ),
-                Err(why) => (
-                    Outcome::Failed,
-                    Finish {
-                        reason: Some(why),
-                        log,
-                        ..Finish::default()
-                    },
-                ),
-            };
+            let (outcome, finish) = run_end(result.map(|bytes| (None, bytes)), log);
             if let Err(e) = history::finish(&store, id, outcome, &finish, &[]) {
                 tracing::error!(error = %e, "cannot record the end of a download");
             }
@@ -1142,6 +1110,31 @@ impl super::Backups {
             end(result, &progress);
         });
         Ok(stream)
+    }
+}
+
+/// How a restore or download run ended, for the history: the files (a
+/// download counts none) and bytes it made, or why it failed; the client's
+/// output either way.
+fn run_end(result: Result<(Option<i64>, u64), String>, log: String) -> (Outcome, Finish) {
+    match result {
+        Ok((files, bytes)) => (
+            Outcome::Ok,
+            Finish {
+                files,
+                bytes: Some(bytes as i64),
+                log,
+                ..Finish::default()
+            },
+        ),
+        Err(why) => (
+            Outcome::Failed,
+            Finish {
+                reason: Some(why),
+                log,
+                ..Finish::default()
+            },
+        ),
     }
 }
 
