@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{free_port, services_only, wait_for, Obsbox};
+use common::{distinct_free_ports, free_port, services_only, wait_for, Obsbox};
 use prost::Message as _;
 use serde_json::{json, Value};
 use std::io::Write;
@@ -56,11 +56,8 @@ struct Ports {
 }
 
 fn syslog_box() -> (Obsbox, Ports) {
-    let ports = Ports {
-        udp: free_port(),
-        tcp: free_port(),
-        tls: free_port(),
-    };
+    let [udp, tcp, tls] = distinct_free_ports();
+    let ports = Ports { udp, tcp, tls };
     let obsbox = Obsbox::start_with(
         &[
             ("services", services_only(&[])),
@@ -199,7 +196,7 @@ fn malformed_oversized_and_binary_input_is_kept_as_raw_lines() {
 
 #[test]
 fn over_the_rate_limit_udp_lines_are_dropped_and_counted_and_tcp_is_slowed_not_lost() {
-    let (udp, tcp) = (free_port(), free_port());
+    let [udp, tcp] = distinct_free_ports();
     let obsbox = Obsbox::start(&[
         ("services", services_only(&[])),
         (

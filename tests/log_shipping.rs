@@ -321,7 +321,7 @@ fn a_loki_that_refuses_protobuf_gets_json() {
 /// A Loki stand-in of its own (not obsbox's child), with `config` added to
 /// its configuration: the child and its HTTP port.
 fn own_loki(dir: &std::path::Path, config: &str) -> (std::process::Child, u16) {
-    let (port, grpc) = (free_port(), free_port());
+    let [port, grpc] = distinct_free_ports();
     let file = dir.join("loki.yaml");
     std::fs::write(
         &file,

@@ -688,7 +688,7 @@ fn answers(port: u16) -> bool {
 
 #[test]
 fn the_nut_server_moves_and_stops_with_its_settings_and_lists_as_upsd_does() {
-    let (first, second) = (free_port(), free_port());
+    let [first, second] = distinct_free_ports();
     let listen = |port: u16| format!("127.0.0.1:{port}");
     let power = json!({"nut_server": {"enabled": true, "listen": listen(first)}});
     let obsbox = Obsbox::start(&[("services", services_only(&[])), ("power", power)]);

@@ -93,15 +93,23 @@ pub struct Obsbox {
 /// The admin password tests set up obsbox with.
 pub const PASSWORD: &str = "test password 1";
 
+/// `N` ports free now and different from each other: each is held until
+/// all are chosen (one port freed and asked for again may come back).
+pub fn distinct_free_ports<const N: usize>() -> [u16; N] {
+    let held: [TcpListener; N] = std::array::from_fn(|_| TcpListener::bind("127.0.0.1:0").unwrap());
+    held.map(|l| l.local_addr().unwrap().port())
+}
+
 /// Ports for every built-in child, so tests can run side by side.
 pub fn service_ports() -> Value {
+    let [prometheus, alertmanager, node_exporter, loki, grafana, blackbox] = distinct_free_ports();
     json!({
-        "prometheus": {"port": free_port()},
-        "alertmanager": {"port": free_port()},
-        "node_exporter": {"port": free_port()},
-        "loki": {"port": free_port(), "binary": stand_in("loki")},
-        "grafana": {"port": free_port(), "binary": stand_in("grafana")},
-        "blackbox": {"port": free_port()},
+        "prometheus": {"port": prometheus},
+        "alertmanager": {"port": alertmanager},
+        "node_exporter": {"port": node_exporter},
+        "loki": {"port": loki, "binary": stand_in("loki")},
+        "grafana": {"port": grafana, "binary": stand_in("grafana")},
+        "blackbox": {"port": blackbox},
     })
 }
 
