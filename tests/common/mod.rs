@@ -93,6 +93,15 @@ pub struct Obsbox {
 /// The admin password tests set up obsbox with.
 pub const PASSWORD: &str = "test password 1";
 
+/// The first line a started process prints (where it listens).
+fn first_line(process: &mut Child) -> String {
+    let mut line = String::new();
+    BufReader::new(process.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    line
+}
+
 /// `N` ports free now and different from each other: each is held until
 /// all are chosen (one port freed and asked for again may come back).
 pub fn distinct_free_ports<const N: usize>() -> [u16; N] {
@@ -309,10 +318,7 @@ impl Obsbox {
             .stderr(Stdio::from(log))
             .spawn()
             .unwrap();
-        let mut line = String::new();
-        BufReader::new(process.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        let line = first_line(&mut process);
         self.port = line
             .split("http://127.0.0.1:")
             .nth(1)
@@ -554,10 +560,7 @@ impl StateServer {
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
-        let mut line = String::new();
-        BufReader::new(process.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        let line = first_line(&mut process);
         // listening 127.0.0.1:PORT [fingerprint AA:BB:...] (HTTPS ones)
         let words: Vec<&str> = line.split_whitespace().collect();
         assert_eq!(words.first(), Some(&"listening"), "{line}");
