@@ -590,17 +590,14 @@ fn file_tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
 /// another machine) and answers where the box's settings database and
 /// secrets landed in it.
 fn restore_state(repo: &Path, target: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
-    let out = std::process::Command::new("restic")
-        .args(["restore", "latest", "--target"])
-        .arg(target)
-        .env("RESTIC_REPOSITORY", repo)
-        .env("RESTIC_PASSWORD", pbs::PASSWORD)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    restic(
+        repo,
+        &[
+            "restore".as_ref(),
+            "latest".as_ref(),
+            "--target".as_ref(),
+            target.as_os_str(),
+        ],
     );
     let db = find(target, "obsbox.db");
     let secrets = db.parent().unwrap().parent().unwrap().join("secrets");
@@ -843,23 +840,11 @@ fn is_restored(fresh: &mut Obsbox, old: &OldBox) {
     assert_eq!(status, 409, "{body}");
 }
 
-/// A snapshot in `repo` that looks like a box's state (the paths and tags
-/// obsbox gives them) but holds `database` as the settings database.
-fn crafted_state(repo: &Path, database: &Path) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("data/backup-staging/box/appliance/obsbox");
-    std::fs::create_dir_all(&state).unwrap();
-    std::fs::copy(database, state.join("obsbox.db")).unwrap();
+/// What the real restic prints for `args` on `repo` (the test's
+/// password); the test fails with restic's error if it fails.
+fn restic(repo: &Path, args: &[&std::ffi::OsStr]) -> String {
     let out = std::process::Command::new("restic")
-        .args([
-            "backup",
-            "--json",
-            "--host",
-            "obsbox-box",
-            "--tag",
-            "obsbox,job=box",
-        ])
-        .arg(&state)
+        .args(args)
         .env("RESTIC_REPOSITORY", repo)
         .env("RESTIC_PASSWORD", pbs::PASSWORD)
         .output()
@@ -869,7 +854,27 @@ fn crafted_state(repo: &Path, database: &Path) -> String {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8_lossy(&out.stdout)
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A snapshot in `repo` that looks like a box's state (the paths and tags
+/// obsbox gives them) but holds `database` as the settings database.
+fn crafted_state(repo: &Path, database: &Path) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("data/backup-staging/box/appliance/obsbox");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::copy(database, state.join("obsbox.db")).unwrap();
+    let args = [
+        "backup",
+        "--json",
+        "--host",
+        "obsbox-box",
+        "--tag",
+        "obsbox,job=box",
+    ];
+    let mut args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
+    args.push(state.as_os_str());
+    restic(repo, &args)
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .find(|v| v["message_type"] == "summary")
